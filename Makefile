@@ -1,0 +1,43 @@
+# geoseg developer commands. Each target creates/uses .venv and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.geoseg-installed
+DEMO_OUT ?= demo_out
+
+.PHONY: demo test test-slow lint bench sample-data clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+sample-data: $(STAMP)
+	$(BIN)/python -m geoseg.synthetic sample_data --overwrite
+
+demo: sample-data
+	mkdir -p $(DEMO_OUT)
+	$(BIN)/geoseg models
+	$(BIN)/geoseg predict sample_data/scene_before.tif -m spectral -o $(DEMO_OUT)/landcover_before.tif \
+		--confidence --overwrite --preview $(DEMO_OUT)/landcover_before.png --progress
+	$(BIN)/geoseg info $(DEMO_OUT)/landcover_before.tif
+	@echo "demo outputs are in $(DEMO_OUT)/"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check geoseg tests benchmarks
+	$(BIN)/ruff format --check geoseg tests benchmarks
+	$(BIN)/mypy geoseg
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_predict.py
+	$(BIN)/python benchmarks/bench_memory.py
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,8 @@
+"""geoseg: seam-free segmentation of whole satellite and aerial scenes."""
+
+import logging
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,50 @@
+"""Errors raised by geoseg.
+
+Every error is a :class:`GeosegError`; leaves also inherit the matching builtin so
+callers that catch ``ValueError`` or ``FileNotFoundError`` keep working. Messages
+say what was wrong, with which file, and what to do about it. The CLI turns any
+``GeosegError`` into a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BandMismatchError",
+    "CheckpointError",
+    "GeosegError",
+    "InputNotFoundError",
+    "InvalidRasterError",
+    "OutputExistsError",
+    "UnknownModelError",
+]
+
+
+class GeosegError(Exception):
+    """Root of all errors geoseg raises on purpose."""
+
+
+class InputNotFoundError(GeosegError, FileNotFoundError):
+    """An input file does not exist."""
+
+
+class InvalidRasterError(GeosegError, ValueError):
+    """A raster cannot be used: not a raster, no CRS, rotated, empty, all nodata, ..."""
+
+
+class BandMismatchError(GeosegError, ValueError):
+    """The scene's bands are not the ones the model expects."""
+
+
+class CheckpointError(GeosegError, ValueError):
+    """A model file is not a geoseg checkpoint, or is damaged."""
+
+
+class UnknownModelError(GeosegError, KeyError):
+    """A model or architecture name is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class OutputExistsError(GeosegError, FileExistsError):
+    """An output exists and ``overwrite`` was not given."""

@@ -1,0 +1,1 @@
+"""The only code in geoseg that opens files: rasters, checkpoints, previews."""

@@ -1,0 +1,100 @@
+"""Read and write geoseg checkpoints: one ``.safetensors`` file with JSON metadata.
+
+Model files are never unpickled: ``torch.load`` is not used on user files, and a
+pickle or zip renamed ``.safetensors`` is refused before anything is executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from geoseg.errors import CheckpointError, InputNotFoundError, OutputExistsError
+from geoseg.types import ModelMeta
+
+__all__ = ["FORMAT_VERSION", "load_checkpoint", "read_checkpoint_meta", "save_checkpoint"]
+
+#: Version of the metadata layout; bumped on incompatible changes.
+FORMAT_VERSION = 1
+_KEY = "geoseg"
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    state_dict: Mapping[str, torch.Tensor],
+    meta: ModelMeta,
+    overwrite: bool = False,
+) -> Path:
+    """Write weights and metadata atomically (temporary file, then rename)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: exists; pass overwrite=True (--overwrite) to replace it")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    header = {_KEY: json.dumps({"format": FORMAT_VERSION, **meta.to_json()})}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=header)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _refuse_pickles(path: Path) -> None:
+    with path.open("rb") as f:
+        head = f.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise CheckpointError(
+            f"{path}: is a PyTorch pickle/zip file, not a geoseg checkpoint; geoseg never "
+            "unpickles model files. Re-save the weights with geoseg.io.checkpoint.save_checkpoint"
+        )
+
+
+def read_checkpoint_meta(path: str | os.PathLike[str]) -> ModelMeta:
+    """Metadata of a checkpoint, without reading its tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: no such model file; `geoseg models` lists the choices")
+    _refuse_pickles(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(_KEY)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a safetensors file ({exc})") from exc
+    if raw is None:
+        raise CheckpointError(
+            f"{path}: a safetensors file without geoseg metadata (not written by geoseg); "
+            "train or convert the model with `geoseg train`"
+        )
+    try:
+        d = json.loads(raw)
+        if d.get("format") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{path}: checkpoint format {d.get('format')!r}, this geoseg reads "
+                f"{FORMAT_VERSION}; upgrade geoseg or re-export the model"
+            )
+        return ModelMeta.from_json(d)
+    except CheckpointError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: damaged geoseg metadata ({exc!r})") from exc
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], ModelMeta]:
+    """Tensors and metadata of a checkpoint (tensors on the CPU)."""
+    meta = read_checkpoint_meta(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: damaged tensor data ({exc})") from exc
+    return tensors, meta

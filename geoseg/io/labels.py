@@ -1,0 +1,154 @@
+"""Write label rasters: streamed block by block, then copied to a COG, atomically.
+
+Blocks are written into a temporary tiled GeoTIFF next to the output; only when
+every block is in does a COG copy (DEFLATE, overviews by mode resampling, colour
+table, class names) replace the output name. A failed or interrupted run leaves
+no file under the output name and removes its temporaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from geoseg.errors import GeosegError, InvalidRasterError, OutputExistsError
+from geoseg.types import NODATA_LABEL, ClassSchema
+
+__all__ = ["BlockSink", "check_output_path", "label_cog_writer", "read_class_schema"]
+
+#: GeoTIFF tag holding the class schema as JSON.
+CLASSES_TAG = "GEOSEG_CLASSES"
+
+
+def check_output_path(path: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
+    """Refuse an existing output (unless ``overwrite``), a missing folder, or an input."""
+    if not path.parent.is_dir():
+        raise GeosegError(f"{path}: the folder {path.parent} does not exist; create it first")
+    for src in inputs:
+        if src.exists() and path.exists() and path.samefile(src):
+            raise GeosegError(f"{path}: is also an input; choose another output name")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: exists; pass --overwrite to replace it")
+
+
+class BlockSink:
+    """``sink[(band, y, x) slices] = block`` writes a block into an open dataset.
+
+    Safe to call from several threads (writes are serialized); counts the valid
+    (non-nodata) pixels of band 1 so an all-nodata result can be refused.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self._dst = dataset
+        self._lock = threading.Lock()
+        self.valid_pixels = 0
+        self.blocks_written = 0
+
+    def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
+        _, ys, xs = key
+        window = Window.from_slices(ys, xs)
+        with self._lock:
+            self._dst.write(np.asarray(block, dtype=np.uint8), window=window)
+            self.valid_pixels += int(np.count_nonzero(block[0] != NODATA_LABEL))
+            self.blocks_written += 1
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _tmp_name(path: Path, tag: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".{tag}.tmp.tif", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _remove(*paths: Path) -> None:
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            Path(str(p) + ".aux.xml").unlink()
+
+
+@contextlib.contextmanager
+def label_cog_writer(
+    path: str | os.PathLike[str],
+    *,
+    height: int,
+    width: int,
+    count: int,
+    crs: CRS,
+    transform: Affine,
+    schema: ClassSchema,
+    descriptions: Sequence[str],
+    tags: dict[str, str] | None = None,
+    overwrite: bool = False,
+) -> Iterator[BlockSink]:
+    """Context manager yielding a :class:`BlockSink`; on success the COG appears at ``path``.
+
+    Args:
+        path: output ``.tif``.
+        height, width: raster size in pixels.
+        count: bands (1 = labels, 2 = labels + confidence).
+        crs, transform: georeferencing, copied from the input scene.
+        schema: classes, written as colour table and ``GEOSEG_CLASSES`` tag.
+        descriptions: one description per band.
+        tags: extra dataset tags (model, software version, ...).
+        overwrite: replace an existing ``path``.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        InvalidRasterError: no valid pixel was written (the input was all nodata).
+    """
+    out = Path(path)
+    check_output_path(out, overwrite)
+    stage, final = _tmp_name(out, "stage"), _tmp_name(out, "cog")
+    profile = {
+        "driver": "GTiff", "height": height, "width": width, "count": count, "dtype": "uint8",
+        "crs": crs, "transform": transform, "nodata": NODATA_LABEL, "tiled": True,
+        "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER",
+    }  # fmt: skip
+    try:
+        with rasterio.open(stage, "w", **profile) as dst:
+            sink = BlockSink(dst)
+            yield sink
+            if sink.valid_pixels == 0:
+                raise InvalidRasterError(
+                    "every pixel of the input is nodata; check the scene's nodata value "
+                    "(`gdalinfo`) or choose another scene"
+                )
+            dst.write_colormap(1, schema.colormap())
+            for i, text in enumerate(descriptions, start=1):
+                dst.set_band_description(i, text)
+            dst.update_tags(**{CLASSES_TAG: json.dumps(schema.to_json())}, **(tags or {}))
+        rasterio.shutil.copy(
+            stage, final, driver="COG", COMPRESS="DEFLATE", OVERVIEW_RESAMPLING="MODE",
+            BLOCKSIZE=512, BIGTIFF="IF_SAFER",
+        )  # fmt: skip
+        os.chmod(final, 0o666 & ~_umask())
+        os.replace(final, out)
+    finally:
+        _remove(stage, final)
+
+
+def read_class_schema(path: str | os.PathLike[str]) -> ClassSchema | None:
+    """The class schema stored in a geoseg label raster, or None if it has none."""
+    with rasterio.open(path) as src:
+        raw = src.tags().get(CLASSES_TAG)
+    return None if raw is None else ClassSchema.from_json(json.loads(raw))

@@ -1,0 +1,224 @@
+"""Open scenes lazily as dask-backed ``(band, y, x)`` DataArrays, with validation.
+
+Every check that can be made from the header is made here, before any pixel is
+read, so a bad input fails in milliseconds with a message that names the file and
+says how to fix it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import rasterio
+import rioxarray
+import xarray as xr
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import MaskFlags
+from rasterio.errors import RasterioIOError
+
+from geoseg.errors import InputNotFoundError, InvalidRasterError
+
+__all__ = ["Scene", "open_scene", "read_dataset_mask", "select_bands"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A lazily opened raster scene.
+
+    Attributes:
+        path: the file (or GDAL path / URL) it was opened from.
+        data: ``(band, y, x)`` dask-backed DataArray in the file's dtype.
+        valid: ``(y, x) bool`` dask array, False where the scene has no data
+            (nodata value in every band, NaN in any band, or the internal mask).
+        crs: coordinate reference system.
+        transform: affine pixel-to-CRS transform (north-up).
+        nodata: the file's nodata value, if any.
+        band_names: description of each selected band, or its 1-based number.
+        colorinterp: GDAL colour interpretation of each selected band (``"red"``, ...).
+    """
+
+    path: str
+    data: xr.DataArray
+    valid: da.Array
+    crs: CRS
+    transform: Affine
+    nodata: float | None
+    band_names: tuple[str, ...]
+    colorinterp: tuple[str, ...]
+
+    @property
+    def height(self) -> int:
+        return int(self.data.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.data.shape[2])
+
+    @property
+    def count(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return np.dtype(self.data.dtype)
+
+
+def _is_remote(path: str) -> bool:
+    return path.startswith("/vsi") or "://" in path
+
+
+def _check_file(path: str) -> None:
+    if _is_remote(path):
+        return
+    if not os.path.exists(path):
+        raise InputNotFoundError(f"{path}: no such file; check the path")
+    if os.path.isdir(path):
+        raise InvalidRasterError(f"{path}: is a folder, not a raster file")
+    if os.path.getsize(path) == 0:
+        raise InvalidRasterError(f"{path}: the file is empty (0 bytes); re-export the scene")
+
+
+def _check_header(path: str, src: Any, assume_crs: str | None) -> CRS:
+    if src.width == 0 or src.height == 0:
+        raise InvalidRasterError(f"{path}: the raster is empty ({src.width} x {src.height} px)")
+    crs = src.crs
+    if crs is None:
+        if assume_crs is None:
+            raise InvalidRasterError(
+                f"{path}: the raster has no CRS; set one with `gdal_edit.py -a_srs EPSG:XXXX` "
+                "or pass --assume-crs EPSG:XXXX"
+            )
+        try:
+            crs = CRS.from_user_input(assume_crs)
+        except rasterio.errors.CRSError as exc:
+            raise InvalidRasterError(f"--assume-crs {assume_crs!r} is not a CRS: {exc}") from exc
+    t = src.transform
+    if t.b != 0 or t.d != 0:
+        raise InvalidRasterError(
+            f"{path}: the geotransform is rotated or sheared ({tuple(t)[:6]}); "
+            "warp it north-up first, e.g. `gdalwarp in.tif out.tif`"
+        )
+    if t.a <= 0 or t.e >= 0:
+        raise InvalidRasterError(
+            f"{path}: the raster is not north-up (pixel size {t.a}, {t.e}); "
+            "warp it north-up first, e.g. `gdalwarp in.tif out.tif`"
+        )
+    return CRS.from_user_input(crs)
+
+
+def select_bands(path: str, names: Sequence[str], wanted: Sequence[str] | None) -> list[int]:
+    """0-based indices of the wanted bands, given as 1-based numbers or names.
+
+    Args:
+        path: the file, for error messages.
+        names: the file's band descriptions (or numbers), one per band.
+        wanted: ``["3", "2", "B04"]``-style selection; None selects every band.
+    """
+    if wanted is None:
+        return list(range(len(names)))
+    lower = [n.lower() for n in names]
+    out = []
+    for item in wanted:
+        if item.isdigit():
+            i = int(item) - 1
+            if not 0 <= i < len(names):
+                raise InvalidRasterError(
+                    f"{path}: band {item} does not exist; the file has bands 1-{len(names)}"
+                )
+            out.append(i)
+        elif item.lower() in lower:
+            out.append(lower.index(item.lower()))
+        else:
+            raise InvalidRasterError(
+                f"{path}: no band named {item!r}; its bands are {', '.join(names)}"
+            )
+    return out
+
+
+def read_dataset_mask(path: str, window: tuple[slice, slice]) -> np.ndarray:
+    """``(h, w) bool`` GDAL dataset mask (True = valid) for a window of ``path``."""
+    with rasterio.open(path) as src:
+        win = rasterio.windows.Window.from_slices(*window, height=src.height, width=src.width)
+        return np.asarray(src.dataset_mask(window=win) > 0)
+
+
+def _internal_mask(path: str, chunks: Any) -> da.Array:
+    def block(block_info: Any = None) -> np.ndarray:
+        (y0, y1), (x0, x1) = block_info[None]["array-location"]
+        return read_dataset_mask(path, (slice(y0, y1), slice(x0, x1)))
+
+    return da.map_blocks(block, chunks=chunks, dtype=bool, meta=np.array((), dtype=bool))
+
+
+def _valid_from_values(data: da.Array, nodata: float | None) -> da.Array:
+    valid = da.ones(data.shape[1:], chunks=data.chunks[1:], dtype=bool)
+    if nodata is not None and not np.isnan(nodata):
+        valid = valid & ~(data == data.dtype.type(nodata)).all(axis=0)
+    if np.issubdtype(data.dtype, np.floating):
+        valid = valid & ~da.isnan(data).any(axis=0)
+    return valid
+
+
+def open_scene(
+    path: str | os.PathLike[str],
+    bands: Sequence[str] | None = None,
+    chunk: int = 1024,
+    assume_crs: str | None = None,
+) -> Scene:
+    """Open a GeoTIFF/COG/VRT (or any GDAL raster) lazily.
+
+    Args:
+        path: file path or GDAL path/URL.
+        bands: band selection, 1-based numbers or band descriptions; None = all.
+        chunk: dask chunk side in pixels for ``y`` and ``x``.
+        assume_crs: CRS to use when the file has none (e.g. ``"EPSG:32633"``).
+
+    Raises:
+        InputNotFoundError: the file does not exist.
+        InvalidRasterError: not a raster, empty, no CRS, rotated or not north-up.
+    """
+    path = os.fspath(path)
+    _check_file(path)
+    try:
+        src = rasterio.open(path)
+    except RasterioIOError as exc:
+        raise InvalidRasterError(
+            f"{path}: not a raster GDAL can read ({exc}); check the file is a complete GeoTIFF"
+        ) from exc
+    with src:
+        crs = _check_header(path, src, assume_crs)
+        names = [d or str(i + 1) for i, d in enumerate(src.descriptions)]
+        interp = [c.name for c in src.colorinterp]
+        index = select_bands(path, names, bands)
+        has_mask = all(MaskFlags.per_dataset in f for f in src.mask_flag_enums) and not any(
+            MaskFlags.nodata in f for f in src.mask_flag_enums
+        )
+        transform, nodata = src.transform, src.nodata
+    arr = rioxarray.open_rasterio(
+        path, chunks={"band": -1, "y": chunk, "x": chunk}, masked=False, mask_and_scale=False
+    )
+    if not isinstance(arr, xr.DataArray):
+        raise InvalidRasterError(f"{path}: holds several subdatasets; open one of them")
+    arr = arr.isel(band=index)
+    valid = _valid_from_values(arr.data, nodata)
+    if has_mask:
+        valid = valid & _internal_mask(path, arr.data.chunks[1:])
+    return Scene(
+        path=path,
+        data=arr,
+        valid=valid,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+        band_names=tuple(names[i] for i in index),
+        colorinterp=tuple(interp[i] for i in index),
+    )

@@ -1,0 +1,59 @@
+"""Load a model once per worker process, from a small picklable description.
+
+Dask ships :class:`ModelSpec` (a few bytes) to every chunk task; each process
+builds the model the first time it sees a spec and reuses it afterwards.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from geoseg.models.registry import SPECTRAL
+from geoseg.types import Predictor
+
+__all__ = ["ModelSpec", "load_predictor", "model_spec"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load, hashable so it can key the per-process cache.
+
+    Attributes:
+        source: ``"spectral"`` or the path of a ``.safetensors`` checkpoint.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
+        roles: band roles of the scene (spectral only).
+        scale: digital number -> reflectance factor (spectral only).
+        stamp: ``(size, mtime_ns)`` of the checkpoint, so an edited file is reloaded.
+    """
+
+    source: str
+    device: str = "auto"
+    roles: Any = None
+    scale: float = 1.0
+    stamp: tuple[int, int] = (0, 0)
+
+
+def model_spec(
+    source: str, device: str = "auto", roles: Any = None, scale: float = 1.0
+) -> ModelSpec:
+    """A :class:`ModelSpec` with the checkpoint's file stamp filled in."""
+    if source == SPECTRAL:
+        return ModelSpec(source, device, roles, scale)
+    path = os.path.abspath(source)
+    st = os.stat(path)
+    return ModelSpec(path, device, stamp=(st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def load_predictor(spec: ModelSpec) -> Predictor:
+    """The model described by ``spec``, built once per process."""
+    if spec.source == SPECTRAL:
+        from geoseg.models.spectral import SpectralPredictor
+
+        return SpectralPredictor(spec.roles, spec.scale)
+    from geoseg.models.semantic import load_torch_predictor
+
+    return load_torch_predictor(spec.source, spec.device)

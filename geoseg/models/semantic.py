@@ -1,0 +1,88 @@
+"""Torch semantic-segmentation models behind the :class:`~geoseg.types.Predictor` contract."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+from geoseg.errors import CheckpointError
+from geoseg.io.checkpoint import load_checkpoint
+from geoseg.models.registry import build_model
+from geoseg.types import ClassSchema, ModelMeta
+
+__all__ = ["TorchPredictor", "load_torch_predictor", "resolve_device"]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CheckpointError("--device cuda was asked for but no CUDA GPU is available")
+    return torch.device(device)
+
+
+class TorchPredictor:
+    """A trained torch module with its metadata.
+
+    Args:
+        module: maps ``(N, C, H, W) float32`` normalized input to ``(N, K, H, W)`` logits.
+        meta: the checkpoint metadata (bands, normalization, classes).
+        device: where the module runs; on CUDA the forward pass uses autocast (fp16).
+    """
+
+    def __init__(self, module: nn.Module, meta: ModelMeta, device: torch.device) -> None:
+        self.module = module.to(device).eval()
+        self.meta = meta
+        self.device = device
+        self.schema: ClassSchema = meta.schema
+        self.bands: tuple[str, ...] = meta.bands
+        norm = meta.normalization
+        shape = (1, len(norm.mean), 1, 1)
+        self._mean = np.asarray(norm.mean, np.float32).reshape(shape)
+        self._inv_std = (1.0 / np.asarray(norm.std, np.float32)).reshape(shape)
+        self._scale = np.float32(norm.scale)
+
+    def normalize(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """``(N, C, H, W)`` raw values -> normalized float32; nodata pixels -> 0 (the mean)."""
+        x = (batch.astype(np.float32) * self._scale - self._mean) * self._inv_std
+        x[np.broadcast_to(~valid[:, None], x.shape)] = 0.0
+        return x
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Softmax probabilities ``(N, K, H, W) float32`` of normalized input ``x``."""
+        t = torch.from_numpy(x)
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+            ctx: contextlib.AbstractContextManager[object] = torch.autocast("cuda")
+        else:
+            ctx = contextlib.nullcontext()
+        with torch.inference_mode(), ctx:
+            logits = self.module(t)
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def predict(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        return self.forward(self.normalize(batch, valid))
+
+
+def load_torch_predictor(path: str | os.PathLike[str], device: str = "auto") -> TorchPredictor:
+    """Build the checkpoint's architecture and load its weights strictly."""
+    tensors, meta = load_checkpoint(path)
+    module = build_model(
+        meta.arch, meta.encoder, len(meta.bands), len(meta.schema), **dict(meta.options)
+    )
+    try:
+        result = module.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:  # tensor shapes do not fit
+        raise CheckpointError(f"{path}: weights do not fit a {meta.arch} model: {exc}") from exc
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{path}: weights do not fit a {meta.arch}/{meta.encoder} model "
+            f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}); "
+            "the file was edited or written by another program"
+        )
+    return TorchPredictor(module, meta, resolve_device(device))

@@ -1,0 +1,83 @@
+"""Human-readable descriptions for ``geoseg models`` and ``geoseg info``."""
+
+from __future__ import annotations
+
+import os
+
+import rasterio
+
+from geoseg.errors import InputNotFoundError
+from geoseg.io.checkpoint import read_checkpoint_meta
+from geoseg.io.labels import read_class_schema
+from geoseg.io.raster import open_scene
+from geoseg.models.registry import ARCHITECTURES
+from geoseg.types import ClassSchema
+
+__all__ = ["describe_checkpoint", "describe_models", "describe_raster"]
+
+
+def _classes(schema: ClassSchema) -> list[str]:
+    return [f"    {c.id:3d}  {c.name}  rgb{c.colour}" for c in schema.classes]
+
+
+def describe_models() -> list[str]:
+    """The built-in ``spectral`` model and the trainable architectures."""
+    from geoseg.models.spectral import BAND_ROLES, SENSORS, SPECTRAL_SCHEMA
+
+    lines = [
+        "spectral  weights-free band-index rules (NDVI, NDWI/MNDWI, NDBI); use `-m spectral`",
+        f"  bands: roles {', '.join(BAND_ROLES)}; needs red+green+blue or red+green+nir,",
+        "         found from band descriptions, colour interpretation, --sensor "
+        f"({', '.join(SENSORS)}) or --bands red=3,nir=4,...",
+        "  classes:",
+        *_classes(SPECTRAL_SCHEMA),
+        "",
+        "trainable architectures (use a .safetensors checkpoint: `geoseg models FILE` shows one):",
+        f"  {', '.join(ARCHITECTURES)}",
+    ]
+    return lines
+
+
+def describe_checkpoint(path: str | os.PathLike[str]) -> list[str]:
+    """Architecture, bands, classes, window and scores of a checkpoint."""
+    meta = read_checkpoint_meta(path)
+    lines = [
+        f"{path}",
+        f"  task: {meta.task}   arch: {meta.arch}   encoder: {meta.encoder}",
+        f"  bands ({len(meta.bands)}): {', '.join(meta.bands)}",
+        f"  window: {meta.window} px   margin: {meta.margin} px   GSD: {meta.gsd_m} m",
+        "  classes:",
+        *_classes(meta.schema),
+    ]
+    if meta.metrics:
+        lines.append(f"  metrics: {dict(meta.metrics)}")
+    return lines
+
+
+def describe_raster(path: str | os.PathLike[str]) -> list[str]:
+    """Size, georeferencing, bands and (for label rasters) classes of a raster."""
+    if not os.path.exists(path):
+        raise InputNotFoundError(f"{path}: no such file; check the path")
+    scene = open_scene(path, assume_crs="EPSG:4326" if _no_crs(path) else None)
+    t = scene.transform
+    lines = [
+        f"{path}",
+        f"  size: {scene.width} x {scene.height} px, {scene.count} band(s) {scene.dtype}",
+        f"  crs: {scene.crs.to_string() if _has_crs(path) else 'none'}",
+        f"  pixel size: {t.a:g} x {-t.e:g}   origin: ({t.c:g}, {t.f:g})",
+        f"  nodata: {scene.nodata}",
+        f"  bands: {', '.join(scene.band_names)}",
+    ]
+    schema = read_class_schema(path)
+    if schema is not None:
+        lines += ["  classes:", *_classes(schema)]
+    return lines
+
+
+def _has_crs(path: str | os.PathLike[str]) -> bool:
+    with rasterio.open(path) as src:
+        return src.crs is not None
+
+
+def _no_crs(path: str | os.PathLike[str]) -> bool:
+    return not _has_crs(path)

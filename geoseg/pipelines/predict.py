@@ -1,0 +1,198 @@
+"""``predict_scene``: scene + model -> label COG (+ confidence band, + PNG quicklook)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from geoseg import __version__
+from geoseg.errors import BandMismatchError, GeosegError
+from geoseg.io.checkpoint import read_checkpoint_meta
+from geoseg.io.labels import check_output_path, label_cog_writer
+from geoseg.io.preview import write_label_preview
+from geoseg.io.raster import Scene, open_scene, select_bands
+from geoseg.models.cache import ModelSpec, load_predictor, model_spec
+from geoseg.models.registry import SPECTRAL, window_multiple
+from geoseg.pipelines.execute import Progress, store_blocks
+from geoseg.tiling.infer import predict_blocks
+from geoseg.types import ClassSchema, ModelMeta, TileSpec
+
+__all__ = ["PredictOptions", "PredictResult", "predict_scene"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Options of :func:`predict_scene` (the CLI flags of ``geoseg predict``).
+
+    Attributes:
+        window: window side in px (default: the model's; 512 for ``spectral``).
+        margin: margin in px trimmed from each window side (default: the model's).
+        chunk: dask chunk side in px, rounded to a whole number of strides.
+        blend: ``"trim"`` or ``"hann"``.
+        batch_size: windows per model call.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        confidence: add a confidence band (``round(254 p)``, 255 = nodata).
+        overwrite: replace an existing output.
+        bands: band selection (1-based numbers or names) for checkpoint models.
+        band_roles: ``{"red": 3, ...}`` 1-based band numbers for ``spectral``.
+        sensor: fixed band layout for ``spectral`` (``sentinel2``, ``landsat8``, ...).
+        assume_crs: CRS for scenes without one.
+        scheduler: ``threads``, ``sync``, ``local`` or ``tcp://host:port``.
+        workers: threads or worker processes.
+        preview: path of a PNG quicklook to write.
+    """
+
+    window: int | None = None
+    margin: int | None = None
+    chunk: int = 1024
+    blend: str = "trim"
+    batch_size: int = 4
+    device: str = "auto"
+    confidence: bool = False
+    overwrite: bool = False
+    bands: Sequence[str] | None = None
+    band_roles: Mapping[str, int] = field(default_factory=dict)
+    sensor: str | None = None
+    assume_crs: str | None = None
+    scheduler: str = "threads"
+    workers: int | None = None
+    preview: str | os.PathLike[str] | None = None
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """What :func:`predict_scene` wrote.
+
+    Attributes:
+        output: the label COG.
+        valid_pixels: pixels with a class (not nodata).
+        schema: the classes in the file.
+        preview: the PNG quicklook, if one was asked for.
+    """
+
+    output: Path
+    valid_pixels: int
+    schema: ClassSchema
+    preview: Path | None = None
+
+
+def _tile_spec(opts: PredictOptions, window: int, margin: int, multiple: int) -> TileSpec:
+    window = opts.window or window
+    margin = margin if opts.margin is None else opts.margin
+    if window % multiple:
+        raise GeosegError(f"--window {window} must be a multiple of {multiple} for this model")
+    probe = TileSpec(window=window, margin=margin, blend=opts.blend)
+    chunk_windows = max(1, round(opts.chunk / probe.stride))
+    return TileSpec(window, margin, chunk_windows, opts.blend, opts.batch_size)
+
+
+def _spectral_setup(
+    path: str, opts: PredictOptions
+) -> tuple[Scene, ModelSpec, ClassSchema, TileSpec]:
+    from geoseg.models.spectral import SPECTRAL_SCHEMA, reflectance_scale, resolve_band_roles
+
+    # The spectral model is pixel-wise: no margin is needed for exact tiling.
+    tile = _tile_spec(opts, 512, 0, 1)
+    scene = open_scene(path, None, tile.chunk, opts.assume_crs)
+    roles, notes = resolve_band_roles(
+        scene.band_names, scene.colorinterp, opts.band_roles or None, opts.sensor, path
+    )
+    for note in notes:
+        log.warning("%s", note)
+    spec = model_spec(SPECTRAL, opts.device, roles, reflectance_scale(scene.dtype))
+    return scene, spec, SPECTRAL_SCHEMA, tile
+
+
+def _match_bands(
+    path: str, names: Sequence[str], meta: ModelMeta, wanted: Sequence[str] | None
+) -> list[int]:
+    """0-based scene bands feeding the model's inputs, by selection, name or order."""
+    if wanted is not None:
+        index = select_bands(path, names, wanted)
+    elif {b.lower() for b in meta.bands} <= {n.lower() for n in names}:
+        index = select_bands(path, names, meta.bands)
+    elif len(names) == len(meta.bands):
+        log.warning(
+            "%s: band names %s differ from the model's %s; using the bands in file order",
+            path, list(names), list(meta.bands),
+        )  # fmt: skip
+        index = list(range(len(names)))
+    else:
+        index = []
+    if len(index) != len(meta.bands):
+        raise BandMismatchError(
+            f"{path}: the model expects {len(meta.bands)} bands {list(meta.bands)}, the file has "
+            f"{len(names)} {list(names)}; pick them with --bands, e.g. --bands "
+            f"{','.join(str(i + 1) for i in range(min(len(names), len(meta.bands))))}"
+        )
+    return index
+
+
+def _checkpoint_setup(
+    path: str, model: str, opts: PredictOptions
+) -> tuple[Scene, ModelSpec, ClassSchema, TileSpec]:
+    meta = read_checkpoint_meta(model)
+    if meta.task != "semantic":
+        raise GeosegError(f"{model}: a {meta.task} model; this geoseg predicts semantic models")
+    tile = _tile_spec(opts, meta.window, meta.margin, window_multiple(meta.arch))
+    names = open_scene(path, None, tile.chunk, opts.assume_crs).band_names
+    index = _match_bands(path, names, meta, opts.bands)
+    scene = open_scene(path, [str(i + 1) for i in index], tile.chunk, opts.assume_crs)
+    return scene, model_spec(model, opts.device), meta.schema, tile
+
+
+def predict_scene(
+    scene_path: str | os.PathLike[str],
+    model: str,
+    output: str | os.PathLike[str],
+    options: PredictOptions | None = None,
+    progress: Progress | None = None,
+) -> PredictResult:
+    """Segment a whole scene into a label COG with the same grid as the input.
+
+    Args:
+        scene_path: GeoTIFF/COG/VRT to segment.
+        model: ``"spectral"`` or a ``.safetensors`` checkpoint.
+        output: label COG to write (uint8, 255 = nodata).
+        options: see :class:`PredictOptions`.
+        progress: ``progress(done, total)`` callback.
+
+    Raises:
+        GeosegError: bad input, model or output (nothing is written).
+    """
+    opts = options or PredictOptions()
+    path, out = os.fspath(scene_path), Path(output)
+    check_output_path(out, opts.overwrite, [Path(path)])
+    if opts.preview is not None:
+        check_output_path(Path(opts.preview), opts.overwrite, [Path(path)])
+    if model == SPECTRAL:
+        scene, spec, schema, tile = _spectral_setup(path, opts)
+    else:
+        scene, spec, schema, tile = _checkpoint_setup(path, model, opts)
+    load_predictor(spec)  # fail early on a bad model, before any pixel is read
+    lazy = predict_blocks(
+        scene.data.data, scene.valid, functools.partial(load_predictor, spec), tile,
+        schema.ids, opts.confidence,
+    )  # fmt: skip
+    descriptions = ["class", "confidence"][: lazy.shape[0]]
+    tags = {
+        "GEOSEG_MODEL": Path(model).name,
+        "GEOSEG_VERSION": __version__,
+        "GEOSEG_SOURCE": Path(path).name,
+    }
+    with label_cog_writer(
+        out, height=scene.height, width=scene.width, count=lazy.shape[0], crs=scene.crs,
+        transform=scene.transform, schema=schema, descriptions=descriptions, tags=tags,
+        overwrite=opts.overwrite,
+    ) as sink:  # fmt: skip
+        store_blocks(lazy, sink, opts.scheduler, opts.workers, progress)
+    preview = None
+    if opts.preview is not None:
+        preview = write_label_preview(out, opts.preview)
+    return PredictResult(out, sink.valid_pixels, schema, preview)

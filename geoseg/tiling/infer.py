@@ -1,0 +1,199 @@
+"""Seam-free tiled inference as a dask graph (DESIGN.md, "Tiled inference").
+
+The scene is reflect-padded to whole strides, cut into chunks that are multiples
+of the stride, and given a halo (``m`` for trim stitching, ``S + m`` for Hann
+blending) with ``dask.array.overlap``. Each chunk then runs exactly the windows of
+the global grid that reach its core, so the result does not depend on chunking,
+worker count or scheduler.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from geoseg.tiling.grid import chunk_starts, hann_weight, reflect_indices, windows_touching
+from geoseg.types import NODATA_LABEL, Predictor, TileSpec
+
+__all__ = ["confidence_to_uint8", "predict_blocks"]
+
+PredictorLoader = Callable[[], Predictor]
+
+
+def confidence_to_uint8(p: np.ndarray) -> np.ndarray:
+    """Probability in [0, 1] -> uint8 ``round(254 p)``; 255 is left for nodata."""
+    return np.rint(np.clip(p, 0.0, 1.0) * 254.0).astype(np.uint8)
+
+
+def _reflect_pad(arr: da.Array, axis: int, before: int, after: int) -> da.Array:
+    n = arr.shape[axis]
+    idx = reflect_indices(n, before, after)
+    parts = []
+    if before:
+        parts.append(da.take(arr, idx[:before], axis=axis))
+    parts.append(arr)
+    if after:
+        parts.append(da.take(arr, idx[before + n :], axis=axis))
+    return da.concatenate(parts, axis=axis) if len(parts) > 1 else arr
+
+
+def _padded_chunks(starts: Sequence[int], margin: int) -> tuple[int, ...]:
+    sizes = [b - a for a, b in itertools.pairwise(starts)]
+    sizes[0] += margin
+    sizes[-1] += margin
+    return tuple(sizes)
+
+
+def _run_windows(
+    block: np.ndarray,
+    vblock: np.ndarray,
+    origins: list[tuple[int, int]],
+    predictor: Predictor,
+    spec: TileSpec,
+) -> list[np.ndarray]:
+    """Probabilities ``(K, W, W)`` for each window whose top-left is at ``origins``."""
+    w = spec.window
+    out: list[np.ndarray] = []
+    for k in range(0, len(origins), spec.batch_size):
+        part = origins[k : k + spec.batch_size]
+        x = np.stack([block[:, r : r + w, c : c + w] for r, c in part]).astype(np.float32)
+        v = np.stack([vblock[r : r + w, c : c + w] for r, c in part])
+        out.extend(predictor.predict(x, v))
+    return out
+
+
+def _kernel(
+    block: np.ndarray,
+    vblock: np.ndarray,
+    *,
+    ys: tuple[int, ...],
+    xs: tuple[int, ...],
+    spec: TileSpec,
+    load: PredictorLoader,
+    lut: np.ndarray,
+    with_confidence: bool,
+    block_id: tuple[int, int, int],
+) -> np.ndarray:
+    """Labels (and confidence) ``(1 or 2, h, w) uint8`` for one chunk core."""
+    s, m, d = spec.stride, spec.margin, spec.halo
+    by, bx = block_id[1], block_id[2]
+    cy0, cy1, cx0, cx1 = ys[by], ys[by + 1], xs[bx], xs[bx + 1]
+    dy0, dx0 = max(cy0 - d, -m), max(cx0 - d, -m)
+    vblock = vblock[0]
+    core_valid = vblock[cy0 - dy0 : cy1 - dy0, cx0 - dx0 : cx1 - dx0]
+    wins = [
+        (i * s - m - dy0, j * s - m - dx0)
+        for i in windows_touching(cy0, cy1, (ys[-1]) // s, spec)
+        for j in windows_touching(cx0, cx1, (xs[-1]) // s, spec)
+    ]
+    lo = m if spec.blend == "trim" else 0
+    hi = lo + (s if spec.blend == "trim" else spec.window)
+    wins = [(r, c) for r, c in wins if vblock[r + lo : r + hi, c + lo : c + hi].any()]
+    k = len(lut)
+    acc = np.zeros((k, cy1 - cy0, cx1 - cx0), dtype=np.float32)
+    wsum = np.zeros((cy1 - cy0, cx1 - cx0), dtype=np.float32)
+    if wins:
+        probs = _run_windows(block, vblock, wins, load(), spec)
+        weight = hann_weight(spec.window) if spec.blend == "hann" else np.ones((1, 1), np.float32)
+        for (r, c), p in zip(wins, probs, strict=True):
+            _accumulate(acc, wsum, p, weight, r + dy0 - cy0, c + dx0 - cx0, lo, hi)
+    return _finish(acc, wsum, core_valid, lut, with_confidence)
+
+
+def _accumulate(
+    acc: np.ndarray,
+    wsum: np.ndarray,
+    prob: np.ndarray,
+    weight: np.ndarray,
+    r: int,
+    c: int,
+    lo: int,
+    hi: int,
+) -> None:
+    """Add the part ``[lo:hi]`` of a window whose top-left is at core offset ``(r, c)``."""
+    h, w = wsum.shape
+    r0, r1 = max(r + lo, 0), min(r + hi, h)
+    c0, c1 = max(c + lo, 0), min(c + hi, w)
+    if r0 >= r1 or c0 >= c1:
+        return
+    sl = (slice(r0 - r, r1 - r), slice(c0 - c, c1 - c))
+    wt = weight[sl] if weight.size > 1 else weight[0, 0]
+    acc[:, r0:r1, c0:c1] += prob[(slice(None), *sl)] * wt
+    wsum[r0:r1, c0:c1] += wt
+
+
+def _finish(
+    acc: np.ndarray, wsum: np.ndarray, valid: np.ndarray, lut: np.ndarray, with_conf: bool
+) -> np.ndarray:
+    covered = valid & (wsum > 0)
+    label = np.full(wsum.shape, NODATA_LABEL, dtype=np.uint8)
+    best = np.argmax(acc, axis=0)
+    label[covered] = lut[best[covered]]
+    if not with_conf:
+        return label[None]
+    conf = np.full(wsum.shape, NODATA_LABEL, dtype=np.uint8)
+    top = np.take_along_axis(acc, best[None], axis=0)[0]
+    conf[covered] = confidence_to_uint8(top[covered] / wsum[covered])
+    return np.stack([label, conf])
+
+
+def predict_blocks(
+    data: da.Array,
+    valid: da.Array,
+    load: PredictorLoader,
+    spec: TileSpec,
+    class_ids: Sequence[int],
+    with_confidence: bool = False,
+) -> da.Array:
+    """Lazy tiled prediction of a whole scene.
+
+    Args:
+        data: ``(C, H, W)`` dask array of band values.
+        valid: ``(H, W) bool`` dask array, False where the scene has no data.
+        load: picklable callable returning the model; it is called inside each
+            chunk task and must cache per process (see ``geoseg.models.cache``).
+        spec: window grid.
+        class_ids: label value of each model output channel.
+        with_confidence: add a second band with the winning probability.
+
+    Returns:
+        ``(1 or 2, H, W) uint8`` dask array: class ids with 255 = nodata, then
+        confidence ``round(254 p)`` with 255 = nodata.
+    """
+    _, h, w = data.shape
+    m, d = spec.margin, spec.halo
+    ys, xs = chunk_starts(h, spec), chunk_starts(w, spec)
+    cy, cx = _padded_chunks(ys, m), _padded_chunks(xs, m)
+    padded = _reflect_pad(_reflect_pad(data, 1, m, ys[-1] - h + m), 2, m, xs[-1] - w + m)
+    vpad = _reflect_pad(_reflect_pad(valid[None], 1, m, ys[-1] - h + m), 2, m, xs[-1] - w + m)
+    padded = padded.rechunk((data.shape[0], cy, cx))
+    vpad = vpad.rechunk((1, cy, cx))
+    depth: dict[int, Any] = {0: 0, 1: d, 2: d}
+    ov = da.overlap.overlap(padded, depth=depth, boundary="none")
+    ovv = da.overlap.overlap(vpad, depth=depth, boundary="none")
+    kernel = functools.partial(
+        _kernel,
+        ys=tuple(ys),
+        xs=tuple(xs),
+        spec=spec,
+        load=load,
+        lut=np.asarray(class_ids, dtype=np.uint8),
+        with_confidence=with_confidence,
+    )
+    n_out = 2 if with_confidence else 1
+    out_chunks = ((n_out,), tuple(np.diff(ys)), tuple(np.diff(xs)))
+    out = da.map_blocks(
+        kernel,
+        ov,
+        ovv,
+        chunks=out_chunks,
+        dtype=np.uint8,
+        meta=np.array((), np.uint8),
+        token="geoseg-predict",
+    )
+    return out[:, :h, :w]

@@ -1,0 +1,281 @@
+"""Frozen value objects shared by every layer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from geoseg.errors import GeosegError
+
+__all__ = [
+    "NODATA_LABEL",
+    "ClassInfo",
+    "ClassSchema",
+    "ModelMeta",
+    "Normalization",
+    "Predictor",
+    "TileSpec",
+]
+
+#: Label value for "no data" in every uint8 label raster geoseg writes.
+NODATA_LABEL = 255
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """One class of a label schema.
+
+    Attributes:
+        id: value written into label rasters, 0-254.
+        name: human-readable name, e.g. ``"forest"``.
+        colour: ``(r, g, b)`` in 0-255, used for colour tables and legends.
+        is_thing: True for countable objects (instances), False for "stuff".
+    """
+
+    id: int
+    name: str
+    colour: tuple[int, int, int]
+    is_thing: bool = False
+
+
+@dataclass(frozen=True)
+class ClassSchema:
+    """Ordered classes; model output channel ``k`` maps to ``classes[k]``."""
+
+    classes: tuple[ClassInfo, ...]
+
+    def __post_init__(self) -> None:
+        ids = [c.id for c in self.classes]
+        if not ids:
+            raise GeosegError("a class schema needs at least one class")
+        if len(set(ids)) != len(ids):
+            raise GeosegError(f"class ids must be unique, got {ids}")
+        if any(not 0 <= i < NODATA_LABEL for i in ids):
+            raise GeosegError(f"class ids must be in 0-254 (255 is nodata), got {ids}")
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return tuple(c.id for c in self.classes)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.classes)
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def colormap(self) -> dict[int, tuple[int, int, int, int]]:
+        """GDAL colour table: class id -> RGBA; nodata is transparent black."""
+        table = {c.id: (*c.colour, 255) for c in self.classes}
+        table[NODATA_LABEL] = (0, 0, 0, 0)
+        return table
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [
+            {"id": c.id, "name": c.name, "colour": list(c.colour), "is_thing": c.is_thing}
+            for c in self.classes
+        ]
+
+    @classmethod
+    def from_json(cls, items: Iterable[Mapping[str, Any]]) -> ClassSchema:
+        try:
+            return cls(
+                tuple(
+                    ClassInfo(
+                        id=int(d["id"]),
+                        name=str(d["name"]),
+                        colour=(int(d["colour"][0]), int(d["colour"][1]), int(d["colour"][2])),
+                        is_thing=bool(d.get("is_thing", False)),
+                    )
+                    for d in items
+                )
+            )
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise GeosegError(f"malformed class schema: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-band affine normalization applied before a model: ``(x * scale - mean) / std``.
+
+    Attributes:
+        mean: per-band mean of the scaled input.
+        std: per-band standard deviation of the scaled input (> 0).
+        scale: multiplier from stored digital numbers to model units,
+            e.g. ``1e-4`` for Sentinel-2 L1C stored as reflectance x 10000.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != len(self.std):
+            raise GeosegError("normalization mean and std need one value per band")
+        if any(s <= 0 for s in self.std):
+            raise GeosegError("normalization std values must be > 0")
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """The global window grid of tiled inference (see DESIGN.md).
+
+    Attributes:
+        window: window side ``W`` in pixels.
+        margin: margin ``m`` in pixels trimmed from each side of a window.
+        chunk_windows: dask chunk side as a number of strides (``chunk = c * S``).
+        blend: ``"trim"`` (each pixel from the one window whose core holds it) or
+            ``"hann"`` (overlapping windows averaged with a 2-D Hann weight).
+        batch_size: windows per model call.
+    """
+
+    window: int = 256
+    margin: int = 32
+    chunk_windows: int = 4
+    blend: str = "trim"
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if self.window < 8:
+            raise GeosegError(f"window must be at least 8 px, got {self.window}")
+        if not 0 <= self.margin <= self.window // 4:
+            raise GeosegError(
+                f"margin must be between 0 and window/4 = {self.window // 4} px, got {self.margin}"
+            )
+        if self.chunk_windows < 1:
+            raise GeosegError(f"chunk must be at least one stride, got {self.chunk_windows}")
+        if self.blend not in ("trim", "hann"):
+            raise GeosegError(f"blend must be 'trim' or 'hann', got {self.blend!r}")
+        if self.batch_size < 1:
+            raise GeosegError(f"batch size must be >= 1, got {self.batch_size}")
+
+    @property
+    def stride(self) -> int:
+        """``S = W - 2m``: the side of the core each window writes."""
+        return self.window - 2 * self.margin
+
+    @property
+    def halo(self) -> int:
+        """Pixels of context a chunk needs on each side."""
+        return self.margin if self.blend == "trim" else self.stride + self.margin
+
+    @property
+    def chunk(self) -> int:
+        """Chunk side in pixels; for hann at least two strides so the halo fits."""
+        c = self.chunk_windows if self.blend == "trim" else max(2, self.chunk_windows)
+        return c * self.stride
+
+
+def parse_band_list(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """Split ``"1,2,B04"`` into ``("1", "2", "B04")``; None stays None."""
+    if text is None:
+        return None
+    items = text.split(",") if isinstance(text, str) else list(text)
+    return tuple(s.strip() for s in items if s.strip())
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """A loaded model that turns windows of a scene into class probabilities.
+
+    Attributes:
+        schema: the classes; output channel ``k`` is ``schema.classes[k]``.
+        bands: names of the input bands the model expects, in order.
+    """
+
+    schema: ClassSchema
+    bands: tuple[str, ...]
+
+    def predict(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Class probabilities for a batch of windows.
+
+        Args:
+            batch: ``(N, C, H, W) float32`` band values as stored in the scene
+                (digital numbers; the predictor applies its own scaling).
+            valid: ``(N, H, W) bool``, False where the scene has no data. Values
+                of ``batch`` there are arbitrary and must not influence valid pixels
+                more than a constant fill would.
+
+        Returns:
+            ``(N, K, H, W) float32`` probabilities summing to 1 over ``K``.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Everything a checkpoint says about its model, stored as JSON in the file.
+
+    Attributes:
+        task: ``"semantic"`` (instance/panoptic come later).
+        arch: registry name, e.g. ``"unet"``.
+        encoder: encoder name for smp architectures, e.g. ``"resnet18"``.
+        bands: input band names in order, e.g. ``("B02", "B03", "B04", "B08")``.
+        normalization: per-band input normalization.
+        schema: output classes.
+        window: window side in pixels the model was trained for.
+        margin: default margin in pixels for tiled inference.
+        gsd_m: ground sample distance of the training data, metres per pixel.
+        provenance: training data, epochs, software versions (free-form JSON).
+        metrics: held-out scores (free-form JSON).
+        options: extra builder keyword arguments (free-form JSON).
+    """
+
+    task: str
+    arch: str
+    encoder: str | None
+    bands: tuple[str, ...]
+    normalization: Normalization
+    schema: ClassSchema
+    window: int = 256
+    margin: int = 32
+    gsd_m: float | None = None
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "arch": self.arch,
+            "encoder": self.encoder,
+            "bands": list(self.bands),
+            "normalization": {
+                "mean": list(self.normalization.mean),
+                "std": list(self.normalization.std),
+                "scale": self.normalization.scale,
+            },
+            "classes": self.schema.to_json(),
+            "window": self.window,
+            "margin": self.margin,
+            "gsd_m": self.gsd_m,
+            "provenance": dict(self.provenance),
+            "metrics": dict(self.metrics),
+            "options": dict(self.options),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ModelMeta:
+        """Inverse of :meth:`to_json`; raises ``KeyError``/``TypeError``/``ValueError``."""
+        norm = d["normalization"]
+        return cls(
+            task=str(d["task"]),
+            arch=str(d["arch"]),
+            encoder=None if d.get("encoder") is None else str(d["encoder"]),
+            bands=tuple(str(b) for b in d["bands"]),
+            normalization=Normalization(
+                mean=tuple(float(v) for v in norm["mean"]),
+                std=tuple(float(v) for v in norm["std"]),
+                scale=float(norm.get("scale", 1.0)),
+            ),
+            schema=ClassSchema.from_json(d["classes"]),
+            window=int(d.get("window", 256)),
+            margin=int(d.get("margin", 32)),
+            gsd_m=None if d.get("gsd_m") is None else float(d["gsd_m"]),
+            provenance=dict(d.get("provenance", {})),
+            metrics=dict(d.get("metrics", {})),
+            options=dict(d.get("options", {})),
+        )
