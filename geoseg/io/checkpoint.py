@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from geoseg.errors import CheckpointError, InputNotFoundError, OutputExistsError
+from geoseg.errors import CheckpointError, GeosegError, InputNotFoundError, OutputExistsError
 from geoseg.types import ModelMeta
 
 __all__ = ["FORMAT_VERSION", "load_checkpoint", "read_checkpoint_meta", "save_checkpoint"]
@@ -85,7 +85,7 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> ModelMeta:
         return ModelMeta.from_json(d)
     except CheckpointError:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, GeosegError) as exc:
         raise CheckpointError(f"{path}: damaged geoseg metadata ({exc!r})") from exc
 
 

@@ -99,6 +99,7 @@ def label_cog_writer(
     descriptions: Sequence[str],
     tags: dict[str, str] | None = None,
     overwrite: bool = False,
+    source: str = "the input",
 ) -> Iterator[BlockSink]:
     """Context manager yielding a :class:`BlockSink`; on success the COG appears at ``path``.
 
@@ -111,6 +112,7 @@ def label_cog_writer(
         descriptions: one description per band.
         tags: extra dataset tags (model, software version, ...).
         overwrite: replace an existing ``path``.
+        source: the input scene, named in the all-nodata error.
 
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
@@ -130,8 +132,8 @@ def label_cog_writer(
             yield sink
             if sink.valid_pixels == 0:
                 raise InvalidRasterError(
-                    "every pixel of the input is nodata; check the scene's nodata value "
-                    "(`gdalinfo`) or choose another scene"
+                    f"{source}: every pixel of the input is nodata; check the scene's nodata "
+                    "value (`gdalinfo`) or choose another scene"
                 )
             dst.write_colormap(1, schema.colormap())
             for i, text in enumerate(descriptions, start=1):

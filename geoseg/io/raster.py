@@ -99,7 +99,7 @@ def _check_header(path: str, src: Any, assume_crs: str | None) -> CRS:
             )
         try:
             crs = CRS.from_user_input(assume_crs)
-        except rasterio.errors.CRSError as exc:
+        except ValueError as exc:  # CRSError, or a bare ValueError for "EPSG:abc"
             raise InvalidRasterError(f"--assume-crs {assume_crs!r} is not a CRS: {exc}") from exc
     t = src.transform
     if t.b != 0 or t.d != 0:
@@ -191,6 +191,8 @@ def open_scene(
     try:
         src = rasterio.open(path)
     except RasterioIOError as exc:
+        if "dimensions" in str(exc):
+            raise InvalidRasterError(f"{path}: the raster is empty ({exc})") from exc
         raise InvalidRasterError(
             f"{path}: not a raster GDAL can read ({exc}); check the file is a complete GeoTIFF"
         ) from exc

@@ -220,7 +220,9 @@ def _roles_from_descriptions(
     if found:
         return found, "names"
     codes = [m.group(1) if (m := _S2_NAME.match(n)) else None for n in names]
-    if force_s2 or len(names) == 13 or {"8a", "11", "12"} & set(codes):
+    # Zero-padded codes (B02, B08) are the Sentinel-2 spelling; Landsat writes B2 or SR_B2.
+    zero_padded = any(re.fullmatch(r"b0\d", n) for n in names)
+    if force_s2 or len(names) == 13 or zero_padded or {"8a", "11", "12"} & set(codes):
         found = {_S2_ROLES[c]: i for i, c in enumerate(codes) if c in _S2_ROLES}
         if "nir" not in found and "8a" in codes:
             found["nir"] = codes.index("8a")

@@ -189,7 +189,7 @@ def predict_scene(
     with label_cog_writer(
         out, height=scene.height, width=scene.width, count=lazy.shape[0], crs=scene.crs,
         transform=scene.transform, schema=schema, descriptions=descriptions, tags=tags,
-        overwrite=opts.overwrite,
+        overwrite=opts.overwrite, source=path,
     ) as sink:  # fmt: skip
         store_blocks(lazy, sink, opts.scheduler, opts.workers, progress)
     preview = None

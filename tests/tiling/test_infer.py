@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from geoseg.tiling import chunk_starts, hann_weight, predict_blocks
+from geoseg.tiling import chunk_starts, predict_blocks
 from geoseg.types import ClassInfo, ClassSchema, TileSpec
+from tests.reference import reference_labels
 
 SCHEMA = ClassSchema(tuple(ClassInfo(i, f"c{i}", (i, i, i)) for i in (3, 5, 7)))
 
@@ -35,37 +36,7 @@ def box_model() -> BoxModel:
 
 
 def reference(scene: np.ndarray, valid: np.ndarray, spec: TileSpec) -> np.ndarray:
-    """Independent loop over the global window grid on the in-memory scene."""
-    _, h, w = scene.shape
-    s, m, win = spec.stride, spec.margin, spec.window
-    hp, wp = -(-h // s) * s, -(-w // s) * s
-    pad = ((m, hp - h + m), (m, wp - w + m))
-    x = np.pad(scene, ((0, 0), *pad), mode="reflect")
-    v = np.pad(valid, pad, mode="reflect")
-    acc = np.zeros((3, hp + 2 * m, wp + 2 * m), np.float64)
-    wsum = np.zeros((hp + 2 * m, wp + 2 * m), np.float64)
-    weight = hann_weight(win) if spec.blend == "hann" else None
-    for i in range(hp // s):
-        for j in range(wp // s):
-            r, c = i * s, j * s
-            region = (slice(r, r + win), slice(c, c + win))
-            if spec.blend == "trim":
-                region = (slice(r + m, r + m + s), slice(c + m, c + m + s))
-            if not v[region].any():
-                continue
-            p = box_model().predict(
-                x[None, :, r : r + win, c : c + win], v[None, r : r + win, c : c + win]
-            )[0]
-            if spec.blend == "trim":
-                acc[:, r + m : r + m + s, c + m : c + m + s] = p[:, m : m + s, m : m + s]
-                wsum[r + m : r + m + s, c + m : c + m + s] = 1
-            else:
-                acc[:, r : r + win, c : c + win] += p * weight
-                wsum[r : r + win, c : c + win] += weight
-    acc, wsum = acc[:, m : m + h, m : m + w], wsum[m : m + h, m : m + w]
-    out = np.array(SCHEMA.ids, np.uint8)[acc.argmax(0)]
-    out[~valid | (wsum == 0)] = 255
-    return out
+    return reference_labels(scene, valid, spec, box_model(), SCHEMA.ids)
 
 
 def make_scene(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,119 @@
+"""predict_scene end to end: tiling invariance, georeferencing, outputs."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from geoseg.io.labels import read_class_schema
+from geoseg.models.semantic import load_torch_predictor
+from geoseg.pipelines import PredictOptions, predict_scene
+from geoseg.types import TileSpec
+from tests.conftest import TINY_BANDS, TINY_SCHEMA, textured_scene, write_raster
+from tests.reference import reference_labels
+
+
+def _scene(tmp_path: Path, h: int = 150, w: int = 173, **kw: object) -> tuple[Path, np.ndarray]:
+    data = textured_scene(h, w)
+    data[:, : h // 4, : w // 5] = 0  # nodata corner
+    path = write_raster(tmp_path / "scene.tif", data, nodata=0, descriptions=TINY_BANDS, **kw)
+    return path, data
+
+
+def _read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read()
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_output_is_identical_for_any_chunking_and_equals_window_loop(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    scene, data = _scene(tmp_path)
+    stride = 64 - 2 * 8
+    outs = []
+    for chunk in (stride, 3 * stride, 4096):
+        out = tmp_path / f"lc_{chunk}.tif"
+        predict_scene(scene, str(tiny_checkpoint), out, PredictOptions(chunk=chunk, device="cpu"))
+        outs.append(out)
+    labels = [_read(p)[0] for p in outs]
+    for got in labels[1:]:
+        np.testing.assert_array_equal(got, labels[0])
+    assert len({_sha(p) for p in outs}) == 1, "COG bytes differ between chunk sizes"
+    model = load_torch_predictor(tiny_checkpoint, "cpu")
+    valid = ~(data == 0).all(axis=0)
+    expected = reference_labels(data, valid, TileSpec(64, 8), model, TINY_SCHEMA.ids)
+    np.testing.assert_array_equal(labels[0], expected)
+    assert len(np.unique(expected[valid])) > 1, "the test model should not be constant"
+
+
+def test_local_cluster_gives_the_same_bytes(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    scene, _ = _scene(tmp_path, 120, 100)
+    a, b = tmp_path / "threads.tif", tmp_path / "cluster.tif"
+    predict_scene(scene, str(tiny_checkpoint), a, PredictOptions(chunk=48, device="cpu"))
+    opts = PredictOptions(chunk=48, device="cpu", scheduler="local", workers=2)
+    predict_scene(scene, str(tiny_checkpoint), b, opts)
+    assert _sha(a) == _sha(b)
+
+
+@pytest.mark.parametrize(
+    ("crs", "transform", "shape"),
+    [
+        ("EPSG:32633", Affine(10, 0, 500000, 0, -10, 5100000), (97, 131)),
+        ("EPSG:4326", Affine(8.98e-5, 0, -0.78, 0, -8.98e-5, 38.13), (64, 64)),
+        ("EPSG:3035", Affine(25, 0, 4321000, 0, -25, 3210000), (37, 53)),
+    ],
+)
+def test_georeferencing_round_trips(
+    tmp_path: Path, crs: str, transform: Affine, shape: tuple[int, int]
+) -> None:
+    scene, data = _scene(tmp_path, *shape, crs=crs, transform=transform)
+    out = tmp_path / "lc.tif"
+    predict_scene(scene, "spectral", out, PredictOptions(chunk=40, confidence=True))
+    with rasterio.open(scene) as src, rasterio.open(out) as dst:
+        assert dst.crs == src.crs
+        assert dst.transform.almost_equals(src.transform, precision=1e-12)
+        assert (dst.height, dst.width) == (src.height, src.width)
+        assert dst.nodata == 255 and dst.dtypes == ("uint8", "uint8")
+        labels, conf = dst.read()
+        assert dst.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    nodata = (data == 0).all(axis=0)
+    assert (labels[nodata] == 255).all() and (labels[~nodata] != 255).all()
+    assert (conf[nodata] == 255).all() and (conf[~nodata] <= 254).all()
+    assert (conf[~nodata] >= 127).all()  # spectral confidence is at least 0.5
+    assert read_class_schema(out) is not None
+
+
+def test_hann_blend_runs_and_differs_only_near_window_edges(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    scene, data = _scene(tmp_path, 96, 96)
+    trim, hann = tmp_path / "trim.tif", tmp_path / "hann.tif"
+    predict_scene(scene, str(tiny_checkpoint), trim, PredictOptions(device="cpu"))
+    predict_scene(scene, str(tiny_checkpoint), hann, PredictOptions(device="cpu", blend="hann"))
+    a, b = _read(trim)[0], _read(hann)[0]
+    assert ((a == 255) == (b == 255)).all()
+    model = load_torch_predictor(tiny_checkpoint, "cpu")
+    valid = ~(data == 0).all(axis=0)
+    expected = reference_labels(data, valid, TileSpec(64, 8, blend="hann"), model, TINY_SCHEMA.ids)
+    np.testing.assert_array_equal(b, expected)
+
+
+def test_preview_png_is_written(tmp_path: Path) -> None:
+    scene, _ = _scene(tmp_path, 60, 80)
+    out, png = tmp_path / "lc.tif", tmp_path / "lc.png"
+    result = predict_scene(scene, "spectral", out, PredictOptions(preview=png))
+    assert result.preview == png
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.size == (80, 60) and im.mode == "RGBA"
+        assert im.getpixel((0, 0))[3] == 0  # nodata corner is transparent

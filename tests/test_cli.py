@@ -1,0 +1,168 @@
+"""The command line: bad input gets one clear line, exit code 2 and no output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from affine import Affine
+from click.testing import CliRunner
+
+from geoseg.cli import cli
+from tests.conftest import TINY_BANDS, textured_scene, write_raster
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def leftovers(folder: Path, keep: set[str]) -> set[str]:
+    return {p.name for p in folder.iterdir()} - keep
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> Path:
+    return write_raster(tmp_path / "scene.tif", textured_scene(40, 50), descriptions=TINY_BANDS)
+
+
+def _bad_inputs(tmp_path: Path, ckpt: Path) -> dict[str, tuple[list[str], str]]:
+    """name -> (predict arguments before -o, expected words in the message)."""
+    data = textured_scene(40, 50)
+    text = tmp_path / "notes.tif"
+    text.write_text("this is not a raster")
+    empty = tmp_path / "empty.tif"
+    empty.write_bytes(b"")
+    zero = tmp_path / "zero.vrt"
+    zero.write_text(
+        '<VRTDataset rasterXSize="0" rasterYSize="0"><SRS>EPSG:4326</SRS>'
+        '<VRTRasterBand dataType="Byte" band="1"/></VRTDataset>'
+    )
+    nocrs = write_raster(tmp_path / "nocrs.tif", data, crs=None, descriptions=TINY_BANDS)
+    rotated = write_raster(
+        tmp_path / "rot.tif", data, transform=Affine(10, 2, 0, 2, -10, 0), descriptions=TINY_BANDS
+    )
+    three = write_raster(tmp_path / "three.tif", data[:3], descriptions=("a", "b", "c"))
+    allnd = write_raster(
+        tmp_path / "nodata.tif", np.zeros_like(data), nodata=0, descriptions=TINY_BANDS
+    )
+    m = ["-m", str(ckpt)]
+    return {
+        "missing": ([str(tmp_path / "nope.tif"), *m], "no such file"),
+        "not a raster": ([str(text), *m], "not a raster"),
+        "zero bytes": ([str(empty), *m], "empty"),
+        "zero size": ([str(zero), *m], "empty"),
+        "no crs": ([str(nocrs), *m], "--assume-crs"),
+        "rotated": ([str(rotated), *m], "rotated"),
+        "band count": ([str(three), *m], "expects 4 bands"),
+        "all nodata": ([str(allnd), "-m", "spectral"], "every pixel of the input is nodata"),
+        "model missing": ([str(nocrs), "-m", str(tmp_path / "none.safetensors")], "no such"),
+    }
+
+
+CASES = [
+    "missing", "not a raster", "zero bytes", "zero size", "no crs", "rotated", "band count",
+    "all nodata", "model missing",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_exits_2_with_one_line_and_no_output(
+    tmp_path: Path, tiny_checkpoint: Path, case: str
+) -> None:
+    args, words = _bad_inputs(tmp_path, tiny_checkpoint)[case]
+    before = {p.name for p in tmp_path.iterdir()}
+    code, out = run("predict", *args, "-o", tmp_path / "out.tif", "--preview", tmp_path / "q.png")
+    assert code == 2, out
+    lines = out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geoseg: error: "), out
+    assert words in lines[0]
+    assert Path(args[0]).name in lines[0] or case == "model missing"
+    assert leftovers(tmp_path, before) == set(), "partial or temporary output left behind"
+
+
+def test_assume_crs_rescues_a_scene_without_crs(tmp_path: Path) -> None:
+    path = write_raster(
+        tmp_path / "s.tif", textured_scene(30, 30), crs=None, descriptions=TINY_BANDS
+    )
+    out = tmp_path / "o.tif"
+    code, text = run("predict", path, "-m", "spectral", "-o", out, "--assume-crs", "EPSG:32633")
+    assert code == 0, text
+    import rasterio
+
+    with rasterio.open(out) as dst:
+        assert dst.crs.to_epsg() == 32633
+
+
+def test_existing_output_is_refused_and_kept(tmp_path: Path, scene: Path) -> None:
+    out = tmp_path / "lc.tif"
+    out.write_bytes(b"precious")
+    code, text = run("predict", scene, "-m", "spectral", "-o", out)
+    assert code == 2 and "--overwrite" in text
+    assert out.read_bytes() == b"precious"
+    code, text = run("predict", scene, "-m", "spectral", "-o", out, "--overwrite")
+    assert code == 0 and out.read_bytes()[:2] in (b"II", b"MM")
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--debug",
+            "predict",
+            str(tmp_path / "x.tif"),
+            "-m",
+            "spectral",
+            "-o",
+            str(tmp_path / "o.tif"),
+        ],
+    )
+    assert result.exit_code != 0 and result.exception is not None
+
+
+def test_bands_option_selects_and_maps_roles(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    data = textured_scene(40, 50, bands=5)
+    path = write_raster(tmp_path / "s.tif", data, descriptions=("x1", "x2", "x3", "x4", "x5"))
+    code, text = run(
+        "predict", path, "-m", tiny_checkpoint, "-o", tmp_path / "a.tif", "--bands", "2,3,4,5"
+    )
+    assert code == 0, text
+    code, text = run(
+        "predict",
+        path,
+        "-m",
+        "spectral",
+        "-o",
+        tmp_path / "b.tif",
+        "--bands",
+        "blue=2,green=3,red=4,nir=5",
+    )
+    assert code == 0, text
+    code, text = run(
+        "predict", path, "-m", "spectral", "-o", tmp_path / "c.tif", "--bands", "red=3,nir"
+    )
+    assert code == 2
+
+
+def test_models_lists_spectral_and_describes_a_checkpoint(tiny_checkpoint: Path) -> None:
+    code, text = run("models")
+    assert code == 0 and "spectral" in text and "unet" in text and "vegetation" in text
+    code, text = run("models", tiny_checkpoint)
+    assert code == 0 and "B02, B03, B04, B08" in text and "forest" in text
+
+
+def test_info_describes_a_label_raster(tmp_path: Path, scene: Path) -> None:
+    out = tmp_path / "lc.tif"
+    assert run("predict", scene, "-m", "spectral", "-o", out)[0] == 0
+    code, text = run("info", out)
+    assert code == 0
+    assert "EPSG:32633" in text and "50 x 40 px" in text and "vegetation" in text
+
+
+def test_not_a_checkpoint_is_refused(tmp_path: Path, scene: Path) -> None:
+    fake = tmp_path / "model.safetensors"
+    fake.write_bytes(b"\x80\x04" + json.dumps({"a": 1}).encode())
+    code, text = run("predict", scene, "-m", fake, "-o", tmp_path / "o.tif")
+    assert code == 2 and "pickle" in text
