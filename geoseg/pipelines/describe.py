@@ -22,7 +22,8 @@ def _classes(schema: ClassSchema) -> list[str]:
 
 def describe_models() -> list[str]:
     """The built-in ``spectral`` model and the trainable architectures."""
-    from geoseg.models.spectral import BAND_ROLES, SENSORS, SPECTRAL_SCHEMA
+    from geoseg.models.bands import BAND_ROLES, SENSORS
+    from geoseg.models.spectral import SPECTRAL_SCHEMA
 
     lines = [
         "spectral  weights-free band-index rules (NDVI, NDWI/MNDWI, NDBI); use `-m spectral`",

@@ -95,7 +95,8 @@ def _tile_spec(opts: PredictOptions, window: int, margin: int, multiple: int) ->
 def _spectral_setup(
     path: str, opts: PredictOptions
 ) -> tuple[Scene, ModelSpec, ClassSchema, TileSpec]:
-    from geoseg.models.spectral import SPECTRAL_SCHEMA, reflectance_scale, resolve_band_roles
+    from geoseg.models.bands import reflectance_scale, resolve_band_roles
+    from geoseg.models.spectral import SPECTRAL_SCHEMA
 
     # The spectral model is pixel-wise: no margin is needed for exact tiling.
     tile = _tile_spec(opts, 512, 0, 1)

@@ -56,8 +56,9 @@ def tensors() -> dict[str, torch.Tensor]:
     }
 
 
-def leftovers(folder: Path, keep: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
-    return sorted(p.name for p in folder.iterdir() if p.name not in keep)
+def leftovers(folder: Path) -> list[str]:
+    """Every name in ``folder``, hidden temporaries included."""
+    return sorted(p.name for p in folder.iterdir())
 
 
 def write_safetensors(path: Path, metadata: dict[str, str] | None) -> Path:

@@ -10,14 +10,11 @@ import numpy as np
 import pytest
 
 from geoseg.errors import BandMismatchError, InvalidRasterError
+from geoseg.models.bands import BAND_ROLES, BandRoles, reflectance_scale, resolve_band_roles
 from geoseg.models.base import Predictor
 from geoseg.models.spectral import (
-    BAND_ROLES,
     SPECTRAL_SCHEMA,
-    BandRoles,
     SpectralPredictor,
-    reflectance_scale,
-    resolve_band_roles,
 )
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
