@@ -8,18 +8,26 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from geoseg.errors import CheckpointError, GeosegError, InputNotFoundError, OutputExistsError
+from geoseg.errors import CheckpointError, GeosegError, InputNotFoundError
+from geoseg.io.atomic import atomic_output
 from geoseg.types import ModelMeta
 
-__all__ = ["FORMAT_VERSION", "load_checkpoint", "read_checkpoint_meta", "save_checkpoint"]
+__all__ = [
+    "FORMAT_VERSION",
+    "load_checkpoint",
+    "load_training_state",
+    "read_checkpoint_meta",
+    "save_checkpoint",
+    "save_training_state",
+]
 
 #: Version of the metadata layout; bumped on incompatible changes.
 FORMAT_VERSION = 1
@@ -33,20 +41,11 @@ def save_checkpoint(
     overwrite: bool = False,
 ) -> Path:
     """Write weights and metadata atomically (temporary file, then rename)."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: exists; pass overwrite=True (--overwrite) to replace it")
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     header = {_KEY: json.dumps({"format": FORMAT_VERSION, **meta.to_json()})}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, overwrite) as tmp:
         save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return Path(path)
 
 
 def _refuse_pickles(path: Path) -> None:
@@ -98,3 +97,33 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: damaged tensor data ({exc})") from exc
     return tensors, meta
+
+
+_STATE_KEY = "geoseg_training_state"
+
+
+def save_training_state(
+    path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]
+) -> Path:
+    """Write a resumable training state (tensors + JSON) atomically; replaces ``path``."""
+    header = {_STATE_KEY: json.dumps(dict(state))}
+    with atomic_output(path, overwrite=True) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, header)
+    return Path(path)
+
+
+def load_training_state(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Inverse of :func:`save_training_state`."""
+    path = Path(path)
+    _refuse_pickles(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(_STATE_KEY)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a geoseg training state ({exc})") from exc
+    if raw is None:
+        raise CheckpointError(f"{path}: not a geoseg training state")
+    return tensors, json.loads(raw)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,24 +23,14 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from geoseg.errors import GeosegError, InvalidRasterError, OutputExistsError
+from geoseg.errors import InvalidRasterError
+from geoseg.io.atomic import atomic_output, check_output_path, temporary_sibling
 from geoseg.types import NODATA_LABEL, ClassSchema
 
-__all__ = ["BlockSink", "check_output_path", "label_cog_writer", "read_class_schema"]
+__all__ = ["BlockSink", "label_cog_writer", "read_class_schema"]
 
 #: GeoTIFF tag holding the class schema as JSON.
 CLASSES_TAG = "GEOSEG_CLASSES"
-
-
-def check_output_path(path: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
-    """Refuse an existing output (unless ``overwrite``), a missing folder, or an input."""
-    if not path.parent.is_dir():
-        raise GeosegError(f"{path}: the folder {path.parent} does not exist; create it first")
-    for src in inputs:
-        if src.exists() and path.exists() and path.samefile(src):
-            raise GeosegError(f"{path}: is also an input; choose another output name")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: exists; pass --overwrite to replace it")
 
 
 class BlockSink:
@@ -64,26 +53,6 @@ class BlockSink:
             self._dst.write(np.asarray(block, dtype=np.uint8), window=window)
             self.valid_pixels += int(np.count_nonzero(block[0] != NODATA_LABEL))
             self.blocks_written += 1
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _tmp_name(path: Path, tag: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".{tag}.tmp.tif", dir=path.parent)
-    os.close(fd)
-    return Path(name)
-
-
-def _remove(*paths: Path) -> None:
-    for p in paths:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            Path(str(p) + ".aux.xml").unlink()
 
 
 @contextlib.contextmanager
@@ -120,13 +89,12 @@ def label_cog_writer(
     """
     out = Path(path)
     check_output_path(out, overwrite)
-    stage, final = _tmp_name(out, "stage"), _tmp_name(out, "cog")
     profile = {
         "driver": "GTiff", "height": height, "width": width, "count": count, "dtype": "uint8",
         "crs": crs, "transform": transform, "nodata": NODATA_LABEL, "tiled": True,
         "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER",
     }  # fmt: skip
-    try:
+    with temporary_sibling(out, "stage") as stage, atomic_output(out, overwrite) as final:
         with rasterio.open(stage, "w", **profile) as dst:
             sink = BlockSink(dst)
             yield sink
@@ -143,10 +111,6 @@ def label_cog_writer(
             stage, final, driver="COG", COMPRESS="DEFLATE", OVERVIEW_RESAMPLING="MODE",
             BLOCKSIZE=512, BIGTIFF="IF_SAFER",
         )  # fmt: skip
-        os.chmod(final, 0o666 & ~_umask())
-        os.replace(final, out)
-    finally:
-        _remove(stage, final)
 
 
 def read_class_schema(path: str | os.PathLike[str]) -> ClassSchema | None:

@@ -10,6 +10,8 @@ import rasterio
 from PIL import Image
 from rasterio.enums import Resampling
 
+from geoseg.io.atomic import atomic_output
+
 __all__ = ["write_label_preview"]
 
 
@@ -32,7 +34,6 @@ def write_label_preview(
     lut = np.zeros((256, 4), np.uint8)
     for value, rgba in cmap.items():
         lut[value] = rgba
-    tmp = png.with_name(f".{png.name}.tmp")
-    Image.fromarray(lut[labels], mode="RGBA").save(tmp, format="PNG")
-    os.replace(tmp, png)
+    with atomic_output(png, overwrite=True) as tmp:
+        Image.fromarray(lut[labels], mode="RGBA").save(tmp, format="PNG")
     return png

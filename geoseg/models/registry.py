@@ -7,7 +7,7 @@ No pretrained weights are downloaded (``encoder_weights=None``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import segmentation_models_pytorch as smp
@@ -62,9 +62,20 @@ def available_models() -> tuple[str, ...]:
     return (SPECTRAL, *ARCHITECTURES)
 
 
-def window_multiple(arch: str) -> int:
-    """Window sides must be a multiple of this for ``arch`` (encoder output stride)."""
-    return 8 if arch == "fcn" else 32
+def window_multiple(arch: str, options: Mapping[str, Any] | None = None) -> int:
+    """Window sides must be a multiple of this for ``arch`` (its output stride)."""
+    if arch == "fcn":
+        return 8
+    return int(2 ** int((options or {}).get("encoder_depth", 5)))
+
+
+def _known_encoder(name: str) -> bool:
+    """smp's own encoders, or ``tu-<name>`` for any timm model with features."""
+    if name.startswith("tu-"):
+        import timm
+
+        return bool(timm.is_model(name[3:]))
+    return name in smp.encoders.get_encoder_names()
 
 
 def build_model(
@@ -93,11 +104,11 @@ def build_model(
             f"unknown architecture {arch!r}; choose one of {', '.join(available_models())}"
         )
     encoder = encoder or "resnet34"
-    if encoder not in smp.encoders.get_encoder_names():
+    if not _known_encoder(encoder):
         raise UnknownModelError(
             f"unknown encoder {encoder!r}; valid smp encoders include resnet18, resnet34, "
-            "resnet50, efficientnet-b0, mobilenet_v2, mit_b0 (full list: "
-            "segmentation_models_pytorch.encoders.get_encoder_names())"
+            "resnet50, efficientnet-b0, mobilenet_v2, mit_b0, or tu-<timm model> such as "
+            "tu-resnet18 (full list: segmentation_models_pytorch.encoders.get_encoder_names())"
         )
     return _SMP[key](
         encoder_name=encoder,

@@ -11,13 +11,14 @@ from pathlib import Path
 
 from geoseg import __version__
 from geoseg.errors import BandMismatchError, GeosegError
+from geoseg.io.atomic import check_output_path
 from geoseg.io.checkpoint import read_checkpoint_meta
-from geoseg.io.labels import check_output_path, label_cog_writer
+from geoseg.io.labels import label_cog_writer
 from geoseg.io.preview import write_label_preview
 from geoseg.io.raster import Scene, open_scene, select_bands
 from geoseg.models.cache import ModelSpec, load_predictor, model_spec
 from geoseg.models.registry import SPECTRAL, window_multiple
-from geoseg.pipelines.execute import Progress, store_blocks
+from geoseg.tiling.execute import Progress, store_blocks
 from geoseg.tiling.infer import predict_blocks
 from geoseg.types import ClassSchema, ModelMeta, TileSpec
 
@@ -141,7 +142,7 @@ def _checkpoint_setup(
     meta = read_checkpoint_meta(model)
     if meta.task != "semantic":
         raise GeosegError(f"{model}: a {meta.task} model; this geoseg predicts semantic models")
-    tile = _tile_spec(opts, meta.window, meta.margin, window_multiple(meta.arch))
+    tile = _tile_spec(opts, meta.window, meta.margin, window_multiple(meta.arch, meta.options))
     names = open_scene(path, None, tile.chunk, opts.assume_crs).band_names
     index = _match_bands(path, names, meta, opts.bands)
     scene = open_scene(path, [str(i + 1) for i in index], tile.chunk, opts.assume_crs)

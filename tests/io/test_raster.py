@@ -156,7 +156,7 @@ def test_valid_is_false_only_where_every_band_is_nodata(tmp_path: Path) -> None:
     np.testing.assert_array_equal(valid, expected)
 
 
-def test_valid_ignores_band_selection_outside_the_selected_bands(tmp_path: Path) -> None:
+def test_valid_looks_only_at_the_selected_bands(tmp_path: Path) -> None:
     data = ramp()
     data[0, 3, 3] = 0  # only band 1 is nodata here
     path = write_tif(tmp_path / "s.tif", data, nodata=0)

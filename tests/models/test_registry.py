@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch import nn
@@ -17,6 +19,15 @@ from geoseg.models.registry import (
 
 #: The smallest encoder each architecture accepts, to keep the contract test fast.
 SMALL_ENCODER = {"segformer": "mit_b0", "fcn": "resnet50"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny models: extra intra-op threads only add overhead, badly so on busy CPUs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def small_encoder(arch: str) -> str:
@@ -120,3 +131,9 @@ def test_unknown_fcn_encoder_is_refused() -> None:
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_window_multiple(arch: str) -> None:
     assert window_multiple(arch) == (8 if arch == "fcn" else 32)
+
+
+@pytest.mark.parametrize(("depth", "multiple"), [(3, 8), (4, 16), (5, 32)])
+def test_window_multiple_follows_encoder_depth(depth: int, multiple: int) -> None:
+    assert window_multiple("unet", {"encoder_depth": depth}) == multiple
+    assert window_multiple("fcn", {"encoder_depth": depth}) == 8

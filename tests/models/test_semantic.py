@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,15 @@ META = ModelMeta(
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny models: extra intra-op threads only add overhead, badly so on busy CPUs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def trained_unet() -> nn.Module:
     """A unet/resnet18 with non-trivial weights and batch-norm statistics."""
     torch.manual_seed(7)
@@ -56,6 +66,11 @@ def unet() -> nn.Module:
 def checkpoint(unet: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "unet.safetensors"
     return save_checkpoint(path, unet.state_dict(), META)
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint: Path) -> TorchPredictor:
+    return load_torch_predictor(checkpoint, "cpu")
 
 
 def random_batch(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -80,8 +95,9 @@ def by_hand(module: nn.Module, batch: np.ndarray, valid: np.ndarray) -> np.ndarr
         return torch.softmax(module.eval()(torch.from_numpy(x)), dim=1).numpy()
 
 
-def test_round_trip_predicts_like_the_saved_module(unet: nn.Module, checkpoint: Path) -> None:
-    predictor = load_torch_predictor(checkpoint, "cpu")
+def test_round_trip_predicts_like_the_saved_module(
+    unet: nn.Module, predictor: TorchPredictor
+) -> None:
     batch, valid = random_batch()
 
     probs = predictor.predict(batch, valid)
@@ -97,23 +113,22 @@ def test_round_trip_predicts_like_the_saved_module(unet: nn.Module, checkpoint: 
     np.testing.assert_allclose(probs, by_hand(unet, batch, valid), rtol=1e-4, atol=1e-5)
 
 
-def test_probabilities_sum_to_one(checkpoint: Path) -> None:
-    probs = load_torch_predictor(checkpoint, "cpu").predict(*random_batch(1))
+def test_probabilities_sum_to_one(predictor: TorchPredictor) -> None:
+    probs = predictor.predict(*random_batch(1))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert probs.min() >= 0.0
     assert probs.argmax(axis=1).std() > 0  # not one class everywhere
 
 
-def test_loaded_weights_are_the_saved_ones(unet: nn.Module, checkpoint: Path) -> None:
-    loaded = load_torch_predictor(checkpoint, "cpu").module.state_dict()
+def test_loaded_weights_are_the_saved_ones(unet: nn.Module, predictor: TorchPredictor) -> None:
+    loaded = predictor.module.state_dict()
     saved = unet.state_dict()
     assert loaded.keys() == saved.keys()
     for key, value in saved.items():
         assert torch.equal(loaded[key], value), key
 
 
-def test_normalize_applies_scale_mean_std_and_zeroes_nodata(checkpoint: Path) -> None:
-    predictor = load_torch_predictor(checkpoint, "cpu")
+def test_normalize_applies_scale_mean_std_and_zeroes_nodata(predictor: TorchPredictor) -> None:
     batch = np.full((1, 3, 2, 2), 1000.0, np.float32)  # 0.1 after scaling
     valid = np.array([[[True, False], [True, True]]])
 
@@ -125,8 +140,7 @@ def test_normalize_applies_scale_mean_std_and_zeroes_nodata(checkpoint: Path) ->
     assert batch[0, 0, 0, 1] == 1000.0  # the caller's array is not modified
 
 
-def test_nodata_values_do_not_change_predictions(checkpoint: Path) -> None:
-    predictor = load_torch_predictor(checkpoint, "cpu")
+def test_nodata_values_do_not_change_predictions(predictor: TorchPredictor) -> None:
     batch, valid = random_batch(2)
     other = batch.copy()
     other[~np.broadcast_to(valid[:, None], batch.shape)] = -9999.0

@@ -1,0 +1,51 @@
+"""Write-then-rename: an output appears whole under its name, or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from geoseg.errors import GeosegError, OutputExistsError
+
+__all__ = ["atomic_output", "check_output_path", "temporary_sibling"]
+
+
+def check_output_path(path: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
+    """Refuse an existing output (unless ``overwrite``), a missing folder, or an input."""
+    if not path.parent.is_dir():
+        raise GeosegError(f"{path}: the folder {path.parent} does not exist; create it first")
+    for src in inputs:
+        if src.exists() and path.exists() and path.samefile(src):
+            raise GeosegError(f"{path}: is also an input; choose another output name")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: exists; pass --overwrite to replace it")
+
+
+@contextlib.contextmanager
+def temporary_sibling(path: Path, tag: str = "tmp") -> Iterator[Path]:
+    """A fresh empty file beside ``path`` (mode from the umask), removed on exit."""
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.{tag}{path.suffix}")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        yield tmp
+    finally:
+        for p in (tmp, Path(f"{tmp}.aux.xml")):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    out = Path(path)
+    check_output_path(out, overwrite)
+    with temporary_sibling(out) as tmp:
+        yield tmp
+        os.replace(tmp, out)

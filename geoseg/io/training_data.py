@@ -1,0 +1,100 @@
+"""Read image + label rasters for training, with the labels aligned onto the image grid."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from rasterio.warp import Resampling, reproject
+
+from geoseg.errors import InvalidRasterError
+from geoseg.io.raster import open_scene, select_bands
+
+__all__ = ["LabelledRaster", "read_labelled_raster"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class LabelledRaster:
+    """An image and its labels in memory, on the image's grid.
+
+    Attributes:
+        path: the image file.
+        image: ``(C, H, W) float32`` band values as stored (digital numbers).
+        valid: ``(H, W) bool``, False where the image has no data.
+        labels: ``(H, W) int64`` label values as stored in the label raster;
+            ``label_nodata`` where the label raster has no data or does not cover.
+        band_names: names of the selected bands.
+        dtype: the image's storage dtype (decides the reflectance scale).
+        gsd_m: pixel size in CRS units (metres for projected CRSs).
+    """
+
+    path: str
+    image: np.ndarray
+    valid: np.ndarray
+    labels: np.ndarray
+    band_names: tuple[str, ...]
+    dtype: np.dtype
+    gsd_m: float
+
+
+#: Stand-in for "no label" in :attr:`LabelledRaster.labels`.
+LABEL_NODATA = -(2**31)
+
+
+def _read_labels_on_grid(label_path: str, image_path: str) -> np.ndarray:
+    with rasterio.open(image_path) as img, rasterio.open(label_path) as lab:
+        same = lab.crs == img.crs and lab.transform == img.transform and lab.shape == img.shape
+        if lab.crs is None:
+            raise InvalidRasterError(f"{label_path}: the label raster has no CRS")
+        raw = lab.read(1, masked=True)
+        values = np.where(np.ma.getmaskarray(raw), LABEL_NODATA, raw.data.astype(np.int64))
+        if same:
+            return values
+        log.warning("%s: not on the grid of %s; aligning it (nearest)", label_path, image_path)
+        src = values.astype(np.float64)
+        dst = np.full(img.shape, LABEL_NODATA, np.float64)
+        reproject(
+            src, dst, src_transform=lab.transform, src_crs=lab.crs, dst_transform=img.transform,
+            dst_crs=img.crs, resampling=Resampling.nearest, src_nodata=LABEL_NODATA,
+            dst_nodata=LABEL_NODATA,
+        )  # fmt: skip
+        return dst.astype(np.int64)
+
+
+def read_labelled_raster(
+    image_path: str | os.PathLike[str],
+    label_path: str | os.PathLike[str],
+    bands: Sequence[str] | None = None,
+) -> LabelledRaster:
+    """Read a training pair fully into memory (training chips are small).
+
+    Args:
+        image_path: the image (any GDAL raster with a CRS).
+        label_path: a one-band label raster; aligned onto the image grid (nearest)
+            when its CRS, transform or size differ.
+        bands: band selection (1-based numbers or names); None = all bands.
+    """
+    image_path, label_path = os.fspath(image_path), os.fspath(label_path)
+    open_scene(label_path)  # the same header checks as any input
+    scene = open_scene(image_path)
+    index = select_bands(image_path, scene.band_names, bands)
+    image = np.asarray(scene.data.data[index].compute(scheduler="sync"), np.float32)
+    valid = np.asarray(scene.valid.compute(scheduler="sync"))
+    labels = _read_labels_on_grid(label_path, image_path)
+    if not valid.any():
+        raise InvalidRasterError(f"{image_path}: every pixel is nodata; it cannot train a model")
+    return LabelledRaster(
+        path=image_path,
+        image=image,
+        valid=valid,
+        labels=labels,
+        band_names=tuple(scene.band_names[i] for i in index),
+        dtype=scene.dtype,
+        gsd_m=float(abs(scene.transform.a)),
+    )

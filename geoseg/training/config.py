@@ -1,0 +1,146 @@
+"""Training options, settable from the command line or a YAML file."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from geoseg.errors import GeosegError, InputNotFoundError
+from geoseg.types import ClassSchema
+
+__all__ = ["TrainConfig", "load_class_schema", "load_train_config"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``geoseg train`` needs.
+
+    Attributes:
+        images, labels: training image and label rasters, paired by position.
+        val_images, val_labels: held-out pairs scored each epoch (mIoU picks the
+            best checkpoint); without them the last epoch is kept.
+        classes: the class schema (label values -> names, colours).
+        output: checkpoint to write (``.safetensors``).
+        arch, encoder: architecture and encoder (see ``geoseg models``).
+        options: extra builder arguments, e.g. ``{"encoder_depth": 3}``.
+        bands: band selection by number or name (default: all bands).
+        window: training window side in px; also the inference window stored.
+        margin: inference margin stored in the checkpoint.
+        epochs, steps_per_epoch, batch_size: schedule.
+        lr, weight_decay: AdamW settings (one-cycle schedule peaking at ``lr``).
+        dice_weight: weight of the Dice term added to cross-entropy.
+        min_labelled: minimum labelled fraction of a sampled window.
+        seed: makes a CPU run repeatable.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        resume: continue from ``output`` if it exists.
+        overwrite: replace an existing ``output``.
+        provenance: extra notes stored in the checkpoint.
+    """
+
+    images: tuple[str, ...]
+    labels: tuple[str, ...]
+    classes: ClassSchema
+    output: str
+    val_images: tuple[str, ...] = ()
+    val_labels: tuple[str, ...] = ()
+    arch: str = "unet"
+    encoder: str = "resnet18"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    bands: tuple[str, ...] | None = None
+    window: int = 64
+    margin: int = 8
+    epochs: int = 30
+    steps_per_epoch: int = 50
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    dice_weight: float = 0.5
+    min_labelled: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    overwrite: bool = False
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.images or len(self.images) != len(self.labels):
+            raise GeosegError("give one --labels raster for each --image (in the same order)")
+        if len(self.val_images) != len(self.val_labels):
+            raise GeosegError("give one --val-labels raster for each --val-image")
+        if self.epochs < 1 or self.steps_per_epoch < 1 or self.batch_size < 1:
+            raise GeosegError("epochs, steps per epoch and batch size must be at least 1")
+
+
+def load_class_schema(path: str | os.PathLike[str]) -> ClassSchema:
+    """Read ``classes.yaml``: a list (or ``classes:`` list) of ``{id, name, colour}``."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputNotFoundError(f"{p}: no such class file; see README 'Training' for the format")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise GeosegError(f"{p}: not valid YAML ({exc})") from exc
+    items = data.get("classes") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise GeosegError(f"{p}: expected a list of classes with id, name and colour")
+    try:
+        return ClassSchema.from_json(items)
+    except GeosegError as exc:
+        raise GeosegError(f"{p}: {exc}") from exc
+
+
+_PATH_LISTS = ("images", "labels", "val_images", "val_labels")
+
+
+def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> TrainConfig:
+    """A :class:`TrainConfig` from a YAML file, with ``overrides`` (CLI flags) on top.
+
+    Relative paths in the YAML file are taken relative to the file's folder;
+    ``classes`` may be a path to a class file or an inline list.
+    """
+    values: dict[str, Any] = {}
+    base = Path(".")
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise InputNotFoundError(f"{p}: no such config file")
+        base = p.parent
+        raw = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise GeosegError(f"{p}: expected a mapping of option: value")
+        valid = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = set(raw) - valid
+        if unknown:
+            raise GeosegError(f"{p}: unknown keys {sorted(unknown)}; valid keys: {sorted(valid)}")
+        values.update(raw)
+        for key in _PATH_LISTS:
+            if key in raw:
+                values[key] = tuple(str(base / v) for v in raw[key])
+        if isinstance(raw.get("classes"), str):
+            values["classes"] = str(base / raw["classes"])
+        if isinstance(raw.get("output"), str):
+            values["output"] = str(base / raw["output"])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    classes = values.get("classes")
+    if classes is None:
+        raise GeosegError(
+            "no class schema: pass --classes classes.yaml (or `classes:` in --config)"
+        )
+    values["classes"] = (
+        classes if isinstance(classes, ClassSchema)
+        else ClassSchema.from_json(classes) if isinstance(classes, list)
+        else load_class_schema(classes)
+    )  # fmt: skip
+    for key in _PATH_LISTS:
+        values[key] = tuple(values.get(key, ()))
+    if values.get("bands") is not None:
+        values["bands"] = tuple(str(b) for b in values["bands"])
+    if "output" not in values:
+        raise GeosegError("no output: pass -o model.safetensors")
+    return TrainConfig(**values)

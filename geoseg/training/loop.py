@@ -1,0 +1,279 @@
+"""The training loop: sample, augment, fit, validate with tiled inference, checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geoseg import __version__
+from geoseg.errors import BandMismatchError, GeosegError, OutputExistsError
+from geoseg.evaluation.metrics import metrics_from_confusion
+from geoseg.io.checkpoint import save_checkpoint
+from geoseg.io.training_data import LabelledRaster, read_labelled_raster
+from geoseg.models.bands import reflectance_scale
+from geoseg.models.registry import build_model, window_multiple
+from geoseg.models.semantic import TorchPredictor, resolve_device
+from geoseg.tiling.confusion import remap_values, tiled_confusion
+from geoseg.training.config import TrainConfig
+from geoseg.training.sampling import WindowSampler, augment
+from geoseg.training.state import restore_state, save_state, state_path
+from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta, Normalization, TileSpec
+
+__all__ = ["EpochReport", "TrainResult", "train_model"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """One epoch: mean training loss and validation mIoU (None without validation)."""
+
+    epoch: int
+    epochs: int
+    loss: float
+    val_miou: float | None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The written checkpoint, its validation mIoU and the per-epoch history."""
+
+    output: Path
+    best_miou: float | None
+    history: list[EpochReport] = field(default_factory=list)
+
+
+def _targets(r: LabelledRaster, schema: ClassSchema) -> np.ndarray:
+    """Label values -> class index 0..K-1, 255 where unlabelled or not in the schema."""
+    index = remap_values(r.labels, {cid: k for k, cid in enumerate(schema.ids)})
+    return np.where(r.valid, index, NODATA_LABEL).astype(np.uint8)
+
+
+def _normalization(rasters: Sequence[LabelledRaster], scale: float) -> Normalization:
+    """Per-band mean and std of the scaled valid pixels of all training rasters."""
+    c = rasters[0].image.shape[0]
+    total, sq, n = np.zeros(c), np.zeros(c), 0
+    for r in rasters:
+        x = r.image[:, r.valid].astype(np.float64) * scale
+        total += x.sum(axis=1)
+        sq += (x**2).sum(axis=1)
+        n += x.shape[1]
+    mean = total / n
+    std = np.sqrt(np.maximum(sq / n - mean**2, 0.0))
+    return Normalization(
+        tuple(float(v) for v in mean), tuple(float(max(v, 1e-6)) for v in std), scale
+    )
+
+
+def _dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft multi-class Dice loss over labelled pixels (255 ignored)."""
+    k = logits.shape[1]
+    keep = (target != NODATA_LABEL).unsqueeze(1)
+    prob = torch.softmax(logits.float(), dim=1) * keep
+    onehot = F.one_hot(target.clamp(max=k - 1), k).permute(0, 3, 1, 2) * keep
+    inter = (prob * onehot).sum(dim=(0, 2, 3))
+    denom = prob.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+    present = onehot.sum(dim=(0, 2, 3)) > 0
+    dice = (2 * inter + 1.0) / (denom + 1.0)
+    return 1.0 - dice[present].mean() if present.any() else logits.sum() * 0.0
+
+
+class _InMemoryLoader:
+    """Hands the training model to the tiled-inference kernel (no file, no pickling)."""
+
+    def __init__(self, predictor: TorchPredictor) -> None:
+        self.predictor = predictor
+        self.token = uuid.uuid4().hex
+
+    def __call__(self) -> TorchPredictor:
+        return self.predictor
+
+    def __dask_tokenize__(self) -> str:
+        return self.token
+
+
+def _validate(
+    module: nn.Module, meta: ModelMeta, device: torch.device, val: Sequence[LabelledRaster]
+) -> float:
+    """mIoU over all validation rasters, scored through the tiled-inference path."""
+    predictor = TorchPredictor(module, meta, device)
+    tile = TileSpec(window=meta.window, margin=meta.margin, chunk_windows=4, batch_size=8)
+    conf = np.zeros((len(meta.schema),) * 2, np.int64)
+    for r in val:
+        chunks = (r.image.shape[0], tile.chunk, tile.chunk)
+        conf += tiled_confusion(
+            da.from_array(r.image, chunks=chunks), da.from_array(r.valid, chunks=chunks[1:]),
+            da.from_array(r.labels, chunks=chunks[1:]), _InMemoryLoader(predictor), tile,
+            meta.schema.ids, meta.schema.ids, scheduler="sync",
+        )  # fmt: skip
+    module.train()
+    return metrics_from_confusion(conf, meta.schema.names).miou
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for part in iter(lambda: f.read(1 << 20), b""):
+            h.update(part)
+    return h.hexdigest()[:16]
+
+
+def _meta(cfg: TrainConfig, rasters: Sequence[LabelledRaster], norm: Normalization) -> ModelMeta:
+    provenance = {
+        "train": [{"image": r.path, "sha256": _sha256(r.path)} for r in rasters],
+        "labels": list(cfg.labels),
+        "val": list(cfg.val_images),
+        "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
+        "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
+        "geoseg": __version__, "torch": torch.__version__,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **dict(cfg.provenance),
+    }  # fmt: skip
+    return ModelMeta(
+        task="semantic", arch=cfg.arch, encoder=cfg.encoder, bands=rasters[0].band_names,
+        normalization=norm, schema=cfg.classes, window=cfg.window, margin=cfg.margin,
+        gsd_m=rasters[0].gsd_m, provenance=provenance, options=dict(cfg.options),
+    )  # fmt: skip
+
+
+def _load_rasters(
+    images: Sequence[str], labels: Sequence[str], cfg: TrainConfig
+) -> list[LabelledRaster]:
+    rasters = [
+        read_labelled_raster(i, lab, cfg.bands) for i, lab in zip(images, labels, strict=True)
+    ]
+    for r in rasters[1:]:
+        if r.image.shape[0] != rasters[0].image.shape[0]:
+            raise BandMismatchError(
+                f"{r.path}: {r.image.shape[0]} bands, {rasters[0].path} has "
+                f"{rasters[0].image.shape[0]}; select the same bands with --bands"
+            )
+    return rasters
+
+
+def _prepare_output(cfg: TrainConfig) -> Path:
+    out = Path(cfg.output)
+    if not out.parent.is_dir():
+        raise GeosegError(f"{out}: the folder {out.parent} does not exist; create it first")
+    if out.exists() and not (cfg.overwrite or cfg.resume):
+        raise OutputExistsError(f"{out}: exists; pass --overwrite to replace it")
+    if cfg.window % window_multiple(cfg.arch, cfg.options):
+        raise GeosegError(
+            f"--window {cfg.window} must be a multiple of "
+            f"{window_multiple(cfg.arch, cfg.options)} for {cfg.arch}"
+        )
+    return out
+
+
+def train_model(
+    cfg: TrainConfig, progress: Callable[[EpochReport], None] | None = None
+) -> TrainResult:
+    """Train a semantic segmentation model and write its best checkpoint.
+
+    Raises:
+        GeosegError: bad rasters, class file, options or output.
+    """
+    out = _prepare_output(cfg)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    train = _load_rasters(cfg.images, cfg.labels, cfg)
+    val = _load_rasters(cfg.val_images, cfg.val_labels, cfg) if cfg.val_images else []
+    meta = _meta(cfg, train, _normalization(train, reflectance_scale(train[0].dtype)))
+    for r in val:
+        r.labels[:] = remap_values(r.labels, {c: c for c in meta.schema.ids})
+    sampler = WindowSampler(
+        [r.image for r in train], [r.valid for r in train],
+        [_targets(r, cfg.classes) for r in train], cfg.window, rng, cfg.min_labelled,
+    )  # fmt: skip
+    device = resolve_device(cfg.device)
+    model = build_model(cfg.arch, cfg.encoder, len(meta.bands), len(cfg.classes), **cfg.options)
+    model.to(device).train()
+    return _fit(cfg, meta, model, sampler, val, device, rng, out, progress)
+
+
+def _fit(
+    cfg: TrainConfig, meta: ModelMeta, model: nn.Module, sampler: WindowSampler,
+    val: Sequence[LabelledRaster], device: torch.device, rng: np.random.Generator, out: Path,
+    progress: Callable[[EpochReport], None] | None,
+) -> TrainResult:  # fmt: skip
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = cfg.epochs * cfg.steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
+    start, best, history = _resume(cfg, out, model, opt, rng, sched)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    norm = TorchPredictor(nn.Identity(), meta, torch.device("cpu"))
+    for epoch in range(start, cfg.epochs):
+        losses = []
+        for _ in range(cfg.steps_per_epoch):
+            batch = augment(sampler.sample(cfg.batch_size), rng)
+            x = torch.from_numpy(norm.normalize(batch.image, batch.valid)).to(device)
+            y = torch.from_numpy(batch.target).to(device)
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, ignore_index=NODATA_LABEL)
+                loss = loss + cfg.dice_weight * _dice_loss(logits, y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            losses.append(float(loss.detach()))
+        miou = _validate(model, meta, device, val) if val else None
+        report = EpochReport(epoch + 1, cfg.epochs, float(np.mean(losses)), miou)
+        history.append(report)
+        if miou is None or best is None or miou > best:
+            best = miou if miou is not None else best
+            _save_best(out, model, meta, report, best)
+        save_state(state_path(out), model, opt, rng, epoch + 1, _extra(best, history))
+        if progress:
+            progress(report)
+    state_path(out).unlink(missing_ok=True)
+    return TrainResult(out, best, history)
+
+
+def _extra(best: float | None, history: Sequence[EpochReport]) -> dict[str, Any]:
+    return {"best": best, "history": [list(dataclasses.astuple(h)) for h in history]}
+
+
+def _resume(
+    cfg: TrainConfig, out: Path, model: nn.Module, opt: torch.optim.Optimizer,
+    rng: np.random.Generator, sched: torch.optim.lr_scheduler.LRScheduler,
+) -> tuple[int, float | None, list[EpochReport]]:  # fmt: skip
+    """Epoch to start from, best mIoU so far and history; restores state on --resume."""
+    path = state_path(out)
+    if not cfg.resume:
+        return 0, None, []
+    if not path.exists():
+        raise GeosegError(f"{path}: no unfinished run to resume; start without --resume")
+    state = restore_state(path, model, opt, rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # stepping the schedule ahead without training
+        for _ in range(state["epoch"] * cfg.steps_per_epoch):
+            sched.step()
+    log.info("resuming %s after epoch %d", out, state["epoch"])
+    history = [EpochReport(*h) for h in state["history"]]
+    return int(state["epoch"]), state["best"], history
+
+
+def _save_best(
+    out: Path, model: nn.Module, meta: ModelMeta, report: EpochReport, best: float | None
+) -> None:
+    metrics: dict[str, Any] = {"train_loss": report.loss, "epoch": report.epoch}
+    if best is not None:
+        metrics["val_miou"] = best
+    stamped = dataclasses.replace(meta, metrics=metrics)
+    save_checkpoint(out, model.state_dict(), stamped, overwrite=True)

@@ -1,0 +1,60 @@
+"""Pack and restore everything a run needs to resume exactly where it stopped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from geoseg.io.checkpoint import load_training_state, save_training_state
+
+__all__ = ["restore_state", "save_state", "state_path"]
+
+
+def state_path(output: Path) -> Path:
+    """Where the resumable state of a run writing ``output`` lives (removed at the end)."""
+    return output.with_name(output.name + ".resume")
+
+
+def save_state(
+    path: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    epoch: int,
+    extra: dict[str, Any],
+) -> None:
+    """Model weights, AdamW moments, both RNG states and the epoch counter."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    for idx, slots in opt_state["state"].items():
+        for name, value in slots.items():
+            tensors[f"opt.{idx}.{name}"] = torch.as_tensor(value)
+    tensors["torch_rng"] = torch.get_rng_state()
+    meta = {
+        "epoch": epoch,
+        "param_groups": opt_state["param_groups"],
+        "numpy_rng": rng.bit_generator.state,
+        **extra,
+    }
+    save_training_state(path, tensors, meta)
+
+
+def restore_state(
+    path: Path, model: nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Load what :func:`save_state` wrote into ``model``, ``opt`` and ``rng``; return its JSON."""
+    tensors, meta = load_training_state(path)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            slots.setdefault(int(idx), {})[name] = value
+    opt.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["torch_rng"])
+    rng.bit_generator.state = meta["numpy_rng"]
+    return meta
