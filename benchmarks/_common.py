@@ -82,12 +82,21 @@ def write_scene(
     """
     path = Path(path)
     profile = {
-        "driver": "GTiff", "height": height, "width": width, "count": len(BANDS),
-        "dtype": "uint16", "crs": CRS.from_epsg(32633),
+        "driver": "GTiff",
+        "height": height,
+        "width": width,
+        "count": len(BANDS),
+        "dtype": "uint16",
+        "crs": CRS.from_epsg(32633),
         "transform": Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 5_000_000.0),
-        "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "deflate",
-        "predictor": 2, "num_threads": "all_cpus", "BIGTIFF": "IF_SAFER",
-    }  # fmt: skip
+        "tiled": True,
+        "blockxsize": BLOCK,
+        "blockysize": BLOCK,
+        "compress": "deflate",
+        "predictor": 2,
+        "num_threads": "all_cpus",
+        "BIGTIFF": "IF_SAFER",
+    }
     with rasterio.open(path, "w", **profile) as dst:
         for i, name in enumerate(BANDS, start=1):
             dst.set_band_description(i, name)

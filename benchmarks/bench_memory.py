@@ -93,15 +93,24 @@ def build_scene(path: Path, size: int) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", choices=["spectral", "unet"], default="spectral",
-                   help="spectral (weights-free) or a random-weight U-Net/ResNet-18 checkpoint")  # fmt: skip
+    p.add_argument(
+        "--model",
+        choices=["spectral", "unet"],
+        default="spectral",
+        help="spectral (weights-free) or a random-weight U-Net/ResNet-18 checkpoint",
+    )
     p.add_argument("--small", type=int, help="small scene side (spectral 4000, unet 2000)")
     p.add_argument("--large", type=int, help="large scene side (spectral 16000, unet 6000)")
     p.add_argument("--batch-size", type=int, default=4, help="predict --batch-size")
     p.add_argument("--chunk", type=int, default=1024, help="predict --chunk (px)")
     p.add_argument("--workers", type=int, help="predict --workers (default: dask's)")
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra environment for geoseg, e.g. GDAL_CACHEMAX=64 (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for geoseg, e.g. GDAL_CACHEMAX=64 (repeatable)",
+    )
     p.add_argument("--dir", type=Path, help="folder for scenes and outputs (default: a temp dir)")
     p.add_argument("--progress", action="store_true", help="show geoseg's progress bar")
     p.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
@@ -118,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         model = "spectral"
         if args.model == "unet":
             model = str(write_unet_checkpoint(tmpdir / "unet.safetensors"))
-        say(f"model {args.model}, scenes {small}^2 and {large}^2, chunk {args.chunk}, "
-            f"batch {args.batch_size}, workers {args.workers or 'default'}, env {args.env}")  # fmt: skip
+        say(
+            f"model {args.model}, scenes {small}^2 and {large}^2, chunk {args.chunk}, "
+            f"batch {args.batch_size}, workers {args.workers or 'default'}, env {args.env}"
+        )
         runs = {}
         for size in (small, large):
             scene = build_scene(tmpdir / f"scene_{size}.tif", size)
@@ -133,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             runs[size] = r
             scene.unlink()  # keep the disk footprint to one scene at a time
     rss_small, rss_large = runs[small]["maxrss_kib"], runs[large]["maxrss_kib"]
-    say(f"\npeak RSS: {small}^2 {fmt_mb(rss_small)}, {large}^2 {fmt_mb(rss_large)} "
-        f"({(large / small) ** 2:.0f}x the pixels)")  # fmt: skip
+    say(
+        f"\npeak RSS: {small}^2 {fmt_mb(rss_small)}, {large}^2 {fmt_mb(rss_large)} "
+        f"({(large / small) ** 2:.0f}x the pixels)"
+    )
     results = [
         verdict("RSS ratio large/small", rss_large / rss_small, RATIO_TARGET, args.check),
         verdict("large-scene peak RSS (MB)", rss_large / 1024, ABSOLUTE_TARGET_MB, args.check),

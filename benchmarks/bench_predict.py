@@ -231,13 +231,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=1536, help="scene side in px (default 1536)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per model call")
     p.add_argument(
-        "--workers", default="default",
+        "--workers",
+        default="default",
         help="comma list of dask thread counts to try, e.g. 1,2 (default: dask's default)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--torch-threads", default="default",
+        "--torch-threads",
+        default="default",
         help="comma list of torch.set_num_threads values for predict, e.g. 1,default",
-    )  # fmt: skip
+    )
     p.add_argument("--chunk", type=int, default=1024, help="predict --chunk (px)")
     p.add_argument("--scheduler", default="threads", help="predict --scheduler")
     p.add_argument("--repeat", type=int, default=3, help="timed runs of each (median is used)")
@@ -274,9 +276,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"of cpu seconds {pred.cpu_best / fwd.cpu_best:.3f}"
                 )
                 results.append(
-                    verdict("  ratio (a)/(b) of best wall times", pred.best / fwd.best,
-                            TARGET, args.check)
-                )  # fmt: skip
+                    verdict(
+                        "  ratio (a)/(b) of best wall times",
+                        pred.best / fwd.best,
+                        TARGET,
+                        args.check,
+                    )
+                )
     return exit_code(results, args.check)
 
 

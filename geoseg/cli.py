@@ -117,6 +117,130 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
         click.echo(f"wrote {result.preview}")
 
 
+def _parse_map(text: str | None) -> dict[int, int] | None:
+    """``"2=1,3=1,8=3"`` -> ``{2: 1, 3: 1, 8: 3}``."""
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        try:
+            out[int(key)] = int(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: expected from=to class ids, e.g. 2=1") from None
+        if not sep:
+            raise click.BadParameter(f"{item!r}: expected from=to class ids, e.g. 2=1")
+    return out
+
+
+def _explicit(ctx: click.Context, names: Sequence[str]) -> dict[str, Any]:
+    """Options the user typed (so a --config file's values are not overridden by defaults)."""
+    source = click.core.ParameterSource
+    return {
+        n: ctx.params[n]
+        for n in names
+        if ctx.get_parameter_source(n) not in (source.DEFAULT, source.DEFAULT_MAP, None)
+    }
+
+
+_TRAIN_OPTIONS = (
+    "arch", "encoder", "epochs", "steps_per_epoch", "batch_size", "window", "margin", "lr",
+    "seed", "device", "resume", "overwrite",
+)  # fmt: skip
+
+
+@cli.command()
+@click.option("--image", "images", multiple=True, help="Training image (repeat for more).")
+@click.option("--labels", "labels", multiple=True, help="Label raster for each --image.")
+@click.option("--val-image", "val_images", multiple=True, help="Held-out image (repeatable).")
+@click.option("--val-labels", "val_labels", multiple=True, help="Labels for each --val-image.")
+@click.option("--classes", help="classes.yaml: list of {id, name, colour}.")
+@click.option("-o", "--output", help="Checkpoint to write (.safetensors).")
+@click.option(
+    "--config", type=click.Path(dir_okay=False), help="YAML file with any of these options."
+)
+@click.option("--arch", default="unet", show_default=True)
+@click.option("--encoder", default="resnet18", show_default=True)
+@click.option("--bands", help="Band numbers or names to train on (default: all).")
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--steps-per-epoch", type=int, default=50, show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--window", type=int, default=64, show_default=True)
+@click.option("--margin", type=int, default=8, show_default=True)
+@click.option("--lr", type=float, default=3e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run writing --output.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output.")
+@click.pass_context
+def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
+          val_images: tuple[str, ...], val_labels: tuple[str, ...], classes: str | None,
+          output: str | None, config: str | None, bands: str | None, **_: Any) -> None:  # fmt: skip
+    """Train a segmentation model on labelled rasters."""
+    from geoseg.training import load_train_config, train_model
+
+    given = {"images": images or None, "labels": labels or None, "val_images": val_images or None,
+             "val_labels": val_labels or None, "classes": classes, "output": output,
+             "bands": bands.split(",") if bands else None}  # fmt: skip
+    cfg = load_train_config(config, **given, **_explicit(ctx, _TRAIN_OPTIONS))
+
+    def report(r: Any) -> None:
+        val = "" if r.val_miou is None else f"  val mIoU {r.val_miou:.3f}"
+        click.echo(f"epoch {r.epoch}/{r.epochs}  loss {r.loss:.4f}{val}", err=True)
+
+    result = train_model(cfg, report)
+    best = "" if result.best_miou is None else f" (best val mIoU {result.best_miou:.3f})"
+    click.echo(f"wrote {result.output}{best}")
+
+
+@cli.command()
+@click.option("-m", "--model", required=True, help="'spectral' or a .safetensors checkpoint.")
+@click.option("--image", required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--labels", required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for metrics.json, confusion.csv, confusion.png.")  # fmt: skip
+@click.option("--classes", help="Score in these classes (classes.yaml) instead of the model's.")
+@click.option("--map-reference", help="Reference value -> class id, e.g. 2=1,3=1,8=3.")
+@click.option("--map-prediction", help="Model class id -> class id, e.g. 2=1,3=1.")
+@click.option("--bands", help="Band numbers/names or spectral roles, as for predict.")
+@click.option("--sensor", help="Band layout for spectral.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--window", type=int)
+@click.option("--margin", type=int)
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--chunk", type=int, default=1024, show_default=True)
+@click.option("--scheduler", default="threads", show_default=True)
+@click.option("--workers", type=int)
+@click.option("--overwrite", is_flag=True)
+def evaluate(model: str, image: str, labels: str, output: Path, classes: str | None,
+             map_reference: str | None, map_prediction: str | None, bands: str | None,
+             **kw: Any) -> None:  # fmt: skip
+    """Score MODEL on a labelled raster (mIoU, F1, kappa, confusion matrix)."""
+    from geoseg.pipelines.evaluate import evaluate_scene
+    from geoseg.pipelines.predict import PredictOptions
+    from geoseg.training.config import load_class_schema
+
+    selection, roles = _parse_bands(bands)
+    opts = PredictOptions(bands=selection, band_roles=roles, **kw)
+    schema = load_class_schema(classes) if classes else None
+    result = evaluate_scene(
+        model,
+        image,
+        labels,
+        output,
+        opts,
+        schema,
+        _parse_map(map_reference),
+        _parse_map(map_prediction),
+    )
+    m = result.metrics
+    click.echo(f"mIoU {m.miou:.4f}  overall accuracy {m.overall_accuracy:.4f}  kappa {m.kappa:.4f}")
+    for name, iou, support in zip(m.names, m.iou, m.support, strict=True):
+        click.echo(f"  {name:<20} IoU {iou:.4f}  ({support} reference px)")
+    for path in result.files:
+        click.echo(f"wrote {path}")
+
+
 @cli.command()
 @click.argument("checkpoints", nargs=-1, type=click.Path(dir_okay=False, path_type=str))
 def models(checkpoints: Sequence[str]) -> None:

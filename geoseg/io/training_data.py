@@ -14,7 +14,7 @@ from rasterio.warp import Resampling, reproject
 from geoseg.errors import InvalidRasterError
 from geoseg.io.raster import open_scene, select_bands
 
-__all__ = ["LabelledRaster", "read_labelled_raster"]
+__all__ = ["LABEL_NODATA", "LabelledRaster", "read_labelled_raster", "read_labels_on_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,12 @@ class LabelledRaster:
 LABEL_NODATA = -(2**31)
 
 
-def _read_labels_on_grid(label_path: str, image_path: str) -> np.ndarray:
+def read_labels_on_grid(label_path: str, image_path: str) -> np.ndarray:
+    """``(H, W) int64`` values of ``label_path`` on the grid of ``image_path``.
+
+    Used as stored when both share CRS, transform and size; otherwise reprojected
+    (nearest) in memory. Nodata and uncovered pixels are :data:`LABEL_NODATA`.
+    """
     with rasterio.open(image_path) as img, rasterio.open(label_path) as lab:
         same = lab.crs == img.crs and lab.transform == img.transform and lab.shape == img.shape
         if lab.crs is None:
@@ -86,7 +91,7 @@ def read_labelled_raster(
     index = select_bands(image_path, scene.band_names, bands)
     image = np.asarray(scene.data.data[index].compute(scheduler="sync"), np.float32)
     valid = np.asarray(scene.valid.compute(scheduler="sync"))
-    labels = _read_labels_on_grid(label_path, image_path)
+    labels = read_labels_on_grid(label_path, image_path)
     if not valid.any():
         raise InvalidRasterError(f"{image_path}: every pixel is nodata; it cannot train a model")
     return LabelledRaster(

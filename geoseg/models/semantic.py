@@ -75,14 +75,27 @@ def load_torch_predictor(path: str | os.PathLike[str], device: str = "auto") -> 
     module = build_model(
         meta.arch, meta.encoder, len(meta.bands), len(meta.schema), **dict(meta.options)
     )
-    try:
-        result = module.load_state_dict(tensors, strict=False)
-    except RuntimeError as exc:  # tensor shapes do not fit
-        raise CheckpointError(f"{path}: weights do not fit a {meta.arch} model: {exc}") from exc
-    if result.missing_keys or result.unexpected_keys:
+    _check_state_fits(path, module, tensors, meta)
+    module.load_state_dict(tensors, strict=True)
+    return TorchPredictor(module, meta, resolve_device(device))
+
+
+def _check_state_fits(
+    path: str | os.PathLike[str],
+    module: nn.Module,
+    tensors: dict[str, torch.Tensor],
+    meta: ModelMeta,
+) -> None:
+    """Same keys and shapes as the architecture, or a clear CheckpointError."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(
+        k for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != expected[k]
+    )
+    if missing or unexpected or wrong:
         raise CheckpointError(
-            f"{path}: weights do not fit a {meta.arch}/{meta.encoder} model "
-            f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}); "
+            f"{path}: weights do not fit a {meta.arch}/{meta.encoder} model (missing "
+            f"{missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]}); "
             "the file was edited or written by another program"
         )
-    return TorchPredictor(module, meta, resolve_device(device))

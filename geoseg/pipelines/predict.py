@@ -22,7 +22,7 @@ from geoseg.tiling.execute import Progress, store_blocks
 from geoseg.tiling.infer import predict_blocks
 from geoseg.types import ClassSchema, ModelMeta, TileSpec
 
-__all__ = ["PredictOptions", "PredictResult", "predict_scene"]
+__all__ = ["PredictOptions", "PredictResult", "predict_scene", "prepare_model_input"]
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,22 @@ def _checkpoint_setup(
     return scene, model_spec(model, opts.device), meta.schema, tile
 
 
+def prepare_model_input(
+    path: str, model: str, opts: PredictOptions
+) -> tuple[Scene, ModelSpec, ClassSchema, TileSpec]:
+    """Open ``path`` with the bands ``model`` needs; load the model once to check it.
+
+    Returns:
+        The scene, the picklable model description, the model's classes and the grid.
+    """
+    if model == SPECTRAL:
+        setup = _spectral_setup(path, opts)
+    else:
+        setup = _checkpoint_setup(path, model, opts)
+    load_predictor(setup[1])  # fail early on a bad model, before any pixel is read
+    return setup
+
+
 def predict_scene(
     scene_path: str | os.PathLike[str],
     model: str,
@@ -173,11 +189,7 @@ def predict_scene(
     check_output_path(out, opts.overwrite, [Path(path)])
     if opts.preview is not None:
         check_output_path(Path(opts.preview), opts.overwrite, [Path(path)])
-    if model == SPECTRAL:
-        scene, spec, schema, tile = _spectral_setup(path, opts)
-    else:
-        scene, spec, schema, tile = _checkpoint_setup(path, model, opts)
-    load_predictor(spec)  # fail early on a bad model, before any pixel is read
+    scene, spec, schema, tile = prepare_model_input(path, model, opts)
     lazy = predict_blocks(
         scene.data.data, scene.valid, functools.partial(load_predictor, spec), tile,
         schema.ids, opts.confidence,
