@@ -1,0 +1,110 @@
+"""Training: loss goes down, checkpoints load into predict, runs repeat and resume exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from geoseg.io.checkpoint import load_checkpoint
+from geoseg.pipelines import PredictOptions, predict_scene
+from geoseg.synthetic import TRUTH_SCHEMA, write_sample_data
+from geoseg.training import load_train_config, train_model
+from geoseg.training.loop import EpochReport
+from geoseg.training.state import state_path
+
+SMALL_NET = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_sample_data(tmp_path_factory.mktemp("sample"), height=160, width=192, seed=3)
+
+
+def _config(sample: dict[str, Path], out: Path, **kw: Any) -> Any:
+    base: dict[str, Any] = {
+        "images": [str(sample["before"])], "labels": [str(sample["truth_before"])],
+        "val_images": [str(sample["after"])], "val_labels": [str(sample["truth_after"])],
+        "classes": TRUTH_SCHEMA.to_json(), "output": str(out), "arch": "unet",
+        "encoder": "tu-resnet18", "options": SMALL_NET, "window": 32, "margin": 4,
+        "epochs": 2, "steps_per_epoch": 6, "batch_size": 4, "lr": 1e-2, "device": "cpu",
+    }  # fmt: skip
+    base.update(kw)
+    return load_train_config(None, **base)
+
+
+def test_training_lowers_the_loss_and_predict_runs_the_checkpoint(
+    sample: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "model.safetensors"
+    result = train_model(_config(sample, out, epochs=4))
+    losses = [h.loss for h in result.history]
+    assert losses[-1] < losses[0], losses
+    assert result.best_miou is not None and 0.0 <= result.best_miou <= 1.0
+    _, meta = load_checkpoint(out)
+    assert meta.schema == TRUTH_SCHEMA
+    assert meta.bands == ("B02", "B03", "B04", "B08", "B11", "B12")
+    with rasterio.open(sample["before"]) as src:
+        data = src.read().astype(np.float64) * 1e-4
+        valid = (src.read() != 0).any(axis=0)
+    np.testing.assert_allclose(meta.normalization.mean, data[:, valid].mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(meta.normalization.std, data[:, valid].std(axis=1), rtol=1e-4)
+    assert meta.normalization.scale == pytest.approx(1e-4)
+    assert meta.metrics["val_miou"] == pytest.approx(result.best_miou)
+    assert meta.provenance["train"][0]["image"].endswith("scene_before.tif")
+    lc = tmp_path / "lc.tif"
+    predict_scene(sample["after"], str(out), lc, PredictOptions(device="cpu"))
+    with rasterio.open(lc) as dst:
+        labels = dst.read(1)
+    assert set(np.unique(labels)) <= set(TRUTH_SCHEMA.ids) | {255}
+    assert not state_path(out).exists(), "the resume state is removed after a finished run"
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)[0]
+
+
+def test_same_seed_gives_the_same_model(sample: dict[str, Path], tmp_path: Path) -> None:
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    train_model(_config(sample, a, val_images=[], val_labels=[]))
+    train_model(_config(sample, b, val_images=[], val_labels=[]))
+    wa, wb = _weights(a), _weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(
+    sample: dict[str, Path], tmp_path: Path
+) -> None:
+    full, cut = tmp_path / "full.safetensors", tmp_path / "cut.safetensors"
+    kw = {"val_images": [], "val_labels": [], "epochs": 3}
+    train_model(_config(sample, full, **kw))
+
+    def stop_after_first(report: EpochReport) -> None:
+        if report.epoch == 1:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_model(_config(sample, cut, **kw), stop_after_first)
+    assert state_path(cut).exists()
+    result = train_model(_config(sample, cut, resume=True, **kw))
+    assert [h.epoch for h in result.history] == [1, 2, 3]
+    wf, wc = _weights(full), _weights(cut)
+    assert all(torch.equal(wf[k], wc[k]) for k in wf)
+
+
+def test_existing_output_is_refused(sample: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    out.write_bytes(b"keep")
+    from geoseg.errors import OutputExistsError
+
+    with pytest.raises(OutputExistsError):
+        train_model(_config(sample, out))
+    assert out.read_bytes() == b"keep"
