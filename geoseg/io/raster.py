@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from rasterio.errors import RasterioIOError
 
 from geoseg.errors import InputNotFoundError, InvalidRasterError
 
-__all__ = ["Scene", "open_scene", "read_dataset_mask", "select_bands"]
+__all__ = ["Scene", "canonical_band_name", "open_scene", "read_dataset_mask", "select_bands"]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,13 @@ def _check_header(path: str, src: Any, assume_crs: str | None) -> CRS:
     return CRS.from_user_input(crs)
 
 
+def canonical_band_name(name: str) -> str:
+    """Case- and padding-insensitive band name: ``"B02"``, ``"b2"`` and ``"B2 "`` -> ``"b2"``."""
+    text = name.strip().lower()
+    m = re.fullmatch(r"b0*(\d+a?)", text)
+    return f"b{m.group(1)}" if m else text
+
+
 def select_bands(path: str, names: Sequence[str], wanted: Sequence[str] | None) -> list[int]:
     """0-based indices of the wanted bands, given as 1-based numbers or names.
 
@@ -122,10 +130,11 @@ def select_bands(path: str, names: Sequence[str], wanted: Sequence[str] | None) 
         path: the file, for error messages.
         names: the file's band descriptions (or numbers), one per band.
         wanted: ``["3", "2", "B04"]``-style selection; None selects every band.
+            Names match case- and zero-padding-insensitively (``B4`` finds ``B04``).
     """
     if wanted is None:
         return list(range(len(names)))
-    lower = [n.lower() for n in names]
+    lower = [canonical_band_name(n) for n in names]
     out = []
     for item in wanted:
         if item.isdigit():
@@ -135,8 +144,8 @@ def select_bands(path: str, names: Sequence[str], wanted: Sequence[str] | None) 
                     f"{path}: band {item} does not exist; the file has bands 1-{len(names)}"
                 )
             out.append(i)
-        elif item.lower() in lower:
-            out.append(lower.index(item.lower()))
+        elif canonical_band_name(item) in lower:
+            out.append(lower.index(canonical_band_name(item)))
         else:
             raise InvalidRasterError(
                 f"{path}: no band named {item!r}; its bands are {', '.join(names)}"

@@ -25,26 +25,27 @@ class ModelSpec:
         source: ``"spectral"`` or the path of a ``.safetensors`` checkpoint.
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         roles: band roles of the scene (spectral only).
-        scale: digital number -> reflectance factor (spectral only).
+        scale: digital number -> reflectance factor; for checkpoints, None keeps the
+            scale the model was trained with.
         stamp: ``(size, mtime_ns)`` of the checkpoint, so an edited file is reloaded.
     """
 
     source: str
     device: str = "auto"
     roles: Any = None
-    scale: float = 1.0
+    scale: float | None = None
     stamp: tuple[int, int] = (0, 0)
 
 
 def model_spec(
-    source: str, device: str = "auto", roles: Any = None, scale: float = 1.0
+    source: str, device: str = "auto", roles: Any = None, scale: float | None = None
 ) -> ModelSpec:
     """A :class:`ModelSpec` with the checkpoint's file stamp filled in."""
     if source == SPECTRAL:
         return ModelSpec(source, device, roles, scale)
     path = os.path.abspath(source)
     st = os.stat(path)
-    return ModelSpec(path, device, stamp=(st.st_size, st.st_mtime_ns))
+    return ModelSpec(path, device, scale=scale, stamp=(st.st_size, st.st_mtime_ns))
 
 
 @functools.lru_cache(maxsize=4)
@@ -53,7 +54,7 @@ def load_predictor(spec: ModelSpec) -> Predictor:
     if spec.source == SPECTRAL:
         from geoseg.models.spectral import SpectralPredictor
 
-        return SpectralPredictor(spec.roles, spec.scale)
+        return SpectralPredictor(spec.roles, 1.0 if spec.scale is None else spec.scale)
     from geoseg.models.semantic import load_torch_predictor
 
-    return load_torch_predictor(spec.source, spec.device)
+    return load_torch_predictor(spec.source, spec.device, spec.scale)

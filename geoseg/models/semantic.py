@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 
 import numpy as np
@@ -69,14 +70,27 @@ class TorchPredictor:
         return self.forward(self.normalize(batch, valid))
 
 
-def load_torch_predictor(path: str | os.PathLike[str], device: str = "auto") -> TorchPredictor:
-    """Build the checkpoint's architecture and load its weights strictly."""
+def load_torch_predictor(
+    path: str | os.PathLike[str], device: str = "auto", scale: float | None = None
+) -> TorchPredictor:
+    """Build the checkpoint's architecture and load its weights strictly.
+
+    Args:
+        path: the checkpoint.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        scale: digital number -> model units, replacing the checkpoint's (for a
+            scene stored differently from the training data, e.g. uint16 x 10000
+            vs float reflectance).
+    """
     tensors, meta = load_checkpoint(path)
     module = build_model(
         meta.arch, meta.encoder, len(meta.bands), len(meta.schema), **dict(meta.options)
     )
     _check_state_fits(path, module, tensors, meta)
     module.load_state_dict(tensors, strict=True)
+    if scale is not None:
+        norm = dataclasses.replace(meta.normalization, scale=scale)
+        meta = dataclasses.replace(meta, normalization=norm)
     return TorchPredictor(module, meta, resolve_device(device))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from geoseg.io.atomic import check_output_path
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.labels import label_cog_writer
 from geoseg.io.preview import write_label_preview
-from geoseg.io.raster import Scene, open_scene, select_bands
+from geoseg.io.raster import Scene, canonical_band_name, open_scene, select_bands
+from geoseg.models.bands import reflectance_scale
 from geoseg.models.cache import ModelSpec, load_predictor, model_spec
 from geoseg.models.registry import SPECTRAL, window_multiple
 from geoseg.tiling.execute import Progress, store_blocks
@@ -96,7 +98,7 @@ def _tile_spec(opts: PredictOptions, window: int, margin: int, multiple: int) ->
 def _spectral_setup(
     path: str, opts: PredictOptions
 ) -> tuple[Scene, ModelSpec, ClassSchema, TileSpec]:
-    from geoseg.models.bands import reflectance_scale, resolve_band_roles
+    from geoseg.models.bands import resolve_band_roles
     from geoseg.models.spectral import SPECTRAL_SCHEMA
 
     # The spectral model is pixel-wise: no margin is needed for exact tiling.
@@ -117,7 +119,7 @@ def _match_bands(
     """0-based scene bands feeding the model's inputs, by selection, name or order."""
     if wanted is not None:
         index = select_bands(path, names, wanted)
-    elif {b.lower() for b in meta.bands} <= {n.lower() for n in names}:
+    elif {canonical_band_name(b) for b in meta.bands} <= {canonical_band_name(n) for n in names}:
         index = select_bands(path, names, meta.bands)
     elif len(names) == len(meta.bands):
         log.warning(
@@ -146,6 +148,14 @@ def _checkpoint_setup(
     names = open_scene(path, None, tile.chunk, opts.assume_crs).band_names
     index = _match_bands(path, names, meta, opts.bands)
     scene = open_scene(path, [str(i + 1) for i in index], tile.chunk, opts.assume_crs)
+    scale = reflectance_scale(scene.dtype)
+    if not math.isclose(scale, meta.normalization.scale, rel_tol=1e-6):
+        log.warning(
+            "%s: stored as %s (reflectance = value x %g), the model was trained on data scaled "
+            "by %g; converting to the model's units", path, scene.dtype, scale,
+            meta.normalization.scale,
+        )  # fmt: skip
+        return scene, model_spec(model, opts.device, scale=scale), meta.schema, tile
     return scene, model_spec(model, opts.device), meta.schema, tile
 
 
