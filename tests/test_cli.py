@@ -166,3 +166,39 @@ def test_not_a_checkpoint_is_refused(tmp_path: Path, scene: Path) -> None:
     fake.write_bytes(b"\x80\x04" + json.dumps({"a": 1}).encode())
     code, text = run("predict", scene, "-m", fake, "-o", tmp_path / "o.tif")
     assert code == 2 and "pickle" in text
+
+
+def test_train_from_a_yaml_config_then_evaluate(tmp_path: Path) -> None:
+    from geoseg.synthetic import TRUTH_SCHEMA, write_sample_data
+
+    paths = write_sample_data(tmp_path / "data", height=96, width=96, seed=1)
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        "images: [data/scene_before.tif]\n"
+        "labels: [data/truth_before.tif]\n"
+        f"classes: {json.dumps(TRUTH_SCHEMA.to_json())}\n"
+        "output: model.safetensors\n"
+        "arch: unet\nencoder: tu-resnet18\n"
+        "options: {encoder_depth: 3, decoder_channels: [16, 8, 8]}\n"
+        "window: 32\nmargin: 4\nepochs: 3\nsteps_per_epoch: 2\nbatch_size: 2\n"
+    )
+    code, text = run("train", "--config", config, "--epochs", "1", "--device", "cpu")
+    assert code == 0, text
+    from geoseg.io.checkpoint import read_checkpoint_meta
+
+    meta = read_checkpoint_meta(tmp_path / "model.safetensors")
+    assert meta.provenance["epochs"] == 1  # the flag wins over the file
+    assert meta.window == 32 and meta.encoder == "tu-resnet18"
+    code, text = run(
+        "evaluate", "-m", tmp_path / "model.safetensors", "--image", paths["after"],
+        "--labels", paths["truth_after"], "-o", tmp_path / "ev", "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, text
+    assert "mIoU" in text and (tmp_path / "ev" / "metrics.json").is_file()
+
+
+def test_train_config_with_unknown_keys_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "train.yaml"
+    config.write_text("epochz: 3\n")
+    code, text = run("train", "--config", config)
+    assert code == 2 and "unknown keys ['epochz']" in text

@@ -195,7 +195,9 @@ def test_wrong_tensor_shape_in_a_torchvision_model_is_refused(tmp_path: Path) ->
     )  # fmt: skip
     path = save_checkpoint(tmp_path / "m.safetensors", state, meta)
 
-    with pytest.raises(CheckpointError, match="do not fit a fcn/resnet50 model .*wrong shape") as info:
+    with pytest.raises(
+        CheckpointError, match=r"do not fit a fcn/resnet50 model .*wrong shape"
+    ) as info:
         load_torch_predictor(path, "cpu")
 
     assert "net.classifier.4.bias" in str(info.value)

@@ -1,0 +1,183 @@
+"""Recipe that trains and scores the default models shipped in sample_data/models/.
+
+    python sample_data/models/train_default_models.py --data ../shared/data
+
+Real labelled data (not shipped; see the data folder's README):
+
+* ``landcover_s2.safetensors``: Sentinel-2 L1C, 1 km x 1 km near Ljubljana
+  (eo-learn example patch, 2015), three clear dates, 5 land-cover classes.
+* ``water_s2.safetensors``: Sentinel-2 L1C chip of a flood near Murcia
+  (Sen1Floods11, 2019), hand-labelled water / not water.
+
+Each raster is split into three spatially separate blocks: train, validation
+(picks the best epoch) and test (scored once, at the end, for the model and for
+the weights-free ``spectral`` baseline on the same pixels). Both models read the
+six bands B02, B03, B04, B08, B11, B12 (10-20 m), the bands of the demo scene.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from geoseg.io.checkpoint import load_checkpoint, save_checkpoint
+from geoseg.models.spectral import SPECTRAL_SCHEMA
+from geoseg.pipelines.evaluate import evaluate_scene
+from geoseg.pipelines.predict import PredictOptions
+from geoseg.training import load_train_config, train_model
+from geoseg.types import ClassInfo, ClassSchema
+
+HERE = Path(__file__).resolve().parent
+BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
+NET = {"arch": "unet", "encoder": "tu-resnet18",
+       "options": {"encoder_depth": 3, "decoder_channels": [64, 32, 16]}}  # fmt: skip
+
+LANDCOVER = ClassSchema((
+    ClassInfo(1, "cultivated land", (255, 211, 0)),
+    ClassInfo(2, "forest", (27, 120, 55)),
+    ClassInfo(3, "grassland", (150, 210, 90)),
+    ClassInfo(4, "shrubland", (160, 120, 60)),
+    ClassInfo(8, "artificial surface", (227, 26, 28)),
+))  # fmt: skip
+WATER = ClassSchema(
+    (ClassInfo(0, "not water", (230, 230, 200)), ClassInfo(1, "water", (31, 120, 180)))
+)
+SLOVENIA_DATES = ("2015-07-11", "2015-08-30", "2015-09-09")
+
+
+def crop(
+    src_path: Path, dst_path: Path, rows: slice, cols: slice, bands: tuple[str, ...] | None
+) -> Path:
+    """Write a block of ``src_path`` (selected bands, same georeferencing) as a GeoTIFF."""
+    with rasterio.open(src_path) as src:
+        win = Window.from_slices(rows, cols, height=src.height, width=src.width)
+        names = [d or str(i + 1) for i, d in enumerate(src.descriptions)]
+        canon = [n.upper().replace("B0", "B") for n in names]
+        idx = [canon.index(b.replace("B0", "B")) + 1 for b in bands] if bands else [1]
+        data = src.read(idx, window=win)
+        profile = src.profile | {
+            "height": data.shape[1], "width": data.shape[2], "count": len(idx),
+            "transform": src.window_transform(win), "tiled": False, "compress": "deflate",
+        }  # fmt: skip
+        profile.pop("blockxsize", None)
+        profile.pop("blockysize", None)
+        with rasterio.open(dst_path, "w", **profile) as dst:
+            dst.write(data)
+            for i, b in enumerate(idx, start=1):
+                dst.set_band_description(i, names[b - 1] if not bands else bands[i - 1])
+    return dst_path
+
+
+def split(
+    work: Path, image: Path, labels: Path, blocks: dict[str, tuple[slice, slice]], tag: str
+) -> dict[str, tuple[Path, Path]]:
+    return {
+        part: (crop(image, work / f"{tag}_{part}.tif", r, c, BANDS),
+               crop(labels, work / f"{tag}_{part}_labels.tif", r, c, None))
+        for part, (r, c) in blocks.items()
+    }  # fmt: skip
+
+
+def score(model: str, test: tuple[Path, Path], out: Path, **kw: Any) -> dict[str, Any]:
+    result = evaluate_scene(
+        model, test[0], test[1], out, PredictOptions(device="cpu", overwrite=True), **kw
+    )
+    return result.metrics.to_json()
+
+
+def train_and_score(
+    name: str, data: dict[str, list[tuple[Path, Path]]], schema: ClassSchema, window: int,
+    spectral_maps: dict[str, Any], model_maps: dict[str, Any], note: str, epochs: int,
+) -> dict[str, Any]:  # fmt: skip
+    out = HERE / f"{name}.safetensors"
+    cfg = load_train_config(
+        None, images=[str(p[0]) for p in data["train"]], labels=[str(p[1]) for p in data["train"]],
+        val_images=[str(p[0]) for p in data["val"]], val_labels=[str(p[1]) for p in data["val"]],
+        classes=schema.to_json(), output=str(out), window=window, margin=8, epochs=epochs,
+        steps_per_epoch=25, batch_size=16, lr=3e-3, seed=0, device="auto", overwrite=True,
+        provenance={"data": note}, **NET,
+    )  # fmt: skip
+    result = train_model(
+        cfg,
+        lambda r: print(
+            f"{name} epoch {r.epoch}/{r.epochs} loss {r.loss:.4f} val mIoU {r.val_miou:.4f}",
+            flush=True,
+        ),
+    )
+    test = data["test"][0]
+    work = test[0].parent
+    scores = {
+        "model": score(str(out), test, work / f"{name}_eval"),
+        "model_in_spectral_classes": score(
+            str(out), test, work / f"{name}_eval_coarse", **model_maps
+        ),
+        "spectral_in_spectral_classes": score(
+            "spectral", test, work / f"{name}_eval_spectral", **spectral_maps
+        ),
+        "best_val_miou": result.best_miou,
+    }
+    tensors, meta = load_checkpoint(out)
+    meta = dataclasses.replace(meta, metrics={**dict(meta.metrics), "test": scores})
+    save_checkpoint(out, tensors, meta, overwrite=True)
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=HERE.parents[2] / "shared" / "data")
+    parser.add_argument("--epochs", type=int, default=40)
+    args = parser.parse_args()
+    report: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        slo = args.data / "eolearn_slovenia_lulc" / "geotiff"
+        blocks = {"train": (slice(0, 60), slice(0, 100)), "val": (slice(60, 75), slice(0, 100)),
+                  "test": (slice(75, 101), slice(0, 100))}  # fmt: skip
+        parts: dict[str, list[tuple[Path, Path]]] = {"train": [], "val": [], "test": []}
+        for date in SLOVENIA_DATES:
+            got = split(work, slo / f"s2_l1c_{date}.tif", slo / "lulc.tif", blocks, f"slo_{date}")
+            parts["train"].append(got["train"])
+            if date == SLOVENIA_DATES[-1]:
+                parts["val"].append(got["val"])
+                parts["test"].append(got["test"])
+        coarse = {c: 1 for c in (1, 2, 3, 4)} | {8: 3}  # vegetation / built-up
+        report["landcover_s2"] = train_and_score(
+            "landcover_s2", parts, LANDCOVER, 48,
+            {"classes": SPECTRAL_SCHEMA, "reference_map": coarse},
+            {"classes": SPECTRAL_SCHEMA, "reference_map": coarse, "prediction_map": coarse},
+            "eo-learn Slovenia patch (EPSG:32633), Sentinel-2 L1C 2015-07-11/08-30/09-09, rows "
+            "0-59 train, 60-74 validation, 75-100 test (2015-09-09)", args.epochs,
+        )  # fmt: skip
+        s1f = args.data / "sen1floods11_spain"
+        blocks = {"train": (slice(0, 512), slice(0, 320)), "val": (slice(0, 512), slice(320, 416)),
+                  "test": (slice(0, 512), slice(416, 512))}  # fmt: skip
+        got = split(
+            work,
+            s1f / "Spain_7370579_S2Hand.tif",
+            s1f / "Spain_7370579_LabelHand.tif",
+            blocks,
+            "s1f",
+        )
+        parts = {k: [v] for k, v in got.items()}
+        water_map = {0: 1, 1: 0, 2: 0, 3: 0, 4: 0}
+        report["water_s2"] = train_and_score(
+            "water_s2", parts, WATER, 64,
+            {"classes": WATER, "prediction_map": water_map}, {"classes": WATER},
+            "Sen1Floods11 Spain_7370579 (EPSG:4326), Sentinel-2 L1C 2019-09-18, columns 0-319 "
+            "train, 320-415 validation, 416-511 test", args.epochs,
+        )  # fmt: skip
+    (HERE / "scores.json").write_text(json.dumps(report, indent=2, default=lambda o: None) + "\n")
+    print(json.dumps(report, indent=2, default=lambda o: None))
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
