@@ -13,6 +13,17 @@ from geoseg.errors import GeosegError, OutputExistsError
 __all__ = ["atomic_output", "check_output_path", "temporary_sibling"]
 
 
+def _new_file_mode() -> int:
+    """``0o666`` less the process umask (read without changing it where possible)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def check_output_path(path: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
     """Refuse an existing output (unless ``overwrite``), a missing folder, or an input."""
     if not path.parent.is_dir():
@@ -48,4 +59,5 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
     check_output_path(out, overwrite)
     with temporary_sibling(out) as tmp:
         yield tmp
+        os.chmod(tmp, _new_file_mode())  # some writers (safetensors) create files as 0600
         os.replace(tmp, out)

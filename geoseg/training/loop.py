@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -40,12 +41,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EpochReport:
-    """One epoch: mean training loss and validation mIoU (None without validation)."""
+    """One epoch.
+
+    Attributes:
+        epoch, epochs: this epoch (1-based) and the total.
+        loss: mean training loss.
+        val_miou: validation mIoU (None without validation rasters).
+        windows: training windows seen.
+        data_s: seconds spent sampling and augmenting windows.
+        step_s: seconds spent in forward, backward and optimizer steps.
+    """
 
     epoch: int
     epochs: int
     loss: float
     val_miou: float | None
+    windows: int = 0
+    data_s: float = 0.0
+    step_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -217,11 +230,13 @@ def _fit(
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     norm = TorchPredictor(nn.Identity(), meta, torch.device("cpu"))
     for epoch in range(start, cfg.epochs):
-        losses = []
+        losses, data_s, step_s = [], 0.0, 0.0
         for _ in range(cfg.steps_per_epoch):
+            t0 = time.perf_counter()
             batch = augment(sampler.sample(cfg.batch_size), rng)
             x = torch.from_numpy(norm.normalize(batch.image, batch.valid)).to(device)
             y = torch.from_numpy(batch.target).to(device)
+            t1 = time.perf_counter()
             with torch.autocast(device.type, enabled=device.type == "cuda"):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, ignore_index=NODATA_LABEL)
@@ -231,9 +246,13 @@ def _fit(
             scaler.step(opt)
             scaler.update()
             sched.step()
-            losses.append(float(loss.detach()))
+            losses.append(float(loss.detach()))  # waits for the device: the step is done
+            data_s, step_s = data_s + t1 - t0, step_s + time.perf_counter() - t1
         miou = _validate(model, meta, device, val) if val else None
-        report = EpochReport(epoch + 1, cfg.epochs, float(np.mean(losses)), miou)
+        report = EpochReport(
+            epoch + 1, cfg.epochs, float(np.mean(losses)), miou,
+            cfg.steps_per_epoch * cfg.batch_size, data_s, step_s,
+        )  # fmt: skip
         history.append(report)
         if miou is None or best is None or miou > best:
             best = miou if miou is not None else best

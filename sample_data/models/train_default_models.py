@@ -93,9 +93,17 @@ def score(model: str, test: tuple[Path, Path], out: Path, **kw: Any) -> dict[str
     return result.metrics.to_json()
 
 
+def _json_maps(maps: dict[str, Any]) -> dict[str, Any]:
+    out = {k: {str(a): b for a, b in v.items()} for k, v in maps.items() if k != "classes"}
+    if "classes" in maps:
+        out["classes"] = maps["classes"].to_json()
+    return out
+
+
 def train_and_score(
     name: str, data: dict[str, list[tuple[Path, Path]]], schema: ClassSchema, window: int,
     spectral_maps: dict[str, Any], model_maps: dict[str, Any], note: str, epochs: int,
+    heldout: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
     out = HERE / f"{name}.safetensors"
     cfg = load_train_config(
@@ -103,15 +111,20 @@ def train_and_score(
         val_images=[str(p[0]) for p in data["val"]], val_labels=[str(p[1]) for p in data["val"]],
         classes=schema.to_json(), output=str(out), window=window, margin=8, epochs=epochs,
         steps_per_epoch=25, batch_size=16, lr=3e-3, seed=0, device="auto", overwrite=True,
-        provenance={"data": note}, **NET,
+        provenance={"data": note, "heldout": heldout | {
+            "model_maps": _json_maps(model_maps), "spectral_maps": _json_maps(spectral_maps)}},
+        **NET,
     )  # fmt: skip
-    result = train_model(
-        cfg,
-        lambda r: print(
-            f"{name} epoch {r.epoch}/{r.epochs} loss {r.loss:.4f} val mIoU {r.val_miou:.4f}",
+
+    def report(r: Any) -> None:
+        print(
+            f"{name} epoch {r.epoch}/{r.epochs} loss {r.loss:.4f} val mIoU {r.val_miou:.4f} "
+            f"({r.windows / (r.data_s + r.step_s):.0f} windows/s, data {r.data_s:.1f} s, "
+            f"step {r.step_s:.1f} s)",
             flush=True,
-        ),
-    )
+        )
+
+    result = train_model(cfg, report)
     test = data["test"][0]
     work = test[0].parent
     scores = {
@@ -155,6 +168,9 @@ def main() -> None:
             {"classes": SPECTRAL_SCHEMA, "reference_map": coarse, "prediction_map": coarse},
             "eo-learn Slovenia patch (EPSG:32633), Sentinel-2 L1C 2015-07-11/08-30/09-09, rows "
             "0-59 train, 60-74 validation, 75-100 test (2015-09-09)", args.epochs,
+            {"image": "eolearn_slovenia_lulc/geotiff/s2_l1c_2015-09-09.tif",
+             "labels": "eolearn_slovenia_lulc/geotiff/lulc.tif", "rows": [75, 101],
+             "cols": [0, 100]},
         )  # fmt: skip
         s1f = args.data / "sen1floods11_spain"
         blocks = {"train": (slice(0, 512), slice(0, 320)), "val": (slice(0, 512), slice(320, 416)),
@@ -173,6 +189,9 @@ def main() -> None:
             {"classes": WATER, "prediction_map": water_map}, {"classes": WATER},
             "Sen1Floods11 Spain_7370579 (EPSG:4326), Sentinel-2 L1C 2019-09-18, columns 0-319 "
             "train, 320-415 validation, 416-511 test", args.epochs,
+            {"image": "sen1floods11_spain/Spain_7370579_S2Hand.tif",
+             "labels": "sen1floods11_spain/Spain_7370579_LabelHand.tif", "rows": [0, 512],
+             "cols": [416, 512]},
         )  # fmt: skip
     (HERE / "scores.json").write_text(json.dumps(report, indent=2, default=lambda o: None) + "\n")
     print(json.dumps(report, indent=2, default=lambda o: None))
