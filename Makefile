@@ -16,11 +16,17 @@ $(STAMP): pyproject.toml
 sample-data: $(STAMP)
 	$(BIN)/python -m geoseg.synthetic sample_data --overwrite
 
+MODEL := sample_data/models/landcover_s2.safetensors
+
 demo: sample-data
 	mkdir -p $(DEMO_OUT)
-	$(BIN)/geoseg models
-	$(BIN)/geoseg predict sample_data/scene_before.tif -m spectral -o $(DEMO_OUT)/landcover_before.tif \
+	$(BIN)/geoseg models $(MODEL)
+	$(BIN)/geoseg predict sample_data/scene_before.tif -m $(MODEL) -o $(DEMO_OUT)/landcover_before.tif \
 		--confidence --overwrite --preview $(DEMO_OUT)/landcover_before.png --progress
+	$(BIN)/geoseg predict sample_data/scene_before.tif -m spectral -o $(DEMO_OUT)/spectral_before.tif \
+		--overwrite --preview $(DEMO_OUT)/spectral_before.png --progress
+	$(BIN)/geoseg predict sample_data/scene_after.tif -m sample_data/models/water_s2.safetensors \
+		-o $(DEMO_OUT)/water_after.tif --overwrite --preview $(DEMO_OUT)/water_after.png --progress
 	$(BIN)/geoseg info $(DEMO_OUT)/landcover_before.tif
 	@echo "demo outputs are in $(DEMO_OUT)/"
 
@@ -38,6 +44,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -159,7 +159,7 @@ class Profile:
             hooks.append(obj.module.register_forward_pre_hook(pre))
             hooks.append(obj.module.register_forward_hook(post))
 
-        semantic.TorchPredictor.__init__ = init  # type: ignore[method-assign]
+        semantic.TorchPredictor.__init__ = init  # type: ignore[method-assign,assignment]
         try:
             yield
         finally:
@@ -238,11 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--torch-threads",
         default="default",
-        help="comma list of torch.set_num_threads values for predict, e.g. 1,default",
+        help="comma list of torch intra-op threads per chunk task, e.g. default,1",
     )
     p.add_argument("--chunk", type=int, default=1024, help="predict --chunk (px)")
     p.add_argument("--scheduler", default="threads", help="predict --scheduler")
-    p.add_argument("--repeat", type=int, default=3, help="timed runs of each (median is used)")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs of each (the best is used)")
     p.add_argument("--profile", action="store_true", help="one extra run split into phases")
     p.add_argument("--check", action="store_true", help=f"exit 1 if a ratio is > {TARGET}")
     args = p.parse_args(argv)

@@ -1,0 +1,246 @@
+"""``vectorize_labels``: label raster -> polygon layer (GeoPackage, Shapefile, GeoParquet, ...).
+
+Steps: open the label raster lazily; polygonize it chunk by chunk on the chosen
+Dask scheduler and dissolve polygons across chunk seams (geoseg.vector.polygonize);
+optionally merge polygons under a minimum mapping unit and simplify the coverage
+(geoseg.vector.clean); add class names and true ground areas
+(geoseg.vector.attributes); write the layer atomically (geoseg.io.vectors).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+import geopandas as gpd
+import numpy as np
+
+from geoseg.areas import HECTARE_M2, pixel_area_m2, polygon_area_m2
+from geoseg.errors import GeosegError, InvalidRasterError
+from geoseg.io.labels import read_class_schema
+from geoseg.io.raster import Scene, open_scene
+from geoseg.io.vectors import check_vector_output, write_vectors
+from geoseg.tiling.execute import Progress, store_blocks
+from geoseg.types import NODATA_LABEL, ClassSchema
+from geoseg.vector.attributes import pixel_to_crs, polygon_table
+from geoseg.vector.clean import filter_classes, merge_small_polygons, simplify_coverage
+from geoseg.vector.polygonize import ChunkCollector, merge_chunks, polygonize_blocks
+from geoseg.vector.polygons import Polygons
+
+__all__ = ["VectorizeOptions", "VectorizeResult", "label_polygons", "vectorize_labels"]
+
+log = logging.getLogger(__name__)
+
+#: Band descriptions that mark the optional bands of a label raster.
+CONFIDENCE_BAND = "confidence"
+INSTANCE_BAND = "instance"
+
+
+@dataclass(frozen=True)
+class VectorizeOptions:
+    """Options of :func:`vectorize_labels` (the CLI flags of ``geoseg vectorize``).
+
+    Attributes:
+        simplify_m: coverage simplification tolerance in ground metres (None: none).
+        min_area_ha: minimum mapping unit in hectares (None: none).
+        classes: class names or ids to write (None: all).
+        connectivity: 4 (edge neighbours) or 8 (also diagonal neighbours).
+        format: ``gpkg``, ``shp``, ``parquet``, ``fgb`` or ``geojson`` (default:
+            from the output's extension).
+        layer: layer name (default: the input's file name without extension).
+        overwrite: replace an existing output.
+        chunk: dask chunk side in px (polygonization unit).
+        scheduler: ``threads``, ``sync``, ``local`` or ``tcp://host:port``.
+        workers: threads or worker processes.
+        assume_crs: CRS for a raster without one.
+    """
+
+    simplify_m: float | None = None
+    min_area_ha: float | None = None
+    classes: Sequence[str] | None = None
+    connectivity: int = 4
+    format: str | None = None
+    layer: str | None = None
+    overwrite: bool = False
+    chunk: int = 1024
+    scheduler: str = "threads"
+    workers: int | None = None
+    assume_crs: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.connectivity not in (4, 8):
+            raise GeosegError(f"connectivity must be 4 or 8, got {self.connectivity}")
+        if self.chunk < 16:
+            raise GeosegError(f"chunk must be at least 16 px, got {self.chunk}")
+        for name in ("simplify_m", "min_area_ha"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise GeosegError(f"{name} must be >= 0, got {value}")
+
+
+@dataclass(frozen=True)
+class VectorizeResult:
+    """What :func:`vectorize_labels` wrote.
+
+    Attributes:
+        output: the vector file.
+        format: its format name.
+        polygons: number of features.
+        area_ha: total area of the features, hectares.
+    """
+
+    output: Path
+    format: str
+    polygons: int
+    area_ha: float
+
+
+@dataclass(frozen=True)
+class _LabelRaster:
+    scene: Scene
+    labels: da.Array
+    confidence: da.Array | None
+    instances: da.Array | None
+    schema: ClassSchema | None
+
+
+def _as_labels(band: da.Array) -> da.Array:
+    """Integer class ids as uint8; values outside 0-254 become nodata (255)."""
+    if band.dtype == np.uint8:
+        return band
+    outside = (band < 0) | (band > NODATA_LABEL - 1)
+    return da.where(outside, NODATA_LABEL, band).astype(np.uint8)
+
+
+def _open_labels(path: str, opts: VectorizeOptions) -> _LabelRaster:
+    scene = open_scene(path, chunk=opts.chunk, assume_crs=opts.assume_crs)
+    if not np.issubdtype(scene.dtype, np.integer):
+        raise InvalidRasterError(
+            f"{path}: not a label raster ({scene.dtype} values, a label raster holds integer "
+            "class ids); vectorize a class map, e.g. run `geoseg predict` first"
+        )
+    names = [n.lower() for n in scene.band_names]
+    extra = {n: i for i, n in enumerate(names[1:], start=1)}
+    unknown = set(extra) - {CONFIDENCE_BAND, INSTANCE_BAND}
+    if unknown:
+        raise InvalidRasterError(
+            f"{path}: not a label raster ({scene.count} bands {scene.band_names}); a label raster "
+            "has band 1 class ids and optional bands named 'confidence' / 'instance'"
+        )
+    data = scene.data.data
+
+    def band(name: str) -> da.Array | None:
+        return data[extra[name]] if name in extra else None
+
+    return _LabelRaster(
+        scene, _as_labels(data[0]), band(CONFIDENCE_BAND), band(INSTANCE_BAND),
+        read_class_schema(path),
+    )  # fmt: skip
+
+
+def resolve_classes(
+    classes: Sequence[str] | None, schema: ClassSchema | None, path: str
+) -> list[int] | None:
+    """Class ids for ``--classes`` given as names (case-insensitive) or ids."""
+    if classes is None:
+        return None
+    by_name = {} if schema is None else {c.name.lower(): c.id for c in schema.classes}
+    ids = []
+    for item in classes:
+        text = str(item).strip()
+        if text.lower() in by_name:
+            ids.append(by_name[text.lower()])
+        elif text.isdigit() and int(text) < NODATA_LABEL:
+            ids.append(int(text))
+        else:
+            known = ", ".join(schema.names) if schema else "none (use class ids)"
+            raise GeosegError(f"{path}: no class {text!r}; its classes are {known}")
+    return ids
+
+
+def _ground_pixel_m(scene: Scene) -> float:
+    """Side of a pixel at the scene centre, in ground metres."""
+    area = pixel_area_m2(scene.crs, scene.transform, [scene.height // 2], [scene.width // 2])
+    return float(np.sqrt(area[0, 0]))
+
+
+def _postprocess(
+    polys: Polygons, scene: Scene, opts: VectorizeOptions, keep: list[int] | None
+) -> Polygons:
+    if opts.min_area_ha:
+        area = polygon_area_m2(pixel_to_crs(polys.geometry, scene.transform), scene.crs)
+        polys, _ = merge_small_polygons(polys, area, opts.min_area_ha * HECTARE_M2)
+    if opts.simplify_m:
+        polys = simplify_coverage(polys, opts.simplify_m / _ground_pixel_m(scene))
+    return filter_classes(polys, keep)
+
+
+def label_polygons(
+    labels_path: str | os.PathLike[str],
+    options: VectorizeOptions | None = None,
+    progress: Progress | None = None,
+) -> gpd.GeoDataFrame:
+    """Polygons of a label raster with attributes, in the raster's CRS (nothing is written).
+
+    Args:
+        labels_path: label raster (band 1 integer class ids, 255 = nodata; optional
+            bands described ``confidence`` and ``instance``).
+        options: see :class:`VectorizeOptions` (output options are ignored).
+        progress: ``progress(done, total)`` callback for the chunked polygonization.
+
+    Returns:
+        One row per connected region of a class (see
+        :func:`geoseg.vector.attributes.polygon_table` for the columns).
+    """
+    opts = options or VectorizeOptions()
+    path = os.fspath(labels_path)
+    raster = _open_labels(path, opts)
+    scene = raster.scene
+    keep = resolve_classes(opts.classes, raster.schema, path)
+    post = bool(opts.min_area_ha or opts.simplify_m)
+    lazy = polygonize_blocks(
+        raster.labels, scene.valid, instances=raster.instances, confidence=raster.confidence,
+        connectivity=opts.connectivity, keep=None if post else keep,
+    )  # fmt: skip
+    collector = ChunkCollector()
+    store_blocks(lazy, collector, opts.scheduler, opts.workers, progress)
+    polys = merge_chunks(collector.chunks, opts.connectivity)
+    if post:
+        polys = _postprocess(polys, scene, opts, keep)
+    return polygon_table(polys, scene.crs, scene.transform, raster.schema)
+
+
+def vectorize_labels(
+    labels_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    options: VectorizeOptions | None = None,
+    progress: Progress | None = None,
+) -> VectorizeResult:
+    """Vectorize a label raster into a polygon layer written atomically at ``output``.
+
+    Args:
+        labels_path: label raster, e.g. the COG written by ``predict_scene``.
+        output: ``.gpkg``, ``.shp``, ``.parquet``, ``.fgb`` or ``.geojson`` file.
+        options: see :class:`VectorizeOptions`.
+        progress: ``progress(done, total)`` callback.
+
+    Raises:
+        GeosegError: unknown format, output exists, not a label raster, no CRS,
+            missing file, unknown class, or no polygon to write.
+    """
+    opts = options or VectorizeOptions()
+    path, out = os.fspath(labels_path), Path(output)
+    fmt = check_vector_output(out, opts.format, opts.overwrite, [Path(path)])
+    frame = label_polygons(path, opts, progress)
+    if len(frame) == 0:
+        what = " of the classes asked for" if opts.classes else ""
+        raise InvalidRasterError(
+            f"{path}: no labelled pixel{what} to vectorize (every pixel is nodata); "
+            "check the raster's nodata value (`gdalinfo`)"
+        )
+    write_vectors(frame, out, fmt, opts.layer or Path(path).stem, opts.overwrite)
+    return VectorizeResult(out, fmt, len(frame), float(frame["area_ha"].sum()))

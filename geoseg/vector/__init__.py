@@ -1,0 +1,1 @@
+"""Label rasters to polygons: chunked polygonization, seam dissolve, attributes, cleaning."""
