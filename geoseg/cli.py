@@ -54,18 +54,21 @@ def _parse_bands(text: str | None) -> tuple[list[str] | None, dict[str, int]]:
 
 
 class _TextProgress:
-    """A one-line progress bar on stderr."""
+    """A progress bar on stderr: redrawn in place on a terminal, every 10 % in a log."""
 
     def __init__(self, label: str) -> None:
         self.label = label
         self._last = -1
+        self._tty = sys.stderr.isatty()
 
     def __call__(self, done: int, total: int) -> None:
         pct = int(100 * done / max(total, 1))
-        if pct != self._last:
-            self._last = pct
-            bar = "#" * (pct // 4)
-            click.echo(f"\r{self.label} [{bar:<25}] {pct:3d}%", err=True, nl=pct >= 100)
+        step = pct if self._tty else pct - pct % 10
+        if step != self._last:
+            self._last = step
+            bar = "#" * (step // 4)
+            line = f"{self.label} [{bar:<25}] {step:3d}%"
+            click.echo(f"\r{line}" if self._tty else line, err=True, nl=not self._tty or pct >= 100)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

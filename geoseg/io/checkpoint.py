@@ -10,15 +10,16 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from geoseg.errors import CheckpointError, GeosegError, InputNotFoundError
 from geoseg.io.atomic import atomic_output
 from geoseg.types import ModelMeta
+
+if TYPE_CHECKING:  # torch is imported on first use: reading metadata does not need it
+    import torch
 
 __all__ = [
     "FORMAT_VERSION",
@@ -43,6 +44,8 @@ def save_checkpoint(
     """Write weights and metadata atomically (temporary file, then rename)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     header = {_KEY: json.dumps({"format": FORMAT_VERSION, **meta.to_json()})}
+    from safetensors.torch import save_file
+
     with atomic_output(path, overwrite) as tmp:
         save_file(tensors, tmp, metadata=header)
     return Path(path)
@@ -65,7 +68,7 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> ModelMeta:
         raise InputNotFoundError(f"{path}: no such model file; `geoseg models` lists the choices")
     _refuse_pickles(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:
             raw = (f.metadata() or {}).get(_KEY)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a safetensors file ({exc})") from exc
@@ -107,6 +110,8 @@ def save_training_state(
 ) -> Path:
     """Write a resumable training state (tensors + JSON) atomically; replaces ``path``."""
     header = {_STATE_KEY: json.dumps(dict(state))}
+    from safetensors.torch import save_file
+
     with atomic_output(path, overwrite=True) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, header)
     return Path(path)

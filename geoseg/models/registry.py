@@ -7,51 +7,28 @@ No pretrained weights are downloaded (``encoder_weights=None``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
-
-import segmentation_models_pytorch as smp
-import torch
-from torch import nn
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from geoseg.errors import UnknownModelError
+
+if TYPE_CHECKING:  # torch is imported only when a model is built (spectral needs none)
+    from torch import nn
 
 __all__ = ["ARCHITECTURES", "SPECTRAL", "available_models", "build_model", "window_multiple"]
 
 #: Name of the weights-free band-index model (geoseg.models.spectral).
 SPECTRAL = "spectral"
 
-_SMP: dict[str, Callable[..., nn.Module]] = {
-    "unet": smp.Unet,
-    "unetplusplus": smp.UnetPlusPlus,
-    "deeplabv3plus": smp.DeepLabV3Plus,
-    "pspnet": smp.PSPNet,
-    "fpn": smp.FPN,
-    "segformer": smp.Segformer,
+#: registry name -> segmentation-models-pytorch class name.
+_SMP = {
+    "unet": "Unet",
+    "unetplusplus": "UnetPlusPlus",
+    "deeplabv3plus": "DeepLabV3Plus",
+    "pspnet": "PSPNet",
+    "fpn": "FPN",
+    "segformer": "Segformer",
 }
-
-
-class _FCN(nn.Module):
-    """torchvision FCN-ResNet with ``in_channels`` inputs, returning logits only."""
-
-    def __init__(self, encoder: str, in_channels: int, num_classes: int) -> None:
-        super().__init__()
-        from torchvision.models import segmentation as tvs
-
-        builders = {"resnet50": tvs.fcn_resnet50, "resnet101": tvs.fcn_resnet101}
-        if encoder not in builders:
-            raise UnknownModelError(f"fcn supports encoders {', '.join(builders)}, not {encoder!r}")
-        self.net = builders[encoder](
-            weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False
-        )
-        conv = self.net.backbone.conv1
-        self.net.backbone.conv1 = nn.Conv2d(
-            in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.net(x)["out"]
-        return out
 
 
 ARCHITECTURES: tuple[str, ...] = (*_SMP, "fcn")
@@ -71,6 +48,8 @@ def window_multiple(arch: str, options: Mapping[str, Any] | None = None) -> int:
 
 def _known_encoder(name: str) -> bool:
     """smp's own encoders, or ``tu-<name>`` for any timm model with features."""
+    import segmentation_models_pytorch as smp
+
     if name.startswith("tu-"):
         import timm
 
@@ -98,7 +77,9 @@ def build_model(
     """
     key = arch.lower()
     if key == "fcn":
-        return _FCN(encoder or "resnet50", in_channels, num_classes)
+        from geoseg.models.fcn import FCN
+
+        return FCN(encoder or "resnet50", in_channels, num_classes)
     if key not in _SMP:
         raise UnknownModelError(
             f"unknown architecture {arch!r}; choose one of {', '.join(available_models())}"
@@ -110,7 +91,10 @@ def build_model(
             "resnet50, efficientnet-b0, mobilenet_v2, mit_b0, or tu-<timm model> such as "
             "tu-resnet18 (full list: segmentation_models_pytorch.encoders.get_encoder_names())"
         )
-    return _SMP[key](
+    import segmentation_models_pytorch as smp
+
+    builder = getattr(smp, _SMP[key])
+    return builder(
         encoder_name=encoder,
         encoder_weights=None,
         in_channels=in_channels,
