@@ -157,6 +157,8 @@ _TRAIN_OPTIONS = (
 @click.option("--labels", "labels", multiple=True, help="Label raster for each --image.")
 @click.option("--val-image", "val_images", multiple=True, help="Held-out image (repeatable).")
 @click.option("--val-labels", "val_labels", multiple=True, help="Labels for each --val-image.")
+@click.option("--chips", type=click.Path(file_okay=False), help="Folder of images/ + labels/.")
+@click.option("--val-chips", type=click.Path(file_okay=False), help="Chip folder for validation.")
 @click.option("--classes", help="classes.yaml: list of {id, name, colour}.")
 @click.option("-o", "--output", help="Checkpoint to write (.safetensors).")
 @click.option(
@@ -178,13 +180,15 @@ _TRAIN_OPTIONS = (
 @click.pass_context
 def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
           val_images: tuple[str, ...], val_labels: tuple[str, ...], classes: str | None,
-          output: str | None, config: str | None, bands: str | None, **_: Any) -> None:  # fmt: skip
+          output: str | None, config: str | None, bands: str | None, chips: str | None,
+          val_chips: str | None, **_: Any) -> None:  # fmt: skip
     """Train a segmentation model on labelled rasters."""
     from geoseg.training import load_train_config, train_model
 
     given = {"images": images or None, "labels": labels or None, "val_images": val_images or None,
              "val_labels": val_labels or None, "classes": classes, "output": output,
-             "bands": bands.split(",") if bands else None}  # fmt: skip
+             "bands": bands.split(",") if bands else None, "chips": chips,
+             "val_chips": val_chips}  # fmt: skip
     cfg = load_train_config(config, **given, **_explicit(ctx, _TRAIN_OPTIONS))
 
     def report(r: Any) -> None:

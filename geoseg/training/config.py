@@ -14,7 +14,7 @@ import yaml
 from geoseg.errors import GeosegError, InputNotFoundError
 from geoseg.types import ClassSchema
 
-__all__ = ["TrainConfig", "load_class_schema", "load_train_config"]
+__all__ = ["TrainConfig", "chip_pairs", "load_class_schema", "load_train_config"]
 
 
 @dataclass(frozen=True)
@@ -96,13 +96,30 @@ def load_class_schema(path: str | os.PathLike[str]) -> ClassSchema:
 
 
 _PATH_LISTS = ("images", "labels", "val_images", "val_labels")
+_RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
+
+
+def chip_pairs(folder: str | os.PathLike[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Image and label paths of a chip folder: ``images/NAME.tif`` with ``labels/NAME.tif``."""
+    root = Path(folder)
+    images = sorted(p for p in (root / "images").glob("*") if p.suffix.lower() in _RASTER_SUFFIXES)
+    if not images:
+        raise InputNotFoundError(
+            f"{root}: no chips found; expected {root}/images/NAME.tif and {root}/labels/NAME.tif"
+        )
+    labels = [root / "labels" / p.name for p in images]
+    missing = [str(p) for p in labels if not p.is_file()]
+    if missing:
+        raise InputNotFoundError(f"{root}: label chips missing for {missing[:3]}")
+    return tuple(map(str, images)), tuple(map(str, labels))
 
 
 def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> TrainConfig:
     """A :class:`TrainConfig` from a YAML file, with ``overrides`` (CLI flags) on top.
 
     Relative paths in the YAML file are taken relative to the file's folder;
-    ``classes`` may be a path to a class file or an inline list.
+    ``classes`` may be a path to a class file or an inline list; ``chips`` and
+    ``val_chips`` name chip folders (see :func:`chip_pairs`) adding image/label pairs.
     """
     values: dict[str, Any] = {}
     base = Path(".")
@@ -114,7 +131,7 @@ def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> 
         raw = yaml.safe_load(p.read_text()) or {}
         if not isinstance(raw, dict):
             raise GeosegError(f"{p}: expected a mapping of option: value")
-        valid = {f.name for f in dataclasses.fields(TrainConfig)}
+        valid = {f.name for f in dataclasses.fields(TrainConfig)} | {"chips", "val_chips"}
         unknown = set(raw) - valid
         if unknown:
             raise GeosegError(f"{p}: unknown keys {sorted(unknown)}; valid keys: {sorted(valid)}")
@@ -126,7 +143,16 @@ def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> 
             values["classes"] = str(base / raw["classes"])
         if isinstance(raw.get("output"), str):
             values["output"] = str(base / raw["output"])
+        for key in ("chips", "val_chips"):
+            if isinstance(raw.get(key), str):
+                values[key] = str(base / raw[key])
     values.update({k: v for k, v in overrides.items() if v is not None})
+    for key, pair in (("chips", ("images", "labels")), ("val_chips", ("val_images", "val_labels"))):
+        folder = values.pop(key, None)
+        if folder is not None:
+            imgs, labs = chip_pairs(folder)
+            values[pair[0]] = (*values.get(pair[0], ()), *imgs)
+            values[pair[1]] = (*values.get(pair[1], ()), *labs)
     classes = values.get("classes")
     if classes is None:
         raise GeosegError(

@@ -108,3 +108,22 @@ def test_existing_output_is_refused(sample: dict[str, Path], tmp_path: Path) -> 
     with pytest.raises(OutputExistsError):
         train_model(_config(sample, out))
     assert out.read_bytes() == b"keep"
+
+
+def test_a_chip_folder_gives_image_label_pairs(sample: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from geoseg.errors import InputNotFoundError
+    from geoseg.training.config import chip_pairs
+
+    for sub in ("images", "labels"):
+        (tmp_path / sub).mkdir()
+    shutil.copy(sample["before"], tmp_path / "images" / "a.tif")
+    shutil.copy(sample["truth_before"], tmp_path / "labels" / "a.tif")
+    shutil.copy(sample["after"], tmp_path / "images" / "b.tif")
+    with pytest.raises(InputNotFoundError, match="label chips missing"):
+        chip_pairs(tmp_path)
+    shutil.copy(sample["truth_after"], tmp_path / "labels" / "b.tif")
+    cfg = _config(sample, tmp_path / "m.safetensors", images=None, labels=None, chips=str(tmp_path))
+    assert [Path(p).name for p in cfg.images] == ["a.tif", "b.tif"]
+    assert [Path(p).parent.name for p in cfg.labels] == ["labels", "labels"]
