@@ -17,12 +17,14 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import rasterio
-import rioxarray
+import rioxarray  # noqa: F401  (registers the .rio accessor on DataArrays)
 import xarray as xr
 from affine import Affine
+from dask.array.core import normalize_chunks
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
 
 from geoseg.errors import InputNotFoundError, InvalidRasterError
 
@@ -168,6 +170,34 @@ def _internal_mask(path: str, chunks: Any) -> da.Array:
     return da.map_blocks(block, chunks=chunks, dtype=bool, meta=np.array((), dtype=bool))
 
 
+def _read_block(path: str, bands: tuple[int, ...], block_info: Any = None) -> np.ndarray:
+    """One ``(bands, h, w)`` block, read by the worker straight from the file."""
+    _, (y0, y1), (x0, x1) = block_info[None]["array-location"]
+    try:
+        with rasterio.open(path) as src:
+            return np.asarray(src.read(bands, window=Window(x0, y0, x1 - x0, y1 - y0)))
+    except RasterioIOError as exc:
+        detail = exc.__cause__ or exc.__context__ or exc
+        raise InvalidRasterError(
+            f"{path}: cannot read rows {y0}-{y1}, columns {x0}-{x1} ({detail}); the file is "
+            "damaged or truncated: re-export or download it again"
+        ) from exc
+
+
+def _check_size(path: str, src: Any) -> None:
+    """Refuse an uncompressed GeoTIFF whose file is much smaller than its declared pixels."""
+    if _is_remote(path) or src.driver != "GTiff" or src.compression is not None:
+        return
+    declared = src.width * src.height * src.count * np.dtype(src.dtypes[0]).itemsize
+    actual = os.path.getsize(path)
+    if actual < declared // 2:
+        raise InvalidRasterError(
+            f"{path}: the header declares {src.width} x {src.height} x {src.count} pixels "
+            f"({declared / 1e6:.0f} MB) but the file holds {actual / 1e6:.1f} MB; it is "
+            "truncated: re-export or download it again"
+        )
+
+
 def _valid_from_values(data: da.Array, nodata: float | None) -> da.Array:
     valid = da.ones(data.shape[1:], chunks=data.chunks[1:], dtype=bool)
     if nodata is not None and not np.isnan(nodata):
@@ -203,7 +233,8 @@ def open_scene(
         if "dimensions" in str(exc):
             raise InvalidRasterError(f"{path}: the raster is empty ({exc})") from exc
         raise InvalidRasterError(
-            f"{path}: not a raster GDAL can read ({exc}); check the file is a complete GeoTIFF"
+            f"{path}: not a raster GDAL can read ({exc}); check that the file is complete "
+            "(re-export it or download it again)"
         ) from exc
     with src:
         crs = _check_header(path, src, assume_crs)
@@ -214,12 +245,15 @@ def open_scene(
             MaskFlags.nodata in f for f in src.mask_flag_enums
         )
         transform, nodata = src.transform, src.nodata
-    arr = rioxarray.open_rasterio(
-        path, chunks={"band": -1, "y": chunk, "x": chunk}, masked=False, mask_and_scale=False
-    )
-    if not isinstance(arr, xr.DataArray):
-        raise InvalidRasterError(f"{path}: holds several subdatasets; open one of them")
-    arr = arr.isel(band=index)
+        _check_size(path, src)
+        shape, dtype = (len(index), src.height, src.width), np.dtype(src.dtypes[0])
+    chunks = normalize_chunks((len(index), chunk, chunk), shape)
+    data = da.map_blocks(
+        _read_block, path, tuple(i + 1 for i in index), chunks=chunks, dtype=dtype,
+        meta=np.array((), dtype=dtype), token=f"read-{os.path.basename(path)}",
+    )  # fmt: skip
+    arr = xr.DataArray(data, dims=("band", "y", "x"))
+    arr = arr.rio.write_crs(crs).rio.write_transform(transform).rio.write_nodata(nodata)
     valid = _valid_from_values(arr.data, nodata)
     if has_mask:
         valid = valid & _internal_mask(path, arr.data.chunks[1:])

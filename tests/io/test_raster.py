@@ -240,8 +240,8 @@ def _bad_file(tmp_path: Path, kind: str) -> Path:
 @pytest.mark.parametrize(
     ("kind", "hint"),
     [
-        ("text", "complete GeoTIFF"),
-        ("pickle", "complete GeoTIFF"),
+        ("text", "check that the file is complete"),
+        ("pickle", "check that the file is complete"),
         ("empty", "re-export"),
         ("folder", "folder"),
     ],
