@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -19,15 +17,6 @@ from geoseg.models.registry import (
 
 #: The smallest encoder each architecture accepts, to keep the contract test fast.
 SMALL_ENCODER = {"segformer": "mit_b0", "fcn": "resnet50"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models: extra intra-op threads only add overhead, badly so on busy CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def small_encoder(arch: str) -> str:
