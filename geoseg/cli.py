@@ -28,6 +28,11 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            if ctx.meta.get("geoseg.debug"):
+                raise
+            click.echo("geoseg: interrupted (rerun with --resume to continue)", err=True)
+            ctx.exit(130)
         except GeosegError as exc:
             if ctx.meta.get("geoseg.debug"):
                 raise
@@ -90,6 +95,7 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--confidence", is_flag=True, help="Add a confidence band (254 = certain).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run of the same job.")
 @click.option("--preview", type=click.Path(dir_okay=False, path_type=Path), help="PNG quicklook.")
 @click.option("--bands", help="Band numbers/names (3,2,1,B08) or spectral roles (red=3,nir=4).")
 @click.option(
@@ -244,6 +250,43 @@ def evaluate(model: str, image: str, labels: str, output: Path, classes: str | N
     click.echo(f"mIoU {m.miou:.4f}  overall accuracy {m.overall_accuracy:.4f}  kappa {m.kappa:.4f}")
     for name, iou, support in zip(m.names, m.iou, m.support, strict=True):
         click.echo(f"  {name:<20} IoU {iou:.4f}  ({support} reference px)")
+    for path in result.files:
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("maps", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the tables, change.tif, PNGs and index.html.")  # fmt: skip
+@click.option("--consistency", type=int, default=1, show_default=True,
+              help="With 3+ maps: a change must persist over the last N dates.")  # fmt: skip
+@click.option("--mmu-ha", type=float, help="Drop change patches under this area (ha).")
+@click.option("--aoi", type=click.Path(dir_okay=False, path_type=str),
+              help="Polygon layer: one transition table per feature.")  # fmt: skip
+@click.option("--aoi-field", help="AOI attribute naming each feature (default: its number).")
+@click.option("--samples-se", type=float,
+              help="Write samples.gpkg for this SE of overall accuracy, e.g. 0.01.")  # fmt: skip
+@click.option("--reference", type=click.Path(dir_okay=False, path_type=str),
+              help="Labelled samples.gpkg: error-adjusted areas with 95% CIs.")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--chunk", type=int, default=1024, show_default=True, help="Dask chunk side in px.")
+@click.option("--scheduler", default="threads", show_default=True,
+              help="threads, sync, local (LocalCluster) or tcp://host:port.")  # fmt: skip
+@click.option("--workers", type=int, help="Threads or worker processes.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
+def change(maps: Sequence[str], output: Path, progress: bool | None, **kw: Any) -> None:
+    """Compare label MAPS (first date first): transition areas, change raster, report."""
+    from geoseg.pipelines.change import ChangeOptions, change_report
+
+    if len(maps) < 2:
+        raise click.BadParameter("give at least two label maps (before and after)")
+    show = sys.stderr.isatty() if progress is None else progress
+    result = change_report(
+        maps, output, ChangeOptions(**kw), _TextProgress("change") if show else None
+    )
+    m = result.matrix
+    changed = float(m.area_m2.sum() - m.area_m2.trace()) / 1e4
+    click.echo(f"changed area {changed:,.2f} ha of {float(m.area_m2.sum()) / 1e4:,.2f} ha mapped")
     for path in result.files:
         click.echo(f"wrote {path}")
 

@@ -6,21 +6,25 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import dask.array as da
+import numpy as np
 
 from geoseg import __version__
 from geoseg.errors import BandMismatchError, GeosegError
 from geoseg.io.atomic import check_output_path
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.labels import label_cog_writer
+from geoseg.io.parts import ChunkStore, file_stamp, parts_folder
 from geoseg.io.preview import write_label_preview
 from geoseg.io.raster import Scene, canonical_band_name, open_scene, select_bands
 from geoseg.models.bands import reflectance_scale
 from geoseg.models.cache import ModelSpec, load_predictor, model_spec
 from geoseg.models.registry import SPECTRAL, window_multiple
-from geoseg.tiling.execute import Progress, store_blocks
+from geoseg.tiling.execute import Progress, block_slices, store_blocks
 from geoseg.tiling.infer import predict_blocks
 from geoseg.types import ClassSchema, ModelMeta, TileSpec
 
@@ -49,6 +53,7 @@ class PredictOptions:
         scheduler: ``threads``, ``sync``, ``local`` or ``tcp://host:port``.
         workers: threads or worker processes.
         preview: path of a PNG quicklook to write.
+        resume: reuse the chunks an interrupted run of the same job left behind.
     """
 
     window: int | None = None
@@ -66,6 +71,7 @@ class PredictOptions:
     scheduler: str = "threads"
     workers: int | None = None
     preview: str | os.PathLike[str] | None = None
+    resume: bool = False
 
 
 @dataclass(frozen=True)
@@ -204,19 +210,74 @@ def predict_scene(
         scene.data.data, scene.valid, functools.partial(load_predictor, spec), tile,
         schema.ids, opts.confidence,
     )  # fmt: skip
-    descriptions = ["class", "confidence"][: lazy.shape[0]]
-    tags = {
-        "GEOSEG_MODEL": Path(model).name,
-        "GEOSEG_VERSION": __version__,
-        "GEOSEG_SOURCE": Path(path).name,
-    }
-    with label_cog_writer(
-        out, height=scene.height, width=scene.width, count=lazy.shape[0], crs=scene.crs,
-        transform=scene.transform, schema=schema, descriptions=descriptions, tags=tags,
-        overwrite=opts.overwrite, source=path,
-    ) as sink:  # fmt: skip
-        store_blocks(lazy, sink, opts.scheduler, opts.workers, progress)
+    parts = ChunkStore(parts_folder(out), _fingerprint(path, scene, spec, tile, opts), opts.resume)
+    try:
+        store_blocks(lazy, parts, opts.scheduler, opts.workers, progress, skip=_done_in(parts))
+        valid = _assemble(lazy, parts, out, scene, schema, model, opts)
+    except KeyboardInterrupt:
+        log.warning(
+            "interrupted: finished chunks are kept in %s; rerun with --resume", parts.folder
+        )
+        raise
+    except OSError as exc:
+        parts.remove()
+        raise GeosegError(
+            f"{exc.filename or out}: cannot write ({exc.strerror or exc}); free some space or "
+            "check the folder's permissions"
+        ) from exc
+    except BaseException:
+        parts.remove()
+        raise
+    parts.remove()
     preview = None
     if opts.preview is not None:
         preview = write_label_preview(out, opts.preview)
-    return PredictResult(out, sink.valid_pixels, schema, preview)
+    return PredictResult(out, valid, schema, preview)
+
+
+def _fingerprint(
+    path: str, scene: Scene, spec: ModelSpec, tile: TileSpec, opts: PredictOptions
+) -> dict[str, object]:
+    """What makes two runs produce the same chunks (batch size and scheduler do not)."""
+    return {
+        "input": os.path.abspath(path), "input_stamp": file_stamp(path),
+        "bands": list(scene.band_names), "model": spec.source, "model_stamp": list(spec.stamp),
+        "scale": spec.scale, "roles": repr(spec.roles), "window": tile.window,
+        "margin": tile.margin, "chunk": tile.chunk, "blend": tile.blend,
+        "confidence": opts.confidence, "geoseg": __version__,
+    }  # fmt: skip
+
+
+def _done_in(parts: ChunkStore) -> Callable[[tuple[slice, ...]], bool]:
+    def done(key: tuple[slice, ...]) -> bool:
+        b, ys, xs = key
+        shape = (b.stop - b.start, ys.stop - ys.start, xs.stop - xs.start)
+        return parts.load(ys.start, xs.start, shape) is not None
+
+    return done
+
+
+def _assemble(
+    lazy: da.Array, parts: ChunkStore, out: Path, scene: Scene, schema: ClassSchema,
+    model: str, opts: PredictOptions,
+) -> int:  # fmt: skip
+    """Copy the finished chunks into the output COG; the number of labelled pixels."""
+    tags = {
+        "GEOSEG_MODEL": Path(model).name,
+        "GEOSEG_VERSION": __version__,
+        "GEOSEG_SOURCE": Path(scene.path).name,
+    }
+    with label_cog_writer(
+        out, height=scene.height, width=scene.width, count=lazy.shape[0], crs=scene.crs,
+        transform=scene.transform, schema=schema,
+        descriptions=["class", "confidence"][: lazy.shape[0]], tags=tags,
+        overwrite=opts.overwrite, source=scene.path,
+    ) as sink:  # fmt: skip
+        for index in np.ndindex(lazy.numblocks):
+            key = block_slices(lazy, index)
+            shape = tuple(s.stop - s.start for s in key)
+            block = parts.load(key[1].start, key[2].start, shape)
+            if block is None:
+                raise GeosegError(f"{parts.folder}: chunk {index} went missing; run again")
+            sink[key] = block
+    return sink.valid_pixels

@@ -18,7 +18,7 @@ from dask.callbacks import Callback
 
 from geoseg.errors import GeosegError
 
-__all__ = ["Progress", "Sink", "store_blocks"]
+__all__ = ["Progress", "Sink", "block_slices", "store_blocks"]
 
 #: ``progress(done, total)``, called as tasks finish.
 Progress = Callable[[int, int], None]
@@ -68,7 +68,8 @@ def _client(address: str, workers: int | None) -> Iterator[Any]:
         )
 
 
-def _block_slices(arr: da.Array, index: tuple[int, ...]) -> tuple[slice, ...]:
+def block_slices(arr: da.Array, index: tuple[int, ...]) -> tuple[slice, ...]:
+    """The region of ``arr`` covered by its block at ``index``."""
     out = []
     for axis, i in enumerate(index):
         start = int(sum(arr.chunks[axis][:i]))
@@ -76,13 +77,18 @@ def _block_slices(arr: da.Array, index: tuple[int, ...]) -> tuple[slice, ...]:
     return tuple(out)
 
 
-def _store_distributed(arr: da.Array, sink: Sink, client: Any, progress: Progress | None) -> None:
+def _store_distributed(
+    arr: da.Array,
+    sink: Sink,
+    client: Any,
+    progress: Progress | None,
+    index: list[tuple[int, ...]],
+) -> None:
     from distributed import as_completed
 
     blocks = arr.to_delayed()
-    index = list(np.ndindex(blocks.shape))
     futures = client.compute([blocks[i] for i in index])
-    where = {f.key: _block_slices(arr, i) for f, i in zip(futures, index, strict=True)}
+    where = {f.key: block_slices(arr, i) for f, i in zip(futures, index, strict=True)}
     for done, (future, block) in enumerate(as_completed(futures, with_results=True), start=1):
         sink[where[future.key]] = block
         future.release()
@@ -96,15 +102,35 @@ def store_blocks(
     scheduler: str = "threads",
     workers: int | None = None,
     progress: Progress | None = None,
+    skip: Callable[[tuple[slice, ...]], bool] | None = None,
 ) -> None:
     """Compute ``arr`` block by block and write each block with ``sink[slices] = block``.
 
     Memory is bounded by the blocks in flight, never the whole array.
+
+    Args:
+        arr: the lazy result.
+        sink: where blocks go.
+        scheduler: ``threads``, ``sync``, ``local`` or ``tcp://host:port``.
+        workers: threads or worker processes.
+        progress: ``progress(done, total)`` callback.
+        skip: ``skip(slices)`` True for blocks already done (they are not computed).
     """
+    index = list(np.ndindex(arr.numblocks))
+    if skip is not None:
+        index = [i for i in index if not skip(block_slices(arr, i))]
+    if not index:
+        return
     if scheduler in ("threads", "sync"):
         cb = _TaskProgress(progress) if progress else contextlib.nullcontext()
         with cb, dask.config.set(scheduler=scheduler, num_workers=workers):
-            da.store(arr, sink, lock=False)  # type: ignore[arg-type]
+            if len(index) == np.prod(arr.numblocks):
+                da.store(arr, sink, lock=False)  # type: ignore[arg-type]
+            else:  # only the missing blocks; their graphs share the reads they need
+                sources = [arr.blocks[i] for i in index]
+                regions = [block_slices(arr, i) for i in index]
+                targets: list[Any] = [sink] * len(index)
+                da.store(sources, targets, lock=False, regions=regions)
         return
     with _client(scheduler, workers) as client:
-        _store_distributed(arr, sink, client, progress)
+        _store_distributed(arr, sink, client, progress, index)

@@ -1,0 +1,89 @@
+"""An interrupted predict resumes from its finished chunks and ends byte-identical."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geoseg.errors import GeosegError
+from geoseg.io.parts import parts_folder
+from geoseg.pipelines import PredictOptions, predict_scene
+from tests.conftest import TINY_BANDS, textured_scene, write_raster
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> Path:
+    data = textured_scene(150, 173)
+    data[:, :30, :40] = 0
+    return write_raster(tmp_path / "s.tif", data, nodata=0, descriptions=TINY_BANDS)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class _Stop(KeyboardInterrupt):
+    pass
+
+
+def _interrupt_after(n: int) -> object:
+    def progress(done: int, total: int) -> None:
+        if done >= n:
+            raise _Stop
+
+    return progress
+
+
+def _count_tasks() -> tuple[list[int], object]:
+    seen: list[int] = []
+    return seen, lambda done, total: seen.append(total)
+
+
+def test_resume_after_ctrl_c_gives_the_same_bytes(
+    tmp_path: Path, scene: Path, tiny_checkpoint: Path
+) -> None:
+    opts = PredictOptions(chunk=48, device="cpu", scheduler="sync")
+    clean = tmp_path / "clean.tif"
+    seen_full, count = _count_tasks()
+    predict_scene(scene, str(tiny_checkpoint), clean, opts, count)  # type: ignore[arg-type]
+    out = tmp_path / "out.tif"
+    with pytest.raises(KeyboardInterrupt):
+        predict_scene(
+            scene, str(tiny_checkpoint), out, opts, _interrupt_after(max(seen_full) * 3 // 4)
+        )  # type: ignore[arg-type]
+    parts = parts_folder(out)
+    done = sorted(parts.glob("*.npz"))
+    assert done and not out.exists()
+    # one finished chunk is damaged on disk: it must be computed again, not trusted
+    done[0].write_bytes(done[0].read_bytes()[:50])
+    seen_resumed, count = _count_tasks()
+    resumed = PredictOptions(chunk=48, device="cpu", scheduler="sync", resume=True)
+    predict_scene(scene, str(tiny_checkpoint), out, resumed, count)  # type: ignore[arg-type]
+    assert _sha(out) == _sha(clean)
+    assert max(seen_resumed) < max(seen_full), "finished chunks were computed again"
+    assert not parts.exists()
+
+
+def test_resume_refuses_a_different_job(tmp_path: Path, scene: Path, tiny_checkpoint: Path) -> None:
+    out = tmp_path / "out.tif"
+    opts = PredictOptions(chunk=48, device="cpu", scheduler="sync")
+    with pytest.raises(KeyboardInterrupt):
+        predict_scene(scene, str(tiny_checkpoint), out, opts, _interrupt_after(30))  # type: ignore[arg-type]
+    other = PredictOptions(chunk=96, device="cpu", scheduler="sync", resume=True)
+    with pytest.raises(GeosegError, match="without --resume"):
+        predict_scene(scene, str(tiny_checkpoint), out, other)
+    # a fresh run (no --resume) discards the stale chunks and succeeds
+    predict_scene(scene, str(tiny_checkpoint), out, PredictOptions(chunk=96, device="cpu"))
+    assert out.exists() and not parts_folder(out).exists()
+
+
+def test_errors_other_than_interruption_leave_nothing(tmp_path: Path) -> None:
+    data = np.zeros((4, 40, 40), np.uint16)
+    scene = write_raster(tmp_path / "s.tif", data, nodata=0, descriptions=TINY_BANDS)
+    out = tmp_path / "out.tif"
+    with pytest.raises(GeosegError, match="nodata"):
+        predict_scene(scene, "spectral", out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
