@@ -111,6 +111,7 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 @click.option("--scheduler", default="threads", show_default=True,
               help="threads, sync, local (LocalCluster) or tcp://host:port.")  # fmt: skip
 @click.option("--workers", type=int, help="Threads or worker processes.")
+@click.option("--gpus", type=int, help="Run on N GPUs (dask-cuda, one worker per GPU).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
 def predict(scene: str, model: str, output: Path, progress: bool | None, bands: str | None,
             preview: Path | None, **kw: Any) -> None:  # fmt: skip
@@ -118,6 +119,9 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
     from geoseg.pipelines.predict import PredictOptions, predict_scene
 
     selection, roles = _parse_bands(bands)
+    gpus = kw.pop("gpus")
+    if gpus:
+        kw.update(scheduler="cuda", workers=gpus, device="cuda")
     opts = PredictOptions(bands=selection, band_roles=roles, preview=preview, **kw)
     show = sys.stderr.isatty() if progress is None else progress
     result = predict_scene(scene, model, output, opts, _TextProgress("predict") if show else None)

@@ -2,7 +2,8 @@
 
 ``scheduler`` is ``"threads"`` (default, this process), ``"sync"`` (one thread,
 for debugging), ``"local"`` (a ``dask.distributed.LocalCluster`` of worker
-processes) or the ``tcp://host:port`` address of an existing cluster.
+processes), ``"cuda"`` (a ``dask_cuda.LocalCUDACluster``, one worker per GPU) or the
+``tcp://host:port`` address of an existing cluster.
 """
 
 from __future__ import annotations
@@ -59,12 +60,23 @@ def _client(address: str, workers: int | None) -> Iterator[Any]:
         )
         with cluster, Client(cluster) as client:
             yield client
+    elif address == "cuda":
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError as exc:
+            raise GeosegError(
+                "--gpus needs dask-cuda (pip install dask-cuda); with one GPU, --device cuda "
+                "on the default scheduler is enough"
+            ) from exc
+        gpu_cluster = LocalCUDACluster(n_workers=workers, dashboard_address=None)
+        with gpu_cluster, Client(gpu_cluster) as client:
+            yield client
     elif address.startswith("tcp://"):
         with Client(address, timeout="30s") as client:
             yield client
     else:
         raise GeosegError(
-            f"unknown scheduler {address!r}; use threads, sync, local or tcp://host:port"
+            f"unknown scheduler {address!r}; use threads, sync, local, cuda or tcp://host:port"
         )
 
 
