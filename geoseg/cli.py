@@ -112,6 +112,7 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
               help="threads, sync, local (LocalCluster) or tcp://host:port.")  # fmt: skip
 @click.option("--workers", type=int, help="Threads or worker processes.")
 @click.option("--gpus", type=int, help="Run on N GPUs (dask-cuda, one worker per GPU).")
+@click.option("--torch-threads", type=int, help="Torch threads per model call (CPU).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
 def predict(scene: str, model: str, output: Path, progress: bool | None, bands: str | None,
             preview: Path | None, **kw: Any) -> None:  # fmt: skip

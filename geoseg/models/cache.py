@@ -28,6 +28,8 @@ class ModelSpec:
         scale: digital number -> reflectance factor; for checkpoints, None keeps the
             scale the model was trained with.
         stamp: ``(size, mtime_ns)`` of the checkpoint, so an edited file is reloaded.
+        threads: torch intra-op threads per model call (None: torch's default). Set
+            it to ``cores / workers`` so parallel workers do not oversubscribe cores.
     """
 
     source: str
@@ -35,17 +37,22 @@ class ModelSpec:
     roles: Any = None
     scale: float | None = None
     stamp: tuple[int, int] = (0, 0)
+    threads: int | None = None
 
 
 def model_spec(
-    source: str, device: str = "auto", roles: Any = None, scale: float | None = None
+    source: str,
+    device: str = "auto",
+    roles: Any = None,
+    scale: float | None = None,
+    threads: int | None = None,
 ) -> ModelSpec:
     """A :class:`ModelSpec` with the checkpoint's file stamp filled in."""
     if source == SPECTRAL:
-        return ModelSpec(source, device, roles, scale)
+        return ModelSpec(source, device, roles, scale, threads=threads)
     path = os.path.abspath(source)
     st = os.stat(path)
-    return ModelSpec(path, device, scale=scale, stamp=(st.st_size, st.st_mtime_ns))
+    return ModelSpec(path, device, scale=scale, stamp=(st.st_size, st.st_mtime_ns), threads=threads)
 
 
 @functools.lru_cache(maxsize=4)
@@ -57,4 +64,4 @@ def load_predictor(spec: ModelSpec) -> Predictor:
         return SpectralPredictor(spec.roles, 1.0 if spec.scale is None else spec.scale)
     from geoseg.models.semantic import load_torch_predictor
 
-    return load_torch_predictor(spec.source, spec.device, spec.scale)
+    return load_torch_predictor(spec.source, spec.device, spec.scale, spec.threads)

@@ -34,12 +34,20 @@ class TorchPredictor:
         module: maps ``(N, C, H, W) float32`` normalized input to ``(N, K, H, W)`` logits.
         meta: the checkpoint metadata (bands, normalization, classes).
         device: where the module runs; on CUDA the forward pass uses autocast (fp16).
+        threads: torch intra-op threads per call on the CPU (None: torch's default).
     """
 
-    def __init__(self, module: nn.Module, meta: ModelMeta, device: torch.device) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        meta: ModelMeta,
+        device: torch.device,
+        threads: int | None = None,
+    ) -> None:
         self.module = module.to(device).eval()
         self.meta = meta
         self.device = device
+        self.threads = threads
         self.schema: ClassSchema = meta.schema
         self.bands: tuple[str, ...] = meta.bands
         norm = meta.normalization
@@ -57,6 +65,8 @@ class TorchPredictor:
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Softmax probabilities ``(N, K, H, W) float32`` of normalized input ``x``."""
         t = torch.from_numpy(x)
+        if self.threads is not None:  # per thread: set where the call runs
+            torch.set_num_threads(self.threads)
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
             ctx: contextlib.AbstractContextManager[object] = torch.autocast("cuda")
@@ -71,7 +81,10 @@ class TorchPredictor:
 
 
 def load_torch_predictor(
-    path: str | os.PathLike[str], device: str = "auto", scale: float | None = None
+    path: str | os.PathLike[str],
+    device: str = "auto",
+    scale: float | None = None,
+    threads: int | None = None,
 ) -> TorchPredictor:
     """Build the checkpoint's architecture and load its weights strictly.
 
@@ -81,6 +94,7 @@ def load_torch_predictor(
         scale: digital number -> model units, replacing the checkpoint's (for a
             scene stored differently from the training data, e.g. uint16 x 10000
             vs float reflectance).
+        threads: torch intra-op threads for each call (None: torch's default).
     """
     tensors, meta = load_checkpoint(path)
     module = build_model(
@@ -91,7 +105,7 @@ def load_torch_predictor(
     if scale is not None:
         norm = dataclasses.replace(meta.normalization, scale=scale)
         meta = dataclasses.replace(meta, normalization=norm)
-    return TorchPredictor(module, meta, resolve_device(device))
+    return TorchPredictor(module, meta, resolve_device(device), threads)
 
 
 def _check_state_fits(

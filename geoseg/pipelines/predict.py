@@ -54,6 +54,7 @@ class PredictOptions:
         workers: threads or worker processes.
         preview: path of a PNG quicklook to write.
         resume: reuse the chunks an interrupted run of the same job left behind.
+        torch_threads: torch intra-op threads per model call (None: torch's default).
     """
 
     window: int | None = None
@@ -72,6 +73,7 @@ class PredictOptions:
     workers: int | None = None
     preview: str | os.PathLike[str] | None = None
     resume: bool = False
+    torch_threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -161,8 +163,13 @@ def _checkpoint_setup(
             "by %g; converting to the model's units", path, scene.dtype, scale,
             meta.normalization.scale,
         )  # fmt: skip
-        return scene, model_spec(model, opts.device, scale=scale), meta.schema, tile
-    return scene, model_spec(model, opts.device), meta.schema, tile
+        return (
+            scene,
+            model_spec(model, opts.device, scale=scale, threads=opts.torch_threads),
+            meta.schema,
+            tile,
+        )
+    return scene, model_spec(model, opts.device, threads=opts.torch_threads), meta.schema, tile
 
 
 def prepare_model_input(
