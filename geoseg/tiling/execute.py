@@ -56,7 +56,7 @@ def _client(address: str, workers: int | None) -> Iterator[Any]:
         ) from exc
     if address == "local":
         cluster = LocalCluster(
-            n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=":0"
         )
         with cluster, Client(cluster) as client:
             yield client
@@ -68,7 +68,7 @@ def _client(address: str, workers: int | None) -> Iterator[Any]:
                 "--gpus needs dask-cuda (pip install dask-cuda); with one GPU, --device cuda "
                 "on the default scheduler is enough"
             ) from exc
-        gpu_cluster = LocalCUDACluster(n_workers=workers, dashboard_address=None)
+        gpu_cluster = LocalCUDACluster(n_workers=workers, dashboard_address=":0")
         with gpu_cluster, Client(gpu_cluster) as client:
             yield client
     elif address.startswith("tcp://"):
