@@ -1,0 +1,212 @@
+"""Put two or more label maps on one pixel grid, lazily.
+
+Maps on the same grid are used as they are. Otherwise every map is resampled
+(nearest neighbour, so class ids stay class ids) onto the first map's grid,
+restricted to the extent all maps share; each block is read through a rasterio
+``WarpedVRT`` when dask asks for it, so memory stays bounded by the chunk size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window, from_bounds
+
+from geoseg.errors import GeosegError, InvalidRasterError
+from geoseg.io.labels import CLASSES_TAG
+from geoseg.io.raster import open_scene
+from geoseg.types import NODATA_LABEL, ClassSchema
+
+__all__ = ["DATE_TAG", "AlignedMaps", "LabelMapInfo", "align_label_maps", "read_label_map_info"]
+
+log = logging.getLogger(__name__)
+
+#: Dataset tag holding the acquisition date of a label map (free text, e.g. 2020-06-01).
+DATE_TAG = "DATE"
+
+
+@dataclass(frozen=True)
+class LabelMapInfo:
+    """Header facts of one label map."""
+
+    path: str
+    crs: CRS
+    transform: Affine
+    height: int
+    width: int
+    schema: ClassSchema
+    date: str | None
+
+
+@dataclass(frozen=True)
+class AlignedMaps:
+    """Label maps on one grid.
+
+    Attributes:
+        paths: the maps, in date order.
+        labels: one ``(H, W) uint8`` dask array per map, 255 = nodata.
+        crs, transform, height, width: the common grid (a window of the first map).
+        schema: the class schema all maps share.
+        dates: the ``DATE`` tag of each map, or None.
+        resampled: per map, True where it was resampled onto the grid.
+    """
+
+    paths: tuple[str, ...]
+    labels: tuple[da.Array, ...]
+    crs: CRS
+    transform: Affine
+    height: int
+    width: int
+    schema: ClassSchema
+    dates: tuple[str | None, ...]
+    resampled: tuple[bool, ...]
+
+    @property
+    def pixel_size(self) -> tuple[float, float]:
+        """``(x, y)`` pixel size in CRS units."""
+        return abs(self.transform.a), abs(self.transform.e)
+
+
+def read_label_map_info(path: str | os.PathLike[str]) -> LabelMapInfo:
+    """Validate a geoseg label map's header.
+
+    Raises:
+        InputNotFoundError: no such file.
+        InvalidRasterError: not a single-band integer label raster with a class schema.
+    """
+    path = os.fspath(path)
+    scene = open_scene(path)  # existence, CRS, north-up checks
+    with rasterio.open(path) as src:
+        dtype, raw = np.dtype(src.dtypes[0]), src.tags().get(CLASSES_TAG)
+    if dtype != np.uint8:
+        raise InvalidRasterError(
+            f"{path}: is a {dtype} raster, not a label map (uint8 class ids, 255 = nodata); "
+            "pass land-cover maps written by `geoseg predict`"
+        )
+    if raw is None:
+        raise InvalidRasterError(
+            f"{path}: has no class schema ({CLASSES_TAG} tag); write it with `geoseg predict` "
+            "or add the tag with `gdal_edit.py -mo GEOSEG_CLASSES=...`"
+        )
+    try:
+        schema = ClassSchema.from_json(json.loads(raw))
+    except (ValueError, GeosegError) as exc:
+        raise InvalidRasterError(f"{path}: malformed {CLASSES_TAG} tag ({exc})") from exc
+    with rasterio.open(path) as src:
+        date = src.tags().get(DATE_TAG)
+    return LabelMapInfo(path, scene.crs, scene.transform, scene.height, scene.width, schema, date)
+
+
+def _common_window(first: LabelMapInfo, others: Sequence[LabelMapInfo]) -> Window:
+    """The window of the first map's grid covered by every map."""
+    left, bottom, right, top = rasterio.transform.array_bounds(
+        first.height, first.width, first.transform
+    )
+    for info in others:
+        b = rasterio.transform.array_bounds(info.height, info.width, info.transform)
+        ol, ob, orr, ot = transform_bounds(info.crs, first.crs, *b)
+        left, bottom, right, top = max(left, ol), max(bottom, ob), min(right, orr), min(top, ot)
+        if left >= right or bottom >= top:
+            raise InvalidRasterError(
+                f"{info.path}: does not overlap {first.path} (disjoint extents); "
+                "pass maps of the same area"
+            )
+    win = from_bounds(left, bottom, right, top, first.transform)
+    win = win.round_offsets(op="floor").round_lengths(op="ceil")
+    full = Window(0, 0, first.width, first.height)
+    win = win.intersection(full)
+    if win.width < 1 or win.height < 1:
+        raise InvalidRasterError(
+            f"{others[-1].path}: overlaps {first.path} by less than one pixel; "
+            "pass maps of the same area"
+        )
+    return win
+
+
+def _warped_blocks(
+    path: str, crs: CRS, transform: Affine, shape: tuple[int, int], chunk: int
+) -> da.Array:
+    def block(block_info: Any = None) -> np.ndarray:
+        (y0, y1), (x0, x1) = block_info[None]["array-location"]
+        with (
+            rasterio.open(path) as src,
+            WarpedVRT(
+                src, crs=crs, transform=transform, width=shape[1], height=shape[0],
+                resampling=Resampling.nearest, nodata=NODATA_LABEL, src_nodata=NODATA_LABEL,
+            ) as vrt,
+        ):  # fmt: skip
+            return np.asarray(vrt.read(1, window=Window(x0, y0, x1 - x0, y1 - y0)), np.uint8)
+
+    chunks = da.core.normalize_chunks((chunk, chunk), shape)
+    return da.map_blocks(block, chunks=chunks, dtype=np.uint8, meta=np.array((), np.uint8))
+
+
+def _same_grid(a: LabelMapInfo, b: LabelMapInfo) -> bool:
+    return (a.crs == b.crs and a.transform.almost_equals(b.transform, 1e-9)
+            and (a.height, a.width) == (b.height, b.width))  # fmt: skip
+
+
+def align_label_maps(paths: Sequence[str | os.PathLike[str]], chunk: int = 1024) -> AlignedMaps:
+    """Open label maps and bring them onto the first map's grid.
+
+    Args:
+        paths: two or more geoseg label maps (uint8, 255 = nodata, class schema tag).
+        chunk: dask chunk side in pixels.
+
+    Raises:
+        InputNotFoundError: a map does not exist.
+        InvalidRasterError: a map is not a label map, or the extents are disjoint.
+        GeosegError: the maps have different class schemas.
+    """
+    if len(paths) < 2:
+        raise GeosegError("change detection needs at least two label maps (before and after)")
+    infos = [read_label_map_info(p) for p in paths]
+    first = infos[0]
+    for info in infos[1:]:
+        if info.schema != first.schema:
+            raise GeosegError(
+                f"{info.path}: its classes {list(info.schema.names)} differ from those of "
+                f"{first.path} {list(first.schema.names)}; predict both dates with the same "
+                "model or remap one map to the other's classes"
+            )
+    same = [_same_grid(first, info) for info in infos]
+    win = _common_window(first, infos[1:])
+    shape = (int(win.height), int(win.width))
+    transform = rasterio.windows.transform(win, first.transform)
+    ys = slice(int(win.row_off), int(win.row_off) + shape[0])
+    xs = slice(int(win.col_off), int(win.col_off) + shape[1])
+    labels = []
+    for info, is_same in zip(infos, same, strict=True):
+        if is_same:
+            data = open_scene(info.path, chunk=chunk).data.data[0, ys, xs]
+            labels.append(data.astype(np.uint8).rechunk((chunk, chunk)))
+        else:
+            log.warning(
+                "%s: on a different grid; resampled (nearest) onto the grid of %s "
+                "over the common extent (%d x %d px)",
+                info.path,
+                first.path,
+                shape[1],
+                shape[0],
+            )
+            labels.append(_warped_blocks(info.path, first.crs, transform, shape, chunk))
+    if shape != (first.height, first.width):
+        log.warning("%s: cropped to the extent common to all maps", first.path)
+    return AlignedMaps(
+        paths=tuple(i.path for i in infos), labels=tuple(labels), crs=first.crs,
+        transform=transform, height=shape[0], width=shape[1], schema=first.schema,
+        dates=tuple(i.date for i in infos), resampled=tuple(not s for s in same),
+    )  # fmt: skip

@@ -1,0 +1,92 @@
+"""Transition tables per area of interest (AOI) feature, rasterized block by block.
+
+Each feature is burnt into a block with ``rasterio.features.geometry_mask``
+(pixel centre inside, GDAL's default rule) only where its bounding box meets the
+block, so overlapping features each get their full area and memory stays one
+block. Geometries are expected in the map's CRS (see :func:`prepare_aoi`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio.features import geometry_mask
+
+from geoseg.change.transitions import TransitionSink
+from geoseg.errors import GeosegError
+
+__all__ = ["ZoneMasker", "prepare_aoi"]
+
+log = logging.getLogger(__name__)
+
+
+def prepare_aoi(
+    frame: gpd.GeoDataFrame, crs: Any, field: str | None, source: str
+) -> tuple[list[str], np.ndarray]:
+    """AOI names and ``(N,)`` polygons in ``crs``, invalid geometries made valid.
+
+    Args:
+        frame: the AOI layer (must have a CRS).
+        crs: the map grid's CRS.
+        field: attribute naming each feature (None: the feature number).
+        source: the AOI file, for messages.
+
+    Raises:
+        GeosegError: no CRS, no polygon, or ``field`` is not a column.
+    """
+    if frame.crs is None:
+        raise GeosegError(f"{source}: the AOI layer has no CRS; set one (e.g. with ogr2ogr -a_srs)")
+    if field is not None and field not in frame.columns:
+        fields = ", ".join(str(c) for c in frame.columns if c != frame.geometry.name)
+        raise GeosegError(f"{source}: no field {field!r}; its fields are {fields}")
+    geoms = np.asarray(frame.geometry.values, dtype=object)
+    bad = ~shapely.is_valid(geoms) & ~shapely.is_missing(geoms)
+    if bad.any():
+        log.warning("%s: %d invalid AOI geometries made valid", source, int(bad.sum()))
+        geoms[bad] = shapely.make_valid(geoms[bad])
+    names = [str(v) for v in frame[field]] if field else [str(i) for i in range(len(frame))]
+    keep = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
+    if not keep.any():
+        raise GeosegError(f"{source}: the AOI layer has no geometry")
+    fixed = gpd.GeoSeries(geoms[keep], crs=frame.crs).to_crs(crs)
+    return [n for n, k in zip(names, keep, strict=True) if k], np.asarray(fixed.values)
+
+
+class ZoneMasker:
+    """Adds code blocks to a zoned :class:`TransitionSink`, one zone per AOI feature.
+
+    Args:
+        geoms: ``(N,)`` shapely polygons in the grid's CRS.
+        names: ``(N,)`` their names.
+        transform: the grid's transform.
+        totals: a sink with ``n_zones == N``.
+    """
+
+    def __init__(
+        self, geoms: Any, names: Sequence[str], transform: Affine, totals: TransitionSink
+    ) -> None:
+        if totals.n_zones != len(geoms) or len(names) != len(geoms):
+            raise GeosegError("give one name and one zone of the sink per AOI geometry")
+        self.names = list(names)
+        self._geoms = np.asarray(geoms, dtype=object)
+        self._tree = shapely.STRtree(self._geoms)
+        self._transform = transform
+        self.totals = totals
+
+    def add_codes(self, ys: slice, xs: slice, codes: np.ndarray) -> None:
+        """Add a ``(h, w)`` code block at rows ``ys``, columns ``xs`` to each AOI it meets."""
+        t = self._transform @ Affine.translation(xs.start, ys.start)
+        h, w = codes.shape
+        box = shapely.box(t.c, t.f + t.e * h, t.c + t.a * w, t.f)
+        zones = []
+        for i in sorted(self._tree.query(box).tolist()):
+            mask = ~geometry_mask([self._geoms[i]], out_shape=(h, w), transform=t)
+            zones.append((i, mask))
+        if zones:
+            self.totals.add_codes(ys, xs, codes, zones)
