@@ -297,6 +297,26 @@ def change(maps: Sequence[str], output: Path, progress: bool | None, **kw: Any) 
 
 
 @cli.command()
+@click.argument("workflow", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--root", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Folder the workflow paths are relative to (and may not leave).")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
+def run(workflow: str, root: str, overwrite: bool, progress: bool | None) -> None:
+    """Run a workflow file: predict every date, compare the maps, report."""
+    from geoseg.pipelines.workflow import load_workflow, run_workflow
+
+    wf = load_workflow(workflow, root)
+    show = sys.stderr.isatty() if progress is None else progress
+    result = run_workflow(wf, overwrite, _TextProgress(wf.name) if show else None)
+    for path in (*result.maps, *result.report):
+        click.echo(f"wrote {path}")
+    if result.summary:
+        s = result.summary
+        click.echo(f"{s['focus']}: {s['area_ha']:,.2f} ha ({s['area_acres']:,.2f} acres)")
+
+
+@cli.command()
 @click.argument("checkpoints", nargs=-1, type=click.Path(dir_okay=False, path_type=str))
 def models(checkpoints: Sequence[str]) -> None:
     """List the models geoseg can use, or describe CHECKPOINTS."""
