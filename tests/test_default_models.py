@@ -77,3 +77,33 @@ def test_shipped_models_are_small_and_documented() -> None:
         assert meta.gsd_m is not None and meta.bands == ("B02", "B03", "B04", "B08", "B11", "B12")
         assert meta.metrics["test"]["model"]["pixels"] > 0
         assert "heldout" in meta.provenance
+
+
+@pytest.mark.slow
+def test_water_model_flood_area_on_the_held_out_block(shared_data: Path, tmp_path: Path) -> None:
+    """Mapped water area (true ha, EPSG:4326 pixels) against the hand label's, same pixels."""
+    import numpy as np
+
+    from geoseg.areas import pixel_area_m2
+    from geoseg.pipelines import predict_scene
+
+    model = MODELS / "water_s2.safetensors"
+    held = read_checkpoint_meta(model).provenance["heldout"]
+    image = _crop(shared_data / held["image"], tmp_path / "image.tif", held["rows"], held["cols"])
+    labels = _crop(
+        shared_data / held["labels"], tmp_path / "labels.tif", held["rows"], held["cols"]
+    )
+    out = tmp_path / "water.tif"
+    predict_scene(image, str(model), out, PredictOptions(device="cpu"))
+    with rasterio.open(out) as dst, rasterio.open(labels) as ref:
+        pred, truth = dst.read(1), ref.read(1)
+        area = pixel_area_m2(ref.crs, ref.transform, np.arange(ref.height), np.arange(ref.width))
+    scored = truth >= 0
+    pred_ha = float(area[(pred == 1) & scored].sum()) / 1e4
+    true_ha = float(area[(truth == 1) & scored].sum()) / 1e4
+    iou = ((pred == 1) & (truth == 1) & scored).sum() / (
+        ((pred == 1) | (truth == 1)) & scored
+    ).sum()
+    print(f"water IoU {iou:.3f}; mapped {pred_ha:.1f} ha, hand label {true_ha:.1f} ha")
+    assert iou > 0.8
+    assert abs(pred_ha - true_ha) / true_ha < 0.15
