@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask.array as da
@@ -47,6 +47,7 @@ class Scene:
         nodata: the file's nodata value, if any.
         band_names: description of each selected band, or its 1-based number.
         colorinterp: GDAL colour interpretation of each selected band (``"red"``, ...).
+        tags: the file's dataset tags (e.g. ``DATE``), carried into outputs.
     """
 
     path: str
@@ -57,6 +58,7 @@ class Scene:
     nodata: float | None
     band_names: tuple[str, ...]
     colorinterp: tuple[str, ...]
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def height(self) -> int:
@@ -244,7 +246,7 @@ def open_scene(
         has_mask = all(MaskFlags.per_dataset in f for f in src.mask_flag_enums) and not any(
             MaskFlags.nodata in f for f in src.mask_flag_enums
         )
-        transform, nodata = src.transform, src.nodata
+        transform, nodata, tags = src.transform, src.nodata, dict(src.tags())
         _check_size(path, src)
         shape, dtype = (len(index), src.height, src.width), np.dtype(src.dtypes[0])
     chunks = normalize_chunks((len(index), chunk, chunk), shape)
@@ -266,4 +268,5 @@ def open_scene(
         nodata=nodata,
         band_names=tuple(names[i] for i in index),
         colorinterp=tuple(interp[i] for i in index),
+        tags=tags,
     )

@@ -270,6 +270,7 @@ def _assemble(
 ) -> int:  # fmt: skip
     """Copy the finished chunks into the output COG; the number of labelled pixels."""
     tags = {
+        **{k: v for k, v in scene.tags.items() if k in ("DATE", "SENSOR")},
         "GEOSEG_MODEL": Path(model).name,
         "GEOSEG_VERSION": __version__,
         "GEOSEG_SOURCE": Path(scene.path).name,
