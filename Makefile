@@ -37,8 +37,8 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
 lint: $(STAMP)
-	$(BIN)/ruff check geoseg tests benchmarks
-	$(BIN)/ruff format --check geoseg tests benchmarks
+	$(BIN)/ruff check geoseg tests benchmarks sample_data
+	$(BIN)/ruff format --check geoseg tests benchmarks sample_data
 	$(BIN)/mypy geoseg
 
 bench: $(STAMP)

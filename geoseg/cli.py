@@ -113,22 +113,72 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 @click.option("--workers", type=int, help="Threads or worker processes.")
 @click.option("--gpus", type=int, help="Run on N GPUs (dask-cuda, one worker per GPU).")
 @click.option("--torch-threads", type=int, help="Torch threads per model call (CPU).")
+@click.option("--vector", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also vectorize the map: .gpkg, .shp, .parquet, .fgb or .geojson.")  # fmt: skip
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
 def predict(scene: str, model: str, output: Path, progress: bool | None, bands: str | None,
-            preview: Path | None, **kw: Any) -> None:  # fmt: skip
+            preview: Path | None, vector: Path | None, **kw: Any) -> None:  # fmt: skip
     """Segment SCENE into a label COG."""
     from geoseg.pipelines.predict import PredictOptions, predict_scene
+    from geoseg.pipelines.vectorize import (
+        VectorizeOptions,
+        check_vectorize_output,
+        vectorize_labels,
+    )
 
     selection, roles = _parse_bands(bands)
     gpus = kw.pop("gpus")
     if gpus:
         kw.update(scheduler="cuda", workers=gpus, device="cuda")
     opts = PredictOptions(bands=selection, band_roles=roles, preview=preview, **kw)
+    vopts = VectorizeOptions(
+        overwrite=opts.overwrite, chunk=opts.chunk, workers=opts.workers,
+        scheduler="threads" if opts.scheduler == "cuda" else opts.scheduler,
+    )  # fmt: skip
+    if vector is not None:
+        check_vectorize_output(vector, vopts, [Path(scene)])
     show = sys.stderr.isatty() if progress is None else progress
     result = predict_scene(scene, model, output, opts, _TextProgress("predict") if show else None)
     click.echo(f"wrote {result.output} ({result.valid_pixels} labelled pixels)")
     if result.preview:
         click.echo(f"wrote {result.preview}")
+    if vector is not None:
+        done = vectorize_labels(
+            result.output, vector, vopts, _TextProgress("vectorize") if show else None
+        )
+        click.echo(f"wrote {done.output} ({done.polygons} polygons)")
+
+
+@cli.command()
+@click.argument("labels", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Polygons: .gpkg, .shp, .parquet (GeoParquet), .fgb or .geojson.")  # fmt: skip
+@click.option("--format", "fmt", help="gpkg, shp, parquet, fgb or geojson (default: by extension).")
+@click.option("--simplify", "simplify_m", type=float,
+              help="Tolerance in ground metres; shared edges stay shared.")  # fmt: skip
+@click.option("--min-area-ha", type=float,
+              help="Merge smaller polygons (ha) into the neighbour with most border.")  # fmt: skip
+@click.option("--classes", help="Only these classes, by name or id, e.g. forest,water.")
+@click.option("--connectivity", type=click.Choice(["4", "8"]), default="4", show_default=True,
+              help="8 also joins pixels that touch diagonally.")  # fmt: skip
+@click.option("--layer", help="Layer name (default: the input's file name).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--assume-crs", help="CRS for a raster without one, e.g. EPSG:32633.")
+@click.option("--chunk", type=int, default=1024, show_default=True, help="Dask chunk side in px.")
+@click.option("--scheduler", default="threads", show_default=True,
+              help="threads, sync, local (LocalCluster) or tcp://host:port.")  # fmt: skip
+@click.option("--workers", type=int, help="Threads or worker processes.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
+def vectorize(labels: str, output: Path, fmt: str | None, classes: str | None,
+              connectivity: str, progress: bool | None, **kw: Any) -> None:  # fmt: skip
+    """Turn a label raster into polygons with class names and true areas."""
+    from geoseg.pipelines.vectorize import VectorizeOptions, vectorize_labels
+
+    wanted = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    opts = VectorizeOptions(format=fmt, classes=wanted, connectivity=int(connectivity), **kw)
+    show = sys.stderr.isatty() if progress is None else progress
+    result = vectorize_labels(labels, output, opts, _TextProgress("vectorize") if show else None)
+    click.echo(f"wrote {result.output} ({result.polygons} polygons, {result.area_ha:.2f} ha)")
 
 
 def _parse_map(text: str | None) -> dict[int, int] | None:
@@ -158,7 +208,7 @@ def _explicit(ctx: click.Context, names: Sequence[str]) -> dict[str, Any]:
 
 
 _TRAIN_OPTIONS = (
-    "arch", "encoder", "epochs", "steps_per_epoch", "batch_size", "window", "margin", "lr",
+    "task", "arch", "encoder", "epochs", "steps_per_epoch", "batch_size", "window", "margin", "lr",
     "seed", "device", "resume", "overwrite",
 )  # fmt: skip
 
@@ -175,6 +225,8 @@ _TRAIN_OPTIONS = (
 @click.option(
     "--config", type=click.Path(dir_okay=False), help="YAML file with any of these options."
 )
+@click.option("--task", type=click.Choice(["semantic", "change"]), default="semantic",
+              show_default=True, help="change: images stacked by `geoseg stack`.")  # fmt: skip
 @click.option("--arch", default="unet", show_default=True)
 @click.option("--encoder", default="resnet18", show_default=True)
 @click.option("--bands", help="Band numbers or names to train on (default: all).")
@@ -294,6 +346,17 @@ def change(maps: Sequence[str], output: Path, progress: bool | None, **kw: Any) 
     click.echo(f"changed area {changed:,.2f} ha of {float(m.area_m2.sum()) / 1e4:,.2f} ha mapped")
     for path in result.files:
         click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("dates", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+def stack(dates: Sequence[str], output: Path, overwrite: bool) -> None:
+    """Stack the bands of DATES (first date first) into one raster for change models."""
+    from geoseg.io.stack import stack_dates
+
+    click.echo(f"wrote {stack_dates(dates, output, overwrite)}")
 
 
 @cli.command()

@@ -150,8 +150,10 @@ def _checkpoint_setup(
     path: str, model: str, opts: PredictOptions
 ) -> tuple[Scene, ModelSpec, ClassSchema, TileSpec]:
     meta = read_checkpoint_meta(model)
-    if meta.task != "semantic":
-        raise GeosegError(f"{model}: a {meta.task} model; this geoseg predicts semantic models")
+    if meta.task not in ("semantic", "change"):
+        raise GeosegError(
+            f"{model}: a {meta.task} model; `geoseg predict` runs semantic and change models"
+        )
     tile = _tile_spec(opts, meta.window, meta.margin, window_multiple(meta.arch, meta.options))
     names = open_scene(path, None, tile.chunk, opts.assume_crs).band_names
     index = _match_bands(path, names, meta, opts.bands)

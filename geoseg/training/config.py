@@ -41,6 +41,8 @@ class TrainConfig:
         resume: continue from ``output`` if it exists.
         overwrite: replace an existing ``output``.
         provenance: extra notes stored in the checkpoint.
+        task: ``"semantic"``, or ``"change"`` for an early-fusion change model trained
+            on dates stacked with ``geoseg stack`` (labels: change mask classes).
     """
 
     images: tuple[str, ...]
@@ -67,8 +69,11 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    task: str = "semantic"
 
     def __post_init__(self) -> None:
+        if self.task not in ("semantic", "change"):
+            raise GeosegError(f"--task must be semantic or change, not {self.task!r}")
         if not self.images or len(self.images) != len(self.labels):
             raise GeosegError("give one --labels raster for each --image (in the same order)")
         if len(self.val_images) != len(self.val_labels):

@@ -157,7 +157,7 @@ def _meta(cfg: TrainConfig, rasters: Sequence[LabelledRaster], norm: Normalizati
         **dict(cfg.provenance),
     }  # fmt: skip
     return ModelMeta(
-        task="semantic", arch=cfg.arch, encoder=cfg.encoder, bands=rasters[0].band_names,
+        task=cfg.task, arch=cfg.arch, encoder=cfg.encoder, bands=rasters[0].band_names,
         normalization=norm, schema=cfg.classes, window=cfg.window, margin=cfg.margin,
         gsd_m=rasters[0].gsd_m, provenance=provenance, options=dict(cfg.options),
     )  # fmt: skip

@@ -127,3 +127,30 @@ def test_a_chip_folder_gives_image_label_pairs(sample: dict[str, Path], tmp_path
     cfg = _config(sample, tmp_path / "m.safetensors", images=None, labels=None, chips=str(tmp_path))
     assert [Path(p).name for p in cfg.images] == ["a.tif", "b.tif"]
     assert [Path(p).parent.name for p in cfg.labels] == ["labels", "labels"]
+
+
+def test_change_task_trains_on_stacked_dates(sample: dict[str, Path], tmp_path: Path) -> None:
+    from geoseg.io.checkpoint import read_checkpoint_meta
+    from geoseg.io.stack import stack_dates
+
+    stacked = stack_dates([sample["before"], sample["after"]], tmp_path / "ab.tif")
+    with rasterio.open(sample["truth_before"]) as a, rasterio.open(sample["truth_after"]) as b:
+        t0, t1, profile = a.read(1), b.read(1), a.profile
+    change = np.where((t0 == 255) | (t1 == 255), 255, (t0 != t1).astype(np.uint8))
+    with rasterio.open(tmp_path / "change.tif", "w", **profile) as dst:
+        dst.write(change[None])
+    schema = [
+        {"id": 0, "name": "same", "colour": [9, 9, 9]},
+        {"id": 1, "name": "changed", "colour": [200, 0, 0]},
+    ]
+    out = tmp_path / "change.safetensors"
+    cfg = _config(
+        sample, out, images=[str(stacked)], labels=[str(tmp_path / "change.tif")], val_images=[],
+        val_labels=[], classes=schema, task="change",
+    )  # fmt: skip
+    train_model(cfg)
+    meta = read_checkpoint_meta(out)
+    assert meta.task == "change" and len(meta.bands) == 12 and meta.bands[0] == "t1_B02"
+    predict_scene(stacked, str(out), tmp_path / "map.tif", PredictOptions(device="cpu"))
+    with rasterio.open(tmp_path / "map.tif") as dst:
+        assert set(np.unique(dst.read(1))) <= {0, 1, 255}
