@@ -87,3 +87,21 @@ def test_errors_other_than_interruption_leave_nothing(tmp_path: Path) -> None:
     with pytest.raises(GeosegError, match="nodata"):
         predict_scene(scene, "spectral", out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
+
+
+def test_a_full_disk_names_the_path_and_leaves_nothing(
+    tmp_path: Path, scene: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import geoseg.io.parts
+
+    def no_space(file: object, **arrays: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "full"))
+
+    monkeypatch.setattr(geoseg.io.parts.np, "savez", no_space)
+    out = tmp_path / "out.tif"
+    with pytest.raises(GeosegError, match="No space left on device") as info:
+        predict_scene(scene, "spectral", out, PredictOptions(chunk=64))
+    assert str(tmp_path / "full") in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
