@@ -25,6 +25,7 @@ few hundred metres.
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ __all__ = [
     "polygon_area_m2",
     "polygon_area_perimeter_m",
     "polygon_perimeter_m",
+    "ring_area_perimeter_m",
 ]
 
 #: One hectare and one international acre, in m².
@@ -124,61 +126,69 @@ def pixel_area_m2(crs: Any, transform: Affine, rows: Any, cols: Any) -> np.ndarr
     ring = [(r0, c0), (r0, c1), (r1, c1), (r1, c0), (r0, c0)]
     ref = ya[r0, c0]
     total = np.zeros((rows.size, cols.size))
-    for (ra, ca), (rb, cb) in zip(ring[:-1], ring[1:], strict=True):
+    for (ra, ca), (rb, cb) in itertools.pairwise(ring):
         dlon = _wrap(lon[rb, cb] - lon[ra, ca])
         total += dlon * ((ya[ra, ca] - ref) + (ya[rb, cb] - ref)) * 0.5
     return np.abs(total)
 
 
-def _densify(geoms: np.ndarray, crs: CRS, max_segment_m: float | None) -> np.ndarray:
-    """Split long edges of projected geometries (geographic edges are used as they are)."""
-    if crs.is_geographic or not max_segment_m or not np.isfinite(max_segment_m):
-        return geoms
-    return np.asarray(shapely.segmentize(geoms, max_segment_m * crs_units_per_metre(crs)))
+def _densify(
+    xy: np.ndarray, vert_ring: np.ndarray, max_len: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ring edges longer than ``max_len`` (CRS units) into equal pieces."""
+    same = np.r_[vert_ring[1:] == vert_ring[:-1], False]
+    nxt = np.minimum(np.arange(vert_ring.size) + 1, vert_ring.size - 1)
+    d = xy[nxt] - xy
+    pieces = np.where(same, np.ceil(np.hypot(d[:, 0], d[:, 1]) / max_len), 1.0)
+    count = np.maximum(pieces, 1).astype(np.int64)
+    if (count == 1).all():
+        return xy, vert_ring
+    src = np.repeat(np.arange(vert_ring.size), count)
+    frac = (np.arange(src.size) - np.repeat(np.cumsum(count) - count, count)) / count[src]
+    return xy[src] + frac[:, None] * d[src], vert_ring[src]
 
 
-def _edges(geoms: np.ndarray, crs: CRS, max_segment_m: float | None) -> dict[str, np.ndarray]:
-    """Every ring edge of ``geoms`` on the ellipsoid, with its geometry and ring sign."""
-    parts, part_geom = shapely.get_parts(geoms, return_index=True)
-    keep = ~shapely.is_empty(parts)
-    parts, part_geom = parts[keep], part_geom[keep]
-    n_holes = shapely.get_num_interior_rings(parts)
-    rings, ring_part = shapely.get_rings(parts, return_index=True)
-    first = np.r_[0, np.cumsum(n_holes + 1)[:-1]]
-    sign = np.where(np.isin(np.arange(rings.size), first), 1.0, -1.0)
-    rings = _densify(rings, crs, max_segment_m)
-    xy, vert_ring = shapely.get_coordinates(rings, return_index=True)
+def ring_area_perimeter_m(
+    xy: np.ndarray,
+    vert_ring: np.ndarray,
+    n_rings: int,
+    crs: Any,
+    max_segment_m: float | None = DEFAULT_MAX_SEGMENT_M,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ellipsoidal area enclosed by, and ground length of, closed rings given as flat arrays.
+
+    Args:
+        xy: ``(V, 2) float64`` vertices in ``crs``, ring after ring, each ring
+            closed (last vertex = first).
+        vert_ring: ``(V,)`` ring number of each vertex, ascending from 0.
+        n_rings: number of rings.
+        crs: the CRS of ``xy``.
+        max_segment_m: densify projected edges to this ground length first (see
+            the module doc); None or 0 uses the edges as they are.
+
+    Returns:
+        ``(area_m2, length_m)``, each ``(n_rings,) float64``; areas are unsigned.
+    """
+    crs = _crs(crs)
+    if xy.size == 0:
+        return np.zeros(n_rings), np.zeros(n_rings)
+    if not crs.is_geographic and max_segment_m and np.isfinite(max_segment_m):
+        xy, vert_ring = _densify(xy, vert_ring, max_segment_m * crs_units_per_metre(crs))
     lon, lat = _lonlat_rad(crs, xy[:, 0], xy[:, 1])
-    same = vert_ring[1:] == vert_ring[:-1]
-    return {
-        "lon": lon,
-        "lat": lat,
-        "ring": vert_ring,
-        "edge_ring": vert_ring[:-1][same],
-        "i": np.flatnonzero(same),
-        "sign": sign,
-        "geom": part_geom[ring_part],
-        "n_rings": np.asarray(rings.size),
-    }
-
-
-def _ring_areas(e: dict[str, np.ndarray]) -> np.ndarray:
-    i, lon, lat = e["i"], e["lon"], e["lat"]
+    i = np.flatnonzero(vert_ring[1:] == vert_ring[:-1])
+    edge_ring = vert_ring[i]
+    dlon = _wrap(lon[i + 1] - lon[i])
     ya = _authalic_m2(lat)
-    n = int(e["n_rings"])
-    start = np.searchsorted(e["ring"], np.arange(n))
-    ref = ya[np.minimum(start, ya.size - 1)][e["edge_ring"]]
-    term = _wrap(lon[i + 1] - lon[i]) * ((ya[i] - ref) + (ya[i + 1] - ref)) * 0.5
-    return np.abs(np.bincount(e["edge_ring"], weights=term, minlength=n))
-
-
-def _edge_lengths_m(e: dict[str, np.ndarray]) -> np.ndarray:
-    i, lon, lat = e["i"], e["lon"], e["lat"]
+    start = np.searchsorted(vert_ring, np.arange(n_rings))
+    ref = ya[np.minimum(start, ya.size - 1)][edge_ring]
+    term = dlon * ((ya[i] - ref) + (ya[i + 1] - ref)) * 0.5
+    area = np.abs(np.bincount(edge_ring, weights=term, minlength=n_rings))
     mid = 0.5 * (lat[i] + lat[i + 1])
     w = 1 - _E2 * np.sin(mid) ** 2
-    east = _A / np.sqrt(w) * np.cos(mid) * _wrap(lon[i + 1] - lon[i])
+    east = _A / np.sqrt(w) * np.cos(mid) * dlon
     north = _A * (1 - _E2) / w**1.5 * (lat[i + 1] - lat[i])
-    return np.asarray(np.hypot(east, north))
+    length = np.bincount(edge_ring, weights=np.hypot(east, north), minlength=n_rings)
+    return area, length
 
 
 def polygon_area_perimeter_m(
@@ -197,14 +207,17 @@ def polygon_area_perimeter_m(
     """
     geoms = np.atleast_1d(np.asarray(geoms, dtype=object))
     n = geoms.size
-    if n == 0:
-        return np.zeros(0), np.zeros(0)
-    e = _edges(geoms, _crs(crs), max_segment_m)
-    ring_geom = e["geom"]
-    area = np.bincount(ring_geom, weights=e["sign"] * _ring_areas(e), minlength=n)
-    lengths = _edge_lengths_m(e)
-    perim = np.bincount(ring_geom[e["edge_ring"]], weights=lengths, minlength=n)
-    return np.maximum(area, 0.0), perim
+    parts, part_geom = shapely.get_parts(geoms, return_index=True)
+    keep = ~shapely.is_empty(parts)
+    parts, part_geom = parts[keep], part_geom[keep]
+    rings, ring_part = shapely.get_rings(parts, return_index=True)
+    xy, vert_ring = shapely.get_coordinates(rings, return_index=True)
+    area, length = ring_area_perimeter_m(xy, vert_ring, rings.size, crs, max_segment_m)
+    hole = np.r_[False, ring_part[1:] == ring_part[:-1]]
+    ring_geom = part_geom[ring_part]
+    signed = np.where(hole, -area, area)
+    total = np.bincount(ring_geom, weights=signed, minlength=n)
+    return np.maximum(total, 0.0), np.bincount(ring_geom, weights=length, minlength=n)
 
 
 def polygon_area_m2(

@@ -74,6 +74,9 @@ SHAPEFILE_FIELDS = {
 _SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg", ".shp")
 _SHAPEFILE_STALE = (".qix", ".sbn", ".sbx", ".shp.xml", ".aux.xml", ".qmd")
 _SHAPEFILE_LIMIT = 2**31
+#: Features per write call, for drivers that can append to a layer.
+_BATCH = 200_000
+_APPENDABLE = ("GPKG", "ESRI Shapefile")
 
 
 def vector_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
@@ -153,9 +156,7 @@ def _write_shapefile(frame: gpd.GeoDataFrame, path: Path, layer: str, overwrite:
     stage = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp")
     stage.mkdir()
     try:
-        pyogrio.write_dataframe(
-            frame, stage / path.name, layer=layer, driver="ESRI Shapefile", encoding="UTF-8"
-        )
+        _write_batches(frame, stage / path.name, layer, "ESRI Shapefile", encoding="UTF-8")
         check_vector_output(path, "shp", overwrite)
         for suffix in _SHAPEFILE_STALE:
             with contextlib.suppress(FileNotFoundError):
@@ -166,6 +167,22 @@ def _write_shapefile(frame: gpd.GeoDataFrame, path: Path, layer: str, overwrite:
                 os.replace(src, path.with_suffix(suffix))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_batches(
+    frame: gpd.GeoDataFrame, path: Path, layer: str, driver: str, **options: str
+) -> None:
+    """Write with pyogrio, appending :data:`_BATCH` features at a time where the driver can.
+
+    Each call converts its features to WKB at once: batches keep that copy small.
+    """
+    step = _BATCH if driver in _APPENDABLE else max(len(frame), 1)
+    kind = "MultiPolygon" if frame.geom_type.eq("MultiPolygon").any() else None
+    for start in range(0, max(len(frame), 1), step):
+        pyogrio.write_dataframe(
+            frame.iloc[start : start + step], path, layer=layer, driver=driver,
+            append=start > 0, promote_to_multi=kind is not None, **options,
+        )  # fmt: skip
 
 
 def _write_parquet(frame: gpd.GeoDataFrame, path: Path) -> None:
@@ -215,7 +232,7 @@ def write_vectors(
                 layer_options={"RFC7946": "YES"},
             )  # fmt: skip
         else:
-            pyogrio.write_dataframe(frame, tmp, layer=layer, driver=FORMATS[key][1])
+            _write_batches(frame, tmp, layer, str(FORMATS[key][1]))
     return out
 
 

@@ -26,12 +26,18 @@ from geoseg.io.raster import Scene, open_scene
 from geoseg.io.vectors import check_vector_output, write_vectors
 from geoseg.tiling.execute import Progress, store_blocks
 from geoseg.types import NODATA_LABEL, ClassSchema
-from geoseg.vector.attributes import pixel_to_crs, polygon_table
+from geoseg.vector.attributes import Georef, pixel_to_crs, polygon_table
 from geoseg.vector.clean import filter_classes, merge_small_polygons, simplify_coverage
 from geoseg.vector.polygonize import ChunkCollector, merge_chunks, polygonize_blocks
 from geoseg.vector.polygons import Polygons
 
-__all__ = ["VectorizeOptions", "VectorizeResult", "label_polygons", "vectorize_labels"]
+__all__ = [
+    "VectorizeOptions",
+    "VectorizeResult",
+    "check_vectorize_output",
+    "label_polygons",
+    "vectorize_labels",
+]
 
 log = logging.getLogger(__name__)
 
@@ -202,16 +208,31 @@ def label_polygons(
     scene = raster.scene
     keep = resolve_classes(opts.classes, raster.schema, path)
     post = bool(opts.min_area_ha or opts.simplify_m)
+    # Without post-processing, workers georeference and measure the polygons.
+    georef = None if post else Georef(scene.crs.to_wkt(), scene.transform)
     lazy = polygonize_blocks(
         raster.labels, scene.valid, instances=raster.instances, confidence=raster.confidence,
-        connectivity=opts.connectivity, keep=None if post else keep,
+        connectivity=opts.connectivity, keep=None if post else keep, georef=georef,
     )  # fmt: skip
     collector = ChunkCollector()
     store_blocks(lazy, collector, opts.scheduler, opts.workers, progress)
-    polys = merge_chunks(collector.chunks, opts.connectivity)
-    if post:
-        polys = _postprocess(polys, scene, opts, keep)
+    polys = merge_chunks(collector.chunks, opts.connectivity, georef)
+    if not post:
+        return polygon_table(polys, scene.crs, None, raster.schema)
+    polys = _postprocess(polys, scene, opts, keep)
     return polygon_table(polys, scene.crs, scene.transform, raster.schema)
+
+
+def check_vectorize_output(
+    output: str | os.PathLike[str], options: VectorizeOptions, inputs: Sequence[Path] = ()
+) -> str:
+    """Fail early (before any work) on an output that cannot be written; its format name.
+
+    Raises:
+        GeosegError: unknown format, missing folder, or the output is an input.
+        OutputExistsError: it exists (a Shapefile sidecar included), no ``overwrite``.
+    """
+    return check_vector_output(Path(output), options.format, options.overwrite, inputs)
 
 
 def vectorize_labels(
@@ -234,7 +255,7 @@ def vectorize_labels(
     """
     opts = options or VectorizeOptions()
     path, out = os.fspath(labels_path), Path(output)
-    fmt = check_vector_output(out, opts.format, opts.overwrite, [Path(path)])
+    fmt = check_vectorize_output(out, opts, [Path(path)])
     frame = label_polygons(path, opts, progress)
     if len(frame) == 0:
         what = " of the classes asked for" if opts.classes else ""

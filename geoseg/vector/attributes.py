@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import geopandas as gpd
@@ -14,7 +15,15 @@ from geoseg.areas import ACRE_M2, HECTARE_M2, polygon_area_perimeter_m
 from geoseg.types import ClassSchema
 from geoseg.vector.polygons import Polygons
 
-__all__ = ["ATTRIBUTES", "class_names", "pixel_to_crs", "polygon_table"]
+__all__ = [
+    "ATTRIBUTES",
+    "Georef",
+    "class_names",
+    "georeference",
+    "pixel_to_crs",
+    "pixel_xy_to_crs",
+    "polygon_table",
+]
 
 #: Columns of a vectorized label raster, in order (``instance_id`` and
 #: ``conf_mean`` only when the raster has an instance / confidence band).
@@ -24,15 +33,40 @@ ATTRIBUTES = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Georef:
+    """Where pixel coordinates are on the ground (picklable, for workers).
+
+    Attributes:
+        crs_wkt: the raster's CRS as WKT.
+        transform: the raster's pixel-to-CRS affine transform.
+    """
+
+    crs_wkt: str
+    transform: Affine
+
+
+def pixel_xy_to_crs(xy: np.ndarray, transform: Affine) -> np.ndarray:
+    """``(V, 2)`` pixel coordinates (x = column, y = row) -> CRS coordinates.
+
+    The one formula used everywhere, so a pixel corner gets bit-identical CRS
+    coordinates in every polygon and chunk that has it.
+    """
+    t = transform
+    col, row = xy[:, 0], xy[:, 1]
+    return np.column_stack([t.c + t.a * col + t.b * row, t.f + t.d * col + t.e * row])
+
+
 def pixel_to_crs(geoms: np.ndarray, transform: Affine) -> np.ndarray:
     """Geometries in pixel coordinates (x = column, y = row) -> CRS coordinates."""
-    a, b, c, d, e, f = transform[:6]
+    return np.asarray(shapely.transform(geoms, lambda xy: pixel_xy_to_crs(xy, transform)))
 
-    def apply(xy: np.ndarray) -> np.ndarray:
-        col, row = xy[:, 0], xy[:, 1]
-        return np.column_stack([c + a * col + b * row, f + d * col + e * row])
 
-    return np.asarray(shapely.transform(geoms, apply))
+def georeference(polygons: Polygons, georef: Georef) -> Polygons:
+    """Polygons in CRS coordinates, with ``area_m2`` and ``perim_m`` filled in."""
+    geoms = pixel_to_crs(polygons.geometry, georef.transform)
+    area, perim = polygon_area_perimeter_m(geoms, georef.crs_wkt)
+    return polygons.replace(geometry=geoms, area_m2=area, perim_m=perim)
 
 
 def class_names(ids: np.ndarray, schema: ClassSchema | None) -> np.ndarray:
@@ -44,26 +78,29 @@ def class_names(ids: np.ndarray, schema: ClassSchema | None) -> np.ndarray:
 def polygon_table(
     polygons: Polygons,
     crs: Any,
-    transform: Affine,
+    transform: Affine | None = None,
     schema: ClassSchema | None = None,
-    geometry_crs: np.ndarray | None = None,
 ) -> gpd.GeoDataFrame:
     """A GeoDataFrame of the polygons with their attributes (see :data:`ATTRIBUTES`).
 
     Args:
-        polygons: polygons in the raster's pixel coordinates.
+        polygons: polygons in the raster's pixel coordinates (with ``transform``)
+            or in ``crs`` (``transform`` None); ``area_m2``/``perim_m`` are
+            computed where missing.
         crs: the raster's CRS (written with the geometries).
         transform: the raster's pixel-to-CRS transform.
         schema: class names; without one the name is the id as text.
-        geometry_crs: the geometries already in CRS coordinates, if at hand.
 
     Returns:
         Columns ``class_id`` (int), ``class_name``, [``instance_id``], ``area_m2``,
         ``area_ha``, ``area_ac`` (true ellipsoidal areas), ``perim_m`` (holes
         included), [``conf_mean`` (0-1, mean over the polygon's pixels)], geometry.
     """
-    geoms = pixel_to_crs(polygons.geometry, transform) if geometry_crs is None else geometry_crs
-    area, perim = polygon_area_perimeter_m(geoms, crs)
+    geoms = polygons.geometry if transform is None else pixel_to_crs(polygons.geometry, transform)
+    if polygons.area_m2 is None or polygons.perim_m is None or transform is not None:
+        area, perim = polygon_area_perimeter_m(geoms, crs)
+    else:
+        area, perim = polygons.area_m2, polygons.perim_m
     cols: dict[str, Any] = {
         "class_id": polygons.class_id.astype(np.int32),
         "class_name": class_names(polygons.class_id, schema),
@@ -78,5 +115,4 @@ def polygon_table(
     }
     if (conf := polygons.conf_mean) is not None:
         cols["conf_mean"] = conf
-    frame = pd.DataFrame(cols)
-    return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs=crs), crs=crs)
+    return gpd.GeoDataFrame(pd.DataFrame(cols), geometry=np.asarray(geoms), crs=crs)

@@ -28,20 +28,48 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from geoseg.vector.polygons import Polygons
+from geoseg.vector.rings import remove_collinear_vertices
 
 __all__ = ["filter_classes", "merge_small_polygons", "simplify_coverage"]
 
 
+def _unit_edges(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pixel edge on the polygons' rings: ``(E,)`` int64 keys and owning polygon.
+
+    Vertices are pixel corners and edges axis-aligned, so each ring splits into
+    unit edges; a key encodes an edge's position and direction (not its sense),
+    so an edge shared by two polygons has one key, owned twice.
+    """
+    parts, part_geom = shapely.get_parts(geoms, return_index=True)
+    rings, ring_part = shapely.get_rings(parts, return_index=True)
+    xy, vert_ring = shapely.get_coordinates(rings, return_index=True)
+    i = np.flatnonzero(vert_ring[1:] == vert_ring[:-1])
+    a, b = np.rint(xy[i]).astype(np.int64), np.rint(xy[i + 1]).astype(np.int64)
+    steps = np.abs(b - a).sum(axis=1)
+    start = np.minimum(a, b)
+    vertical = (a[:, 0] == b[:, 0]).astype(np.int64)
+    src = np.repeat(np.arange(i.size), steps)
+    k = np.arange(src.size) - np.repeat(np.cumsum(steps) - steps, steps)
+    x = start[src, 0] + k * (1 - vertical[src])
+    y = start[src, 1] + k * vertical[src]
+    keys = ((x + 1) << 33) | ((y + 1) << 1) | vertical[src]
+    return keys, part_geom[ring_part[vert_ring[i[src]]]]
+
+
 def _shared_boundaries(geoms: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``(i, j)`` (i in ``index``) of polygons sharing an edge, and its length."""
-    tree = shapely.STRtree(geoms)
-    src, dst = tree.query(geoms[index], predicate="intersects")
-    pairs = np.column_stack([index[src], dst])
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    bound = shapely.boundary(geoms)
-    length = shapely.length(shapely.intersection(bound[pairs[:, 0]], bound[pairs[:, 1]]))
-    keep = length > 0
-    return pairs[keep], length[keep]
+    """Pairs ``(i, j)`` (i in ``index``) of polygons sharing edges, and the length in px."""
+    keys, owner = _unit_edges(geoms)
+    order = np.argsort(keys, kind="stable")
+    keys, owner = keys[order], owner[order]
+    twice = np.flatnonzero(keys[1:] == keys[:-1])
+    pair = np.column_stack([owner[twice], owner[twice + 1]])
+    pair = pair[pair[:, 0] != pair[:, 1]]
+    pair = np.concatenate([pair, pair[:, ::-1]])
+    pair = pair[np.isin(pair[:, 0], index)]
+    if pair.size == 0:
+        return np.zeros((0, 2), np.int64), np.zeros(0)
+    uniq, count = np.unique(pair, axis=0, return_counts=True)
+    return uniq, count.astype(np.float64)
 
 
 def _merge_targets(
@@ -86,23 +114,27 @@ def _groups(parent: np.ndarray) -> np.ndarray:
     return np.unique(parent, return_inverse=True)[1]
 
 
+def _union(geoms: np.ndarray) -> object:
+    """Union of pixel polygons that form a coverage (a vertex at every pixel corner first)."""
+    noded = shapely.transform(shapely.segmentize(geoms, 1.0), np.rint)
+    try:
+        return shapely.coverage_union_all(noded)
+    except shapely.errors.GEOSException:  # pragma: no cover - a coverage by construction
+        return shapely.union_all(geoms)
+
+
 def _union_groups(polygons: Polygons, group: np.ndarray, root: np.ndarray) -> Polygons:
     """One polygon per group: union of the members, values of the group's root polygon."""
     n = int(group.max()) + 1 if group.size else 0
     order = np.argsort(group, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
     sizes = np.diff(np.r_[starts, order.size])
-    geometry = np.empty(n, dtype=object)
-    for g in range(n):
-        members = order[starts[g] : starts[g] + sizes[g]]
-        geometry[g] = (
-            polygons.geometry[members[0]]
-            if sizes[g] == 1
-            else shapely.union_all(polygons.geometry[members])
-        )
-    bad = ~shapely.is_valid(geometry)
-    if bad.any():
-        geometry[bad] = shapely.make_valid(geometry[bad], method="structure")
+    geometry = polygons.geometry[order[starts]].copy()
+    several = np.flatnonzero(sizes > 1)
+    for g in several:
+        geometry[g] = _union(polygons.geometry[order[starts[g] : starts[g] + sizes[g]]])
+    if several.size:
+        geometry[several] = remove_collinear_vertices(geometry[several])
 
     def total(a: np.ndarray | None) -> np.ndarray | None:
         return None if a is None else np.bincount(group, weights=a, minlength=n)
@@ -185,7 +217,7 @@ def simplify_coverage(polygons: Polygons, tolerance_px: float) -> Polygons:
     bad = ~shapely.is_valid(simple)
     if bad.any():
         simple[bad] = shapely.make_valid(simple[bad], method="structure")
-    return polygons.with_geometry(simple)
+    return polygons.replace(geometry=simple)
 
 
 def filter_classes(polygons: Polygons, keep: Sequence[int] | None) -> Polygons:

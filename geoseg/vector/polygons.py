@@ -7,8 +7,10 @@ the same CRS coordinate whichever chunk produced it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import shapely
@@ -29,6 +31,8 @@ class Polygons:
         conf_sum: ``(N,) float64`` sum of the confidence (0-1) of the polygon's
             pixels, or None without a confidence band.
         conf_n: ``(N,) int64`` pixels that have a confidence, or None.
+        area_m2: ``(N,) float64`` true ground area, when already computed.
+        perim_m: ``(N,) float64`` ground perimeter, when already computed.
     """
 
     geometry: np.ndarray
@@ -36,14 +40,24 @@ class Polygons:
     instance_id: np.ndarray | None = None
     conf_sum: np.ndarray | None = None
     conf_n: np.ndarray | None = None
+    area_m2: np.ndarray | None = None
+    perim_m: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.geometry.size)
 
-    @property
-    def n_pixels(self) -> np.ndarray:
-        """``(N,) int64`` pixels covered (the area in pixel units, exact)."""
-        return np.rint(shapely.area(self.geometry)).astype(np.int64)
+    def __getstate__(self) -> dict[str, Any]:
+        # One vectorized WKB call instead of pickling each geometry (workers send
+        # hundreds of thousands of polygons to the client).
+        state = dict(vars(self))
+        state["geometry"] = shapely.to_wkb(self.geometry)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state["geometry"] = np.asarray(shapely.from_wkb(state["geometry"]), dtype=object)
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
 
     @property
     def conf_mean(self) -> np.ndarray | None:
@@ -61,19 +75,12 @@ class Polygons:
     def take(self, index: np.ndarray) -> Polygons:
         """The polygons at ``index`` (integer or boolean array)."""
 
-        def pick(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[index]
+        cols: dict[str, Any] = {k: None if v is None else v[index] for k, v in vars(self).items()}
+        return dataclasses.replace(self, **cols)
 
-        return Polygons(
-            self.geometry[index],
-            self.class_id[index],
-            pick(self.instance_id),
-            pick(self.conf_sum),
-            pick(self.conf_n),
-        )
-
-    def with_geometry(self, geometry: np.ndarray) -> Polygons:
-        return Polygons(geometry, self.class_id, self.instance_id, self.conf_sum, self.conf_n)
+    def replace(self, **columns: Any) -> Polygons:
+        """A copy with some columns replaced (e.g. ``geometry=...``)."""
+        return dataclasses.replace(self, **columns)
 
     @staticmethod
     def empty(instances: bool = False, confidence: bool = False) -> Polygons:
@@ -96,13 +103,10 @@ class Polygons:
 
         def cat(name: str) -> np.ndarray | None:
             cols = [getattr(p, name) for p in items]
-            return None if cols[0] is None else np.concatenate(cols)
+            return None if any(c is None for c in cols) else np.concatenate(cols)
 
-        geometry = np.concatenate([p.geometry for p in items]) if items else np.zeros(0, object)
-        class_id = cat("class_id")
-        if class_id is None:  # pragma: no cover - class_id is never None
-            raise ValueError("class_id missing")
-        return Polygons(geometry, class_id, cat("instance_id"), cat("conf_sum"), cat("conf_n"))
+        cols: dict[str, Any] = {name: cat(name) for name in vars(items[0])}
+        return dataclasses.replace(items[0], **cols)
 
     def sorted(self) -> Polygons:
         """Deterministic order: class, instance, then bounds (top, left, bottom, right), area."""

@@ -1,0 +1,292 @@
+"""Polygonize one chunk of a label raster (runs in a Dask worker).
+
+``rasterio.features.shapes`` gives the chunk's polygons in global pixel
+coordinates. Those that reach a side of the chunk with a neighbouring chunk
+(a *seam*) are kept apart, with a *strip* per seam telling which of them holds
+each border pixel, for :mod:`geoseg.vector.seams` to dissolve. With a
+:class:`~geoseg.vector.attributes.Georef`, true areas and perimeters are
+measured here, in parallel, and the other (final) polygons are returned in CRS
+coordinates, normalized.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any
+
+import numpy as np
+import rasterio.features
+import shapely
+from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
+
+from geoseg.areas import ring_area_perimeter_m
+from geoseg.types import NODATA_LABEL
+from geoseg.vector.attributes import Georef, pixel_to_crs, pixel_xy_to_crs
+from geoseg.vector.polygons import Polygons
+
+__all__ = ["SIDES", "ChunkPolygons", "polygonize_chunk"]
+
+# ``shapes`` and ``rasterize`` work on an in-memory dataset without a geotransform
+# and warn about it on every call; the arrays here are pixel grids on purpose.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.features")
+
+#: Sides of a chunk, in the order of ``ChunkPolygons.strips``.
+SIDES = ("top", "bottom", "left", "right")
+#: Confidence values are ``round(254 p)``; 255 is nodata.
+_CONF_SCALE = 254.0
+
+
+@dataclass(frozen=True)
+class ChunkPolygons:
+    """What one chunk contributes.
+
+    Attributes:
+        window: ``(row, col, height, width)`` of the chunk in the raster.
+        final: polygons that reach no interior seam: in CRS coordinates with
+            areas when the chunk was polygonized with a :class:`Georef`, else in
+            global pixel coordinates.
+        seam: polygons that reach an interior seam, in global pixel coordinates
+            (with areas and perimeters under a :class:`Georef`).
+        strips: for each side with a neighbouring chunk (``"top"``, ...), the
+            index into ``seam`` of the polygon holding each border pixel (left to
+            right / top to bottom), -1 where the pixel is in no seam polygon.
+    """
+
+    window: tuple[int, int, int, int]
+    final: Polygons
+    seam: Polygons
+    strips: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Shapes:
+    """``shapes`` output as flat arrays (local pixel coordinates)."""
+
+    xy: np.ndarray  # (V, 2) float64 vertices, ring after ring, rings closed
+    vert_ring: np.ndarray  # (V,) ring of each vertex
+    ring_poly: np.ndarray  # (R,) polygon of each ring (its first ring is the exterior)
+    values: np.ndarray  # (P,) int64 pixel value of each polygon
+    dicts: list[Any]  # GeoJSON-like geometries, kept only when asked for
+
+
+_GC_LOCK = threading.Lock()
+_GC_PAUSES = [0, True]  # threads inside _gc_paused, and whether the GC was enabled
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while ``shapes`` builds millions of tuples.
+
+    Every few hundred new tuples the collector would traverse all the live ones
+    again; pausing it halves the time of a ``shapes`` loop. Nothing made there is
+    cyclic garbage. Counted, so concurrent worker threads restore it once.
+    """
+    with _GC_LOCK:
+        if _GC_PAUSES[0] == 0:
+            _GC_PAUSES[1] = gc.isenabled()
+            gc.disable()
+        _GC_PAUSES[0] += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _GC_PAUSES[0] -= 1
+            if _GC_PAUSES[0] == 0 and _GC_PAUSES[1]:
+                gc.enable()
+
+
+def _shapes(
+    key: np.ndarray, mask: np.ndarray, connectivity: int, keep_dicts: bool, offset: tuple[int, int]
+) -> _Shapes:
+    row0, col0 = offset
+    shift = Affine.translation(col0, row0)  # global pixel coordinates
+    with _gc_paused():
+        found = list(
+            rasterio.features.shapes(key, mask=mask, connectivity=connectivity, transform=shift)
+        )
+        polys = [geom["coordinates"] for geom, _ in found]
+        rings = list(chain.from_iterable(polys))
+        ring_len = np.fromiter(map(len, rings), np.int64, len(rings))
+        n_vert = int(ring_len.sum())
+        flat = chain.from_iterable(chain.from_iterable(rings))
+        xy = np.fromiter(flat, np.float64, 2 * n_vert).reshape(-1, 2)
+        rings_per_poly = np.fromiter(map(len, polys), np.int64, len(polys))
+        values = np.fromiter((v for _, v in found), np.float64, len(found))
+        dicts = [geom for geom, _ in found] if keep_dicts else []
+    vert_ring = np.repeat(np.arange(ring_len.size), ring_len)
+    ring_poly = np.repeat(np.arange(rings_per_poly.size), rings_per_poly)
+    return _Shapes(xy, vert_ring, ring_poly, values.astype(np.int64), dicts)
+
+
+def _build(
+    sh: _Shapes, select: np.ndarray, connectivity: int, georef: Georef | None = None
+) -> np.ndarray:
+    """Polygons ``select`` (boolean over polygons) of ``sh``; in CRS coordinates with ``georef``."""
+    rings = select[sh.ring_poly]
+    verts = rings[sh.vert_ring]
+    ring_ids = np.cumsum(rings) - 1
+    poly_ids = np.cumsum(select) - 1
+    xy = sh.xy[verts]
+    if georef is not None and connectivity == 4:
+        xy = pixel_xy_to_crs(xy, georef.transform)
+    linear = shapely.linearrings(xy, indices=ring_ids[sh.vert_ring[verts]])
+    polys = np.asarray(shapely.polygons(linear, indices=poly_ids[sh.ring_poly[rings]]))
+    if connectivity == 8 and polys.size:
+        # Rings may touch themselves at a pixel corner; snap-rounding to the pixel
+        # grid (exact: vertices are pixel corners) makes them valid, fastest.
+        bad = ~shapely.is_valid(polys)
+        polys[bad] = shapely.set_precision(polys[bad], 1.0)
+        if georef is not None:
+            polys = pixel_to_crs(polys, georef.transform)
+    return polys
+
+
+def _polygon_bounds(sh: _Shapes) -> np.ndarray:
+    """``(P, 4)`` (minx, miny, maxx, maxy) of each polygon (of its exterior ring)."""
+    if sh.values.size == 0:
+        return np.zeros((0, 4))
+    starts = np.flatnonzero(np.r_[True, sh.vert_ring[1:] != sh.vert_ring[:-1]])
+    exterior = np.r_[True, sh.ring_poly[1:] != sh.ring_poly[:-1]]
+    s = starts[exterior]
+    lo = np.minimum.reduceat(sh.xy, s, axis=0)
+    hi = np.maximum.reduceat(sh.xy, s, axis=0)
+    # reduceat over exterior starts spans holes too; holes lie inside, so no harm.
+    return np.column_stack([lo, hi])
+
+
+def _areas(crs_xy: np.ndarray, sh: _Shapes, georef: Georef) -> tuple[np.ndarray, np.ndarray]:
+    """True area and perimeter of every polygon from its rings."""
+    n_rings = sh.ring_poly.size
+    area, length = ring_area_perimeter_m(crs_xy, sh.vert_ring, n_rings, georef.crs_wkt)
+    hole = np.r_[False, sh.ring_poly[1:] == sh.ring_poly[:-1]]
+    n = sh.values.size
+    signed = np.where(hole, -area, area)
+    return (
+        np.maximum(np.bincount(sh.ring_poly, weights=signed, minlength=n), 0.0),
+        np.bincount(sh.ring_poly, weights=length, minlength=n),
+    )
+
+
+def _keys(
+    labels: np.ndarray, mask: np.ndarray, instances: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image to polygonize, and how its values map to (class, instance) pairs."""
+    if instances is None:
+        return labels.astype(np.uint8, copy=False), None
+    pair = (labels.astype(np.int64) << 32) | instances.astype(np.int64)
+    uniq, inverse = np.unique(pair[mask], return_inverse=True)
+    key = np.zeros(labels.shape, np.int32)
+    key[mask] = inverse.astype(np.int32)
+    return key, uniq
+
+
+def _confidence_sums(
+    dicts: list[Any], mask: np.ndarray, confidence: np.ndarray, offset: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per polygon: sum of confidence (0-1) and count of pixels that have one."""
+    row0, col0 = offset
+    n = len(dicts)
+    if n == 0:
+        return np.zeros(0), np.zeros(0, np.int64)
+    ids = rasterio.features.rasterize(
+        zip(dicts, range(n), strict=True), out_shape=mask.shape, fill=-1, dtype="int32",
+        transform=Affine.translation(col0, row0),
+    )  # fmt: skip
+    has = mask & (confidence != NODATA_LABEL) & (ids >= 0)
+    total = np.bincount(ids[has], weights=confidence[has] / _CONF_SCALE, minlength=n)
+    count = np.bincount(ids[has], minlength=n).astype(np.int64)
+    return total, count
+
+
+def _strips(
+    seam: np.ndarray, sides: Sequence[str], window: tuple[int, int, int, int]
+) -> dict[str, np.ndarray]:
+    """For each side, which seam polygon (global pixel coordinates) holds each border pixel."""
+    row0, col0, h, w = window
+    centre = {"top": 0.5, "bottom": h - 0.5, "left": 0.5, "right": w - 0.5}
+    xs, ys, owner = [], [], []
+    for k, side in enumerate(sides):
+        along = np.arange(w if side in ("top", "bottom") else h) + 0.5
+        fixed = np.full_like(along, centre[side])
+        xs.append(along if side in ("top", "bottom") else fixed)
+        ys.append(fixed if side in ("top", "bottom") else along)
+        owner.append(np.full(along.size, k))
+    side_of = np.concatenate(owner) if owner else np.zeros(0, int)
+    strip = np.full(side_of.size, -1, np.int64)
+    if seam.size and side_of.size:
+        # Polygons query a tree of points: each polygon is prepared once.
+        pts = shapely.points(np.concatenate(xs) + col0, np.concatenate(ys) + row0)
+        tree = shapely.STRtree(pts)
+        poly, pt = tree.query(seam, predicate="contains")
+        strip[pt] = poly
+    return {side: strip[side_of == k] for k, side in enumerate(sides)}
+
+
+def polygonize_chunk(
+    labels: np.ndarray,
+    valid: np.ndarray | None = None,
+    *,
+    instances: np.ndarray | None = None,
+    confidence: np.ndarray | None = None,
+    offset: tuple[int, int] = (0, 0),
+    seams: Sequence[str] = (),
+    connectivity: int = 4,
+    keep: Sequence[int] | None = None,
+    georef: Georef | None = None,
+) -> ChunkPolygons:
+    """Polygonize one chunk of a label raster.
+
+    Args:
+        labels: ``(h, w)`` integer class ids; 255 is nodata.
+        valid: ``(h, w) bool``, False where the raster has no data.
+        instances: ``(h, w)`` instance ids (0 = none): pixels merge only with the
+            same class and instance.
+        confidence: ``(h, w) uint8`` confidence ``round(254 p)``, 255 = none.
+        offset: ``(row, col)`` of the chunk's top-left pixel in the raster.
+        seams: sides of the chunk that have a neighbouring chunk.
+        connectivity: 4 or 8.
+        keep: class ids to polygonize (None: all).
+        georef: compute areas and perimeters here (in the worker), and return the
+            final polygons in CRS coordinates.
+    """
+    labels = np.asarray(labels)
+    mask = labels != NODATA_LABEL
+    if valid is not None:
+        mask &= np.asarray(valid, dtype=bool)
+    if keep is not None:
+        mask &= np.isin(labels, np.asarray(keep))
+    key, pairs = _keys(labels, mask, instances)
+    sh = _shapes(key, mask, connectivity, confidence is not None, offset)
+    h, w = labels.shape
+    row0, col0 = offset
+    b = _polygon_bounds(sh)
+    touch = {"top": b[:, 1] <= row0, "bottom": b[:, 3] >= row0 + h, "left": b[:, 0] <= col0,
+             "right": b[:, 2] >= col0 + w}  # fmt: skip
+    on_seam = np.zeros(sh.values.size, bool)
+    for side in seams:
+        on_seam |= touch[side]
+    seam_geoms = _build(sh, on_seam, connectivity)
+    strips = _strips(seam_geoms, seams, (row0, col0, h, w))
+    conf_sum = conf_n = None
+    if confidence is not None:
+        conf_sum, conf_n = _confidence_sums(sh.dicts, mask, np.asarray(confidence), offset)
+    if pairs is None:
+        class_id, instance_id = sh.values, None
+    else:
+        class_id, instance_id = pairs[sh.values] >> 32, pairs[sh.values] & 0xFFFFFFFF
+    found = Polygons(np.zeros(sh.values.size, object), class_id, instance_id, conf_sum, conf_n)
+    if georef is not None:
+        area, perim = _areas(pixel_xy_to_crs(sh.xy, georef.transform), sh, georef)
+        found = found.replace(area_m2=area, perim_m=perim)
+    # Normalized here, in parallel: merge_chunks normalizes only the dissolved ones.
+    final_geoms = shapely.normalize(_build(sh, ~on_seam, connectivity, georef))
+    final = found.take(~on_seam).replace(geometry=final_geoms)
+    seam = found.take(on_seam).replace(geometry=seam_geoms)
+    return ChunkPolygons((row0, col0, h, w), final, seam, strips)
