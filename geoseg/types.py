@@ -210,7 +210,7 @@ class ModelMeta:
     """Everything a checkpoint says about its model, stored as JSON in the file.
 
     Attributes:
-        task: ``"semantic"`` (instance/panoptic come later).
+        task: ``"semantic"`` or ``"change"`` (an early-fusion model on stacked dates).
         arch: registry name, e.g. ``"unet"``.
         encoder: encoder name for smp architectures, e.g. ``"resnet18"``.
         bands: input band names in order, e.g. ``("B02", "B03", "B04", "B08")``.

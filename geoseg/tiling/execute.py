@@ -19,7 +19,7 @@ from dask.callbacks import Callback
 
 from geoseg.errors import GeosegError
 
-__all__ = ["Progress", "Sink", "block_slices", "store_blocks"]
+__all__ = ["Progress", "Sink", "block_slices", "dask_client", "store_blocks"]
 
 #: ``progress(done, total)``, called as tasks finish.
 Progress = Callable[[int, int], None]
@@ -47,7 +47,8 @@ class _TaskProgress(Callback):
 
 
 @contextlib.contextmanager
-def _client(address: str, workers: int | None) -> Iterator[Any]:
+def dask_client(address: str, workers: int | None) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``local``, ``cuda`` or a ``tcp://`` scheduler address."""
     try:
         from distributed import Client, LocalCluster
     except ImportError as exc:  # pragma: no cover - a dependency of geoseg
@@ -144,5 +145,5 @@ def store_blocks(
                 targets: list[Any] = [sink] * len(index)
                 da.store(sources, targets, lock=False, regions=regions)
         return
-    with _client(scheduler, workers) as client:
+    with dask_client(scheduler, workers) as client:
         _store_distributed(arr, sink, client, progress, index)

@@ -20,7 +20,7 @@ import numpy as np
 from geoseg.tiling.grid import chunk_starts, hann_weight, reflect_indices, windows_touching
 from geoseg.types import NODATA_LABEL, Predictor, TileSpec
 
-__all__ = ["confidence_to_uint8", "predict_blocks"]
+__all__ = ["confidence_to_uint8", "predict_blocks", "reflect_pad"]
 
 PredictorLoader = Callable[[], Predictor]
 
@@ -30,7 +30,8 @@ def confidence_to_uint8(p: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(p, 0.0, 1.0) * 254.0).astype(np.uint8)
 
 
-def _reflect_pad(arr: da.Array, axis: int, before: int, after: int) -> da.Array:
+def reflect_pad(arr: da.Array, axis: int, before: int, after: int) -> da.Array:
+    """``arr`` reflect-padded along ``axis`` like ``np.pad(mode="reflect")``, any pad width."""
     n = arr.shape[axis]
     idx = reflect_indices(n, before, after)
     parts = []
@@ -169,8 +170,8 @@ def predict_blocks(
     m, d = spec.margin, spec.halo
     ys, xs = chunk_starts(h, spec), chunk_starts(w, spec)
     cy, cx = _padded_chunks(ys, m), _padded_chunks(xs, m)
-    padded = _reflect_pad(_reflect_pad(data, 1, m, ys[-1] - h + m), 2, m, xs[-1] - w + m)
-    vpad = _reflect_pad(_reflect_pad(valid[None], 1, m, ys[-1] - h + m), 2, m, xs[-1] - w + m)
+    padded = reflect_pad(reflect_pad(data, 1, m, ys[-1] - h + m), 2, m, xs[-1] - w + m)
+    vpad = reflect_pad(reflect_pad(valid[None], 1, m, ys[-1] - h + m), 2, m, xs[-1] - w + m)
     padded = padded.rechunk((data.shape[0], cy, cx))
     vpad = vpad.rechunk((1, cy, cx))
     depth: dict[int, Any] = {0: 0, 1: d, 2: d}

@@ -1,0 +1,117 @@
+"""A light bottom-up instance model behind :class:`~geoseg.stitching.InstancePredictor`.
+
+Any smp semantic architecture with one extra output channel: channels ``0..K-1``
+are class logits (softmax), channel ``K`` a boundary logit (sigmoid). Grouping
+(:func:`group_instances`) is plain image processing: for each thing class, the
+pixels of that class away from boundaries are split into 8-connected components,
+then every component grows back over the boundary pixels of its class that touch
+it (one step of a label dilation). A component's score is the mean probability
+of its class over its pixels. Works with ``encoder_weights=None``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import nn
+
+from geoseg.models.registry import build_model
+from geoseg.models.semantic import TorchPredictor
+from geoseg.stitching.protocol import WindowInstances
+from geoseg.types import ClassSchema, ModelMeta
+
+__all__ = ["BottomUpInstancePredictor", "build_instance_model", "group_instances"]
+
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+def build_instance_model(
+    arch: str, encoder: str | None, in_channels: int, num_classes: int
+) -> nn.Module:
+    """An untrained semantic + boundary model: ``num_classes + 1`` output channels."""
+    return build_model(arch, encoder, in_channels, num_classes + 1)
+
+
+def group_instances(
+    probs: np.ndarray,
+    boundary: np.ndarray,
+    valid: np.ndarray,
+    schema: ClassSchema,
+    min_pixels: int = 4,
+) -> WindowInstances:
+    """Instances of one window from class probabilities and a boundary map.
+
+    Args:
+        probs: ``(K, H, W) float32`` class probabilities, channel ``k`` is
+            ``schema.classes[k]``.
+        boundary: ``(H, W) float32`` boundary probability.
+        valid: ``(H, W) bool``; nodata pixels belong to no instance.
+        schema: classes; only ``is_thing`` ones become instances.
+        min_pixels: smaller components are dropped as noise.
+
+    Returns:
+        ``masks (n, H, W) bool``, ``classes (n,) int64``, ``scores (n,) float32``.
+    """
+    best = np.argmax(probs, axis=0)
+    masks, classes, scores = [], [], []
+    for k, info in enumerate(schema.classes):
+        if not info.is_thing:
+            continue
+        region = (best == k) & valid
+        labels, n = ndimage.label(region & (boundary < 0.5), structure=_EIGHT)
+        grown = ndimage.grey_dilation(labels, footprint=_EIGHT)
+        labels = np.where((labels == 0) & region, grown, labels)
+        for i in range(1, n + 1):
+            mask = labels == i
+            if np.count_nonzero(mask) < min_pixels:
+                continue
+            masks.append(mask)
+            classes.append(info.id)
+            scores.append(float(probs[k][mask].mean()))
+    shape = (len(masks), *probs.shape[1:])
+    return (
+        np.array(masks, dtype=bool).reshape(shape),
+        np.array(classes, dtype=np.int64),
+        np.array(scores, dtype=np.float32),
+    )
+
+
+class BottomUpInstancePredictor:
+    """A semantic + boundary torch module with its metadata.
+
+    Args:
+        module: ``(N, C, H, W)`` normalized input -> ``(N, K + 1, H, W)`` logits.
+        meta: bands, normalization and classes (``is_thing`` marks instance classes).
+        device: where the module runs (autocast on CUDA).
+        min_pixels: smallest instance kept, px.
+    """
+
+    def __init__(
+        self, module: nn.Module, meta: ModelMeta, device: torch.device, min_pixels: int = 4
+    ) -> None:
+        self._base = TorchPredictor(module, meta, device)
+        self.schema: ClassSchema = meta.schema
+        self.bands: tuple[str, ...] = meta.bands
+        self.min_pixels = min_pixels
+
+    def heads(self, batch: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, K, H, W)`` class probabilities and ``(N, H, W)`` boundary probability."""
+        t = torch.from_numpy(self._base.normalize(batch, valid)).to(self._base.device)
+        ctx: contextlib.AbstractContextManager[object] = (
+            torch.autocast("cuda") if self._base.device.type == "cuda" else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), ctx:
+            logits = self._base.module(t).float()
+        k = len(self.schema)
+        probs = torch.softmax(logits[:, :k], dim=1).cpu().numpy()
+        return probs, torch.sigmoid(logits[:, k]).cpu().numpy()
+
+    def predict_instances(self, batch: np.ndarray, valid: np.ndarray) -> list[WindowInstances]:
+        probs, boundary = self.heads(batch, valid)
+        return [
+            group_instances(p, b, v, self.schema, self.min_pixels)
+            for p, b, v in zip(probs, boundary, valid, strict=True)
+        ]

@@ -1,0 +1,259 @@
+"""Tiled instance segmentation of a whole scene with scene-unique ids.
+
+Pass 1 has two kinds of dask tasks per chunk. The *window* task runs, once, each
+window of the global grid whose core lies in the chunk core (halo ``m``, like
+semantic inference) and keeps the instances each window owns
+(:func:`~geoseg.stitching.fragments.owned_fragments`) as sparse fragments. The
+*assemble* task takes the fragments of the chunk and its eight neighbours, keeps
+those of windows whose extent reaches its core (a neighbour's fragment may spill
+``m`` px across the seam), paints them (higher score wins a pixel, then the lower
+fragment key) and finds the merge edges between fragments of overlapping
+windows. It streams ``uint32`` local ids into a staging sink and returns a small
+:class:`~geoseg.stitching.ids.ChunkTable`. The client joins the tables
+(:func:`~geoseg.stitching.ids.resolve_ids`) and pass 2 (:func:`relabel_blocks`)
+rewrites the staged blocks to scene ids.
+
+Every decision is taken per window or per pair of windows, and each window runs
+exactly once, so the result does not depend on the chunk size, worker count or
+scheduler, and no model call is repeated.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+from geoseg.errors import GeosegError
+from geoseg.stitching.fragments import Fragment, merge_edges, owned_fragments, paste_fragments
+from geoseg.stitching.ids import ChunkTable, InstanceIds, resolve_ids
+from geoseg.stitching.protocol import InstancePredictor
+from geoseg.tiling.execute import Progress, Sink, dask_client
+from geoseg.tiling.grid import chunk_starts, windows_touching
+from geoseg.tiling.infer import reflect_pad
+from geoseg.types import TileSpec
+
+__all__ = ["ChunkPlan", "InstanceLoader", "plan_chunks", "relabel_blocks", "stitch_instances"]
+
+InstanceLoader = Callable[[], InstancePredictor]
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """One chunk: its core in the scene and the windows it runs.
+
+    Attributes:
+        index: ``(row, col)`` of the chunk among the chunks.
+        core: ``(y0, y1, x0, x1)`` scene pixels the chunk writes.
+        rows, cols: grid indices of the windows whose extent reaches the core.
+        own_rows, own_cols: grid indices of the windows whose core is in the core
+            (the windows this chunk runs).
+    """
+
+    index: tuple[int, int]
+    core: tuple[int, int, int, int]
+    rows: range
+    cols: range
+    own_rows: range
+    own_cols: range
+
+    @property
+    def origin(self) -> tuple[int, int]:
+        return self.core[0], self.core[2]
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        y0, y1, x0, x1 = self.core
+        return slice(y0, y1), slice(x0, x1)
+
+
+def plan_chunks(height: int, width: int, spec: TileSpec) -> list[ChunkPlan]:
+    """The chunks of a ``height x width`` scene in row-major order."""
+    if spec.margin < 1:
+        raise GeosegError("instance stitching needs a margin of at least 1 px (--margin)")
+    if spec.blend != "trim":
+        raise GeosegError("instance stitching uses trim windows; drop --blend hann")
+    ys, xs = chunk_starts(height, spec), chunk_starts(width, spec)
+    reach = replace(spec, blend="hann")  # windows whose whole extent reaches a range
+    ny, nx = ys[-1] // spec.stride, xs[-1] // spec.stride
+    plans = []
+    for (p, (y0, y1)), (q, (x0, x1)) in itertools.product(
+        enumerate(itertools.pairwise(ys)), enumerate(itertools.pairwise(xs))
+    ):
+        plan = ChunkPlan(
+            (p, q), (y0, min(y1, height), x0, min(x1, width)),
+            windows_touching(y0, y1, ny, reach), windows_touching(x0, x1, nx, reach),
+            windows_touching(y0, y1, ny, spec), windows_touching(x0, x1, nx, spec),
+        )  # fmt: skip
+        plans.append(plan)
+    return plans
+
+
+def _window_fragments(
+    block: np.ndarray,
+    vblock: np.ndarray,
+    *,
+    rows: range,
+    cols: range,
+    spec: TileSpec,
+    load: InstanceLoader,
+    windows_per_row: int,
+) -> list[Fragment]:
+    """Owned fragments, in scene coordinates, of the windows ``rows x cols``.
+
+    ``block`` ``(C, hb, wb)`` and ``vblock`` ``(hb, wb)`` start at scene pixel
+    ``(rows[0] * S - m, cols[0] * S - m)`` of the reflect-padded scene. Windows
+    whose core has no valid pixel are not run.
+    """
+    s, m, w = spec.stride, spec.margin, spec.window
+    vblock = np.asarray(vblock, dtype=bool)
+    oy, ox = rows[0] * s - m, cols[0] * s - m
+    wins = [(i, j, (i - rows[0]) * s, (j - cols[0]) * s) for i in rows for j in cols]
+    wins = [t for t in wins if vblock[t[2] + m : t[2] + m + s, t[3] + m : t[3] + m + s].any()]
+    fragments: list[Fragment] = []
+    for k in range(0, len(wins), spec.batch_size):
+        part = wins[k : k + spec.batch_size]
+        x = np.stack([block[:, r : r + w, c : c + w] for _, _, r, c in part]).astype(np.float32)
+        v = np.stack([vblock[r : r + w, c : c + w] for _, _, r, c in part])
+        found = load().predict_instances(x, v)
+        for (i, j, r, c), f, vw in zip(part, found, v, strict=True):
+            fragments.extend(owned_fragments(f, vw, i * windows_per_row + j, oy + r, ox + c, m))
+    return fragments
+
+
+def _assemble_chunk(
+    valid: np.ndarray,
+    *groups: list[Fragment],
+    plan: ChunkPlan,
+    windows_per_row: int,
+    min_iou: float,
+) -> tuple[np.ndarray, ChunkTable]:
+    """Local ids ``(h, w) uint32`` of one chunk core and its table.
+
+    ``groups`` are the fragments of the chunk and its neighbours; ``valid`` is the
+    core's ``(h, w) bool`` valid mask.
+    """
+    fragments = [
+        f
+        for group in groups
+        for f in group
+        if (cell := divmod(f.key >> 16, windows_per_row))[0] in plan.rows and cell[1] in plan.cols
+    ]
+    local, present = paste_fragments(fragments, plan.core, np.asarray(valid, dtype=bool))
+    edges = merge_edges(fragments, min_iou)
+    table = ChunkTable(
+        origin=plan.origin,
+        keys=np.array([f.key for f in present], dtype=np.uint64),
+        classes=np.array([f.class_id for f in present], dtype=np.int64),
+        edges=np.array(edges, dtype=np.uint64).reshape(-1, 2),
+    )
+    return local, table
+
+
+def _chunk_tasks(
+    data: da.Array, valid: da.Array, load: InstanceLoader, spec: TileSpec, min_iou: float
+) -> Iterator[tuple[ChunkPlan, Any]]:
+    """One delayed :func:`_assemble_chunk` call per chunk (on the window tasks it needs)."""
+    _, h, w = data.shape
+    s, m = spec.stride, spec.margin
+    ys, xs = chunk_starts(h, spec), chunk_starts(w, spec)
+    padded = reflect_pad(reflect_pad(data, 1, m, ys[-1] - h + m), 2, m, xs[-1] - w + m)
+    vpad = reflect_pad(reflect_pad(valid, 0, m, ys[-1] - h + m), 1, m, xs[-1] - w + m)
+    nx = xs[-1] // s
+    plans = plan_chunks(h, w, spec)
+    runs = {}
+    for plan in plans:
+        rows, cols = plan.own_rows, plan.own_cols
+        rs = slice(rows[0] * s, rows[-1] * s + s + 2 * m)
+        cs = slice(cols[0] * s, cols[-1] * s + s + 2 * m)
+        run = functools.partial(
+            _window_fragments, rows=rows, cols=cols, spec=spec, load=load, windows_per_row=nx
+        )
+        runs[plan.index] = dask.delayed(run, pure=True)(padded[:, rs, cs], vpad[rs, cs])
+    for plan in plans:
+        p, q = plan.index
+        near = [
+            runs[k] for k in itertools.product((p - 1, p, p + 1), (q - 1, q, q + 1)) if k in runs
+        ]
+        assemble = functools.partial(
+            _assemble_chunk, plan=plan, windows_per_row=nx, min_iou=min_iou
+        )
+        yield plan, dask.delayed(assemble, pure=True)(valid[plan.slices], *near)
+
+
+def stitch_instances(
+    data: da.Array,
+    valid: da.Array,
+    load: InstanceLoader,
+    spec: TileSpec,
+    stage: Sink,
+    scheduler: str = "threads",
+    workers: int | None = None,
+    progress: Progress | None = None,
+    min_iou: float = 0.5,
+) -> InstanceIds:
+    """Pass 1: run the instance model over a scene, staging per-chunk local ids.
+
+    Args:
+        data: ``(C, H, W)`` dask array of band values.
+        valid: ``(H, W) bool`` dask array, False where the scene has no data.
+        load: picklable callable returning the :class:`InstancePredictor`; called in
+            each chunk task, it must cache per process.
+        spec: window grid (trim, margin >= 1).
+        stage: ``stage[(ys, xs)] = (h, w) uint32`` local ids of each chunk.
+        scheduler: ``threads``, ``sync``, ``local`` or ``tcp://host:port``.
+        workers: threads or worker processes.
+        progress: ``progress(done, total)`` called as chunks finish.
+        min_iou: IoU, over the pixels two windows share, that joins two fragments.
+
+    Returns:
+        The lookup from each chunk's local ids to scene ids; apply it with
+        :func:`relabel_blocks`.
+    """
+    if not 0 < min_iou <= 1:
+        raise GeosegError(f"min_iou must be in (0, 1], got {min_iou}")
+    tasks = list(_chunk_tasks(data, valid, load, spec, min_iou))
+    lock, done = threading.Lock(), [0]
+
+    def deliver(plan: ChunkPlan, result: tuple[np.ndarray, ChunkTable]) -> ChunkTable:
+        stage[plan.slices] = result[0]
+        with lock:
+            done[0] += 1
+            if progress:
+                progress(done[0], len(tasks))
+        return result[1]
+
+    if scheduler in ("threads", "sync"):
+        wrapped = [dask.delayed(functools.partial(deliver, p), pure=False)(t) for p, t in tasks]
+        with dask.config.set(scheduler=scheduler, num_workers=workers):
+            tables = list(dask.compute(*wrapped))
+        return resolve_ids(tables)
+    from distributed import as_completed
+
+    with dask_client(scheduler, workers) as client:
+        futures = client.compute([t for _, t in tasks])
+        plans = {f.key: p for f, (p, _) in zip(futures, tasks, strict=True)}
+        tables = []
+        for future, result in as_completed(futures, with_results=True):
+            tables.append(deliver(plans[future.key], result))
+            future.release()
+    return resolve_ids(tables)
+
+
+def relabel_blocks(
+    plans: list[ChunkPlan],
+    read_stage: Callable[[tuple[slice, slice]], np.ndarray],
+    ids: InstanceIds,
+    sink: Sink,
+) -> None:
+    """Pass 2: ``sink[(band, ys, xs)] = (2, h, w) uint32`` scene ids and classes, per chunk."""
+    for plan in plans:
+        block = ids.relabel(plan.origin, np.asarray(read_stage(plan.slices)))
+        sink[(slice(0, 2), *plan.slices)] = block

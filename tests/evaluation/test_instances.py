@@ -1,0 +1,88 @@
+"""PQ / SQ / RQ and AP50 against hand-computed cases, and PQ = 1 for the oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geoseg.errors import InvalidRasterError
+from geoseg.evaluation.instances import (
+    SegmentOverlaps,
+    average_precision_50,
+    panoptic_quality,
+    segment_overlaps,
+)
+from geoseg.types import TileSpec
+from tests.stitching.oracle import object_scene, stitch_in_memory
+
+TRUTH_IDS = np.array([[1, 1, 1, 1, 2, 2, 2, 2, 0, 0, 0, 0]])
+PRED_IDS = np.array([[7, 7, 7, 0, 8, 8, 0, 0, 8, 8, 9, 9]])
+# 7 vs 1: IoU 3/4 (match); 8 vs 2: IoU 2/6 (no match); 9 over background: FP.
+
+
+def _cls(ids: np.ndarray) -> np.ndarray:
+    return np.where(ids > 0, 2, 255)
+
+
+def _overlaps(valid: np.ndarray | None = None, cut: int | None = None) -> SegmentOverlaps:
+    args = (_cls(TRUTH_IDS), TRUTH_IDS, _cls(PRED_IDS), PRED_IDS)
+    if cut is None:
+        return segment_overlaps(*args, things=[2], valid=valid)
+    left = segment_overlaps(*(a[:, :cut] for a in args), things=[2])
+    return left + segment_overlaps(*(a[:, cut:] for a in args), things=[2])
+
+
+def test_pq_hand_computed() -> None:
+    q = panoptic_quality(_overlaps()).per_class[2]
+    assert (q.tp, q.fp, q.fn) == (1, 2, 1)
+    assert q.sq == pytest.approx(0.75)
+    assert q.rq == pytest.approx(1 / 2.5)
+    assert q.pq == pytest.approx(0.3)
+
+
+def test_counts_add_over_chunks() -> None:
+    whole, split = panoptic_quality(_overlaps()), panoptic_quality(_overlaps(cut=6))
+    assert whole == split
+
+
+def test_prediction_on_void_is_not_a_false_positive() -> None:
+    valid = np.ones(TRUTH_IDS.shape, bool)
+    valid[0, 10:] = False
+    q = panoptic_quality(_overlaps(valid)).per_class[2]
+    assert (q.tp, q.fp, q.fn) == (1, 1, 1)
+    assert q.pq == pytest.approx(0.75 * 0.5)
+
+
+def test_stuff_is_one_segment_per_class() -> None:
+    truth_cls = np.array([[0, 0, 0, 0, 3, 3]])
+    pred_cls = np.array([[0, 0, 0, 3, 3, 3]])
+    ids = np.zeros_like(truth_cls)
+    q = panoptic_quality(segment_overlaps(truth_cls, ids + 5, pred_cls, ids, things=[2]))
+    assert q.per_class[0].sq == pytest.approx(0.75) and q.per_class[0].rq == 1
+    assert q.per_class[3].sq == pytest.approx(2 / 3)
+    assert q.pq == pytest.approx((0.75 + 2 / 3) / 2)
+
+
+def test_ap50_hand_computed() -> None:
+    ov = _overlaps()
+    # ranked 9 (FP), 7 (TP), 8 (FP): precision 1/2 at recall 1/2
+    assert average_precision_50(ov, {(2, 7): 0.9, (2, 8): 0.8, (2, 9): 0.95}) == {2: 0.25}
+    # ranked 7 (TP) first: precision 1 at recall 1/2
+    assert average_precision_50(ov, {(2, 7): 0.99, (2, 8): 0.8, (2, 9): 0.5}) == {2: 0.5}
+    assert average_precision_50(ov)[2] == pytest.approx(1 / 3 * 1 / 2)
+
+
+def test_shape_mismatch_is_refused() -> None:
+    with pytest.raises(InvalidRasterError, match="shape"):
+        segment_overlaps(TRUTH_IDS, TRUTH_IDS, PRED_IDS[:, :5], PRED_IDS[:, :5], things=[2])
+
+
+def test_oracle_run_has_perfect_scores() -> None:
+    scene = object_scene(100, 120, seed=5)
+    out, _ = stitch_in_memory(scene, TileSpec(32, 4, 2))
+    truth_cls = np.where(scene[0] > 0, scene[1], 255)
+    ov = segment_overlaps(truth_cls, scene[0], out[1], out[0], things=[2, 5])
+    q = panoptic_quality(ov)
+    assert q.pq == q.sq == q.rq == 1.0
+    assert set(q.per_class) == {2, 5}
+    assert average_precision_50(ov) == {2: 1.0, 5: 1.0}
