@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 #: Files a change report writes into its folder.
 OUTPUT_FILES = (
-    "transitions.csv", "class_change.csv", "transitions.json", "change.tif",
+    "transitions.csv", "class_change.csv", "transitions.json", "change.tif", "change.gpkg",
     "transitions.png", "before.png", "after.png", "change.png", "index.html",
 )  # fmt: skip
 
@@ -248,6 +248,7 @@ def change_report(
         store_blocks(_filtered_codes(aligned, opts), sink, opts.scheduler, opts.workers,
                      progress)  # fmt: skip
     matrix = totals.matrix(aligned.schema.names)
+    _write_change_polygons(paths["change.tif"], paths["change.gpkg"], aligned.schema, opts)
     _write_tables(matrix, aligned, paths, opts)
     if zones is not None:
         _write_zone_table(zones, aligned, paths["transitions_by_aoi.csv"], opts)
@@ -258,6 +259,25 @@ def change_report(
         _write_accuracy(matrix, codes_schema, samples, paths, opts)
     _write_index(matrix, aligned, paths, opts)
     return ChangeResult(matrix, tuple(paths.values()))
+
+
+def _write_change_polygons(
+    raster: Path, output: Path, schema: ClassSchema, opts: ChangeOptions
+) -> None:
+    """``change.gpkg``: one polygon per changed patch, with from/to class names and areas."""
+    from geoseg.io.vectors import write_vectors
+    from geoseg.pipelines.vectorize import VectorizeOptions, label_polygons
+
+    k = len(schema)
+    changed = [str(i * k + j) for i in range(k) for j in range(k) if i != j]
+    vopts = VectorizeOptions(
+        classes=changed, chunk=max(opts.chunk, 256), scheduler=opts.scheduler, workers=opts.workers
+    )
+    frame = label_polygons(raster, vopts)
+    codes = frame["class_id"].to_numpy(dtype=int)
+    frame.insert(1, "from_class", [schema.classes[c // k].name for c in codes])
+    frame.insert(2, "to_class", [schema.classes[c % k].name for c in codes])
+    write_vectors(frame, output, "gpkg", "change", opts.overwrite)
 
 
 def _zones(aligned: AlignedMaps, opts: ChangeOptions) -> ZoneMasker | None:

@@ -233,3 +233,21 @@ def test_local_cluster_gives_the_same_tables(two_dates: list[Path], tmp_path: Pa
     change_report(two_dates, tmp_path / "l", opts)
     for name in ("transitions.csv", "class_change.csv"):
         assert (tmp_path / "t" / name).read_text() == (tmp_path / "l" / name).read_text()
+
+
+def test_change_polygons_carry_from_to_names_and_the_changed_area(
+    two_dates: list[Path], tmp_path: Path
+) -> None:
+    import pyogrio
+
+    result = change_report(two_dates, tmp_path / "rep")
+    frame = pyogrio.read_dataframe(tmp_path / "rep" / "change.gpkg")
+    m = result.matrix
+    assert (frame["from_class"] != frame["to_class"]).all()
+    assert set(frame["from_class"]) <= set(m.names) and set(frame["to_class"]) <= set(m.names)
+    changed_m2 = float(m.area_m2.sum() - np.trace(m.area_m2))
+    assert float(frame["area_m2"].sum()) == pytest.approx(changed_m2, rel=1e-6)
+    forest = m.names.index(frame["from_class"].iloc[0])
+    to = m.names.index(frame["to_class"].iloc[0])
+    pair = frame[(frame["from_class"] == m.names[forest]) & (frame["to_class"] == m.names[to])]
+    assert float(pair["area_m2"].sum()) == pytest.approx(float(m.area_m2[forest, to]), rel=1e-6)
