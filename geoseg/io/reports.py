@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from geoseg.errors import GeosegError
 from geoseg.io.atomic import atomic_output
 
-__all__ = ["write_confusion_csv", "write_confusion_png", "write_json"]
+__all__ = ["default_font", "write_confusion_csv", "write_confusion_png", "write_json"]
 
 PathLike = str | os.PathLike[str]
 
@@ -113,7 +113,8 @@ def write_confusion_png(
     return Path(path)
 
 
-def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def default_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's built-in font at 14 px (the bitmap font on Pillow < 10.1)."""
     try:
         return ImageFont.load_default(size=14)
     except TypeError:  # Pillow < 10.1 has only the small bitmap font
@@ -142,7 +143,7 @@ def _shade(share: float) -> tuple[int, int, int]:
 
 def _render_confusion(cm: np.ndarray, names: list[str], title: str | None) -> Image.Image:
     """Lay out title, axis titles, class names and cells; return the RGB image."""
-    font = _font()
+    font = default_font()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     totals = cm.sum(axis=1).tolist()
     cells = [[_cell_text(int(c), int(totals[i])) for c in row] for i, row in enumerate(cm)]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from geoseg.io.reports import default_font
 
 __all__ = ["render_transition_chart"]
 
@@ -13,13 +15,6 @@ _INK = (0, 0, 0)
 _PAD = 10
 _BAR_H = 22
 _BAR_W = 420
-
-
-def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=14)
-    except TypeError:  # Pillow < 10.1 has only the small bitmap font
-        return ImageFont.load_default()
 
 
 def render_transition_chart(
@@ -41,7 +36,7 @@ def render_transition_chart(
     Returns:
         An RGB image (a one-line note instead of bars when ``values`` is empty).
     """
-    font = _font()
+    font = default_font()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     texts = [f"{v:,.2f} {unit}" for v in values]
     name_w = max((int(probe.textlength(s, font=font)) for s in labels), default=0)
