@@ -16,6 +16,7 @@ import click
 
 from geoseg import __version__
 from geoseg.errors import GeosegError
+from geoseg.types import parse_band_list
 
 __all__ = ["main"]
 
@@ -42,9 +43,9 @@ class _Group(click.Group):
 
 def _parse_bands(text: str | None) -> tuple[list[str] | None, dict[str, int]]:
     """``"3,2,1"`` -> selection; ``"red=3,nir=4"`` -> 1-based roles for ``spectral``."""
-    if not text:
+    items = list(parse_band_list(text) or ())
+    if not items:
         return None, {}
-    items = [s.strip() for s in text.split(",") if s.strip()]
     if all("=" in s for s in items):
         roles = {}
         for s in items:

@@ -11,11 +11,11 @@ import pytest
 
 from geoseg.errors import BandMismatchError, InvalidRasterError
 from geoseg.models.bands import BAND_ROLES, BandRoles, reflectance_scale, resolve_band_roles
-from geoseg.models.base import Predictor
 from geoseg.models.spectral import (
     SPECTRAL_SCHEMA,
     SpectralPredictor,
 )
+from geoseg.types import Predictor
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 WATER, VEGETATION, BARE, BUILT_UP, CLOUD = range(5)
