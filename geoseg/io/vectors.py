@@ -8,7 +8,9 @@ when the extension says nothing), ``.shp``, ``.parquet``, ``.fgb``, ``.geojson``
   (:data:`SHAPEFILE_FIELDS`), ``.prj`` and ``.cpg`` (UTF-8) are written, and a
   warning is logged when the ``.shp`` or ``.dbf`` would pass 2 GB.
 * GeoJSON is reprojected to EPSG:4326 and written as RFC 7946.
-* GeoParquet is written by geopandas/pyarrow with a bbox covering column.
+* GeoParquet (1.1) is written by pyarrow with a ``bbox`` covering column.
+* Layers are written batch by batch (:func:`open_vector_writer`), so a layer of
+  any size is never held in memory whole.
 * Layer name (GeoPackage, FlatGeobuf, GeoJSON, Shapefile inside): ``layer``.
 
 Each output is written under a temporary name beside the target (a Shapefile
@@ -19,17 +21,23 @@ including any Shapefile sidecar, is refused unless ``overwrite``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import queue
 import secrets
 import shutil
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyogrio
+import pyproj
 import shapely
 
 from geoseg.errors import GeosegError, InputNotFoundError, OutputExistsError
@@ -37,8 +45,13 @@ from geoseg.io.atomic import atomic_output, check_output_path
 
 __all__ = [
     "FORMATS",
+    "GEOMETRY",
     "SHAPEFILE_FIELDS",
+    "VectorWriter",
     "check_vector_output",
+    "frame_batches",
+    "geometry_type",
+    "open_vector_writer",
     "read_vectors",
     "vector_files",
     "vector_format",
@@ -74,9 +87,11 @@ SHAPEFILE_FIELDS = {
 _SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg", ".shp")
 _SHAPEFILE_STALE = (".qix", ".sbn", ".sbx", ".shp.xml", ".aux.xml", ".qmd")
 _SHAPEFILE_LIMIT = 2**31
-#: Features per write call, for drivers that can append to a layer.
-_BATCH = 200_000
-_APPENDABLE = ("GPKG", "ESRI Shapefile")
+#: Features per batch when a GeoDataFrame is written.
+_BATCH = 100_000
+#: Name of the geometry column (WKB) in the record batches written.
+GEOMETRY = "geometry"
+_DONE, _ABORT = object(), object()
 
 
 def vector_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
@@ -133,66 +148,280 @@ def check_vector_output(
     return key
 
 
-def _shapefile_bytes(frame: gpd.GeoDataFrame) -> tuple[int, int]:
-    """Estimated sizes of the ``.shp`` and ``.dbf`` files."""
-    geoms = np.asarray(frame.geometry.values)
+def _shapefile_bytes(batch: pa.RecordBatch, geoms: np.ndarray) -> tuple[int, int]:
+    """Estimated bytes this batch adds to the ``.shp`` and ``.dbf`` files."""
     points = int(shapely.get_num_coordinates(geoms).sum())
-    rings = int(sum(shapely.get_num_interior_rings(shapely.get_parts(geoms)) + 1))
-    shp = 100 + len(frame) * 52 + rings * 4 + points * 16
-    numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns if c != "geometry"]
-    width = sum(24 if n else 254 for n in numeric)
-    return shp, 33 + 32 * (frame.shape[1] - 1) + len(frame) * (1 + width)
+    rings = int(np.sum(shapely.get_num_interior_rings(shapely.get_parts(geoms)) + 1))
+    shp = batch.num_rows * 52 + rings * 4 + points * 16
+    fields = [f for f in batch.schema if f.name != GEOMETRY]
+    width = sum(24 if not pa.types.is_string(f.type) else 254 for f in fields)
+    return shp, batch.num_rows * (1 + width)
 
 
-def _write_shapefile(frame: gpd.GeoDataFrame, path: Path, layer: str, overwrite: bool) -> None:
-    frame = frame.rename(columns=SHAPEFILE_FIELDS)
-    shp, dbf = _shapefile_bytes(frame)
-    if max(shp, dbf) > _SHAPEFILE_LIMIT:
-        log.warning(
-            "%s: the Shapefile would be about %.1f GB (.shp) / %.1f GB (.dbf); files over "
-            "2 GB are not read by many programs, write .gpkg or .parquet instead",
-            path, shp / 1e9, dbf / 1e9,
-        )  # fmt: skip
-    stage = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp")
-    stage.mkdir()
-    try:
-        _write_batches(frame, stage / path.name, layer, "ESRI Shapefile", encoding="UTF-8")
-        check_vector_output(path, "shp", overwrite)
-        for suffix in _SHAPEFILE_STALE:
-            with contextlib.suppress(FileNotFoundError):
-                path.with_suffix(suffix).unlink()
-        for suffix in _SHAPEFILE_PARTS:  # .shp last: a reader sees all sidecars or no .shp
-            src = (stage / path.name).with_suffix(suffix)
-            if src.exists():
-                os.replace(src, path.with_suffix(suffix))
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+def geometry_type(geoms: np.ndarray) -> str:
+    """The layer geometry type for ``geoms``: one type, ``MultiPolygon`` for polygons
+    mixed with multipolygons (polygons are promoted), else ``Unknown``."""
+    kinds = set(shapely.get_type_id(np.asarray(geoms, dtype=object)).tolist()) - {-1}
+    names = {1: "LineString", 0: "Point", 3: "Polygon", 4: "MultiPoint",
+             5: "MultiLineString", 6: "MultiPolygon"}  # fmt: skip
+    if kinds <= {3, 6} and 6 in kinds:
+        return "MultiPolygon"
+    if len(kinds) == 1 and (kind := kinds.pop()) in names:
+        return names[kind]
+    return "Polygon" if not kinds else "Unknown"
 
 
-def _write_batches(
-    frame: gpd.GeoDataFrame, path: Path, layer: str, driver: str, **options: str
-) -> None:
-    """Write with pyogrio, appending :data:`_BATCH` features at a time where the driver can.
+def frame_batches(frame: gpd.GeoDataFrame, size: int | None = None) -> Iterator[pa.RecordBatch]:
+    """A GeoDataFrame as record batches of :func:`VectorWriter.write`'s form (WKB geometry)."""
+    size = size or _BATCH
+    geoms = np.asarray(frame.geometry.values, dtype=object)
+    attrs = pd.DataFrame(frame.drop(columns=frame.geometry.name))
+    for start in range(0, max(len(frame), 1), size):
+        part = attrs.iloc[start : start + size]
+        table = pa.Table.from_pandas(part, preserve_index=False)
+        columns = [column.combine_chunks() for column in table.columns]
+        wkb = pa.array(shapely.to_wkb(geoms[start : start + size]), pa.binary())
+        yield pa.RecordBatch.from_arrays([*columns, wkb], names=[*table.column_names, GEOMETRY])
 
-    Each call converts its features to WKB at once: batches keep that copy small.
+
+class VectorWriter:
+    """Streams record batches into one layer; see :func:`open_vector_writer`.
+
+    OGR formats are written by one ``pyogrio.write_arrow`` call in a background
+    thread that pulls batches from a short queue (so a layer of any size is
+    never held in memory); GeoParquet by a ``pyarrow.parquet.ParquetWriter``.
     """
-    step = _BATCH if driver in _APPENDABLE else max(len(frame), 1)
-    kind = "MultiPolygon" if frame.geom_type.eq("MultiPolygon").any() else None
-    for start in range(0, max(len(frame), 1), step):
-        pyogrio.write_dataframe(
-            frame.iloc[start : start + step], path, layer=layer, driver=driver,
-            append=start > 0, promote_to_multi=kind is not None, **options,
-        )  # fmt: skip
+
+    def __init__(
+        self, path: Path, fmt: str, layer: str, crs: Any, geometry_type: str, target: Path
+    ) -> None:
+        self.path, self.fmt, self.layer, self.target = path, fmt, layer, target
+        self.crs = pyproj.CRS.from_user_input(crs)
+        self.geometry_type = geometry_type
+        self.features = 0
+        self._schema: pa.Schema | None = None
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=4)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._parquet: Any = None
+        self._shp_bytes = np.zeros(2, np.int64)
+        self._warned = False
+        self._to_wgs84 = (
+            pyproj.Transformer.from_crs(self.crs, 4326, always_xy=True)
+            if fmt == "geojson"
+            else None
+        )
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append features: a batch with a ``geometry`` column of WKB in the layer's CRS."""
+        if batch.num_rows == 0 and self._schema is not None:
+            return
+        batch = self._prepare(batch)
+        self.features += batch.num_rows
+        if self.fmt == "parquet":
+            self._write_parquet(batch)
+            return
+        if self._thread is None:
+            self._start(batch.schema)
+        while True:
+            if self._error is not None or self._thread is None or not self._thread.is_alive():
+                raise self._failure()
+            try:
+                self._queue.put(batch, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _prepare(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        needs_geometry = self.fmt in ("shp", "parquet", "geojson") or (
+            self.geometry_type == "MultiPolygon"
+        )
+        if not needs_geometry:
+            return batch
+        geoms = np.asarray(shapely.from_wkb(batch.column(GEOMETRY).to_numpy(False)), dtype=object)
+        changed = False
+        if self.geometry_type == "MultiPolygon":
+            single = shapely.get_type_id(geoms) == 3
+            if single.any():
+                geoms[single] = shapely.multipolygons(
+                    geoms[single], indices=np.arange(int(single.sum()))
+                )
+                changed = True
+        if self._to_wgs84 is not None:
+            geoms = shapely.transform(geoms, self._reproject)
+            changed = True
+        if self.fmt == "shp":
+            self._shp_bytes += np.asarray(_shapefile_bytes(batch, geoms))
+            if self._shp_bytes.max() + 100 > _SHAPEFILE_LIMIT and not self._warned:
+                self._warned = True
+                log.warning(
+                    "%s: the Shapefile passes 2 GB (.shp or .dbf); files over 2 GB are not "
+                    "read by many programs, write .gpkg or .parquet instead", self.path,
+                )  # fmt: skip
+            batch = batch.rename_columns([SHAPEFILE_FIELDS.get(n, n) for n in batch.schema.names])
+        if self.fmt == "parquet" and len(geoms):
+            b = shapely.bounds(geoms)
+            bbox = pa.StructArray.from_arrays(
+                [pa.array(b[:, i]) for i in range(4)], names=["xmin", "ymin", "xmax", "ymax"]
+            )
+            batch = pa.RecordBatch.from_arrays(
+                [*batch.columns[:-1], bbox, batch.column(GEOMETRY)],
+                names=[*batch.schema.names[:-1], "bbox", GEOMETRY],
+            )
+        elif self.fmt == "parquet":
+            batch = _with_empty_bbox(batch)
+        if changed:
+            index = batch.schema.get_field_index(GEOMETRY)
+            batch = batch.set_column(index, GEOMETRY, pa.array(shapely.to_wkb(geoms), pa.binary()))
+        return batch
+
+    def _reproject(self, xy: np.ndarray) -> np.ndarray:
+        assert self._to_wgs84 is not None
+        lon, lat = self._to_wgs84.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([lon, lat])
+
+    def _start(self, schema: pa.Schema) -> None:
+        self._schema = schema
+        driver = str(FORMATS[self.fmt][1])
+        crs = pyproj.CRS.from_epsg(4326) if self.fmt == "geojson" else self.crs
+        options: dict[str, Any] = {}
+        if self.fmt == "geojson":
+            options["layer_options"] = {"RFC7946": "YES"}
+        if self.fmt == "shp":
+            options["encoding"] = "UTF-8"
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            while (item := self._queue.get()) is not _DONE:
+                if item is _ABORT:
+                    raise GeosegError("writing was stopped")
+                yield item
+
+        def run() -> None:
+            try:
+                reader = pa.RecordBatchReader.from_batches(schema, batches())
+                pyogrio.write_arrow(
+                    reader, self.path, layer=self.layer, driver=driver, geometry_name=GEOMETRY,
+                    geometry_type=self.geometry_type, crs=crs.to_wkt(), **options,
+                )  # fmt: skip
+            except BaseException as exc:  # handed to the producer thread
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="geoseg-vector-writer", daemon=True)
+        self._thread.start()
+
+    def _write_parquet(self, batch: pa.RecordBatch) -> None:
+        import pyarrow.parquet as pq
+
+        geo = {b"geo": json.dumps(self._geo_metadata()).encode()}
+        if self._parquet is None:
+            self._schema = batch.schema.with_metadata(geo)
+            self._parquet = pq.ParquetWriter(self.path, self._schema, compression="snappy")
+        batch = batch.replace_schema_metadata(geo)
+        self._parquet.write_batch(batch)
+
+    def _close(self, ok: bool) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        if self._thread is not None:
+            self._queue.put(_DONE if ok else _ABORT)
+            self._thread.join()
+            if ok and self._error is not None:
+                raise self._failure()
+
+    def _failure(self) -> GeosegError:
+        error = GeosegError(f"{self.target}: could not write the layer: {self._error}")
+        error.__cause__ = self._error
+        return error
+
+    def _geo_metadata(self) -> dict[str, Any]:
+        # Written when the file is opened: the optional "bbox" of the whole layer is
+        # left out (the per-row "bbox" covering column serves spatial filters).
+        column: dict[str, Any] = {
+            "encoding": "WKB",
+            "geometry_types": [] if self.geometry_type == "Unknown" else [self.geometry_type],
+            "crs": self.crs.to_json_dict(),
+            "covering": {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}},
+        }
+        return {"version": "1.1.0", "primary_column": GEOMETRY, "columns": {GEOMETRY: column}}
 
 
-def _write_parquet(frame: gpd.GeoDataFrame, path: Path) -> None:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError as exc:
-        raise GeosegError(
-            f"{path}: writing GeoParquet needs pyarrow; `pip install pyarrow` or choose .gpkg"
-        ) from exc
-    frame.to_parquet(path, index=False, write_covering_bbox=True)
+def _with_empty_bbox(batch: pa.RecordBatch) -> pa.RecordBatch:
+    kind = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
+    return pa.RecordBatch.from_arrays(
+        [*batch.columns[:-1], pa.array([], kind), batch.column(GEOMETRY)],
+        names=[*batch.schema.names[:-1], "bbox", GEOMETRY],
+    )
+
+
+@contextlib.contextmanager
+def open_vector_writer(
+    path: str | os.PathLike[str],
+    crs: Any,
+    geometry_type: str = "Polygon",
+    fmt: str | None = None,
+    layer: str | None = None,
+    overwrite: bool = False,
+) -> Iterator[VectorWriter]:
+    """Write a layer batch by batch; it appears at ``path`` only when the block succeeds.
+
+    Args:
+        path: output file; its extension picks the format unless ``fmt`` is given.
+        crs: the CRS of the geometries written (GeoJSON is reprojected to EPSG:4326).
+        geometry_type: layer type (``Polygon``, ``MultiPolygon`` - polygons written to
+            it are promoted -, ``Point``, ..., ``Unknown``).
+        fmt: ``gpkg``, ``shp``, ``parquet``, ``fgb`` or ``geojson``.
+        layer: layer name (default: the output's stem).
+        overwrite: replace an existing output.
+
+    Yields:
+        A :class:`VectorWriter`: ``writer.write(batch)`` with ``pyarrow`` record
+        batches whose last column is ``geometry`` (WKB) and whose columns are the
+        same in every batch.
+
+    Raises:
+        GeosegError: unknown format, no CRS, or the output exists (no ``overwrite``).
+    """
+    out = Path(path)
+    key = check_vector_output(out, fmt, overwrite)
+    if crs is None:
+        raise GeosegError(f"{out}: the polygons have no CRS; geoseg writes no layer without one")
+    name = layer or out.stem
+    if key == "shp":
+        stage = out.with_name(f".{out.stem}.{secrets.token_hex(4)}.tmp")
+        stage.mkdir()
+        try:
+            writer = VectorWriter(stage / out.name, key, name, crs, geometry_type, out)
+            try:
+                yield writer
+            except BaseException:
+                writer._close(ok=False)
+                raise
+            writer._close(ok=True)
+            _replace_shapefile(stage / out.name, out, overwrite)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        return
+    with atomic_output(out, overwrite) as tmp:
+        tmp.unlink()  # the drivers create the file themselves
+        writer = VectorWriter(tmp, key, name, crs, geometry_type, out)
+        try:
+            yield writer
+        except BaseException:
+            writer._close(ok=False)
+            raise
+        writer._close(ok=True)
+
+
+def _replace_shapefile(staged: Path, path: Path, overwrite: bool) -> None:
+    """Move a Shapefile written in a staging folder to ``path`` (``.shp`` last)."""
+    check_vector_output(path, "shp", overwrite)
+    for suffix in _SHAPEFILE_STALE:
+        with contextlib.suppress(FileNotFoundError):
+            path.with_suffix(suffix).unlink()
+    for suffix in _SHAPEFILE_PARTS:  # .shp last: a reader sees all sidecars or no .shp
+        src = staged.with_suffix(suffix)
+        if src.exists():
+            os.replace(src, path.with_suffix(suffix))
 
 
 def write_vectors(
@@ -205,7 +434,7 @@ def write_vectors(
     """Write ``frame`` to ``path`` atomically (see module doc); returns ``path``.
 
     Args:
-        frame: polygons with a CRS.
+        frame: features with a CRS.
         path: output file; its extension picks the format unless ``fmt`` is given.
         fmt: ``gpkg``, ``shp``, ``parquet``, ``fgb`` or ``geojson``.
         layer: layer name (default: the output's stem).
@@ -214,26 +443,11 @@ def write_vectors(
     Raises:
         GeosegError: unknown format, no CRS, or the output exists (no ``overwrite``).
     """
-    out = Path(path)
-    key = check_vector_output(out, fmt, overwrite)
-    if frame.crs is None:
-        raise GeosegError(f"{out}: the polygons have no CRS; geoseg writes no layer without one")
-    layer = layer or out.stem
-    if key == "shp":
-        _write_shapefile(frame, out, layer, overwrite)
-        return out
-    with atomic_output(out, overwrite) as tmp:
-        tmp.unlink()  # the drivers create the file themselves
-        if key == "parquet":
-            _write_parquet(frame, tmp)
-        elif key == "geojson":
-            pyogrio.write_dataframe(
-                frame.to_crs(4326), tmp, layer=layer, driver="GeoJSON",
-                layer_options={"RFC7946": "YES"},
-            )  # fmt: skip
-        else:
-            _write_batches(frame, tmp, layer, str(FORMATS[key][1]))
-    return out
+    kind = geometry_type(np.asarray(frame.geometry.values))
+    with open_vector_writer(path, frame.crs, kind, fmt, layer, overwrite) as writer:
+        for batch in frame_batches(frame):
+            writer.write(batch)
+    return Path(path)
 
 
 def read_vectors(path: str | os.PathLike[str], layer: str | None = None) -> gpd.GeoDataFrame:

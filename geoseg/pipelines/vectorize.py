@@ -1,34 +1,52 @@
 """``vectorize_labels``: label raster -> polygon layer (GeoPackage, Shapefile, GeoParquet, ...).
 
 Steps: open the label raster lazily; polygonize it chunk by chunk on the chosen
-Dask scheduler and dissolve polygons across chunk seams (geoseg.vector.polygonize);
-optionally merge polygons under a minimum mapping unit and simplify the coverage
-(geoseg.vector.clean); add class names and true ground areas
-(geoseg.vector.attributes); write the layer atomically (geoseg.io.vectors).
+Dask scheduler, measuring true areas and naming classes in the workers
+(geoseg.vector.polygonize, geoseg.vector.attributes); stream each chunk's final
+polygons to the writer as it finishes (geoseg.io.vectors, atomic); dissolve the
+polygons on chunk seams once all chunks are in and write them last.
+
+With a minimum mapping unit or simplification (geoseg.vector.clean), which need
+every polygon's neighbours, the whole layer is built in memory first.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dask.array as da
 import geopandas as gpd
 import numpy as np
+import pyarrow as pa
+import shapely
 
 from geoseg.areas import HECTARE_M2, pixel_area_m2, polygon_area_m2
 from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.labels import read_class_schema
 from geoseg.io.raster import Scene, open_scene
-from geoseg.io.vectors import check_vector_output, write_vectors
+from geoseg.io.vectors import GEOMETRY, check_vector_output, open_vector_writer, write_vectors
 from geoseg.tiling.execute import Progress, store_blocks
 from geoseg.types import NODATA_LABEL, ClassSchema
-from geoseg.vector.attributes import Georef, pixel_to_crs, polygon_table
+from geoseg.vector.attributes import (
+    Georef,
+    pixel_to_crs,
+    polygon_batch,
+    polygon_table,
+    sort_table,
+)
 from geoseg.vector.clean import filter_classes, merge_small_polygons, simplify_coverage
-from geoseg.vector.polygonize import ChunkCollector, merge_chunks, polygonize_blocks
+from geoseg.vector.polygonize import (
+    ChunkCollector,
+    StreamingCollector,
+    iter_merged,
+    merge_chunks,
+    polygonize_blocks,
+)
 from geoseg.vector.polygons import Polygons
 
 __all__ = [
@@ -185,12 +203,40 @@ def _postprocess(
     return filter_classes(polys, keep)
 
 
+def _stream(
+    raster: _LabelRaster,
+    opts: VectorizeOptions,
+    keep: list[int] | None,
+    emit: Callable[[pa.RecordBatch], None],
+    progress: Progress | None,
+) -> None:
+    """Polygonize, measure and name in the workers; batches to ``emit`` as chunks finish.
+
+    Final polygons (those that meet no chunk seam) go out chunk by chunk, in chunk
+    order; the dissolved seam polygons come last. Memory: the chunks in flight and
+    the seam polygons, not the layer.
+    """
+    scene = raster.scene
+    georef = Georef(scene.crs.to_wkt(), scene.transform)
+    lazy = polygonize_blocks(
+        raster.labels, scene.valid, instances=raster.instances, confidence=raster.confidence,
+        connectivity=opts.connectivity, keep=keep, georef=georef, schema=raster.schema or True,
+    )  # fmt: skip
+    nby, nbx = lazy.numblocks
+    collector = StreamingCollector((nby, nbx), emit)
+    store_blocks(lazy, collector, opts.scheduler, opts.workers, progress)
+    for merged in iter_merged(collector.chunks, opts.connectivity, georef):
+        emit(polygon_batch(merged, raster.schema))
+
+
 def label_polygons(
     labels_path: str | os.PathLike[str],
     options: VectorizeOptions | None = None,
     progress: Progress | None = None,
 ) -> gpd.GeoDataFrame:
     """Polygons of a label raster with attributes, in the raster's CRS (nothing is written).
+
+    Holds every polygon in memory; :func:`vectorize_labels` streams them to a file.
 
     Args:
         labels_path: label raster (band 1 integer class ids, 255 = nodata; optional
@@ -200,27 +246,35 @@ def label_polygons(
 
     Returns:
         One row per connected region of a class (see
-        :func:`geoseg.vector.attributes.polygon_table` for the columns).
+        :func:`geoseg.vector.attributes.polygon_table` for the columns), sorted by
+        class, instance and position (the same rows for any chunk size).
     """
     opts = options or VectorizeOptions()
     path = os.fspath(labels_path)
     raster = _open_labels(path, opts)
     scene = raster.scene
     keep = resolve_classes(opts.classes, raster.schema, path)
-    post = bool(opts.min_area_ha or opts.simplify_m)
-    # Without post-processing, workers georeference and measure the polygons.
-    georef = None if post else Georef(scene.crs.to_wkt(), scene.transform)
+    if not (opts.min_area_ha or opts.simplify_m):
+        batches: list[pa.RecordBatch] = []
+        _stream(raster, opts, keep, batches.append, progress)
+        return sort_table(_frame(batches, scene.crs))
     lazy = polygonize_blocks(
         raster.labels, scene.valid, instances=raster.instances, confidence=raster.confidence,
-        connectivity=opts.connectivity, keep=None if post else keep, georef=georef,
+        connectivity=opts.connectivity,
     )  # fmt: skip
     collector = ChunkCollector()
     store_blocks(lazy, collector, opts.scheduler, opts.workers, progress)
-    polys = merge_chunks(collector.chunks, opts.connectivity, georef)
-    if not post:
-        return polygon_table(polys, scene.crs, None, raster.schema)
+    polys = merge_chunks(collector.chunks, opts.connectivity)
     polys = _postprocess(polys, scene, opts, keep)
     return polygon_table(polys, scene.crs, scene.transform, raster.schema)
+
+
+def _frame(batches: list[pa.RecordBatch], crs: Any) -> gpd.GeoDataFrame:
+    """Record batches (WKB ``geometry`` last) as one GeoDataFrame."""
+    table = pa.Table.from_batches(batches)
+    frame = table.drop_columns([GEOMETRY]).to_pandas()
+    geoms = shapely.from_wkb(table.column(GEOMETRY).to_numpy())
+    return gpd.GeoDataFrame(frame, geometry=np.asarray(geoms), crs=crs)
 
 
 def check_vectorize_output(
@@ -256,12 +310,30 @@ def vectorize_labels(
     opts = options or VectorizeOptions()
     path, out = os.fspath(labels_path), Path(output)
     fmt = check_vectorize_output(out, opts, [Path(path)])
-    frame = label_polygons(path, opts, progress)
-    if len(frame) == 0:
-        what = " of the classes asked for" if opts.classes else ""
-        raise InvalidRasterError(
-            f"{path}: no labelled pixel{what} to vectorize (every pixel is nodata); "
-            "check the raster's nodata value (`gdalinfo`)"
-        )
-    write_vectors(frame, out, fmt, opts.layer or Path(path).stem, opts.overwrite)
-    return VectorizeResult(out, fmt, len(frame), float(frame["area_ha"].sum()))
+    layer = opts.layer or Path(path).stem
+    what = " of the classes asked for" if opts.classes else ""
+    empty = InvalidRasterError(
+        f"{path}: no labelled pixel{what} to vectorize (every pixel is nodata); "
+        "check the raster's nodata value (`gdalinfo`)"
+    )
+    if opts.min_area_ha or opts.simplify_m:  # needs every polygon at once
+        frame = label_polygons(path, opts, progress)
+        if len(frame) == 0:
+            raise empty
+        write_vectors(frame, out, fmt, layer, opts.overwrite)
+        return VectorizeResult(out, fmt, len(frame), float(frame["area_ha"].sum()))
+    raster = _open_labels(path, opts)
+    keep = resolve_classes(opts.classes, raster.schema, path)
+    # 8-connected regions may be MultiPolygons (parts touching at a corner).
+    kind = "Polygon" if opts.connectivity == 4 else "MultiPolygon"
+    area_ha = [0.0]
+    with open_vector_writer(out, raster.scene.crs, kind, fmt, layer, opts.overwrite) as writer:
+
+        def emit(batch: pa.RecordBatch) -> None:
+            area_ha[0] += float(np.sum(batch.column("area_ha").to_numpy()))
+            writer.write(batch)
+
+        _stream(raster, opts, keep, emit, progress)
+        if writer.features == 0:
+            raise empty
+    return VectorizeResult(out, fmt, writer.features, area_ha[0])

@@ -8,6 +8,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import shapely
 from affine import Affine
 
@@ -22,7 +23,9 @@ __all__ = [
     "georeference",
     "pixel_to_crs",
     "pixel_xy_to_crs",
+    "polygon_batch",
     "polygon_table",
+    "sort_table",
 ]
 
 #: Columns of a vectorized label raster, in order (``instance_id`` and
@@ -72,7 +75,30 @@ def georeference(polygons: Polygons, georef: Georef) -> Polygons:
 def class_names(ids: np.ndarray, schema: ClassSchema | None) -> np.ndarray:
     """Class name per id from ``schema``; ids it lacks (or no schema) get ``str(id)``."""
     table = {} if schema is None else {c.id: c.name for c in schema.classes}
-    return np.asarray([table.get(int(i), str(int(i))) for i in ids], dtype=object)
+    uniq, inverse = np.unique(np.asarray(ids, dtype=np.int64), return_inverse=True)
+    names = np.asarray([table.get(int(i), str(int(i))) for i in uniq] or [""], dtype=object)
+    return names[inverse.reshape(-1)] if uniq.size else np.zeros(0, dtype=object)
+
+
+def _columns(
+    polygons: Polygons, area: np.ndarray, perim: np.ndarray, schema: ClassSchema | None
+) -> dict[str, Any]:
+    """The attribute columns of :data:`ATTRIBUTES`, in order (optional ones when present)."""
+    cols: dict[str, Any] = {
+        "class_id": polygons.class_id.astype(np.int32),
+        "class_name": class_names(polygons.class_id, schema),
+    }
+    if polygons.instance_id is not None:
+        cols["instance_id"] = polygons.instance_id.astype(np.int64)
+    cols |= {
+        "area_m2": np.asarray(area, np.float64),
+        "area_ha": area / HECTARE_M2,
+        "area_ac": area / ACRE_M2,
+        "perim_m": np.asarray(perim, np.float64),
+    }
+    if (conf := polygons.conf_mean) is not None:
+        cols["conf_mean"] = conf
+    return cols
 
 
 def polygon_table(
@@ -101,18 +127,30 @@ def polygon_table(
         area, perim = polygon_area_perimeter_m(geoms, crs)
     else:
         area, perim = polygons.area_m2, polygons.perim_m
-    cols: dict[str, Any] = {
-        "class_id": polygons.class_id.astype(np.int32),
-        "class_name": class_names(polygons.class_id, schema),
-    }
-    if polygons.instance_id is not None:
-        cols["instance_id"] = polygons.instance_id.astype(np.int64)
-    cols |= {
-        "area_m2": area,
-        "area_ha": area / HECTARE_M2,
-        "area_ac": area / ACRE_M2,
-        "perim_m": perim,
-    }
-    if (conf := polygons.conf_mean) is not None:
-        cols["conf_mean"] = conf
+    cols = _columns(polygons, area, perim, schema)
     return gpd.GeoDataFrame(pd.DataFrame(cols), geometry=np.asarray(geoms), crs=crs)
+
+
+def polygon_batch(polygons: Polygons, schema: ClassSchema | None = None) -> pa.RecordBatch:
+    """Polygons in CRS coordinates with areas as a record batch (attributes, then WKB ``geometry``).
+
+    The form :class:`geoseg.io.vectors.VectorWriter` streams; columns as
+    :func:`polygon_table`.
+    """
+    if polygons.area_m2 is None or polygons.perim_m is None:
+        raise ValueError("polygon_batch needs polygons measured in a worker (with a Georef)")
+    cols = _columns(polygons, polygons.area_m2, polygons.perim_m, schema)
+    arrays = [pa.array(v, pa.string() if k == "class_name" else None) for k, v in cols.items()]
+    arrays.append(pa.array(shapely.to_wkb(polygons.geometry), pa.binary()))
+    return pa.RecordBatch.from_arrays(arrays, names=[*cols, "geometry"])
+
+
+def sort_table(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Rows in :meth:`Polygons.sorted` order: class, instance, bounds, area."""
+    b = shapely.bounds(np.asarray(frame.geometry.values)).reshape(-1, 4)
+    inst = frame["instance_id"] if "instance_id" in frame else np.zeros(len(frame))
+    order = np.lexsort(
+        (shapely.area(np.asarray(frame.geometry.values)), b[:, 2], b[:, 3], b[:, 0], b[:, 1],
+         inst, frame["class_id"])
+    )  # fmt: skip
+    return frame.iloc[order].reset_index(drop=True)

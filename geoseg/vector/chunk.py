@@ -21,6 +21,7 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import rasterio.features
 import shapely
 from affine import Affine
@@ -57,12 +58,15 @@ class ChunkPolygons:
         strips: for each side with a neighbouring chunk (``"top"``, ...), the
             index into ``seam`` of the polygon holding each border pixel (left to
             right / top to bottom), -1 where the pixel is in no seam polygon.
+        batch: the final polygons as a record batch ready for a vector writer
+            (then ``final`` is empty), when the chunk was asked for one.
     """
 
     window: tuple[int, int, int, int]
     final: Polygons
     seam: Polygons
     strips: dict[str, np.ndarray]
+    batch: pa.RecordBatch | None = None
 
 
 @dataclass(frozen=True)
@@ -161,16 +165,22 @@ def _polygon_bounds(sh: _Shapes) -> np.ndarray:
     return np.column_stack([lo, hi])
 
 
-def _areas(crs_xy: np.ndarray, sh: _Shapes, georef: Georef) -> tuple[np.ndarray, np.ndarray]:
-    """True area and perimeter of every polygon from its rings."""
+def _areas(
+    crs_xy: np.ndarray, sh: _Shapes, georef: Georef
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per polygon: true area and perimeter, and the area and length of its holes alone."""
     n_rings = sh.ring_poly.size
     area, length = ring_area_perimeter_m(crs_xy, sh.vert_ring, n_rings, georef.crs_wkt)
-    hole = np.r_[False, sh.ring_poly[1:] == sh.ring_poly[:-1]]
+    hole = np.r_[False, sh.ring_poly[1:] == sh.ring_poly[:-1]][:n_rings]
     n = sh.values.size
+    hole_area = np.bincount(sh.ring_poly[hole], weights=area[hole], minlength=n)
+    hole_perim = np.bincount(sh.ring_poly[hole], weights=length[hole], minlength=n)
     signed = np.where(hole, -area, area)
     return (
         np.maximum(np.bincount(sh.ring_poly, weights=signed, minlength=n), 0.0),
         np.bincount(sh.ring_poly, weights=length, minlength=n),
+        hole_area,
+        hole_perim,
     )
 
 
@@ -283,10 +293,15 @@ def polygonize_chunk(
         class_id, instance_id = pairs[sh.values] >> 32, pairs[sh.values] & 0xFFFFFFFF
     found = Polygons(np.zeros(sh.values.size, object), class_id, instance_id, conf_sum, conf_n)
     if georef is not None:
-        area, perim = _areas(pixel_xy_to_crs(sh.xy, georef.transform), sh, georef)
-        found = found.replace(area_m2=area, perim_m=perim)
+        area, perim, hole_area, hole_perim = _areas(
+            pixel_xy_to_crs(sh.xy, georef.transform), sh, georef
+        )
+        # A dissolve re-measures only the outline of a union (geoseg.vector.seams).
+        found = found.replace(
+            area_m2=area, perim_m=perim, hole_area_m2=hole_area, hole_perim_m=hole_perim
+        )
     # Normalized here, in parallel: merge_chunks normalizes only the dissolved ones.
     final_geoms = shapely.normalize(_build(sh, ~on_seam, connectivity, georef))
-    final = found.take(~on_seam).replace(geometry=final_geoms)
+    final = found.take(~on_seam).replace(geometry=final_geoms, hole_area_m2=None, hole_perim_m=None)
     seam = found.take(on_seam).replace(geometry=seam_geoms)
     return ChunkPolygons((row0, col0, h, w), final, seam, strips)

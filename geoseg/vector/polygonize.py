@@ -7,28 +7,35 @@ with a neighbouring chunk are dissolved with their neighbours of the same class
 So no polygon is cut at a chunk border, and the result is the same polygons,
 vertex for vertex and in the same order, for any chunk size.
 
-Memory: one chunk at a time per worker, plus the polygons (the final ones, and
-those on seams until the merge).
+Memory: one chunk at a time per worker, plus the polygons on seams until the
+merge; the final ones too with :class:`ChunkCollector`, not with
+:class:`StreamingCollector`, which hands them on to a writer as chunks finish.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask.array as da
 import numpy as np
+import pyarrow as pa
 
-from geoseg.vector.attributes import Georef
+from geoseg.types import ClassSchema
+from geoseg.vector.attributes import Georef, polygon_batch
 from geoseg.vector.chunk import SIDES, ChunkPolygons, polygonize_chunk
 from geoseg.vector.polygons import Polygons
-from geoseg.vector.seams import merge_chunks
+from geoseg.vector.seams import iter_merged, merge_chunks, merge_seams
 
 __all__ = [
     "ChunkCollector",
     "ChunkPolygons",
+    "StreamingCollector",
+    "iter_merged",
     "merge_chunks",
+    "merge_seams",
     "polygonize_array",
     "polygonize_blocks",
     "polygonize_chunk",
@@ -51,6 +58,41 @@ class ChunkCollector:
             self.chunks[(i, j)] = block.reshape(-1)[0]
 
 
+class StreamingCollector:
+    """A sink for ``store_blocks`` that hands each chunk's final polygons on at once.
+
+    Chunks must come with a ``batch`` (``polygonize_blocks(..., schema=...)``).
+    Their batches go to ``emit`` in chunk order (row by row), whatever order the
+    chunks finish in, so the output is the same for any scheduler; only the seam
+    polygons are kept, for :func:`merge_seams`. Thread-safe.
+
+    Args:
+        shape: ``(n_chunk_rows, n_chunk_cols)``.
+        emit: called with each chunk's record batch, under a lock, in order.
+    """
+
+    def __init__(self, shape: tuple[int, int], emit: Callable[[pa.RecordBatch], None]) -> None:
+        self.chunks: dict[tuple[int, int], ChunkPolygons] = {}
+        self._cols = shape[1]
+        self._emit = emit
+        self._pending: dict[int, pa.RecordBatch] = {}
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
+        i, j = int(key[0].start or 0), int(key[1].start or 0)
+        chunk = block.reshape(-1)[0]
+        if chunk.batch is None:
+            raise ValueError("StreamingCollector needs chunks polygonized with a schema")
+        with self._lock:
+            # Seam polygons wait for the merge as WKB (compact); see Polygons.packed.
+            self.chunks[(i, j)] = dataclasses.replace(chunk, seam=chunk.seam.packed(), batch=None)
+            self._pending[i * self._cols + j] = chunk.batch
+            while self._next in self._pending:
+                self._emit(self._pending.pop(self._next))
+                self._next += 1
+
+
 def polygonize_blocks(
     labels: da.Array,
     valid: da.Array | None = None,
@@ -60,6 +102,7 @@ def polygonize_blocks(
     connectivity: int = 4,
     keep: Sequence[int] | None = None,
     georef: Georef | None = None,
+    schema: ClassSchema | bool | None = False,
 ) -> da.Array:
     """Lazy polygonization: an object array with one :class:`ChunkPolygons` per chunk.
 
@@ -72,6 +115,9 @@ def polygonize_blocks(
         keep: class ids to polygonize (None: all).
         georef: compute areas in the workers and return polygons in CRS
             coordinates (see :func:`polygonize_chunk`).
+        schema: with a ``georef``, also turn each chunk's final polygons into a
+            record batch in the worker (class names from this schema; None: ids
+            as names), for a :class:`StreamingCollector`. False: no batch.
 
     Returns:
         ``(n_chunk_rows, n_chunk_cols) object`` dask array, chunks of 1 x 1; feed
@@ -91,11 +137,18 @@ def polygonize_blocks(
         seams = [s for s, on in zip(SIDES, has, strict=True) if on]
         kw = dict(zip(names, blocks[1:], strict=True))
         out = np.empty((1, 1), dtype=object)
-        out[0, 0] = polygonize_chunk(
+        chunk = polygonize_chunk(
             blocks[0], kw.get("valid"), instances=kw.get("instances"),
             confidence=kw.get("confidence"), offset=(y0, x0), seams=seams,
             connectivity=connectivity, keep=keep_ids, georef=georef,
         )  # fmt: skip
+        if schema is not False and georef is not None:
+            classes = None if schema is True else schema
+            empty = chunk.final.take(np.zeros(0, np.int64))
+            chunk = dataclasses.replace(
+                chunk, final=empty, batch=polygon_batch(chunk.final, classes)
+            )
+        out[0, 0] = chunk
         return out
 
     return da.map_blocks(

@@ -33,6 +33,10 @@ class Polygons:
         conf_n: ``(N,) int64`` pixels that have a confidence, or None.
         area_m2: ``(N,) float64`` true ground area, when already computed.
         perim_m: ``(N,) float64`` ground perimeter, when already computed.
+        hole_area_m2: ``(N,) float64`` true area of the polygon's holes together
+            (seam polygons measured in a worker; a dissolve keeps the holes, so
+            the union's area is its outline's minus these).
+        hole_perim_m: ``(N,) float64`` ground length of the holes' rings together.
     """
 
     geometry: np.ndarray
@@ -42,6 +46,8 @@ class Polygons:
     conf_n: np.ndarray | None = None
     area_m2: np.ndarray | None = None
     perim_m: np.ndarray | None = None
+    hole_area_m2: np.ndarray | None = None
+    hole_perim_m: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.geometry.size)
@@ -50,14 +56,35 @@ class Polygons:
         # One vectorized WKB call instead of pickling each geometry (workers send
         # hundreds of thousands of polygons to the client).
         state = dict(vars(self))
-        state["geometry"] = shapely.to_wkb(self.geometry)
+        state["geometry"] = self.packed().geometry
+        state["packed"] = self.is_packed
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
-        state["geometry"] = np.asarray(shapely.from_wkb(state["geometry"]), dtype=object)
+        if not state.pop("packed", False):
+            state["geometry"] = np.asarray(shapely.from_wkb(state["geometry"]), dtype=object)
         for name, value in state.items():
             object.__setattr__(self, name, value)
+
+    @property
+    def is_packed(self) -> bool:
+        """Whether ``geometry`` holds WKB ``bytes`` (see :meth:`packed`)."""
+        return bool(self.geometry.size) and isinstance(self.geometry[0], bytes)
+
+    def packed(self) -> Polygons:
+        """A copy with ``geometry`` as WKB ``bytes``: about a third of the memory of GEOS
+        objects for small rings, for polygons that wait (seam polygons until the merge)."""
+        if self.is_packed or not self.geometry.size:
+            return self
+        return self.replace(geometry=np.asarray(shapely.to_wkb(self.geometry), dtype=object))
+
+    def shapes(self, index: Any = slice(None)) -> np.ndarray:
+        """``geometry[index]`` as shapely objects (decoded if :meth:`packed`)."""
+        geoms = np.asarray(self.geometry[index], dtype=object)
+        if geoms.size and isinstance(geoms.flat[0], bytes):
+            return np.asarray(shapely.from_wkb(geoms), dtype=object)
+        return geoms
 
     @property
     def conf_mean(self) -> np.ndarray | None:

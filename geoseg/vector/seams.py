@@ -11,6 +11,7 @@ polygon has exactly the vertices of a whole-raster ``shapes`` call.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -18,12 +19,13 @@ import shapely
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from geoseg.vector.attributes import Georef, georeference, pixel_to_crs
+from geoseg.areas import polygon_area_perimeter_m
+from geoseg.vector.attributes import Georef, pixel_to_crs
 from geoseg.vector.chunk import ChunkPolygons
 from geoseg.vector.polygons import Polygons
 from geoseg.vector.rings import insert_vertices_on_lines, remove_collinear_vertices
 
-__all__ = ["merge_chunks"]
+__all__ = ["iter_merged", "merge_chunks", "merge_seams"]
 
 
 def _seam_pairs(a: np.ndarray, b: np.ndarray, connectivity: int) -> np.ndarray:
@@ -35,37 +37,71 @@ def _seam_pairs(a: np.ndarray, b: np.ndarray, connectivity: int) -> np.ndarray:
     return pairs[(pairs >= 0).all(axis=1)]
 
 
-def _dissolve(geoms: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> Any:
+def _dissolve(geoms: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[Any, Any]:
     """Union of seam parts that form one region (exact pixel-corner coordinates).
 
     Holes of a part never reach its chunk's border, so they stay holes of the
     union unchanged: only the filled outlines are dissolved (a coverage union,
     linear in their size, after adding a vertex at every pixel corner on the
     seams), then the parts' holes are put back.
+
+    Returns:
+        ``(union, outline)``: the union with every hole, and the dissolved
+        outlines alone (with only the holes the union itself encloses), which is
+        what the caller measures again; the parts' own holes keep their areas.
     """
     parts = shapely.get_parts(geoms)
     outlines = insert_vertices_on_lines(shapely.polygons(shapely.get_exterior_ring(parts)), xs, ys)
     try:
         union = shapely.coverage_union_all(outlines)
     except shapely.errors.GEOSException:  # pragma: no cover - outlines always form a coverage
-        return remove_collinear_vertices(np.array([shapely.union_all(geoms)]))[0]
+        union = remove_collinear_vertices(np.array([shapely.union_all(geoms)]))[0]
+        return union, union
     union = remove_collinear_vertices(np.array([union]))[0]
+    if shapely.get_type_id(union) == 3:  # one polygon (always with 4-connectivity)
+        return _with_holes(union, parts), union
+    return _with_holes_multi(union, parts), union
+
+
+def _with_holes(union: Any, parts: np.ndarray) -> Any:
+    """``union`` (a Polygon) with the holes of ``parts`` added, built from flat arrays.
+
+    No Python object per ring: regions with hundreds of thousands of speckle holes
+    are rebuilt in one call.
+    """
+    _, u_xy, (u_ring, _) = shapely.to_ragged_array([union])
+    _, xy, (ring_off, poly_off) = shapely.to_ragged_array(parts)
+    hole = np.ones(ring_off.size - 1, bool)
+    hole[poly_off[:-1]] = False
+    if not hole.any():
+        return union
+    starts, ends = ring_off[:-1][hole], ring_off[1:][hole]
+    size = ends - starts
+    idx = np.repeat(starts - np.r_[0, np.cumsum(size)[:-1]], size) + np.arange(size.sum())
+    coords = np.concatenate([u_xy, xy[idx]])
+    rings = np.concatenate([u_ring, u_ring[-1] + np.cumsum(size)]).astype(np.int64)
+    return shapely.from_ragged_array(
+        shapely.GeometryType.POLYGON, coords, (rings, np.array([0, rings.size - 1]))
+    )[0]
+
+
+def _with_holes_multi(union: Any, parts: np.ndarray) -> Any:
+    """As :func:`_with_holes` for a MultiPolygon union (8-connected corner contacts)."""
     rings, ring_part = shapely.get_rings(parts, return_index=True)
     is_hole = np.r_[False, ring_part[1:] == ring_part[:-1]]
     holes, hole_part = rings[is_hole], ring_part[is_hole]
     if holes.size == 0:
         return union
     pieces = shapely.get_parts(union)
+    owner = shapely.STRtree(pieces).query(_pixel_inside(parts), predicate="within")
     piece_of_part = np.zeros(parts.size, np.int64)
-    if pieces.size > 1:  # 8-connectivity: pieces touching at corners
-        owner = shapely.STRtree(pieces).query(_pixel_inside(parts), predicate="within")
-        piece_of_part[owner[0]] = owner[1]
+    piece_of_part[owner[0]] = owner[1]
     rebuilt = []
     for k, piece in enumerate(pieces):
         extra = holes[piece_of_part[hole_part] == k]
         rings_k = np.concatenate([shapely.get_rings(piece), extra])
         rebuilt.append(shapely.polygons(rings_k, indices=np.zeros(rings_k.size, np.intp))[0])
-    return rebuilt[0] if len(rebuilt) == 1 else shapely.multipolygons(rebuilt)
+    return shapely.multipolygons(rebuilt)
 
 
 def _pixel_inside(parts: np.ndarray) -> np.ndarray:
@@ -109,6 +145,55 @@ def _seam_groups(
     return np.asarray(connected_components(graph, directed=False)[1])
 
 
+#: Seam parts dissolved per batch of :func:`iter_merged` (memory: one batch of unions).
+_PARTS_PER_BATCH = 4096
+
+
+def iter_merged(
+    chunks: dict[tuple[int, int], ChunkPolygons],
+    connectivity: int = 4,
+    georef: Georef | None = None,
+) -> Iterator[Polygons]:
+    """Dissolve the seam polygons of all chunks, in batches: one polygon per region.
+
+    Consumes ``chunks`` (the dict is emptied: each batch's parts are let go once
+    dissolved, so memory falls as the merge goes on).
+
+    Args:
+        chunks: :class:`ChunkPolygons` by chunk ``(row, col)``, every chunk of a grid
+            (their ``final`` polygons are not used).
+        connectivity: the connectivity the chunks were polygonized with.
+        georef: the :class:`Georef` the chunks were polygonized with, if any; the
+            result is then in CRS coordinates with areas and perimeters.
+
+    Yields:
+        Dissolved polygons, normalized (same ring starts and orientation whatever
+        the chunking), in group order.
+    """
+    if not chunks:
+        return
+    order = sorted(chunks)
+    seam = Polygons.concat([chunks[ij].seam for ij in order])
+    lines = (
+        np.unique([chunks[ij].window[1] for ij in order if ij[1] > 0]),
+        np.unique([chunks[ij].window[0] for ij in order if ij[0] > 0]),
+    )
+    group = _seam_groups(chunks, seam, connectivity)
+    chunks.clear()
+    for merged in _merge_groups(seam, group, lines, georef):
+        yield merged.replace(geometry=shapely.normalize(merged.geometry))
+
+
+def merge_seams(
+    chunks: dict[tuple[int, int], ChunkPolygons],
+    connectivity: int = 4,
+    georef: Georef | None = None,
+) -> Polygons:
+    """:func:`iter_merged` as one :class:`Polygons` (``chunks`` is consumed)."""
+    batches = list(iter_merged(chunks, connectivity, georef))
+    return Polygons.concat(batches) if batches else Polygons.empty()
+
+
 def merge_chunks(
     chunks: dict[tuple[int, int], ChunkPolygons],
     connectivity: int = 4,
@@ -117,24 +202,21 @@ def merge_chunks(
     """Dissolve polygons across seams; all polygons of the raster in a deterministic order.
 
     Args:
-        chunks: :class:`ChunkPolygons` by chunk ``(row, col)``, every chunk of a grid.
+        chunks: :class:`ChunkPolygons` by chunk ``(row, col)``, every chunk of a grid
+            (consumed: the dict is emptied).
         connectivity: the connectivity the chunks were polygonized with.
         georef: the :class:`Georef` the chunks were polygonized with, if any; the
             result is then in CRS coordinates with areas and perimeters.
     """
     if not chunks:
         return Polygons.empty()
-    order = sorted(chunks)
-    seam = Polygons.concat([chunks[ij].seam for ij in order])
-    lines = (
-        np.unique([chunks[ij].window[1] for ij in order if ij[1] > 0]),
-        np.unique([chunks[ij].window[0] for ij in order if ij[0] > 0]),
-    )
-    merged = _merge_groups(seam, _seam_groups(chunks, seam, connectivity), lines, georef)
-    # Same ring starts and orientation whatever the chunking: byte-stable output
-    # (final polygons come normalized from the chunks).
-    merged = merged.replace(geometry=shapely.normalize(merged.geometry))
-    return Polygons.concat([*(chunks[ij].final for ij in order), merged]).sorted()
+    # Final polygons come normalized from the chunks.
+    finals = [chunks[ij].final for ij in sorted(chunks)]
+    merged = merge_seams(chunks, connectivity, georef)
+    parts = [p.replace(hole_area_m2=None, hole_perim_m=None) for p in (*finals, merged)]
+    if len(merged) == 0:
+        parts = parts[:-1] or [merged]
+    return Polygons.concat(parts).sorted()
 
 
 def _merge_groups(
@@ -142,40 +224,58 @@ def _merge_groups(
     group: np.ndarray,
     lines: tuple[np.ndarray, np.ndarray],
     georef: Georef | None,
-) -> Polygons:
-    """One polygon per group of seam parts (unions where a group has several)."""
+) -> Iterator[Polygons]:
+    """One polygon per group of seam parts (unions where a group has several), in batches.
+
+    Each batch's parts are dropped from ``seam.geometry`` once dissolved.
+    """
     if len(seam) == 0:
-        return seam if georef is None else seam.replace(geometry=seam.geometry)
+        return
     order = np.argsort(group, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
     sizes = np.diff(np.r_[starts, order.size])
     first = order[starts]
-    geometry = seam.geometry[first].copy()
-    several = np.flatnonzero(sizes > 1)
-    for k in several:
-        geometry[k] = _dissolve(seam.geometry[order[starts[k] : starts[k] + sizes[k]]], *lines)
 
     def total(a: np.ndarray | None) -> np.ndarray | None:
         return None if a is None else np.bincount(group, weights=a)[group[first]]
 
-    conf_n = total(seam.conf_n)
-    out = Polygons(
-        geometry,
-        seam.class_id[first],
-        None if seam.instance_id is None else seam.instance_id[first],
-        total(seam.conf_sum),
-        None if conf_n is None else np.rint(conf_n).astype(np.int64),
-    )
-    if georef is None:
-        return out
-    # Unions are measured again from their own vertices (not as sums over parts, whose
-    # densified seam edges differ with the chunking): the same region gets the same
-    # area and perimeter whatever the chunk size.
-    area, perim = (
-        np.zeros(len(out)) if c is None else c[first] for c in (seam.area_m2, seam.perim_m)
-    )
-    crs_geoms = pixel_to_crs(geometry, georef.transform)
-    if several.size:
-        unions = georeference(out.take(several), georef)
-        area[several], perim[several] = unions.area_m2, unions.perim_m
-    return out.replace(geometry=crs_geoms, area_m2=area, perim_m=perim)
+    conf_sum, conf_n = total(seam.conf_sum), total(seam.conf_n)
+    holes_area, holes_perim = total(seam.hole_area_m2), total(seam.hole_perim_m)
+    cum = np.cumsum(sizes)
+    lo = 0
+    while lo < sizes.size:
+        hi = max(lo + 1, int(np.searchsorted(cum, cum[lo] - sizes[lo] + _PARTS_PER_BATCH)))
+        ks = np.arange(lo, hi)
+        geometry = seam.shapes(first[ks])
+        several = np.flatnonzero(sizes[ks] > 1)
+        outlines = np.empty(several.size, dtype=object)
+        for n, k in enumerate(several):
+            members = order[starts[lo + k] : starts[lo + k] + sizes[lo + k]]
+            geometry[k], outlines[n] = _dissolve(seam.shapes(members), *lines)
+        seam.geometry[order[starts[lo] : starts[hi - 1] + sizes[hi - 1]]] = None
+        out = Polygons(
+            geometry,
+            seam.class_id[first[ks]],
+            None if seam.instance_id is None else seam.instance_id[first[ks]],
+            None if conf_sum is None else conf_sum[ks],
+            None if conf_n is None else np.rint(conf_n[ks]).astype(np.int64),
+        )
+        lo = hi
+        if georef is None:
+            yield out
+            continue
+        # A union is measured again from its outline's vertices (not as the sum over its
+        # parts, whose densified seam edges differ with the chunking), plus its parts'
+        # holes, measured in the workers: the same region gets the same area and
+        # perimeter whatever the chunk size.
+        area, perim = (
+            np.zeros(len(out)) if c is None else c[first[ks]] for c in (seam.area_m2, seam.perim_m)
+        )
+        if several.size:
+            o_area, o_perim = polygon_area_perimeter_m(
+                pixel_to_crs(outlines, georef.transform), georef.crs_wkt
+            )
+            area[several] = o_area - (0.0 if holes_area is None else holes_area[ks][several])
+            perim[several] = o_perim + (0.0 if holes_perim is None else holes_perim[ks][several])
+        yield out.replace(geometry=pixel_to_crs(geometry, georef.transform), area_m2=area,
+                          perim_m=perim)  # fmt: skip

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pyarrow as pa
 import pyogrio
 import pytest
 import shapely
@@ -136,12 +137,14 @@ def test_refuses_existing_outputs_and_sidecars(tmp_path: Path, frame: gpd.GeoDat
 def test_a_failed_write_leaves_nothing(
     tmp_path: Path, frame: gpd.GeoDataFrame, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    def boom(*args: object, **kwargs: object) -> None:
-        Path(str(args[1])).write_bytes(b"half")
+    def boom(reader: pa.RecordBatchReader, path: object, **kwargs: object) -> None:
+        reader.read_next_batch()
+        Path(str(path)).write_bytes(b"half")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(vectors.pyogrio, "write_dataframe", boom)
-    with pytest.raises(RuntimeError, match="disk full"):
+    monkeypatch.setattr(vectors.pyogrio, "write_arrow", boom)
+    monkeypatch.setattr(vectors, "_BATCH", 1)  # the failure comes while batches still flow
+    with pytest.raises(GeosegError, match=rf"{name}: could not write the layer: disk full"):
         write_vectors(frame, tmp_path / name)
     assert list(tmp_path.iterdir()) == []
 

@@ -300,3 +300,30 @@ def test_cli_predict_with_vector(tmp_path: Path) -> None:
     code, out = _cli(*args, "-o", tmp_path / "lc.tif", "--vector", tmp_path / "lc.gpkg",
                      "--overwrite")  # fmt: skip
     assert code == 0, out
+
+
+def test_streamed_layer_is_the_same_for_any_scheduler_and_merge_batch(
+    tmp_path: Path, labels: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks finish in any order; the file lists them in chunk order, then the seam unions."""
+    from geoseg.vector import seams
+
+    src = _label_raster(tmp_path / "lc.tif", labels)
+    whole = label_polygons(src, VectorizeOptions(chunk=4096, scheduler="sync"))
+    layers = []
+    for n, (scheduler, per_batch) in enumerate((("sync", 4096), ("threads", 3), ("local", 1))):
+        monkeypatch.setattr(seams, "_PARTS_PER_BATCH", per_batch)
+        out = tmp_path / f"lc{n}.gpkg"
+        opts = VectorizeOptions(chunk=40, scheduler=scheduler, workers=2)
+        result = vectorize_labels(src, out, opts)
+        layers.append(pyogrio.read_dataframe(out))
+        assert result.polygons == len(whole) == len(layers[-1])
+    for other in layers[1:]:
+        assert list(shapely.to_wkb(other.geometry.values)) == list(
+            shapely.to_wkb(layers[0].geometry.values)
+        )
+        np.testing.assert_array_equal(other["area_m2"], layers[0]["area_m2"])
+    # The same rows as the in-memory (sorted, whole-raster) result, in another order.
+    got = {bytes(w) for w in shapely.to_wkb(shapely.normalize(layers[0].geometry.values))}
+    assert got == {bytes(w) for w in shapely.to_wkb(whole.geometry.values)}
+    assert layers[0]["area_m2"].sum() == pytest.approx(whole["area_m2"].sum(), rel=1e-12)
