@@ -273,6 +273,9 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
 @click.option("--classes", help="Score in these classes (classes.yaml) instead of the model's.")
 @click.option("--map-reference", help="Reference value -> class id, e.g. 2=1,3=1,8=3.")
 @click.option("--map-prediction", help="Model class id -> class id, e.g. 2=1,3=1.")
+@click.option("--task", type=click.Choice(["semantic", "change"]),
+              help="change: --labels is a 0/255 (or 0/1) change mask; scores the change "
+              "class (F1, IoU, precision, recall). Default: the checkpoint's task.")  # fmt: skip
 @click.option("--bands", help="Band numbers/names or spectral roles, as for predict.")
 @click.option("--sensor", help="Band layout for spectral.")
 @click.option("--device", default="auto", show_default=True)
@@ -284,9 +287,13 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
 @click.option("--workers", type=int)
 @click.option("--overwrite", is_flag=True)
 def evaluate(model: str, image: str, labels: str, output: Path, classes: str | None,
-             map_reference: str | None, map_prediction: str | None, bands: str | None,
-             **kw: Any) -> None:  # fmt: skip
-    """Score MODEL on a labelled raster (mIoU, F1, kappa, confusion matrix)."""
+             map_reference: str | None, map_prediction: str | None, task: str | None,
+             bands: str | None, **kw: Any) -> None:  # fmt: skip
+    """Score MODEL on a labelled raster (mIoU, F1, kappa, confusion matrix).
+
+    A change model (trained with --task change) is scored on the stacked dates
+    against a change mask: F1, IoU, precision and recall of the change class.
+    """
     from geoseg.pipelines.evaluate import evaluate_scene
     from geoseg.pipelines.predict import PredictOptions
     from geoseg.training.config import load_class_schema
@@ -303,8 +310,13 @@ def evaluate(model: str, image: str, labels: str, output: Path, classes: str | N
         schema,
         _parse_map(map_reference),
         _parse_map(map_prediction),
+        task=task,
     )
     m = result.metrics
+    if result.task == "change":
+        c = m.names.index("change")
+        click.echo(f"change F1 {m.f1[c]:.4f}  IoU {m.iou[c]:.4f}  precision {m.precision[c]:.4f}  "
+                   f"recall {m.recall[c]:.4f}")  # fmt: skip
     click.echo(f"mIoU {m.miou:.4f}  overall accuracy {m.overall_accuracy:.4f}  kappa {m.kappa:.4f}")
     for name, iou, support in zip(m.names, m.iou, m.support, strict=True):
         click.echo(f"  {name:<20} IoU {iou:.4f}  ({support} reference px)")

@@ -5,6 +5,8 @@ phases, forest, a town with a street grid, bare soil) seen on two dates a year
 apart: in between, forest is clear-cut and the river floods nearby fields; clouds
 (with shadows) and illumination differ. Both dates have a slanted nodata collar
 like a real swath edge. Everything comes from a seed; no real data is copied.
+Beside the scenes, three named districts (``districts.gpkg``) are the area of
+interest layer of the flood workflow.
 Used by ``make demo`` (``python -m geoseg.synthetic sample_data``) and by tests.
 """
 
@@ -18,16 +20,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import rasterio
+import shapely
 from numpy.typing import NDArray
 from rasterio.transform import Affine
 from scipy import ndimage
 
 from geoseg.errors import GeosegError, OutputExistsError
+from geoseg.io.vectors import write_vectors
 from geoseg.types import NODATA_LABEL, ClassInfo, ClassSchema
 
 __all__ = [
+    "AOI_ZONES",
     "CRS",
     "DATE_AFTER",
     "DATE_BEFORE",
@@ -35,6 +41,7 @@ __all__ = [
     "SENTINEL2_BANDS",
     "TRUTH_SCHEMA",
     "ScenePair",
+    "aoi_zones",
     "generate_scene_pair",
     "main",
     "write_sample_data",
@@ -384,7 +391,40 @@ _FILE_NAMES = {
     "after": "scene_after.tif",
     "truth_before": "truth_before.tif",
     "truth_after": "truth_after.tif",
+    "aoi": "districts.gpkg",
 }
+
+#: Districts of ``districts.gpkg``: name -> polygon ring as (column, row) fractions of the
+#: scene. The west/east bank line runs along the river's mean course, so the flood falls in
+#: both; the uplands have a slanted southern edge; the south-east corner is in no district.
+AOI_ZONES: dict[str, tuple[tuple[float, float], ...]] = {
+    "west bank": ((0.0, 0.0), (0.2, 0.0), (0.2, 1.0), (0.0, 1.0)),
+    "east bank": ((0.2, 0.0), (0.5, 0.0), (0.5, 1.0), (0.2, 1.0)),
+    "uplands": ((0.5, 0.0), (1.0, 0.0), (1.0, 0.5), (0.75, 0.75), (0.5, 0.75)),
+}
+
+
+def aoi_zones(height: int, width: int, transform: Affine, crs: str) -> gpd.GeoDataFrame:
+    """The :data:`AOI_ZONES` districts of an ``H x W`` scene, with a ``name`` column.
+
+    Vertices are rounded to whole pixel corners, so the districts share edges
+    exactly, never overlap, and an edge along a pixel boundary never passes
+    through a pixel centre.
+
+    Args:
+        height: scene rows ``H``.
+        width: scene columns ``W``.
+        transform: the scene's pixel -> CRS transform.
+        crs: the scene's CRS; the polygons are in it.
+
+    Returns:
+        Three polygons (``name``, ``geometry``) in ``crs``.
+    """
+    polygons = []
+    for ring in AOI_ZONES.values():
+        corners = [transform @ (round(fx * width), round(fy * height)) for fx, fy in ring]
+        polygons.append(shapely.Polygon(corners))
+    return gpd.GeoDataFrame({"name": list(AOI_ZONES)}, geometry=polygons, crs=crs)
 
 
 def _write_geotiff(
@@ -406,7 +446,10 @@ def _write_geotiff(
 
 
 def _write_outputs(tmp: dict[str, Path], scene: ScenePair) -> None:
-    """Write the four rasters of ``scene`` to the paths in ``tmp``."""
+    """Write the four rasters of ``scene`` and its districts to the paths in ``tmp``."""
+    h, w = scene.labels_before.shape
+    districts = aoi_zones(h, w, scene.transform, scene.crs)
+    write_vectors(districts, tmp["aoi"], "gpkg", "districts", overwrite=True)
     classes = json.dumps(TRUTH_SCHEMA.to_json())
     for key, date in (("before", DATE_BEFORE), ("after", DATE_AFTER)):
         tags = {"DATE": date, "SENSOR": _SENSOR}
@@ -419,13 +462,15 @@ def _write_outputs(tmp: dict[str, Path], scene: ScenePair) -> None:
 def write_sample_data(
     out_dir: Path, height: int = 768, width: int = 1024, seed: int = 0, overwrite: bool = False
 ) -> dict[str, Path]:
-    """Generate a scene pair and write it as four tiled (256 px), deflate GeoTIFFs.
+    """Generate a scene pair; write four tiled (256 px), deflate GeoTIFFs and its districts.
 
     ``scene_{before,after}.tif``: 6 bands uint16, nodata 0, band descriptions
     ``SENTINEL2_BANDS``, tags ``DATE`` and ``SENSOR``. ``truth_{before,after}.tif``:
     uint8 classes, nodata 255, colour table and ``GEOSEG_CLASSES`` tag (JSON) from
-    ``TRUTH_SCHEMA``. Files are written under temporary names and renamed at the
-    end, so a failure leaves no partial output.
+    ``TRUTH_SCHEMA``. ``districts.gpkg``: the :func:`aoi_zones` polygons (layer
+    ``districts``, field ``name``), the flood workflow's areas of interest. Files
+    are written under temporary names and renamed at the end, so a failure leaves
+    no partial output.
 
     Args:
         out_dir: folder to write into; created if missing.
@@ -435,7 +480,8 @@ def write_sample_data(
         overwrite: replace existing files instead of refusing.
 
     Returns:
-        Paths keyed ``"before"``, ``"after"``, ``"truth_before"``, ``"truth_after"``.
+        Paths keyed ``"before"``, ``"after"``, ``"truth_before"``, ``"truth_after"``,
+        ``"aoi"``.
 
     Raises:
         OutputExistsError: if an output exists and ``overwrite`` is False.
@@ -449,7 +495,7 @@ def write_sample_data(
             )
     scene = generate_scene_pair(height, width, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = {k: p.with_name(f".{p.stem}.{os.getpid()}.tmp.tif") for k, p in paths.items()}
+    tmp = {k: p.with_name(f".{p.stem}.{os.getpid()}.tmp{p.suffix}") for k, p in paths.items()}
     try:
         _write_outputs(tmp, scene)
         for key, path in paths.items():
@@ -473,9 +519,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m geoseg.synthetic OUT_DIR [--size HxW] [--seed N] [--overwrite]``; exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m geoseg.synthetic",
-        description="Write a synthetic Sentinel-2-like scene pair and its true land cover.",
+        description="Write a synthetic Sentinel-2-like scene pair, its true land cover and "
+        "districts.",
     )
-    parser.add_argument("out_dir", type=Path, help="folder to write the four GeoTIFFs into")
+    parser.add_argument("out_dir", type=Path, help="folder to write the files into")
     parser.add_argument("--size", type=_parse_size, default=(768, 1024), help="HxW in pixels")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")

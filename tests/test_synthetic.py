@@ -12,10 +12,12 @@ from numpy.typing import NDArray
 from rasterio.transform import Affine
 
 from geoseg.errors import GeosegError, OutputExistsError
+from geoseg.io.vectors import read_vectors
 from geoseg.synthetic import (
     SENTINEL2_BANDS,
     TRUTH_SCHEMA,
     ScenePair,
+    aoi_zones,
     generate_scene_pair,
     main,
     write_sample_data,
@@ -146,10 +148,14 @@ def test_rejects_tiny_scene() -> None:
 
 def test_write_and_read_back(tmp_path: Path) -> None:
     paths = write_sample_data(tmp_path / "out", height=256, width=320, seed=1)
-    assert set(paths) == {"before", "after", "truth_before", "truth_after"}
+    assert set(paths) == {"before", "after", "truth_before", "truth_after", "aoi"}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
-        ["scene_before.tif", "scene_after.tif", "truth_before.tif", "truth_after.tif"]
-    )
+        ["scene_before.tif", "scene_after.tif", "truth_before.tif", "truth_after.tif",
+         "districts.gpkg"]
+    )  # fmt: skip
+    districts = read_vectors(paths["aoi"])
+    assert districts.crs.to_epsg() == 32633
+    assert districts["name"].tolist() == ["west bank", "east bank", "uplands"]
     expected = generate_scene_pair(256, 320, seed=1)
     for key, date in (("before", "2024-07-15"), ("after", "2025-07-20")):
         with rasterio.open(paths[key]) as src:
@@ -181,7 +187,7 @@ def test_refuses_to_overwrite_unless_asked(tmp_path: Path) -> None:
     write_sample_data(tmp_path, height=64, width=80, seed=0, overwrite=True)
     with rasterio.open(paths["truth_after"]) as src:
         assert src.width == 80
-    assert len(list(tmp_path.iterdir())) == 4  # no temporary files left behind
+    assert len(list(tmp_path.iterdir())) == 5  # no temporary files left behind
 
 
 def test_main_writes_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -209,3 +215,23 @@ def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(OSError, match="disk full"):
         write_sample_data(tmp_path, height=64, width=64)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_districts_tile_most_of_the_scene_on_pixel_edges() -> None:
+    scene = generate_scene_pair(256, 320, seed=1)
+    frame = aoi_zones(256, 320, scene.transform, scene.crs)
+    assert frame["name"].tolist() == ["west bank", "east bank", "uplands"]
+    assert frame.crs.to_epsg() == 32633
+    # Hand-computed in 10 m pixels: west bank columns 0-63 (0.2 * 320), east bank 64-159,
+    # uplands 160-319 in rows 0-127, then a slanted edge down to (240, 192): 160 * 128 +
+    # 64 rows tapering from 160 to 80 px.
+    px = (frame.area / 100).round(6).tolist()
+    assert px == [64 * 256, 96 * 256, 160 * 128 + 120 * 64]
+    assert frame.union_all().area == pytest.approx(sum(px) * 100)  # no overlap
+    x0, y0 = scene.transform.c, scene.transform.f
+    assert tuple(frame.total_bounds) == (x0, y0 - 2560, x0 + 3200, y0)
+    # Every vertex is a pixel corner
+    for geom in frame.geometry:
+        for x, y in geom.exterior.coords:
+            col, row = ~scene.transform @ (x, y)
+            assert col == round(col) and row == round(row)

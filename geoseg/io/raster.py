@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,11 +158,47 @@ def select_bands(path: str, names: Sequence[str], wanted: Sequence[str] | None) 
     return out
 
 
+_OPEN = threading.local()
+#: Datasets each worker thread keeps open (a scene and its masks, two dates).
+_OPEN_PER_THREAD = 4
+
+
+def _file_key(path: str) -> tuple[int, int, int] | None:
+    """What identifies the file's content now (inode, size, mtime); None for remote paths."""
+    if _is_remote(path):
+        return None
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _open_for_reading(path: str) -> Any:
+    """A read-only dataset for ``path``, kept open per worker thread.
+
+    Opening a GeoTIFF costs about as much as reading a small block, and workers
+    read hundreds of blocks from the same files. A file replaced or rewritten
+    since (inode, size or modification time changed) is opened again.
+    """
+    cache: dict[str, tuple[Any, Any]] = getattr(_OPEN, "datasets", None) or {}
+    _OPEN.datasets = cache
+    key = _file_key(path)
+    hit = cache.pop(path, None)
+    if hit is not None and hit[0] == key and not hit[1].closed:
+        cache[path] = hit  # most recently used last
+        return hit[1]
+    if hit is not None:
+        hit[1].close()
+    while len(cache) >= _OPEN_PER_THREAD:
+        cache.pop(next(iter(cache)))[1].close()
+    src = rasterio.open(path)
+    cache[path] = (key, src)
+    return src
+
+
 def read_dataset_mask(path: str, window: tuple[slice, slice]) -> np.ndarray:
     """``(h, w) bool`` GDAL dataset mask (True = valid) for a window of ``path``."""
-    with rasterio.open(path) as src:
-        win = rasterio.windows.Window.from_slices(*window, height=src.height, width=src.width)
-        return np.asarray(src.dataset_mask(window=win) > 0)
+    src = _open_for_reading(path)
+    win = rasterio.windows.Window.from_slices(*window, height=src.height, width=src.width)
+    return np.asarray(src.dataset_mask(window=win) > 0)
 
 
 def _internal_mask(path: str, chunks: Any) -> da.Array:
@@ -176,8 +213,8 @@ def _read_block(path: str, bands: tuple[int, ...], block_info: Any = None) -> np
     """One ``(bands, h, w)`` block, read by the worker straight from the file."""
     _, (y0, y1), (x0, x1) = block_info[None]["array-location"]
     try:
-        with rasterio.open(path) as src:
-            return np.asarray(src.read(bands, window=Window(x0, y0, x1 - x0, y1 - y0)))
+        src = _open_for_reading(path)
+        return np.asarray(src.read(bands, window=Window(x0, y0, x1 - x0, y1 - y0)))
     except RasterioIOError as exc:
         detail = exc.__cause__ or exc.__context__ or exc
         raise InvalidRasterError(

@@ -236,7 +236,9 @@ def change_report(
     samples = _read_reference(opts.reference, codes_schema) if opts.reference else None
     out.mkdir(exist_ok=True)  # only once every input is known to be usable
     k = len(aligned.schema)
-    totals = TransitionSink(aligned.schema.ids, aligned.crs, aligned.transform)
+    totals = TransitionSink(
+        aligned.schema.ids, aligned.crs, aligned.transform, shape=(aligned.height, aligned.width)
+    )
     with label_cog_writer(
         paths["change.tif"], height=aligned.height, width=aligned.width, count=1,
         crs=aligned.crs, transform=aligned.transform, schema=codes_schema,
@@ -284,7 +286,13 @@ def _zones(aligned: AlignedMaps, opts: ChangeOptions) -> ZoneMasker | None:
     if opts.aoi is None:
         return None
     names, geoms = prepare_aoi(read_vectors(opts.aoi), aligned.crs, opts.aoi_field, opts.aoi)
-    totals = TransitionSink(aligned.schema.ids, aligned.crs, aligned.transform, len(names))
+    totals = TransitionSink(
+        aligned.schema.ids,
+        aligned.crs,
+        aligned.transform,
+        len(names),
+        (aligned.height, aligned.width),
+    )
     return ZoneMasker(geoms, names, aligned.transform, totals)
 
 

@@ -1,8 +1,21 @@
-"""``evaluate_scene``: score a model on a labelled raster with predict's own tiled inference."""
+"""``evaluate_scene``: score a model on a labelled raster with predict's own tiled inference.
+
+Two tasks, as the checkpoint says (``ModelMeta.task``):
+
+* ``semantic``: the reference is a label raster; per-class IoU/F1/precision/recall,
+  mIoU, overall accuracy and kappa.
+* ``change``: the model reads two stacked dates (``geoseg stack``) and the
+  reference is a change mask, 0 = no change and 1 or 255 = change (any other
+  value is not scored). Predictions are scored as no change (the model's class
+  id 0, else its first class) / change (every other class), and ``metrics.json``
+  also holds the F1, IoU, precision and recall of the change class.
+"""
 
 from __future__ import annotations
 
 import functools
+import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,18 +28,29 @@ import numpy as np
 from geoseg.errors import GeosegError
 from geoseg.evaluation.metrics import SegmentationMetrics, metrics_from_confusion
 from geoseg.io.atomic import check_output_path
+from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.raster import Scene, open_scene
 from geoseg.io.reports import write_confusion_csv, write_confusion_png, write_json
 from geoseg.io.training_data import LABEL_NODATA, read_labels_on_grid
 from geoseg.models.cache import load_predictor
+from geoseg.models.registry import SPECTRAL
 from geoseg.pipelines.predict import PredictOptions, prepare_model_input
 from geoseg.tiling.confusion import remap_values, tiled_confusion
 from geoseg.tiling.execute import Progress
-from geoseg.types import ClassSchema
+from geoseg.types import ClassInfo, ClassSchema
 
-__all__ = ["EvaluateResult", "evaluate_scene"]
+__all__ = ["CHANGE_MASK_MAP", "CHANGE_SCHEMA", "TASKS", "EvaluateResult", "evaluate_scene"]
+
+log = logging.getLogger(__name__)
 
 REPORT_FILES = ("metrics.json", "confusion.csv", "confusion.png")
+TASKS = ("semantic", "change")
+#: The two classes a change model is scored in.
+CHANGE_SCHEMA = ClassSchema(
+    (ClassInfo(0, "no change", (200, 200, 200)), ClassInfo(1, "change", (227, 26, 28)))
+)
+#: Change-mask value -> :data:`CHANGE_SCHEMA` id: 0/255 and 0/1 masks.
+CHANGE_MASK_MAP: Mapping[int, int] = {0: 0, 1: 1, 255: 1}
 
 
 @dataclass(frozen=True)
@@ -36,20 +60,65 @@ class EvaluateResult:
     metrics: SegmentationMetrics
     confusion: np.ndarray
     files: tuple[Path, ...]
+    task: str = "semantic"
 
 
-def _reference(label_path: str, scene: Scene) -> da.Array:
-    """``(H, W) int64`` reference values on the scene grid; nodata -> a value no class has."""
+def _reference(label_path: str, scene: Scene, task: str = "semantic") -> da.Array:
+    """``(H, W) int64`` reference values on the scene grid; nodata -> a value no class has.
+
+    A change mask's declared nodata is ignored when it is 0, 1 or 255 (a mask value).
+    """
     ref = open_scene(label_path, chunk=int(scene.data.data.chunks[1][0]))
     same = (
         ref.crs == scene.crs and ref.transform == scene.transform
         and (ref.height, ref.width) == (scene.height, scene.width)
     )  # fmt: skip
+    masks_changes = task == "change" and ref.nodata in CHANGE_MASK_MAP
+    if masks_changes and not same:
+        raise GeosegError(
+            f"{label_path}: declares nodata {ref.nodata:g}, a value of the change mask "
+            "(0 = no change, 1 or 255 = change), and is not on the grid of the image; "
+            "unset it (gdal_edit.py -unsetnodata) or write the mask on the image's grid"
+        )
     if not same:
         values = read_labels_on_grid(label_path, scene.path)
         return da.from_array(values, chunks=scene.data.data.chunks[1:])
     data = ref.data.data[0].astype(np.int64)
+    if masks_changes:
+        log.warning("%s: nodata %g is a change-mask value; ignored", label_path, ref.nodata)
+        return data
     return da.where(ref.valid, data, LABEL_NODATA)
+
+
+def _model_task(model: str, task: str | None) -> str:
+    """The task to score ``model`` for: its own, which ``task`` (if given) must equal."""
+    if task is not None and task not in TASKS:
+        raise GeosegError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
+    own = "semantic" if model == SPECTRAL else read_checkpoint_meta(model).task
+    if task is not None and task != own:
+        raise GeosegError(
+            f"{model}: is a {own} model and cannot be scored with --task {task}; "
+            f"pass a {task} checkpoint, or leave --task out to score it as {own}"
+        )
+    return own
+
+
+def _change_prediction_map(schema: ClassSchema) -> dict[int, int]:
+    """Model class id -> no change (0) / change (1): id 0 (else the first class) is no change."""
+    unchanged = 0 if 0 in schema.ids else schema.ids[0]
+    return {int(c): int(c != unchanged) for c in schema.ids}
+
+
+def _change_scores(metrics: SegmentationMetrics) -> dict[str, float | None]:
+    """F1, IoU, precision and recall of the change class (None where 0/0)."""
+    c = CHANGE_SCHEMA.ids.index(1)
+    values = {
+        "change_f1": metrics.f1[c],
+        "change_iou": metrics.iou[c],
+        "change_precision": metrics.precision[c],
+        "change_recall": metrics.recall[c],
+    }
+    return {k: None if math.isnan(v) else float(v) for k, v in values.items()}
 
 
 def evaluate_scene(
@@ -62,31 +131,50 @@ def evaluate_scene(
     reference_map: Mapping[int, int] | None = None,
     prediction_map: Mapping[int, int] | None = None,
     progress: Progress | None = None,
+    task: str | None = None,
 ) -> EvaluateResult:
     """Confusion matrix and metrics of ``model`` on ``image`` against ``labels``.
 
     Args:
         model: ``"spectral"`` or a checkpoint.
-        image: the scene.
-        labels: reference label raster (aligned onto the scene grid if needed).
+        image: the scene (for a change model: the dates stacked by ``geoseg stack``).
+        labels: reference label raster, or for ``task="change"`` a 0/255 (or 0/1)
+            change mask (aligned onto the scene grid if needed).
         out_dir: folder for ``metrics.json``, ``confusion.csv``, ``confusion.png``.
         options: tiling/band options, exactly as for ``predict``.
-        classes: classes to score in (default: the model's).
-        reference_map: reference value -> class id (default: identity).
-        prediction_map: model class id -> class id (default: identity).
+        classes: classes to score in (default: the model's); not for ``change``.
+        reference_map: reference value -> class id (default: identity; for
+            ``change``, :data:`CHANGE_MASK_MAP`).
+        prediction_map: model class id -> class id (default: identity; for
+            ``change``, class id 0 (else the first class) -> 0, others -> 1).
         progress: ``progress(done, total)`` callback.
+        task: ``"semantic"`` or ``"change"``; default the checkpoint's own task.
+
+    Raises:
+        GeosegError: ``task`` differs from the checkpoint's task (the message names
+            the file), or no pixel can be scored.
     """
     opts = options or PredictOptions()
+    task = _model_task(model, task)
+    if task == "change" and classes is not None:
+        raise GeosegError(
+            "--classes does not apply to --task change: change models are scored as "
+            "no change / change (use --map-prediction to say which classes are change)"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in REPORT_FILES:
         check_output_path(out / name, opts.overwrite)
     path = os.fspath(image)
     scene, spec, model_schema, tile = prepare_model_input(path, model, opts)
+    if task == "change":
+        classes = CHANGE_SCHEMA
+        prediction_map = prediction_map or _change_prediction_map(model_schema)
+        reference_map = CHANGE_MASK_MAP if reference_map is None else reference_map
     schema = classes or model_schema
     if prediction_map is None and set(model_schema.ids) - set(schema.ids):
         raise GeosegError("the model's classes differ from --classes; give --map-prediction")
-    ref = _reference(os.fspath(labels), scene)
+    ref = _reference(os.fspath(labels), scene, task)
     if reference_map is not None:
         ref = da.map_blocks(
             functools.partial(remap_values, mapping=reference_map), ref, dtype=np.int32
@@ -102,17 +190,18 @@ def evaluate_scene(
         )
     metrics = metrics_from_confusion(conf, schema.names)
     report: dict[str, Any] = {
-        "model": Path(model).name, "image": Path(path).name, "labels": Path(labels).name,
-        "window": tile.window, "margin": tile.margin, "blend": tile.blend,
-        "reference_map": _json_map(reference_map), "prediction_map": _json_map(prediction_map),
-        **metrics.to_json(),
+        "task": task, "model": Path(model).name, "image": Path(path).name,
+        "labels": Path(labels).name, "window": tile.window, "margin": tile.margin,
+        "blend": tile.blend, "reference_map": _json_map(reference_map),
+        "prediction_map": _json_map(prediction_map),
+        **(_change_scores(metrics) if task == "change" else {}), **metrics.to_json(),
     }  # fmt: skip
     files = (
         write_json(out / "metrics.json", report, opts.overwrite),
         write_confusion_csv(out / "confusion.csv", conf, schema.names, opts.overwrite),
         write_confusion_png(out / "confusion.png", conf, schema.names, opts.overwrite),
     )
-    return EvaluateResult(metrics, conf, files)
+    return EvaluateResult(metrics, conf, files, task)
 
 
 def _json_map(mapping: Mapping[int, int] | None) -> dict[str, int] | None:

@@ -16,12 +16,19 @@ write outside the folder it is run in.
       name: deforestation
       from: [forest]
       to: [cultivated land, grassland, shrubland, artificial surface]
+    aoi: sample_data/districts.gpkg   # optional polygon layer: tables per feature
+    aoi_field: name               # its attribute naming each feature (default: number)
     predict: {chunk: 1024}        # any PredictOptions field
     change: {mmu_ha: 0.5}         # any ChangeOptions field
+
+With ``aoi``, the report adds ``transitions_by_aoi.csv`` (the transition table
+of every AOI feature) and ``summary.json`` adds the focus area of each feature
+under ``by_aoi``. A missing AOI file is refused on load, before any prediction.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
@@ -31,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from geoseg.areas import ACRE_M2, HECTARE_M2
 from geoseg.errors import GeosegError, InputNotFoundError
 from geoseg.io.reports import write_json
 from geoseg.pipelines.change import ChangeOptions, change_report
@@ -59,6 +67,8 @@ class Workflow:
     model: str
     output: Path
     focus: Focus | None = None
+    aoi: Path | None = None
+    aoi_field: str | None = None
     predict: Mapping[str, Any] = field(default_factory=dict)
     change: Mapping[str, Any] = field(default_factory=dict)
 
@@ -72,7 +82,10 @@ class WorkflowResult:
     summary: dict[str, Any]
 
 
-_KEYS = {"version", "name", "scenes", "model", "output", "focus", "predict", "change"}
+_KEYS = {
+    "version", "name", "scenes", "model", "output", "focus", "aoi", "aoi_field", "predict",
+    "change",
+}  # fmt: skip
 
 
 def _fail(path: Path, what: str) -> GeosegError:
@@ -119,6 +132,21 @@ def _focus(path: Path, raw: Any) -> Focus | None:
     )
 
 
+def _aoi(path: Path, root: Path, raw: dict[str, Any]) -> tuple[Path | None, str | None]:
+    """The AOI layer (inside the run folder, existing) and its name field, or Nones."""
+    value, name = raw.get("aoi"), raw.get("aoi_field")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise _fail(path, f"aoi_field must be the name of an attribute (text), got {name!r}")
+    if value is None:
+        if name is not None:
+            raise _fail(path, "aoi_field is given without aoi; add the AOI polygon layer")
+        return None, None
+    aoi = _inside(path, root, value, "aoi")
+    if not aoi.is_file():
+        raise InputNotFoundError(f"{path}: aoi {value!r}: no such file {aoi}")
+    return aoi, name
+
+
 def load_workflow(path: str | os.PathLike[str], root: str | os.PathLike[str] = ".") -> Workflow:
     """Parse and validate a workflow file; errors name the file and the bad key."""
     p, base = Path(path), Path(root)
@@ -141,6 +169,7 @@ def load_workflow(path: str | os.PathLike[str], root: str | os.PathLike[str] = "
     model = raw.get("model")
     if model is None:
         raise _fail(p, "model is missing ('spectral' or a .safetensors file)")
+    aoi, aoi_field = _aoi(p, base, raw)
     return Workflow(
         path=p,
         name=str(raw.get("name", p.stem)),
@@ -148,14 +177,17 @@ def load_workflow(path: str | os.PathLike[str], root: str | os.PathLike[str] = "
         model=model if model == "spectral" else str(_inside(p, base, model, "model")),
         output=_inside(p, base, raw.get("output"), "output"),
         focus=_focus(p, raw.get("focus")),
+        aoi=aoi,
+        aoi_field=aoi_field,
         predict=_options(p, raw.get("predict"), PredictOptions, "predict"),
         change=_options(p, raw.get("change"), ChangeOptions, "change"),
     )
 
 
-def _summary(wf: Workflow, names: Sequence[str], area_m2: Any) -> dict[str, Any]:
+def _focus_cells(wf: Workflow, names: Sequence[str]) -> list[tuple[int, int]]:
+    """``(from, to)`` class indices of the focus transitions (never ``from == to``)."""
     if wf.focus is None:
-        return {}
+        return []
     missing = sorted(set(wf.focus.from_classes + wf.focus.to_classes) - set(names))
     if missing:
         raise _fail(
@@ -163,12 +195,48 @@ def _summary(wf: Workflow, names: Sequence[str], area_m2: Any) -> dict[str, Any]
         )
     rows = [names.index(n) for n in wf.focus.from_classes]
     cols = [names.index(n) for n in wf.focus.to_classes]
-    m2 = float(sum(area_m2[r, c] for r in rows for c in cols if r != c))
+    return [(r, c) for r in rows for c in cols if r != c]
+
+
+def _areas(m2: float) -> dict[str, float]:
     return {
-        "workflow": wf.name, "focus": wf.focus.name, "from": list(wf.focus.from_classes),
-        "to": list(wf.focus.to_classes), "area_m2": m2, "area_ha": m2 / 1e4,
-        "area_acres": m2 / 4046.8564224, "area_km2": m2 / 1e6,
+        "area_m2": m2, "area_ha": m2 / HECTARE_M2, "area_acres": m2 / ACRE_M2,
+        "area_km2": m2 / 1e6,
     }  # fmt: skip
+
+
+def _by_aoi(table: Path, names: Sequence[str], cells: Sequence[tuple[int, int]]) -> list[Any]:
+    """Focus area of each AOI feature, in feature order, from ``transitions_by_aoi.csv``.
+
+    Each feature's block of rows ends with its ``nodata`` row, so features that
+    share a name stay apart.
+    """
+    wanted = {(names[r], names[c]) for r, c in cells}
+    out, m2 = [], 0.0
+    with table.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            if (row["from"], row["to"]) in wanted:
+                m2 += float(row["area_m2"])
+            if row["from"] == "nodata":
+                out.append({"aoi": row["aoi"], **_areas(m2)})
+                m2 = 0.0
+    return out
+
+
+def _summary(
+    wf: Workflow, names: Sequence[str], area_m2: Any, aoi_table: Path | None
+) -> dict[str, Any]:
+    """The focus area over the whole scene and, with an AOI table, per AOI feature."""
+    if wf.focus is None:
+        return {}
+    cells = _focus_cells(wf, names)
+    out = {
+        "workflow": wf.name, "focus": wf.focus.name, "from": list(wf.focus.from_classes),
+        "to": list(wf.focus.to_classes), **_areas(float(sum(area_m2[r, c] for r, c in cells))),
+    }  # fmt: skip
+    if aoi_table is not None:
+        out["by_aoi"] = _by_aoi(aoi_table, names, cells)
+    return out
 
 
 def run_workflow(
@@ -181,9 +249,11 @@ def run_workflow(
     for i, scene in enumerate(wf.scenes):
         out = wf.output / f"map_{i + 1}_{scene.stem}.tif"
         maps.append(predict_scene(scene, wf.model, out, popts, progress).output)
-    copts = ChangeOptions(**{**dict(wf.change), "overwrite": overwrite})
+    aoi = {"aoi": str(wf.aoi), "aoi_field": wf.aoi_field} if wf.aoi else {}
+    copts = ChangeOptions(**{**dict(wf.change), **aoi, "overwrite": overwrite})
     result = change_report(maps, wf.output / "report", copts, progress)
-    summary = _summary(wf, list(result.matrix.names), result.matrix.area_m2)
+    table = wf.output / "report" / "transitions_by_aoi.csv" if wf.aoi else None
+    summary = _summary(wf, list(result.matrix.names), result.matrix.area_m2, table)
     files = result.files
     if summary:
         files = (*files, write_json(wf.output / "summary.json", summary, overwrite))

@@ -231,11 +231,12 @@ def _strips(
     side_of = np.concatenate(owner) if owner else np.zeros(0, int)
     strip = np.full(side_of.size, -1, np.int64)
     if seam.size and side_of.size:
-        # Polygons query a tree of points: each polygon is prepared once.
-        pts = shapely.points(np.concatenate(xs) + col0, np.concatenate(ys) + row0)
-        tree = shapely.STRtree(pts)
-        poly, pt = tree.query(seam, predicate="contains")
-        strip[pt] = poly
+        x, y = np.concatenate(xs) + col0, np.concatenate(ys) + row0
+        # Each polygon tests only the border pixel centres inside its bounding box.
+        for k, (x0, y0, x1, y1) in enumerate(shapely.bounds(seam)):
+            near = np.flatnonzero((x > x0) & (x < x1) & (y > y0) & (y < y1))
+            if near.size:
+                strip[near[shapely.contains_xy(seam[k], x[near], y[near])]] = k
     return {side: strip[side_of == k] for k, side in enumerate(sides)}
 
 

@@ -6,8 +6,8 @@ import pytest
 from affine import Affine
 from pyproj import Geod
 
-from geoseg.areas import ACRE_M2
-from geoseg.change.transitions import transition_codes, transition_matrix
+from geoseg.areas import ACRE_M2, pixel_area_m2
+from geoseg.change.transitions import label_pair_codes, transition_codes, transition_matrix
 from geoseg.errors import GeosegError
 
 IDS = (1, 4, 9)
@@ -67,10 +67,9 @@ def test_geographic_pixels_match_geod_polygon_areas() -> None:
 def test_cells_plus_nodata_equal_total_area() -> None:
     transform = Affine(10, 0, 500_000, 0, -10, 5_100_000)
     m = _matrix(BEFORE, AFTER, "EPSG:32633", transform)
-    from geoseg.areas import pixel_area_m2
-
     total = pixel_area_m2("EPSG:32633", transform, np.arange(3), np.arange(4)).sum()
-    assert m.total_area_m2 == pytest.approx(total, rel=1e-12)
+    # UTM pixels count 1/B² of their cell's exact area (module doc): close, not bit-equal
+    assert m.total_area_m2 == pytest.approx(total, rel=1e-9)
     assert int(m.pixels.sum()) + m.nodata_pixels == BEFORE.size
 
 
@@ -102,3 +101,93 @@ def test_unknown_unit_is_refused() -> None:
     m = _matrix(BEFORE, AFTER, "EPSG:6933", Affine(10, 0, 0, 0, -10, 0))
     with pytest.raises(GeosegError, match="unknown area unit"):
         m.area("hectares")
+
+
+def test_pair_codes_agree_with_codes_for_any_ids_and_dtypes() -> None:
+    codes = transition_codes(BEFORE, AFTER, IDS)
+    pair = label_pair_codes(BEFORE, AFTER, IDS)  # i * (K + 1) + j, K = nodata
+    i, j = np.divmod(pair.astype(int), 4)
+    np.testing.assert_array_equal(np.where((i == 3) | (j == 3), 9, i * 3 + j), codes)
+    wide = transition_codes(BEFORE.astype(np.int32), AFTER.astype(np.int64), IDS)
+    np.testing.assert_array_equal(wide, codes)
+    # class ids 0..K-1 take the byte-arithmetic path; 7 and 255 are nodata there too
+    before = np.array([[0, 1, 2, 7, 255]], np.uint8)
+    after = np.array([[2, 2, 0, 1, 1]], np.uint8)
+    assert transition_codes(before, after, (0, 1, 2)).tolist() == [[2, 5, 6, 9, 9]]
+    assert label_pair_codes(before, after, (0, 1, 2)).tolist() == [[2, 6, 8, 13, 13]]
+
+
+def _exact_sums(before, after, crs, transform):
+    """Per-pixel-area weighted bincount: the reference the matrix must match."""
+    area = pixel_area_m2(crs, transform, np.arange(before.shape[0]), np.arange(before.shape[1]))
+    codes = transition_codes(before, after, IDS)
+    return np.bincount(codes.ravel(), weights=area.ravel(), minlength=len(IDS) ** 2 + 1)
+
+
+@pytest.mark.parametrize(
+    ("crs", "transform", "rtol"),
+    [
+        # UTM 33N at 60 N, 330 km west of the central meridian (largest scale gradient)
+        ("EPSG:32633", Affine(10, 0, 170_000, 0, -10, 6_700_000), 1e-6),
+        ("EPSG:32633", Affine(30, 0, 170_000, 0, -30, 6_700_000), 1e-6),
+        ("EPSG:3035", Affine(100, 0, 2_000_000, 0, -100, 5_000_000), 1e-6),
+        # cylindrical and geographic grids: whole rows share one exact area
+        ("EPSG:3857", Affine(10, 0, 1_500_000, 0, -10, 8_400_000), 1e-9),
+        ("EPSG:4326", Affine(1e-4, 0, 10.0, 0, -1e-4, 60.0), 1e-9),
+    ],
+)
+def test_areas_match_the_exact_per_pixel_sums(crs: str, transform: Affine, rtol: float) -> None:
+    rng = np.random.default_rng(5)
+    before = rng.choice(np.array([1, 4, 9, 255], np.uint8), size=(96, 70))
+    after = rng.choice(np.array([1, 4, 9, 255], np.uint8), size=(96, 70))
+    m = _matrix(before, after, crs, transform, chunk=40)
+    exact = _exact_sums(before, after, crs, transform)
+    got = np.r_[m.area_m2.ravel(), m.nodata_area_m2]
+    np.testing.assert_allclose(got, exact, rtol=rtol)
+    assert got.sum() == pytest.approx(exact.sum(), rel=rtol)
+
+
+def test_a_lone_projected_pixel_is_within_1e_5_of_its_own_area() -> None:
+    # worst case of the B x B cells: one pixel at a cell corner, where the
+    # area gradient (UTM zone edge at 60 N, 30 m pixels, B = 16) is steepest
+    transform = Affine(30, 0, 170_000, 0, -30, 6_700_000)
+    before = np.full((32, 32), 4, np.uint8)
+    before[0, 0] = 1
+    m = _matrix(before, before, "EPSG:32633", transform, chunk=32)
+    own = pixel_area_m2("EPSG:32633", transform, [0], [0])[0, 0]
+    assert m.pixels[0, 0] == 1
+    assert m.area_m2[0, 0] == pytest.approx(own, rel=1e-5)
+    # whole cells: the sum is the cells' exact area, ~1e-9 from the sum of pixel areas
+    cells = pixel_area_m2("EPSG:32633", transform, np.arange(32), np.arange(32)).sum()
+    assert m.total_area_m2 == pytest.approx(cells, rel=1e-8)
+
+
+def test_zones_and_pairs_of_the_sink_agree_with_the_matrix() -> None:
+    from geoseg.change.transitions import TransitionSink
+
+    transform = Affine(10, 0, 500_000, 0, -10, 5_100_000)
+    m = _matrix(BEFORE, AFTER, "EPSG:32633", transform)
+    sink = TransitionSink(IDS, "EPSG:32633", transform, n_zones=2)
+    left = np.zeros(BEFORE.shape, bool)
+    left[:, :2] = True
+    codes = transition_codes(BEFORE, AFTER, IDS)
+    sink.add_codes(slice(0, 3), slice(0, 4), codes, [(0, left), (1, ~left)])
+    halves = [sink.matrix(NAMES, z) for z in (0, 1)]
+    np.testing.assert_array_equal(halves[0].pixels + halves[1].pixels, m.pixels)
+    np.testing.assert_allclose(halves[0].area_m2 + halves[1].area_m2, m.area_m2, rtol=1e-12)
+    pairs = TransitionSink(IDS, "EPSG:32633", transform)
+    pairs[(slice(0, 2), slice(0, 3), slice(0, 4))] = np.stack([BEFORE, AFTER])
+    np.testing.assert_array_equal(pairs.matrix(NAMES).area_m2, m.area_m2)
+
+
+def test_large_blocks_without_a_cached_base_count_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import geoseg.change.transitions as transitions
+
+    transform = Affine(10, 0, 500_000, 0, -10, 5_100_000)
+    ref = _matrix(BEFORE, AFTER, "EPSG:32633", transform)
+    monkeypatch.setattr(transitions, "_MAX_CACHED_BASE", 0)
+    m = _matrix(BEFORE, AFTER, "EPSG:32633", transform)
+    np.testing.assert_array_equal(m.area_m2, ref.area_m2)
+    np.testing.assert_array_equal(m.pixels, EXPECTED_PIXELS)

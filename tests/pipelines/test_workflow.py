@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import rasterio
+from rasterio.features import rasterize
 
+from geoseg.areas import pixel_area_m2
 from geoseg.errors import GeosegError
+from geoseg.io.vectors import read_vectors
 from geoseg.pipelines.workflow import load_workflow, run_workflow
 from geoseg.synthetic import write_sample_data
 
@@ -38,6 +44,7 @@ def test_shipped_workflow_runs_on_the_sample_pair(root: Path, name: str) -> None
     assert len(result.maps) == 2
     names = {p.name for p in result.report}
     assert {"transitions.csv", "transitions.json", "change.tif", "index.html"} <= names
+    assert ("transitions_by_aoi.csv" in names) == (wf.aoi is not None) == (name == "flood")
     for path in result.maps:
         with rasterio.open(path) as dst, rasterio.open(wf.scenes[0]) as src:
             assert dst.crs == src.crs and dst.transform == src.transform
@@ -55,6 +62,78 @@ def test_shipped_workflow_runs_on_the_sample_pair(root: Path, name: str) -> None
     assert saved["area_ha"] == pytest.approx(result.summary["area_m2"] / 1e4)
 
 
+def _district_masks(aoi: Path, grid: rasterio.DatasetReader) -> dict[str, np.ndarray]:
+    """``(H, W) bool`` mask of each district: pixel centre inside, as GDAL burns polygons."""
+    return {
+        str(name): rasterize(
+            [(geom, 1)], out_shape=grid.shape, transform=grid.transform, fill=0, dtype="uint8"
+        ).astype(bool)
+        for name, geom in zip(read_vectors(aoi)["name"], read_vectors(aoi).geometry, strict=True)
+    }
+
+
+def test_flood_workflow_reports_per_district(root: Path) -> None:
+    wf = load_workflow(root / "workflows" / "flood.yaml", root)
+    assert wf.aoi == (root / "sample_data" / "districts.gpkg").resolve()
+    assert wf.aoi_field == "name"
+    wf = dataclasses.replace(wf, output=root / "flood_by_district")
+    result = run_workflow(wf)
+    report = wf.output / "report"
+    table = json.loads((report / "transitions.json").read_text())
+    with (report / "transitions_by_aoi.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    with rasterio.open(report / "change.tif") as grid:
+        codes = grid.read(1)
+        area = pixel_area_m2(
+            grid.crs, grid.transform, np.arange(grid.height), np.arange(grid.width)
+        )
+        masks = _district_masks(wf.aoi, grid)
+    assert list(masks) == ["west bank", "east bank", "uplands"]
+    # Hand count on the 160 x 192 px scene: west bank columns 0-37 (0.2 * 192 = 38.4 -> 38),
+    # east bank 38-95, uplands 96-191 in rows 0-79 then a slanted edge to (144, 120): 96 * 80
+    # + 40 rows tapering from 96 to 48 px = 10 560 px. The south-east rest is in no district.
+    assert [int(m.sum()) for m in masks.values()] == [38 * 160, 58 * 160, 96 * 80 + 72 * 40]
+    assert (sum(m.astype(int) for m in masks.values()) <= 1).all()  # never in two districts
+    inside = np.logical_or.reduce(list(masks.values()))
+    # UTM 33N pixels at the central meridian are (10 m / 0.9996)^2 of ground each
+    assert area[inside].sum() == pytest.approx(25_920 * 100.08, rel=1e-4)
+
+    # Every (from, to) line, nodata included, summed over the districts equals the
+    # scene-wide change map's area of that code inside the districts (pixel areas of
+    # geoseg.areas); over all lines, the districts' own ground area, less than the scene's.
+    k = len(table["classes"])
+    lines = [(a, b, i * k + j) for i, a in enumerate(table["classes"])
+             for j, b in enumerate(table["classes"])] + [("nodata", "nodata", 255)]  # fmt: skip
+    for a, b, code in lines:
+        got = [r for r in rows if (r["from"], r["to"]) == (a, b)]
+        assert len(got) == 3
+        assert sum(float(r["area_m2"]) for r in got) == pytest.approx(
+            area[inside & (codes == code)].sum(), rel=1e-6, abs=1e-5
+        )
+        assert sum(int(r["pixels"]) for r in got) == int((inside & (codes == code)).sum())
+    assert sum(float(r["area_m2"]) for r in rows) == pytest.approx(area[inside].sum(), rel=1e-7)
+    scene_m2 = table["total_area_m2"]  # every pixel of the grid, nodata included
+    assert scene_m2 == pytest.approx(area.sum(), rel=1e-7)
+    assert area[inside].sum() < 0.9 * scene_m2
+
+    # Each district's flooded area (not water -> water) against its polygon burnt onto
+    # the change grid, in the summary and in the CSV
+    flooded = table["classes"].index("not water") * k + table["classes"].index("water")
+    by_aoi = {d["aoi"]: d for d in result.summary["by_aoi"]}
+    assert list(by_aoi) == list(masks)
+    for name, mask in masks.items():
+        expected = area[mask & (codes == flooded)].sum()
+        assert by_aoi[name]["area_m2"] == pytest.approx(expected, rel=1e-6, abs=1e-5)
+        assert by_aoi[name]["area_ha"] == pytest.approx(expected / 1e4, rel=1e-6, abs=1e-9)
+    assert by_aoi["west bank"]["area_m2"] > 0 and by_aoi["east bank"]["area_m2"] > 0
+    in_districts = sum(d["area_m2"] for d in by_aoi.values())
+    assert in_districts == pytest.approx(area[inside & (codes == flooded)].sum(), rel=1e-6)
+    outside = area[~inside & (codes == flooded)].sum()
+    assert in_districts + outside == pytest.approx(result.summary["area_m2"], rel=1e-9)
+    saved = json.loads((wf.output / "summary.json").read_text())
+    assert saved["by_aoi"] == result.summary["by_aoi"]
+
+
 HEAD = "scenes: [a.tif, b.tif]\nmodel: spectral\n"
 
 
@@ -67,6 +146,10 @@ HEAD = "scenes: [a.tif, b.tif]\nmodel: spectral\n"
         (HEAD + "output: out\npredict: {windw: 3}\n", "unknown predict"),
         ("scenes: [a.tif]\nmodel: spectral\noutput: out\n", "at least two"),
         ("- just\n- a list\n", "expected a mapping"),
+        (HEAD + "output: out\naoi: ../zones.gpkg\n", "aoi '../zones.gpkg' leaves the run folder"),
+        (HEAD + "output: out\naoi: zones.gpkg\n", "aoi 'zones.gpkg': no such file"),
+        (HEAD + "output: out\naoi_field: name\n", "aoi_field is given without aoi"),
+        (HEAD + "output: out\naoi: zones.gpkg\naoi_field: [a]\n", "aoi_field must be"),
     ],
 )
 def test_bad_workflow_files_name_the_problem(tmp_path: Path, text: str, words: str) -> None:
