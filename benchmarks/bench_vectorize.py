@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--size", type=int, default=8000, help="side of the timed raster (px)")
     p.add_argument("--memory-size", type=int, default=20000, help="side for the RSS run (px)")
-    p.add_argument("--chunk", type=int, default=1024)
+    p.add_argument(
+        "--chunk", type=int, default=2048, help="vectorize chunk (geoseg vectorize's default)"
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument(
         "--scheduler",

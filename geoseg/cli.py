@@ -133,7 +133,7 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
         kw.update(scheduler="cuda", workers=gpus, device="cuda")
     opts = PredictOptions(bands=selection, band_roles=roles, preview=preview, **kw)
     vopts = VectorizeOptions(
-        overwrite=opts.overwrite, chunk=opts.chunk, workers=opts.workers,
+        overwrite=opts.overwrite, workers=opts.workers,
         scheduler="threads" if opts.scheduler == "cuda" else opts.scheduler,
     )  # fmt: skip
     if vector is not None:
@@ -165,7 +165,8 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
 @click.option("--layer", help="Layer name (default: the input's file name).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--assume-crs", help="CRS for a raster without one, e.g. EPSG:32633.")
-@click.option("--chunk", type=int, default=1024, show_default=True, help="Dask chunk side in px.")
+@click.option("--chunk", type=int, default=2048, show_default=True,
+              help="Dask chunk side in px (the polygonization unit).")  # fmt: skip
 @click.option("--scheduler", default="threads", show_default=True,
               help="threads, sync, local (LocalCluster) or tcp://host:port.")  # fmt: skip
 @click.option("--workers", type=int, help="Threads or worker processes.")

@@ -35,7 +35,6 @@ from geoseg.types import NODATA_LABEL, ClassSchema
 from geoseg.vector.attributes import (
     Georef,
     pixel_to_crs,
-    polygon_batch,
     polygon_table,
     sort_table,
 )
@@ -43,7 +42,6 @@ from geoseg.vector.clean import filter_classes, merge_small_polygons, simplify_c
 from geoseg.vector.polygonize import (
     ChunkCollector,
     StreamingCollector,
-    iter_merged,
     merge_chunks,
     polygonize_blocks,
 )
@@ -90,7 +88,7 @@ class VectorizeOptions:
     format: str | None = None
     layer: str | None = None
     overwrite: bool = False
-    chunk: int = 1024
+    chunk: int = 2048
     scheduler: str = "threads"
     workers: int | None = None
     assume_crs: str | None = None
@@ -213,8 +211,9 @@ def _stream(
     """Polygonize, measure and name in the workers; batches to ``emit`` as chunks finish.
 
     Final polygons (those that meet no chunk seam) go out chunk by chunk, in chunk
-    order; the dissolved seam polygons come last. Memory: the chunks in flight and
-    the seam polygons, not the layer.
+    order; regions cut by seams go out dissolved as soon as a row of chunks
+    completes them. Memory: the chunks in flight and the seam polygons of open
+    regions, not the layer.
     """
     scene = raster.scene
     georef = Georef(scene.crs.to_wkt(), scene.transform)
@@ -222,11 +221,12 @@ def _stream(
         raster.labels, scene.valid, instances=raster.instances, confidence=raster.confidence,
         connectivity=opts.connectivity, keep=keep, georef=georef, schema=raster.schema or True,
     )  # fmt: skip
-    nby, nbx = lazy.numblocks
-    collector = StreamingCollector((nby, nbx), emit)
+    starts = [np.cumsum((0, *c[:-1])).tolist() for c in raster.labels.chunks]
+    collector = StreamingCollector(
+        starts[0], starts[1], emit, opts.connectivity, georef, raster.schema
+    )
     store_blocks(lazy, collector, opts.scheduler, opts.workers, progress)
-    for merged in iter_merged(collector.chunks, opts.connectivity, georef):
-        emit(polygon_batch(merged, raster.schema))
+    collector.finish()
 
 
 def label_polygons(

@@ -78,6 +78,7 @@ class _Shapes:
     ring_poly: np.ndarray  # (R,) polygon of each ring (its first ring is the exterior)
     values: np.ndarray  # (P,) int64 pixel value of each polygon
     dicts: list[Any]  # GeoJSON-like geometries, kept only when asked for
+    twin: np.ndarray | None = None  # (R,) a ring with the same area and length, or -1
 
 
 _GC_LOCK = threading.Lock()
@@ -106,7 +107,86 @@ def _gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
+#: Neighbour offsets (row, col) of a pixel's 8-neighbourhood.
+_RING8 = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+#: Closed unit square, counter-clockwise in pixel coordinates (x = col, y = row).
+_SQUARE = np.array([[0, 0], [0, 1], [1, 1], [1, 0], [0, 0]], np.float64)
+
+
+def _lone_pixels(key: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels whose 8 neighbours are all valid and share one value that is not theirs.
+
+    Such a pixel is a one-pixel polygon and a one-pixel hole in the region around it
+    whatever the connectivity (speckle in a class map). Returns ``(rows, cols)``,
+    never on the chunk's border.
+    """
+    h, w = key.shape
+    if h < 3 or w < 3:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
+    inner = key[1:-1, 1:-1]
+    north = key[:-2, 1:-1]
+    idx = np.flatnonzero((inner != north) & mask[1:-1, 1:-1])
+    r, c = np.divmod(idx, w - 2)
+    r, c = r + 1, c + 1
+    ref = key[r - 1, c]
+    for dy, dx in _RING8:
+        ok = (key[r + dy, c + dx] == ref) & mask[r + dy, c + dx]
+        r, c, ref = r[ok], c[ok], ref[ok]
+    return r, c
+
+
 def _shapes(
+    key: np.ndarray, mask: np.ndarray, connectivity: int, keep_dicts: bool, offset: tuple[int, int]
+) -> _Shapes:
+    """Polygonize ``key`` where ``mask``: ``rasterio.features.shapes``, but lone pixels
+    (see :func:`_lone_pixels`) are made here, as squares and as holes of the region
+    around them, without a GeoJSON-like dict each: speckle costs next to nothing."""
+    rows, cols = (np.zeros(0, np.intp),) * 2 if keep_dicts else _lone_pixels(key, mask)
+    if rows.size:
+        spot_values = key[rows, cols]
+        key = key.copy()
+        key[rows, cols] = key[rows - 1, cols]  # each lone pixel joins the region around it
+    sh = _gdal_shapes(key, mask, connectivity, keep_dicts, offset)
+    if rows.size == 0:
+        return sh
+    row0, col0 = offset
+    corners = np.column_stack([cols + col0, rows + row0]).astype(np.float64)
+    # The region each lone pixel sits in: the polygon containing its centre.
+    regions = _build(sh, np.ones(sh.values.size, bool), connectivity)
+    # A tree of the points, queried with the regions: each region is prepared once.
+    centre = shapely.points(corners + 0.5)
+    owner_of, spot = shapely.STRtree(centre).query(regions, predicate="contains")
+    if spot.size != rows.size:  # pragma: no cover - every lone pixel is inside one region
+        raise AssertionError("a lone pixel lies in no region")
+    owner = owner_of[np.argsort(spot)]
+    n_rings, n_polys, k = sh.ring_poly.size, sh.values.size, rows.size
+    square = (corners[:, None, :] + _SQUARE[None]).reshape(-1, 2)
+    # Rings: the regions' own, then one hole per lone pixel, then the squares; sorted
+    # by polygon (stable) so each hole follows its region's rings.
+    ring_poly = np.concatenate([sh.ring_poly, owner, n_polys + np.arange(k)])
+    order = np.argsort(ring_poly, kind="stable")
+    ring_len = np.concatenate([np.bincount(sh.vert_ring, minlength=n_rings), np.full(2 * k, 5)])
+    ring_start = np.concatenate([[0], np.cumsum(ring_len)[:-1]])
+    xy_all = np.concatenate([sh.xy, square, square])
+    lens = ring_len[order]
+    first = np.repeat(ring_start[order] - np.r_[0, np.cumsum(lens)[:-1]], lens)
+    xy = xy_all[first + np.arange(lens.sum())]
+    # A lone pixel's hole and its square are the same ring: measured once.
+    position = np.empty(order.size, np.int64)
+    position[order] = np.arange(order.size)
+    twin = np.full(order.size, -1, np.int64)
+    twin[position[n_rings : n_rings + k]] = position[n_rings + k :]
+    return _Shapes(
+        xy,
+        np.repeat(np.arange(order.size), lens),
+        ring_poly[order],
+        np.concatenate([sh.values, spot_values.astype(np.int64)]),
+        sh.dicts,
+        twin,
+    )
+
+
+def _gdal_shapes(
     key: np.ndarray, mask: np.ndarray, connectivity: int, keep_dicts: bool, offset: tuple[int, int]
 ) -> _Shapes:
     row0, col0 = offset
@@ -124,6 +204,8 @@ def _shapes(
         rings_per_poly = np.fromiter(map(len, polys), np.int64, len(polys))
         values = np.fromiter((v for _, v in found), np.float64, len(found))
         dicts = [geom for geom, _ in found] if keep_dicts else []
+        # Freed before the collector is back on, so it has no young tuples to scan.
+        del found, polys, rings, flat
     vert_ring = np.repeat(np.arange(ring_len.size), ring_len)
     ring_poly = np.repeat(np.arange(rings_per_poly.size), rings_per_poly)
     return _Shapes(xy, vert_ring, ring_poly, values.astype(np.int64), dicts)
@@ -170,7 +252,17 @@ def _areas(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per polygon: true area and perimeter, and the area and length of its holes alone."""
     n_rings = sh.ring_poly.size
-    area, length = ring_area_perimeter_m(crs_xy, sh.vert_ring, n_rings, georef.crs_wkt)
+    if sh.twin is None:
+        area, length = ring_area_perimeter_m(crs_xy, sh.vert_ring, n_rings, georef.crs_wkt)
+    else:
+        own = sh.twin < 0
+        renumber = np.cumsum(own) - 1
+        verts = own[sh.vert_ring]
+        area, length = np.zeros(n_rings), np.zeros(n_rings)
+        area[own], length[own] = ring_area_perimeter_m(
+            crs_xy[verts], renumber[sh.vert_ring[verts]], int(own.sum()), georef.crs_wkt
+        )
+        area[~own], length[~own] = area[sh.twin[~own]], length[sh.twin[~own]]
     hole = np.r_[False, sh.ring_poly[1:] == sh.ring_poly[:-1]][:n_rings]
     n = sh.values.size
     hole_area = np.bincount(sh.ring_poly[hole], weights=area[hole], minlength=n)

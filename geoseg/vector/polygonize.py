@@ -27,11 +27,12 @@ from geoseg.types import ClassSchema
 from geoseg.vector.attributes import Georef, polygon_batch
 from geoseg.vector.chunk import SIDES, ChunkPolygons, polygonize_chunk
 from geoseg.vector.polygons import Polygons
-from geoseg.vector.seams import iter_merged, merge_chunks, merge_seams
+from geoseg.vector.seams import SeamMerger, iter_merged, merge_chunks, merge_seams
 
 __all__ = [
     "ChunkCollector",
     "ChunkPolygons",
+    "SeamMerger",
     "StreamingCollector",
     "iter_merged",
     "merge_chunks",
@@ -59,23 +60,37 @@ class ChunkCollector:
 
 
 class StreamingCollector:
-    """A sink for ``store_blocks`` that hands each chunk's final polygons on at once.
+    """A sink for ``store_blocks`` that hands polygons on as chunks finish.
 
     Chunks must come with a ``batch`` (``polygonize_blocks(..., schema=...)``).
-    Their batches go to ``emit`` in chunk order (row by row), whatever order the
-    chunks finish in, so the output is the same for any scheduler; only the seam
-    polygons are kept, for :func:`merge_seams`. Thread-safe.
+    Each chunk's final polygons go to ``emit`` in chunk order (row by row),
+    whatever order the chunks finish in, and its seam polygons to a
+    :class:`~geoseg.vector.seams.SeamMerger`, whose unions go to ``emit`` as soon
+    as a row of chunks completes them; :meth:`finish` emits the last ones. The
+    output is the same for any scheduler. Thread-safe.
 
     Args:
-        shape: ``(n_chunk_rows, n_chunk_cols)``.
-        emit: called with each chunk's record batch, under a lock, in order.
+        row_starts, col_starts: first pixel row / column of each chunk row / column.
+        emit: called with record batches, under a lock, in order.
+        connectivity: the connectivity of the polygonization.
+        georef: the :class:`Georef` the chunks were polygonized with.
+        schema: class names for the unions' batches.
     """
 
-    def __init__(self, shape: tuple[int, int], emit: Callable[[pa.RecordBatch], None]) -> None:
-        self.chunks: dict[tuple[int, int], ChunkPolygons] = {}
-        self._cols = shape[1]
+    def __init__(
+        self,
+        row_starts: Sequence[int],
+        col_starts: Sequence[int],
+        emit: Callable[[pa.RecordBatch], None],
+        connectivity: int,
+        georef: Georef,
+        schema: ClassSchema | None = None,
+    ) -> None:
+        self._cols = len(col_starts)
         self._emit = emit
-        self._pending: dict[int, pa.RecordBatch] = {}
+        self._schema = schema
+        self._merger = SeamMerger(row_starts, col_starts, connectivity, georef)
+        self._pending: dict[int, ChunkPolygons] = {}
         self._next = 0
         self._lock = threading.Lock()
 
@@ -85,12 +100,22 @@ class StreamingCollector:
         if chunk.batch is None:
             raise ValueError("StreamingCollector needs chunks polygonized with a schema")
         with self._lock:
-            # Seam polygons wait for the merge as WKB (compact); see Polygons.packed.
-            self.chunks[(i, j)] = dataclasses.replace(chunk, seam=chunk.seam.packed(), batch=None)
-            self._pending[i * self._cols + j] = chunk.batch
+            # Seam polygons wait as WKB (compact); see Polygons.packed.
+            self._pending[i * self._cols + j] = dataclasses.replace(chunk, seam=chunk.seam.packed())
             while self._next in self._pending:
-                self._emit(self._pending.pop(self._next))
+                ready = self._pending.pop(self._next)
+                assert ready.batch is not None
+                self._emit(ready.batch)
+                ij = divmod(self._next, self._cols)
+                for merged in self._merger.add(ij, dataclasses.replace(ready, batch=None)):
+                    self._emit(polygon_batch(merged, self._schema))
                 self._next += 1
+
+    def finish(self) -> None:
+        """Emit the unions of regions that reach the last row of chunks."""
+        with self._lock:
+            for merged in self._merger.finish():
+                self._emit(polygon_batch(merged, self._schema))
 
 
 def polygonize_blocks(

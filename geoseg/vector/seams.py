@@ -11,7 +11,7 @@ polygon has exactly the vertices of a whole-raster ``shapes`` call.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from geoseg.vector.chunk import ChunkPolygons
 from geoseg.vector.polygons import Polygons
 from geoseg.vector.rings import insert_vertices_on_lines, remove_collinear_vertices
 
-__all__ = ["iter_merged", "merge_chunks", "merge_seams"]
+__all__ = ["SeamMerger", "iter_merged", "merge_chunks", "merge_seams"]
 
 
 def _seam_pairs(a: np.ndarray, b: np.ndarray, connectivity: int) -> np.ndarray:
@@ -114,35 +114,123 @@ def _pixel_inside(parts: np.ndarray) -> np.ndarray:
     return np.asarray(shapely.points(pick))
 
 
-def _seam_groups(
-    chunks: dict[tuple[int, int], ChunkPolygons], seam: Polygons, connectivity: int
-) -> np.ndarray:
-    """Group number of each seam part: parts that meet across seams with equal keys."""
-    nby = 1 + max(i for i, _ in chunks)
-    nbx = 1 + max(j for _, j in chunks)
-    base, n = {}, 0
-    for ij in sorted(chunks):
-        base[ij] = n
-        n += len(chunks[ij].seam)
+class SeamMerger:
+    """Dissolves seam polygons row of chunks by row, as the rows come in.
 
-    def strip(ij: tuple[int, int], side: str) -> np.ndarray:
-        s = chunks[ij].strips[side]
-        return np.where(s >= 0, s + base[ij], -1)
+    Feed every chunk once, in row-major order (:meth:`add`). When a row of chunks
+    is complete, its seam parts are joined with their neighbours (to the left,
+    and across the seam above, diagonals included with 8-connectivity), and every
+    group of parts that reaches no chunk of that row can grow no more: it is
+    dissolved and yielded at once, and its parts are let go. So the merge runs
+    while later chunks are still being polygonized, and memory holds about two
+    rows of seam parts (plus regions still growing), not the scene's.
+    :meth:`finish` yields the rest.
 
-    pairs = [np.zeros((0, 2), np.int64)]
-    for j in range(1, nbx):
-        left = np.concatenate([strip((i, j - 1), "right") for i in range(nby)])
-        right = np.concatenate([strip((i, j), "left") for i in range(nby)])
-        pairs.append(_seam_pairs(left, right, connectivity))
-    for i in range(1, nby):
-        top = np.concatenate([strip((i - 1, j), "bottom") for j in range(nbx)])
-        bottom = np.concatenate([strip((i, j), "top") for j in range(nbx)])
-        pairs.append(_seam_pairs(top, bottom, connectivity))
-    p = np.concatenate(pairs)
-    keys = seam.keys()
-    p = p[(keys[p[:, 0]] == keys[p[:, 1]]).all(axis=1)]
-    graph = coo_matrix((np.ones(len(p)), (p[:, 0], p[:, 1])), shape=(n, n))
-    return np.asarray(connected_components(graph, directed=False)[1])
+    The groups, and each union, are the same for any chunking; unions come out
+    in a deterministic order (by their first part, in chunk order).
+
+    Args:
+        row_starts: first pixel row of each chunk row (``(n_rows,)``).
+        col_starts: first pixel column of each chunk column (``(n_cols,)``).
+        connectivity: the connectivity the chunks were polygonized with.
+        georef: the :class:`Georef` the chunks were polygonized with, if any; the
+            unions are then in CRS coordinates with areas and perimeters.
+    """
+
+    def __init__(
+        self,
+        row_starts: Sequence[int],
+        col_starts: Sequence[int],
+        connectivity: int = 4,
+        georef: Georef | None = None,
+    ) -> None:
+        self._ncols = len(col_starts)
+        self._nrows = len(row_starts)
+        self._lines = (np.asarray(col_starts[1:]), np.asarray(row_starts[1:]))
+        self._connectivity = connectivity
+        self._georef = georef
+        self._active: Polygons | None = None  # seam parts of open groups, in chunk order
+        self._part_row = np.zeros(0, np.int64)
+        self._pairs = np.zeros((0, 2), np.int64)
+        self._row: list[ChunkPolygons] = []
+        self._bottoms: list[np.ndarray] = []  # bottom strips of the last row (active ids)
+        self._next = (0, 0)
+
+    def add(self, ij: tuple[int, int], chunk: ChunkPolygons) -> Iterator[Polygons]:
+        """Take chunk ``ij`` (row-major order); yields the unions it completes, in batches."""
+        if ij != self._next:
+            raise ValueError(f"chunks must come in row-major order: got {ij}, not {self._next}")
+        self._row.append(chunk)
+        i, j = ij
+        self._next = (i, j + 1) if j + 1 < self._ncols else (i + 1, 0)
+        if j + 1 == self._ncols:
+            yield from self._row_done(i)
+
+    def finish(self) -> Iterator[Polygons]:
+        """Yield the unions still open once every chunk is in."""
+        if self._next != (self._nrows, 0):
+            raise ValueError(f"chunk {self._next} never came")
+        if self._active is not None and len(self._active):
+            yield from self._dissolve_done(np.ones(len(self._active), bool))
+        self._active = None
+
+    def _row_done(self, i: int) -> Iterator[Polygons]:
+        row, self._row = self._row, []
+        base = 0 if self._active is None else len(self._active)
+        offsets = base + np.cumsum([0] + [len(c.seam) for c in row[:-1]])
+
+        def strip(k: int, side: str) -> np.ndarray:
+            s = row[k].strips.get(side)
+            if s is None:
+                return np.zeros(0, np.int64)
+            return np.where(s >= 0, s + offsets[k], -1)
+
+        pairs = [self._pairs]
+        for k in range(1, len(row)):
+            pairs.append(_seam_pairs(strip(k - 1, "right"), strip(k, "left"), self._connectivity))
+        if i > 0:
+            top = np.concatenate(self._bottoms)
+            bottom = np.concatenate([strip(k, "top") for k in range(len(row))])
+            pairs.append(_seam_pairs(top, bottom, self._connectivity))
+        self._bottoms = [strip(k, "bottom") for k in range(len(row))]
+        new = Polygons.concat([c.seam for c in row])
+        self._active = new if self._active is None else Polygons.concat([self._active, new])
+        self._part_row = np.r_[self._part_row, np.full(len(new), i)]
+        p = np.concatenate(pairs)
+        keys = self._active.keys()
+        self._pairs = np.unique(p[(keys[p[:, 0]] == keys[p[:, 1]]).all(axis=1)], axis=0)
+        if i + 1 < self._nrows and len(self._active):
+            group = self._groups()
+            in_row = np.zeros(group.max() + 1, bool)
+            in_row[group[self._part_row == i]] = True
+            done = ~in_row[group]
+            if done.any():
+                yield from self._dissolve_done(done)
+
+    def _groups(self) -> np.ndarray:
+        """Group number of each open part: parts that meet across seams with equal keys."""
+        n = 0 if self._active is None else len(self._active)
+        p = self._pairs
+        graph = coo_matrix((np.ones(len(p)), (p[:, 0], p[:, 1])), shape=(n, n))
+        return np.asarray(connected_components(graph, directed=False)[1])
+
+    def _dissolve_done(self, done: np.ndarray) -> Iterator[Polygons]:
+        """Dissolve the groups of the parts in ``done`` (whole groups) and let them go."""
+        assert self._active is not None
+        group = self._groups()
+        parts = self._active.take(done)
+        # Number groups by their first part: a deterministic order for any scheduler.
+        first = np.full(group.max() + 1, np.iinfo(np.int64).max)
+        np.minimum.at(first, group, np.arange(group.size))
+        rank = np.argsort(np.argsort(first))
+        keep = ~done
+        index = np.cumsum(keep) - 1
+        self._pairs = index[self._pairs[keep[self._pairs[:, 0]]]]
+        self._bottoms = [np.where(b >= 0, index[np.maximum(b, 0)], -1) for b in self._bottoms]
+        self._active = self._active.take(keep)
+        self._part_row = self._part_row[keep]
+        for merged in _merge_groups(parts, rank[group[done]], self._lines, self._georef):
+            yield merged.replace(geometry=shapely.normalize(merged.geometry))
 
 
 #: Seam parts dissolved per batch of :func:`iter_merged` (memory: one batch of unions).
@@ -154,34 +242,26 @@ def iter_merged(
     connectivity: int = 4,
     georef: Georef | None = None,
 ) -> Iterator[Polygons]:
-    """Dissolve the seam polygons of all chunks, in batches: one polygon per region.
-
-    Consumes ``chunks`` (the dict is emptied: each batch's parts are let go once
-    dissolved, so memory falls as the merge goes on).
+    """Dissolve the seam polygons of all chunks (a :class:`SeamMerger` fed in order).
 
     Args:
         chunks: :class:`ChunkPolygons` by chunk ``(row, col)``, every chunk of a grid
             (their ``final`` polygons are not used).
         connectivity: the connectivity the chunks were polygonized with.
-        georef: the :class:`Georef` the chunks were polygonized with, if any; the
-            result is then in CRS coordinates with areas and perimeters.
+        georef: the :class:`Georef` the chunks were polygonized with, if any.
 
     Yields:
-        Dissolved polygons, normalized (same ring starts and orientation whatever
-        the chunking), in group order.
+        Batches of dissolved polygons, normalized.
     """
     if not chunks:
         return
     order = sorted(chunks)
-    seam = Polygons.concat([chunks[ij].seam for ij in order])
-    lines = (
-        np.unique([chunks[ij].window[1] for ij in order if ij[1] > 0]),
-        np.unique([chunks[ij].window[0] for ij in order if ij[0] > 0]),
-    )
-    group = _seam_groups(chunks, seam, connectivity)
-    chunks.clear()
-    for merged in _merge_groups(seam, group, lines, georef):
-        yield merged.replace(geometry=shapely.normalize(merged.geometry))
+    rows = sorted({chunks[ij].window[0] for ij in order})
+    cols = sorted({chunks[ij].window[1] for ij in order})
+    merger = SeamMerger(rows, cols, connectivity, georef)
+    for ij in order:
+        yield from merger.add(ij, chunks[ij])
+    yield from merger.finish()
 
 
 def merge_seams(
@@ -189,7 +269,7 @@ def merge_seams(
     connectivity: int = 4,
     georef: Georef | None = None,
 ) -> Polygons:
-    """:func:`iter_merged` as one :class:`Polygons` (``chunks`` is consumed)."""
+    """:func:`iter_merged` as one :class:`Polygons`."""
     batches = list(iter_merged(chunks, connectivity, georef))
     return Polygons.concat(batches) if batches else Polygons.empty()
 
@@ -202,8 +282,7 @@ def merge_chunks(
     """Dissolve polygons across seams; all polygons of the raster in a deterministic order.
 
     Args:
-        chunks: :class:`ChunkPolygons` by chunk ``(row, col)``, every chunk of a grid
-            (consumed: the dict is emptied).
+        chunks: :class:`ChunkPolygons` by chunk ``(row, col)``, every chunk of a grid.
         connectivity: the connectivity the chunks were polygonized with.
         georef: the :class:`Georef` the chunks were polygonized with, if any; the
             result is then in CRS coordinates with areas and perimeters.
