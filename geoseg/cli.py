@@ -391,6 +391,10 @@ def run(workflow: str, root: str, overwrite: bool, progress: bool | None) -> Non
     if result.summary:
         s = result.summary
         click.echo(f"{s['focus']}: {s['area_ha']:,.2f} ha ({s['area_acres']:,.2f} acres)")
+        for zone in s.get("by_aoi", []):
+            click.echo(
+                f"  {zone['aoi']}: {zone['area_ha']:,.2f} ha ({zone['area_acres']:,.2f} acres)"
+            )
 
 
 @cli.command()

@@ -456,7 +456,8 @@ def _write_index(
         images=[("before.png", "first date"), ("after.png", "last date"),
                 ("change.png", "change (grey = unchanged)"),
                 ("transitions.png", "changed area by transition")],
-        files=["transitions.csv", "class_change.csv", "transitions.json", "change.tif"],
+        files=["transitions.csv", "class_change.csv", "transitions.json", "change.tif",
+               *(["transitions_by_aoi.csv"] if opts.aoi else [])],
     )  # fmt: skip
     with atomic_output(paths["index.html"], opts.overwrite) as tmp:
         tmp.write_text(render_index(facts), encoding="utf-8")

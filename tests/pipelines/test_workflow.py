@@ -82,6 +82,7 @@ def test_flood_workflow_reports_per_district(root: Path) -> None:
     table = json.loads((report / "transitions.json").read_text())
     with (report / "transitions_by_aoi.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
+    assert 'href="transitions_by_aoi.csv"' in (report / "index.html").read_text()
     with rasterio.open(report / "change.tif") as grid:
         codes = grid.read(1)
         area = pixel_area_m2(
