@@ -6,9 +6,12 @@ a 16 000 x 16 000 scene never holds more than one strip in memory.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +29,7 @@ __all__ = [
     "fmt_mb",
     "int_list",
     "n_windows",
+    "run_measured",
     "say",
     "scene_strip",
     "verdict",
@@ -226,3 +230,32 @@ def fmt_mb(kib: float) -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit("helper module; run bench_predict.py or bench_memory.py")
+
+
+# Runs argv[2:] as its only child, then writes the child's peak RSS (KiB on Linux),
+# CPU seconds and wall time as JSON to argv[1].
+_WRAPPER = """
+import json, resource, subprocess, sys, time
+t0 = time.perf_counter()
+rc = subprocess.call(sys.argv[2:])
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(sys.argv[1], "w") as f:
+    json.dump({"rc": rc, "maxrss_kib": ru.ru_maxrss, "cpu_s": ru.ru_utime + ru.ru_stime,
+               "wall_s": time.perf_counter() - t0}, f)
+"""
+
+
+def run_measured(cmd: Sequence[str], env: dict[str, str] | None = None) -> dict[str, float]:
+    """Run ``cmd`` in a fresh process; its exit code ``rc``, ``maxrss_kib``, ``cpu_s``, ``wall_s``.
+
+    A wrapper process starts ``cmd`` as its only child and reads the child's peak
+    RSS with ``getrusage(RUSAGE_CHILDREN)``, so the figure is the command's alone.
+    """
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        report = Path(f.name)
+    try:
+        subprocess.run([sys.executable, "-c", _WRAPPER, str(report), *cmd], env=env, check=True)
+        result: dict[str, float] = json.loads(report.read_text())
+    finally:
+        report.unlink(missing_ok=True)
+    return result

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from _common import Timing, exit_code, fmt_mb, say, verdict
+from _common import Timing, exit_code, fmt_mb, run_measured, say, verdict
 from affine import Affine
 
 RATIO_TARGET = 1.2
@@ -51,15 +50,6 @@ STRIP = 512  # rows per strip when writing a map
 AREA_STRIP = 128  # rows per pixel_area_m2 call when filling the baseline's area array
 SMALL = 2000  # side of the maps of the chunk-size invariance check
 TRANSFORM = Affine(10, 0, 500_000, 0, -10, 5_200_000)
-
-_WRAPPER = """
-import json, resource, subprocess, sys, time
-t0 = time.perf_counter()
-rc = subprocess.call(sys.argv[2:])
-ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-with open(sys.argv[1], "w") as f:
-    json.dump({"rc": rc, "maxrss_kib": ru.ru_maxrss, "wall_s": time.perf_counter() - t0}, f)
-"""
 
 
 def write_map(path: Path, size: int, seed: int) -> Path:
@@ -158,12 +148,11 @@ def run_baseline(maps: list[Path], args: argparse.Namespace) -> dict[str, Any]:
 def in_fresh_process(kind: str, maps: list[Path], args: argparse.Namespace) -> dict[str, Any]:
     """Run ``--run kind`` in a new process; its results plus its peak RSS (KiB)."""
     with tempfile.TemporaryDirectory(prefix="geoseg-bench-", dir=args.dir) as tmp:
-        result, usage = Path(tmp) / "result.json", Path(tmp) / "usage.json"
+        result = Path(tmp) / "result.json"
         cmd = [sys.executable, __file__, "--run", kind, "--result", str(result),
                "--chunk", str(args.chunk), "--workers", str(args.workers),
                "--repeat", str(args.repeat), *[str(m) for m in maps]]  # fmt: skip
-        subprocess.run([sys.executable, "-c", _WRAPPER, str(usage), *cmd], check=True)
-        rusage = json.loads(usage.read_text())
+        rusage = run_measured(cmd)
         if rusage["rc"] != 0:
             raise SystemExit(f"the {kind} run failed ({rusage['rc']}): {' '.join(cmd)}")
         return {**json.loads(result.read_text()), "maxrss_kib": rusage["maxrss_kib"]}

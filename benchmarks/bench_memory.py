@@ -16,31 +16,25 @@ and reads the child's peak RSS with ``getrusage(RUSAGE_CHILDREN)``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import exit_code, fmt_mb, say, verdict, write_scene, write_unet_checkpoint
+from _common import (
+    exit_code,
+    fmt_mb,
+    run_measured,
+    say,
+    verdict,
+    write_scene,
+    write_unet_checkpoint,
+)
 
 RATIO_TARGET = 1.3
 ABSOLUTE_TARGET_MB = 3000
 DEFAULT_SIZES = {"spectral": (4000, 16000), "unet": (2000, 6000)}
-
-# Runs argv[2:] as its only child, then writes the child's peak RSS (KiB on Linux)
-# and CPU seconds as JSON to argv[1].
-_WRAPPER = """
-import json, resource, subprocess, sys, time
-t0 = time.perf_counter()
-rc = subprocess.call(sys.argv[2:])
-ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-with open(sys.argv[1], "w") as f:
-    json.dump({"rc": rc, "maxrss_kib": ru.ru_maxrss, "cpu_s": ru.ru_utime + ru.ru_stime,
-               "wall_s": time.perf_counter() - t0}, f)
-"""
 
 
 def geoseg_command() -> list[str]:
@@ -63,13 +57,7 @@ def measure_predict(
         cmd += ["--workers", str(args.workers)]
     if args.progress:
         cmd += ["--progress"]
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        report = Path(f.name)
-    try:
-        subprocess.run([sys.executable, "-c", _WRAPPER, str(report), *cmd], env=env, check=True)
-        result: dict[str, float] = json.loads(report.read_text())
-    finally:
-        report.unlink(missing_ok=True)
+    result = run_measured(cmd, env)
     if result["rc"] != 0:
         raise SystemExit(f"geoseg predict failed with exit code {result['rc']}: {' '.join(cmd)}")
     return result

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,21 +32,12 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import rasterio.features
-from _common import Timing, exit_code, fmt_mb, say, verdict
+from _common import Timing, exit_code, fmt_mb, run_measured, say, verdict
 from affine import Affine
 
 RATIO_TARGET = 1.5
 RSS_TARGET_MB = 3000
 STRIP = 512
-
-_WRAPPER = """
-import json, resource, subprocess, sys, time
-t0 = time.perf_counter()
-rc = subprocess.call(sys.argv[2:])
-ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-with open(sys.argv[1], "w") as f:
-    json.dump({"rc": rc, "maxrss_kib": ru.ru_maxrss, "wall_s": time.perf_counter() - t0}, f)
-"""
 
 
 def label_strip(y0: int, height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -130,13 +119,7 @@ def peak_rss(path: Path, out: Path, args: argparse.Namespace) -> bool:
     cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "geoseg.cli"]
     cmd += ["vectorize", str(path), "-o", str(out), "--overwrite", "--chunk", str(args.chunk)]
     cmd += ["--workers", str(args.workers)]
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        report = Path(f.name)
-    try:
-        subprocess.run([sys.executable, "-c", _WRAPPER, str(report), *cmd], check=True)
-        result = json.loads(report.read_text())
-    finally:
-        report.unlink(missing_ok=True)
+    result = run_measured(cmd)
     if result["rc"] != 0:
         raise SystemExit(f"geoseg vectorize failed ({result['rc']}): {' '.join(cmd)}")
     rss, wall = fmt_mb(result["maxrss_kib"]), result["wall_s"]

@@ -390,26 +390,27 @@ def open_vector_writer(
         stage = out.with_name(f".{out.stem}.{secrets.token_hex(4)}.tmp")
         stage.mkdir()
         try:
-            writer = VectorWriter(stage / out.name, key, name, crs, geometry_type, out)
-            try:
-                yield writer
-            except BaseException:
-                writer._close(ok=False)
-                raise
-            writer._close(ok=True)
+            with _closing(VectorWriter(stage / out.name, key, name, crs, geometry_type, out)) as w:
+                yield w
             _replace_shapefile(stage / out.name, out, overwrite)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         return
     with atomic_output(out, overwrite) as tmp:
         tmp.unlink()  # the drivers create the file themselves
-        writer = VectorWriter(tmp, key, name, crs, geometry_type, out)
-        try:
-            yield writer
-        except BaseException:
-            writer._close(ok=False)
-            raise
-        writer._close(ok=True)
+        with _closing(VectorWriter(tmp, key, name, crs, geometry_type, out)) as w:
+            yield w
+
+
+@contextlib.contextmanager
+def _closing(writer: VectorWriter) -> Iterator[VectorWriter]:
+    """Finish ``writer`` when the block succeeds; stop it (nothing kept) when it fails."""
+    try:
+        yield writer
+    except BaseException:
+        writer._close(ok=False)
+        raise
+    writer._close(ok=True)
 
 
 def _replace_shapefile(staged: Path, path: Path, overwrite: bool) -> None:
