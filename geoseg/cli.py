@@ -116,10 +116,17 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 @click.option("--torch-threads", type=int, help="Torch threads per model call (CPU).")
 @click.option("--vector", type=click.Path(dir_okay=False, path_type=Path),
               help="Also vectorize the map: .gpkg, .shp, .parquet, .fgb or .geojson.")  # fmt: skip
+@click.option("--task", type=click.Choice(["semantic", "instance", "panoptic"]),
+              help="instance: object ids (COG band 1 class, band 2 id); panoptic: also stuff. "
+              "Default: the checkpoint's own task.")  # fmt: skip
+@click.option("--panoptic", type=click.Path(dir_okay=False, path_type=Path),
+              help="With an instance model: also write a panoptic COG (class, id).")  # fmt: skip
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
 def predict(scene: str, model: str, output: Path, progress: bool | None, bands: str | None,
-            preview: Path | None, vector: Path | None, **kw: Any) -> None:  # fmt: skip
-    """Segment SCENE into a label COG."""
+            preview: Path | None, vector: Path | None, task: str | None,
+            panoptic: Path | None, **kw: Any) -> None:  # fmt: skip
+    """Segment SCENE into a label COG (or an instance / panoptic COG)."""
+    from geoseg.pipelines.instances import predict_instances, predict_panoptic, predict_task
     from geoseg.pipelines.predict import PredictOptions, predict_scene
     from geoseg.pipelines.vectorize import (
         VectorizeOptions,
@@ -132,21 +139,34 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
     if gpus:
         kw.update(scheduler="cuda", workers=gpus, device="cuda")
     opts = PredictOptions(bands=selection, band_roles=roles, preview=preview, **kw)
+    task = predict_task(model, task)
+    objects = task != "semantic"
+    if panoptic is not None and not objects:
+        raise click.BadParameter("--panoptic needs an instance model (--task instance/panoptic)")
     vopts = VectorizeOptions(
-        overwrite=opts.overwrite, workers=opts.workers,
+        overwrite=opts.overwrite, workers=opts.workers, connectivity=8 if objects else 4,
         scheduler="threads" if opts.scheduler == "cuda" else opts.scheduler,
     )  # fmt: skip
     if vector is not None:
         check_vectorize_output(vector, vopts, [Path(scene)])
     show = sys.stderr.isatty() if progress is None else progress
-    result = predict_scene(scene, model, output, opts, _TextProgress("predict") if show else None)
-    click.echo(f"wrote {result.output} ({result.valid_pixels} labelled pixels)")
-    if result.preview:
-        click.echo(f"wrote {result.preview}")
+    bar = _TextProgress("predict") if show else None
+    if task == "panoptic" and panoptic is None:  # -o is the panoptic raster
+        found = predict_panoptic(scene, model, output, opts, bar)
+        click.echo(f"wrote {found.output} ({found.count} instances)")
+    elif objects:
+        found = predict_instances(scene, model, output, opts, panoptic, bar)
+        click.echo(f"wrote {found.output} ({found.count} instances)")
+        if found.panoptic:
+            click.echo(f"wrote {found.panoptic}")
+    else:
+        result = predict_scene(scene, model, output, opts, bar)
+        click.echo(f"wrote {result.output} ({result.valid_pixels} labelled pixels)")
+        if result.preview:
+            click.echo(f"wrote {result.preview}")
     if vector is not None:
-        done = vectorize_labels(
-            result.output, vector, vopts, _TextProgress("vectorize") if show else None
-        )
+        bar = _TextProgress("vectorize") if show else None
+        done = vectorize_labels(output, vector, vopts, bar)
         click.echo(f"wrote {done.output} ({done.polygons} polygons)")
 
 
@@ -211,7 +231,7 @@ def _explicit(ctx: click.Context, names: Sequence[str]) -> dict[str, Any]:
 
 _TRAIN_OPTIONS = (
     "task", "arch", "encoder", "epochs", "steps_per_epoch", "batch_size", "window", "margin", "lr",
-    "seed", "device", "resume", "overwrite",
+    "seed", "device", "resume", "overwrite", "class_field",
 )  # fmt: skip
 
 
@@ -227,8 +247,11 @@ _TRAIN_OPTIONS = (
 @click.option(
     "--config", type=click.Path(dir_okay=False), help="YAML file with any of these options."
 )
-@click.option("--task", type=click.Choice(["semantic", "change"]), default="semantic",
-              show_default=True, help="change: images stacked by `geoseg stack`.")  # fmt: skip
+@click.option("--task", type=click.Choice(["semantic", "change", "instance"]), default="semantic",
+              show_default=True, help="change: images stacked by `geoseg stack`; instance: "
+              "--labels are instance id rasters or polygon layers (GPKG, GeoJSON).")  # fmt: skip
+@click.option("--class-field", help="instance: polygon attribute with each feature's class "
+              "id or name (default: the schema's one is_thing class).")  # fmt: skip
 @click.option("--arch", default="unet", show_default=True)
 @click.option("--encoder", default="resnet18", show_default=True)
 @click.option("--bands", help="Band numbers or names to train on (default: all).")
@@ -247,7 +270,7 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
           val_images: tuple[str, ...], val_labels: tuple[str, ...], classes: str | None,
           output: str | None, config: str | None, bands: str | None, chips: str | None,
           val_chips: str | None, **_: Any) -> None:  # fmt: skip
-    """Train a segmentation model on labelled rasters."""
+    """Train a segmentation model on labelled rasters (or polygons, for --task instance)."""
     from geoseg.training import load_train_config, train_model
 
     given = {"images": images or None, "labels": labels or None, "val_images": val_images or None,
@@ -256,27 +279,34 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
              "val_chips": val_chips}  # fmt: skip
     cfg = load_train_config(config, **given, **_explicit(ctx, _TRAIN_OPTIONS))
 
+    score = "AP50" if cfg.task == "instance" else "mIoU"
+
     def report(r: Any) -> None:
-        val = "" if r.val_miou is None else f"  val mIoU {r.val_miou:.3f}"
+        val = "" if r.val_miou is None else f"  val {score} {r.val_miou:.3f}"
         click.echo(f"epoch {r.epoch}/{r.epochs}  loss {r.loss:.4f}{val}", err=True)
 
     result = train_model(cfg, report)
-    best = "" if result.best_miou is None else f" (best val mIoU {result.best_miou:.3f})"
+    best = "" if result.best_miou is None else f" (best val {score} {result.best_miou:.3f})"
     click.echo(f"wrote {result.output}{best}")
 
 
 @cli.command()
-@click.option("-m", "--model", required=True, help="'spectral' or a .safetensors checkpoint.")
-@click.option("--image", required=True, type=click.Path(dir_okay=False, path_type=str))
-@click.option("--labels", required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.option("-m", "--model", help="'spectral' or a .safetensors checkpoint.")
+@click.option("--image", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--labels", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="Reference; for instance/panoptic an id raster or polygon layer.")  # fmt: skip
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for metrics.json, confusion.csv, confusion.png.")  # fmt: skip
+@click.option("--prediction", type=click.Path(dir_okay=False, path_type=str),
+              help="Instance/panoptic: score this COG (instead of -m and --image).")  # fmt: skip
+@click.option("--class-field", help="Polygon reference: field with each feature's class.")
 @click.option("--classes", help="Score in these classes (classes.yaml) instead of the model's.")
 @click.option("--map-reference", help="Reference value -> class id, e.g. 2=1,3=1,8=3.")
 @click.option("--map-prediction", help="Model class id -> class id, e.g. 2=1,3=1.")
-@click.option("--task", type=click.Choice(["semantic", "change"]),
+@click.option("--task", type=click.Choice(["semantic", "change", "instance", "panoptic"]),
               help="change: --labels is a 0/255 (or 0/1) change mask; scores the change "
-              "class (F1, IoU, precision, recall). Default: the checkpoint's task.")  # fmt: skip
+              "class (F1, IoU, precision, recall). instance/panoptic: AP50, PQ, SQ, RQ. "
+              "Default: the checkpoint's task.")  # fmt: skip
 @click.option("--bands", help="Band numbers/names or spectral roles, as for predict.")
 @click.option("--sensor", help="Band layout for spectral.")
 @click.option("--device", default="auto", show_default=True)
@@ -287,20 +317,32 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
 @click.option("--scheduler", default="threads", show_default=True)
 @click.option("--workers", type=int)
 @click.option("--overwrite", is_flag=True)
-def evaluate(model: str, image: str, labels: str, output: Path, classes: str | None,
-             map_reference: str | None, map_prediction: str | None, task: str | None,
-             bands: str | None, **kw: Any) -> None:  # fmt: skip
+def evaluate(model: str | None, image: str | None, labels: str, output: Path,
+             classes: str | None, map_reference: str | None, map_prediction: str | None,
+             task: str | None, bands: str | None, prediction: str | None,
+             class_field: str | None, **kw: Any) -> None:  # fmt: skip
     """Score MODEL on a labelled raster (mIoU, F1, kappa, confusion matrix).
 
     A change model (trained with --task change) is scored on the stacked dates
     against a change mask: F1, IoU, precision and recall of the change class.
+    An instance model (or a --prediction COG) is scored against an id raster or
+    a polygon layer: AP50 and PQ = SQ x RQ per class.
     """
     from geoseg.pipelines.evaluate import evaluate_scene
+    from geoseg.pipelines.evaluate_instances import INSTANCE_TASKS, evaluate_task
     from geoseg.pipelines.predict import PredictOptions
     from geoseg.training.config import load_class_schema
 
+    if prediction is not None and (model is not None or image is not None):
+        raise click.UsageError("give -m MODEL and --image IMAGE, or --prediction, not both")
+    task = evaluate_task(model, task)
     selection, roles = _parse_bands(bands)
     opts = PredictOptions(bands=selection, band_roles=roles, **kw)
+    if task in INSTANCE_TASKS:
+        _evaluate_instances(model, image, labels, output, prediction, class_field, task, opts)
+        return
+    if model is None or image is None:
+        raise click.UsageError("give -m MODEL and --image IMAGE (--prediction: instance tasks)")
     schema = load_class_schema(classes) if classes else None
     result = evaluate_scene(
         model,
@@ -321,6 +363,31 @@ def evaluate(model: str, image: str, labels: str, output: Path, classes: str | N
     click.echo(f"mIoU {m.miou:.4f}  overall accuracy {m.overall_accuracy:.4f}  kappa {m.kappa:.4f}")
     for name, iou, support in zip(m.names, m.iou, m.support, strict=True):
         click.echo(f"  {name:<20} IoU {iou:.4f}  ({support} reference px)")
+    for path in result.files:
+        click.echo(f"wrote {path}")
+
+
+def _evaluate_instances(
+    model: str | None, image: str | None, labels: str, output: Path, prediction: str | None,
+    class_field: str | None, task: str, opts: Any,
+) -> None:  # fmt: skip
+    """``evaluate --task instance|panoptic``: AP50 and PQ per class."""
+    from geoseg.pipelines.evaluate_instances import evaluate_instance_model, score_instances
+
+    if prediction is not None:
+        result = score_instances(
+            prediction, labels, output, task, class_field, opts.overwrite, opts.chunk
+        )
+    elif model is not None and image is not None:
+        result = evaluate_instance_model(model, image, labels, output, opts, task, class_field)
+    else:
+        raise click.UsageError("give -m MODEL and --image IMAGE, or --prediction")
+    q = result.quality
+    click.echo(f"AP50 {result.mean_ap50:.4f}  PQ {q.pq:.4f}  SQ {q.sq:.4f}  RQ {q.rq:.4f}")
+    names = {c.id: c.name for c in result.schema.classes}
+    for c, cq in sorted(q.per_class.items()):
+        click.echo(f"  {names.get(c, str(c)):<20} PQ {cq.pq:.4f}  SQ {cq.sq:.4f}  RQ {cq.rq:.4f}  "
+                   f"(TP {cq.tp}, FP {cq.fp}, FN {cq.fn})")  # fmt: skip
     for path in result.files:
         click.echo(f"wrote {path}")
 

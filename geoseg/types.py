@@ -11,6 +11,7 @@ import numpy as np
 from geoseg.errors import GeosegError
 
 __all__ = [
+    "MODEL_TASKS",
     "NODATA_LABEL",
     "ClassInfo",
     "ClassSchema",
@@ -22,6 +23,9 @@ __all__ = [
 
 #: Label value for "no data" in every uint8 label raster geoseg writes.
 NODATA_LABEL = 255
+
+#: What a checkpoint's model predicts (:attr:`ModelMeta.task`).
+MODEL_TASKS = ("semantic", "change", "instance", "panoptic")
 
 
 @dataclass(frozen=True)
@@ -210,7 +214,11 @@ class ModelMeta:
     """Everything a checkpoint says about its model, stored as JSON in the file.
 
     Attributes:
-        task: ``"semantic"`` or ``"change"`` (an early-fusion model on stacked dates).
+        task: one of :data:`MODEL_TASKS`: ``"semantic"`` (class probabilities),
+            ``"change"`` (an early-fusion model on stacked dates), ``"instance"``
+            (class logits + one boundary logit, ``K + 1`` output channels, grouped
+            into objects of the schema's ``is_thing`` classes) or ``"panoptic"``
+            (things as instances and stuff as classes from one model).
         arch: registry name, e.g. ``"unet"``.
         encoder: encoder name for smp architectures, e.g. ``"resnet18"``.
         bands: input band names in order, e.g. ``("B02", "B03", "B04", "B08")``.
@@ -236,6 +244,12 @@ class ModelMeta:
     provenance: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in MODEL_TASKS:
+            raise GeosegError(
+                f"model task must be one of {', '.join(MODEL_TASKS)}, got {self.task!r}"
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {

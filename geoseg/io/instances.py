@@ -1,10 +1,12 @@
 """Write instance and panoptic rasters (two ``uint32`` bands) as COGs, atomically.
 
-Instance raster: band 1 scene-unique instance id (0 = none), band 2 class (255 =
-none). Panoptic raster: band 1 class (255 = nodata/void), band 2 instance id
-(0 for stuff). Both carry the class schema in the ``GEOSEG_CLASSES`` tag, like
-label rasters. Blocks go to a temporary tiled GeoTIFF first; only a complete
-run is copied to a COG under the output name. :func:`staging_raster` holds the
+Instance raster: band 1 class (255 = no object), band 2 scene-unique instance id
+(0 = none). Panoptic raster: band 1 class (255 = nodata/void), band 2 instance id
+(0 for stuff). Both have the layout of a label raster with an ``instance`` band
+(band 1 class ids), so ``geoseg vectorize`` writes one polygon per instance. Both
+carry the class schema in the ``GEOSEG_CLASSES`` tag, like label rasters. Blocks
+go to a temporary tiled GeoTIFF first; only a complete run is copied to a COG
+under the output name. :func:`staging_raster` holds the
 per-chunk local ids between the two passes of instance stitching.
 """
 
@@ -27,21 +29,27 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from geoseg.errors import InvalidRasterError
+from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.atomic import atomic_output, check_output_path, temporary_sibling
 from geoseg.io.labels import CLASSES_TAG
-from geoseg.types import ClassSchema
+from geoseg.io.vectors import read_vectors
+from geoseg.types import NODATA_LABEL, ClassSchema
 
 __all__ = [
     "INSTANCE_BANDS",
     "PANOPTIC_BANDS",
+    "InstanceBlock",
     "Uint32Sink",
     "instance_cog_writer",
+    "instance_raster_reader",
     "label_block_reader",
+    "polygon_instance_reader",
     "staging_raster",
 ]
 
-INSTANCE_BANDS = ("instance", "class")
+#: Band descriptions of an instance raster: class (255 = none), then instance id (0 = none).
+INSTANCE_BANDS = ("class", "instance")
+#: Band descriptions of a panoptic raster: class (255 = void), then instance id (0 = stuff).
 PANOPTIC_BANDS = ("class", "instance")
 
 _TILED = {"tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER"}
@@ -154,3 +162,155 @@ def label_block_reader(
             return np.asarray(src.read(1, window=Window.from_slices(*key)), dtype=np.uint8)
 
         yield read
+
+
+#: One block of an instance map: ``classes (h, w) int64`` (255 = none), ``ids (h, w)
+#: int64`` (0 = none) and ``valid (h, w) bool`` (False = not scored).
+InstanceBlock = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _instance_bands(src: Any, path: str) -> tuple[int, int | None]:
+    """1-based (id band, class band or None): by description, else ids first."""
+    names = [(d or "").lower() for d in src.descriptions]
+    if "instance" in names:
+        return names.index("instance") + 1, names.index("class") + 1 if "class" in names else None
+    if src.count in (1, 2):
+        return 1, 2 if src.count == 2 else None
+    raise InvalidRasterError(
+        f"{path}: {src.count} bands {list(src.descriptions)}; an instance raster has a band "
+        "described 'instance' (ids, 0 = none) and one described 'class', or band 1 ids and "
+        "an optional band 2 of classes"
+    )
+
+
+@contextlib.contextmanager
+def instance_raster_reader(
+    path: str | os.PathLike[str],
+    height: int,
+    width: int,
+    default_class: int | None = None,
+) -> Iterator[Callable[[tuple[slice, slice]], InstanceBlock]]:
+    """``read((ys, xs))`` -> :data:`InstanceBlock` of an instance or panoptic raster.
+
+    Args:
+        path: geoseg instance/panoptic COG, or any raster of ``uint`` ids (0 = none)
+            with an optional class band (see :func:`_instance_bands`).
+        height, width: the grid it must have, px.
+        default_class: class of every id > 0 when the raster has no class band.
+
+    Raises:
+        InvalidRasterError: other size, non-integer values, or no class band and
+            no ``default_class``.
+    """
+    with rasterio.open(path) as src:
+        if (src.height, src.width) != (height, width):
+            raise InvalidRasterError(
+                f"{path}: {src.height} x {src.width} px, the prediction is {height} x {width}; "
+                "write the reference on the prediction's grid (or give a polygon layer)"
+            )
+        if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
+            raise InvalidRasterError(f"{path}: {src.dtypes[0]} values; instance ids are integers")
+        id_band, class_band = _instance_bands(src, os.fspath(path))
+        if class_band is None and default_class is None:
+            raise InvalidRasterError(
+                f"{path}: has no class band and the model has several thing classes; add a "
+                "class band (described 'class') or give a polygon layer with a class field"
+            )
+
+        def read(key: tuple[slice, slice]) -> InstanceBlock:
+            win = Window.from_slices(*key)
+            raw = src.read(id_band, window=win, masked=True)
+            ids = np.asarray(raw.filled(0), dtype=np.int64)
+            if class_band is None:
+                classes = np.where(ids > 0, int(default_class or 0), NODATA_LABEL)
+            else:
+                classes = np.asarray(src.read(class_band, window=win), dtype=np.int64)
+            return classes, ids, ~np.ma.getmaskarray(raw)
+
+        yield read
+
+
+def _feature_classes(
+    frame: Any, path: str, schema: ClassSchema, field: str | None, default: int | None
+) -> np.ndarray:
+    """``(n,) int64`` class id of each feature, from ``field`` (names or ids) or ``default``."""
+    if field is None and "class" in frame.columns:
+        field = "class"
+    if field is None:
+        if default is None:
+            raise GeosegError(
+                f"{path}: no 'class' field and the model has several thing classes; name the "
+                "field holding each feature's class with --class-field"
+            )
+        return np.full(len(frame), default, np.int64)
+    if field not in frame.columns:
+        raise GeosegError(f"{path}: no field {field!r}; its fields are {list(frame.columns)}")
+    by_name = {c.name.lower(): c.id for c in schema.classes} | {str(i): i for i in schema.ids}
+    out = []
+    for value in frame[field]:
+        key = str(value).strip().lower()
+        if key.endswith(".0"):  # integer ids read as floats
+            key = key[:-2]
+        if key not in by_name:
+            raise GeosegError(
+                f"{path}: {field}={value!r} is not a class of the model ({', '.join(schema.names)})"
+            )
+        out.append(by_name[key])
+    return np.asarray(out, dtype=np.int64)
+
+
+@contextlib.contextmanager
+def polygon_instance_reader(
+    path: str | os.PathLike[str],
+    *,
+    height: int,
+    width: int,
+    crs: CRS,
+    transform: Affine,
+    schema: ClassSchema,
+    class_field: str | None = None,
+    default_class: int | None = None,
+) -> Iterator[Callable[[tuple[slice, slice]], InstanceBlock]]:
+    """A polygon layer (GPKG, GeoJSON, ...) as an instance map on a raster grid.
+
+    Feature ``i`` (file order) is instance ``i + 1``; a pixel belongs to a feature
+    when its centre is inside (``rasterio.features.rasterize``); where features
+    overlap, the later one wins. Features are reprojected to ``crs`` first.
+
+    Args:
+        path: the layer.
+        height, width, crs, transform: the grid (of the prediction).
+        schema: class names and ids that ``class_field`` values may use.
+        class_field: attribute holding each feature's class (name or id); default
+            ``"class"`` if the layer has it, else ``default_class``.
+        default_class: class of every feature without a class field.
+
+    Raises:
+        GeosegError: missing file or field, unknown class, no CRS.
+    """
+    import rasterio.features
+    import shapely
+    from rasterio.windows import bounds as window_bounds
+
+    frame = read_vectors(path)
+    if frame.crs is None:
+        raise GeosegError(f"{path}: the layer has no CRS; set one (ogr2ogr -a_srs EPSG:...)")
+    frame = frame.to_crs(crs)
+    classes = _feature_classes(frame, os.fspath(path), schema, class_field, default_class)
+    lut = np.concatenate([[NODATA_LABEL], classes])
+    geoms = np.asarray(frame.geometry.values)
+    tree = shapely.STRtree(geoms)
+
+    def read(key: tuple[slice, slice]) -> InstanceBlock:
+        win = Window.from_slices(*key)
+        near = np.sort(tree.query(shapely.box(*window_bounds(win, transform))))
+        shape = (int(win.height), int(win.width))
+        ids = np.zeros(shape, np.int64)
+        if near.size:
+            ids = rasterio.features.rasterize(
+                zip(geoms[near], (near + 1).tolist(), strict=True), out_shape=shape,
+                transform=rasterio.windows.transform(win, transform), fill=0, dtype="uint32",
+            ).astype(np.int64)  # fmt: skip
+        return lut[ids], ids, np.ones(shape, bool)
+
+    yield read

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.models.registry import SPECTRAL
 from geoseg.types import Predictor
 
@@ -57,11 +58,33 @@ def model_spec(
 
 @functools.lru_cache(maxsize=4)
 def load_predictor(spec: ModelSpec) -> Predictor:
-    """The model described by ``spec``, built once per process."""
+    """The model described by ``spec``, built once per process.
+
+    A checkpoint whose task is ``"instance"`` gives a
+    :class:`~geoseg.models.instance.BottomUpInstancePredictor` (or, with arch
+    ``maskrcnn``, a :class:`~geoseg.models.maskrcnn.MaskRCNNPredictor`) and one whose
+    task is ``"panoptic"`` a :class:`~geoseg.models.panoptic.PanopticPredictor`:
+    :class:`~geoseg.stitching.InstancePredictor` objects; narrow them with
+    ``isinstance(p, InstancePredictor)``.
+    """
     if spec.source == SPECTRAL:
         from geoseg.models.spectral import SpectralPredictor
 
         return SpectralPredictor(spec.roles, 1.0 if spec.scale is None else spec.scale)
+    meta = read_checkpoint_meta(spec.source)
+    args = (spec.source, spec.device, spec.scale, spec.threads)
+    if meta.task == "instance" and meta.arch == "maskrcnn":
+        from geoseg.models.maskrcnn import load_maskrcnn_predictor
+
+        return load_maskrcnn_predictor(*args)
+    if meta.task == "instance":
+        from geoseg.models.instance import load_instance_predictor
+
+        return load_instance_predictor(*args)
+    if meta.task == "panoptic":
+        from geoseg.models.panoptic import load_panoptic_predictor
+
+        return load_panoptic_predictor(*args)
     from geoseg.models.semantic import load_torch_predictor
 
     return load_torch_predictor(spec.source, spec.device, spec.scale, spec.threads)

@@ -12,27 +12,41 @@ of its class over its pixels. Works with ``encoder_weights=None``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
+from typing import Any
 
 import numpy as np
 import torch
 from scipy import ndimage
 from torch import nn
 
+from geoseg.errors import CheckpointError
+from geoseg.io.checkpoint import load_checkpoint
 from geoseg.models.registry import build_model
-from geoseg.models.semantic import TorchPredictor
+from geoseg.models.semantic import TorchPredictor, _check_state_fits, resolve_device
 from geoseg.stitching.protocol import WindowInstances
 from geoseg.types import ClassSchema, ModelMeta
 
-__all__ = ["BottomUpInstancePredictor", "build_instance_model", "group_instances"]
+__all__ = [
+    "BottomUpInstancePredictor",
+    "build_instance_model",
+    "group_instances",
+    "load_instance_predictor",
+]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
 def build_instance_model(
-    arch: str, encoder: str | None, in_channels: int, num_classes: int
+    arch: str, encoder: str | None, in_channels: int, num_classes: int, **options: Any
 ) -> nn.Module:
-    """An untrained semantic + boundary model: ``num_classes + 1`` output channels."""
-    return build_model(arch, encoder, in_channels, num_classes + 1)
+    """An untrained semantic + boundary model: ``num_classes + 1`` output channels.
+
+    ``options`` go to :func:`~geoseg.models.registry.build_model` (e.g.
+    ``encoder_depth``), as a checkpoint's ``meta.options``.
+    """
+    return build_model(arch, encoder, in_channels, num_classes + 1, **options)
 
 
 def group_instances(
@@ -87,12 +101,19 @@ class BottomUpInstancePredictor:
         meta: bands, normalization and classes (``is_thing`` marks instance classes).
         device: where the module runs (autocast on CUDA).
         min_pixels: smallest instance kept, px.
+        threads: torch intra-op threads per call on the CPU (None: torch's default).
     """
 
     def __init__(
-        self, module: nn.Module, meta: ModelMeta, device: torch.device, min_pixels: int = 4
+        self,
+        module: nn.Module,
+        meta: ModelMeta,
+        device: torch.device,
+        min_pixels: int = 4,
+        threads: int | None = None,
     ) -> None:
-        self._base = TorchPredictor(module, meta, device)
+        self._base = TorchPredictor(module, meta, device, threads)
+        self.meta = meta
         self.schema: ClassSchema = meta.schema
         self.bands: tuple[str, ...] = meta.bands
         self.min_pixels = min_pixels
@@ -100,6 +121,8 @@ class BottomUpInstancePredictor:
     def heads(self, batch: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(N, K, H, W)`` class probabilities and ``(N, H, W)`` boundary probability."""
         t = torch.from_numpy(self._base.normalize(batch, valid)).to(self._base.device)
+        if self._base.threads is not None:  # per thread: set where the call runs
+            torch.set_num_threads(self._base.threads)
         ctx: contextlib.AbstractContextManager[object] = (
             torch.autocast("cuda") if self._base.device.type == "cuda" else contextlib.nullcontext()
         )
@@ -109,9 +132,55 @@ class BottomUpInstancePredictor:
         probs = torch.softmax(logits[:, :k], dim=1).cpu().numpy()
         return probs, torch.sigmoid(logits[:, k]).cpu().numpy()
 
+    def predict(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """``(N, K, H, W) float32`` class probabilities of the semantic head
+        (:class:`~geoseg.types.Predictor`), e.g. for stuff classes or a semantic map."""
+        return self.heads(batch, valid)[0]
+
     def predict_instances(self, batch: np.ndarray, valid: np.ndarray) -> list[WindowInstances]:
         probs, boundary = self.heads(batch, valid)
         return [
             group_instances(p, b, v, self.schema, self.min_pixels)
             for p, b, v in zip(probs, boundary, valid, strict=True)
         ]
+
+
+def load_instance_predictor(
+    path: str | os.PathLike[str],
+    device: str = "auto",
+    scale: float | None = None,
+    threads: int | None = None,
+) -> BottomUpInstancePredictor:
+    """Build an ``instance`` checkpoint's ``K + 1``-channel module and load its weights.
+
+    Args:
+        path: a checkpoint written by :func:`~geoseg.io.checkpoint.save_checkpoint`
+            with ``meta.task == "instance"``; its schema marks things with ``is_thing``.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        scale: digital number -> model units, replacing the checkpoint's.
+        threads: torch intra-op threads for each call (None: torch's default).
+
+    Raises:
+        CheckpointError: the file is not an instance checkpoint, has no thing class,
+            or its weights do not fit the architecture.
+    """
+    tensors, meta = load_checkpoint(path)
+    if meta.task != "instance":
+        raise CheckpointError(
+            f"{path}: a {meta.task!r} checkpoint, not an instance model; "
+            "use a checkpoint trained with `geoseg train --task instance`"
+        )
+    if not any(c.is_thing for c in meta.schema.classes):
+        raise CheckpointError(
+            f"{path}: no class of the instance model's schema has is_thing=true, so it "
+            "can find no objects; re-save it with its object classes marked as things"
+        )
+    module = build_instance_model(
+        meta.arch, meta.encoder, len(meta.bands), len(meta.schema), **dict(meta.options)
+    )
+    _check_state_fits(path, module, tensors, meta)
+    module.load_state_dict(tensors, strict=True)
+    if scale is not None:
+        norm = dataclasses.replace(meta.normalization, scale=scale)
+        meta = dataclasses.replace(meta, normalization=norm)
+    return BottomUpInstancePredictor(module, meta, resolve_device(device), threads=threads)

@@ -43,6 +43,8 @@ def window_multiple(arch: str, options: Mapping[str, Any] | None = None) -> int:
     """Window sides must be a multiple of this for ``arch`` (its output stride)."""
     if arch == "fcn":
         return 8
+    if arch == "maskrcnn":
+        return 32  # the FPN's coarsest level
     return int(2 ** int((options or {}).get("encoder_depth", 5)))
 
 

@@ -1,8 +1,16 @@
-"""``segment_instances``: scene + instance model -> instance COG (+ panoptic COG)."""
+"""``segment_instances``: scene + instance model -> instance COG (+ panoptic COG).
+
+:func:`predict_instances` is what ``geoseg predict`` runs for an ``instance``
+checkpoint: it matches the scene's bands to the model as ``predict_scene`` does
+and, for a panoptic raster, takes stuff classes from the model's own semantic head.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from geoseg import __version__
-from geoseg.errors import BandMismatchError
-from geoseg.io.atomic import check_output_path
+from geoseg.errors import BandMismatchError, CheckpointError, GeosegError
+from geoseg.io.atomic import check_output_path, temporary_sibling
+from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.instances import (
     PANOPTIC_BANDS,
     instance_cog_writer,
@@ -21,12 +30,31 @@ from geoseg.io.instances import (
     staging_raster,
 )
 from geoseg.io.raster import Scene, open_scene
-from geoseg.stitching import InstanceIds, InstanceLoader, plan_chunks, stitch_instances
+from geoseg.models.bands import reflectance_scale
+from geoseg.models.cache import ModelSpec, load_predictor, model_spec
+from geoseg.models.registry import window_multiple
+from geoseg.pipelines.predict import PredictOptions, _match_bands
+from geoseg.stitching import (
+    InstanceIds,
+    InstanceLoader,
+    InstancePredictor,
+    plan_chunks,
+    stitch_instances,
+)
 from geoseg.stitching.panoptic import panoptic_block
 from geoseg.tiling.execute import Progress
-from geoseg.types import ClassSchema, TileSpec
+from geoseg.tiling.infer import predict_blocks
+from geoseg.types import ClassSchema, Predictor, TileSpec
 
-__all__ = ["InstanceOptions", "InstanceResult", "segment_instances"]
+__all__ = [
+    "InstanceOptions",
+    "InstanceResult",
+    "load_instance_model",
+    "predict_instances",
+    "predict_panoptic",
+    "predict_task",
+    "segment_instances",
+]
 
 
 @dataclass(frozen=True)
@@ -47,7 +75,9 @@ class InstanceOptions:
         overwrite: replace existing outputs.
         panoptic: also write a panoptic raster here.
         stuff_labels: semantic label raster of the same scene (e.g. from
-            ``geoseg predict``) giving the stuff classes of the panoptic raster.
+            ``geoseg predict``) giving the stuff classes of the panoptic raster;
+            None: the model's own semantic head where it has one
+            (:class:`~geoseg.types.Predictor`), else no stuff (void).
     """
 
     window: int = 256
@@ -69,7 +99,7 @@ class InstanceResult:
     """What :func:`segment_instances` wrote.
 
     Attributes:
-        output: the instance COG (band 1 id, band 2 class).
+        output: the instance COG (band 1 class, band 2 id).
         count: instances in the scene (ids ``1..count``).
         schema: the model's classes.
         panoptic: the panoptic COG (band 1 class, band 2 id), if one was asked for.
@@ -126,13 +156,14 @@ def segment_instances(
             scene.data.data, scene.valid, load, tile, stage, opts.scheduler, opts.workers,
             progress, opts.min_iou,
         )  # fmt: skip
-        _write_outputs(scene, model.schema, read, ids, tile, out, pan, opts)
+        _write_outputs(scene, model.schema, read, ids, tile, out, pan, opts, load)
     return InstanceResult(out, ids.count, model.schema, pan)
 
 
 def _write_outputs(
     scene: Scene, schema: ClassSchema, read: Callable[[tuple[slice, slice]], np.ndarray],
     ids: InstanceIds, tile: TileSpec, out: Path, pan: Path | None, opts: InstanceOptions,
+    load: InstanceLoader,
 ) -> None:  # fmt: skip
     """Pass 2: relabel the staged blocks into the instance (and panoptic) COG."""
     kw: dict[str, Any] = {
@@ -151,9 +182,155 @@ def _write_outputs(
                 stuff = stack.enter_context(
                     label_block_reader(opts.stuff_labels, scene.height, scene.width)
                 )
+            elif isinstance(model := load(), Predictor):
+                stuff = _semantic_reader(scene, model, tile)
         for plan in plan_chunks(scene.height, scene.width, tile):
-            block = ids.relabel(plan.origin, read(plan.slices))
-            inst_sink[(slice(0, 2), *plan.slices)] = block
+            block = ids.relabel(plan.origin, read(plan.slices))  # (ids, classes)
+            inst_sink[(slice(0, 2), *plan.slices)] = block[::-1]
             if pan_sink is not None:
                 sem = None if stuff is None else stuff(plan.slices)
                 pan_sink[(slice(0, 2), *plan.slices)] = panoptic_block(block, sem, schema)
+
+
+def _semantic_reader(
+    scene: Scene, model: Predictor, tile: TileSpec
+) -> Callable[[tuple[slice, slice]], np.ndarray]:
+    """``read((ys, xs))`` -> ``(h, w) uint8`` labels of ``model``'s semantic head, lazily."""
+    labels = predict_blocks(scene.data.data, scene.valid, lambda: model, tile, model.schema.ids)
+
+    def read(key: tuple[slice, slice]) -> np.ndarray:
+        return np.asarray(labels[(0, *key)].compute(scheduler="sync"))
+
+    return read
+
+
+def load_instance_model(spec: ModelSpec) -> InstancePredictor:
+    """The instance model of ``spec``, cached per process (picklable with ``partial``).
+
+    Raises:
+        CheckpointError: the checkpoint holds no instance model.
+    """
+    model = load_predictor(spec)
+    if not isinstance(model, InstancePredictor):
+        raise CheckpointError(
+            f"{spec.source}: not an instance model; pass a checkpoint whose task is instance"
+        )
+    return model
+
+
+def _instance_options(
+    path: str, model: str, opts: PredictOptions, panoptic: str | os.PathLike[str] | None
+) -> tuple[InstanceOptions, ModelSpec]:
+    """The scene's bands, grid and scaling for an instance checkpoint, as ``predict`` does."""
+    meta = read_checkpoint_meta(model)
+    if meta.task not in ("instance", "panoptic"):
+        raise CheckpointError(f"{model}: a {meta.task} model, not an instance or panoptic model")
+    window, margin = opts.window or meta.window, meta.margin if opts.margin is None else opts.margin
+    if window % (multiple := window_multiple(meta.arch, meta.options)):
+        raise GeosegError(f"--window {window} must be a multiple of {multiple} for this model")
+    if opts.blend != "trim":
+        raise GeosegError("instance models use trim windows; drop --blend hann")
+    unused = [f"--{n}" for n in ("confidence", "preview", "resume") if getattr(opts, n)]
+    if unused:
+        raise GeosegError(f"{model}: {', '.join(unused)} do not apply to an instance model")
+    names = open_scene(path, None, opts.chunk, opts.assume_crs).band_names
+    selection = [str(i + 1) for i in _match_bands(path, names, meta, opts.bands)]
+    dtype = open_scene(path, selection, opts.chunk, opts.assume_crs).dtype
+    scale = reflectance_scale(dtype)
+    same = math.isclose(scale, meta.normalization.scale, rel_tol=1e-6)
+    spec = model_spec(model, opts.device, scale=None if same else scale, threads=opts.torch_threads)
+    inst = InstanceOptions(
+        window=window, margin=margin, chunk=opts.chunk, batch_size=opts.batch_size,
+        bands=selection, assume_crs=opts.assume_crs, scheduler=opts.scheduler,
+        workers=opts.workers, overwrite=opts.overwrite, panoptic=panoptic,
+    )  # fmt: skip
+    return inst, spec
+
+
+def predict_instances(
+    scene_path: str | os.PathLike[str],
+    model: str,
+    output: str | os.PathLike[str],
+    options: PredictOptions | None = None,
+    panoptic: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+) -> InstanceResult:
+    """Segment the objects of a scene with an ``instance`` checkpoint.
+
+    Args:
+        scene_path: GeoTIFF/COG/VRT.
+        model: ``.safetensors`` checkpoint whose task is ``instance``.
+        output: instance COG: band 1 class (255 = none), band 2 ``uint32`` id (0 = none).
+        options: the options of ``geoseg predict`` (window, margin, bands, device,
+            chunk, scheduler, ...); ``confidence``, ``resume`` and ``preview`` do not
+            apply.
+        panoptic: also write a panoptic COG here: band 1 class (stuff from the
+            model's semantic head), band 2 id (0 for stuff).
+        progress: ``progress(done, total)`` over the chunks of the first pass.
+
+    Raises:
+        GeosegError: bad input, model or output; nothing is written.
+    """
+    opts = options or PredictOptions()
+    path = os.fspath(scene_path)
+    inst, spec = _instance_options(path, model, opts, panoptic)
+    load = functools.partial(load_instance_model, spec)
+    return segment_instances(path, load, output, inst, progress)
+
+
+def predict_panoptic(
+    scene_path: str | os.PathLike[str],
+    model: str,
+    output: str | os.PathLike[str],
+    options: PredictOptions | None = None,
+    progress: Progress | None = None,
+) -> InstanceResult:
+    """Only the panoptic COG of :func:`predict_instances` (band 1 class, band 2 id).
+
+    The instance raster is staged beside ``output`` and removed; the result's
+    ``output`` and ``panoptic`` are both ``output``.
+    """
+    opts = options or PredictOptions()
+    path, out = os.fspath(scene_path), Path(output)
+    check_output_path(out, opts.overwrite, [Path(path)])
+    inst, spec = _instance_options(path, model, opts, out)
+    load = functools.partial(load_instance_model, spec)
+    with temporary_sibling(out, "inst") as tmp:
+        # ``out`` was checked above; overwrite lets the staged raster replace its empty file.
+        inst = dataclasses.replace(inst, overwrite=True)
+        result = segment_instances(path, load, tmp, inst, progress)
+    return dataclasses.replace(result, output=out)
+
+
+#: What ``geoseg predict --task`` accepts, and the checkpoint tasks that can run it.
+PREDICT_TASKS = {
+    "semantic": ("semantic", "change"),
+    "instance": ("instance", "panoptic"),
+    "panoptic": ("instance", "panoptic"),
+}
+
+
+def predict_task(model: str, task: str | None) -> str:
+    """The task ``geoseg predict`` runs: ``task``, or by default the checkpoint's own.
+
+    ``instance`` and ``panoptic`` checkpoints (bottom-up, Mask R-CNN or
+    Panoptic-DeepLab) can run ``instance`` or ``panoptic`` (stuff from the model's
+    semantic side); ``semantic`` and ``change`` checkpoints and ``spectral`` run
+    ``semantic``.
+
+    Raises:
+        CheckpointError: ``task`` does not fit the checkpoint (the message names it).
+    """
+    own = "semantic" if model == "spectral" else read_checkpoint_meta(model).task
+    if task is None:
+        task = "semantic" if own == "change" else own
+    if task not in PREDICT_TASKS:
+        raise GeosegError(f"--task must be one of {', '.join(PREDICT_TASKS)}, not {task!r}")
+    if own not in PREDICT_TASKS[task]:
+        fits = [t for t, owners in PREDICT_TASKS.items() if own in owners]
+        hint = f"use --task {' or '.join(fits)}" if fits else "no geoseg predict task runs it yet"
+        raise CheckpointError(
+            f"{model}: is a {own} model and cannot predict --task {task}; pass a "
+            f"checkpoint trained for {task} (`geoseg train --task instance`), or {hint}"
+        )
+    return task

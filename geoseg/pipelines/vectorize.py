@@ -22,6 +22,7 @@ from typing import Any
 import dask.array as da
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import shapely
 
@@ -52,6 +53,7 @@ __all__ = [
     "VectorizeResult",
     "check_vectorize_output",
     "label_polygons",
+    "one_row_per_instance",
     "vectorize_labels",
 ]
 
@@ -277,6 +279,40 @@ def _frame(batches: list[pa.RecordBatch], crs: Any) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(frame, geometry=np.asarray(geoms), crs=crs)
 
 
+def one_row_per_instance(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """One row per object: the pieces of one (class, instance id > 0) as a MultiPolygon.
+
+    A stitched object can be in pieces that do not touch (its windows trimmed it
+    apart); users count objects, so its pieces become one feature. Areas and
+    perimeters are summed, ``conf_mean`` is area-weighted. Rows with instance id 0
+    (no object) stay as they are.
+    """
+    if len(frame) == 0 or "instance_id" not in frame:
+        return frame
+    key = frame["class_id"].astype(np.int64) * (1 << 32) + frame["instance_id"].astype(np.int64)
+    pieces = frame["instance_id"].to_numpy() > 0
+    dup = pieces & key.duplicated(keep=False).to_numpy()
+    if not dup.any():
+        return frame
+    many = frame[dup]
+    groups = many.groupby(key[dup], sort=False)
+    rows = []
+    for _, part in groups:
+        row = part.iloc[0].copy()
+        for col in ("area_m2", "area_ha", "area_ac", "perim_m"):
+            row[col] = float(part[col].sum())
+        if "conf_mean" in part:
+            w = part["area_m2"].to_numpy()
+            c = part["conf_mean"].to_numpy(float)
+            ok = ~np.isnan(c)
+            row["conf_mean"] = float(np.sum(c[ok] * w[ok]) / np.sum(w[ok])) if ok.any() else np.nan
+        row["geometry"] = shapely.multipolygons(shapely.get_parts(part.geometry.values))
+        rows.append(row)
+    joined = gpd.GeoDataFrame(rows, columns=frame.columns, geometry="geometry", crs=frame.crs)
+    out = pd.concat([frame[~dup], joined], ignore_index=True)
+    return sort_table(gpd.GeoDataFrame(out, geometry="geometry", crs=frame.crs))
+
+
 def check_vectorize_output(
     output: str | os.PathLike[str], options: VectorizeOptions, inputs: Sequence[Path] = ()
 ) -> str:
@@ -316,13 +352,16 @@ def vectorize_labels(
         f"{path}: no labelled pixel{what} to vectorize (every pixel is nodata); "
         "check the raster's nodata value (`gdalinfo`)"
     )
-    if opts.min_area_ha or opts.simplify_m:  # needs every polygon at once
+    raster = _open_labels(path, opts)
+    # Post-processing needs every polygon at once; so does one row per object.
+    if opts.min_area_ha or opts.simplify_m or raster.instances is not None:
         frame = label_polygons(path, opts, progress)
+        if raster.instances is not None:
+            frame = one_row_per_instance(frame)
         if len(frame) == 0:
             raise empty
         write_vectors(frame, out, fmt, layer, opts.overwrite)
         return VectorizeResult(out, fmt, len(frame), float(frame["area_ha"].sum()))
-    raster = _open_labels(path, opts)
     keep = resolve_classes(opts.classes, raster.schema, path)
     # 8-connected regions may be MultiPolygons (parts touching at a corner).
     kind = "Polygon" if opts.connectivity == 4 else "MultiPolygon"

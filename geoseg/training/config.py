@@ -14,7 +14,10 @@ import yaml
 from geoseg.errors import GeosegError, InputNotFoundError
 from geoseg.types import ClassSchema
 
-__all__ = ["TrainConfig", "chip_pairs", "load_class_schema", "load_train_config"]
+__all__ = ["TRAIN_TASKS", "TrainConfig", "chip_pairs", "load_class_schema", "load_train_config"]
+
+#: What ``geoseg train`` can fit.
+TRAIN_TASKS = ("semantic", "change", "instance")
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,13 @@ class TrainConfig:
         resume: continue from ``output`` if it exists.
         overwrite: replace an existing ``output``.
         provenance: extra notes stored in the checkpoint.
-        task: ``"semantic"``, or ``"change"`` for an early-fusion change model trained
-            on dates stacked with ``geoseg stack`` (labels: change mask classes).
+        task: ``"semantic"``, ``"change"`` for an early-fusion change model trained
+            on dates stacked with ``geoseg stack`` (labels: change mask classes), or
+            ``"instance"`` for a bottom-up instance model (labels: a ``uint32``
+            instance id raster or a polygon layer; the schema has one background
+            class and ``is_thing`` object classes; see :mod:`geoseg.training.instances`).
+        class_field: instance task: the polygon attribute holding each feature's
+            class id or name (default: every polygon is the schema's one object class).
     """
 
     images: tuple[str, ...]
@@ -70,10 +78,11 @@ class TrainConfig:
     overwrite: bool = False
     provenance: Mapping[str, Any] = field(default_factory=dict)
     task: str = "semantic"
+    class_field: str | None = None
 
     def __post_init__(self) -> None:
-        if self.task not in ("semantic", "change"):
-            raise GeosegError(f"--task must be semantic or change, not {self.task!r}")
+        if self.task not in TRAIN_TASKS:
+            raise GeosegError(f"--task must be one of {', '.join(TRAIN_TASKS)}, not {self.task!r}")
         if not self.images or len(self.images) != len(self.labels):
             raise GeosegError("give one --labels raster for each --image (in the same order)")
         if len(self.val_images) != len(self.val_labels):

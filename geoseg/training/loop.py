@@ -1,4 +1,4 @@
-"""The training loop: sample, augment, fit, validate with tiled inference, checkpoint."""
+"""The training loop: sample, augment, fit, validate (mIoU or instance AP50), checkpoint."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,20 @@ from geoseg.evaluation.metrics import metrics_from_confusion
 from geoseg.io.checkpoint import save_checkpoint
 from geoseg.io.training_data import LabelledRaster, read_labelled_raster
 from geoseg.models.bands import reflectance_scale
+from geoseg.models.instance import BottomUpInstancePredictor
 from geoseg.models.registry import build_model, window_multiple
 from geoseg.models.semantic import TorchPredictor, resolve_device
 from geoseg.tiling.confusion import remap_values, tiled_confusion
 from geoseg.training.config import TrainConfig
+from geoseg.training.instances import (
+    InstanceRaster,
+    boundary_pos_weight,
+    boundary_target,
+    encode_targets,
+    instance_loss,
+    read_instance_raster,
+    score_instance_model,
+)
 from geoseg.training.sampling import WindowSampler, augment
 from geoseg.training.state import restore_state, save_state, state_path
 from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta, Normalization, TileSpec
@@ -46,7 +57,8 @@ class EpochReport:
     Attributes:
         epoch, epochs: this epoch (1-based) and the total.
         loss: mean training loss.
-        val_miou: validation mIoU (None without validation rasters).
+        val_miou: validation score (None without validation rasters): mIoU, or
+            AP50 for an instance model (see :attr:`TrainResult.metric`).
         windows: training windows seen.
         data_s: seconds spent sampling and augmenting windows.
         step_s: seconds spent in forward, backward and optimizer steps.
@@ -63,11 +75,32 @@ class EpochReport:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """The written checkpoint, its validation mIoU and the per-epoch history."""
+    """The written checkpoint, its best validation score and the per-epoch history.
+
+    ``metric`` names the score: ``"val_miou"``, or ``"val_ap50"`` for instance models.
+    """
 
     output: Path
     best_miou: float | None
     history: list[EpochReport] = field(default_factory=list)
+    metric: str = "val_miou"
+
+
+@dataclass(frozen=True)
+class _Objective:
+    """What a run minimises and how it scores the validation rasters.
+
+    Attributes:
+        loss: ``(B, C, W, W)`` logits and ``(B, W, W) int64`` targets -> scalar.
+        score: the model -> validation score (higher is better); None = no validation.
+        metric: checkpoint metrics key of the score.
+        outputs: output channels of the model.
+    """
+
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    score: Callable[[nn.Module], float] | None
+    metric: str
+    outputs: int
 
 
 def _targets(r: LabelledRaster, schema: ClassSchema) -> np.ndarray:
@@ -103,6 +136,12 @@ def _dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     present = onehot.sum(dim=(0, 2, 3)) > 0
     dice = (2 * inter + 1.0) / (denom + 1.0)
     return 1.0 - dice[present].mean() if present.any() else logits.sum() * 0.0
+
+
+def _semantic_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float) -> torch.Tensor:
+    """Cross-entropy + ``dice_weight`` x Dice, 255 ignored."""
+    loss = F.cross_entropy(logits.float(), target, ignore_index=NODATA_LABEL)
+    return loss + dice_weight * _dice_loss(logits, target)
 
 
 class _InMemoryLoader:
@@ -164,11 +203,12 @@ def _meta(cfg: TrainConfig, rasters: Sequence[LabelledRaster], norm: Normalizati
 
 
 def _load_rasters(
-    images: Sequence[str], labels: Sequence[str], cfg: TrainConfig
+    images: Sequence[str],
+    labels: Sequence[str],
+    cfg: TrainConfig,
+    read: Callable[[str, str, Sequence[str] | None], LabelledRaster] = read_labelled_raster,
 ) -> list[LabelledRaster]:
-    rasters = [
-        read_labelled_raster(i, lab, cfg.bands) for i, lab in zip(images, labels, strict=True)
-    ]
+    rasters = [read(i, lab, cfg.bands) for i, lab in zip(images, labels, strict=True)]
     for r in rasters[1:]:
         if r.image.shape[0] != rasters[0].image.shape[0]:
             raise BandMismatchError(
@@ -195,7 +235,7 @@ def _prepare_output(cfg: TrainConfig) -> Path:
 def train_model(
     cfg: TrainConfig, progress: Callable[[EpochReport], None] | None = None
 ) -> TrainResult:
-    """Train a semantic segmentation model and write its best checkpoint.
+    """Train a semantic, change or instance model and write its best checkpoint.
 
     Raises:
         GeosegError: bad rasters, class file, options or output.
@@ -203,24 +243,70 @@ def train_model(
     out = _prepare_output(cfg)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    device = resolve_device(cfg.device)
+    setup = _instance_setup if cfg.task == "instance" else _semantic_setup
+    train, targets, meta, objective = setup(cfg, device)
+    sampler = WindowSampler(
+        [r.image for r in train], [r.valid for r in train], targets, cfg.window, rng,
+        cfg.min_labelled,
+    )  # fmt: skip
+    model = build_model(cfg.arch, cfg.encoder, len(meta.bands), objective.outputs, **cfg.options)
+    model.to(device).train()
+    return _fit(cfg, meta, model, sampler, objective, device, rng, out, progress)
+
+
+_Setup = tuple[list[LabelledRaster], list[np.ndarray], ModelMeta, _Objective]
+
+
+def _semantic_setup(cfg: TrainConfig, device: torch.device) -> _Setup:
+    """Rasters, class-index targets, metadata and CE + Dice / mIoU objective."""
     train = _load_rasters(cfg.images, cfg.labels, cfg)
     val = _load_rasters(cfg.val_images, cfg.val_labels, cfg) if cfg.val_images else []
     meta = _meta(cfg, train, _normalization(train, reflectance_scale(train[0].dtype)))
     for r in val:
         r.labels[:] = remap_values(r.labels, {c: c for c in meta.schema.ids})
-    sampler = WindowSampler(
-        [r.image for r in train], [r.valid for r in train],
-        [_targets(r, cfg.classes) for r in train], cfg.window, rng, cfg.min_labelled,
-    )  # fmt: skip
-    device = resolve_device(cfg.device)
-    model = build_model(cfg.arch, cfg.encoder, len(meta.bands), len(cfg.classes), **cfg.options)
-    model.to(device).train()
-    return _fit(cfg, meta, model, sampler, val, device, rng, out, progress)
+    score = partial(_validate, meta=meta, device=device, val=val) if val else None
+    loss = partial(_semantic_loss, dice_weight=cfg.dice_weight)
+    targets = [_targets(r, cfg.classes) for r in train]
+    return train, targets, meta, _Objective(loss, score, "val_miou", len(cfg.classes))
+
+
+def _instance_setup(cfg: TrainConfig, device: torch.device) -> _Setup:
+    """Rasters, class + boundary targets, metadata and the instance loss / AP50 objective."""
+    read = partial(read_instance_raster, schema=cfg.classes, class_field=cfg.class_field)
+    train = _load_rasters(cfg.images, cfg.labels, cfg, read)
+    val = _load_rasters(cfg.val_images, cfg.val_labels, cfg, read) if cfg.val_images else []
+    meta = _meta(cfg, train, _normalization(train, reflectance_scale(train[0].dtype)))
+    k = len(cfg.classes)
+    targets = [
+        encode_targets(_targets(r, cfg.classes), boundary_target(r.ids), k)
+        for r in train
+        if isinstance(r, InstanceRaster)
+    ]
+    dice = partial(_weighted_dice, weight=cfg.dice_weight) if cfg.dice_weight else None
+    loss = partial(instance_loss, k=k, pos_weight=boundary_pos_weight(targets, k), dice=dice)
+    score = partial(_validate_instances, meta=meta, device=device, val=val) if val else None
+    return train, targets, meta, _Objective(loss, score, "val_ap50", k + 1)
+
+
+def _weighted_dice(logits: torch.Tensor, target: torch.Tensor, weight: float) -> torch.Tensor:
+    return weight * _dice_loss(logits, target)
+
+
+def _validate_instances(
+    module: nn.Module, meta: ModelMeta, device: torch.device, val: Sequence[LabelledRaster]
+) -> float:
+    """AP50 of the things over all validation rasters, each predicted whole."""
+    predictor = BottomUpInstancePredictor(module, meta, device)
+    rasters = [r for r in val if isinstance(r, InstanceRaster)]
+    scores = score_instance_model(predictor, rasters, window_multiple(meta.arch, meta.options))
+    module.train()
+    return scores.ap50
 
 
 def _fit(
     cfg: TrainConfig, meta: ModelMeta, model: nn.Module, sampler: WindowSampler,
-    val: Sequence[LabelledRaster], device: torch.device, rng: np.random.Generator, out: Path,
+    objective: _Objective, device: torch.device, rng: np.random.Generator, out: Path,
     progress: Callable[[EpochReport], None] | None,
 ) -> TrainResult:  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -238,9 +324,7 @@ def _fit(
             y = torch.from_numpy(batch.target).to(device)
             t1 = time.perf_counter()
             with torch.autocast(device.type, enabled=device.type == "cuda"):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, ignore_index=NODATA_LABEL)
-                loss = loss + cfg.dice_weight * _dice_loss(logits, y)
+                loss = objective.loss(model(x), y)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -248,20 +332,20 @@ def _fit(
             sched.step()
             losses.append(float(loss.detach()))  # waits for the device: the step is done
             data_s, step_s = data_s + t1 - t0, step_s + time.perf_counter() - t1
-        miou = _validate(model, meta, device, val) if val else None
+        miou = objective.score(model) if objective.score else None
         report = EpochReport(
             epoch + 1, cfg.epochs, float(np.mean(losses)), miou,
             cfg.steps_per_epoch * cfg.batch_size, data_s, step_s,
         )  # fmt: skip
         history.append(report)
-        if miou is None or best is None or miou > best:
+        if miou is None or best is None or miou >= best:  # ties: the later, longer-trained
             best = miou if miou is not None else best
-            _save_best(out, model, meta, report, best)
+            _save_best(out, model, meta, report, best, objective.metric)
         save_state(state_path(out), model, opt, rng, epoch + 1, _extra(best, history))
         if progress:
             progress(report)
     state_path(out).unlink(missing_ok=True)
-    return TrainResult(out, best, history)
+    return TrainResult(out, best, history, objective.metric)
 
 
 def _extra(best: float | None, history: Sequence[EpochReport]) -> dict[str, Any]:
@@ -289,10 +373,11 @@ def _resume(
 
 
 def _save_best(
-    out: Path, model: nn.Module, meta: ModelMeta, report: EpochReport, best: float | None
-) -> None:
+    out: Path, model: nn.Module, meta: ModelMeta, report: EpochReport, best: float | None,
+    metric: str,
+) -> None:  # fmt: skip
     metrics: dict[str, Any] = {"train_loss": report.loss, "epoch": report.epoch}
     if best is not None:
-        metrics["val_miou"] = best
+        metrics[metric] = best
     stamped = dataclasses.replace(meta, metrics=metrics)
     save_checkpoint(out, model.state_dict(), stamped, overwrite=True)

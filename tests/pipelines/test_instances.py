@@ -40,10 +40,10 @@ def test_instance_cog_equals_in_memory_stitching(
     result = segment_instances(scene_tif, OraclePredictor, tmp_path / "inst.tif", OPTS)
     expected, ids = stitch_in_memory(truth, TileSpec(32, 4, 2))
     assert result.count == ids.count == int(truth[0].max())
-    np.testing.assert_array_equal(_read(result.output), expected)
+    np.testing.assert_array_equal(_read(result.output), expected[::-1])  # class, then id
     with rasterio.open(result.output) as src:
         assert src.dtypes == ("uint32", "uint32")
-        assert src.descriptions == ("instance", "class")
+        assert src.descriptions == ("class", "instance")
         assert src.crs is not None and src.overviews(1) is not None
         assert [c["id"] for c in json.loads(src.tags()["GEOSEG_CLASSES"])] == [0, 2, 5]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inst.tif", "scene.tif"]
@@ -62,9 +62,9 @@ def test_panoptic_takes_stuff_from_labels(
     result = segment_instances(scene_tif, OraclePredictor, tmp_path / "inst.tif", opts)
     assert result.panoptic is not None
     pan, inst = _read(result.panoptic), _read(result.output)
-    np.testing.assert_array_equal(pan[1], inst[0])
-    things = inst[0] > 0
-    np.testing.assert_array_equal(pan[0][things], inst[1][things])
+    np.testing.assert_array_equal(pan[1], inst[1])
+    things = inst[1] > 0
+    np.testing.assert_array_equal(pan[0][things], inst[0][things])
     background = ~things & (truth[0] == 0)
     expect_bg = np.where(stuff == 0, 0, NODATA_LABEL)
     np.testing.assert_array_equal(pan[0][background], expect_bg[background])

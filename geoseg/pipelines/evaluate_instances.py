@@ -1,0 +1,264 @@
+"""Score instance and panoptic maps: AP50 and PQ = SQ x RQ, per class and overall.
+
+The prediction is an instance or panoptic COG (band 1 class, band 2 id) from
+``geoseg predict --task instance|panoptic``, or one this module makes first with
+an ``instance`` checkpoint. The reference is an id raster on the same grid
+(``uint`` ids, 0 = none, optional class band) or a polygon layer rasterized on
+the prediction's grid, one id per feature. Counts are summed chunk by chunk
+(:func:`geoseg.evaluation.instances.segment_overlaps`), so memory is bounded.
+
+* ``instance``: only thing classes are scored; PQ/SQ/RQ and AP50 are means over
+  the thing classes that occur.
+* ``panoptic``: stuff classes are scored too (one segment per stuff class).
+
+AP50 is mask AP at IoU 0.5. The instance raster carries no scores, so every
+prediction has the same rank and AP50 is precision x recall at IoU 0.5.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+
+from geoseg.errors import CheckpointError, GeosegError, InvalidRasterError
+from geoseg.evaluation.instances import (
+    PanopticQuality,
+    SegmentOverlaps,
+    average_precision_50,
+    panoptic_quality,
+    segment_overlaps,
+)
+from geoseg.io.atomic import check_output_path
+from geoseg.io.checkpoint import read_checkpoint_meta
+from geoseg.io.instances import (
+    InstanceBlock,
+    instance_raster_reader,
+    polygon_instance_reader,
+)
+from geoseg.io.labels import read_class_schema
+from geoseg.io.reports import write_json
+from geoseg.io.vectors import FORMATS
+from geoseg.pipelines.instances import predict_instances, predict_panoptic
+from geoseg.pipelines.predict import PredictOptions
+from geoseg.types import NODATA_LABEL, ClassSchema
+
+__all__ = [
+    "INSTANCE_TASKS",
+    "InstanceEvaluation",
+    "evaluate_instance_model",
+    "evaluate_task",
+    "score_instances",
+]
+
+INSTANCE_TASKS = ("instance", "panoptic")
+_VECTOR_SUFFIXES = {ext for ext, _ in FORMATS.values()} | {".json", ".geojson"}
+
+
+@dataclass(frozen=True)
+class InstanceEvaluation:
+    """Scores of an instance / panoptic map and the files written.
+
+    Attributes:
+        task: ``"instance"`` or ``"panoptic"``.
+        quality: PQ, SQ, RQ (and TP/FP/FN) per class id and their means.
+        ap50: class id -> AP at IoU 0.5, for thing classes with reference objects.
+        schema: the prediction's classes.
+        files: ``metrics.json`` (and the prediction, when a model was run).
+    """
+
+    task: str
+    quality: PanopticQuality
+    ap50: dict[int, float]
+    schema: ClassSchema
+    files: tuple[Path, ...]
+
+    @property
+    def mean_ap50(self) -> float:
+        """Mean AP50 over the thing classes that have reference objects (0 if none)."""
+        return sum(self.ap50.values()) / len(self.ap50) if self.ap50 else 0.0
+
+
+def evaluate_task(model: str | None, task: str | None) -> str:
+    """The task to score: ``task``, else the checkpoint's own (``instance`` without a model).
+
+    Raises:
+        CheckpointError: ``task`` is instance/panoptic and the model is not an
+            instance model, or the reverse (the message names the file).
+    """
+    if model is None:
+        return task or "instance"
+    own = "semantic" if model == "spectral" else read_checkpoint_meta(model).task
+    task = task or own
+    if (task in INSTANCE_TASKS) != (own == "instance"):
+        raise CheckpointError(
+            f"{model}: is a {own} model and cannot be scored with --task {task}; pass a "
+            f"{'instance' if task in INSTANCE_TASKS else task} checkpoint, or leave --task out"
+        )
+    return task
+
+
+def _default_thing(schema: ClassSchema) -> int | None:
+    things = [c.id for c in schema.classes if c.is_thing]
+    return things[0] if len(things) == 1 else None
+
+
+@contextlib.contextmanager
+def _reference_reader(
+    reference: str, prediction: str, schema: ClassSchema, class_field: str | None
+) -> Iterator[Callable[[tuple[slice, slice]], InstanceBlock]]:
+    with rasterio.open(prediction) as src:
+        grid: dict[str, Any] = {
+            "height": src.height, "width": src.width, "crs": src.crs, "transform": src.transform,
+        }  # fmt: skip
+    thing = _default_thing(schema)
+    if Path(reference).suffix.lower() in _VECTOR_SUFFIXES:
+        with polygon_instance_reader(
+            reference, **grid, schema=schema, class_field=class_field, default_class=thing
+        ) as read:
+            yield read
+    else:
+        if class_field is not None:
+            raise GeosegError("--class-field applies to a polygon reference, not a raster")
+        with instance_raster_reader(reference, grid["height"], grid["width"], thing) as read:
+            yield read
+
+
+def _only(classes: np.ndarray, ids: np.ndarray, keep: set[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Classes outside ``keep`` (and their ids) become 'no segment'."""
+    drop = ~np.isin(classes, list(keep))
+    return np.where(drop, NODATA_LABEL, classes), np.where(drop, 0, ids)
+
+
+def _overlaps(
+    prediction: str, reference: str, schema: ClassSchema, task: str,
+    class_field: str | None, chunk: int,
+) -> SegmentOverlaps:  # fmt: skip
+    """Segment counts summed over ``chunk x chunk`` blocks of the two maps."""
+    things = [c.id for c in schema.classes if c.is_thing]
+    keep = set(things) if task == "instance" else set(schema.ids)
+    total = SegmentOverlaps()
+    with (
+        rasterio.open(prediction) as src,
+        _reference_reader(reference, prediction, schema, class_field) as ref,
+        instance_raster_reader(prediction, src.height, src.width) as pred,
+    ):
+        for y0 in range(0, src.height, chunk):
+            for x0 in range(0, src.width, chunk):
+                key = (
+                    slice(y0, min(y0 + chunk, src.height)),
+                    slice(x0, min(x0 + chunk, src.width)),
+                )
+                tc, ti, valid = ref(key)
+                pc, pi, _ = pred(key)
+                tc, ti = _only(tc, ti, keep)
+                pc, pi = _only(pc, pi, keep)
+                total = total + segment_overlaps(tc, ti, pc, pi, things, valid)
+    return total
+
+
+def score_instances(
+    prediction: str | os.PathLike[str],
+    reference: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    task: str = "instance",
+    class_field: str | None = None,
+    overwrite: bool = False,
+    chunk: int = 1024,
+    extra: dict[str, Any] | None = None,
+) -> InstanceEvaluation:
+    """AP50 and PQ/SQ/RQ of an instance or panoptic raster; writes ``metrics.json``.
+
+    Args:
+        prediction: instance or panoptic COG (band 1 class, band 2 id) with the
+            model's classes in its ``GEOSEG_CLASSES`` tag.
+        reference: id raster on the same grid (band described ``instance`` or band 1:
+            ids, 0 = none; optional band described ``class`` or band 2: classes), or a
+            polygon layer (``.gpkg``, ``.geojson``, ``.shp``, ``.fgb``, ``.parquet``).
+        out_dir: folder for ``metrics.json``.
+        task: ``"instance"`` (thing classes only) or ``"panoptic"`` (stuff too).
+        class_field: polygon attribute naming each feature's class; default
+            ``"class"``, or the model's only thing class.
+        overwrite: replace an existing ``metrics.json``.
+        chunk: block side in px.
+        extra: more entries for ``metrics.json``.
+
+    Raises:
+        GeosegError: unknown task, no class schema, maps on different grids, or
+            references that cannot be read.
+    """
+    if task not in INSTANCE_TASKS:
+        raise GeosegError(f"task must be one of {', '.join(INSTANCE_TASKS)}, not {task!r}")
+    pred_path, ref_path = os.fspath(prediction), os.fspath(reference)
+    schema = read_class_schema(pred_path)
+    if schema is None:
+        raise InvalidRasterError(
+            f"{pred_path}: no geoseg class schema; score a raster written by `geoseg predict`"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    check_output_path(out / "metrics.json", overwrite)
+    ov = _overlaps(pred_path, ref_path, schema, task, class_field, chunk)
+    quality, ap50 = panoptic_quality(ov), average_precision_50(ov)
+    result = InstanceEvaluation(task, quality, ap50, schema, ())
+    report = {
+        "task": task, "prediction": Path(pred_path).name, "reference": Path(ref_path).name,
+        **(extra or {}), **_metrics_json(result, ov),
+    }  # fmt: skip
+    return InstanceEvaluation(
+        task, quality, ap50, schema, (write_json(out / "metrics.json", report, overwrite),)
+    )
+
+
+def _metrics_json(result: InstanceEvaluation, ov: SegmentOverlaps) -> dict[str, Any]:
+    names = {c.id: c.name for c in result.schema.classes}
+    q = result.quality
+    per_class = [
+        {
+            "id": c, "name": names.get(c, str(c)), "pq": cq.pq, "sq": cq.sq, "rq": cq.rq,
+            "tp": cq.tp, "fp": cq.fp, "fn": cq.fn, "ap50": result.ap50.get(c),
+        }
+        for c, cq in sorted(q.per_class.items())
+    ]  # fmt: skip
+    return {
+        "ap50": result.mean_ap50, "pq": q.pq, "sq": q.sq, "rq": q.rq,
+        "reference_segments": len(ov.truth_area), "predicted_segments": len(ov.pred_area),
+        "classes": per_class,
+    }  # fmt: skip
+
+
+def evaluate_instance_model(
+    model: str,
+    image: str | os.PathLike[str],
+    reference: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    options: PredictOptions | None = None,
+    task: str = "instance",
+    class_field: str | None = None,
+) -> InstanceEvaluation:
+    """Run an ``instance`` checkpoint on ``image``, then :func:`score_instances`.
+
+    The prediction is kept as ``instances.tif`` (or ``panoptic.tif``) in ``out_dir``.
+    """
+    opts = options or PredictOptions()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pred = out / f"{'instances' if task == 'instance' else 'panoptic'}.tif"
+    check_output_path(out / "metrics.json", opts.overwrite)
+    if task == "instance":
+        predict_instances(image, model, pred, opts)
+    else:
+        predict_panoptic(image, model, pred, opts)
+    extra = {"model": Path(model).name, "image": Path(image).name}
+    result = score_instances(
+        pred, reference, out, task, class_field, opts.overwrite, opts.chunk, extra
+    )
+    return InstanceEvaluation(
+        result.task, result.quality, result.ap50, result.schema, (pred, *result.files)
+    )
