@@ -112,25 +112,37 @@ def write_scene(
     return path
 
 
-def write_unet_checkpoint(path: str | Path, seed: int = 0, window: int = 256) -> Path:
-    """A U-Net/ResNet-18 checkpoint with random weights (5 classes, bands :data:`BANDS`).
+def write_unet_checkpoint(
+    path: str | Path, seed: int = 0, window: int = 256, task: str = "semantic"
+) -> Path:
+    """A U-Net/ResNet-18 checkpoint with random weights (bands :data:`BANDS`).
 
-    Normalization ``scale=1e-4`` maps the synthetic digital numbers to ~0.1-0.3
-    reflectance; margin 32 px.
+    ``task="semantic"``: 5 classes. ``task="instance"``: the bottom-up instance
+    model (ground, building and tree, the last two things; one more output channel
+    for boundaries). Normalization ``scale=1e-4`` maps the synthetic digital
+    numbers to ~0.1-0.3 reflectance; margin 32 px.
     """
     import torch
 
     from geoseg.io.checkpoint import save_checkpoint
+    from geoseg.models.instance import build_instance_model
     from geoseg.models.registry import build_model
     from geoseg.types import ClassInfo, ClassSchema, ModelMeta, Normalization
 
     torch.manual_seed(seed)
     names = ("water", "trees", "grass", "crops", "built")
+    if task == "instance":
+        names = ("ground", "building", "tree")
     schema = ClassSchema(
-        tuple(ClassInfo(i, n, (40 * i, 200 - 30 * i, 60 + 20 * i)) for i, n in enumerate(names))
+        tuple(
+            ClassInfo(
+                i, n, (40 * i, 200 - 30 * i, 60 + 20 * i), is_thing=task == "instance" and i > 0
+            )
+            for i, n in enumerate(names)
+        )
     )
     meta = ModelMeta(
-        task="semantic",
+        task=task,
         arch="unet",
         encoder="resnet18",
         bands=BANDS,
@@ -144,7 +156,8 @@ def write_unet_checkpoint(path: str | Path, seed: int = 0, window: int = 256) ->
         margin=32,
         provenance={"note": "random weights, benchmark only"},
     )
-    module = build_model("unet", "resnet18", len(BANDS), len(schema))
+    build = build_instance_model if task == "instance" else build_model
+    module = build("unet", "resnet18", len(BANDS), len(schema))
     return save_checkpoint(path, module.state_dict(), meta, overwrite=True)
 
 

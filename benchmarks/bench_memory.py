@@ -11,6 +11,7 @@ and reads the child's peak RSS with ``getrusage(RUSAGE_CHILDREN)``.
     .venv/bin/python benchmarks/bench_memory.py                      # spectral, 4000 vs 16000
     .venv/bin/python benchmarks/bench_memory.py --small 1000 --large 4000   # quick
     .venv/bin/python benchmarks/bench_memory.py --model unet         # torch, 2000 vs 6000
+    .venv/bin/python benchmarks/bench_memory.py --model instance     # objects, 1500 vs 4500
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from _common import (
 
 RATIO_TARGET = 1.3
 ABSOLUTE_TARGET_MB = 3000
-DEFAULT_SIZES = {"spectral": (4000, 16000), "unet": (2000, 6000)}
+DEFAULT_SIZES = {"spectral": (4000, 16000), "unet": (2000, 6000), "instance": (1500, 4500)}
 
 
 def geoseg_command() -> list[str]:
@@ -83,12 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
         "--model",
-        choices=["spectral", "unet"],
+        choices=["spectral", "unet", "instance"],
         default="spectral",
-        help="spectral (weights-free) or a random-weight U-Net/ResNet-18 checkpoint",
+        help="spectral (weights-free), or a random-weight U-Net/ResNet-18 checkpoint: unet "
+        "(semantic) or instance (bottom-up objects: predict --task instance, stitched ids)",
     )
-    p.add_argument("--small", type=int, help="small scene side (spectral 4000, unet 2000)")
-    p.add_argument("--large", type=int, help="large scene side (spectral 16000, unet 6000)")
+    p.add_argument("--small", type=int, help="small scene side (default: see DEFAULT_SIZES)")
+    p.add_argument("--large", type=int, help="large scene side (default: see DEFAULT_SIZES)")
     p.add_argument("--batch-size", type=int, default=4, help="predict --batch-size")
     p.add_argument("--chunk", type=int, default=1024, help="predict --chunk (px)")
     p.add_argument("--workers", type=int, help="predict --workers (default: dask's)")
@@ -113,8 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="geoseg-mem-", dir=args.dir) as tmp:
         tmpdir = Path(tmp)
         model = "spectral"
-        if args.model == "unet":
-            model = str(write_unet_checkpoint(tmpdir / "unet.safetensors"))
+        if args.model in ("unet", "instance"):
+            model = str(
+                write_unet_checkpoint(
+                    tmpdir / "unet.safetensors", task=args.model.replace("unet", "semantic")
+                )
+            )
         say(
             f"model {args.model}, scenes {small}^2 and {large}^2, chunk {args.chunk}, "
             f"batch {args.batch_size}, workers {args.workers or 'default'}, env {args.env}"
