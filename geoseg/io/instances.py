@@ -35,9 +35,13 @@ from geoseg.io.labels import CLASSES_TAG
 from geoseg.io.vectors import read_vectors
 from geoseg.types import NODATA_LABEL, ClassSchema
 
+#: Tag of an instance COG: JSON list, the detection score of id ``i`` at index ``i``.
+SCORES_TAG = "GEOSEG_INSTANCE_SCORES"
+
 __all__ = [
     "INSTANCE_BANDS",
     "PANOPTIC_BANDS",
+    "SCORES_TAG",
     "InstanceBlock",
     "Uint32Sink",
     "instance_cog_writer",

@@ -77,6 +77,7 @@ SHAPEFILE_FIELDS = {
     "class_id": "class_id",
     "class_name": "class_name",
     "instance_id": "inst_id",
+    "score": "score",
     "area_m2": "area_m2",
     "area_ha": "area_ha",
     "area_ac": "area_ac",

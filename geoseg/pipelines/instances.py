@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from geoseg.io.atomic import check_output_path, temporary_sibling
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.instances import (
     PANOPTIC_BANDS,
+    SCORES_TAG,
     instance_cog_writer,
     label_block_reader,
     staging_raster,
@@ -171,6 +173,8 @@ def _write_outputs(
         "transform": scene.transform, "schema": schema, "overwrite": opts.overwrite,
         "tags": {"GEOSEG_VERSION": __version__, "GEOSEG_SOURCE": Path(scene.path).name},
     }  # fmt: skip
+    if ids.scores is not None:  # per object: the best of its fragments' detection scores
+        kw["tags"][SCORES_TAG] = json.dumps([round(float(v), 4) for v in ids.scores])
     with contextlib.ExitStack() as stack:
         inst_sink = stack.enter_context(instance_cog_writer(out, **kw))
         pan_sink = stuff = None

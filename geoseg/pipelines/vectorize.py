@@ -12,6 +12,7 @@ every polygon's neighbours, the whole layer is built in memory first.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -313,6 +314,25 @@ def one_row_per_instance(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return sort_table(gpd.GeoDataFrame(out, geometry="geometry", crs=frame.crs))
 
 
+def _with_scores(frame: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
+    """Add ``score`` (the object's detection score, 0-1) from an instance COG's tag."""
+    import rasterio
+
+    from geoseg.io.instances import SCORES_TAG
+
+    with rasterio.open(path) as src:
+        raw = src.tags().get(SCORES_TAG)
+    if raw is None or "instance_id" not in frame:
+        return frame
+    scores = np.asarray(json.loads(raw), dtype=np.float64)
+    ids = frame["instance_id"].to_numpy(np.int64)
+    inside = (ids > 0) & (ids < scores.size)
+    frame = frame.copy()
+    frame.insert(frame.columns.get_loc("instance_id") + 1, "score",
+                 np.where(inside, scores[np.where(inside, ids, 0)], np.nan))  # fmt: skip
+    return frame
+
+
 def check_vectorize_output(
     output: str | os.PathLike[str], options: VectorizeOptions, inputs: Sequence[Path] = ()
 ) -> str:
@@ -357,7 +377,7 @@ def vectorize_labels(
     if opts.min_area_ha or opts.simplify_m or raster.instances is not None:
         frame = label_polygons(path, opts, progress)
         if raster.instances is not None:
-            frame = one_row_per_instance(frame)
+            frame = _with_scores(one_row_per_instance(frame), path)
         if len(frame) == 0:
             raise empty
         write_vectors(frame, out, fmt, layer, opts.overwrite)

@@ -32,12 +32,14 @@ class ChunkTable:
         keys: ``(n,) uint64`` fragment key of local id ``i + 1``.
         classes: ``(n,) int64`` class of local id ``i + 1``.
         edges: ``(e, 2) uint64`` keys of fragments that are one object.
+        scores: ``(n,) float32`` detection score of local id ``i + 1`` (None: 0).
     """
 
     origin: tuple[int, int]
     keys: np.ndarray
     classes: np.ndarray
     edges: np.ndarray
+    scores: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,11 +50,14 @@ class InstanceIds:
         count: number of instances in the scene (ids are ``1..count``).
         classes: ``(count + 1,) uint8`` class of each scene id; ``[0] = 255``.
         luts: chunk origin -> ``(n + 1,) uint32`` scene id of each local id.
+        scores: ``(count + 1,) float32`` score of each scene id: the highest of its
+            fragments' detection scores; ``[0] = 0``.
     """
 
     count: int
     classes: np.ndarray
     luts: dict[tuple[int, int], np.ndarray]
+    scores: np.ndarray | None = None
 
     def relabel(self, origin: tuple[int, int], local: np.ndarray) -> np.ndarray:
         """``(2, h, w) uint32``: scene ids (0 = none) and classes (255 = none) of a block."""
@@ -68,7 +73,10 @@ def resolve_ids(tables: Iterable[ChunkTable]) -> InstanceIds:
     keys = np.unique(np.concatenate([present, edges.ravel()]))
     if not len(keys):
         empty = np.zeros(1, dtype=np.uint32)
-        return InstanceIds(0, np.full(1, NODATA_LABEL, np.uint8), {t.origin: empty for t in tables})
+        return InstanceIds(
+            0, np.full(1, NODATA_LABEL, np.uint8), {t.origin: empty for t in tables},
+            np.zeros(1, np.float32),
+        )  # fmt: skip
     a, b = np.searchsorted(keys, edges[:, 0]), np.searchsorted(keys, edges[:, 1])
     graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(len(keys),) * 2)
     _, component = connected_components(graph, directed=False)
@@ -81,13 +89,16 @@ def resolve_ids(tables: Iterable[ChunkTable]) -> InstanceIds:
     rank[numbered] = np.arange(1, len(numbered) + 1, dtype=np.uint32)
     scene_id = rank[component]
     classes = np.full(len(numbered) + 1, NODATA_LABEL, dtype=np.uint8)
+    scores = np.zeros(len(numbered) + 1, dtype=np.float32)
     luts = {}
     for t in tables:
         ids = scene_id[np.searchsorted(keys, t.keys)]
         _check_classes(classes, ids, t.classes)
         classes[ids] = t.classes
+        if t.scores is not None:
+            np.maximum.at(scores, ids, t.scores.astype(np.float32))
         luts[t.origin] = np.concatenate([[0], ids]).astype(np.uint32)
-    return InstanceIds(len(numbered), classes, luts)
+    return InstanceIds(len(numbered), classes, luts, scores)
 
 
 def _check_classes(classes: np.ndarray, ids: np.ndarray, new: np.ndarray) -> None:

@@ -153,6 +153,7 @@ def _assemble_chunk(
         keys=np.array([f.key for f in present], dtype=np.uint64),
         classes=np.array([f.class_id for f in present], dtype=np.int64),
         edges=np.array(edges, dtype=np.uint64).reshape(-1, 2),
+        scores=np.array([f.score for f in present], dtype=np.float32),
     )
     return local, table
 

@@ -107,6 +107,12 @@ def test_predict_instance_writes_consistent_ids_and_one_row_per_id(
             transform=src.transform, fill=0, dtype="uint32",
         )  # fmt: skip
     np.testing.assert_array_equal(back, ids)  # every object's pixels, exactly, in one row
+    # Each object's score: the best detection score of its fragments, kept in the COG.
+    with rasterio.open(out) as src:
+        scores = json.loads(src.tags()["GEOSEG_INSTANCE_SCORES"])
+    assert len(scores) == found.size + 1 and scores[0] == 0
+    assert all(0 < v <= 1 for v in scores[1:])
+    np.testing.assert_allclose(layer["score"], [scores[i] for i in layer["instance_id"]])
     pixel_ha = 10 * 10 / 1e4  # UTM 10 m pixels, ~true area within 0.1 %
     for i, area in zip(layer["instance_id"], layer["area_ha"], strict=True):
         assert area == pytest.approx((ids == i).sum() * pixel_ha, rel=2e-3)

@@ -76,14 +76,16 @@ def test_ids_follow_smallest_key_and_join_across_chunks() -> None:
     k = [fragment_key(w, 0) for w in range(4)]
     tables = [
         ChunkTable((0, 0), np.array([k[3], k[1]], np.uint64), np.array([2, 5]),
-                   np.array([[k[1], k[2]]], np.uint64)),
+                   np.array([[k[1], k[2]]], np.uint64), np.array([0.4, 0.6], np.float32)),
         ChunkTable((0, 8), np.array([k[2], k[0]], np.uint64), np.array([5, 2]),
-                   np.zeros((0, 2), np.uint64)),
+                   np.zeros((0, 2), np.uint64), np.array([0.9, 0.3], np.float32)),
     ]  # fmt: skip
     ids = resolve_ids(tables)
     assert ids.count == 3
     assert ids.luts[(0, 0)].tolist() == [0, 3, 2]  # k3 -> 3rd, k1 (joined with k2) -> 2nd
     assert ids.luts[(0, 8)].tolist() == [0, 2, 1]
     assert ids.classes.tolist() == [255, 2, 5, 2]
+    assert ids.scores is not None  # an object's score: the best of its fragments'
+    np.testing.assert_allclose(ids.scores, [0, 0.3, 0.9, 0.4])
     block = ids.relabel((0, 8), np.array([[0, 1, 2]], np.uint32))
     assert block.tolist() == [[[0, 2, 1]], [[255, 5, 2]]]
