@@ -247,13 +247,21 @@ _TRAIN_OPTIONS = (
 @click.option(
     "--config", type=click.Path(dir_okay=False), help="YAML file with any of these options."
 )
-@click.option("--task", type=click.Choice(["semantic", "change", "instance"]), default="semantic",
-              show_default=True, help="change: images stacked by `geoseg stack`; instance: "
-              "--labels are instance id rasters or polygon layers (GPKG, GeoJSON).")  # fmt: skip
-@click.option("--class-field", help="instance: polygon attribute with each feature's class "
-              "id or name (default: the schema's one is_thing class).")  # fmt: skip
-@click.option("--arch", default="unet", show_default=True)
-@click.option("--encoder", default="resnet18", show_default=True)
+@click.option("--task", type=click.Choice(["semantic", "change", "instance", "panoptic"]),
+              default="semantic", show_default=True, help="change: images stacked by "
+              "`geoseg stack`; instance, panoptic: --labels are instance id rasters or polygon "
+              "layers (GPKG, GeoJSON).")  # fmt: skip
+@click.option("--class-field", help="instance, panoptic: polygon attribute with each feature's "
+              "class id or name (default: the schema's one is_thing class).")  # fmt: skip
+@click.option("--arch", default="unet", show_default=True, help="smp architecture; with --task "
+              "panoptic the body of a Panoptic-DeepLab; --task instance --arch maskrcnn: "
+              "Mask R-CNN.")  # fmt: skip
+@click.option(
+    "--encoder",
+    default="resnet18",
+    show_default=True,
+    help="Encoder; for maskrcnn its ResNet backbone (resnet18 ... resnet101).",
+)
 @click.option("--bands", help="Band numbers or names to train on (default: all).")
 @click.option("--epochs", type=int, default=30, show_default=True)
 @click.option("--steps-per-epoch", type=int, default=50, show_default=True)
@@ -270,7 +278,7 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
           val_images: tuple[str, ...], val_labels: tuple[str, ...], classes: str | None,
           output: str | None, config: str | None, bands: str | None, chips: str | None,
           val_chips: str | None, **_: Any) -> None:  # fmt: skip
-    """Train a segmentation model on labelled rasters (or polygons, for --task instance)."""
+    """Train a segmentation model on labelled rasters (or polygons, for instance/panoptic)."""
     from geoseg.training import load_train_config, train_model
 
     given = {"images": images or None, "labels": labels or None, "val_images": val_images or None,
@@ -279,7 +287,7 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
              "val_chips": val_chips}  # fmt: skip
     cfg = load_train_config(config, **given, **_explicit(ctx, _TRAIN_OPTIONS))
 
-    score = "AP50" if cfg.task == "instance" else "mIoU"
+    score = {"instance": "AP50", "panoptic": "PQ"}.get(cfg.task, "mIoU")
 
     def report(r: Any) -> None:
         val = "" if r.val_miou is None else f"  val {score} {r.val_miou:.3f}"

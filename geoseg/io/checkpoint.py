@@ -51,10 +51,22 @@ def save_checkpoint(
     return Path(path)
 
 
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then a JSON ``{``."""
+    if len(head) < 9:
+        return False
+    length = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 0 < length <= size - 8
+
+
 def _refuse_pickles(path: Path) -> None:
     with path.open("rb") as f:
-        head = f.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = f.read(9)
+    if _looks_like_safetensors(head, path.stat().st_size):
+        return  # its header length may well start with 0x80 or spell "PK"
+    zip_file = head[:2] == b"PK"
+    pickle = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    if zip_file or pickle:
         raise CheckpointError(
             f"{path}: is a PyTorch pickle/zip file, not a geoseg checkpoint; geoseg never "
             "unpickles model files. Re-save the weights with geoseg.io.checkpoint.save_checkpoint"

@@ -17,7 +17,7 @@ from geoseg.types import ClassSchema
 __all__ = ["TRAIN_TASKS", "TrainConfig", "chip_pairs", "load_class_schema", "load_train_config"]
 
 #: What ``geoseg train`` can fit.
-TRAIN_TASKS = ("semantic", "change", "instance")
+TRAIN_TASKS = ("semantic", "change", "instance", "panoptic")
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class TrainConfig:
             best checkpoint); without them the last epoch is kept.
         classes: the class schema (label values -> names, colours).
         output: checkpoint to write (``.safetensors``).
-        arch, encoder: architecture and encoder (see ``geoseg models``).
+        arch, encoder: architecture and encoder (see ``geoseg models``); ``maskrcnn``
+            with a ResNet backbone (``resnet18`` ... ``resnet101``) for instances.
         options: extra builder arguments, e.g. ``{"encoder_depth": 3}``.
         bands: band selection by number or name (default: all bands).
         window: training window side in px; also the inference window stored.
@@ -48,8 +49,11 @@ class TrainConfig:
             on dates stacked with ``geoseg stack`` (labels: change mask classes), or
             ``"instance"`` for a bottom-up instance model (labels: a ``uint32``
             instance id raster or a polygon layer; the schema has one background
-            class and ``is_thing`` object classes; see :mod:`geoseg.training.instances`).
-        class_field: instance task: the polygon attribute holding each feature's
+            class and ``is_thing`` object classes; see :mod:`geoseg.training.instances`;
+            ``arch="maskrcnn"`` trains a Mask R-CNN whose backbone is ``encoder``), or
+            ``"panoptic"`` for a Panoptic-DeepLab on the smp ``arch`` (same labels; see
+            :mod:`geoseg.training.panoptic`).
+        class_field: instance and panoptic tasks: the polygon attribute holding each feature's
             class id or name (default: every polygon is the schema's one object class).
     """
 

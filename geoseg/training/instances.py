@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rasterio.features import rasterize
+from torch import nn
 
 from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.evaluation.instances import average_precision_50, panoptic_quality, segment_overlaps
@@ -43,8 +44,9 @@ from geoseg.io.training_data import (
     read_labels_on_grid,
 )
 from geoseg.io.vectors import read_vectors
-from geoseg.models.instance import BottomUpInstancePredictor, group_instances
-from geoseg.types import NODATA_LABEL, ClassSchema
+from geoseg.models.registry import window_multiple
+from geoseg.stitching.protocol import InstancePredictor
+from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta
 
 __all__ = [
     "InstanceRaster",
@@ -52,6 +54,7 @@ __all__ = [
     "boundary_target",
     "encode_targets",
     "instance_loss",
+    "instance_scorer",
     "instance_scores",
     "predict_instance_ids",
     "read_instance_ids",
@@ -303,9 +306,12 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def predict_instance_ids(
-    predictor: BottomUpInstancePredictor, image: np.ndarray, valid: np.ndarray, multiple: int
+    predictor: InstancePredictor, image: np.ndarray, valid: np.ndarray, multiple: int
 ) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, int], float]]:
-    """Run the model on a whole in-memory raster and group its instances.
+    """Run an instance model on a whole in-memory raster as one window.
+
+    Works for every :class:`~geoseg.stitching.InstancePredictor` (bottom-up,
+    Panoptic-DeepLab, Mask R-CNN). Where instances overlap the higher score wins.
 
     Args:
         predictor: the model.
@@ -314,31 +320,27 @@ def predict_instance_ids(
         multiple: the architecture's window multiple (the raster is padded to it).
 
     Returns:
-        ``classes (H, W) uint8`` (class id, 255 = nodata), ``ids (H, W) uint32``
-        and ``{(class id, instance id): score}``.
+        ``classes (H, W) uint8`` (the instance's class id, the background class id
+        off instances, 255 = nodata), ``ids (H, W) uint32`` and
+        ``{(class id, instance id): score}``.
     """
     h, w = valid.shape
     ph, pw = -h % multiple, -w % multiple
     x = np.pad(image, ((0, 0), (0, ph), (0, pw)), mode="symmetric")[None]
     v = np.pad(valid, ((0, ph), (0, pw)))[None]
-    probs, boundary = predictor.heads(x, v)
-    probs, boundary = probs[0][:, :h, :w], boundary[0][:h, :w]
-    masks, classes, scores = group_instances(
-        probs, boundary, valid, predictor.schema, predictor.min_pixels
-    )
+    masks, classes, scores = predictor.predict_instances(x, v)[0]
+    background, _ = _split_schema(predictor.schema)
     ids = np.zeros((h, w), np.uint32)
-    for i, m in enumerate(masks, start=1):
-        ids[m] = i
-    lut = np.array(predictor.schema.ids, np.uint8)
-    cls = np.where(valid, lut[np.argmax(probs, axis=0)], NODATA_LABEL).astype(np.uint8)
-    for c, m in zip(classes, masks, strict=True):
-        cls[m] = c
+    cls = np.where(valid, background, NODATA_LABEL).astype(np.uint8)
+    for i in np.argsort(scores, kind="stable"):  # ascending: the best is painted last
+        m = masks[i][:h, :w] & valid
+        ids[m], cls[m] = i + 1, classes[i]
     pairs = enumerate(zip(classes, scores, strict=True), start=1)
     return cls, ids, {(int(c), i): float(s) for i, (c, s) in pairs}
 
 
 def score_instance_model(
-    predictor: BottomUpInstancePredictor, rasters: Sequence[InstanceRaster], multiple: int
+    predictor: InstancePredictor, rasters: Sequence[InstanceRaster], multiple: int
 ) -> InstanceScores:
     """:class:`InstanceScores` of a model over several rasters, each run whole.
 
@@ -361,3 +363,36 @@ def score_instance_model(
     return instance_scores(
         cat(truth_c), cat(truth_i), cat(pred_c), cat(pred_i), predictor.schema, cat(valid), scores
     )
+
+
+def instance_scorer(
+    predictor: Callable[[nn.Module, ModelMeta, torch.device], InstancePredictor],
+    field: str,
+    meta: ModelMeta,
+    device: torch.device,
+    val: Sequence[LabelledRaster],
+) -> Callable[[nn.Module], float] | None:
+    """The trainer's validation score of an instance or panoptic model.
+
+    Args:
+        predictor: wraps the training module (e.g. :class:`PanopticPredictor`).
+        field: :class:`InstanceScores` attribute to return (``"ap50"``, ``"pq"``).
+        meta: the checkpoint metadata (window multiple from ``arch``/``options``).
+        device: where the module runs.
+        val: validation rasters (:class:`InstanceRaster`).
+
+    Returns:
+        module -> score over all ``val`` rasters, each predicted whole (the module
+        is put back in train mode); None without validation rasters.
+    """
+    rasters = [r for r in val if isinstance(r, InstanceRaster)]
+    if not rasters:
+        return None
+    multiple = window_multiple(meta.arch, meta.options)
+
+    def score(module: nn.Module) -> float:
+        scores = score_instance_model(predictor(module, meta, device), rasters, multiple)
+        module.train()
+        return float(getattr(scores, field))
+
+    return score

@@ -1,4 +1,4 @@
-"""The training loop: sample, augment, fit, validate (mIoU or instance AP50), checkpoint."""
+"""The training loop: sample, augment, fit, validate (mIoU, AP50 or PQ), checkpoint."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ from geoseg.io.checkpoint import save_checkpoint
 from geoseg.io.training_data import LabelledRaster, read_labelled_raster
 from geoseg.models.bands import reflectance_scale
 from geoseg.models.instance import BottomUpInstancePredictor
+from geoseg.models.maskrcnn import MASKRCNN_ARCH, MaskRCNNPredictor, build_maskrcnn, thing_ids
+from geoseg.models.panoptic import PANOPTIC_ARCH, PanopticPredictor, build_panoptic_model
 from geoseg.models.registry import build_model, window_multiple
 from geoseg.models.semantic import TorchPredictor, resolve_device
 from geoseg.tiling.confusion import remap_values, tiled_confusion
@@ -38,10 +40,11 @@ from geoseg.training.instances import (
     boundary_target,
     encode_targets,
     instance_loss,
+    instance_scorer,
     read_instance_raster,
-    score_instance_model,
 )
-from geoseg.training.sampling import WindowSampler, augment
+from geoseg.training.panoptic import maskrcnn_step_loss, panoptic_step_loss
+from geoseg.training.sampling import Batch, WindowSampler, augment
 from geoseg.training.state import restore_state, save_state, state_path
 from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta, Normalization, TileSpec
 
@@ -57,8 +60,8 @@ class EpochReport:
     Attributes:
         epoch, epochs: this epoch (1-based) and the total.
         loss: mean training loss.
-        val_miou: validation score (None without validation rasters): mIoU, or
-            AP50 for an instance model (see :attr:`TrainResult.metric`).
+        val_miou: validation score (None without validation rasters): mIoU, AP50
+            for an instance model or PQ for a panoptic one (see :attr:`TrainResult.metric`).
         windows: training windows seen.
         data_s: seconds spent sampling and augmenting windows.
         step_s: seconds spent in forward, backward and optimizer steps.
@@ -77,7 +80,8 @@ class EpochReport:
 class TrainResult:
     """The written checkpoint, its best validation score and the per-epoch history.
 
-    ``metric`` names the score: ``"val_miou"``, or ``"val_ap50"`` for instance models.
+    ``metric`` names the score: ``"val_miou"``, ``"val_ap50"`` for instance models or
+    ``"val_pq"`` for panoptic ones.
     """
 
     output: Path
@@ -91,16 +95,25 @@ class _Objective:
     """What a run minimises and how it scores the validation rasters.
 
     Attributes:
-        loss: ``(B, C, W, W)`` logits and ``(B, W, W) int64`` targets -> scalar.
+        loss: the model (train mode), the ``(B, C, W, W) float32`` normalized windows
+            on its device and their :class:`Batch` (targets, ids) -> scalar loss.
         score: the model -> validation score (higher is better); None = no validation.
         metric: checkpoint metrics key of the score.
-        outputs: output channels of the model.
+        build: the untrained model (called after seeding torch).
     """
 
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    loss: Callable[[nn.Module, torch.Tensor, Batch], torch.Tensor]
     score: Callable[[nn.Module], float] | None
     metric: str
-    outputs: int
+    build: Callable[[], nn.Module]
+
+
+def _pixel_loss(
+    model: nn.Module, x: torch.Tensor, batch: Batch,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:  # fmt: skip
+    """``loss(model(x), target)`` for models with one ``(B, K', W, W)`` output."""
+    return loss(model(x), torch.from_numpy(batch.target).to(x.device))
 
 
 def _targets(r: LabelledRaster, schema: ClassSchema) -> np.ndarray:
@@ -235,7 +248,11 @@ def _prepare_output(cfg: TrainConfig) -> Path:
 def train_model(
     cfg: TrainConfig, progress: Callable[[EpochReport], None] | None = None
 ) -> TrainResult:
-    """Train a semantic, change or instance model and write its best checkpoint.
+    """Train a semantic, change, instance or panoptic model and write its best checkpoint.
+
+    ``task="instance"`` trains the bottom-up model on an smp ``arch``, or Mask R-CNN
+    with ``arch="maskrcnn"`` (``encoder``: its ResNet backbone); ``task="panoptic"``
+    a Panoptic-DeepLab on the smp ``arch`` (stored as ``options["body"]``).
 
     Raises:
         GeosegError: bad rasters, class file, options or output.
@@ -244,18 +261,27 @@ def train_model(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
-    setup = _instance_setup if cfg.task == "instance" else _semantic_setup
-    train, targets, meta, objective = setup(cfg, device)
+    train, targets, meta, objective = _setup(cfg)(cfg, device)
+    ids = [r.ids for r in train if isinstance(r, InstanceRaster)] or None
     sampler = WindowSampler(
         [r.image for r in train], [r.valid for r in train], targets, cfg.window, rng,
-        cfg.min_labelled,
+        cfg.min_labelled, ids,
     )  # fmt: skip
-    model = build_model(cfg.arch, cfg.encoder, len(meta.bands), objective.outputs, **cfg.options)
+    model = objective.build()
     model.to(device).train()
     return _fit(cfg, meta, model, sampler, objective, device, rng, out, progress)
 
 
 _Setup = tuple[list[LabelledRaster], list[np.ndarray], ModelMeta, _Objective]
+
+
+def _setup(cfg: TrainConfig) -> Callable[[TrainConfig, torch.device], _Setup]:
+    """The setup of ``cfg.task`` (and, for instances, bottom-up or Mask R-CNN)."""
+    if cfg.task == "panoptic":
+        return _panoptic_setup
+    if cfg.task == "instance":
+        return _maskrcnn_setup if cfg.arch == MASKRCNN_ARCH else _instance_setup
+    return _semantic_setup
 
 
 def _semantic_setup(cfg: TrainConfig, device: torch.device) -> _Setup:
@@ -266,17 +292,27 @@ def _semantic_setup(cfg: TrainConfig, device: torch.device) -> _Setup:
     for r in val:
         r.labels[:] = remap_values(r.labels, {c: c for c in meta.schema.ids})
     score = partial(_validate, meta=meta, device=device, val=val) if val else None
-    loss = partial(_semantic_loss, dice_weight=cfg.dice_weight)
+    loss = partial(_pixel_loss, loss=partial(_semantic_loss, dice_weight=cfg.dice_weight))
     targets = [_targets(r, cfg.classes) for r in train]
-    return train, targets, meta, _Objective(loss, score, "val_miou", len(cfg.classes))
+    build = partial(build_model, cfg.arch, cfg.encoder, len(meta.bands), len(cfg.classes),
+                    **cfg.options)  # fmt: skip
+    return train, targets, meta, _Objective(loss, score, "val_miou", build)
 
 
-def _instance_setup(cfg: TrainConfig, device: torch.device) -> _Setup:
-    """Rasters, class + boundary targets, metadata and the instance loss / AP50 objective."""
+def _read_instances(
+    cfg: TrainConfig, **meta_changes: Any
+) -> tuple[list[LabelledRaster], list[LabelledRaster], ModelMeta]:
+    """Training and validation :class:`InstanceRaster` objects and the checkpoint metadata."""
     read = partial(read_instance_raster, schema=cfg.classes, class_field=cfg.class_field)
     train = _load_rasters(cfg.images, cfg.labels, cfg, read)
     val = _load_rasters(cfg.val_images, cfg.val_labels, cfg, read) if cfg.val_images else []
     meta = _meta(cfg, train, _normalization(train, reflectance_scale(train[0].dtype)))
+    return train, val, dataclasses.replace(meta, **meta_changes)
+
+
+def _instance_setup(cfg: TrainConfig, device: torch.device) -> _Setup:
+    """Rasters, class + boundary targets, metadata and the instance loss / AP50 objective."""
+    train, val, meta = _read_instances(cfg)
     k = len(cfg.classes)
     targets = [
         encode_targets(_targets(r, cfg.classes), boundary_target(r.ids), k)
@@ -284,24 +320,41 @@ def _instance_setup(cfg: TrainConfig, device: torch.device) -> _Setup:
         if isinstance(r, InstanceRaster)
     ]
     dice = partial(_weighted_dice, weight=cfg.dice_weight) if cfg.dice_weight else None
-    loss = partial(instance_loss, k=k, pos_weight=boundary_pos_weight(targets, k), dice=dice)
-    score = partial(_validate_instances, meta=meta, device=device, val=val) if val else None
-    return train, targets, meta, _Objective(loss, score, "val_ap50", k + 1)
+    pixel = partial(instance_loss, k=k, pos_weight=boundary_pos_weight(targets, k), dice=dice)
+    score = instance_scorer(BottomUpInstancePredictor, "ap50", meta, device, val)
+    build = partial(build_model, cfg.arch, cfg.encoder, len(meta.bands), k + 1, **cfg.options)
+    loss = partial(_pixel_loss, loss=pixel)
+    return train, targets, meta, _Objective(loss, score, "val_ap50", build)
+
+
+def _panoptic_setup(cfg: TrainConfig, device: torch.device) -> _Setup:
+    """Rasters, class-index targets (ids ride along), metadata, Panoptic-DeepLab loss / PQ."""
+    options = {"body": cfg.arch, **cfg.options}
+    train, val, meta = _read_instances(cfg, arch=PANOPTIC_ARCH, options=options)
+    things = [k for k, c in enumerate(cfg.classes.classes) if c.is_thing]
+    targets = [_targets(r, cfg.classes) for r in train]
+    loss = partial(panoptic_step_loss, things=things)
+    score = instance_scorer(PanopticPredictor, "pq", meta, device, val)
+    build = partial(build_panoptic_model, cfg.arch, cfg.encoder, len(meta.bands),
+                    len(cfg.classes), **cfg.options)  # fmt: skip
+    return train, targets, meta, _Objective(loss, score, "val_pq", build)
+
+
+def _maskrcnn_setup(cfg: TrainConfig, device: torch.device) -> _Setup:
+    """Rasters, class-index targets (ids ride along), metadata, Mask R-CNN losses / AP50."""
+    if "window" in cfg.options:
+        raise GeosegError("Mask R-CNN takes its input size from --window, not options.window")
+    train, val, meta = _read_instances(cfg)
+    targets = [_targets(r, cfg.classes) for r in train]
+    loss = partial(maskrcnn_step_loss, schema=cfg.classes)
+    score = instance_scorer(MaskRCNNPredictor, "ap50", meta, device, val)
+    build = partial(build_maskrcnn, len(meta.bands), len(thing_ids(cfg.classes)), cfg.encoder,
+                    cfg.window, **cfg.options)  # fmt: skip
+    return train, targets, meta, _Objective(loss, score, "val_ap50", build)
 
 
 def _weighted_dice(logits: torch.Tensor, target: torch.Tensor, weight: float) -> torch.Tensor:
     return weight * _dice_loss(logits, target)
-
-
-def _validate_instances(
-    module: nn.Module, meta: ModelMeta, device: torch.device, val: Sequence[LabelledRaster]
-) -> float:
-    """AP50 of the things over all validation rasters, each predicted whole."""
-    predictor = BottomUpInstancePredictor(module, meta, device)
-    rasters = [r for r in val if isinstance(r, InstanceRaster)]
-    scores = score_instance_model(predictor, rasters, window_multiple(meta.arch, meta.options))
-    module.train()
-    return scores.ap50
 
 
 def _fit(
@@ -321,10 +374,9 @@ def _fit(
             t0 = time.perf_counter()
             batch = augment(sampler.sample(cfg.batch_size), rng)
             x = torch.from_numpy(norm.normalize(batch.image, batch.valid)).to(device)
-            y = torch.from_numpy(batch.target).to(device)
             t1 = time.perf_counter()
             with torch.autocast(device.type, enabled=device.type == "cuda"):
-                loss = objective.loss(model(x), y)
+                loss = objective.loss(model, x, batch)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)

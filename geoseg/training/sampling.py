@@ -21,11 +21,14 @@ class Batch:
         image: ``(B, C, W, W) float32`` band values as stored.
         valid: ``(B, W, W) bool``.
         target: ``(B, W, W) int64`` class index (0..K-1), 255 = ignore.
+        ids: ``(B, W, W) int64`` instance ids (0 = none), or None when the sampler
+            was given no ids.
     """
 
     image: np.ndarray
     valid: np.ndarray
     target: np.ndarray
+    ids: np.ndarray | None = None
 
 
 def _pad_to(x: np.ndarray, size: int, mode: str, value: int = 0) -> np.ndarray:
@@ -50,6 +53,8 @@ class WindowSampler:
         window: window side in px (rasters smaller than that are padded).
         rng: the random generator (seeded by the caller).
         min_labelled: minimum labelled fraction of a window.
+        ids: ``(H, W)`` instance ids per raster (0 = none), cut along with the
+            targets into :attr:`Batch.ids`; None: no ids.
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class WindowSampler:
         window: int,
         rng: np.random.Generator,
         min_labelled: float = 0.1,
+        ids: Sequence[np.ndarray] | None = None,
     ) -> None:
         self.window, self.rng, self.min_labelled = window, rng, min_labelled
         self.images = [_pad_to(x, window, "symmetric") for x in images]
@@ -68,6 +74,7 @@ class WindowSampler:
             _pad_to(np.where(v, t, NODATA_LABEL), window, "constant", NODATA_LABEL)
             for t, v in zip(targets, valid, strict=True)
         ]
+        self.ids = None if ids is None else [_pad_to(i, window, "constant", 0) for i in ids]
         self.pixels: dict[int, list[tuple[int, np.ndarray]]] = {}
         for r, t in enumerate(self.targets):
             for c in np.unique(t[t != NODATA_LABEL]):
@@ -76,7 +83,7 @@ class WindowSampler:
             raise GeosegError("the label rasters hold no pixel of any class in the schema")
         self.classes = sorted(self.pixels)
 
-    def _one(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _one(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         w, rng = self.window, self.rng
         for _ in range(20):
             c = self.classes[rng.integers(len(self.classes))]
@@ -90,38 +97,47 @@ class WindowSampler:
             if (t != NODATA_LABEL).mean() >= self.min_labelled:
                 break
         img = self.images[r][:, y0 : y0 + w, x0 : x0 + w]
-        return img, self.valid[r][y0 : y0 + w, x0 : x0 + w], t
+        ids = None if self.ids is None else self.ids[r][y0 : y0 + w, x0 : x0 + w]
+        return img, self.valid[r][y0 : y0 + w, x0 : x0 + w], t, ids
 
     def sample(self, batch_size: int) -> Batch:
         """A batch of ``batch_size`` windows (copies)."""
         parts = [self._one() for _ in range(batch_size)]
+        ids = [p[3] for p in parts if p[3] is not None]
         return Batch(
             np.stack([p[0] for p in parts]).astype(np.float32),
             np.stack([p[1] for p in parts]),
             np.stack([p[2] for p in parts]).astype(np.int64),
+            np.stack(ids).astype(np.int64) if ids else None,
         )
 
 
 def augment(batch: Batch, rng: np.random.Generator, jitter: float = 0.1) -> Batch:
     """Random rot90/flips per window and per-band multiplicative brightness jitter.
 
+    Instance ids, when the batch has them, turn with their window (the draws from
+    ``rng`` are the same with and without ids).
+
     Args:
         batch: the windows.
         rng: random generator.
         jitter: band gains are drawn from ``U(1 - jitter, 1 + jitter)``.
     """
-    imgs, valids, targets = [], [], []
-    for x, v, t in zip(batch.image, batch.valid, batch.target, strict=True):
+    ids = batch.target if batch.ids is None else batch.ids  # stand-in: dropped below
+    imgs, valids, targets, turned = [], [], [], []
+    for x, v, t, i in zip(batch.image, batch.valid, batch.target, ids, strict=True):
         k, flip = int(rng.integers(4)), bool(rng.integers(2))
-        x, v, t = (np.rot90(a, k, axes=(-2, -1)) for a in (x, v, t))
+        x, v, t, i = (np.rot90(a, k, axes=(-2, -1)) for a in (x, v, t, i))
         if flip:
-            x, v, t = (a[..., ::-1] for a in (x, v, t))
+            x, v, t, i = (a[..., ::-1] for a in (x, v, t, i))
         gain = rng.uniform(1 - jitter, 1 + jitter, size=(x.shape[0], 1, 1)).astype(np.float32)
         imgs.append(x * gain)
         valids.append(v)
         targets.append(t)
+        turned.append(i)
     return Batch(
         np.ascontiguousarray(np.stack(imgs)),
         np.ascontiguousarray(np.stack(valids)),
         np.ascontiguousarray(np.stack(targets)),
+        None if batch.ids is None else np.ascontiguousarray(np.stack(turned)),
     )

@@ -309,3 +309,30 @@ def test_failed_overwrite_keeps_the_old_file(tmp_path: Path) -> None:
 
     assert path.read_bytes() == before
     assert leftovers(tmp_path) == ["m.safetensors"]
+
+
+def _safetensors_starting_with(path: Path, prefix: bytes, pad: int) -> bytes:
+    """A safetensors file whose header length's first bytes are ``prefix``."""
+    from safetensors.numpy import save_file as save_numpy
+
+    for extra in range(pad, pad + 70_000):  # the header grows (8-byte aligned) with "pad"
+        save_numpy({"w": np.zeros(3, np.float32)}, str(path), metadata={"pad": "x" * extra})
+        head = path.read_bytes()[:9]
+        if head.startswith(prefix):
+            return head
+    raise AssertionError("no padding gives that prefix")
+
+
+@pytest.mark.parametrize(("prefix", "pad"), [(b"\x80", 0), (b"PK", 19_000)])
+def test_header_lengths_that_look_like_pickles_still_load(
+    tmp_path: Path, prefix: bytes, pad: int
+) -> None:
+    """A safetensors file starts with its header length: it may begin with 0x80 or "PK"."""
+    from safetensors.numpy import load_file
+
+    path = tmp_path / "probe.safetensors"
+    head = _safetensors_starting_with(path, prefix, pad)
+    assert head[8:9] == b"{"
+    with pytest.raises(CheckpointError, match="without geoseg metadata"):  # not "pickle"
+        read_checkpoint_meta(path)
+    np.testing.assert_array_equal(load_file(str(path))["w"], np.zeros(3, np.float32))
