@@ -11,8 +11,6 @@ of its class over its pixels. Works with ``encoder_weights=None``.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import os
 from typing import Any
 
@@ -22,9 +20,8 @@ from scipy import ndimage
 from torch import nn
 
 from geoseg.errors import CheckpointError
-from geoseg.io.checkpoint import load_checkpoint
 from geoseg.models.registry import build_model
-from geoseg.models.semantic import TorchPredictor, _check_state_fits, resolve_device
+from geoseg.models.semantic import TorchModel, load_module, resolve_device
 from geoseg.stitching.protocol import WindowInstances
 from geoseg.types import ClassSchema, ModelMeta
 
@@ -33,6 +30,7 @@ __all__ = [
     "build_instance_model",
     "group_instances",
     "load_instance_predictor",
+    "require_things",
 ]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -93,7 +91,7 @@ def group_instances(
     )
 
 
-class BottomUpInstancePredictor:
+class BottomUpInstancePredictor(TorchModel):
     """A semantic + boundary torch module with its metadata.
 
     Args:
@@ -112,22 +110,12 @@ class BottomUpInstancePredictor:
         min_pixels: int = 4,
         threads: int | None = None,
     ) -> None:
-        self._base = TorchPredictor(module, meta, device, threads)
-        self.meta = meta
-        self.schema: ClassSchema = meta.schema
-        self.bands: tuple[str, ...] = meta.bands
+        super().__init__(module, meta, device, threads)
         self.min_pixels = min_pixels
 
     def heads(self, batch: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(N, K, H, W)`` class probabilities and ``(N, H, W)`` boundary probability."""
-        t = torch.from_numpy(self._base.normalize(batch, valid)).to(self._base.device)
-        if self._base.threads is not None:  # per thread: set where the call runs
-            torch.set_num_threads(self._base.threads)
-        ctx: contextlib.AbstractContextManager[object] = (
-            torch.autocast("cuda") if self._base.device.type == "cuda" else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), ctx:
-            logits = self._base.module(t).float()
+        logits = self.outputs(batch, valid)
         k = len(self.schema)
         probs = torch.softmax(logits[:, :k], dim=1).cpu().numpy()
         return probs, torch.sigmoid(logits[:, k]).cpu().numpy()
@@ -143,6 +131,15 @@ class BottomUpInstancePredictor:
             group_instances(p, b, v, self.schema, self.min_pixels)
             for p, b, v in zip(probs, boundary, valid, strict=True)
         ]
+
+
+def require_things(path: str | os.PathLike[str], meta: ModelMeta) -> None:
+    """Refuse a checkpoint whose schema marks no class as a thing (it finds no objects)."""
+    if not any(c.is_thing for c in meta.schema.classes):
+        raise CheckpointError(
+            f"{path}: no class of the {meta.task} model's schema has is_thing=true, so it "
+            "can find no objects; re-save it with its object classes marked as things"
+        )
 
 
 def load_instance_predictor(
@@ -164,23 +161,17 @@ def load_instance_predictor(
         CheckpointError: the file is not an instance checkpoint, has no thing class,
             or its weights do not fit the architecture.
     """
-    tensors, meta = load_checkpoint(path)
-    if meta.task != "instance":
-        raise CheckpointError(
-            f"{path}: a {meta.task!r} checkpoint, not an instance model; "
-            "use a checkpoint trained with `geoseg train --task instance`"
+
+    def build(meta: ModelMeta) -> nn.Module:
+        if meta.task != "instance":
+            raise CheckpointError(
+                f"{path}: a {meta.task!r} checkpoint, not an instance model; "
+                "use a checkpoint trained with `geoseg train --task instance`"
+            )
+        require_things(path, meta)
+        return build_instance_model(
+            meta.arch, meta.encoder, len(meta.bands), len(meta.schema), **dict(meta.options)
         )
-    if not any(c.is_thing for c in meta.schema.classes):
-        raise CheckpointError(
-            f"{path}: no class of the instance model's schema has is_thing=true, so it "
-            "can find no objects; re-save it with its object classes marked as things"
-        )
-    module = build_instance_model(
-        meta.arch, meta.encoder, len(meta.bands), len(meta.schema), **dict(meta.options)
-    )
-    _check_state_fits(path, module, tensors, meta)
-    module.load_state_dict(tensors, strict=True)
-    if scale is not None:
-        norm = dataclasses.replace(meta.normalization, scale=scale)
-        meta = dataclasses.replace(meta, normalization=norm)
+
+    module, meta = load_module(path, build, scale)
     return BottomUpInstancePredictor(module, meta, resolve_device(device), threads=threads)

@@ -14,8 +14,6 @@ Labels: torchvision class ``j >= 1`` is the ``j``-th thing class of the schema
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -33,8 +31,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor as MaskHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from geoseg.errors import CheckpointError, GeosegError, UnknownModelError
-from geoseg.io.checkpoint import load_checkpoint
-from geoseg.models.semantic import TorchPredictor, _check_state_fits, resolve_device
+from geoseg.models.semantic import TorchModel, load_module, resolve_device
 from geoseg.stitching.protocol import WindowInstances
 from geoseg.types import ClassSchema, ModelMeta
 
@@ -171,7 +168,7 @@ def maskrcnn_targets(
     }
 
 
-class MaskRCNNPredictor:
+class MaskRCNNPredictor(TorchModel):
     """A Mask R-CNN module with its metadata, as an :class:`~geoseg.stitching.InstancePredictor`.
 
     Args:
@@ -195,24 +192,14 @@ class MaskRCNNPredictor:
         min_pixels: int = 4,
         threads: int | None = None,
     ) -> None:
-        self._base = TorchPredictor(module, meta, device, threads)
-        self.meta = meta
-        self.schema: ClassSchema = meta.schema
-        self.bands: tuple[str, ...] = meta.bands
+        super().__init__(module, meta, device, threads)
         self.score_threshold = score_threshold
         self.mask_threshold = mask_threshold
         self.min_pixels = min_pixels
         self._things = thing_ids(meta.schema)
 
     def predict_instances(self, batch: np.ndarray, valid: np.ndarray) -> list[WindowInstances]:
-        x = torch.from_numpy(self._base.normalize(batch, valid)).to(self._base.device)
-        if self._base.threads is not None:  # per thread: set where the call runs
-            torch.set_num_threads(self._base.threads)
-        ctx: contextlib.AbstractContextManager[object] = (
-            torch.autocast("cuda") if self._base.device.type == "cuda" else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), ctx:
-            found = self._base.module(list(x))
+        found = self._base.call(self._base.normalize(batch, valid), as_list=True)
         return [self._window(f, v) for f, v in zip(found, valid, strict=True)]
 
     def predict(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -269,19 +256,16 @@ def load_maskrcnn_predictor(
     Raises:
         CheckpointError: another kind of checkpoint, or weights that do not fit.
     """
-    tensors, meta = load_checkpoint(path)
-    if meta.task != "instance" or meta.arch != MASKRCNN_ARCH:
-        raise CheckpointError(
-            f"{path}: a {meta.task!r}/{meta.arch!r} checkpoint, not a Mask R-CNN; "
-            "use a checkpoint trained with `geoseg train --task instance --arch maskrcnn`"
-        )
-    things = len(thing_ids(meta.schema))
-    options = {"window": meta.window, **meta.options}
-    module = build_maskrcnn(len(meta.bands), things, meta.encoder or "resnet18", **options)
-    _check_state_fits(path, module, tensors, meta)
-    module.load_state_dict(tensors, strict=True)
-    if scale is not None:
-        meta = dataclasses.replace(
-            meta, normalization=dataclasses.replace(meta.normalization, scale=scale)
-        )
+
+    def build(meta: ModelMeta) -> nn.Module:
+        if meta.task != "instance" or meta.arch != MASKRCNN_ARCH:
+            raise CheckpointError(
+                f"{path}: a {meta.task!r}/{meta.arch!r} checkpoint, not a Mask R-CNN; use a "
+                "checkpoint trained with `geoseg train --task instance --arch maskrcnn`"
+            )
+        things = len(thing_ids(meta.schema))
+        options = {"window": meta.window, **meta.options}
+        return build_maskrcnn(len(meta.bands), things, meta.encoder or "resnet18", **options)
+
+    module, meta = load_module(path, build, scale)
     return MaskRCNNPredictor(module, meta, resolve_device(device), threads=threads)

@@ -18,8 +18,6 @@ Works with ``encoder_weights=None``.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import os
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -32,11 +30,11 @@ from scipy import ndimage
 from torch import nn
 
 from geoseg.errors import CheckpointError, GeosegError
-from geoseg.io.checkpoint import load_checkpoint
+from geoseg.models.instance import require_things
 from geoseg.models.registry import build_model
-from geoseg.models.semantic import TorchPredictor, _check_state_fits, resolve_device
+from geoseg.models.semantic import TorchModel, load_module, resolve_device
 from geoseg.stitching.protocol import WindowInstances
-from geoseg.types import ClassSchema, ModelMeta
+from geoseg.types import ModelMeta
 
 __all__ = [
     "PANOPTIC_ARCH",
@@ -278,7 +276,7 @@ def group_panoptic(
     return PanopticGrouping(semantic, instances, classes, scores)
 
 
-class PanopticPredictor:
+class PanopticPredictor(TorchModel):
     """A :class:`PanopticDeepLab` module with its metadata.
 
     It is both a semantic :class:`~geoseg.types.Predictor` (``predict``: the
@@ -309,10 +307,7 @@ class PanopticPredictor:
         min_pixels: int = 4,
         threads: int | None = None,
     ) -> None:
-        self._base = TorchPredictor(module, meta, device, threads)
-        self.meta = meta
-        self.schema: ClassSchema = meta.schema
-        self.bands: tuple[str, ...] = meta.bands
+        super().__init__(module, meta, device, threads)
         self.threshold, self.nms_kernel, self.top_k = threshold, nms_kernel, top_k
         self.min_pixels = min_pixels
         self._things = [k for k, c in enumerate(meta.schema.classes) if c.is_thing]
@@ -320,14 +315,7 @@ class PanopticPredictor:
 
     def heads(self, batch: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, ...]:
         """``(N, K, H, W)`` probabilities, ``(N, H, W)`` heatmap, ``(N, 2, H, W)`` offsets px."""
-        t = torch.from_numpy(self._base.normalize(batch, valid)).to(self._base.device)
-        if self._base.threads is not None:  # per thread: set where the call runs
-            torch.set_num_threads(self._base.threads)
-        ctx: contextlib.AbstractContextManager[object] = (
-            torch.autocast("cuda") if self._base.device.type == "cuda" else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), ctx:
-            out = self._base.module(t).float()
+        out = self.outputs(batch, valid)
         k = len(self.schema)
         probs = torch.softmax(out[:, :k], dim=1).cpu().numpy()
         return probs, torch.sigmoid(out[:, k]).cpu().numpy(), out[:, k + 1 :].cpu().numpy()
@@ -373,24 +361,19 @@ def load_panoptic_predictor(
         CheckpointError: another kind of checkpoint, no thing class, or weights
             that do not fit the architecture.
     """
-    tensors, meta = load_checkpoint(path)
-    if meta.task != "panoptic" or meta.arch != PANOPTIC_ARCH:
-        raise CheckpointError(
-            f"{path}: a {meta.task!r}/{meta.arch!r} checkpoint, not a {PANOPTIC_ARCH} model; "
-            "use a checkpoint trained with `geoseg train --task panoptic`"
+
+    def build(meta: ModelMeta) -> nn.Module:
+        if meta.task != "panoptic" or meta.arch != PANOPTIC_ARCH:
+            raise CheckpointError(
+                f"{path}: a {meta.task!r}/{meta.arch!r} checkpoint, not a {PANOPTIC_ARCH} "
+                "model; use a checkpoint trained with `geoseg train --task panoptic`"
+            )
+        require_things(path, meta)
+        options = dict(meta.options)
+        body = str(options.pop("body", "unet"))
+        return build_panoptic_model(
+            body, meta.encoder, len(meta.bands), len(meta.schema), **options
         )
-    if not any(c.is_thing for c in meta.schema.classes):
-        raise CheckpointError(
-            f"{path}: no class of the panoptic model's schema has is_thing=true; re-save it "
-            "with its object classes marked as things"
-        )
-    options = dict(meta.options)
-    body = str(options.pop("body", "unet"))
-    module = build_panoptic_model(body, meta.encoder, len(meta.bands), len(meta.schema), **options)
-    _check_state_fits(path, module, tensors, meta)
-    module.load_state_dict(tensors, strict=True)
-    if scale is not None:
-        meta = dataclasses.replace(
-            meta, normalization=dataclasses.replace(meta.normalization, scale=scale)
-        )
+
+    module, meta = load_module(path, build, scale)
     return PanopticPredictor(module, meta, resolve_device(device), threads=threads)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +17,14 @@ from geoseg.io.checkpoint import load_checkpoint
 from geoseg.models.registry import build_model
 from geoseg.types import ClassSchema, ModelMeta
 
-__all__ = ["TorchPredictor", "load_torch_predictor", "resolve_device"]
+__all__ = [
+    "TorchModel",
+    "TorchPredictor",
+    "check_state_fits",
+    "load_module",
+    "load_torch_predictor",
+    "resolve_device",
+]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -62,8 +71,13 @@ class TorchPredictor:
         x[np.broadcast_to(~valid[:, None], x.shape)] = 0.0
         return x
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Softmax probabilities ``(N, K, H, W) float32`` of normalized input ``x``."""
+    def call(self, x: np.ndarray, as_list: bool = False) -> Any:
+        """The module's raw output for normalized input ``x`` (``(N, C, H, W) float32``).
+
+        Sets the thread count, moves the batch to the device (pinned on CUDA, with
+        autocast) and runs in inference mode. ``as_list``: the module takes a list
+        of ``(C, H, W)`` tensors (torchvision detection models).
+        """
         t = torch.from_numpy(x)
         if self.threads is not None:  # per thread: set where the call runs
             torch.set_num_threads(self.threads)
@@ -73,11 +87,55 @@ class TorchPredictor:
         else:
             ctx = contextlib.nullcontext()
         with torch.inference_mode(), ctx:
-            logits = self.module(t)
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+            return self.module(list(t) if as_list else t)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Softmax probabilities ``(N, K, H, W) float32`` of normalized input ``x``."""
+        return torch.softmax(self.call(x).float(), dim=1).cpu().numpy()
 
     def predict(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
         return self.forward(self.normalize(batch, valid))
+
+
+class TorchModel:
+    """Base of predictors built on a :class:`TorchPredictor` (instance, panoptic models).
+
+    Attributes:
+        meta, schema, bands: the checkpoint's metadata, classes and input bands.
+    """
+
+    def __init__(
+        self, module: nn.Module, meta: ModelMeta, device: torch.device, threads: int | None
+    ) -> None:
+        self._base = TorchPredictor(module, meta, device, threads)
+        self.meta = meta
+        self.schema: ClassSchema = meta.schema
+        self.bands: tuple[str, ...] = meta.bands
+
+    def outputs(self, batch: np.ndarray, valid: np.ndarray) -> torch.Tensor:
+        """The module's float32 output for raw windows ``(N, C, H, W)`` (on its device)."""
+        return self._base.call(self._base.normalize(batch, valid)).float()
+
+
+def load_module(
+    path: str | os.PathLike[str], build: Callable[[ModelMeta], nn.Module], scale: float | None
+) -> tuple[nn.Module, ModelMeta]:
+    """A checkpoint's module with its weights loaded strictly, and its metadata.
+
+    Args:
+        path: the checkpoint.
+        build: the untrained architecture for the metadata; it raises
+            ``CheckpointError`` for a checkpoint of another kind.
+        scale: digital number -> model units, replacing the checkpoint's.
+    """
+    tensors, meta = load_checkpoint(path)
+    module = build(meta)
+    check_state_fits(path, module, tensors, meta)
+    module.load_state_dict(tensors, strict=True)
+    if scale is not None:
+        norm = dataclasses.replace(meta.normalization, scale=scale)
+        meta = dataclasses.replace(meta, normalization=norm)
+    return module, meta
 
 
 def load_torch_predictor(
@@ -96,19 +154,17 @@ def load_torch_predictor(
             vs float reflectance).
         threads: torch intra-op threads for each call (None: torch's default).
     """
-    tensors, meta = load_checkpoint(path)
-    module = build_model(
-        meta.arch, meta.encoder, len(meta.bands), len(meta.schema), **dict(meta.options)
-    )
-    _check_state_fits(path, module, tensors, meta)
-    module.load_state_dict(tensors, strict=True)
-    if scale is not None:
-        norm = dataclasses.replace(meta.normalization, scale=scale)
-        meta = dataclasses.replace(meta, normalization=norm)
+
+    def build(meta: ModelMeta) -> nn.Module:
+        return build_model(
+            meta.arch, meta.encoder, len(meta.bands), len(meta.schema), **dict(meta.options)
+        )
+
+    module, meta = load_module(path, build, scale)
     return TorchPredictor(module, meta, resolve_device(device), threads)
 
 
-def _check_state_fits(
+def check_state_fits(
     path: str | os.PathLike[str],
     module: nn.Module,
     tensors: dict[str, torch.Tensor],
