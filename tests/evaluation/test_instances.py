@@ -86,3 +86,79 @@ def test_oracle_run_has_perfect_scores() -> None:
     assert q.pq == q.sq == q.rq == 1.0
     assert set(q.per_class) == {2, 5}
     assert average_precision_50(ov) == {2: 1.0, 5: 1.0}
+
+
+def _coco_ap50(truth: np.ndarray, pred: np.ndarray, scores: dict[int, float]) -> float:
+    """COCO mask AP at IoU 0.5 (pycocotools, 101-point interpolation), one class."""
+    from pycocotools import mask as mask_util
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    h, w = truth.shape
+
+    def rle(m: np.ndarray) -> dict[str, object]:
+        r = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
+        r["counts"] = r["counts"].decode()
+        return r
+
+    gt = COCO()
+    gt.dataset = {
+        "images": [{"id": 1, "height": h, "width": w}],
+        "categories": [{"id": 2, "name": "thing"}],
+        "annotations": [
+            {
+                "id": int(i),
+                "image_id": 1,
+                "category_id": 2,
+                "segmentation": rle(truth == i),
+                "area": float((truth == i).sum()),
+                "bbox": list(mask_util.toBbox(rle(truth == i))),
+                "iscrowd": 0,
+            }
+            for i in np.unique(truth[truth > 0])
+        ],
+    }
+    gt.createIndex()
+    dt = gt.loadRes(
+        [
+            {
+                "image_id": 1,
+                "category_id": 2,
+                "segmentation": rle(pred == i),
+                "score": scores[int(i)],
+            }
+            for i in np.unique(pred[pred > 0])
+        ]
+    )
+    ev = COCOeval(gt, dt, iouType="segm")
+    ev.params.maxDets = [1, 10, 100]
+    ev.evaluate()
+    ev.accumulate()
+    precision = ev.eval["precision"][0, :, 0, 0, 2]  # IoU 0.5, all recalls, class, all areas
+    return float(np.mean(precision[precision > -1]))
+
+
+def test_ap50_agrees_with_pycocotools() -> None:
+    """Same matches as COCO; the AP differs only by COCO's 101-point interpolation."""
+    pytest.importorskip("pycocotools")
+    rng = np.random.default_rng(4)
+    truth = np.zeros((60, 60), np.int64)
+    pred = np.zeros_like(truth)
+    for k, (y, x) in enumerate([(5, 5), (5, 30), (30, 5), (30, 30), (45, 45)], start=1):
+        truth[y : y + 10, x : x + 10] = k
+    pred[5:15, 6:16] = 1  # IoU 90/110: hit
+    pred[5:15, 34:44] = 2  # IoU 60/140: miss
+    pred[30:40, 5:14] = 3  # IoU 0.9: hit
+    pred[50:58, 20:28] = 4  # over background: false positive
+    pred[45:55, 45:55] = 5  # exact: hit
+    ov = segment_overlaps(_cls(truth), truth, _cls(pred), pred, things=[2])
+    scores = {1: 0.6, 2: 0.9, 3: 0.4, 4: 0.8, 5: 0.7}
+    # ranked 2 (FP) 4 (FP) 5 (TP) 1 (TP) 3 (TP): recall 0.2, 0.4, 0.6 at precision
+    # 1/3, 2/4, 3/5; the envelope is 3/5 up to recall 0.6, so AP = 0.6 * 0.6 = 0.36
+    assert average_precision_50(ov, {(2, k): v for k, v in scores.items()})[2] == pytest.approx(
+        0.36
+    )
+    for draw in range(4):
+        ours = average_precision_50(ov, {(2, k): v for k, v in scores.items()})[2]
+        assert abs(ours - _coco_ap50(truth, pred, scores)) <= 1 / 101 + 1e-9, draw
+        scores = {k: float(v) for k, v in zip(scores, rng.random(len(scores)), strict=True)}
