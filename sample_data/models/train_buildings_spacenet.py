@@ -123,6 +123,18 @@ def pick_threshold(rasters: list[InstanceRaster]) -> float:
     return float(candidates[int(np.argmax(aps))])
 
 
+def portable(provenance: dict[str, Any] | Any) -> dict[str, Any]:
+    """Provenance without this machine's paths (temporary blocks, the data folder)."""
+    out = dict(provenance)
+    train = out.get("train") or [{}]
+    out["train"] = [{"image": f"columns {BLOCKS['train'].start}-{BLOCKS['train'].stop - 1} of "
+                     "spacenet_atlanta_buildings/sample_geotiff.tif",
+                     "sha256": train[0].get("sha256")}]  # fmt: skip
+    out["labels"] = ["spacenet_atlanta_buildings/geotiff_labels.geojson"]
+    out["val"] = [f"columns {BLOCKS['val'].start}-{BLOCKS['val'].stop - 1} of the same image"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=HERE.parents[2] / "shared" / "data")
@@ -173,7 +185,8 @@ def main() -> None:
     }  # fmt: skip
     tensors, _ = load_checkpoint(out)
     metrics = dict(meta.metrics) | {"test": report["model"], "test_baseline": report["baseline"]}
-    save_checkpoint(out, tensors, dataclasses.replace(meta, metrics=metrics), overwrite=True)
+    meta = dataclasses.replace(meta, metrics=metrics, provenance=portable(meta.provenance))
+    save_checkpoint(out, tensors, meta, overwrite=True)
     text = json.dumps(report, indent=2) + "\n"
     (HERE / f"{NAME}_scores.json").write_text(text)
     print(text)
