@@ -11,13 +11,15 @@ the prediction's grid, one id per feature. Counts are summed chunk by chunk
   the thing classes that occur.
 * ``panoptic``: stuff classes are scored too (one segment per stuff class).
 
-AP50 is mask AP at IoU 0.5. The instance raster carries no scores, so every
-prediction has the same rank and AP50 is precision x recall at IoU 0.5.
+AP50 is mask AP at IoU 0.5, predictions ranked by the object scores that
+``geoseg predict`` stores in the raster's ``GEOSEG_INSTANCE_SCORES`` tag; a raster
+without them ranks every prediction alike (AP50 is then precision x recall).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from geoseg.evaluation.instances import (
 from geoseg.io.atomic import check_output_path
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.instances import (
+    SCORES_TAG,
     InstanceBlock,
     instance_raster_reader,
     polygon_instance_reader,
@@ -205,7 +208,7 @@ def score_instances(
     out.mkdir(parents=True, exist_ok=True)
     check_output_path(out / "metrics.json", overwrite)
     ov = _overlaps(pred_path, ref_path, schema, task, class_field, chunk)
-    quality, ap50 = panoptic_quality(ov), average_precision_50(ov)
+    quality, ap50 = panoptic_quality(ov), average_precision_50(ov, _scores(pred_path, ov))
     result = InstanceEvaluation(task, quality, ap50, schema, ())
     report = {
         "task": task, "prediction": Path(pred_path).name, "reference": Path(ref_path).name,
@@ -214,6 +217,16 @@ def score_instances(
     return InstanceEvaluation(
         task, quality, ap50, schema, (write_json(out / "metrics.json", report, overwrite),)
     )
+
+
+def _scores(path: str, ov: SegmentOverlaps) -> dict[tuple[int, int], float] | None:
+    """Each predicted object's score from the raster's tag (None: the raster has none)."""
+    with rasterio.open(path) as src:
+        raw = src.tags().get(SCORES_TAG)
+    if raw is None:
+        return None
+    scores = json.loads(raw)
+    return {s: float(scores[s[1]]) for s in ov.pred_area if 0 < s[1] < len(scores)}
 
 
 def _metrics_json(result: InstanceEvaluation, ov: SegmentOverlaps) -> dict[str, Any]:

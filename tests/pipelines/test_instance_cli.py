@@ -257,3 +257,15 @@ def test_panoptic_deeplab_checkpoint_runs_through_predict(tmp_path: Path, scene:
     assert (ids[classes == 0] == 0).all()  # stuff has no id
     for i in np.unique(ids[ids > 0]):
         assert set(np.unique(classes[ids == i])) == {1}  # an id is one thing class
+
+
+def test_ap50_ranks_objects_by_the_scores_predict_stores(tmp_path: Path, prediction: Path) -> None:
+    """A' (the hit, id 1) and C (the false positive, id 2): AP50 follows their ranking."""
+    reference = write_raster(tmp_path / "ref.tif", _paint(["A", "B"])[None], transform=TRANSFORM)
+    # hit first: precision 1 at recall 1/2 -> 0.5; false positive first: 1/2 at 1/2 -> 0.25
+    for scores, expected in (([0, 0.9, 0.3], 0.5), ([0, 0.2, 0.95], 0.25)):
+        with rasterio.open(prediction, "r+") as dst:
+            dst.update_tags(GEOSEG_INSTANCE_SCORES=json.dumps(scores))
+        report = _evaluate(tmp_path, prediction, reference, f"ev{expected}")
+        assert report["ap50"] == pytest.approx(expected)
+        assert report["pq"] == pytest.approx(5 / 14)  # PQ does not depend on scores
