@@ -121,10 +121,13 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
               "Default: the checkpoint's own task.")  # fmt: skip
 @click.option("--panoptic", type=click.Path(dir_okay=False, path_type=Path),
               help="With an instance model: also write a panoptic COG (class, id).")  # fmt: skip
+@click.option("--stuff-labels", type=click.Path(exists=True, dir_okay=False, path_type=str),
+              help="Panoptic from two models: a label map of the same scene from a semantic "
+              "model (`geoseg predict`) gives the stuff; objects come from -m.")  # fmt: skip
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
 def predict(scene: str, model: str, output: Path, progress: bool | None, bands: str | None,
             preview: Path | None, vector: Path | None, task: str | None,
-            panoptic: Path | None, **kw: Any) -> None:  # fmt: skip
+            panoptic: Path | None, stuff_labels: str | None, **kw: Any) -> None:  # fmt: skip
     """Segment SCENE into a label COG (or an instance / panoptic COG)."""
     from geoseg.pipelines.instances import predict_instances, predict_panoptic, predict_task
     from geoseg.pipelines.predict import PredictOptions, predict_scene
@@ -143,6 +146,8 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
     objects = task != "semantic"
     if panoptic is not None and not objects:
         raise click.BadParameter("--panoptic needs an instance model (--task instance/panoptic)")
+    if stuff_labels is not None and not (task == "panoptic" or panoptic is not None):
+        raise click.BadParameter("--stuff-labels needs a panoptic output (--task panoptic)")
     vopts = VectorizeOptions(
         overwrite=opts.overwrite, workers=opts.workers, connectivity=8 if objects else 4,
         scheduler="threads" if opts.scheduler == "cuda" else opts.scheduler,
@@ -152,10 +157,10 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
     show = sys.stderr.isatty() if progress is None else progress
     bar = _TextProgress("predict") if show else None
     if task == "panoptic" and panoptic is None:  # -o is the panoptic raster
-        found = predict_panoptic(scene, model, output, opts, bar)
+        found = predict_panoptic(scene, model, output, opts, bar, stuff_labels)
         click.echo(f"wrote {found.output} ({found.count} instances)")
     elif objects:
-        found = predict_instances(scene, model, output, opts, panoptic, bar)
+        found = predict_instances(scene, model, output, opts, panoptic, bar, stuff_labels)
         click.echo(f"wrote {found.output} ({found.count} instances)")
         if found.panoptic:
             click.echo(f"wrote {found.panoptic}")

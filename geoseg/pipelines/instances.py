@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 
 from geoseg import __version__
-from geoseg.errors import BandMismatchError, CheckpointError, GeosegError
+from geoseg.errors import BandMismatchError, CheckpointError, GeosegError, InvalidRasterError
 from geoseg.io.atomic import check_output_path, temporary_sibling
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.instances import (
@@ -31,6 +32,7 @@ from geoseg.io.instances import (
     label_block_reader,
     staging_raster,
 )
+from geoseg.io.labels import read_class_schema
 from geoseg.io.raster import Scene, open_scene
 from geoseg.models.bands import reflectance_scale
 from geoseg.models.cache import ModelSpec, load_predictor, model_spec
@@ -152,20 +154,71 @@ def segment_instances(
             f"{path}: the model expects {len(model.bands)} bands {list(model.bands)}, the "
             f"selection has {scene.count}; pick them with bands=[...]"
         )
+    pan_schema = model.schema
+    if pan is not None and opts.stuff_labels is not None:
+        pan_schema = stuff_schema(model.schema, os.fspath(opts.stuff_labels), scene)
     h, w = scene.height, scene.width
     with staging_raster(out, h, w) as (stage, read):
         ids = stitch_instances(
             scene.data.data, scene.valid, load, tile, stage, opts.scheduler, opts.workers,
             progress, opts.min_iou,
         )  # fmt: skip
-        _write_outputs(scene, model.schema, read, ids, tile, out, pan, opts, load)
+        _write_outputs(scene, model.schema, pan_schema, read, ids, tile, out, pan, opts, load)
     return InstanceResult(out, ids.count, model.schema, pan)
 
 
+def stuff_schema(things: ClassSchema, labels_path: str, scene: Scene) -> ClassSchema:
+    """Classes of a panoptic map fusing an instance model with another model's label map.
+
+    Panoptic FPN rules: objects keep their pixels; other pixels take the label map's
+    class if it is stuff. A label-map class named like one of the instance model's
+    thing classes is a thing there too: its pixels without an object become void.
+
+    Args:
+        things: the instance model's classes.
+        labels_path: label raster of the same scene (``geoseg predict`` with a
+            semantic model): same grid, class names in its ``GEOSEG_CLASSES`` tag
+            (a raster without them is read with the instance model's class ids).
+        scene: the scene being segmented (its grid).
+
+    Returns:
+        The instance model's thing classes plus the label map's stuff classes.
+
+    Raises:
+        InvalidRasterError: another grid, or a class id that means different
+            classes in the two models.
+    """
+    stuff = read_class_schema(labels_path)
+    with rasterio.open(labels_path) as src:
+        same = (src.height, src.width) == (scene.height, scene.width) and (
+            src.crs == scene.crs and src.transform.almost_equals(scene.transform)
+        )
+    if not same:
+        raise InvalidRasterError(
+            f"{labels_path}: not on the scene's grid; predict the label map from the same scene"
+        )
+    if stuff is None:  # no class names: numbered like the instance model
+        return things
+    thing_classes = [c for c in things.classes if c.is_thing]
+    names = {c.name.lower() for c in thing_classes}
+    ids = {c.id: c for c in thing_classes}
+    kept = []
+    for c in stuff.classes:
+        if c.name.lower() in names:
+            continue  # a thing: left to the instance model
+        if c.id in ids:
+            raise InvalidRasterError(
+                f"{labels_path}: class {c.id} is {c.name!r} here but {ids[c.id].name!r} in the "
+                "instance model; the two models must number their classes apart"
+            )
+        kept.append(dataclasses.replace(c, is_thing=False))
+    return ClassSchema(tuple(sorted([*thing_classes, *kept], key=lambda c: c.id)))
+
+
 def _write_outputs(
-    scene: Scene, schema: ClassSchema, read: Callable[[tuple[slice, slice]], np.ndarray],
-    ids: InstanceIds, tile: TileSpec, out: Path, pan: Path | None, opts: InstanceOptions,
-    load: InstanceLoader,
+    scene: Scene, schema: ClassSchema, pan_schema: ClassSchema,
+    read: Callable[[tuple[slice, slice]], np.ndarray], ids: InstanceIds, tile: TileSpec,
+    out: Path, pan: Path | None, opts: InstanceOptions, load: InstanceLoader,
 ) -> None:  # fmt: skip
     """Pass 2: relabel the staged blocks into the instance (and panoptic) COG."""
     kw: dict[str, Any] = {
@@ -180,7 +233,9 @@ def _write_outputs(
         pan_sink = stuff = None
         if pan is not None:
             pan_sink = stack.enter_context(
-                instance_cog_writer(pan, descriptions=PANOPTIC_BANDS, **kw)
+                instance_cog_writer(
+                    pan, descriptions=PANOPTIC_BANDS, **(kw | {"schema": pan_schema})
+                )
             )
             if opts.stuff_labels is not None:
                 stuff = stack.enter_context(
@@ -193,7 +248,7 @@ def _write_outputs(
             inst_sink[(slice(0, 2), *plan.slices)] = block[::-1]
             if pan_sink is not None:
                 sem = None if stuff is None else stuff(plan.slices)
-                pan_sink[(slice(0, 2), *plan.slices)] = panoptic_block(block, sem, schema)
+                pan_sink[(slice(0, 2), *plan.slices)] = panoptic_block(block, sem, pan_schema)
 
 
 def _semantic_reader(
@@ -223,7 +278,11 @@ def load_instance_model(spec: ModelSpec) -> InstancePredictor:
 
 
 def _instance_options(
-    path: str, model: str, opts: PredictOptions, panoptic: str | os.PathLike[str] | None
+    path: str,
+    model: str,
+    opts: PredictOptions,
+    panoptic: str | os.PathLike[str] | None,
+    stuff_labels: str | os.PathLike[str] | None = None,
 ) -> tuple[InstanceOptions, ModelSpec]:
     """The scene's bands, grid and scaling for an instance checkpoint, as ``predict`` does."""
     meta = read_checkpoint_meta(model)
@@ -247,6 +306,7 @@ def _instance_options(
         window=window, margin=margin, chunk=opts.chunk, batch_size=opts.batch_size,
         bands=selection, assume_crs=opts.assume_crs, scheduler=opts.scheduler,
         workers=opts.workers, overwrite=opts.overwrite, panoptic=panoptic,
+        stuff_labels=stuff_labels,
     )  # fmt: skip
     return inst, spec
 
@@ -258,6 +318,7 @@ def predict_instances(
     options: PredictOptions | None = None,
     panoptic: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
+    stuff_labels: str | os.PathLike[str] | None = None,
 ) -> InstanceResult:
     """Segment the objects of a scene with an ``instance`` checkpoint.
 
@@ -269,15 +330,17 @@ def predict_instances(
             chunk, scheduler, ...); ``confidence``, ``resume`` and ``preview`` do not
             apply.
         panoptic: also write a panoptic COG here: band 1 class (stuff from the
-            model's semantic head), band 2 id (0 for stuff).
+            model's semantic side, or from ``stuff_labels``), band 2 id (0 for stuff).
         progress: ``progress(done, total)`` over the chunks of the first pass.
+        stuff_labels: label map of the same scene from another (semantic) model:
+            the panoptic map's stuff comes from it (see :func:`stuff_schema`).
 
     Raises:
         GeosegError: bad input, model or output; nothing is written.
     """
     opts = options or PredictOptions()
     path = os.fspath(scene_path)
-    inst, spec = _instance_options(path, model, opts, panoptic)
+    inst, spec = _instance_options(path, model, opts, panoptic, stuff_labels)
     load = functools.partial(load_instance_model, spec)
     return segment_instances(path, load, output, inst, progress)
 
@@ -288,6 +351,7 @@ def predict_panoptic(
     output: str | os.PathLike[str],
     options: PredictOptions | None = None,
     progress: Progress | None = None,
+    stuff_labels: str | os.PathLike[str] | None = None,
 ) -> InstanceResult:
     """Only the panoptic COG of :func:`predict_instances` (band 1 class, band 2 id).
 
@@ -297,7 +361,7 @@ def predict_panoptic(
     opts = options or PredictOptions()
     path, out = os.fspath(scene_path), Path(output)
     check_output_path(out, opts.overwrite, [Path(path)])
-    inst, spec = _instance_options(path, model, opts, out)
+    inst, spec = _instance_options(path, model, opts, out, stuff_labels)
     load = functools.partial(load_instance_model, spec)
     with temporary_sibling(out, "inst") as tmp:
         # ``out`` was checked above; overwrite lets the staged raster replace its empty file.

@@ -269,3 +269,47 @@ def test_ap50_ranks_objects_by_the_scores_predict_stores(tmp_path: Path, predict
         report = _evaluate(tmp_path, prediction, reference, f"ev{expected}")
         assert report["ap50"] == pytest.approx(expected)
         assert report["pq"] == pytest.approx(5 / 14)  # PQ does not depend on scores
+
+
+def _label_map(path: Path, labels: np.ndarray, classes: list[tuple[int, str]]) -> Path:
+    """A label map as `geoseg predict` writes it: uint8 classes with names in a tag."""
+    write_raster(path, labels[None].astype(np.uint8), nodata=255)
+    schema = ClassSchema(tuple(ClassInfo(i, n, (10 * i, 20, 30)) for i, n in classes))
+    with rasterio.open(path, "r+") as dst:
+        dst.update_tags(**{CLASSES_TAG: json.dumps(schema.to_json())})
+    return path
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_panoptic_from_an_instance_model_and_a_semantic_map(
+    tmp_path: Path, scene: Path, instance_checkpoint: Path
+) -> None:
+    """Two models (Panoptic FPN rules): objects from -m, stuff from the label map."""
+    labels = np.full((100, 120), 2, np.uint8)  # forest
+    labels[:, 60:] = 3  # water
+    labels[40:60, :] = 4  # "building" in the label map: a thing, left to the instance model
+    lc = _label_map(tmp_path / "lc.tif", labels, [(2, "forest"), (3, "water"), (4, "Building")])
+    pan = tmp_path / "pan.tif"
+    args = ["predict", str(scene), "-m", str(instance_checkpoint), "--task", "panoptic",
+            "-o", str(pan), "--stuff-labels", str(lc), "--device", "cpu",
+            "--torch-threads", "1", "--workers", "1"]  # fmt: skip
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    with rasterio.open(pan) as src:
+        classes, ids = src.read()
+        tagged = ClassSchema.from_json(json.loads(src.tags()[CLASSES_TAG]))
+    assert [(c.id, c.name, c.is_thing) for c in tagged.classes] == [
+        (1, "building", True), (2, "forest", False), (3, "water", False),
+    ]  # fmt: skip
+    assert (classes[ids > 0] == 1).all()
+    free = ids == 0
+    stuff = free & (labels != 4)
+    np.testing.assert_array_equal(classes[stuff], labels[stuff])  # stuff from the map
+    assert (classes[free & (labels == 4)] == 255).all()  # a thing nobody detected: void
+    # A class id that means two different classes is refused, before any work.
+    clash = _label_map(tmp_path / "clash.tif", labels, [(1, "cultivated"), (2, "forest")])
+    res = CliRunner().invoke(cli, [*args[:7], str(tmp_path / "pan2.tif"), "--stuff-labels",
+                                   str(clash), *args[10:]])  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert "clash.tif: class 1 is 'cultivated' here but 'building'" in res.output
+    assert not (tmp_path / "pan2.tif").exists()
