@@ -93,13 +93,13 @@ def evaluate_task(model: str | None, task: str | None) -> str:
 
     Raises:
         CheckpointError: ``task`` is instance/panoptic and the model is not an
-            instance model, or the reverse (the message names the file).
+            instance or panoptic model, or the reverse (the message names the file).
     """
     if model is None:
         return task or "instance"
     own = "semantic" if model == "spectral" else read_checkpoint_meta(model).task
     task = task or own
-    if (task in INSTANCE_TASKS) != (own == "instance"):
+    if (task in INSTANCE_TASKS) != (own in INSTANCE_TASKS):
         raise CheckpointError(
             f"{model}: is a {own} model and cannot be scored with --task {task}; pass a "
             f"{'instance' if task in INSTANCE_TASKS else task} checkpoint, or leave --task out"

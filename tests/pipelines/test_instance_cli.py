@@ -313,3 +313,33 @@ def test_panoptic_from_an_instance_model_and_a_semantic_map(
     assert res.exit_code == 2, res.output
     assert "clash.tif: class 1 is 'cultivated' here but 'building'" in res.output
     assert not (tmp_path / "pan2.tif").exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_evaluate_a_panoptic_checkpoint(tmp_path: Path, scene: Path) -> None:
+    """`evaluate -m panoptic.safetensors` runs it (task panoptic) and scores stuff too."""
+    from geoseg.models.panoptic import build_panoptic_model
+
+    torch.manual_seed(2)
+    module = build_panoptic_model("unet", "resnet18", len(TINY_BANDS), len(SCHEMA))
+    meta = ModelMeta(
+        task="panoptic", arch="panoptic-deeplab", encoder="resnet18", bands=TINY_BANDS,
+        normalization=Normalization((0.2,) * 4, (0.1,) * 4, scale=1e-4), schema=SCHEMA,
+        window=64, margin=8, options={"body": "unet", "encoder_depth": 5},
+    )  # fmt: skip
+    ckpt = save_checkpoint(tmp_path / "pan.safetensors", module.state_dict(), meta)
+    ids = np.zeros((100, 120), np.uint32)
+    ids[10:30, 10:30], ids[50:70, 60:90] = 1, 2
+    classes = np.where(ids > 0, 1, 0).astype(np.uint32)
+    reference = write_raster(
+        tmp_path / "ref.tif", np.stack([ids, classes]), descriptions=("instance", "class")
+    )
+    out = tmp_path / "ev"
+    res = CliRunner().invoke(cli, ["evaluate", "-m", str(ckpt), "--image", str(scene),
+                                   "--labels", str(reference), "-o", str(out),
+                                   "--device", "cpu"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["task"] == "panoptic"
+    assert 0 in {c["id"] for c in report["classes"]}  # stuff ("ground") is scored too
+    assert 0.0 <= report["pq"] <= 1.0
