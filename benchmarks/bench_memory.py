@@ -56,6 +56,8 @@ def measure_predict(
         cmd += ["--sensor", "sentinel2"]  # B02..B08 alone are ambiguous without B8A/B11/B12
     if args.workers:
         cmd += ["--workers", str(args.workers)]
+    if args.scheduler != "threads":
+        cmd += ["--scheduler", args.scheduler]
     if args.progress:
         cmd += ["--progress"]
     result = run_measured(cmd, env)
@@ -95,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=1024, help="predict --chunk (px)")
     p.add_argument("--workers", type=int, help="predict --workers (default: dask's)")
     p.add_argument(
+        "--scheduler",
+        default="threads",
+        help="predict --scheduler; with 'local' (a LocalCluster) the peak RSS is that of the "
+        "largest process: the client or one worker",
+    )
+    p.add_argument(
         "--env",
         action="append",
         default=[],
@@ -123,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         say(
             f"model {args.model}, scenes {small}^2 and {large}^2, chunk {args.chunk}, "
-            f"batch {args.batch_size}, workers {args.workers or 'default'}, env {args.env}"
+            f"batch {args.batch_size}, workers {args.workers or 'default'}, "
+            f"scheduler {args.scheduler}, env {args.env}"
         )
         runs = {}
         for size in (small, large):
