@@ -88,6 +88,10 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING
     logging.basicConfig(level=level, format="geoseg: %(levelname)s: %(message)s")
     logging.captureWarnings(True)
+    import dask.config
+
+    # Dask distributed logs every worker and connection at INFO: keep that for -v.
+    dask.config.set({"logging.distributed": "info" if verbose else "warning"})
 
 
 @cli.command()
