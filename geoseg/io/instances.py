@@ -44,10 +44,12 @@ __all__ = [
     "SCORES_TAG",
     "InstanceBlock",
     "Uint32Sink",
+    "check_same_grid",
     "instance_cog_writer",
     "instance_raster_reader",
     "label_block_reader",
     "polygon_instance_reader",
+    "read_instance_scores",
     "staging_raster",
 ]
 
@@ -144,6 +146,37 @@ def staging_raster(
                 return np.asarray(ds.read(1, window=Window.from_slices(*key)))
 
             yield sink, read
+
+
+def read_instance_scores(path: str | os.PathLike[str]) -> np.ndarray | None:
+    """``(count + 1,) float64`` object scores of an instance/panoptic COG (index = id), or None.
+
+    ``geoseg predict`` stores them in the :data:`SCORES_TAG` tag; ``[0]`` is 0.
+    """
+    with rasterio.open(path) as src:
+        raw = src.tags().get(SCORES_TAG)
+    return None if raw is None else np.asarray(json.loads(raw), dtype=np.float64)
+
+
+def check_same_grid(
+    path: str | os.PathLike[str], height: int, width: int, crs: Any, transform: Any
+) -> None:
+    """Refuse a raster that is not on the scene's grid (size, CRS and transform).
+
+    Raises:
+        InvalidRasterError: the message names ``path`` and what differs.
+    """
+    with rasterio.open(path) as src:
+        if (src.height, src.width) != (height, width):
+            raise InvalidRasterError(
+                f"{path}: {src.height} x {src.width} px, the scene is {height} x {width}; "
+                "predict the labels from the same scene"
+            )
+        if src.crs != crs or not src.transform.almost_equals(transform):
+            raise InvalidRasterError(
+                f"{path}: not on the scene's grid (CRS or transform differ); predict the "
+                "labels from the same scene"
+            )
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ without them ranks every prediction alike (AP50 is then precision x recall).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,10 +39,10 @@ from geoseg.evaluation.instances import (
 from geoseg.io.atomic import check_output_path
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.instances import (
-    SCORES_TAG,
     InstanceBlock,
     instance_raster_reader,
     polygon_instance_reader,
+    read_instance_scores,
 )
 from geoseg.io.labels import read_class_schema
 from geoseg.io.reports import write_json
@@ -221,11 +220,9 @@ def score_instances(
 
 def _scores(path: str, ov: SegmentOverlaps) -> dict[tuple[int, int], float] | None:
     """Each predicted object's score from the raster's tag (None: the raster has none)."""
-    with rasterio.open(path) as src:
-        raw = src.tags().get(SCORES_TAG)
-    if raw is None:
+    scores = read_instance_scores(path)
+    if scores is None:
         return None
-    scores = json.loads(raw)
     return {s: float(scores[s[1]]) for s in ov.pred_area if 0 < s[1] < len(scores)}
 
 

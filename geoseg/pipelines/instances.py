@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 
 from geoseg import __version__
 from geoseg.errors import BandMismatchError, CheckpointError, GeosegError, InvalidRasterError
@@ -28,6 +27,7 @@ from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.instances import (
     PANOPTIC_BANDS,
     SCORES_TAG,
+    check_same_grid,
     instance_cog_writer,
     label_block_reader,
     staging_raster,
@@ -188,15 +188,8 @@ def stuff_schema(things: ClassSchema, labels_path: str, scene: Scene) -> ClassSc
         InvalidRasterError: another grid, or a class id that means different
             classes in the two models.
     """
+    check_same_grid(labels_path, scene.height, scene.width, scene.crs, scene.transform)
     stuff = read_class_schema(labels_path)
-    with rasterio.open(labels_path) as src:
-        same = (src.height, src.width) == (scene.height, scene.width) and (
-            src.crs == scene.crs and src.transform.almost_equals(scene.transform)
-        )
-    if not same:
-        raise InvalidRasterError(
-            f"{labels_path}: not on the scene's grid; predict the label map from the same scene"
-        )
     if stuff is None:  # no class names: numbered like the instance model
         return things
     thing_classes = [c for c in things.classes if c.is_thing]

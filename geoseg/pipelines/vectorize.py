@@ -12,7 +12,6 @@ every polygon's neighbours, the whole layer is built in memory first.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -316,15 +315,11 @@ def one_row_per_instance(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 def _with_scores(frame: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
     """Add ``score`` (the object's detection score, 0-1) from an instance COG's tag."""
-    import rasterio
+    from geoseg.io.instances import read_instance_scores
 
-    from geoseg.io.instances import SCORES_TAG
-
-    with rasterio.open(path) as src:
-        raw = src.tags().get(SCORES_TAG)
-    if raw is None or "instance_id" not in frame:
+    scores = read_instance_scores(path)
+    if scores is None or "instance_id" not in frame:
         return frame
-    scores = np.asarray(json.loads(raw), dtype=np.float64)
     ids = frame["instance_id"].to_numpy(np.int64)
     inside = (ids > 0) & (ids < scores.size)
     frame = frame.copy()

@@ -231,10 +231,10 @@ def test_polygon_reference_scores_like_the_equivalent_raster(
     assert from_polygons["classes"] == from_raster["classes"]
 
 
-@pytest.mark.usefixtures("one_torch_thread")
-def test_panoptic_deeplab_checkpoint_runs_through_predict(tmp_path: Path, scene: Path) -> None:
-    """A Panoptic-DeepLab checkpoint: loaded by the registry, stitched, panoptic COG written."""
-    from geoseg.models.panoptic import PanopticPredictor, build_panoptic_model
+@pytest.fixture(scope="module")
+def panoptic_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained Panoptic-DeepLab checkpoint for the test scene's 4 bands."""
+    from geoseg.models.panoptic import build_panoptic_model
 
     torch.manual_seed(1)
     module = build_panoptic_model("unet", "resnet18", len(TINY_BANDS), len(SCHEMA))
@@ -243,7 +243,18 @@ def test_panoptic_deeplab_checkpoint_runs_through_predict(tmp_path: Path, scene:
         normalization=Normalization((0.2,) * 4, (0.1,) * 4, scale=1e-4), schema=SCHEMA,
         window=64, margin=8, options={"body": "unet", "encoder_depth": 5},
     )  # fmt: skip
-    ckpt = save_checkpoint(tmp_path / "pan.safetensors", module.state_dict(), meta)
+    path = tmp_path_factory.mktemp("panoptic") / "pan.safetensors"
+    return save_checkpoint(path, module.state_dict(), meta)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_panoptic_deeplab_checkpoint_runs_through_predict(
+    tmp_path: Path, scene: Path, panoptic_checkpoint: Path
+) -> None:
+    """A Panoptic-DeepLab checkpoint: loaded by the registry, stitched, panoptic COG written."""
+    from geoseg.models.panoptic import PanopticPredictor
+
+    ckpt = panoptic_checkpoint
     assert isinstance(load_predictor(model_spec(str(ckpt), "cpu")), PanopticPredictor)
     out = tmp_path / "pan.tif"
     args = ["predict", str(scene), "-m", str(ckpt), "-o", str(out), "--device", "cpu",
@@ -316,18 +327,11 @@ def test_panoptic_from_an_instance_model_and_a_semantic_map(
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_evaluate_a_panoptic_checkpoint(tmp_path: Path, scene: Path) -> None:
+def test_evaluate_a_panoptic_checkpoint(
+    tmp_path: Path, scene: Path, panoptic_checkpoint: Path
+) -> None:
     """`evaluate -m panoptic.safetensors` runs it (task panoptic) and scores stuff too."""
-    from geoseg.models.panoptic import build_panoptic_model
-
-    torch.manual_seed(2)
-    module = build_panoptic_model("unet", "resnet18", len(TINY_BANDS), len(SCHEMA))
-    meta = ModelMeta(
-        task="panoptic", arch="panoptic-deeplab", encoder="resnet18", bands=TINY_BANDS,
-        normalization=Normalization((0.2,) * 4, (0.1,) * 4, scale=1e-4), schema=SCHEMA,
-        window=64, margin=8, options={"body": "unet", "encoder_depth": 5},
-    )  # fmt: skip
-    ckpt = save_checkpoint(tmp_path / "pan.safetensors", module.state_dict(), meta)
+    ckpt = panoptic_checkpoint
     ids = np.zeros((100, 120), np.uint32)
     ids[10:30, 10:30], ids[50:70, 60:90] = 1, 2
     classes = np.where(ids > 0, 1, 0).astype(np.uint32)
