@@ -113,9 +113,13 @@ def write_scene(
 
 
 def write_unet_checkpoint(
-    path: str | Path, seed: int = 0, window: int = 256, task: str = "semantic"
+    path: str | Path,
+    seed: int = 0,
+    window: int = 256,
+    task: str = "semantic",
+    encoder: str = "resnet18",
 ) -> Path:
-    """A U-Net/ResNet-18 checkpoint with random weights (bands :data:`BANDS`).
+    """A U-Net checkpoint (ResNet-18 encoder by default) with random weights (bands :data:`BANDS`).
 
     ``task="semantic"``: 5 classes. ``task="instance"``: the bottom-up instance
     model (ground, building and tree, the last two things; one more output channel
@@ -130,7 +134,7 @@ def write_unet_checkpoint(
     from geoseg.types import ClassInfo, ClassSchema, ModelMeta, Normalization
 
     torch.manual_seed(seed)
-    names = ("water", "trees", "grass", "crops", "built")
+    names: tuple[str, ...] = ("water", "trees", "grass", "crops", "built")
     if task == "instance":
         names = ("ground", "building", "tree")
     schema = ClassSchema(
@@ -144,7 +148,7 @@ def write_unet_checkpoint(
     meta = ModelMeta(
         task=task,
         arch="unet",
-        encoder="resnet18",
+        encoder=encoder,
         bands=BANDS,
         normalization=Normalization(
             mean=tuple(float(v) for v in _BASE * 1e-4),
@@ -157,7 +161,7 @@ def write_unet_checkpoint(
         provenance={"note": "random weights, benchmark only"},
     )
     build = build_instance_model if task == "instance" else build_model
-    module = build("unet", "resnet18", len(BANDS), len(schema))
+    module = build("unet", encoder, len(BANDS), len(schema))
     return save_checkpoint(path, module.state_dict(), meta, overwrite=True)
 
 

@@ -111,13 +111,20 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 @click.option("--window", type=int, help="Window side in px (default: the model's).")
 @click.option("--margin", type=int, help="Margin in px trimmed from each window side.")
 @click.option("--blend", type=click.Choice(["trim", "hann"]), default="trim", show_default=True)
-@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--batch-size", type=int, help="Windows per model call [default: GPU 32, CPU 4].")
 @click.option("--chunk", type=int, default=1024, show_default=True, help="Dask chunk side in px.")
 @click.option("--scheduler", default="threads", show_default=True,
               help="threads, sync, local (LocalCluster) or tcp://host:port.")  # fmt: skip
 @click.option("--workers", type=int, help="Threads or worker processes.")
 @click.option("--gpus", type=int, help="Run on N GPUs (dask-cuda, one worker per GPU).")
 @click.option("--torch-threads", type=int, help="Torch threads per model call (CPU).")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="Model arithmetic: auto = fp16 on a GPU, fp32 on the CPU.",
+)
 @click.option("--vector", type=click.Path(dir_okay=False, path_type=Path),
               help="Also vectorize the map: .gpkg, .shp, .parquet, .fgb or .geojson.")  # fmt: skip
 @click.option("--task", type=click.Choice(["semantic", "instance", "panoptic"]),
@@ -329,7 +336,7 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
 @click.option("--device", default="auto", show_default=True)
 @click.option("--window", type=int)
 @click.option("--margin", type=int)
-@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--batch-size", type=int, help="Windows per model call [default: GPU 32, CPU 4].")
 @click.option("--chunk", type=int, default=1024, show_default=True)
 @click.option("--scheduler", default="threads", show_default=True)
 @click.option("--workers", type=int)

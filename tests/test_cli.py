@@ -202,3 +202,34 @@ def test_train_config_with_unknown_keys_is_refused(tmp_path: Path) -> None:
     config.write_text("epochz: 3\n")
     code, text = run("train", "--config", config)
     assert code == 2 and "unknown keys ['epochz']" in text
+
+
+def test_gpus_without_dask_cuda_says_how_to_get_it(
+    tmp_path: Path, scene: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    import torch
+
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)  # import fails, as when not installed
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the model stays on the CPU
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **kw: self)
+    out = tmp_path / "out.tif"
+
+    code, text = run("predict", scene, "-m", tiny_checkpoint, "-o", out, "--gpus", "2")
+
+    assert code == 2 and "--gpus needs dask-cuda (pip install dask-cuda)" in text
+    assert leftovers(tmp_path, {"scene.tif"}) == set()
+
+
+def test_precision_fp16_on_the_cpu_is_refused(
+    tmp_path: Path, scene: Path, tiny_checkpoint: Path
+) -> None:
+    out = tmp_path / "out.tif"
+
+    code, text = run(
+        "predict", scene, "-m", tiny_checkpoint, "-o", out, "--device", "cpu", "--precision", "fp16"
+    )
+
+    assert code == 2 and "fp16 needs a CUDA GPU" in text
+    assert leftovers(tmp_path, {"scene.tif"}) == set()

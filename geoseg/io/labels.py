@@ -107,10 +107,13 @@ def label_cog_writer(
             for i, text in enumerate(descriptions, start=1):
                 dst.set_band_description(i, text)
             dst.update_tags(**{CLASSES_TAG: json.dumps(schema.to_json())}, **(tags or {}))
-        rasterio.shutil.copy(
-            stage, final, driver="COG", COMPRESS="DEFLATE", OVERVIEW_RESAMPLING="MODE",
-            BLOCKSIZE=512, BIGTIFF="IF_SAFER",
-        )  # fmt: skip
+        # Tiles are compressed (and overviews computed) on every core; each tile is
+        # compressed on its own, so the bytes do not depend on the thread count.
+        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+            rasterio.shutil.copy(
+                stage, final, driver="COG", COMPRESS="DEFLATE", OVERVIEW_RESAMPLING="MODE",
+                BLOCKSIZE=512, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
+            )  # fmt: skip
 
 
 def read_class_schema(path: str | os.PathLike[str]) -> ClassSchema | None:

@@ -31,6 +31,7 @@ class ModelSpec:
         stamp: ``(size, mtime_ns)`` of the checkpoint, so an edited file is reloaded.
         threads: torch intra-op threads per model call (None: torch's default). Set
             it to ``cores / workers`` so parallel workers do not oversubscribe cores.
+        precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` (semantic and change checkpoints).
     """
 
     source: str
@@ -39,6 +40,7 @@ class ModelSpec:
     scale: float | None = None
     stamp: tuple[int, int] = (0, 0)
     threads: int | None = None
+    precision: str = "auto"
 
 
 def model_spec(
@@ -47,13 +49,15 @@ def model_spec(
     roles: Any = None,
     scale: float | None = None,
     threads: int | None = None,
+    precision: str = "auto",
 ) -> ModelSpec:
     """A :class:`ModelSpec` with the checkpoint's file stamp filled in."""
     if source == SPECTRAL:
         return ModelSpec(source, device, roles, scale, threads=threads)
     path = os.path.abspath(source)
     st = os.stat(path)
-    return ModelSpec(path, device, scale=scale, stamp=(st.st_size, st.st_mtime_ns), threads=threads)
+    stamp = (st.st_size, st.st_mtime_ns)
+    return ModelSpec(path, device, None, scale, stamp, threads, precision)
 
 
 @functools.lru_cache(maxsize=4)
@@ -87,4 +91,4 @@ def load_predictor(spec: ModelSpec) -> Predictor:
         return load_panoptic_predictor(*args)
     from geoseg.models.semantic import load_torch_predictor
 
-    return load_torch_predictor(spec.source, spec.device, spec.scale, spec.threads)
+    return load_torch_predictor(*args, spec.precision)

@@ -199,7 +199,7 @@ class MaskRCNNPredictor(TorchModel):
         self._things = thing_ids(meta.schema)
 
     def predict_instances(self, batch: np.ndarray, valid: np.ndarray) -> list[WindowInstances]:
-        found = self._base.call(self._base.normalize(batch, valid), as_list=True)
+        found = self._base.call(self._base.to_device(batch, valid), as_list=True)
         return [self._window(f, v) for f, v in zip(found, valid, strict=True)]
 
     def predict(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ from geoseg.io.raster import Scene, open_scene
 from geoseg.models.bands import reflectance_scale
 from geoseg.models.cache import ModelSpec, load_predictor, model_spec
 from geoseg.models.registry import window_multiple
+from geoseg.models.semantic import default_batch_size
 from geoseg.pipelines.predict import PredictOptions, _match_bands
 from geoseg.stitching import (
     InstanceIds,
@@ -296,7 +297,8 @@ def _instance_options(
     same = math.isclose(scale, meta.normalization.scale, rel_tol=1e-6)
     spec = model_spec(model, opts.device, scale=None if same else scale, threads=opts.torch_threads)
     inst = InstanceOptions(
-        window=window, margin=margin, chunk=opts.chunk, batch_size=opts.batch_size,
+        window=window, margin=margin, chunk=opts.chunk,
+        batch_size=opts.batch_size or default_batch_size(opts.device),
         bands=selection, assume_crs=opts.assume_crs, scheduler=opts.scheduler,
         workers=opts.workers, overwrite=opts.overwrite, panoptic=panoptic,
         stuff_labels=stuff_labels,

@@ -24,6 +24,7 @@ from geoseg.io.raster import Scene, canonical_band_name, open_scene, select_band
 from geoseg.models.bands import reflectance_scale
 from geoseg.models.cache import ModelSpec, load_predictor, model_spec
 from geoseg.models.registry import SPECTRAL, window_multiple
+from geoseg.models.semantic import default_batch_size
 from geoseg.tiling.execute import Progress, block_slices, store_blocks
 from geoseg.tiling.infer import predict_blocks
 from geoseg.types import ClassSchema, ModelMeta, TileSpec
@@ -42,7 +43,7 @@ class PredictOptions:
         margin: margin in px trimmed from each window side (default: the model's).
         chunk: dask chunk side in px, rounded to a whole number of strides.
         blend: ``"trim"`` or ``"hann"``.
-        batch_size: windows per model call.
+        batch_size: windows per model call (None: 32 on a GPU, 4 on the CPU).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         confidence: add a confidence band (``round(254 p)``, 255 = nodata).
         overwrite: replace an existing output.
@@ -55,13 +56,14 @@ class PredictOptions:
         preview: path of a PNG quicklook to write.
         resume: reuse the chunks an interrupted run of the same job left behind.
         torch_threads: torch intra-op threads per model call (None: torch's default).
+        precision: ``auto`` (fp16 on CUDA, fp32 on the CPU), ``fp32``, ``fp16`` or ``bf16``.
     """
 
     window: int | None = None
     margin: int | None = None
     chunk: int = 1024
     blend: str = "trim"
-    batch_size: int = 4
+    batch_size: int | None = None
     device: str = "auto"
     confidence: bool = False
     overwrite: bool = False
@@ -74,6 +76,7 @@ class PredictOptions:
     preview: str | os.PathLike[str] | None = None
     resume: bool = False
     torch_threads: int | None = None
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,8 @@ def _tile_spec(opts: PredictOptions, window: int, margin: int, multiple: int) ->
         raise GeosegError(f"--window {window} must be a multiple of {multiple} for this model")
     probe = TileSpec(window=window, margin=margin, blend=opts.blend)
     chunk_windows = max(1, round(opts.chunk / probe.stride))
-    return TileSpec(window, margin, chunk_windows, opts.blend, opts.batch_size)
+    batch = opts.batch_size or default_batch_size(opts.device)
+    return TileSpec(window, margin, chunk_windows, opts.blend, batch)
 
 
 def _spectral_setup(
@@ -158,20 +162,17 @@ def _checkpoint_setup(
     names = open_scene(path, None, tile.chunk, opts.assume_crs).band_names
     index = _match_bands(path, names, meta, opts.bands)
     scene = open_scene(path, [str(i + 1) for i in index], tile.chunk, opts.assume_crs)
-    scale = reflectance_scale(scene.dtype)
-    if not math.isclose(scale, meta.normalization.scale, rel_tol=1e-6):
+    scale: float | None = reflectance_scale(scene.dtype)
+    if not math.isclose(scale or 0.0, meta.normalization.scale, rel_tol=1e-6):
         log.warning(
             "%s: stored as %s (reflectance = value x %g), the model was trained on data scaled "
             "by %g; converting to the model's units", path, scene.dtype, scale,
             meta.normalization.scale,
         )  # fmt: skip
-        return (
-            scene,
-            model_spec(model, opts.device, scale=scale, threads=opts.torch_threads),
-            meta.schema,
-            tile,
-        )
-    return scene, model_spec(model, opts.device, threads=opts.torch_threads), meta.schema, tile
+    else:
+        scale = None
+    spec = model_spec(model, opts.device, None, scale, opts.torch_threads, opts.precision)
+    return scene, spec, meta.schema, tile
 
 
 def prepare_model_input(
@@ -251,7 +252,8 @@ def _fingerprint(
     return {
         "input": os.path.abspath(path), "input_stamp": file_stamp(path),
         "bands": list(scene.band_names), "model": spec.source, "model_stamp": list(spec.stamp),
-        "scale": spec.scale, "roles": repr(spec.roles), "window": tile.window,
+        "scale": spec.scale, "roles": repr(spec.roles), "precision": spec.precision,
+        "window": tile.window,
         "margin": tile.margin, "chunk": tile.chunk, "blend": tile.blend,
         "confidence": opts.confidence, "geoseg": __version__,
     }  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dask.array as da
@@ -50,6 +50,22 @@ def _padded_chunks(starts: Sequence[int], margin: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def _window_batches(
+    block: np.ndarray,
+    vblock: np.ndarray,
+    origins: list[tuple[int, int]],
+    spec: TileSpec,
+    dtype: np.dtype[Any] | type = np.float32,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(N, C, W, W)`` windows as ``dtype`` and ``(N, W, W) bool`` validity, batch by batch."""
+    w = spec.window
+    for k in range(0, len(origins), spec.batch_size):
+        part = origins[k : k + spec.batch_size]
+        x = np.stack([block[:, r : r + w, c : c + w] for r, c in part], dtype=dtype)
+        v = np.stack([vblock[r : r + w, c : c + w] for r, c in part])
+        yield x, v
+
+
 def _run_windows(
     block: np.ndarray,
     vblock: np.ndarray,
@@ -58,14 +74,64 @@ def _run_windows(
     spec: TileSpec,
 ) -> list[np.ndarray]:
     """Probabilities ``(K, W, W)`` for each window whose top-left is at ``origins``."""
-    w = spec.window
     out: list[np.ndarray] = []
-    for k in range(0, len(origins), spec.batch_size):
-        part = origins[k : k + spec.batch_size]
-        x = np.stack([block[:, r : r + w, c : c + w] for r, c in part]).astype(np.float32)
-        v = np.stack([vblock[r : r + w, c : c + w] for r, c in part])
+    for x, v in _window_batches(block, vblock, origins, spec):
         out.extend(predictor.predict(x, v))
     return out
+
+
+def _tops(
+    predictor: Predictor, block: np.ndarray, vblock: np.ndarray,
+    origins: list[tuple[int, int]], spec: TileSpec,
+) -> Iterator[np.ndarray]:  # fmt: skip
+    """``(2, W, W) uint8`` winning channel and ``round(254 p)`` of each window, in order.
+
+    A predictor with ``predict_tops`` (:class:`~geoseg.models.semantic.TorchPredictor`)
+    reduces on its device and takes the scene's own integer type; any other is
+    asked for probabilities and reduced here.
+    """
+    many = getattr(predictor, "predict_tops", None)
+    if many is not None:
+        for top in many(_window_batches(block, vblock, origins, spec, block.dtype)):
+            yield from top
+        return
+    for x, v in _window_batches(block, vblock, origins, spec):
+        prob = predictor.predict(x, v)
+        best = np.argmax(prob, axis=1)
+        p = np.take_along_axis(prob, best[:, None], axis=1)[:, 0]
+        yield from np.stack([best.astype(np.uint8), confidence_to_uint8(p)], axis=1)
+
+
+def _trim_core(
+    block: np.ndarray,
+    vblock: np.ndarray,
+    wins: list[tuple[int, int]],
+    offset: tuple[int, int],
+    shape: tuple[int, int],
+    load: PredictorLoader,
+    spec: TileSpec,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(2, h, w) uint8`` channel index and confidence of a chunk core, and what is covered.
+
+    Window cores tile the plane, so with trim blending each pixel takes the winner of
+    the one window whose core holds it; the model reduces its probabilities to that
+    before they leave the device (``predict_tops``). The result equals accumulating
+    the probabilities with weight 1 (:func:`_accumulate`, :func:`_finish`).
+    """
+    h, w = shape
+    m, s = spec.margin, spec.stride
+    top = np.zeros((2, h, w), dtype=np.uint8)
+    covered = np.zeros((h, w), dtype=bool)
+    if not wins:
+        return top, covered
+    for (r, c), win in zip(wins, _tops(load(), block, vblock, wins, spec), strict=True):
+        r, c = r + offset[0], c + offset[1]
+        r0, r1 = max(r + m, 0), min(r + m + s, h)
+        c0, c1 = max(c + m, 0), min(c + m + s, w)
+        if r0 < r1 and c0 < c1:
+            top[:, r0:r1, c0:c1] = win[:, r0 - r : r1 - r, c0 - c : c1 - c]
+            covered[r0:r1, c0:c1] = True
+    return top, covered
 
 
 def _kernel(
@@ -95,14 +161,18 @@ def _kernel(
     lo = m if spec.blend == "trim" else 0
     hi = lo + (s if spec.blend == "trim" else spec.window)
     wins = [(r, c) for r, c in wins if vblock[r + lo : r + hi, c + lo : c + hi].any()]
-    k = len(lut)
-    acc = np.zeros((k, cy1 - cy0, cx1 - cx0), dtype=np.float32)
-    wsum = np.zeros((cy1 - cy0, cx1 - cx0), dtype=np.float32)
+    shape = (cy1 - cy0, cx1 - cx0)
+    offset = (dy0 - cy0, dx0 - cx0)
+    if spec.blend == "trim":
+        top, covered = _trim_core(block, vblock, wins, offset, shape, load, spec)
+        return _labels(top, covered & core_valid, lut, with_confidence)
+    acc = np.zeros((len(lut), *shape), dtype=np.float32)
+    wsum = np.zeros(shape, dtype=np.float32)
     if wins:
         probs = _run_windows(block, vblock, wins, load(), spec)
-        weight = hann_weight(spec.window) if spec.blend == "hann" else np.ones((1, 1), np.float32)
+        weight = hann_weight(spec.window)
         for (r, c), p in zip(wins, probs, strict=True):
-            _accumulate(acc, wsum, p, weight, r + dy0 - cy0, c + dx0 - cx0, lo, hi)
+            _accumulate(acc, wsum, p, weight, r + offset[0], c + offset[1], lo, hi)
     return _finish(acc, wsum, core_valid, lut, with_confidence)
 
 
@@ -123,24 +193,33 @@ def _accumulate(
     if r0 >= r1 or c0 >= c1:
         return
     sl = (slice(r0 - r, r1 - r), slice(c0 - c, c1 - c))
-    wt = weight[sl] if weight.size > 1 else weight[0, 0]
+    wt = weight[sl]
     acc[:, r0:r1, c0:c1] += prob[(slice(None), *sl)] * wt
     wsum[r0:r1, c0:c1] += wt
+
+
+def _labels(top: np.ndarray, covered: np.ndarray, lut: np.ndarray, with_conf: bool) -> np.ndarray:
+    """``(1 or 2, h, w) uint8`` class ids (and confidence) where ``covered``, else nodata."""
+    label = np.full(covered.shape, NODATA_LABEL, dtype=np.uint8)
+    label[covered] = lut[top[0][covered]]
+    if not with_conf:
+        return label[None]
+    conf = np.full(covered.shape, NODATA_LABEL, dtype=np.uint8)
+    conf[covered] = top[1][covered]
+    return np.stack([label, conf])
 
 
 def _finish(
     acc: np.ndarray, wsum: np.ndarray, valid: np.ndarray, lut: np.ndarray, with_conf: bool
 ) -> np.ndarray:
     covered = valid & (wsum > 0)
-    label = np.full(wsum.shape, NODATA_LABEL, dtype=np.uint8)
     best = np.argmax(acc, axis=0)
-    label[covered] = lut[best[covered]]
-    if not with_conf:
-        return label[None]
-    conf = np.full(wsum.shape, NODATA_LABEL, dtype=np.uint8)
-    top = np.take_along_axis(acc, best[None], axis=0)[0]
-    conf[covered] = confidence_to_uint8(top[covered] / wsum[covered])
-    return np.stack([label, conf])
+    top = np.zeros((2, *wsum.shape), dtype=np.uint8)
+    top[0] = best
+    if with_conf:
+        p = np.take_along_axis(acc, best[None], axis=0)[0]
+        top[1][covered] = confidence_to_uint8(p[covered] / wsum[covered])
+    return _labels(top, covered, lut, with_conf)
 
 
 def predict_blocks(

@@ -12,7 +12,13 @@ from torch import nn
 from geoseg.errors import CheckpointError
 from geoseg.io.checkpoint import save_checkpoint
 from geoseg.models.registry import build_model
-from geoseg.models.semantic import TorchPredictor, load_torch_predictor, resolve_device
+from geoseg.models.semantic import (
+    TorchPredictor,
+    load_torch_predictor,
+    resolve_device,
+    resolve_precision,
+)
+from geoseg.tiling.infer import confidence_to_uint8
 from geoseg.types import ClassInfo, ClassSchema, ModelMeta, Normalization, Predictor
 
 SCHEMA = ClassSchema(
@@ -233,9 +239,88 @@ def test_loading_for_cuda_without_a_gpu_is_refused(
         load_torch_predictor(checkpoint, "cuda")
 
 
+def top_by_hand(probs: np.ndarray) -> np.ndarray:
+    """``(N, 2, H, W) uint8``: first argmax and ``round(254 p)`` of ``(N, K, H, W)`` probs."""
+    best = np.argmax(probs, axis=1)
+    top = np.take_along_axis(probs, best[:, None], axis=1)[:, 0]
+    return np.stack([best.astype(np.uint8), confidence_to_uint8(top)], axis=1)
+
+
+def test_predict_top_is_the_argmax_of_predict(predictor: TorchPredictor) -> None:
+    batch, valid = random_batch(5)
+    probs = predictor.predict(batch, valid)
+
+    top = predictor.predict_top(batch, valid)
+
+    assert top.shape == (2, 2, 64, 64) and top.dtype == np.uint8
+    np.testing.assert_array_equal(top, top_by_hand(probs))
+    assert len(np.unique(top[:, 0])) > 1  # the test sees more than one class win
+
+
+def test_predict_tops_takes_raw_integers_and_keeps_order(predictor: TorchPredictor) -> None:
+    batches = [random_batch(seed) for seed in (1, 2, 3, 4)]
+    raw = [(np.rint(b).astype(np.uint16), v) for b, v in batches]
+
+    tops = list(predictor.predict_tops(iter(raw)))
+
+    assert len(tops) == 4
+    for (b, v), top in zip(raw, tops, strict=True):
+        np.testing.assert_array_equal(top, top_by_hand(predictor.predict(b.astype(np.float32), v)))
+
+
+class Flat(nn.Module):
+    """Equal logits for every class: every pixel is a four-way tie."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros((x.shape[0], 4, *x.shape[2:]))
+
+
+def test_predict_top_breaks_ties_like_numpy() -> None:
+    model = TorchPredictor(Flat(), META, torch.device("cpu"))
+    batch, valid = random_batch()
+
+    top = model.predict_top(batch, valid)
+
+    assert (top[:, 0] == 0).all()  # np.argmax: the first of equal values
+    assert (top[:, 1] == 64).all()  # round(254 / 4) = round(63.5) = 64 (half to even)
+
+
+def test_precision_defaults_and_refusals() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cpu) is None
+    assert resolve_precision("auto", cuda) == torch.float16
+    assert resolve_precision("bf16", cpu) == torch.bfloat16
+    assert resolve_precision("fp32", cuda) is None
+    with pytest.raises(CheckpointError, match="fp16 needs a CUDA GPU"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(CheckpointError, match="unknown precision 'fp8'"):
+        resolve_precision("fp8", cuda)
+
+
+def test_bf16_on_the_cpu_is_close_to_fp32(checkpoint: Path, predictor: TorchPredictor) -> None:
+    batch, valid = random_batch(2)
+    full = predictor.predict(batch, valid)
+
+    half = load_torch_predictor(checkpoint, "cpu", precision="bf16").predict(batch, valid)
+
+    assert not np.array_equal(half, full)  # it did run in bfloat16
+    assert np.abs(half - full).mean() < 0.01  # bf16 keeps ~3 significant digits
+    agree = (half.argmax(axis=1) == full.argmax(axis=1)).mean()
+    assert agree > 0.9
+
+
 @pytest.mark.gpu
-def test_cuda_predictions_match_cpu(checkpoint: Path) -> None:
+@pytest.mark.parametrize(("precision", "atol"), [("fp32", 1e-4), ("fp16", 0.02), ("bf16", 0.1)])
+def test_cuda_predictions_match_cpu(checkpoint: Path, precision: str, atol: float) -> None:
     batch, valid = random_batch(3)
     cpu = load_torch_predictor(checkpoint, "cpu").predict(batch, valid)
-    gpu = load_torch_predictor(checkpoint, "cuda").predict(batch, valid)
-    np.testing.assert_allclose(gpu, cpu, atol=5e-3)  # autocast fp16 on CUDA
+    model = load_torch_predictor(checkpoint, "cuda", precision=precision)
+
+    gpu = model.predict(batch, valid)
+
+    np.testing.assert_allclose(gpu, cpu, atol=atol)
+    np.testing.assert_array_equal(model.predict_top(batch, valid), top_by_hand(gpu))
+    raw = [(np.rint(batch * k).astype(np.uint16), valid) for k in (0.5, 1.0, 1.5, 2.0)]
+    tops = list(model.predict_tops(iter(raw)))  # queued on the GPU, uint16 across
+    for (b, v), top in zip(raw, tops, strict=True):
+        np.testing.assert_array_equal(top, top_by_hand(model.predict(b.astype(np.float32), v)))

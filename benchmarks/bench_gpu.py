@@ -1,0 +1,270 @@
+"""GPU throughput: end-to-end ``predict_scene`` vs the bare model forward (target: <= 1.10).
+
+Builds, in a temporary folder, a synthetic 4-band uint16 scene and a U-Net/ResNet-34
+checkpoint with random weights, then measures on one CUDA GPU, per precision:
+
+(m) model only: ``module(x)`` over exactly as many windows as predict runs
+    (``ceil(H/S) * ceil(W/S)``), batches already on the GPU, channels-last, under
+    autocast, synchronized at the end: the most the GPU can do for this model;
+(t) model + transfers: the predictor's own call (``predict_top``: host batch ->
+    pinned -> GPU, normalize, forward, softmax, argmax, uint8 back), same windows;
+(e) end to end: ``predict_scene`` (read, halo, windows, model, stitch, chunk files,
+    COG with overviews), split into its compute phase (``store_blocks``) and the
+    COG assembly.
+
+Mpx/s counts scene pixels (each window's core is ``S x S``). GPU utilisation is
+sampled with NVML every 50 ms during (e). Interleaved runs; best wall times used.
+
+    python benchmarks/bench_gpu.py --size 8192 --batch-size 32 --chunk 2048
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from _common import Timing, exit_code, n_windows, say, verdict, write_scene, write_unet_checkpoint
+
+from geoseg.models.semantic import load_torch_predictor, resolve_precision
+from geoseg.pipelines import predict as predict_module
+from geoseg.pipelines.predict import PredictOptions, predict_scene
+
+TARGET = 1.10
+TARGET_MPX = 50.0
+WINDOW, MARGIN = 256, 32
+
+
+def model_only(module: torch.nn.Module, batches: list[torch.Tensor], amp: Any) -> None:
+    """The bare forward pass over ``batches`` (already on the device), synchronized."""
+    kind = batches[0].device.type
+    ctx = torch.autocast(kind, dtype=amp) if amp is not None else contextlib.nullcontext()
+    with torch.inference_mode(), ctx:
+        for x in batches:
+            module(x)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class Utilisation:
+    """Mean GPU utilisation (%) from NVML samples taken while the block runs."""
+
+    def __init__(self) -> None:
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            with contextlib.suppress(Exception):
+                self.samples.append(int(torch.cuda.utilization()))
+
+    @contextlib.contextmanager
+    def sampling(self) -> Iterator[None]:
+        self._stop.clear()
+        t = threading.Thread(target=self._run, daemon=True)
+        t.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            t.join()
+
+    def mean(self) -> str:
+        return f"{statistics.mean(self.samples):.0f} %" if self.samples else "n/a (no NVML)"
+
+
+class Profile:
+    """Seconds summed over threads for named geoseg functions (``--profile``)."""
+
+    TARGETS = (
+        ("geoseg.io.raster", "_read_block", "read scene block"),
+        ("geoseg.tiling.infer", "_kernel", "chunk task (_kernel)"),
+        ("geoseg.models.semantic:TorchPredictor", "_top", "  model call (_top)"),
+        ("geoseg.models.semantic:TorchPredictor", "to_device", "    to_device"),
+        ("geoseg.tiling.infer", "_labels", "  labels"),
+        ("geoseg.io.parts:ChunkStore", "__setitem__", "chunk file write"),
+        ("geoseg.io.parts:ChunkStore", "load", "chunk file read"),
+        ("geoseg.io.labels:BlockSink", "__setitem__", "stage GeoTIFF write"),
+        ("rasterio.shutil", "copy", "COG copy"),
+    )
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {name: 0.0 for *_, name in self.TARGETS}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        import functools
+        import importlib
+
+        saved = []
+        for where, attr, name in self.TARGETS:
+            module, _, cls = where.partition(":")
+            owner = importlib.import_module(module)
+            owner = getattr(owner, cls) if cls else owner
+            original = getattr(owner, attr)
+
+            def timed(*a: Any, _f: Any = original, _n: str = name, **kw: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return _f(*a, **kw)
+                finally:
+                    with self._lock:
+                        self.seconds[_n] += time.perf_counter() - t0
+
+            setattr(owner, attr, functools.wraps(original)(timed))
+            saved.append((owner, attr, original))
+        try:
+            yield
+        finally:
+            for owner, attr, original in saved:
+                setattr(owner, attr, original)
+
+    def report(self) -> None:
+        say("      profile, seconds summed over threads:")
+        for name, sec in self.seconds.items():
+            say(f"        {name:<26} {sec:7.2f}")
+
+
+class Phases:
+    """Wall seconds of ``predict_scene``'s compute phase and its COG assembly."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, list[float]] = {"compute": [], "assemble": []}
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        names = {"store_blocks": "compute", "_assemble": "assemble"}
+        saved = {attr: getattr(predict_module, attr) for attr in names}
+
+        def timed(attr: str) -> Any:
+            def run(*args: Any, **kw: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return saved[attr](*args, **kw)
+                finally:
+                    self.seconds[names[attr]].append(time.perf_counter() - t0)
+
+            return run
+
+        for attr in names:
+            setattr(predict_module, attr, timed(attr))
+        try:
+            yield
+        finally:
+            for attr, fn in saved.items():
+                setattr(predict_module, attr, fn)
+
+    def best(self, name: str) -> float:
+        return min(self.seconds[name]) if self.seconds[name] else float("nan")
+
+
+def run_precision(
+    precision: str,
+    scene: Path,
+    ckpt: Path,
+    host: list[torch.Tensor],
+    tmpdir: Path,
+    args: argparse.Namespace,
+) -> list[bool]:
+    """Measure (m), (t) and (e) at one precision; PASS/MISS of the two targets."""
+    mpx = args.size**2 / 1e6
+    device = torch.device(args.device)
+    model = load_torch_predictor(ckpt, args.device, precision=precision)
+    amp = resolve_precision(precision, device)
+    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    dev = [x.to(device).contiguous(memory_format=fmt) * 1e-4 for x in host]
+    raw = [(x.numpy(), np.ones((x.shape[0], WINDOW, WINDOW), bool)) for x in host]
+    opts = PredictOptions(
+        batch_size=args.batch_size, device=args.device, chunk=args.chunk, workers=args.workers,
+        overwrite=True, precision=precision,
+    )  # fmt: skip
+    out = tmpdir / f"labels_{precision}.tif"
+    m, t, e = Timing("model"), Timing("transfers"), Timing("predict")
+    phases, util = Phases(), Utilisation()
+    model_only(model.module, dev[:2], amp)  # warm-up: cuDNN, allocator
+    predict_scene(scene, str(ckpt), out, opts)  # warm-up: the per-process model cache
+    for _ in range(args.repeat):
+        m.time(lambda: model_only(model.module, dev, amp))
+        t.time(lambda: [model.predict_top(x, v) for x, v in raw])
+        with phases.installed(), util.sampling():
+            e.time(lambda: predict_scene(scene, str(ckpt), out, opts))
+    if args.profile:
+        prof = Profile()
+        with prof.installed():
+            predict_scene(scene, str(ckpt), out, opts)
+        prof.report()
+    compute = phases.best("compute")
+    say(f"\n[{precision}]")
+    say(f"  (m) model only      : {m.summary()}  {mpx / m.best:.1f} Mpx/s")
+    say(f"  (t) model+transfers : {t.summary()}  {mpx / t.best:.1f} Mpx/s")
+    say(f"  (e) predict_scene   : {e.summary()}  {mpx / e.best:.1f} Mpx/s")
+    say(
+        f"      compute phase {compute:.2f} s ({mpx / compute:.1f} Mpx/s), COG assembly "
+        f"{phases.best('assemble'):.2f} s; GPU utilisation during (e) {util.mean()}"
+    )
+    say(f"  (t)/(m) {t.best / m.best:.3f}; compute phase/(m) {compute / m.best:.3f}")
+    return [
+        verdict("  ratio (e)/(m) of best wall times", e.best / m.best, TARGET, args.check),
+        verdict(
+            f"  model-only seconds per {TARGET_MPX:.0f} Mpx",
+            m.best / mpx * TARGET_MPX,
+            1.0,
+            args.check,
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--size", type=int, default=8192, help="scene side in px (default 8192)")
+    p.add_argument("--encoder", default="resnet34", help="U-Net encoder (default resnet34)")
+    p.add_argument("--batch-size", type=int, default=32, help="windows per model call")
+    p.add_argument("--chunk", type=int, default=2048, help="predict --chunk (px)")
+    p.add_argument("--workers", type=int, default=None, help="dask threads (default: cores)")
+    p.add_argument("--precision", default="fp16,bf16", help="comma list: fp16, bf16, fp32")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs of each")
+    p.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    p.add_argument("--profile", action="store_true", help="one more run, split into phases")
+    p.add_argument("--device", default="cuda", help="cuda; cpu only to try the script out")
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        say("no CUDA GPU: this benchmark needs one (--device cpu to try the script out)")
+        return 2
+
+    h = w = args.size
+    n = n_windows(h, w, WINDOW, MARGIN)
+    mpx = h * w / 1e6
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    say(
+        f"scene {h} x {w} x 4 uint16 ({mpx:.0f} Mpx), unet/{args.encoder} window {WINDOW} "
+        f"margin {MARGIN}: {n} windows, batch {args.batch_size}, chunk {args.chunk}; "
+        f"{name}, torch {torch.__version__}"
+    )
+    results: list[bool] = []
+    with tempfile.TemporaryDirectory(prefix="geoseg-bench-") as tmp:
+        tmpdir = Path(tmp)
+        t0 = time.perf_counter()
+        scene = write_scene(tmpdir / "scene.tif", h, w)
+        ckpt = write_unet_checkpoint(tmpdir / "unet.safetensors", encoder=args.encoder)
+        say(f"wrote the scene in {time.perf_counter() - t0:.1f} s")
+        gen = torch.Generator().manual_seed(0)
+        sizes = [min(args.batch_size, n - k) for k in range(0, n, args.batch_size)]
+        host = [torch.rand(b, 4, WINDOW, WINDOW, generator=gen) * 3000 for b in sizes]
+        for precision in args.precision.split(","):
+            results += run_precision(precision, scene, ckpt, host, tmpdir, args)
+            torch.cuda.empty_cache()
+    return exit_code(results, args.check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

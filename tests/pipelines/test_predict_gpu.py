@@ -1,0 +1,76 @@
+"""predict_scene on a CUDA GPU (``pytest -m gpu``; skipped in CI, which has none)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from geoseg.pipelines import PredictOptions, predict_scene
+from tests.conftest import TINY_BANDS, textured_scene, write_raster
+
+pytestmark = pytest.mark.gpu
+
+
+def _scene(tmp_path: Path) -> Path:
+    data = textured_scene(700, 650)
+    data[:, :100, :120] = 0  # nodata corner
+    return write_raster(tmp_path / "scene.tif", data, nodata=0, descriptions=TINY_BANDS)
+
+
+def _run(scene: Path, ckpt: Path, out: Path, **kw: object) -> np.ndarray:
+    predict_scene(scene, str(ckpt), out, PredictOptions(confidence=True, chunk=96, **kw))
+    with rasterio.open(out) as src:
+        return src.read()
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_gpu_map_matches_the_cpu_map(tmp_path: Path, tiny_checkpoint: Path, precision: str) -> None:
+    scene = _scene(tmp_path)
+    cpu = _run(scene, tiny_checkpoint, tmp_path / "cpu.tif", device="cpu")
+
+    gpu = _run(scene, tiny_checkpoint, tmp_path / "gpu.tif", device="cuda", precision=precision)
+
+    np.testing.assert_array_equal(gpu[0] == 255, cpu[0] == 255)  # same nodata
+    agree = (gpu[0] == cpu[0]).mean()
+    assert agree > {"fp32": 0.999, "fp16": 0.99, "bf16": 0.97}[precision]
+    close = np.abs(gpu[1].astype(int) - cpu[1].astype(int))[cpu[0] != 255]
+    assert np.percentile(close, 99) <= {"fp32": 1, "fp16": 2, "bf16": 8}[precision]
+
+
+@pytest.mark.parametrize(
+    "runs", [[(96, 1), (96, 8)], [(96, 4), (384, 4), (4096, 4)]], ids=["workers", "chunking"]
+)
+def test_gpu_output_is_byte_identical(
+    tmp_path: Path, tiny_checkpoint: Path, runs: list[tuple[int, int]]
+) -> None:
+    scene = _scene(tmp_path)
+    outs = []
+    for i, (chunk, workers) in enumerate(runs):
+        out = tmp_path / f"gpu{i}.tif"
+        opts = PredictOptions(chunk=chunk, workers=workers, batch_size=4, device="cuda")
+        predict_scene(scene, str(tiny_checkpoint), out, opts)
+        outs.append(out)
+    assert len({_sha(p) for p in outs}) == 1
+
+
+def test_one_worker_per_gpu_gives_the_same_bytes(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """``--gpus N`` = ``scheduler="cuda"``: a dask-cuda LocalCUDACluster, one worker per GPU."""
+    pytest.importorskip("dask_cuda")
+    scene = _scene(tmp_path)
+    ref, out = tmp_path / "threads.tif", tmp_path / "cuda_cluster.tif"
+    predict_scene(scene, str(tiny_checkpoint), ref, PredictOptions(chunk=96, device="cuda"))
+    gpus = torch.cuda.device_count()
+    opts = PredictOptions(chunk=96, device="cuda", scheduler="cuda", workers=gpus)
+
+    predict_scene(scene, str(tiny_checkpoint), out, opts)
+
+    assert _sha(out) == _sha(ref)
