@@ -6,8 +6,9 @@ checkpoint with random weights, then measures on one CUDA GPU, per precision:
 (m) model only: ``module(x)`` over exactly as many windows as predict runs
     (``ceil(H/S) * ceil(W/S)``), batches already on the GPU, channels-last, under
     autocast, synchronized at the end: the most the GPU can do for this model;
-(t) model + transfers: the predictor's own call (``predict_top``: host batch ->
-    pinned -> GPU, normalize, forward, softmax, argmax, uint8 back), same windows;
+(t) model + transfers: the predictor's own calls as predict makes them
+    (``predict_tops``: uint16 host batches -> pinned -> GPU, normalize, forward,
+    softmax, argmax, uint8 back, two batches queued), same windows;
 (e) end to end: ``predict_scene`` (read, halo, windows, model, stitch, chunk files,
     COG with overviews), split into its compute phase (``store_blocks``) and the
     COG assembly.
@@ -183,7 +184,7 @@ def run_precision(
     amp = resolve_precision(precision, device)
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     dev = [x.to(device).contiguous(memory_format=fmt) * 1e-4 for x in host]
-    raw = [(x.numpy(), np.ones((x.shape[0], WINDOW, WINDOW), bool)) for x in host]
+    raw = [(x.numpy().astype(np.uint16), np.ones((x.shape[0], WINDOW, WINDOW), bool)) for x in host]
     opts = PredictOptions(
         batch_size=args.batch_size, device=args.device, chunk=args.chunk, workers=args.workers,
         overwrite=True, precision=precision,
@@ -195,7 +196,7 @@ def run_precision(
     predict_scene(scene, str(ckpt), out, opts)  # warm-up: the per-process model cache
     for _ in range(args.repeat):
         m.time(lambda: model_only(model.module, dev, amp))
-        t.time(lambda: [model.predict_top(x, v) for x, v in raw])
+        t.time(lambda: list(model.predict_tops(iter(raw))))
         with phases.installed(), util.sampling():
             e.time(lambda: predict_scene(scene, str(ckpt), out, opts))
     if args.profile:

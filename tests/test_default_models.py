@@ -107,3 +107,28 @@ def test_water_model_flood_area_on_the_held_out_block(shared_data: Path, tmp_pat
     print(f"water IoU {iou:.3f}; mapped {pred_ha:.1f} ha, hand label {true_ha:.1f} ha")
     assert iou > 0.8
     assert abs(pred_ha - true_ha) / true_ha < 0.15
+
+
+@pytest.mark.slow
+def test_buildings_model_keeps_its_recorded_scores(shared_data: Path, tmp_path: Path) -> None:
+    """The SpaceNet buildings model on its held-out right quarter, as its recipe scored it."""
+    from geoseg.models.cache import load_predictor, model_spec
+    from geoseg.models.registry import window_multiple
+    from geoseg.stitching import InstancePredictor
+    from geoseg.training.instances import read_instance_raster, score_instance_model
+
+    model = MODELS / "buildings_spacenet.safetensors"
+    meta = read_checkpoint_meta(model)
+    recorded = meta.metrics["test"]
+    src = shared_data / "spacenet_atlanta_buildings"
+    block = _crop(src / "sample_geotiff.tif", tmp_path / "test.tif", [0, 900], [675, 900])
+    test = read_instance_raster(block, src / "geotiff_labels.geojson", None, meta.schema)
+    predictor = load_predictor(model_spec(str(model), "cpu", threads=1))
+    assert isinstance(predictor, InstancePredictor)
+
+    got = score_instance_model(predictor, [test], window_multiple(meta.arch, meta.options))
+
+    assert (got.truth, got.predicted) == (recorded["truth"], recorded["predicted"]) == (9, 30)
+    assert got.ap50 == pytest.approx(recorded["ap50"], abs=1e-6)
+    assert got.pq == pytest.approx(recorded["pq"], abs=1e-3)
+    assert got.sq == pytest.approx(recorded["sq"], abs=1e-3)
