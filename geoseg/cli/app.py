@@ -1,0 +1,130 @@
+"""The ``geoseg`` command group, its error handling and the helpers its commands share.
+
+Any :class:`~geoseg.errors.GeosegError` becomes one line on stderr and exit code 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from geoseg import __version__
+from geoseg.errors import GeosegError
+from geoseg.types import parse_band_list
+
+__all__ = ["cli", "explicit", "main", "parse_bands", "parse_map", "progress_bar"]
+
+log = logging.getLogger("geoseg")
+
+
+class _Group(click.Group):
+    """Maps geoseg errors to exit code 2 with a one-line message."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            if ctx.meta.get("geoseg.debug"):
+                raise
+            click.echo("geoseg: interrupted (rerun with --resume to continue)", err=True)
+            ctx.exit(130)
+        except GeosegError as exc:
+            if ctx.meta.get("geoseg.debug"):
+                raise
+            click.echo(f"geoseg: error: {exc}", err=True)
+            ctx.exit(2)
+
+
+def parse_bands(text: str | None) -> tuple[list[str] | None, dict[str, int]]:
+    """``"3,2,1"`` -> selection; ``"red=3,nir=4"`` -> 1-based roles for ``spectral``."""
+    items = list(parse_band_list(text) or ())
+    if not items:
+        return None, {}
+    if all("=" in s for s in items):
+        roles = {}
+        for s in items:
+            role, _, num = s.partition("=")
+            if not num.strip().isdigit():
+                raise click.BadParameter(f"{s!r}: expected role=band-number, e.g. red=3")
+            roles[role.strip().lower()] = int(num)
+        return None, roles
+    if any("=" in s for s in items):
+        raise click.BadParameter("use either a list (3,2,1) or roles (red=3,nir=4), not both")
+    return items, {}
+
+
+class _TextProgress:
+    """A progress bar on stderr: redrawn in place on a terminal, every 10 % in a log."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._last = -1
+        self._tty = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        pct = int(100 * done / max(total, 1))
+        step = pct if self._tty else pct - pct % 10
+        if step != self._last:
+            self._last = step
+            bar = "#" * (step // 4)
+            line = f"{self.label} [{bar:<25}] {step:3d}%"
+            click.echo(f"\r{line}" if self._tty else line, err=True, nl=not self._tty or pct >= 100)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="geoseg")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what geoseg does.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
+    """Segment satellite and aerial scenes into georeferenced maps."""
+    ctx.meta["geoseg.debug"] = debug
+    level = logging.DEBUG if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="geoseg: %(levelname)s: %(message)s")
+    logging.captureWarnings(True)
+    import dask.config
+
+    # Dask distributed logs every worker and connection at INFO: keep that for -v.
+    dask.config.set({"logging.distributed": "info" if verbose else "warning"})
+
+
+def progress_bar(label: str, progress: bool | None) -> _TextProgress | None:
+    """A :class:`_TextProgress` when asked for (``--progress``) or, by default, on a terminal."""
+    show = sys.stderr.isatty() if progress is None else progress
+    return _TextProgress(label) if show else None
+
+
+def parse_map(text: str | None) -> dict[int, int] | None:
+    """``"2=1,3=1,8=3"`` -> ``{2: 1, 3: 1, 8: 3}``."""
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        try:
+            out[int(key)] = int(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: expected from=to class ids, e.g. 2=1") from None
+        if not sep:
+            raise click.BadParameter(f"{item!r}: expected from=to class ids, e.g. 2=1")
+    return out
+
+
+def explicit(ctx: click.Context, names: Sequence[str]) -> dict[str, Any]:
+    """Options the user typed (so a --config file's values are not overridden by defaults)."""
+    source = click.core.ParameterSource
+    return {
+        n: ctx.params[n]
+        for n in names
+        if ctx.get_parameter_source(n) not in (source.DEFAULT, source.DEFAULT_MAP, None)
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="geoseg")

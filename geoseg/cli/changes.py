@@ -1,0 +1,79 @@
+"""``geoseg change``, ``stack`` and ``run``: maps across dates and YAML workflows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from geoseg.cli.app import cli, progress_bar
+
+
+@cli.command()
+@click.argument("maps", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the tables, change.tif, PNGs and index.html.")  # fmt: skip
+@click.option("--consistency", type=int, default=1, show_default=True,
+              help="With 3+ maps: a change must persist over the last N dates.")  # fmt: skip
+@click.option("--mmu-ha", type=float, help="Drop change patches under this area (ha).")
+@click.option("--aoi", type=click.Path(dir_okay=False, path_type=str),
+              help="Polygon layer: one transition table per feature.")  # fmt: skip
+@click.option("--aoi-field", help="AOI attribute naming each feature (default: its number).")
+@click.option("--samples-se", type=float,
+              help="Write samples.gpkg for this SE of overall accuracy, e.g. 0.01.")  # fmt: skip
+@click.option("--reference", type=click.Path(dir_okay=False, path_type=str),
+              help="Labelled samples.gpkg: error-adjusted areas with 95% CIs.")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--chunk", type=int, default=1024, show_default=True, help="Dask chunk side in px.")
+@click.option("--scheduler", default="threads", show_default=True,
+              help="threads, sync, local (LocalCluster) or tcp://host:port.")  # fmt: skip
+@click.option("--workers", type=int, help="Threads or worker processes.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
+def change(maps: Sequence[str], output: Path, progress: bool | None, **kw: Any) -> None:
+    """Compare label MAPS (first date first): transition areas, change raster, report."""
+    from geoseg.pipelines.change import ChangeOptions, change_report
+
+    if len(maps) < 2:
+        raise click.BadParameter("give at least two label maps (before and after)")
+    result = change_report(maps, output, ChangeOptions(**kw), progress_bar("change", progress))
+    m = result.matrix
+    changed = float(m.area_m2.sum() - m.area_m2.trace()) / 1e4
+    click.echo(f"changed area {changed:,.2f} ha of {float(m.area_m2.sum()) / 1e4:,.2f} ha mapped")
+    for path in result.files:
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("dates", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+def stack(dates: Sequence[str], output: Path, overwrite: bool) -> None:
+    """Stack the bands of DATES (first date first) into one raster for change models."""
+    from geoseg.io.stack import stack_dates
+
+    click.echo(f"wrote {stack_dates(dates, output, overwrite)}")
+
+
+@cli.command()
+@click.argument("workflow", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--root", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Folder the workflow paths are relative to (and may not leave).")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
+def run(workflow: str, root: str, overwrite: bool, progress: bool | None) -> None:
+    """Run a workflow file: predict every date, compare the maps, report."""
+    from geoseg.pipelines.workflow import load_workflow, run_workflow
+
+    wf = load_workflow(workflow, root)
+    result = run_workflow(wf, overwrite, progress_bar(wf.name, progress))
+    for path in (*result.maps, *result.report):
+        click.echo(f"wrote {path}")
+    if result.summary:
+        s = result.summary
+        click.echo(f"{s['focus']}: {s['area_ha']:,.2f} ha ({s['area_acres']:,.2f} acres)")
+        for zone in s.get("by_aoi", []):
+            click.echo(
+                f"  {zone['aoi']}: {zone['area_ha']:,.2f} ha ({zone['area_acres']:,.2f} acres)"
+            )

@@ -1,0 +1,133 @@
+"""``geoseg predict`` and ``geoseg vectorize``: scenes to label maps, maps to polygons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from geoseg.cli.app import cli, parse_bands, progress_bar
+
+
+@cli.command()
+@click.argument("scene", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-m", "--model", required=True, help="'spectral' or a .safetensors checkpoint.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--confidence", is_flag=True, help="Add a confidence band (254 = certain).")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run of the same job.")
+@click.option("--preview", type=click.Path(dir_okay=False, path_type=Path), help="PNG quicklook.")
+@click.option("--bands", help="Band numbers/names (3,2,1,B08) or spectral roles (red=3,nir=4).")
+@click.option(
+    "--sensor", help="Band layout for spectral: sentinel2, landsat8, landsat9, rgbnir, rgb."
+)
+@click.option("--assume-crs", help="CRS for a scene without one, e.g. EPSG:32633.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--window", type=int, help="Window side in px (default: the model's).")
+@click.option("--margin", type=int, help="Margin in px trimmed from each window side.")
+@click.option("--blend", type=click.Choice(["trim", "hann"]), default="trim", show_default=True)
+@click.option("--batch-size", type=int, help="Windows per model call [default: GPU 32, CPU 4].")
+@click.option("--chunk", type=int, default=1024, show_default=True, help="Dask chunk side in px.")
+@click.option("--scheduler", default="threads", show_default=True,
+              help="threads, sync, local (LocalCluster) or tcp://host:port.")  # fmt: skip
+@click.option("--workers", type=int, help="Threads or worker processes.")
+@click.option("--gpus", type=int, help="Run on N GPUs (dask-cuda, one worker per GPU).")
+@click.option("--torch-threads", type=int, help="Torch threads per model call (CPU).")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="Model arithmetic: auto = fp16 on a GPU, fp32 on the CPU.",
+)
+@click.option("--vector", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also vectorize the map: .gpkg, .shp, .parquet, .fgb or .geojson.")  # fmt: skip
+@click.option("--task", type=click.Choice(["semantic", "instance", "panoptic"]),
+              help="instance: object ids (COG band 1 class, band 2 id); panoptic: also stuff. "
+              "Default: the checkpoint's own task.")  # fmt: skip
+@click.option("--panoptic", type=click.Path(dir_okay=False, path_type=Path),
+              help="With an instance model: also write a panoptic COG (class, id).")  # fmt: skip
+@click.option("--stuff-labels", type=click.Path(exists=True, dir_okay=False, path_type=str),
+              help="Panoptic from two models: a label map of the same scene from a semantic "
+              "model (`geoseg predict`) gives the stuff; objects come from -m.")  # fmt: skip
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
+def predict(scene: str, model: str, output: Path, progress: bool | None, bands: str | None,
+            preview: Path | None, vector: Path | None, task: str | None,
+            panoptic: Path | None, stuff_labels: str | None, **kw: Any) -> None:  # fmt: skip
+    """Segment SCENE into a label COG (or an instance / panoptic COG)."""
+    from geoseg.pipelines.instances import predict_instances, predict_panoptic, predict_task
+    from geoseg.pipelines.predict import PredictOptions, predict_scene
+    from geoseg.pipelines.vectorize import (
+        VectorizeOptions,
+        check_vectorize_output,
+        vectorize_labels,
+    )
+
+    selection, roles = parse_bands(bands)
+    gpus = kw.pop("gpus")
+    if gpus:
+        kw.update(scheduler="cuda", workers=gpus, device="cuda")
+    opts = PredictOptions(bands=selection, band_roles=roles, preview=preview, **kw)
+    task = predict_task(model, task)
+    objects = task != "semantic"
+    if panoptic is not None and not objects:
+        raise click.BadParameter("--panoptic needs an instance model (--task instance/panoptic)")
+    if stuff_labels is not None and not (task == "panoptic" or panoptic is not None):
+        raise click.BadParameter("--stuff-labels needs a panoptic output (--task panoptic)")
+    vopts = VectorizeOptions(
+        overwrite=opts.overwrite, workers=opts.workers, connectivity=8 if objects else 4,
+        scheduler="threads" if opts.scheduler == "cuda" else opts.scheduler,
+    )  # fmt: skip
+    if vector is not None:
+        check_vectorize_output(vector, vopts, [Path(scene)])
+    bar = progress_bar("predict", progress)
+    if task == "panoptic" and panoptic is None:  # -o is the panoptic raster
+        found = predict_panoptic(scene, model, output, opts, bar, stuff_labels)
+        click.echo(f"wrote {found.output} ({found.count} instances)")
+    elif objects:
+        found = predict_instances(scene, model, output, opts, panoptic, bar, stuff_labels)
+        click.echo(f"wrote {found.output} ({found.count} instances)")
+        if found.panoptic:
+            click.echo(f"wrote {found.panoptic}")
+    else:
+        result = predict_scene(scene, model, output, opts, bar)
+        click.echo(f"wrote {result.output} ({result.valid_pixels} labelled pixels)")
+        if result.preview:
+            click.echo(f"wrote {result.preview}")
+    if vector is not None:
+        bar = progress_bar("vectorize", progress)
+        done = vectorize_labels(output, vector, vopts, bar)
+        click.echo(f"wrote {done.output} ({done.polygons} polygons)")
+
+
+@cli.command()
+@click.argument("labels", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Polygons: .gpkg, .shp, .parquet (GeoParquet), .fgb or .geojson.")  # fmt: skip
+@click.option("--format", "fmt", help="gpkg, shp, parquet, fgb or geojson (default: by extension).")
+@click.option("--simplify", "simplify_m", type=float,
+              help="Tolerance in ground metres; shared edges stay shared.")  # fmt: skip
+@click.option("--min-area-ha", type=float,
+              help="Merge smaller polygons (ha) into the neighbour with most border.")  # fmt: skip
+@click.option("--classes", help="Only these classes, by name or id, e.g. forest,water.")
+@click.option("--connectivity", type=click.Choice(["4", "8"]), default="4", show_default=True,
+              help="8 also joins pixels that touch diagonally.")  # fmt: skip
+@click.option("--layer", help="Layer name (default: the input's file name).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--assume-crs", help="CRS for a raster without one, e.g. EPSG:32633.")
+@click.option("--chunk", type=int, default=2048, show_default=True,
+              help="Dask chunk side in px (the polygonization unit).")  # fmt: skip
+@click.option("--scheduler", default="threads", show_default=True,
+              help="threads, sync, local (LocalCluster) or tcp://host:port.")  # fmt: skip
+@click.option("--workers", type=int, help="Threads or worker processes.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
+def vectorize(labels: str, output: Path, fmt: str | None, classes: str | None,
+              connectivity: str, progress: bool | None, **kw: Any) -> None:  # fmt: skip
+    """Turn a label raster into polygons with class names and true areas."""
+    from geoseg.pipelines.vectorize import VectorizeOptions, vectorize_labels
+
+    wanted = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    opts = VectorizeOptions(format=fmt, classes=wanted, connectivity=int(connectivity), **kw)
+    result = vectorize_labels(labels, output, opts, progress_bar("vectorize", progress))
+    click.echo(f"wrote {result.output} ({result.polygons} polygons, {result.area_ha:.2f} ha)")

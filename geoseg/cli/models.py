@@ -1,0 +1,205 @@
+"""``geoseg train``, ``evaluate``, ``models`` and ``info``: checkpoints and their scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from geoseg.cli.app import cli, explicit, parse_bands, parse_map
+
+_TRAIN_OPTIONS = (
+    "task", "arch", "encoder", "epochs", "steps_per_epoch", "batch_size", "window", "margin", "lr",
+    "seed", "device", "resume", "overwrite", "class_field",
+)  # fmt: skip
+
+
+@cli.command()
+@click.option("--image", "images", multiple=True, help="Training image (repeat for more).")
+@click.option("--labels", "labels", multiple=True, help="Label raster for each --image.")
+@click.option("--val-image", "val_images", multiple=True, help="Held-out image (repeatable).")
+@click.option("--val-labels", "val_labels", multiple=True, help="Labels for each --val-image.")
+@click.option("--chips", type=click.Path(file_okay=False), help="Folder of images/ + labels/.")
+@click.option("--val-chips", type=click.Path(file_okay=False), help="Chip folder for validation.")
+@click.option("--classes", help="classes.yaml: list of {id, name, colour}.")
+@click.option("-o", "--output", help="Checkpoint to write (.safetensors).")
+@click.option(
+    "--config", type=click.Path(dir_okay=False), help="YAML file with any of these options."
+)
+@click.option("--task", type=click.Choice(["semantic", "change", "instance", "panoptic"]),
+              default="semantic", show_default=True, help="change: images stacked by "
+              "`geoseg stack`; instance, panoptic: --labels are instance id rasters or polygon "
+              "layers (GPKG, GeoJSON).")  # fmt: skip
+@click.option("--class-field", help="instance, panoptic: polygon attribute with each feature's "
+              "class id or name (default: the schema's one is_thing class).")  # fmt: skip
+@click.option("--arch", default="unet", show_default=True, help="smp architecture; with --task "
+              "panoptic the body of a Panoptic-DeepLab; --task instance --arch maskrcnn: "
+              "Mask R-CNN.")  # fmt: skip
+@click.option(
+    "--encoder",
+    default="resnet18",
+    show_default=True,
+    help="Encoder; for maskrcnn its ResNet backbone (resnet18 ... resnet101).",
+)
+@click.option("--bands", help="Band numbers or names to train on (default: all).")
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--steps-per-epoch", type=int, default=50, show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--window", type=int, default=64, show_default=True)
+@click.option("--margin", type=int, default=8, show_default=True)
+@click.option("--lr", type=float, default=3e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run writing --output.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output.")
+@click.pass_context
+def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
+          val_images: tuple[str, ...], val_labels: tuple[str, ...], classes: str | None,
+          output: str | None, config: str | None, bands: str | None, chips: str | None,
+          val_chips: str | None, **_: Any) -> None:  # fmt: skip
+    """Train a segmentation model on labelled rasters (or polygons, for instance/panoptic)."""
+    from geoseg.training import load_train_config, train_model
+
+    given = {"images": images or None, "labels": labels or None, "val_images": val_images or None,
+             "val_labels": val_labels or None, "classes": classes, "output": output,
+             "bands": bands.split(",") if bands else None, "chips": chips,
+             "val_chips": val_chips}  # fmt: skip
+    cfg = load_train_config(config, **given, **explicit(ctx, _TRAIN_OPTIONS))
+
+    score = {"instance": "AP50", "panoptic": "PQ"}.get(cfg.task, "mIoU")
+
+    def report(r: Any) -> None:
+        val = "" if r.val_miou is None else f"  val {score} {r.val_miou:.3f}"
+        click.echo(f"epoch {r.epoch}/{r.epochs}  loss {r.loss:.4f}{val}", err=True)
+
+    result = train_model(cfg, report)
+    best = "" if result.best_miou is None else f" (best val {score} {result.best_miou:.3f})"
+    click.echo(f"wrote {result.output}{best}")
+
+
+@cli.command()
+@click.option("-m", "--model", help="'spectral' or a .safetensors checkpoint.")
+@click.option("--image", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--labels", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="Reference; for instance/panoptic an id raster or polygon layer.")  # fmt: skip
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for metrics.json, confusion.csv, confusion.png.")  # fmt: skip
+@click.option("--prediction", type=click.Path(dir_okay=False, path_type=str),
+              help="Instance/panoptic: score this COG (instead of -m and --image).")  # fmt: skip
+@click.option("--class-field", help="Polygon reference: field with each feature's class.")
+@click.option("--classes", help="Score in these classes (classes.yaml) instead of the model's.")
+@click.option("--map-reference", help="Reference value -> class id, e.g. 2=1,3=1,8=3.")
+@click.option("--map-prediction", help="Model class id -> class id, e.g. 2=1,3=1.")
+@click.option("--task", type=click.Choice(["semantic", "change", "instance", "panoptic"]),
+              help="change: --labels is a 0/255 (or 0/1) change mask; scores the change "
+              "class (F1, IoU, precision, recall). instance/panoptic: AP50, PQ, SQ, RQ. "
+              "Default: the checkpoint's task.")  # fmt: skip
+@click.option("--bands", help="Band numbers/names or spectral roles, as for predict.")
+@click.option("--sensor", help="Band layout for spectral.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--window", type=int)
+@click.option("--margin", type=int)
+@click.option("--batch-size", type=int, help="Windows per model call [default: GPU 32, CPU 4].")
+@click.option("--chunk", type=int, default=1024, show_default=True)
+@click.option("--scheduler", default="threads", show_default=True)
+@click.option("--workers", type=int)
+@click.option("--overwrite", is_flag=True)
+def evaluate(model: str | None, image: str | None, labels: str, output: Path,
+             classes: str | None, map_reference: str | None, map_prediction: str | None,
+             task: str | None, bands: str | None, prediction: str | None,
+             class_field: str | None, **kw: Any) -> None:  # fmt: skip
+    """Score MODEL on a labelled raster (mIoU, F1, kappa, confusion matrix).
+
+    A change model (trained with --task change) is scored on the stacked dates
+    against a change mask: F1, IoU, precision and recall of the change class.
+    An instance model (or a --prediction COG) is scored against an id raster or
+    a polygon layer: AP50 and PQ = SQ x RQ per class.
+    """
+    from geoseg.pipelines.evaluate import evaluate_scene
+    from geoseg.pipelines.evaluate_instances import INSTANCE_TASKS, evaluate_task
+    from geoseg.pipelines.predict import PredictOptions
+    from geoseg.training.config import load_class_schema
+
+    if prediction is not None and (model is not None or image is not None):
+        raise click.UsageError("give -m MODEL and --image IMAGE, or --prediction, not both")
+    task = evaluate_task(model, task)
+    selection, roles = parse_bands(bands)
+    opts = PredictOptions(bands=selection, band_roles=roles, **kw)
+    if task in INSTANCE_TASKS:
+        _evaluate_instances(model, image, labels, output, prediction, class_field, task, opts)
+        return
+    if model is None or image is None:
+        raise click.UsageError("give -m MODEL and --image IMAGE (--prediction: instance tasks)")
+    schema = load_class_schema(classes) if classes else None
+    result = evaluate_scene(
+        model,
+        image,
+        labels,
+        output,
+        opts,
+        schema,
+        parse_map(map_reference),
+        parse_map(map_prediction),
+        task=task,
+    )
+    m = result.metrics
+    if result.task == "change":
+        c = m.names.index("change")
+        click.echo(f"change F1 {m.f1[c]:.4f}  IoU {m.iou[c]:.4f}  precision {m.precision[c]:.4f}  "
+                   f"recall {m.recall[c]:.4f}")  # fmt: skip
+    click.echo(f"mIoU {m.miou:.4f}  overall accuracy {m.overall_accuracy:.4f}  kappa {m.kappa:.4f}")
+    for name, iou, support in zip(m.names, m.iou, m.support, strict=True):
+        click.echo(f"  {name:<20} IoU {iou:.4f}  ({support} reference px)")
+    for path in result.files:
+        click.echo(f"wrote {path}")
+
+
+def _evaluate_instances(
+    model: str | None, image: str | None, labels: str, output: Path, prediction: str | None,
+    class_field: str | None, task: str, opts: Any,
+) -> None:  # fmt: skip
+    """``evaluate --task instance|panoptic``: AP50 and PQ per class."""
+    from geoseg.pipelines.evaluate_instances import evaluate_instance_model, score_instances
+
+    if prediction is not None:
+        result = score_instances(
+            prediction, labels, output, task, class_field, opts.overwrite, opts.chunk
+        )
+    elif model is not None and image is not None:
+        result = evaluate_instance_model(model, image, labels, output, opts, task, class_field)
+    else:
+        raise click.UsageError("give -m MODEL and --image IMAGE, or --prediction")
+    q = result.quality
+    click.echo(f"AP50 {result.mean_ap50:.4f}  PQ {q.pq:.4f}  SQ {q.sq:.4f}  RQ {q.rq:.4f}")
+    names = {c.id: c.name for c in result.schema.classes}
+    for c, cq in sorted(q.per_class.items()):
+        click.echo(f"  {names.get(c, str(c)):<20} PQ {cq.pq:.4f}  SQ {cq.sq:.4f}  RQ {cq.rq:.4f}  "
+                   f"(TP {cq.tp}, FP {cq.fp}, FN {cq.fn})")  # fmt: skip
+    for path in result.files:
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("checkpoints", nargs=-1, type=click.Path(dir_okay=False, path_type=str))
+def models(checkpoints: Sequence[str]) -> None:
+    """List the models geoseg can use, or describe CHECKPOINTS."""
+    from geoseg.pipelines.describe import describe_checkpoint, describe_models
+
+    for line in describe_models() if not checkpoints else []:
+        click.echo(line)
+    for path in checkpoints:
+        for line in describe_checkpoint(path):
+            click.echo(line)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
+def info(path: str) -> None:
+    """Describe a raster (georeferencing, bands, classes) or a checkpoint."""
+    from geoseg.pipelines.describe import describe_checkpoint, describe_raster
+
+    lines = describe_checkpoint(path) if path.endswith(".safetensors") else describe_raster(path)
+    for line in lines:
+        click.echo(line)
