@@ -115,7 +115,7 @@ class Profile:
 
         @functools.wraps(original)  # keeps the signature: dask looks for ``block_id``
         def timed(*args: Any, **kw: Any) -> Any:
-            if attr == "forward":
+            if attr == "_top":
                 self.kernel_threads.add(torch.get_num_threads())
             t0 = time.perf_counter()
             try:
@@ -135,10 +135,10 @@ class Profile:
 
         targets = [
             (infer, "_kernel", "kernel (chunk task)"),
-            (infer, "_run_windows", "  windows: stack+cast+predict"),
+            (infer, "_trim_core", "  windows: stack+predict (_trim_core)"),
             (semantic.TorchPredictor, "normalize", "    normalize"),
-            (semantic.TorchPredictor, "forward", "    forward (+softmax, numpy)"),
-            (infer, "_finish", "  argmax/labels (_finish)"),
+            (semantic.TorchPredictor, "_top", "    model+softmax+argmax (_top)"),
+            (infer, "_labels", "  labels (_labels)"),
             (rasterio.shutil, "copy", "COG copy (overviews, deflate)"),
         ]
         saved = [(owner, attr, self.wrap(owner, attr, name)) for owner, attr, name in targets]
@@ -174,11 +174,11 @@ class Profile:
         say(f"    profile (seconds summed over threads; wall {wall:.2f} s):")
         order = [
             "kernel (chunk task)",
-            "  windows: stack+cast+predict",
+            "  windows: stack+predict (_trim_core)",
             "    normalize",
-            "    forward (+softmax, numpy)",
+            "    model+softmax+argmax (_top)",
             "      module(x)",
-            "  argmax/labels (_finish)",
+            "  labels (_labels)",
             "COG copy (overviews, deflate)",
         ]
         for name in order:

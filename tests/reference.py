@@ -22,6 +22,21 @@ def reference_labels(
     class_ids: Sequence[int],
 ) -> np.ndarray:
     """``(H, W) uint8`` labels of ``scene`` ``(C, H, W)`` computed window by window."""
+    return reference_top(scene, valid, spec, model, class_ids)[0]
+
+
+def reference_top(
+    scene: np.ndarray,
+    valid: np.ndarray,
+    spec: TileSpec,
+    model: Predictor,
+    class_ids: Sequence[int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(H, W) uint8`` labels and confidence ``round(254 p)`` (255 = nodata), window by window.
+
+    The winning probability is the blended one (float64 sums, so within one step of
+    geoseg's float32 for ``hann``; exact for ``trim``, where it is the model's own).
+    """
     _, h, w = scene.shape
     s, m, win = spec.stride, spec.margin, spec.window
     hp, wp = -(-h // s) * s, -(-w // s) * s
@@ -46,6 +61,11 @@ def reference_labels(
                 acc[(slice(None), *extent)] += p * weight
                 wsum[extent] += weight
     acc, wsum = acc[:, m : m + h, m : m + w], wsum[m : m + h, m : m + w]
-    out = np.asarray(class_ids, np.uint8)[acc.argmax(0)]
-    out[~valid | (wsum == 0)] = 255
-    return out
+    best = acc.argmax(0)
+    out = np.asarray(class_ids, np.uint8)[best]
+    top = np.take_along_axis(acc, best[None], 0)[0] / np.maximum(wsum, 1e-12)
+    conf = np.rint(np.clip(top.astype(np.float32), 0.0, 1.0) * np.float32(254)).astype(np.uint8)
+    nodata = ~valid | (wsum == 0)
+    out[nodata] = 255
+    conf[nodata] = 255
+    return out, conf

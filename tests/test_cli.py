@@ -205,12 +205,19 @@ def test_train_config_with_unknown_keys_is_refused(tmp_path: Path) -> None:
 
 
 def test_gpus_without_dask_cuda_says_how_to_get_it(
-    tmp_path: Path, scene: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    scene: Path,
+    tiny_checkpoint: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     import sys
 
     import torch
 
+    from geoseg.models.cache import load_predictor
+
+    request.addfinalizer(load_predictor.cache_clear)  # the cached "cuda" model is on the CPU
     monkeypatch.setitem(sys.modules, "dask_cuda", None)  # import fails, as when not installed
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the model stays on the CPU
     monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **kw: self)

@@ -15,7 +15,7 @@ from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.models.registry import SPECTRAL
 from geoseg.types import Predictor
 
-__all__ = ["ModelSpec", "load_predictor", "model_spec"]
+__all__ = ["ModelSpec", "default_batch_size", "load_predictor", "model_spec"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class ModelSpec:
         stamp: ``(size, mtime_ns)`` of the checkpoint, so an edited file is reloaded.
         threads: torch intra-op threads per model call (None: torch's default). Set
             it to ``cores / workers`` so parallel workers do not oversubscribe cores.
-        precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` (semantic and change checkpoints).
+        precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` (checkpoints; see
+            :func:`geoseg.models.semantic.resolve_precision`).
     """
 
     source: str
@@ -60,6 +61,19 @@ def model_spec(
     return ModelSpec(path, device, None, scale, stamp, threads, precision)
 
 
+def default_batch_size(source: str, device: str) -> int:
+    """Windows per model call when none is given: 32 for a checkpoint on a CUDA GPU, else 4.
+
+    A GPU needs large batches to stay busy; on the CPU (and for the pixel-wise
+    ``spectral`` model) bigger batches only cost memory.
+    """
+    if source == SPECTRAL:
+        return 4
+    from geoseg.models.semantic import resolve_device  # torch, only when a model is run
+
+    return 32 if resolve_device(device).type == "cuda" else 4
+
+
 @functools.lru_cache(maxsize=4)
 def load_predictor(spec: ModelSpec) -> Predictor:
     """The model described by ``spec``, built once per process.
@@ -76,7 +90,7 @@ def load_predictor(spec: ModelSpec) -> Predictor:
 
         return SpectralPredictor(spec.roles, 1.0 if spec.scale is None else spec.scale)
     meta = read_checkpoint_meta(spec.source)
-    args = (spec.source, spec.device, spec.scale, spec.threads)
+    args = (spec.source, spec.device, spec.scale, spec.threads, spec.precision)
     if meta.task == "instance" and meta.arch == "maskrcnn":
         from geoseg.models.maskrcnn import load_maskrcnn_predictor
 
@@ -91,4 +105,4 @@ def load_predictor(spec: ModelSpec) -> Predictor:
         return load_panoptic_predictor(*args)
     from geoseg.models.semantic import load_torch_predictor
 
-    return load_torch_predictor(*args, spec.precision)
+    return load_torch_predictor(*args)

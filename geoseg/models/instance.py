@@ -109,8 +109,9 @@ class BottomUpInstancePredictor(TorchModel):
         device: torch.device,
         min_pixels: int = 4,
         threads: int | None = None,
+        precision: str = "auto",
     ) -> None:
-        super().__init__(module, meta, device, threads)
+        super().__init__(module, meta, device, threads, precision)
         self.min_pixels = min_pixels
 
     def heads(self, batch: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -147,6 +148,7 @@ def load_instance_predictor(
     device: str = "auto",
     scale: float | None = None,
     threads: int | None = None,
+    precision: str = "auto",
 ) -> BottomUpInstancePredictor:
     """Build an ``instance`` checkpoint's ``K + 1``-channel module and load its weights.
 
@@ -156,6 +158,7 @@ def load_instance_predictor(
         device: ``auto``, ``cpu`` or ``cuda``.
         scale: digital number -> model units, replacing the checkpoint's.
         threads: torch intra-op threads for each call (None: torch's default).
+        precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` on the device.
 
     Raises:
         CheckpointError: the file is not an instance checkpoint, has no thing class,
@@ -174,4 +177,5 @@ def load_instance_predictor(
         )
 
     module, meta = load_module(path, build, scale)
-    return BottomUpInstancePredictor(module, meta, resolve_device(device), threads=threads)
+    device_ = resolve_device(device)
+    return BottomUpInstancePredictor(module, meta, device_, threads=threads, precision=precision)

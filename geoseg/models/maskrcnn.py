@@ -191,8 +191,9 @@ class MaskRCNNPredictor(TorchModel):
         mask_threshold: float = 0.5,
         min_pixels: int = 4,
         threads: int | None = None,
+        precision: str = "auto",
     ) -> None:
-        super().__init__(module, meta, device, threads)
+        super().__init__(module, meta, device, threads, precision)
         self.score_threshold = score_threshold
         self.mask_threshold = mask_threshold
         self.min_pixels = min_pixels
@@ -242,6 +243,7 @@ def load_maskrcnn_predictor(
     device: str = "auto",
     scale: float | None = None,
     threads: int | None = None,
+    precision: str = "auto",
 ) -> MaskRCNNPredictor:
     """Build an ``instance``/``maskrcnn`` checkpoint's model and load its weights.
 
@@ -252,6 +254,7 @@ def load_maskrcnn_predictor(
         device: ``auto``, ``cpu`` or ``cuda``.
         scale: digital number -> model units, replacing the checkpoint's.
         threads: torch intra-op threads for each call (None: torch's default).
+        precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` on the device.
 
     Raises:
         CheckpointError: another kind of checkpoint, or weights that do not fit.
@@ -268,4 +271,5 @@ def load_maskrcnn_predictor(
         return build_maskrcnn(len(meta.bands), things, meta.encoder or "resnet18", **options)
 
     module, meta = load_module(path, build, scale)
-    return MaskRCNNPredictor(module, meta, resolve_device(device), threads=threads)
+    device_ = resolve_device(device)
+    return MaskRCNNPredictor(module, meta, device_, threads=threads, precision=precision)

@@ -306,8 +306,9 @@ class PanopticPredictor(TorchModel):
         top_k: int = 200,
         min_pixels: int = 4,
         threads: int | None = None,
+        precision: str = "auto",
     ) -> None:
-        super().__init__(module, meta, device, threads)
+        super().__init__(module, meta, device, threads, precision)
         self.threshold, self.nms_kernel, self.top_k = threshold, nms_kernel, top_k
         self.min_pixels = min_pixels
         self._things = [k for k, c in enumerate(meta.schema.classes) if c.is_thing]
@@ -347,6 +348,7 @@ def load_panoptic_predictor(
     device: str = "auto",
     scale: float | None = None,
     threads: int | None = None,
+    precision: str = "auto",
 ) -> PanopticPredictor:
     """Build a ``panoptic`` checkpoint's :class:`PanopticDeepLab` and load its weights.
 
@@ -356,6 +358,7 @@ def load_panoptic_predictor(
         device: ``auto``, ``cpu`` or ``cuda``.
         scale: digital number -> model units, replacing the checkpoint's.
         threads: torch intra-op threads for each call (None: torch's default).
+        precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` on the device.
 
     Raises:
         CheckpointError: another kind of checkpoint, no thing class, or weights
@@ -376,4 +379,5 @@ def load_panoptic_predictor(
         )
 
     module, meta = load_module(path, build, scale)
-    return PanopticPredictor(module, meta, resolve_device(device), threads=threads)
+    device_ = resolve_device(device)
+    return PanopticPredictor(module, meta, device_, threads=threads, precision=precision)

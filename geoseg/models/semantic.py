@@ -6,6 +6,7 @@ import collections
 import contextlib
 import dataclasses
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -22,12 +23,14 @@ __all__ = [
     "TorchModel",
     "TorchPredictor",
     "check_state_fits",
-    "default_batch_size",
     "load_module",
     "load_torch_predictor",
     "resolve_device",
     "resolve_precision",
 ]
+
+#: Forward passes one predictor runs at once on a GPU (the rest wait their turn).
+GPU_CALLS = 4
 
 #: Window types sent to the GPU as they are (converted to float32 there, exactly).
 _RAW_DTYPES = tuple(np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "float32"))
@@ -47,15 +50,6 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CheckpointError("--device cuda was asked for but no CUDA GPU is available")
     return torch.device(device)
-
-
-def default_batch_size(device: str) -> int:
-    """Windows per model call when none is given: 32 on a CUDA GPU, 4 on the CPU.
-
-    A GPU needs large batches to stay busy; on the CPU bigger batches only cost
-    memory.
-    """
-    return 32 if resolve_device(device).type == "cuda" else 4
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -99,9 +93,13 @@ class TorchPredictor:
         self.amp = resolve_precision(precision, device)
         if device.type == "cuda" and self.amp is None:
             # fp32 means fp32: PyTorch runs CUDA convolutions in TF32 by default
-            # (10-bit mantissa), which moves probabilities by up to ~1e-2.
+            # (10-bit mantissa), which moves probabilities by up to ~1e-2. The switch
+            # is process-wide and stays off (it only slows float32 work down).
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
+        # Dask runs one thread per core; each forward pass holds its activations
+        # until it returns, so only a few may be in flight on one GPU at a time.
+        self._gpu_calls = threading.BoundedSemaphore(GPU_CALLS)
         self.module = module.to(device).eval()
         if device.type == "cuda":
             self.module = self.module.to(memory_format=torch.channels_last)
@@ -166,7 +164,8 @@ class TorchPredictor:
             if self.amp is not None
             else contextlib.nullcontext()
         )
-        with torch.inference_mode(), ctx:
+        slot = self._gpu_calls if self.device.type == "cuda" else contextlib.nullcontext()
+        with slot, torch.inference_mode(), ctx:
             return self.module(list(t) if as_list else t)
 
     def forward(self, x: np.ndarray | torch.Tensor) -> np.ndarray:

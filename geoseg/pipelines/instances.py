@@ -35,9 +35,8 @@ from geoseg.io.instances import (
 from geoseg.io.labels import read_class_schema
 from geoseg.io.raster import Scene, open_scene
 from geoseg.models.bands import reflectance_scale
-from geoseg.models.cache import ModelSpec, load_predictor, model_spec
+from geoseg.models.cache import ModelSpec, default_batch_size, load_predictor, model_spec
 from geoseg.models.registry import window_multiple
-from geoseg.models.semantic import default_batch_size
 from geoseg.pipelines.predict import PredictOptions, _match_bands
 from geoseg.stitching import (
     InstanceIds,
@@ -295,10 +294,12 @@ def _instance_options(
     dtype = open_scene(path, selection, opts.chunk, opts.assume_crs).dtype
     scale = reflectance_scale(dtype)
     same = math.isclose(scale, meta.normalization.scale, rel_tol=1e-6)
-    spec = model_spec(model, opts.device, scale=None if same else scale, threads=opts.torch_threads)
+    spec = model_spec(
+        model, opts.device, None, None if same else scale, opts.torch_threads, opts.precision
+    )
     inst = InstanceOptions(
         window=window, margin=margin, chunk=opts.chunk,
-        batch_size=opts.batch_size or default_batch_size(opts.device),
+        batch_size=opts.batch_size or default_batch_size(model, opts.device),
         bands=selection, assume_crs=opts.assume_crs, scheduler=opts.scheduler,
         workers=opts.workers, overwrite=opts.overwrite, panoptic=panoptic,
         stuff_labels=stuff_labels,

@@ -22,9 +22,8 @@ from geoseg.io.parts import ChunkStore, file_stamp, parts_folder
 from geoseg.io.preview import write_label_preview
 from geoseg.io.raster import Scene, canonical_band_name, open_scene, select_bands
 from geoseg.models.bands import reflectance_scale
-from geoseg.models.cache import ModelSpec, load_predictor, model_spec
+from geoseg.models.cache import ModelSpec, default_batch_size, load_predictor, model_spec
 from geoseg.models.registry import SPECTRAL, window_multiple
-from geoseg.models.semantic import default_batch_size
 from geoseg.tiling.execute import Progress, block_slices, store_blocks
 from geoseg.tiling.infer import predict_blocks
 from geoseg.types import ClassSchema, ModelMeta, TileSpec
@@ -96,14 +95,16 @@ class PredictResult:
     preview: Path | None = None
 
 
-def _tile_spec(opts: PredictOptions, window: int, margin: int, multiple: int) -> TileSpec:
+def _tile_spec(
+    opts: PredictOptions, window: int, margin: int, multiple: int, model: str
+) -> TileSpec:
     window = opts.window or window
     margin = margin if opts.margin is None else opts.margin
     if window % multiple:
         raise GeosegError(f"--window {window} must be a multiple of {multiple} for this model")
     probe = TileSpec(window=window, margin=margin, blend=opts.blend)
     chunk_windows = max(1, round(opts.chunk / probe.stride))
-    batch = opts.batch_size or default_batch_size(opts.device)
+    batch = opts.batch_size or default_batch_size(model, opts.device)
     return TileSpec(window, margin, chunk_windows, opts.blend, batch)
 
 
@@ -114,7 +115,7 @@ def _spectral_setup(
     from geoseg.models.spectral import SPECTRAL_SCHEMA
 
     # The spectral model is pixel-wise: no margin is needed for exact tiling.
-    tile = _tile_spec(opts, 512, 0, 1)
+    tile = _tile_spec(opts, 512, 0, 1, SPECTRAL)
     scene = open_scene(path, None, tile.chunk, opts.assume_crs)
     roles, notes = resolve_band_roles(
         scene.band_names, scene.colorinterp, opts.band_roles or None, opts.sensor, path
@@ -158,7 +159,8 @@ def _checkpoint_setup(
         raise GeosegError(
             f"{model}: a {meta.task} model; `geoseg predict` runs semantic and change models"
         )
-    tile = _tile_spec(opts, meta.window, meta.margin, window_multiple(meta.arch, meta.options))
+    multiple = window_multiple(meta.arch, meta.options)
+    tile = _tile_spec(opts, meta.window, meta.margin, multiple, model)
     names = open_scene(path, None, tile.chunk, opts.assume_crs).band_names
     index = _match_bands(path, names, meta, opts.bands)
     scene = open_scene(path, [str(i + 1) for i in index], tile.chunk, opts.assume_crs)
@@ -248,15 +250,30 @@ def predict_scene(
 def _fingerprint(
     path: str, scene: Scene, spec: ModelSpec, tile: TileSpec, opts: PredictOptions
 ) -> dict[str, object]:
-    """What makes two runs produce the same chunks (batch size and scheduler do not)."""
+    """What makes two runs produce the same chunks (batch size and scheduler do not).
+
+    The model's arithmetic counts as it runs (device type and autocast dtype), so a
+    GPU run is not resumed on the CPU, while ``auto`` and the precision it means are
+    interchangeable.
+    """
     return {
         "input": os.path.abspath(path), "input_stamp": file_stamp(path),
         "bands": list(scene.band_names), "model": spec.source, "model_stamp": list(spec.stamp),
-        "scale": spec.scale, "roles": repr(spec.roles), "precision": spec.precision,
-        "window": tile.window,
-        "margin": tile.margin, "chunk": tile.chunk, "blend": tile.blend,
+        "scale": spec.scale, "roles": repr(spec.roles), "arithmetic": _arithmetic(spec),
+        "window": tile.window, "margin": tile.margin, "chunk": tile.chunk, "blend": tile.blend,
         "confidence": opts.confidence, "geoseg": __version__,
     }  # fmt: skip
+
+
+def _arithmetic(spec: ModelSpec) -> str:
+    """``"cpu fp32"``, ``"cuda fp16"``, ...: where and in which precision the model runs."""
+    if spec.source == SPECTRAL:
+        return "numpy"
+    from geoseg.models.semantic import resolve_device, resolve_precision
+
+    device = resolve_device(spec.device)
+    amp = resolve_precision(spec.precision, device)
+    return f"{device.type} {'fp32' if amp is None else str(amp).removeprefix('torch.')}"
 
 
 def _done_in(parts: ChunkStore) -> Callable[[tuple[slice, ...]], bool]:

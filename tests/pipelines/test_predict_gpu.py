@@ -47,16 +47,22 @@ def test_gpu_map_matches_the_cpu_map(tmp_path: Path, tiny_checkpoint: Path, prec
 
 
 @pytest.mark.parametrize(
-    "runs", [[(96, 1), (96, 8)], [(96, 4), (384, 4), (4096, 4)]], ids=["workers", "chunking"]
+    "runs",
+    [
+        [(96, 1, 4), (96, 8, 4)],
+        [(96, 4, 4), (384, 4, 4), (4096, 4, 4)],
+        [(384, None, None), (384, 3, None), (768, 2, None)],  # GPU default: batches of 32
+    ],
+    ids=["workers", "chunking", "default-batch"],
 )
 def test_gpu_output_is_byte_identical(
-    tmp_path: Path, tiny_checkpoint: Path, runs: list[tuple[int, int]]
+    tmp_path: Path, tiny_checkpoint: Path, runs: list[tuple[int, int | None, int | None]]
 ) -> None:
     scene = _scene(tmp_path)
     outs = []
-    for i, (chunk, workers) in enumerate(runs):
+    for i, (chunk, workers, batch) in enumerate(runs):
         out = tmp_path / f"gpu{i}.tif"
-        opts = PredictOptions(chunk=chunk, workers=workers, batch_size=4, device="cuda")
+        opts = PredictOptions(chunk=chunk, workers=workers, batch_size=batch, device="cuda")
         predict_scene(scene, str(tiny_checkpoint), out, opts)
         outs.append(out)
     assert len({_sha(p) for p in outs}) == 1

@@ -80,6 +80,26 @@ def test_resume_refuses_a_different_job(tmp_path: Path, scene: Path, tiny_checkp
     assert out.exists() and not parts_folder(out).exists()
 
 
+def test_resume_matches_the_arithmetic_not_the_spelling(
+    tmp_path: Path, scene: Path, tiny_checkpoint: Path
+) -> None:
+    out, clean = tmp_path / "out.tif", tmp_path / "clean.tif"
+    first = PredictOptions(chunk=48, device="cpu", scheduler="sync", precision="auto")
+    seen_full, count = _count_tasks()
+    predict_scene(scene, str(tiny_checkpoint), clean, first, count)  # type: ignore[arg-type]
+    with pytest.raises(KeyboardInterrupt):
+        stop = _interrupt_after(max(seen_full) * 3 // 4)
+        predict_scene(scene, str(tiny_checkpoint), out, first, stop)  # type: ignore[arg-type]
+    bf16 = PredictOptions(chunk=48, device="cpu", scheduler="sync", precision="bf16", resume=True)
+    with pytest.raises(GeosegError, match="without --resume"):  # other arithmetic: refused
+        predict_scene(scene, str(tiny_checkpoint), out, bf16)
+    seen, count = _count_tasks()
+    fp32 = PredictOptions(chunk=48, device="cpu", scheduler="sync", precision="fp32", resume=True)
+    predict_scene(scene, str(tiny_checkpoint), out, fp32, count)  # type: ignore[arg-type]
+    assert _sha(out) == _sha(clean)
+    assert max(seen) < max(seen_full), "auto on the CPU is fp32: its chunks were reused"
+
+
 def test_errors_other_than_interruption_leave_nothing(tmp_path: Path) -> None:
     data = np.zeros((4, 40, 40), np.uint16)
     scene = write_raster(tmp_path / "s.tif", data, nodata=0, descriptions=TINY_BANDS)
