@@ -1,0 +1,132 @@
+"""store_blocks on a distributed client: a bounded window of blocks, the threads result."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pytest
+from dask.optimization import cull
+from distributed import Client, LocalCluster
+
+from geoseg.tiling import execute
+from geoseg.tiling.execute import block_slices, store_blocks
+
+FILL = 77
+
+
+class ArraySink:
+    """``sink[slices] = block`` into an array; counts the writes."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.array = np.full(shape, FILL, np.uint8)
+        self.writes = 0
+
+    def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
+        self.array[key] = block
+        self.writes += 1
+
+
+class WatchingSink(ArraySink):
+    """Also records, at each write, the blocks submitted and not yet written, and the
+    number of tasks the (in-process) scheduler holds."""
+
+    def __init__(self, shape: tuple[int, ...], scheduler: Any) -> None:
+        super().__init__(shape)
+        self.scheduler = scheduler
+        self.submitted = 0
+        self.in_flight: list[int] = []
+        self.scheduler_tasks: list[int] = []
+
+    def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
+        self.in_flight.append(self.submitted - self.writes)
+        self.scheduler_tasks.append(len(self.scheduler.tasks))
+        super().__setitem__(key, block)
+
+
+def _smooth(x: np.ndarray) -> np.ndarray:
+    """A 5x5 box sum mod 256: each output pixel depends on its neighbours' blocks."""
+    y = x.astype(np.int64)
+    shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
+    out = np.sum([np.roll(y, s, axis=(1, 2)) for s in shifts], axis=0)
+    return (out % 256).astype(np.uint8)
+
+
+def lazy_result() -> da.Array:
+    """``(2, 70, 90) uint8`` from overlapping blocks (6 x 5 blocks, ragged edges)."""
+    x = np.random.default_rng(0).integers(0, 256, (2, 70, 90), dtype=np.uint8)
+    return da.from_array(x, chunks=(2, 12, 20)).map_overlap(
+        _smooth, depth={1: 2, 2: 2}, boundary="reflect", dtype=np.uint8
+    )
+
+
+def threads_result(arr: da.Array) -> np.ndarray:
+    sink = ArraySink(arr.shape)
+    store_blocks(arr, sink, "threads")
+    return sink.array
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        yield c
+
+
+def _watch_submissions(monkeypatch: pytest.MonkeyPatch, sink: WatchingSink) -> None:
+    submit = execute._BlockGraphs.submit
+
+    def counted(self: Any, client: Any, index: tuple[int, ...]) -> Any:
+        sink.submitted += 1
+        return submit(self, client, index)
+
+    monkeypatch.setattr(execute._BlockGraphs, "submit", counted)
+
+
+def test_distributed_keeps_a_bounded_window_and_gives_the_threads_result(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arr = lazy_result()
+    index = list(np.ndindex(arr.numblocks))
+    sink = WatchingSink(arr.shape, client.cluster.scheduler)  # type: ignore[union-attr]
+    _watch_submissions(monkeypatch, sink)
+    calls: list[tuple[int, int]] = []
+    execute._store_distributed(arr, sink, client, lambda d, t: calls.append((d, t)), index)
+
+    window = execute.BLOCKS_PER_THREAD  # one worker thread
+    assert len(index) == 30 and window == 3
+    assert sink.writes == sink.submitted == len(index)
+    assert max(sink.in_flight) == window  # filled, never exceeded
+    assert sink.in_flight[-1] == 1
+    # the scheduler holds the tasks of the blocks in flight (and maybe of the one just
+    # released), never the whole graph
+    keys = [(arr.name, *i) for i in index]
+    dsk = dict(arr.__dask_optimize__(arr.__dask_graph__(), keys))
+    per_block = max(len(cull(dsk, [k])[0]) for k in keys)
+    assert max(sink.scheduler_tasks) <= (window + 1) * per_block < len(dsk) / 2
+    assert calls == [(d, len(index)) for d in range(1, len(index) + 1)]
+    expected = threads_result(arr)
+    assert (expected != FILL).any()
+    np.testing.assert_array_equal(sink.array, expected)
+
+
+def test_distributed_computes_only_the_blocks_asked_for(client: Client) -> None:
+    arr = lazy_result()
+    index = list(np.ndindex(arr.numblocks))[::2]
+    sink = ArraySink(arr.shape)
+    execute._store_distributed(arr, sink, client, None, index)
+
+    expected = threads_result(arr)
+    assert sink.writes == len(index) == 15
+    written = np.zeros(arr.shape, bool)
+    for i in index:
+        written[block_slices(arr, i)] = True
+    np.testing.assert_array_equal(sink.array[written], expected[written])
+    assert (sink.array[~written] == FILL).all()
+    assert written.sum() < written.size
