@@ -106,6 +106,8 @@ class TorchPredictor:
         self.meta = meta
         self.device = device
         self.threads = threads
+        #: On a GPU, callers fill every batch to the same size (see tiling.infer).
+        self.fixed_batch = device.type == "cuda"
         self.schema: ClassSchema = meta.schema
         self.bands: tuple[str, ...] = meta.bands
         norm = meta.normalization

@@ -80,6 +80,25 @@ def _run_windows(
     return out
 
 
+def _filled(
+    batches: Iterator[tuple[np.ndarray, np.ndarray]], size: int, counts: list[int]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each batch filled up to ``size`` windows with blank (all-nodata) ones.
+
+    cuDNN chooses its convolution algorithms by batch size, so on a GPU a window
+    run in a short last batch can come out a rounding step different from the same
+    window in a full one; filling every batch keeps the map independent of the
+    chunking. ``counts`` receives the number of real windows of each batch.
+    """
+    for x, v in batches:
+        n = len(x)
+        counts.append(n)
+        if n < size:
+            x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), x.dtype)])
+            v = np.concatenate([v, np.zeros((size - n, *v.shape[1:]), bool)])
+        yield x, v
+
+
 def _tops(
     predictor: Predictor, block: np.ndarray, vblock: np.ndarray,
     origins: list[tuple[int, int]], spec: TileSpec,
@@ -92,8 +111,12 @@ def _tops(
     """
     many = getattr(predictor, "predict_tops", None)
     if many is not None:
-        for top in many(_window_batches(block, vblock, origins, spec, block.dtype)):
-            yield from top
+        counts: list[int] = []  # windows in each batch, before filling
+        batches = _window_batches(block, vblock, origins, spec, block.dtype)
+        if getattr(predictor, "fixed_batch", False):
+            batches = _filled(batches, spec.batch_size, counts)
+        for k, top in enumerate(many(batches)):
+            yield from top[: counts[k]] if counts else top
         return
     for x, v in _window_batches(block, vblock, origins, spec):
         prob = predictor.predict(x, v)

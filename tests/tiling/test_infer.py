@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 import dask
 import dask.array as da
@@ -11,6 +12,7 @@ import pytest
 from scipy import ndimage
 
 from geoseg.tiling import chunk_starts, predict_blocks
+from geoseg.tiling.infer import confidence_to_uint8
 from geoseg.types import ClassInfo, ClassSchema, TileSpec
 from tests.reference import reference_labels
 
@@ -107,3 +109,38 @@ def test_chunk_starts_are_stride_multiples() -> None:
     spec = TileSpec(window=40, margin=5, chunk_windows=3)
     assert chunk_starts(200, spec) == [0, 90, 180, 210]
     assert TileSpec(window=40, margin=5, chunk_windows=1, blend="hann").chunk == 60
+
+
+class FilledBoxModel(BoxModel):
+    """A BoxModel that reduces its own windows and asks for full batches (as on a GPU)."""
+
+    fixed_batch = True
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def predict_tops(
+        self, batches: Iterator[tuple[np.ndarray, np.ndarray]]
+    ) -> Iterator[np.ndarray]:
+        for x, v in batches:
+            self.sizes.append(len(x))
+            prob = self.predict(x.astype(np.float32), v)
+            best = prob.argmax(axis=1)
+            top = np.take_along_axis(prob, best[:, None], axis=1)[:, 0]
+            yield np.stack([best.astype(np.uint8), confidence_to_uint8(top)], axis=1)
+
+
+def test_filled_batches_give_the_reference_map() -> None:
+    scene, valid = make_scene(157, 203)
+    spec = TileSpec(window=32, margin=6, chunk_windows=3, blend="trim", batch_size=4)
+    model = FilledBoxModel()
+    d = da.from_array(scene, chunks=(3, 50, 50))
+    v = da.from_array(valid, chunks=(50, 50))
+
+    out = predict_blocks(d, v, lambda: model, spec, SCHEMA.ids, with_confidence=True)
+    with dask.config.set(scheduler="sync"):
+        got = np.asarray(out.compute())
+
+    np.testing.assert_array_equal(got[0], reference(scene, valid, spec))
+    assert set(model.sizes) == {4}  # 9 windows per chunk: the third batch was filled
+    assert len(model.sizes) > 0 and sum(model.sizes) % 4 == 0
