@@ -187,7 +187,7 @@ def run_precision(
     raw = [(x.numpy().astype(np.uint16), np.ones((x.shape[0], WINDOW, WINDOW), bool)) for x in host]
     opts = PredictOptions(
         batch_size=args.batch_size, device=args.device, chunk=args.chunk, workers=args.workers,
-        overwrite=True, precision=precision,
+        overwrite=True, precision=precision, scheduler=args.scheduler,
     )  # fmt: skip
     out = tmpdir / f"labels_{precision}.tif"
     m, t, e = Timing("model"), Timing("transfers"), Timing("predict")
@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="fp16,bf16", help="comma list: fp16, bf16, fp32")
     p.add_argument("--repeat", type=int, default=3, help="timed runs of each")
     p.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    p.add_argument("--scheduler", default="threads", help="threads, or cuda (dask-cuda)")
     p.add_argument("--profile", action="store_true", help="one more run, split into phases")
     p.add_argument("--device", default="cuda", help="cuda; cpu only to try the script out")
     args = p.parse_args(argv)

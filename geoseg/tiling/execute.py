@@ -9,6 +9,8 @@ processes), ``"cuda"`` (a ``dask_cuda.LocalCUDACluster``, one worker per GPU) or
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -19,6 +21,8 @@ from dask.callbacks import Callback
 from dask.optimization import cull
 
 from geoseg.errors import GeosegError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Progress", "Sink", "block_slices", "dask_client", "store_blocks"]
 
@@ -70,8 +74,15 @@ def dask_client(address: str, workers: int | None) -> Iterator[Any]:
                 "--gpus needs dask-cuda (pip install dask-cuda); with one GPU, --device cuda "
                 "on the default scheduler is enough"
             ) from exc
-        gpu_cluster = LocalCUDACluster(n_workers=workers, dashboard_address=":0")
+        # One worker per GPU; its threads share the host's cores, so that reading and
+        # cutting windows overlap the GPU's work as on the threads scheduler.
+        n = workers or _gpu_count()
+        threads = max(1, (os.cpu_count() or 1) // n)
+        gpu_cluster = LocalCUDACluster(
+            n_workers=n, threads_per_worker=threads, dashboard_address=":0"
+        )
         with gpu_cluster, Client(gpu_cluster) as client:
+            warn_if_pinned(client)
             yield client
     elif address.startswith("tcp://"):
         with Client(address, timeout="30s") as client:
@@ -80,6 +91,40 @@ def dask_client(address: str, workers: int | None) -> Iterator[Any]:
         raise GeosegError(
             f"unknown scheduler {address!r}; use threads, sync, local, cuda or tcp://host:port"
         )
+
+
+def _cores(_: object = None) -> int:
+    """Cores this process may run on (its CPU affinity)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
+def warn_if_pinned(client: Any) -> list[str]:
+    """Warn about workers allowed on fewer than half as many cores as they have threads.
+
+    dask-cuda pins each worker to the cores NVML reports near its GPU, and in
+    virtual machines that report can be wrong (a single core), which would starve
+    the worker's reading and window cutting. (On one H100 VM ``--gpus 1`` ran 16x
+    slower than ``--device cuda`` on the default scheduler; the cause was not
+    confirmed.) Returns the warnings given.
+    """
+    threads = client.nthreads()
+    cores = client.run(_cores)
+    notes = [
+        f"worker {addr} may use {cores[addr]} core(s) for {n} threads (dask-cuda set its CPU "
+        "affinity from the GPU's reported NUMA node); with one GPU, run without --gpus"
+        for addr, n in threads.items()
+        if addr in cores and 2 * cores[addr] < n
+    ]
+    for note in notes:
+        log.warning("%s", note)
+    return notes
+
+
+def _gpu_count() -> int:
+    """CUDA GPUs visible to this process (at least 1)."""
+    import torch
+
+    return max(1, torch.cuda.device_count())
 
 
 def block_slices(arr: da.Array, index: tuple[int, ...]) -> tuple[slice, ...]:

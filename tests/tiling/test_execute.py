@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -130,3 +131,19 @@ def test_distributed_computes_only_the_blocks_asked_for(client: Client) -> None:
     np.testing.assert_array_equal(sink.array[written], expected[written])
     assert (sink.array[~written] == FILL).all()
     assert written.sum() < written.size
+
+
+def test_workers_pinned_to_too_few_cores_are_reported(caplog: pytest.LogCaptureFixture) -> None:
+    cores = len(os.sched_getaffinity(0))
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2 * cores + 1, processes=False) as many,
+        Client(many) as client,
+    ):
+        notes = execute.warn_if_pinned(client)
+    assert len(notes) == 1 and f"may use {cores} core(s) for {2 * cores + 1} threads" in notes[0]
+    assert notes[0] in caplog.text
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=cores, processes=False) as fits,
+        Client(fits) as client,
+    ):
+        assert execute.warn_if_pinned(client) == []
