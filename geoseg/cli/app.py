@@ -93,6 +93,23 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     dask.config.set({"logging.distributed": "info" if verbose else "warning"})
 
 
+def dask_options(chunk: int = 1024, chunk_help: str = "Dask chunk side in px.") -> Any:
+    """Decorator adding ``--chunk``, ``--scheduler`` and ``--workers`` (every dask command)."""
+    options = [
+        click.option("--chunk", type=int, default=chunk, show_default=True, help=chunk_help),
+        click.option("--scheduler", default="threads", show_default=True,
+                     help="threads, sync, local (LocalCluster) or tcp://host:port."),
+        click.option("--workers", type=int, help="Threads or worker processes."),
+    ]  # fmt: skip
+
+    def add(command: Any) -> Any:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return add
+
+
 def progress_bar(label: str, progress: bool | None) -> _TextProgress | None:
     """A :class:`_TextProgress` when asked for (``--progress``) or, by default, on a terminal."""
     show = sys.stderr.isatty() if progress is None else progress

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from geoseg.cli.app import cli, progress_bar
+from geoseg.cli.app import cli, dask_options, progress_bar
 
 
 @cli.command()
@@ -26,10 +26,7 @@ from geoseg.cli.app import cli, progress_bar
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=str),
               help="Labelled samples.gpkg: error-adjusted areas with 95% CIs.")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-@click.option("--chunk", type=int, default=1024, show_default=True, help="Dask chunk side in px.")
-@click.option("--scheduler", default="threads", show_default=True,
-              help="threads, sync, local (LocalCluster) or tcp://host:port.")  # fmt: skip
-@click.option("--workers", type=int, help="Threads or worker processes.")
+@dask_options()
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
 def change(maps: Sequence[str], output: Path, progress: bool | None, **kw: Any) -> None:
     """Compare label MAPS (first date first): transition areas, change raster, report."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from geoseg.cli.app import cli, parse_bands, progress_bar
+from geoseg.cli.app import cli, dask_options, parse_bands, progress_bar
 
 
 @cli.command()
@@ -28,10 +28,7 @@ from geoseg.cli.app import cli, parse_bands, progress_bar
 @click.option("--margin", type=int, help="Margin in px trimmed from each window side.")
 @click.option("--blend", type=click.Choice(["trim", "hann"]), default="trim", show_default=True)
 @click.option("--batch-size", type=int, help="Windows per model call [default: GPU 32, CPU 4].")
-@click.option("--chunk", type=int, default=1024, show_default=True, help="Dask chunk side in px.")
-@click.option("--scheduler", default="threads", show_default=True,
-              help="threads, sync, local (LocalCluster) or tcp://host:port.")  # fmt: skip
-@click.option("--workers", type=int, help="Threads or worker processes.")
+@dask_options()
 @click.option("--gpus", type=int, help="Run on N GPUs (dask-cuda, one worker per GPU).")
 @click.option("--torch-threads", type=int, help="Torch threads per model call (CPU).")
 @click.option(
@@ -116,11 +113,7 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
 @click.option("--layer", help="Layer name (default: the input's file name).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--assume-crs", help="CRS for a raster without one, e.g. EPSG:32633.")
-@click.option("--chunk", type=int, default=2048, show_default=True,
-              help="Dask chunk side in px (the polygonization unit).")  # fmt: skip
-@click.option("--scheduler", default="threads", show_default=True,
-              help="threads, sync, local (LocalCluster) or tcp://host:port.")  # fmt: skip
-@click.option("--workers", type=int, help="Threads or worker processes.")
+@dask_options(2048, "Dask chunk side in px (the polygonization unit).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
 def vectorize(labels: str, output: Path, fmt: str | None, classes: str | None,
               connectivity: str, progress: bool | None, **kw: Any) -> None:  # fmt: skip

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from geoseg.cli.app import cli, explicit, parse_bands, parse_map
+from geoseg.cli.app import cli, dask_options, explicit, parse_bands, parse_map
 
 _TRAIN_OPTIONS = (
     "task", "arch", "encoder", "epochs", "steps_per_epoch", "batch_size", "window", "margin", "lr",
@@ -102,9 +102,7 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
 @click.option("--window", type=int)
 @click.option("--margin", type=int)
 @click.option("--batch-size", type=int, help="Windows per model call [default: GPU 32, CPU 4].")
-@click.option("--chunk", type=int, default=1024, show_default=True)
-@click.option("--scheduler", default="threads", show_default=True)
-@click.option("--workers", type=int)
+@dask_options()
 @click.option("--overwrite", is_flag=True)
 def evaluate(model: str | None, image: str | None, labels: str, output: Path,
              classes: str | None, map_reference: str | None, map_prediction: str | None,
