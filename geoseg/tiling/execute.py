@@ -82,7 +82,7 @@ def dask_client(address: str, workers: int | None) -> Iterator[Any]:
             n_workers=n, threads_per_worker=threads, dashboard_address=":0"
         )
         with gpu_cluster, Client(gpu_cluster) as client:
-            warn_if_pinned(client)
+            unpin_starved_workers(client)
             yield client
     elif address.startswith("tcp://"):
         with Client(address, timeout="30s") as client:
@@ -98,23 +98,37 @@ def _cores(_: object = None) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 
 
-def warn_if_pinned(client: Any) -> list[str]:
-    """Warn about workers allowed on fewer than half as many cores as they have threads.
+def _allow(cpus: list[int]) -> int:
+    """Let this thread (a worker's event loop, which starts its task threads) use ``cpus``."""
+    os.sched_setaffinity(0, cpus)
+    return len(cpus)
 
-    dask-cuda pins each worker to the cores NVML reports near its GPU, and in
-    virtual machines that report can be wrong (a single core), which would starve
-    the worker's reading and window cutting. (On one H100 VM ``--gpus 1`` ran 16x
+
+def unpin_starved_workers(client: Any) -> list[str]:
+    """Give workers pinned to fewer than half as many cores as threads this process's cores.
+
+    dask-cuda pins each worker to the cores NVML reports near its GPU; in virtual
+    machines that report can be wrong (a single core), which would starve the
+    worker's reading and window cutting. (On one H100 VM ``--gpus 1`` ran 16x
     slower than ``--device cuda`` on the default scheduler; the cause was not
-    confirmed.) Returns the warnings given.
+    confirmed.) Call before any task runs: task threads inherit the affinity of
+    the event-loop thread that starts them. Returns the warnings given.
     """
+    if not hasattr(os, "sched_setaffinity"):
+        return []
+    allowed = sorted(os.sched_getaffinity(0))
     threads = client.nthreads()
     cores = client.run(_cores)
+    # fewer than half the cores it could use: a wrong NUMA report, not a NUMA half
+    starved = [a for a, n in threads.items() if a in cores and 2 * cores[a] < min(n, len(allowed))]
+    if not starved:
+        return []
     notes = [
-        f"worker {addr} may use {cores[addr]} core(s) for {n} threads (dask-cuda set its CPU "
-        "affinity from the GPU's reported NUMA node); with one GPU, run without --gpus"
-        for addr, n in threads.items()
-        if addr in cores and 2 * cores[addr] < n
+        f"worker {a} was pinned to {cores[a]} core(s) for {threads[a]} threads (dask-cuda sets "
+        f"the CPU affinity from the GPU's reported NUMA node); widened to {len(allowed)} cores"
+        for a in starved
     ]
+    client.run(_allow, allowed, workers=starved)
     for note in notes:
         log.warning("%s", note)
     return notes

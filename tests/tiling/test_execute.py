@@ -133,17 +133,63 @@ def test_distributed_computes_only_the_blocks_asked_for(client: Client) -> None:
     assert written.sum() < written.size
 
 
-def test_workers_pinned_to_too_few_cores_are_reported(caplog: pytest.LogCaptureFixture) -> None:
-    cores = len(os.sched_getaffinity(0))
-    with (
-        LocalCluster(n_workers=1, threads_per_worker=2 * cores + 1, processes=False) as many,
-        Client(many) as client,
-    ):
-        notes = execute.warn_if_pinned(client)
-    assert len(notes) == 1 and f"may use {cores} core(s) for {2 * cores + 1} threads" in notes[0]
+class FakeClient:
+    """Just what unpin_starved_workers asks of a client: threads and cores per worker."""
+
+    def __init__(self, threads: dict[str, int], cores: dict[str, int]) -> None:
+        self.threads, self.cores = threads, cores
+        self.widened: list[str] = []
+
+    def nthreads(self) -> dict[str, int]:
+        return self.threads
+
+    def run(self, fn: Any, *args: Any, workers: list[str] | None = None) -> dict[str, int]:
+        if fn is execute._cores:
+            return self.cores
+        self.widened += workers or []
+        for w in workers or []:
+            self.cores[w] = len(args[0])
+        return {w: len(args[0]) for w in workers or []}
+
+
+def test_only_workers_starved_of_cores_are_widened(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    client = FakeClient(
+        threads={"one-core": 16, "numa-half": 16, "few-threads": 2, "fine": 8},
+        cores={"one-core": 1, "numa-half": 8, "few-threads": 1, "fine": 16},
+    )
+
+    notes = execute.unpin_starved_workers(client)
+
+    assert client.widened == ["one-core"]  # 1 of 16: wrong; 8 of 16 (a NUMA node): kept
+    assert client.cores["one-core"] == 16
+    assert notes == [
+        "worker one-core was pinned to 1 core(s) for 16 threads (dask-cuda sets the CPU "
+        "affinity from the GPU's reported NUMA node); widened to 16 cores"
+    ]
     assert notes[0] in caplog.text
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_task_threads_take_the_affinity_set_through_run() -> None:
+    """Why widening must come first: a worker's task threads copy its event loop's mask."""
+
+    def mask(_: int) -> list[int]:
+        return sorted(os.sched_getaffinity(0))
+
+    cores = sorted(os.sched_getaffinity(0))
     with (
-        LocalCluster(n_workers=1, threads_per_worker=cores, processes=False) as fits,
-        Client(fits) as client,
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=True) as cluster,
+        Client(cluster) as client,
     ):
-        assert execute.warn_if_pinned(client) == []
+        client.run(execute._allow, cores[:1])  # as dask-cuda's plugin would pin it
+        client.run(execute._allow, cores)  # what unpin_starved_workers does
+        assert client.gather(client.map(mask, range(4))) == [cores] * 4
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=True) as cluster,
+        Client(cluster) as client,
+    ):
+        client.run(execute._allow, cores[:1])
+        assert client.gather(client.map(mask, range(4))) == [cores[:1]] * 4
