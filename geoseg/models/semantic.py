@@ -189,7 +189,7 @@ class TorchPredictor:
             ``(N, 2, H, W) uint8``: the index of the most probable output channel
             (first on ties, like ``np.argmax``), and its probability as
             ``round(254 p)``, exactly what :meth:`predict` followed by an argmax
-            would give; 1/10 of the bytes of the probabilities cross back.
+            would give; 2 bytes per pixel cross back instead of 4 per class.
         """
         return self._top(batch, valid).cpu().numpy()
 
