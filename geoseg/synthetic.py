@@ -22,13 +22,13 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import rasterio
 import shapely
 from numpy.typing import NDArray
 from rasterio.transform import Affine
 from scipy import ndimage
 
 from geoseg.errors import GeosegError, OutputExistsError
+from geoseg.io.raster import write_geotiff
 from geoseg.io.vectors import write_vectors
 from geoseg.types import NODATA_LABEL, ClassInfo, ClassSchema
 
@@ -427,36 +427,24 @@ def aoi_zones(height: int, width: int, transform: Affine, crs: str) -> gpd.GeoDa
     return gpd.GeoDataFrame({"name": list(AOI_ZONES)}, geometry=polygons, crs=crs)
 
 
-def _write_geotiff(
-    path: Path, data: NDArray, scene: ScenePair, nodata: int, names: Sequence[str], tags: dict
-) -> None:
-    """Write ``(bands, H, W)`` data as a tiled, deflate GeoTIFF; labels get a colour table."""
-    bands, h, w = data.shape
-    profile = {"driver": "GTiff", "count": bands, "height": h, "width": w, "nodata": nodata}
-    profile |= {"dtype": data.dtype.name, "crs": scene.crs, "transform": scene.transform}
-    profile |= {"tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
-    # Horizontal differencing shrinks the noisy uint16 bands ~15 %; it bloats class ids.
-    profile["predictor"] = 2 if data.dtype == np.uint16 else 1
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        dst.descriptions = tuple(names)
-        dst.update_tags(**tags)
-        if data.dtype == np.uint8:
-            dst.write_colormap(1, TRUTH_SCHEMA.colormap())
-
-
 def _write_outputs(tmp: dict[str, Path], scene: ScenePair) -> None:
     """Write the four rasters of ``scene`` and its districts to the paths in ``tmp``."""
     h, w = scene.labels_before.shape
     districts = aoi_zones(h, w, scene.transform, scene.crs)
     write_vectors(districts, tmp["aoi"], "gpkg", "districts", overwrite=True)
     classes = json.dumps(TRUTH_SCHEMA.to_json())
+    grid = {"crs": scene.crs, "transform": scene.transform}
     for key, date in (("before", DATE_BEFORE), ("after", DATE_AFTER)):
         tags = {"DATE": date, "SENSOR": _SENSOR}
-        _write_geotiff(tmp[key], getattr(scene, key), scene, 0, SENTINEL2_BANDS, tags)
-        labels = getattr(scene, f"labels_{key}")[None]
-        tags = {"DATE": date, "GEOSEG_CLASSES": classes}
-        _write_geotiff(tmp[f"truth_{key}"], labels, scene, NODATA_LABEL, ["class"], tags)
+        write_geotiff(
+            tmp[key], getattr(scene, key), nodata=0, descriptions=SENTINEL2_BANDS, tags=tags,
+            **grid,
+        )  # fmt: skip
+        write_geotiff(
+            tmp[f"truth_{key}"], getattr(scene, f"labels_{key}")[None], nodata=NODATA_LABEL,
+            descriptions=["class"], tags={"DATE": date, "GEOSEG_CLASSES": classes},
+            colormap=TRUTH_SCHEMA.colormap(), **grid,
+        )  # fmt: skip
 
 
 def write_sample_data(
