@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.geoseg-installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test test-slow lint bench sample-data clean
+.PHONY: demo test test-slow test-gpu lint bench bench-gpu sample-data clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -m gpu
+
 lint: $(STAMP)
 	$(BIN)/ruff check geoseg tests benchmarks sample_data
 	$(BIN)/ruff format --check geoseg tests benchmarks sample_data
@@ -45,6 +48,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_train.py
+
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/bench_gpu.py --precision fp16,bf16,fp32
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache
