@@ -92,10 +92,13 @@ class Profile:
         ("geoseg.models.semantic:TorchPredictor", "_top", "  model call (_top)"),
         ("geoseg.models.semantic:TorchPredictor", "to_device", "    to_device"),
         ("geoseg.tiling.infer", "_labels", "  labels"),
-        ("geoseg.io.parts:ChunkStore", "__setitem__", "chunk file write"),
+        ("geoseg.io.parts:ChunkStore", "__setitem__", "chunk encode + file write"),
+        ("geoseg.io.cog", "compress_tiles", "  compress COG tiles"),
+        ("geoseg.io.cog", "mode_halve", "  overviews (mode)"),
         ("geoseg.io.parts:ChunkStore", "load", "chunk file read"),
         ("geoseg.io.labels:BlockSink", "__setitem__", "stage GeoTIFF write"),
-        ("rasterio.shutil", "copy", "COG copy"),
+        ("rasterio.shutil", "copy", "COG copy (GDAL path)"),
+        ("geoseg.io.labels", "write_label_cog", "COG assembly"),
     )
 
     def __init__(self) -> None:
@@ -144,7 +147,7 @@ class Phases:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        names = {"store_blocks": "compute", "_assemble": "assemble"}
+        names = {"store_blocks": "compute", "_assemble": "assemble", "_write_cog": "assemble"}
         saved = {attr: getattr(predict_module, attr) for attr in names}
 
         def timed(attr: str) -> Any:

@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,12 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from geoseg.errors import InvalidRasterError
 from geoseg.io.atomic import atomic_output, check_output_path, temporary_sibling
+from geoseg.io.cog import ChunkLoader, CogGrid, all_nodata_error, write_label_cog
+from geoseg.io.tiff import metadata_tags
 from geoseg.types import NODATA_LABEL, ClassSchema
 
-__all__ = ["BlockSink", "label_cog_writer", "read_class_schema"]
+__all__ = ["BlockSink", "label_cog_from_chunks", "label_cog_writer", "read_class_schema"]
 
 #: GeoTIFF tag holding the class schema as JSON.
 CLASSES_TAG = "GEOSEG_CLASSES"
@@ -99,14 +100,8 @@ def label_cog_writer(
             sink = BlockSink(dst)
             yield sink
             if sink.valid_pixels == 0:
-                raise InvalidRasterError(
-                    f"{source}: every pixel of the input is nodata; check the scene's nodata "
-                    "value (`gdalinfo`) or choose another scene"
-                )
-            dst.write_colormap(1, schema.colormap())
-            for i, text in enumerate(descriptions, start=1):
-                dst.set_band_description(i, text)
-            dst.update_tags(**{CLASSES_TAG: json.dumps(schema.to_json())}, **(tags or {}))
+                raise all_nodata_error(source)
+            _label_metadata(schema, descriptions, tags)(dst)
         # Tiles are compressed (and overviews computed) on every core; each tile is
         # compressed on its own, so the bytes do not depend on the thread count.
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
@@ -114,6 +109,53 @@ def label_cog_writer(
                 stage, final, driver="COG", COMPRESS="DEFLATE", OVERVIEW_RESAMPLING="MODE",
                 BLOCKSIZE=512, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
             )  # fmt: skip
+
+
+def _label_metadata(
+    schema: ClassSchema, descriptions: Sequence[str], tags: dict[str, str] | None
+) -> Callable[[Any], None]:
+    """Sets colour table, band descriptions and tags (class schema as JSON) on a dataset."""
+
+    def write(dst: Any) -> None:
+        dst.write_colormap(1, schema.colormap())
+        for i, text in enumerate(descriptions, start=1):
+            dst.set_band_description(i, text)
+        dst.update_tags(**{CLASSES_TAG: json.dumps(schema.to_json())}, **(tags or {}))
+
+    return write
+
+
+def label_cog_from_chunks(
+    path: str | os.PathLike[str],
+    grid: CogGrid,
+    load: ChunkLoader,
+    *,
+    crs: CRS,
+    transform: Affine,
+    schema: ClassSchema,
+    descriptions: Sequence[str],
+    tags: dict[str, str] | None = None,
+    overwrite: bool = False,
+    source: str = "the input",
+) -> int:
+    """Write the label COG at ``path`` from chunks encoded by :func:`~geoseg.io.cog.encode_chunk`.
+
+    Same file contents as :func:`label_cog_writer` (classes, colour table, band
+    descriptions, tags, nodata 255, DEFLATE, mode overviews), but the tiles were
+    compressed by the chunk tasks; here they are only laid out.
+
+    Returns:
+        The number of labelled pixels.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        InvalidRasterError: no pixel is labelled (nothing is written).
+    """
+    check_output_path(Path(path), overwrite)
+    profile = {"count": grid.bands, "dtype": "uint8", "crs": crs, "transform": transform,
+               "nodata": NODATA_LABEL}  # fmt: skip
+    meta = metadata_tags(profile, _label_metadata(schema, descriptions, tags))
+    return write_label_cog(path, grid, meta, load, overwrite, source)
 
 
 def read_class_schema(path: str | os.PathLike[str]) -> ClassSchema | None:

@@ -1,10 +1,11 @@
 """Per-chunk results on disk, so an interrupted run can resume where it stopped.
 
 A run writing ``out.tif`` keeps each finished chunk as ``.out.tif.parts/<y>_<x>.npz``
-(the block and the SHA-256 of its bytes) next to a ``manifest.json`` that
-fingerprints the job. ``--resume`` reuses a chunk only if its file loads, has the
-expected shape and dtype, and its bytes still hash to the stored digest; anything
-else is computed again. The folder is removed once the output is complete.
+(a record of named arrays, by default the block itself, and the SHA-256 of them)
+next to a ``manifest.json`` that fingerprints the job. ``--resume`` reuses a chunk
+only if its file loads, its arrays still hash to the stored digest and have the
+shapes a chunk of its size gives; anything else is computed again. The folder is
+removed once the output is complete.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import shutil
 import threading
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import numpy as np
 from geoseg.errors import GeosegError
 from geoseg.io.atomic import atomic_output
 
-__all__ = ["ChunkStore", "file_stamp", "parts_folder"]
+__all__ = ["ChunkStore", "Encoder", "Fits", "Record", "file_stamp", "parts_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,31 @@ def parts_folder(output: Path) -> Path:
     return output.with_name(f".{output.name}.parts")
 
 
-def _digest(block: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(block).tobytes()).hexdigest()
+#: Named arrays kept for one chunk.
+Record = dict[str, np.ndarray]
+#: ``encode(block)``: the record kept for a finished ``(bands, h, w)`` block.
+Encoder = Callable[[np.ndarray], Record]
+#: ``fits(record, shape)``: whether a loaded record is what a block of ``shape`` gives.
+Fits = Callable[[Record, tuple[int, ...]], bool]
+
+
+def _as_block(block: np.ndarray) -> Record:
+    return {"block": block}
+
+
+def _block_fits(record: Record, shape: tuple[int, ...]) -> bool:
+    block = record.get("block")
+    return block is not None and block.shape == shape and block.dtype == np.uint8
+
+
+def _digest(record: Record) -> str:
+    """SHA-256 of every array's name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for name in sorted(record):
+        a = np.ascontiguousarray(record[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 class ChunkStore:
@@ -48,10 +72,20 @@ class ChunkStore:
         fingerprint: JSON-able description of the job; a resumed run must match it.
         resume: keep chunks of an earlier run with the same fingerprint; otherwise
             any earlier chunks are discarded.
+        encode: what is kept of a finished block (default: the block). It runs
+            where the block is stored, i.e. in the chunk's task thread on the
+            threads scheduler.
+        fits: checks a loaded record against the chunk's shape (default: the
+            block has that shape and is uint8).
     """
 
-    def __init__(self, folder: Path, fingerprint: Mapping[str, Any], resume: bool) -> None:
+    def __init__(
+        self, folder: Path, fingerprint: Mapping[str, Any], resume: bool,
+        encode: Encoder | None = None, fits: Fits | None = None,
+    ) -> None:  # fmt: skip
         self.folder = folder
+        self._encode = encode or _as_block
+        self._fits = fits or _block_fits
         self._lock = threading.Lock()
         manifest = folder / "manifest.json"
         wanted = json.loads(json.dumps(dict(fingerprint)))
@@ -73,34 +107,41 @@ class ChunkStore:
     def _path(self, y0: int, x0: int) -> Path:
         return self.folder / f"{y0}_{x0}.npz"
 
+    @property
+    def encode(self) -> Encoder:
+        """The encoder: a distributed run calls it on the worker that made the block."""
+        return self._encode
+
     def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
+        self.put(key, self._encode(np.asarray(block)))
+
+    def put(self, key: tuple[slice, ...], record: Record) -> None:
+        """Save the record :attr:`encode` made of the block at ``key``."""
         _, ys, xs = key
-        block = np.asarray(block)
         path = self._path(ys.start, xs.start)
         with atomic_output(path, overwrite=True) as tmp, tmp.open("wb") as f:
-            np.savez(f, block=block, sha256=np.array(_digest(block)))
+            arrays: dict[str, Any] = {**record, "sha256": np.array(_digest(record))}
+            np.savez(f, **arrays)
 
-    def load(self, y0: int, x0: int, shape: tuple[int, ...]) -> np.ndarray | None:
-        """The chunk at ``(y0, x0)`` if it is there, whole and unaltered; else None."""
+    def load(self, y0: int, x0: int, shape: tuple[int, ...]) -> Record | None:
+        """The record of the chunk at ``(y0, x0)`` (of ``shape``) if it is there, whole
+        and unaltered; else None."""
         path = self._path(y0, x0)
         if not path.is_file():
             return None
+        record: Record | None = None
         try:
             with np.load(path) as f:
-                block, digest = f["block"], str(f["sha256"])
+                record = {k: f[k] for k in f.files if k != "sha256"}
+                digest = str(f["sha256"])
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            block, digest = None, ""
-        if (
-            block is None
-            or block.shape != shape
-            or block.dtype != np.uint8
-            or _digest(block) != digest
-        ):
+            record, digest = None, ""
+        if record is None or _digest(record) != digest or not self._fits(record, shape):
             log.warning("%s: damaged, computing this chunk again", path)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             return None
-        return block
+        return record
 
     def remove(self) -> None:
         """Delete the folder (after the output is complete)."""

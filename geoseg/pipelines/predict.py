@@ -17,8 +17,9 @@ from geoseg import __version__
 from geoseg.errors import BandMismatchError, GeosegError
 from geoseg.io.atomic import check_output_path
 from geoseg.io.checkpoint import read_checkpoint_meta
-from geoseg.io.labels import label_cog_writer
-from geoseg.io.parts import ChunkStore, file_stamp, parts_folder
+from geoseg.io.cog import CogGrid, chunk_fits, cog_tile_size, encode_chunk
+from geoseg.io.labels import label_cog_from_chunks, label_cog_writer
+from geoseg.io.parts import ChunkStore, Record, file_stamp, parts_folder
 from geoseg.io.preview import write_label_preview
 from geoseg.io.raster import Scene, canonical_band_name, open_scene, select_bands
 from geoseg.models.bands import reflectance_scale
@@ -222,10 +223,14 @@ def predict_scene(
         scene.data.data, scene.valid, functools.partial(load_predictor, spec), tile,
         schema.ids, opts.confidence,
     )  # fmt: skip
-    parts = ChunkStore(parts_folder(out), _fingerprint(path, scene, spec, tile, opts), opts.resume)
+    grid = _cog_grid(lazy, tile)
+    parts = _chunk_store(out, _fingerprint(path, scene, spec, tile, opts), opts.resume, grid)
     try:
         store_blocks(lazy, parts, opts.scheduler, opts.workers, progress, skip=_done_in(parts))
-        valid = _assemble(lazy, parts, out, scene, schema, model, opts)
+        if grid is None:
+            valid = _assemble(lazy, parts, out, scene, schema, model, opts)
+        else:
+            valid = _write_cog(grid, parts, out, scene, schema, model, opts)
     except KeyboardInterrupt:
         log.warning(
             "interrupted: finished chunks are kept in %s; rerun with --resume", parts.folder
@@ -285,17 +290,61 @@ def _done_in(parts: ChunkStore) -> Callable[[tuple[slice, ...]], bool]:
     return done
 
 
-def _assemble(
-    lazy: da.Array, parts: ChunkStore, out: Path, scene: Scene, schema: ClassSchema,
-    model: str, opts: PredictOptions,
-) -> int:  # fmt: skip
-    """Copy the finished chunks into the output COG; the number of labelled pixels."""
-    tags = {
+def _cog_grid(lazy: da.Array, tile: TileSpec) -> CogGrid | None:
+    """How chunk tasks tile the output COG; None if no COG tile side divides the chunk."""
+    side = cog_tile_size(tile.chunk)
+    if side is None:
+        return None
+    _, height, width = lazy.shape
+    return CogGrid(height, width, lazy.shape[0], tile.chunk, side)
+
+
+def _output_tags(scene: Scene, model: str) -> dict[str, str]:
+    return {
         **{k: v for k, v in scene.tags.items() if k in ("DATE", "SENSOR")},
         "GEOSEG_MODEL": Path(model).name,
         "GEOSEG_VERSION": __version__,
         "GEOSEG_SOURCE": Path(scene.path).name,
     }
+
+
+def _chunk_store(
+    out: Path, fingerprint: dict[str, object], resume: bool, grid: CogGrid | None
+) -> ChunkStore:
+    """Where finished chunks go: their COG tiles (``grid``), else the blocks themselves."""
+    fingerprint = {**fingerprint, "cog_tile": grid and grid.tile}
+    if grid is None:
+        return ChunkStore(parts_folder(out), fingerprint, resume)
+    encode, fits = functools.partial(encode_chunk, grid), functools.partial(chunk_fits, grid)
+    return ChunkStore(parts_folder(out), fingerprint, resume, encode, fits)
+
+
+def _write_cog(
+    grid: CogGrid, parts: ChunkStore, out: Path, scene: Scene, schema: ClassSchema,
+    model: str, opts: PredictOptions,
+) -> int:  # fmt: skip
+    """Lay the chunks' compressed tiles out as the output COG; the number of labelled pixels."""
+
+    def load(y0: int, x0: int) -> Record:
+        shape = (grid.bands, min(grid.chunk, grid.height - y0), min(grid.chunk, grid.width - x0))
+        record = parts.load(y0, x0, shape)
+        if record is None:
+            raise GeosegError(f"{parts.folder}: chunk at ({y0}, {x0}) went missing; run again")
+        return record
+
+    return label_cog_from_chunks(
+        out, grid, load, crs=scene.crs, transform=scene.transform, schema=schema,
+        descriptions=["class", "confidence"][: grid.bands], tags=_output_tags(scene, model),
+        overwrite=opts.overwrite, source=scene.path,
+    )  # fmt: skip
+
+
+def _assemble(
+    lazy: da.Array, parts: ChunkStore, out: Path, scene: Scene, schema: ClassSchema,
+    model: str, opts: PredictOptions,
+) -> int:  # fmt: skip
+    """Copy the finished chunks into the output COG with GDAL; the number of labelled pixels."""
+    tags = _output_tags(scene, model)
     with label_cog_writer(
         out, height=scene.height, width=scene.width, count=lazy.shape[0], crs=scene.crs,
         transform=scene.transform, schema=schema,
@@ -305,8 +354,8 @@ def _assemble(
         for index in np.ndindex(lazy.numblocks):
             key = block_slices(lazy, index)
             shape = tuple(s.stop - s.start for s in key)
-            block = parts.load(key[1].start, key[2].start, shape)
-            if block is None:
+            record = parts.load(key[1].start, key[2].start, shape)
+            if record is None:
                 raise GeosegError(f"{parts.folder}: chunk {index} went missing; run again")
-            sink[key] = block
+            sink[key] = record["block"]
     return sink.valid_pixels

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import dask
 import dask.array as da
@@ -24,7 +24,7 @@ from geoseg.errors import GeosegError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Progress", "Sink", "block_slices", "dask_client", "store_blocks"]
+__all__ = ["Progress", "RecordSink", "Sink", "block_slices", "dask_client", "store_blocks"]
 
 #: ``progress(done, total)``, called as tasks finish.
 Progress = Callable[[int, int], None]
@@ -34,6 +34,20 @@ class Sink(Protocol):
     """Where computed blocks go: ``sink[(slice, ...)] = block``."""
 
     def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None: ...
+
+
+@runtime_checkable
+class RecordSink(Sink, Protocol):
+    """A sink that keeps ``encode(block)`` (e.g. compressed tiles) rather than the block.
+
+    On a distributed scheduler ``encode`` runs on the worker that computed the
+    block, so only its (smaller) result travels to the client, which calls ``put``.
+    """
+
+    @property
+    def encode(self) -> Callable[[np.ndarray], Any]: ...
+
+    def put(self, key: tuple[slice, ...], record: Any) -> None: ...
 
 
 class _TaskProgress(Callback):
@@ -206,18 +220,24 @@ def _store_distributed(
     todo = iter(index)
     where: dict[Any, tuple[slice, ...]] = {}  # future key -> the region of its block
     running = as_completed(with_results=True)
+    records = sink if isinstance(sink, RecordSink) else None
 
     def submit_next() -> None:
         i = next(todo, None)
         if i is not None:
             future = graphs.submit(client, i)
+            if records is not None:
+                future = client.submit(records.encode, future, key=f"encode-{future.key}")
             where[future.key] = block_slices(arr, i)
             running.add(future)
 
     for _ in range(_window(client)):
         submit_next()
-    for done, (future, block) in enumerate(running, start=1):
-        sink[where.pop(future.key)] = block
+    for done, (future, result) in enumerate(running, start=1):
+        if records is not None:
+            records.put(where.pop(future.key), result)
+        else:
+            sink[where.pop(future.key)] = result
         future.release()
         submit_next()
         if progress:
