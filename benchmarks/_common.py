@@ -6,6 +6,7 @@ a 16 000 x 16 000 scene never holds more than one strip in memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
@@ -13,8 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -24,6 +26,7 @@ from rasterio.crs import CRS
 __all__ = [
     "BANDS",
     "BLOCK",
+    "Phases",
     "Timing",
     "exit_code",
     "fmt_mb",
@@ -163,6 +166,46 @@ def write_unet_checkpoint(
     build = build_instance_model if task == "instance" else build_model
     module = build("unet", encoder, len(BANDS), len(schema))
     return save_checkpoint(path, module.state_dict(), meta, overwrite=True)
+
+
+class Phases:
+    """Wall seconds of each call of some functions of a module, grouped under names.
+
+    ``Phases(predict_module, {"store_blocks": "compute", "_write_cog": "assemble"})``;
+    inside ``with phases.installed():`` the functions are timed (looked up on the
+    module at call time, so callers must not hold their own reference).
+    """
+
+    def __init__(self, module: Any, names: dict[str, str]) -> None:
+        self.module = module
+        self.names = names
+        self.seconds: dict[str, list[float]] = {name: [] for name in names.values()}
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        saved = {attr: getattr(self.module, attr) for attr in self.names}
+
+        def timed(attr: str) -> Any:
+            def run(*args: Any, **kw: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return saved[attr](*args, **kw)
+                finally:
+                    self.seconds[self.names[attr]].append(time.perf_counter() - t0)
+
+            return run
+
+        for attr in self.names:
+            setattr(self.module, attr, timed(attr))
+        try:
+            yield
+        finally:
+            for attr, fn in saved.items():
+                setattr(self.module, attr, fn)
+
+    def best(self, name: str) -> float:
+        """Shortest call under ``name`` (NaN if none ran)."""
+        return min(self.seconds[name]) if self.seconds[name] else float("nan")
 
 
 class Timing:

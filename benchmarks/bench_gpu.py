@@ -34,7 +34,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import Timing, exit_code, n_windows, say, verdict, write_scene, write_unet_checkpoint
+from _common import (
+    Phases,
+    Timing,
+    exit_code,
+    n_windows,
+    say,
+    verdict,
+    write_scene,
+    write_unet_checkpoint,
+)
 
 from geoseg.models.semantic import load_torch_predictor, resolve_precision
 from geoseg.pipelines import predict as predict_module
@@ -139,39 +148,6 @@ class Profile:
             say(f"        {name:<26} {sec:7.2f}")
 
 
-class Phases:
-    """Wall seconds of ``predict_scene``'s compute phase and its COG assembly."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, list[float]] = {"compute": [], "assemble": []}
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        names = {"store_blocks": "compute", "_assemble": "assemble", "_write_cog": "assemble"}
-        saved = {attr: getattr(predict_module, attr) for attr in names}
-
-        def timed(attr: str) -> Any:
-            def run(*args: Any, **kw: Any) -> Any:
-                t0 = time.perf_counter()
-                try:
-                    return saved[attr](*args, **kw)
-                finally:
-                    self.seconds[names[attr]].append(time.perf_counter() - t0)
-
-            return run
-
-        for attr in names:
-            setattr(predict_module, attr, timed(attr))
-        try:
-            yield
-        finally:
-            for attr, fn in saved.items():
-                setattr(predict_module, attr, fn)
-
-    def best(self, name: str) -> float:
-        return min(self.seconds[name]) if self.seconds[name] else float("nan")
-
-
 def run_precision(
     precision: str,
     scene: Path,
@@ -194,7 +170,11 @@ def run_precision(
     )  # fmt: skip
     out = tmpdir / f"labels_{precision}.tif"
     m, t, e = Timing("model"), Timing("transfers"), Timing("predict")
-    phases, util = Phases(), Utilisation()
+    phases = Phases(
+        predict_module,
+        {"store_blocks": "compute", "_assemble": "assemble", "_write_cog": "assemble"},
+    )
+    util = Utilisation()
     model_only(model.module, dev[:2], amp)  # warm-up: cuDNN, allocator
     predict_scene(scene, str(ckpt), out, opts)  # warm-up: the per-process model cache
     for _ in range(args.repeat):

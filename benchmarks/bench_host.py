@@ -26,14 +26,13 @@ import argparse
 import contextlib
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dask
 import numpy as np
-from _common import Timing, exit_code, say, verdict, write_scene, write_unet_checkpoint
+from _common import Phases, Timing, exit_code, say, verdict, write_scene, write_unet_checkpoint
 
 from geoseg.io.raster import open_scene
 from geoseg.pipelines import predict as predict_module
@@ -82,36 +81,6 @@ def free_model(gdal_cog: bool) -> Iterator[None]:
         predict_module.predict_blocks, predict_module._cog_grid = blocks, grid
 
 
-class Phases:
-    """Wall time of the compute phase and of the file assembly, per run."""
-
-    def __init__(self) -> None:
-        self.tail: list[float] = []
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        names = ("_assemble", "_write_cog")
-        originals = {n: getattr(predict_module, n) for n in names}
-
-        def timed(f: Any) -> Any:
-            def run(*a: Any, **kw: Any) -> Any:
-                t = time.perf_counter()
-                try:
-                    return f(*a, **kw)
-                finally:
-                    self.tail.append(time.perf_counter() - t)
-
-            return run
-
-        for n, f in originals.items():
-            setattr(predict_module, n, timed(f))
-        try:
-            yield
-        finally:
-            for n, f in originals.items():
-                setattr(predict_module, n, f)
-
-
 def read_all(scene: Path, chunk: int, workers: int | None) -> None:
     """Decode every chunk of the scene with dask, as predict reads it."""
     data = open_scene(str(scene), None, chunk, None).data.data
@@ -136,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         opts = PredictOptions(chunk=args.chunk, confidence=True, overwrite=True, device="cpu",
                               workers=args.workers, batch_size=32)  # fmt: skip
         times = {k: Timing(k) for k in "rcg"}
-        phases = {k: Phases() for k in "cg"}
+        tails = {"_assemble": "tail", "_write_cog": "tail"}
+        phases = {k: Phases(predict_module, tails) for k in "cg"}
         sizes = {}
 
         def run(kind: str) -> None:
@@ -152,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         for timing in times.values():
             timing.samples.clear()
         for phase in phases.values():
-            phase.tail.clear()
+            phase.seconds["tail"].clear()
         for _ in range(args.repeat):
             for kind in "rcg":
                 run(kind)
@@ -164,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"(r) read only              {r:7.2f} s  {mpx / r:7.1f} Mpx/s")
     for kind, name in (("c", "COG from chunk tasks"), ("g", "GDAL COG at the end")):
         t = times[kind].best
-        tail = min(phases[kind].tail)
+        tail = phases[kind].best("tail")
         say(f"({kind}) {name:22s} {t:7.2f} s  {mpx / t:7.1f} Mpx/s  ratio to read {t / r:5.2f}"
             f"  serial tail {tail:.2f} s  file {sizes[kind] / 1e6:.1f} MB")  # fmt: skip
     ok = verdict("(c)/(g), COG from chunk tasks vs GDAL at the end", c / g, TARGET, args.check)

@@ -248,25 +248,26 @@ def _by_level(
 
 
 def _chunk_tiles(grid: CogGrid, load: ChunkLoader, n: int) -> Iterator[bytes]:
-    """The compressed tiles of local level ``n``, row-major over the whole raster."""
+    """The compressed tiles of local level ``n``, row-major over the whole raster.
+
+    Holds one row of chunks' compressed records at a time.
+    """
     ys, xs = _chunk_origins(grid)
     per_chunk = grid.chunk // (grid.tile << n)
     for y0 in ys:
-        row: dict[tuple[int, int], bytes] = {}
+        row: dict[tuple[int, int], memoryview] = {}
         for x0 in xs:
             record = load(y0, x0)
-            ends = np.cumsum(record["sizes"])
-            blobs = [
-                record["data"][e - s : e].tobytes()
-                for s, e in zip(record["sizes"], ends, strict=True)
-            ]
-            for m, tiles in _by_level(grid, blobs, (y0, x0)):
+            data = memoryview(record["data"])
+            ends = np.cumsum(record["sizes"]).tolist()
+            spans = [data[e - s : e] for s, e in zip(record["sizes"].tolist(), ends, strict=True)]
+            for m, tiles in _by_level(grid, spans, (y0, x0)):
                 if m == n:
                     row.update(tiles)
         r0 = (y0 >> n) // grid.tile
         cols = grid.tiles_across(n)[1]
         for r in range(r0, min(r0 + per_chunk, grid.tiles_across(n)[0])):
-            yield from (row[(r, c)] for c in range(cols))
+            yield from (bytes(row[(r, c)]) for c in range(cols))
 
 
 def write_label_cog(

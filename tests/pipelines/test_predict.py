@@ -72,6 +72,26 @@ def test_output_is_identical_for_any_chunking_and_equals_window_loop(
     assert len(np.unique(expected[valid])) > 1, "the test model should not be constant"
 
 
+def test_a_chunk_no_cog_tile_divides_falls_back_to_gdal_with_the_same_pixels(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    scene, data = _scene(tmp_path)
+    stride = 64 - 2 * 9  # 46 px: 3 strides (138 px) is not a multiple of 16, 8 (368 px) is
+    outs = {}
+    for chunk in (3 * stride, 8 * stride):
+        outs[chunk] = tmp_path / f"lc_{chunk}.tif"
+        opts = PredictOptions(chunk=chunk, margin=9, device="cpu", confidence=True)
+        predict_scene(scene, str(tiny_checkpoint), outs[chunk], opts)
+    with rasterio.open(outs[138]) as gdal, rasterio.open(outs[368]) as ours:
+        assert gdal.block_shapes[0] != ours.block_shapes[0] == (368, 368)
+        np.testing.assert_array_equal(gdal.read(), ours.read())
+        assert gdal.tags() == ours.tags()
+    model = load_torch_predictor(tiny_checkpoint, "cpu")
+    valid = ~(data == 0).all(axis=0)
+    expected = reference_labels(data, valid, TileSpec(64, 9), model, TINY_SCHEMA.ids)
+    np.testing.assert_array_equal(_read(outs[138])[0], expected)
+
+
 @pytest.mark.parametrize("blend", ["trim", "hann"])
 def test_confidence_band_equals_the_window_loop(
     tmp_path: Path, tiny_checkpoint: Path, blend: str

@@ -133,6 +133,45 @@ def test_distributed_computes_only_the_blocks_asked_for(client: Client) -> None:
     assert written.sum() < written.size
 
 
+def _encode_with_pid(block: np.ndarray) -> dict[str, Any]:
+    return {"pid": os.getpid(), "sum": int(block.astype(np.int64).sum())}
+
+
+class PidRecordSink:
+    """A :class:`~geoseg.tiling.execute.RecordSink` whose records say which process made them."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[int, int], dict[str, Any]] = {}
+
+    @property
+    def encode(self) -> Any:
+        return _encode_with_pid
+
+    def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
+        self.put(key, _encode_with_pid(block))
+
+    def put(self, key: tuple[slice, ...], record: Any) -> None:
+        self.records[key[1].start, key[2].start] = record
+
+
+def test_a_record_sink_is_encoded_on_the_worker_and_put_on_the_client() -> None:
+    arr = lazy_result()
+    sink = PidRecordSink()
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0")
+        as cluster,
+        Client(cluster) as client,
+    ):  # fmt: skip
+        execute._store_distributed(arr, sink, client, None, list(np.ndindex(arr.numblocks)))
+    expected = threads_result(arr)
+    assert len(sink.records) == 30
+    for index in np.ndindex(arr.numblocks):
+        key = block_slices(arr, index)
+        record = sink.records[key[1].start, key[2].start]
+        assert record["pid"] != os.getpid()  # encoded in the worker process
+        assert record["sum"] == int(expected[key].astype(np.int64).sum())
+
+
 class FakeClient:
     """Just what unpin_starved_workers asks of a client: threads and cores per worker."""
 
