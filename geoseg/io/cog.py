@@ -258,7 +258,7 @@ def _chunk_tiles(grid: CogGrid, load: ChunkLoader, n: int) -> Iterator[bytes]:
         row: dict[tuple[int, int], memoryview] = {}
         for x0 in xs:
             record = load(y0, x0)
-            data = memoryview(record["data"])
+            data = np.ascontiguousarray(record["data"]).data
             ends = np.cumsum(record["sizes"]).tolist()
             spans = [data[e - s : e] for s, e in zip(record["sizes"].tolist(), ends, strict=True)]
             for m, tiles in _by_level(grid, spans, (y0, x0)):
