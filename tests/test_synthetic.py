@@ -203,7 +203,7 @@ def test_main_writes_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from geoseg import synthetic
+    from geoseg.synthetic import files as synthetic
 
     real = synthetic._write_outputs
 

@@ -16,6 +16,11 @@ when the extension says nothing), ``.shp``, ``.parquet``, ``.fgb``, ``.geojson``
 Each output is written under a temporary name beside the target (a Shapefile
 into a temporary folder) and renamed when complete; an existing output,
 including any Shapefile sidecar, is refused unless ``overwrite``.
+
+This module streams and writes layers; it re-exports the format table and output
+checks (:mod:`geoseg.io.vectors_formats`) and :func:`read_vectors`
+(:mod:`geoseg.io.vectors_read`). Shapefile and GeoParquet details are in
+:mod:`geoseg.io.vectors_shapefile` and :mod:`geoseg.io.vectors_geoparquet`.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import queue
 import secrets
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +45,19 @@ import pyogrio
 import pyproj
 import shapely
 
-from geoseg.errors import GeosegError, InputNotFoundError, OutputExistsError
-from geoseg.io.atomic import atomic_output, check_output_path
+from geoseg.errors import GeosegError
+from geoseg.io.atomic import atomic_output
+from geoseg.io.vectors_formats import (
+    FORMATS,
+    GEOMETRY,
+    SHAPEFILE_FIELDS,
+    check_vector_output,
+    vector_files,
+    vector_format,
+)
+from geoseg.io.vectors_geoparquet import geo_metadata, with_bbox
+from geoseg.io.vectors_read import read_vectors
+from geoseg.io.vectors_shapefile import replace_shapefile, shapefile_bytes
 
 __all__ = [
     "FORMATS",
@@ -60,103 +76,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Format name -> (extension, OGR driver; None = written by geopandas/pyarrow).
-FORMATS: dict[str, tuple[str, str | None]] = {
-    "gpkg": (".gpkg", "GPKG"),
-    "shp": (".shp", "ESRI Shapefile"),
-    "parquet": (".parquet", None),
-    "fgb": (".fgb", "FlatGeobuf"),
-    "geojson": (".geojson", "GeoJSON"),
-}
-_BY_EXTENSION = {ext: name for name, (ext, _) in FORMATS.items()} | {
-    ".geoparquet": "parquet",
-    ".json": "geojson",
-}
-#: Column -> Shapefile field name (DBF names hold at most 10 characters).
-SHAPEFILE_FIELDS = {
-    "class_id": "class_id",
-    "class_name": "class_name",
-    "instance_id": "inst_id",
-    "score": "score",
-    "area_m2": "area_m2",
-    "area_ha": "area_ha",
-    "area_ac": "area_ac",
-    "perim_m": "perim_m",
-    "conf_mean": "conf_mean",
-}
-#: Files of a Shapefile that geoseg writes, and others that belong to an old one.
-_SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg", ".shp")
-_SHAPEFILE_STALE = (".qix", ".sbn", ".sbx", ".shp.xml", ".aux.xml", ".qmd")
 _SHAPEFILE_LIMIT = 2**31
 #: Features per batch when a GeoDataFrame is written.
 _BATCH = 100_000
-#: Name of the geometry column (WKB) in the record batches written.
-GEOMETRY = "geometry"
 _DONE, _ABORT = object(), object()
-
-
-def vector_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
-    """The format name (a key of :data:`FORMATS`) for ``path``, or ``fmt`` if given.
-
-    Raises:
-        GeosegError: ``fmt`` or the extension is not a known format.
-    """
-    names = ", ".join(FORMATS)
-    if fmt is not None:
-        key = fmt.lower().lstrip(".")
-        key = _BY_EXTENSION.get(f".{key}", key)
-        if key not in FORMATS:
-            raise GeosegError(f"unknown vector format {fmt!r}; use one of {names}")
-        return key
-    suffix = Path(path).suffix.lower()
-    if not suffix:
-        return "gpkg"
-    if suffix not in _BY_EXTENSION:
-        raise GeosegError(
-            f"{path}: unknown vector format {suffix!r}; use an extension of {names} "
-            "(.gpkg, .shp, .parquet, .fgb, .geojson) or pass --format"
-        )
-    return _BY_EXTENSION[suffix]
-
-
-def vector_files(path: str | os.PathLike[str], fmt: str | None = None) -> list[Path]:
-    """Every file the output ``path`` is made of (a Shapefile's sidecars included)."""
-    path = Path(path)
-    if vector_format(path, fmt) != "shp":
-        return [path]
-    return [path.with_suffix(s) for s in (*_SHAPEFILE_PARTS, *_SHAPEFILE_STALE)]
-
-
-def check_vector_output(
-    path: str | os.PathLike[str],
-    fmt: str | None = None,
-    overwrite: bool = False,
-    inputs: Sequence[Path] = (),
-) -> str:
-    """Check an output can be written before any work; returns its format name.
-
-    Raises:
-        GeosegError: unknown format, missing folder, or the output is an input.
-        OutputExistsError: the output (or a Shapefile sidecar) exists, no ``overwrite``.
-    """
-    key = vector_format(path, fmt)
-    path = Path(path)
-    check_output_path(path, overwrite, inputs)
-    if not overwrite:
-        for part in vector_files(path, key):
-            if part.exists():
-                raise OutputExistsError(f"{part}: exists; pass --overwrite to replace it")
-    return key
-
-
-def _shapefile_bytes(batch: pa.RecordBatch, geoms: np.ndarray) -> tuple[int, int]:
-    """Estimated bytes this batch adds to the ``.shp`` and ``.dbf`` files."""
-    points = int(shapely.get_num_coordinates(geoms).sum())
-    rings = int(np.sum(shapely.get_num_interior_rings(shapely.get_parts(geoms)) + 1))
-    shp = batch.num_rows * 52 + rings * 4 + points * 16
-    fields = [f for f in batch.schema if f.name != GEOMETRY]
-    width = sum(24 if not pa.types.is_string(f.type) else 254 for f in fields)
-    return shp, batch.num_rows * (1 + width)
 
 
 def geometry_type(geoms: np.ndarray) -> str:
@@ -252,7 +175,7 @@ class VectorWriter:
             geoms = shapely.transform(geoms, self._reproject)
             changed = True
         if self.fmt == "shp":
-            self._shp_bytes += np.asarray(_shapefile_bytes(batch, geoms))
+            self._shp_bytes += np.asarray(shapefile_bytes(batch, geoms))
             if self._shp_bytes.max() + 100 > _SHAPEFILE_LIMIT and not self._warned:
                 self._warned = True
                 log.warning(
@@ -260,17 +183,8 @@ class VectorWriter:
                     "read by many programs, write .gpkg or .parquet instead", self.path,
                 )  # fmt: skip
             batch = batch.rename_columns([SHAPEFILE_FIELDS.get(n, n) for n in batch.schema.names])
-        if self.fmt == "parquet" and len(geoms):
-            b = shapely.bounds(geoms)
-            bbox = pa.StructArray.from_arrays(
-                [pa.array(b[:, i]) for i in range(4)], names=["xmin", "ymin", "xmax", "ymax"]
-            )
-            batch = pa.RecordBatch.from_arrays(
-                [*batch.columns[:-1], bbox, batch.column(GEOMETRY)],
-                names=[*batch.schema.names[:-1], "bbox", GEOMETRY],
-            )
-        elif self.fmt == "parquet":
-            batch = _with_empty_bbox(batch)
+        if self.fmt == "parquet":
+            batch = with_bbox(batch, geoms)
         if changed:
             index = batch.schema.get_field_index(GEOMETRY)
             batch = batch.set_column(index, GEOMETRY, pa.array(shapely.to_wkb(geoms), pa.binary()))
@@ -313,7 +227,7 @@ class VectorWriter:
     def _write_parquet(self, batch: pa.RecordBatch) -> None:
         import pyarrow.parquet as pq
 
-        geo = {b"geo": json.dumps(self._geo_metadata()).encode()}
+        geo = {b"geo": json.dumps(geo_metadata(self.crs, self.geometry_type)).encode()}
         if self._parquet is None:
             self._schema = batch.schema.with_metadata(geo)
             self._parquet = pq.ParquetWriter(self.path, self._schema, compression="snappy")
@@ -333,25 +247,6 @@ class VectorWriter:
         error = GeosegError(f"{self.target}: could not write the layer: {self._error}")
         error.__cause__ = self._error
         return error
-
-    def _geo_metadata(self) -> dict[str, Any]:
-        # Written when the file is opened: the optional "bbox" of the whole layer is
-        # left out (the per-row "bbox" covering column serves spatial filters).
-        column: dict[str, Any] = {
-            "encoding": "WKB",
-            "geometry_types": [] if self.geometry_type == "Unknown" else [self.geometry_type],
-            "crs": self.crs.to_json_dict(),
-            "covering": {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}},
-        }
-        return {"version": "1.1.0", "primary_column": GEOMETRY, "columns": {GEOMETRY: column}}
-
-
-def _with_empty_bbox(batch: pa.RecordBatch) -> pa.RecordBatch:
-    kind = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
-    return pa.RecordBatch.from_arrays(
-        [*batch.columns[:-1], pa.array([], kind), batch.column(GEOMETRY)],
-        names=[*batch.schema.names[:-1], "bbox", GEOMETRY],
-    )
 
 
 @contextlib.contextmanager
@@ -393,7 +288,7 @@ def open_vector_writer(
         try:
             with _closing(VectorWriter(stage / out.name, key, name, crs, geometry_type, out)) as w:
                 yield w
-            _replace_shapefile(stage / out.name, out, overwrite)
+            replace_shapefile(stage / out.name, out, overwrite)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         return
@@ -412,18 +307,6 @@ def _closing(writer: VectorWriter) -> Iterator[VectorWriter]:
         writer._close(ok=False)
         raise
     writer._close(ok=True)
-
-
-def _replace_shapefile(staged: Path, path: Path, overwrite: bool) -> None:
-    """Move a Shapefile written in a staging folder to ``path`` (``.shp`` last)."""
-    check_vector_output(path, "shp", overwrite)
-    for suffix in _SHAPEFILE_STALE:
-        with contextlib.suppress(FileNotFoundError):
-            path.with_suffix(suffix).unlink()
-    for suffix in _SHAPEFILE_PARTS:  # .shp last: a reader sees all sidecars or no .shp
-        src = staged.with_suffix(suffix)
-        if src.exists():
-            os.replace(src, path.with_suffix(suffix))
 
 
 def write_vectors(
@@ -450,17 +333,3 @@ def write_vectors(
         for batch in frame_batches(frame):
             writer.write(batch)
     return Path(path)
-
-
-def read_vectors(path: str | os.PathLike[str], layer: str | None = None) -> gpd.GeoDataFrame:
-    """Read a layer written by :func:`write_vectors` (GeoParquet through geopandas).
-
-    Raises:
-        InputNotFoundError: ``path`` does not exist.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputNotFoundError(f"{path}: no such file; check the path")
-    if vector_format(path) == "parquet":
-        return gpd.read_parquet(path)
-    return pyogrio.read_dataframe(path, layer=layer)
