@@ -43,14 +43,16 @@ __all__ = [
     "write_label_cog",
 ]
 
-#: Tile sides tried, px; the one nearest 512 that divides the chunk wins.
-TILE_SIDES = range(16, 1025, 16)
+#: Tile sides tried, px; the one nearest 512 that divides the chunk wins. Smaller
+#: tiles would multiply the range requests of cloud readers, larger ones their size.
+TILE_SIDES = range(128, 1025, 16)
 
 
 def cog_tile_size(chunk: int, preferred: int = 512) -> int | None:
-    """Tile side (a multiple of 16, at most 1024) dividing ``chunk``, nearest ``preferred``.
+    """Tile side (a multiple of 16 in 128-1024) dividing ``chunk``, nearest ``preferred``.
 
-    None when no such side exists (the chunk is not a multiple of 16).
+    None when there is none (e.g. the chunk is not a multiple of 16, or is 16 x a
+    prime above 64); such runs use GDAL's COG driver with 512 px tiles.
     """
     sides = [t for t in TILE_SIDES if chunk % t == 0]
     return min(sides, key=lambda t: (abs(t - preferred), -t)) if sides else None
@@ -284,7 +286,8 @@ def write_label_cog(
         path: output ``.tif``; written to a temporary sibling, then renamed.
         grid: the raster's tiling.
         meta: georeferencing and metadata entries (:func:`geoseg.io.tiff.metadata_tags`).
-        load: the record of each chunk (:func:`encode_chunk`); called twice per chunk.
+        load: the record of each chunk (:func:`encode_chunk`); called ``1 + grid.local``
+            times per chunk.
         overwrite: replace an existing ``path``.
         source: the input, named if no pixel is labelled.
 

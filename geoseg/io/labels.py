@@ -21,11 +21,12 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from geoseg.io.atomic import atomic_output, check_output_path, temporary_sibling
 from geoseg.io.cog import ChunkLoader, CogGrid, all_nodata_error, write_label_cog
-from geoseg.io.tiff import metadata_tags
+from geoseg.io.tiff import metadata_tags, unspecify_extra_samples
 from geoseg.types import NODATA_LABEL, ClassSchema
 
 __all__ = ["BlockSink", "label_cog_from_chunks", "label_cog_writer", "read_class_schema"]
@@ -109,6 +110,8 @@ def label_cog_writer(
                 stage, final, driver="COG", COMPRESS="DEFLATE", OVERVIEW_RESAMPLING="MODE",
                 BLOCKSIZE=512, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
             )  # fmt: skip
+        if count == 2:
+            unspecify_extra_samples(final)
 
 
 def _label_metadata(
@@ -118,6 +121,8 @@ def _label_metadata(
 
     def write(dst: Any) -> None:
         dst.write_colormap(1, schema.colormap())
+        if dst.count == 2:  # confidence is a value band, not transparency
+            dst.colorinterp = [ColorInterp.palette, ColorInterp.undefined]
         for i, text in enumerate(descriptions, start=1):
             dst.set_band_description(i, text)
         dst.update_tags(**{CLASSES_TAG: json.dumps(schema.to_json())}, **(tags or {}))

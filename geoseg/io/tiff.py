@@ -12,14 +12,14 @@ the same metadata (:func:`metadata_tags`), so their encoding is GDAL's own.
 
 from __future__ import annotations
 
+import os
 import struct
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
-from rasterio.errors import NotGeoreferencedWarning
+from affine import Affine
 from rasterio.io import MemoryFile
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "entry_values",
     "metadata_tags",
     "read_ifd",
+    "unspecify_extra_samples",
     "write_tiff",
 ]
 
@@ -84,13 +85,15 @@ def compress_tiles(level: np.ndarray, tile: int, fill: int) -> list[bytes]:
     bands, h, w = level.shape
     if h == 0 or w == 0:
         return []
+    # A (meaningless) north-up transform: without one rasterio warns, and silencing
+    # warnings is not thread-safe.
     profile = {
         "driver": "GTiff", "height": h, "width": w, "count": bands, "dtype": "uint8",
         "tiled": True, "blockxsize": tile, "blockysize": tile, "compress": "deflate",
         "zlevel": DEFLATE_LEVEL, "interleave": "pixel", "nodata": fill, "BIGTIFF": "NO",
+        "transform": Affine(1.0, 0.0, 0.0, 0.0, -1.0, float(h)),
     }  # fmt: skip
-    with warnings.catch_warnings(), MemoryFile() as mem:
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+    with MemoryFile() as mem:
         with mem.open(**profile) as dst:
             dst.write(level)
         data = mem.read()
@@ -130,6 +133,35 @@ def read_ifd(data: bytes, index: int = 0) -> dict[int, Entry]:
         entries[tag] = (typ, count, bytes(data[at : at + size]))
         p += 4 + 2 * width
     return entries
+
+
+def unspecify_extra_samples(path: str | os.PathLike[str]) -> int:
+    """Set every IFD's ExtraSamples to 0 (unspecified) in place; the IFDs changed.
+
+    GDAL's COG driver marks the second band of a palette image as alpha, so GIS
+    software would draw the confidence band as transparency. Only the inline
+    values change: no byte moves, the COG layout stays valid.
+    """
+    changed = 0
+    with open(path, "r+b") as f:
+        head = f.read(16)
+        big = head[2] == 43
+        fmt, width = ("<Q", 8) if big else ("<I", 4)
+        offset = struct.unpack_from(fmt, head, 8 if big else 4)[0]
+        while offset:
+            f.seek(offset)
+            n = struct.unpack("<Q" if big else "<H", f.read(8 if big else 2))[0]
+            table = f.read(n * (4 + 2 * width) + width)
+            for k in range(n):
+                at = k * (4 + 2 * width)
+                tag, typ = struct.unpack_from("<HH", table, at)
+                count = struct.unpack_from(fmt, table, at + 4)[0]
+                if tag == 338 and typ == _SHORT and count * 2 <= width:
+                    f.seek(offset + (8 if big else 2) + at + 4 + width)
+                    f.write(b"\0" * (2 * count))
+                    changed += 1
+            offset = struct.unpack_from(fmt, table, n * (4 + 2 * width))[0]
+    return changed
 
 
 def metadata_tags(profile: Mapping[str, Any], write: Any = None) -> dict[int, Entry]:

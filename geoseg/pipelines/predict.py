@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
+import rasterio
 
 from geoseg import __version__
 from geoseg.errors import BandMismatchError, GeosegError
@@ -312,7 +313,8 @@ def _chunk_store(
     out: Path, fingerprint: dict[str, object], resume: bool, grid: CogGrid | None
 ) -> ChunkStore:
     """Where finished chunks go: their COG tiles (``grid``), else the blocks themselves."""
-    fingerprint = {**fingerprint, "cog_tile": grid and grid.tile}
+    # the tiles' bytes come from GDAL's DEFLATE: a resumed run must use the same GDAL
+    fingerprint = {**fingerprint, "cog_tile": grid and grid.tile, "gdal": rasterio.__gdal_version__}
     if grid is None:
         return ChunkStore(parts_folder(out), fingerprint, resume)
     encode, fits = functools.partial(encode_chunk, grid), functools.partial(chunk_fits, grid)

@@ -14,6 +14,7 @@ import pytest
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 
 from geoseg.errors import GeosegError, InvalidRasterError, OutputExistsError
 from geoseg.io.labels import CLASSES_TAG, label_cog_writer, read_class_schema
@@ -106,6 +107,8 @@ def test_colour_table_descriptions_and_tags(big_cog: tuple[Path, np.ndarray]) ->
         assert colormap[9] == (227, 26, 28, 255)
         assert colormap[NODATA_LABEL] == (0, 0, 0, 0)
         assert src.descriptions == ("class", "confidence")
+        # confidence is a value band, not transparency
+        assert src.colorinterp == (ColorInterp.palette, ColorInterp.undefined)
         tags = src.tags()
         assert tags["GEOSEG_MODEL"] == "unet-test"
         assert json.loads(tags[CLASSES_TAG])[2] == {

@@ -86,6 +86,8 @@ def test_a_chunk_no_cog_tile_divides_falls_back_to_gdal_with_the_same_pixels(
         assert gdal.block_shapes[0] != ours.block_shapes[0] == (368, 368)
         np.testing.assert_array_equal(gdal.read(), ours.read())
         assert gdal.tags() == ours.tags()
+        assert gdal.colorinterp == ours.colorinterp  # confidence: not alpha in either
+        assert gdal.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
     model = load_torch_predictor(tiny_checkpoint, "cpu")
     valid = ~(data == 0).all(axis=0)
     expected = reference_labels(data, valid, TileSpec(64, 9), model, TINY_SCHEMA.ids)
@@ -116,10 +118,10 @@ def test_confidence_band_equals_the_window_loop(
 
 
 def test_local_cluster_gives_the_same_bytes(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    scene, _ = _scene(tmp_path, 120, 100)
+    scene, _ = _scene(tmp_path, 300, 250)  # 3 x 2 chunks of 144 px, COG tiles of 144 px
     a, b = tmp_path / "threads.tif", tmp_path / "cluster.tif"
-    predict_scene(scene, str(tiny_checkpoint), a, PredictOptions(chunk=48, device="cpu"))
-    opts = PredictOptions(chunk=48, device="cpu", scheduler="local", workers=2)
+    predict_scene(scene, str(tiny_checkpoint), a, PredictOptions(chunk=144, device="cpu"))
+    opts = PredictOptions(chunk=144, device="cpu", scheduler="local", workers=2)
     predict_scene(scene, str(tiny_checkpoint), b, opts)
     assert _sha(a) == _sha(b)
 
