@@ -17,7 +17,7 @@ Each side runs in a fresh process of its own, so each peak RSS (``ru_maxrss`` of
 wrapper's only child) is its own. Wall times are the best of ``--repeat`` runs (on
 a shared machine other load only slows a run down). The areas of both sides are
 compared (geoseg counts each pixel of a UTM grid as 1/B² of the exact area of its
-B x B cell, see geoseg/change/transitions.py), pixel counts must be identical, and
+B x B cell, see geoseg/change/area_cells.py), pixel counts must be identical, and
 at a small size two chunk sizes must give bit-identical areas.
 
 The maps: 6 classes drawn per 16 x 16 px patch, independently for each date, 2 %

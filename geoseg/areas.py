@@ -42,6 +42,7 @@ __all__ = [
     "polygon_area_m2",
     "polygon_area_perimeter_m",
     "polygon_perimeter_m",
+    "pyproj_crs",
     "ring_area_perimeter_m",
 ]
 
@@ -69,7 +70,7 @@ def _to_lonlat(crs_wkt: str) -> Transformer:
     return Transformer.from_crs(CRS.from_wkt(crs_wkt), CRS.from_epsg(4326), always_xy=True)
 
 
-def _crs(crs: Any) -> CRS:
+def pyproj_crs(crs: Any) -> CRS:
     """A pyproj CRS from a pyproj/rasterio CRS, EPSG code or string."""
     if isinstance(crs, CRS):
         return crs
@@ -85,7 +86,7 @@ def _lonlat_rad(crs: CRS, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.
 
 def crs_units_per_metre(crs: Any) -> float:
     """CRS units in one metre of ground (for a geographic CRS: degrees, at the equator)."""
-    crs = _crs(crs)
+    crs = pyproj_crs(crs)
     if crs.is_geographic:
         return 180.0 / (np.pi * _A)
     factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
@@ -111,7 +112,7 @@ def pixel_area_m2(crs: Any, transform: Affine, rows: Any, cols: Any) -> np.ndarr
     Returns:
         ``(R, C) float64``: the ellipsoidal area of pixel ``(rows[i], cols[j])``.
     """
-    crs = _crs(crs)
+    crs = pyproj_crs(crs)
     rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
     cols = np.atleast_1d(np.asarray(cols, dtype=np.int64))
     # Corners shared by neighbouring pixels are transformed once.
@@ -169,7 +170,7 @@ def ring_area_perimeter_m(
     Returns:
         ``(area_m2, length_m)``, each ``(n_rings,) float64``; areas are unsigned.
     """
-    crs = _crs(crs)
+    crs = pyproj_crs(crs)
     if xy.size == 0:
         return np.zeros(n_rings), np.zeros(n_rings)
     if not crs.is_geographic and max_segment_m and np.isfinite(max_segment_m):

@@ -1,0 +1,123 @@
+"""Accuracy of a change report: a stratified sample to label, error-adjusted areas from it.
+
+The strata are the change codes of ``change.tif``; the estimator is Olofsson et
+al. (2014), see :mod:`geoseg.change.accuracy`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from geoseg.areas import HECTARE_M2
+from geoseg.change.accuracy import error_matrix, sample_design, stratified_estimate
+from geoseg.change.align import AlignedMaps
+from geoseg.change.matrix import TransitionMatrix
+from geoseg.change.sampling import stratified_sample
+from geoseg.errors import GeosegError
+from geoseg.io.raster import open_scene
+from geoseg.io.reports import write_json
+from geoseg.io.samples import write_sample_points
+from geoseg.io.vectors import read_vectors
+from geoseg.report import write_csv_rows
+from geoseg.types import ClassSchema
+
+if TYPE_CHECKING:  # change.py imports this module
+    from geoseg.pipelines.change import ChangeOptions
+
+__all__ = ["read_reference", "write_accuracy", "write_samples"]
+
+
+def write_samples(
+    m: TransitionMatrix,
+    aligned: AlignedMaps,
+    codes: ClassSchema,
+    paths: dict[str, Path],
+    opts: ChangeOptions,
+) -> None:
+    """``samples.gpkg``: a stratified random sample of change.tif's codes to label.
+
+    Strata sizes follow :func:`geoseg.change.accuracy.sample_design` for
+    ``opts.samples_se`` (expected user's accuracy 0.9 unchanged, 0.7 change).
+    """
+    k = len(m.names)
+    pixels = m.pixels.ravel()
+    present = np.flatnonzero(pixels > 0)
+    expected = np.where(present // k == present % k, 0.9, 0.7)
+    sizes = sample_design(pixels[present], expected, opts.samples_se or 0.01)
+    sizes = np.minimum(sizes, pixels[present])
+    strata = open_scene(paths["change.tif"], chunk=opts.chunk).data.data[0]
+    points = stratified_sample(strata, aligned.transform, dict(zip(present, sizes, strict=True)))
+    names = {c.id: c.name for c in codes.classes}
+    write_sample_points(points, paths["samples.gpkg"], aligned.crs, names, opts.overwrite)
+
+
+def _reference_codes(values: Any, codes: ClassSchema, column: str, source: str) -> np.ndarray:
+    """``(N,) int64`` change codes of ``values`` (codes or names like ``forest -> urban``)."""
+    by_name = {c.name: c.id for c in codes.classes}
+    out = []
+    for v in values:
+        text = str(v).strip()
+        code = int(text) if text.isdigit() else by_name.get(text)
+        if code is None or code not in codes.ids:
+            raise GeosegError(
+                f"{source}: {column} value {text!r} is not a change code (0-{len(codes) - 1}) "
+                "or a name like 'forest -> urban'; label every sample point"
+            )
+        out.append(code)
+    return np.asarray(out, dtype=np.int64)
+
+
+def read_reference(source: str, codes: ClassSchema) -> np.ndarray:
+    """``(K*K, K*K)`` sample counts (rows map code, cols reference code) from a labelled layer."""
+    frame = read_vectors(source)
+    for column in ("stratum", "reference"):
+        if column not in frame.columns:
+            raise GeosegError(f"{source}: no {column!r} column; use the samples.gpkg layout")
+    return error_matrix(
+        _reference_codes(frame["stratum"], codes, "stratum", source),
+        _reference_codes(frame["reference"], codes, "reference", source),
+        len(codes),
+    )
+
+
+def write_accuracy(
+    m: TransitionMatrix,
+    codes: ClassSchema,
+    n: np.ndarray,
+    paths: dict[str, Path],
+    opts: ChangeOptions,
+) -> None:
+    """``accuracy.csv`` and ``accuracy.json``: error-adjusted areas (ha) from ``n``.
+
+    Args:
+        n: ``(K*K, K*K)`` sample counts from :func:`read_reference`.
+
+    Raises:
+        GeosegError: a mapped stratum has fewer than 2 reference samples.
+    """
+    mapped_ha = m.area_m2.ravel() / HECTARE_M2
+    short = [c.name for c, n_i, a in zip(codes.classes, n.sum(axis=1), mapped_ha, strict=True)
+             if n_i < 2 and a > 0]  # fmt: skip
+    if short:
+        raise GeosegError(
+            f"{opts.reference}: strata {', '.join(short)} are mapped but have fewer than 2 "
+            "reference samples; sample every stratum (--samples-se) and label the points"
+        )
+    est = stratified_estimate(n, mapped_ha)
+    rows = [
+        {"stratum": c.name, "code": c.id, "samples": int(n[i].sum()),
+         "mapped_area_ha": float(est.mapped_area[i]), "adjusted_area_ha": float(est.area[i]),
+         "area_se_ha": float(est.area_se[i]), "ci95_ha": float(est.area_ci95[i]),
+         "users_accuracy": float(est.users_accuracy[i]), "users_se": float(est.users_se[i]),
+         "producers_accuracy": float(est.producers_accuracy[i]),
+         "producers_se": float(est.producers_se[i])}
+        for i, c in enumerate(codes.classes)
+    ]  # fmt: skip
+    write_csv_rows(paths["accuracy.csv"], rows, opts.overwrite)
+    doc = {"method": "Olofsson et al. (2014) stratified estimator, strata = change codes",
+           "overall_accuracy": est.overall_accuracy, "overall_se": est.overall_se,
+           "error_matrix": n, "strata": rows}  # fmt: skip
+    write_json(paths["accuracy.json"], doc, opts.overwrite)

@@ -1,0 +1,91 @@
+"""Training data: labelled rasters, their class-index targets, band statistics, metadata."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from geoseg import __version__
+from geoseg.errors import BandMismatchError
+from geoseg.io.training_data import LabelledRaster, read_labelled_raster
+from geoseg.tiling.confusion import remap_values
+from geoseg.training.config import TrainConfig
+from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta, Normalization
+
+__all__ = ["band_normalization", "class_targets", "load_rasters", "model_meta"]
+
+
+def class_targets(r: LabelledRaster, schema: ClassSchema) -> np.ndarray:
+    """Label values -> class index 0..K-1, 255 where unlabelled or not in the schema."""
+    index = remap_values(r.labels, {cid: k for k, cid in enumerate(schema.ids)})
+    return np.where(r.valid, index, NODATA_LABEL).astype(np.uint8)
+
+
+def band_normalization(rasters: Sequence[LabelledRaster], scale: float) -> Normalization:
+    """Per-band mean and std of the scaled valid pixels of all training rasters."""
+    c = rasters[0].image.shape[0]
+    total, sq, n = np.zeros(c), np.zeros(c), 0
+    for r in rasters:
+        x = r.image[:, r.valid].astype(np.float64) * scale
+        total += x.sum(axis=1)
+        sq += (x**2).sum(axis=1)
+        n += x.shape[1]
+    mean = total / n
+    std = np.sqrt(np.maximum(sq / n - mean**2, 0.0))
+    return Normalization(
+        tuple(float(v) for v in mean), tuple(float(max(v, 1e-6)) for v in std), scale
+    )
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for part in iter(lambda: f.read(1 << 20), b""):
+            h.update(part)
+    return h.hexdigest()[:16]
+
+
+def model_meta(
+    cfg: TrainConfig, rasters: Sequence[LabelledRaster], norm: Normalization
+) -> ModelMeta:
+    """Checkpoint metadata of a run: bands, normalization, schema, window and provenance."""
+    provenance = {
+        "train": [{"image": r.path, "sha256": _sha256(r.path)} for r in rasters],
+        "labels": list(cfg.labels),
+        "val": list(cfg.val_images),
+        "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
+        "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
+        "geoseg": __version__, "torch": torch.__version__,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **dict(cfg.provenance),
+    }  # fmt: skip
+    return ModelMeta(
+        task=cfg.task, arch=cfg.arch, encoder=cfg.encoder, bands=rasters[0].band_names,
+        normalization=norm, schema=cfg.classes, window=cfg.window, margin=cfg.margin,
+        gsd_m=rasters[0].gsd_m, provenance=provenance, options=dict(cfg.options),
+    )  # fmt: skip
+
+
+def load_rasters(
+    images: Sequence[str],
+    labels: Sequence[str],
+    cfg: TrainConfig,
+    read: Callable[[str, str, Sequence[str] | None], LabelledRaster] = read_labelled_raster,
+) -> list[LabelledRaster]:
+    """``read`` each (image, labels) pair; every image must have the same number of bands.
+
+    Raises:
+        BandMismatchError: two images differ in band count.
+    """
+    rasters = [read(i, lab, cfg.bands) for i, lab in zip(images, labels, strict=True)]
+    for r in rasters[1:]:
+        if r.image.shape[0] != rasters[0].image.shape[0]:
+            raise BandMismatchError(
+                f"{r.path}: {r.image.shape[0]} bands, {rasters[0].path} has "
+                f"{rasters[0].image.shape[0]}; select the same bands with --bands"
+            )
+    return rasters

@@ -1,0 +1,135 @@
+"""Per-task setup of a training run: rasters, targets, checkpoint metadata and objective.
+
+:func:`task_setup` picks the setup of ``cfg.task``: semantic (and change),
+bottom-up instance, Mask R-CNN instance or Panoptic-DeepLab.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+
+from geoseg.errors import GeosegError
+from geoseg.io.training_data import LabelledRaster
+from geoseg.models.bands import reflectance_scale
+from geoseg.models.instance import BottomUpInstancePredictor
+from geoseg.models.maskrcnn import MASKRCNN_ARCH, MaskRCNNPredictor, build_maskrcnn, thing_ids
+from geoseg.models.panoptic import PANOPTIC_ARCH, PanopticPredictor, build_panoptic_model
+from geoseg.models.registry import build_model
+from geoseg.tiling.confusion import remap_values
+from geoseg.training.config import TrainConfig
+from geoseg.training.data import band_normalization, class_targets, load_rasters, model_meta
+from geoseg.training.instances import (
+    InstanceRaster,
+    boundary_pos_weight,
+    boundary_target,
+    encode_targets,
+    instance_loss,
+    instance_scorer,
+    read_instance_raster,
+)
+from geoseg.training.objectives import (
+    Objective,
+    pixel_loss,
+    semantic_loss,
+    validate_miou,
+    weighted_dice,
+)
+from geoseg.training.panoptic import maskrcnn_step_loss, panoptic_step_loss
+from geoseg.types import ModelMeta
+
+__all__ = [
+    "TaskSetup",
+    "instance_setup",
+    "maskrcnn_setup",
+    "panoptic_setup",
+    "read_instances",
+    "semantic_setup",
+    "task_setup",
+]
+
+#: Training rasters, their ``(H, W) uint8`` targets, the checkpoint metadata, the objective.
+TaskSetup = tuple[list[LabelledRaster], list[np.ndarray], ModelMeta, Objective]
+
+
+def task_setup(cfg: TrainConfig) -> Callable[[TrainConfig, torch.device], TaskSetup]:
+    """The setup of ``cfg.task`` (and, for instances, bottom-up or Mask R-CNN)."""
+    if cfg.task == "panoptic":
+        return panoptic_setup
+    if cfg.task == "instance":
+        return maskrcnn_setup if cfg.arch == MASKRCNN_ARCH else instance_setup
+    return semantic_setup
+
+
+def semantic_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
+    """Rasters, class-index targets, metadata and CE + Dice / mIoU objective."""
+    train = load_rasters(cfg.images, cfg.labels, cfg)
+    val = load_rasters(cfg.val_images, cfg.val_labels, cfg) if cfg.val_images else []
+    meta = model_meta(cfg, train, band_normalization(train, reflectance_scale(train[0].dtype)))
+    for r in val:
+        r.labels[:] = remap_values(r.labels, {c: c for c in meta.schema.ids})
+    score = partial(validate_miou, meta=meta, device=device, val=val) if val else None
+    loss = partial(pixel_loss, loss=partial(semantic_loss, dice_weight=cfg.dice_weight))
+    targets = [class_targets(r, cfg.classes) for r in train]
+    build = partial(build_model, cfg.arch, cfg.encoder, len(meta.bands), len(cfg.classes),
+                    **cfg.options)  # fmt: skip
+    return train, targets, meta, Objective(loss, score, "val_miou", build)
+
+
+def read_instances(
+    cfg: TrainConfig, **meta_changes: Any
+) -> tuple[list[LabelledRaster], list[LabelledRaster], ModelMeta]:
+    """Training and validation :class:`InstanceRaster` objects and the checkpoint metadata."""
+    read = partial(read_instance_raster, schema=cfg.classes, class_field=cfg.class_field)
+    train = load_rasters(cfg.images, cfg.labels, cfg, read)
+    val = load_rasters(cfg.val_images, cfg.val_labels, cfg, read) if cfg.val_images else []
+    meta = model_meta(cfg, train, band_normalization(train, reflectance_scale(train[0].dtype)))
+    return train, val, dataclasses.replace(meta, **meta_changes)
+
+
+def instance_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
+    """Rasters, class + boundary targets, metadata and the instance loss / AP50 objective."""
+    train, val, meta = read_instances(cfg)
+    k = len(cfg.classes)
+    targets = [
+        encode_targets(class_targets(r, cfg.classes), boundary_target(r.ids), k)
+        for r in train
+        if isinstance(r, InstanceRaster)
+    ]
+    dice = partial(weighted_dice, weight=cfg.dice_weight) if cfg.dice_weight else None
+    pixel = partial(instance_loss, k=k, pos_weight=boundary_pos_weight(targets, k), dice=dice)
+    score = instance_scorer(BottomUpInstancePredictor, "ap50", meta, device, val)
+    build = partial(build_model, cfg.arch, cfg.encoder, len(meta.bands), k + 1, **cfg.options)
+    loss = partial(pixel_loss, loss=pixel)
+    return train, targets, meta, Objective(loss, score, "val_ap50", build)
+
+
+def panoptic_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
+    """Rasters, class-index targets (ids ride along), metadata, Panoptic-DeepLab loss / PQ."""
+    options = {"body": cfg.arch, **cfg.options}
+    train, val, meta = read_instances(cfg, arch=PANOPTIC_ARCH, options=options)
+    things = [k for k, c in enumerate(cfg.classes.classes) if c.is_thing]
+    targets = [class_targets(r, cfg.classes) for r in train]
+    loss = partial(panoptic_step_loss, things=things)
+    score = instance_scorer(PanopticPredictor, "pq", meta, device, val)
+    build = partial(build_panoptic_model, cfg.arch, cfg.encoder, len(meta.bands),
+                    len(cfg.classes), **cfg.options)  # fmt: skip
+    return train, targets, meta, Objective(loss, score, "val_pq", build)
+
+
+def maskrcnn_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
+    """Rasters, class-index targets (ids ride along), metadata, Mask R-CNN losses / AP50."""
+    if "window" in cfg.options:
+        raise GeosegError("Mask R-CNN takes its input size from --window, not options.window")
+    train, val, meta = read_instances(cfg)
+    targets = [class_targets(r, cfg.classes) for r in train]
+    loss = partial(maskrcnn_step_loss, schema=cfg.classes)
+    score = instance_scorer(MaskRCNNPredictor, "ap50", meta, device, val)
+    build = partial(build_maskrcnn, len(meta.bands), len(thing_ids(cfg.classes)), cfg.encoder,
+                    cfg.window, **cfg.options)  # fmt: skip
+    return train, targets, meta, Objective(loss, score, "val_ap50", build)
