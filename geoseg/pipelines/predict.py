@@ -327,9 +327,12 @@ def _write_cog(
 ) -> int:  # fmt: skip
     """Lay the chunks' compressed tiles out as the output COG; the number of labelled pixels."""
 
+    verified: set[tuple[int, int]] = set()  # each chunk is read 1 + grid.local times
+
     def load(y0: int, x0: int) -> Record:
         shape = (grid.bands, min(grid.chunk, grid.height - y0), min(grid.chunk, grid.width - x0))
-        record = parts.load(y0, x0, shape)
+        record = parts.load(y0, x0, shape, verify=(y0, x0) not in verified)
+        verified.add((y0, x0))
         if record is None:
             raise GeosegError(f"{parts.folder}: chunk at ({y0}, {x0}) went missing; run again")
         return record
