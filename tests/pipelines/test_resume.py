@@ -42,10 +42,26 @@ def _count_tasks() -> tuple[list[int], object]:
     return seen, lambda done, total: seen.append(total)
 
 
+def _tamper(path: Path) -> None:
+    """Change one byte of a chunk record's arrays, keep its stored digest and zip valid."""
+    with np.load(path) as f:
+        arrays = {k: f[k].copy() for k in f.files}
+    name = "data" if "data" in arrays else "block"
+    arrays[name].reshape(-1)[0] ^= 1
+    with path.open("wb") as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
+
+
+# chunk 48: no COG tile side of 128-1024 px divides it, so chunks keep their blocks and
+# GDAL writes the COG; chunk 144: chunks keep their compressed tiles
+@pytest.mark.parametrize("chunk", [48, 144])
 def test_resume_after_ctrl_c_gives_the_same_bytes(
-    tmp_path: Path, scene: Path, tiny_checkpoint: Path
+    tmp_path: Path, tiny_checkpoint: Path, chunk: int
 ) -> None:
-    opts = PredictOptions(chunk=48, device="cpu", scheduler="sync")
+    data = textured_scene(150 * chunk // 48, 173 * chunk // 48)  # 4 x 4 chunks
+    data[:, :30, :40] = 0
+    scene = write_raster(tmp_path / "s.tif", data, nodata=0, descriptions=TINY_BANDS)
+    opts = PredictOptions(chunk=chunk, device="cpu", scheduler="sync")
     clean = tmp_path / "clean.tif"
     seen_full, count = _count_tasks()
     predict_scene(scene, str(tiny_checkpoint), clean, opts, count)  # type: ignore[arg-type]
@@ -57,10 +73,12 @@ def test_resume_after_ctrl_c_gives_the_same_bytes(
     parts = parts_folder(out)
     done = sorted(parts.glob("*.npz"))
     assert done and not out.exists()
-    # one finished chunk is damaged on disk: it must be computed again, not trusted
-    done[0].write_bytes(done[0].read_bytes()[:50])
+    # finished chunks damaged on disk must be computed again, not trusted
+    assert len(done) > 2
+    done[0].write_bytes(done[0].read_bytes()[:50])  # truncated
+    _tamper(done[1])  # one byte changed, zip and stored digest intact
     seen_resumed, count = _count_tasks()
-    resumed = PredictOptions(chunk=48, device="cpu", scheduler="sync", resume=True)
+    resumed = PredictOptions(chunk=chunk, device="cpu", scheduler="sync", resume=True)
     predict_scene(scene, str(tiny_checkpoint), out, resumed, count)  # type: ignore[arg-type]
     assert _sha(out) == _sha(clean)
     assert max(seen_resumed) < max(seen_full), "finished chunks were computed again"
