@@ -11,7 +11,9 @@ checkpoint with random weights, then measures on one CUDA GPU, per precision:
     softmax, argmax, uint8 back, two batches queued), same windows;
 (e) end to end: ``predict_scene`` (read, halo, windows, model, stitch, chunk files,
     COG with overviews), split into its compute phase (``store_blocks``) and the
-    COG assembly.
+    COG assembly;
+(h) host only: ``predict_scene`` with bench_host.py's free model (numpy, no
+    network): what the host must do whatever the GPU; (e) cannot be shorter.
 
 Mpx/s counts scene pixels (each window's core is ``S x S``). GPU utilisation is
 sampled with NVML every 50 ms during (e). Interleaved runs; best wall times used.
@@ -44,6 +46,7 @@ from _common import (
     write_scene,
     write_unet_checkpoint,
 )
+from bench_host import free_model
 
 from geoseg.models.semantic import load_torch_predictor, resolve_precision
 from geoseg.pipelines import predict as predict_module
@@ -169,7 +172,7 @@ def run_precision(
         overwrite=True, precision=precision, scheduler=args.scheduler,
     )  # fmt: skip
     out = tmpdir / f"labels_{precision}.tif"
-    m, t, e = Timing("model"), Timing("transfers"), Timing("predict")
+    m, t, e, h = Timing("model"), Timing("transfers"), Timing("predict"), Timing("host")
     phases = Phases(
         predict_module,
         {"store_blocks": "compute", "_assemble": "assemble", "_write_cog": "assemble"},
@@ -182,6 +185,8 @@ def run_precision(
         t.time(lambda: list(model.predict_tops(iter(raw))))
         with phases.installed(), util.sampling():
             e.time(lambda: predict_scene(scene, str(ckpt), out, opts))
+        with free_model(gdal_cog=False):
+            h.time(lambda: predict_scene(scene, str(ckpt), out, opts))
     if args.profile:
         prof = Profile()
         with prof.installed():
@@ -196,7 +201,9 @@ def run_precision(
         f"      compute phase {compute:.2f} s ({mpx / compute:.1f} Mpx/s), COG assembly "
         f"{phases.best('assemble'):.2f} s; GPU utilisation during (e) {util.mean()}"
     )
+    say(f"  (h) host only       : {h.summary()}  {mpx / h.best:.1f} Mpx/s (free model)")
     say(f"  (t)/(m) {t.best / m.best:.3f}; compute phase/(m) {compute / m.best:.3f}")
+    say(f"  (h)/(m) {h.best / m.best:.3f}: above 1.10, the host alone misses the target")
     return [
         verdict("  ratio (e)/(m) of best wall times", e.best / m.best, TARGET, args.check),
         verdict(
