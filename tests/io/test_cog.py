@@ -9,6 +9,7 @@ are checked against a plain-Python mode.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import struct
 from collections import Counter
@@ -140,27 +141,91 @@ def test_pixels_and_metadata_match_gdals_cog(chunked: tuple[Path, Path, np.ndarr
     assert read_class_schema(ours) == SCHEMA
 
 
-def test_gdal_reads_it_as_a_cog_with_its_layout(chunked: tuple[Path, Path, np.ndarray]) -> None:
-    _, ours, _ = chunked
-    with rasterio.open(ours) as src:
+def cog_layout_errors(raw: bytes) -> list[str]:
+    """What breaks the rules of GDAL's ``validate_cloud_optimized_geotiff.py`` (full check).
+
+    Main IFD right after the ghost header; IFDs in order, each overview smaller and
+    marked reduced-resolution; tile data after the IFDs, smallest overview first,
+    main image last; tiles row-major within a level; size leaders and repeated
+    trailers as the ghost header promises; no overlap, nothing past the end.
+    """
+    errors = []
+    big = raw[2] == 43
+    fmt, start = ("<Q", 16) if big else ("<I", 8)
+    offsets = [struct.unpack_from(fmt, raw, 8 if big else 4)[0]]
+    ifds = [tiff.read_ifd(raw, 0)]
+    while True:
+        n = struct.unpack_from("<Q" if big else "<H", raw, offsets[-1])[0]
+        nxt = struct.unpack_from(
+            fmt, raw, offsets[-1] + (8 if big else 2) + n * (20 if big else 12)
+        )[0]
+        if not nxt:
+            break
+        offsets.append(nxt)
+        ifds.append(tiff.read_ifd(raw, len(ifds)))
+    ghost = raw[start : start + 43]
+    size = int(ghost[len(b"GDAL_STRUCTURAL_METADATA_SIZE=") :][:6])
+    body = raw[start + 43 : start + 43 + size]
+    for promise in (b"LAYOUT=IFDS_BEFORE_DATA", b"BLOCK_ORDER=ROW_MAJOR",
+                    b"BLOCK_LEADER=SIZE_AS_UINT4", b"BLOCK_TRAILER=LAST_4_BYTES_REPEATED",
+                    b"KNOWN_INCOMPATIBLE_EDITION=NO"):  # fmt: skip
+        if promise not in body:
+            errors.append(f"ghost header lacks {promise!r}")
+    if offsets[0] != start + 43 + size + (start + 43 + size) % 2:
+        errors.append(f"main IFD at {offsets[0]}")
+    dims = [(tiff.entry_values(e[256])[0], tiff.entry_values(e[257])[0]) for e in ifds]
+    for i in range(1, len(ifds)):
+        if (
+            dims[i][0] > dims[i - 1][0]
+            or dims[i][1] > dims[i - 1][1]
+            or offsets[i] < offsets[i - 1]
+        ):
+            errors.append(f"IFD {i} out of order")
+        if tiff.entry_values(ifds[i][254])[0] != 1:
+            errors.append(f"IFD {i} not marked reduced-resolution")
+    spans, firsts = [], []
+    for i, e in enumerate(ifds):
+        at, sizes = tiff.entry_values(e[324]), tiff.entry_values(e[325])
+        firsts.append(at[0])
+        if list(at) != sorted(at):
+            errors.append(f"IFD {i}: tiles not row-major")
+        for o, s in zip(at, sizes, strict=True):
+            if (
+                struct.unpack_from("<I", raw, o - 4)[0] != s
+                or raw[o + s - 4 : o + s] != raw[o + s : o + s + 4]
+            ):
+                errors.append(f"IFD {i}: tile at {o} lacks its leader or trailer")
+            spans.append((o - 4, o + s + 4))
+    if firsts != sorted(firsts, reverse=True) or min(firsts) < max(offsets):
+        errors.append("tile data not after the IFDs, smallest overview first")
+    spans.sort()
+    if any(a[1] > b[0] for a, b in itertools.pairwise(spans)) or spans[-1][1] != len(raw):
+        errors.append("tiles overlap or do not end the file")
+    return errors
+
+
+@pytest.mark.parametrize("bands", [1, 2])
+@pytest.mark.parametrize("limit", [tiff.CLASSIC_LIMIT, 1000])
+def test_the_layout_passes_gdals_cog_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bands: int, limit: int
+) -> None:
+    monkeypatch.setattr(tiff, "CLASSIC_LIMIT", limit)  # 1000: BigTIFF
+    out = write_chunked(tmp_path / "c.tif", labels_with_noise(300, 410)[:bands], 96, smallest=64)
+    raw = out.read_bytes()
+    assert raw[2] == (43 if limit == 1000 else 42)
+    assert cog_layout_errors(raw) == []
+    with rasterio.open(out) as src:
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         assert src.overviews(1) == [2, 4, 8]
-    raw = ours.read_bytes()
-    ifds = [tiff.read_ifd(raw, i) for i in range(4)]
-    ends = []
-    for entries in ifds:
-        offsets, sizes = tiff.entry_values(entries[324]), tiff.entry_values(entries[325])
-        for at, size in zip(offsets, sizes, strict=True):
-            leader = struct.unpack_from("<I", raw, at - 4)[0]
-            assert leader == size
-            assert raw[at + size : at + size + 4] == raw[at + size - 4 : at + size]
-        ends.append((min(offsets), max(o + s for o, s in zip(offsets, sizes, strict=True))))
-    first_ifd = struct.unpack_from("<I", raw, 4)[0]
-    assert first_ifd < 300  # IFDs first, behind the ghost header
-    # data of the smallest overview first, full resolution last, up to the end of the file
-    for smaller, larger in zip(ends[::-1], ends[-2::-1], strict=False):
-        assert smaller[1] + 4 <= larger[0]
-    assert ends[0][1] + 4 == len(raw)
+
+
+def test_the_rules_catch_a_broken_layout(chunked: tuple[Path, Path, np.ndarray]) -> None:
+    """The checker itself: a file with one trailer broken, and GDAL's own COG."""
+    gdal, ours, _ = chunked
+    raw = bytearray(ours.read_bytes())
+    raw[-1] ^= 0xFF
+    assert any("trailer" in e for e in cog_layout_errors(bytes(raw)))
+    assert cog_layout_errors(gdal.read_bytes()) == []
 
 
 def test_overviews_are_the_cascaded_mode(chunked: tuple[Path, Path, np.ndarray]) -> None:
