@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=2048, help="PredictOptions.chunk")
     p.add_argument("--workers", type=int, default=None, help="dask threads (default: all)")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--no-confidence", action="store_true", help="labels only (as bench_gpu)")
     p.add_argument("--check", action="store_true", help=f"exit 1 if (c)/(g) > {TARGET}")
     args = p.parse_args(argv)
 
@@ -102,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         scene = write_scene(folder / "scene.tif", args.size, args.size)
         checkpoint = write_unet_checkpoint(folder / "unet.safetensors")
         out = folder / "labels.tif"
-        opts = PredictOptions(chunk=args.chunk, confidence=True, overwrite=True, device="cpu",
-                              workers=args.workers, batch_size=32)  # fmt: skip
+        opts = PredictOptions(
+            chunk=args.chunk, confidence=not args.no_confidence, overwrite=True, device="cpu",
+            workers=args.workers, batch_size=32,
+        )  # fmt: skip
         times = {k: Timing(k) for k in "rcg"}
         tails = {"_assemble": "tail", "_write_cog": "tail"}
         phases = {k: Phases(predict_module, tails) for k in "cg"}
@@ -129,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
     mpx = args.size**2 / 1e6
     r, c, g = (times[k].best for k in "rcg")
-    say(f"scene {args.size}^2 ({mpx:.1f} Mpx), chunk {args.chunk}, 2 bands out, "
+    say(f"scene {args.size}^2 ({mpx:.1f} Mpx), chunk {args.chunk}, "
+        f"{1 if args.no_confidence else 2} band(s) out, "
         f"best of {args.repeat}")  # fmt: skip
     say(f"(r) read only              {r:7.2f} s  {mpx / r:7.1f} Mpx/s")
     for kind, name in (("c", "COG from chunk tasks"), ("g", "GDAL COG at the end")):
