@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.errors import InvalidRasterError
+from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.atomic import atomic_output
+from geoseg.io.parts import ChunkStore
 from geoseg.io.tiff import Entry, LevelLayout, compress_tiles, write_tiff
 from geoseg.types import NODATA_LABEL
 
@@ -37,9 +38,11 @@ __all__ = [
     "CogGrid",
     "all_nodata_error",
     "chunk_fits",
+    "cog_grid",
     "cog_tile_size",
     "encode_chunk",
     "mode_halve",
+    "stored_chunks",
     "write_label_cog",
 ]
 
@@ -56,6 +59,22 @@ def cog_tile_size(chunk: int, preferred: int = 512) -> int | None:
     """
     sides = [t for t in TILE_SIDES if chunk % t == 0]
     return min(sides, key=lambda t: (abs(t - preferred), -t)) if sides else None
+
+
+def cog_grid(
+    shape: tuple[int, ...], chunks: tuple[tuple[int, ...], ...], chunk: int
+) -> CogGrid | None:
+    """How chunk tasks of a ``(bands, H, W)`` array with dask ``chunks`` tile its COG.
+
+    None (write with GDAL's COG driver instead) when the chunks are not ``chunk``
+    px squares from the origin (the last of each axis may be shorter) or no tile
+    side divides ``chunk``.
+    """
+    side = cog_tile_size(chunk)
+    regular = all(all(c == chunk for c in axis[:-1]) and axis[-1] <= chunk for axis in chunks[-2:])
+    if side is None or not regular:
+        return None
+    return CogGrid(shape[-2], shape[-1], shape[0], chunk, side)
 
 
 def mode_halve(level: np.ndarray, nodata: int = NODATA_LABEL) -> np.ndarray:
@@ -179,6 +198,28 @@ def chunk_fits(grid: CogGrid, record: dict[str, np.ndarray], shape: tuple[int, .
 
 #: ``load(y0, x0)``: the record :func:`encode_chunk` made for the chunk at ``(y0, x0)``.
 ChunkLoader = Callable[[int, int], dict[str, np.ndarray]]
+
+
+def stored_chunks(parts: ChunkStore, grid: CogGrid) -> ChunkLoader:
+    """``load(y0, x0)`` reading :func:`encode_chunk` records from ``parts``.
+
+    A record's digest is checked on its first load only (assembly reads each chunk
+    ``1 + grid.local`` times).
+
+    Raises (from ``load``):
+        GeosegError: a chunk is missing or damaged.
+    """
+    verified: set[tuple[int, int]] = set()
+
+    def load(y0: int, x0: int) -> dict[str, np.ndarray]:
+        shape = (grid.bands, min(grid.chunk, grid.height - y0), min(grid.chunk, grid.width - x0))
+        record = parts.load(y0, x0, shape, verify=(y0, x0) not in verified)
+        verified.add((y0, x0))
+        if record is None:
+            raise GeosegError(f"{parts.folder}: chunk at ({y0}, {x0}) went missing; run again")
+        return record
+
+    return load
 
 
 class _Pyramid:

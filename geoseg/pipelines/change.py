@@ -16,11 +16,13 @@ is written atomically.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -37,7 +39,9 @@ from geoseg.change.transitions import (
 from geoseg.change.zones import ZoneMasker, prepare_aoi
 from geoseg.errors import GeosegError
 from geoseg.io.atomic import check_output_path
-from geoseg.io.labels import BlockSink, label_cog_writer
+from geoseg.io.cog import chunk_fits, cog_grid, encode_chunk, stored_chunks
+from geoseg.io.labels import label_cog_from_chunks, label_cog_writer
+from geoseg.io.parts import ChunkStore, parts_folder
 from geoseg.io.vectors import read_vectors
 from geoseg.pipelines.change_accuracy import read_reference, write_accuracy, write_samples
 from geoseg.pipelines.change_outputs import (
@@ -47,7 +51,7 @@ from geoseg.pipelines.change_outputs import (
     write_tables,
     write_zone_table,
 )
-from geoseg.tiling.execute import Progress, store_blocks
+from geoseg.tiling.execute import Progress, Sink, store_blocks
 from geoseg.types import NODATA_LABEL, ClassInfo, ClassSchema
 
 __all__ = ["OUTPUT_FILES", "ChangeOptions", "ChangeResult", "change_report", "change_schema"]
@@ -136,7 +140,7 @@ class _ChangeSink:
     """Writes ``(1, h, w)`` code blocks to change.tif and adds them to the transition sums."""
 
     def __init__(
-        self, raster: BlockSink, totals: TransitionSink, k: int, zones: ZoneMasker | None
+        self, raster: Sink, totals: TransitionSink, k: int, zones: ZoneMasker | None
     ) -> None:
         self._raster, self._totals, self._k, self._zones = raster, totals, k, zones
 
@@ -147,6 +151,39 @@ class _ChangeSink:
             self._zones.add_codes(key[-2], key[-1], codes)
         out = np.where(codes == self._k * self._k, NODATA_LABEL, codes).astype(np.uint8)
         self._raster[key] = out[None]
+
+
+def _write_change_raster(
+    codes: da.Array, aligned: AlignedMaps, schema: ClassSchema,
+    sink: Callable[[Sink], _ChangeSink], path: Path, opts: ChangeOptions,
+    progress: Progress | None,
+) -> None:  # fmt: skip
+    """change.tif from the lazy ``(1, H, W)`` codes, filling the sums of ``sink`` on the way.
+
+    The chunk tasks compress the COG's tiles and overviews (:mod:`geoseg.io.cog`,
+    kept in a hidden parts folder until the file is laid out) when a tile side
+    divides the chunk; otherwise GDAL's COG driver writes it at the end.
+    """
+    meta: dict[str, Any] = {
+        "crs": aligned.crs, "transform": aligned.transform, "schema": schema,
+        "descriptions": ["change code (from_index * K + to_index)"],
+        "tags": {"GEOSEG_CHANGE_FROM": aligned.paths[0], "GEOSEG_CHANGE_TO": aligned.paths[-1]},
+        "overwrite": opts.overwrite, "source": f"{aligned.paths[0]} / {aligned.paths[-1]}",
+    }  # fmt: skip
+    grid = cog_grid(codes.shape, codes.chunks, opts.chunk)
+    if grid is None:
+        with label_cog_writer(
+            path, height=aligned.height, width=aligned.width, count=1, **meta
+        ) as raster:
+            store_blocks(codes, sink(raster), opts.scheduler, opts.workers, progress)
+        return
+    encode, fits = functools.partial(encode_chunk, grid), functools.partial(chunk_fits, grid)
+    parts = ChunkStore(parts_folder(path), {}, False, encode, fits)
+    try:
+        store_blocks(codes, sink(parts), opts.scheduler, opts.workers, progress)
+        label_cog_from_chunks(path, grid, stored_chunks(parts, grid), **meta)
+    finally:
+        parts.remove()
 
 
 def _codes(aligned: AlignedMaps, consistency: int) -> da.Array:
@@ -233,16 +270,11 @@ def change_report(
     totals = TransitionSink(
         aligned.schema.ids, aligned.crs, aligned.transform, shape=(aligned.height, aligned.width)
     )
-    with label_cog_writer(
-        paths["change.tif"], height=aligned.height, width=aligned.width, count=1,
-        crs=aligned.crs, transform=aligned.transform, schema=codes_schema,
-        descriptions=["change code (from_index * K + to_index)"],
-        tags={"GEOSEG_CHANGE_FROM": aligned.paths[0], "GEOSEG_CHANGE_TO": aligned.paths[-1]},
-        overwrite=opts.overwrite, source=f"{aligned.paths[0]} / {aligned.paths[-1]}",
-    ) as raster:  # fmt: skip
-        sink = _ChangeSink(raster, totals, k, zones)
-        store_blocks(_filtered_codes(aligned, opts), sink, opts.scheduler, opts.workers,
-                     progress)  # fmt: skip
+    sink = functools.partial(_ChangeSink, totals=totals, k=k, zones=zones)
+    _write_change_raster(
+        _filtered_codes(aligned, opts), aligned, codes_schema, sink, paths["change.tif"], opts,
+        progress,
+    )  # fmt: skip
     matrix = totals.matrix(aligned.schema.names)
     write_change_polygons(paths["change.tif"], paths["change.gpkg"], aligned.schema, opts)
     write_tables(matrix, aligned, paths, opts)

@@ -18,9 +18,9 @@ from geoseg import __version__
 from geoseg.errors import BandMismatchError, GeosegError
 from geoseg.io.atomic import check_output_path
 from geoseg.io.checkpoint import read_checkpoint_meta
-from geoseg.io.cog import CogGrid, chunk_fits, cog_tile_size, encode_chunk
+from geoseg.io.cog import CogGrid, chunk_fits, cog_grid, encode_chunk, stored_chunks
 from geoseg.io.labels import label_cog_from_chunks, label_cog_writer
-from geoseg.io.parts import ChunkStore, Record, file_stamp, parts_folder
+from geoseg.io.parts import ChunkStore, file_stamp, parts_folder
 from geoseg.io.preview import write_label_preview
 from geoseg.io.raster import Scene, canonical_band_name, open_scene, select_bands
 from geoseg.models.bands import reflectance_scale
@@ -293,11 +293,7 @@ def _done_in(parts: ChunkStore) -> Callable[[tuple[slice, ...]], bool]:
 
 def _cog_grid(lazy: da.Array, tile: TileSpec) -> CogGrid | None:
     """How chunk tasks tile the output COG; None if no COG tile side divides the chunk."""
-    side = cog_tile_size(tile.chunk)
-    if side is None:
-        return None
-    _, height, width = lazy.shape
-    return CogGrid(height, width, lazy.shape[0], tile.chunk, side)
+    return cog_grid(lazy.shape, lazy.chunks, tile.chunk)
 
 
 def _output_tags(scene: Scene, model: str) -> dict[str, str]:
@@ -326,21 +322,10 @@ def _write_cog(
     model: str, opts: PredictOptions,
 ) -> int:  # fmt: skip
     """Lay the chunks' compressed tiles out as the output COG; the number of labelled pixels."""
-
-    verified: set[tuple[int, int]] = set()  # each chunk is read 1 + grid.local times
-
-    def load(y0: int, x0: int) -> Record:
-        shape = (grid.bands, min(grid.chunk, grid.height - y0), min(grid.chunk, grid.width - x0))
-        record = parts.load(y0, x0, shape, verify=(y0, x0) not in verified)
-        verified.add((y0, x0))
-        if record is None:
-            raise GeosegError(f"{parts.folder}: chunk at ({y0}, {x0}) went missing; run again")
-        return record
-
     return label_cog_from_chunks(
-        out, grid, load, crs=scene.crs, transform=scene.transform, schema=schema,
-        descriptions=["class", "confidence"][: grid.bands], tags=_output_tags(scene, model),
-        overwrite=opts.overwrite, source=scene.path,
+        out, grid, stored_chunks(parts, grid), crs=scene.crs, transform=scene.transform,
+        schema=schema, descriptions=["class", "confidence"][: grid.bands],
+        tags=_output_tags(scene, model), overwrite=opts.overwrite, source=scene.path,
     )  # fmt: skip
 
 

@@ -58,13 +58,23 @@ def test_report_writes_every_output(two_dates: list[Path], tmp_path: Path) -> No
 def test_transitions_csv_is_the_same_for_any_chunk_size(
     two_dates: list[Path], tmp_path: Path
 ) -> None:
-    texts = []
-    for chunk in (7, 32, 1024):
+    texts, codes, blocks = [], [], []
+    # 7 and 32 px: GDAL's COG driver writes change.tif; 160 and 1024: the chunk tasks
+    # compress its tiles (160 and 512 px)
+    for chunk in (7, 32, 160, 1024):
         out = tmp_path / f"r{chunk}"
         change_report(two_dates, out, ChangeOptions(chunk=chunk))
         texts.append(((out / "transitions.csv").read_text(),
                       (out / "class_change.csv").read_text()))  # fmt: skip
-    assert texts[0] == texts[1] == texts[2]
+        with rasterio.open(out / "change.tif") as src:
+            codes.append(src.read())
+            blocks.append(src.block_shapes[0])
+            assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)  # no parts left
+    assert texts[0] == texts[1] == texts[2] == texts[3]
+    for got in codes[1:]:
+        np.testing.assert_array_equal(got, codes[0])
+    assert blocks == [(512, 512), (512, 512), (160, 160), (512, 512)]
 
 
 def test_existing_outputs_are_refused_before_writing(two_dates: list[Path], tmp_path: Path) -> None:
@@ -227,12 +237,17 @@ def test_identical_maps_report_no_change(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_local_cluster_gives_the_same_tables(two_dates: list[Path], tmp_path: Path) -> None:
-    change_report(two_dates, tmp_path / "t", ChangeOptions(chunk=16))
-    opts = ChangeOptions(chunk=16, scheduler="local", workers=2)
-    change_report(two_dates, tmp_path / "l", opts)
-    for name in ("transitions.csv", "class_change.csv"):
-        assert (tmp_path / "t" / name).read_text() == (tmp_path / "l" / name).read_text()
+@pytest.mark.parametrize("chunk", [16, 128])  # change.tif by GDAL / by the chunk tasks
+def test_local_cluster_gives_the_same_tables(tmp_path: Path, chunk: int) -> None:
+    maps = [
+        write_labels(tmp_path / "2019.tif", random_labels((300, 270), 0), date="2019-06-01"),
+        write_labels(tmp_path / "2023.tif", random_labels((300, 270), 1), date="2023-06-01"),
+    ]
+    change_report(maps, tmp_path / "t", ChangeOptions(chunk=chunk))
+    opts = ChangeOptions(chunk=chunk, scheduler="local", workers=2)
+    change_report(maps, tmp_path / "l", opts)
+    for name in ("transitions.csv", "class_change.csv", "change.tif"):
+        assert (tmp_path / "t" / name).read_bytes() == (tmp_path / "l" / name).read_bytes()
 
 
 def test_change_polygons_carry_from_to_names_and_the_changed_area(
