@@ -145,9 +145,11 @@ def label_cog_from_chunks(
 ) -> int:
     """Write the label COG at ``path`` from chunks encoded by :func:`~geoseg.io.cog.encode_chunk`.
 
-    Same file contents as :func:`label_cog_writer` (classes, colour table, band
-    descriptions, tags, nodata 255, DEFLATE, mode overviews), but the tiles were
-    compressed by the chunk tasks; here they are only laid out.
+    Same pixels and metadata as :func:`label_cog_writer` (classes, colour table, band
+    descriptions, tags, nodata 255, DEFLATE), but the tiles were compressed by the
+    chunk tasks and are only laid out here; tile side and overviews follow
+    :mod:`geoseg.io.cog` (cascaded 2 x 2 mode: ties go to the smaller value where
+    GDAL's MODE keeps the first, ~0.2 % of overview pixels).
 
     Returns:
         The number of labelled pixels.

@@ -86,7 +86,11 @@ class ChunkStore:
         self.folder = folder
         self._encode = encode or _as_block
         self._fits = fits or _block_fits
-        self._lock = threading.Lock()
+        # remove() waits for writes in flight and later ones are dropped: after a
+        # failure dask's threads scheduler returns while handed-out tasks still run
+        self._writes = threading.Condition()
+        self._in_flight = 0
+        self._closed = False
         manifest = folder / "manifest.json"
         wanted = json.loads(json.dumps(dict(fingerprint)))
         if folder.exists() and resume:
@@ -116,12 +120,21 @@ class ChunkStore:
         self.put(key, self._encode(np.asarray(block)))
 
     def put(self, key: tuple[slice, ...], record: Record) -> None:
-        """Save the record :attr:`encode` made of the block at ``key``."""
+        """Save the record :attr:`encode` made of the block at ``key`` (dropped after remove)."""
         _, ys, xs = key
         path = self._path(ys.start, xs.start)
-        with atomic_output(path, overwrite=True) as tmp, tmp.open("wb") as f:
-            arrays: dict[str, Any] = {**record, "sha256": np.array(_digest(record))}
-            np.savez(f, **arrays)
+        with self._writes:
+            if self._closed:
+                return
+            self._in_flight += 1
+        try:
+            with atomic_output(path, overwrite=True) as tmp, tmp.open("wb") as f:
+                arrays: dict[str, Any] = {**record, "sha256": np.array(_digest(record))}
+                np.savez(f, **arrays)
+        finally:
+            with self._writes:
+                self._in_flight -= 1
+                self._writes.notify_all()
 
     def load(self, y0: int, x0: int, shape: tuple[int, ...], verify: bool = True) -> Record | None:
         """The record of the chunk at ``(y0, x0)`` (of ``shape``) if it is there, whole
@@ -146,7 +159,14 @@ class ChunkStore:
         return record
 
     def remove(self) -> None:
-        """Delete the folder (after the output is complete)."""
+        """Delete the folder (after the output is complete, or a failure).
+
+        Waits for the writes in flight; chunks that finish later are not saved.
+        """
+        with self._writes:
+            self._closed = True
+            while self._in_flight:
+                self._writes.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

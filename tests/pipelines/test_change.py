@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import rasterio
 from affine import Affine
 from click.testing import CliRunner
 
+import geoseg.pipelines.change as change_module
 from geoseg.cli import cli
 from geoseg.errors import GeosegError, OutputExistsError
 from geoseg.pipelines.change import OUTPUT_FILES, ChangeOptions, change_report, change_schema
@@ -266,3 +269,27 @@ def test_change_polygons_carry_from_to_names_and_the_changed_area(
     to = m.names.index(frame["to_class"].iloc[0])
     pair = frame[(frame["from_class"] == m.names[forest]) & (frame["to_class"] == m.names[to])]
     assert float(pair["area_m2"].sum()) == pytest.approx(float(m.area_m2[forest, to]), rel=1e-6)
+
+
+def test_a_failure_mid_run_leaves_no_chunk_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    maps = [
+        write_labels(tmp_path / "2019.tif", random_labels((640, 640), 0), date="2019-06-01"),
+        write_labels(tmp_path / "2023.tif", random_labels((640, 640), 1), date="2023-06-01"),
+    ]
+    real, calls, lock = change_module.persistent_after, [0], threading.Lock()
+
+    def failing(*args: object, **kw: object) -> object:
+        with lock:
+            calls[0] += 1
+            if calls[0] == 12:  # 25 chunks of 128 px; others are in flight on 4 threads
+                raise RuntimeError("disk on fire")
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(change_module, "persistent_after", failing)
+    out = tmp_path / "report"
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        change_report(maps, out, ChangeOptions(chunk=128, workers=4))
+    time.sleep(0.5)  # tasks handed out before the failure finish meanwhile
+    assert sorted(p.name for p in out.iterdir()) == []
