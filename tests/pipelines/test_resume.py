@@ -118,6 +118,34 @@ def test_resume_matches_the_arithmetic_not_the_spelling(
     assert max(seen) < max(seen_full), "auto on the CPU is fp32: its chunks were reused"
 
 
+def test_a_failing_chunk_mid_run_leaves_nothing(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other chunk tasks still run when one fails; none of them may leave a file."""
+    import threading
+    import time
+
+    from geoseg.tiling import infer
+
+    data = textured_scene(512, 512)
+    scene = write_raster(tmp_path / "s.tif", data, nodata=0, descriptions=TINY_BANDS)
+    real, calls, lock = infer._labels, [0], threading.Lock()
+
+    def failing(*args: object, **kw: object) -> object:
+        with lock:
+            calls[0] += 1
+            if calls[0] == 5:  # of 16 chunks of 144 px, 4 threads
+                raise RuntimeError("chunk failed")
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(infer, "_labels", failing)
+    with pytest.raises(RuntimeError, match="chunk failed"):
+        opts = PredictOptions(chunk=144, workers=4, device="cpu")
+        predict_scene(scene, str(tiny_checkpoint), tmp_path / "out.tif", opts)
+    time.sleep(0.5)  # tasks handed out before the failure finish meanwhile
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
+
+
 def test_errors_other_than_interruption_leave_nothing(tmp_path: Path) -> None:
     data = np.zeros((4, 40, 40), np.uint16)
     scene = write_raster(tmp_path / "s.tif", data, nodata=0, descriptions=TINY_BANDS)
