@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_host.py
 
 bench-gpu: $(STAMP)
 	$(BIN)/python benchmarks/bench_gpu.py --precision fp16,bf16,fp32
