@@ -18,8 +18,9 @@ the worker count or a resumed run.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
     "encode_chunk",
     "mode_halve",
     "stored_chunks",
+    "tile_store",
     "write_label_cog",
 ]
 
@@ -198,6 +200,14 @@ def chunk_fits(grid: CogGrid, record: dict[str, np.ndarray], shape: tuple[int, .
 
 #: ``load(y0, x0)``: the record :func:`encode_chunk` made for the chunk at ``(y0, x0)``.
 ChunkLoader = Callable[[int, int], dict[str, np.ndarray]]
+
+
+def tile_store(
+    folder: Path, fingerprint: Mapping[str, Any], resume: bool, grid: CogGrid
+) -> ChunkStore:
+    """A :class:`~geoseg.io.parts.ChunkStore` keeping each chunk's COG tiles, not its block."""
+    encode, fits = functools.partial(encode_chunk, grid), functools.partial(chunk_fits, grid)
+    return ChunkStore(folder, fingerprint, resume, encode, fits)
 
 
 def stored_chunks(parts: ChunkStore, grid: CogGrid) -> ChunkLoader:

@@ -39,9 +39,9 @@ from geoseg.change.transitions import (
 from geoseg.change.zones import ZoneMasker, prepare_aoi
 from geoseg.errors import GeosegError
 from geoseg.io.atomic import check_output_path
-from geoseg.io.cog import chunk_fits, cog_grid, encode_chunk, stored_chunks
+from geoseg.io.cog import cog_grid, stored_chunks, tile_store
 from geoseg.io.labels import label_cog_from_chunks, label_cog_writer
-from geoseg.io.parts import ChunkStore, parts_folder
+from geoseg.io.parts import parts_folder
 from geoseg.io.vectors import read_vectors
 from geoseg.pipelines.change_accuracy import read_reference, write_accuracy, write_samples
 from geoseg.pipelines.change_outputs import (
@@ -177,8 +177,7 @@ def _write_change_raster(
         ) as raster:
             store_blocks(codes, sink(raster), opts.scheduler, opts.workers, progress)
         return
-    encode, fits = functools.partial(encode_chunk, grid), functools.partial(chunk_fits, grid)
-    parts = ChunkStore(parts_folder(path), {}, False, encode, fits)
+    parts = tile_store(parts_folder(path), {}, False, grid)
     try:
         store_blocks(codes, sink(parts), opts.scheduler, opts.workers, progress)
         label_cog_from_chunks(path, grid, stored_chunks(parts, grid), **meta)

@@ -18,7 +18,7 @@ from geoseg import __version__
 from geoseg.errors import BandMismatchError, GeosegError
 from geoseg.io.atomic import check_output_path
 from geoseg.io.checkpoint import read_checkpoint_meta
-from geoseg.io.cog import CogGrid, chunk_fits, cog_grid, encode_chunk, stored_chunks
+from geoseg.io.cog import CogGrid, cog_grid, stored_chunks, tile_store
 from geoseg.io.labels import label_cog_from_chunks, label_cog_writer
 from geoseg.io.parts import ChunkStore, file_stamp, parts_folder
 from geoseg.io.preview import write_label_preview
@@ -313,8 +313,7 @@ def _chunk_store(
     fingerprint = {**fingerprint, "cog_tile": grid and grid.tile, "gdal": rasterio.__gdal_version__}
     if grid is None:
         return ChunkStore(parts_folder(out), fingerprint, resume)
-    encode, fits = functools.partial(encode_chunk, grid), functools.partial(chunk_fits, grid)
-    return ChunkStore(parts_folder(out), fingerprint, resume, encode, fits)
+    return tile_store(parts_folder(out), fingerprint, resume, grid)
 
 
 def _write_cog(
