@@ -199,14 +199,16 @@ def _codes(aligned: AlignedMaps, consistency: int) -> da.Array:
 
 
 def _filtered_codes(aligned: AlignedMaps, opts: ChangeOptions) -> da.Array:
-    """Codes after the temporal filter and, with ``mmu_ha``, the minimum mapping unit."""
+    """``(1, H, W) uint8`` codes after the temporal filter and, with ``mmu_ha``, the
+    minimum mapping unit (``K * K <= 225`` fits; uint8 blocks are a quarter of the
+    bytes a cluster sends to the client)."""
     codes = _codes(aligned, opts.consistency)
-    if opts.mmu_ha is None:
-        return codes
-    return mmu_blocks(
-        codes, len(aligned.schema), aligned.crs, aligned.transform, opts.mmu_ha * HECTARE_M2,
-        scheduler=opts.scheduler, workers=opts.workers,
-    )  # fmt: skip
+    if opts.mmu_ha is not None:
+        codes = mmu_blocks(
+            codes, len(aligned.schema), aligned.crs, aligned.transform, opts.mmu_ha * HECTARE_M2,
+            scheduler=opts.scheduler, workers=opts.workers,
+        )  # fmt: skip
+    return codes.astype(np.uint8)
 
 
 def _check_outputs(
