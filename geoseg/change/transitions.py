@@ -22,7 +22,6 @@ from affine import Affine
 
 from geoseg.change.area_cells import LIMB_BITS, LIMBS, QUANTUM, AreaCells
 from geoseg.change.codes import label_code_dtype, label_pair_codes, transition_codes
-from geoseg.change.matrix import KM2_M2 as KM2_M2
 from geoseg.change.matrix import TransitionMatrix
 from geoseg.errors import GeosegError
 from geoseg.tiling.execute import Progress, store_blocks

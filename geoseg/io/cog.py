@@ -3,9 +3,10 @@
 With GDAL's COG driver the last step of a run (compress every tile, compute every
 overview) runs in one process after all chunks are done. Here each chunk task
 compresses its own tiles and computes its share of the overviews
-(:func:`encode_chunk`), in parallel with the other chunks and on whichever worker
-ran it; assembling the file (:func:`write_label_cog`) only finishes the few
-smallest overviews and copies bytes.
+(:func:`encode_chunk`), in parallel with the other chunks (on a cluster, on the
+worker that ran it where the sink is a :class:`~geoseg.tiling.execute.RecordSink`,
+as predict's is); assembling the file (:func:`write_label_cog`) only finishes the
+few smallest overviews and copies bytes.
 
 The COG's tile side divides the chunk side (:func:`cog_tile_size`), so no tile
 straddles two chunks. Overviews halve the previous level by the **mode** of each
@@ -184,6 +185,8 @@ def all_nodata_error(source: str) -> InvalidRasterError:
 
 def chunk_fits(grid: CogGrid, record: dict[str, np.ndarray], shape: tuple[int, ...]) -> bool:
     """Whether ``record`` (from :func:`encode_chunk`) is what a ``(bands, h, w)`` chunk gives."""
+    if set(record) != {"data", "sizes", "piece", "valid"} or record["data"].dtype != np.uint8:
+        return False
     n_tiles = 0
     h, w = shape[-2:]
     for _ in range(grid.local):
@@ -210,16 +213,19 @@ def tile_store(
     return ChunkStore(folder, fingerprint, resume, encode, fits)
 
 
-def stored_chunks(parts: ChunkStore, grid: CogGrid) -> ChunkLoader:
+def stored_chunks(
+    parts: ChunkStore, grid: CogGrid, verified: set[tuple[int, int]] | None = None
+) -> ChunkLoader:
     """``load(y0, x0)`` reading :func:`encode_chunk` records from ``parts``.
 
     A record's digest is checked on its first load only (assembly reads each chunk
-    ``1 + grid.local`` times).
+    ``1 + grid.local`` times), unless its ``(y0, x0)`` is already in ``verified``
+    (chunks a resumed run checked before computing the others).
 
     Raises (from ``load``):
         GeosegError: a chunk is missing or damaged.
     """
-    verified: set[tuple[int, int]] = set()
+    verified = set() if verified is None else verified
 
     def load(y0: int, x0: int) -> dict[str, np.ndarray]:
         shape = (grid.bands, min(grid.chunk, grid.height - y0), min(grid.chunk, grid.width - x0))

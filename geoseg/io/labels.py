@@ -1,9 +1,12 @@
-"""Write label rasters: streamed block by block, then copied to a COG, atomically.
+"""Write label rasters (class ids, 255 = nodata) as COGs, atomically.
 
-Blocks are written into a temporary tiled GeoTIFF next to the output; only when
-every block is in does a COG copy (DEFLATE, overviews by mode resampling, colour
-table, class names) replace the output name. A failed or interrupted run leaves
-no file under the output name and removes its temporaries.
+Two ways, same pixels and metadata (colour table, class names, band descriptions,
+tags, DEFLATE, mode overviews): :func:`label_cog_from_chunks` lays out tiles the
+chunk tasks already compressed (:mod:`geoseg.io.cog`; the default of ``predict``
+and ``change``); :func:`label_cog_writer` streams blocks into a temporary tiled
+GeoTIFF and has GDAL's COG driver copy it (chunks no COG tile side divides). A
+failed or interrupted run leaves no file under the output name and removes its
+temporaries.
 """
 
 from __future__ import annotations

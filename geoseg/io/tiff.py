@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -164,7 +164,9 @@ def unspecify_extra_samples(path: str | os.PathLike[str]) -> int:
     return changed
 
 
-def metadata_tags(profile: Mapping[str, Any], write: Any = None) -> dict[int, Entry]:
+def metadata_tags(
+    profile: Mapping[str, Any], write: Callable[[Any], None] | None = None
+) -> dict[int, Entry]:
     """The georeferencing and metadata entries GDAL writes for a GeoTIFF like ``profile``.
 
     Args:

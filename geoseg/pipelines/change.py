@@ -160,9 +160,11 @@ def _write_change_raster(
 ) -> None:  # fmt: skip
     """change.tif from the lazy ``(1, H, W)`` codes, filling the sums of ``sink`` on the way.
 
-    The chunk tasks compress the COG's tiles and overviews (:mod:`geoseg.io.cog`,
-    kept in a hidden parts folder until the file is laid out) when a tile side
-    divides the chunk; otherwise GDAL's COG driver writes it at the end.
+    Each block's COG tiles and overviews are compressed as it arrives
+    (:mod:`geoseg.io.cog`; kept in a hidden parts folder until the file is laid
+    out): in the chunk's thread on the threads scheduler, on the client on a
+    cluster (the sums need the codes there anyway). When no tile side divides the
+    chunk, GDAL's COG driver writes the file at the end instead.
     """
     meta: dict[str, Any] = {
         "crs": aligned.crs, "transform": aligned.transform, "schema": schema,

@@ -226,12 +226,13 @@ def predict_scene(
     )  # fmt: skip
     grid = _cog_grid(lazy, tile)
     parts = _chunk_store(out, _fingerprint(path, scene, spec, tile, opts), opts.resume, grid)
+    kept: set[tuple[int, int]] = set()  # chunks of an earlier run, checked
     try:
-        store_blocks(lazy, parts, opts.scheduler, opts.workers, progress, skip=_done_in(parts))
+        store_blocks(lazy, parts, opts.scheduler, opts.workers, progress, _done_in(parts, kept))
         if grid is None:
             valid = _assemble(lazy, parts, out, scene, schema, model, opts)
         else:
-            valid = _write_cog(grid, parts, out, scene, schema, model, opts)
+            valid = _write_cog(grid, parts, out, scene, schema, model, opts, kept)
     except KeyboardInterrupt:
         log.warning(
             "interrupted: finished chunks are kept in %s; rerun with --resume", parts.folder
@@ -282,17 +283,25 @@ def _arithmetic(spec: ModelSpec) -> str:
     return f"{device.type} {'fp32' if amp is None else str(amp).removeprefix('torch.')}"
 
 
-def _done_in(parts: ChunkStore) -> Callable[[tuple[slice, ...]], bool]:
+def _done_in(parts: ChunkStore, kept: set[tuple[int, int]]) -> Callable[[tuple[slice, ...]], bool]:
+    """``done(key)``: the chunk at ``key`` is in ``parts``, intact (added to ``kept``)."""
+
     def done(key: tuple[slice, ...]) -> bool:
         b, ys, xs = key
         shape = (b.stop - b.start, ys.stop - ys.start, xs.stop - xs.start)
-        return parts.load(ys.start, xs.start, shape) is not None
+        if parts.load(ys.start, xs.start, shape) is None:
+            return False
+        kept.add((ys.start, xs.start))
+        return True
 
     return done
 
 
 def _cog_grid(lazy: da.Array, tile: TileSpec) -> CogGrid | None:
-    """How chunk tasks tile the output COG; None if no COG tile side divides the chunk."""
+    """How chunk tasks tile the output COG; None if no COG tile side divides the chunk.
+
+    (A function of its own so that benchmarks/bench_host.py can force the GDAL path.)
+    """
     return cog_grid(lazy.shape, lazy.chunks, tile.chunk)
 
 
@@ -318,11 +327,14 @@ def _chunk_store(
 
 def _write_cog(
     grid: CogGrid, parts: ChunkStore, out: Path, scene: Scene, schema: ClassSchema,
-    model: str, opts: PredictOptions,
+    model: str, opts: PredictOptions, kept: set[tuple[int, int]],
 ) -> int:  # fmt: skip
-    """Lay the chunks' compressed tiles out as the output COG; the number of labelled pixels."""
+    """Lay the chunks' compressed tiles out as the output COG; the number of labelled pixels.
+
+    ``kept``: chunks of an earlier run already checked (their digests are not again).
+    """
     return label_cog_from_chunks(
-        out, grid, stored_chunks(parts, grid), crs=scene.crs, transform=scene.transform,
+        out, grid, stored_chunks(parts, grid, kept), crs=scene.crs, transform=scene.transform,
         schema=schema, descriptions=["class", "confidence"][: grid.bands],
         tags=_output_tags(scene, model), overwrite=opts.overwrite, source=scene.path,
     )  # fmt: skip

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.areas import ACRE_M2, HECTARE_M2
-from geoseg.change.transitions import KM2_M2, TransitionMatrix
+from geoseg.change.matrix import KM2_M2, TransitionMatrix
 from geoseg.io.atomic import atomic_output
 
 __all__ = ["area_fields", "class_change_rows", "transition_rows", "write_csv_rows"]

@@ -30,7 +30,7 @@ from geoseg.training.instances import InstanceRaster
 from geoseg.training.objectives import Objective
 from geoseg.training.sampling import WindowSampler, augment
 from geoseg.training.state import restore_state, save_state, state_path
-from geoseg.training.tasks import task_setup as _setup  # the old name; tests import it
+from geoseg.training.tasks import task_setup
 from geoseg.types import ModelMeta
 
 __all__ = ["EpochReport", "TrainResult", "train_model"]
@@ -105,7 +105,7 @@ def train_model(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
-    train, targets, meta, objective = _setup(cfg)(cfg, device)
+    train, targets, meta, objective = task_setup(cfg)(cfg, device)
     ids = [r.ids for r in train if isinstance(r, InstanceRaster)] or None
     sampler = WindowSampler(
         [r.image for r in train], [r.valid for r in train], targets, cfg.window, rng,

@@ -21,9 +21,9 @@ from geoseg.models.maskrcnn import MaskRCNNPredictor
 from geoseg.models.panoptic import PanopticPredictor
 from geoseg.training import load_train_config, train_model
 from geoseg.training.instances import InstanceRaster
-from geoseg.training.loop import _setup
 from geoseg.training.panoptic import panoptic_batch_targets
 from geoseg.training.sampling import Batch, WindowSampler, augment
+from geoseg.training.tasks import task_setup
 from geoseg.types import ClassInfo, ClassSchema
 from tests.conftest import write_raster
 
@@ -81,7 +81,7 @@ def _maskrcnn(scene: dict[str, Path], out: Path, **kw: Any) -> Any:
 def _sampled(scene: dict[str, Path], labels: Path) -> Batch:
     """Four augmented 48 px windows drawn with seed 3 from what the panoptic trainer reads."""
     cfg = _config(scene, scene["image"].with_suffix(".safetensors"), labels=[str(labels)])
-    train, targets, _, _ = _setup(cfg)(cfg, torch.device("cpu"))
+    train, targets, _, _ = task_setup(cfg)(cfg, torch.device("cpu"))
     ids = [r.ids for r in train if isinstance(r, InstanceRaster)]
     rng = np.random.default_rng(3)
     sampler = WindowSampler([r.image for r in train], [r.valid for r in train], targets, 48, rng,
