@@ -15,7 +15,8 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,13 @@ from geoseg.io.cog import ChunkLoader, CogGrid, all_nodata_error, write_label_co
 from geoseg.io.tiff import metadata_tags, unspecify_extra_samples
 from geoseg.types import NODATA_LABEL, ClassSchema
 
-__all__ = ["BlockSink", "label_cog_from_chunks", "label_cog_writer", "read_class_schema"]
+__all__ = [
+    "BlockSink",
+    "LabelMeta",
+    "label_cog_from_chunks",
+    "label_cog_writer",
+    "read_class_schema",
+]
 
 #: GeoTIFF tag holding the class schema as JSON.
 CLASSES_TAG = "GEOSEG_CLASSES"
@@ -60,33 +67,57 @@ class BlockSink:
             self.blocks_written += 1
 
 
+@dataclass(frozen=True)
+class LabelMeta:
+    """What a label raster carries besides its pixels (both writers take it).
+
+    Attributes:
+        crs, transform: georeferencing, copied from the input scene.
+        schema: classes, written as colour table and ``GEOSEG_CLASSES`` tag.
+        descriptions: one description per band (1 = labels, 2 = labels + confidence).
+        tags: extra dataset tags (model, software version, ...).
+        source: the input, named in the all-nodata error.
+    """
+
+    crs: CRS
+    transform: Affine
+    schema: ClassSchema
+    descriptions: Sequence[str]
+    tags: Mapping[str, str] = field(default_factory=dict)
+    source: str = "the input"
+
+    @property
+    def count(self) -> int:
+        """Bands."""
+        return len(self.descriptions)
+
+    def profile(self) -> dict[str, Any]:
+        """The rasterio creation profile entries for this metadata (uint8, nodata 255)."""
+        return {"count": self.count, "dtype": "uint8", "crs": self.crs,
+                "transform": self.transform, "nodata": NODATA_LABEL}  # fmt: skip
+
+    def write(self, dst: Any) -> None:
+        """Set colour table, band descriptions and tags (class schema as JSON) on ``dst``."""
+        dst.write_colormap(1, self.schema.colormap())
+        if dst.count == 2:  # confidence is a value band, not transparency
+            dst.colorinterp = [ColorInterp.palette, ColorInterp.undefined]
+        for i, text in enumerate(self.descriptions, start=1):
+            dst.set_band_description(i, text)
+        dst.update_tags(**{CLASSES_TAG: json.dumps(self.schema.to_json())}, **self.tags)
+
+
 @contextlib.contextmanager
 def label_cog_writer(
-    path: str | os.PathLike[str],
-    *,
-    height: int,
-    width: int,
-    count: int,
-    crs: CRS,
-    transform: Affine,
-    schema: ClassSchema,
-    descriptions: Sequence[str],
-    tags: dict[str, str] | None = None,
+    path: str | os.PathLike[str], meta: LabelMeta, *, height: int, width: int,
     overwrite: bool = False,
-    source: str = "the input",
-) -> Iterator[BlockSink]:
+) -> Iterator[BlockSink]:  # fmt: skip
     """Context manager yielding a :class:`BlockSink`; on success the COG appears at ``path``.
 
     Args:
         path: output ``.tif``.
+        meta: georeferencing, classes, band descriptions, tags.
         height, width: raster size in pixels.
-        count: bands (1 = labels, 2 = labels + confidence).
-        crs, transform: georeferencing, copied from the input scene.
-        schema: classes, written as colour table and ``GEOSEG_CLASSES`` tag.
-        descriptions: one description per band.
-        tags: extra dataset tags (model, software version, ...).
         overwrite: replace an existing ``path``.
-        source: the input scene, named in the all-nodata error.
 
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
@@ -95,8 +126,7 @@ def label_cog_writer(
     out = Path(path)
     check_output_path(out, overwrite)
     profile = {
-        "driver": "GTiff", "height": height, "width": width, "count": count, "dtype": "uint8",
-        "crs": crs, "transform": transform, "nodata": NODATA_LABEL, "tiled": True,
+        **meta.profile(), "driver": "GTiff", "height": height, "width": width, "tiled": True,
         "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER",
     }  # fmt: skip
     with temporary_sibling(out, "stage") as stage, atomic_output(out, overwrite) as final:
@@ -104,8 +134,8 @@ def label_cog_writer(
             sink = BlockSink(dst)
             yield sink
             if sink.valid_pixels == 0:
-                raise all_nodata_error(source)
-            _label_metadata(schema, descriptions, tags)(dst)
+                raise all_nodata_error(meta.source)
+            meta.write(dst)
         # Tiles are compressed (and overviews computed) on every core; each tile is
         # compressed on its own, so the bytes do not depend on the thread count.
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
@@ -113,39 +143,14 @@ def label_cog_writer(
                 stage, final, driver="COG", COMPRESS="DEFLATE", OVERVIEW_RESAMPLING="MODE",
                 BLOCKSIZE=512, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
             )  # fmt: skip
-        if count == 2:
+        if meta.count == 2:
             unspecify_extra_samples(final)
 
 
-def _label_metadata(
-    schema: ClassSchema, descriptions: Sequence[str], tags: dict[str, str] | None
-) -> Callable[[Any], None]:
-    """Sets colour table, band descriptions and tags (class schema as JSON) on a dataset."""
-
-    def write(dst: Any) -> None:
-        dst.write_colormap(1, schema.colormap())
-        if dst.count == 2:  # confidence is a value band, not transparency
-            dst.colorinterp = [ColorInterp.palette, ColorInterp.undefined]
-        for i, text in enumerate(descriptions, start=1):
-            dst.set_band_description(i, text)
-        dst.update_tags(**{CLASSES_TAG: json.dumps(schema.to_json())}, **(tags or {}))
-
-    return write
-
-
 def label_cog_from_chunks(
-    path: str | os.PathLike[str],
-    grid: CogGrid,
-    load: ChunkLoader,
-    *,
-    crs: CRS,
-    transform: Affine,
-    schema: ClassSchema,
-    descriptions: Sequence[str],
-    tags: dict[str, str] | None = None,
+    path: str | os.PathLike[str], meta: LabelMeta, grid: CogGrid, load: ChunkLoader,
     overwrite: bool = False,
-    source: str = "the input",
-) -> int:
+) -> int:  # fmt: skip
     """Write the label COG at ``path`` from chunks encoded by :func:`~geoseg.io.cog.encode_chunk`.
 
     Same pixels and metadata as :func:`label_cog_writer` (classes, colour table, band
@@ -162,10 +167,8 @@ def label_cog_from_chunks(
         InvalidRasterError: no pixel is labelled (nothing is written).
     """
     check_output_path(Path(path), overwrite)
-    profile = {"count": grid.bands, "dtype": "uint8", "crs": crs, "transform": transform,
-               "nodata": NODATA_LABEL}  # fmt: skip
-    meta = metadata_tags(profile, _label_metadata(schema, descriptions, tags))
-    return write_label_cog(path, grid, meta, load, overwrite, source)
+    tags = metadata_tags(meta.profile(), meta.write)
+    return write_label_cog(path, grid, tags, load, overwrite, meta.source)
 
 
 def read_class_schema(path: str | os.PathLike[str]) -> ClassSchema | None:

@@ -22,7 +22,6 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -40,7 +39,7 @@ from geoseg.change.zones import ZoneMasker, prepare_aoi
 from geoseg.errors import GeosegError
 from geoseg.io.atomic import check_output_path
 from geoseg.io.cog import cog_grid, stored_chunks, tile_store
-from geoseg.io.labels import label_cog_from_chunks, label_cog_writer
+from geoseg.io.labels import LabelMeta, label_cog_from_chunks, label_cog_writer
 from geoseg.io.parts import parts_folder
 from geoseg.io.vectors import read_vectors
 from geoseg.pipelines.change_accuracy import read_reference, write_accuracy, write_samples
@@ -166,23 +165,24 @@ def _write_change_raster(
     cluster (the sums need the codes there anyway). When no tile side divides the
     chunk, GDAL's COG driver writes the file at the end instead.
     """
-    meta: dict[str, Any] = {
-        "crs": aligned.crs, "transform": aligned.transform, "schema": schema,
-        "descriptions": ["change code (from_index * K + to_index)"],
-        "tags": {"GEOSEG_CHANGE_FROM": aligned.paths[0], "GEOSEG_CHANGE_TO": aligned.paths[-1]},
-        "overwrite": opts.overwrite, "source": f"{aligned.paths[0]} / {aligned.paths[-1]}",
-    }  # fmt: skip
+    meta = LabelMeta(
+        aligned.crs,
+        aligned.transform,
+        schema,
+        ["change code (from_index * K + to_index)"],
+        {"GEOSEG_CHANGE_FROM": aligned.paths[0], "GEOSEG_CHANGE_TO": aligned.paths[-1]},
+        f"{aligned.paths[0]} / {aligned.paths[-1]}",
+    )
     grid = cog_grid(codes.shape, codes.chunks, opts.chunk)
     if grid is None:
-        with label_cog_writer(
-            path, height=aligned.height, width=aligned.width, count=1, **meta
-        ) as raster:
+        h, w = aligned.height, aligned.width
+        with label_cog_writer(path, meta, height=h, width=w, overwrite=opts.overwrite) as raster:
             store_blocks(codes, sink(raster), opts.scheduler, opts.workers, progress)
         return
     parts = tile_store(parts_folder(path), {}, False, grid)
     try:
         store_blocks(codes, sink(parts), opts.scheduler, opts.workers, progress)
-        label_cog_from_chunks(path, grid, stored_chunks(parts, grid), **meta)
+        label_cog_from_chunks(path, meta, grid, stored_chunks(parts, grid), opts.overwrite)
     finally:
         parts.remove()
 

@@ -19,7 +19,7 @@ from geoseg.errors import BandMismatchError, GeosegError
 from geoseg.io.atomic import check_output_path
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.cog import CogGrid, cog_grid, stored_chunks, tile_store
-from geoseg.io.labels import label_cog_from_chunks, label_cog_writer
+from geoseg.io.labels import LabelMeta, label_cog_from_chunks, label_cog_writer
 from geoseg.io.parts import ChunkStore, file_stamp, parts_folder
 from geoseg.io.preview import write_label_preview
 from geoseg.io.raster import Scene, canonical_band_name, open_scene, select_bands
@@ -229,10 +229,11 @@ def predict_scene(
     kept: set[tuple[int, int]] = set()  # chunks of an earlier run, checked
     try:
         store_blocks(lazy, parts, opts.scheduler, opts.workers, progress, _done_in(parts, kept))
+        meta = _label_meta(scene, schema, model, lazy.shape[0])
         if grid is None:
-            valid = _assemble(lazy, parts, out, scene, schema, model, opts)
+            valid = _assemble(lazy, parts, out, meta, opts.overwrite)
         else:
-            valid = _write_cog(grid, parts, out, scene, schema, model, opts, kept)
+            valid = _write_cog(grid, parts, out, meta, opts.overwrite, kept)
     except KeyboardInterrupt:
         log.warning(
             "interrupted: finished chunks are kept in %s; rerun with --resume", parts.folder
@@ -305,13 +306,17 @@ def _cog_grid(lazy: da.Array, tile: TileSpec) -> CogGrid | None:
     return cog_grid(lazy.shape, lazy.chunks, tile.chunk)
 
 
-def _output_tags(scene: Scene, model: str) -> dict[str, str]:
-    return {
+def _label_meta(scene: Scene, schema: ClassSchema, model: str, bands: int) -> LabelMeta:
+    """The output's classes, georeferencing (the scene's), band descriptions and tags."""
+    tags = {
         **{k: v for k, v in scene.tags.items() if k in ("DATE", "SENSOR")},
         "GEOSEG_MODEL": Path(model).name,
         "GEOSEG_VERSION": __version__,
         "GEOSEG_SOURCE": Path(scene.path).name,
     }
+    return LabelMeta(
+        scene.crs, scene.transform, schema, ["class", "confidence"][:bands], tags, scene.path
+    )
 
 
 def _chunk_store(
@@ -326,32 +331,22 @@ def _chunk_store(
 
 
 def _write_cog(
-    grid: CogGrid, parts: ChunkStore, out: Path, scene: Scene, schema: ClassSchema,
-    model: str, opts: PredictOptions, kept: set[tuple[int, int]],
+    grid: CogGrid, parts: ChunkStore, out: Path, meta: LabelMeta, overwrite: bool,
+    kept: set[tuple[int, int]],
 ) -> int:  # fmt: skip
     """Lay the chunks' compressed tiles out as the output COG; the number of labelled pixels.
 
     ``kept``: chunks of an earlier run already checked (their digests are not again).
     """
-    return label_cog_from_chunks(
-        out, grid, stored_chunks(parts, grid, kept), crs=scene.crs, transform=scene.transform,
-        schema=schema, descriptions=["class", "confidence"][: grid.bands],
-        tags=_output_tags(scene, model), overwrite=opts.overwrite, source=scene.path,
-    )  # fmt: skip
+    return label_cog_from_chunks(out, meta, grid, stored_chunks(parts, grid, kept), overwrite)
 
 
 def _assemble(
-    lazy: da.Array, parts: ChunkStore, out: Path, scene: Scene, schema: ClassSchema,
-    model: str, opts: PredictOptions,
-) -> int:  # fmt: skip
+    lazy: da.Array, parts: ChunkStore, out: Path, meta: LabelMeta, overwrite: bool
+) -> int:
     """Copy the finished chunks into the output COG with GDAL; the number of labelled pixels."""
-    tags = _output_tags(scene, model)
-    with label_cog_writer(
-        out, height=scene.height, width=scene.width, count=lazy.shape[0], crs=scene.crs,
-        transform=scene.transform, schema=schema,
-        descriptions=["class", "confidence"][: lazy.shape[0]], tags=tags,
-        overwrite=opts.overwrite, source=scene.path,
-    ) as sink:  # fmt: skip
+    _, height, width = lazy.shape
+    with label_cog_writer(out, meta, height=height, width=width, overwrite=overwrite) as sink:
         for index in np.ndindex(lazy.numblocks):
             key = block_slices(lazy, index)
             shape = tuple(s.stop - s.start for s in key)

@@ -25,7 +25,7 @@ from rasterio.crs import CRS
 from geoseg.errors import InvalidRasterError, OutputExistsError
 from geoseg.io import tiff
 from geoseg.io.cog import CogGrid, chunk_fits, cog_tile_size, encode_chunk, mode_halve
-from geoseg.io.labels import label_cog_from_chunks, read_class_schema
+from geoseg.io.labels import LabelMeta, label_cog_from_chunks, read_class_schema
 from geoseg.types import NODATA_LABEL
 from tests.io.test_labels import SCHEMA, TRANSFORM, UTM33, majority_pattern, write_labels
 
@@ -50,8 +50,10 @@ def write_chunked(
         "crs": UTM33, "transform": TRANSFORM, "schema": SCHEMA,
         "descriptions": ("class", "confidence")[:bands],
     }  # fmt: skip
+    overwrite = kwargs.pop("overwrite", False)
     options.update(kwargs)
-    label_cog_from_chunks(path, grid, lambda y, x: records[y, x], **options)
+    meta = LabelMeta(**options)
+    label_cog_from_chunks(path, meta, grid, lambda y, x: records[y, x], overwrite)
     return path
 
 

@@ -17,7 +17,7 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 
 from geoseg.errors import GeosegError, InvalidRasterError, OutputExistsError
-from geoseg.io.labels import CLASSES_TAG, label_cog_writer, read_class_schema
+from geoseg.io.labels import CLASSES_TAG, LabelMeta, label_cog_writer, read_class_schema
 from geoseg.types import NODATA_LABEL, ClassInfo, ClassSchema
 
 UTM33 = CRS.from_epsg(32633)
@@ -34,17 +34,16 @@ SCHEMA = ClassSchema(
 def write_labels(path: Path, blocks: np.ndarray, block: int = 500, **kwargs: Any) -> Path:
     """Write ``(count, H, W) uint8`` through the writer in ``block``-sized pieces."""
     count, height, width = blocks.shape
+    overwrite = kwargs.pop("overwrite", False)
     options: dict[str, Any] = {
-        "height": height,
-        "width": width,
-        "count": count,
         "crs": UTM33,
         "transform": TRANSFORM,
         "schema": SCHEMA,
         "descriptions": ("class", "confidence")[:count],
     }
     options.update(kwargs)
-    with label_cog_writer(path, **options) as sink:
+    meta = LabelMeta(**options)
+    with label_cog_writer(path, meta, height=height, width=width, overwrite=overwrite) as sink:
         for y in range(0, height, block):
             for x in range(0, width, block):
                 ys, xs = slice(y, min(y + block, height)), slice(x, min(x + block, width))
@@ -171,10 +170,11 @@ def test_confidence_alone_does_not_count_as_valid(tmp_path: Path) -> None:
 
 def test_exception_inside_the_block_leaves_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out.tif"
-    with pytest.raises(RuntimeError, match="worker died"), label_cog_writer(
-        out, height=64, width=64, count=1, crs=UTM33, transform=TRANSFORM,
-        schema=SCHEMA, descriptions=("class",),
-    ) as sink:  # fmt: skip
+    meta = LabelMeta(UTM33, TRANSFORM, SCHEMA, ("class",))
+    with (
+        pytest.raises(RuntimeError, match="worker died"),
+        label_cog_writer(out, meta, height=64, width=64) as sink,
+    ):
         sink[(slice(0, 1), slice(0, 32), slice(0, 64))] = np.ones((1, 32, 64), np.uint8)
         raise RuntimeError("worker died")
     assert os.listdir(tmp_path) == []
