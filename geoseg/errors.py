@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "BandMismatchError",
     "CheckpointError",
+    "ConfigError",
     "GeosegError",
     "InputNotFoundError",
     "InvalidRasterError",
@@ -37,6 +38,10 @@ class BandMismatchError(GeosegError, ValueError):
 
 class CheckpointError(GeosegError, ValueError):
     """A model file is not a geoseg checkpoint, or is damaged."""
+
+
+class ConfigError(GeosegError, ValueError):
+    """A workflow, training config or class file is not valid (YAML, keys, types, values)."""
 
 
 class UnknownModelError(GeosegError, KeyError):

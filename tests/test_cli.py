@@ -11,6 +11,7 @@ from affine import Affine
 from click.testing import CliRunner
 
 from geoseg.cli import cli
+from geoseg.errors import InputNotFoundError
 from tests.conftest import TINY_BANDS, textured_scene, write_raster
 
 
@@ -107,19 +108,16 @@ def test_existing_output_is_refused_and_kept(tmp_path: Path, scene: Path) -> Non
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        cli,
-        [
-            "--debug",
-            "predict",
-            str(tmp_path / "x.tif"),
-            "-m",
-            "spectral",
-            "-o",
-            str(tmp_path / "o.tif"),
-        ],
-    )
-    assert result.exit_code != 0 and result.exception is not None
+    args = ["predict", str(tmp_path / "x.tif"), "-m", "spectral", "-o", str(tmp_path / "o.tif")]
+    plain = CliRunner().invoke(cli, args)
+    # click ends a handled error with SystemExit(2); --debug lets the project's error out
+    assert plain.exit_code == 2 and isinstance(plain.exception, SystemExit)
+    assert plain.output == f"geoseg: error: {tmp_path / 'x.tif'}: no such file; check the path\n"
+    debug = CliRunner().invoke(cli, ["--debug", *args])
+    assert type(debug.exception) is InputNotFoundError
+    assert str(debug.exception) == f"{tmp_path / 'x.tif'}: no such file; check the path"
+    assert debug.exc_info is not None and debug.exc_info[2] is not None  # the traceback
+    assert "geoseg: error:" not in debug.output
 
 
 def test_bands_option_selects_and_maps_roles(tmp_path: Path, tiny_checkpoint: Path) -> None:

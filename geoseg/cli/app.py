@@ -7,6 +7,7 @@ Any :class:`~geoseg.errors.GeosegError` becomes one line on stderr and exit code
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +18,10 @@ from geoseg import __version__
 from geoseg.errors import GeosegError
 from geoseg.types import parse_band_list
 
-__all__ = ["cli", "explicit", "main", "parse_bands", "parse_map", "progress_bar"]
+__all__ = [
+    "AT_LEAST_ONE", "NOT_NEGATIVE", "FiniteRange", "cli", "dask_options", "explicit", "main",
+    "parse_bands", "parse_map", "progress_bar", "window_options",
+]  # fmt: skip
 
 log = logging.getLogger("geoseg")
 
@@ -38,6 +42,24 @@ class _Group(click.Group):
                 raise
             click.echo(f"geoseg: error: {exc}", err=True)
             ctx.exit(2)
+
+
+#: Counts and sizes (--chunk, --workers, --window, --batch-size, --epochs, ...).
+AT_LEAST_ONE = click.IntRange(min=1)
+#: Margins and seeds.
+NOT_NEGATIVE = click.IntRange(min=0)
+
+
+class FiniteRange(click.FloatRange):
+    """A :class:`click.FloatRange` that also refuses ``nan`` and ``inf`` (they pass a range)."""
+
+    name = "finite float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
 
 
 def parse_bands(text: str | None) -> tuple[list[str] | None, dict[str, int]]:
@@ -96,11 +118,29 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 def dask_options(chunk: int = 1024, chunk_help: str = "Dask chunk side in px.") -> Any:
     """Decorator adding ``--chunk``, ``--scheduler`` and ``--workers`` (every dask command)."""
     options = [
-        click.option("--chunk", type=int, default=chunk, show_default=True, help=chunk_help),
+        click.option("--chunk", type=AT_LEAST_ONE, default=chunk, show_default=True,
+                     help=chunk_help),
         click.option("--scheduler", default="threads", show_default=True,
                      help="threads, sync, local (LocalCluster) or tcp://host:port."),
-        click.option("--workers", type=int, help="Threads or worker processes."),
+        click.option("--workers", type=AT_LEAST_ONE, help="Threads or worker processes."),
     ]  # fmt: skip
+    return _all(options)
+
+
+def window_options() -> Any:
+    """Decorator adding ``--window``, ``--margin`` and ``--batch-size`` (predict, evaluate)."""
+    return _all([
+        click.option("--window", type=AT_LEAST_ONE,
+                     help="Window side in px (default: the model's)."),
+        click.option("--margin", type=NOT_NEGATIVE,
+                     help="Margin in px trimmed from each window side (default: the model's)."),
+        click.option("--batch-size", type=AT_LEAST_ONE,
+                     help="Windows per model call [default: GPU 32, CPU 4]."),
+    ])  # fmt: skip
+
+
+def _all(options: Sequence[Any]) -> Any:
+    """One decorator applying ``options`` in order (the first is listed first in --help)."""
 
     def add(command: Any) -> Any:
         for option in reversed(options):

@@ -8,20 +8,20 @@ from typing import Any
 
 import click
 
-from geoseg.cli.app import cli, dask_options, progress_bar
+from geoseg.cli.app import AT_LEAST_ONE, FiniteRange, cli, dask_options, progress_bar
 
 
 @cli.command()
 @click.argument("maps", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the tables, change.tif, PNGs and index.html.")  # fmt: skip
-@click.option("--consistency", type=int, default=1, show_default=True,
+@click.option("--consistency", type=AT_LEAST_ONE, default=1, show_default=True,
               help="With 3+ maps: a change must persist over the last N dates.")  # fmt: skip
-@click.option("--mmu-ha", type=float, help="Drop change patches under this area (ha).")
+@click.option("--mmu-ha", type=FiniteRange(min=0), help="Drop change patches under this area (ha).")
 @click.option("--aoi", type=click.Path(dir_okay=False, path_type=str),
               help="Polygon layer: one transition table per feature.")  # fmt: skip
 @click.option("--aoi-field", help="AOI attribute naming each feature (default: its number).")
-@click.option("--samples-se", type=float,
+@click.option("--samples-se", type=FiniteRange(min=0, max=1, min_open=True, max_open=True),
               help="Write samples.gpkg for this SE of overall accuracy, e.g. 0.01.")  # fmt: skip
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=str),
               help="Labelled samples.gpkg: error-adjusted areas with 95% CIs.")  # fmt: skip
@@ -55,7 +55,8 @@ def stack(dates: Sequence[str], output: Path, overwrite: bool) -> None:
 
 @cli.command()
 @click.argument("workflow", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--root", default=".", show_default=True, type=click.Path(file_okay=False),
+@click.option("--root", default=".", show_default=True,
+              type=click.Path(exists=True, file_okay=False),
               help="Folder the workflow paths are relative to (and may not leave).")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")

@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from geoseg.cli.app import cli, dask_options, parse_bands, progress_bar
+from geoseg.cli.app import (
+    AT_LEAST_ONE,
+    FiniteRange,
+    cli,
+    dask_options,
+    parse_bands,
+    progress_bar,
+    window_options,
+)
 
 
 @cli.command()
@@ -24,13 +32,11 @@ from geoseg.cli.app import cli, dask_options, parse_bands, progress_bar
 )
 @click.option("--assume-crs", help="CRS for a scene without one, e.g. EPSG:32633.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--window", type=int, help="Window side in px (default: the model's).")
-@click.option("--margin", type=int, help="Margin in px trimmed from each window side.")
+@window_options()
 @click.option("--blend", type=click.Choice(["trim", "hann"]), default="trim", show_default=True)
-@click.option("--batch-size", type=int, help="Windows per model call [default: GPU 32, CPU 4].")
 @dask_options()
-@click.option("--gpus", type=int, help="Run on N GPUs (dask-cuda, one worker per GPU).")
-@click.option("--torch-threads", type=int, help="Torch threads per model call (CPU).")
+@click.option("--gpus", type=AT_LEAST_ONE, help="Run on N GPUs (dask-cuda, one worker per GPU).")
+@click.option("--torch-threads", type=AT_LEAST_ONE, help="Torch threads per model call (CPU).")
 @click.option(
     "--precision",
     type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
@@ -103,9 +109,9 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Polygons: .gpkg, .shp, .parquet (GeoParquet), .fgb or .geojson.")  # fmt: skip
 @click.option("--format", "fmt", help="gpkg, shp, parquet, fgb or geojson (default: by extension).")
-@click.option("--simplify", "simplify_m", type=float,
+@click.option("--simplify", "simplify_m", type=FiniteRange(min=0),
               help="Tolerance in ground metres; shared edges stay shared.")  # fmt: skip
-@click.option("--min-area-ha", type=float,
+@click.option("--min-area-ha", type=FiniteRange(min=0),
               help="Merge smaller polygons (ha) into the neighbour with most border.")  # fmt: skip
 @click.option("--classes", help="Only these classes, by name or id, e.g. forest,water.")
 @click.option("--connectivity", type=click.Choice(["4", "8"]), default="4", show_default=True,

@@ -8,7 +8,17 @@ from typing import Any
 
 import click
 
-from geoseg.cli.app import cli, dask_options, explicit, parse_bands, parse_map
+from geoseg.cli.app import (
+    AT_LEAST_ONE,
+    NOT_NEGATIVE,
+    FiniteRange,
+    cli,
+    dask_options,
+    explicit,
+    parse_bands,
+    parse_map,
+    window_options,
+)
 
 _TRAIN_OPTIONS = (
     "task", "arch", "encoder", "epochs", "steps_per_epoch", "batch_size", "window", "margin", "lr",
@@ -44,13 +54,13 @@ _TRAIN_OPTIONS = (
     help="Encoder; for maskrcnn its ResNet backbone (resnet18 ... resnet101).",
 )
 @click.option("--bands", help="Band numbers or names to train on (default: all).")
-@click.option("--epochs", type=int, default=30, show_default=True)
-@click.option("--steps-per-epoch", type=int, default=50, show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--window", type=int, default=64, show_default=True)
-@click.option("--margin", type=int, default=8, show_default=True)
-@click.option("--lr", type=float, default=3e-3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=AT_LEAST_ONE, default=30, show_default=True)
+@click.option("--steps-per-epoch", type=AT_LEAST_ONE, default=50, show_default=True)
+@click.option("--batch-size", type=AT_LEAST_ONE, default=16, show_default=True)
+@click.option("--window", type=AT_LEAST_ONE, default=64, show_default=True)
+@click.option("--margin", type=NOT_NEGATIVE, default=8, show_default=True)
+@click.option("--lr", type=FiniteRange(min=0, min_open=True), default=3e-3, show_default=True)
+@click.option("--seed", type=NOT_NEGATIVE, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run writing --output.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output.")
@@ -99,9 +109,7 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
 @click.option("--bands", help="Band numbers/names or spectral roles, as for predict.")
 @click.option("--sensor", help="Band layout for spectral.")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--window", type=int)
-@click.option("--margin", type=int)
-@click.option("--batch-size", type=int, help="Windows per model call [default: GPU 32, CPU 4].")
+@window_options()
 @dask_options()
 @click.option("--overwrite", is_flag=True)
 def evaluate(model: str | None, image: str | None, labels: str, output: Path,

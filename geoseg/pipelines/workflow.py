@@ -23,29 +23,47 @@ write outside the folder it is run in.
 
 With ``aoi``, the report adds ``transitions_by_aoi.csv`` (the transition table
 of every AOI feature) and ``summary.json`` adds the focus area of each feature
-under ``by_aoi``. A missing AOI file is refused on load, before any prediction.
+under ``by_aoi``.
+
+Everything is checked before anything is written: :func:`load_workflow` reads
+the file with a loader that refuses aliases expanding past a small bound, checks
+each key and type against :mod:`geoseg.pipelines.workflow_schema`, that every
+input exists and that the focus classes are the model's; :func:`run_workflow`
+checks every destination before it makes the output folder.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from geoseg.areas import ACRE_M2, HECTARE_M2
-from geoseg.errors import GeosegError, InputNotFoundError
+from geoseg.errors import ConfigError, GeosegError, InputNotFoundError, OutputExistsError
+from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.reports import write_json
-from geoseg.pipelines.change import ChangeOptions, change_report
+from geoseg.io.yaml_files import read_yaml
+from geoseg.models.registry import SPECTRAL
+from geoseg.pipelines.change import OUTPUT_FILES, ChangeOptions, change_report
 from geoseg.pipelines.predict import PredictOptions, predict_scene
+from geoseg.pipelines.workflow_schema import (
+    CHANGE_OPTIONS,
+    FOCUS,
+    PREDICT_OPTIONS,
+    Check,
+    check_mapping,
+    text,
+    texts,
+)
 from geoseg.tiling.execute import Progress
 
-__all__ = ["Focus", "Workflow", "WorkflowResult", "load_workflow", "run_workflow"]
+__all__ = [
+    "Focus", "Workflow", "WorkflowResult", "check_destinations", "load_workflow", "run_workflow",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -82,106 +100,119 @@ class WorkflowResult:
     summary: dict[str, Any]
 
 
-_KEYS = {
-    "version", "name", "scenes", "model", "output", "focus", "aoi", "aoi_field", "predict",
-    "change",
+def _options(schema: Mapping[str, Check]) -> Check:
+    def check(value: Any, where: str) -> dict[str, Any]:
+        return {} if value is None else check_mapping(value, schema, where)
+
+    return check
+
+
+def _focus(value: Any, where: str) -> dict[str, Any] | None:
+    return None if value is None else check_mapping(value, FOCUS, where, ("from", "to"))
+
+
+def _version(value: Any, where: str) -> int:
+    if value != 1 or isinstance(value, bool):
+        raise ConfigError(f"{where} {value!r} is not supported (this geoseg reads version 1)")
+    return 1
+
+
+_SCHEMA: dict[str, Check] = {
+    "version": _version, "name": text(), "scenes": texts(2, "a path", "scene paths"),
+    "model": text(), "output": text(), "focus": _focus, "aoi": text(), "aoi_field": text(),
+    "predict": _options(PREDICT_OPTIONS), "change": _options(CHANGE_OPTIONS),
 }  # fmt: skip
 
 
-def _fail(path: Path, what: str) -> GeosegError:
-    return GeosegError(f"{path}: {what}")
-
-
-def _inside(path: Path, root: Path, value: Any, key: str) -> Path:
-    if not isinstance(value, str) or not value:
-        raise _fail(path, f"{key} must be a path (text), got {value!r}")
+def _inside(root: Path, value: str, key: str) -> Path:
+    """``value`` resolved against the run folder, refused if it leaves it."""
     p = Path(value)
     resolved = (root / p).resolve()
     if p.is_absolute() or not resolved.is_relative_to(root.resolve()):
-        raise _fail(
-            path, f"{key} {value!r} leaves the run folder {root}; use a relative path inside it"
+        raise ConfigError(
+            f"{key} {value!r} leaves the run folder {root}; use a relative path inside it"
         )
     return resolved
 
 
-def _options(path: Path, raw: Any, cls: type, key: str) -> dict[str, Any]:
-    if raw is None:
-        return {}
+def _input(root: Path, value: str, key: str) -> Path:
+    """An input file inside the run folder that exists."""
+    path = _inside(root, value, key)
+    if not path.is_file():
+        raise InputNotFoundError(f"{key} {value!r}: no such file {path}")
+    return path
+
+
+def _model_classes(model: str) -> tuple[str, ...]:
+    """Class names of ``spectral`` or of a checkpoint (its metadata only, no weights)."""
+    if model == SPECTRAL:
+        from geoseg.models.spectral import SPECTRAL_SCHEMA
+
+        return tuple(SPECTRAL_SCHEMA.names)
+    try:
+        return tuple(read_checkpoint_meta(model).schema.names)
+    except GeosegError as exc:
+        raise type(exc)(f"model: {exc}") from None
+
+
+def _check_focus(focus: Focus, names: Sequence[str], model: str) -> None:
+    """Every focus class is one of the model's, and the focus holds a transition."""
+    for key, classes in (("from", focus.from_classes), ("to", focus.to_classes)):
+        for i, name in enumerate(classes):
+            if name not in names:
+                raise ConfigError(
+                    f"focus.{key}[{i}]: {name!r} is not a class of {Path(model).name}; "
+                    f"its classes: {', '.join(names)}"
+                )
+    if set(focus.to_classes) <= set(focus.from_classes) and len(set(focus.from_classes)) == 1:
+        raise ConfigError("focus: from and to name the same class; no transition to add up")
+
+
+def _parse(p: Path, root: Path, raw: Any) -> Workflow:
+    """A :class:`Workflow` from the document ``raw``; errors do not name the file yet."""
     if not isinstance(raw, dict):
-        raise _fail(path, f"{key} must be a mapping of option: value")
-    valid = {f.name for f in dataclasses.fields(cls)} - {"overwrite", "aoi", "reference", "preview"}
-    unknown = sorted(set(raw) - valid)
-    if unknown:
-        raise _fail(path, f"unknown {key} option(s) {unknown}; valid: {sorted(valid)}")
-    return dict(raw)
-
-
-def _focus(path: Path, raw: Any) -> Focus | None:
-    if raw is None:
-        return None
-    if (
-        not isinstance(raw, dict)
-        or set(raw) - {"name", "from", "to"}
-        or not {"from", "to"} <= set(raw)
-    ):
-        raise _fail(
-            path, "focus needs 'from' and 'to' lists of class names (and an optional 'name')"
-        )
-    return Focus(
-        str(raw.get("name", "focus")), tuple(map(str, raw["from"])), tuple(map(str, raw["to"]))
-    )
-
-
-def _aoi(path: Path, root: Path, raw: dict[str, Any]) -> tuple[Path | None, str | None]:
-    """The AOI layer (inside the run folder, existing) and its name field, or Nones."""
-    value, name = raw.get("aoi"), raw.get("aoi_field")
-    if name is not None and (not isinstance(name, str) or not name):
-        raise _fail(path, f"aoi_field must be the name of an attribute (text), got {name!r}")
-    if value is None:
-        if name is not None:
-            raise _fail(path, "aoi_field is given without aoi; add the AOI polygon layer")
-        return None, None
-    aoi = _inside(path, root, value, "aoi")
-    if not aoi.is_file():
-        raise InputNotFoundError(f"{path}: aoi {value!r}: no such file {aoi}")
-    return aoi, name
+        raise ConfigError(f"expected a mapping with scenes, model and output, got {raw!r:.60}")
+    v = check_mapping(raw, _SCHEMA, "", required=("scenes", "model", "output"))
+    if v.get("aoi_field") is not None and v.get("aoi") is None:
+        raise ConfigError("aoi_field is given without aoi; add the AOI polygon layer")
+    scenes = tuple(_input(root, s, f"scenes[{i}]") for i, s in enumerate(v["scenes"]))
+    model = v["model"] if v["model"] == SPECTRAL else str(_input(root, v["model"], "model"))
+    classes = _model_classes(model)  # also refuses a model file that is no checkpoint
+    focus = None
+    if v.get("focus") is not None:
+        f = v["focus"]
+        focus = Focus(f.get("name", "focus"), f["from"], f["to"])
+        _check_focus(focus, classes, model)
+    return Workflow(
+        path=p, name=v.get("name", p.stem), scenes=scenes, model=model,
+        output=_inside(root, v["output"], "output"), focus=focus,
+        aoi=_input(root, v["aoi"], "aoi") if "aoi" in v else None,
+        aoi_field=v.get("aoi_field"), predict=v.get("predict", {}), change=v.get("change", {}),
+    )  # fmt: skip
 
 
 def load_workflow(path: str | os.PathLike[str], root: str | os.PathLike[str] = ".") -> Workflow:
-    """Parse and validate a workflow file; errors name the file and the bad key."""
-    p, base = Path(path), Path(root)
+    """Parse and check a workflow file, before anything is written.
+
+    Checks every key and type against the schema (:mod:`.workflow_schema`), that
+    every input exists inside the run folder, and that the focus classes are
+    classes of the model (read from the checkpoint's metadata, not its weights).
+    :func:`run_workflow` checks the destinations.
+
+    Raises:
+        InputNotFoundError: the workflow file or an input it names does not exist.
+        ConfigError: not UTF-8/YAML, aliases that expand too far, an unknown key, a
+            wrong type or value, a path outside the run folder, an unknown focus class.
+        CheckpointError: the model file is not a geoseg checkpoint.
+    """
+    p = Path(path)
     if not p.is_file():
         raise InputNotFoundError(f"{p}: no such workflow file")
+    raw = read_yaml(p)  # its errors name the file
     try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise _fail(p, f"not valid YAML ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise _fail(p, "expected a mapping with scenes, model and output")
-    unknown = sorted(set(raw) - _KEYS)
-    if unknown:
-        raise _fail(p, f"unknown key(s) {unknown}; valid keys: {sorted(_KEYS)}")
-    if raw.get("version", 1) != 1:
-        raise _fail(p, f"version {raw['version']!r} is not supported (this geoseg reads 1)")
-    scenes = raw.get("scenes")
-    if not isinstance(scenes, list) or len(scenes) < 2:
-        raise _fail(p, "scenes must list at least two scene files, first date first")
-    model = raw.get("model")
-    if model is None:
-        raise _fail(p, "model is missing ('spectral' or a .safetensors file)")
-    aoi, aoi_field = _aoi(p, base, raw)
-    return Workflow(
-        path=p,
-        name=str(raw.get("name", p.stem)),
-        scenes=tuple(_inside(p, base, s, "scenes") for s in scenes),
-        model=model if model == "spectral" else str(_inside(p, base, model, "model")),
-        output=_inside(p, base, raw.get("output"), "output"),
-        focus=_focus(p, raw.get("focus")),
-        aoi=aoi,
-        aoi_field=aoi_field,
-        predict=_options(p, raw.get("predict"), PredictOptions, "predict"),
-        change=_options(p, raw.get("change"), ChangeOptions, "change"),
-    )
+        return _parse(p, Path(root), raw)
+    except GeosegError as exc:
+        raise type(exc)(f"{p}: {exc}") from None
 
 
 def _focus_cells(wf: Workflow, names: Sequence[str]) -> list[tuple[int, int]]:
@@ -190,8 +221,8 @@ def _focus_cells(wf: Workflow, names: Sequence[str]) -> list[tuple[int, int]]:
         return []
     missing = sorted(set(wf.focus.from_classes + wf.focus.to_classes) - set(names))
     if missing:
-        raise _fail(
-            wf.path, f"focus names classes {missing} the model does not have: {list(names)}"
+        raise ConfigError(
+            f"{wf.path}: focus names classes {missing} the model does not have: {list(names)}"
         )
     rows = [names.index(n) for n in wf.focus.from_classes]
     cols = [names.index(n) for n in wf.focus.to_classes]
@@ -239,11 +270,74 @@ def _summary(
     return out
 
 
+def _destinations(wf: Workflow) -> list[Path]:
+    """Every file and folder a run of ``wf`` writes, the maps first."""
+    maps = [wf.output / f"map_{i + 1}_{scene.stem}.tif" for i, scene in enumerate(wf.scenes)]
+    names = (
+        OUTPUT_FILES
+        + (("transitions_by_aoi.csv",) if wf.aoi else ())
+        + (("samples.gpkg",) if wf.change.get("samples_se") else ())
+    )
+    summary = [wf.output / "summary.json"] if wf.focus else []
+    return [*maps, *(wf.output / "report" / n for n in names), *summary]
+
+
+def check_destinations(wf: Workflow, overwrite: bool = False) -> None:
+    """Refuse a run whose outputs exist (unless ``overwrite``) or cannot be written.
+
+    Raises:
+        OutputExistsError: an output exists and ``overwrite`` is False.
+        GeosegError: the output or report folder is a file, or a folder it would be
+            written in is not writable.
+    """
+    report = wf.output / "report"
+    for folder in (wf.output, report):
+        if folder.exists() and not folder.is_dir():
+            raise GeosegError(f"{wf.path}: output {folder} is a file; give a folder")
+    base = wf.output
+    while not base.exists():
+        base = base.parent
+    for folder in {base, *(f for f in (wf.output, report) if f.is_dir())}:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise GeosegError(
+                f"{wf.path}: output folder {folder} is not writable; choose another output"
+            )
+    taken = [p for p in _destinations(wf) if p.exists()]
+    if taken and not overwrite:
+        raise OutputExistsError(
+            f"{wf.path}: output {taken[0]} exists; pass --overwrite to replace it"
+        )
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (None: it exists)."""
+    missing = None
+    while not path.exists():
+        missing, path = path, path.parent
+    return missing
+
+
 def run_workflow(
     wf: Workflow, overwrite: bool = False, progress: Progress | None = None
 ) -> WorkflowResult:
-    """Predict each scene, compare the maps, write the report and the focus summary."""
+    """Predict each scene, compare the maps, write the report and the focus summary.
+
+    Destinations are checked (:func:`check_destinations`) before the output folder
+    is made; if this run made it and then fails, it is removed again, unless
+    ``predict.resume`` asks to keep the pieces for a rerun.
+    """
+    check_destinations(wf, overwrite)
+    created = _first_missing(wf.output)
     wf.output.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(wf, overwrite, progress)
+    except Exception:
+        if created is not None and not wf.predict.get("resume"):
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowResult:
     popts = PredictOptions(**{**dict(wf.predict), "overwrite": overwrite})
     maps = []
     for i, scene in enumerate(wf.scenes):

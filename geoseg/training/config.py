@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from geoseg.errors import GeosegError, InputNotFoundError
+from geoseg.io.yaml_files import read_yaml
 from geoseg.types import ClassSchema
 
 __all__ = ["TRAIN_TASKS", "TrainConfig", "chip_pairs", "load_class_schema", "load_train_config"]
@@ -100,10 +99,7 @@ def load_class_schema(path: str | os.PathLike[str]) -> ClassSchema:
     p = Path(path)
     if not p.is_file():
         raise InputNotFoundError(f"{p}: no such class file; see README 'Training' for the format")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise GeosegError(f"{p}: not valid YAML ({exc})") from exc
+    data = read_yaml(p)
     items = data.get("classes") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise GeosegError(f"{p}: expected a list of classes with id, name and colour")
@@ -146,7 +142,7 @@ def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> 
         if not p.is_file():
             raise InputNotFoundError(f"{p}: no such config file")
         base = p.parent
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = read_yaml(p) or {}
         if not isinstance(raw, dict):
             raise GeosegError(f"{p}: expected a mapping of option: value")
         valid = {f.name for f in dataclasses.fields(TrainConfig)} | {"chips", "val_chips"}

@@ -16,7 +16,10 @@ from rasterio.features import rasterize
 from geoseg.areas import pixel_area_m2
 from geoseg.errors import GeosegError
 from geoseg.io.vectors import read_vectors
+from geoseg.pipelines.change import ChangeOptions
+from geoseg.pipelines.predict import PredictOptions
 from geoseg.pipelines.workflow import load_workflow, run_workflow
+from geoseg.pipelines.workflow_schema import CHANGE_OPTIONS, PREDICT_OPTIONS
 from geoseg.synthetic import write_sample_data
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,21 +144,66 @@ HEAD = "scenes: [a.tif, b.tif]\nmodel: spectral\n"
 @pytest.mark.parametrize(
     ("text", "words"),
     [
-        (HEAD + "output: out\ncolour: red\n", "unknown key(s) ['colour']"),
+        (HEAD + "output: out\ncolour: red\n", "unknown key 'colour'; valid keys: aoi, aoi_field"),
         ("scenes: [a.tif, ../../b.tif]\nmodel: spectral\noutput: out\n", "leaves the run folder"),
         (HEAD + "output: /tmp/x\n", "leaves the run folder"),
-        (HEAD + "output: out\npredict: {windw: 3}\n", "unknown predict"),
-        ("scenes: [a.tif]\nmodel: spectral\noutput: out\n", "at least two"),
+        (HEAD + "output: out\npredict: {windw: 3}\n", "predict: unknown key 'windw'"),
+        (
+            "scenes: [a.tif]\nmodel: spectral\noutput: out\n",
+            "scenes: expected a list of scene paths (at least 2)",
+        ),
         ("- just\n- a list\n", "expected a mapping"),
         (HEAD + "output: out\naoi: ../zones.gpkg\n", "aoi '../zones.gpkg' leaves the run folder"),
         (HEAD + "output: out\naoi: zones.gpkg\n", "aoi 'zones.gpkg': no such file"),
         (HEAD + "output: out\naoi_field: name\n", "aoi_field is given without aoi"),
-        (HEAD + "output: out\naoi: zones.gpkg\naoi_field: [a]\n", "aoi_field must be"),
+        (
+            HEAD + "output: out\naoi: zones.gpkg\naoi_field: [a]\n",
+            "aoi_field: expected text, got ['a']",
+        ),
     ],
 )
 def test_bad_workflow_files_name_the_problem(tmp_path: Path, text: str, words: str) -> None:
     path = tmp_path / "wf.yaml"
     path.write_text(text)
+    (tmp_path / "a.tif").touch()  # existing scenes, so the case's own fault is the one named
+    (tmp_path / "b.tif").touch()
     with pytest.raises(GeosegError) as info:
         load_workflow(path, tmp_path)
     assert words in str(info.value) and "wf.yaml" in str(info.value)
+
+
+def test_schema_names_every_option_a_workflow_may_set() -> None:
+    """A new PredictOptions/ChangeOptions field must be added to the schema (or excluded)."""
+    predict = {f.name for f in dataclasses.fields(PredictOptions)} - {"overwrite", "preview"}
+    change = {f.name for f in dataclasses.fields(ChangeOptions)} - {
+        "overwrite", "aoi", "aoi_field", "reference",
+    }  # fmt: skip
+    assert set(PREDICT_OPTIONS) == predict
+    assert set(CHANGE_OPTIONS) == change
+
+
+def test_options_from_the_schema_build_the_pipeline_options(tmp_path: Path) -> None:
+    for name in ("a.tif", "b.tif"):
+        (tmp_path / name).touch()
+    (tmp_path / "wf.yaml").write_text(
+        HEAD + "output: out\npredict: {chunk: 512, bands: [B04, 8], band_roles: {RED: 3}, "
+        "window: ~}\nchange: {mmu_ha: 1, consistency: 1}\n"
+    )
+    wf = load_workflow(tmp_path / "wf.yaml", tmp_path)
+    assert dict(wf.predict) == {
+        "chunk": 512, "bands": ("B04", "8"), "band_roles": {"red": 3}, "window": None,
+    }  # fmt: skip
+    assert dict(wf.change) == {"mmu_ha": 1.0, "consistency": 1}
+    assert PredictOptions(**wf.predict).chunk == 512
+    assert ChangeOptions(**wf.change).mmu_ha == 1.0
+
+
+def test_a_run_that_fails_midway_leaves_no_output_folder(root: Path) -> None:
+    """predict refuses margins over window/4 after the folder is made: it is removed again."""
+    wf = load_workflow(root / "workflows" / "land_cover.yaml", root)
+    wf = dataclasses.replace(
+        wf, output=root / "failed" / "run", predict={"window": 16, "margin": 8}
+    )
+    with pytest.raises(GeosegError, match="margin must be between 0 and window/4"):
+        run_workflow(wf)
+    assert not (root / "failed").exists()
