@@ -50,6 +50,7 @@ from geoseg.pipelines.change_outputs import (
     write_tables,
     write_zone_table,
 )
+from geoseg.report.focus import FocusLike, focus_cells
 from geoseg.tiling.execute import Progress, Sink, store_blocks
 from geoseg.types import NODATA_LABEL, ClassInfo, ClassSchema
 
@@ -233,6 +234,7 @@ def change_report(
     out_dir: str | os.PathLike[str],
     options: ChangeOptions | None = None,
     progress: Progress | None = None,
+    focus: FocusLike | None = None,
 ) -> ChangeResult:
     """Compare label maps (first date first) and write a change report into ``out_dir``.
 
@@ -243,7 +245,9 @@ def change_report(
     ``class_change.csv`` (gross gain/loss and net change per class),
     ``transitions.json`` (both, and the grid), ``change.tif`` (COG of codes
     ``from_index * K + to_index``, 255 nodata), ``transitions.png`` (bar chart),
-    ``before.png``/``after.png``/``change.png`` thumbnails and ``index.html``.
+    ``before.png``/``after.png``/``change.png`` thumbnails and ``index.html``,
+    headed by the ``focus`` figure (e.g. a workflow's deforestation) or, without
+    one, the largest transitions.
 
     Raises:
         OutputExistsError: an output exists and ``overwrite`` is False (nothing written).
@@ -268,6 +272,8 @@ def change_report(
     codes_schema = change_schema(aligned.schema)
     zones = _zones(aligned, opts)
     samples = read_reference(opts.reference, codes_schema) if opts.reference else None
+    if focus is not None:
+        focus_cells(focus, aligned.schema.names)  # a misspelled class fails before any output
     out.mkdir(exist_ok=True)  # only once every input is known to be usable
     k = len(aligned.schema)
     totals = TransitionSink(
@@ -288,7 +294,7 @@ def change_report(
         write_samples(matrix, aligned, codes_schema, paths, opts)
     if samples is not None:
         write_accuracy(matrix, codes_schema, samples, paths, opts)
-    write_index(matrix, aligned, paths, opts)
+    write_index(matrix, aligned, codes_schema, paths, opts, focus, samples)
     return ChangeResult(matrix, tuple(paths.values()))
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from geoseg.areas import HECTARE_M2
-from geoseg.change.align import AlignedMaps
+from geoseg.change.align import AlignedMaps, read_label_map_info
 from geoseg.change.matrix import TransitionMatrix
 from geoseg.change.zones import ZoneMasker
 from geoseg.io.atomic import atomic_output
@@ -25,6 +27,10 @@ from geoseg.report import (
     transition_rows,
     write_csv_rows,
 )
+from geoseg.report.checks import implausible_change, years_between
+from geoseg.report.focus import FocusLike, Headline, focus_headline, largest_headlines
+from geoseg.report.maps import Grid, MapFigure, crs_name, extent_lines, ground_width_m, scale_bar
+from geoseg.report.numbers import AreaFormat, area_decimals
 from geoseg.types import ClassSchema
 
 if TYPE_CHECKING:  # change.py imports this module
@@ -104,9 +110,11 @@ def write_images(
          for i in range(k) for j in range(k) if i != j and m.pixels[i, j] > 0),
         reverse=True,
     )[:20]  # fmt: skip
+    decimals = area_decimals(AreaFormat.of(m).pixel_m2, HECTARE_M2)
     image = render_transition_chart(
-        [b[1] for b in bars], [b[0] for b in bars], [colours[b[2]] for b in bars]
-    )
+        [b[1] for b in bars], [b[0] for b in bars], [colours[b[2]] for b in bars],
+        decimals=decimals,
+    )  # fmt: skip
     with atomic_output(paths["transitions.png"], opts.overwrite) as tmp:
         image.save(tmp, format="PNG")
     # write_label_preview overwrites; the outputs were checked before anything was written
@@ -122,30 +130,142 @@ def _units(aligned: AlignedMaps) -> str:
     return str(aligned.crs.linear_units or "CRS units")
 
 
+def _area_method(m: TransitionMatrix, aligned: AlignedMaps) -> str:
+    """How pixel areas were computed: a planar method where the areas layer says so."""
+    method = getattr(m, "area_method", None) or getattr(aligned, "area_method", None)
+    return str(method or _ELLIPSOIDAL)
+
+
+_ELLIPSOIDAL = (
+    "true ellipsoidal (WGS84) area of every pixel, from its corners, whatever the CRS; "
+    "geoseg.areas.pixel_area_m2"
+)
+
+
+def _filters(aligned: AlignedMaps, m: TransitionMatrix, opts: ChangeOptions) -> list[str]:
+    """One line per rule that decided which pixels count as change, on or off."""
+    areas = AreaFormat.of(m)
+    out = [
+        f"minimum mapping unit: {opts.mmu_ha:g} ha (8-connected patches of one transition "
+        "under this true area are reverted to no change)" if opts.mmu_ha is not None else
+        "minimum mapping unit: none (every changed pixel counts; --mmu-ha sets one)",
+        f"temporal consistency: a change counts only where the new class persists over the "
+        f"last {opts.consistency} dates" if opts.consistency > 1 else
+        "temporal consistency: off (--consistency N, with at least N + 1 dates, sets it)",
+        f"nodata: pixels where either date has no class are left out "
+        f"({areas.text(m.nodata_area_m2)}, {m.nodata_pixels:,} px)",
+    ]  # fmt: skip
+    resampled = [p for p, r in zip(aligned.paths, aligned.resampled, strict=True) if r]
+    if resampled:
+        out.append(
+            f"resampled (nearest neighbour) onto the first map's grid: {', '.join(resampled)}"
+        )
+    if opts.aoi:
+        field = f", features named by {opts.aoi_field}" if opts.aoi_field else ""
+        out.append(f"areas per AOI feature of {opts.aoi}{field}: transitions_by_aoi.csv")
+    return out
+
+
+def _accuracy_note(opts: ChangeOptions, counts: np.ndarray | None) -> str:
+    if counts is not None:
+        return (
+            f"Error-adjusted areas with 95 % confidence intervals from {int(counts.sum()):,} "
+            f"labelled reference samples ({opts.reference}; Olofsson et al. 2014); "
+            "see accuracy.csv."
+        )
+    if opts.samples_se:
+        return (
+            "Map areas, not error-adjusted. Label the points of samples.gpkg (its reference "
+            "column) and rerun with --reference samples.gpkg for error-adjusted areas with "
+            "95 % confidence intervals."
+        )
+    return (
+        "Map areas, not error-adjusted; collect samples with --samples-se, label them and "
+        "rerun with --reference for error-adjusted areas with 95 % confidence intervals."
+    )
+
+
+def _figure(png: Path, caption: str, grid: Grid, legend: list[tuple[str, Colour]]) -> MapFigure:
+    """A map thumbnail shown ``_MAP_PX`` wide (three side by side), with its scale bar."""
+    bar = scale_bar(ground_width_m(grid), _MAP_PX, target_px=100)
+    return MapFigure(png.name, caption, tuple(legend), bar, _MAP_PX)
+
+
+_MAP_PX = 300
+Colour = tuple[int, int, int]
+
+
+def _figures(
+    m: TransitionMatrix, aligned: AlignedMaps, codes: ClassSchema, paths: dict[str, Path]
+) -> list[MapFigure]:
+    """Before, after and change thumbnails with the classes each shows."""
+    colours = [c.colour for c in aligned.schema.classes]
+    k = len(m.names)
+
+    def present(counts: np.ndarray) -> list[tuple[str, Colour]]:
+        return [(n, colours[i]) for i, n in enumerate(m.names) if counts[i] > 0]
+
+    change = [("unchanged", codes.classes[0].colour)] if np.diag(m.pixels).any() else []
+    change += [
+        (f"changed to {n}", codes.classes[((j + 1) % k) * k + j].colour)
+        for j, n in enumerate(m.names) if m.gross_gain_pixels()[j] > 0
+    ]  # fmt: skip
+    grids = [read_label_map_info(p) for p in (aligned.paths[0], aligned.paths[-1])]
+    before, after = (Grid(g.crs, g.transform, g.height, g.width) for g in grids)
+    here = Grid(aligned.crs, aligned.transform, aligned.height, aligned.width)
+    return [
+        _figure(paths["before.png"], f"first date ({aligned.dates[0] or 'date unknown'})",
+                before, present(m.pixels.sum(axis=1))),
+        _figure(paths["after.png"], f"last date ({aligned.dates[-1] or 'date unknown'})",
+                after, present(m.pixels.sum(axis=0))),
+        _figure(paths["change.png"], "change", here, change),
+    ]  # fmt: skip
+
+
+def _headline(
+    m: TransitionMatrix, focus: FocusLike | None, counts: np.ndarray | None
+) -> list[Headline]:
+    return [focus_headline(m, focus, counts)] if focus else largest_headlines(m, 3, counts)
+
+
 def write_index(
-    m: TransitionMatrix, aligned: AlignedMaps, paths: dict[str, Path], opts: ChangeOptions
+    m: TransitionMatrix,
+    aligned: AlignedMaps,
+    codes: ClassSchema,
+    paths: dict[str, Path],
+    opts: ChangeOptions,
+    focus: FocusLike | None = None,
+    counts: np.ndarray | None = None,
 ) -> None:
-    """``index.html``: the report page that ties the tables and images together."""
+    """``index.html``: the report page that ties the tables and images together.
+
+    Args:
+        codes: the classes of change.tif (:func:`geoseg.pipelines.change.change_schema`).
+        focus: the study's focus (its figure heads the page), or None for the
+            largest transitions.
+        counts: ``(K*K, K*K)`` reference sample counts over change codes, or None.
+    """
+    areas = AreaFormat.of(m)
+    grid = Grid(aligned.crs, aligned.transform, aligned.height, aligned.width)
     rows = [
-        (r["from"], r["to"], r["area_ha"], r["area_acres"], r["area_km2"], r["pixels"])
+        (r["from"], r["to"], r["area_m2"], r["pixels"])
         for r in transition_rows(m, nodata=False)
         if r["pixels"] > 0
     ]
-    class_rows = [
-        (r["class"], r["gain_ha"], r["loss_ha"], r["net_ha"]) for r in class_change_rows(m)
-    ]
+    gain, loss, net = m.gross_gain_m2(), m.gross_loss_m2(), m.net_change_m2()
+    years = years_between(aligned.dates[0], aligned.dates[-1])
     facts = ReportFacts(
-        maps=aligned.paths, dates=aligned.dates, crs=aligned.crs.to_string(),
-        pixel_size=aligned.pixel_size, units=_units(aligned), shape=(aligned.height, aligned.width),
-        resampled=[p for p, r in zip(aligned.paths, aligned.resampled, strict=True) if r],
-        consistency=opts.consistency, class_names=m.names, table=rows,
-        class_rows=[(c, float(g), float(lo), float(n)) for c, g, lo, n in class_rows],
-        nodata=(m.nodata_area_m2 / HECTARE_M2, m.nodata_pixels),
-        images=[("before.png", "first date"), ("after.png", "last date"),
-                ("change.png", "change (grey = unchanged)"),
-                ("transitions.png", "changed area by transition")],
-        files=["transitions.csv", "class_change.csv", "transitions.json", "change.tif",
-               *(["transitions_by_aoi.csv"] if opts.aoi else [])],
+        maps=aligned.paths, dates=aligned.dates, crs=crs_name(aligned.crs),
+        extent=extent_lines(grid), pixel_size=aligned.pixel_size, units=_units(aligned),
+        shape=(aligned.height, aligned.width), area_method=_area_method(m, aligned),
+        filters=_filters(aligned, m, opts), headline=_headline(m, focus, counts),
+        focus=focus is not None, accuracy_note=_accuracy_note(opts, counts),
+        warnings=implausible_change(m, years, focus, areas.text), areas=areas, table=rows,
+        class_rows=[(c, float(gain[i]), float(loss[i]), float(net[i]))
+                    for i, c in enumerate(m.names)],
+        nodata=(m.nodata_area_m2, m.nodata_pixels), figures=_figures(m, aligned, codes, paths),
+        images=[("transitions.png", "changed area by transition")],
+        files=[p.name for name, p in paths.items() if name != "index.html"],
     )  # fmt: skip
     with atomic_output(paths["index.html"], opts.overwrite) as tmp:
         tmp.write_text(render_index(facts), encoding="utf-8")

@@ -345,7 +345,7 @@ def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowRe
         maps.append(predict_scene(scene, wf.model, out, popts, progress).output)
     aoi = {"aoi": str(wf.aoi), "aoi_field": wf.aoi_field} if wf.aoi else {}
     copts = ChangeOptions(**{**dict(wf.change), **aoi, "overwrite": overwrite})
-    result = change_report(maps, wf.output / "report", copts, progress)
+    result = change_report(maps, wf.output / "report", copts, progress, wf.focus)
     table = wf.output / "report" / "transitions_by_aoi.csv" if wf.aoi else None
     summary = _summary(wf, list(result.matrix.names), result.matrix.area_m2, table)
     files = result.files

@@ -23,6 +23,7 @@ def render_transition_chart(
     colours: Sequence[tuple[int, int, int]],
     unit: str = "ha",
     title: str = "Changed area by transition",
+    decimals: int = 2,
 ) -> Image.Image:
     """One bar per transition, longest first; bars scaled to the largest value.
 
@@ -32,13 +33,15 @@ def render_transition_chart(
         colours: ``(N,)`` RGB bar colours.
         unit: written after each value.
         title: drawn on top.
+        decimals: decimals of the values (negative: rounded to tens, hundreds, ...),
+            e.g. :func:`geoseg.report.numbers.area_decimals` of the pixel area.
 
     Returns:
         An RGB image (a one-line note instead of bars when ``values`` is empty).
     """
     font = default_font()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    texts = [f"{v:,.2f} {unit}" for v in values]
+    texts = [f"{round(v, decimals):,.{max(decimals, 0)}f} {unit}" for v in values]
     name_w = max((int(probe.textlength(s, font=font)) for s in labels), default=0)
     value_w = max((int(probe.textlength(s, font=font)) for s in texts), default=0)
     title_w = int(probe.textlength(title, font=font))
