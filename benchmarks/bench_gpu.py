@@ -48,7 +48,7 @@ from _common import (
 )
 from bench_host import free_model
 
-from geoseg.models.semantic import load_torch_predictor, resolve_precision
+from geoseg.models.runtime import load_torch_predictor, resolve_precision
 from geoseg.pipelines import predict as predict_module
 from geoseg.pipelines.predict import PredictOptions, predict_scene
 
@@ -101,8 +101,8 @@ class Profile:
     TARGETS = (
         ("geoseg.io.raster", "_read_block", "read scene block"),
         ("geoseg.tiling.infer", "_kernel", "chunk task (_kernel)"),
-        ("geoseg.models.semantic:TorchPredictor", "_top", "  model call (_top)"),
-        ("geoseg.models.semantic:TorchPredictor", "to_device", "    to_device"),
+        ("geoseg.models.runtime:TorchPredictor", "_top", "  model call (_top)"),
+        ("geoseg.models.runtime:TorchPredictor", "to_device", "    to_device"),
         ("geoseg.tiling.infer", "_labels", "  labels"),
         ("geoseg.io.parts:ChunkStore", "__setitem__", "chunk encode + file write"),
         ("geoseg.io.cog", "compress_tiles", "  compress COG tiles"),

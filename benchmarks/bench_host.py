@@ -44,7 +44,7 @@ TARGET = 1.0
 class FreeModel:
     """Labels from the NIR/red ratio, confidence from NIR: numpy only, ~no cost.
 
-    Has ``predict_tops`` like :class:`~geoseg.models.semantic.TorchPredictor`, so the
+    Has ``predict_tops`` like :class:`~geoseg.models.runtime.TorchPredictor`, so the
     pipeline takes the same path as for a real checkpoint.
     """
 

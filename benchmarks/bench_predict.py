@@ -44,7 +44,7 @@ from _common import (
 )
 
 from geoseg.models.cache import load_predictor
-from geoseg.models.semantic import load_torch_predictor
+from geoseg.models.runtime import load_torch_predictor
 from geoseg.pipelines.predict import PredictOptions, predict_scene
 
 TARGET = 1.15
@@ -130,14 +130,14 @@ class Profile:
     def installed(self) -> Iterator[None]:
         import rasterio.shutil
 
-        from geoseg.models import semantic
+        from geoseg.models import runtime
         from geoseg.tiling import infer
 
         targets = [
             (infer, "_kernel", "kernel (chunk task)"),
             (infer, "_trim_core", "  windows: stack+predict (_trim_core)"),
-            (semantic.TorchPredictor, "normalize", "    normalize"),
-            (semantic.TorchPredictor, "_top", "    model+softmax+argmax (_top)"),
+            (runtime.TorchPredictor, "normalize", "    normalize"),
+            (runtime.TorchPredictor, "_top", "    model+softmax+argmax (_top)"),
             (infer, "_labels", "  labels (_labels)"),
             (rasterio.shutil, "copy", "COG copy (overviews, deflate)"),
         ]
@@ -152,18 +152,18 @@ class Profile:
 
         load_predictor.cache_clear()  # the next predict builds a module with the hooks
         hooks: list[Any] = []
-        original_init = semantic.TorchPredictor.__init__
+        original_init = runtime.TorchPredictor.__init__
 
         def init(obj: Any, *args: Any, **kw: Any) -> None:
             original_init(obj, *args, **kw)
             hooks.append(obj.module.register_forward_pre_hook(pre))
             hooks.append(obj.module.register_forward_hook(post))
 
-        semantic.TorchPredictor.__init__ = init  # type: ignore[method-assign,assignment]
+        runtime.TorchPredictor.__init__ = init  # type: ignore[method-assign,assignment]
         try:
             yield
         finally:
-            semantic.TorchPredictor.__init__ = original_init  # type: ignore[method-assign]
+            runtime.TorchPredictor.__init__ = original_init  # type: ignore[method-assign]
             for owner, attr, original in saved:
                 setattr(owner, attr, original)
             for h in hooks:

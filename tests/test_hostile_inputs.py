@@ -138,7 +138,7 @@ def test_dtypes_and_nodata_kinds_give_correct_masks(
 def test_scenes_smaller_than_a_window_are_predicted(
     tmp_path: Path, tiny_checkpoint: Path, shape: tuple[int, int]
 ) -> None:
-    from geoseg.models.semantic import load_torch_predictor
+    from geoseg.models.runtime import load_torch_predictor
     from geoseg.types import TileSpec
     from tests.conftest import TINY_SCHEMA
     from tests.reference import reference_labels

@@ -16,6 +16,7 @@ from geoseg.cli.app import (
     progress_bar,
     window_options,
 )
+from geoseg.models.registry import predict_outputs
 
 
 @cli.command()
@@ -46,7 +47,7 @@ from geoseg.cli.app import (
 )
 @click.option("--vector", type=click.Path(dir_okay=False, path_type=Path),
               help="Also vectorize the map: .gpkg, .shp, .parquet, .fgb or .geojson.")  # fmt: skip
-@click.option("--task", type=click.Choice(["semantic", "instance", "panoptic"]),
+@click.option("--task", type=click.Choice(tuple(predict_outputs())),
               help="instance: object ids (COG band 1 class, band 2 id); panoptic: also stuff. "
               "Default: the checkpoint's own task.")  # fmt: skip
 @click.option("--panoptic", type=click.Path(dir_okay=False, path_type=Path),

@@ -19,6 +19,7 @@ from geoseg.cli.app import (
     parse_map,
     window_options,
 )
+from geoseg.models.registry import TASKS, architectures, task_kind, training_tasks
 
 _TRAIN_OPTIONS = (
     "task", "arch", "encoder", "epochs", "steps_per_epoch", "batch_size", "window", "margin", "lr",
@@ -38,15 +39,16 @@ _TRAIN_OPTIONS = (
 @click.option(
     "--config", type=click.Path(dir_okay=False), help="YAML file with any of these options."
 )
-@click.option("--task", type=click.Choice(["semantic", "change", "instance", "panoptic"]),
+@click.option("--task", type=click.Choice(training_tasks()),
               default="semantic", show_default=True, help="change: images stacked by "
               "`geoseg stack`; instance, panoptic: --labels are instance id rasters or polygon "
               "layers (GPKG, GeoJSON).")  # fmt: skip
 @click.option("--class-field", help="instance, panoptic: polygon attribute with each feature's "
               "class id or name (default: the schema's one is_thing class).")  # fmt: skip
-@click.option("--arch", default="unet", show_default=True, help="smp architecture; with --task "
-              "panoptic the body of a Panoptic-DeepLab; --task instance --arch maskrcnn: "
-              "Mask R-CNN.")  # fmt: skip
+@click.option("--arch", type=click.Choice(architectures(), case_sensitive=False), default="unet",
+              show_default=True, help="Architecture (`geoseg models` lists them by family); "
+              "with --task panoptic the body of a Panoptic-DeepLab; --task instance --arch "
+              "maskrcnn: Mask R-CNN.")  # fmt: skip
 @click.option(
     "--encoder",
     default="resnet18",
@@ -78,7 +80,7 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
              "val_chips": val_chips}  # fmt: skip
     cfg = load_train_config(config, **given, **explicit(ctx, _TRAIN_OPTIONS))
 
-    score = {"instance": "AP50", "panoptic": "PQ"}.get(cfg.task, "mIoU")
+    score = task_kind(cfg.task).metric
 
     def report(r: Any) -> None:
         val = "" if r.val_miou is None else f"  val {score} {r.val_miou:.3f}"
@@ -102,7 +104,7 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
 @click.option("--classes", help="Score in these classes (classes.yaml) instead of the model's.")
 @click.option("--map-reference", help="Reference value -> class id, e.g. 2=1,3=1,8=3.")
 @click.option("--map-prediction", help="Model class id -> class id, e.g. 2=1,3=1.")
-@click.option("--task", type=click.Choice(["semantic", "change", "instance", "panoptic"]),
+@click.option("--task", type=click.Choice(tuple(TASKS)),
               help="change: --labels is a 0/255 (or 0/1) change mask; scores the change "
               "class (F1, IoU, precision, recall). instance/panoptic: AP50, PQ, SQ, RQ. "
               "Default: the checkpoint's task.")  # fmt: skip

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from geoseg.io.checkpoint import read_checkpoint_meta
-from geoseg.models.registry import SPECTRAL
+from geoseg.models.registry import model_family
 from geoseg.types import Predictor
 
 __all__ = ["ModelSpec", "default_batch_size", "load_predictor", "model_spec"]
@@ -23,16 +23,17 @@ class ModelSpec:
     """What to load, hashable so it can key the per-process cache.
 
     Attributes:
-        source: ``"spectral"`` or the path of a ``.safetensors`` checkpoint.
+        source: a weights-free family's name (``"spectral"``) or the path of a
+            ``.safetensors`` checkpoint.
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
-        roles: band roles of the scene (spectral only).
+        roles: band roles of the scene (weights-free families only).
         scale: digital number -> reflectance factor; for checkpoints, None keeps the
             scale the model was trained with.
         stamp: ``(size, mtime_ns)`` of the checkpoint, so an edited file is reloaded.
         threads: torch intra-op threads per model call (None: torch's default). Set
             it to ``cores / workers`` so parallel workers do not oversubscribe cores.
         precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` (checkpoints; see
-            :func:`geoseg.models.semantic.resolve_precision`).
+            :func:`geoseg.models.runtime.resolve_precision`).
     """
 
     source: str
@@ -53,7 +54,7 @@ def model_spec(
     precision: str = "auto",
 ) -> ModelSpec:
     """A :class:`ModelSpec` with the checkpoint's file stamp filled in."""
-    if source == SPECTRAL:
+    if model_family(source).weights_free:
         return ModelSpec(source, device, roles, scale, threads=threads)
     path = os.path.abspath(source)
     st = os.stat(path)
@@ -62,47 +63,30 @@ def model_spec(
 
 
 def default_batch_size(source: str, device: str) -> int:
-    """Windows per model call when none is given: 32 for a checkpoint on a CUDA GPU, else 4.
+    """Windows per model call when none is given: 32 for a torch model on a CUDA GPU, else 4.
 
-    A GPU needs large batches to stay busy; on the CPU (and for the pixel-wise
-    ``spectral`` model) bigger batches only cost memory.
+    A GPU needs large batches to stay busy; on the CPU (and for models that do not
+    run on torch, such as the pixel-wise ``spectral`` one) bigger batches only cost
+    memory.
     """
-    if source == SPECTRAL:
+    if model_family(source).source != "torch":
         return 4
-    from geoseg.models.semantic import resolve_device  # torch, only when a model is run
+    from geoseg.models.runtime import resolve_device  # torch, only when a model is run
 
     return 32 if resolve_device(device).type == "cuda" else 4
 
 
 @functools.lru_cache(maxsize=4)
 def load_predictor(spec: ModelSpec) -> Predictor:
-    """The model described by ``spec``, built once per process.
+    """The model described by ``spec``, built once per process by its family's loader.
 
-    A checkpoint whose task is ``"instance"`` gives a
-    :class:`~geoseg.models.instance.BottomUpInstancePredictor` (or, with arch
-    ``maskrcnn``, a :class:`~geoseg.models.maskrcnn.MaskRCNNPredictor`) and one whose
-    task is ``"panoptic"`` a :class:`~geoseg.models.panoptic.PanopticPredictor`:
+    Instance and panoptic checkpoints give
     :class:`~geoseg.stitching.InstancePredictor` objects; narrow them with
     ``isinstance(p, InstancePredictor)``.
+
+    Raises:
+        UnknownModelError: no registered family runs the checkpoint's task/arch.
     """
-    if spec.source == SPECTRAL:
-        from geoseg.models.spectral import SpectralPredictor
-
-        return SpectralPredictor(spec.roles, 1.0 if spec.scale is None else spec.scale)
-    meta = read_checkpoint_meta(spec.source)
-    args = (spec.source, spec.device, spec.scale, spec.threads, spec.precision)
-    if meta.task == "instance" and meta.arch == "maskrcnn":
-        from geoseg.models.maskrcnn import load_maskrcnn_predictor
-
-        return load_maskrcnn_predictor(*args)
-    if meta.task == "instance":
-        from geoseg.models.instance import load_instance_predictor
-
-        return load_instance_predictor(*args)
-    if meta.task == "panoptic":
-        from geoseg.models.panoptic import load_panoptic_predictor
-
-        return load_panoptic_predictor(*args)
-    from geoseg.models.semantic import load_torch_predictor
-
-    return load_torch_predictor(*args)
+    family = model_family(spec.source)
+    meta = None if family.weights_free else read_checkpoint_meta(spec.source)
+    return family.load(spec, meta)

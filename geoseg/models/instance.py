@@ -21,7 +21,7 @@ from torch import nn
 
 from geoseg.errors import CheckpointError
 from geoseg.models.registry import build_model
-from geoseg.models.semantic import TorchModel, load_module, resolve_device
+from geoseg.models.runtime import TorchModel, load_module, resolve_device
 from geoseg.stitching.protocol import WindowInstances
 from geoseg.types import ClassSchema, ModelMeta
 
@@ -29,6 +29,7 @@ __all__ = [
     "BottomUpInstancePredictor",
     "build_instance_model",
     "group_instances",
+    "instance_model",
     "load_instance_predictor",
     "require_things",
 ]
@@ -45,6 +46,13 @@ def build_instance_model(
     ``encoder_depth``), as a checkpoint's ``meta.options``.
     """
     return build_model(arch, encoder, in_channels, num_classes + 1, **options)
+
+
+def instance_model(meta: ModelMeta) -> nn.Module:
+    """The untrained ``K + 1``-channel module an ``instance`` checkpoint's metadata describes."""
+    return build_instance_model(
+        meta.arch, meta.encoder, len(meta.bands), len(meta.schema), **dict(meta.options)
+    )
 
 
 def group_instances(
@@ -172,9 +180,7 @@ def load_instance_predictor(
                 "use a checkpoint trained with `geoseg train --task instance`"
             )
         require_things(path, meta)
-        return build_instance_model(
-            meta.arch, meta.encoder, len(meta.bands), len(meta.schema), **dict(meta.options)
-        )
+        return instance_model(meta)
 
     module, meta = load_module(path, build, scale)
     device_ = resolve_device(device)

@@ -31,7 +31,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor as MaskHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from geoseg.errors import CheckpointError, GeosegError, UnknownModelError
-from geoseg.models.semantic import TorchModel, load_module, resolve_device
+from geoseg.models.runtime import TorchModel, load_module, resolve_device
 from geoseg.stitching.protocol import WindowInstances
 from geoseg.types import ClassSchema, ModelMeta
 
@@ -42,6 +42,7 @@ __all__ = [
     "MaskRCNNPredictor",
     "build_maskrcnn",
     "load_maskrcnn_predictor",
+    "maskrcnn_model",
     "maskrcnn_targets",
     "thing_ids",
 ]
@@ -127,6 +128,13 @@ def build_maskrcnn(
         mask_predictor=MaskHead(fpn_channels, fpn_channels, n_classes),
         **options,
     )
+
+
+def maskrcnn_model(meta: ModelMeta) -> MaskRCNN:
+    """The untrained Mask R-CNN a checkpoint's metadata describes (backbone = ``encoder``)."""
+    things = len(thing_ids(meta.schema))
+    options = {"window": meta.window, **meta.options}
+    return build_maskrcnn(len(meta.bands), things, meta.encoder or "resnet18", **options)
 
 
 def thing_ids(schema: ClassSchema) -> np.ndarray:
@@ -266,9 +274,7 @@ def load_maskrcnn_predictor(
                 f"{path}: a {meta.task!r}/{meta.arch!r} checkpoint, not a Mask R-CNN; use a "
                 "checkpoint trained with `geoseg train --task instance --arch maskrcnn`"
             )
-        things = len(thing_ids(meta.schema))
-        options = {"window": meta.window, **meta.options}
-        return build_maskrcnn(len(meta.bands), things, meta.encoder or "resnet18", **options)
+        return maskrcnn_model(meta)
 
     module, meta = load_module(path, build, scale)
     device_ = resolve_device(device)

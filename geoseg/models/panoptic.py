@@ -32,7 +32,7 @@ from torch import nn
 from geoseg.errors import CheckpointError, GeosegError
 from geoseg.models.instance import require_things
 from geoseg.models.registry import build_model
-from geoseg.models.semantic import TorchModel, load_module, resolve_device
+from geoseg.models.runtime import TorchModel, load_module, resolve_device
 from geoseg.stitching.protocol import WindowInstances
 from geoseg.types import ModelMeta
 
@@ -46,6 +46,7 @@ __all__ = [
     "group_panoptic",
     "load_panoptic_predictor",
     "panoptic_loss",
+    "panoptic_model",
     "panoptic_targets",
 ]
 
@@ -104,6 +105,13 @@ def build_panoptic_model(
         **options: extra smp builder arguments (``encoder_depth``, ...).
     """
     return PanopticDeepLab(build_model(arch, encoder, in_channels, num_classes, **options))
+
+
+def panoptic_model(meta: ModelMeta) -> PanopticDeepLab:
+    """The untrained model a checkpoint's metadata describes (``options["body"]``: smp arch)."""
+    options = dict(meta.options)
+    body = str(options.pop("body", "unet"))
+    return build_panoptic_model(body, meta.encoder, len(meta.bands), len(meta.schema), **options)
 
 
 def panoptic_targets(
@@ -372,11 +380,7 @@ def load_panoptic_predictor(
                 "model; use a checkpoint trained with `geoseg train --task panoptic`"
             )
         require_things(path, meta)
-        options = dict(meta.options)
-        body = str(options.pop("body", "unet"))
-        return build_panoptic_model(
-            body, meta.encoder, len(meta.bands), len(meta.schema), **options
-        )
+        return panoptic_model(meta)
 
     module, meta = load_module(path, build, scale)
     device_ = resolve_device(device)

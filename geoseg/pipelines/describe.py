@@ -10,7 +10,7 @@ from geoseg.errors import InputNotFoundError
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.labels import read_class_schema
 from geoseg.io.raster import open_scene
-from geoseg.models.registry import ARCHITECTURES
+from geoseg.models.registry import checkpoint_family, families
 from geoseg.types import ClassSchema
 
 __all__ = ["describe_checkpoint", "describe_models", "describe_raster"]
@@ -21,29 +21,23 @@ def _classes(schema: ClassSchema) -> list[str]:
 
 
 def describe_models() -> list[str]:
-    """The built-in ``spectral`` model and the trainable architectures."""
-    from geoseg.models.bands import BAND_ROLES, SENSORS
-    from geoseg.models.spectral import SPECTRAL_SCHEMA
-
-    lines = [
-        "spectral  weights-free band-index rules (NDVI, NDWI/MNDWI, NDBI); use `-m spectral`",
-        f"  bands: roles {', '.join(BAND_ROLES)}; needs red+green+blue or red+green+nir,",
-        "         found from band descriptions, colour interpretation, --sensor "
-        f"({', '.join(SENSORS)}) or --bands red=3,nir=4,...",
-        "  classes:",
-        *_classes(SPECTRAL_SCHEMA),
-        "",
-        "trainable architectures (use a .safetensors checkpoint: `geoseg models FILE` shows one):",
-        f"  {', '.join(ARCHITECTURES)}",
+    """Every registered model family: tasks, inputs, runtime, ``--arch`` names, classes."""
+    lines: list[str] = []
+    for family in families():
+        lines += [*family.describe(), ""]
+    return [
+        *lines,
+        "trained models are .safetensors checkpoints: `geoseg models FILE` describes one",
     ]
-    return lines
 
 
 def describe_checkpoint(path: str | os.PathLike[str]) -> list[str]:
     """Architecture, bands, classes, window and scores of a checkpoint."""
     meta = read_checkpoint_meta(path)
+    family = checkpoint_family(meta)
     lines = [
         f"{path}",
+        f"  family: {family.name}   inputs: {family.inputs}   runtime: {family.source}",
         f"  task: {meta.task}   arch: {meta.arch}   encoder: {meta.encoder}",
         f"  bands ({len(meta.bands)}): {', '.join(meta.bands)}",
         f"  window: {meta.window} px   margin: {meta.margin} px   GSD: {meta.gsd_m} m",

@@ -28,23 +28,23 @@ import numpy as np
 from geoseg.errors import GeosegError
 from geoseg.evaluation.metrics import SegmentationMetrics, metrics_from_confusion
 from geoseg.io.atomic import check_output_path
-from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.raster import Scene, open_scene
 from geoseg.io.reports import write_confusion_csv, write_confusion_png, write_json
 from geoseg.io.training_data import LABEL_NODATA, read_labels_on_grid
 from geoseg.models.cache import load_predictor
-from geoseg.models.registry import SPECTRAL
+from geoseg.models.registry import TASKS, model_task
 from geoseg.pipelines.predict import PredictOptions, prepare_model_input
 from geoseg.tiling.confusion import remap_values, tiled_confusion
 from geoseg.tiling.execute import Progress
 from geoseg.types import ClassInfo, ClassSchema
 
-__all__ = ["CHANGE_MASK_MAP", "CHANGE_SCHEMA", "TASKS", "EvaluateResult", "evaluate_scene"]
+__all__ = ["CHANGE_MASK_MAP", "CHANGE_SCHEMA", "PIXEL_TASKS", "EvaluateResult", "evaluate_scene"]
 
 log = logging.getLogger(__name__)
 
 REPORT_FILES = ("metrics.json", "confusion.csv", "confusion.png")
-TASKS = ("semantic", "change")
+#: The tasks scored here, pixel by pixel (the others find objects: evaluate_instances).
+PIXEL_TASKS = tuple(t.name for t in TASKS.values() if not t.objects)
 #: The two classes a change model is scored in.
 CHANGE_SCHEMA = ClassSchema(
     (ClassInfo(0, "no change", (200, 200, 200)), ClassInfo(1, "change", (227, 26, 28)))
@@ -92,9 +92,9 @@ def _reference(label_path: str, scene: Scene, task: str = "semantic") -> da.Arra
 
 def _model_task(model: str, task: str | None) -> str:
     """The task to score ``model`` for: its own, which ``task`` (if given) must equal."""
-    if task is not None and task not in TASKS:
-        raise GeosegError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
-    own = "semantic" if model == SPECTRAL else read_checkpoint_meta(model).task
+    if task is not None and task not in PIXEL_TASKS:
+        raise GeosegError(f"--task must be one of {', '.join(PIXEL_TASKS)}, not {task!r}")
+    own = model_task(model)
     if task is not None and task != own:
         raise GeosegError(
             f"{model}: is a {own} model and cannot be scored with --task {task}; "

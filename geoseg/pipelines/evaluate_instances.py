@@ -37,7 +37,6 @@ from geoseg.evaluation.instances import (
     segment_overlaps,
 )
 from geoseg.io.atomic import check_output_path
-from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.instances import (
     InstanceBlock,
     instance_raster_reader,
@@ -47,6 +46,7 @@ from geoseg.io.instances import (
 from geoseg.io.labels import read_class_schema
 from geoseg.io.reports import write_json
 from geoseg.io.vectors import FORMATS
+from geoseg.models.registry import TASKS, model_task
 from geoseg.pipelines.instances import predict_instances, predict_panoptic
 from geoseg.pipelines.predict import PredictOptions
 from geoseg.types import NODATA_LABEL, ClassSchema
@@ -59,7 +59,8 @@ __all__ = [
     "score_instances",
 ]
 
-INSTANCE_TASKS = ("instance", "panoptic")
+#: The tasks scored here, object by object (the others: pipelines.evaluate).
+INSTANCE_TASKS = tuple(t.name for t in TASKS.values() if t.objects)
 _VECTOR_SUFFIXES = {ext for ext, _ in FORMATS.values()} | {".json", ".geojson"}
 
 
@@ -96,7 +97,7 @@ def evaluate_task(model: str | None, task: str | None) -> str:
     """
     if model is None:
         return task or "instance"
-    own = "semantic" if model == "spectral" else read_checkpoint_meta(model).task
+    own = model_task(model)
     task = task or own
     if (task in INSTANCE_TASKS) != (own in INSTANCE_TASKS):
         raise CheckpointError(

@@ -36,8 +36,14 @@ from geoseg.io.labels import read_class_schema
 from geoseg.io.raster import Scene, open_scene
 from geoseg.models.bands import reflectance_scale
 from geoseg.models.cache import ModelSpec, default_batch_size, load_predictor, model_spec
-from geoseg.models.registry import window_multiple
-from geoseg.pipelines.predict import PredictOptions, _match_bands
+from geoseg.models.registry import (
+    checkpoint_family,
+    model_task,
+    predict_outputs,
+    task_kind,
+    window_multiple,
+)
+from geoseg.pipelines.predict import PredictOptions, _match_bands, require_pixels
 from geoseg.stitching import (
     InstanceIds,
     InstanceLoader,
@@ -279,8 +285,9 @@ def _instance_options(
 ) -> tuple[InstanceOptions, ModelSpec]:
     """The scene's bands, grid and scaling for an instance checkpoint, as ``predict`` does."""
     meta = read_checkpoint_meta(model)
-    if meta.task not in ("instance", "panoptic"):
+    if not task_kind(meta.task).objects:
         raise CheckpointError(f"{model}: a {meta.task} model, not an instance or panoptic model")
+    require_pixels(model, checkpoint_family(meta))
     window, margin = opts.window or meta.window, meta.margin if opts.margin is None else opts.margin
     if window % (multiple := window_multiple(meta.arch, meta.options)):
         raise GeosegError(f"--window {window} must be a multiple of {multiple} for this model")
@@ -366,14 +373,6 @@ def predict_panoptic(
     return dataclasses.replace(result, output=out)
 
 
-#: What ``geoseg predict --task`` accepts, and the checkpoint tasks that can run it.
-PREDICT_TASKS = {
-    "semantic": ("semantic", "change"),
-    "instance": ("instance", "panoptic"),
-    "panoptic": ("instance", "panoptic"),
-}
-
-
 def predict_task(model: str, task: str | None) -> str:
     """The task ``geoseg predict`` runs: ``task``, or by default the checkpoint's own.
 
@@ -385,13 +384,13 @@ def predict_task(model: str, task: str | None) -> str:
     Raises:
         CheckpointError: ``task`` does not fit the checkpoint (the message names it).
     """
-    own = "semantic" if model == "spectral" else read_checkpoint_meta(model).task
+    own, outputs = model_task(model), predict_outputs()
     if task is None:
-        task = "semantic" if own == "change" else own
-    if task not in PREDICT_TASKS:
-        raise GeosegError(f"--task must be one of {', '.join(PREDICT_TASKS)}, not {task!r}")
-    if own not in PREDICT_TASKS[task]:
-        fits = [t for t, owners in PREDICT_TASKS.items() if own in owners]
+        task = own if own in outputs else task_kind(own).predicts[0]
+    if task not in outputs:
+        raise GeosegError(f"--task must be one of {', '.join(outputs)}, not {task!r}")
+    if own not in outputs[task]:
+        fits = [t for t, owners in outputs.items() if own in owners]
         hint = f"use --task {' or '.join(fits)}" if fits else "no geoseg predict task runs it yet"
         raise CheckpointError(
             f"{model}: is a {own} model and cannot predict --task {task}; pass a "

@@ -25,12 +25,19 @@ from geoseg.io.preview import write_label_preview
 from geoseg.io.raster import Scene, canonical_band_name, open_scene, select_bands
 from geoseg.models.bands import reflectance_scale
 from geoseg.models.cache import ModelSpec, default_batch_size, load_predictor, model_spec
-from geoseg.models.registry import SPECTRAL, window_multiple
+from geoseg.models.family import Family
+from geoseg.models.registry import checkpoint_family, model_family, task_kind, window_multiple
 from geoseg.tiling.execute import Progress, block_slices, store_blocks
 from geoseg.tiling.infer import predict_blocks
 from geoseg.types import ClassSchema, ModelMeta, TileSpec
 
-__all__ = ["PredictOptions", "PredictResult", "predict_scene", "prepare_model_input"]
+__all__ = [
+    "PredictOptions",
+    "PredictResult",
+    "predict_scene",
+    "prepare_model_input",
+    "require_pixels",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,22 +117,33 @@ def _tile_spec(
     return TileSpec(window, margin, chunk_windows, opts.blend, batch)
 
 
-def _spectral_setup(
-    path: str, opts: PredictOptions
+def _weights_free_setup(
+    path: str, model: str, family: Family, opts: PredictOptions
 ) -> tuple[Scene, ModelSpec, ClassSchema, TileSpec]:
+    """A weights-free model (``spectral``): bands by role, its own fixed classes."""
     from geoseg.models.bands import resolve_band_roles
-    from geoseg.models.spectral import SPECTRAL_SCHEMA
 
-    # The spectral model is pixel-wise: no margin is needed for exact tiling.
-    tile = _tile_spec(opts, 512, 0, 1, SPECTRAL)
+    # A weights-free model is pixel-wise: no margin is needed for exact tiling.
+    tile = _tile_spec(opts, 512, 0, family.window_multiple(model, {}), model)
     scene = open_scene(path, None, tile.chunk, opts.assume_crs)
     roles, notes = resolve_band_roles(
         scene.band_names, scene.colorinterp, opts.band_roles or None, opts.sensor, path
     )
     for note in notes:
         log.warning("%s", note)
-    spec = model_spec(SPECTRAL, opts.device, roles, reflectance_scale(scene.dtype))
-    return scene, spec, SPECTRAL_SCHEMA, tile
+    if family.schema is None:
+        raise GeosegError(f"the {family.name} family declares no classes")
+    spec = model_spec(model, opts.device, roles, reflectance_scale(scene.dtype))
+    return scene, spec, family.schema, tile
+
+
+def require_pixels(model: str, family: Family) -> None:
+    """Refuse a family that needs more than the scene's pixels (a second date, prompts)."""
+    if family.inputs != "pixels":
+        raise GeosegError(
+            f"{model}: a {family.name} model needs {family.inputs.replace('_', ' ')} as input; "
+            "`geoseg predict` gives it the pixels of one scene only"
+        )
 
 
 def _match_bands(
@@ -157,10 +175,11 @@ def _checkpoint_setup(
     path: str, model: str, opts: PredictOptions
 ) -> tuple[Scene, ModelSpec, ClassSchema, TileSpec]:
     meta = read_checkpoint_meta(model)
-    if meta.task not in ("semantic", "change"):
+    if "semantic" not in task_kind(meta.task).predicts:
         raise GeosegError(
             f"{model}: a {meta.task} model; `geoseg predict` runs semantic and change models"
         )
+    require_pixels(model, checkpoint_family(meta))
     multiple = window_multiple(meta.arch, meta.options)
     tile = _tile_spec(opts, meta.window, meta.margin, multiple, model)
     names = open_scene(path, None, tile.chunk, opts.assume_crs).band_names
@@ -187,8 +206,9 @@ def prepare_model_input(
     Returns:
         The scene, the picklable model description, the model's classes and the grid.
     """
-    if model == SPECTRAL:
-        setup = _spectral_setup(path, opts)
+    family = model_family(model)
+    if family.weights_free:
+        setup = _weights_free_setup(path, model, family, opts)
     else:
         setup = _checkpoint_setup(path, model, opts)
     load_predictor(setup[1])  # fail early on a bad model, before any pixel is read
@@ -275,9 +295,10 @@ def _fingerprint(
 
 def _arithmetic(spec: ModelSpec) -> str:
     """``"cpu fp32"``, ``"cuda fp16"``, ...: where and in which precision the model runs."""
-    if spec.source == SPECTRAL:
-        return "numpy"
-    from geoseg.models.semantic import resolve_device, resolve_precision
+    family = model_family(spec.source)
+    if family.source != "torch":
+        return family.source
+    from geoseg.models.runtime import resolve_device, resolve_precision
 
     device = resolve_device(spec.device)
     amp = resolve_precision(spec.precision, device)

@@ -105,7 +105,7 @@ def _tops(
 ) -> Iterator[np.ndarray]:  # fmt: skip
     """``(2, W, W) uint8`` winning channel and ``round(254 p)`` of each window, in order.
 
-    A predictor with ``predict_tops`` (:class:`~geoseg.models.semantic.TorchPredictor`)
+    A predictor with ``predict_tops`` (:class:`~geoseg.models.runtime.TorchPredictor`)
     reduces on its device and takes the scene's own integer type; any other is
     asked for probabilities and reduced here.
     """

@@ -11,12 +11,10 @@ from typing import Any
 
 from geoseg.errors import GeosegError, InputNotFoundError
 from geoseg.io.yaml_files import read_yaml
+from geoseg.models.registry import training_tasks
 from geoseg.types import ClassSchema
 
-__all__ = ["TRAIN_TASKS", "TrainConfig", "chip_pairs", "load_class_schema", "load_train_config"]
-
-#: What ``geoseg train`` can fit.
-TRAIN_TASKS = ("semantic", "change", "instance", "panoptic")
+__all__ = ["TrainConfig", "chip_pairs", "load_class_schema", "load_train_config"]
 
 
 @dataclass(frozen=True)
@@ -84,8 +82,10 @@ class TrainConfig:
     class_field: str | None = None
 
     def __post_init__(self) -> None:
-        if self.task not in TRAIN_TASKS:
-            raise GeosegError(f"--task must be one of {', '.join(TRAIN_TASKS)}, not {self.task!r}")
+        if self.task not in training_tasks():
+            raise GeosegError(
+                f"--task must be one of {', '.join(training_tasks())}, not {self.task!r}"
+            )
         if not self.images or len(self.images) != len(self.labels):
             raise GeosegError("give one --labels raster for each --image (in the same order)")
         if len(self.val_images) != len(self.val_labels):

@@ -24,7 +24,7 @@ from torch import nn
 from geoseg.errors import GeosegError, OutputExistsError
 from geoseg.io.checkpoint import save_checkpoint
 from geoseg.models.registry import window_multiple
-from geoseg.models.semantic import TorchPredictor, resolve_device
+from geoseg.models.runtime import TorchPredictor, resolve_device
 from geoseg.training.config import TrainConfig
 from geoseg.training.instances import InstanceRaster
 from geoseg.training.objectives import Objective

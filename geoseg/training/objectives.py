@@ -19,7 +19,7 @@ from torch import nn
 
 from geoseg.evaluation.metrics import metrics_from_confusion
 from geoseg.io.training_data import LabelledRaster
-from geoseg.models.semantic import TorchPredictor
+from geoseg.models.runtime import TorchPredictor
 from geoseg.tiling.confusion import tiled_confusion
 from geoseg.training.sampling import Batch
 from geoseg.types import NODATA_LABEL, ModelMeta, TileSpec

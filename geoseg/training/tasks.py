@@ -1,12 +1,15 @@
 """Per-task setup of a training run: rasters, targets, checkpoint metadata and objective.
 
-:func:`task_setup` picks the setup of ``cfg.task``: semantic (and change),
-bottom-up instance, Mask R-CNN instance or Panoptic-DeepLab.
+:func:`task_setup` gives the setup the registry names for ``cfg.task``/``cfg.arch``
+(:attr:`geoseg.models.family.Family.training`): semantic (and change), bottom-up
+instance, Mask R-CNN instance or Panoptic-DeepLab; each builds its model with its
+family's ``build``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -17,10 +20,11 @@ import torch
 from geoseg.errors import GeosegError
 from geoseg.io.training_data import LabelledRaster
 from geoseg.models.bands import reflectance_scale
+from geoseg.models.family import Family
 from geoseg.models.instance import BottomUpInstancePredictor
-from geoseg.models.maskrcnn import MASKRCNN_ARCH, MaskRCNNPredictor, build_maskrcnn, thing_ids
-from geoseg.models.panoptic import PANOPTIC_ARCH, PanopticPredictor, build_panoptic_model
-from geoseg.models.registry import build_model
+from geoseg.models.maskrcnn import MaskRCNNPredictor
+from geoseg.models.panoptic import PanopticPredictor
+from geoseg.models.registry import training_family
 from geoseg.tiling.confusion import remap_values
 from geoseg.training.config import TrainConfig
 from geoseg.training.data import band_normalization, class_targets, load_rasters, model_meta
@@ -58,12 +62,23 @@ TaskSetup = tuple[list[LabelledRaster], list[np.ndarray], ModelMeta, Objective]
 
 
 def task_setup(cfg: TrainConfig) -> Callable[[TrainConfig, torch.device], TaskSetup]:
-    """The setup of ``cfg.task`` (and, for instances, bottom-up or Mask R-CNN)."""
-    if cfg.task == "panoptic":
-        return panoptic_setup
-    if cfg.task == "instance":
-        return maskrcnn_setup if cfg.arch == MASKRCNN_ARCH else instance_setup
-    return semantic_setup
+    """The setup of the family that trains ``cfg.task`` with ``cfg.arch``.
+
+    Raises:
+        UnknownModelError: no family does; the message lists the valid architectures.
+    """
+    module, _, name = str(training_family(cfg.task, cfg.arch).training).partition(":")
+    setup: Callable[[TrainConfig, torch.device], TaskSetup] = getattr(
+        importlib.import_module(module), name
+    )
+    return setup
+
+
+def _build(family: Family, meta: ModelMeta) -> Callable[[], torch.nn.Module]:
+    """The family's untrained module for ``meta``, built when called (after seeding)."""
+    if family.build is None:
+        raise GeosegError(f"the {family.name} family builds no model to train")
+    return partial(family.build, meta)
 
 
 def semantic_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
@@ -76,8 +91,7 @@ def semantic_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
     score = partial(validate_miou, meta=meta, device=device, val=val) if val else None
     loss = partial(pixel_loss, loss=partial(semantic_loss, dice_weight=cfg.dice_weight))
     targets = [class_targets(r, cfg.classes) for r in train]
-    build = partial(build_model, cfg.arch, cfg.encoder, len(meta.bands), len(cfg.classes),
-                    **cfg.options)  # fmt: skip
+    build = _build(training_family(cfg.task, cfg.arch), meta)
     return train, targets, meta, Objective(loss, score, "val_miou", build)
 
 
@@ -104,22 +118,21 @@ def instance_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
     dice = partial(weighted_dice, weight=cfg.dice_weight) if cfg.dice_weight else None
     pixel = partial(instance_loss, k=k, pos_weight=boundary_pos_weight(targets, k), dice=dice)
     score = instance_scorer(BottomUpInstancePredictor, "ap50", meta, device, val)
-    build = partial(build_model, cfg.arch, cfg.encoder, len(meta.bands), k + 1, **cfg.options)
+    build = _build(training_family(cfg.task, cfg.arch), meta)
     loss = partial(pixel_loss, loss=pixel)
     return train, targets, meta, Objective(loss, score, "val_ap50", build)
 
 
 def panoptic_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
     """Rasters, class-index targets (ids ride along), metadata, Panoptic-DeepLab loss / PQ."""
+    family = training_family(cfg.task, cfg.arch)
     options = {"body": cfg.arch, **cfg.options}
-    train, val, meta = read_instances(cfg, arch=PANOPTIC_ARCH, options=options)
+    train, val, meta = read_instances(cfg, arch=family.stored_arch or cfg.arch, options=options)
     things = [k for k, c in enumerate(cfg.classes.classes) if c.is_thing]
     targets = [class_targets(r, cfg.classes) for r in train]
     loss = partial(panoptic_step_loss, things=things)
     score = instance_scorer(PanopticPredictor, "pq", meta, device, val)
-    build = partial(build_panoptic_model, cfg.arch, cfg.encoder, len(meta.bands),
-                    len(cfg.classes), **cfg.options)  # fmt: skip
-    return train, targets, meta, Objective(loss, score, "val_pq", build)
+    return train, targets, meta, Objective(loss, score, "val_pq", _build(family, meta))
 
 
 def maskrcnn_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
@@ -130,6 +143,5 @@ def maskrcnn_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
     targets = [class_targets(r, cfg.classes) for r in train]
     loss = partial(maskrcnn_step_loss, schema=cfg.classes)
     score = instance_scorer(MaskRCNNPredictor, "ap50", meta, device, val)
-    build = partial(build_maskrcnn, len(meta.bands), len(thing_ids(cfg.classes)), cfg.encoder,
-                    cfg.window, **cfg.options)  # fmt: skip
+    build = _build(training_family(cfg.task, cfg.arch), meta)
     return train, targets, meta, Objective(loss, score, "val_ap50", build)

@@ -11,7 +11,7 @@ import rasterio
 from affine import Affine
 
 from geoseg.io.labels import read_class_schema
-from geoseg.models.semantic import load_torch_predictor
+from geoseg.models.runtime import load_torch_predictor
 from geoseg.pipelines import PredictOptions, predict_scene
 from geoseg.types import TileSpec
 from tests.conftest import TINY_BANDS, TINY_SCHEMA, textured_scene, write_raster

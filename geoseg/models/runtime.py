@@ -1,4 +1,11 @@
-"""Torch semantic-segmentation models behind the :class:`~geoseg.types.Predictor` contract."""
+"""The torch runtime every torch family shares.
+
+Device and precision choice, batches to the device (pinned memory, normalization
+on the GPU), autocast, a bound on concurrent GPU calls, and strict weight loading
+from a checkpoint. :class:`TorchPredictor` is the per-pixel class predictor
+(semantic and early-fusion change families); instance and panoptic predictors
+build on it through :class:`TorchModel`.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +23,6 @@ from torch import nn
 
 from geoseg.errors import CheckpointError
 from geoseg.io.checkpoint import load_checkpoint
-from geoseg.models.registry import build_model
 from geoseg.types import ClassSchema, ModelMeta
 
 __all__ = [
@@ -272,7 +278,7 @@ def load_torch_predictor(
     threads: int | None = None,
     precision: str = "auto",
 ) -> TorchPredictor:
-    """Build the checkpoint's architecture and load its weights strictly.
+    """Build a per-pixel class checkpoint's module (through its family) and load it strictly.
 
     Args:
         path: the checkpoint.
@@ -284,13 +290,25 @@ def load_torch_predictor(
         precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` (see :func:`resolve_precision`).
     """
 
-    def build(meta: ModelMeta) -> nn.Module:
-        return build_model(
-            meta.arch, meta.encoder, len(meta.bands), len(meta.schema), **dict(meta.options)
-        )
-
-    module, meta = load_module(path, build, scale)
+    module, meta = load_module(path, _family_build(path), scale)
     return TorchPredictor(module, meta, resolve_device(device), threads, precision)
+
+
+def _family_build(path: str | os.PathLike[str]) -> Callable[[ModelMeta], nn.Module]:
+    """``build(meta)``: the module of the checkpoint's family; CheckpointError if it has none."""
+
+    def build(meta: ModelMeta) -> nn.Module:
+        from geoseg.models.registry import checkpoint_family, task_kind  # registry lists runtime
+
+        family = checkpoint_family(meta)
+        if family.build is None or family.source != "torch" or task_kind(meta.task).objects:
+            raise CheckpointError(
+                f"{path}: a {meta.task}/{meta.arch} checkpoint of the {family.name} family, "
+                "not a per-pixel class model; load it with geoseg.models.load_predictor"
+            )
+        return family.build(meta)
+
+    return build
 
 
 def check_state_fits(

@@ -1,4 +1,4 @@
-"""Tests for checkpoint-backed torch predictors (geoseg/models/semantic.py)."""
+"""Tests for checkpoint-backed torch predictors (geoseg/models/runtime.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 from geoseg.errors import CheckpointError
 from geoseg.io.checkpoint import save_checkpoint
 from geoseg.models.registry import build_model
-from geoseg.models.semantic import (
+from geoseg.models.runtime import (
     TorchPredictor,
     load_torch_predictor,
     resolve_device,

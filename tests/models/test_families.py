@@ -1,0 +1,225 @@
+"""Contract test over every registered model family (geoseg/models/registry.py).
+
+Each family: build a tiny model -> save a checkpoint -> load its predictor -> predict
+a window -> tile a multi-chunk scene, identical whatever the chunk size -> ``geoseg
+models FILE`` describes it. A family registered without a tiny recipe here fails.
+"""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from click.testing import CliRunner
+
+from geoseg.cli import cli
+from geoseg.errors import UnknownModelError
+from geoseg.io.checkpoint import read_checkpoint_meta, save_checkpoint
+from geoseg.models import registry
+from geoseg.models.cache import load_predictor, model_spec
+from geoseg.models.family import TASKS, Family, fixed_multiple
+from geoseg.pipelines.instances import predict_instances
+from geoseg.pipelines.predict import PredictOptions, predict_scene
+from geoseg.stitching import InstancePredictor
+from geoseg.types import MODEL_TASKS, ClassInfo, ClassSchema, ModelMeta, Normalization
+from tests.conftest import TINY_BANDS, textured_scene, write_raster
+
+THINGS = ClassSchema(
+    (ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "building", (200, 0, 0), is_thing=True))
+)
+CLASSES = ClassSchema((ClassInfo(1, "forest", (0, 120, 0)), ClassInfo(4, "water", (0, 0, 200))))
+SMALL_UNET = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
+
+#: family name -> (task, arch, encoder, schema, options) of a tiny checkpoint.
+TINY: dict[str, tuple[str, str, str, ClassSchema, dict[str, Any]]] = {
+    "smp": ("semantic", "unet", "resnet18", CLASSES, SMALL_UNET),
+    "fcn": ("semantic", "fcn", "resnet50", CLASSES, {}),
+    "early-fusion-change": ("change", "unet", "resnet18", CLASSES, SMALL_UNET),
+    "bottom-up": ("instance", "unet", "resnet18", THINGS, SMALL_UNET),
+    "maskrcnn": ("instance", "maskrcnn", "resnet18", THINGS,
+                 {"fpn_channels": 16, "representation_size": 32}),
+    "panoptic-deeplab": ("panoptic", "panoptic-deeplab", "resnet18", THINGS,
+                         {"body": "unet", **SMALL_UNET}),
+}  # fmt: skip
+
+WINDOW, MARGIN = 64, 8
+STRIDE = WINDOW - 2 * MARGIN
+
+
+def tiny_checkpoint(family: Family, path: Path) -> Path:
+    """A randomly initialised checkpoint of ``family`` for :data:`TINY_BANDS`."""
+    if family.name not in TINY:
+        pytest.fail(f"family {family.name!r} has no tiny recipe in {__file__}: add one")
+    task, arch, encoder, schema, options = TINY[family.name]
+    meta = ModelMeta(
+        task=task, arch=arch, encoder=encoder, bands=TINY_BANDS,
+        normalization=Normalization((0.2,) * 4, (0.1,) * 4, scale=1e-4), schema=schema,
+        window=WINDOW, margin=MARGIN, gsd_m=10.0, options=options,
+    )  # fmt: skip
+    assert family.build is not None
+    torch.manual_seed(0)
+    module = family.build(meta)
+    return save_checkpoint(path, module.state_dict(), meta)
+
+
+def scene(tmp_path: Path) -> Path:
+    """A 4-band 150 x 173 px scene: several chunks of one or three strides."""
+    return write_raster(
+        tmp_path / "scene.tif", textured_scene(150, 173), descriptions=TINY_BANDS
+    )
+
+
+def tiled(model: str, image: Path, out: Path, chunk: int, objects: bool) -> bytes:
+    """Every pixel of the map ``model`` makes of ``image`` with ``chunk`` px chunks."""
+    opts = PredictOptions(chunk=chunk, device="cpu", batch_size=3)
+    if objects:
+        predict_instances(image, model, out, opts)
+    else:
+        predict_scene(image, model, out, opts)
+    with rasterio.open(out) as src:
+        return bytes(src.read().tobytes())
+
+
+def models_text(*args: str) -> str:
+    result = CliRunner().invoke(cli, ["models", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("family", registry.families(), ids=lambda f: f.name)
+def test_family_contract(family: Family, tmp_path: Path) -> None:
+    image = scene(tmp_path)
+    if family.weights_free:
+        model = family.name
+        assert family.name in registry.available_models()
+    else:
+        model = str(tiny_checkpoint(family, tmp_path / "tiny.safetensors"))
+        assert registry.checkpoint_family(read_checkpoint_meta(model)) is family
+        predictor = load_predictor(model_spec(model, "cpu"))
+        batch = textured_scene(WINDOW, WINDOW)[None].repeat(2, axis=0).astype(np.float32)
+        valid = np.ones((2, WINDOW, WINDOW), bool)
+        probs = predictor.predict(batch, valid)
+        assert probs.shape == (2, len(predictor.schema), WINDOW, WINDOW)
+        assert np.isfinite(probs).all() and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+        if TASKS[family.tasks[0]].objects:
+            assert isinstance(predictor, InstancePredictor)
+            assert len(predictor.predict_instances(batch, valid)) == 2
+        text = models_text(model)
+        assert f"family: {family.name}" in text and f"task: {family.tasks[0]}" in text
+    objects = TASKS[family.tasks[0]].objects
+    small = tiled(model, image, tmp_path / "a.tif", STRIDE, objects)
+    large = tiled(model, image, tmp_path / "b.tif", 3 * STRIDE, objects)
+    assert small == large
+    assert family.describe()[0] in models_text()
+
+
+def test_every_checkpoint_task_has_a_kind_and_a_family() -> None:
+    assert tuple(TASKS) == MODEL_TASKS
+    served = {t for f in registry.families() for t in f.tasks}
+    assert served == set(MODEL_TASKS)
+    assert registry.training_tasks() == MODEL_TASKS
+
+
+def test_shipped_checkpoints_keep_their_families() -> None:
+    root = Path(__file__).resolve().parents[2] / "sample_data" / "models"
+    found = {
+        p.name: registry.checkpoint_family(read_checkpoint_meta(p)).name
+        for p in sorted(root.glob("*.safetensors"))
+    }
+    assert found == {
+        "buildings_spacenet.safetensors": "bottom-up",
+        "landcover_s2.safetensors": "smp",
+        "water_s2.safetensors": "smp",
+    }
+
+
+@pytest.mark.parametrize(
+    ("task", "arch", "family"),
+    [
+        ("semantic", "UNet", "smp"),
+        ("semantic", "fcn", "fcn"),
+        ("change", "deeplabv3plus", "early-fusion-change"),
+        ("instance", "unet", "bottom-up"),
+        ("instance", "maskrcnn", "maskrcnn"),
+        ("panoptic", "fpn", "panoptic-deeplab"),
+    ],
+)
+def test_training_family_by_task_and_arch(task: str, arch: str, family: str) -> None:
+    assert registry.training_family(task, arch).name == family
+
+
+@pytest.mark.parametrize(
+    ("task", "arch", "listed"),
+    [
+        ("semantic", "maskrcnn", "unet, unetplusplus, deeplabv3plus, pspnet, fpn, segformer, fcn"),
+        ("panoptic", "fcn", "unet, unetplusplus, deeplabv3plus, pspnet, fpn, segformer"),
+        ("depth", "unet", "semantic, change, instance, panoptic"),
+    ],
+)
+def test_unknown_names_list_the_valid_ones(task: str, arch: str, listed: str) -> None:
+    with pytest.raises(UnknownModelError, match=listed):
+        registry.training_family(task, arch)
+
+
+def test_unknown_checkpoint_family_lists_the_known_ones() -> None:
+    meta = ModelMeta(
+        task="instance", arch="solov2", encoder=None, bands=TINY_BANDS,
+        normalization=Normalization((0.0,) * 4, (1.0,) * 4), schema=THINGS,
+        window=64, margin=8, gsd_m=10.0,
+    )  # fmt: skip
+    with pytest.raises(UnknownModelError, match="instance/maskrcnn") as err:
+        registry.checkpoint_family(meta)
+    assert "solov2" in str(err.value) and "panoptic/panoptic-deeplab" in str(err.value)
+
+
+def test_cli_choices_come_from_the_registry() -> None:
+    result = CliRunner().invoke(cli, ["train", "--task", "depth"])
+    assert result.exit_code == 2
+    assert "'semantic', 'change', 'instance', 'panoptic'" in result.output
+    result = CliRunner().invoke(cli, ["train", "--arch", "resnet"])
+    assert result.exit_code == 2 and "'fcn', 'maskrcnn'" in result.output
+    result = CliRunner().invoke(cli, ["predict", "s.tif", "-m", "x", "-o", "o", "--task", "change"])
+    assert result.exit_code == 2 and "'semantic', 'instance', 'panoptic'" in result.output
+
+
+def _constant_family() -> Family:
+    """A weights-free family that calls every valid pixel class 0 with certainty."""
+
+    class Constant:
+        schema = ClassSchema((ClassInfo(0, "everything", (9, 9, 9)),))
+        bands = ("any",)
+
+        def predict(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
+            return np.ones((batch.shape[0], 1, *batch.shape[2:]), np.float32)
+
+    return Family(
+        name="constant", summary="every pixel is class 0", tasks=("semantic",),
+        archs=("constant",), load=lambda spec, meta: Constant(),
+        window_multiple=fixed_multiple(1), source="numpy", weights_free=True,
+        schema=Constant.schema,
+    )  # fmt: skip
+
+
+def test_a_new_family_is_one_module_and_one_registration_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = types.ModuleType("constant_family")
+    module.FAMILY = _constant_family()  # type: ignore[attr-defined]
+    monkeypatch.setitem(__import__("sys").modules, "constant_family", module)
+    monkeypatch.setattr(registry, "FAMILY_MODULES", (*registry.FAMILY_MODULES, "constant_family"))
+    registry.families.cache_clear()
+    load_predictor.cache_clear()
+    try:
+        assert "constant  every pixel is class 0" in models_text()
+        out = tmp_path / "c.tif"
+        predict_scene(scene(tmp_path), "constant", out, PredictOptions(chunk=96))
+        with rasterio.open(out) as src:
+            assert (src.read(1) == 0).all()
+    finally:
+        registry.families.cache_clear()
+        load_predictor.cache_clear()
