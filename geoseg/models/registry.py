@@ -38,6 +38,7 @@ __all__ = [
     "task_kind",
     "training_family",
     "training_tasks",
+    "weights_free_family",
     "window_multiple",
 ]
 
@@ -137,18 +138,19 @@ def checkpoint_family(meta: ModelMeta) -> Family:
     )
 
 
-def _weights_free(model: str) -> Family | None:
+def weights_free_family(model: str) -> Family | None:
+    """The weights-free family ``-m model`` names (``spectral``), or None (a checkpoint path)."""
     return next((f for f in families() if f.weights_free and f.name == model), None)
 
 
 def model_family(model: str) -> Family:
     """The family of ``-m model``: a weights-free family's name, or a checkpoint path."""
-    return _weights_free(model) or checkpoint_family(read_checkpoint_meta(model))
+    return weights_free_family(model) or checkpoint_family(read_checkpoint_meta(model))
 
 
 def model_task(model: str) -> str:
     """The checkpoint task of ``-m model`` (a weights-free family's first task)."""
-    found = _weights_free(model)
+    found = weights_free_family(model)
     return found.tasks[0] if found else read_checkpoint_meta(model).task
 
 

@@ -47,7 +47,7 @@ from geoseg.errors import ConfigError, GeosegError, InputNotFoundError, OutputEx
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.reports import write_json
 from geoseg.io.yaml_files import read_yaml
-from geoseg.models.registry import SPECTRAL
+from geoseg.models.registry import weights_free_family
 from geoseg.pipelines.change import OUTPUT_FILES, ChangeOptions, change_report
 from geoseg.pipelines.predict import PredictOptions, predict_scene
 from geoseg.pipelines.workflow_schema import (
@@ -144,11 +144,10 @@ def _input(root: Path, value: str, key: str) -> Path:
 
 
 def _model_classes(model: str) -> tuple[str, ...]:
-    """Class names of ``spectral`` or of a checkpoint (its metadata only, no weights)."""
-    if model == SPECTRAL:
-        from geoseg.models.spectral import SPECTRAL_SCHEMA
-
-        return tuple(SPECTRAL_SCHEMA.names)
+    """Class names of a weights-free model or of a checkpoint (its metadata, no weights)."""
+    family = weights_free_family(model)
+    if family is not None and family.schema is not None:
+        return tuple(family.schema.names)
     try:
         return tuple(read_checkpoint_meta(model).schema.names)
     except GeosegError as exc:
@@ -176,7 +175,9 @@ def _parse(p: Path, root: Path, raw: Any) -> Workflow:
     if v.get("aoi_field") is not None and v.get("aoi") is None:
         raise ConfigError("aoi_field is given without aoi; add the AOI polygon layer")
     scenes = tuple(_input(root, s, f"scenes[{i}]") for i, s in enumerate(v["scenes"]))
-    model = v["model"] if v["model"] == SPECTRAL else str(_input(root, v["model"], "model"))
+    model = (
+        v["model"] if weights_free_family(v["model"]) else str(_input(root, v["model"], "model"))
+    )
     classes = _model_classes(model)  # also refuses a model file that is no checkpoint
     focus = None
     if v.get("focus") is not None:

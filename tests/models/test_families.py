@@ -69,9 +69,7 @@ def tiny_checkpoint(family: Family, path: Path) -> Path:
 
 def scene(tmp_path: Path) -> Path:
     """A 4-band 150 x 173 px scene: several chunks of one or three strides."""
-    return write_raster(
-        tmp_path / "scene.tif", textured_scene(150, 173), descriptions=TINY_BANDS
-    )
+    return write_raster(tmp_path / "scene.tif", textured_scene(150, 173), descriptions=TINY_BANDS)
 
 
 def tiled(model: str, image: Path, out: Path, chunk: int, objects: bool) -> bytes:
