@@ -12,10 +12,13 @@ __all__ = [
     "BandMismatchError",
     "CheckpointError",
     "ConfigError",
+    "DiskFullError",
     "GeosegError",
     "InputNotFoundError",
     "InvalidRasterError",
     "OutputExistsError",
+    "OutputLockedError",
+    "OutputNotWritableError",
     "UnknownModelError",
 ]
 
@@ -53,3 +56,15 @@ class UnknownModelError(GeosegError, KeyError):
 
 class OutputExistsError(GeosegError, FileExistsError):
     """An output exists and ``overwrite`` was not given."""
+
+
+class OutputNotWritableError(GeosegError, PermissionError):
+    """An output folder cannot be written (no permission, read-only disk)."""
+
+
+class OutputLockedError(GeosegError, FileExistsError):
+    """Another run holds the lock of an output."""
+
+
+class DiskFullError(GeosegError, OSError):
+    """Writing an output ran out of disk space."""

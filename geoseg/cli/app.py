@@ -6,10 +6,12 @@ Any :class:`~geoseg.errors.GeosegError` becomes one line on stderr and exit code
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -20,7 +22,7 @@ from geoseg.types import parse_band_list
 
 __all__ = [
     "AT_LEAST_ONE", "NOT_NEGATIVE", "FiniteRange", "cli", "dask_options", "explicit", "main",
-    "parse_bands", "parse_map", "progress_bar", "window_options",
+    "outputs", "parse_bands", "parse_map", "progress_bar", "window_options",
 ]  # fmt: skip
 
 log = logging.getLogger("geoseg")
@@ -180,6 +182,45 @@ def explicit(ctx: click.Context, names: Sequence[str]) -> dict[str, Any]:
         for n in names
         if ctx.get_parameter_source(n) not in (source.DEFAULT, source.DEFAULT_MAP, None)
     }
+
+
+def outputs(
+    files: Sequence[str] = (),
+    folder: str | None = None,
+    folder_files: Sequence[str] = (),
+    inputs: Sequence[str] = (),
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorator: the command's outputs are one run (:func:`geoseg.io.outputs.output_run`).
+
+    Args:
+        files: options naming output files (checked up front; the first is locked;
+            ``vector`` stands for every file of a vector layer).
+        folder: option naming an output folder (checked, locked, made by the run).
+        folder_files: the files the command may write into ``folder``.
+        inputs: options naming inputs (an output may not be one).
+    """
+
+    def wrap(command: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(command)
+        def run(*args: Any, **kw: Any) -> None:
+            from geoseg.io.outputs import output_run
+            from geoseg.io.vectors_formats import vector_files
+
+            given = [Path(kw[n]) for n in inputs if kw.get(n) is not None]
+            with output_run(bool(kw.get("overwrite")), given) as outs:
+                paths = [(n, Path(kw[n])) for n in files if kw.get(n) is not None]
+                if paths:
+                    outs.lock(paths[0][1])
+                for name, path in paths:
+                    outs.add(vector_files(path) if name == "vector" else [path])
+                if folder is not None:
+                    outs.add_folder(Path(kw[folder]), folder_files)
+                    outs.make_folder(Path(kw[folder]))
+                command(*args, **kw)
+
+        return run
+
+    return wrap
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -12,6 +12,7 @@ from geoseg.cli.app import (
     FiniteRange,
     cli,
     dask_options,
+    outputs,
     parse_bands,
     progress_bar,
     window_options,
@@ -56,6 +57,7 @@ from geoseg.models.registry import predict_outputs
               help="Panoptic from two models: a label map of the same scene from a semantic "
               "model (`geoseg predict`) gives the stuff; objects come from -m.")  # fmt: skip
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
+@outputs(("output", "preview", "vector", "panoptic"), inputs=("scene",))
 def predict(scene: str, model: str, output: Path, progress: bool | None, bands: str | None,
             preview: Path | None, vector: Path | None, task: str | None,
             panoptic: Path | None, stuff_labels: str | None, **kw: Any) -> None:  # fmt: skip
@@ -85,24 +87,27 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
     )  # fmt: skip
     if vector is not None:
         check_vectorize_output(vector, vopts, [Path(scene)])
+    said: list[str] = []  # printed once every output is kept (a later step may fail)
     bar = progress_bar("predict", progress)
     if task == "panoptic" and panoptic is None:  # -o is the panoptic raster
         found = predict_panoptic(scene, model, output, opts, bar, stuff_labels)
-        click.echo(f"wrote {found.output} ({found.count} instances)")
+        said.append(f"wrote {found.output} ({found.count} instances)")
     elif objects:
         found = predict_instances(scene, model, output, opts, panoptic, bar, stuff_labels)
-        click.echo(f"wrote {found.output} ({found.count} instances)")
+        said.append(f"wrote {found.output} ({found.count} instances)")
         if found.panoptic:
-            click.echo(f"wrote {found.panoptic}")
+            said.append(f"wrote {found.panoptic}")
     else:
         result = predict_scene(scene, model, output, opts, bar)
-        click.echo(f"wrote {result.output} ({result.valid_pixels} labelled pixels)")
+        said.append(f"wrote {result.output} ({result.valid_pixels} labelled pixels)")
         if result.preview:
-            click.echo(f"wrote {result.preview}")
+            said.append(f"wrote {result.preview}")
     if vector is not None:
         bar = progress_bar("vectorize", progress)
         done = vectorize_labels(output, vector, vopts, bar)
-        click.echo(f"wrote {done.output} ({done.polygons} polygons)")
+        said.append(f"wrote {done.output} ({done.polygons} polygons)")
+    for line in said:
+        click.echo(line)
 
 
 @cli.command()

@@ -15,15 +15,21 @@ from geoseg.cli.app import (
     cli,
     dask_options,
     explicit,
+    outputs,
     parse_bands,
     parse_map,
     window_options,
 )
+from geoseg.io.outputs import output_run
 from geoseg.models.registry import TASKS, architectures, task_kind, training_tasks
 
 _TRAIN_OPTIONS = (
     "task", "arch", "encoder", "epochs", "steps_per_epoch", "batch_size", "window", "margin", "lr",
     "seed", "device", "resume", "overwrite", "class_field",
+)  # fmt: skip
+#: What ``geoseg evaluate`` may write into its folder (semantic/change, instance tasks).
+_EVALUATE_FILES = (
+    "metrics.json", "confusion.csv", "confusion.png", "instances.tif", "panoptic.tif",
 )  # fmt: skip
 
 
@@ -86,7 +92,10 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
         val = "" if r.val_miou is None else f"  val {score} {r.val_miou:.3f}"
         click.echo(f"epoch {r.epoch}/{r.epochs}  loss {r.loss:.4f}{val}", err=True)
 
-    result = train_model(cfg, report)
+    # the checkpoint is not rolled back: with its state file it is what --resume continues
+    with output_run(cfg.overwrite or cfg.resume) as run:
+        run.lock(Path(cfg.output))
+        result = train_model(cfg, report)
     best = "" if result.best_miou is None else f" (best val {score} {result.best_miou:.3f})"
     click.echo(f"wrote {result.output}{best}")
 
@@ -114,6 +123,7 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
 @window_options()
 @dask_options()
 @click.option("--overwrite", is_flag=True)
+@outputs(folder="output", folder_files=_EVALUATE_FILES)
 def evaluate(model: str | None, image: str | None, labels: str, output: Path,
              classes: str | None, map_reference: str | None, map_prediction: str | None,
              task: str | None, bands: str | None, prediction: str | None,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-from geoseg.errors import GeosegError, OutputExistsError
+from geoseg.io.outputs import check_output_path, publish
 
 __all__ = ["atomic_output", "check_output_path", "temporary_sibling"]
 
@@ -22,17 +22,6 @@ def _new_file_mode() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return 0o666 & ~mask
-
-
-def check_output_path(path: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
-    """Refuse an existing output (unless ``overwrite``), a missing folder, or an input."""
-    if not path.parent.is_dir():
-        raise GeosegError(f"{path}: the folder {path.parent} does not exist; create it first")
-    for src in inputs:
-        if src.exists() and path.exists() and path.samefile(src):
-            raise GeosegError(f"{path}: is also an input; choose another output name")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: exists; pass --overwrite to replace it")
 
 
 @contextlib.contextmanager
@@ -52,6 +41,9 @@ def temporary_sibling(path: Path, tag: str = "tmp") -> Iterator[Path]:
 def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
 
+    Inside an :func:`geoseg.io.outputs.output_run` the rename is part of the run:
+    undone if the run fails later.
+
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
     """
@@ -60,4 +52,4 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
     with temporary_sibling(out) as tmp:
         yield tmp
         os.chmod(tmp, _new_file_mode())  # some writers (safetensors) create files as 0600
-        os.replace(tmp, out)
+        publish(tmp, out)

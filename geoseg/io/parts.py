@@ -54,6 +54,20 @@ def _block_fits(record: Record, shape: tuple[int, ...]) -> bool:
     return block is not None and block.shape == shape and block.dtype == np.uint8
 
 
+#: What :func:`_read_manifest` returns for a manifest that cannot be parsed.
+_DAMAGED = object()
+
+
+def _read_manifest(path: Path) -> Any:
+    """The fingerprint stored in ``path``; None if there is none, ``_DAMAGED`` if unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return _DAMAGED
+
+
 def _digest(record: Record) -> str:
     """SHA-256 of every array's name, dtype, shape and bytes."""
     h = hashlib.sha256()
@@ -93,8 +107,13 @@ class ChunkStore:
         self._closed = False
         manifest = folder / "manifest.json"
         wanted = json.loads(json.dumps(dict(fingerprint)))
-        if folder.exists() and resume:
-            found = json.loads(manifest.read_text()) if manifest.is_file() else None
+        found = _read_manifest(manifest) if folder.exists() and resume else None
+        if found is _DAMAGED:
+            log.warning(
+                "%s: damaged (not the JSON an earlier run wrote); starting afresh", manifest
+            )
+            shutil.rmtree(folder)
+        elif folder.exists() and resume:
             if found != wanted:
                 raise GeosegError(
                     f"{folder}: the unfinished run there used other inputs or options; "

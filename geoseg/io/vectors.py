@@ -45,8 +45,10 @@ import pyogrio
 import pyproj
 import shapely
 
-from geoseg.errors import GeosegError
+from geoseg.errors import DiskFullError, GeosegError
 from geoseg.io.atomic import atomic_output
+from geoseg.io.gdal_errors import quiet_gdal_errors
+from geoseg.io.outputs import disk_full, no_space_message
 from geoseg.io.vectors_formats import (
     FORMATS,
     GEOMETRY,
@@ -214,10 +216,12 @@ class VectorWriter:
         def run() -> None:
             try:
                 reader = pa.RecordBatchReader.from_batches(schema, batches())
-                pyogrio.write_arrow(
-                    reader, self.path, layer=self.layer, driver=driver, geometry_name=GEOMETRY,
-                    geometry_type=self.geometry_type, crs=crs.to_wkt(), **options,
-                )  # fmt: skip
+                with quiet_gdal_errors():
+                    pyogrio.write_arrow(
+                        reader, self.path, layer=self.layer, driver=driver,
+                        geometry_name=GEOMETRY, geometry_type=self.geometry_type,
+                        crs=crs.to_wkt(), **options,
+                    )  # fmt: skip
             except BaseException as exc:  # handed to the producer thread
                 self._error = exc
 
@@ -244,7 +248,11 @@ class VectorWriter:
                 raise self._failure()
 
     def _failure(self) -> GeosegError:
-        error = GeosegError(f"{self.target}: could not write the layer: {self._error}")
+        # asked while the temporary still fills the disk
+        if disk_full(sorted(self.path.parent.glob(f"{self.path.stem}.*"))):
+            error: GeosegError = DiskFullError(no_space_message(self.target))
+        else:
+            error = GeosegError(f"{self.target}: could not write the layer: {self._error}")
         error.__cause__ = self._error
         return error
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import shapely
 
+from geoseg.io.outputs import publish
 from geoseg.io.vectors_formats import (
     GEOMETRY,
     SHAPEFILE_PARTS,
@@ -44,4 +44,4 @@ def replace_shapefile(staged: Path, path: Path, overwrite: bool) -> None:
     for suffix in SHAPEFILE_PARTS:  # .shp last: a reader sees all sidecars or no .shp
         src = staged.with_suffix(suffix)
         if src.exists():
-            os.replace(src, path.with_suffix(suffix))
+            publish(src, path.with_suffix(suffix))

@@ -37,9 +37,9 @@ from geoseg.change.transitions import (
 )
 from geoseg.change.zones import ZoneMasker, prepare_aoi
 from geoseg.errors import GeosegError
-from geoseg.io.atomic import check_output_path
 from geoseg.io.cog import cog_grid, stored_chunks, tile_store
 from geoseg.io.labels import LabelMeta, label_cog_from_chunks, label_cog_writer
+from geoseg.io.outputs import OutputRun, output_run
 from geoseg.io.parts import parts_folder
 from geoseg.io.vectors import read_vectors
 from geoseg.pipelines.change_accuracy import read_reference, write_accuracy, write_samples
@@ -214,21 +214,6 @@ def _filtered_codes(aligned: AlignedMaps, opts: ChangeOptions) -> da.Array:
     return codes.astype(np.uint8)
 
 
-def _check_outputs(
-    out_dir: Path, names: Sequence[str], overwrite: bool, inputs: Sequence[Path]
-) -> list[Path]:
-    """Every output path, refused if one exists (before anything is written)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise GeosegError(f"{out_dir}: is a file; give a folder for the change report")
-    if not out_dir.parent.is_dir():
-        raise GeosegError(f"{out_dir}: the folder {out_dir.parent} does not exist; create it first")
-    paths = [out_dir / name for name in names]
-    if out_dir.is_dir():
-        for p in paths:
-            check_output_path(p, overwrite, inputs)
-    return paths
-
-
 def change_report(
     maps: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
@@ -267,14 +252,23 @@ def change_report(
         + (("samples.gpkg",) if opts.samples_se else ())
         + (("accuracy.csv", "accuracy.json") if opts.reference else ())
     )
-    paths = dict(zip(names, _check_outputs(out, names, opts.overwrite, inputs), strict=True))
+    with output_run(opts.overwrite, inputs) as run:
+        paths = dict(zip(names, run.add_folder(out, names), strict=True))
+        return _report(run, maps, out, paths, opts, progress, focus)
+
+
+def _report(
+    run: OutputRun, maps: Sequence[str | os.PathLike[str]], out: Path, paths: dict[str, Path],
+    opts: ChangeOptions, progress: Progress | None, focus: FocusLike | None,
+) -> ChangeResult:  # fmt: skip
+    """:func:`change_report` once its outputs are registered and locked."""
     aligned = align_label_maps(maps, opts.chunk)
     codes_schema = change_schema(aligned.schema)
     zones = _zones(aligned, opts)
     samples = read_reference(opts.reference, codes_schema) if opts.reference else None
     if focus is not None:
         focus_cells(focus, aligned.schema.names)  # a misspelled class fails before any output
-    out.mkdir(exist_ok=True)  # only once every input is known to be usable
+    run.make_folder(out)  # only once every input is known to be usable
     k = len(aligned.schema)
     totals = TransitionSink(
         aligned.schema.ids, aligned.crs, aligned.transform, shape=(aligned.height, aligned.width)

@@ -16,10 +16,10 @@ import rasterio
 
 from geoseg import __version__
 from geoseg.errors import BandMismatchError, GeosegError
-from geoseg.io.atomic import check_output_path
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.cog import CogGrid, cog_grid, stored_chunks, tile_store
 from geoseg.io.labels import LabelMeta, label_cog_from_chunks, label_cog_writer
+from geoseg.io.outputs import output_run
 from geoseg.io.parts import ChunkStore, file_stamp, parts_folder
 from geoseg.io.preview import write_label_preview
 from geoseg.io.raster import Scene, canonical_band_name, open_scene, select_bands
@@ -236,9 +236,16 @@ def predict_scene(
     """
     opts = options or PredictOptions()
     path, out = os.fspath(scene_path), Path(output)
-    check_output_path(out, opts.overwrite, [Path(path)])
-    if opts.preview is not None:
-        check_output_path(Path(opts.preview), opts.overwrite, [Path(path)])
+    with output_run(opts.overwrite, [Path(path)]) as run:
+        run.lock(out)
+        run.add([out, *([] if opts.preview is None else [Path(opts.preview)])])
+        return _predict(path, model, out, opts, progress)
+
+
+def _predict(
+    path: str, model: str, out: Path, opts: PredictOptions, progress: Progress | None
+) -> PredictResult:
+    """:func:`predict_scene` once its outputs are registered and locked."""
     scene, spec, schema, tile = prepare_model_input(path, model, opts)
     lazy = predict_blocks(
         scene.data.data, scene.valid, functools.partial(load_predictor, spec), tile,
@@ -259,13 +266,7 @@ def predict_scene(
             "interrupted: finished chunks are kept in %s; rerun with --resume", parts.folder
         )
         raise
-    except OSError as exc:
-        parts.remove()
-        raise GeosegError(
-            f"{exc.filename or out}: cannot write ({exc.strerror or exc}); free some space or "
-            "check the folder's permissions"
-        ) from exc
-    except BaseException:
+    except BaseException:  # io.outputs names a full disk or a refused write
         parts.remove()
         raise
     parts.remove()

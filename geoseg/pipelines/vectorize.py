@@ -29,8 +29,15 @@ import shapely
 from geoseg.areas import HECTARE_M2, pixel_area_m2, polygon_area_m2
 from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.labels import read_class_schema
+from geoseg.io.outputs import output_run
 from geoseg.io.raster import Scene, open_scene
-from geoseg.io.vectors import GEOMETRY, check_vector_output, open_vector_writer, write_vectors
+from geoseg.io.vectors import (
+    GEOMETRY,
+    check_vector_output,
+    open_vector_writer,
+    vector_files,
+    write_vectors,
+)
 from geoseg.tiling.execute import Progress, store_blocks
 from geoseg.types import NODATA_LABEL, ClassSchema
 from geoseg.vector.attributes import (
@@ -361,6 +368,16 @@ def vectorize_labels(
     opts = options or VectorizeOptions()
     path, out = os.fspath(labels_path), Path(output)
     fmt = check_vectorize_output(out, opts, [Path(path)])
+    with output_run(opts.overwrite, [Path(path)]) as run:
+        run.lock(out)
+        run.add(vector_files(out, fmt))
+        return _vectorize(path, out, fmt, opts, progress)
+
+
+def _vectorize(
+    path: str, out: Path, fmt: str, opts: VectorizeOptions, progress: Progress | None
+) -> VectorizeResult:
+    """:func:`vectorize_labels` once its outputs are registered and locked."""
     layer = opts.layer or Path(path).stem
     what = " of the classes asked for" if opts.classes else ""
     empty = InvalidRasterError(

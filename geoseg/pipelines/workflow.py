@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from typing import Any
 from geoseg.areas import ACRE_M2, HECTARE_M2
 from geoseg.errors import ConfigError, GeosegError, InputNotFoundError, OutputExistsError
 from geoseg.io.checkpoint import read_checkpoint_meta
+from geoseg.io.outputs import output_run
 from geoseg.io.reports import write_json
 from geoseg.io.yaml_files import read_yaml
 from geoseg.models.registry import weights_free_family
@@ -310,32 +310,21 @@ def check_destinations(wf: Workflow, overwrite: bool = False) -> None:
         )
 
 
-def _first_missing(path: Path) -> Path | None:
-    """The outermost folder of ``path`` that does not exist yet (None: it exists)."""
-    missing = None
-    while not path.exists():
-        missing, path = path, path.parent
-    return missing
-
-
 def run_workflow(
     wf: Workflow, overwrite: bool = False, progress: Progress | None = None
 ) -> WorkflowResult:
     """Predict each scene, compare the maps, write the report and the focus summary.
 
-    Destinations are checked (:func:`check_destinations`) before the output folder
-    is made; if this run made it and then fails, it is removed again, unless
-    ``predict.resume`` asks to keep the pieces for a rerun.
+    Destinations are checked (:func:`check_destinations`) before any work. The
+    run's outputs are one transaction (:mod:`geoseg.io.outputs`): if a step fails,
+    the maps and reports written before it are removed again, and so is the output
+    folder if this run made it (unless it still holds pieces kept for --resume).
     """
     check_destinations(wf, overwrite)
-    created = _first_missing(wf.output)
-    wf.output.mkdir(parents=True, exist_ok=True)
-    try:
+    with output_run(overwrite) as run:
+        run.add_folder(wf.output, ["summary.json"], parents=True)
+        run.make_folder(wf.output)
         return _run(wf, overwrite, progress)
-    except Exception:
-        if created is not None and not wf.predict.get("resume"):
-            shutil.rmtree(created, ignore_errors=True)
-        raise
 
 
 def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowResult:

@@ -167,7 +167,7 @@ def test_a_full_disk_names_the_path_and_leaves_nothing(
 
     monkeypatch.setattr(geoseg.io.parts.np, "savez", no_space)
     out = tmp_path / "out.tif"
-    with pytest.raises(GeosegError, match="No space left on device") as info:
+    with pytest.raises(GeosegError, match="no space left on") as info:
         predict_scene(scene, "spectral", out, PredictOptions(chunk=64))
-    assert str(tmp_path / "full") in str(info.value)
+    assert str(out) in str(info.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
