@@ -199,6 +199,8 @@ class OutputRun:
         finally:
             for held in self._locks.values():
                 held.release()
+        if not ok:  # after the locks, whose files may sit in these folders
+            self._remove_folders()
 
     def _roll_back(self) -> None:
         for path in reversed(self._published):
@@ -207,6 +209,8 @@ class OutputRun:
         for aside, out in reversed(self._backups):
             with contextlib.suppress(OSError):
                 os.replace(aside, out)
+
+    def _remove_folders(self) -> None:
         for folder in reversed(self._folders):
             with contextlib.suppress(OSError):  # not empty: something else put files there
                 folder.rmdir()
