@@ -121,27 +121,30 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 
 def test_bands_option_selects_and_maps_roles(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    data = textured_scene(40, 50, bands=5)
+    """``--bands`` on a 5-band file maps exactly what the same 4 bands, named, map."""
+    import rasterio
+
+    data = textured_scene(40, 50, bands=5, seed=3)
     path = write_raster(tmp_path / "s.tif", data, descriptions=("x1", "x2", "x3", "x4", "x5"))
-    code, text = run(
-        "predict", path, "-m", tiny_checkpoint, "-o", tmp_path / "a.tif", "--bands", "2,3,4,5"
-    )
-    assert code == 0, text
-    code, text = run(
-        "predict",
-        path,
-        "-m",
-        "spectral",
-        "-o",
-        tmp_path / "b.tif",
-        "--bands",
-        "blue=2,green=3,red=4,nir=5",
-    )
-    assert code == 0, text
+    named = write_raster(tmp_path / "named.tif", data[1:], descriptions=TINY_BANDS)
+    runs = {
+        "ckpt": (tiny_checkpoint, ["--bands", "2,3,4,5"]),
+        "spectral": ("spectral", ["--bands", "blue=2,green=3,red=4,nir=5"]),
+    }
+    for name, (model, bands) in runs.items():
+        got, want = tmp_path / f"{name}_bands.tif", tmp_path / f"{name}_named.tif"
+        code, text = run("predict", path, "-m", model, "-o", got, *bands)
+        assert code == 0, text
+        assert run("predict", named, "-m", model, "-o", want)[0] == 0
+        with rasterio.open(got) as a, rasterio.open(want) as b:
+            labels = a.read(1)
+            np.testing.assert_array_equal(labels, b.read(1))
+        assert len(np.unique(labels)) > 1, f"{name}: a constant map cannot tell bands apart"
     code, text = run(
         "predict", path, "-m", "spectral", "-o", tmp_path / "c.tif", "--bands", "red=3,nir"
     )
-    assert code == 2
+    assert code == 2 and "nir" in text, text
+    assert not (tmp_path / "c.tif").exists()
 
 
 def test_models_lists_spectral_and_describes_a_checkpoint(tiny_checkpoint: Path) -> None:

@@ -195,6 +195,15 @@ def test_tampered_checkpoints_are_refused(tmp_path: Path, case: str, words: str)
     else:
         ckpt.write_bytes(ckpt.read_bytes()[:100])
     scene = write_raster(tmp_path / "s.tif", textured_scene(30, 30), descriptions=TINY_BANDS)
+    before = _snapshot(tmp_path)
     code, out = _predict(scene, "-m", ckpt, "-o", tmp_path / "o.tif", "--device", "cpu")
     assert code == 2 and words in out, out
-    assert not (tmp_path / "o.tif").exists()
+    assert _snapshot(tmp_path) == before, "the folder changed: no output, part or lock is left"
+
+
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder`` (hidden ones too) -> its bytes (None for a folder)."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None
+        for p in sorted(folder.rglob("*"))
+    }

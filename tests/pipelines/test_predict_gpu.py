@@ -46,26 +46,50 @@ def test_gpu_map_matches_the_cpu_map(tmp_path: Path, tiny_checkpoint: Path, prec
     assert np.percentile(close, 99) <= {"fp32": 1, "fp16": 2, "bf16": 8}[precision]
 
 
+def _levels(path: Path) -> list[np.ndarray]:
+    """Pixels of every overview level of a COG (level 0 = full resolution), coarsest last."""
+    with rasterio.open(path) as src:
+        levels = [src.read()]
+        n = len(src.overviews(1))
+    for level in range(n):
+        with rasterio.open(path, overview_level=level) as src:
+            levels.append(src.read())
+    return levels
+
+
 @pytest.mark.parametrize(
     "runs",
     [
         [(96, 1, 4), (96, 8, 4)],
-        [(96, 4, 4), (384, 4, 4), (4096, 4, 4)],
+        # chunks a COG tile divides (144, 384, 4080 px): the same overviews as well
+        [(144, 4, 4), (384, 4, 4), (4096, 4, 4)],
         [(384, None, None), (384, 3, None), (768, 2, None)],  # GPU default: batches of 32
     ],
     ids=["workers", "chunking", "default-batch"],
 )
-def test_gpu_output_is_byte_identical(
+def test_gpu_output_is_the_same_at_every_level_and_byte_identical_per_chunk(
     tmp_path: Path, tiny_checkpoint: Path, runs: list[tuple[int, int | None, int | None]]
 ) -> None:
+    """Every run has the same pixels at every overview level; runs with the same
+    chunk have the same bytes (the COG tile side follows the chunk, so only those can)."""
     scene = _scene(tmp_path)
-    outs = []
+    outs: dict[int, list[Path]] = {}
     for i, (chunk, workers, batch) in enumerate(runs):
         out = tmp_path / f"gpu{i}.tif"
         opts = PredictOptions(chunk=chunk, workers=workers, batch_size=batch, device="cuda")
         predict_scene(scene, str(tiny_checkpoint), out, opts)
-        outs.append(out)
-    assert len({_sha(p) for p in outs}) == 1
+        outs.setdefault(chunk, []).append(out)
+    paths = [p for same in outs.values() for p in same]
+    first = _levels(paths[0])
+    assert len(first) > 1, "the scene should have an overview"
+    assert len(np.unique(first[0][0])) > 2, "the map should not be constant"
+    for path in paths[1:]:
+        got = _levels(path)
+        assert len(got) == len(first), path.name
+        for level, (a, b) in enumerate(zip(got, first, strict=True)):
+            np.testing.assert_array_equal(a, b, err_msg=f"{path.name} level {level}")
+    for same in outs.values():
+        assert len({_sha(p) for p in same}) == 1
 
 
 def test_one_worker_per_gpu_gives_the_same_bytes(tmp_path: Path, tiny_checkpoint: Path) -> None:

@@ -21,7 +21,7 @@ def _spec(chunk_windows: int) -> TileSpec:
 
 @pytest.fixture(scope="module")
 def scene() -> np.ndarray:
-    return object_scene(H, W, seed=1)
+    return object_scene(H, W, seed=1, touching=WINDOW - 2 * MARGIN)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,20 @@ def test_scene_has_objects_across_seams(scene: np.ndarray) -> None:
     assert len(boxes) >= 40
     assert len(crossing) > 15
     assert max(np.ptp(c) for _, c in boxes) > WINDOW  # some objects only ever seen in pieces
+    assert len(_touching_pairs(scene)) == 3  # same-class objects in contact across seams
+
+
+def _touching_pairs(scene: np.ndarray) -> set[tuple[int, int]]:
+    """(id, id) of distinct same-class objects that share a pixel edge."""
+    ids, cls = scene[0].astype(np.int64), scene[1].astype(np.int64)
+    pairs = set()
+    for a, b, ca, cb in (
+        (ids[:, 1:], ids[:, :-1], cls[:, 1:], cls[:, :-1]),
+        (ids[1:], ids[:-1], cls[1:], cls[:-1]),
+    ):
+        hit = (a != b) & (a > 0) & (b > 0) & (ca == cb)
+        pairs |= {(int(x), int(y)) for x, y in zip(a[hit], b[hit], strict=True)}
+    return pairs
 
 
 def test_whole_scene_chunk_matches_truth(scene: np.ndarray, whole: np.ndarray) -> None:

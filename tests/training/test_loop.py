@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,11 @@ import torch
 from geoseg.io.checkpoint import load_checkpoint
 from geoseg.pipelines import PredictOptions, predict_scene
 from geoseg.synthetic import TRUTH_SCHEMA, write_sample_data
-from geoseg.training import load_train_config, train_model
+from geoseg.training import load_train_config, loop, train_model
 from geoseg.training.loop import EpochReport
 from geoseg.training.state import state_path
+from geoseg.training.tasks import task_setup
+from tests.training.helpers import assert_saved_model_is_the_best
 
 SMALL_NET = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
 
@@ -41,10 +44,11 @@ def test_training_lowers_the_loss_and_predict_runs_the_checkpoint(
     sample: dict[str, Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "model.safetensors"
-    result = train_model(_config(sample, out, epochs=4))
+    cfg = _config(sample, out, epochs=4)
+    result = train_model(cfg)
     losses = [h.loss for h in result.history]
     assert losses[-1] < losses[0], losses
-    assert result.best_miou is not None and 0.0 <= result.best_miou <= 1.0
+    assert_saved_model_is_the_best(cfg, result)
     _, meta = load_checkpoint(out)
     assert meta.schema == TRUTH_SCHEMA
     assert meta.bands == ("B02", "B03", "B04", "B08", "B11", "B12")
@@ -54,14 +58,59 @@ def test_training_lowers_the_loss_and_predict_runs_the_checkpoint(
     np.testing.assert_allclose(meta.normalization.mean, data[:, valid].mean(axis=1), rtol=1e-5)
     np.testing.assert_allclose(meta.normalization.std, data[:, valid].std(axis=1), rtol=1e-4)
     assert meta.normalization.scale == pytest.approx(1e-4)
-    assert meta.metrics["val_miou"] == pytest.approx(result.best_miou)
     assert meta.provenance["train"][0]["image"].endswith("scene_before.tif")
     lc = tmp_path / "lc.tif"
     predict_scene(sample["after"], str(out), lc, PredictOptions(device="cpu"))
     with rasterio.open(lc) as dst:
         labels = dst.read(1)
     assert set(np.unique(labels)) <= set(TRUTH_SCHEMA.ids) | {255}
+    # the checkpoint, run by predict and scored here, has the recorded validation mIoU
+    with rasterio.open(sample["truth_after"]) as src:
+        truth = src.read(1)
+    assert _miou(truth, labels, TRUTH_SCHEMA.ids) == pytest.approx(result.best_miou, abs=2e-3)
     assert not state_path(out).exists(), "the resume state is removed after a finished run"
+
+
+def _miou(truth: np.ndarray, pred: np.ndarray, ids: tuple[int, ...]) -> float:
+    """Mean IoU over the classes present in ``truth`` or ``pred`` (255 ignored in both)."""
+    keep = (truth != 255) & (pred != 255)
+    t, p = truth[keep], pred[keep]
+    ious = [
+        np.count_nonzero((t == c) & (p == c)) / np.count_nonzero((t == c) | (p == c))
+        for c in ids
+        if np.any(t == c) or np.any(p == c)
+    ]
+    return float(np.mean(ious))
+
+
+def test_the_checkpoint_is_the_best_epoch_not_the_last(
+    sample: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scripted validation scores rise, fall and tie: the best (the later of a tie) is kept."""
+    scores = iter([0.30, 0.70, 0.50, 0.70, 0.60])
+    scored: list[dict[str, torch.Tensor]] = []
+
+    def scripted(cfg: Any) -> Any:
+        def setup(cfg: Any, device: torch.device) -> Any:
+            train, targets, meta, objective = task_setup(cfg)(cfg, device)
+
+            def score(model: torch.nn.Module) -> float:
+                scored.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+                return next(scores)
+
+            return train, targets, meta, dataclasses.replace(objective, score=score)
+
+        return setup
+
+    monkeypatch.setattr(loop, "task_setup", scripted)
+    out = tmp_path / "model.safetensors"
+    result = train_model(_config(sample, out, epochs=5, steps_per_epoch=2))
+    assert [h.val_miou for h in result.history] == [0.30, 0.70, 0.50, 0.70, 0.60]
+    assert result.best_miou == 0.70
+    tensors, meta = load_checkpoint(out)
+    assert meta.metrics["val_miou"] == 0.70
+    assert all(torch.equal(tensors[k], scored[3][k]) for k in tensors), "not epoch 4's weights"
+    assert not all(torch.equal(tensors[k], scored[4][k]) for k in tensors)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
