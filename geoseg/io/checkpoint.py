@@ -160,9 +160,9 @@ def _refuse_non_finite(path: str | os.PathLike[str], tensors: Mapping[str, torch
         bad = int((~torch.isfinite(tensor)).sum())
         if bad:
             raise CheckpointError(
-                f"{path}: tensor {name!r} holds {bad} non-finite values (NaN or inf) of "
-                f"{tensor.numel()}; the weights are damaged (a diverged training run?): "
-                "retrain the model or use an earlier checkpoint"
+                f"{path}: tensor {name!r} has {bad} of {tensor.numel()} values non-finite "
+                "(NaN or inf); the weights are damaged (a diverged training run?): retrain "
+                "the model or use an earlier checkpoint"
             )
 
 
