@@ -190,6 +190,23 @@ def _labels_off_the_image(tmp: Path) -> tuple[list[object], list[str]]:
     return args, ["lab.tif: lies off the image", "img.tif"]
 
 
+def _deep_class_tag(command: str) -> Case:
+    def make(tmp: Path) -> tuple[list[object], list[str]]:
+        labels = np.zeros((1, 40, 40), np.uint8)
+        labels[:, 20:] = 1
+        path = write_raster(tmp / "map.tif", labels, nodata=255)
+        with rasterio.open(path, "r+") as dst:
+            dst.update_tags(GEOSEG_CLASSES="[" * 200_000 + "]" * 200_000)
+        args: dict[str, list[object]] = {
+            "vectorize": ["vectorize", path, "-o", tmp / "out.gpkg"],
+            "info": ["info", path],
+            "change": ["change", path, path, "-o", tmp / "report"],
+        }
+        return args[command], ["map.tif: malformed GEOSEG_CLASSES tag"]
+
+    return make
+
+
 ERRORS: dict[str, Case] = {
     "all +inf scene": _all_inf_spectral,
     "all -inf scene, checkpoint": _all_minus_inf_checkpoint,
@@ -206,6 +223,9 @@ ERRORS: dict[str, Case] = {
     "checkpoint window not a multiple": _window_not_a_multiple,
     "damaged TIFF tile": _damaged_tile,
     "train labels off the image": _labels_off_the_image,
+    "label map classes nested 200 000 deep, vectorize": _deep_class_tag("vectorize"),
+    "label map classes nested 200 000 deep, info": _deep_class_tag("info"),
+    "label map classes nested 200 000 deep, change": _deep_class_tag("change"),
 }
 
 
