@@ -103,8 +103,8 @@ def read_label_map_info(path: str | os.PathLike[str]) -> LabelMapInfo:
         )
     try:
         schema = ClassSchema.from_json(json.loads(raw))
-    except (ValueError, GeosegError) as exc:
-        raise InvalidRasterError(f"{path}: malformed {CLASSES_TAG} tag ({exc})") from exc
+    except (ValueError, TypeError, KeyError, RecursionError, GeosegError) as exc:
+        raise InvalidRasterError(f"{path}: malformed {CLASSES_TAG} tag ({str(exc)[:200]})") from exc
     with rasterio.open(path) as src:
         date = src.tags().get(DATE_TAG)
     return LabelMapInfo(path, scene.crs, scene.transform, scene.height, scene.width, schema, date)

@@ -25,6 +25,7 @@ __all__ = [
     "FORMAT_VERSION",
     "load_checkpoint",
     "load_training_state",
+    "parse_metadata_json",
     "read_checkpoint_meta",
     "save_checkpoint",
     "save_training_state",
@@ -33,6 +34,10 @@ __all__ = [
 #: Version of the metadata layout; bumped on incompatible changes.
 FORMAT_VERSION = 1
 _KEY = "geoseg"
+#: Bounds on the metadata JSON: its size in characters and how deep it nests. Ours is a
+#: few kB, 4 levels deep; a file past either is refused before the JSON is parsed.
+MAX_META_CHARS = 1 << 20
+MAX_META_DEPTH = 32
 
 
 def save_checkpoint(
@@ -73,6 +78,48 @@ def _refuse_pickles(path: Path) -> None:
         )
 
 
+def _nesting_depth(text: str) -> int:
+    """How deep ``[``/``{`` nest in JSON ``text`` (brackets inside strings do not count)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_metadata_json(path: str | os.PathLike[str], raw: str) -> Any:
+    """``raw`` metadata JSON of a model file, refused past :data:`MAX_META_CHARS` or depth.
+
+    Python's JSON parser recurses once per nesting level: a header nested 200 000
+    deep would end in ``RecursionError`` rather than a message.
+
+    Raises:
+        CheckpointError: too large, too deep or not JSON (the message names ``path``).
+    """
+    if len(raw) > MAX_META_CHARS:
+        raise CheckpointError(
+            f"{path}: the metadata holds {len(raw)} characters, more than the "
+            f"{MAX_META_CHARS} a geoseg model has; the file is damaged or not a geoseg model"
+        )
+    if (depth := _nesting_depth(raw)) > MAX_META_DEPTH:
+        raise CheckpointError(
+            f"{path}: the metadata JSON nests {depth} levels deep (a geoseg model nests a "
+            f"few, at most {MAX_META_DEPTH}); the file is damaged or not a geoseg model"
+        )
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: damaged geoseg metadata ({exc!r})") from exc
+
+
 def read_checkpoint_meta(path: str | os.PathLike[str]) -> ModelMeta:
     """Metadata of a checkpoint, without reading its tensors."""
     path = Path(path)
@@ -89,8 +136,8 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> ModelMeta:
             f"{path}: a safetensors file without geoseg metadata (not written by geoseg); "
             "train or convert the model with `geoseg train`"
         )
+    d = parse_metadata_json(path, raw)
     try:
-        d = json.loads(raw)
         if d.get("format") != FORMAT_VERSION:
             raise CheckpointError(
                 f"{path}: checkpoint format {d.get('format')!r}, this geoseg reads "
@@ -103,14 +150,36 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> ModelMeta:
         raise CheckpointError(f"{path}: damaged geoseg metadata ({exc!r})") from exc
 
 
+def _refuse_non_finite(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor]) -> None:
+    """Refuse weights holding NaN or +-inf: such a model maps every pixel to one class."""
+    import torch
+
+    for name, tensor in tensors.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} has {bad} of {tensor.numel()} values non-finite "
+                "(NaN or inf); the weights are damaged (a diverged training run?): retrain "
+                "the model or use an earlier checkpoint"
+            )
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], ModelMeta]:
-    """Tensors and metadata of a checkpoint (tensors on the CPU)."""
+    """Tensors and metadata of a checkpoint (tensors on the CPU).
+
+    Raises:
+        CheckpointError: not a geoseg checkpoint, damaged, or weights that are not
+            all finite (the message names the tensor).
+    """
     meta = read_checkpoint_meta(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: damaged tensor data ({exc})") from exc
+    _refuse_non_finite(path, tensors)
     return tensors, meta
 
 
@@ -143,4 +212,7 @@ def load_training_state(
         raise CheckpointError(f"{path}: not a geoseg training state ({exc})") from exc
     if raw is None:
         raise CheckpointError(f"{path}: not a geoseg training state")
-    return tensors, json.loads(raw)
+    state = parse_metadata_json(path, raw)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: damaged training state (not a JSON object)")
+    return tensors, state

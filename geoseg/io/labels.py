@@ -28,6 +28,7 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
+from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.atomic import atomic_output, check_output_path, temporary_sibling
 from geoseg.io.cog import ChunkLoader, CogGrid, all_nodata_error, write_label_cog
 from geoseg.io.tiff import metadata_tags, unspecify_extra_samples
@@ -175,4 +176,12 @@ def read_class_schema(path: str | os.PathLike[str]) -> ClassSchema | None:
     """The class schema stored in a geoseg label raster, or None if it has none."""
     with rasterio.open(path) as src:
         raw = src.tags().get(CLASSES_TAG)
-    return None if raw is None else ClassSchema.from_json(json.loads(raw))
+    if raw is None:
+        return None
+    try:  # a hand-edited tag may be anything, nested 200 000 deep included
+        return ClassSchema.from_json(json.loads(raw))
+    except (ValueError, TypeError, KeyError, RecursionError, GeosegError) as exc:
+        raise InvalidRasterError(
+            f"{path}: malformed {CLASSES_TAG} tag ({str(exc)[:200]}); rewrite the map with "
+            "`geoseg predict` or fix the tag with `gdal_edit.py -mo`"
+        ) from exc

@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +49,7 @@ class Scene:
         path: the file (or GDAL path / URL) it was opened from.
         data: ``(band, y, x)`` dask-backed DataArray in the file's dtype.
         valid: ``(y, x) bool`` dask array, False where the scene has no data
-            (nodata value in every band, NaN in any band, or the internal mask).
+            (nodata value in every band, NaN or +-inf in any band, or the internal mask).
         crs: coordinate reference system.
         transform: affine pixel-to-CRS transform (north-up).
         nodata: the file's nodata value, if any.
@@ -219,15 +219,55 @@ def _internal_mask(path: str, chunks: Any) -> da.Array:
 def _read_block(path: str, bands: tuple[int, ...], block_info: Any = None) -> np.ndarray:
     """One ``(bands, h, w)`` block, read by the worker straight from the file."""
     _, (y0, y1), (x0, x1) = block_info[None]["array-location"]
+    window = Window(x0, y0, x1 - x0, y1 - y0)
+    src = None
     try:
         src = _open_for_reading(path)
-        return np.asarray(src.read(bands, window=Window(x0, y0, x1 - x0, y1 - y0)))
+        return np.asarray(src.read(bands, window=window))
     except RasterioIOError as exc:
-        detail = exc.__cause__ or exc.__context__ or exc
+        detail = str(exc.__cause__ or exc.__context__ or exc)
+        where = (
+            _damaged_block(src, bands, window) or f"rows {y0}-{y1}, columns {x0}-{x1} ({detail})"
+        )
         raise InvalidRasterError(
-            f"{path}: cannot read rows {y0}-{y1}, columns {x0}-{x1} ({detail}); the file is "
-            "damaged or truncated: re-export or download it again"
+            f"{path}: cannot read {where}; the file is damaged or truncated: "
+            "re-export or download it again"
         ) from exc
+
+
+def _file_blocks(src: Any, band: int, window: Window) -> Iterator[tuple[int, int, Window]]:
+    """``(block row, block column, pixel window)`` of each of the file's blocks in ``window``."""
+    bh, bw = src.block_shapes[band - 1]
+    top, left = int(window.row_off), int(window.col_off)
+    for row in range(top // bh, -(-(top + int(window.height)) // bh)):
+        for col in range(left // bw, -(-(left + int(window.width)) // bw)):
+            y0, x0 = row * bh, col * bw
+            yield row, col, Window(x0, y0, min(bw, src.width - x0), min(bh, src.height - y0))
+
+
+def _damaged_block(src: Any, bands: tuple[int, ...], window: Window) -> str | None:
+    """Where the first TIFF tile or strip in ``window`` that cannot be read lies, and why.
+
+    A chunk spans many of the file's blocks; naming the damaged one says which part
+    of the scene is lost. None when the file is not a GeoTIFF or every block reads.
+    """
+    if src is None or src.driver != "GTiff":
+        return None
+    for band in bands:
+        across = -(-src.width // src.block_shapes[band - 1][1])
+        for row, col, block in _file_blocks(src, band, window):
+            try:
+                src.read(band, window=block)
+            except RasterioIOError as exc:
+                kind = (
+                    f"TIFF tile {row * across + col} (tile row {row}, column {col})"
+                    if src.block_shapes[band - 1][1] < src.width
+                    else f"TIFF strip {row}"
+                )
+                (y0, y1), (x0, x1) = block.toranges()
+                detail = exc.__cause__ or exc.__context__ or exc
+                return f"rows {y0}-{y1}, columns {x0}-{x1}: {kind} of band {band} ({detail})"
+    return None
 
 
 def _check_size(path: str, src: Any) -> None:
@@ -249,7 +289,8 @@ def _valid_from_values(data: da.Array, nodata: float | None) -> da.Array:
     if nodata is not None and not np.isnan(nodata):
         valid = valid & ~(data == data.dtype.type(nodata)).all(axis=0)
     if np.issubdtype(data.dtype, np.floating):
-        valid = valid & ~da.isnan(data).any(axis=0)
+        # +inf/-inf are no more a reflectance than NaN is: they would be labelled a class
+        valid = valid & da.isfinite(data).all(axis=0)
     return valid
 
 

@@ -72,6 +72,25 @@ def read_labels_on_grid(label_path: str, image_path: str) -> np.ndarray:
         return dst.astype(np.int64)
 
 
+def _refuse_labels_off_image(label_path: str, image_path: str) -> None:
+    """Raise when a label raster that gave no label on the image lies wholly off it.
+
+    (An unlabelled chip that does lie on its image is allowed: chip folders hold some.)
+    """
+    from rasterio.coords import disjoint_bounds
+    from rasterio.warp import transform_bounds
+
+    with rasterio.open(image_path) as img, rasterio.open(label_path) as lab:
+        bounds = transform_bounds(lab.crs, img.crs, *lab.bounds)
+        image_bounds = tuple(img.bounds)
+    if disjoint_bounds(bounds, image_bounds):
+        raise InvalidRasterError(
+            f"{label_path}: lies off the image {image_path} (labels cover "
+            f"{tuple(round(v) for v in bounds)}, the image {tuple(round(v) for v in image_bounds)}"
+            " in the image's CRS); pair each --labels with the --image of the same area"
+        )
+
+
 def read_labelled_raster(
     image_path: str | os.PathLike[str],
     label_path: str | os.PathLike[str],
@@ -94,6 +113,8 @@ def read_labelled_raster(
     labels = read_labels_on_grid(label_path, image_path)
     if not valid.any():
         raise InvalidRasterError(f"{image_path}: every pixel is nodata; it cannot train a model")
+    if not (labels != LABEL_NODATA).any():
+        _refuse_labels_off_image(label_path, image_path)
     return LabelledRaster(
         path=image_path,
         image=image,

@@ -43,7 +43,13 @@ from geoseg.models.registry import (
     task_kind,
     window_multiple,
 )
-from geoseg.pipelines.predict import PredictOptions, _match_bands, require_pixels
+from geoseg.pipelines.plausibility import warn_if_outside_training
+from geoseg.pipelines.predict import (
+    PredictOptions,
+    _match_bands,
+    model_window,
+    require_pixels,
+)
 from geoseg.stitching import (
     InstanceIds,
     InstanceLoader,
@@ -288,9 +294,10 @@ def _instance_options(
     if not task_kind(meta.task).objects:
         raise CheckpointError(f"{model}: a {meta.task} model, not an instance or panoptic model")
     require_pixels(model, checkpoint_family(meta))
-    window, margin = opts.window or meta.window, meta.margin if opts.margin is None else opts.margin
-    if window % (multiple := window_multiple(meta.arch, meta.options)):
-        raise GeosegError(f"--window {window} must be a multiple of {multiple} for this model")
+    multiple = window_multiple(meta.arch, meta.options)
+    window, margin = model_window(
+        model, (meta.window, meta.margin), multiple, opts.window, opts.margin
+    )
     if opts.blend != "trim":
         raise GeosegError("instance models use trim windows; drop --blend hann")
     unused = [f"--{n}" for n in ("confidence", "preview", "resume") if getattr(opts, n)]
@@ -299,7 +306,8 @@ def _instance_options(
     names = open_scene(path, None, opts.chunk, opts.assume_crs).band_names
     selection = [str(i + 1) for i in _match_bands(path, names, meta, opts.bands)]
     dtype = open_scene(path, selection, opts.chunk, opts.assume_crs).dtype
-    scale = reflectance_scale(dtype)
+    scale = reflectance_scale(dtype, path)
+    warn_if_outside_training(path, [int(i) - 1 for i in selection], scale, model, meta)
     same = math.isclose(scale, meta.normalization.scale, rel_tol=1e-6)
     spec = model_spec(
         model, opts.device, None, None if same else scale, opts.torch_threads, opts.precision

@@ -23,10 +23,15 @@ from geoseg.io.outputs import output_run
 from geoseg.io.parts import ChunkStore, file_stamp, parts_folder
 from geoseg.io.preview import write_label_preview
 from geoseg.io.raster import Scene, canonical_band_name, open_scene, select_bands
-from geoseg.models.bands import reflectance_scale
+from geoseg.models.bands import BandRoles, reflectance_scale
 from geoseg.models.cache import ModelSpec, default_batch_size, load_predictor, model_spec
 from geoseg.models.family import Family
 from geoseg.models.registry import checkpoint_family, model_family, task_kind, window_multiple
+from geoseg.pipelines.plausibility import (
+    guessed_band_order,
+    warn_if_dominated,
+    warn_if_outside_training,
+)
 from geoseg.tiling.execute import Progress, block_slices, store_blocks
 from geoseg.tiling.infer import predict_blocks
 from geoseg.types import ClassSchema, ModelMeta, TileSpec
@@ -34,6 +39,7 @@ from geoseg.types import ClassSchema, ModelMeta, TileSpec
 __all__ = [
     "PredictOptions",
     "PredictResult",
+    "model_window",
     "predict_scene",
     "prepare_model_input",
     "require_pixels",
@@ -104,13 +110,36 @@ class PredictResult:
     preview: Path | None = None
 
 
+def model_window(
+    model: str, defaults: tuple[int, int], multiple: int, window: int | None, margin: int | None
+) -> tuple[int, int]:
+    """Window and margin (px) to run ``model`` with: the options', else the model's own.
+
+    Raises:
+        GeosegError: not a multiple of ``multiple`` or a margin past window/4; the
+            message says whether the value came from the option or the model file.
+    """
+    w, m = window or defaults[0], defaults[1] if margin is None else margin
+    origin = (
+        f"window {w} px ({'--window' if window else 'from the model'}), margin {m} px "
+        f"({'from the model' if margin is None else '--margin'})"
+    )
+    if w % multiple:
+        raise GeosegError(
+            f"{model}: {origin}: the window must be a multiple of {multiple} for this model; "
+            f"pass --window {max(multiple, round(w / multiple) * multiple)}"
+        )
+    try:
+        TileSpec(window=w, margin=m)
+    except GeosegError as exc:
+        raise GeosegError(f"{model}: {origin}: {exc}; pass --window and --margin") from exc
+    return w, m
+
+
 def _tile_spec(
     opts: PredictOptions, window: int, margin: int, multiple: int, model: str
 ) -> TileSpec:
-    window = opts.window or window
-    margin = margin if opts.margin is None else opts.margin
-    if window % multiple:
-        raise GeosegError(f"--window {window} must be a multiple of {multiple} for this model")
+    window, margin = model_window(model, (window, margin), multiple, opts.window, opts.margin)
     probe = TileSpec(window=window, margin=margin, blend=opts.blend)
     chunk_windows = max(1, round(opts.chunk / probe.stride))
     batch = opts.batch_size or default_batch_size(model, opts.device)
@@ -133,7 +162,7 @@ def _weights_free_setup(
         log.warning("%s", note)
     if family.schema is None:
         raise GeosegError(f"the {family.name} family declares no classes")
-    spec = model_spec(model, opts.device, roles, reflectance_scale(scene.dtype))
+    spec = model_spec(model, opts.device, roles, reflectance_scale(scene.dtype, path))
     return scene, spec, family.schema, tile
 
 
@@ -185,7 +214,7 @@ def _checkpoint_setup(
     names = open_scene(path, None, tile.chunk, opts.assume_crs).band_names
     index = _match_bands(path, names, meta, opts.bands)
     scene = open_scene(path, [str(i + 1) for i in index], tile.chunk, opts.assume_crs)
-    scale: float | None = reflectance_scale(scene.dtype)
+    scale: float | None = reflectance_scale(scene.dtype, path)
     if not math.isclose(scale or 0.0, meta.normalization.scale, rel_tol=1e-6):
         log.warning(
             "%s: stored as %s (reflectance = value x %g), the model was trained on data scaled "
@@ -194,6 +223,7 @@ def _checkpoint_setup(
         )  # fmt: skip
     else:
         scale = None
+    warn_if_outside_training(path, index, scale or meta.normalization.scale, model, meta)
     spec = model_spec(model, opts.device, None, scale, opts.torch_threads, opts.precision)
     return scene, spec, meta.schema, tile
 
@@ -247,6 +277,9 @@ def _predict(
 ) -> PredictResult:
     """:func:`predict_scene` once its outputs are registered and locked."""
     scene, spec, schema, tile = prepare_model_input(path, model, opts)
+    guess = None
+    if isinstance(spec.roles, BandRoles):  # a weights-free model reading bands by role
+        guess = guessed_band_order(scene, spec.roles, opts.band_roles, opts.sensor)
     lazy = predict_blocks(
         scene.data.data, scene.valid, functools.partial(load_predictor, spec), tile,
         schema.ids, opts.confidence,
@@ -270,6 +303,8 @@ def _predict(
         parts.remove()
         raise
     parts.remove()
+    if guess is not None:
+        warn_if_dominated(out, path, schema, guess)
     preview = None
     if opts.preview is not None:
         preview = write_label_preview(out, opts.preview)

@@ -85,7 +85,9 @@ def semantic_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
     """Rasters, class-index targets, metadata and CE + Dice / mIoU objective."""
     train = load_rasters(cfg.images, cfg.labels, cfg)
     val = load_rasters(cfg.val_images, cfg.val_labels, cfg) if cfg.val_images else []
-    meta = model_meta(cfg, train, band_normalization(train, reflectance_scale(train[0].dtype)))
+    meta = model_meta(
+        cfg, train, band_normalization(train, reflectance_scale(train[0].dtype, train[0].path))
+    )
     for r in val:
         r.labels[:] = remap_values(r.labels, {c: c for c in meta.schema.ids})
     score = partial(validate_miou, meta=meta, device=device, val=val) if val else None
@@ -102,7 +104,9 @@ def read_instances(
     read = partial(read_instance_raster, schema=cfg.classes, class_field=cfg.class_field)
     train = load_rasters(cfg.images, cfg.labels, cfg, read)
     val = load_rasters(cfg.val_images, cfg.val_labels, cfg, read) if cfg.val_images else []
-    meta = model_meta(cfg, train, band_normalization(train, reflectance_scale(train[0].dtype)))
+    meta = model_meta(
+        cfg, train, band_normalization(train, reflectance_scale(train[0].dtype, train[0].path))
+    )
     return train, val, dataclasses.replace(meta, **meta_changes)
 
 

@@ -1,0 +1,71 @@
+"""Cheap statistics of a scene: a small sample of its valid pixels, never a pass over it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+__all__ = ["sample_valid_pixels"]
+
+log = logging.getLogger(__name__)
+
+#: Pixels a scene with no overviews may have and still be sampled by one decimated read.
+_SMALL_SCENE_PX = 4096 * 4096
+#: The sample grid of a large scene without overviews: windows per side and their side.
+_SAMPLE_GRID, _SAMPLE_WINDOW = 8, 32
+
+
+def _sample_windows(src: Any) -> list[Window]:
+    """Where to read a large scene's sample: an even grid of small windows (a block each)."""
+    side = min(_SAMPLE_WINDOW, src.height, src.width)
+    rows = np.linspace(0, src.height - side, _SAMPLE_GRID).astype(int)
+    cols = np.linspace(0, src.width - side, _SAMPLE_GRID).astype(int)
+    return [Window(int(c), int(r), side, side) for r in rows for c in cols]
+
+
+def _read_sample(path: str, indexes: list[int], max_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(C, h, w)`` sampled values and ``(h, w) bool`` dataset mask; see the caller."""
+    with rasterio.open(path) as src:
+        factor = max(1.0, max(src.height, src.width) / max_side)
+        shape = (max(1, round(src.height / factor)), max(1, round(src.width / factor)))
+        if src.overviews(1) or src.height * src.width <= _SMALL_SCENE_PX:
+            values = src.read(indexes, out_shape=(len(indexes), *shape))
+            return values, src.dataset_mask(out_shape=shape) > 0
+        wins = _sample_windows(src)
+        values = np.concatenate([src.read(indexes, window=w) for w in wins], axis=2)
+        return values, np.concatenate([src.dataset_mask(window=w) > 0 for w in wins], axis=1)
+
+
+def sample_valid_pixels(
+    path: str | os.PathLike[str], bands: Sequence[int], max_side: int = 256
+) -> np.ndarray:
+    """``(len(bands), N) float64`` values of valid pixels in a small sample of a scene.
+
+    For statistics that must not cost a pass over the scene: a decimated read (GDAL
+    takes it from an overview when the file has one) of at most ``max_side`` px a
+    side when the file has overviews or is small, else an 8 x 8 grid of 32 px
+    windows. Pixels the dataset mask calls nodata, or non-finite in any band, are
+    dropped; a file that cannot be read gives an empty sample.
+
+    Args:
+        path: the scene.
+        bands: 0-based band indices.
+        max_side: longest side of the decimated read, in px.
+    """
+    indexes = [i + 1 for i in bands]
+    try:
+        values, mask = _read_sample(os.fspath(path), indexes, max_side)
+    except RasterioIOError as exc:
+        # the statistics only advise; the scene's own read names the damaged block
+        log.debug("%s: no sample for statistics (%s)", path, exc)
+        return np.zeros((len(indexes), 0))
+    flat = values.reshape(len(indexes), -1).astype(np.float64)
+    keep = mask.ravel() & np.isfinite(flat).all(axis=0)
+    return flat[:, keep]

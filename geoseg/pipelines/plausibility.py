@@ -1,0 +1,146 @@
+"""Warnings for results that run cleanly but are probably wrong.
+
+Two inputs give a confident map with no error: a scene whose band order is a guess
+(:func:`geoseg.models.bands.band_order_is_guess`) and is in fact another, and a
+scene far from the data a checkpoint was trained on. Both are checked on a small
+sample of the scene (:func:`geoseg.io.raster_stats.sample_valid_pixels`, never a pass
+over it) and, for the band order, on the finished map's smallest overview. They
+warn through ``logging``; the CLI prints each warning as one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+
+from geoseg.io.raster import Scene
+from geoseg.io.raster_stats import sample_valid_pixels
+from geoseg.models.bands import (
+    BandRoles,
+    band_order_doubt,
+    band_order_is_guess,
+    swapped_red_blue,
+)
+from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta
+
+__all__ = [
+    "DOMINANT_SHARE",
+    "OUTSIDE_TRAINING_SIGMAS",
+    "BandGuess",
+    "guessed_band_order",
+    "warn_if_dominated",
+    "warn_if_outside_training",
+]
+
+log = logging.getLogger(__name__)
+
+#: One class over this share of a map's valid pixels makes a guessed band order suspect.
+DOMINANT_SHARE = 0.95
+#: A band whose median lies this many of the training standard deviations from the
+#: training mean is outside what the model saw. Clear scenes of the shipped models
+#: lie within 3.5; fully clouded ones 11 to 35.
+OUTSIDE_TRAINING_SIGMAS = 8.0
+#: Fewest sampled pixels a statistic is drawn from.
+_MIN_PIXELS = 256
+
+
+@dataclass(frozen=True)
+class BandGuess:
+    """A scene whose red/green/blue order was assumed, not read from the file.
+
+    Attributes:
+        order: how it was read, e.g. ``"red, green, blue"``.
+        fix: the ``--bands`` option with red and blue exchanged.
+        warned: the scene's colours already contradicted the guess (and said so).
+    """
+
+    order: str
+    fix: str
+    warned: bool
+
+
+def guessed_band_order(
+    scene: Scene, roles: BandRoles, overrides: Mapping[str, int] | None, sensor: str | None
+) -> BandGuess | None:
+    """None when the file or the user says which band is which; else check the guess.
+
+    Warns at once when the colours of a sample of the scene contradict it.
+    """
+    if not band_order_is_guess(scene.band_names, scene.colorinterp, overrides, sensor):
+        return None
+    index = [roles.get(r) for r in ("red", "green", "blue")]
+    order = ", ".join(r for r, _ in sorted(roles.pairs, key=lambda p: p[1]))
+    guess = BandGuess(order, swapped_red_blue(roles), warned=False)
+    if None in index:
+        return guess
+    sample = sample_valid_pixels(scene.path, [i for i in index if i is not None])
+    doubt = band_order_doubt(*sample) if sample.shape[1] >= _MIN_PIXELS else None
+    if doubt is None:
+        return guess
+    log.warning(
+        "%s: the file does not name its bands, so they are read as %s, but %s; if it is "
+        "stored blue, green, red, rerun with %s", scene.path, order, doubt, guess.fix,
+    )  # fmt: skip
+    return BandGuess(order, guess.fix, warned=True)
+
+
+def _class_shares(path: os.PathLike[str] | str, max_side: int = 512) -> np.ndarray | None:
+    """Share of each class id (0-254) among the valid pixels of a label map's overview."""
+    with rasterio.open(path) as src:
+        factor = max(1.0, max(src.height, src.width) / max_side)
+        shape = (max(1, round(src.height / factor)), max(1, round(src.width / factor)))
+        labels = src.read(1, out_shape=shape)
+    counts = np.bincount(labels[labels != NODATA_LABEL].ravel(), minlength=256)[:NODATA_LABEL]
+    return None if counts.sum() < _MIN_PIXELS else counts / counts.sum()
+
+
+def warn_if_dominated(
+    output: os.PathLike[str] | str, scene_path: str, schema: ClassSchema, guess: BandGuess
+) -> None:
+    """Warn when one class fills the map made from a scene whose band order was guessed."""
+    if guess.warned:
+        return
+    shares = _class_shares(output)
+    if shares is None or shares.max() < DOMINANT_SHARE:
+        return
+    class_id = int(shares.argmax())
+    name = dict(zip(schema.ids, schema.names, strict=True)).get(class_id, str(class_id))
+    log.warning(
+        "%s: %.1f %% of the valid pixels are %s, and the bands of %s are not named, so "
+        "they were read as %s; if it is stored in another order (blue, green, red), rerun "
+        "with %s", output, 100 * shares.max(), name, scene_path, guess.order, guess.fix,
+    )  # fmt: skip
+
+
+def warn_if_outside_training(
+    path: str, index: Sequence[int], scale: float, model: str, meta: ModelMeta
+) -> None:
+    """Warn when a band of the scene lies far outside the checkpoint's normalisation.
+
+    Args:
+        path: the scene.
+        index: 0-based scene bands feeding the model's inputs, in the model's order.
+        scale: stored value -> the model's units (reflectance).
+        model: the checkpoint, named in the warning.
+        meta: its metadata (normalisation mean and std per input band).
+    """
+    sample = sample_valid_pixels(path, index)
+    if sample.shape[1] < _MIN_PIXELS:
+        return
+    median = np.median(sample, axis=1) * scale
+    mean, std = np.asarray(meta.normalization.mean), np.asarray(meta.normalization.std)
+    sigmas = (median - mean) / std
+    k = int(np.argmax(np.abs(sigmas)))
+    if abs(sigmas[k]) < OUTSIDE_TRAINING_SIGMAS:
+        return
+    log.warning(
+        "%s: band %s has a median of %.4g here, %.1f standard deviations from the %.4g +- "
+        "%.2g that %s was trained on: the model is applied outside what it was trained on "
+        "(another sensor, processing level, cloud or scaling?) and its map may be wrong",
+        path, meta.bands[k], median[k], sigmas[k], mean[k], std[k], model,
+    )  # fmt: skip
