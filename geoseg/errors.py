@@ -17,6 +17,7 @@ __all__ = [
     "InvalidRasterError",
     "OutputExistsError",
     "UnknownModelError",
+    "UnsupportedCRSError",
 ]
 
 
@@ -53,3 +54,7 @@ class UnknownModelError(GeosegError, KeyError):
 
 class OutputExistsError(GeosegError, FileExistsError):
     """An output exists and ``overwrite`` was not given."""
+
+
+class UnsupportedCRSError(GeosegError, ValueError):
+    """Ground areas cannot be measured in a CRS (unknown unit of a local grid, another planet)."""

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import shapely
 
-from geoseg.areas import HECTARE_M2, pixel_area_m2, polygon_area_m2
+from geoseg.areas import HECTARE_M2, area_method, pixel_area_m2, polygon_area_m2
 from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.labels import read_class_schema
 from geoseg.io.raster import Scene, open_scene
@@ -35,6 +35,7 @@ from geoseg.tiling.execute import Progress, store_blocks
 from geoseg.types import NODATA_LABEL, ClassSchema
 from geoseg.vector.attributes import (
     Georef,
+    describe_unknown_classes,
     pixel_to_crs,
     polygon_table,
     sort_table,
@@ -142,6 +143,7 @@ def _as_labels(band: da.Array) -> da.Array:
 
 def _open_labels(path: str, opts: VectorizeOptions) -> _LabelRaster:
     scene = open_scene(path, chunk=opts.chunk, assume_crs=opts.assume_crs)
+    area_method(scene.crs, path)  # a CRS areas cannot be measured in: refused before any work
     if not np.issubdtype(scene.dtype, np.integer):
         raise InvalidRasterError(
             f"{path}: not a label raster ({scene.dtype} values, a label raster holds integer "
@@ -375,9 +377,14 @@ def vectorize_labels(
             frame = _with_scores(one_row_per_instance(frame), path)
         if len(frame) == 0:
             raise empty
+        if raster.schema is not None:
+            _warn_unknown(path, describe_unknown_classes(
+                frame["class_id"].to_numpy(), frame["area_m2"].to_numpy(), raster.schema
+            ), raster.schema)  # fmt: skip
         write_vectors(frame, out, fmt, layer, opts.overwrite)
         return VectorizeResult(out, fmt, len(frame), float(frame["area_ha"].sum()))
     keep = resolve_classes(opts.classes, raster.schema, path)
+    unknown: dict[int, tuple[int, float]] = {}
     # 8-connected regions may be MultiPolygons (parts touching at a corner).
     kind = "Polygon" if opts.connectivity == 4 else "MultiPolygon"
     area_ha = [0.0]
@@ -385,9 +392,36 @@ def vectorize_labels(
 
         def emit(batch: pa.RecordBatch) -> None:
             area_ha[0] += float(np.sum(batch.column("area_ha").to_numpy()))
+            if raster.schema is not None:
+                _add_unknown(unknown, batch.column("class_id"), batch.column("area_m2"), raster)
             writer.write(batch)
 
         _stream(raster, opts, keep, emit, progress)
         if writer.features == 0:
             raise empty
+    _warn_unknown(path, unknown, raster.schema)
     return VectorizeResult(out, fmt, writer.features, area_ha[0])
+
+
+def _add_unknown(total: dict[int, tuple[int, float]], ids: Any, area: Any, raster: Any) -> None:
+    for value, (n, a) in describe_unknown_classes(
+        np.asarray(ids), np.asarray(area), raster.schema
+    ).items():
+        old = total.get(value, (0, 0.0))
+        total[value] = (old[0] + n, old[1] + a)
+
+
+def _warn_unknown(
+    path: str, unknown: dict[int, tuple[int, float]], schema: ClassSchema | None
+) -> None:
+    """Warn about polygons of values outside the class schema (named by their id)."""
+    if not unknown or schema is None:
+        return
+    parts = ", ".join(
+        f"{v}: {n} polygon(s), {a:,.2f} m2" for v, (n, a) in sorted(unknown.items())
+    )
+    log.warning(
+        "%s: values that are not classes of its schema (ids %s) were written with their id "
+        "as the class name: %s; check the raster was written with this class schema",
+        path, ", ".join(str(c) for c in schema.ids), parts,
+    )  # fmt: skip

@@ -20,6 +20,7 @@ __all__ = [
     "ATTRIBUTES",
     "Georef",
     "class_names",
+    "describe_unknown_classes",
     "georeference",
     "pixel_to_crs",
     "pixel_xy_to_crs",
@@ -154,3 +155,22 @@ def sort_table(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
          inst, frame["class_id"])
     )  # fmt: skip
     return frame.iloc[order].reset_index(drop=True)
+
+
+def describe_unknown_classes(
+    class_id: np.ndarray, area_m2: np.ndarray, schema: ClassSchema
+) -> dict[int, tuple[int, float]]:
+    """Polygons of ids outside ``schema``: ``{id: (polygons, area_m2)}`` (ids ascending).
+
+    Args:
+        class_id: ``(N,) int`` class id of each polygon.
+        area_m2: ``(N,) float64`` its area.
+        schema: the raster's class schema.
+    """
+    ids = np.asarray(class_id, np.int64)
+    outside = ~np.isin(ids, np.asarray(schema.ids, np.int64))
+    out: dict[int, tuple[int, float]] = {}
+    for value in np.unique(ids[outside]).tolist():
+        hit = ids == value
+        out[int(value)] = (int(hit.sum()), float(np.asarray(area_m2)[hit].sum()))
+    return out
