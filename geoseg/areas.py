@@ -93,7 +93,7 @@ def pyproj_crs(crs: Any) -> CRS:
 #: Linear-unit names as ESRI/older WKT spell them -> the PROJ database's name.
 _UNIT_ALIASES = {
     "meter": "metre", "meters": "metre", "metres": "metre", "m": "metre",
-    "foot_us": "US survey foot", "us survey foot": "US survey foot", "us_survey_foot": "US survey foot",
+    "foot_us": "US survey foot", "us_survey_foot": "US survey foot",
     "feet": "foot", "ft": "foot", "international foot": "foot", "foot (international)": "foot",
     "kilometer": "kilometre", "km": "kilometre",
 }  # fmt: skip
@@ -162,7 +162,7 @@ def _area_method(wkt: str, source: str) -> AreaMethod:
 def _planar_method(crs: CRS, where: str) -> AreaMethod:
     """The planar method of an engineering CRS, if its linear unit is a known one."""
     fix = (
-        "declare the unit, e.g. `gdal_edit.py -a_srs 'LOCAL_CS[\"grid\",UNIT[\"metre\",1]]'`, "
+        'declare the unit, e.g. `gdal_edit.py -a_srs \'LOCAL_CS["grid",UNIT["metre",1]]\'`, '
         "or give the file its real CRS"
     )
     units = {(a.unit_name, a.unit_conversion_factor) for a in crs.axis_info}

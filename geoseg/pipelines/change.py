@@ -30,12 +30,12 @@ from geoseg.areas import HECTARE_M2, AreaMethod, area_method
 from geoseg.change.align import AlignedMaps, align_label_maps
 from geoseg.change.mmu import mmu_blocks
 from geoseg.change.temporal import persistent_after
-from geoseg.change.unknown import UnknownValues, find_unknown_values, warn_unknown_values
 from geoseg.change.transitions import (
     TransitionMatrix,
     TransitionSink,
     transition_codes,
 )
+from geoseg.change.unknown import UnknownValues, find_unknown_values, warn_unknown_values
 from geoseg.change.zones import ZoneMasker, prepare_aoi
 from geoseg.errors import GeosegError
 from geoseg.io.atomic import check_output_path
@@ -122,7 +122,7 @@ class ChangeResult:
 
     matrix: TransitionMatrix
     files: tuple[Path, ...] = field(default_factory=tuple)
-    area_method: AreaMethod = AreaMethod(planar=False)
+    area_method: AreaMethod = field(default_factory=lambda: AreaMethod(planar=False))
     unknown_values: tuple[UnknownValues, ...] = ()
 
 

@@ -35,7 +35,7 @@ from geoseg.tiling.execute import Progress, store_blocks
 from geoseg.types import NODATA_LABEL, ClassSchema
 from geoseg.vector.attributes import (
     Georef,
-    describe_unknown_classes,
+    UnknownClasses,
     pixel_to_crs,
     polygon_table,
     sort_table,
@@ -378,13 +378,13 @@ def vectorize_labels(
         if len(frame) == 0:
             raise empty
         if raster.schema is not None:
-            _warn_unknown(path, describe_unknown_classes(
-                frame["class_id"].to_numpy(), frame["area_m2"].to_numpy(), raster.schema
-            ), raster.schema)  # fmt: skip
+            tally = UnknownClasses(raster.schema)
+            tally.add(frame["class_id"].to_numpy(), frame["area_m2"].to_numpy())
+            tally.warn(path)
         write_vectors(frame, out, fmt, layer, opts.overwrite)
         return VectorizeResult(out, fmt, len(frame), float(frame["area_ha"].sum()))
     keep = resolve_classes(opts.classes, raster.schema, path)
-    unknown: dict[int, tuple[int, float]] = {}
+    unknown = UnknownClasses(raster.schema)
     # 8-connected regions may be MultiPolygons (parts touching at a corner).
     kind = "Polygon" if opts.connectivity == 4 else "MultiPolygon"
     area_ha = [0.0]
@@ -392,36 +392,11 @@ def vectorize_labels(
 
         def emit(batch: pa.RecordBatch) -> None:
             area_ha[0] += float(np.sum(batch.column("area_ha").to_numpy()))
-            if raster.schema is not None:
-                _add_unknown(unknown, batch.column("class_id"), batch.column("area_m2"), raster)
+            unknown.add(batch.column("class_id").to_numpy(), batch.column("area_m2").to_numpy())
             writer.write(batch)
 
         _stream(raster, opts, keep, emit, progress)
         if writer.features == 0:
             raise empty
-    _warn_unknown(path, unknown, raster.schema)
+    unknown.warn(path)
     return VectorizeResult(out, fmt, writer.features, area_ha[0])
-
-
-def _add_unknown(total: dict[int, tuple[int, float]], ids: Any, area: Any, raster: Any) -> None:
-    for value, (n, a) in describe_unknown_classes(
-        np.asarray(ids), np.asarray(area), raster.schema
-    ).items():
-        old = total.get(value, (0, 0.0))
-        total[value] = (old[0] + n, old[1] + a)
-
-
-def _warn_unknown(
-    path: str, unknown: dict[int, tuple[int, float]], schema: ClassSchema | None
-) -> None:
-    """Warn about polygons of values outside the class schema (named by their id)."""
-    if not unknown or schema is None:
-        return
-    parts = ", ".join(
-        f"{v}: {n} polygon(s), {a:,.2f} m2" for v, (n, a) in sorted(unknown.items())
-    )
-    log.warning(
-        "%s: values that are not classes of its schema (ids %s) were written with their id "
-        "as the class name: %s; check the raster was written with this class schema",
-        path, ", ".join(str(c) for c in schema.ids), parts,
-    )  # fmt: skip

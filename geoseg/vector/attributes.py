@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +17,13 @@ from geoseg.areas import ACRE_M2, HECTARE_M2, polygon_area_perimeter_m
 from geoseg.types import ClassSchema
 from geoseg.vector.polygons import Polygons
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "ATTRIBUTES",
     "Georef",
+    "UnknownClasses",
     "class_names",
-    "describe_unknown_classes",
     "georeference",
     "pixel_to_crs",
     "pixel_xy_to_crs",
@@ -157,20 +160,41 @@ def sort_table(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return frame.iloc[order].reset_index(drop=True)
 
 
-def describe_unknown_classes(
-    class_id: np.ndarray, area_m2: np.ndarray, schema: ClassSchema
-) -> dict[int, tuple[int, float]]:
-    """Polygons of ids outside ``schema``: ``{id: (polygons, area_m2)}`` (ids ascending).
+class UnknownClasses:
+    """Tallies polygons whose class id is not in the schema, then warns once.
+
+    Such polygons are written with their id as the class name; a value from
+    another schema is a mistake worth a word, with how much ground it covers.
 
     Args:
-        class_id: ``(N,) int`` class id of each polygon.
-        area_m2: ``(N,) float64`` its area.
-        schema: the raster's class schema.
+        schema: the raster's class schema (None: nothing to check against).
     """
-    ids = np.asarray(class_id, np.int64)
-    outside = ~np.isin(ids, np.asarray(schema.ids, np.int64))
-    out: dict[int, tuple[int, float]] = {}
-    for value in np.unique(ids[outside]).tolist():
-        hit = ids == value
-        out[int(value)] = (int(hit.sum()), float(np.asarray(area_m2)[hit].sum()))
-    return out
+
+    def __init__(self, schema: ClassSchema | None) -> None:
+        self._schema = schema
+        self._ids = np.asarray(schema.ids if schema else (), np.int64)
+        self.found: dict[int, tuple[int, float]] = {}  # id -> (polygons, area_m2)
+
+    def add(self, class_id: np.ndarray, area_m2: np.ndarray) -> None:
+        """Count ``(N,)`` polygons given by class id and area (m²)."""
+        if self._schema is None:
+            return
+        ids = np.asarray(class_id, np.int64)
+        outside = ~np.isin(ids, self._ids)
+        for value in np.unique(ids[outside]).tolist():
+            hit = ids == value
+            n, a = self.found.get(int(value), (0, 0.0))
+            self.found[int(value)] = (n + int(hit.sum()), a + float(np.asarray(area_m2)[hit].sum()))
+
+    def warn(self, path: str) -> None:
+        """Log one warning naming ``path``, the ids, polygon counts and areas (if any)."""
+        if not self.found or self._schema is None:
+            return
+        parts = ", ".join(
+            f"{v}: {n} polygon(s), {a:,.2f} m2" for v, (n, a) in sorted(self.found.items())
+        )
+        log.warning(
+            "%s: values that are not classes of its schema (ids %s) were written with their "
+            "id as the class name: %s; check the raster was written with this class schema",
+            path, ", ".join(str(c) for c in self._schema.ids), parts,
+        )  # fmt: skip
