@@ -130,7 +130,7 @@ def warn_unknown_values(found: Sequence[UnknownValues], classes: Sequence[int]) 
     """One warning per map: which values, how many pixels, what area (counted as nodata)."""
     for f in found:
         parts = ", ".join(
-            f"{v}: {p:,} px, {a / HECTARE_M2:,.4g} ha"
+            f"{v}: {p:,} px, {a:,.2f} m2 ({a / HECTARE_M2:,.4f} ha)"
             for v, p, a in zip(f.values, f.pixels, f.area_m2, strict=True)
         )
         log.warning(
