@@ -1,7 +1,11 @@
 """True ground areas and lengths (WGS84 ellipsoid) of pixels and polygons in any CRS.
 
 Every area geoseg reports is an ellipsoidal area, whatever the CRS of the data:
-UTM, Web Mercator, an equal-area grid or plain longitude/latitude.
+UTM, Web Mercator, an equal-area grid or plain longitude/latitude. The one
+exception is a CRS without a datum (an engineering grid, ``LOCAL_CS[...]``): it has
+no ellipsoid and no place on Earth, so its areas are planar, in its linear unit
+converted to metres (:func:`area_method` says which applies; a CRS whose unit is
+unknown, or that cannot be mapped to longitude/latitude, is refused).
 
 How: coordinates are transformed to WGS84 longitude/latitude and mapped to the
 cylindrical equal-area plane ``(lambda, A(phi))``, where ``A(phi)`` is the area of
@@ -26,17 +30,24 @@ from __future__ import annotations
 
 import functools
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
+from pyproj.database import get_units_map
+from pyproj.exceptions import ProjError
+
+from geoseg.errors import UnsupportedCRSError
 
 __all__ = [
     "ACRE_M2",
     "DEFAULT_MAX_SEGMENT_M",
     "HECTARE_M2",
+    "AreaMethod",
+    "area_method",
     "crs_units_per_metre",
     "pixel_area_m2",
     "polygon_area_m2",
@@ -79,6 +90,100 @@ def pyproj_crs(crs: Any) -> CRS:
     return CRS.from_user_input(crs)
 
 
+#: Linear-unit names as ESRI/older WKT spell them -> the PROJ database's name.
+_UNIT_ALIASES = {
+    "meter": "metre", "meters": "metre", "metres": "metre", "m": "metre",
+    "foot_us": "US survey foot", "us_survey_foot": "US survey foot",
+    "feet": "foot", "ft": "foot", "international foot": "foot", "foot (international)": "foot",
+    "kilometer": "kilometre", "km": "kilometre",
+}  # fmt: skip
+#: Text of the ``area_method`` field of reports for an ellipsoidal CRS.
+ELLIPSOIDAL = "ellipsoidal (WGS84) area of every pixel, geoseg.areas.pixel_area_m2"
+
+
+@dataclass(frozen=True)
+class AreaMethod:
+    """How ground areas are measured in one CRS.
+
+    Attributes:
+        planar: False: true ellipsoidal (WGS84) areas. True: the CRS has no datum
+            (an engineering/local grid), so areas are planar ``dx * dy`` in its
+            linear unit, converted to m².
+        unit: name of that linear unit (``metre``, ``US survey foot``), "" if not planar.
+        metres_per_unit: metres in one CRS unit (1.0 if not planar).
+    """
+
+    planar: bool
+    unit: str = ""
+    metres_per_unit: float = 1.0
+
+    @property
+    def description(self) -> str:
+        """One line for reports (the ``area_method`` field) and the CLI."""
+        if not self.planar:
+            return ELLIPSOIDAL
+        return (
+            f"planar, from the CRS's linear unit ({self.unit}, {self.metres_per_unit:.12g} m): "
+            "a local CRS without a datum has no ellipsoid, so areas are not ellipsoidal"
+        )
+
+
+def area_method(crs: Any, source: str | None = None) -> AreaMethod:
+    """How areas are measured in ``crs`` (see :class:`AreaMethod`).
+
+    Args:
+        crs: a pyproj/rasterio CRS, EPSG code or string.
+        source: the file the CRS comes from, named in the error message.
+
+    Raises:
+        UnsupportedCRSError: a CRS without a datum whose linear unit is unknown,
+            or a CRS that cannot be mapped to WGS84 longitude/latitude.
+    """
+    return _area_method(pyproj_crs(crs).to_wkt(), source or "")
+
+
+@functools.lru_cache(maxsize=64)
+def _area_method(wkt: str, source: str) -> AreaMethod:
+    crs = CRS.from_wkt(wkt)
+    where = f"{source}: " if source else ""
+    if crs.is_engineering:
+        return _planar_method(crs, where)
+    try:
+        _to_lonlat(wkt)
+    except ProjError as exc:
+        raise UnsupportedCRSError(
+            f"{where}its CRS {crs.name!r} cannot be mapped to WGS84 longitude/latitude, so "
+            f"ground areas cannot be measured ({exc}); reproject the file to an Earth CRS "
+            "(`gdalwarp -t_srs EPSG:...`)"
+        ) from None
+    return AreaMethod(planar=False)
+
+
+def _planar_method(crs: CRS, where: str) -> AreaMethod:
+    """The planar method of an engineering CRS, if its linear unit is a known one."""
+    fix = (
+        'declare the unit, e.g. `gdal_edit.py -a_srs \'LOCAL_CS["grid",UNIT["metre",1]]\'`, '
+        "or give the file its real CRS"
+    )
+    units = {(a.unit_name, a.unit_conversion_factor) for a in crs.axis_info}
+    if len(units) != 1:
+        raise UnsupportedCRSError(
+            f"{where}its local CRS {crs.name!r} has no single linear unit "
+            f"({sorted(u[0] for u in units) or 'none'}), so areas cannot be measured; {fix}"
+        )
+    name, factor = units.pop()
+    known = get_units_map(category="linear")
+    canonical = _UNIT_ALIASES.get(name.strip().lower(), name.strip())
+    by_lower = {k.lower(): k for k in known}
+    entry = known.get(by_lower.get(canonical.lower(), ""))
+    if entry is None or not np.isclose(entry.conv_factor, factor, rtol=1e-9, atol=0):
+        raise UnsupportedCRSError(
+            f"{where}its local CRS {crs.name!r} (no datum, so areas are planar) has an unknown "
+            f"linear unit {name!r} ({factor:g} m?), so areas cannot be measured; {fix}"
+        )
+    return AreaMethod(planar=True, unit=entry.name, metres_per_unit=float(factor))
+
+
 def _lonlat_rad(crs: CRS, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lon, lat = _to_lonlat(crs.to_wkt()).transform(x, y)
     return np.radians(lon), np.radians(lat)
@@ -89,6 +194,8 @@ def crs_units_per_metre(crs: Any) -> float:
     crs = pyproj_crs(crs)
     if crs.is_geographic:
         return 180.0 / (np.pi * _A)
+    if crs.is_engineering:
+        return 1.0 / area_method(crs).metres_per_unit
     factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
     return 1.0 / float(factor or 1.0)
 
@@ -110,11 +217,19 @@ def pixel_area_m2(crs: Any, transform: Affine, rows: Any, cols: Any) -> np.ndarr
             a row too (UTM), so both are needed.
 
     Returns:
-        ``(R, C) float64``: the ellipsoidal area of pixel ``(rows[i], cols[j])``.
+        ``(R, C) float64``: the ellipsoidal area of pixel ``(rows[i], cols[j])``
+        (planar, the same for every pixel, in a CRS without a datum: :func:`area_method`).
+
+    Raises:
+        UnsupportedCRSError: see :func:`area_method`.
     """
     crs = pyproj_crs(crs)
     rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
     cols = np.atleast_1d(np.asarray(cols, dtype=np.int64))
+    method = area_method(crs)
+    if method.planar:
+        side_m2 = abs(transform.a * transform.e - transform.b * transform.d)
+        return np.full((rows.size, cols.size), side_m2 * method.metres_per_unit**2)
     # Corners shared by neighbouring pixels are transformed once.
     cr = np.unique(np.concatenate([rows, rows + 1]))
     cc = np.unique(np.concatenate([cols, cols + 1]))
@@ -168,11 +283,18 @@ def ring_area_perimeter_m(
             the module doc); None or 0 uses the edges as they are.
 
     Returns:
-        ``(area_m2, length_m)``, each ``(n_rings,) float64``; areas are unsigned.
+        ``(area_m2, length_m)``, each ``(n_rings,) float64``; areas are unsigned
+        (planar in a CRS without a datum: :func:`area_method`).
+
+    Raises:
+        UnsupportedCRSError: see :func:`area_method`.
     """
     crs = pyproj_crs(crs)
     if xy.size == 0:
         return np.zeros(n_rings), np.zeros(n_rings)
+    method = area_method(crs)
+    if method.planar:
+        return _planar_rings(xy, vert_ring, n_rings, method.metres_per_unit)
     if not crs.is_geographic and max_segment_m and np.isfinite(max_segment_m):
         xy, vert_ring = _densify(xy, vert_ring, max_segment_m * crs_units_per_metre(crs))
     lon, lat = _lonlat_rad(crs, xy[:, 0], xy[:, 1])
@@ -190,6 +312,23 @@ def ring_area_perimeter_m(
     north = _A * (1 - _E2) / w**1.5 * (lat[i + 1] - lat[i])
     length = np.bincount(edge_ring, weights=np.hypot(east, north), minlength=n_rings)
     return area, length
+
+
+def _planar_rings(
+    xy: np.ndarray, vert_ring: np.ndarray, n_rings: int, metres_per_unit: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shoelace areas (m²) and lengths (m) of closed rings in a planar CRS."""
+    i = np.flatnonzero(vert_ring[1:] == vert_ring[:-1])
+    edge_ring = vert_ring[i]
+    # Coordinates relative to each ring's first vertex keep the cross products small.
+    start = np.searchsorted(vert_ring, np.arange(n_rings))
+    origin = xy[np.minimum(start, len(xy) - 1)][edge_ring]
+    a, b = xy[i] - origin, xy[i + 1] - origin
+    cross = a[:, 0] * b[:, 1] - b[:, 0] * a[:, 1]
+    area = np.abs(np.bincount(edge_ring, weights=cross, minlength=n_rings)) * 0.5
+    d = b - a
+    length = np.bincount(edge_ring, weights=np.hypot(d[:, 0], d[:, 1]), minlength=n_rings)
+    return area * metres_per_unit**2, length * metres_per_unit
 
 
 def polygon_area_perimeter_m(

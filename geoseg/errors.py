@@ -20,6 +20,7 @@ __all__ = [
     "OutputLockedError",
     "OutputNotWritableError",
     "UnknownModelError",
+    "UnsupportedCRSError",
 ]
 
 
@@ -68,3 +69,7 @@ class OutputLockedError(GeosegError, FileExistsError):
 
 class DiskFullError(GeosegError, OSError):
     """Writing an output ran out of disk space."""
+
+
+class UnsupportedCRSError(GeosegError, ValueError):
+    """Ground areas cannot be measured in a CRS (unknown unit of a local grid, another planet)."""

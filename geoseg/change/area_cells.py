@@ -7,6 +7,8 @@ pixel grid, and a chunk only counts its codes per (cell, code):
 * geographic and normal-aspect cylindrical CRSs (EPSG:4326, EPSG:3857,
   EPSG:6933, ...) with a north-up grid: every pixel of a row has the same area,
   so a cell is one whole row and the areas are exact;
+* a CRS without a datum (a local grid): planar areas, the same for every pixel,
+  so a cell is one whole row too (:func:`geoseg.areas.area_method`);
 * any other CRS (UTM, LAEA, ...): a cell is a ``B x B`` block of pixels (``B`` a
   power of two, at most 32, with ``B`` pixels spanning at most 512 m), and each of
   its pixels counts ``1/B²`` of the block's exact area. Block sums are exact (to
@@ -46,7 +48,10 @@ _CYLINDRICAL = frozenset({1024, 1026, 1028, 1029, 1044, 9804, 9805, 9823, 9834, 
 
 
 def _area_varies_by_row_only(crs: CRS, transform: Affine) -> bool:
-    """True for a north-up grid in a geographic or normal-aspect cylindrical CRS."""
+    """True for a north-up grid in a geographic or normal-aspect cylindrical CRS, and
+    for any grid in a CRS without a datum (planar areas, the same for every pixel)."""
+    if crs.is_engineering:
+        return True
     if transform.b != 0 or transform.d != 0:
         return False
     if crs.is_geographic:

@@ -22,7 +22,7 @@ from geoseg.types import parse_band_list
 
 __all__ = [
     "AT_LEAST_ONE", "NOT_NEGATIVE", "FiniteRange", "cli", "dask_options", "explicit", "main",
-    "outputs", "parse_bands", "parse_map", "progress_bar", "window_options",
+    "outputs", "parse_bands", "parse_map", "progress_bar", "quiet_dask_logs", "window_options",
 ]  # fmt: skip
 
 log = logging.getLogger("geoseg")
@@ -111,10 +111,29 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING
     logging.basicConfig(level=level, format="geoseg: %(levelname)s: %(message)s")
     logging.captureWarnings(True)
+    quiet_dask_logs(verbose)
+
+
+def quiet_dask_logs(verbose: bool) -> None:
+    """Keep Dask distributed's own logs behind ``-v``.
+
+    It logs every worker and connection at INFO and, when a worker dies or on
+    Ctrl-C, warnings and full tracebacks of faults it recovers from (the result is
+    right; a fault it cannot recover from reaches geoseg as an error). The config
+    reaches the worker processes and a later import of distributed; the logger
+    levels cover a distributed imported already.
+    """
     import dask.config
 
-    # Dask distributed logs every worker and connection at INFO: keep that for -v.
-    dask.config.set({"logging.distributed": "info" if verbose else "warning"})
+    level = "info" if verbose else "critical"
+    names = (
+        "distributed", "distributed.client", "distributed.nanny", "distributed.scheduler",
+        "distributed.worker", "distributed.core", "tornado", "tornado.application",
+    )  # fmt: skip
+    levels = {**dask.config.get("logging", {}), **dict.fromkeys(names, level)}
+    dask.config.set({"logging": levels})
+    for name in names:
+        logging.getLogger(name).setLevel(level.upper())
 
 
 def dask_options(chunk: int = 1024, chunk_help: str = "Dask chunk side in px.") -> Any:

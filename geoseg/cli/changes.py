@@ -36,6 +36,8 @@ def change(maps: Sequence[str], output: Path, progress: bool | None, **kw: Any) 
         raise click.BadParameter("give at least two label maps (before and after)")
     result = change_report(maps, output, ChangeOptions(**kw), progress_bar("change", progress))
     m = result.matrix
+    if result.area_method.planar:
+        click.echo(f"note: areas are {result.area_method.description}")
     changed = float(m.area_m2.sum() - m.area_m2.trace()) / 1e4
     click.echo(f"changed area {changed:,.2f} ha of {float(m.area_m2.sum()) / 1e4:,.2f} ha mapped")
     for path in result.files:

@@ -135,6 +135,7 @@ def evaluate(model: str | None, image: str | None, labels: str, output: Path,
     An instance model (or a --prediction COG) is scored against an id raster or
     a polygon layer: AP50 and PQ = SQ x RQ per class.
     """
+    from geoseg.evaluation.metrics import format_score
     from geoseg.pipelines.evaluate import evaluate_scene
     from geoseg.pipelines.evaluate_instances import INSTANCE_TASKS, evaluate_task
     from geoseg.pipelines.predict import PredictOptions
@@ -162,14 +163,18 @@ def evaluate(model: str | None, image: str | None, labels: str, output: Path,
         parse_map(map_prediction),
         task=task,
     )
-    m = result.metrics
+    m, notes = result.metrics, result.metrics.notes()
     if result.task == "change":
         c = m.names.index("change")
-        click.echo(f"change F1 {m.f1[c]:.4f}  IoU {m.iou[c]:.4f}  precision {m.precision[c]:.4f}  "
-                   f"recall {m.recall[c]:.4f}")  # fmt: skip
-    click.echo(f"mIoU {m.miou:.4f}  overall accuracy {m.overall_accuracy:.4f}  kappa {m.kappa:.4f}")
-    for name, iou, support in zip(m.names, m.iou, m.support, strict=True):
-        click.echo(f"  {name:<20} IoU {iou:.4f}  ({support} reference px)")
+        why_p, why_r = f"no pixel predicted as {m.names[c]}", f"no reference pixel of {m.names[c]}"
+        click.echo(f"change F1 {format_score(m.f1[c], notes[c])}  "
+                   f"IoU {format_score(m.iou[c], notes[c])}  "
+                   f"precision {format_score(m.precision[c], why_p)}  "
+                   f"recall {format_score(m.recall[c], why_r)}")  # fmt: skip
+    click.echo(f"mIoU {format_score(m.miou)}  overall accuracy {format_score(m.overall_accuracy)}"
+               f"  kappa {format_score(m.kappa, 'one class in both maps')}")  # fmt: skip
+    for name, iou, support, note in zip(m.names, m.iou, m.support, notes, strict=True):
+        click.echo(f"  {name:<20} IoU {format_score(iou, note)}  ({support} reference px)")
     for path in result.files:
         click.echo(f"wrote {path}")
 

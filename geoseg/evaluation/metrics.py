@@ -17,7 +17,12 @@ import numpy as np
 
 from geoseg.errors import GeosegError, InvalidRasterError
 
-__all__ = ["SegmentationMetrics", "confusion_from_labels", "metrics_from_confusion"]
+__all__ = [
+    "SegmentationMetrics",
+    "confusion_from_labels",
+    "format_score",
+    "metrics_from_confusion",
+]
 
 #: Pixels looked up per step for 32/64-bit labels, bounding the int64 temporaries.
 _SEARCH_BLOCK = 1 << 20
@@ -115,7 +120,8 @@ class SegmentationMetrics:
 
     Per-class values are tuples in class order; a value is NaN where it is 0/0
     (precision of a never-predicted class, recall of a class with no reference
-    pixels, anything of a class absent from both), and ``None`` in :meth:`to_json`.
+    pixels, anything of a class absent from both), and ``None`` in :meth:`to_json`,
+    where a ``note`` says why in words (:meth:`notes`).
 
     Attributes:
         names: class names, ``K`` of them.
@@ -150,8 +156,23 @@ class SegmentationMetrics:
     kappa: float
     pixels: int
 
+    def notes(self) -> tuple[str | None, ...]:
+        """Per class, why some of its scores are undefined (0/0), or None where none is."""
+        out: list[str | None] = []
+        for name, support, predicted in zip(self.names, self.support, self.predicted, strict=True):
+            if support == 0 and predicted == 0:
+                out.append(f"no pixel of {name} in the reference or the prediction: no scores")
+            elif predicted == 0:
+                out.append(f"no pixel predicted as {name}: precision undefined")
+            elif support == 0:
+                out.append(f"no reference pixel of {name}: recall undefined")
+            else:
+                out.append(None)
+        return tuple(out)
+
     def to_json(self) -> dict[str, Any]:
-        """Plain python types for ``json.dump``; NaN becomes None."""
+        """Plain python types for ``json.dump``; NaN becomes None, explained by ``note``."""
+        notes = self.notes()
         classes = [
             {
                 "name": name,
@@ -161,6 +182,7 @@ class SegmentationMetrics:
                 "recall": _finite_or_none(self.recall[k]),
                 "support": self.support[k],
                 "predicted": self.predicted[k],
+                "note": notes[k],
             }
             for k, name in enumerate(self.names)
         ]
@@ -172,6 +194,13 @@ class SegmentationMetrics:
             "mean_f1": _finite_or_none(self.mean_f1),
             "classes": classes,
         }
+
+
+def format_score(value: float, why: str | None = None) -> str:
+    """A score as ``0.1234``, or ``n/a`` with the reason where it is undefined (NaN)."""
+    if math.isnan(value):
+        return f"n/a ({why})" if why else "n/a"
+    return f"{value:.4f}"
 
 
 def metrics_from_confusion(confusion: np.ndarray, names: Sequence[str]) -> SegmentationMetrics:

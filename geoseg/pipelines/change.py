@@ -26,7 +26,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
-from geoseg.areas import HECTARE_M2
+from geoseg.areas import HECTARE_M2, AreaMethod, area_method
 from geoseg.change.align import AlignedMaps, align_label_maps
 from geoseg.change.mmu import mmu_blocks
 from geoseg.change.temporal import persistent_after
@@ -35,6 +35,7 @@ from geoseg.change.transitions import (
     TransitionSink,
     transition_codes,
 )
+from geoseg.change.unknown import UnknownValues, find_unknown_values, warn_unknown_values
 from geoseg.change.zones import ZoneMasker, prepare_aoi
 from geoseg.errors import GeosegError
 from geoseg.io.cog import cog_grid, stored_chunks, tile_store
@@ -110,10 +111,19 @@ class ChangeOptions:
 
 @dataclass(frozen=True)
 class ChangeResult:
-    """What :func:`change_report` computed and wrote."""
+    """What :func:`change_report` computed and wrote.
+
+    Attributes:
+        matrix: the transition areas.
+        files: every file written.
+        area_method: how areas were measured (planar in a CRS without a datum).
+        unknown_values: maps holding values outside the class schema (counted as nodata).
+    """
 
     matrix: TransitionMatrix
     files: tuple[Path, ...] = field(default_factory=tuple)
+    area_method: AreaMethod = field(default_factory=lambda: AreaMethod(planar=False))
+    unknown_values: tuple[UnknownValues, ...] = ()
 
 
 def change_schema(schema: ClassSchema) -> ClassSchema:
@@ -234,8 +244,13 @@ def change_report(
     headed by the ``focus`` figure (e.g. a workflow's deforestation) or, without
     one, the largest transitions.
 
+    Areas are ellipsoidal, or planar in a CRS without a datum (``area_method`` in
+    ``transitions.json``); values of a map outside the class schema count as nodata,
+    with a warning and an ``unknown_values`` entry in ``transitions.json``.
+
     Raises:
         OutputExistsError: an output exists and ``overwrite`` is False (nothing written).
+        UnsupportedCRSError: areas cannot be measured in the maps' CRS (nothing written).
         InvalidRasterError / GeosegError: see :func:`geoseg.change.align_label_maps`.
     """
     opts = options or ChangeOptions()
@@ -263,6 +278,7 @@ def _report(
 ) -> ChangeResult:  # fmt: skip
     """:func:`change_report` once its outputs are registered and locked."""
     aligned = align_label_maps(maps, opts.chunk)
+    method = area_method(aligned.crs, aligned.paths[0])  # refused before anything is written
     codes_schema = change_schema(aligned.schema)
     zones = _zones(aligned, opts)
     samples = read_reference(opts.reference, codes_schema) if opts.reference else None
@@ -279,8 +295,10 @@ def _report(
         progress,
     )  # fmt: skip
     matrix = totals.matrix(aligned.schema.names)
+    unknown = tuple(find_unknown_values(aligned, opts.scheduler, opts.workers))
+    warn_unknown_values(unknown, aligned.schema.ids)
     write_change_polygons(paths["change.tif"], paths["change.gpkg"], aligned.schema, opts)
-    write_tables(matrix, aligned, paths, opts)
+    write_tables(matrix, aligned, paths, opts, unknown)
     if zones is not None:
         write_zone_table(zones, aligned, paths["transitions_by_aoi.csv"], opts)
     write_images(matrix, aligned, codes_schema, paths, opts)
@@ -289,7 +307,7 @@ def _report(
     if samples is not None:
         write_accuracy(matrix, codes_schema, samples, paths, opts)
     write_index(matrix, aligned, codes_schema, paths, opts, focus, samples)
-    return ChangeResult(matrix, tuple(paths.values()))
+    return ChangeResult(matrix, tuple(paths.values()), method, unknown)
 
 
 def _zones(aligned: AlignedMaps, opts: ChangeOptions) -> ZoneMasker | None:

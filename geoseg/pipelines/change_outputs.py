@@ -7,14 +7,16 @@ output paths (checked before anything was written), and writes atomically.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from geoseg.areas import HECTARE_M2
+from geoseg.areas import HECTARE_M2, area_method
 from geoseg.change.align import AlignedMaps, read_label_map_info
 from geoseg.change.matrix import TransitionMatrix
+from geoseg.change.unknown import UnknownValues
 from geoseg.change.zones import ZoneMasker
 from geoseg.io.atomic import atomic_output
 from geoseg.io.preview import write_label_preview
@@ -76,9 +78,11 @@ def write_zone_table(
 
 
 def write_tables(
-    m: TransitionMatrix, aligned: AlignedMaps, paths: dict[str, Path], opts: ChangeOptions
-) -> None:
-    """``transitions.csv``, ``class_change.csv`` and ``transitions.json`` (with the grid)."""
+    m: TransitionMatrix, aligned: AlignedMaps, paths: dict[str, Path], opts: ChangeOptions,
+    unknown: Sequence[UnknownValues] = (),
+) -> None:  # fmt: skip
+    """``transitions.csv``, ``class_change.csv`` and ``transitions.json`` (with the grid,
+    how areas were measured and the values outside the class schema, per map)."""
     transitions = transition_rows(m)
     classes = class_change_rows(m)
     write_csv_rows(paths["transitions.csv"], transitions, opts.overwrite)
@@ -87,7 +91,9 @@ def write_tables(
         "maps": list(aligned.paths), "dates": list(aligned.dates),
         "crs": aligned.crs.to_string(), "transform": list(aligned.transform)[:6],
         "shape": [aligned.height, aligned.width],
-        "area_method": "ellipsoidal (WGS84) area of every pixel, geoseg.areas.pixel_area_m2",
+        "area_method": area_method(aligned.crs).description,
+        "area_planar": area_method(aligned.crs).planar,
+        "unknown_values": [u.to_json() for u in unknown],
         "consistency": opts.consistency, "classes": list(m.names),
         "transitions": transitions[:-1], "nodata": transitions[-1], "class_change": classes,
         "total_area_m2": m.total_area_m2,
@@ -131,9 +137,9 @@ def _units(aligned: AlignedMaps) -> str:
 
 
 def _area_method(m: TransitionMatrix, aligned: AlignedMaps) -> str:
-    """How pixel areas were computed: a planar method where the areas layer says so."""
-    method = getattr(m, "area_method", None) or getattr(aligned, "area_method", None)
-    return str(method or _ELLIPSOIDAL)
+    """How pixel areas were computed: planar in a CRS without a datum (geoseg.areas)."""
+    method = area_method(aligned.crs)
+    return method.description if method.planar else _ELLIPSOIDAL
 
 
 _ELLIPSOIDAL = (

@@ -34,7 +34,7 @@ from geoseg.io.training_data import LABEL_NODATA, read_labels_on_grid
 from geoseg.models.cache import load_predictor
 from geoseg.models.registry import TASKS, model_task
 from geoseg.pipelines.predict import PredictOptions, prepare_model_input
-from geoseg.tiling.confusion import remap_values, tiled_confusion
+from geoseg.tiling.confusion import tiled_confusion_sink
 from geoseg.tiling.execute import Progress
 from geoseg.types import ClassInfo, ClassSchema
 
@@ -109,8 +109,9 @@ def _change_prediction_map(schema: ClassSchema) -> dict[int, int]:
     return {int(c): int(c != unchanged) for c in schema.ids}
 
 
-def _change_scores(metrics: SegmentationMetrics) -> dict[str, float | None]:
-    """F1, IoU, precision and recall of the change class (None where 0/0)."""
+def _change_scores(metrics: SegmentationMetrics) -> dict[str, float | str | None]:
+    """F1, IoU, precision and recall of the change class (None where 0/0, with a
+    ``change_note`` saying why, e.g. "no pixel predicted as change")."""
     c = CHANGE_SCHEMA.ids.index(1)
     values = {
         "change_f1": metrics.f1[c],
@@ -118,7 +119,11 @@ def _change_scores(metrics: SegmentationMetrics) -> dict[str, float | None]:
         "change_precision": metrics.precision[c],
         "change_recall": metrics.recall[c],
     }
-    return {k: None if math.isnan(v) else float(v) for k, v in values.items()}
+    out: dict[str, float | str | None] = {
+        k: None if math.isnan(v) else float(v) for k, v in values.items()
+    }
+    out["change_note"] = metrics.notes()[c]
+    return out
 
 
 def evaluate_scene(
@@ -175,14 +180,19 @@ def evaluate_scene(
     if prediction_map is None and set(model_schema.ids) - set(schema.ids):
         raise GeosegError("the model's classes differ from --classes; give --map-prediction")
     ref = _reference(os.fspath(labels), scene, task)
-    if reference_map is not None:
-        ref = da.map_blocks(
-            functools.partial(remap_values, mapping=reference_map), ref, dtype=np.int32
-        )
-    conf = tiled_confusion(
+    sink = tiled_confusion_sink(
         scene.data.data, scene.valid, ref, functools.partial(load_predictor, spec), tile,
-        model_schema.ids, schema.ids, prediction_map, opts.scheduler, opts.workers, progress,
+        model_schema.ids, schema.ids, prediction_map, reference_map, opts.scheduler,
+        opts.workers, progress,
     )  # fmt: skip
+    conf, unknown = sink.matrix, dict(sorted(sink.unknown_reference.items()))
+    if unknown:
+        log.warning(
+            "%s: reference values that are not classes (%s) were not scored: %s; "
+            "give --map-reference (value=class id) or check the label file",
+            labels, ", ".join(str(c) for c in (reference_map or schema.ids)),
+            ", ".join(f"{v}: {n:,} px" for v, n in unknown.items()),
+        )  # fmt: skip
     if conf.sum() == 0:
         raise GeosegError(
             f"{labels}: no pixel has both a reference class and a prediction; check the "
@@ -195,6 +205,7 @@ def evaluate_scene(
         "blend": tile.blend, "reference_map": _json_map(reference_map),
         "prediction_map": _json_map(prediction_map),
         **(_change_scores(metrics) if task == "change" else {}), **metrics.to_json(),
+        "unknown_reference_values": [{"value": v, "pixels": n} for v, n in unknown.items()],
     }  # fmt: skip
     files = (
         write_json(out / "metrics.json", report, opts.overwrite),

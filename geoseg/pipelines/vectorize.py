@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import shapely
 
-from geoseg.areas import HECTARE_M2, pixel_area_m2, polygon_area_m2
+from geoseg.areas import HECTARE_M2, area_method, pixel_area_m2, polygon_area_m2
 from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.labels import read_class_schema
 from geoseg.io.outputs import output_run
@@ -42,6 +42,7 @@ from geoseg.tiling.execute import Progress, store_blocks
 from geoseg.types import NODATA_LABEL, ClassSchema
 from geoseg.vector.attributes import (
     Georef,
+    UnknownClasses,
     pixel_to_crs,
     polygon_table,
     sort_table,
@@ -149,6 +150,7 @@ def _as_labels(band: da.Array) -> da.Array:
 
 def _open_labels(path: str, opts: VectorizeOptions) -> _LabelRaster:
     scene = open_scene(path, chunk=opts.chunk, assume_crs=opts.assume_crs)
+    area_method(scene.crs, path)  # a CRS areas cannot be measured in: refused before any work
     if not np.issubdtype(scene.dtype, np.integer):
         raise InvalidRasterError(
             f"{path}: not a label raster ({scene.dtype} values, a label raster holds integer "
@@ -392,9 +394,14 @@ def _vectorize(
             frame = _with_scores(one_row_per_instance(frame), path)
         if len(frame) == 0:
             raise empty
+        if raster.schema is not None:
+            tally = UnknownClasses(raster.schema)
+            tally.add(frame["class_id"].to_numpy(), frame["area_m2"].to_numpy())
+            tally.warn(path)
         write_vectors(frame, out, fmt, layer, opts.overwrite)
         return VectorizeResult(out, fmt, len(frame), float(frame["area_ha"].sum()))
     keep = resolve_classes(opts.classes, raster.schema, path)
+    unknown = UnknownClasses(raster.schema)
     # 8-connected regions may be MultiPolygons (parts touching at a corner).
     kind = "Polygon" if opts.connectivity == 4 else "MultiPolygon"
     area_ha = [0.0]
@@ -402,9 +409,11 @@ def _vectorize(
 
         def emit(batch: pa.RecordBatch) -> None:
             area_ha[0] += float(np.sum(batch.column("area_ha").to_numpy()))
+            unknown.add(batch.column("class_id").to_numpy(), batch.column("area_m2").to_numpy())
             writer.write(batch)
 
         _stream(raster, opts, keep, emit, progress)
         if writer.features == 0:
             raise empty
+    unknown.warn(path)
     return VectorizeResult(out, fmt, writer.features, area_ha[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +17,12 @@ from geoseg.areas import ACRE_M2, HECTARE_M2, polygon_area_perimeter_m
 from geoseg.types import ClassSchema
 from geoseg.vector.polygons import Polygons
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "ATTRIBUTES",
     "Georef",
+    "UnknownClasses",
     "class_names",
     "georeference",
     "pixel_to_crs",
@@ -154,3 +158,43 @@ def sort_table(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
          inst, frame["class_id"])
     )  # fmt: skip
     return frame.iloc[order].reset_index(drop=True)
+
+
+class UnknownClasses:
+    """Tallies polygons whose class id is not in the schema, then warns once.
+
+    Such polygons are written with their id as the class name; a value from
+    another schema is a mistake worth a word, with how much ground it covers.
+
+    Args:
+        schema: the raster's class schema (None: nothing to check against).
+    """
+
+    def __init__(self, schema: ClassSchema | None) -> None:
+        self._schema = schema
+        self._ids = np.asarray(schema.ids if schema else (), np.int64)
+        self.found: dict[int, tuple[int, float]] = {}  # id -> (polygons, area_m2)
+
+    def add(self, class_id: np.ndarray, area_m2: np.ndarray) -> None:
+        """Count ``(N,)`` polygons given by class id and area (m²)."""
+        if self._schema is None:
+            return
+        ids = np.asarray(class_id, np.int64)
+        outside = ~np.isin(ids, self._ids)
+        for value in np.unique(ids[outside]).tolist():
+            hit = ids == value
+            n, a = self.found.get(int(value), (0, 0.0))
+            self.found[int(value)] = (n + int(hit.sum()), a + float(np.asarray(area_m2)[hit].sum()))
+
+    def warn(self, path: str) -> None:
+        """Log one warning naming ``path``, the ids, polygon counts and areas (if any)."""
+        if not self.found or self._schema is None:
+            return
+        parts = ", ".join(
+            f"{v}: {n} polygon(s), {a:,.2f} m2" for v, (n, a) in sorted(self.found.items())
+        )
+        log.warning(
+            "%s: values that are not classes of its schema (ids %s) were written with their "
+            "id as the class name: %s; check the raster was written with this class schema",
+            path, ", ".join(str(c) for c in self._schema.ids), parts,
+        )  # fmt: skip

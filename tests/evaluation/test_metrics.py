@@ -190,6 +190,7 @@ def test_absent_class_is_none_and_excluded_from_mean() -> None:
         "recall": None,
         "support": 0,
         "predicted": 0,
+        "note": "no pixel of bare in the reference or the prediction: no scores",
     }
 
 
