@@ -112,7 +112,7 @@ def _text_file(tmp: Path) -> tuple[Path, list[str]]:
 AOI_ERRORS: dict[str, tuple[Callable[[Path], tuple[Path, list[str]]], list[str]]] = {
     "GeoJSON without crs, UTM metres": (
         _utm_no_crs,
-        ["declares no CRS", "500000, 5.0999e+06", "--aoi-crs EPSG:XXXX", "raster"],
+        ["declares no CRS", "(500000, 5099900, 500050, 5100000)", "--aoi-crs EPSG:XXXX", "raster"],
     ),
     "GeoJSON declaring CRS84, metres": (_declared_lonlat_in_metres, ["not degrees", "--aoi-crs"]),
     "--aoi-crs EPSG:4326 for metres": (_given_lonlat_for_metres, ["not degrees", "--aoi-crs"]),

@@ -63,7 +63,7 @@ def _fits_lonlat(bounds: np.ndarray, lon_max: float) -> bool:
 
 
 def _bounds_text(bounds: np.ndarray) -> str:
-    return "(" + ", ".join(f"{float(v):.6g}" for v in bounds) + ")"
+    return "(" + ", ".join(f"{float(v):.10g}" for v in bounds) + ")"
 
 
 def _given_crs(given: str, raster_crs: Any, option: str) -> pyproj.CRS:

@@ -42,7 +42,13 @@ def test_layer_crs_picks(
 @pytest.mark.parametrize(
     ("declared", "bounds", "given", "raster", "words"),
     [
-        (None, UTM, None, "EPSG:32633", "declares no CRS and its coordinates (465181, 5.07924e+06"),
+        (
+            None,
+            UTM,
+            None,
+            "EPSG:32633",
+            "declares no CRS and its coordinates (465181, 5079244.9, 466180.5, 5080254.6)",
+        ),
         (pyproj.CRS("OGC:CRS84"), UTM, None, None, "are not degrees"),
         (None, UTM, "EPSG:4326", None, "are not degrees"),
         (None, np.array([-181.0, 0.0, 0.0, 1.0]), None, None, "declares no CRS"),
