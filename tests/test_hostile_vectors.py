@@ -376,6 +376,7 @@ def test_info_refuses_other_files_in_one_line(tmp_path: Path, case: str) -> None
     assert words in out and path.name in out
 
 
+@pytest.mark.usefixtures("maps")  # a.tif, b.tif
 def test_workflow_takes_aoi_crs_beside_aoi(tmp_path: Path) -> None:
     from geoseg.errors import GeosegError
     from geoseg.pipelines.workflow import load_workflow
@@ -389,5 +390,5 @@ def test_workflow_takes_aoi_crs_beside_aoi(tmp_path: Path) -> None:
     with pytest.raises(GeosegError, match="aoi_crs is given without aoi"):
         load_workflow(wf, tmp_path)
     wf.write_text(head + "aoi: zones.geojson\nchange: {aoi_crs: EPSG:32633}\n")
-    with pytest.raises(GeosegError, match="unknown change option"):
+    with pytest.raises(GeosegError, match=r"change.*unknown key 'aoi_crs'"):
         load_workflow(wf, tmp_path)
