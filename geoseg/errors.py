@@ -16,9 +16,11 @@ __all__ = [
     "GeosegError",
     "InputNotFoundError",
     "InvalidRasterError",
+    "InvalidVectorError",
     "OutputExistsError",
     "OutputLockedError",
     "OutputNotWritableError",
+    "UnknownFileError",
     "UnknownModelError",
     "UnsupportedCRSError",
 ]
@@ -34,6 +36,14 @@ class InputNotFoundError(GeosegError, FileNotFoundError):
 
 class InvalidRasterError(GeosegError, ValueError):
     """A raster cannot be used: not a raster, no CRS, rotated, empty, all nodata, ..."""
+
+
+class InvalidVectorError(GeosegError, ValueError):
+    """A vector layer cannot be used: not a layer, no usable CRS, coordinates that contradict it."""
+
+
+class UnknownFileError(GeosegError, ValueError):
+    """A file is none of the kinds geoseg reads (raster, vector layer, checkpoint)."""
 
 
 class BandMismatchError(GeosegError, ValueError):

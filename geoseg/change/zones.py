@@ -90,3 +90,19 @@ class ZoneMasker:
             zones.append((i, mask))
         if zones:
             self.totals.add_codes(ys, xs, codes, zones)
+
+    def empty_zones(self) -> list[str]:
+        """Names of the zones that met no valid pixel (every area of their table is 0)."""
+        ids = [str(c) for c in self.totals.class_ids]
+        return [n for z, n in enumerate(self.names) if not self.totals.matrix(ids, z).pixels.any()]
+
+    def warn_empty(self, source: str) -> None:
+        """Log a warning naming the zones that met no valid pixel (their tables are all 0 ha)."""
+        empty = self.empty_zones()
+        if empty:
+            more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
+            log.warning(
+                "%s: %d of %d AOI features overlap no valid pixel of the maps, so their areas "
+                "are 0 ha: %s; check that they cover the maps and that their CRS is right "
+                "(--aoi-crs)", source, len(empty), len(self.names), ", ".join(empty[:10]) + more,
+            )  # fmt: skip

@@ -21,6 +21,8 @@ from geoseg.cli.app import AT_LEAST_ONE, FiniteRange, cli, dask_options, progres
 @click.option("--aoi", type=click.Path(dir_okay=False, path_type=str),
               help="Polygon layer: one transition table per feature.")  # fmt: skip
 @click.option("--aoi-field", help="AOI attribute naming each feature (default: its number).")
+@click.option("--aoi-crs", help="The AOI's CRS when its file declares none (or a wrong one), "
+              "e.g. EPSG:32633; 'raster': the maps' CRS.")  # fmt: skip
 @click.option("--samples-se", type=FiniteRange(min=0, max=1, min_open=True, max_open=True),
               help="Write samples.gpkg for this SE of overall accuracy, e.g. 0.01.")  # fmt: skip
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=str),

@@ -25,7 +25,7 @@ from geoseg.models.registry import TASKS, architectures, task_kind, training_tas
 
 _TRAIN_OPTIONS = (
     "task", "arch", "encoder", "epochs", "steps_per_epoch", "batch_size", "window", "margin", "lr",
-    "seed", "device", "resume", "overwrite", "class_field",
+    "seed", "device", "resume", "overwrite", "class_field", "labels_crs",
 )  # fmt: skip
 #: What ``geoseg evaluate`` may write into its folder (semantic/change, instance tasks).
 _EVALUATE_FILES = (
@@ -51,6 +51,8 @@ _EVALUATE_FILES = (
               "layers (GPKG, GeoJSON).")  # fmt: skip
 @click.option("--class-field", help="instance, panoptic: polygon attribute with each feature's "
               "class id or name (default: the schema's one is_thing class).")  # fmt: skip
+@click.option("--labels-crs", help="Polygon labels' CRS when their file declares none (or a "
+              "wrong one), e.g. EPSG:32633; 'raster': the image's CRS.")  # fmt: skip
 @click.option("--arch", type=click.Choice(architectures(), case_sensitive=False), default="unet",
               show_default=True, help="Architecture (`geoseg models` lists them by family); "
               "with --task panoptic the body of a Panoptic-DeepLab; --task instance --arch "
@@ -110,6 +112,8 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
 @click.option("--prediction", type=click.Path(dir_okay=False, path_type=str),
               help="Instance/panoptic: score this COG (instead of -m and --image).")  # fmt: skip
 @click.option("--class-field", help="Polygon reference: field with each feature's class.")
+@click.option("--labels-crs", help="Polygon reference's CRS when its file declares none (or a "
+              "wrong one), e.g. EPSG:32633; 'raster': the prediction's CRS.")  # fmt: skip
 @click.option("--classes", help="Score in these classes (classes.yaml) instead of the model's.")
 @click.option("--map-reference", help="Reference value -> class id, e.g. 2=1,3=1,8=3.")
 @click.option("--map-prediction", help="Model class id -> class id, e.g. 2=1,3=1.")
@@ -127,7 +131,7 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
 def evaluate(model: str | None, image: str | None, labels: str, output: Path,
              classes: str | None, map_reference: str | None, map_prediction: str | None,
              task: str | None, bands: str | None, prediction: str | None,
-             class_field: str | None, **kw: Any) -> None:  # fmt: skip
+             class_field: str | None, labels_crs: str | None, **kw: Any) -> None:  # fmt: skip
     """Score MODEL on a labelled raster (mIoU, F1, kappa, confusion matrix).
 
     A change model (trained with --task change) is scored on the stacked dates
@@ -147,8 +151,12 @@ def evaluate(model: str | None, image: str | None, labels: str, output: Path,
     selection, roles = parse_bands(bands)
     opts = PredictOptions(bands=selection, band_roles=roles, **kw)
     if task in INSTANCE_TASKS:
-        _evaluate_instances(model, image, labels, output, prediction, class_field, task, opts)
+        _evaluate_instances(
+            model, image, labels, output, prediction, class_field, task, opts, labels_crs
+        )
         return
+    if labels_crs is not None:
+        raise click.UsageError("--labels-crs applies to a polygon reference (instance tasks)")
     if model is None or image is None:
         raise click.UsageError("give -m MODEL and --image IMAGE (--prediction: instance tasks)")
     schema = load_class_schema(classes) if classes else None
@@ -181,17 +189,20 @@ def evaluate(model: str | None, image: str | None, labels: str, output: Path,
 
 def _evaluate_instances(
     model: str | None, image: str | None, labels: str, output: Path, prediction: str | None,
-    class_field: str | None, task: str, opts: Any,
+    class_field: str | None, task: str, opts: Any, labels_crs: str | None,
 ) -> None:  # fmt: skip
     """``evaluate --task instance|panoptic``: AP50 and PQ per class."""
     from geoseg.pipelines.evaluate_instances import evaluate_instance_model, score_instances
 
     if prediction is not None:
         result = score_instances(
-            prediction, labels, output, task, class_field, opts.overwrite, opts.chunk
-        )
+            prediction, labels, output, task, class_field, opts.overwrite, opts.chunk,
+            labels_crs=labels_crs,
+        )  # fmt: skip
     elif model is not None and image is not None:
-        result = evaluate_instance_model(model, image, labels, output, opts, task, class_field)
+        result = evaluate_instance_model(
+            model, image, labels, output, opts, task, class_field, labels_crs
+        )
     else:
         raise click.UsageError("give -m MODEL and --image IMAGE, or --prediction")
     q = result.quality
@@ -220,9 +231,8 @@ def models(checkpoints: Sequence[str]) -> None:
 @cli.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=str))
 def info(path: str) -> None:
-    """Describe a raster (georeferencing, bands, classes) or a checkpoint."""
-    from geoseg.pipelines.describe import describe_checkpoint, describe_raster
+    """Describe a raster (georeferencing, bands, classes), a vector file or a checkpoint."""
+    from geoseg.pipelines.describe import describe_file
 
-    lines = describe_checkpoint(path) if path.endswith(".safetensors") else describe_raster(path)
-    for line in lines:
+    for line in describe_file(path):
         click.echo(line)

@@ -27,12 +27,13 @@ import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
+from rasterio.transform import array_bounds
 from rasterio.windows import Window
 
 from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.atomic import atomic_output, check_output_path, temporary_sibling
 from geoseg.io.labels import CLASSES_TAG
-from geoseg.io.vectors import read_vectors
+from geoseg.io.vectors_crs import read_layer_on_grid
 from geoseg.types import NODATA_LABEL, ClassSchema
 
 #: Tag of an instance COG: JSON list, the detection score of id ``i`` at index ``i``.
@@ -307,6 +308,7 @@ def polygon_instance_reader(
     schema: ClassSchema,
     class_field: str | None = None,
     default_class: int | None = None,
+    labels_crs: str | None = None,
 ) -> Iterator[Callable[[tuple[slice, slice]], InstanceBlock]]:
     """A polygon layer (GPKG, GeoJSON, ...) as an instance map on a raster grid.
 
@@ -321,18 +323,18 @@ def polygon_instance_reader(
         class_field: attribute holding each feature's class (name or id); default
             ``"class"`` if the layer has it, else ``default_class``.
         default_class: class of every feature without a class field.
+        labels_crs: the layer's CRS when its file declares none (or a wrong one);
+            ``"raster"``: the grid's (see :mod:`geoseg.io.vectors_crs`).
 
     Raises:
-        GeosegError: missing file or field, unknown class, no CRS.
+        GeosegError: missing file or field, unknown class, no usable CRS.
     """
     import rasterio.features
     import shapely
     from rasterio.windows import bounds as window_bounds
 
-    frame = read_vectors(path)
-    if frame.crs is None:
-        raise GeosegError(f"{path}: the layer has no CRS; set one (ogr2ogr -a_srs EPSG:...)")
-    frame = frame.to_crs(crs)
+    bounds = array_bounds(height, width, transform)
+    frame = read_layer_on_grid(path, crs, bounds, labels_crs, "--labels-crs")
     classes = _feature_classes(frame, os.fspath(path), schema, class_field, default_class)
     lut = np.concatenate([[NODATA_LABEL], classes])
     geoms = np.asarray(frame.geometry.values)

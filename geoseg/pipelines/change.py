@@ -42,7 +42,7 @@ from geoseg.io.cog import cog_grid, stored_chunks, tile_store
 from geoseg.io.labels import LabelMeta, label_cog_from_chunks, label_cog_writer
 from geoseg.io.outputs import OutputRun, output_run
 from geoseg.io.parts import parts_folder
-from geoseg.io.vectors import read_vectors
+from geoseg.io.vectors_crs import read_input_layer
 from geoseg.pipelines.change_accuracy import read_reference, write_accuracy, write_samples
 from geoseg.pipelines.change_outputs import (
     write_change_polygons,
@@ -87,6 +87,8 @@ class ChangeOptions:
         aoi: polygon layer; adds ``transitions_by_aoi.csv`` with one table per feature
             (reprojected to the map CRS; invalid geometries made valid with a warning).
         aoi_field: AOI attribute naming each feature (default: its number).
+        aoi_crs: the AOI's CRS, when the file declares none or the wrong one
+            (``"raster"``: the maps' CRS); see :mod:`geoseg.io.vectors_crs`.
         samples_se: write ``samples.gpkg``, a stratified random sample of change.tif's
             codes sized for this standard error of overall accuracy (Olofsson et al.
             2014, eq. 13; expected user's accuracy 0.9 for unchanged, 0.7 for change
@@ -105,6 +107,7 @@ class ChangeOptions:
     mmu_ha: float | None = None
     aoi: str | None = None
     aoi_field: str | None = None
+    aoi_crs: str | None = None
     samples_se: float | None = None
     reference: str | None = None
 
@@ -297,6 +300,8 @@ def _report(
     matrix = totals.matrix(aligned.schema.names)
     unknown = tuple(find_unknown_values(aligned, opts.scheduler, opts.workers))
     warn_unknown_values(unknown, aligned.schema.ids)
+    if zones is not None:
+        zones.warn_empty(opts.aoi or "")
     write_change_polygons(paths["change.tif"], paths["change.gpkg"], aligned.schema, opts)
     write_tables(matrix, aligned, paths, opts, unknown)
     if zones is not None:
@@ -313,7 +318,8 @@ def _report(
 def _zones(aligned: AlignedMaps, opts: ChangeOptions) -> ZoneMasker | None:
     if opts.aoi is None:
         return None
-    names, geoms = prepare_aoi(read_vectors(opts.aoi), aligned.crs, opts.aoi_field, opts.aoi)
+    layer = read_input_layer(opts.aoi, opts.aoi_crs, aligned.crs, "--aoi-crs")
+    names, geoms = prepare_aoi(layer, aligned.crs, opts.aoi_field, opts.aoi)
     totals = TransitionSink(
         aligned.schema.ids,
         aligned.crs,

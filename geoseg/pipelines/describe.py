@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import os
 
+import pyproj
 import rasterio
 
 from geoseg.errors import InputNotFoundError
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.labels import read_class_schema
+from geoseg.io.probe import file_kind
 from geoseg.io.raster import open_scene
+from geoseg.io.vectors_crs import LONLAT
+from geoseg.io.vectors_info import vector_layers
 from geoseg.models.registry import checkpoint_family, families
 from geoseg.types import ClassSchema
 
-__all__ = ["describe_checkpoint", "describe_models", "describe_raster"]
+__all__ = [
+    "describe_checkpoint",
+    "describe_file",
+    "describe_models",
+    "describe_raster",
+    "describe_vector",
+]
 
 
 def _classes(schema: ClassSchema) -> list[str]:
@@ -76,3 +86,39 @@ def _has_crs(path: str | os.PathLike[str]) -> bool:
 
 def _no_crs(path: str | os.PathLike[str]) -> bool:
     return not _has_crs(path)
+
+
+def _crs_text(crs: pyproj.CRS | None) -> str:
+    if crs is None:
+        return f"none declared (read as {LONLAT} only if the coordinates fit lon/lat)"
+    code = crs.to_epsg()
+    return f"EPSG:{code} ({crs.name})" if code else crs.name
+
+
+def describe_vector(path: str | os.PathLike[str]) -> list[str]:
+    """Each layer's geometry type, feature count, CRS, bounds and fields (as ``ogrinfo -so``)."""
+    layers = vector_layers(path)
+    lines = [f"{path}", f"  {len(layers)} layer(s)"]
+    for layer in layers:
+        fields = ", ".join(f"{name} ({dtype})" for name, dtype in layer.fields)
+        lines += [
+            f"  layer {layer.name}: {layer.geometry_type or 'no geometry'}, "
+            f"{layer.features} feature(s)",
+            f"    crs: {_crs_text(layer.crs)}",
+            f"    bounds: {', '.join(f'{v:.10g}' for v in layer.bounds)}",
+            f"    fields: {fields or 'none'}",
+        ]
+    return lines
+
+
+def describe_file(path: str | os.PathLike[str]) -> list[str]:
+    """:func:`describe_checkpoint`, :func:`describe_raster` or :func:`describe_vector`.
+
+    Raises:
+        InputNotFoundError: no such file.
+        UnknownFileError: the file is none of the three kinds.
+    """
+    kind = file_kind(path)
+    if kind == "checkpoint":
+        return describe_checkpoint(path)
+    return describe_raster(path) if kind == "raster" else describe_vector(path)

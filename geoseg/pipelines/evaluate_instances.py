@@ -114,8 +114,9 @@ def _default_thing(schema: ClassSchema) -> int | None:
 
 @contextlib.contextmanager
 def _reference_reader(
-    reference: str, prediction: str, schema: ClassSchema, class_field: str | None
-) -> Iterator[Callable[[tuple[slice, slice]], InstanceBlock]]:
+    reference: str, prediction: str, schema: ClassSchema, class_field: str | None,
+    labels_crs: str | None = None,
+) -> Iterator[Callable[[tuple[slice, slice]], InstanceBlock]]:  # fmt: skip
     with rasterio.open(prediction) as src:
         grid: dict[str, Any] = {
             "height": src.height, "width": src.width, "crs": src.crs, "transform": src.transform,
@@ -123,12 +124,15 @@ def _reference_reader(
     thing = _default_thing(schema)
     if Path(reference).suffix.lower() in _VECTOR_SUFFIXES:
         with polygon_instance_reader(
-            reference, **grid, schema=schema, class_field=class_field, default_class=thing
-        ) as read:
+            reference, **grid, schema=schema, class_field=class_field, default_class=thing,
+            labels_crs=labels_crs,
+        ) as read:  # fmt: skip
             yield read
     else:
-        if class_field is not None:
-            raise GeosegError("--class-field applies to a polygon reference, not a raster")
+        if class_field is not None or labels_crs is not None:
+            raise GeosegError(
+                "--class-field and --labels-crs apply to a polygon reference, not a raster"
+            )
         with instance_raster_reader(reference, grid["height"], grid["width"], thing) as read:
             yield read
 
@@ -141,7 +145,7 @@ def _only(classes: np.ndarray, ids: np.ndarray, keep: set[int]) -> tuple[np.ndar
 
 def _overlaps(
     prediction: str, reference: str, schema: ClassSchema, task: str,
-    class_field: str | None, chunk: int,
+    class_field: str | None, chunk: int, labels_crs: str | None = None,
 ) -> SegmentOverlaps:  # fmt: skip
     """Segment counts summed over ``chunk x chunk`` blocks of the two maps."""
     things = [c.id for c in schema.classes if c.is_thing]
@@ -149,7 +153,7 @@ def _overlaps(
     total = SegmentOverlaps()
     with (
         rasterio.open(prediction) as src,
-        _reference_reader(reference, prediction, schema, class_field) as ref,
+        _reference_reader(reference, prediction, schema, class_field, labels_crs) as ref,
         instance_raster_reader(prediction, src.height, src.width) as pred,
     ):
         for y0 in range(0, src.height, chunk):
@@ -175,6 +179,7 @@ def score_instances(
     overwrite: bool = False,
     chunk: int = 1024,
     extra: dict[str, Any] | None = None,
+    labels_crs: str | None = None,
 ) -> InstanceEvaluation:
     """AP50 and PQ/SQ/RQ of an instance or panoptic raster; writes ``metrics.json``.
 
@@ -191,6 +196,8 @@ def score_instances(
         overwrite: replace an existing ``metrics.json``.
         chunk: block side in px.
         extra: more entries for ``metrics.json``.
+        labels_crs: a polygon reference's CRS when its file declares none (or a
+            wrong one); ``"raster"``: the prediction's (:mod:`geoseg.io.vectors_crs`).
 
     Raises:
         GeosegError: unknown task, no class schema, maps on different grids, or
@@ -207,7 +214,7 @@ def score_instances(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_output_path(out / "metrics.json", overwrite)
-    ov = _overlaps(pred_path, ref_path, schema, task, class_field, chunk)
+    ov = _overlaps(pred_path, ref_path, schema, task, class_field, chunk, labels_crs)
     quality, ap50 = panoptic_quality(ov), average_precision_50(ov, _scores(pred_path, ov))
     result = InstanceEvaluation(task, quality, ap50, schema, ())
     report = {
@@ -252,6 +259,7 @@ def evaluate_instance_model(
     options: PredictOptions | None = None,
     task: str = "instance",
     class_field: str | None = None,
+    labels_crs: str | None = None,
 ) -> InstanceEvaluation:
     """Run an ``instance`` checkpoint on ``image``, then :func:`score_instances`.
 
@@ -268,7 +276,7 @@ def evaluate_instance_model(
         predict_panoptic(image, model, pred, opts)
     extra = {"model": Path(model).name, "image": Path(image).name}
     result = score_instances(
-        pred, reference, out, task, class_field, opts.overwrite, opts.chunk, extra
+        pred, reference, out, task, class_field, opts.overwrite, opts.chunk, extra, labels_crs
     )
     return InstanceEvaluation(
         result.task, result.quality, result.ap50, result.schema, (pred, *result.files)

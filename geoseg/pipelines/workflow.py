@@ -18,6 +18,7 @@ write outside the folder it is run in.
       to: [cultivated land, grassland, shrubland, artificial surface]
     aoi: sample_data/districts.gpkg   # optional polygon layer: tables per feature
     aoi_field: name               # its attribute naming each feature (default: number)
+    aoi_crs: EPSG:32633           # the AOI's CRS if its file declares none ("raster": the maps')
     predict: {chunk: 1024}        # any PredictOptions field
     change: {mmu_ha: 0.5}         # any ChangeOptions field
 
@@ -87,6 +88,7 @@ class Workflow:
     focus: Focus | None = None
     aoi: Path | None = None
     aoi_field: str | None = None
+    aoi_crs: str | None = None
     predict: Mapping[str, Any] = field(default_factory=dict)
     change: Mapping[str, Any] = field(default_factory=dict)
 
@@ -120,7 +122,7 @@ def _version(value: Any, where: str) -> int:
 _SCHEMA: dict[str, Check] = {
     "version": _version, "name": text(), "scenes": texts(2, "a path", "scene paths"),
     "model": text(), "output": text(), "focus": _focus, "aoi": text(), "aoi_field": text(),
-    "predict": _options(PREDICT_OPTIONS), "change": _options(CHANGE_OPTIONS),
+    "aoi_crs": text(), "predict": _options(PREDICT_OPTIONS), "change": _options(CHANGE_OPTIONS),
 }  # fmt: skip
 
 
@@ -172,8 +174,9 @@ def _parse(p: Path, root: Path, raw: Any) -> Workflow:
     if not isinstance(raw, dict):
         raise ConfigError(f"expected a mapping with scenes, model and output, got {raw!r:.60}")
     v = check_mapping(raw, _SCHEMA, "", required=("scenes", "model", "output"))
-    if v.get("aoi_field") is not None and v.get("aoi") is None:
-        raise ConfigError("aoi_field is given without aoi; add the AOI polygon layer")
+    for key in ("aoi_field", "aoi_crs"):
+        if v.get(key) is not None and v.get("aoi") is None:
+            raise ConfigError(f"{key} is given without aoi; add the AOI polygon layer")
     scenes = tuple(_input(root, s, f"scenes[{i}]") for i, s in enumerate(v["scenes"]))
     model = (
         v["model"] if weights_free_family(v["model"]) else str(_input(root, v["model"], "model"))
@@ -188,7 +191,8 @@ def _parse(p: Path, root: Path, raw: Any) -> Workflow:
         path=p, name=v.get("name", p.stem), scenes=scenes, model=model,
         output=_inside(root, v["output"], "output"), focus=focus,
         aoi=_input(root, v["aoi"], "aoi") if "aoi" in v else None,
-        aoi_field=v.get("aoi_field"), predict=v.get("predict", {}), change=v.get("change", {}),
+        aoi_field=v.get("aoi_field"), aoi_crs=v.get("aoi_crs"), predict=v.get("predict", {}),
+        change=v.get("change", {}),
     )  # fmt: skip
 
 
@@ -333,7 +337,7 @@ def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowRe
     for i, scene in enumerate(wf.scenes):
         out = wf.output / f"map_{i + 1}_{scene.stem}.tif"
         maps.append(predict_scene(scene, wf.model, out, popts, progress).output)
-    aoi = {"aoi": str(wf.aoi), "aoi_field": wf.aoi_field} if wf.aoi else {}
+    aoi = {"aoi": str(wf.aoi), "aoi_field": wf.aoi_field, "aoi_crs": wf.aoi_crs} if wf.aoi else {}
     copts = ChangeOptions(**{**dict(wf.change), **aoi, "overwrite": overwrite})
     result = change_report(maps, wf.output / "report", copts, progress, wf.focus)
     table = wf.output / "report" / "transitions_by_aoi.csv" if wf.aoi else None

@@ -52,6 +52,8 @@ class TrainConfig:
             :mod:`geoseg.training.panoptic`).
         class_field: instance and panoptic tasks: the polygon attribute holding each feature's
             class id or name (default: every polygon is the schema's one object class).
+        labels_crs: polygon labels' CRS when their file declares none (or a wrong one);
+            ``"raster"``: each image's CRS (see :mod:`geoseg.io.vectors_crs`).
     """
 
     images: tuple[str, ...]
@@ -80,6 +82,7 @@ class TrainConfig:
     provenance: Mapping[str, Any] = field(default_factory=dict)
     task: str = "semantic"
     class_field: str | None = None
+    labels_crs: str | None = None
 
     def __post_init__(self) -> None:
         if self.task not in training_tasks():
@@ -90,6 +93,11 @@ class TrainConfig:
             raise GeosegError("give one --labels raster for each --image (in the same order)")
         if len(self.val_images) != len(self.val_labels):
             raise GeosegError("give one --val-labels raster for each --val-image")
+        if self.labels_crs is not None and self.task not in ("instance", "panoptic"):
+            raise GeosegError(
+                "--labels-crs applies to polygon labels (--task instance or panoptic); "
+                f"--task {self.task} labels are rasters, which carry their own CRS"
+            )
         if self.epochs < 1 or self.steps_per_epoch < 1 or self.batch_size < 1:
             raise GeosegError("epochs, steps per epoch and batch size must be at least 1")
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rasterio.features import rasterize
+from rasterio.transform import array_bounds
 from torch import nn
 
 from geoseg.errors import GeosegError, InvalidRasterError
@@ -43,7 +44,7 @@ from geoseg.io.training_data import (
     read_labelled_raster,
     read_labels_on_grid,
 )
-from geoseg.io.vectors import read_vectors
+from geoseg.io.vectors_crs import read_layer_on_grid
 from geoseg.models.registry import window_multiple
 from geoseg.stitching.protocol import InstancePredictor
 from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta
@@ -123,6 +124,7 @@ def read_instance_ids(
     image_path: str | os.PathLike[str],
     schema: ClassSchema,
     class_field: str | None = None,
+    labels_crs: str | None = None,
 ) -> tuple[np.ndarray, dict[int, int], np.ndarray]:
     """Instance ids of an id raster or a polygon layer, on the image grid.
 
@@ -132,6 +134,8 @@ def read_instance_ids(
         schema: classes; see :func:`_split_schema`.
         class_field: polygon attribute holding the class id or name (default:
             the schema's single object class; id rasters always use that).
+        labels_crs: the polygon layer's CRS when its file declares none (or a
+            wrong one); ``"raster"``: the image's (see :mod:`geoseg.io.vectors_crs`).
 
     Returns:
         ``ids (H, W) uint32``, ``{id: class id}`` and ``labelled (H, W) bool``.
@@ -139,13 +143,11 @@ def read_instance_ids(
     label_path, image_path = os.fspath(label_path), os.fspath(image_path)
     if Path(label_path).suffix.lower() in _VECTOR_SUFFIXES:
         scene = open_scene(image_path)
-        frame = read_vectors(label_path)
-        if frame.crs is None:
-            raise GeosegError(f"{label_path}: the layer has no CRS; set one (e.g. ogr2ogr -a_srs)")
-        classes = _feature_classes(frame, schema, class_field, label_path)
-        frame = frame.to_crs(scene.crs)
-        shapes = [(g, i + 1) for i, g in enumerate(frame.geometry) if g is not None]
         shape = (scene.height, scene.width)
+        bounds = array_bounds(*shape, scene.transform)
+        frame = read_layer_on_grid(label_path, scene.crs, bounds, labels_crs, "--labels-crs")
+        classes = _feature_classes(frame, schema, class_field, label_path)
+        shapes = [(g, i + 1) for i, g in enumerate(frame.geometry) if g is not None]
         ids = (
             rasterize(shapes, out_shape=shape, transform=scene.transform, fill=0, dtype="uint32")
             if shapes
@@ -174,9 +176,12 @@ def read_instance_raster(
     bands: Sequence[str] | None,
     schema: ClassSchema,
     class_field: str | None = None,
+    labels_crs: str | None = None,
 ) -> InstanceRaster:
     """An image with its instance labels (see :func:`read_instance_ids`) in memory."""
-    ids, id_class, labelled = read_instance_ids(label_path, image_path, schema, class_field)
+    ids, id_class, labelled = read_instance_ids(
+        label_path, image_path, schema, class_field, labels_crs
+    )
     # A polygon layer is no raster: the image stands in as the label raster and
     # its labels are replaced by the ids' classes below.
     is_raster = Path(os.fspath(label_path)).suffix.lower() not in _VECTOR_SUFFIXES

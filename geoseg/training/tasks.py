@@ -101,7 +101,8 @@ def read_instances(
     cfg: TrainConfig, **meta_changes: Any
 ) -> tuple[list[LabelledRaster], list[LabelledRaster], ModelMeta]:
     """Training and validation :class:`InstanceRaster` objects and the checkpoint metadata."""
-    read = partial(read_instance_raster, schema=cfg.classes, class_field=cfg.class_field)
+    read = partial(read_instance_raster, schema=cfg.classes, class_field=cfg.class_field,
+                   labels_crs=cfg.labels_crs)  # fmt: skip
     train = load_rasters(cfg.images, cfg.labels, cfg, read)
     val = load_rasters(cfg.val_images, cfg.val_labels, cfg, read) if cfg.val_images else []
     meta = model_meta(

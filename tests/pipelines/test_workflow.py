@@ -144,7 +144,10 @@ HEAD = "scenes: [a.tif, b.tif]\nmodel: spectral\n"
 @pytest.mark.parametrize(
     ("text", "words"),
     [
-        (HEAD + "output: out\ncolour: red\n", "unknown key 'colour'; valid keys: aoi, aoi_field"),
+        (
+            HEAD + "output: out\ncolour: red\n",
+            "unknown key 'colour'; valid keys: aoi, aoi_crs, aoi_field",
+        ),
         ("scenes: [a.tif, ../../b.tif]\nmodel: spectral\noutput: out\n", "leaves the run folder"),
         (HEAD + "output: /tmp/x\n", "leaves the run folder"),
         (HEAD + "output: out\npredict: {windw: 3}\n", "predict: unknown key 'windw'"),
@@ -176,7 +179,7 @@ def test_schema_names_every_option_a_workflow_may_set() -> None:
     """A new PredictOptions/ChangeOptions field must be added to the schema (or excluded)."""
     predict = {f.name for f in dataclasses.fields(PredictOptions)} - {"overwrite", "preview"}
     change = {f.name for f in dataclasses.fields(ChangeOptions)} - {
-        "overwrite", "aoi", "aoi_field", "reference",
+        "overwrite", "aoi", "aoi_field", "aoi_crs", "reference",
     }  # fmt: skip
     assert set(PREDICT_OPTIONS) == predict
     assert set(CHANGE_OPTIONS) == change
