@@ -188,8 +188,11 @@ def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> 
     for key in _PATH_LISTS:
         values[key] = tuple(values.get(key, ()))
     for key in ("bands", "encoder_bands"):
-        if values.get(key) is not None:
-            values[key] = tuple(str(b) for b in values[key])
+        names = values.get(key)
+        if isinstance(names, str):  # "B02,B03" in YAML, as on the command line
+            names = names.split(",")
+        if names is not None:
+            values[key] = tuple(str(b).strip() for b in names)
     if "output" not in values:
         raise GeosegError("no output: pass -o model.safetensors")
     return TrainConfig(**values)

@@ -25,6 +25,7 @@ from geoseg.io.state_dicts import StateDict, read_state_dict
 from geoseg.models.encoder_weights import load_encoder_weights
 from geoseg.models.registry import build_model
 from geoseg.synthetic import TRUTH_SCHEMA, write_sample_data
+from geoseg.training import load_train_config
 from geoseg.types import ModelMeta, Normalization
 from tests.conftest import TINY_BANDS, TINY_SCHEMA
 
@@ -279,6 +280,22 @@ def test_bad_weights_files_are_refused_without_running_them(case: str, tmp_path:
         read_state_dict(path)
     assert str(path) in str(err.value) and phrase in str(err.value)
     assert not marker.exists(), "reading the file ran code from it"
+
+
+def test_a_config_file_names_the_weights_relative_to_itself_and_bands_as_text(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "cfg").mkdir()
+    config = tmp_path / "cfg" / "train.yaml"
+    config.write_text(yaml.safe_dump({
+        "images": ["a.tif"], "labels": ["a_lc.tif"], "classes": TRUTH_SCHEMA.to_json(),
+        "output": "m.safetensors", "encoder_weights": "w/backbone.pth",
+        "encoder_bands": "B01, B02,B03", "bands": "B02,B03",
+    }))  # fmt: skip
+    cfg = load_train_config(config)
+    assert cfg.encoder_weights == str(tmp_path / "cfg" / "w" / "backbone.pth")
+    assert cfg.encoder_bands == ("B01", "B02", "B03")
+    assert cfg.bands == ("B02", "B03")
 
 
 @pytest.fixture(scope="module")
