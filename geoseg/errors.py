@@ -13,6 +13,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DiskFullError",
+    "EncoderWeightsError",
     "GeosegError",
     "InputNotFoundError",
     "InvalidRasterError",
@@ -56,6 +57,10 @@ class CheckpointError(GeosegError, ValueError):
 
 class ConfigError(GeosegError, ValueError):
     """A workflow, training config or class file is not valid (YAML, keys, types, values)."""
+
+
+class EncoderWeightsError(GeosegError, ValueError):
+    """Weights given to start an encoder do not fit it (architecture, keys, bands)."""
 
 
 class UnknownModelError(GeosegError, KeyError):

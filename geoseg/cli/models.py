@@ -64,6 +64,14 @@ _EVALUATE_FILES = (
     help="Encoder; for maskrcnn its ResNet backbone (resnet18 ... resnet101).",
 )
 @click.option("--bands", help="Band numbers or names to train on (default: all).")
+@click.option(
+    "--encoder-weights",
+    type=click.Path(dir_okay=False),
+    help="Start the encoder from this state dict (.pth read with torch.load "
+    "weights_only=True, never unpickled; .safetensors; a geoseg checkpoint).",
+)
+@click.option("--encoder-bands", help="Bands the --encoder-weights were trained on, in order "
+              "(e.g. B01,...,B12): the scene's bands are picked by name.")  # fmt: skip
 @click.option("--epochs", type=AT_LEAST_ONE, default=30, show_default=True)
 @click.option("--steps-per-epoch", type=AT_LEAST_ONE, default=50, show_default=True)
 @click.option("--batch-size", type=AT_LEAST_ONE, default=16, show_default=True)
@@ -78,14 +86,16 @@ _EVALUATE_FILES = (
 def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
           val_images: tuple[str, ...], val_labels: tuple[str, ...], classes: str | None,
           output: str | None, config: str | None, bands: str | None, chips: str | None,
-          val_chips: str | None, **_: Any) -> None:  # fmt: skip
+          val_chips: str | None, encoder_weights: str | None, encoder_bands: str | None,
+          **_: Any) -> None:  # fmt: skip
     """Train a segmentation model on labelled rasters (or polygons, for instance/panoptic)."""
     from geoseg.training import load_train_config, train_model
 
     given = {"images": images or None, "labels": labels or None, "val_images": val_images or None,
              "val_labels": val_labels or None, "classes": classes, "output": output,
              "bands": bands.split(",") if bands else None, "chips": chips,
-             "val_chips": val_chips}  # fmt: skip
+             "val_chips": val_chips, "encoder_weights": encoder_weights,
+             "encoder_bands": encoder_bands.split(",") if encoder_bands else None}  # fmt: skip
     cfg = load_train_config(config, **given, **explicit(ctx, _TRAIN_OPTIONS))
 
     score = task_kind(cfg.task).metric

@@ -1,7 +1,9 @@
 """Read and write geoseg checkpoints: one ``.safetensors`` file with JSON metadata.
 
-Model files are never unpickled: ``torch.load`` is not used on user files, and a
+Model files are never unpickled: ``torch.load`` is not used on checkpoints, and a
 pickle or zip renamed ``.safetensors`` is refused before anything is executed.
+(Foreign weights for ``geoseg train --encoder-weights`` are read by
+:mod:`geoseg.io.state_dicts`, with ``torch.load(weights_only=True)`` only.)
 """
 
 from __future__ import annotations

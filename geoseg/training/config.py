@@ -54,6 +54,11 @@ class TrainConfig:
             class id or name (default: every polygon is the schema's one object class).
         labels_crs: polygon labels' CRS when their file declares none (or a wrong one);
             ``"raster"``: each image's CRS (see :mod:`geoseg.io.vectors_crs`).
+        encoder_weights: a state dict (``.pth`` read with ``weights_only=True``,
+            ``.safetensors``, or a geoseg checkpoint) to start the encoder from; see
+            :mod:`geoseg.models.encoder_weights` for the key and band rules.
+        encoder_bands: names of the bands ``encoder_weights`` was trained on, in its
+            input order (default: what the file says, if anything).
     """
 
     images: tuple[str, ...]
@@ -83,6 +88,8 @@ class TrainConfig:
     task: str = "semantic"
     class_field: str | None = None
     labels_crs: str | None = None
+    encoder_weights: str | None = None
+    encoder_bands: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in training_tasks():
@@ -163,8 +170,9 @@ def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> 
                 values[key] = tuple(str(base / v) for v in raw[key])
         if isinstance(raw.get("classes"), str):
             values["classes"] = str(base / raw["classes"])
-        if isinstance(raw.get("output"), str):
-            values["output"] = str(base / raw["output"])
+        for key in ("output", "encoder_weights"):
+            if isinstance(raw.get(key), str):
+                values[key] = str(base / raw[key])
         for key in ("chips", "val_chips"):
             if isinstance(raw.get(key), str):
                 values[key] = str(base / raw[key])
@@ -187,8 +195,12 @@ def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> 
     )  # fmt: skip
     for key in _PATH_LISTS:
         values[key] = tuple(values.get(key, ()))
-    if values.get("bands") is not None:
-        values["bands"] = tuple(str(b) for b in values["bands"])
+    for key in ("bands", "encoder_bands"):
+        names = values.get(key)
+        if isinstance(names, str):  # "B02,B03" in YAML, as on the command line
+            names = names.split(",")
+        if names is not None:
+            values[key] = tuple(str(b).strip() for b in names)
     if "output" not in values:
         raise GeosegError("no output: pass -o model.safetensors")
     return TrainConfig(**values)

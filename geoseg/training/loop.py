@@ -23,6 +23,8 @@ from torch import nn
 
 from geoseg.errors import GeosegError, OutputExistsError
 from geoseg.io.checkpoint import save_checkpoint
+from geoseg.io.state_dicts import read_state_dict
+from geoseg.models.encoder_weights import load_encoder_weights
 from geoseg.models.registry import window_multiple
 from geoseg.models.runtime import TorchPredictor, resolve_device
 from geoseg.training.config import TrainConfig
@@ -112,8 +114,21 @@ def train_model(
         cfg.min_labelled, ids,
     )  # fmt: skip
     model = objective.build()
+    meta = _start_encoder(cfg, model, meta)
     model.to(device).train()
     return _fit(cfg, meta, model, sampler, objective, device, rng, out, progress)
+
+
+def _start_encoder(cfg: TrainConfig, model: nn.Module, meta: ModelMeta) -> ModelMeta:
+    """Load ``cfg.encoder_weights`` into the model's encoder; the metadata records the file."""
+    if not cfg.encoder_weights:
+        return meta
+    source = load_encoder_weights(
+        model, read_state_dict(cfg.encoder_weights), cfg.encoder, meta.bands, cfg.encoder_bands
+    )
+    log.info("encoder started from %s (%s)", cfg.encoder_weights, source["first_conv"])
+    provenance = {**meta.provenance, "encoder_weights": source}
+    return dataclasses.replace(meta, provenance=provenance)
 
 
 def _fit(
