@@ -51,6 +51,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "geoseg.models.families.bottom_up",
     "geoseg.models.families.maskrcnn",
     "geoseg.models.families.panoptic",
+    "geoseg.models.families.transformers",
 )
 
 #: Name of the weights-free band-index model (``-m spectral``).

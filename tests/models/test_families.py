@@ -28,6 +28,7 @@ from geoseg.pipelines.predict import PredictOptions, predict_scene
 from geoseg.stitching import InstancePredictor
 from geoseg.types import MODEL_TASKS, ClassInfo, ClassSchema, ModelMeta, Normalization
 from tests.conftest import TINY_BANDS, textured_scene, write_raster
+from tests.models.hf_folders import SEGFORMER, labelled
 
 THINGS = ClassSchema(
     (ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "building", (200, 0, 0), is_thing=True))
@@ -45,6 +46,8 @@ TINY: dict[str, tuple[str, str, str, ClassSchema, dict[str, Any]]] = {
                  {"fpn_channels": 16, "representation_size": 32}),
     "panoptic-deeplab": ("panoptic", "panoptic-deeplab", "resnet18", THINGS,
                          {"body": "unet", **SMALL_UNET}),
+    "transformers": ("semantic", "hf-segformer", "SegformerForSemanticSegmentation", CLASSES,
+                     {"hf_config": labelled(SEGFORMER, ["forest", "water"], channels=4)}),
 }  # fmt: skip
 
 WINDOW, MARGIN = 64, 8

@@ -1,0 +1,70 @@
+"""``geoseg import``: bring a model from elsewhere in as a geoseg checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from geoseg.cli.app import cli
+from geoseg.errors import GeosegError
+from geoseg.types import parse_band_list
+
+
+def _numbers(text: str | None, option: str) -> tuple[float, ...] | None:
+    """``"0.27,0.25"`` -> ``(0.27, 0.25)``; a bad item is a one-line geoseg error."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in parse_band_list(text) or ())
+    except ValueError:
+        raise GeosegError(f"{option} {text!r}: expected numbers separated by commas") from None
+
+
+@cli.command("import")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Checkpoint to write (.safetensors).")  # fmt: skip
+@click.option("--bands", required=True,
+              help="Scene band of each input channel, in order (RGB models: red, green, blue "
+              "first, e.g. B04,B03,B02,B08).")  # fmt: skip
+@click.option("--classes", type=click.Path(dir_okay=False, path_type=str),
+              help="classes.yaml: one {id, name, colour} per model output, in order "
+              "[default: the model's id2label].")  # fmt: skip
+@click.option("--window", type=int, help="Window side in px [the preprocessor's size, else 256].")
+@click.option("--margin", type=int, help="Margin in px trimmed from each side [window / 8].")
+@click.option("--mean", help="Per-band mean subtracted (model units) [the preprocessor's].")
+@click.option("--std", help="Per-band standard deviation divided by [the preprocessor's].")
+@click.option(
+    "--scale",
+    type=float,
+    help="Model input = stored value / SCALE [1 / the preprocessor's rescale_factor].",
+)
+@click.option("--gsd", "gsd_m", type=float, help="Ground sample distance it was trained at, m.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+def import_(source: Path, output: Path, bands: str, classes: str | None, mean: str | None,
+            std: str | None, **kw: object) -> None:  # fmt: skip
+    """Write SOURCE (a Hugging Face transformers model folder) as a geoseg checkpoint.
+
+    SOURCE holds config.json and model.safetensors, as save_pretrained writes them;
+    nothing is downloaded. `geoseg predict -m OUTPUT` then runs it with geoseg's tiling.
+    """
+    from geoseg.pipelines.hf_import import HFImportOptions, import_hf_model
+    from geoseg.training.config import load_class_schema
+
+    opts = HFImportOptions(
+        bands=parse_band_list(bands) or (),
+        schema=load_class_schema(classes) if classes else None,
+        mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"), **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+    meta = import_hf_model(source, output, opts)
+    adapted = meta.provenance.get("first_conv", {})
+    click.echo(
+        f"wrote {output} (transformers {meta.arch[3:]}: {len(meta.bands)} bands, "
+        f"{len(meta.schema)} classes, window {meta.window} px, margin {meta.margin} px)"
+    )
+    if adapted.get("pretrained_channels") != adapted.get("bands"):
+        click.echo(
+            f"first convolution {adapted.get('layer')} adapted from "
+            f"{adapted.get('pretrained_channels')} to {adapted.get('bands')} bands"
+        )

@@ -1,0 +1,237 @@
+"""The Hugging Face ``transformers`` runtime: segmentation models rebuilt from their config.
+
+An imported model's checkpoint carries the model's ``config.json`` (as
+``ModelMeta.options["hf_config"]``) and its weights as ordinary tensors, so the
+file's checks (strict keys and shapes, no pickles) cover them like any geoseg
+checkpoint. :func:`build_hf` picks the ``transformers`` classes from the config's
+``model_type`` (no ``AutoConfig``, no hub: nothing is ever downloaded) and wraps
+the model so that it maps ``(N, C, H, W)`` windows to per-class scores at the
+window's size, the interface of :class:`~geoseg.models.runtime.TorchPredictor`.
+
+``transformers`` is imported only when a model is built.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from geoseg.errors import CheckpointError, UnknownModelError
+from geoseg.models.runtime import TorchPredictor, load_module, resolve_device
+from geoseg.types import ModelMeta
+
+__all__ = [
+    "HF_MODELS",
+    "HFModel",
+    "HFPredictor",
+    "MaskClassifier",
+    "PixelClassifier",
+    "adapt_first_conv",
+    "build_hf",
+    "first_conv",
+    "hf_classes",
+    "load_hf_predictor",
+    "transformers_module",
+    "with_channels",
+    "wrap_hf",
+]
+
+
+@dataclass(frozen=True)
+class HFModel:
+    """One supported ``transformers`` architecture.
+
+    Attributes:
+        config: its ``transformers`` config class name.
+        model: its ``transformers`` model class name.
+        head: ``"pixels"`` (per-pixel logits, e.g. SegFormer) or ``"masks"``
+            (mask queries with class logits, e.g. Mask2Former).
+    """
+
+    config: str
+    model: str
+    head: str
+
+
+#: ``config.json``'s ``model_type`` -> its classes. geoseg checkpoints store
+#: ``ModelMeta.arch = "hf-" + model_type``.
+HF_MODELS: Mapping[str, HFModel] = {
+    "segformer": HFModel("SegformerConfig", "SegformerForSemanticSegmentation", "pixels"),
+    "upernet": HFModel("UperNetConfig", "UperNetForSemanticSegmentation", "pixels"),
+    "dpt": HFModel("DPTConfig", "DPTForSemanticSegmentation", "pixels"),
+    "mask2former": HFModel("Mask2FormerConfig", "Mask2FormerForUniversalSegmentation", "masks"),
+    "maskformer": HFModel("MaskFormerConfig", "MaskFormerForInstanceSegmentation", "masks"),
+}
+
+#: Mask-query scores below this are clamped before the log (softmax(log s) = s / sum s).
+_EPS = 1e-6
+
+
+def hf_classes(config: Mapping[str, Any]) -> HFModel:
+    """The classes of a ``config.json``; UnknownModelError lists the supported types."""
+    kind = str(config.get("model_type", ""))
+    if kind not in HF_MODELS:
+        raise UnknownModelError(
+            f"transformers model_type {kind!r} is not supported; geoseg imports "
+            f"{', '.join(HF_MODELS)}"
+        )
+    return HF_MODELS[kind]
+
+
+class PixelClassifier(nn.Module):
+    """A per-pixel head (SegFormer, UperNet, DPT): logits resized to the window.
+
+    ``(N, C, H, W) float32 -> (N, K, H, W)`` logits (bilinear upsampling of the
+    head's ``(N, K, h, w)``, as the models' own post-processing does).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(pixel_values=x).logits
+        if logits.shape[-2:] != x.shape[-2:]:
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits
+
+
+class MaskClassifier(nn.Module):
+    """A mask-query head (Mask2Former, MaskFormer) as per-pixel class scores.
+
+    Semantic inference of these models: ``s_k = sum_q p_q(k) sigmoid(m_q)`` with
+    ``p_q`` the query's class softmax without its "no object" entry and ``m_q`` its
+    mask logits upsampled to the window. Returns ``log(max(s, 1e-6))``, so the
+    predictor's softmax gives ``s / sum_k s_k`` and the argmax is the models' own.
+    ``(N, C, H, W) float32 -> (N, K, H, W)``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def queries(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities ``(N, Q, K + 1)`` and mask logits ``(N, Q, H, W)`` of ``x``."""
+        out = self.model(pixel_values=x)
+        masks = F.interpolate(
+            out.masks_queries_logits.float(), size=x.shape[-2:], mode="bilinear",
+            align_corners=False,
+        )  # fmt: skip
+        return out.class_queries_logits.float().softmax(-1), masks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs, masks = self.queries(x)
+        scores = torch.einsum("nqk,nqhw->nkhw", probs[..., :-1], masks.sigmoid())
+        return torch.log(scores.clamp(min=_EPS))
+
+
+def wrap_hf(model: nn.Module, config: Mapping[str, Any]) -> nn.Module:
+    """``model`` wrapped for geoseg: :class:`PixelClassifier` or :class:`MaskClassifier`."""
+    head = hf_classes(config).head
+    return PixelClassifier(model) if head == "pixels" else MaskClassifier(model)
+
+
+def transformers_module() -> Any:
+    """The transformers package, imported on first use (a clear error if not installed)."""
+    try:
+        import transformers
+    except ImportError as exc:
+        raise CheckpointError(
+            "Hugging Face models need the transformers package: pip install 'geoseg[hf]'"
+        ) from exc
+    return transformers
+
+
+def hf_config(config: Mapping[str, Any]) -> Any:
+    """The ``transformers`` config object of a ``config.json`` dict (no hub access)."""
+    return getattr(transformers_module(), hf_classes(config).config).from_dict(dict(config))
+
+
+def build_hf(meta: ModelMeta) -> nn.Module:
+    """The untrained wrapped model of an imported checkpoint's ``options["hf_config"]``."""
+    config = meta.options.get("hf_config")
+    if not isinstance(config, Mapping):
+        raise CheckpointError(
+            f"a {meta.arch} checkpoint without its transformers config; re-import the model "
+            "with `geoseg import FOLDER`"
+        )
+    if meta.arch != f"hf-{config.get('model_type')}":
+        raise CheckpointError(
+            f"a {meta.arch} checkpoint holding a {config.get('model_type')!r} transformers "
+            "config; the file was edited or written by another program"
+        )
+    model_cls = getattr(transformers_module(), hf_classes(config).model)
+    return wrap_hf(model_cls(hf_config(config)), config)
+
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
+    """The name and module of the first convolution: the one that reads the bands."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            return name, module
+    raise CheckpointError("the model has no 2-D convolution to read the bands with")
+
+
+def adapt_first_conv(weight: torch.Tensor, bands: int) -> torch.Tensor:
+    """The first convolution's weights for ``bands`` inputs instead of its own ``C``.
+
+    ``(out, C, kh, kw) -> (out, bands, kh, kw)``, float32:
+
+    - ``bands == C``: unchanged;
+    - ``bands < C``: input ``j`` gets the sum of the RGB channels ``c`` with
+      ``c % bands == j`` (one band: the sum of all, as for a greyscale image);
+    - ``bands > C``: input ``j`` gets channel ``j % C`` scaled by ``C / bands``
+      (the first ``C`` bands in their order take the pretrained channels).
+
+    Either way a window whose bands are all equal to ``v`` gives the first layer
+    the response of an RGB window of ``v`` (exactly when ``bands < C`` or
+    ``bands % C == 0``), so the pretrained statistics still hold roughly.
+    """
+    w = weight.detach().float()
+    c = w.shape[1]
+    if bands == c:
+        return w.clone()
+    if bands < c:
+        return torch.stack([w[:, j::bands].sum(dim=1) for j in range(bands)], dim=1)
+    return w[:, [j % c for j in range(bands)]] * (c / bands)
+
+
+def with_channels(config: Mapping[str, Any], bands: int) -> dict[str, Any]:
+    """A copy of ``config.json`` whose model (and backbone) reads ``bands`` channels."""
+    out = copy.deepcopy(dict(config))
+    out["num_channels"] = bands
+    if isinstance(out.get("backbone_config"), dict):
+        out["backbone_config"]["num_channels"] = bands
+    return out
+
+
+class HFPredictor(TorchPredictor):
+    """A :class:`~geoseg.models.runtime.TorchPredictor` that keeps windows independent on the CPU.
+
+    The attention layers' CPU matrix products round differently with the batch
+    size, so a window in a short last batch could come out a rounding step off the
+    same window in a full one and the map would depend on the chunking. On the CPU
+    each window therefore runs on its own; on CUDA the runtime fills every batch to
+    one size (``fixed_batch``) instead.
+    """
+
+    def call(self, x: Any, as_list: bool = False) -> Any:
+        if self.device.type == "cuda" or len(x) <= 1:
+            return super().call(x, as_list)
+        return torch.cat([super(HFPredictor, self).call(x[i : i + 1]) for i in range(len(x))])
+
+
+def load_hf_predictor(
+    path: str, device: str = "auto", scale: float | None = None, threads: int | None = None,
+    precision: str = "auto",
+) -> HFPredictor:  # fmt: skip
+    """The predictor of an imported checkpoint (arguments as
+    :func:`~geoseg.models.runtime.load_torch_predictor`)."""
+    module, meta = load_module(path, build_hf, scale)
+    return HFPredictor(module, meta, resolve_device(device), threads, precision)

@@ -1,0 +1,288 @@
+"""``geoseg import FOLDER``: a Hugging Face ``transformers`` model folder -> a geoseg checkpoint.
+
+The folder is what ``save_pretrained`` writes: ``config.json`` and
+``model.safetensors`` (optionally ``preprocessor_config.json``). It is read with
+``local_files_only`` (nothing is ever downloaded) and only from safetensors:
+pickled ``pytorch_model.bin`` weights are refused. The model's config travels in
+the checkpoint's metadata and its weights as the checkpoint's tensors; when the
+scene has another band count than the model, the first convolution is adapted
+(:func:`geoseg.models.hf.adapt_first_conv`). Everything is checked, including one
+forward pass of the rebuilt model, before the output is written (atomically).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from geoseg import __version__
+from geoseg.errors import CheckpointError, GeosegError, InputNotFoundError
+from geoseg.io.atomic import check_output_path
+from geoseg.io.checkpoint import save_checkpoint
+from geoseg.models.hf import (
+    adapt_first_conv,
+    build_hf,
+    first_conv,
+    hf_classes,
+    hf_config,
+    transformers_module,
+    with_channels,
+    wrap_hf,
+)
+from geoseg.models.runtime import check_state_fits
+from geoseg.types import ClassInfo, ClassSchema, ModelMeta, Normalization, TileSpec
+
+__all__ = ["HFImportOptions", "import_hf_folder", "import_hf_model"]
+
+#: Window sides of transformers models must be a multiple of this (their output stride).
+WINDOW_MULTIPLE = 32
+_CONVERT = (
+    'python -c "import torch; from safetensors.torch import save_file; save_file(torch.load('
+    "'pytorch_model.bin', weights_only=True), 'model.safetensors')\""
+)
+
+
+@dataclass(frozen=True)
+class HFImportOptions:
+    """What ``geoseg import FOLDER`` is told about a transformers model.
+
+    Attributes:
+        bands: the scene band of each model input channel, in order (RGB models:
+            the red, green, blue bands first, e.g. ``B04,B03,B02``).
+        schema: its classes (output ``k`` is ``schema.classes[k]``); None: the
+            config's ``id2label`` with generated colours.
+        window: window side in px (None: the preprocessor's square ``size``, else 256).
+        margin: px trimmed from each window side (None: ``window // 8``).
+        mean, std: per-band normalization in model units (None: the preprocessor's
+            ``image_mean``/``image_std``, repeated over the bands, else 0 and 1).
+        scale: model units = stored value / ``scale`` (None: ``1 / rescale_factor``
+            of the preprocessor, 255 for 8-bit images, else 1).
+        gsd_m: ground sample distance the model was trained at, in metres.
+        overwrite: replace an existing output.
+    """
+
+    bands: Sequence[str]
+    schema: ClassSchema | None = None
+    window: int | None = None
+    margin: int | None = None
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    scale: float | None = None
+    gsd_m: float | None = None
+    overwrite: bool = False
+
+
+def import_hf_model(
+    source: str | os.PathLike[str], output: str | os.PathLike[str], opts: HFImportOptions
+) -> ModelMeta:
+    """Check the model folder ``source`` against ``opts`` and write it as a geoseg checkpoint.
+
+    Raises:
+        GeosegError: a missing or pickled weights file, an unsupported model type,
+            options that disagree with the model, or an existing output (nothing is
+            written).
+    """
+    src, out = Path(source), Path(output)
+    check_output_path(out, opts.overwrite, [src])
+    tensors, meta = import_hf_folder(src, opts)
+    save_checkpoint(out, tensors, meta, overwrite=opts.overwrite)
+    return meta
+
+
+def import_hf_folder(
+    source: Path, opts: HFImportOptions
+) -> tuple[dict[str, torch.Tensor], ModelMeta]:
+    """The tensors and metadata of a transformers model folder, checked against ``opts``."""
+    if not source.is_dir():
+        raise InputNotFoundError(
+            f"{source}: not a folder; geoseg imports a transformers model folder as "
+            "save_pretrained writes it (config.json + model.safetensors)"
+        )
+    config = _read_json(source / "config.json", required=True)
+    hf_classes(config)  # an unsupported model_type is refused before any weights are read
+    _check_weights_file(source)
+    prep = _read_json(source / "preprocessor_config.json", required=False)
+    bands = tuple(opts.bands)
+    if not bands:
+        raise GeosegError("--bands is empty; name the scene band of each model input channel")
+    schema = _schema(source, config, opts.schema)
+    model = _load_pretrained(source, config)
+    layer, conv = first_conv(model)
+    state = {k: v.detach().clone() for k, v in wrap_hf(model, config).state_dict().items()}
+    state[f"model.{layer}.weight"] = adapt_first_conv(conv.weight, len(bands))
+    window = _window(opts.window, prep)
+    margin = window // 8 if opts.margin is None else opts.margin
+    TileSpec(window, margin)  # refuses a window < 8 px or a margin > window / 4
+    meta = ModelMeta(
+        task="semantic", arch=f"hf-{config['model_type']}", encoder=type(model).__name__,
+        bands=bands, normalization=_normalization(prep, opts, len(bands)), schema=schema,
+        window=window, margin=margin, gsd_m=opts.gsd_m,
+        provenance={"imported_from": source.name, "format": "transformers",
+                    "imported_by": f"geoseg {__version__}",
+                    "first_conv": {"layer": layer, "pretrained_channels": conv.in_channels,
+                                   "bands": len(bands)}},
+        options={"hf_config": with_channels(config, len(bands))},
+    )  # fmt: skip
+    _dry_run(source, meta, state)
+    return state, meta
+
+
+def _read_json(path: Path, required: bool) -> dict[str, Any]:
+    if not path.is_file():
+        if required:
+            raise InputNotFoundError(
+                f"{path}: missing; import a transformers model folder as save_pretrained "
+                "writes it (config.json + model.safetensors)"
+            )
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a JSON file ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def _check_weights_file(source: Path) -> None:
+    """``model.safetensors`` (or its shard index) is there; pickles are refused."""
+    if any((source / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json")):
+        return
+    pickled = [n for n in ("pytorch_model.bin", "pytorch_model.bin.index.json")
+               if (source / n).is_file()]  # fmt: skip
+    if pickled:
+        raise CheckpointError(
+            f"{source / pickled[0]}: pickled weights; geoseg never unpickles model files. "
+            f"Convert them once in {source} with {_CONVERT}, then import again"
+        )
+    raise InputNotFoundError(
+        f"{source}: no model.safetensors beside config.json; save the model with "
+        "save_pretrained(folder) (safetensors is its default)"
+    )
+
+
+def _load_pretrained(source: Path, config: Mapping[str, Any]) -> torch.nn.Module:
+    """The folder's model, float32, loaded offline; missing or misfit weights are refused."""
+    transformers = transformers_module()
+    model_cls = getattr(transformers, hf_classes(config).model)
+    try:
+        with _quiet(transformers):
+            model, info = model_cls.from_pretrained(
+                str(source), config=hf_config(config), local_files_only=True,
+                use_safetensors=True, output_loading_info=True, dtype=torch.float32,
+            )  # fmt: skip
+    except Exception as exc:  # transformers' loading errors are untyped
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{source}: transformers cannot load the model ({first}); save config and weights "
+            "together with save_pretrained"
+        ) from exc
+    bad = sorted(info.get("missing_keys", ())) + sorted(map(str, info.get("mismatched_keys", ())))
+    if bad:
+        raise CheckpointError(
+            f"{source}: model.safetensors does not fit config.json (missing or wrong shape: "
+            f"{bad[:3]}); save config and weights together with save_pretrained"
+        )
+    return model.eval()
+
+
+@contextlib.contextmanager
+def _quiet(transformers: Any) -> Iterator[None]:
+    """No progress bars or load reports from transformers (the CLI prints its own lines)."""
+    log = transformers.utils.logging
+    bars, level = log.is_progress_bar_enabled(), log.get_verbosity()
+    log.disable_progress_bar()
+    log.set_verbosity_error()
+    try:
+        yield
+    finally:
+        log.set_verbosity(level)
+        if bars:
+            log.enable_progress_bar()
+
+
+def _schema(source: Path, config: Mapping[str, Any], given: ClassSchema | None) -> ClassSchema:
+    """``given`` if it has one class per model output, else the config's ``id2label``."""
+    labels = config.get("id2label") or {}
+    count = len(labels) if labels else int(config.get("num_labels", 0))
+    if given is not None:
+        if len(given) != count:
+            raise CheckpointError(
+                f"{source / 'config.json'}: the model outputs {count} classes, the class file "
+                f"lists {len(given)} ({', '.join(given.names)}); give one class per output"
+            )
+        return given
+    if not 0 < count <= 255:
+        raise CheckpointError(
+            f"{source / 'config.json'}: {count} classes; geoseg label maps hold 1 to 255"
+        )
+    names = [str(labels.get(str(k), labels.get(k, f"class_{k}"))) for k in range(count)]
+    return ClassSchema(tuple(ClassInfo(k, n, _colour(k)) for k, n in enumerate(names)))
+
+
+def _colour(k: int) -> tuple[int, int, int]:
+    """A distinct, fixed colour for class ``k`` (for classes that came without one)."""
+    return ((67 * k + 40) % 256, (151 * k + 120) % 256, (211 * k + 200) % 256)
+
+
+def _window(window: int | None, prep: Mapping[str, Any]) -> int:
+    size = prep.get("size")
+    size = size if isinstance(size, dict) else {}
+    side = size.get("height") if size.get("height") == size.get("width") else None
+    chosen = window or (side if isinstance(side, int) and side % WINDOW_MULTIPLE == 0 else 256)
+    if chosen % WINDOW_MULTIPLE:
+        raise GeosegError(
+            f"--window {chosen}: transformers models need windows that are a multiple of "
+            f"{WINDOW_MULTIPLE} px"
+        )
+    return int(chosen)
+
+
+def _normalization(prep: Mapping[str, Any], opts: HFImportOptions, n: int) -> Normalization:
+    """``--mean/--std/--scale``, else the preprocessor's values repeated over the ``n`` bands."""
+    rescale = prep.get("do_rescale", True) and bool(prep)
+    scale = 1.0 / opts.scale if opts.scale is not None else (
+        float(prep.get("rescale_factor", 1 / 255)) if rescale else 1.0
+    )  # fmt: skip
+    if not scale > 0:
+        raise GeosegError(
+            f"--scale must be > 0 (model input = stored value / scale), not {opts.scale}"
+        )
+    normalize = prep.get("do_normalize", True) and bool(prep)
+    values = []
+    for given, key, default in ((opts.mean, "image_mean", 0.0), (opts.std, "image_std", 1.0)):
+        if given is not None:
+            values.append(tuple(float(v) for v in given))
+            continue
+        own = prep.get(key) if normalize else None
+        own = own if isinstance(own, list) and own else [default]
+        values.append(tuple(float(own[j % len(own)]) for j in range(n)))
+    mean, std = values
+    if len(mean) != n or len(std) != n:
+        raise GeosegError(
+            f"--mean has {len(mean)} and --std {len(std)} values for {n} --bands; give one "
+            "value per band"
+        )
+    return Normalization(mean, std, scale=scale)
+
+
+def _dry_run(source: Path, meta: ModelMeta, state: dict[str, torch.Tensor]) -> None:
+    """Rebuild the model as ``geoseg predict`` will and run one blank window through it."""
+    module = build_hf(meta)
+    check_state_fits(source, module, state, meta)
+    module.load_state_dict(state, strict=True)
+    side = min(meta.window, 2 * WINDOW_MULTIPLE)
+    with torch.inference_mode():
+        y = module.eval()(torch.zeros(1, len(meta.bands), side, side))
+    if tuple(y.shape) != (1, len(meta.schema), side, side):
+        raise CheckpointError(
+            f"{source}: the model gives {tuple(y.shape)} for a {side} px window, not one map "
+            f"per class ({len(meta.schema)})"
+        )

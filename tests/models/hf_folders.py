@@ -1,0 +1,87 @@
+"""Tiny Hugging Face transformers model folders for the tests (random weights, no hub).
+
+Configs are plain ``config.json`` dicts (``transformers`` fills in the rest), so
+the family contract test can name one without importing ``transformers``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: A 2-stage SegFormer (~7 k parameters, output stride 8).
+SEGFORMER: dict[str, Any] = {
+    "model_type": "segformer", "num_channels": 3, "num_encoder_blocks": 2, "depths": [1, 1],
+    "sr_ratios": [2, 1], "hidden_sizes": [8, 16], "patch_sizes": [7, 3], "strides": [4, 2],
+    "num_attention_heads": [1, 1], "mlp_ratios": [2, 2], "decoder_hidden_size": 16,
+}  # fmt: skip
+_SWIN: dict[str, Any] = {
+    "model_type": "swin", "image_size": 64, "patch_size": 4, "num_channels": 3,
+    "embed_dim": 32, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1], "window_size": 2,
+    "out_features": ["stage1", "stage2", "stage3", "stage4"],
+}  # fmt: skip
+#: A Mask2Former on a 4-stage Swin with 5 queries (~1.3 M parameters).
+MASK2FORMER: dict[str, Any] = {
+    "model_type": "mask2former", "backbone_config": _SWIN, "hidden_dim": 32, "feature_size": 32,
+    "mask_feature_size": 32, "encoder_layers": 1, "decoder_layers": 2, "num_queries": 5,
+    "encoder_feedforward_dim": 32, "dim_feedforward": 32, "num_attention_heads": 2,
+}  # fmt: skip
+#: A MaskFormer (Swin + one-layer DETR decoder, 5 queries).
+MASKFORMER: dict[str, Any] = {
+    "model_type": "maskformer", "backbone_config": {**_SWIN, "embed_dim": 16},
+    "fpn_feature_size": 32, "mask_feature_size": 32, "num_queries": 5,
+    "decoder_config": {"model_type": "detr", "d_model": 32, "encoder_layers": 1,
+                       "decoder_layers": 1, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32,
+                       "encoder_attention_heads": 2, "decoder_attention_heads": 2,
+                       "num_queries": 5},
+}  # fmt: skip
+
+#: What the tiny folders' preprocessor_config.json says (ImageNet statistics, 8-bit input).
+PREPROCESSOR = {
+    "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+    "rescale_factor": 1 / 255, "do_rescale": True, "do_normalize": True,
+    "size": {"height": 64, "width": 64},
+}  # fmt: skip
+
+
+def labelled(config: dict[str, Any], names: list[str], channels: int = 3) -> dict[str, Any]:
+    """``config`` with ``names`` as its classes and ``channels`` input bands."""
+    out = json.loads(json.dumps(config))
+    out["id2label"] = {str(k): n for k, n in enumerate(names)}
+    out["label2id"] = {n: k for k, n in enumerate(names)}
+    out["num_channels"] = channels
+    if "backbone_config" in out:
+        out["backbone_config"]["num_channels"] = channels
+    return out
+
+
+def hf_model(config: dict[str, Any], seed: int = 0) -> torch.nn.Module:
+    """The randomly initialised transformers model of ``config``, in eval mode.
+
+    Matrices are redrawn with std 0.2 (transformers initialises with 0.02), so a
+    tiny model's class maps and confidences are not flat.
+    """
+    from geoseg.models.hf import HF_MODELS, hf_config, transformers_module
+
+    torch.manual_seed(seed)
+    cls = getattr(transformers_module(), HF_MODELS[config["model_type"]].model)
+    model = cls(hf_config(config)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim > 1:
+                p.normal_(0.0, 0.2)
+    return model  # type: ignore[no-any-return]
+
+
+def model_folder(
+    folder: Path, config: dict[str, Any], names: list[str], preprocessor: bool = True
+) -> tuple[Path, torch.nn.Module]:
+    """``save_pretrained`` a tiny model of ``config`` with classes ``names`` into ``folder``."""
+    model = hf_model(labelled(config, names))
+    model.save_pretrained(folder)
+    if preprocessor:
+        (folder / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR))
+    return folder, model
