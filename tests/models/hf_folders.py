@@ -39,6 +39,21 @@ MASKFORMER: dict[str, Any] = {
                        "num_queries": 5},
 }  # fmt: skip
 
+#: A UperNet on a 4-stage ConvNeXt.
+UPERNET: dict[str, Any] = {
+    "model_type": "upernet", "hidden_size": 16, "use_auxiliary_head": False,
+    "backbone_config": {"model_type": "convnext", "num_channels": 3, "depths": [1, 1, 1, 1],
+                        "hidden_sizes": [8, 16, 32, 64],
+                        "out_features": ["stage1", "stage2", "stage3", "stage4"]},
+}  # fmt: skip
+#: A DPT on a 4-layer ViT with 16 px patches.
+DPT: dict[str, Any] = {
+    "model_type": "dpt", "hidden_size": 16, "num_hidden_layers": 4, "num_attention_heads": 2,
+    "intermediate_size": 32, "image_size": 64, "patch_size": 16,
+    "neck_hidden_sizes": [8, 8, 16, 16], "fusion_hidden_size": 16,
+    "backbone_out_indices": [0, 1, 2, 3], "use_auxiliary_head": False,
+}  # fmt: skip
+
 #: What the tiny folders' preprocessor_config.json says (ImageNet statistics, 8-bit input).
 PREPROCESSOR = {
     "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],

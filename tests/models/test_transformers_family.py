@@ -27,7 +27,15 @@ from geoseg.models.cache import load_predictor, model_spec
 from geoseg.models.families import transformers as family
 from geoseg.models.hf import HF_MODELS, adapt_first_conv
 from tests.conftest import textured_scene, write_raster
-from tests.models.hf_folders import MASK2FORMER, MASKFORMER, PREPROCESSOR, SEGFORMER, model_folder
+from tests.models.hf_folders import (
+    DPT,
+    MASK2FORMER,
+    MASKFORMER,
+    PREPROCESSOR,
+    SEGFORMER,
+    UPERNET,
+    model_folder,
+)
 
 pytest.importorskip("transformers")
 
@@ -62,7 +70,7 @@ def rgb_windows(n: int = 2, side: int = 64, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (n, 3, side, side)).astype(np.float32)
 
 
-def segformer_reference(model: torch.nn.Module, x: np.ndarray, mean: Any, std: Any) -> np.ndarray:
+def pixel_head_reference(model: torch.nn.Module, x: np.ndarray, mean: Any, std: Any) -> np.ndarray:
     """What transformers itself gives: softmax of the upsampled logits of normalized ``x``."""
     norm = (x / 255.0 - np.asarray(mean)[:, None, None]) / np.asarray(std)[:, None, None]
     with torch.no_grad():
@@ -84,8 +92,30 @@ def test_segformer_import_predicts_what_transformers_does(
     assert meta.normalization.mean == (0.485, 0.456, 0.406)
     assert meta.normalization.scale == pytest.approx(1 / 255)
     x = rgb_windows()
-    expected = segformer_reference(model, x, MEAN, STD)
+    expected = pixel_head_reference(model, x, MEAN, STD)
     np.testing.assert_allclose(probabilities(out, x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("config", "layer"),
+    [
+        (UPERNET, "backbone.embeddings.patch_embeddings"),
+        (DPT, "dpt.embeddings.patch_embeddings.projection"),
+    ],
+    ids=["upernet", "dpt"],
+)
+def test_upernet_and_dpt_predict_what_transformers_does(
+    config: dict[str, Any], layer: str, tmp_path: Path
+) -> None:
+    folder, model = model_folder(tmp_path / "m", config, NAMES[:2])
+    out = imported(folder, tmp_path / "m.safetensors", "--bands", "B04,B03,B02")
+    meta = read_checkpoint_meta(out)
+    assert meta.arch == f"hf-{config['model_type']}"
+    assert meta.provenance["first_conv"]["layer"] == layer
+    x = rgb_windows()
+    expected = pixel_head_reference(model, x, MEAN, STD)
+    # geoseg runs CPU windows one at a time, the reference as a batch of two
+    np.testing.assert_allclose(probabilities(out, x), expected, atol=1e-4)
 
 
 def test_models_describes_an_imported_checkpoint(
@@ -170,7 +200,7 @@ def test_other_band_counts_keep_the_pretrained_response(
         x[:, 1] = x[:, 2] = x[:, 0]
     rgb_mean = [float(mean)] * 3 if mean else MEAN
     rgb_std = [float(std)] * 3 if std else STD
-    expected = segformer_reference(model, x, rgb_mean, rgb_std)
+    expected = pixel_head_reference(model, x, rgb_mean, rgb_std)
     np.testing.assert_allclose(probabilities(tmp_path / "n.safetensors", window_of(x)),
                                expected, atol=1e-5)  # fmt: skip
 
