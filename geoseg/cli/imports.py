@@ -30,40 +30,44 @@ def _numbers(text: str | None, option: str) -> tuple[float, ...] | None:
               "first, e.g. B04,B03,B02,B08).")  # fmt: skip
 @click.option("--classes", type=click.Path(dir_okay=False, path_type=str),
               help="classes.yaml: one {id, name, colour} per model output, in order "
-              "[default: the model's id2label].")  # fmt: skip
-@click.option("--window", type=int, help="Window side in px [the preprocessor's size, else 256].")
+              "[transformers: the model's id2label; ONNX: required].")  # fmt: skip
+@click.option("--window", type=int, help="Window side in px [the preprocessor's size or a "
+              "fixed-size ONNX graph's own, else 256].")  # fmt: skip
 @click.option("--margin", type=int, help="Margin in px trimmed from each side [window / 8].")
-@click.option("--mean", help="Per-band mean subtracted (model units) [the preprocessor's].")
-@click.option("--std", help="Per-band standard deviation divided by [the preprocessor's].")
-@click.option(
-    "--scale",
-    type=float,
-    help="Model input = stored value / SCALE [1 / the preprocessor's rescale_factor].",
-)
+@click.option("--mean", help="Per-band mean subtracted (model units) [the preprocessor's; 0].")
+@click.option("--std", help="Per-band standard deviation divided by [the preprocessor's; 1].")
+@click.option("--scale", type=float, help="Model input = stored value / SCALE, e.g. 10000 for "
+              "reflectance x 10000 [1 / the preprocessor's rescale_factor; 1].")  # fmt: skip
 @click.option("--gsd", "gsd_m", type=float, help="Ground sample distance it was trained at, m.")
+@click.option("--outputs", type=click.Choice(["logits", "probabilities"]), default="logits",
+              show_default=True, help="ONNX: what the graph gives (logits: softmaxed).")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 def import_(source: Path, output: Path, bands: str, classes: str | None, mean: str | None,
             std: str | None, **kw: object) -> None:  # fmt: skip
-    """Write SOURCE (a Hugging Face transformers model folder) as a geoseg checkpoint.
+    """Write SOURCE as a self-describing geoseg checkpoint.
 
-    SOURCE holds config.json and model.safetensors, as save_pretrained writes them;
-    nothing is downloaded. `geoseg predict -m OUTPUT` then runs it with geoseg's tiling.
+    SOURCE is an ONNX graph (model.onnx; it travels inside the checkpoint with its
+    SHA-256 and runs through onnxruntime) or a Hugging Face transformers model folder
+    (config.json + model.safetensors, as save_pretrained writes them). Nothing is
+    downloaded. `geoseg predict -m OUTPUT` then runs it with geoseg's tiling.
     """
-    from geoseg.pipelines.hf_import import HFImportOptions, import_hf_model
+    from geoseg.pipelines.importing import ImportOptions, import_model
     from geoseg.training.config import load_class_schema
 
-    opts = HFImportOptions(
+    opts = ImportOptions(
         bands=parse_band_list(bands) or (),
         schema=load_class_schema(classes) if classes else None,
         mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"), **kw,  # type: ignore[arg-type]
     )  # fmt: skip
-    meta = import_hf_model(source, output, opts)
-    adapted = meta.provenance.get("first_conv", {})
+    result = import_model(source, output, opts)
+    meta = result.meta
+    kind = f"transformers {meta.arch[3:]}" if result.kind == "transformers" else result.kind
     click.echo(
-        f"wrote {output} (transformers {meta.arch[3:]}: {len(meta.bands)} bands, "
-        f"{len(meta.schema)} classes, window {meta.window} px, margin {meta.margin} px)"
+        f"wrote {result.output} ({kind}: {len(meta.bands)} bands, {len(meta.schema)} classes, "
+        f"window {meta.window} px, margin {meta.margin} px)"
     )
-    if adapted.get("pretrained_channels") != adapted.get("bands"):
+    adapted = meta.provenance.get("first_conv", {})
+    if adapted and adapted.get("pretrained_channels") != adapted.get("bands"):
         click.echo(
             f"first convolution {adapted.get('layer')} adapted from "
             f"{adapted.get('pretrained_channels')} to {adapted.get('bands')} bands"

@@ -56,6 +56,9 @@ from geoseg.models.registry import predict_outputs
 @click.option("--stuff-labels", type=click.Path(exists=True, dir_okay=False, path_type=str),
               help="Panoptic from two models: a label map of the same scene from a semantic "
               "model (`geoseg predict`) gives the stuff; objects come from -m.")  # fmt: skip
+@click.option("--mask-clouds", type=click.Path(dir_okay=False, path_type=str),
+              help="Cloud model (e.g. an imported ukis-csmask ONNX): its cloud and shadow "
+              "pixels become nodata, so `geoseg change` does not count them.")  # fmt: skip
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
 @outputs(("output", "preview", "vector", "panoptic"), inputs=("scene",))
 def predict(scene: str, model: str, output: Path, progress: bool | None, bands: str | None,
@@ -79,6 +82,8 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
     objects = task != "semantic"
     if panoptic is not None and not objects:
         raise click.BadParameter("--panoptic needs an instance model (--task instance/panoptic)")
+    if opts.mask_clouds is not None and objects:
+        raise click.BadParameter("--mask-clouds applies to semantic maps, not --task " + task)
     if stuff_labels is not None and not (task == "panoptic" or panoptic is not None):
         raise click.BadParameter("--stuff-labels needs a panoptic output (--task panoptic)")
     vopts = VectorizeOptions(

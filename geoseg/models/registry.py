@@ -52,6 +52,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "geoseg.models.families.maskrcnn",
     "geoseg.models.families.panoptic",
     "geoseg.models.families.transformers",
+    "geoseg.models.families.onnx",
 )
 
 #: Name of the weights-free band-index model (``-m spectral``).

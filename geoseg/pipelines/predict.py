@@ -15,9 +15,9 @@ import numpy as np
 import rasterio
 
 from geoseg import __version__
-from geoseg.errors import BandMismatchError, GeosegError
+from geoseg.errors import BandMismatchError, GeosegError, InvalidRasterError
 from geoseg.io.checkpoint import read_checkpoint_meta
-from geoseg.io.cog import CogGrid, cog_grid, stored_chunks, tile_store
+from geoseg.io.cog import CogGrid, all_nodata_error, cog_grid, stored_chunks, tile_store
 from geoseg.io.labels import LabelMeta, label_cog_from_chunks, label_cog_writer
 from geoseg.io.outputs import output_run
 from geoseg.io.parts import ChunkStore, file_stamp, parts_folder
@@ -71,6 +71,8 @@ class PredictOptions:
         resume: reuse the chunks an interrupted run of the same job left behind.
         torch_threads: torch intra-op threads per model call (None: torch's default).
         precision: ``auto`` (fp16 on CUDA, fp32 on the CPU), ``fp32``, ``fp16`` or ``bf16``.
+        mask_clouds: a cloud model checkpoint; pixels it labels as a cloud or shadow
+            class become nodata (see :mod:`geoseg.pipelines.clouds`).
     """
 
     window: int | None = None
@@ -91,6 +93,7 @@ class PredictOptions:
     resume: bool = False
     torch_threads: int | None = None
     precision: str = "auto"
+    mask_clouds: str | None = None
 
 
 @dataclass(frozen=True)
@@ -284,6 +287,10 @@ def _predict(
         scene.data.data, scene.valid, functools.partial(load_predictor, spec), tile,
         schema.ids, opts.confidence,
     )  # fmt: skip
+    if opts.mask_clouds is not None:
+        from geoseg.pipelines.clouds import apply_cloud_mask
+
+        lazy = apply_cloud_mask(path, lazy, opts.mask_clouds, opts, lazy.chunks[1:])
     grid = _cog_grid(lazy, tile)
     parts = _chunk_store(out, _fingerprint(path, scene, spec, tile, opts), opts.resume, grid)
     kept: set[tuple[int, int]] = set()  # chunks of an earlier run, checked
@@ -299,6 +306,14 @@ def _predict(
             "interrupted: finished chunks are kept in %s; rerun with --resume", parts.folder
         )
         raise
+    except InvalidRasterError as exc:
+        parts.remove()
+        if opts.mask_clouds is None or str(exc) != str(all_nodata_error(scene.path)):
+            raise
+        raise InvalidRasterError(
+            f"{path}: every pixel is nodata, cloud or cloud shadow by {opts.mask_clouds}; "
+            "nothing is left to map on this date, choose a clearer one"
+        ) from None
     except BaseException:  # io.outputs names a full disk or a refused write
         parts.remove()
         raise
@@ -326,6 +341,7 @@ def _fingerprint(
         "scale": spec.scale, "roles": repr(spec.roles), "arithmetic": _arithmetic(spec),
         "window": tile.window, "margin": tile.margin, "chunk": tile.chunk, "blend": tile.blend,
         "confidence": opts.confidence, "geoseg": __version__,
+        "mask_clouds": opts.mask_clouds and [opts.mask_clouds, file_stamp(opts.mask_clouds)],
     }  # fmt: skip
 
 

@@ -1,0 +1,251 @@
+"""The onnxruntime runtime of imported ONNX graphs (the ``onnx`` family).
+
+An imported checkpoint is one ``.safetensors`` file holding the ONNX graph's bytes
+as a single ``uint8`` tensor (:data:`GRAPH_TENSOR`) and the usual geoseg metadata
+(bands, normalization, classes, window); the graph's SHA-256 is in the metadata,
+so an edited graph or a swapped tensor is refused on load, as are metadata edits
+that no longer fit the graph (band or class counts). ``onnxruntime`` is an optional
+dependency (``pip install geoseg[onnx]``), imported when a graph is first opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError, safe_open
+
+from geoseg.errors import CheckpointError
+from geoseg.types import ClassSchema, ModelMeta
+
+__all__ = [
+    "GRAPH_TENSOR",
+    "GraphInfo",
+    "OnnxPredictor",
+    "graph_digest",
+    "inspect_graph",
+    "load_onnx_predictor",
+    "onnx_session",
+    "read_graph",
+]
+
+#: Name of the tensor that carries the graph's bytes in an imported checkpoint.
+GRAPH_TENSOR = "onnx_graph"
+
+_INSTALL = "install the ONNX extra: pip install 'geoseg[onnx]' (onnxruntime)"
+
+
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise CheckpointError(f"ONNX models need onnxruntime; {_INSTALL}") from None
+    return onnxruntime
+
+
+def graph_digest(graph: bytes) -> str:
+    """SHA-256 (hex) of a graph's bytes, as stored in the checkpoint's options."""
+    return hashlib.sha256(graph).hexdigest()
+
+
+def _providers(device: str) -> list[str]:
+    """onnxruntime execution providers for ``--device`` (CUDA first when present)."""
+    available = _onnxruntime().get_available_providers()
+    cuda = "CUDAExecutionProvider" in available
+    if device.startswith("cuda") and not cuda:
+        raise CheckpointError(
+            "--device cuda was asked for but onnxruntime has no CUDA execution provider; "
+            "install onnxruntime-gpu, or use --device cpu"
+        )
+    use_cuda = cuda and (device.startswith("cuda") or device == "auto")
+    return ["CUDAExecutionProvider"] * use_cuda + ["CPUExecutionProvider"]
+
+
+def onnx_session(
+    graph: bytes, device: str = "cpu", threads: int | None = None, where: str = "model"
+) -> Any:
+    """An ``onnxruntime.InferenceSession`` of ``graph``; CheckpointError if it is no ONNX graph.
+
+    Args:
+        graph: the serialized ONNX model.
+        device: ``auto`` (CUDA provider when present), ``cpu`` or ``cuda``.
+        threads: intra-op threads per call (None: onnxruntime's default, every core).
+        where: the file named in error messages.
+    """
+    ort = _onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # warnings about unused initializers are noise here
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(graph, options, providers=_providers(device))
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{where}: not a loadable ONNX graph ({first[:200]}); export the model with "
+            "torch.onnx.export or check the file"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """The first input and output of an ONNX graph, as onnxruntime reports them.
+
+    Attributes:
+        input, output: their names.
+        input_type: e.g. ``"tensor(float)"``.
+        input_shape: ``(N, C, H, W)``, an int where fixed, None where dynamic.
+        output_shape: the output's shape, likewise.
+    """
+
+    input: str
+    output: str
+    input_type: str
+    input_shape: tuple[int | None, ...]
+    output_shape: tuple[int | None, ...]
+
+
+def _dims(shape: Sequence[Any]) -> tuple[int | None, ...]:
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
+
+
+def inspect_graph(session: Any) -> GraphInfo:
+    """The :class:`GraphInfo` of an open session."""
+    inp, out = session.get_inputs()[0], session.get_outputs()[0]
+    return GraphInfo(inp.name, out.name, inp.type, _dims(inp.shape), _dims(out.shape))
+
+
+def read_graph(path: str | os.PathLike[str], meta: ModelMeta) -> bytes:
+    """The graph bytes of an imported checkpoint, checked against the stored digest.
+
+    Raises:
+        CheckpointError: other tensors than the graph, or bytes whose SHA-256 is not
+            the one written at import (the file was edited).
+    """
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            names = sorted(f.keys())
+            raw = f.get_tensor(GRAPH_TENSOR) if names == [GRAPH_TENSOR] else None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: damaged tensor data ({exc})") from exc
+    if raw is None:
+        raise CheckpointError(
+            f"{path}: an imported ONNX checkpoint holds one tensor {GRAPH_TENSOR!r}, found "
+            f"{names[:5]}; the file was edited or written by another program"
+        )
+    graph = np.ascontiguousarray(raw, np.uint8).tobytes()
+    if graph_digest(graph) != meta.options.get("onnx_sha256"):
+        raise CheckpointError(
+            f"{path}: the ONNX graph's SHA-256 is not the one recorded at import; the file "
+            "was edited or damaged. Import the .onnx file again with `geoseg import`"
+        )
+    return graph
+
+
+class OnnxPredictor:
+    """An imported ONNX graph behind the :class:`~geoseg.types.Predictor` interface.
+
+    Windows are normalized like a torch model's (``(x * scale - mean) / std``,
+    nodata pixels set to 0, the mean), split into the graph's fixed batch size if
+    it has one, run through onnxruntime, and turned into probabilities (softmax
+    over channels, unless the graph outputs probabilities already).
+
+    Args:
+        session: the onnxruntime session of the graph.
+        meta: the checkpoint's metadata; ``options`` hold ``onnx_input``,
+            ``onnx_output``, ``onnx_batch`` (fixed batch size or None) and
+            ``onnx_outputs`` (``"logits"`` or ``"probabilities"``).
+        scale: digital number -> model units, replacing the checkpoint's (None: keep).
+        where: the file named in error messages.
+    """
+
+    def __init__(
+        self, session: Any, meta: ModelMeta, scale: float | None = None, where: str = "model"
+    ) -> None:
+        self.session = session
+        self.meta = meta
+        self.schema: ClassSchema = meta.schema
+        self.bands: tuple[str, ...] = meta.bands
+        self.where = where
+        opts = meta.options
+        self._input, self._output = str(opts["onnx_input"]), str(opts["onnx_output"])
+        self._batch = opts.get("onnx_batch")
+        self._softmax = opts.get("onnx_outputs", "logits") == "logits"
+        norm = meta.normalization
+        shape = (1, len(norm.mean), 1, 1)
+        self._mean = np.asarray(norm.mean, np.float32).reshape(shape)
+        self._inv_std = (1.0 / np.asarray(norm.std, np.float32)).reshape(shape)
+        self._scale = np.float32(norm.scale if scale is None else scale)
+
+    def normalize(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """``(N, C, H, W)`` raw values -> normalized float32; nodata pixels -> 0 (the mean)."""
+        x = (batch.astype(np.float32) * self._scale - self._mean) * self._inv_std
+        x[np.broadcast_to(~valid[:, None], x.shape)] = 0.0
+        return x
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The graph's raw ``(N, K, H, W) float32`` output for normalized ``x``."""
+        step = int(self._batch) if self._batch else len(x)
+        try:
+            parts = [
+                self.session.run([self._output], {self._input: x[k : k + step]})[0]
+                for k in range(0, len(x), step)
+            ]
+        except Exception as exc:  # onnxruntime's errors are untyped
+            raise CheckpointError(
+                f"{self.where}: the ONNX graph failed on {x.shape[-1]} x {x.shape[-2]} px windows "
+                f"({str(exc).strip()[:160]}); predict with the window it was imported with "
+                f"(--window {self.meta.window})"
+            ) from exc
+        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if out.ndim != 4 or out.shape[1] != len(self.schema) or out.shape[2:] != x.shape[2:]:
+            raise CheckpointError(
+                f"{self.where}: the ONNX graph gave {tuple(out.shape)} for {tuple(x.shape)} "
+                f"windows, not (N, {len(self.schema)} classes, H, W); the metadata was edited "
+                "or the graph does not segment per pixel"
+            )
+        return np.asarray(out, np.float32)
+
+    def predict(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(N, K, H, W) float32`` of raw windows ``(N, C, H, W)``."""
+        out = self.run(self.normalize(batch, valid))
+        if not self._softmax:
+            return out
+        out = out - out.max(axis=1, keepdims=True)
+        np.exp(out, out=out)
+        out /= out.sum(axis=1, keepdims=True)
+        return out
+
+
+def load_onnx_predictor(
+    path: str | os.PathLike[str],
+    meta: ModelMeta,
+    device: str = "auto",
+    scale: float | None = None,
+    threads: int | None = None,
+) -> OnnxPredictor:
+    """The predictor of an imported checkpoint, its graph checked against the metadata.
+
+    Raises:
+        CheckpointError: onnxruntime missing, the graph edited, or bands/classes in
+            the metadata that disagree with the graph's fixed input/output shape.
+    """
+    session = onnx_session(read_graph(path, meta), device, threads, str(path))
+    info = inspect_graph(session)
+    channels, classes = info.input_shape[1:2], info.output_shape[1:2]
+    if channels and channels[0] not in (None, len(meta.bands)):
+        raise CheckpointError(
+            f"{path}: the ONNX graph takes {channels[0]} bands, the metadata lists "
+            f"{len(meta.bands)}; the file was edited. Import the .onnx file again"
+        )
+    if classes and classes[0] not in (None, len(meta.schema)):
+        raise CheckpointError(
+            f"{path}: the ONNX graph outputs {classes[0]} classes, the metadata lists "
+            f"{len(meta.schema)} (weights do not fit the classes); import the .onnx file again"
+        )
+    return OnnxPredictor(session, meta, scale, str(path))

@@ -1,0 +1,233 @@
+"""``geoseg import``: a model from elsewhere -> a self-describing geoseg checkpoint.
+
+The kind of source is told by :func:`source_kind` (an ONNX file, or a Hugging Face
+transformers model folder: :mod:`geoseg.pipelines.hf_import`); each kind has one
+importer in :data:`IMPORTERS` that checks the model against the options and
+returns the tensors and metadata to write. Everything is checked before the
+output is written (atomically), so a refused import leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from geoseg import __version__
+from geoseg.errors import BandMismatchError, CheckpointError, GeosegError, InputNotFoundError
+from geoseg.io.atomic import check_output_path
+from geoseg.io.checkpoint import save_checkpoint
+from geoseg.types import ClassSchema, ModelMeta, Normalization, TileSpec
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["IMPORTERS", "ImportOptions", "ImportResult", "import_model", "source_kind"]
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """What ``geoseg import`` is told about a model (its file cannot say it).
+
+    Attributes:
+        bands: the scene bands the model takes, in its input order (e.g. ``B02,B03,...``).
+        schema: its classes; output channel ``k`` is ``schema.classes[k]`` (None:
+            transformers' ``id2label``; an ONNX graph needs them).
+        window: window side in px it runs on (None: a fixed-size ONNX graph's own or
+            the preprocessor's size, else 256).
+        margin: px trimmed from each window side when tiling (None: ``window // 8``).
+        mean, std: per-band normalization in model units (after ``scale``); None: the
+            preprocessor's (transformers), else 0 and 1.
+        scale: how the data the model was made for stores its values: model units =
+            stored value / ``scale`` (10000 for Sentinel-2 reflectance x 10000; None:
+            the preprocessor's, else 1).
+        gsd_m: ground sample distance the model was trained at, in metres (documentation).
+        outputs: ONNX: ``"logits"`` (softmax applied) or ``"probabilities"``.
+        overwrite: replace an existing output.
+    """
+
+    bands: Sequence[str]
+    schema: ClassSchema | None = None
+    window: int | None = None
+    margin: int | None = None
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    scale: float | None = None
+    gsd_m: float | None = None
+    outputs: str = "logits"
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """The checkpoint :func:`import_model` wrote, the kind of source and its metadata."""
+
+    output: Path
+    kind: str
+    meta: ModelMeta
+
+
+Importer = Callable[[Path, ImportOptions], tuple[dict[str, "torch.Tensor"], ModelMeta]]
+
+
+def source_kind(source: Path) -> str:
+    """The kind of model ``source`` is: a key of :data:`IMPORTERS`.
+
+    Raises:
+        InputNotFoundError: no such file or folder.
+        GeosegError: a source geoseg cannot import; the message lists what it can.
+    """
+    if not source.exists():
+        raise InputNotFoundError(f"{source}: no such model file or folder; check the path")
+    if source.is_dir():
+        return "transformers"
+    if source.suffix.lower() == ".onnx":
+        return "onnx"
+    raise GeosegError(
+        f"{source}: geoseg import reads ONNX graphs (.onnx files) and transformers model "
+        "folders (config.json + model.safetensors); export the model to one of them first"
+    )
+
+
+def import_model(
+    source: str | os.PathLike[str], output: str | os.PathLike[str], options: ImportOptions
+) -> ImportResult:
+    """Check ``source`` against ``options`` and write it as a geoseg checkpoint.
+
+    Raises:
+        GeosegError: a missing or unreadable source, options that disagree with the
+            model (bands, window, classes), or an existing output (nothing is written).
+    """
+    src, out = Path(source), Path(output)
+    check_output_path(out, options.overwrite, [src])
+    kind = source_kind(src)
+    tensors, meta = IMPORTERS[kind](src, options)
+    save_checkpoint(out, tensors, meta, overwrite=options.overwrite)
+    return ImportResult(out, kind, meta)
+
+
+def _normalization(opts: ImportOptions) -> Normalization:
+    n = len(opts.bands)
+    mean = tuple(opts.mean) if opts.mean is not None else (0.0,) * n
+    std = tuple(opts.std) if opts.std is not None else (1.0,) * n
+    if len(mean) != n or len(std) != n:
+        raise GeosegError(
+            f"--mean has {len(mean)} and --std {len(std)} values for {n} --bands; give one "
+            "value per band"
+        )
+    scale = 1.0 if opts.scale is None else opts.scale
+    if not scale > 0:
+        raise GeosegError(f"--scale must be > 0 (model input = stored value / scale), not {scale}")
+    return Normalization(mean, std, scale=1.0 / scale)
+
+
+def _check_input(
+    where: Path, shape: Sequence[int | None], kind: str, opts: ImportOptions, window: int
+) -> None:
+    """The graph's input fits the options: 4-D float, ``len(bands)`` channels, the window."""
+    if len(shape) != 4 or kind != "tensor(float)":
+        raise CheckpointError(
+            f"{where}: the ONNX input is {kind} of rank {len(shape)}; geoseg runs graphs on "
+            "float32 (N, bands, H, W) windows"
+        )
+    if shape[1] is not None and shape[1] != len(opts.bands):
+        raise BandMismatchError(
+            f"{where}: the ONNX input takes {shape[1]} bands, --bands lists {len(opts.bands)} "
+            f"({','.join(opts.bands)}); name one scene band per input channel"
+        )
+    fixed = [d for d in shape[2:] if d is not None]
+    if fixed and (len(fixed) < 2 or fixed[0] != fixed[1] or fixed[0] != window):
+        raise CheckpointError(
+            f"{where}: the ONNX input has a fixed size {shape[2]} x {shape[3]} px, not the "
+            f"--window {window}; import it with --window {fixed[0]} (square windows only)"
+        )
+
+
+def _dry_run(
+    where: Path, session: Any, info: Any, bands: int, schema: ClassSchema, window: int
+) -> None:
+    """Run one blank window: the graph must give ``len(classes)`` maps of the window's size."""
+    batch = info.input_shape[0] or 1
+    x = np.zeros((batch, bands, window, window), np.float32)
+    try:
+        y = session.run([info.output], {info.input: x})[0]
+    except Exception as exc:  # onnxruntime's errors are untyped
+        raise CheckpointError(
+            f"{where}: the ONNX graph fails on {window} x {window} px windows "
+            f"({str(exc).strip()[:160]}); check --window"
+        ) from exc
+    expected = (batch, len(schema), window, window)
+    if tuple(y.shape) != expected and y.ndim == 4 and y.shape[2:] == expected[2:]:
+        raise CheckpointError(
+            f"{where}: the ONNX graph outputs {y.shape[1]} classes, the class file lists "
+            f"{len(schema)} ({', '.join(schema.names)}); give one class per output"
+        )
+    if tuple(y.shape) != expected:
+        raise CheckpointError(
+            f"{where}: the ONNX graph outputs {tuple(y.shape)} for {tuple(x.shape)}, not one "
+            "map per class at the window's size; geoseg imports per-pixel segmentation graphs"
+        )
+
+
+def import_onnx(source: Path, opts: ImportOptions) -> tuple[dict[str, torch.Tensor], ModelMeta]:
+    """The graph tensor and metadata of an ONNX file, checked against ``opts``."""
+    import torch
+
+    from geoseg.models.onnx_runtime import GRAPH_TENSOR, graph_digest, inspect_graph, onnx_session
+
+    if not opts.bands:
+        raise GeosegError("--bands is empty; name the scene band of each input channel")
+    if opts.schema is None:
+        raise GeosegError(
+            f"{source}: an ONNX graph does not name its classes; give --classes classes.yaml "
+            "with one {id, name, colour} per output channel"
+        )
+    schema = opts.schema
+    if opts.outputs not in ("logits", "probabilities"):
+        raise GeosegError(f"outputs must be logits or probabilities, not {opts.outputs!r}")
+    norm = _normalization(opts)
+    graph = source.read_bytes()
+    session = onnx_session(graph, "cpu", None, str(source))
+    info = inspect_graph(session)
+    fixed = info.input_shape[2] if len(info.input_shape) == 4 else None
+    window = opts.window or fixed or 256
+    margin = window // 8 if opts.margin is None else opts.margin
+    TileSpec(window, margin)  # refuses a window < 8 px or a margin > window / 4
+    _check_input(source, info.input_shape, info.input_type, opts, window)
+    _dry_run(source, session, info, len(opts.bands), schema, window)
+    options: Mapping[str, Any] = {
+        "onnx_sha256": graph_digest(graph), "onnx_input": info.input,
+        "onnx_output": info.output, "onnx_batch": info.input_shape[0],
+        "onnx_fixed_window": window if fixed is not None else None,
+        "onnx_outputs": opts.outputs,
+    }  # fmt: skip
+    meta = ModelMeta(
+        task="semantic", arch="onnx", encoder=None, bands=tuple(opts.bands), normalization=norm,
+        schema=schema, window=window, margin=margin, gsd_m=opts.gsd_m,
+        provenance={"imported_from": source.name, "format": "onnx",
+                    "imported_by": f"geoseg {__version__}"},
+        options=options,
+    )  # fmt: skip
+    tensor = torch.from_numpy(np.frombuffer(graph, np.uint8).copy())
+    return {GRAPH_TENSOR: tensor}, meta
+
+
+def import_transformers(
+    source: Path, opts: ImportOptions
+) -> tuple[dict[str, torch.Tensor], ModelMeta]:
+    """A transformers model folder (:func:`geoseg.pipelines.hf_import.import_hf_folder`)."""
+    from geoseg.pipelines.hf_import import HFImportOptions, import_hf_folder
+
+    if opts.outputs != "logits":
+        raise GeosegError("--outputs applies to ONNX graphs; transformers models give logits")
+    hf = HFImportOptions(opts.bands, opts.schema, opts.window, opts.margin, opts.mean, opts.std,
+                         opts.scale, opts.gsd_m, opts.overwrite)  # fmt: skip
+    return import_hf_folder(source, hf)
+
+
+#: Source kind (:func:`source_kind`) -> its importer.
+IMPORTERS: dict[str, Importer] = {"onnx": import_onnx, "transformers": import_transformers}
