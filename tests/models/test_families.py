@@ -54,8 +54,24 @@ WINDOW, MARGIN = 64, 8
 STRIDE = WINDOW - 2 * MARGIN
 
 
+def _imported_onnx(path: Path) -> Path:
+    """A tiny random ONNX graph brought in with ``geoseg import`` (no module to build)."""
+    from geoseg.pipelines.importing import ImportOptions, import_model
+    from tests.models.onnx_graphs import conv_graph
+
+    graph = conv_graph(path.with_suffix(".onnx"), classes=len(CLASSES))
+    opts = ImportOptions(TINY_BANDS, CLASSES, WINDOW, MARGIN, (0.2,) * 4, (0.1,) * 4, 1e4, 10.0)
+    return import_model(graph, path, opts).output
+
+
+#: family name -> recipe of a tiny checkpoint, for families that import rather than build.
+IMPORTED = {"onnx": _imported_onnx}
+
+
 def tiny_checkpoint(family: Family, path: Path) -> Path:
     """A randomly initialised checkpoint of ``family`` for :data:`TINY_BANDS`."""
+    if family.name in IMPORTED:
+        return IMPORTED[family.name](path)
     if family.name not in TINY:
         pytest.fail(f"family {family.name!r} has no tiny recipe in {__file__}: add one")
     task, arch, encoder, schema, options = TINY[family.name]
