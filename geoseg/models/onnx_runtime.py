@@ -199,8 +199,8 @@ class OnnxPredictor:
         except Exception as exc:  # onnxruntime's errors are untyped
             raise CheckpointError(
                 f"{self.where}: the ONNX graph failed on {x.shape[-1]} x {x.shape[-2]} px windows "
-                f"({str(exc).strip()[:160]}); predict with the window it was imported with "
-                f"(--window {self.meta.window})"
+                f"({' '.join(str(exc).split())[:160]}); predict with the window it was imported "
+                f"with (--window {self.meta.window})"
             ) from exc
         out = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if out.ndim != 4 or out.shape[1] != len(self.schema) or out.shape[2:] != x.shape[2:]:

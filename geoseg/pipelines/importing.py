@@ -158,7 +158,7 @@ def _dry_run(
     except Exception as exc:  # onnxruntime's errors are untyped
         raise CheckpointError(
             f"{where}: the ONNX graph fails on {window} x {window} px windows "
-            f"({str(exc).strip()[:160]}); check --window"
+            f"({' '.join(str(exc).split())[:160]}); check --window"
         ) from exc
     expected = (batch, len(schema), window, window)
     if tuple(y.shape) != expected and y.ndim == 4 and y.shape[2:] == expected[2:]:

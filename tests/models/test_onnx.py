@@ -109,7 +109,8 @@ def test_a_graph_of_fixed_batch_and_size_runs_window_by_window(tmp_path: Path) -
     np.testing.assert_allclose(fixed_p, dyn_p, atol=1e-6)
     scene = write_raster(tmp_path / "s.tif", textured_scene(40, 40), descriptions=TINY_BANDS)
     code, text = cli_run("predict", scene, "-m", model, "-o", tmp_path / "w.tif", "--window", 64)
-    assert code == 2 and "--window 32" in text and not (tmp_path / "w.tif").exists()
+    assert code == 2 and "(--window 32)" in text and len(text.strip().splitlines()) == 1, text
+    assert not (tmp_path / "w.tif").exists()
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's TorchScript exporter
