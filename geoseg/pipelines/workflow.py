@@ -21,6 +21,7 @@ write outside the folder it is run in.
     aoi_crs: EPSG:32633           # the AOI's CRS if its file declares none ("raster": the maps')
     predict: {chunk: 1024}        # any PredictOptions field
     change: {mmu_ha: 0.5}         # any ChangeOptions field
+    mask_clouds: clouds.safetensors   # optional cloud model: clouds become nodata
 
 With ``aoi``, the report adds ``transitions_by_aoi.csv`` (the transition table
 of every AOI feature) and ``summary.json`` adds the focus area of each feature
@@ -91,6 +92,7 @@ class Workflow:
     aoi_crs: str | None = None
     predict: Mapping[str, Any] = field(default_factory=dict)
     change: Mapping[str, Any] = field(default_factory=dict)
+    mask_clouds: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ _SCHEMA: dict[str, Check] = {
     "version": _version, "name": text(), "scenes": texts(2, "a path", "scene paths"),
     "model": text(), "output": text(), "focus": _focus, "aoi": text(), "aoi_field": text(),
     "aoi_crs": text(), "predict": _options(PREDICT_OPTIONS), "change": _options(CHANGE_OPTIONS),
+    "mask_clouds": text(),
 }  # fmt: skip
 
 
@@ -154,6 +157,18 @@ def _model_classes(model: str) -> tuple[str, ...]:
         return tuple(read_checkpoint_meta(model).schema.names)
     except GeosegError as exc:
         raise type(exc)(f"model: {exc}") from None
+
+
+def _cloud_model(root: Path, value: str) -> Path:
+    """The ``mask_clouds`` checkpoint: inside the run folder, with cloud or shadow classes."""
+    from geoseg.pipelines.clouds import cloud_classes
+
+    path = _input(root, value, "mask_clouds")
+    try:
+        cloud_classes(read_checkpoint_meta(path).schema, str(path))
+    except GeosegError as exc:
+        raise type(exc)(f"mask_clouds: {exc}") from None
+    return path
 
 
 def _check_focus(focus: Focus, names: Sequence[str], model: str) -> None:
@@ -193,6 +208,7 @@ def _parse(p: Path, root: Path, raw: Any) -> Workflow:
         aoi=_input(root, v["aoi"], "aoi") if "aoi" in v else None,
         aoi_field=v.get("aoi_field"), aoi_crs=v.get("aoi_crs"), predict=v.get("predict", {}),
         change=v.get("change", {}),
+        mask_clouds=_cloud_model(root, v["mask_clouds"]) if "mask_clouds" in v else None,
     )  # fmt: skip
 
 
@@ -332,7 +348,8 @@ def run_workflow(
 
 
 def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowResult:
-    popts = PredictOptions(**{**dict(wf.predict), "overwrite": overwrite})
+    clouds = {"mask_clouds": str(wf.mask_clouds)} if wf.mask_clouds else {}
+    popts = PredictOptions(**{**dict(wf.predict), **clouds, "overwrite": overwrite})
     maps = []
     for i, scene in enumerate(wf.scenes):
         out = wf.output / f"map_{i + 1}_{scene.stem}.tif"

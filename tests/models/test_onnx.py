@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from safetensors.numpy import load_file, save_file
 
 from geoseg.cli import cli
-from geoseg.errors import CheckpointError
+from geoseg.errors import CheckpointError, GeosegError
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.models.cache import load_predictor, model_spec
 from geoseg.models.onnx_runtime import GRAPH_TENSOR, OnnxPredictor, load_onnx_predictor
@@ -305,3 +305,31 @@ def test_mask_clouds_needs_a_cloud_model(tmp_path: Path, imported: Path) -> None
                          "--mask-clouds", imported)  # fmt: skip
     assert code == 2 and "cloud or shadow classes" in text, text
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_workflow_mask_clouds_key(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    import shutil
+
+    from geoseg.pipelines.workflow import load_workflow, run_workflow
+
+    classes = write_classes(tmp_path / "clouds.yaml", ["clear", "cloud", "cloud shadow"])
+    code, text = cli_run("import", cloud_graph(tmp_path / "c.onnx"), "-o",
+                         tmp_path / "clouds.safetensors", "--bands", BANDS, "--classes", classes,
+                         "--window", 64, "--scale", 10000)  # fmt: skip
+    assert code == 0, text
+    shutil.copy(tiny_checkpoint, tmp_path / "lc.safetensors")
+    data = textured_scene(80, 100)
+    after, cloud = _cloudy(data)
+    write_raster(tmp_path / "a.tif", data, descriptions=TINY_BANDS)
+    write_raster(tmp_path / "b.tif", after, descriptions=TINY_BANDS)
+    doc = "scenes: [a.tif, b.tif]\nmodel: lc.safetensors\noutput: out\n"
+    (tmp_path / "wf.yaml").write_text(doc + "mask_clouds: clouds.safetensors\n")
+    (tmp_path / "bad.yaml").write_text(doc + "mask_clouds: lc.safetensors\n")
+
+    result = run_workflow(load_workflow(tmp_path / "wf.yaml", tmp_path))
+
+    with rasterio.open(result.maps[1]) as src:
+        labels = src.read(1)
+    assert (labels[cloud] == 255).all() and (labels[~cloud] != 255).all()
+    with pytest.raises(GeosegError, match=r"mask_clouds: .*cloud or shadow classes"):
+        load_workflow(tmp_path / "bad.yaml", tmp_path)
