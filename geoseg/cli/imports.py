@@ -40,7 +40,7 @@ def _numbers(text: str | None, option: str) -> tuple[float, ...] | None:
               "reflectance x 10000 [1 / the preprocessor's rescale_factor; 1].")  # fmt: skip
 @click.option("--gsd", "gsd_m", type=float, help="Ground sample distance it was trained at, m.")
 @click.option("--outputs", type=click.Choice(["logits", "probabilities"]), default="logits",
-              show_default=True, help="ONNX: what the graph gives (logits: softmaxed).")  # fmt: skip
+              show_default=True, help="ONNX: what the graph gives (logits: softmax).")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 def import_(source: Path, output: Path, bands: str, classes: str | None, mean: str | None,
             std: str | None, **kw: object) -> None:  # fmt: skip
