@@ -38,12 +38,20 @@ def _numbers(text: str | None, option: str) -> tuple[float, ...] | None:
 @click.option("--std", help="Per-band standard deviation divided by [the preprocessor's; 1].")
 @click.option("--scale", type=float, help="Model input = stored value / SCALE, e.g. 10000 for "
               "reflectance x 10000 [1 / the preprocessor's rescale_factor; 1].")  # fmt: skip
+@click.option("--task", default="semantic", show_default=True,
+              help="Checkpoint task: semantic, or instance / panoptic for Mask2Former and "
+              "MaskFormer (objects stitched with scene-unique ids).")  # fmt: skip
+@click.option("--things",
+              help="Classes that are objects (names or ids, comma-separated) for --task "
+              "instance/panoptic [classes.yaml's is_thing].")  # fmt: skip
+@click.option("--score-threshold", type=float, default=0.5, show_default=True,
+              help="Smallest object score kept (--task instance/panoptic).")  # fmt: skip
 @click.option("--gsd", "gsd_m", type=float, help="Ground sample distance it was trained at, m.")
 @click.option("--outputs", type=click.Choice(["logits", "probabilities"]), default="logits",
               show_default=True, help="ONNX: what the graph gives (logits: softmax).")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 def import_(source: Path, output: Path, bands: str, classes: str | None, mean: str | None,
-            std: str | None, **kw: object) -> None:  # fmt: skip
+            std: str | None, things: str | None, **kw: object) -> None:  # fmt: skip
     """Write SOURCE as a self-describing geoseg checkpoint.
 
     SOURCE is an ONNX graph (model.onnx; it travels inside the checkpoint with its
@@ -57,14 +65,17 @@ def import_(source: Path, output: Path, bands: str, classes: str | None, mean: s
     opts = ImportOptions(
         bands=parse_band_list(bands) or (),
         schema=load_class_schema(classes) if classes else None,
-        mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"), **kw,  # type: ignore[arg-type]
+        mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"),
+        things=None if things is None else parse_band_list(things) or (),
+        **kw,  # type: ignore[arg-type]
     )  # fmt: skip
     result = import_model(source, output, opts)
     meta = result.meta
     kind = f"transformers {meta.arch[3:]}" if result.kind == "transformers" else result.kind
     click.echo(
-        f"wrote {result.output} ({kind}: {len(meta.bands)} bands, {len(meta.schema)} classes, "
-        f"window {meta.window} px, margin {meta.margin} px)"
+        f"wrote {result.output} ({kind}{'' if meta.task == 'semantic' else ' ' + meta.task}: "
+        f"{len(meta.bands)} bands, "
+        f"{len(meta.schema)} classes, window {meta.window} px, margin {meta.margin} px)"
     )
     adapted = meta.provenance.get("first_conv", {})
     if adapted and adapted.get("pretrained_channels") != adapted.get("bands"):

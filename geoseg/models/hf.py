@@ -23,17 +23,21 @@ from torch import nn
 from torch.nn import functional as F
 
 from geoseg.errors import CheckpointError, UnknownModelError
+from geoseg.models.family import TASKS
 from geoseg.models.runtime import TorchPredictor, load_module, resolve_device
 from geoseg.types import ModelMeta
 
 __all__ = [
     "HF_MODELS",
+    "UNSUPPORTED",
     "HFModel",
     "HFPredictor",
     "MaskClassifier",
+    "MaskQueries",
     "PixelClassifier",
     "adapt_first_conv",
     "build_hf",
+    "check_task",
     "first_conv",
     "hf_classes",
     "load_hf_predictor",
@@ -73,9 +77,19 @@ HF_MODELS: Mapping[str, HFModel] = {
 _EPS = 1e-6
 
 
+#: Known ``model_type`` values geoseg refuses, with the reason.
+UNSUPPORTED: Mapping[str, str] = {
+    "oneformer": "OneFormer is not supported yet: it needs a task-token text input "
+    "(semantic/instance/panoptic) beside the pixels; import a Mask2Former or MaskFormer "
+    "checkpoint instead",
+}
+
+
 def hf_classes(config: Mapping[str, Any]) -> HFModel:
     """The classes of a ``config.json``; UnknownModelError lists the supported types."""
     kind = str(config.get("model_type", ""))
+    if kind in UNSUPPORTED:
+        raise UnknownModelError(f"transformers model_type {kind!r}: {UNSUPPORTED[kind]}")
     if kind not in HF_MODELS:
         raise UnknownModelError(
             f"transformers model_type {kind!r} is not supported; geoseg imports "
@@ -131,10 +145,48 @@ class MaskClassifier(nn.Module):
         return torch.log(scores.clamp(min=_EPS))
 
 
-def wrap_hf(model: nn.Module, config: Mapping[str, Any]) -> nn.Module:
-    """``model`` wrapped for geoseg: :class:`PixelClassifier` or :class:`MaskClassifier`."""
-    head = hf_classes(config).head
-    return PixelClassifier(model) if head == "pixels" else MaskClassifier(model)
+class MaskQueries(MaskClassifier):
+    """A mask-query head for object tasks: the raw queries instead of per-pixel scores.
+
+    ``(N, C, H, W) float32 -> (probs (N, Q, K + 1), mask logits (N, Q, H, W))``, see
+    :meth:`MaskClassifier.queries`; same weights (state-dict keys) as
+    :class:`MaskClassifier`. Post-processed by :mod:`geoseg.models.hf_masks`.
+    """
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        return self.queries(x)
+
+
+def wrap_hf(model: nn.Module, config: Mapping[str, Any], task: str = "semantic") -> nn.Module:
+    """``model`` wrapped for geoseg's ``task``.
+
+    Returns:
+        :class:`PixelClassifier` or :class:`MaskClassifier` for ``semantic``;
+        :class:`MaskQueries` for an object task (``instance``/``panoptic``).
+
+    Raises:
+        CheckpointError: an object task for a model without mask queries.
+    """
+    check_task(config, task)
+    if TASKS[task].objects:
+        return MaskQueries(model)
+    return PixelClassifier(model) if hf_classes(config).head == "pixels" else MaskClassifier(model)
+
+
+def check_task(config: Mapping[str, Any], task: str) -> None:
+    """Refuse a task the ``config.json``'s model cannot serve (objects need mask queries)."""
+    from geoseg.models.families.transformers import FAMILY  # the record lists the tasks
+
+    if task not in FAMILY.tasks:
+        raise CheckpointError(
+            f"--task must be one of {', '.join(FAMILY.tasks)} for a transformers model, "
+            f"not {task!r}"
+        )
+    if TASKS[task].objects and hf_classes(config).head != "masks":
+        raise CheckpointError(
+            f"transformers {config.get('model_type')} has a per-pixel head and finds no "
+            f"objects; --task {task} needs a mask-query model (mask2former, maskformer)"
+        )
 
 
 def transformers_module() -> Any:
@@ -167,7 +219,7 @@ def build_hf(meta: ModelMeta) -> nn.Module:
             "config; the file was edited or written by another program"
         )
     model_cls = getattr(transformers_module(), hf_classes(config).model)
-    return wrap_hf(model_cls(hf_config(config)), config)
+    return wrap_hf(model_cls(hf_config(config)), config, meta.task)
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:

@@ -8,11 +8,17 @@ the checkpoint's metadata and its weights as the checkpoint's tensors; when the
 scene has another band count than the model, the first convolution is adapted
 (:func:`geoseg.models.hf.adapt_first_conv`). Everything is checked, including one
 forward pass of the rebuilt model, before the output is written (atomically).
+
+Mask2Former / MaskFormer import as ``semantic`` (default), ``instance`` or
+``panoptic`` checkpoints; for the object tasks the class schema says which classes
+are things (``is_thing`` in classes.yaml, or ``--things``), and the post-processing
+thresholds travel in ``ModelMeta.options`` (:data:`geoseg.models.hf_masks.POSTPROCESS`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,9 +32,11 @@ from geoseg import __version__
 from geoseg.errors import CheckpointError, GeosegError, InputNotFoundError
 from geoseg.io.atomic import check_output_path
 from geoseg.io.checkpoint import save_checkpoint
+from geoseg.models.family import TASKS
 from geoseg.models.hf import (
     adapt_first_conv,
     build_hf,
+    check_task,
     first_conv,
     hf_classes,
     hf_config,
@@ -66,6 +74,11 @@ class HFImportOptions:
             of the preprocessor, 255 for 8-bit images, else 1).
         gsd_m: ground sample distance the model was trained at, in metres.
         overwrite: replace an existing output.
+        task: checkpoint task: ``semantic``, or ``instance``/``panoptic`` for mask-query
+            models (Mask2Former, MaskFormer).
+        things: names (or ids) of the classes that are objects, for ``instance`` and
+            ``panoptic``; None: the schema's own ``is_thing`` flags.
+        score_threshold: smallest object score kept (object tasks; transformers' 0.5).
     """
 
     bands: Sequence[str]
@@ -77,6 +90,9 @@ class HFImportOptions:
     scale: float | None = None
     gsd_m: float | None = None
     overwrite: bool = False
+    task: str = "semantic"
+    things: Sequence[str] | None = None
+    score_threshold: float = 0.5
 
 
 def import_hf_model(
@@ -112,7 +128,8 @@ def import_hf_folder(
     bands = tuple(opts.bands)
     if not bands:
         raise GeosegError("--bands is empty; name the scene band of each model input channel")
-    schema = _schema(source, config, opts.schema)
+    check_task(config, opts.task)
+    schema = _things(_schema(source, config, opts.schema), opts)
     model = _load_pretrained(source, config)
     layer, conv = first_conv(model)
     state = {k: v.detach().clone() for k, v in wrap_hf(model, config).state_dict().items()}
@@ -121,14 +138,14 @@ def import_hf_folder(
     margin = window // 8 if opts.margin is None else opts.margin
     TileSpec(window, margin)  # refuses a window < 8 px or a margin > window / 4
     meta = ModelMeta(
-        task="semantic", arch=f"hf-{config['model_type']}", encoder=type(model).__name__,
+        task=opts.task, arch=f"hf-{config['model_type']}", encoder=type(model).__name__,
         bands=bands, normalization=_normalization(prep, opts, len(bands)), schema=schema,
         window=window, margin=margin, gsd_m=opts.gsd_m,
         provenance={"imported_from": source.name, "format": "transformers",
                     "imported_by": f"geoseg {__version__}",
                     "first_conv": {"layer": layer, "pretrained_channels": conv.in_channels,
                                    "bands": len(bands)}},
-        options={"hf_config": with_channels(config, len(bands))},
+        options={"hf_config": with_channels(config, len(bands)), **_postprocess(opts)},
     )  # fmt: skip
     _dry_run(source, meta, state)
     return state, meta
@@ -227,6 +244,42 @@ def _schema(source: Path, config: Mapping[str, Any], given: ClassSchema | None) 
     return ClassSchema(tuple(ClassInfo(k, n, _colour(k)) for k, n in enumerate(names)))
 
 
+def _things(schema: ClassSchema, opts: HFImportOptions) -> ClassSchema:
+    """``schema`` with ``is_thing`` set from ``opts.things``; object tasks need one thing."""
+    objects = TASKS[opts.task].objects
+    if opts.things is not None:
+        if not objects:
+            raise GeosegError("--things applies to --task instance or panoptic")
+        wanted = {t.strip().lower() for t in opts.things if t.strip()}
+        known = {c.name.lower() for c in schema.classes} | {str(c.id) for c in schema.classes}
+        if wanted - known:
+            raise GeosegError(
+                f"--things {', '.join(sorted(wanted - known))}: not a class of the model; "
+                f"its classes are {', '.join(schema.names)}"
+            )
+        schema = ClassSchema(tuple(
+            dataclasses.replace(c, is_thing=c.name.lower() in wanted or str(c.id) in wanted)
+            for c in schema.classes
+        ))  # fmt: skip
+    if objects and not any(c.is_thing for c in schema.classes):
+        raise GeosegError(
+            f"--task {opts.task} needs object classes: name them with --things (e.g. "
+            f"--things {schema.names[-1]}) or mark them is_thing: true in --classes"
+        )
+    return schema
+
+
+def _postprocess(opts: HFImportOptions) -> dict[str, float]:
+    """The object post-processing values stored in the checkpoint's options."""
+    if not TASKS[opts.task].objects:
+        return {}
+    if not 0 <= opts.score_threshold < 1:
+        raise GeosegError(f"--score-threshold must be in [0, 1), not {opts.score_threshold}")
+    from geoseg.models.hf_masks import POSTPROCESS
+
+    return {**POSTPROCESS, "score_threshold": float(opts.score_threshold)}
+
+
 def _colour(k: int) -> tuple[int, int, int]:
     """A distinct, fixed colour for class ``k`` (for classes that came without one)."""
     return ((67 * k + 40) % 256, (151 * k + 120) % 256, (211 * k + 200) % 256)
@@ -281,6 +334,11 @@ def _dry_run(source: Path, meta: ModelMeta, state: dict[str, torch.Tensor]) -> N
     side = min(meta.window, 2 * WINDOW_MULTIPLE)
     with torch.inference_mode():
         y = module.eval()(torch.zeros(1, len(meta.bands), side, side))
+    if isinstance(y, tuple):  # mask queries: (1, Q, K + 1) probabilities, (1, Q, side, side)
+        probs, masks = y
+        if probs.shape[-1] == len(meta.schema) + 1 and tuple(masks.shape[-2:]) == (side, side):
+            return
+        y = probs[..., :-1]
     if tuple(y.shape) != (1, len(meta.schema), side, side):
         raise CheckpointError(
             f"{source}: the model gives {tuple(y.shape)} for a {side} px window, not one map "

@@ -48,6 +48,11 @@ class ImportOptions:
         gsd_m: ground sample distance the model was trained at, in metres (documentation).
         outputs: ONNX: ``"logits"`` (softmax applied) or ``"probabilities"``.
         overwrite: replace an existing output.
+        task: checkpoint task: ``semantic``; transformers Mask2Former / MaskFormer
+            also ``instance`` or ``panoptic``.
+        things: object classes (names or ids) of an ``instance``/``panoptic`` import
+            (None: the class file's ``is_thing``).
+        score_threshold: smallest object score kept (``instance``/``panoptic``).
     """
 
     bands: Sequence[str]
@@ -60,6 +65,9 @@ class ImportOptions:
     gsd_m: float | None = None
     outputs: str = "logits"
     overwrite: bool = False
+    task: str = "semantic"
+    things: Sequence[str] | None = None
+    score_threshold: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,11 @@ def import_onnx(source: Path, opts: ImportOptions) -> tuple[dict[str, torch.Tens
 
     if not opts.bands:
         raise GeosegError("--bands is empty; name the scene band of each input channel")
+    if opts.task != "semantic" or opts.things is not None:
+        raise GeosegError(
+            f"{source}: ONNX graphs import as per-pixel (--task semantic) models; --task "
+            "instance/panoptic and --things apply to transformers Mask2Former / MaskFormer"
+        )
     if opts.schema is None:
         raise GeosegError(
             f"{source}: an ONNX graph does not name its classes; give --classes classes.yaml "
@@ -225,7 +238,8 @@ def import_transformers(
     if opts.outputs != "logits":
         raise GeosegError("--outputs applies to ONNX graphs; transformers models give logits")
     hf = HFImportOptions(opts.bands, opts.schema, opts.window, opts.margin, opts.mean, opts.std,
-                         opts.scale, opts.gsd_m, opts.overwrite)  # fmt: skip
+                         opts.scale, opts.gsd_m, opts.overwrite, opts.task, opts.things,
+                         opts.score_threshold)  # fmt: skip
     return import_hf_folder(source, hf)
 
 

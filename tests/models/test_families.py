@@ -28,7 +28,7 @@ from geoseg.pipelines.predict import PredictOptions, predict_scene
 from geoseg.stitching import InstancePredictor
 from geoseg.types import MODEL_TASKS, ClassInfo, ClassSchema, ModelMeta, Normalization
 from tests.conftest import TINY_BANDS, textured_scene, write_raster
-from tests.models.hf_folders import SEGFORMER, labelled
+from tests.models.hf_folders import MASK2FORMER, MASKFORMER, SEGFORMER, labelled
 
 THINGS = ClassSchema(
     (ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "building", (200, 0, 0), is_thing=True))
@@ -50,6 +50,18 @@ TINY: dict[str, tuple[str, str, str, ClassSchema, dict[str, Any]]] = {
                      {"hf_config": labelled(SEGFORMER, ["forest", "water"], channels=4)}),
 }  # fmt: skip
 
+#: family name -> tiny checkpoints of its other tasks (same fields as :data:`TINY`).
+OTHER_TASKS: dict[str, list[tuple[str, str, str, ClassSchema, dict[str, Any]]]] = {
+    "transformers": [
+        ("instance", "hf-mask2former", "Mask2FormerForUniversalSegmentation", THINGS,
+         {"hf_config": labelled(MASK2FORMER, ["background", "building"], channels=4),
+          "score_threshold": 0.1}),
+        ("panoptic", "hf-maskformer", "MaskFormerForInstanceSegmentation", THINGS,
+         {"hf_config": labelled(MASKFORMER, ["background", "building"], channels=4),
+          "score_threshold": 0.1}),
+    ],
+}  # fmt: skip
+
 WINDOW, MARGIN = 64, 8
 STRIDE = WINDOW - 2 * MARGIN
 
@@ -68,13 +80,15 @@ def _imported_onnx(path: Path) -> Path:
 IMPORTED = {"onnx": _imported_onnx}
 
 
-def tiny_checkpoint(family: Family, path: Path) -> Path:
-    """A randomly initialised checkpoint of ``family`` for :data:`TINY_BANDS`."""
+def tiny_checkpoint(family: Family, path: Path, recipe: int = -1) -> Path:
+    """A randomly initialised checkpoint of ``family`` for :data:`TINY_BANDS`
+    (``recipe``: of :data:`OTHER_TASKS`; -1: :data:`TINY`)."""
     if family.name in IMPORTED:
         return IMPORTED[family.name](path)
     if family.name not in TINY:
         pytest.fail(f"family {family.name!r} has no tiny recipe in {__file__}: add one")
-    task, arch, encoder, schema, options = TINY[family.name]
+    found = TINY[family.name] if recipe < 0 else OTHER_TASKS[family.name][recipe]
+    task, arch, encoder, schema, options = found
     meta = ModelMeta(
         task=task, arch=arch, encoder=encoder, bands=TINY_BANDS,
         normalization=Normalization((0.2,) * 4, (0.1,) * 4, scale=1e-4), schema=schema,
@@ -110,12 +124,36 @@ def models_text(*args: str) -> str:
 
 @pytest.mark.parametrize("family", registry.families(), ids=lambda f: f.name)
 def test_family_contract(family: Family, tmp_path: Path) -> None:
+    check_contract(family, -1, tmp_path)
+
+
+OTHER = [(f, i) for f in registry.families() for i in range(len(OTHER_TASKS.get(f.name, [])))]
+OTHER_IDS = [f"{f.name}-{OTHER_TASKS[f.name][i][0]}" for f, i in OTHER]
+
+
+@pytest.mark.parametrize(("family", "recipe"), OTHER, ids=OTHER_IDS)
+def test_family_contract_other_tasks(family: Family, recipe: int, tmp_path: Path) -> None:
+    check_contract(family, recipe, tmp_path)
+
+
+def test_every_task_of_a_family_has_a_tiny_recipe() -> None:
+    for family in registry.families():
+        if family.weights_free:
+            continue
+        recipes = [TINY[family.name], *OTHER_TASKS.get(family.name, [])]
+        assert sorted({r[0] for r in recipes}) == sorted(family.tasks), family.name
+
+
+def check_contract(family: Family, recipe: int, tmp_path: Path) -> None:
+    """Build, save, load, predict a window, tile at two chunk sizes, describe."""
     image = scene(tmp_path)
+    task = family.tasks[0]
     if family.weights_free:
         model = family.name
         assert family.name in registry.available_models()
     else:
-        model = str(tiny_checkpoint(family, tmp_path / "tiny.safetensors"))
+        model = str(tiny_checkpoint(family, tmp_path / "tiny.safetensors", recipe))
+        task = read_checkpoint_meta(model).task
         assert registry.checkpoint_family(read_checkpoint_meta(model)) is family
         predictor = load_predictor(model_spec(model, "cpu"))
         batch = textured_scene(WINDOW, WINDOW)[None].repeat(2, axis=0).astype(np.float32)
@@ -123,12 +161,12 @@ def test_family_contract(family: Family, tmp_path: Path) -> None:
         probs = predictor.predict(batch, valid)
         assert probs.shape == (2, len(predictor.schema), WINDOW, WINDOW)
         assert np.isfinite(probs).all() and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
-        if TASKS[family.tasks[0]].objects:
+        if TASKS[task].objects:
             assert isinstance(predictor, InstancePredictor)
             assert len(predictor.predict_instances(batch, valid)) == 2
         text = models_text(model)
-        assert f"family: {family.name}" in text and f"task: {family.tasks[0]}" in text
-    objects = TASKS[family.tasks[0]].objects
+        assert f"family: {family.name}" in text and f"task: {task}" in text
+    objects = TASKS[task].objects
     small = tiled(model, image, tmp_path / "a.tif", STRIDE, objects)
     large = tiled(model, image, tmp_path / "b.tif", 3 * STRIDE, objects)
     assert small == large

@@ -280,6 +280,10 @@ def _bert(folder: Path) -> None:
     (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
 
 
+def _oneformer(folder: Path) -> None:
+    (folder / "config.json").write_text(json.dumps({"model_type": "oneformer"}))
+
+
 def _two_classes(folder: Path) -> None:
     (folder / "classes.yaml").write_text(
         "- {id: 1, name: forest, colour: [0, 120, 0]}\n"
@@ -300,6 +304,9 @@ def _existing_output(folder: Path) -> None:
         (_other_config, [], "transformers cannot load the model"),
         (_missing_tensor, [], "model.safetensors does not fit config.json (missing"),
         (_bert, [], "model_type 'bert' is not supported; geoseg imports segformer"),
+        (_oneformer, [], "OneFormer is not supported yet: it needs a task-token text input"),
+        (None, ["--task", "instance", "--things", "water"],
+         "has a per-pixel head and finds no objects; --task instance needs a mask-query"),
         (_two_classes, ["--classes", "{folder}/classes.yaml"],
          "the model outputs 3 classes, the class file lists 2 (forest, water)"),
         (None, ["--mean", "0.1,0.2"], "--mean has 2 and --std 3 values for 3 --bands"),

@@ -1,14 +1,16 @@
 """Hugging Face ``transformers`` segmentation models imported with ``geoseg import FOLDER``.
 
 SegFormer, UperNet and DPT (per-pixel heads) and Mask2Former / MaskFormer (mask
-queries) for land-cover classes; the runtime is :mod:`geoseg.models.hf`.
+queries) for land-cover classes; Mask2Former / MaskFormer also as ``instance`` and
+``panoptic`` checkpoints (``geoseg import --task``). The runtime is
+:mod:`geoseg.models.hf` (:mod:`geoseg.models.hf_masks` for objects).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from geoseg.models.family import Family, fixed_multiple
+from geoseg.models.family import TASKS, Family, fixed_multiple
 
 if TYPE_CHECKING:
     from torch import nn
@@ -32,6 +34,12 @@ def _build(meta: ModelMeta) -> nn.Module:
 
 
 def _load(spec: ModelSpec, meta: ModelMeta | None) -> Predictor:
+    if meta is not None and TASKS[meta.task].objects:
+        from geoseg.models.hf_masks import load_hf_mask_predictor
+
+        return load_hf_mask_predictor(
+            spec.source, spec.device, spec.scale, spec.threads, spec.precision
+        )
     from geoseg.models.hf import load_hf_predictor
 
     return load_hf_predictor(spec.source, spec.device, spec.scale, spec.threads, spec.precision)
@@ -41,13 +49,15 @@ def _details() -> list[str]:
     return [
         "  import: geoseg import FOLDER -o model.safetensors --bands ... [--classes ...]",
         "  (FOLDER as save_pretrained writes it: config.json + model.safetensors)",
+        "  mask2former, maskformer also --task instance|panoptic --things NAMES",
+        "  (oneformer: not supported yet)",
     ]
 
 
 FAMILY = Family(
     name="transformers",
     summary="Hugging Face SegFormer, UperNet, DPT, Mask2Former, MaskFormer (imported)",
-    tasks=("semantic",),
+    tasks=("semantic", "instance", "panoptic"),
     archs=ARCHS,
     load=_load,
     # the backbones' output stride (patch embeddings / Swin stages: 4 * 2 * 2 * 2)
