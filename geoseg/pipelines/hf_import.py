@@ -20,18 +20,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from geoseg import __version__
 from geoseg.errors import CheckpointError, GeosegError, InputNotFoundError
-from geoseg.io.atomic import check_output_path
-from geoseg.io.checkpoint import save_checkpoint
 from geoseg.models.family import TASKS
 from geoseg.models.hf import (
     adapt_first_conv,
@@ -47,7 +43,10 @@ from geoseg.models.hf import (
 from geoseg.models.runtime import check_state_fits
 from geoseg.types import ClassInfo, ClassSchema, ModelMeta, Normalization, TileSpec
 
-__all__ = ["HFImportOptions", "import_hf_folder", "import_hf_model"]
+if TYPE_CHECKING:  # importing.py imports this module lazily
+    from geoseg.pipelines.importing import ImportOptions
+
+__all__ = ["import_hf_folder"]
 
 #: Window sides of transformers models must be a multiple of this (their output stride).
 WINDOW_MULTIPLE = 32
@@ -57,63 +56,8 @@ _CONVERT = (
 )
 
 
-@dataclass(frozen=True)
-class HFImportOptions:
-    """What ``geoseg import FOLDER`` is told about a transformers model.
-
-    Attributes:
-        bands: the scene band of each model input channel, in order (RGB models:
-            the red, green, blue bands first, e.g. ``B04,B03,B02``).
-        schema: its classes (output ``k`` is ``schema.classes[k]``); None: the
-            config's ``id2label`` with generated colours.
-        window: window side in px (None: the preprocessor's square ``size``, else 256).
-        margin: px trimmed from each window side (None: ``window // 8``).
-        mean, std: per-band normalization in model units (None: the preprocessor's
-            ``image_mean``/``image_std``, repeated over the bands, else 0 and 1).
-        scale: model units = stored value / ``scale`` (None: ``1 / rescale_factor``
-            of the preprocessor, 255 for 8-bit images, else 1).
-        gsd_m: ground sample distance the model was trained at, in metres.
-        overwrite: replace an existing output.
-        task: checkpoint task: ``semantic``, or ``instance``/``panoptic`` for mask-query
-            models (Mask2Former, MaskFormer).
-        things: names (or ids) of the classes that are objects, for ``instance`` and
-            ``panoptic``; None: the schema's own ``is_thing`` flags.
-        score_threshold: smallest object score kept (object tasks; transformers' 0.5).
-    """
-
-    bands: Sequence[str]
-    schema: ClassSchema | None = None
-    window: int | None = None
-    margin: int | None = None
-    mean: Sequence[float] | None = None
-    std: Sequence[float] | None = None
-    scale: float | None = None
-    gsd_m: float | None = None
-    overwrite: bool = False
-    task: str = "semantic"
-    things: Sequence[str] | None = None
-    score_threshold: float = 0.5
-
-
-def import_hf_model(
-    source: str | os.PathLike[str], output: str | os.PathLike[str], opts: HFImportOptions
-) -> ModelMeta:
-    """Check the model folder ``source`` against ``opts`` and write it as a geoseg checkpoint.
-
-    Raises:
-        GeosegError: a missing or pickled weights file, an unsupported model type,
-            options that disagree with the model, or an existing output (nothing is
-            written).
-    """
-    src, out = Path(source), Path(output)
-    check_output_path(out, opts.overwrite, [src])
-    tensors, meta = import_hf_folder(src, opts)
-    save_checkpoint(out, tensors, meta, overwrite=opts.overwrite)
-    return meta
-
-
 def import_hf_folder(
-    source: Path, opts: HFImportOptions
+    source: Path, opts: ImportOptions
 ) -> tuple[dict[str, torch.Tensor], ModelMeta]:
     """The tensors and metadata of a transformers model folder, checked against ``opts``."""
     if not source.is_dir():
@@ -244,7 +188,7 @@ def _schema(source: Path, config: Mapping[str, Any], given: ClassSchema | None) 
     return ClassSchema(tuple(ClassInfo(k, n, _colour(k)) for k, n in enumerate(names)))
 
 
-def _things(schema: ClassSchema, opts: HFImportOptions) -> ClassSchema:
+def _things(schema: ClassSchema, opts: ImportOptions) -> ClassSchema:
     """``schema`` with ``is_thing`` set from ``opts.things``; object tasks need one thing."""
     objects = TASKS[opts.task].objects
     if opts.things is not None:
@@ -269,7 +213,7 @@ def _things(schema: ClassSchema, opts: HFImportOptions) -> ClassSchema:
     return schema
 
 
-def _postprocess(opts: HFImportOptions) -> dict[str, float]:
+def _postprocess(opts: ImportOptions) -> dict[str, float]:
     """The object post-processing values stored in the checkpoint's options."""
     if not TASKS[opts.task].objects:
         return {}
@@ -298,7 +242,7 @@ def _window(window: int | None, prep: Mapping[str, Any]) -> int:
     return int(chosen)
 
 
-def _normalization(prep: Mapping[str, Any], opts: HFImportOptions, n: int) -> Normalization:
+def _normalization(prep: Mapping[str, Any], opts: ImportOptions, n: int) -> Normalization:
     """``--mean/--std/--scale``, else the preprocessor's values repeated over the ``n`` bands."""
     rescale = prep.get("do_rescale", True) and bool(prep)
     scale = 1.0 / opts.scale if opts.scale is not None else (

@@ -233,14 +233,11 @@ def import_transformers(
     source: Path, opts: ImportOptions
 ) -> tuple[dict[str, torch.Tensor], ModelMeta]:
     """A transformers model folder (:func:`geoseg.pipelines.hf_import.import_hf_folder`)."""
-    from geoseg.pipelines.hf_import import HFImportOptions, import_hf_folder
+    from geoseg.pipelines.hf_import import import_hf_folder
 
     if opts.outputs != "logits":
         raise GeosegError("--outputs applies to ONNX graphs; transformers models give logits")
-    hf = HFImportOptions(opts.bands, opts.schema, opts.window, opts.margin, opts.mean, opts.std,
-                         opts.scale, opts.gsd_m, opts.overwrite, opts.task, opts.things,
-                         opts.score_threshold)  # fmt: skip
-    return import_hf_folder(source, hf)
+    return import_hf_folder(source, opts)
 
 
 #: Source kind (:func:`source_kind`) -> its importer.
