@@ -18,6 +18,7 @@ import dask.array as da
 import numpy as np
 
 from geoseg.tiling.grid import chunk_starts, hann_weight, reflect_indices, windows_touching
+from geoseg.tiling.halo import with_halo
 from geoseg.types import NODATA_LABEL, Predictor, TileSpec
 
 __all__ = ["confidence_to_uint8", "predict_blocks", "reflect_pad"]
@@ -276,9 +277,7 @@ def predict_blocks(
     vpad = reflect_pad(reflect_pad(valid[None], 1, m, ys[-1] - h + m), 2, m, xs[-1] - w + m)
     padded = padded.rechunk((data.shape[0], cy, cx))
     vpad = vpad.rechunk((1, cy, cx))
-    depth: dict[int, Any] = {0: 0, 1: d, 2: d}
-    ov = da.overlap.overlap(padded, depth=depth, boundary="none")
-    ovv = da.overlap.overlap(vpad, depth=depth, boundary="none")
+    ov, ovv = with_halo(padded, d), with_halo(vpad, d)
     kernel = functools.partial(
         _kernel,
         ys=tuple(ys),
