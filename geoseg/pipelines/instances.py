@@ -60,7 +60,7 @@ from geoseg.stitching import (
 from geoseg.stitching.panoptic import panoptic_block
 from geoseg.tiling.execute import Progress
 from geoseg.tiling.infer import predict_blocks
-from geoseg.types import ClassSchema, Predictor, TileSpec
+from geoseg.types import ClassSchema, Predictor, TileSpec, require_at_least, require_finite
 
 __all__ = [
     "InstanceOptions",
@@ -108,6 +108,13 @@ class InstanceOptions:
     overwrite: bool = False
     panoptic: str | os.PathLike[str] | None = None
     stuff_labels: str | os.PathLike[str] | None = None
+
+    def __post_init__(self) -> None:
+        require_at_least(
+            "InstanceOptions", window=(self.window, 1), margin=(self.margin, 1),
+            chunk=(self.chunk, 1), batch_size=(self.batch_size, 1), workers=(self.workers, 1),
+        )  # fmt: skip
+        require_finite("InstanceOptions", min_iou=(self.min_iou, 0.0, 1.0))
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from geoseg.pipelines.plausibility import (
 )
 from geoseg.tiling.execute import Progress, block_slices, store_blocks
 from geoseg.tiling.infer import predict_blocks
-from geoseg.types import ClassSchema, ModelMeta, TileSpec
+from geoseg.types import ClassSchema, ModelMeta, TileSpec, require_at_least
 
 __all__ = [
     "PredictOptions",
@@ -94,6 +94,13 @@ class PredictOptions:
     torch_threads: int | None = None
     precision: str = "auto"
     mask_clouds: str | None = None
+
+    def __post_init__(self) -> None:
+        require_at_least(
+            "PredictOptions", window=(self.window, 1), margin=(self.margin, 0),
+            chunk=(self.chunk, 1), batch_size=(self.batch_size, 1), workers=(self.workers, 1),
+            torch_threads=(self.torch_threads, 1),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

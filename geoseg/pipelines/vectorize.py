@@ -13,6 +13,7 @@ every polygon's neighbours, the whole layer is built in memory first.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import pyarrow as pa
 import shapely
 
 from geoseg.areas import HECTARE_M2, area_method, pixel_area_m2, polygon_area_m2
-from geoseg.errors import GeosegError, InvalidRasterError
+from geoseg.errors import ConfigError, GeosegError, InvalidRasterError
 from geoseg.io.labels import read_class_schema
 from geoseg.io.outputs import output_run
 from geoseg.io.raster import Scene, open_scene
@@ -39,7 +40,7 @@ from geoseg.io.vectors import (
     write_vectors,
 )
 from geoseg.tiling.execute import Progress, store_blocks
-from geoseg.types import NODATA_LABEL, ClassSchema
+from geoseg.types import NODATA_LABEL, ClassSchema, require_at_least, require_finite
 from geoseg.vector.attributes import (
     Georef,
     UnknownClasses,
@@ -105,13 +106,12 @@ class VectorizeOptions:
 
     def __post_init__(self) -> None:
         if self.connectivity not in (4, 8):
-            raise GeosegError(f"connectivity must be 4 or 8, got {self.connectivity}")
-        if self.chunk < 16:
-            raise GeosegError(f"chunk must be at least 16 px, got {self.chunk}")
-        for name in ("simplify_m", "min_area_ha"):
-            value = getattr(self, name)
-            if value is not None and not value >= 0:
-                raise GeosegError(f"{name} must be >= 0, got {value}")
+            raise ConfigError(f"connectivity must be 4 or 8, got {self.connectivity}")
+        require_at_least("VectorizeOptions", chunk=(self.chunk, 16), workers=(self.workers, 1))
+        require_finite(
+            "VectorizeOptions", simplify_m=(self.simplify_m, 0.0, math.inf),
+            min_area_ha=(self.min_area_ha, 0.0, math.inf),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
