@@ -18,7 +18,6 @@ A longitude/latitude CRS whose coordinates cannot be degrees is refused as well.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -32,7 +31,7 @@ import pyproj
 import shapely
 
 from geoseg.errors import InvalidVectorError
-from geoseg.io.vectors_read import is_parquet, read_vectors
+from geoseg.io.vectors_read import is_parquet, parquet_geo_metadata, read_vectors
 
 __all__ = [
     "LONLAT",
@@ -154,11 +153,11 @@ def declares_crs(path: Path, driver: str) -> bool:
 def _declared_crs(path: Path, frame: gpd.GeoDataFrame) -> pyproj.CRS | None:
     """The CRS ``path`` declares: GDAL's (geopandas'), except where it fills in a default."""
     if is_parquet(path):
-        import pyarrow.parquet as pq
-
-        geo = json.loads((pq.read_schema(path).metadata or {}).get(b"geo", b"{}"))
-        column = geo.get("columns", {}).get(geo.get("primary_column"), {})
-        return frame.crs if column.get("crs") is not None else None
+        geo = parquet_geo_metadata(path) or {}
+        columns = geo.get("columns")
+        column = columns.get(geo.get("primary_column")) if isinstance(columns, dict) else None
+        declared = isinstance(column, dict) and column.get("crs") is not None
+        return frame.crs if declared else None
     return frame.crs if declares_crs(path, pyogrio.read_info(path)["driver"]) else None
 
 
