@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from affine import Affine
 from click.testing import CliRunner
+from rasterio.crs import CRS
 
 from geoseg.cli import cli
 from geoseg.errors import ConfigError
@@ -211,3 +213,108 @@ def test_geoparquet_metadata_is_read_bounded(tmp_path: Path, geo: bytes, words: 
     run = CliRunner().invoke(cli, ["info", str(path)])
     assert run.exit_code == 2, run.output
     assert "aoi.parquet: malformed GeoParquet 'geo' metadata" in run.output
+
+
+# --- 2. a local CRS without a datum meets another CRS: one line, exit 2 --------------
+
+LOCAL = CRS.from_wkt(
+    'LOCAL_CS["site grid",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+)
+LOCAL_GRID = Affine(0.5, 0, 0, 0, -0.5, 10)  # 20 x 30 px of 0.5 m
+UTM = CRS.from_epsg(32633)
+UTM_GRID = Affine(0.5, 0, 500_000, 0, -0.5, 5_000_010)
+
+
+def _aoi(tmp: Path, name: str, crs: Any) -> Path:
+    import geopandas as gpd
+    import shapely
+
+    path = tmp / name
+    frame = gpd.GeoDataFrame({"n": ["field"]}, geometry=[shapely.box(1, 1, 5, 5)], crs=crs)
+    frame.to_file(path)
+    return path
+
+
+def _change_maps(tmp: Path) -> dict[str, Path]:
+    before = np.full((20, 30), 1, np.uint8)
+    after = before.copy()
+    after[:8] = 4
+    return {
+        "local before": write_labels(tmp / "b.tif", before, crs=LOCAL, transform=LOCAL_GRID),  # type: ignore[arg-type]
+        "local after": write_labels(tmp / "a.tif", after, crs=LOCAL, transform=LOCAL_GRID),  # type: ignore[arg-type]
+        "utm after": write_labels(tmp / "a_utm.tif", after, crs=UTM, transform=UTM_GRID),  # type: ignore[arg-type]
+    }
+
+
+#: case -> (maps, AOI file and CRS or None, extra options, words of the message or None = runs)
+LocalCase = tuple[tuple[str, str], tuple[str, Any] | None, list[str], list[str] | None]
+LOCAL_CASES: dict[str, LocalCase] = {
+    "local maps, UTM AOI": (
+        ("local before", "local after"), ("aoi.gpkg", "EPSG:32633"), [],
+        ["aoi.gpkg: cannot be reprojected onto", "b.tif", "'site grid'", "--aoi-crs raster"],
+    ),
+    "local maps, AOI without CRS (read as lon/lat)": (
+        ("local before", "local after"), ("aoi.geojson", None), [],
+        ["aoi.geojson: cannot be reprojected onto", "from 'WGS 84' to 'site grid'",
+         "--aoi-crs raster"],
+    ),
+    "local maps, AOI without CRS, --aoi-crs raster": (
+        ("local before", "local after"), ("aoi.gpkg", None), ["--aoi-crs", "raster"], None,
+    ),
+    "local maps, --aoi-crs EPSG:32633": (
+        ("local before", "local after"), ("aoi.gpkg", None), ["--aoi-crs", "EPSG:32633"],
+        ["aoi.gpkg: cannot be reprojected onto", "no place on Earth"],
+    ),
+    "UTM map, local AOI": (
+        ("utm after", "utm after"), ("aoi.gpkg", LOCAL.to_wkt()), [],
+        ["aoi.gpkg: cannot be reprojected onto", "a_utm.tif", "from 'site grid' to 'WGS 84 / UTM"],
+    ),
+    "local map, then a UTM map": (
+        ("local before", "utm after"), None, [],
+        ["a_utm.tif: cannot be put on the grid of", "b.tif", "give maps in one CRS"],
+    ),
+    "UTM map, then a local map": (
+        ("utm after", "local before"), None, [],
+        ["b.tif: cannot be put on the grid of", "a_utm.tif", "no place on Earth"],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(LOCAL_CASES))
+def test_local_crs_against_another_crs(
+    tmp_path: Path, case: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    names, aoi, extra, words = LOCAL_CASES[case]
+    maps = _change_maps(tmp_path)
+    args = ["change", *(str(maps[n]) for n in names), "-o", str(tmp_path / "report"), *extra]
+    if aoi is not None:
+        args += ["--aoi", str(_aoi(tmp_path, *aoi))]
+    run = CliRunner().invoke(cli, args)
+    if words is None:
+        assert run.exit_code == 0, run.output
+        rows = (tmp_path / "report" / "transitions_by_aoi.csv").read_text().splitlines()
+        # the 4 m x 4 m box lies on rows that stay forest: 64 px of 0.25 m²
+        assert "0,forest,forest,0.001600,0.003954,0.000016,16.000000,64" in rows
+        return
+    assert run.exit_code == 2, run.output
+    assert isinstance(run.exception, SystemExit)
+    message = run.output.strip().splitlines()[-1]
+    assert message.startswith("geoseg: error: ")
+    for word in words:
+        assert word in message
+    assert not (tmp_path / "report").exists()
+    assert "ERROR 6" not in capfd.readouterr().err  # GDAL's PROJJSON dump stays off stderr
+
+
+def test_local_labels_for_a_utm_image_are_refused(tmp_path: Path) -> None:
+    from geoseg.errors import InvalidRasterError
+    from geoseg.io.training_data import read_labelled_raster
+    from tests.conftest import textured_scene, write_raster
+
+    image = write_raster(tmp_path / "img.tif", textured_scene(20, 30), crs=UTM, transform=UTM_GRID)
+    labels = write_labels(tmp_path / "lab.tif", np.ones((20, 30), np.uint8), crs=LOCAL,  # type: ignore[arg-type]
+                          transform=LOCAL_GRID)  # fmt: skip
+    with pytest.raises(
+        InvalidRasterError, match=r"lab\.tif: cannot be put on the grid of .*img\.tif"
+    ):
+        read_labelled_raster(image, labels)

@@ -21,12 +21,12 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.labels import CLASSES_TAG, read_class_schema
 from geoseg.io.raster import open_scene
+from geoseg.io.reproject import bounds_in_crs
 from geoseg.types import NODATA_LABEL, ClassSchema
 
 __all__ = ["DATE_TAG", "AlignedMaps", "LabelMapInfo", "align_label_maps", "read_label_map_info"]
@@ -109,9 +109,13 @@ def _common_window(first: LabelMapInfo, others: Sequence[LabelMapInfo]) -> Windo
     left, bottom, right, top = rasterio.transform.array_bounds(
         first.height, first.width, first.transform
     )
+    fix = (
+        "give maps in one CRS (predict every date from scenes in the same CRS, or set the "
+        "right CRS with `gdal_edit.py -a_srs` where a file's CRS is wrong)"
+    )
     for info in others:
         b = rasterio.transform.array_bounds(info.height, info.width, info.transform)
-        ol, ob, orr, ot = transform_bounds(info.crs, first.crs, *b)
+        ol, ob, orr, ot = bounds_in_crs(info.crs, first.crs, b, info.path, first.path, fix)
         left, bottom, right, top = max(left, ol), max(bottom, ob), min(right, orr), min(top, ot)
         if left >= right or bottom >= top:
             raise InvalidRasterError(

@@ -31,6 +31,7 @@ import pyproj
 import shapely
 
 from geoseg.errors import InvalidVectorError
+from geoseg.io.reproject import layer_in_crs
 from geoseg.io.vectors_read import is_parquet, parquet_geo_metadata, read_vectors
 
 __all__ = [
@@ -207,6 +208,7 @@ def read_layer_on_grid(
     grid_bounds: tuple[float, float, float, float],
     given: str | None = None,
     option: str = "--labels-crs",
+    raster: str = "the raster",
 ) -> gpd.GeoDataFrame:
     """An input layer (see :func:`read_input_layer`) reprojected to a raster grid's CRS.
 
@@ -218,8 +220,15 @@ def read_layer_on_grid(
         grid_crs: the raster's CRS (also what ``given="raster"`` means).
         grid_bounds: the raster's ``(west, south, east, north)`` in ``grid_crs``.
         given, option: see :func:`layer_crs`.
+        raster: the raster, named in messages.
+
+    Raises:
+        InvalidVectorError: see :func:`read_input_layer`; or the layer's CRS cannot be
+            transformed to ``grid_crs`` (:func:`geoseg.io.reproject.layer_in_crs`).
     """
-    frame = read_input_layer(path, given, grid_crs, option).to_crs(grid_crs)
+    frame = layer_in_crs(
+        read_input_layer(path, given, grid_crs, option), grid_crs, str(path), raster, option
+    )
     if len(frame) and features_outside(frame.geometry.values, grid_bounds).all():
         log.warning(
             "%s: none of its %d features overlaps the raster (layer bounds %s, raster bounds "

@@ -330,7 +330,7 @@ def _zones(aligned: AlignedMaps, opts: ChangeOptions) -> ZoneMasker | None:
     if opts.aoi is None:
         return None
     layer = read_input_layer(opts.aoi, opts.aoi_crs, aligned.crs, "--aoi-crs")
-    names, geoms = prepare_aoi(layer, aligned.crs, opts.aoi_field, opts.aoi)
+    names, geoms = prepare_aoi(layer, aligned.crs, opts.aoi_field, opts.aoi, aligned.paths[0])
     totals = TransitionSink(
         aligned.schema.ids,
         aligned.crs,
