@@ -318,3 +318,39 @@ def test_local_labels_for_a_utm_image_are_refused(tmp_path: Path) -> None:
         InvalidRasterError, match=r"lab\.tif: cannot be put on the grid of .*img\.tif"
     ):
         read_labelled_raster(image, labels)
+
+
+# --- 3. vectorize says its areas are planar, as change does --------------------------
+
+
+@pytest.mark.parametrize(("crs", "planar"), [(LOCAL, True), (UTM, False)], ids=["local", "utm"])
+def test_vectorize_names_planar_areas(tmp_path: Path, crs: CRS, planar: bool) -> None:
+    from geoseg.pipelines.vectorize import vectorize_labels
+
+    labels = np.full((20, 30), 1, np.uint8)
+    labels[:8] = 4
+    path = write_labels(tmp_path / "map.tif", labels, crs=crs, transform=LOCAL_GRID)  # type: ignore[arg-type]
+    run = CliRunner().invoke(cli, ["vectorize", str(path), "-o", str(tmp_path / "a.gpkg")])
+    assert run.exit_code == 0, run.output
+    note = "note: areas are planar, from the CRS's linear unit (metre, 1 m)"
+    assert (note in run.output) is planar
+    assert run.output.count("note: areas are") == int(planar)
+    result = vectorize_labels(path, tmp_path / "b.gpkg")
+    assert result.area_method.planar is planar
+    assert result.area_method.unit == ("metre" if planar else "")
+
+
+def test_predict_vector_names_planar_areas(tmp_path: Path) -> None:
+    from tests.conftest import textured_scene, write_raster
+
+    scene = write_raster(tmp_path / "s.tif", textured_scene(64, 64), crs=LOCAL,
+                         transform=LOCAL_GRID)  # fmt: skip
+    out, vector = tmp_path / "map.tif", tmp_path / "map.gpkg"
+    run = CliRunner().invoke(
+        cli, ["predict", str(scene), "-m", "spectral", "--sensor", "rgbnir", "-o", str(out),
+              "--vector", str(vector)],
+    )  # fmt: skip
+    assert run.exit_code == 0, run.output
+    lines = run.output.strip().splitlines()
+    assert lines[0].startswith("note: areas are planar, from the CRS's linear unit (metre")
+    assert lines[-1].startswith(f"wrote {vector}")

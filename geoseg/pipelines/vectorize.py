@@ -16,7 +16,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import shapely
 
-from geoseg.areas import HECTARE_M2, area_method, pixel_area_m2, polygon_area_m2
+from geoseg.areas import HECTARE_M2, AreaMethod, area_method, pixel_area_m2, polygon_area_m2
 from geoseg.errors import ConfigError, GeosegError, InvalidRasterError
 from geoseg.io.labels import read_class_schema
 from geoseg.io.outputs import output_run
@@ -123,12 +123,14 @@ class VectorizeResult:
         format: its format name.
         polygons: number of features.
         area_ha: total area of the features, hectares.
+        area_method: how areas were measured (planar in a CRS without a datum).
     """
 
     output: Path
     format: str
     polygons: int
     area_ha: float
+    area_method: AreaMethod = field(default_factory=lambda: AreaMethod(planar=False))
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class _LabelRaster:
     confidence: da.Array | None
     instances: da.Array | None
     schema: ClassSchema | None
+    area_method: AreaMethod
 
 
 def _as_labels(band: da.Array) -> da.Array:
@@ -150,7 +153,7 @@ def _as_labels(band: da.Array) -> da.Array:
 
 def _open_labels(path: str, opts: VectorizeOptions) -> _LabelRaster:
     scene = open_scene(path, chunk=opts.chunk, assume_crs=opts.assume_crs)
-    area_method(scene.crs, path)  # a CRS areas cannot be measured in: refused before any work
+    method = area_method(scene.crs, path)  # a CRS without measurable areas: refused first
     if not np.issubdtype(scene.dtype, np.integer):
         raise InvalidRasterError(
             f"{path}: not a label raster ({scene.dtype} values, a label raster holds integer "
@@ -171,7 +174,7 @@ def _open_labels(path: str, opts: VectorizeOptions) -> _LabelRaster:
 
     return _LabelRaster(
         scene, _as_labels(data[0]), band(CONFIDENCE_BAND), band(INSTANCE_BAND),
-        read_class_schema(path),
+        read_class_schema(path), method,
     )  # fmt: skip
 
 
@@ -399,7 +402,8 @@ def _vectorize(
             tally.add(frame["class_id"].to_numpy(), frame["area_m2"].to_numpy())
             tally.warn(path)
         write_vectors(frame, out, fmt, layer, opts.overwrite)
-        return VectorizeResult(out, fmt, len(frame), float(frame["area_ha"].sum()))
+        area = float(frame["area_ha"].sum())
+        return VectorizeResult(out, fmt, len(frame), area, raster.area_method)
     keep = resolve_classes(opts.classes, raster.schema, path)
     unknown = UnknownClasses(raster.schema)
     # 8-connected regions may be MultiPolygons (parts touching at a corner).
@@ -416,4 +420,4 @@ def _vectorize(
         if writer.features == 0:
             raise empty
     unknown.warn(path)
-    return VectorizeResult(out, fmt, writer.features, area_ha[0])
+    return VectorizeResult(out, fmt, writer.features, area_ha[0], raster.area_method)
