@@ -354,3 +354,51 @@ def test_predict_vector_names_planar_areas(tmp_path: Path) -> None:
     lines = run.output.strip().splitlines()
     assert lines[0].startswith("note: areas are planar, from the CRS's linear unit (metre")
     assert lines[-1].startswith(f"wrote {vector}")
+
+
+# --- 5. evaluate warns of a guessed band order as predict does ------------------------
+
+
+def _evaluate_cases() -> dict[str, tuple[Any, dict[str, Any], str | None]]:
+    from tests.test_hostile_inputs_values import _farmland_rgb, _satellite_rgb, _unnamed
+
+    return {
+        "R, G, B scene, unnamed": (lambda t: _unnamed(t, _satellite_rgb()), {}, None),
+        "B, G, R scene, unnamed": (
+            lambda t: _unnamed(t, _satellite_rgb()[::-1]), {},
+            "darkest pixels (water, shadow) are redder than blue",
+        ),
+        "B, G, R farmland, unnamed (one class predicted)": (
+            lambda t: _unnamed(t, _farmland_rgb()[::-1]), {},
+            "100.0 % of the valid pixels are water",
+        ),
+        "B, G, R farmland, bands named": (
+            lambda t: _unnamed(t, _farmland_rgb()[::-1], descriptions=("blue", "green", "red")),
+            {}, None,
+        ),
+        "B, G, R farmland, --bands given": (
+            lambda t: _unnamed(t, _farmland_rgb()[::-1]),
+            {"band_roles": {"red": 3, "green": 2, "blue": 1}}, None,
+        ),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(_evaluate_cases()))
+def test_evaluate_warns_of_a_guessed_band_order(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    from geoseg.models.spectral import SPECTRAL_SCHEMA
+    from geoseg.pipelines.evaluate import evaluate_scene
+    from tests.conftest import write_raster
+
+    make, options, words = _evaluate_cases()[case]
+    scene = make(tmp_path)
+    reference = np.full((1, 96, 96), SPECTRAL_SCHEMA.ids[0], np.uint8)
+    labels = write_raster(tmp_path / "ref.tif", reference)
+    with caplog.at_level(logging.WARNING, logger="geoseg"):
+        evaluate_scene("spectral", scene, labels, tmp_path / "eval", PredictOptions(**options))
+    said = [r.getMessage() for r in caplog.records if "red=3,green=2,blue=1" in r.getMessage()]
+    if words is None:
+        assert said == [], said
+    else:
+        assert len(said) == 1 and words in said[0] and "s.tif" in said[0], said

@@ -23,7 +23,7 @@ from geoseg.io.outputs import output_run
 from geoseg.io.parts import ChunkStore, file_stamp, parts_folder
 from geoseg.io.preview import write_label_preview
 from geoseg.io.raster import Scene, canonical_band_name, open_scene, select_bands
-from geoseg.models.bands import BandRoles, reflectance_scale
+from geoseg.models.bands import reflectance_scale
 from geoseg.models.cache import ModelSpec, default_batch_size, load_predictor, model_spec
 from geoseg.models.family import Family
 from geoseg.models.registry import checkpoint_family, model_family, task_kind, window_multiple
@@ -287,9 +287,7 @@ def _predict(
 ) -> PredictResult:
     """:func:`predict_scene` once its outputs are registered and locked."""
     scene, spec, schema, tile = prepare_model_input(path, model, opts)
-    guess = None
-    if isinstance(spec.roles, BandRoles):  # a weights-free model reading bands by role
-        guess = guessed_band_order(scene, spec.roles, opts.band_roles, opts.sensor)
+    guess = guessed_band_order(scene, spec.roles, opts.band_roles, opts.sensor)
     lazy = predict_blocks(
         scene.data.data, scene.valid, functools.partial(load_predictor, spec), tile,
         schema.ids, opts.confidence,
