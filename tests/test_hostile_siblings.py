@@ -402,3 +402,45 @@ def test_evaluate_warns_of_a_guessed_band_order(
         assert said == [], said
     else:
         assert len(said) == 1 and words in said[0] and "s.tif" in said[0], said
+
+
+# --- 6. train warns of label values outside the schema, in change's words -------------
+
+#: case -> ({value: pixels} written into the labels, expected "value: N px" texts)
+TRAIN_STRAYS: dict[str, tuple[dict[int, int], list[str]]] = {
+    "none": ({}, []),
+    "one stray value": ({7: 3}, ["7: 3 px"]),
+    "two values, 255 left alone": ({0: 5, 200: 2, 255: 4}, ["0: 5 px", "200: 2 px"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAIN_STRAYS))
+def test_training_warns_of_label_values_outside_the_schema(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    from geoseg.training.data import class_targets, load_rasters
+    from tests.conftest import textured_scene, write_raster
+
+    strays, texts = TRAIN_STRAYS[case]
+    image = write_raster(tmp_path / "img.tif", textured_scene(20, 30), crs=UTM,
+                         transform=UTM_GRID)  # fmt: skip
+    labels = np.full((20, 30), 1, np.uint8)
+    flat, start = labels.reshape(-1), 0
+    for value, n in strays.items():
+        flat[start : start + n] = value
+        start += n
+    path = write_raster(tmp_path / "lab.tif", labels[None], crs=UTM, transform=UTM_GRID)
+    cfg = _train()
+    with caplog.at_level(logging.WARNING, logger="geoseg"):
+        rasters = load_rasters([str(image)], [str(path)], cfg)
+    said = [r.getMessage() for r in caplog.records if "not classes of its schema" in r.message]
+    if not texts:
+        assert said == []
+        return
+    assert len(said) == 1
+    assert said[0].startswith(
+        f"{path}: values that are not classes of its schema (ids 1, 4, 9) were counted as "
+        f"nodata: {', '.join(texts)}; check the labels were written with this class schema"
+    )
+    targets = class_targets(rasters[0], SCHEMA)
+    assert int((targets == 255).sum()) == sum(strays.values())  # strays are not trained on
