@@ -23,7 +23,6 @@ from typing import Any
 import dask.array as da
 import geopandas as gpd
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import shapely
 
@@ -39,6 +38,7 @@ from geoseg.io.vectors import (
     vector_files,
     write_vectors,
 )
+from geoseg.pipelines.instance_rows import one_row_per_instance, with_scores
 from geoseg.tiling.execute import Progress, store_blocks
 from geoseg.types import NODATA_LABEL, ClassSchema, require_at_least, require_finite
 from geoseg.vector.attributes import (
@@ -291,55 +291,6 @@ def _frame(batches: list[pa.RecordBatch], crs: Any) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(frame, geometry=np.asarray(geoms), crs=crs)
 
 
-def one_row_per_instance(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """One row per object: the pieces of one (class, instance id > 0) as a MultiPolygon.
-
-    A stitched object can be in pieces that do not touch (its windows trimmed it
-    apart); users count objects, so its pieces become one feature. Areas and
-    perimeters are summed, ``conf_mean`` is area-weighted. Rows with instance id 0
-    (no object) stay as they are.
-    """
-    if len(frame) == 0 or "instance_id" not in frame:
-        return frame
-    key = frame["class_id"].astype(np.int64) * (1 << 32) + frame["instance_id"].astype(np.int64)
-    pieces = frame["instance_id"].to_numpy() > 0
-    dup = pieces & key.duplicated(keep=False).to_numpy()
-    if not dup.any():
-        return frame
-    many = frame[dup]
-    groups = many.groupby(key[dup], sort=False)
-    rows = []
-    for _, part in groups:
-        row = part.iloc[0].copy()
-        for col in ("area_m2", "area_ha", "area_ac", "perim_m"):
-            row[col] = float(part[col].sum())
-        if "conf_mean" in part:
-            w = part["area_m2"].to_numpy()
-            c = part["conf_mean"].to_numpy(float)
-            ok = ~np.isnan(c)
-            row["conf_mean"] = float(np.sum(c[ok] * w[ok]) / np.sum(w[ok])) if ok.any() else np.nan
-        row["geometry"] = shapely.multipolygons(shapely.get_parts(part.geometry.values))
-        rows.append(row)
-    joined = gpd.GeoDataFrame(rows, columns=frame.columns, geometry="geometry", crs=frame.crs)
-    out = pd.concat([frame[~dup], joined], ignore_index=True)
-    return sort_table(gpd.GeoDataFrame(out, geometry="geometry", crs=frame.crs))
-
-
-def _with_scores(frame: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
-    """Add ``score`` (the object's detection score, 0-1) from an instance COG's tag."""
-    from geoseg.io.instances import read_instance_scores
-
-    scores = read_instance_scores(path)
-    if scores is None or "instance_id" not in frame:
-        return frame
-    ids = frame["instance_id"].to_numpy(np.int64)
-    inside = (ids > 0) & (ids < scores.size)
-    frame = frame.copy()
-    frame.insert(frame.columns.get_loc("instance_id") + 1, "score",
-                 np.where(inside, scores[np.where(inside, ids, 0)], np.nan))  # fmt: skip
-    return frame
-
-
 def check_vectorize_output(
     output: str | os.PathLike[str], options: VectorizeOptions, inputs: Sequence[Path] = ()
 ) -> str:
@@ -394,7 +345,7 @@ def _vectorize(
     if opts.min_area_ha or opts.simplify_m or raster.instances is not None:
         frame = label_polygons(path, opts, progress)
         if raster.instances is not None:
-            frame = _with_scores(one_row_per_instance(frame), path)
+            frame = with_scores(one_row_per_instance(frame), path)
         if len(frame) == 0:
             raise empty
         if raster.schema is not None:
