@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from geoseg.errors import GeosegError
+from geoseg.errors import ConfigError, GeosegError
 
 __all__ = [
     "MODEL_TASKS",
@@ -19,6 +21,8 @@ __all__ = [
     "Normalization",
     "Predictor",
     "TileSpec",
+    "require_at_least",
+    "require_finite",
 ]
 
 #: Label value for "no data" in every uint8 label raster geoseg writes.
@@ -179,6 +183,49 @@ def parse_band_list(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
         return None
     items = text.split(",") if isinstance(text, str) else list(text)
     return tuple(s.strip() for s in items if s.strip())
+
+
+def require_at_least(owner: str, **limits: tuple[object, int]) -> None:
+    """Refuse option values that are not whole numbers at least their minimum.
+
+    The command line refuses ``--chunk 0`` with click's ranges; the option
+    dataclasses call this from ``__post_init__`` so the Python API refuses the
+    same values, before any file is opened.
+
+    Args:
+        owner: the options' class, named in the message (``PredictOptions``).
+        limits: ``name=(value, minimum)``; a None value (the default) passes.
+
+    Raises:
+        ConfigError: a value is not an integer (bools included), or below its minimum.
+    """
+    for name, (value, minimum) in limits.items():
+        if value is None:
+            continue
+        whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        if not whole or int(value) < minimum:  # type: ignore[call-overload]
+            raise ConfigError(f"{owner}: {name} must be a whole number >= {minimum}, got {value!r}")
+
+
+def require_finite(owner: str, **limits: tuple[object, float, float]) -> None:
+    """Refuse option values that are not finite numbers in ``[low, high]``.
+
+    Args:
+        owner: the options' class, named in the message.
+        limits: ``name=(value, low, high)``; a None value (the default) passes.
+
+    Raises:
+        ConfigError: a value is not a finite number in its range.
+    """
+    for name, (value, low, high) in limits.items():
+        if value is None:
+            continue
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        number = float(value) if real else math.nan  # type: ignore[arg-type]
+        if not math.isfinite(number) or not low <= number <= high:
+            raise ConfigError(
+                f"{owner}: {name} must be a finite number in [{low:g}, {high:g}], got {value!r}"
+            )
 
 
 @runtime_checkable

@@ -8,7 +8,6 @@ restricted to the extent all maps share; each block is read through a rasterio
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -22,12 +21,12 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from geoseg.errors import GeosegError, InvalidRasterError
-from geoseg.io.labels import CLASSES_TAG
+from geoseg.io.labels import CLASSES_TAG, read_class_schema
 from geoseg.io.raster import open_scene
+from geoseg.io.reproject import bounds_in_crs
 from geoseg.types import NODATA_LABEL, ClassSchema
 
 __all__ = ["DATE_TAG", "AlignedMaps", "LabelMapInfo", "align_label_maps", "read_label_map_info"]
@@ -90,23 +89,18 @@ def read_label_map_info(path: str | os.PathLike[str]) -> LabelMapInfo:
     path = os.fspath(path)
     scene = open_scene(path)  # existence, CRS, north-up checks
     with rasterio.open(path) as src:
-        dtype, raw = np.dtype(src.dtypes[0]), src.tags().get(CLASSES_TAG)
+        dtype, date = np.dtype(src.dtypes[0]), src.tags().get(DATE_TAG)
     if dtype != np.uint8:
         raise InvalidRasterError(
             f"{path}: is a {dtype} raster, not a label map (uint8 class ids, 255 = nodata); "
             "pass land-cover maps written by `geoseg predict`"
         )
-    if raw is None:
+    schema = read_class_schema(path)
+    if schema is None:
         raise InvalidRasterError(
             f"{path}: has no class schema ({CLASSES_TAG} tag); write it with `geoseg predict` "
             "or add the tag with `gdal_edit.py -mo GEOSEG_CLASSES=...`"
         )
-    try:
-        schema = ClassSchema.from_json(json.loads(raw))
-    except (ValueError, TypeError, KeyError, RecursionError, GeosegError) as exc:
-        raise InvalidRasterError(f"{path}: malformed {CLASSES_TAG} tag ({str(exc)[:200]})") from exc
-    with rasterio.open(path) as src:
-        date = src.tags().get(DATE_TAG)
     return LabelMapInfo(path, scene.crs, scene.transform, scene.height, scene.width, schema, date)
 
 
@@ -115,9 +109,13 @@ def _common_window(first: LabelMapInfo, others: Sequence[LabelMapInfo]) -> Windo
     left, bottom, right, top = rasterio.transform.array_bounds(
         first.height, first.width, first.transform
     )
+    fix = (
+        "give maps in one CRS (predict every date from scenes in the same CRS, or set the "
+        "right CRS with `gdal_edit.py -a_srs` where a file's CRS is wrong)"
+    )
     for info in others:
         b = rasterio.transform.array_bounds(info.height, info.width, info.transform)
-        ol, ob, orr, ot = transform_bounds(info.crs, first.crs, *b)
+        ol, ob, orr, ot = bounds_in_crs(info.crs, first.crs, b, info.path, first.path, fix)
         left, bottom, right, top = max(left, ol), max(bottom, ob), min(right, orr), min(top, ot)
         if left >= right or bottom >= top:
             raise InvalidRasterError(

@@ -26,7 +26,9 @@ from geoseg.change.transitions import transition_matrix
 from geoseg.tiling.execute import store_blocks
 from geoseg.types import NODATA_LABEL
 
-__all__ = ["UnknownValues", "find_unknown_values", "warn_unknown_values"]
+__all__ = [
+    "UnknownValues", "find_unknown_values", "warn_unknown_values", "warn_values_outside_schema",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +131,26 @@ def _measure(
 def warn_unknown_values(found: Sequence[UnknownValues], classes: Sequence[int]) -> None:
     """One warning per map: which values, how many pixels, what area (counted as nodata)."""
     for f in found:
-        parts = ", ".join(
+        parts = [
             f"{v}: {p:,} px, {a:,.2f} m2 ({a / HECTARE_M2:,.4f} ha)"
             for v, p, a in zip(f.values, f.pixels, f.area_m2, strict=True)
-        )
-        log.warning(
-            "%s: values that are not classes of its schema (ids %s) were counted as nodata: %s; "
-            "check the map was written with this class schema",
-            f.path, ", ".join(str(c) for c in classes), parts,
-        )  # fmt: skip
+        ]
+        warn_values_outside_schema(f.path, classes, parts)
+
+
+def warn_values_outside_schema(
+    path: str, classes: Sequence[int], parts: Sequence[str],
+    fix: str = "check the map was written with this class schema",
+) -> None:  # fmt: skip
+    """The one wording of "these values of ``path`` are not classes" (change, train).
+
+    Args:
+        path: the map or label raster.
+        classes: the schema's class ids.
+        parts: one ``"value: N px ..."`` text per value.
+        fix: what to check.
+    """
+    log.warning(
+        "%s: values that are not classes of its schema (ids %s) were counted as nodata: %s; %s",
+        path, ", ".join(str(c) for c in classes), ", ".join(parts), fix,
+    )  # fmt: skip

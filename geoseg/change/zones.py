@@ -20,6 +20,7 @@ from rasterio.features import geometry_mask
 
 from geoseg.change.transitions import TransitionSink
 from geoseg.errors import GeosegError
+from geoseg.io.reproject import layer_in_crs
 
 __all__ = ["ZoneMasker", "prepare_aoi"]
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def prepare_aoi(
-    frame: gpd.GeoDataFrame, crs: Any, field: str | None, source: str
+    frame: gpd.GeoDataFrame, crs: Any, field: str | None, source: str, grid: str = "the maps"
 ) -> tuple[list[str], np.ndarray]:
     """AOI names and ``(N,)`` polygons in ``crs``, invalid geometries made valid.
 
@@ -36,9 +37,12 @@ def prepare_aoi(
         crs: the map grid's CRS.
         field: attribute naming each feature (None: the feature number).
         source: the AOI file, for messages.
+        grid: the map whose grid ``crs`` is, for messages.
 
     Raises:
         GeosegError: no CRS, no polygon, or ``field`` is not a column.
+        InvalidVectorError: the AOI's CRS cannot be transformed to ``crs`` (a
+            local CRS without a datum on either side).
     """
     if frame.crs is None:
         raise GeosegError(f"{source}: the AOI layer has no CRS; set one (e.g. with ogr2ogr -a_srs)")
@@ -54,7 +58,8 @@ def prepare_aoi(
     keep = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
     if not keep.any():
         raise GeosegError(f"{source}: the AOI layer has no geometry")
-    fixed = gpd.GeoSeries(geoms[keep], crs=frame.crs).to_crs(crs)
+    kept = gpd.GeoDataFrame(geometry=geoms[keep], crs=frame.crs)
+    fixed = layer_in_crs(kept, crs, source, grid, "--aoi-crs").geometry
     return [n for n, k in zip(names, keep, strict=True) if k], np.asarray(fixed.values)
 
 

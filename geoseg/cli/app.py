@@ -12,7 +12,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,9 +20,13 @@ from geoseg import __version__
 from geoseg.errors import GeosegError
 from geoseg.types import parse_band_list
 
+if TYPE_CHECKING:  # geoseg.areas imports pyproj: not needed to start the CLI
+    from geoseg.areas import AreaMethod
+
 __all__ = [
-    "AT_LEAST_ONE", "NOT_NEGATIVE", "FiniteRange", "cli", "dask_options", "explicit", "main",
-    "outputs", "parse_bands", "parse_map", "progress_bar", "quiet_dask_logs", "window_options",
+    "AT_LEAST_ONE", "NOT_NEGATIVE", "FiniteRange", "area_note", "cli", "dask_options",
+    "echo_area_note", "explicit", "main", "outputs", "parse_bands", "parse_map", "progress_bar",
+    "quiet_dask_logs", "window_options",
 ]  # fmt: skip
 
 log = logging.getLogger("geoseg")
@@ -62,6 +66,17 @@ class FiniteRange(click.FloatRange):
         if not math.isfinite(rv):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return rv
+
+
+def area_note(method: AreaMethod) -> str:
+    """The line saying how areas were measured (``change``, ``vectorize``, ``predict --vector``)."""
+    return f"note: areas are {method.description}"
+
+
+def echo_area_note(method: AreaMethod) -> None:
+    """Print :func:`area_note` where areas are planar (a local CRS without a datum)."""
+    if method.planar:
+        click.echo(area_note(method))
 
 
 def parse_bands(text: str | None) -> tuple[list[str] | None, dict[str, int]]:

@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 
-from geoseg.cli.app import AT_LEAST_ONE, FiniteRange, cli, dask_options, progress_bar
+from geoseg.cli.app import (
+    AT_LEAST_ONE,
+    FiniteRange,
+    cli,
+    dask_options,
+    echo_area_note,
+    progress_bar,
+)
 
 
 @cli.command()
@@ -38,8 +45,7 @@ def change(maps: Sequence[str], output: Path, progress: bool | None, **kw: Any) 
         raise click.BadParameter("give at least two label maps (before and after)")
     result = change_report(maps, output, ChangeOptions(**kw), progress_bar("change", progress))
     m = result.matrix
-    if result.area_method.planar:
-        click.echo(f"note: areas are {result.area_method.description}")
+    echo_area_note(result.area_method)
     changed = float(m.area_m2.sum() - m.area_m2.trace()) / 1e4
     click.echo(f"changed area {changed:,.2f} ha of {float(m.area_m2.sum()) / 1e4:,.2f} ha mapped")
     for path in result.files:

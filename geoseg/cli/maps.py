@@ -10,8 +10,10 @@ import click
 from geoseg.cli.app import (
     AT_LEAST_ONE,
     FiniteRange,
+    area_note,
     cli,
     dask_options,
+    echo_area_note,
     outputs,
     parse_bands,
     progress_bar,
@@ -110,6 +112,8 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
     if vector is not None:
         bar = progress_bar("vectorize", progress)
         done = vectorize_labels(output, vector, vopts, bar)
+        if done.area_method.planar:
+            said.insert(0, area_note(done.area_method))
         said.append(f"wrote {done.output} ({done.polygons} polygons)")
     for line in said:
         click.echo(line)
@@ -140,4 +144,5 @@ def vectorize(labels: str, output: Path, fmt: str | None, classes: str | None,
     wanted = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     opts = VectorizeOptions(format=fmt, classes=wanted, connectivity=int(connectivity), **kw)
     result = vectorize_labels(labels, output, opts, progress_bar("vectorize", progress))
+    echo_area_note(result.area_method)
     click.echo(f"wrote {result.output} ({result.polygons} polygons, {result.area_ha:.2f} ha)")

@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 
 from geoseg.errors import CheckpointError, GeosegError, InputNotFoundError
 from geoseg.io.atomic import atomic_output
+from geoseg.io.json_text import parse_json
 from geoseg.types import ModelMeta
 
 if TYPE_CHECKING:  # torch is imported on first use: reading metadata does not need it
@@ -80,46 +81,17 @@ def _refuse_pickles(path: Path) -> None:
         )
 
 
-def _nesting_depth(text: str) -> int:
-    """How deep ``[``/``{`` nest in JSON ``text`` (brackets inside strings do not count)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
-
-
 def parse_metadata_json(path: str | os.PathLike[str], raw: str) -> Any:
     """``raw`` metadata JSON of a model file, refused past :data:`MAX_META_CHARS` or depth.
 
-    Python's JSON parser recurses once per nesting level: a header nested 200 000
-    deep would end in ``RecursionError`` rather than a message.
-
     Raises:
-        CheckpointError: too large, too deep or not JSON (the message names ``path``).
+        CheckpointError: too large, too deep or not JSON (the message names ``path``);
+            see :func:`geoseg.io.json_text.parse_json`.
     """
-    if len(raw) > MAX_META_CHARS:
-        raise CheckpointError(
-            f"{path}: the metadata holds {len(raw)} characters, more than the "
-            f"{MAX_META_CHARS} a geoseg model has; the file is damaged or not a geoseg model"
-        )
-    if (depth := _nesting_depth(raw)) > MAX_META_DEPTH:
-        raise CheckpointError(
-            f"{path}: the metadata JSON nests {depth} levels deep (a geoseg model nests a "
-            f"few, at most {MAX_META_DEPTH}); the file is damaged or not a geoseg model"
-        )
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: damaged geoseg metadata ({exc!r})") from exc
+    return parse_json(
+        raw, path, "metadata JSON", CheckpointError,
+        "the file is damaged or not a geoseg model", MAX_META_CHARS, MAX_META_DEPTH,
+    )  # fmt: skip
 
 
 def read_checkpoint_meta(path: str | os.PathLike[str]) -> ModelMeta:

@@ -32,6 +32,7 @@ from rasterio.windows import Window
 
 from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.atomic import atomic_output, check_output_path, temporary_sibling
+from geoseg.io.json_text import parse_json
 from geoseg.io.labels import CLASSES_TAG
 from geoseg.io.vectors_crs import read_layer_on_grid
 from geoseg.types import NODATA_LABEL, ClassSchema
@@ -153,10 +154,27 @@ def read_instance_scores(path: str | os.PathLike[str]) -> np.ndarray | None:
     """``(count + 1,) float64`` object scores of an instance/panoptic COG (index = id), or None.
 
     ``geoseg predict`` stores them in the :data:`SCORES_TAG` tag; ``[0]`` is 0.
+
+    Raises:
+        InvalidRasterError: the tag is not a flat JSON list of finite numbers in 0-1.
     """
     with rasterio.open(path) as src:
         raw = src.tags().get(SCORES_TAG)
-    return None if raw is None else np.asarray(json.loads(raw), dtype=np.float64)
+    if raw is None:
+        return None
+    fix = "rewrite the raster with `geoseg predict`"
+    # one score per object: a scene of a million objects has a tag of a few MB
+    values = parse_json(raw, path, f"{SCORES_TAG} tag", InvalidRasterError, fix, 1 << 26, 1)
+    numbers = isinstance(values, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in values
+    )
+    scores = np.asarray(values if numbers else [], dtype=np.float64)
+    if not numbers or not np.all((scores >= 0) & (scores <= 1)):
+        raise InvalidRasterError(
+            f"{path}: malformed {SCORES_TAG} tag: expected a list of scores between 0 and 1, "
+            f"one per object; {fix}"
+        )
+    return scores
 
 
 def check_same_grid(

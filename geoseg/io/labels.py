@@ -31,6 +31,7 @@ from rasterio.windows import Window
 from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.atomic import atomic_output, check_output_path, temporary_sibling
 from geoseg.io.cog import ChunkLoader, CogGrid, all_nodata_error, write_label_cog
+from geoseg.io.json_text import parse_json
 from geoseg.io.tiff import metadata_tags, unspecify_extra_samples
 from geoseg.types import NODATA_LABEL, ClassSchema
 
@@ -178,10 +179,12 @@ def read_class_schema(path: str | os.PathLike[str]) -> ClassSchema | None:
         raw = src.tags().get(CLASSES_TAG)
     if raw is None:
         return None
-    try:  # a hand-edited tag may be anything, nested 200 000 deep included
-        return ClassSchema.from_json(json.loads(raw))
-    except (ValueError, TypeError, KeyError, RecursionError, GeosegError) as exc:
+    fix = "rewrite the map with `geoseg predict` or fix the tag with `gdal_edit.py -mo`"
+    # a hand-edited tag may be anything, nested 200 000 deep included
+    items = parse_json(raw, path, f"{CLASSES_TAG} tag", InvalidRasterError, fix)
+    try:
+        return ClassSchema.from_json(items)
+    except (ValueError, TypeError, KeyError, GeosegError) as exc:
         raise InvalidRasterError(
-            f"{path}: malformed {CLASSES_TAG} tag ({str(exc)[:200]}); rewrite the map with "
-            "`geoseg predict` or fix the tag with `gdal_edit.py -mo`"
+            f"{path}: malformed {CLASSES_TAG} tag ({str(exc)[:200]}); {fix}"
         ) from exc

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geoseg.errors import GeosegError, OutputLockedError
+from geoseg.io.json_text import parse_json
 
 __all__ = ["OutputLock", "lock_path"]
 
@@ -76,19 +77,20 @@ class OutputLock:
 
     def release(self) -> None:
         """Remove the lock file if it still holds this run's token."""
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(self.path.read_text()).get("token") == self.token:
+        with contextlib.suppress(OSError, GeosegError):
+            held = parse_json(self.path.read_bytes(), self.path, "lock file")
+            if isinstance(held, dict) and held.get("token") == self.token:
                 self.path.unlink()
 
 
 def _take_over_if_stale(path: Path, target: Path) -> None:
     """Remove the lock at ``path`` if its run is gone; else refuse, naming that run."""
     try:
-        held = json.loads(path.read_text())
+        held = parse_json(path.read_bytes(), path, "lock file")
         pid, host, started = int(held["pid"]), str(held["host"]), str(held["started"])
     except FileNotFoundError:
         return  # released meanwhile: try again
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, GeosegError, ValueError, KeyError, TypeError, IndexError):
         raise OutputLockedError(
             f"{target}: locked by {path}, which cannot be read; if no other geoseg run "
             "writes this output, delete that file and run again"

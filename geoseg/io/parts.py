@@ -26,6 +26,7 @@ import numpy as np
 
 from geoseg.errors import GeosegError
 from geoseg.io.atomic import atomic_output
+from geoseg.io.json_text import parse_json
 
 __all__ = ["ChunkStore", "Encoder", "Fits", "Record", "file_stamp", "parts_folder"]
 
@@ -63,8 +64,8 @@ def _read_manifest(path: Path) -> Any:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
+        return parse_json(path.read_bytes(), path, "manifest")
+    except (OSError, GeosegError):
         return _DAMAGED
 
 

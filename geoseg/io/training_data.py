@@ -13,6 +13,7 @@ from rasterio.warp import Resampling, reproject
 
 from geoseg.errors import InvalidRasterError
 from geoseg.io.raster import open_scene, select_bands
+from geoseg.io.reproject import bounds_in_crs
 
 __all__ = ["LABEL_NODATA", "LabelledRaster", "read_labelled_raster", "read_labels_on_grid"]
 
@@ -47,6 +48,10 @@ class LabelledRaster:
 LABEL_NODATA = -(2**31)
 
 
+#: The fix for labels whose CRS cannot meet the image's.
+_SAME_CRS = "write the labels in the image's CRS (e.g. rasterize them on the image's grid)"
+
+
 def read_labels_on_grid(label_path: str, image_path: str) -> np.ndarray:
     """``(H, W) int64`` values of ``label_path`` on the grid of ``image_path``.
 
@@ -61,6 +66,8 @@ def read_labels_on_grid(label_path: str, image_path: str) -> np.ndarray:
         values = np.where(np.ma.getmaskarray(raw), LABEL_NODATA, raw.data.astype(np.int64))
         if same:
             return values
+        # refused in one line where no transformation exists (a local CRS without a datum)
+        bounds_in_crs(lab.crs, img.crs, tuple(lab.bounds), label_path, image_path, _SAME_CRS)
         log.warning("%s: not on the grid of %s; aligning it (nearest)", label_path, image_path)
         src = values.astype(np.float64)
         dst = np.full(img.shape, LABEL_NODATA, np.float64)
@@ -78,10 +85,11 @@ def _refuse_labels_off_image(label_path: str, image_path: str) -> None:
     (An unlabelled chip that does lie on its image is allowed: chip folders hold some.)
     """
     from rasterio.coords import disjoint_bounds
-    from rasterio.warp import transform_bounds
 
     with rasterio.open(image_path) as img, rasterio.open(label_path) as lab:
-        bounds = transform_bounds(lab.crs, img.crs, *lab.bounds)
+        bounds = bounds_in_crs(
+            lab.crs, img.crs, tuple(lab.bounds), label_path, image_path, _SAME_CRS
+        )
         image_bounds = tuple(img.bounds)
     if disjoint_bounds(bounds, image_bounds):
         raise InvalidRasterError(

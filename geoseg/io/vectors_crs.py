@@ -18,7 +18,6 @@ A longitude/latitude CRS whose coordinates cannot be degrees is refused as well.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -32,7 +31,8 @@ import pyproj
 import shapely
 
 from geoseg.errors import InvalidVectorError
-from geoseg.io.vectors_read import is_parquet, read_vectors
+from geoseg.io.reproject import layer_in_crs
+from geoseg.io.vectors_read import is_parquet, parquet_geo_metadata, read_vectors
 
 __all__ = [
     "LONLAT",
@@ -154,11 +154,11 @@ def declares_crs(path: Path, driver: str) -> bool:
 def _declared_crs(path: Path, frame: gpd.GeoDataFrame) -> pyproj.CRS | None:
     """The CRS ``path`` declares: GDAL's (geopandas'), except where it fills in a default."""
     if is_parquet(path):
-        import pyarrow.parquet as pq
-
-        geo = json.loads((pq.read_schema(path).metadata or {}).get(b"geo", b"{}"))
-        column = geo.get("columns", {}).get(geo.get("primary_column"), {})
-        return frame.crs if column.get("crs") is not None else None
+        geo = parquet_geo_metadata(path) or {}
+        columns = geo.get("columns")
+        column = columns.get(geo.get("primary_column")) if isinstance(columns, dict) else None
+        declared = isinstance(column, dict) and column.get("crs") is not None
+        return frame.crs if declared else None
     return frame.crs if declares_crs(path, pyogrio.read_info(path)["driver"]) else None
 
 
@@ -208,6 +208,7 @@ def read_layer_on_grid(
     grid_bounds: tuple[float, float, float, float],
     given: str | None = None,
     option: str = "--labels-crs",
+    raster: str = "the raster",
 ) -> gpd.GeoDataFrame:
     """An input layer (see :func:`read_input_layer`) reprojected to a raster grid's CRS.
 
@@ -219,8 +220,15 @@ def read_layer_on_grid(
         grid_crs: the raster's CRS (also what ``given="raster"`` means).
         grid_bounds: the raster's ``(west, south, east, north)`` in ``grid_crs``.
         given, option: see :func:`layer_crs`.
+        raster: the raster, named in messages.
+
+    Raises:
+        InvalidVectorError: see :func:`read_input_layer`; or the layer's CRS cannot be
+            transformed to ``grid_crs`` (:func:`geoseg.io.reproject.layer_in_crs`).
     """
-    frame = read_input_layer(path, given, grid_crs, option).to_crs(grid_crs)
+    frame = layer_in_crs(
+        read_input_layer(path, given, grid_crs, option), grid_crs, str(path), raster, option
+    )
     if len(frame) and features_outside(frame.geometry.values, grid_bounds).all():
         log.warning(
             "%s: none of its %d features overlaps the raster (layer bounds %s, raster bounds "

@@ -6,7 +6,6 @@ GDAL build does not read) is summarised from its ``geo`` metadata and columns.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,9 @@ import numpy as np
 import pyogrio
 import pyproj
 
+from geoseg.errors import InvalidVectorError
 from geoseg.io.vectors_crs import declares_crs
-from geoseg.io.vectors_read import is_parquet
+from geoseg.io.vectors_read import is_parquet, parquet_geo_metadata
 
 __all__ = ["LayerInfo", "is_vector_file", "vector_layers"]
 
@@ -92,10 +92,15 @@ def _parquet_layer(path: Path) -> LayerInfo:
     import geopandas as gpd
     import pyarrow.parquet as pq
 
+    geo = parquet_geo_metadata(path) or {}
+    try:
+        column = str(geo["primary_column"])
+        meta = dict(geo["columns"][column])
+    except (KeyError, TypeError, ValueError):
+        raise InvalidVectorError(
+            f"{path}: malformed GeoParquet 'geo' metadata: no primary column; rewrite the file"
+        ) from None
     file = pq.ParquetFile(path)
-    geo = json.loads((file.schema_arrow.metadata or {})[b"geo"])
-    column = geo["primary_column"]
-    meta = geo["columns"][column]
     frame = gpd.read_parquet(path, columns=[column])
     types = meta.get("geometry_types") or []
     return LayerInfo(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ from geoseg.pipelines.change_outputs import (
 )
 from geoseg.report.focus import FocusLike, focus_cells
 from geoseg.tiling.execute import Progress, Sink, store_blocks
-from geoseg.types import NODATA_LABEL, ClassInfo, ClassSchema
+from geoseg.types import NODATA_LABEL, ClassInfo, ClassSchema, require_at_least, require_finite
 
 __all__ = ["OUTPUT_FILES", "ChangeOptions", "ChangeResult", "change_report", "change_schema"]
 
@@ -110,6 +111,16 @@ class ChangeOptions:
     aoi_crs: str | None = None
     samples_se: float | None = None
     reference: str | None = None
+
+    def __post_init__(self) -> None:
+        require_at_least(
+            "ChangeOptions", consistency=(self.consistency, 1), chunk=(self.chunk, 1),
+            workers=(self.workers, 1), thumbnail_px=(self.thumbnail_px, 16),
+        )  # fmt: skip
+        require_finite(
+            "ChangeOptions", mmu_ha=(self.mmu_ha, 0.0, math.inf),
+            samples_se=(self.samples_se, 0.0, 1.0),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -319,7 +330,7 @@ def _zones(aligned: AlignedMaps, opts: ChangeOptions) -> ZoneMasker | None:
     if opts.aoi is None:
         return None
     layer = read_input_layer(opts.aoi, opts.aoi_crs, aligned.crs, "--aoi-crs")
-    names, geoms = prepare_aoi(layer, aligned.crs, opts.aoi_field, opts.aoi)
+    names, geoms = prepare_aoi(layer, aligned.crs, opts.aoi_field, opts.aoi, aligned.paths[0])
     totals = TransitionSink(
         aligned.schema.ids,
         aligned.crs,

@@ -33,6 +33,7 @@ from geoseg.io.reports import write_confusion_csv, write_confusion_png, write_js
 from geoseg.io.training_data import LABEL_NODATA, read_labels_on_grid
 from geoseg.models.cache import load_predictor
 from geoseg.models.registry import TASKS, model_task
+from geoseg.pipelines.plausibility import guessed_band_order, predicted_shares, warn_if_one_class
 from geoseg.pipelines.predict import PredictOptions, prepare_model_input
 from geoseg.tiling.confusion import tiled_confusion_sink
 from geoseg.tiling.execute import Progress
@@ -172,6 +173,7 @@ def evaluate_scene(
         check_output_path(out / name, opts.overwrite)
     path = os.fspath(image)
     scene, spec, model_schema, tile = prepare_model_input(path, model, opts)
+    guess = guessed_band_order(scene, spec.roles, opts.band_roles, opts.sensor)  # as predict
     if task == "change":
         classes = CHANGE_SCHEMA
         prediction_map = prediction_map or _change_prediction_map(model_schema)
@@ -186,6 +188,8 @@ def evaluate_scene(
         opts.workers, progress,
     )  # fmt: skip
     conf, unknown = sink.matrix, dict(sorted(sink.unknown_reference.items()))
+    shares = predicted_shares(conf.sum(axis=0), schema.ids)  # columns: predicted classes
+    warn_if_one_class(shares, f"{path} (predictions of {model})", path, schema, guess)
     if unknown:
         log.warning(
             "%s: reference values that are not classes (%s) were not scored: %s; "

@@ -49,7 +49,7 @@ from geoseg.io.vectors import FORMATS
 from geoseg.models.registry import TASKS, model_task
 from geoseg.pipelines.instances import predict_instances, predict_panoptic
 from geoseg.pipelines.predict import PredictOptions
-from geoseg.types import NODATA_LABEL, ClassSchema
+from geoseg.types import NODATA_LABEL, ClassSchema, require_at_least
 
 __all__ = [
     "INSTANCE_TASKS",
@@ -205,6 +205,7 @@ def score_instances(
     """
     if task not in INSTANCE_TASKS:
         raise GeosegError(f"task must be one of {', '.join(INSTANCE_TASKS)}, not {task!r}")
+    require_at_least("score_instances", chunk=(chunk, 1))
     pred_path, ref_path = os.fspath(prediction), os.fspath(reference)
     schema = read_class_schema(pred_path)
     if schema is None:

@@ -1,39 +1,23 @@
-"""``segment_instances``: scene + instance model -> instance COG (+ panoptic COG).
+"""Instance and panoptic prediction with a checkpoint: what ``geoseg predict`` runs for one.
 
-:func:`predict_instances` is what ``geoseg predict`` runs for an ``instance``
-checkpoint: it matches the scene's bands to the model as ``predict_scene`` does
-and, for a panoptic raster, takes stuff classes from the model's own semantic head.
+:func:`predict_instances` matches the scene's bands to the model as ``predict_scene``
+does, then runs :func:`~geoseg.pipelines.instance_scene.segment_instances` (whose
+options and result are importable from here too); for a panoptic raster the stuff
+classes come from the model's own semantic head or another model's label map.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import json
 import math
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from geoseg import __version__
-from geoseg.errors import BandMismatchError, CheckpointError, GeosegError, InvalidRasterError
+from geoseg.errors import CheckpointError, GeosegError
 from geoseg.io.atomic import check_output_path, temporary_sibling
 from geoseg.io.checkpoint import read_checkpoint_meta
-from geoseg.io.instances import (
-    PANOPTIC_BANDS,
-    SCORES_TAG,
-    check_same_grid,
-    instance_cog_writer,
-    label_block_reader,
-    staging_raster,
-)
-from geoseg.io.labels import read_class_schema
-from geoseg.io.raster import Scene, open_scene
+from geoseg.io.raster import open_scene
 from geoseg.models.bands import reflectance_scale
 from geoseg.models.cache import ModelSpec, default_batch_size, load_predictor, model_spec
 from geoseg.models.registry import (
@@ -43,24 +27,21 @@ from geoseg.models.registry import (
     task_kind,
     window_multiple,
 )
-from geoseg.pipelines.plausibility import warn_if_outside_training
-from geoseg.pipelines.predict import (
+from geoseg.pipelines.instance_scene import (  # same names importable from here
+    InstanceOptions,
+    InstanceResult,
+    segment_instances,
+    stuff_schema,
+)
+from geoseg.pipelines.model_input import (
     PredictOptions,
-    _match_bands,
+    match_bands,
     model_window,
     require_pixels,
 )
-from geoseg.stitching import (
-    InstanceIds,
-    InstanceLoader,
-    InstancePredictor,
-    plan_chunks,
-    stitch_instances,
-)
-from geoseg.stitching.panoptic import panoptic_block
+from geoseg.pipelines.plausibility import warn_if_outside_training
+from geoseg.stitching import InstancePredictor
 from geoseg.tiling.execute import Progress
-from geoseg.tiling.infer import predict_blocks
-from geoseg.types import ClassSchema, Predictor, TileSpec
 
 __all__ = [
     "InstanceOptions",
@@ -70,202 +51,8 @@ __all__ = [
     "predict_panoptic",
     "predict_task",
     "segment_instances",
+    "stuff_schema",
 ]
-
-
-@dataclass(frozen=True)
-class InstanceOptions:
-    """Options of :func:`segment_instances`.
-
-    Attributes:
-        window: window side in px.
-        margin: margin in px (>= 1); an instance belongs to the window whose core
-            holds its bounding-box centre.
-        chunk: dask chunk side in px, rounded to a whole number of strides.
-        batch_size: windows per model call.
-        min_iou: IoU over two windows' shared pixels that joins two fragments.
-        bands: band selection (1-based numbers or names); None = all bands.
-        assume_crs: CRS for scenes without one.
-        scheduler: ``threads``, ``sync``, ``local`` or ``tcp://host:port``.
-        workers: threads or worker processes.
-        overwrite: replace existing outputs.
-        panoptic: also write a panoptic raster here.
-        stuff_labels: semantic label raster of the same scene (e.g. from
-            ``geoseg predict``) giving the stuff classes of the panoptic raster;
-            None: the model's own semantic head where it has one
-            (:class:`~geoseg.types.Predictor`), else no stuff (void).
-    """
-
-    window: int = 256
-    margin: int = 32
-    chunk: int = 1024
-    batch_size: int = 4
-    min_iou: float = 0.5
-    bands: Sequence[str] | None = None
-    assume_crs: str | None = None
-    scheduler: str = "threads"
-    workers: int | None = None
-    overwrite: bool = False
-    panoptic: str | os.PathLike[str] | None = None
-    stuff_labels: str | os.PathLike[str] | None = None
-
-
-@dataclass(frozen=True)
-class InstanceResult:
-    """What :func:`segment_instances` wrote.
-
-    Attributes:
-        output: the instance COG (band 1 class, band 2 id).
-        count: instances in the scene (ids ``1..count``).
-        schema: the model's classes.
-        panoptic: the panoptic COG (band 1 class, band 2 id), if one was asked for.
-    """
-
-    output: Path
-    count: int
-    schema: ClassSchema
-    panoptic: Path | None = None
-
-
-def _tile_spec(opts: InstanceOptions) -> TileSpec:
-    probe = TileSpec(window=opts.window, margin=opts.margin)
-    chunk_windows = max(1, round(opts.chunk / probe.stride))
-    return TileSpec(opts.window, opts.margin, chunk_windows, "trim", opts.batch_size)
-
-
-def segment_instances(
-    scene_path: str | os.PathLike[str],
-    load: InstanceLoader,
-    output: str | os.PathLike[str],
-    options: InstanceOptions | None = None,
-    progress: Progress | None = None,
-) -> InstanceResult:
-    """Find the object instances of a whole scene, each with one scene-unique id.
-
-    Args:
-        scene_path: GeoTIFF/COG/VRT.
-        load: picklable callable returning the instance model (cached per process).
-        output: instance COG to write.
-        options: see :class:`InstanceOptions`.
-        progress: ``progress(done, total)`` over chunks of the first pass.
-
-    Raises:
-        GeosegError: bad input, model or output; nothing is written.
-    """
-    opts = options or InstanceOptions()
-    path, out = os.fspath(scene_path), Path(output)
-    pan = None if opts.panoptic is None else Path(opts.panoptic)
-    for target in (out, pan):
-        if target is not None:
-            check_output_path(target, opts.overwrite, [Path(path)])
-    tile = _tile_spec(opts)
-    scene = open_scene(path, opts.bands, tile.chunk, opts.assume_crs)
-    model = load()  # fail early on a bad model, before any pixel is read
-    if len(model.bands) != scene.count:
-        raise BandMismatchError(
-            f"{path}: the model expects {len(model.bands)} bands {list(model.bands)}, the "
-            f"selection has {scene.count}; pick them with bands=[...]"
-        )
-    pan_schema = model.schema
-    if pan is not None and opts.stuff_labels is not None:
-        pan_schema = stuff_schema(model.schema, os.fspath(opts.stuff_labels), scene)
-    h, w = scene.height, scene.width
-    with staging_raster(out, h, w) as (stage, read):
-        ids = stitch_instances(
-            scene.data.data, scene.valid, load, tile, stage, opts.scheduler, opts.workers,
-            progress, opts.min_iou,
-        )  # fmt: skip
-        _write_outputs(scene, model.schema, pan_schema, read, ids, tile, out, pan, opts, load)
-    return InstanceResult(out, ids.count, model.schema, pan)
-
-
-def stuff_schema(things: ClassSchema, labels_path: str, scene: Scene) -> ClassSchema:
-    """Classes of a panoptic map fusing an instance model with another model's label map.
-
-    Panoptic FPN rules: objects keep their pixels; other pixels take the label map's
-    class if it is stuff. A label-map class named like one of the instance model's
-    thing classes is a thing there too: its pixels without an object become void.
-
-    Args:
-        things: the instance model's classes.
-        labels_path: label raster of the same scene (``geoseg predict`` with a
-            semantic model): same grid, class names in its ``GEOSEG_CLASSES`` tag
-            (a raster without them is read with the instance model's class ids).
-        scene: the scene being segmented (its grid).
-
-    Returns:
-        The instance model's thing classes plus the label map's stuff classes.
-
-    Raises:
-        InvalidRasterError: another grid, or a class id that means different
-            classes in the two models.
-    """
-    check_same_grid(labels_path, scene.height, scene.width, scene.crs, scene.transform)
-    stuff = read_class_schema(labels_path)
-    if stuff is None:  # no class names: numbered like the instance model
-        return things
-    thing_classes = [c for c in things.classes if c.is_thing]
-    names = {c.name.lower() for c in thing_classes}
-    ids = {c.id: c for c in thing_classes}
-    kept = []
-    for c in stuff.classes:
-        if c.name.lower() in names:
-            continue  # a thing: left to the instance model
-        if c.id in ids:
-            raise InvalidRasterError(
-                f"{labels_path}: class {c.id} is {c.name!r} here but {ids[c.id].name!r} in the "
-                "instance model; the two models must number their classes apart"
-            )
-        kept.append(dataclasses.replace(c, is_thing=False))
-    return ClassSchema(tuple(sorted([*thing_classes, *kept], key=lambda c: c.id)))
-
-
-def _write_outputs(
-    scene: Scene, schema: ClassSchema, pan_schema: ClassSchema,
-    read: Callable[[tuple[slice, slice]], np.ndarray], ids: InstanceIds, tile: TileSpec,
-    out: Path, pan: Path | None, opts: InstanceOptions, load: InstanceLoader,
-) -> None:  # fmt: skip
-    """Pass 2: relabel the staged blocks into the instance (and panoptic) COG."""
-    kw: dict[str, Any] = {
-        "height": scene.height, "width": scene.width, "crs": scene.crs,
-        "transform": scene.transform, "schema": schema, "overwrite": opts.overwrite,
-        "tags": {"GEOSEG_VERSION": __version__, "GEOSEG_SOURCE": Path(scene.path).name},
-    }  # fmt: skip
-    if ids.scores is not None:  # per object: the best of its fragments' detection scores
-        kw["tags"][SCORES_TAG] = json.dumps([round(float(v), 4) for v in ids.scores])
-    with contextlib.ExitStack() as stack:
-        inst_sink = stack.enter_context(instance_cog_writer(out, **kw))
-        pan_sink = stuff = None
-        if pan is not None:
-            pan_sink = stack.enter_context(
-                instance_cog_writer(
-                    pan, descriptions=PANOPTIC_BANDS, **(kw | {"schema": pan_schema})
-                )
-            )
-            if opts.stuff_labels is not None:
-                stuff = stack.enter_context(
-                    label_block_reader(opts.stuff_labels, scene.height, scene.width)
-                )
-            elif isinstance(model := load(), Predictor):
-                stuff = _semantic_reader(scene, model, tile)
-        for plan in plan_chunks(scene.height, scene.width, tile):
-            block = ids.relabel(plan.origin, read(plan.slices))  # (ids, classes)
-            inst_sink[(slice(0, 2), *plan.slices)] = block[::-1]
-            if pan_sink is not None:
-                sem = None if stuff is None else stuff(plan.slices)
-                pan_sink[(slice(0, 2), *plan.slices)] = panoptic_block(block, sem, pan_schema)
-
-
-def _semantic_reader(
-    scene: Scene, model: Predictor, tile: TileSpec
-) -> Callable[[tuple[slice, slice]], np.ndarray]:
-    """``read((ys, xs))`` -> ``(h, w) uint8`` labels of ``model``'s semantic head, lazily."""
-    labels = predict_blocks(scene.data.data, scene.valid, lambda: model, tile, model.schema.ids)
-
-    def read(key: tuple[slice, slice]) -> np.ndarray:
-        return np.asarray(labels[(0, *key)].compute(scheduler="sync"))
-
-    return read
 
 
 def load_instance_model(spec: ModelSpec) -> InstancePredictor:
@@ -304,7 +91,7 @@ def _instance_options(
     if unused:
         raise GeosegError(f"{model}: {', '.join(unused)} do not apply to an instance model")
     names = open_scene(path, None, opts.chunk, opts.assume_crs).band_names
-    selection = [str(i + 1) for i in _match_bands(path, names, meta, opts.bands)]
+    selection = [str(i + 1) for i in match_bands(path, names, meta, opts.bands)]
     dtype = open_scene(path, selection, opts.chunk, opts.assume_crs).dtype
     scale = reflectance_scale(dtype, path)
     warn_if_outside_training(path, [int(i) - 1 for i in selection], scale, model, meta)

@@ -33,7 +33,9 @@ __all__ = [
     "OUTSIDE_TRAINING_SIGMAS",
     "BandGuess",
     "guessed_band_order",
+    "predicted_shares",
     "warn_if_dominated",
+    "warn_if_one_class",
     "warn_if_outside_training",
 ]
 
@@ -65,12 +67,16 @@ class BandGuess:
 
 
 def guessed_band_order(
-    scene: Scene, roles: BandRoles, overrides: Mapping[str, int] | None, sensor: str | None
+    scene: Scene, roles: object, overrides: Mapping[str, int] | None, sensor: str | None
 ) -> BandGuess | None:
     """None when the file or the user says which band is which; else check the guess.
 
-    Warns at once when the colours of a sample of the scene contradict it.
+    ``roles`` is the model's :attr:`~geoseg.models.cache.ModelSpec.roles`: a model
+    that does not read bands by role (a checkpoint) has no guess to check. Warns at
+    once when the colours of a sample of the scene contradict the guess.
     """
+    if not isinstance(roles, BandRoles):
+        return None
     if not band_order_is_guess(scene.band_names, scene.colorinterp, overrides, sensor):
         return None
     index = [roles.get(r) for r in ("red", "green", "blue")]
@@ -99,14 +105,38 @@ def _class_shares(path: os.PathLike[str] | str, max_side: int = 512) -> np.ndarr
     return None if counts.sum() < _MIN_PIXELS else counts / counts.sum()
 
 
+def predicted_shares(counts: np.ndarray, ids: Sequence[int]) -> np.ndarray | None:
+    """``(256,)`` share of each class id among ``counts`` predicted pixels of classes ``ids``.
+
+    None when fewer than the pixels a share is drawn from were predicted.
+    """
+    total = np.zeros(256)
+    np.add.at(total, np.asarray(ids, np.int64), np.asarray(counts, np.float64))
+    return None if total.sum() < _MIN_PIXELS else total / total.sum()
+
+
 def warn_if_dominated(
     output: os.PathLike[str] | str, scene_path: str, schema: ClassSchema, guess: BandGuess
 ) -> None:
     """Warn when one class fills the map made from a scene whose band order was guessed."""
-    if guess.warned:
-        return
-    shares = _class_shares(output)
-    if shares is None or shares.max() < DOMINANT_SHARE:
+    if not guess.warned:
+        warn_if_one_class(_class_shares(output), output, scene_path, schema, guess)
+
+
+def warn_if_one_class(
+    shares: np.ndarray | None, output: object, scene_path: str, schema: ClassSchema,
+    guess: BandGuess | None,
+) -> None:  # fmt: skip
+    """Warn when one class has :data:`DOMINANT_SHARE` of a guessed-band-order prediction.
+
+    Args:
+        shares: ``(256,)`` or shorter share of each class id among the predicted pixels
+            (None: too few pixels to tell).
+        output: what the shares are of (a map, or ``evaluate``'s predictions), named first.
+        scene_path, schema, guess: the scene, the classes, the band-order guess (None or
+            already warned about: no warning).
+    """
+    if guess is None or guess.warned or shares is None or shares.max() < DOMINANT_SHARE:
         return
     class_id = int(shares.argmax())
     name = dict(zip(schema.ids, schema.names, strict=True)).get(class_id, str(class_id))

@@ -13,21 +13,21 @@ every polygon's neighbours, the whole layer is built in memory first.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dask.array as da
 import geopandas as gpd
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import shapely
 
-from geoseg.areas import HECTARE_M2, area_method, pixel_area_m2, polygon_area_m2
-from geoseg.errors import GeosegError, InvalidRasterError
+from geoseg.areas import HECTARE_M2, AreaMethod, area_method, pixel_area_m2, polygon_area_m2
+from geoseg.errors import ConfigError, GeosegError, InvalidRasterError
 from geoseg.io.labels import read_class_schema
 from geoseg.io.outputs import output_run
 from geoseg.io.raster import Scene, open_scene
@@ -38,8 +38,9 @@ from geoseg.io.vectors import (
     vector_files,
     write_vectors,
 )
+from geoseg.pipelines.instance_rows import one_row_per_instance, with_scores
 from geoseg.tiling.execute import Progress, store_blocks
-from geoseg.types import NODATA_LABEL, ClassSchema
+from geoseg.types import NODATA_LABEL, ClassSchema, require_at_least, require_finite
 from geoseg.vector.attributes import (
     Georef,
     UnknownClasses,
@@ -105,13 +106,12 @@ class VectorizeOptions:
 
     def __post_init__(self) -> None:
         if self.connectivity not in (4, 8):
-            raise GeosegError(f"connectivity must be 4 or 8, got {self.connectivity}")
-        if self.chunk < 16:
-            raise GeosegError(f"chunk must be at least 16 px, got {self.chunk}")
-        for name in ("simplify_m", "min_area_ha"):
-            value = getattr(self, name)
-            if value is not None and not value >= 0:
-                raise GeosegError(f"{name} must be >= 0, got {value}")
+            raise ConfigError(f"connectivity must be 4 or 8, got {self.connectivity}")
+        require_at_least("VectorizeOptions", chunk=(self.chunk, 16), workers=(self.workers, 1))
+        require_finite(
+            "VectorizeOptions", simplify_m=(self.simplify_m, 0.0, math.inf),
+            min_area_ha=(self.min_area_ha, 0.0, math.inf),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -123,12 +123,14 @@ class VectorizeResult:
         format: its format name.
         polygons: number of features.
         area_ha: total area of the features, hectares.
+        area_method: how areas were measured (planar in a CRS without a datum).
     """
 
     output: Path
     format: str
     polygons: int
     area_ha: float
+    area_method: AreaMethod = field(default_factory=lambda: AreaMethod(planar=False))
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class _LabelRaster:
     confidence: da.Array | None
     instances: da.Array | None
     schema: ClassSchema | None
+    area_method: AreaMethod
 
 
 def _as_labels(band: da.Array) -> da.Array:
@@ -150,7 +153,7 @@ def _as_labels(band: da.Array) -> da.Array:
 
 def _open_labels(path: str, opts: VectorizeOptions) -> _LabelRaster:
     scene = open_scene(path, chunk=opts.chunk, assume_crs=opts.assume_crs)
-    area_method(scene.crs, path)  # a CRS areas cannot be measured in: refused before any work
+    method = area_method(scene.crs, path)  # a CRS without measurable areas: refused first
     if not np.issubdtype(scene.dtype, np.integer):
         raise InvalidRasterError(
             f"{path}: not a label raster ({scene.dtype} values, a label raster holds integer "
@@ -171,7 +174,7 @@ def _open_labels(path: str, opts: VectorizeOptions) -> _LabelRaster:
 
     return _LabelRaster(
         scene, _as_labels(data[0]), band(CONFIDENCE_BAND), band(INSTANCE_BAND),
-        read_class_schema(path),
+        read_class_schema(path), method,
     )  # fmt: skip
 
 
@@ -288,55 +291,6 @@ def _frame(batches: list[pa.RecordBatch], crs: Any) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(frame, geometry=np.asarray(geoms), crs=crs)
 
 
-def one_row_per_instance(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """One row per object: the pieces of one (class, instance id > 0) as a MultiPolygon.
-
-    A stitched object can be in pieces that do not touch (its windows trimmed it
-    apart); users count objects, so its pieces become one feature. Areas and
-    perimeters are summed, ``conf_mean`` is area-weighted. Rows with instance id 0
-    (no object) stay as they are.
-    """
-    if len(frame) == 0 or "instance_id" not in frame:
-        return frame
-    key = frame["class_id"].astype(np.int64) * (1 << 32) + frame["instance_id"].astype(np.int64)
-    pieces = frame["instance_id"].to_numpy() > 0
-    dup = pieces & key.duplicated(keep=False).to_numpy()
-    if not dup.any():
-        return frame
-    many = frame[dup]
-    groups = many.groupby(key[dup], sort=False)
-    rows = []
-    for _, part in groups:
-        row = part.iloc[0].copy()
-        for col in ("area_m2", "area_ha", "area_ac", "perim_m"):
-            row[col] = float(part[col].sum())
-        if "conf_mean" in part:
-            w = part["area_m2"].to_numpy()
-            c = part["conf_mean"].to_numpy(float)
-            ok = ~np.isnan(c)
-            row["conf_mean"] = float(np.sum(c[ok] * w[ok]) / np.sum(w[ok])) if ok.any() else np.nan
-        row["geometry"] = shapely.multipolygons(shapely.get_parts(part.geometry.values))
-        rows.append(row)
-    joined = gpd.GeoDataFrame(rows, columns=frame.columns, geometry="geometry", crs=frame.crs)
-    out = pd.concat([frame[~dup], joined], ignore_index=True)
-    return sort_table(gpd.GeoDataFrame(out, geometry="geometry", crs=frame.crs))
-
-
-def _with_scores(frame: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
-    """Add ``score`` (the object's detection score, 0-1) from an instance COG's tag."""
-    from geoseg.io.instances import read_instance_scores
-
-    scores = read_instance_scores(path)
-    if scores is None or "instance_id" not in frame:
-        return frame
-    ids = frame["instance_id"].to_numpy(np.int64)
-    inside = (ids > 0) & (ids < scores.size)
-    frame = frame.copy()
-    frame.insert(frame.columns.get_loc("instance_id") + 1, "score",
-                 np.where(inside, scores[np.where(inside, ids, 0)], np.nan))  # fmt: skip
-    return frame
-
-
 def check_vectorize_output(
     output: str | os.PathLike[str], options: VectorizeOptions, inputs: Sequence[Path] = ()
 ) -> str:
@@ -391,7 +345,7 @@ def _vectorize(
     if opts.min_area_ha or opts.simplify_m or raster.instances is not None:
         frame = label_polygons(path, opts, progress)
         if raster.instances is not None:
-            frame = _with_scores(one_row_per_instance(frame), path)
+            frame = with_scores(one_row_per_instance(frame), path)
         if len(frame) == 0:
             raise empty
         if raster.schema is not None:
@@ -399,7 +353,8 @@ def _vectorize(
             tally.add(frame["class_id"].to_numpy(), frame["area_m2"].to_numpy())
             tally.warn(path)
         write_vectors(frame, out, fmt, layer, opts.overwrite)
-        return VectorizeResult(out, fmt, len(frame), float(frame["area_ha"].sum()))
+        area = float(frame["area_ha"].sum())
+        return VectorizeResult(out, fmt, len(frame), area, raster.area_method)
     keep = resolve_classes(opts.classes, raster.schema, path)
     unknown = UnknownClasses(raster.schema)
     # 8-connected regions may be MultiPolygons (parts touching at a corner).
@@ -416,4 +371,4 @@ def _vectorize(
         if writer.features == 0:
             raise empty
     unknown.warn(path)
-    return VectorizeResult(out, fmt, writer.features, area_ha[0])
+    return VectorizeResult(out, fmt, writer.features, area_ha[0], raster.area_method)

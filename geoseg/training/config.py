@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import Any
 from geoseg.errors import GeosegError, InputNotFoundError
 from geoseg.io.yaml_files import read_yaml
 from geoseg.models.registry import training_tasks
-from geoseg.types import ClassSchema
+from geoseg.types import ClassSchema, require_at_least, require_finite
 
 __all__ = ["TrainConfig", "chip_pairs", "load_class_schema", "load_train_config"]
 
@@ -105,8 +106,16 @@ class TrainConfig:
                 "--labels-crs applies to polygon labels (--task instance or panoptic); "
                 f"--task {self.task} labels are rasters, which carry their own CRS"
             )
-        if self.epochs < 1 or self.steps_per_epoch < 1 or self.batch_size < 1:
-            raise GeosegError("epochs, steps per epoch and batch size must be at least 1")
+        require_at_least(
+            "TrainConfig", epochs=(self.epochs, 1), steps_per_epoch=(self.steps_per_epoch, 1),
+            batch_size=(self.batch_size, 1), window=(self.window, 1), margin=(self.margin, 0),
+            seed=(self.seed, 0),
+        )  # fmt: skip
+        require_finite(
+            "TrainConfig", lr=(self.lr, 1e-12, math.inf),
+            weight_decay=(self.weight_decay, 0, math.inf),
+            dice_weight=(self.dice_weight, 0, math.inf), min_labelled=(self.min_labelled, 0, 1),
+        )  # fmt: skip
 
 
 def load_class_schema(path: str | os.PathLike[str]) -> ClassSchema:

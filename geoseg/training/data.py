@@ -10,13 +10,16 @@ import numpy as np
 import torch
 
 from geoseg import __version__
+from geoseg.change.unknown import warn_values_outside_schema
 from geoseg.errors import BandMismatchError
-from geoseg.io.training_data import LabelledRaster, read_labelled_raster
+from geoseg.io.training_data import LABEL_NODATA, LabelledRaster, read_labelled_raster
 from geoseg.tiling.confusion import remap_values
 from geoseg.training.config import TrainConfig
 from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta, Normalization
 
-__all__ = ["band_normalization", "class_targets", "load_rasters", "model_meta"]
+__all__ = [
+    "band_normalization", "class_targets", "load_rasters", "model_meta", "warn_stray_labels",
+]  # fmt: skip
 
 
 def class_targets(r: LabelledRaster, schema: ClassSchema) -> np.ndarray:
@@ -70,6 +73,22 @@ def model_meta(
     )  # fmt: skip
 
 
+def warn_stray_labels(r: LabelledRaster, label_path: str, schema: ClassSchema) -> None:
+    """Warn, as ``change`` does, of label values that are not classes (not trained on).
+
+    :func:`class_targets` makes them nodata (255) and validation does not score them.
+    """
+    labelled = r.valid & (r.labels != LABEL_NODATA) & (r.labels != NODATA_LABEL)
+    values, counts = np.unique(r.labels[labelled], return_counts=True)
+    stray = ~np.isin(values, np.asarray(schema.ids))
+    if stray.any():
+        parts = [f"{v}: {n:,} px" for v, n in zip(values[stray], counts[stray], strict=True)]
+        warn_values_outside_schema(
+            label_path, schema.ids, parts,
+            "check the labels were written with this class schema (--classes)",
+        )  # fmt: skip
+
+
 def load_rasters(
     images: Sequence[str],
     labels: Sequence[str],
@@ -82,6 +101,8 @@ def load_rasters(
         BandMismatchError: two images differ in band count.
     """
     rasters = [read(i, lab, cfg.bands) for i, lab in zip(images, labels, strict=True)]
+    for r, label_path in zip(rasters, labels, strict=True):
+        warn_stray_labels(r, label_path, cfg.classes)
     for r in rasters[1:]:
         if r.image.shape[0] != rasters[0].image.shape[0]:
             raise BandMismatchError(

@@ -145,7 +145,9 @@ def read_instance_ids(
         scene = open_scene(image_path)
         shape = (scene.height, scene.width)
         bounds = array_bounds(*shape, scene.transform)
-        frame = read_layer_on_grid(label_path, scene.crs, bounds, labels_crs, "--labels-crs")
+        frame = read_layer_on_grid(
+            label_path, scene.crs, bounds, labels_crs, "--labels-crs", image_path
+        )
         classes = _feature_classes(frame, schema, class_field, label_path)
         shapes = [(g, i + 1) for i, g in enumerate(frame.geometry) if g is not None]
         ids = (

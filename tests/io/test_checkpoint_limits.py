@@ -23,7 +23,7 @@ from geoseg.io.checkpoint import (
         ("[" * 200_000 + "]" * 200_000, "nests 200000 levels deep"),
         ("[" * (MAX_META_DEPTH + 1) + "]" * (MAX_META_DEPTH + 1), "nests 33 levels deep"),
         (json.dumps({"a": "x" * (1 << 20)}), "characters, more than the 1048576"),
-        ('{"a": [1, 2', "damaged geoseg metadata"),
+        ('{"a": [1, 2', "malformed metadata JSON: not JSON"),
     ],
 )
 def test_bad_metadata_is_refused_naming_the_file(text: str, words: str) -> None:
@@ -55,5 +55,6 @@ def test_training_state_metadata_is_bounded_too(tmp_path: Path) -> None:
     path = save_training_state(
         tmp_path / "s.safetensors", {"w": torch.zeros(2)}, {"x": _nested(36)}
     )
-    with pytest.raises(CheckpointError, match=r"s\.safetensors: the metadata JSON nests 37 "):
+    words = r"s\.safetensors: malformed metadata JSON: it nests 37 "
+    with pytest.raises(CheckpointError, match=words):
         load_training_state(path)

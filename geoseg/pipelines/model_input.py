@@ -1,0 +1,225 @@
+"""What a model needs to run on a scene: the options, the model's window grid, the bands.
+
+:func:`prepare_model_input` opens the scene with the bands a model reads (by role
+for a weights-free model, by name or order for a checkpoint), settles the window,
+margin and chunk, and loads the model once to check it. ``predict``, ``evaluate``
+and instance prediction share it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from geoseg.errors import BandMismatchError, GeosegError
+from geoseg.io.checkpoint import read_checkpoint_meta
+from geoseg.io.raster import Scene, canonical_band_name, open_scene, select_bands
+from geoseg.models.bands import reflectance_scale
+from geoseg.models.cache import ModelSpec, default_batch_size, load_predictor, model_spec
+from geoseg.models.family import Family
+from geoseg.models.registry import checkpoint_family, model_family, task_kind, window_multiple
+from geoseg.pipelines.plausibility import warn_if_outside_training
+from geoseg.types import ClassSchema, ModelMeta, TileSpec, require_at_least
+
+__all__ = [
+    "PredictOptions",
+    "match_bands",
+    "model_window",
+    "prepare_model_input",
+    "require_pixels",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Options of :func:`predict_scene` (the CLI flags of ``geoseg predict``).
+
+    Attributes:
+        window: window side in px (default: the model's; 512 for ``spectral``).
+        margin: margin in px trimmed from each window side (default: the model's).
+        chunk: dask chunk side in px, rounded to a whole number of strides.
+        blend: ``"trim"`` or ``"hann"``.
+        batch_size: windows per model call (None: 32 on a GPU, 4 on the CPU).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        confidence: add a confidence band (``round(254 p)``, 255 = nodata).
+        overwrite: replace an existing output.
+        bands: band selection (1-based numbers or names) for checkpoint models.
+        band_roles: ``{"red": 3, ...}`` 1-based band numbers for ``spectral``.
+        sensor: fixed band layout for ``spectral`` (``sentinel2``, ``landsat8``, ...).
+        assume_crs: CRS for scenes without one.
+        scheduler: ``threads``, ``sync``, ``local`` or ``tcp://host:port``.
+        workers: threads or worker processes.
+        preview: path of a PNG quicklook to write.
+        resume: reuse the chunks an interrupted run of the same job left behind.
+        torch_threads: torch intra-op threads per model call (None: torch's default).
+        precision: ``auto`` (fp16 on CUDA, fp32 on the CPU), ``fp32``, ``fp16`` or ``bf16``.
+        mask_clouds: a cloud model checkpoint; pixels it labels as a cloud or shadow
+            class become nodata (see :mod:`geoseg.pipelines.clouds`).
+    """
+
+    window: int | None = None
+    margin: int | None = None
+    chunk: int = 1024
+    blend: str = "trim"
+    batch_size: int | None = None
+    device: str = "auto"
+    confidence: bool = False
+    overwrite: bool = False
+    bands: Sequence[str] | None = None
+    band_roles: Mapping[str, int] = field(default_factory=dict)
+    sensor: str | None = None
+    assume_crs: str | None = None
+    scheduler: str = "threads"
+    workers: int | None = None
+    preview: str | os.PathLike[str] | None = None
+    resume: bool = False
+    torch_threads: int | None = None
+    precision: str = "auto"
+    mask_clouds: str | None = None
+
+    def __post_init__(self) -> None:
+        require_at_least(
+            "PredictOptions", window=(self.window, 1), margin=(self.margin, 0),
+            chunk=(self.chunk, 1), batch_size=(self.batch_size, 1), workers=(self.workers, 1),
+            torch_threads=(self.torch_threads, 1),
+        )  # fmt: skip
+
+
+def model_window(
+    model: str, defaults: tuple[int, int], multiple: int, window: int | None, margin: int | None
+) -> tuple[int, int]:
+    """Window and margin (px) to run ``model`` with: the options', else the model's own.
+
+    Raises:
+        GeosegError: not a multiple of ``multiple`` or a margin past window/4; the
+            message says whether the value came from the option or the model file.
+    """
+    w, m = window or defaults[0], defaults[1] if margin is None else margin
+    origin = (
+        f"window {w} px ({'--window' if window else 'from the model'}), margin {m} px "
+        f"({'from the model' if margin is None else '--margin'})"
+    )
+    if w % multiple:
+        raise GeosegError(
+            f"{model}: {origin}: the window must be a multiple of {multiple} for this model; "
+            f"pass --window {max(multiple, round(w / multiple) * multiple)}"
+        )
+    try:
+        TileSpec(window=w, margin=m)
+    except GeosegError as exc:
+        raise GeosegError(f"{model}: {origin}: {exc}; pass --window and --margin") from exc
+    return w, m
+
+
+def _tile_spec(
+    opts: PredictOptions, window: int, margin: int, multiple: int, model: str
+) -> TileSpec:
+    window, margin = model_window(model, (window, margin), multiple, opts.window, opts.margin)
+    probe = TileSpec(window=window, margin=margin, blend=opts.blend)
+    chunk_windows = max(1, round(opts.chunk / probe.stride))
+    batch = opts.batch_size or default_batch_size(model, opts.device)
+    return TileSpec(window, margin, chunk_windows, opts.blend, batch)
+
+
+def _weights_free_setup(
+    path: str, model: str, family: Family, opts: PredictOptions
+) -> tuple[Scene, ModelSpec, ClassSchema, TileSpec]:
+    """A weights-free model (``spectral``): bands by role, its own fixed classes."""
+    from geoseg.models.bands import resolve_band_roles
+
+    # A weights-free model is pixel-wise: no margin is needed for exact tiling.
+    tile = _tile_spec(opts, 512, 0, family.window_multiple(model, {}), model)
+    scene = open_scene(path, None, tile.chunk, opts.assume_crs)
+    roles, notes = resolve_band_roles(
+        scene.band_names, scene.colorinterp, opts.band_roles or None, opts.sensor, path
+    )
+    for note in notes:
+        log.warning("%s", note)
+    if family.schema is None:
+        raise GeosegError(f"the {family.name} family declares no classes")
+    spec = model_spec(model, opts.device, roles, reflectance_scale(scene.dtype, path))
+    return scene, spec, family.schema, tile
+
+
+def require_pixels(model: str, family: Family) -> None:
+    """Refuse a family that needs more than the scene's pixels (a second date, prompts)."""
+    if family.inputs != "pixels":
+        raise GeosegError(
+            f"{model}: a {family.name} model needs {family.inputs.replace('_', ' ')} as input; "
+            "`geoseg predict` gives it the pixels of one scene only"
+        )
+
+
+def match_bands(
+    path: str, names: Sequence[str], meta: ModelMeta, wanted: Sequence[str] | None
+) -> list[int]:
+    """0-based scene bands feeding the model's inputs, by selection, name or order."""
+    if wanted is not None:
+        index = select_bands(path, names, wanted)
+    elif {canonical_band_name(b) for b in meta.bands} <= {canonical_band_name(n) for n in names}:
+        index = select_bands(path, names, meta.bands)
+    elif len(names) == len(meta.bands):
+        log.warning(
+            "%s: band names %s differ from the model's %s; using the bands in file order",
+            path, list(names), list(meta.bands),
+        )  # fmt: skip
+        index = list(range(len(names)))
+    else:
+        index = []
+    if len(index) != len(meta.bands):
+        raise BandMismatchError(
+            f"{path}: the model expects {len(meta.bands)} bands {list(meta.bands)}, the file has "
+            f"{len(names)} {list(names)}; pick them with --bands, e.g. --bands "
+            f"{','.join(str(i + 1) for i in range(min(len(names), len(meta.bands))))}"
+        )
+    return index
+
+
+def _checkpoint_setup(
+    path: str, model: str, opts: PredictOptions
+) -> tuple[Scene, ModelSpec, ClassSchema, TileSpec]:
+    meta = read_checkpoint_meta(model)
+    if "semantic" not in task_kind(meta.task).predicts:
+        raise GeosegError(
+            f"{model}: a {meta.task} model; `geoseg predict` runs semantic and change models"
+        )
+    require_pixels(model, checkpoint_family(meta))
+    multiple = window_multiple(meta.arch, meta.options)
+    tile = _tile_spec(opts, meta.window, meta.margin, multiple, model)
+    names = open_scene(path, None, tile.chunk, opts.assume_crs).band_names
+    index = match_bands(path, names, meta, opts.bands)
+    scene = open_scene(path, [str(i + 1) for i in index], tile.chunk, opts.assume_crs)
+    scale: float | None = reflectance_scale(scene.dtype, path)
+    if not math.isclose(scale or 0.0, meta.normalization.scale, rel_tol=1e-6):
+        log.warning(
+            "%s: stored as %s (reflectance = value x %g), the model was trained on data scaled "
+            "by %g; converting to the model's units", path, scene.dtype, scale,
+            meta.normalization.scale,
+        )  # fmt: skip
+    else:
+        scale = None
+    warn_if_outside_training(path, index, scale or meta.normalization.scale, model, meta)
+    spec = model_spec(model, opts.device, None, scale, opts.torch_threads, opts.precision)
+    return scene, spec, meta.schema, tile
+
+
+def prepare_model_input(
+    path: str, model: str, opts: PredictOptions
+) -> tuple[Scene, ModelSpec, ClassSchema, TileSpec]:
+    """Open ``path`` with the bands ``model`` needs; load the model once to check it.
+
+    Returns:
+        The scene, the picklable model description, the model's classes and the grid.
+    """
+    family = model_family(model)
+    if family.weights_free:
+        setup = _weights_free_setup(path, model, family, opts)
+    else:
+        setup = _checkpoint_setup(path, model, opts)
+    load_predictor(setup[1])  # fail early on a bad model, before any pixel is read
+    return setup
