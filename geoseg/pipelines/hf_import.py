@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ import torch
 
 from geoseg import __version__
 from geoseg.errors import CheckpointError, GeosegError, InputNotFoundError
+from geoseg.io.json_text import parse_json
 from geoseg.models.family import TASKS
 from geoseg.models.hf import (
     adapt_first_conv,
@@ -104,9 +104,12 @@ def _read_json(path: Path, required: bool) -> dict[str, Any]:
             )
         return {}
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a JSON file ({exc})") from exc
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc})") from exc
+    data = parse_json(
+        raw, path, "JSON file", CheckpointError, "re-save the model folder with save_pretrained"
+    )
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     return data

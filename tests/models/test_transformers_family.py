@@ -332,3 +332,17 @@ def test_bad_folders_are_refused_in_one_line_and_nothing_is_written(
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["model", *(["out.safetensors"] if out.exists() else [])]
     )
+
+
+def test_a_deeply_nested_config_is_one_line_not_a_recursion_error(tmp_path: Path) -> None:
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    (folder / "config.json").write_text("[" * 200_000 + "]" * 200_000)
+    (folder / "model.safetensors").write_bytes(b"")
+    result = CliRunner().invoke(
+        cli, ["import", str(folder), "-o", str(tmp_path / "m.safetensors"), "--bands", "R,G,B"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "config.json: malformed JSON file" in result.output
+    assert "levels deep" in result.output
+    assert not (tmp_path / "m.safetensors").exists()
