@@ -32,6 +32,7 @@ from rasterio.windows import Window
 
 from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.atomic import atomic_output, check_output_path, temporary_sibling
+from geoseg.io.grids import same_transform
 from geoseg.io.labels import CLASSES_TAG
 from geoseg.io.vectors_crs import read_layer_on_grid
 from geoseg.types import NODATA_LABEL, ClassSchema
@@ -173,7 +174,7 @@ def check_same_grid(
                 f"{path}: {src.height} x {src.width} px, the scene is {height} x {width}; "
                 "predict the labels from the same scene"
             )
-        if src.crs != crs or not src.transform.almost_equals(transform):
+        if src.crs != crs or not same_transform(src.transform, transform):
             raise InvalidRasterError(
                 f"{path}: not on the scene's grid (CRS or transform differ); predict the "
                 "labels from the same scene"

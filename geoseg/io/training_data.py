@@ -12,6 +12,7 @@ import rasterio
 from rasterio.warp import Resampling, reproject
 
 from geoseg.errors import InvalidRasterError
+from geoseg.io.grids import same_grid
 from geoseg.io.raster import open_scene, select_bands
 
 __all__ = ["LABEL_NODATA", "LabelledRaster", "read_labelled_raster", "read_labels_on_grid"]
@@ -54,13 +55,14 @@ def read_labels_on_grid(label_path: str, image_path: str) -> np.ndarray:
     (nearest) in memory. Nodata and uncovered pixels are :data:`LABEL_NODATA`.
     """
     with rasterio.open(image_path) as img, rasterio.open(label_path) as lab:
-        same = lab.crs == img.crs and lab.transform == img.transform and lab.shape == img.shape
+        same = same_grid(lab.crs, lab.transform, lab.shape, img.crs, img.transform, img.shape)
         if lab.crs is None:
             raise InvalidRasterError(f"{label_path}: the label raster has no CRS")
         raw = lab.read(1, masked=True)
         values = np.where(np.ma.getmaskarray(raw), LABEL_NODATA, raw.data.astype(np.int64))
         if same:
             return values
+        _refuse_labels_off_image(label_path, image_path)
         log.warning("%s: not on the grid of %s; aligning it (nearest)", label_path, image_path)
         src = values.astype(np.float64)
         dst = np.full(img.shape, LABEL_NODATA, np.float64)

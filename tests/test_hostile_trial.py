@@ -1,0 +1,184 @@
+"""Findings of a new user's trial on real data: each a confident wrong answer or a
+misleading message that must now be a plain warning or a one-line refusal.
+
+Table-driven: each case builds its inputs in ``tmp_path``, runs the CLI and names
+what the messages (stdout, stderr and log records together) must and must not say.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from click.testing import CliRunner
+
+from geoseg.cli import cli
+from geoseg.pipelines import predict_scene
+from tests.conftest import TINY_BANDS, textured_scene, write_raster
+
+ROOT = Path(__file__).resolve().parents[1]
+DEG = Affine(8.983152841195214e-05, 0, -5.5, 0, -8.983152841195214e-05, 40.0)
+
+
+def _scene(tmp: Path, transform: Affine | None = None, crs: str = "EPSG:32633") -> Path:
+    data = textured_scene(90, 110)
+    return write_raster(
+        tmp / "s.tif", data, nodata=0, descriptions=TINY_BANDS, transform=transform, crs=crs
+    )
+
+
+def _spectral_map(tmp: Path, scene: Path) -> np.ndarray:
+    lc = tmp / "lc.tif"
+    predict_scene(scene, "spectral", lc)
+    with rasterio.open(lc) as src:
+        return np.asarray(src.read(1))
+
+
+def _evaluate(tmp: Path, scene: Path, labels: Path, *extra: str) -> list[str]:
+    return ["evaluate", "-m", "spectral", "--image", str(scene), "--labels", str(labels),
+            "-o", str(tmp / "ev"), *extra]  # fmt: skip
+
+
+def _ids_of_another_legend(tmp: Path) -> list[str]:
+    """A reference whose ids mean other classes (every class shifted by one), no schema."""
+    scene = _scene(tmp)
+    pred = _spectral_map(tmp, scene)
+    ref = np.where(pred == 255, 255, (pred + 1) % 5).astype(np.uint8)
+    return _evaluate(tmp, scene, write_raster(tmp / "lulc.tif", ref[None], nodata=255))
+
+
+def _right_ids_no_schema(tmp: Path) -> list[str]:
+    scene = _scene(tmp)
+    ref = _spectral_map(tmp, scene)
+    return _evaluate(tmp, scene, write_raster(tmp / "ref.tif", ref[None], nodata=255))
+
+
+def _geoseg_map_as_reference(tmp: Path) -> list[str]:
+    scene = _scene(tmp)
+    _spectral_map(tmp, scene)
+    return _evaluate(tmp, scene, tmp / "lc.tif")
+
+
+def _mapped_reference(tmp: Path) -> list[str]:
+    scene = _scene(tmp)
+    ref = _spectral_map(tmp, scene)
+    path = write_raster(tmp / "ref.tif", ref[None], nodata=255)
+    return _evaluate(tmp, scene, path, "--map-reference", "0=0,1=1,2=2,3=3,4=4")
+
+
+def _polygon_reference(tmp: Path) -> list[str]:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    frame = gpd.GeoDataFrame({"LULC_ID": [2]}, geometry=[box(500100, 5099500, 500600, 5099900)])
+    frame.set_crs("EPSG:32633").to_file(tmp / "LULC.gpkg")
+    return _evaluate(tmp, _scene(tmp), tmp / "LULC.gpkg", "--class-field", "LULC_ID")
+
+
+def _disjoint_reference(tmp: Path) -> list[str]:
+    far = Affine(10, 0, 700000, 0, -10, 5300000)
+    ref = np.full((1, 90, 110), 1, np.uint8)
+    return _evaluate(tmp, _scene(tmp), write_raster(tmp / "far.tif", ref, transform=far))
+
+
+def _grid_a_few_ulps_off(tmp: Path) -> list[str]:
+    """Pixel size 3e-19 degrees off (two tools' rounding of one grid): the same grid."""
+    scene = _scene(tmp, DEG, "EPSG:4326")
+    ref = _spectral_map(tmp, scene)
+    off = Affine(DEG.a + 3e-19, 0, DEG.c, 0, DEG.e - 3e-19, DEG.f)
+    path = write_raster(tmp / "ref.tif", ref[None], nodata=255, transform=off, crs="EPSG:4326")
+    return _evaluate(tmp, scene, path, "--map-reference", "0=0,1=1,2=2,3=3,4=4")
+
+
+@dataclass(frozen=True)
+class Case:
+    build: Callable[[Path], list[str]]
+    exit_code: int
+    says: tuple[str, ...]
+    never: tuple[str, ...] = field(default=())
+
+
+CASES = {
+    # 1: ids of another legend scored as the model's: mIoU ~0 with exit 0 and no word
+    "unschemad_ids_of_another_legend": Case(
+        _ids_of_another_legend,
+        0,
+        (
+            "lulc.tif: has no class schema",
+            "taken as spectral's class ids: 0=water, 1=vegetation",
+            "--map-reference",
+            "label ids probably do not match spectral's classes",
+            "mIoU 0.0000",
+        ),
+    ),
+    "unschemad_right_ids": Case(
+        _right_ids_no_schema,
+        0,
+        ("ref.tif: has no class schema", "mIoU 1.0000"),
+        ("probably do not match",),
+    ),
+    "geoseg_map_reference": Case(
+        _geoseg_map_as_reference, 0, ("mIoU 1.0000",), ("has no class schema", "do not match")
+    ),
+    "mapped_reference": Case(
+        _mapped_reference, 0, ("mIoU 1.0000",), ("has no class schema", "do not match")
+    ),
+    # 5: a polygon layer was called "not a raster ... download it again"
+    "polygon_reference": Case(
+        _polygon_reference,
+        2,
+        ("LULC.gpkg: is a polygon layer", "take a label raster", "gdal_rasterize"),
+        ("download it again",),
+    ),
+    # 6: "no pixel has both a reference class and a prediction; check the label values"
+    "disjoint_reference": Case(
+        _disjoint_reference, 2, ("far.tif: lies off the image",), ("check the label values",)
+    ),
+    # 7: "not on the grid ...; aligning it" for grids 3e-19 degrees apart
+    "grid_a_few_ulps_off": Case(
+        _grid_a_few_ulps_off, 0, ("mIoU 1.0000",), ("not on the grid", "aligning")
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_trial_case(name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    case = CASES[name]
+    argv = case.build(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        result = CliRunner().invoke(cli, argv)
+    text = result.output + " ".join(r.getMessage() for r in caplog.records)
+    assert result.exit_code == case.exit_code, text
+    assert not isinstance(result.exception, (KeyError, TypeError, ValueError, AttributeError))
+    for part in case.says:
+        assert part in text, f"{part!r} not in {text!r}"
+    for part in case.never:
+        assert part not in text, f"{part!r} in {text!r}"
+
+
+def test_degenerate_scores_are_recorded_in_metrics_json(tmp_path: Path) -> None:
+    argv = _ids_of_another_legend(tmp_path)
+    assert CliRunner().invoke(cli, argv).exit_code == 0
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert report["miou"] == 0.0
+    assert len(report["warnings"]) == 2
+    assert "has no class schema" in report["warnings"][0]
+    assert "probably do not match" in report["warnings"][1]
+
+
+def test_python_dash_m_geoseg_runs_the_cli() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "geoseg", "--help"], cwd=ROOT, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "Usage: geoseg" in out.stdout and "evaluate" in out.stdout
