@@ -28,7 +28,7 @@ import numpy as np
 
 from geoseg.areas import HECTARE_M2, AreaMethod, area_method
 from geoseg.change.align import AlignedMaps, align_label_maps
-from geoseg.change.mmu import mmu_blocks
+from geoseg.change.mmu import CHANGE_CONNECTIVITY, mmu_blocks
 from geoseg.change.temporal import persistent_after
 from geoseg.change.transitions import (
     TransitionMatrix,
@@ -222,7 +222,7 @@ def _filtered_codes(aligned: AlignedMaps, opts: ChangeOptions) -> da.Array:
     if opts.mmu_ha is not None:
         codes = mmu_blocks(
             codes, len(aligned.schema), aligned.crs, aligned.transform, opts.mmu_ha * HECTARE_M2,
-            scheduler=opts.scheduler, workers=opts.workers,
+            connectivity=CHANGE_CONNECTIVITY, scheduler=opts.scheduler, workers=opts.workers,
         )  # fmt: skip
     return codes.astype(np.uint8)
 
