@@ -99,6 +99,41 @@ def _grid_a_few_ulps_off(tmp: Path) -> list[str]:
     return _evaluate(tmp, scene, path, "--map-reference", "0=0,1=1,2=2,3=3,4=4")
 
 
+def _checkpoint(tmp: Path, mean: tuple[float, ...] = (0.05, 0.05, 0.05, 0.3)) -> Path:
+    """A tiny 4-band checkpoint (B02, B03, B04, B08) trained, it says, on ``mean`` +- 0.01."""
+    import torch
+
+    from geoseg.io.checkpoint import save_checkpoint
+    from geoseg.models.registry import build_model
+    from geoseg.types import ModelMeta, Normalization
+    from tests.conftest import TINY_SCHEMA
+
+    torch.manual_seed(0)
+    model = build_model("unet", "resnet18", 4, len(TINY_SCHEMA))
+    meta = ModelMeta(
+        task="semantic", arch="unet", encoder="resnet18", bands=TINY_BANDS,
+        normalization=Normalization(mean, (0.01,) * 4, scale=1e-4), schema=TINY_SCHEMA,
+        window=64, margin=8, gsd_m=10.0, provenance={"data": "random weights"},
+    )  # fmt: skip
+    return save_checkpoint(tmp / "m.safetensors", model.state_dict(), meta)
+
+
+def _predict(tmp: Path, scene: Path, *extra: str) -> list[str]:
+    return ["predict", str(scene), "-m", str(_checkpoint(tmp)), "-o", str(tmp / "lc.tif"),
+            "--device", "cpu", *extra]  # fmt: skip
+
+
+def _three_band_file(tmp: Path, *extra: str) -> list[str]:
+    return _predict(tmp, write_raster(tmp / "rgb.tif", textured_scene(64, 64, bands=3)), *extra)
+
+
+def _stored_b08_first(tmp: Path, names: tuple[str, ...] | None) -> list[str]:
+    """Bands stored B08, B04, B03, B02 (reflectance 0.3, 0.05, 0.05, 0.05)."""
+    data = np.stack([np.full((64, 64), v, np.uint16) for v in (3000, 500, 500, 500)])
+    data += textured_scene(64, 64, bands=4) // 100
+    return _predict(tmp, write_raster(tmp / "rev.tif", data, nodata=0, descriptions=names))
+
+
 @dataclass(frozen=True)
 class Case:
     build: Callable[[Path], list[str]]
@@ -146,6 +181,35 @@ CASES = {
     # 7: "not on the grid ...; aligning it" for grids 3e-19 degrees apart
     "grid_a_few_ulps_off": Case(
         _grid_a_few_ulps_off, 0, ("mIoU 1.0000",), ("not on the grid", "aligning")
+    ),
+    # 3: "pick them with --bands, e.g. --bands 1,2,3", and the same again after doing so
+    "too_few_bands": Case(
+        _three_band_file,
+        2,
+        (
+            "rgb.tif: the model needs 4 bands ['B02', 'B03', 'B04', 'B08']",
+            "has only 3",
+            "no --bands choice can feed it",
+        ),
+        ("e.g. --bands",),
+    ),
+    "too_few_bands_picked": Case(
+        lambda tmp: _three_band_file(tmp, "--bands", "1,2,3"),
+        2,
+        ("has only 3", "no --bands choice"),
+        ("e.g. --bands",),
+    ),
+    # 4: far outside the training statistics: band order is a cause when it was assumed
+    "outside_training_unnamed_reversed": Case(
+        lambda tmp: _stored_b08_first(tmp, None),
+        0,
+        ("standard deviations from", "band order?", "try --bands 4,3,2,1", "another sensor"),
+    ),
+    "outside_training_named": Case(
+        lambda tmp: _stored_b08_first(tmp, TINY_BANDS),
+        0,
+        ("standard deviations from", "another sensor"),
+        ("band order?", "--bands 4,3,2,1"),
     ),
 }
 

@@ -15,7 +15,7 @@ import numpy as np
 import rasterio
 
 from geoseg import __version__
-from geoseg.errors import BandMismatchError, GeosegError, InvalidRasterError
+from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.cog import CogGrid, all_nodata_error, cog_grid, stored_chunks, tile_store
 from geoseg.io.labels import LabelMeta, label_cog_from_chunks, label_cog_writer
@@ -27,6 +27,7 @@ from geoseg.models.bands import BandRoles, reflectance_scale
 from geoseg.models.cache import ModelSpec, default_batch_size, load_predictor, model_spec
 from geoseg.models.family import Family
 from geoseg.models.registry import checkpoint_family, model_family, task_kind, window_multiple
+from geoseg.pipelines.band_hints import band_count_error
 from geoseg.pipelines.plausibility import (
     guessed_band_order,
     warn_if_dominated,
@@ -195,11 +196,7 @@ def _match_bands(
     else:
         index = []
     if len(index) != len(meta.bands):
-        raise BandMismatchError(
-            f"{path}: the model expects {len(meta.bands)} bands {list(meta.bands)}, the file has "
-            f"{len(names)} {list(names)}; pick them with --bands, e.g. --bands "
-            f"{','.join(str(i + 1) for i in range(min(len(names), len(meta.bands))))}"
-        )
+        raise band_count_error(path, names, meta.bands, None if wanted is None else len(index))
     return index
 
 
