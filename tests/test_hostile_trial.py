@@ -134,6 +134,14 @@ def _stored_b08_first(tmp: Path, names: tuple[str, ...] | None) -> list[str]:
     return _predict(tmp, write_raster(tmp / "rev.tif", data, nodata=0, descriptions=names))
 
 
+def _semantic_map_as_prediction(tmp: Path) -> list[str]:
+    scene = _scene(tmp)
+    ref = _spectral_map(tmp, scene)
+    labels = write_raster(tmp / "ref.tif", ref[None], nodata=255)
+    return ["evaluate", "--prediction", str(tmp / "lc.tif"), "--labels", str(labels),
+            "-o", str(tmp / "ev")]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Case:
     build: Callable[[Path], list[str]]
@@ -204,6 +212,13 @@ CASES = {
         lambda tmp: _stored_b08_first(tmp, None),
         0,
         ("standard deviations from", "band order?", "try --bands 4,3,2,1", "another sensor"),
+    ),
+    # 9: "the model has several thing classes" for a map without thing classes
+    "semantic_map_as_prediction": Case(
+        _semantic_map_as_prediction,
+        2,
+        ("lc.tif: a semantic map", "none is a thing class", "-m MODEL --image IMAGE"),
+        ("several thing classes",),
     ),
     "outside_training_named": Case(
         lambda tmp: _stored_b08_first(tmp, TINY_BANDS),

@@ -252,8 +252,9 @@ def instance_raster_reader(
         id_band, class_band = _instance_bands(src, os.fspath(path))
         if class_band is None and default_class is None:
             raise InvalidRasterError(
-                f"{path}: has no class band and the model has several thing classes; add a "
-                "class band (described 'class') or give a polygon layer with a class field"
+                f"{path}: has no class band and the model has no single thing class to "
+                "assume; add a class band (described 'class') or give a polygon layer with "
+                "a class field"
             )
 
         def read(key: tuple[slice, slice]) -> InstanceBlock:
@@ -278,8 +279,8 @@ def _feature_classes(
     if field is None:
         if default is None:
             raise GeosegError(
-                f"{path}: no 'class' field and the model has several thing classes; name the "
-                "field holding each feature's class with --class-field"
+                f"{path}: no 'class' field and the model has no single thing class to "
+                "assume; name the field holding each feature's class with --class-field"
             )
         return np.full(len(frame), default, np.int64)
     if field not in frame.columns:
