@@ -142,6 +142,21 @@ def _semantic_map_as_prediction(tmp: Path) -> list[str]:
             "-o", str(tmp / "ev")]  # fmt: skip
 
 
+def _workflow_aoi_without_crs(tmp: Path) -> list[str]:
+    for name, seed in (("a.tif", 0), ("b.tif", 1)):
+        write_raster(tmp / name, textured_scene(48, 40, seed=seed), descriptions=TINY_BANDS)
+    ring = [[500050, 5099600], [500300, 5099600], [500300, 5099900], [500050, 5099600]]
+    feature = {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon",
+               "coordinates": [ring]}}  # fmt: skip
+    (tmp / "aoi.geojson").write_text(
+        json.dumps({"type": "FeatureCollection", "features": [feature]})
+    )
+    (tmp / "wf.yaml").write_text(
+        "scenes: [a.tif, b.tif]\nmodel: spectral\noutput: out\naoi: aoi.geojson\n"
+    )
+    return ["run", str(tmp / "wf.yaml"), "--root", str(tmp)]
+
+
 @dataclass(frozen=True)
 class Case:
     build: Callable[[Path], list[str]]
@@ -219,6 +234,13 @@ CASES = {
         2,
         ("lc.tif: a semantic map", "none is a thing class", "-m MODEL --image IMAGE"),
         ("several thing classes",),
+    ),
+    # 10: a workflow's AOI without a CRS was told to use --aoi-crs, an option it has not
+    "workflow_aoi_without_crs": Case(
+        _workflow_aoi_without_crs,
+        2,
+        ("aoi.geojson", "the workflow key aoi_crs: EPSG:"),
+        ("--aoi-crs",),
     ),
     "outside_training_named": Case(
         lambda tmp: _stored_b08_first(tmp, TINY_BANDS),

@@ -89,6 +89,8 @@ class ChangeOptions:
         aoi_field: AOI attribute naming each feature (default: its number).
         aoi_crs: the AOI's CRS, when the file declares none or the wrong one
             (``"raster"``: the maps' CRS); see :mod:`geoseg.io.vectors_crs`.
+        aoi_crs_option: how the user gives ``aoi_crs``, named in messages (the CLI's
+            option, or a workflow's key).
         samples_se: write ``samples.gpkg``, a stratified random sample of change.tif's
             codes sized for this standard error of overall accuracy (Olofsson et al.
             2014, eq. 13; expected user's accuracy 0.9 for unchanged, 0.7 for change
@@ -108,6 +110,7 @@ class ChangeOptions:
     aoi: str | None = None
     aoi_field: str | None = None
     aoi_crs: str | None = None
+    aoi_crs_option: str = "--aoi-crs"
     samples_se: float | None = None
     reference: str | None = None
 
@@ -301,7 +304,7 @@ def _report(
     unknown = tuple(find_unknown_values(aligned, opts.scheduler, opts.workers))
     warn_unknown_values(unknown, aligned.schema.ids)
     if zones is not None:
-        zones.warn_empty(opts.aoi or "")
+        zones.warn_empty(opts.aoi or "", opts.aoi_crs_option)
     write_change_polygons(paths["change.tif"], paths["change.gpkg"], aligned.schema, opts)
     write_tables(matrix, aligned, paths, opts, unknown)
     if zones is not None:
@@ -318,7 +321,7 @@ def _report(
 def _zones(aligned: AlignedMaps, opts: ChangeOptions) -> ZoneMasker | None:
     if opts.aoi is None:
         return None
-    layer = read_input_layer(opts.aoi, opts.aoi_crs, aligned.crs, "--aoi-crs")
+    layer = read_input_layer(opts.aoi, opts.aoi_crs, aligned.crs, opts.aoi_crs_option)
     names, geoms = prepare_aoi(layer, aligned.crs, opts.aoi_field, opts.aoi)
     totals = TransitionSink(
         aligned.schema.ids,
