@@ -57,7 +57,7 @@ def _bad_inputs(tmp_path: Path, ckpt: Path) -> dict[str, tuple[list[str], str]]:
         "zero size": ([str(zero), *m], "empty"),
         "no crs": ([str(nocrs), *m], "--assume-crs"),
         "rotated": ([str(rotated), *m], "rotated"),
-        "band count": ([str(three), *m], "expects 4 bands"),
+        "band count": ([str(three), *m], "needs 4 bands"),
         "all nodata": ([str(allnd), "-m", "spectral"], "every pixel of the input is nodata"),
         "model missing": ([str(nocrs), "-m", str(tmp_path / "none.safetensors")], "no such"),
     }

@@ -24,6 +24,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window, from_bounds
 
 from geoseg.errors import GeosegError, InvalidRasterError
+from geoseg.io.grids import same_grid
 from geoseg.io.labels import CLASSES_TAG, read_class_schema
 from geoseg.io.raster import open_scene
 from geoseg.io.reproject import bounds_in_crs
@@ -153,8 +154,9 @@ def _warped_blocks(
 
 
 def _same_grid(a: LabelMapInfo, b: LabelMapInfo) -> bool:
-    return (a.crs == b.crs and a.transform.almost_equals(b.transform, 1e-9)
-            and (a.height, a.width) == (b.height, b.width))  # fmt: skip
+    return same_grid(
+        a.crs, a.transform, (a.height, a.width), b.crs, b.transform, (b.height, b.width)
+    )
 
 
 def align_label_maps(paths: Sequence[str | os.PathLike[str]], chunk: int = 1024) -> AlignedMaps:

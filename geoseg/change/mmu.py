@@ -32,7 +32,11 @@ from geoseg.areas import pixel_area_m2
 from geoseg.errors import GeosegError
 from geoseg.tiling.execute import store_blocks
 
-__all__ = ["apply_mmu", "mmu_blocks"]
+__all__ = ["CHANGE_CONNECTIVITY", "apply_mmu", "mmu_blocks"]
+
+#: What a "patch" of change is, for the MMU and for change.gpkg's polygons alike
+#: (8: diagonal neighbours join a patch), so no polygon is smaller than the MMU.
+CHANGE_CONNECTIVITY = 8
 
 _UNITS_PER_M2 = 2.0**16
 

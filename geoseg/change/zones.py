@@ -101,7 +101,7 @@ class ZoneMasker:
         ids = [str(c) for c in self.totals.class_ids]
         return [n for z, n in enumerate(self.names) if not self.totals.matrix(ids, z).pixels.any()]
 
-    def warn_empty(self, source: str) -> None:
+    def warn_empty(self, source: str, option: str = "--aoi-crs") -> None:
         """Log a warning naming the zones that met no valid pixel (their tables are all 0 ha)."""
         empty = self.empty_zones()
         if empty:
@@ -109,5 +109,5 @@ class ZoneMasker:
             log.warning(
                 "%s: %d of %d AOI features overlap no valid pixel of the maps, so their areas "
                 "are 0 ha: %s; check that they cover the maps and that their CRS is right "
-                "(--aoi-crs)", source, len(empty), len(self.names), ", ".join(empty[:10]) + more,
+                "(%s)", source, len(empty), len(self.names), ", ".join(empty[:10]) + more, option,
             )  # fmt: skip

@@ -32,6 +32,7 @@ from rasterio.windows import Window
 
 from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.atomic import atomic_output, check_output_path, temporary_sibling
+from geoseg.io.grids import same_transform
 from geoseg.io.json_text import parse_json
 from geoseg.io.labels import CLASSES_TAG
 from geoseg.io.vectors_crs import read_layer_on_grid
@@ -191,7 +192,7 @@ def check_same_grid(
                 f"{path}: {src.height} x {src.width} px, the scene is {height} x {width}; "
                 "predict the labels from the same scene"
             )
-        if src.crs != crs or not src.transform.almost_equals(transform):
+        if src.crs != crs or not same_transform(src.transform, transform):
             raise InvalidRasterError(
                 f"{path}: not on the scene's grid (CRS or transform differ); predict the "
                 "labels from the same scene"
@@ -269,8 +270,9 @@ def instance_raster_reader(
         id_band, class_band = _instance_bands(src, os.fspath(path))
         if class_band is None and default_class is None:
             raise InvalidRasterError(
-                f"{path}: has no class band and the model has several thing classes; add a "
-                "class band (described 'class') or give a polygon layer with a class field"
+                f"{path}: has no class band and the model has no single thing class to "
+                "assume; add a class band (described 'class') or give a polygon layer with "
+                "a class field"
             )
 
         def read(key: tuple[slice, slice]) -> InstanceBlock:
@@ -295,8 +297,8 @@ def _feature_classes(
     if field is None:
         if default is None:
             raise GeosegError(
-                f"{path}: no 'class' field and the model has several thing classes; name the "
-                "field holding each feature's class with --class-field"
+                f"{path}: no 'class' field and the model has no single thing class to "
+                "assume; name the field holding each feature's class with --class-field"
             )
         return np.full(len(frame), default, np.int64)
     if field not in frame.columns:

@@ -12,6 +12,7 @@ import rasterio
 from rasterio.warp import Resampling, reproject
 
 from geoseg.errors import InvalidRasterError
+from geoseg.io.grids import same_grid
 from geoseg.io.raster import open_scene, select_bands
 from geoseg.io.reproject import bounds_in_crs
 
@@ -59,7 +60,7 @@ def read_labels_on_grid(label_path: str, image_path: str) -> np.ndarray:
     (nearest) in memory. Nodata and uncovered pixels are :data:`LABEL_NODATA`.
     """
     with rasterio.open(image_path) as img, rasterio.open(label_path) as lab:
-        same = lab.crs == img.crs and lab.transform == img.transform and lab.shape == img.shape
+        same = same_grid(lab.crs, lab.transform, lab.shape, img.crs, img.transform, img.shape)
         if lab.crs is None:
             raise InvalidRasterError(f"{label_path}: the label raster has no CRS")
         raw = lab.read(1, masked=True)
@@ -68,6 +69,7 @@ def read_labels_on_grid(label_path: str, image_path: str) -> np.ndarray:
             return values
         # refused in one line where no transformation exists (a local CRS without a datum)
         bounds_in_crs(lab.crs, img.crs, tuple(lab.bounds), label_path, image_path, _SAME_CRS)
+        _refuse_labels_off_image(label_path, image_path)
         log.warning("%s: not on the grid of %s; aligning it (nearest)", label_path, image_path)
         src = values.astype(np.float64)
         dst = np.full(img.shape, LABEL_NODATA, np.float64)

@@ -29,7 +29,7 @@ import numpy as np
 
 from geoseg.areas import HECTARE_M2, AreaMethod, area_method
 from geoseg.change.align import AlignedMaps, align_label_maps
-from geoseg.change.mmu import mmu_blocks
+from geoseg.change.mmu import CHANGE_CONNECTIVITY, mmu_blocks
 from geoseg.change.temporal import persistent_after
 from geoseg.change.transitions import (
     TransitionMatrix,
@@ -90,6 +90,8 @@ class ChangeOptions:
         aoi_field: AOI attribute naming each feature (default: its number).
         aoi_crs: the AOI's CRS, when the file declares none or the wrong one
             (``"raster"``: the maps' CRS); see :mod:`geoseg.io.vectors_crs`.
+        aoi_crs_option: how the user gives ``aoi_crs``, named in messages (the CLI's
+            option, or a workflow's key).
         samples_se: write ``samples.gpkg``, a stratified random sample of change.tif's
             codes sized for this standard error of overall accuracy (Olofsson et al.
             2014, eq. 13; expected user's accuracy 0.9 for unchanged, 0.7 for change
@@ -109,6 +111,7 @@ class ChangeOptions:
     aoi: str | None = None
     aoi_field: str | None = None
     aoi_crs: str | None = None
+    aoi_crs_option: str = "--aoi-crs"
     samples_se: float | None = None
     reference: str | None = None
 
@@ -233,7 +236,7 @@ def _filtered_codes(aligned: AlignedMaps, opts: ChangeOptions) -> da.Array:
     if opts.mmu_ha is not None:
         codes = mmu_blocks(
             codes, len(aligned.schema), aligned.crs, aligned.transform, opts.mmu_ha * HECTARE_M2,
-            scheduler=opts.scheduler, workers=opts.workers,
+            connectivity=CHANGE_CONNECTIVITY, scheduler=opts.scheduler, workers=opts.workers,
         )  # fmt: skip
     return codes.astype(np.uint8)
 
@@ -312,7 +315,7 @@ def _report(
     unknown = tuple(find_unknown_values(aligned, opts.scheduler, opts.workers))
     warn_unknown_values(unknown, aligned.schema.ids)
     if zones is not None:
-        zones.warn_empty(opts.aoi or "")
+        zones.warn_empty(opts.aoi or "", opts.aoi_crs_option)
     write_change_polygons(paths["change.tif"], paths["change.gpkg"], aligned.schema, opts)
     write_tables(matrix, aligned, paths, opts, unknown)
     if zones is not None:
@@ -329,7 +332,7 @@ def _report(
 def _zones(aligned: AlignedMaps, opts: ChangeOptions) -> ZoneMasker | None:
     if opts.aoi is None:
         return None
-    layer = read_input_layer(opts.aoi, opts.aoi_crs, aligned.crs, "--aoi-crs")
+    layer = read_input_layer(opts.aoi, opts.aoi_crs, aligned.crs, opts.aoi_crs_option)
     names, geoms = prepare_aoi(layer, aligned.crs, opts.aoi_field, opts.aoi, aligned.paths[0])
     totals = TransitionSink(
         aligned.schema.ids,

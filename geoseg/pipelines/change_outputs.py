@@ -50,15 +50,18 @@ __all__ = [
 def write_change_polygons(
     raster: Path, output: Path, schema: ClassSchema, opts: ChangeOptions
 ) -> None:
-    """``change.gpkg``: one polygon per changed patch, with from/to class names and areas."""
+    """``change.gpkg``: one (multi)polygon per changed patch, with from/to class names and
+    areas; patches are :data:`~geoseg.change.mmu.CHANGE_CONNECTIVITY`-connected, as the MMU's."""
+    from geoseg.change.mmu import CHANGE_CONNECTIVITY
     from geoseg.io.vectors import write_vectors
     from geoseg.pipelines.vectorize import VectorizeOptions, label_polygons
 
     k = len(schema)
     changed = [str(i * k + j) for i in range(k) for j in range(k) if i != j]
     vopts = VectorizeOptions(
-        classes=changed, chunk=max(opts.chunk, 256), scheduler=opts.scheduler, workers=opts.workers
-    )
+        classes=changed, chunk=max(opts.chunk, 256), scheduler=opts.scheduler,
+        workers=opts.workers, connectivity=CHANGE_CONNECTIVITY,
+    )  # fmt: skip
     frame = label_polygons(raster, vopts)
     codes = frame["class_id"].to_numpy(dtype=int)
     frame.insert(1, "from_class", [schema.classes[c // k].name for c in codes])

@@ -28,11 +28,17 @@ import numpy as np
 from geoseg.errors import GeosegError
 from geoseg.evaluation.metrics import SegmentationMetrics, metrics_from_confusion
 from geoseg.io.atomic import check_output_path
+from geoseg.io.grids import same_grid
 from geoseg.io.raster import Scene, open_scene
 from geoseg.io.reports import write_confusion_csv, write_confusion_png, write_json
 from geoseg.io.training_data import LABEL_NODATA, read_labels_on_grid
 from geoseg.models.cache import load_predictor
 from geoseg.models.registry import TASKS, model_task
+from geoseg.pipelines.evaluate_checks import (
+    degenerate_warning,
+    refuse_vector_reference,
+    schema_warning,
+)
 from geoseg.pipelines.plausibility import guessed_band_order, predicted_shares, warn_if_one_class
 from geoseg.pipelines.predict import PredictOptions, prepare_model_input
 from geoseg.tiling.confusion import tiled_confusion_sink
@@ -70,9 +76,9 @@ def _reference(label_path: str, scene: Scene, task: str = "semantic") -> da.Arra
     A change mask's declared nodata is ignored when it is 0, 1 or 255 (a mask value).
     """
     ref = open_scene(label_path, chunk=int(scene.data.data.chunks[1][0]))
-    same = (
-        ref.crs == scene.crs and ref.transform == scene.transform
-        and (ref.height, ref.width) == (scene.height, scene.width)
+    same = same_grid(
+        ref.crs, ref.transform, (ref.height, ref.width),
+        scene.crs, scene.transform, (scene.height, scene.width),
     )  # fmt: skip
     masks_changes = task == "change" and ref.nodata in CHANGE_MASK_MAP
     if masks_changes and not same:
@@ -167,6 +173,7 @@ def evaluate_scene(
             "--classes does not apply to --task change: change models are scored as "
             "no change / change (use --map-prediction to say which classes are change)"
         )
+    refuse_vector_reference(labels)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in REPORT_FILES:
@@ -182,6 +189,7 @@ def evaluate_scene(
     if prediction_map is None and set(model_schema.ids) - set(schema.ids):
         raise GeosegError("the model's classes differ from --classes; give --map-prediction")
     ref = _reference(os.fspath(labels), scene, task)
+    warnings = [schema_warning(labels, model, schema, reference_map)] if task == "semantic" else []
     sink = tiled_confusion_sink(
         scene.data.data, scene.valid, ref, functools.partial(load_predictor, spec), tile,
         model_schema.ids, schema.ids, prediction_map, reference_map, opts.scheduler,
@@ -203,6 +211,10 @@ def evaluate_scene(
             "label values against the classes (or --map-reference)"
         )
     metrics = metrics_from_confusion(conf, schema.names)
+    if task == "semantic":
+        warnings.append(degenerate_warning(labels, model, metrics))
+    for message in filter(None, warnings):
+        log.warning("%s", message)
     report: dict[str, Any] = {
         "task": task, "model": Path(model).name, "image": Path(path).name,
         "labels": Path(labels).name, "window": tile.window, "margin": tile.margin,
@@ -210,6 +222,7 @@ def evaluate_scene(
         "prediction_map": _json_map(prediction_map),
         **(_change_scores(metrics) if task == "change" else {}), **metrics.to_json(),
         "unknown_reference_values": [{"value": v, "pixels": n} for v, n in unknown.items()],
+        "warnings": [w for w in warnings if w],
     }  # fmt: skip
     files = (
         write_json(out / "metrics.json", report, opts.overwrite),

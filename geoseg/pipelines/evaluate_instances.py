@@ -212,6 +212,12 @@ def score_instances(
         raise InvalidRasterError(
             f"{pred_path}: no geoseg class schema; score a raster written by `geoseg predict`"
         )
+    if task == "instance" and not any(c.is_thing for c in schema.classes):
+        raise InvalidRasterError(
+            f"{pred_path}: a semantic map (classes {', '.join(schema.names)}; none is a thing "
+            "class): --prediction scores instance and panoptic maps; score a semantic model "
+            "with -m MODEL --image IMAGE"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_output_path(out / "metrics.json", overwrite)

@@ -14,13 +14,14 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from geoseg.errors import BandMismatchError, GeosegError
+from geoseg.errors import GeosegError
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.raster import Scene, canonical_band_name, open_scene, select_bands
 from geoseg.models.bands import reflectance_scale
 from geoseg.models.cache import ModelSpec, default_batch_size, load_predictor, model_spec
 from geoseg.models.family import Family
 from geoseg.models.registry import checkpoint_family, model_family, task_kind, window_multiple
+from geoseg.pipelines.band_hints import band_count_error
 from geoseg.pipelines.plausibility import warn_if_outside_training
 from geoseg.types import ClassSchema, ModelMeta, TileSpec, require_at_least
 
@@ -172,11 +173,7 @@ def match_bands(
     else:
         index = []
     if len(index) != len(meta.bands):
-        raise BandMismatchError(
-            f"{path}: the model expects {len(meta.bands)} bands {list(meta.bands)}, the file has "
-            f"{len(names)} {list(names)}; pick them with --bands, e.g. --bands "
-            f"{','.join(str(i + 1) for i in range(min(len(names), len(meta.bands))))}"
-        )
+        raise band_count_error(path, names, meta.bands, None if wanted is None else len(index))
     return index
 
 

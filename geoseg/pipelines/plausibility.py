@@ -26,6 +26,7 @@ from geoseg.models.bands import (
     band_order_is_guess,
     swapped_red_blue,
 )
+from geoseg.pipelines.band_hints import band_names_guessed, band_order_fix
 from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta
 
 __all__ = [
@@ -171,6 +172,27 @@ def warn_if_outside_training(
     log.warning(
         "%s: band %s has a median of %.4g here, %.1f standard deviations from the %.4g +- "
         "%.2g that %s was trained on: the model is applied outside what it was trained on "
-        "(another sensor, processing level, cloud or scaling?) and its map may be wrong",
+        "(%s) and its map may be wrong",
         path, meta.bands[k], median[k], sigmas[k], mean[k], std[k], model,
+        _outside_causes(path, index, median, mean, std, meta.bands),
     )  # fmt: skip
+
+
+def _outside_causes(
+    path: str, index: Sequence[int], median: np.ndarray, mean: np.ndarray, std: np.ndarray,
+    model_bands: Sequence[str],
+) -> str:  # fmt: skip
+    """The likely causes, band order first when the file does not name its bands as the
+    model's (and the ``--bands`` to try when the bands read in reverse would fit)."""
+    causes = "another sensor, processing level, cloud or scaling?"
+    if not band_names_guessed(path, index, model_bands):
+        return causes
+    reverse = np.abs((median[::-1] - mean) / std).max() < OUTSIDE_TRAINING_SIGMAS
+    try_ = (
+        f"the bands read in reverse fit: try {band_order_fix(index)}" if reverse else
+        f"give --bands with the file's band numbers in the order {', '.join(model_bands)}"
+    )  # fmt: skip
+    return (
+        f"band order? the file does not name its bands, so {', '.join(model_bands)} were "
+        f"assumed in file order; {try_}; or {causes}"
+    )

@@ -68,6 +68,10 @@ __all__ = [
 ]  # fmt: skip
 
 
+#: How a workflow gives its AOI's CRS, as messages name it.
+WORKFLOW_AOI_CRS = "the workflow key aoi_crs:"
+
+
 @dataclass(frozen=True)
 class Focus:
     """Transitions summed up in ``summary.json`` (e.g. forest -> anything else)."""
@@ -354,7 +358,8 @@ def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowRe
     for i, scene in enumerate(wf.scenes):
         out = wf.output / f"map_{i + 1}_{scene.stem}.tif"
         maps.append(predict_scene(scene, wf.model, out, popts, progress).output)
-    aoi = {"aoi": str(wf.aoi), "aoi_field": wf.aoi_field, "aoi_crs": wf.aoi_crs} if wf.aoi else {}
+    aoi = {"aoi": str(wf.aoi), "aoi_field": wf.aoi_field, "aoi_crs": wf.aoi_crs,
+           "aoi_crs_option": WORKFLOW_AOI_CRS} if wf.aoi else {}  # fmt: skip
     copts = ChangeOptions(**{**dict(wf.change), **aoi, "overwrite": overwrite})
     result = change_report(maps, wf.output / "report", copts, progress, wf.focus)
     table = wf.output / "report" / "transitions_by_aoi.csv" if wf.aoi else None
