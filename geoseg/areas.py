@@ -50,6 +50,7 @@ __all__ = [
     "area_method",
     "crs_units_per_metre",
     "pixel_area_m2",
+    "pixel_size_m",
     "polygon_area_m2",
     "polygon_area_perimeter_m",
     "polygon_perimeter_m",
@@ -246,6 +247,24 @@ def pixel_area_m2(crs: Any, transform: Affine, rows: Any, cols: Any) -> np.ndarr
         dlon = _wrap(lon[rb, cb] - lon[ra, ca])
         total += dlon * ((ya[ra, ca] - ref) + (ya[rb, cb] - ref)) * 0.5
     return np.abs(total)
+
+
+def pixel_size_m(crs: Any, transform: Affine, shape: tuple[int, int]) -> float:
+    """Ground sample distance of a north-up ``(H, W)`` raster, in metres.
+
+    Projected or local CRS: the pixel width in its linear unit converted to metres.
+    Geographic CRS: the side of a square of the true ellipsoidal area of the
+    scene's centre pixel (a 8.98e-05 degree pixel at 38 N is about 10 m N-S by
+    7.9 m E-W: 8.9 m).
+
+    Raises:
+        UnsupportedCRSError: see :func:`area_method`.
+    """
+    crs = pyproj_crs(crs)
+    if not crs.is_geographic:
+        return float(abs(transform.a)) / crs_units_per_metre(crs)
+    h, w = shape
+    return float(np.sqrt(pixel_area_m2(crs, transform, [h // 2], [w // 2])[0, 0]))
 
 
 def _densify(

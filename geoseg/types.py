@@ -13,6 +13,8 @@ import numpy as np
 from geoseg.errors import ConfigError, GeosegError
 
 __all__ = [
+    "DEGREE_GSD_BELOW",
+    "METRES_PER_DEGREE",
     "MODEL_TASKS",
     "NODATA_LABEL",
     "ClassInfo",
@@ -30,6 +32,12 @@ NODATA_LABEL = 255
 
 #: What a checkpoint's model predicts (:attr:`ModelMeta.task`).
 MODEL_TASKS = ("semantic", "change", "instance", "panoptic")
+
+#: A checkpoint GSD below this is not metres: training before GSDs were recorded in
+#: metres stored the pixel width in the training CRS's unit, degrees for EPSG:4326.
+DEGREE_GSD_BELOW = 0.01
+#: Length of one degree of the WGS84 equator (pi * 6378137 / 180), m: converts those.
+METRES_PER_DEGREE = 111_319.49
 
 
 @dataclass(frozen=True)
@@ -273,7 +281,9 @@ class ModelMeta:
         schema: output classes.
         window: window side in pixels the model was trained for.
         margin: default margin in pixels for tiled inference.
-        gsd_m: ground sample distance of the training data, metres per pixel.
+        gsd_m: ground sample distance of the training data, metres per pixel
+            (geodesic for a geographic CRS; older checkpoints hold degrees there:
+            :attr:`gsd_approx_m`).
         provenance: training data, epochs, software versions (free-form JSON).
         metrics: held-out scores (free-form JSON).
         options: extra builder keyword arguments (free-form JSON).
@@ -297,6 +307,14 @@ class ModelMeta:
             raise GeosegError(
                 f"model task must be one of {', '.join(MODEL_TASKS)}, got {self.task!r}"
             )
+
+    @property
+    def gsd_approx_m(self) -> float | None:
+        """:attr:`gsd_m` in metres; an old checkpoint's value in degrees (under
+        :data:`DEGREE_GSD_BELOW`) converted at :data:`METRES_PER_DEGREE` (approximate)."""
+        if self.gsd_m is None or self.gsd_m >= DEGREE_GSD_BELOW:
+            return self.gsd_m
+        return self.gsd_m * METRES_PER_DEGREE
 
     def to_json(self) -> dict[str, Any]:
         return {

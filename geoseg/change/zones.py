@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import geopandas as gpd
@@ -18,13 +19,33 @@ import shapely
 from affine import Affine
 from rasterio.features import geometry_mask
 
+from geoseg.areas import HECTARE_M2, polygon_area_m2
 from geoseg.change.transitions import TransitionSink
 from geoseg.errors import GeosegError
 from geoseg.io.reproject import layer_in_crs
 
-__all__ = ["ZoneMasker", "prepare_aoi"]
+__all__ = ["FULL_COVER", "ZoneCoverage", "ZoneMasker", "prepare_aoi"]
 
 log = logging.getLogger(__name__)
+
+#: A feature whose covered share is below this is named in a warning: its table
+#: counts only the part the maps cover.
+FULL_COVER = 0.99
+
+
+@dataclass(frozen=True)
+class ZoneCoverage:
+    """How much of each AOI feature the maps' valid pixels cover.
+
+    Attributes:
+        area_m2: ``(N,) float64`` each feature's own ellipsoidal area, m².
+        covered: ``(N,) float64`` share (0-1) of that area on valid map pixels:
+            the part inside the grid (exact, geometric) less the zone's nodata
+            pixels; 0 for a feature that met no valid pixel.
+    """
+
+    area_m2: np.ndarray
+    covered: np.ndarray
 
 
 def prepare_aoi(
@@ -100,6 +121,46 @@ class ZoneMasker:
         """Names of the zones that met no valid pixel (every area of their table is 0)."""
         ids = [str(c) for c in self.totals.class_ids]
         return [n for z, n in enumerate(self.names) if not self.totals.matrix(ids, z).pixels.any()]
+
+    def coverage(self, crs: Any, shape: tuple[int, int]) -> ZoneCoverage:
+        """Each feature's own area and the share of it on valid pixels of the ``(H, W)`` grid.
+
+        The part outside the grid is cut off geometrically, so a feature wholly on
+        valid pixels is 100 % covered whatever its size (pixel-centre rasterization
+        would be off by the pixels along its edge).
+        """
+        h, w = shape
+        t = self._transform
+        grid = shapely.Polygon([t @ (0, 0), t @ (w, 0), t @ (w, h), t @ (0, h)])
+        area = polygon_area_m2(self._geoms, crs)
+        inside = polygon_area_m2(shapely.intersection(self._geoms, grid), crs)
+        ids = [str(c) for c in self.totals.class_ids]
+        nodata = np.zeros(area.size)
+        met = np.zeros(area.size, bool)
+        for z in range(area.size):
+            m = self.totals.matrix(ids, z)
+            nodata[z], met[z] = m.nodata_area_m2, bool(m.pixels.any())
+        share = np.divide(inside - nodata, area, out=np.zeros_like(area), where=area > 0)
+        return ZoneCoverage(area, np.where(met, np.clip(share, 0.0, 1.0), 0.0))
+
+    def warn_partly_covered(self, source: str, cover: ZoneCoverage) -> None:
+        """Log a warning naming the features that met valid pixels but are under
+        :data:`FULL_COVER` covered (features that met none: :meth:`warn_empty`)."""
+        part = [z for z, c in enumerate(cover.covered) if 0 < c < FULL_COVER]
+        if not part:
+            return
+        named = [
+            f"{self.names[z]} ({100 * cover.covered[z]:.1f} % of "
+            f"{cover.area_m2[z] / HECTARE_M2:,.2f} ha)"
+            for z in part[:10]
+        ]
+        more = f" and {len(part) - 10} more" if len(part) > 10 else ""
+        log.warning(
+            "%s: %d of %d AOI features are only partly covered by valid pixels of the maps "
+            "(under %g %%): %s; their rows in transitions_by_aoi.csv count the covered part "
+            "only (aoi_covered_percent)", source, len(part), len(self.names),
+            100 * FULL_COVER, ", ".join(named) + more,
+        )  # fmt: skip
 
     def warn_empty(self, source: str, option: str = "--aoi-crs") -> None:
         """Log a warning naming the zones that met no valid pixel (their tables are all 0 ha)."""

@@ -83,5 +83,7 @@ def run(workflow: str, root: str, overwrite: bool, progress: bool | None) -> Non
         click.echo(f"{s['focus']}: {s['area_ha']:,.2f} ha ({s['area_acres']:,.2f} acres)")
         for zone in s.get("by_aoi", []):
             click.echo(
-                f"  {zone['aoi']}: {zone['area_ha']:,.2f} ha ({zone['area_acres']:,.2f} acres)"
+                f"  {zone['aoi']}: {zone['area_ha']:,.2f} ha ({zone['area_acres']:,.2f} acres) "
+                f"of its {zone['aoi_area_ha']:,.2f} ha, {zone['aoi_covered_percent']:.1f} % "
+                "covered by the maps"
             )

@@ -11,6 +11,7 @@ import numpy as np
 import rasterio
 from rasterio.warp import Resampling, reproject
 
+from geoseg.areas import pixel_size_m
 from geoseg.errors import InvalidRasterError
 from geoseg.io.grids import same_grid
 from geoseg.io.raster import open_scene, select_bands
@@ -33,7 +34,8 @@ class LabelledRaster:
             ``label_nodata`` where the label raster has no data or does not cover.
         band_names: names of the selected bands.
         dtype: the image's storage dtype (decides the reflectance scale).
-        gsd_m: pixel size in CRS units (metres for projected CRSs).
+        gsd_m: ground sample distance in metres (:func:`geoseg.areas.pixel_size_m`:
+            geodesic for a geographic CRS).
     """
 
     path: str
@@ -132,5 +134,5 @@ def read_labelled_raster(
         labels=labels,
         band_names=tuple(scene.band_names[i] for i in index),
         dtype=scene.dtype,
-        gsd_m=float(abs(scene.transform.a)),
+        gsd_m=pixel_size_m(scene.crs, scene.transform, (scene.height, scene.width)),
     )

@@ -315,11 +315,12 @@ def _report(
     unknown = tuple(find_unknown_values(aligned, opts.scheduler, opts.workers))
     warn_unknown_values(unknown, aligned.schema.ids)
     if zones is not None:
+        cover = zones.coverage(aligned.crs, (aligned.height, aligned.width))
         zones.warn_empty(opts.aoi or "", opts.aoi_crs_option)
+        zones.warn_partly_covered(opts.aoi or "", cover)
+        write_zone_table(zones, cover, aligned, paths["transitions_by_aoi.csv"], opts)
     write_change_polygons(paths["change.tif"], paths["change.gpkg"], aligned.schema, opts)
     write_tables(matrix, aligned, paths, opts, unknown)
-    if zones is not None:
-        write_zone_table(zones, aligned, paths["transitions_by_aoi.csv"], opts)
     write_images(matrix, aligned, codes_schema, paths, opts)
     if opts.samples_se:
         write_samples(matrix, aligned, codes_schema, paths, opts)

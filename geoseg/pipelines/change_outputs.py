@@ -17,7 +17,7 @@ from geoseg.areas import HECTARE_M2, area_method
 from geoseg.change.align import AlignedMaps, read_label_map_info
 from geoseg.change.matrix import TransitionMatrix
 from geoseg.change.unknown import UnknownValues
-from geoseg.change.zones import ZoneMasker
+from geoseg.change.zones import ZoneCoverage, ZoneMasker
 from geoseg.io.atomic import atomic_output
 from geoseg.io.preview import write_label_preview
 from geoseg.io.reports import write_json
@@ -70,13 +70,19 @@ def write_change_polygons(
 
 
 def write_zone_table(
-    zones: ZoneMasker, aligned: AlignedMaps, path: Path, opts: ChangeOptions
+    zones: ZoneMasker, cover: ZoneCoverage, aligned: AlignedMaps, path: Path, opts: ChangeOptions
 ) -> None:
-    """``transitions_by_aoi.csv``: the transition rows of every AOI feature."""
+    """``transitions_by_aoi.csv``: the transition rows of every AOI feature, each with the
+    feature's own area (``aoi_area_ha``) and the share of it the maps' valid pixels cover
+    (``aoi_covered_percent``)."""
     rows = []
     for zone, name in enumerate(zones.names):
         m = zones.totals.matrix(aligned.schema.names, zone)
-        rows += [{"aoi": name, **r} for r in transition_rows(m)]
+        own = {
+            "aoi_area_ha": float(cover.area_m2[zone]) / HECTARE_M2,
+            "aoi_covered_percent": 100.0 * float(cover.covered[zone]),
+        }
+        rows += [{"aoi": name, **r, **own} for r in transition_rows(m)]
     write_csv_rows(path, rows, opts.overwrite)
 
 

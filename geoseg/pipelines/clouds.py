@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import dask.array as da
 
-from geoseg.errors import GeosegError
+from geoseg.errors import GeosegError, UnsupportedCRSError
 from geoseg.models.cache import load_predictor
 from geoseg.tiling.infer import predict_blocks
 from geoseg.types import NODATA_LABEL, ClassSchema
@@ -78,6 +78,7 @@ def apply_cloud_mask(
             scheduler and chunk size.
         chunks: ``labels``' chunks along y and x.
     """
+    from geoseg.areas import pixel_size_m
     from geoseg.io.checkpoint import read_checkpoint_meta
     from geoseg.pipelines.predict import prepare_model_input
 
@@ -87,8 +88,13 @@ def apply_cloud_mask(
     )  # fmt: skip
     scene, spec, schema, tile = prepare_model_input(path, model, own)
     masked = cloud_classes(schema, model)
-    pixel_m = abs(scene.transform.a) if scene.crs is not None and scene.crs.is_projected else None
-    _note_resolution(path, model, read_checkpoint_meta(model).gsd_m, pixel_m)
+    try:
+        pixel_m: float | None = pixel_size_m(
+            scene.crs, scene.transform, (scene.height, scene.width)
+        )
+    except UnsupportedCRSError:  # a local grid in an unknown unit: nothing to compare
+        pixel_m = None
+    _note_resolution(path, model, read_checkpoint_meta(model).gsd_approx_m, pixel_m)
     clouds = predict_blocks(
         scene.data.data, scene.valid, functools.partial(load_predictor, spec), tile,
         schema.ids, False,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pyproj
 import rasterio
@@ -15,7 +18,7 @@ from geoseg.io.raster import open_scene
 from geoseg.io.vectors_crs import LONLAT
 from geoseg.io.vectors_info import vector_layers
 from geoseg.models.registry import checkpoint_family, families
-from geoseg.types import ClassSchema
+from geoseg.types import DEGREE_GSD_BELOW, ClassSchema, ModelMeta
 
 __all__ = [
     "describe_checkpoint",
@@ -50,12 +53,50 @@ def describe_checkpoint(path: str | os.PathLike[str]) -> list[str]:
         f"  family: {family.name}   inputs: {family.inputs}   runtime: {family.source}",
         f"  task: {meta.task}   arch: {meta.arch}   encoder: {meta.encoder}",
         f"  bands ({len(meta.bands)}): {', '.join(meta.bands)}",
-        f"  window: {meta.window} px   margin: {meta.margin} px   GSD: {meta.gsd_m} m",
+        f"  window: {meta.window} px   margin: {meta.margin} px   GSD: {_gsd_text(meta)}",
         "  classes:",
         *_classes(meta.schema),
     ]
     if meta.metrics:
-        lines.append(f"  metrics: {dict(meta.metrics)}")
+        lines += ["  metrics:", *_metric_lines(meta.metrics, "    ")]
+    return lines
+
+
+def _gsd_text(meta: ModelMeta) -> str:
+    """The checkpoint's GSD with its unit; an old checkpoint's degrees also in metres."""
+    if meta.gsd_m is None or meta.gsd_approx_m is None:
+        return "unknown"
+    if meta.gsd_m >= DEGREE_GSD_BELOW:
+        return f"{meta.gsd_m:.4g} m"
+    return (
+        f"{meta.gsd_m:.4g} degrees (about {meta.gsd_approx_m:.3g} m; this older checkpoint "
+        "recorded the training CRS's unit)"
+    )
+
+
+def _metric_value(value: Any) -> str:
+    if isinstance(value, float):  # '#' keeps trailing zeros: 0.9250 has 4 digits, 0.925 3
+        return f"{value:#.4g}".rstrip(".")
+    return str(value)
+
+
+def _metric_lines(metrics: Mapping[str, Any], indent: str) -> list[str]:
+    """``name: value`` lines, values aligned, floats to 4 significant digits; nested
+    scores indented under their name (a list of named scores under each name)."""
+    items = list(metrics.items())
+    width = max((len(str(k)) for k, v in items if not isinstance(v, Mapping | list)), default=0)
+    lines: list[str] = []
+    for key, value in items:
+        if isinstance(value, Mapping):
+            lines += [f"{indent}{key}:", *_metric_lines(value, indent + "  ")]
+        elif isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
+            named = {str(v.get("name", i)): {k: x for k, x in v.items() if k != "name"}
+                     for i, v in enumerate(value)}  # fmt: skip
+            lines += [f"{indent}{key}:", *_metric_lines(named, indent + "  ")]
+        elif isinstance(value, list):
+            lines.append(f"{indent}{f'{key}:':<{width + 1}} {', '.join(map(_metric_value, value))}")
+        else:
+            lines.append(f"{indent}{f'{key}:':<{width + 1}} {_metric_value(value)}")
     return lines
 
 
@@ -69,7 +110,7 @@ def describe_raster(path: str | os.PathLike[str]) -> list[str]:
         f"{path}",
         f"  size: {scene.width} x {scene.height} px, {scene.count} band(s) {scene.dtype}",
         f"  crs: {scene.crs.to_string() if _has_crs(path) else 'none'}",
-        f"  pixel size: {t.a:g} x {-t.e:g}   origin: ({t.c:g}, {t.f:g})",
+        f"  pixel size: {t.a:g} x {-t.e:g}   origin: {_coords((t.c, t.f), scene.crs)}",
         f"  nodata: {scene.nodata}",
         f"  bands: {', '.join(scene.band_names)}",
     ]
@@ -77,6 +118,21 @@ def describe_raster(path: str | os.PathLike[str]) -> list[str]:
     if schema is not None:
         lines += ["  classes:", *_classes(schema)]
     return lines
+
+
+def _coords(values: Sequence[float], crs: Any) -> str:
+    """Coordinates in full: 8 decimals in degrees (about 1 mm), 3 in metres or feet."""
+    geographic = crs is not None and pyproj.CRS.from_user_input(crs).is_geographic
+    return ", ".join(f"{v:.{8 if geographic else 3}f}" for v in values)
+
+
+def _bounds_text(features: int, bounds: Sequence[float]) -> str:
+    """A layer's bounds, or why it has none (GDAL reports NaN for an empty layer)."""
+    if features == 0:
+        return "none (no features)"
+    if not all(math.isfinite(v) for v in bounds):
+        return "none (no geometry)"
+    return ", ".join(f"{v:.10g}" for v in bounds)
 
 
 def _has_crs(path: str | os.PathLike[str]) -> bool:
@@ -105,7 +161,7 @@ def describe_vector(path: str | os.PathLike[str]) -> list[str]:
             f"  layer {layer.name}: {layer.geometry_type or 'no geometry'}, "
             f"{layer.features} feature(s)",
             f"    crs: {_crs_text(layer.crs)}",
-            f"    bounds: {', '.join(f'{v:.10g}' for v in layer.bounds)}",
+            f"    bounds: {_bounds_text(layer.features, layer.bounds)}",
             f"    fields: {fields or 'none'}",
         ]
     return lines

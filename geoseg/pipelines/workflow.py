@@ -262,7 +262,8 @@ def _areas(m2: float) -> dict[str, float]:
 
 
 def _by_aoi(table: Path, names: Sequence[str], cells: Sequence[tuple[int, int]]) -> list[Any]:
-    """Focus area of each AOI feature, in feature order, from ``transitions_by_aoi.csv``.
+    """Focus area of each AOI feature, in feature order, from ``transitions_by_aoi.csv``,
+    with the feature's own area (``aoi_area_ha``) and ``aoi_covered_percent``.
 
     Each feature's block of rows ends with its ``nodata`` row, so features that
     share a name stay apart.
@@ -274,7 +275,8 @@ def _by_aoi(table: Path, names: Sequence[str], cells: Sequence[tuple[int, int]])
             if (row["from"], row["to"]) in wanted:
                 m2 += float(row["area_m2"])
             if row["from"] == "nodata":
-                out.append({"aoi": row["aoi"], **_areas(m2)})
+                own = {k: float(row[k]) for k in ("aoi_area_ha", "aoi_covered_percent")}
+                out.append({"aoi": row["aoi"], **_areas(m2), **own})
                 m2 = 0.0
     return out
 
