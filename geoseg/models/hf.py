@@ -29,7 +29,6 @@ from geoseg.types import ModelMeta
 
 __all__ = [
     "HF_MODELS",
-    "UNSUPPORTED",
     "HFModel",
     "HFPredictor",
     "MaskClassifier",
@@ -41,6 +40,7 @@ __all__ = [
     "first_conv",
     "hf_classes",
     "load_hf_predictor",
+    "task_tokens",
     "transformers_module",
     "with_channels",
     "wrap_hf",
@@ -71,25 +71,16 @@ HF_MODELS: Mapping[str, HFModel] = {
     "dpt": HFModel("DPTConfig", "DPTForSemanticSegmentation", "pixels"),
     "mask2former": HFModel("Mask2FormerConfig", "Mask2FormerForUniversalSegmentation", "masks"),
     "maskformer": HFModel("MaskFormerConfig", "MaskFormerForInstanceSegmentation", "masks"),
+    "oneformer": HFModel("OneFormerConfig", "OneFormerForUniversalSegmentation", "masks"),
 }
 
 #: Mask-query scores below this are clamped before the log (softmax(log s) = s / sum s).
 _EPS = 1e-6
 
 
-#: Known ``model_type`` values geoseg refuses, with the reason.
-UNSUPPORTED: Mapping[str, str] = {
-    "oneformer": "OneFormer is not supported yet: it needs a task-token text input "
-    "(semantic/instance/panoptic) beside the pixels; import a Mask2Former or MaskFormer "
-    "checkpoint instead",
-}
-
-
 def hf_classes(config: Mapping[str, Any]) -> HFModel:
     """The classes of a ``config.json``; UnknownModelError lists the supported types."""
     kind = str(config.get("model_type", ""))
-    if kind in UNSUPPORTED:
-        raise UnknownModelError(f"transformers model_type {kind!r}: {UNSUPPORTED[kind]}")
     if kind not in HF_MODELS:
         raise UnknownModelError(
             f"transformers model_type {kind!r} is not supported; geoseg imports "
@@ -117,22 +108,34 @@ class PixelClassifier(nn.Module):
 
 
 class MaskClassifier(nn.Module):
-    """A mask-query head (Mask2Former, MaskFormer) as per-pixel class scores.
+    """A mask-query head (Mask2Former, MaskFormer, OneFormer) as per-pixel class scores.
 
     Semantic inference of these models: ``s_k = sum_q p_q(k) sigmoid(m_q)`` with
     ``p_q`` the query's class softmax without its "no object" entry and ``m_q`` its
     mask logits upsampled to the window. Returns ``log(max(s, 1e-6))``, so the
     predictor's softmax gives ``s / sum_k s_k`` and the argmax is the models' own.
     ``(N, C, H, W) float32 -> (N, K, H, W)``.
+
+    Args:
+        model: the transformers model.
+        task_inputs: OneFormer's ``(1, task_seq_len)`` int64 task-token ids (the
+            tokenized "the task is ..."), given to every window; None for the others.
+            A buffer outside the state dict: the ids travel in the checkpoint's options.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    task_inputs: torch.Tensor | None
+
+    def __init__(self, model: nn.Module, task_inputs: torch.Tensor | None = None) -> None:
         super().__init__()
         self.model = model
+        self.register_buffer("task_inputs", task_inputs, persistent=False)
 
     def queries(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class probabilities ``(N, Q, K + 1)`` and mask logits ``(N, Q, H, W)`` of ``x``."""
-        out = self.model(pixel_values=x)
+        extra = {} if self.task_inputs is None else {
+            "task_inputs": self.task_inputs.expand(len(x), -1)
+        }  # fmt: skip
+        out = self.model(pixel_values=x, **extra)
         masks = F.interpolate(
             out.masks_queries_logits.float(), size=x.shape[-2:], mode="bilinear",
             align_corners=False,
@@ -157,8 +160,11 @@ class MaskQueries(MaskClassifier):
         return self.queries(x)
 
 
-def wrap_hf(model: nn.Module, config: Mapping[str, Any], task: str = "semantic") -> nn.Module:
-    """``model`` wrapped for geoseg's ``task``.
+def wrap_hf(
+    model: nn.Module, config: Mapping[str, Any], task: str = "semantic",
+    task_inputs: torch.Tensor | None = None,
+) -> nn.Module:  # fmt: skip
+    """``model`` wrapped for geoseg's ``task`` (``task_inputs``: see :class:`MaskClassifier`).
 
     Returns:
         :class:`PixelClassifier` or :class:`MaskClassifier` for ``semantic``;
@@ -169,8 +175,10 @@ def wrap_hf(model: nn.Module, config: Mapping[str, Any], task: str = "semantic")
     """
     check_task(config, task)
     if TASKS[task].objects:
-        return MaskQueries(model)
-    return PixelClassifier(model) if hf_classes(config).head == "pixels" else MaskClassifier(model)
+        return MaskQueries(model, task_inputs)
+    if hf_classes(config).head == "pixels":
+        return PixelClassifier(model)
+    return MaskClassifier(model, task_inputs)
 
 
 def check_task(config: Mapping[str, Any], task: str) -> None:
@@ -185,7 +193,7 @@ def check_task(config: Mapping[str, Any], task: str) -> None:
     if TASKS[task].objects and hf_classes(config).head != "masks":
         raise CheckpointError(
             f"transformers {config.get('model_type')} has a per-pixel head and finds no "
-            f"objects; --task {task} needs a mask-query model (mask2former, maskformer)"
+            f"objects; --task {task} needs a mask-query model (mask2former, maskformer, oneformer)"
         )
 
 
@@ -201,8 +209,15 @@ def transformers_module() -> Any:
 
 
 def hf_config(config: Mapping[str, Any]) -> Any:
-    """The ``transformers`` config object of a ``config.json`` dict (no hub access)."""
-    return getattr(transformers_module(), hf_classes(config).config).from_dict(dict(config))
+    """The ``transformers`` config object of a ``config.json`` dict (no hub access).
+
+    OneFormer is built with ``is_training=False``: its training-only text mapper
+    would need per-image text inputs that inference neither has nor uses.
+    """
+    own = dict(config)
+    if own.get("model_type") == "oneformer":
+        own["is_training"] = False
+    return getattr(transformers_module(), hf_classes(config).config).from_dict(own)
 
 
 def build_hf(meta: ModelMeta) -> nn.Module:
@@ -219,7 +234,30 @@ def build_hf(meta: ModelMeta) -> nn.Module:
             "config; the file was edited or written by another program"
         )
     model_cls = getattr(transformers_module(), hf_classes(config).model)
-    return wrap_hf(model_cls(hf_config(config)), config, meta.task)
+    return wrap_hf(model_cls(hf_config(config)), config, meta.task, task_tokens(meta))
+
+
+def task_tokens(meta: ModelMeta) -> torch.Tensor | None:
+    """OneFormer's ``(1, task_seq_len)`` int64 task-token ids stored at import; None otherwise.
+
+    ``geoseg import`` tokenizes "the task is <task>" with the folder's CLIP
+    tokenizer (as ``OneFormerProcessor`` does: padded with 0 to ``task_seq_len``)
+    and stores the ids as ``options["task_inputs"]``, so prediction needs no tokenizer.
+    """
+    config = meta.options["hf_config"]
+    if config.get("model_type") != "oneformer":
+        return None
+    ids = meta.options.get("task_inputs")
+    length = int(config.get("task_seq_len", 77))
+    if not (
+        isinstance(ids, list) and len(ids) == length
+        and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)
+    ):  # fmt: skip
+        raise CheckpointError(
+            f"a {meta.arch} checkpoint without its {length} task-token ids (options "
+            "task_inputs); re-import the model folder with `geoseg import FOLDER`"
+        )
+    return torch.tensor([ids], dtype=torch.int64)
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:

@@ -1,4 +1,4 @@
-"""Mask2Former / MaskFormer objects: per-window instances for geoseg's stitcher.
+"""Mask2Former / MaskFormer / OneFormer objects: per-window instances for geoseg's stitcher.
 
 A mask-query model gives, per window, ``Q`` queries, each with class
 probabilities ``p_q`` (``K`` classes and a last "no object" entry) and mask logits
@@ -15,6 +15,9 @@ of ``Mask2FormerImageProcessor``, same in ``MaskFormerImageProcessor``):
   of largest ``score x sigmoid(m_q)``; a query keeps its pixels only if they are
   more than ``overlap`` of its own ``score x sigmoid(m_q) >= mask_threshold`` area.
   Segments are disjoint.
+- OneFormer ``instance`` (:func:`oneformer_instance_segments`): transformers'
+  ``OneFormerImageProcessor`` rule, the best pairs competing as panoptic queries
+  do (disjoint segments); its panoptic rule is the one above.
 
 Deliberate differences from transformers: masks are upsampled once from the
 model's resolution to the window (transformers detours through 384 x 384 for
@@ -44,6 +47,7 @@ __all__ = [
     "HFMaskPredictor",
     "instance_segments",
     "load_hf_mask_predictor",
+    "oneformer_instance_segments",
     "panoptic_segments",
 ]
 
@@ -105,8 +109,42 @@ def panoptic_segments(
     scores, channels = probs.max(-1)
     keep = (channels != k) & (scores > threshold)
     weighted = mask_logits[keep].sigmoid() * scores[keep][:, None, None]
+    return _winners(weighted, channels[keep], scores[keep], mask_threshold, overlap)
+
+
+def oneformer_instance_segments(
+    probs: torch.Tensor, mask_logits: torch.Tensor, threshold: float, mask_threshold: float,
+    overlap: float,
+) -> Segments:  # fmt: skip
+    """transformers' OneFormer instance post-processing of one window.
+
+    ``OneFormerImageProcessor.post_process_instance_segmentation`` (its default
+    ``is_demo``) differs from Mask2Former's: the ``Q`` best (query, class) pairs by
+    ``p_q(k)`` (as :func:`instance_segments`) with ``p_q(k) > threshold`` compete for
+    the pixels as panoptic queries do (:func:`panoptic_segments`), but weighted on
+    ``p_q(k) x m_q``, the mask *logits* (transformers passes them, not their
+    sigmoid); score ``p_q(k)``. Arguments as :func:`panoptic_segments`.
+
+    Returns:
+        Disjoint segments in ranking order.
+    """
+    q, k = probs.shape[0], probs.shape[1] - 1
+    flat = probs[:, :k].reshape(-1)
+    order = torch.sort(flat, descending=True, stable=True).indices[:q]
+    order = order[flat[order] > threshold]
+    weighted = mask_logits[order // k] * flat[order][:, None, None]
+    return _winners(weighted, order % k, flat[order], mask_threshold, overlap)
+
+
+def _winners(
+    weighted: torch.Tensor, channels: torch.Tensor, scores: torch.Tensor, mask_threshold: float,
+    overlap: float,
+) -> Segments:  # fmt: skip
+    """transformers' ``compute_segments`` without fusion: every pixel to the segment of
+    largest ``weighted`` ``(n, H, W)``; a segment kept if it wins more than ``overlap``
+    of its own ``weighted >= mask_threshold`` area."""
     if weighted.shape[0] == 0:
-        return _numpy(weighted > 1, channels[keep], scores[keep])
+        return _numpy(weighted > 1, channels, scores)
     winner = weighted.argmax(0)
     masks = winner[None] == torch.arange(weighted.shape[0])[:, None, None]
     area = masks.flatten(1).sum(1)
@@ -114,7 +152,7 @@ def panoptic_segments(
     # transformers compares the float32 ratio, as a Python float, with ``overlap``
     ratio = (area / own.clamp(min=1)).double()
     ok = (area > 0) & (own > 0) & (ratio > overlap)
-    return _numpy(masks[ok], channels[keep][ok], scores[keep][ok])
+    return _numpy(masks[ok], channels[ok], scores[ok])
 
 
 def _numpy(masks: torch.Tensor, channels: torch.Tensor, scores: torch.Tensor) -> Segments:
@@ -153,6 +191,7 @@ class HFMaskPredictor(TorchModel):
         self.overlap_threshold = opts["overlap_threshold"]
         self.min_pixels = int(opts["min_pixels"])
         self.panoptic = meta.task == "panoptic"
+        self.oneformer = meta.arch == "hf-oneformer"
         self._ids = np.array(meta.schema.ids, dtype=np.int64)
         self._things = np.array([c.is_thing for c in meta.schema.classes], dtype=bool)
 
@@ -183,6 +222,10 @@ class HFMaskPredictor(TorchModel):
     def _window(self, probs: torch.Tensor, logits: torch.Tensor, valid: np.ndarray) -> Any:
         if self.panoptic:
             segs = panoptic_segments(
+                probs, logits, self.score_threshold, self.mask_threshold, self.overlap_threshold
+            )
+        elif self.oneformer:
+            segs = oneformer_instance_segments(
                 probs, logits, self.score_threshold, self.mask_threshold, self.overlap_threshold
             )
         else:

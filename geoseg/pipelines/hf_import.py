@@ -9,10 +9,12 @@ scene has another band count than the model, the first convolution is adapted
 (:func:`geoseg.models.hf.adapt_first_conv`). Everything is checked, including one
 forward pass of the rebuilt model, before the output is written (atomically).
 
-Mask2Former / MaskFormer import as ``semantic`` (default), ``instance`` or
-``panoptic`` checkpoints; for the object tasks the class schema says which classes
-are things (``is_thing`` in classes.yaml, or ``--things``), and the post-processing
-thresholds travel in ``ModelMeta.options`` (:data:`geoseg.models.hf_masks.POSTPROCESS`).
+Mask2Former / MaskFormer / OneFormer import as ``semantic`` (default), ``instance``
+or ``panoptic`` checkpoints (OneFormer's task-token ids, tokenized here with the
+folder's CLIP tokenizer, travel in ``ModelMeta.options["task_inputs"]``); for the
+object tasks the class schema says which classes are things (``is_thing`` in
+classes.yaml, or ``--things``), and the post-processing thresholds travel in
+``ModelMeta.options`` (:data:`geoseg.models.hf_masks.POSTPROCESS`).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def import_hf_folder(
         raise GeosegError("--bands is empty; name the scene band of each model input channel")
     check_task(config, opts.task)
     schema = _things(_schema(source, config, opts.schema), opts)
+    tokens = _task_inputs(source, config, opts.task)
     model = _load_pretrained(source, config)
     layer, conv = first_conv(model)
     state = {k: v.detach().clone() for k, v in wrap_hf(model, config).state_dict().items()}
@@ -89,10 +92,47 @@ def import_hf_folder(
                     "imported_by": f"geoseg {__version__}",
                     "first_conv": {"layer": layer, "pretrained_channels": conv.in_channels,
                                    "bands": len(bands)}},
-        options={"hf_config": with_channels(config, len(bands)), **_postprocess(opts)},
+        options={"hf_config": with_channels(config, len(bands)), **_postprocess(opts), **tokens},
     )  # fmt: skip
     _dry_run(source, meta, state)
     return state, meta
+
+
+def _task_inputs(source: Path, config: Mapping[str, Any], task: str) -> dict[str, list[int]]:
+    """OneFormer's task-token ids for ``task`` as ``{"task_inputs": ids}`` ({} for others).
+
+    As ``OneFormerProcessor`` builds them: "the task is <task>" through the folder's
+    CLIP tokenizer, padded to ``task_seq_len`` and zeroed where the attention mask is.
+    """
+    if config.get("model_type") != "oneformer":
+        return {}
+    files = ("tokenizer.json",) if (source / "tokenizer.json").is_file() else (
+        "vocab.json", "merges.txt"
+    )  # fmt: skip
+    if not all((source / name).is_file() for name in files):
+        raise InputNotFoundError(
+            f"{source}: OneFormer needs its CLIP tokenizer for the task input, and the folder "
+            "has no tokenizer.json (or vocab.json + merges.txt); save the OneFormerProcessor "
+            "into it too (processor.save_pretrained(folder))"
+        )
+    transformers = transformers_module()
+    length = int(config.get("task_seq_len", 77))
+    try:
+        with _quiet(transformers):
+            tokenizer = transformers.CLIPTokenizer.from_pretrained(
+                str(source), local_files_only=True
+            )
+            tokens = tokenizer(
+                [f"the task is {task}"], padding="max_length", max_length=length, truncation=True
+            )
+    except Exception as exc:  # tokenizer loading errors are untyped
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{source}: the CLIP tokenizer cannot be loaded ({first}); save the "
+            "OneFormerProcessor into the folder with save_pretrained"
+        ) from exc
+    ids, mask = tokens["input_ids"][0], tokens["attention_mask"][0]
+    return {"task_inputs": [int(i) * int(m) for i, m in zip(ids, mask, strict=True)]}
 
 
 def _read_json(path: Path, required: bool) -> dict[str, Any]:

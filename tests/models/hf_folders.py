@@ -38,6 +38,16 @@ MASKFORMER: dict[str, Any] = {
                        "encoder_attention_heads": 2, "decoder_attention_heads": 2,
                        "num_queries": 5},
 }  # fmt: skip
+#: A OneFormer on the Swin (5 queries, 12 task tokens, ~1.3 M parameters).
+ONEFORMER: dict[str, Any] = {
+    "model_type": "oneformer", "backbone_config": _SWIN, "hidden_dim": 32, "conv_dim": 32,
+    "mask_dim": 32, "encoder_layers": 1, "decoder_layers": 2, "num_queries": 5,
+    "encoder_feedforward_dim": 32, "dim_feedforward": 32, "num_attention_heads": 2,
+    "task_seq_len": 12, "query_dec_layers": 1, "text_encoder_width": 32,
+    "text_encoder_context_length": 12, "text_encoder_num_layers": 1,
+}  # fmt: skip
+#: The words of OneFormer's task texts ("the task is semantic", ...).
+TASK_WORDS = ("the", "task", "is", "semantic", "instance", "panoptic")
 
 #: A UperNet on a 4-stage ConvNeXt.
 UPERNET: dict[str, Any] = {
@@ -91,12 +101,44 @@ def hf_model(config: dict[str, Any], seed: int = 0) -> torch.nn.Module:
     return model  # type: ignore[no-any-return]
 
 
+def clip_tokenizer(folder: Path, files: str = "tokenizer.json") -> None:
+    """A tiny CLIP BPE tokenizer of :data:`TASK_WORDS` saved into ``folder``.
+
+    ``files``: ``tokenizer.json`` (``save_pretrained``) or ``vocab.json`` (the
+    ``vocab.json`` + ``merges.txt`` pair of older folders).
+    """
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    merges: list[tuple[str, str]] = []
+    for word in TASK_WORDS:  # each word merged left to right from its letters
+        parts = [*word[:-1], word[-1] + "</w>"]
+        joined = parts[0]
+        for part in parts:
+            vocab.setdefault(part, len(vocab))
+        for part in parts[1:]:
+            if (joined, part) not in merges:
+                merges.append((joined, part))
+            joined += part
+            vocab.setdefault(joined, len(vocab))
+    folder.mkdir(parents=True, exist_ok=True)
+    if files == "vocab.json":
+        (folder / "vocab.json").write_text(json.dumps(vocab))
+        text = "".join(f"{a} {b}\n" for a, b in merges)
+        (folder / "merges.txt").write_text(f"#version: 0.2\n{text}")
+    else:
+        CLIPTokenizer(vocab=vocab, merges=merges).save_pretrained(folder)
+
+
 def model_folder(
     folder: Path, config: dict[str, Any], names: list[str], preprocessor: bool = True
 ) -> tuple[Path, torch.nn.Module]:
-    """``save_pretrained`` a tiny model of ``config`` with classes ``names`` into ``folder``."""
+    """``save_pretrained`` a tiny model of ``config`` with classes ``names`` into ``folder``
+    (a OneFormer with its tokenizer, :func:`clip_tokenizer`)."""
     model = hf_model(labelled(config, names))
     model.save_pretrained(folder)
     if preprocessor:
         (folder / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR))
+    if config["model_type"] == "oneformer":
+        clip_tokenizer(folder)
     return folder, model

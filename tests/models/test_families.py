@@ -28,7 +28,7 @@ from geoseg.pipelines.predict import PredictOptions, predict_scene
 from geoseg.stitching import InstancePredictor
 from geoseg.types import MODEL_TASKS, ClassInfo, ClassSchema, ModelMeta, Normalization
 from tests.conftest import TINY_BANDS, textured_scene, write_raster
-from tests.models.hf_folders import MASK2FORMER, MASKFORMER, SEGFORMER, labelled
+from tests.models.hf_folders import MASK2FORMER, MASKFORMER, ONEFORMER, SEGFORMER, labelled
 
 THINGS = ClassSchema(
     (ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "building", (200, 0, 0), is_thing=True))
@@ -59,6 +59,9 @@ OTHER_TASKS: dict[str, list[tuple[str, str, str, ClassSchema, dict[str, Any]]]] 
         ("panoptic", "hf-maskformer", "MaskFormerForInstanceSegmentation", THINGS,
          {"hf_config": labelled(MASKFORMER, ["background", "building"], channels=4),
           "score_threshold": 0.1}),
+        ("instance", "hf-oneformer", "OneFormerForUniversalSegmentation", THINGS,
+         {"hf_config": labelled(ONEFORMER, ["background", "building"], channels=4),
+          "score_threshold": 0.1, "task_inputs": [0, 6, 12, 15, 29, 1] + [0] * 6}),
     ],
 }  # fmt: skip
 

@@ -22,7 +22,12 @@ from torch.nn import functional as F
 from geoseg.cli import cli
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.models.cache import load_predictor, model_spec
-from geoseg.models.hf_masks import HFMaskPredictor, instance_segments, panoptic_segments
+from geoseg.models.hf_masks import (
+    HFMaskPredictor,
+    instance_segments,
+    oneformer_instance_segments,
+    panoptic_segments,
+)
 from geoseg.stitching import InstancePredictor, plan_chunks, relabel_blocks, stitch_instances
 from geoseg.stitching.panoptic import panoptic_block
 from geoseg.types import ModelMeta, Normalization, TileSpec
@@ -53,8 +58,8 @@ def raw_outputs(model: torch.nn.Module, seed: int = 3) -> Any:
 def processor(kind: str) -> Any:
     import transformers
 
-    name = "Mask2FormerImageProcessor" if kind == "mask2former" else "MaskFormerImageProcessor"
-    return getattr(transformers, name)()
+    names = {"mask2former": "Mask2FormerImageProcessor", "oneformer": "OneFormerImageProcessor"}
+    return getattr(transformers, names.get(kind, "MaskFormerImageProcessor"))()
 
 
 @pytest.mark.parametrize("kind", list(CONFIGS))
@@ -101,7 +106,7 @@ def disc_outputs(seed: int, queries: int = 8, classes: int = 3) -> Any:
     return types.SimpleNamespace(class_queries_logits=logits, masks_queries_logits=masks)
 
 
-@pytest.mark.parametrize("kind", list(CONFIGS))
+@pytest.mark.parametrize("kind", [*CONFIGS, "oneformer"])
 @pytest.mark.parametrize("seed", [0, 1, 3])
 def test_panoptic_segments_agree_with_transformers(kind: str, seed: int) -> None:
     out = disc_outputs(seed)
@@ -117,6 +122,26 @@ def test_panoptic_segments_agree_with_transformers(kind: str, seed: int) -> None
     for s, mask in zip(segs, masks, strict=True):
         np.testing.assert_array_equal(ref["segmentation"].numpy() == s["id"], mask)
     assert masks.sum(axis=0).max() == 1  # disjoint
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3])
+@pytest.mark.parametrize("threshold", [0.2, 0.5])
+def test_oneformer_instance_segments_agree_with_transformers(seed: int, threshold: float) -> None:
+    out = disc_outputs(seed)
+    own = processor("oneformer")
+    own.class_info_file = ""  # transformers reads it (an ADE20K special case) once masks exist
+    ref = own.post_process_instance_segmentation(out, threshold=threshold)[0]
+    probs = out.class_queries_logits[0].softmax(-1)
+    masks, channels, scores = oneformer_instance_segments(
+        probs, out.masks_queries_logits[0], threshold, 0.5, 0.8
+    )
+    segs = sorted(ref["segments_info"], key=lambda s: -s["score"])  # topk(sorted=False) order
+    assert len(segs) == len(masks) >= 2
+    assert [s["label_id"] for s in segs] == channels.tolist()
+    np.testing.assert_allclose([s["score"] for s in segs], scores, atol=1e-6)
+    for s, mask in zip(segs, masks, strict=True):
+        np.testing.assert_array_equal(ref["segmentation"].numpy() == s["id"], mask)
+    assert masks.sum(axis=0).max() == 1  # disjoint, unlike Mask2Former's instances
 
 
 class PerfectQueries(torch.nn.Module):
@@ -337,3 +362,46 @@ def test_evaluate_scores_stitched_objects_like_a_direct_calculation(tmp_path: Pa
     assert 0.2 < report["pq"] < 0.95 and 0.2 < report["ap50"] < 0.95
     assert report["pq"] == pytest.approx(np.mean([pq for pq, _ in per_class]))
     assert report["ap50"] == pytest.approx(np.mean([ap for _, ap in per_class]))
+
+
+def test_imported_oneformer_instances_are_transformers(tmp_path: Path) -> None:
+    """Import (task tokens) -> geoseg's predictor -> the same things as transformers'
+    processor given its own task_inputs and the masks at the window size (panoptic: a
+    tiny random model finds no thing segment; its rule is checked above on discs)."""
+    task = "instance"
+    import transformers
+
+    from tests.models.hf_folders import ONEFORMER
+
+    folder, model = model_folder(tmp_path / "of", ONEFORMER, NAMES)
+    out = tmp_path / "of.safetensors"
+    result = _import(folder, out, "--task", task, "--things", "building,tree",
+                     "--score-threshold", "0.05")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    load_predictor.cache_clear()
+    loaded = load_predictor(model_spec(str(out), "cpu"))
+    assert isinstance(loaded, HFMaskPredictor) and loaded.oneformer
+    loaded.min_pixels = 0
+    x = np.random.default_rng(7).uniform(0, 255, (1, 3, 64, 64)).astype(np.float32)
+    ((masks, classes, scores),) = loaded.predict_instances(x, np.ones((1, 64, 64), bool))
+    tokenizer = transformers.CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
+    own = transformers.OneFormerProcessor(processor("oneformer"), tokenizer, task_seq_length=12)
+    tokens = own(images=[np.zeros((64, 64, 3), np.uint8)], task_inputs=[task],
+                 return_tensors="pt")["task_inputs"]  # fmt: skip
+    norm = loaded._base.normalize(x, np.ones((1, 64, 64), bool))
+    with torch.no_grad():
+        raw = model(pixel_values=torch.from_numpy(norm), task_inputs=tokens)
+    raw.masks_queries_logits = F.interpolate(
+        raw.masks_queries_logits, size=(64, 64), mode="bilinear", align_corners=False
+    )
+    post = own.image_processor
+    post.class_info_file = ""
+    ref = post.post_process_instance_segmentation(raw, threshold=0.05)[0]
+    segs = sorted((s for s in ref["segments_info"] if s["label_id"] > 0),
+                  key=lambda s: -s["score"])  # fmt: skip
+    order = np.argsort(-scores, kind="stable")
+    assert len(segs) == len(masks) > 0  # the ground (stuff) segments are left out
+    assert [s["label_id"] for s in segs] == classes[order].tolist()
+    np.testing.assert_allclose([s["score"] for s in segs], scores[order], atol=1e-6)
+    for s, mask in zip(segs, masks[order], strict=True):
+        np.testing.assert_array_equal(ref["segmentation"].numpy() == s["id"], mask)

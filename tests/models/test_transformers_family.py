@@ -31,9 +31,11 @@ from tests.models.hf_folders import (
     DPT,
     MASK2FORMER,
     MASKFORMER,
+    ONEFORMER,
     PREPROCESSOR,
     SEGFORMER,
     UPERNET,
+    clip_tokenizer,
     model_folder,
 )
 
@@ -128,7 +130,10 @@ def test_models_describes_an_imported_checkpoint(
     assert "bands (3): B04, B03, B02" in text and "water" in text
     listing = CliRunner().invoke(cli, ["models"]).output
     assert "transformers  Hugging Face SegFormer" in listing
-    assert "--arch: hf-segformer, hf-upernet, hf-dpt, hf-mask2former, hf-maskformer" in listing
+    assert (
+        "--arch: hf-segformer, hf-upernet, hf-dpt, hf-mask2former, hf-maskformer, hf-oneformer"
+        in (listing)
+    )
 
 
 def test_predict_is_identical_across_chunk_sizes_with_confidence(
@@ -233,6 +238,100 @@ def test_maskformer_imports_and_predicts(tmp_path: Path) -> None:
     assert probs.shape == (1, 2, 64, 64) and np.isfinite(probs).all()
 
 
+@pytest.fixture(scope="module")
+def oneformer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    return model_folder(tmp_path_factory.mktemp("hf") / "oneformer", ONEFORMER, NAMES)
+
+
+def processor_tokens(folder: Path, task: str) -> torch.Tensor:
+    """``(1, 12)`` task_inputs of transformers' own OneFormerProcessor for ``task``."""
+    import transformers
+
+    processor = transformers.OneFormerProcessor(
+        image_processor=transformers.OneFormerImageProcessor(),
+        tokenizer=transformers.CLIPTokenizer.from_pretrained(str(folder), local_files_only=True),
+        task_seq_length=ONEFORMER["task_seq_len"],
+    )  # fmt: skip
+    image = np.zeros((64, 64, 3), np.uint8)
+    return processor(images=[image], task_inputs=[task], return_tensors="pt")["task_inputs"]
+
+
+@pytest.mark.parametrize(
+    ("files", "task"), [("tokenizer.json", "semantic"), ("vocab.json", "panoptic")]
+)
+def test_oneformer_task_tokens_are_the_processors(
+    oneformer: tuple[Path, torch.nn.Module], tmp_path: Path, files: str, task: str
+) -> None:
+    folder = Path(shutil.copytree(oneformer[0], tmp_path / "of"))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    clip_tokenizer(folder, files)
+    things = ["--things", "water"] if task != "semantic" else []
+    out = imported(folder, tmp_path / "of.safetensors", "--bands", "B04,B03,B02",
+                   "--task", task, *things)  # fmt: skip
+    ids = read_checkpoint_meta(out).options["task_inputs"]
+    assert ids == processor_tokens(folder, task)[0].tolist()
+    assert ids[:2] == [0, 6] and ids[-1] == 0 and len(ids) == 12  # <start> "the" ... padding
+
+
+def test_oneformer_semantic_agrees_with_transformers(
+    oneformer: tuple[Path, torch.nn.Module], tmp_path: Path
+) -> None:
+    import transformers
+
+    folder, model = oneformer
+    out = imported(folder, tmp_path / "of.safetensors", "--bands", "B04,B03,B02")
+    assert read_checkpoint_meta(out).arch == "hf-oneformer"
+    x = rgb_windows(n=1)
+    probs = probabilities(out, x)
+    norm = ((x / 255.0 - MEAN[:, None, None]) / STD[:, None, None]).astype(np.float32)
+    with torch.no_grad():
+        raw = model(pixel_values=torch.from_numpy(norm),
+                    task_inputs=processor_tokens(folder, "semantic"))  # fmt: skip
+    # the masks at the window's size (as geoseg upsamples them), then transformers' rule
+    raw.masks_queries_logits = F.interpolate(
+        raw.masks_queries_logits, size=(64, 64), mode="bilinear", align_corners=False
+    )
+    processor = transformers.OneFormerImageProcessor()
+    ref = processor.post_process_semantic_segmentation(raw, return_segmentation_scores=True)[0]
+    scores = ref["segmentation_scores"].numpy()
+    np.testing.assert_allclose(probs[0], scores / scores.sum(axis=0), atol=1e-5)
+    assert np.array_equal(probs[0].argmax(axis=0), ref["segmentation"].numpy())
+    assert np.ptp(probs[0], axis=(1, 2)).max() > 0.1  # scores vary over the window
+
+
+def test_oneformer_predict_is_identical_across_chunk_sizes(
+    oneformer: tuple[Path, torch.nn.Module], tmp_path: Path
+) -> None:
+    out = imported(oneformer[0], tmp_path / "of.safetensors", "--bands", "B04,B03,B02",
+                   "--window", "64", "--margin", "8", "--scale", "10000")  # fmt: skip
+    scene = write_raster(tmp_path / "s.tif", textured_scene(150, 173, bands=3),
+                         descriptions=("B04", "B03", "B02"))  # fmt: skip
+    maps = []
+    for chunk in ("48", "144"):
+        dst = tmp_path / f"m{chunk}.tif"
+        args = ["predict", str(scene), "-m", str(out), "-o", str(dst), "--chunk", chunk]
+        result = CliRunner().invoke(cli, [*args, "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        with rasterio.open(dst) as src:
+            maps.append(src.read())
+    assert maps[0].shape == (1, 150, 173) and np.array_equal(maps[0], maps[1])
+    assert len(np.unique(maps[0])) > 1
+
+
+def test_oneformer_without_its_task_tokens_is_refused_at_load(
+    oneformer: tuple[Path, torch.nn.Module], tmp_path: Path
+) -> None:
+    out = imported(oneformer[0], tmp_path / "of.safetensors", "--bands", "B04,B03,B02")
+    tensors, meta = load_checkpoint(out)
+    options = {k: v for k, v in meta.options.items() if k != "task_inputs"}
+    edited = save_checkpoint(tmp_path / "edited.safetensors", tensors,
+                             dataclasses.replace(meta, options=options))  # fmt: skip
+    load_predictor.cache_clear()
+    with pytest.raises(CheckpointError, match="without its 12 task-token ids"):
+        load_predictor(model_spec(str(edited), "cpu"))
+
+
 def test_family_lists_every_runtime_model_type() -> None:
     assert tuple(HF_MODELS) == family.MODEL_TYPES
 
@@ -281,7 +380,9 @@ def _bert(folder: Path) -> None:
 
 
 def _oneformer(folder: Path) -> None:
-    (folder / "config.json").write_text(json.dumps({"model_type": "oneformer"}))
+    """A OneFormer config, and (as in the folder) no tokenizer files."""
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "oneformer"}))
 
 
 def _two_classes(folder: Path) -> None:
@@ -304,7 +405,8 @@ def _existing_output(folder: Path) -> None:
         (_other_config, [], "transformers cannot load the model"),
         (_missing_tensor, [], "model.safetensors does not fit config.json (missing"),
         (_bert, [], "model_type 'bert' is not supported; geoseg imports segformer"),
-        (_oneformer, [], "OneFormer is not supported yet: it needs a task-token text input"),
+        (_oneformer, [], "OneFormer needs its CLIP tokenizer for the task input, and the "
+         "folder has no tokenizer.json (or vocab.json + merges.txt)"),
         (None, ["--task", "instance", "--things", "water"],
          "has a per-pixel head and finds no objects; --task instance needs a mask-query"),
         (_two_classes, ["--classes", "{folder}/classes.yaml"],

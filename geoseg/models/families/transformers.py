@@ -1,8 +1,8 @@
 """Hugging Face ``transformers`` segmentation models imported with ``geoseg import FOLDER``.
 
-SegFormer, UperNet and DPT (per-pixel heads) and Mask2Former / MaskFormer (mask
-queries) for land-cover classes; Mask2Former / MaskFormer also as ``instance`` and
-``panoptic`` checkpoints (``geoseg import --task``). The runtime is
+SegFormer, UperNet and DPT (per-pixel heads) and Mask2Former / MaskFormer /
+OneFormer (mask queries) for land-cover classes; the mask-query models also as
+``instance`` and ``panoptic`` checkpoints (``geoseg import --task``). The runtime is
 :mod:`geoseg.models.hf` (:mod:`geoseg.models.hf_masks` for objects).
 """
 
@@ -22,7 +22,9 @@ __all__ = ["ARCHS", "FAMILY", "MODEL_TYPES"]
 
 #: ``config.json`` ``model_type`` values geoseg runs (mirrors ``geoseg.models.hf.HF_MODELS``,
 #: which needs torch; a test checks the two agree).
-MODEL_TYPES: tuple[str, ...] = ("segformer", "upernet", "dpt", "mask2former", "maskformer")
+MODEL_TYPES: tuple[str, ...] = (
+    "segformer", "upernet", "dpt", "mask2former", "maskformer", "oneformer"
+)  # fmt: skip
 #: Their ``ModelMeta.arch``: prefixed, as smp has its own ``segformer``.
 ARCHS: tuple[str, ...] = tuple(f"hf-{t}" for t in MODEL_TYPES)
 
@@ -49,14 +51,14 @@ def _details() -> list[str]:
     return [
         "  import: geoseg import FOLDER -o model.safetensors --bands ... [--classes ...]",
         "  (FOLDER as save_pretrained writes it: config.json + model.safetensors)",
-        "  mask2former, maskformer also --task instance|panoptic --things NAMES",
-        "  (oneformer: not supported yet)",
+        "  mask2former, maskformer, oneformer also --task instance|panoptic --things NAMES",
+        "  (oneformer: the folder needs its CLIP tokenizer files for the task input)",
     ]
 
 
 FAMILY = Family(
     name="transformers",
-    summary="Hugging Face SegFormer, UperNet, DPT, Mask2Former, MaskFormer (imported)",
+    summary="Hugging Face SegFormer, UperNet, DPT, Mask2Former, MaskFormer, OneFormer (imported)",
     tasks=("semantic", "instance", "panoptic"),
     archs=ARCHS,
     load=_load,
