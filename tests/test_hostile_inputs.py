@@ -18,6 +18,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from click.testing import CliRunner
+from safetensors import safe_open
 
 from geoseg.cli import cli
 from tests.conftest import TINY_BANDS, make_tiny_checkpoint, textured_scene, write_raster
@@ -182,7 +183,8 @@ def _bad_std(meta: dict[str, object]) -> None:
 @pytest.mark.parametrize(
     ("case", "words"),
     [("fewer classes", "do not fit"), ("zero std", "damaged geoseg metadata"),
-     ("pickle", "pickle"), ("truncated", "safetensors")],
+     ("pickle", "pickle"), ("truncated", "safetensors"),
+     ("weight byte", "do not match the digest"), ("negated weights", "do not match the digest")],
 )  # fmt: skip
 def test_tampered_checkpoints_are_refused(tmp_path: Path, case: str, words: str) -> None:
     ckpt = make_tiny_checkpoint(tmp_path / "m.safetensors")
@@ -192,6 +194,12 @@ def test_tampered_checkpoints_are_refused(tmp_path: Path, case: str, words: str)
         _rewrite_metadata(ckpt, _bad_std)
     elif case == "pickle":
         ckpt.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    elif case == "weight byte":
+        data = bytearray(ckpt.read_bytes())
+        data[-len(data) // 3] ^= 0x40  # inside the tensor data, past the header
+        ckpt.write_bytes(bytes(data))
+    elif case == "negated weights":
+        _negate_last_tensor(ckpt)
     else:
         ckpt.write_bytes(ckpt.read_bytes()[:100])
     scene = write_raster(tmp_path / "s.tif", textured_scene(30, 30), descriptions=TINY_BANDS)
@@ -199,6 +207,36 @@ def test_tampered_checkpoints_are_refused(tmp_path: Path, case: str, words: str)
     code, out = _predict(scene, "-m", ckpt, "-o", tmp_path / "o.tif", "--device", "cpu")
     assert code == 2 and words in out, out
     assert _snapshot(tmp_path) == before, "the folder changed: no output, part or lock is left"
+
+
+def _negate_last_tensor(path: Path) -> None:
+    """Flip the sign bit of every float32 of the last tensor in the file, header untouched."""
+    raw = bytearray(path.read_bytes())
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    begin, end = max(
+        (v["data_offsets"] for k, v in header.items() if k != "__metadata__"), key=lambda o: o[0]
+    )
+    values = np.frombuffer(bytes(raw[8 + n + begin : 8 + n + end]), np.float32)
+    raw[8 + n + begin : 8 + n + end] = (-values).tobytes()
+    path.write_bytes(bytes(raw))
+
+
+def test_a_checkpoint_without_a_weights_digest_loads_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from safetensors.torch import save_file
+
+    from geoseg.io.checkpoint import load_checkpoint
+
+    ckpt = make_tiny_checkpoint(tmp_path / "m.safetensors")
+    tensors, _ = load_checkpoint(ckpt)
+    with safe_open(str(ckpt), framework="pt") as f:
+        header = {"geoseg": f.metadata()["geoseg"]}  # as geoseg wrote before the digest
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata=header)
+    again, _ = load_checkpoint(tmp_path / "old.safetensors")
+    assert all(bool((again[k] == tensors[k]).all()) for k in tensors)
+    assert "carries no weights digest" in caplog.text
 
 
 def _snapshot(folder: Path) -> dict[str, bytes | None]:

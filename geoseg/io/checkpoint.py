@@ -8,7 +8,9 @@ pickle or zip renamed ``.safetensors`` is refused before anything is executed.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +23,8 @@ from geoseg.io.atomic import atomic_output
 from geoseg.io.json_text import parse_json
 from geoseg.types import ModelMeta
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:  # torch is imported on first use: reading metadata does not need it
     import torch
 
@@ -32,11 +36,14 @@ __all__ = [
     "read_checkpoint_meta",
     "save_checkpoint",
     "save_training_state",
+    "tensors_digest",
 ]
 
 #: Version of the metadata layout; bumped on incompatible changes.
 FORMAT_VERSION = 1
 _KEY = "geoseg"
+#: Safetensors metadata key of the weights digest (:func:`tensors_digest`).
+_DIGEST_KEY = "geoseg_tensors_sha256"
 #: Bounds on the metadata JSON: its size in characters and how deep it nests. Ours is a
 #: few kB, 4 levels deep; a file past either is refused before the JSON is parsed.
 MAX_META_CHARS = 1 << 20
@@ -51,7 +58,10 @@ def save_checkpoint(
 ) -> Path:
     """Write weights and metadata atomically (temporary file, then rename)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    header = {_KEY: json.dumps({"format": FORMAT_VERSION, **meta.to_json()})}
+    header = {
+        _KEY: json.dumps({"format": FORMAT_VERSION, **meta.to_json()}),
+        _DIGEST_KEY: tensors_digest(tensors),
+    }
     from safetensors.torch import save_file
 
     with atomic_output(path, overwrite) as tmp:
@@ -150,11 +160,43 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     meta = read_checkpoint_meta(path)
     try:
         with safe_open(str(path), framework="pt") as f:
+            stored = (f.metadata() or {}).get(_DIGEST_KEY)
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: damaged tensor data ({exc})") from exc
+    _check_digest(path, tensors, stored)
     _refuse_non_finite(path, tensors)
     return tensors, meta
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of every tensor's name, dtype, shape and bytes, in name order."""
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _check_digest(path: object, tensors: Mapping[str, torch.Tensor], stored: str | None) -> None:
+    """Refuse weights whose bytes no longer match the digest written with them.
+
+    Checkpoints written before the digest existed carry none; they load with a warning.
+    """
+    if stored is None:
+        log.warning(
+            "%s: carries no weights digest (written by an older geoseg), so edits to its "
+            "weights cannot be detected; re-save it to add one", path,
+        )  # fmt: skip
+        return
+    if tensors_digest(tensors) != stored:
+        raise CheckpointError(
+            f"{path}: its weights do not match the digest written with them (the file was "
+            "edited or damaged after geoseg saved it); use the original file"
+        )
 
 
 _STATE_KEY = "geoseg_training_state"
