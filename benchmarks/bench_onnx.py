@@ -5,7 +5,8 @@ onnxruntime alone on the same windows and batch <= 1.15 on the CPU, and peak RSS
 that predict on an 8000^2 scene over a 2000^2 one <= 1.3.
 
     .venv/bin/python benchmarks/bench_onnx.py                  # both, ~10 min on 2 cores
-    .venv/bin/python benchmarks/bench_onnx.py --size 768 --small 500 --large 1500   # smoke
+    .venv/bin/python benchmarks/bench_onnx.py --sizes 2000,4000,8000,12000   # is it bounded?
+    .venv/bin/python benchmarks/bench_onnx.py --size 768 --sizes 500,1500   # smoke
 
 (a) overhead: the random-weight U-Net/ResNet-18 of ``_common.write_unet_checkpoint``
 exported with ``torch.onnx.export`` (dynamic batch, 256 px windows) and brought in
@@ -14,13 +15,15 @@ softmax, stitch, COG) against ``session.run`` on pre-built normalized windows, a
 many as predict runs, in the same batches, with onnxruntime's default threads;
 interleaved, best of ``--repeat`` after a warm-up. (b) memory: ``geoseg predict`` of
 an imported small ONNX net (3x3 conv, ReLU, 1x1 conv; memory, not arithmetic, is
-measured) on two synthetic scenes, each in a fresh process (peak RSS of that process).
+measured) on synthetic scenes of each ``--sizes`` side, each in a fresh process (peak
+RSS of that process); the verdict compares the largest with the smallest.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import itertools
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -117,45 +120,78 @@ def overhead(model: Path, graph: Path, tmp: Path, args: argparse.Namespace) -> f
     return e2e.best / bare.best
 
 
+def same_geoseg_env() -> dict[str, str]:
+    """The environment with this process's ``geoseg`` first on the path.
+
+    Without it the venv's ``geoseg`` script imports whichever checkout the editable
+    install points at, which need not be the one being measured.
+    """
+    import geoseg
+
+    root = str(Path(geoseg.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def peak_rss(model: Path, tmp: Path, size: int, args: argparse.Namespace) -> float:
     """Peak RSS (KiB) of ``geoseg predict`` of ``model`` on a ``size``^2 scene, fresh process."""
     scene = write_scene(tmp / f"scene_{size}.tif", size, size)
     cmd = [*geoseg_command(), "predict", str(scene), "-m", str(model), "-o",
            str(tmp / f"labels_{size}.tif"), "--overwrite", "--device", "cpu",
            "--batch-size", str(args.batch_size), "--chunk", str(args.chunk)]  # fmt: skip
-    r = run_measured(cmd)
+    r = run_measured(cmd, same_geoseg_env())
     scene.unlink()
+    (tmp / f"labels_{size}.tif").unlink(missing_ok=True)
     if r["rc"] != 0:
         raise SystemExit(f"geoseg predict failed ({r['rc']}): {' '.join(cmd)}")
-    say(f"  {size}^2: peak RSS {fmt_mb(r['maxrss_kib'])}, wall {r['wall_s']:.1f} s, "
-        f"{size * size / 1e6 / r['wall_s']:.2f} Mpx/s")  # fmt: skip
+    say(f"  {size:>6}^2 {size * size / 1e6:6.1f} Mpx: peak RSS {fmt_mb(r['maxrss_kib']):>7}, "
+        f"wall {r['wall_s']:5.1f} s, {size * size / 1e6 / r['wall_s']:.2f} Mpx/s")  # fmt: skip
     return float(r["maxrss_kib"])
+
+
+def memory(model: Path, tmp: Path, args: argparse.Namespace) -> float:
+    """Peak RSS of each ``--sizes`` scene; the largest's over the smallest's."""
+    sizes = sorted(args.sizes)
+    peaks = [peak_rss(model, tmp, s, args) for s in sizes]
+    for (a, pa), (b, pb) in itertools.pairwise(zip(sizes, peaks, strict=True)):
+        say(f"  {a}^2 -> {b}^2: {(b / a) ** 2:.1f}x the pixels, peak RSS x{pb / pa:.3f} "
+            f"({(pb - pa) / 1024:+.0f} MB)")  # fmt: skip
+    return peaks[-1] / peaks[0]
+
+
+def _sizes(text: str) -> list[int]:
+    sizes = [int(s) for s in text.split(",")]
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("give at least two positive sides, e.g. 2000,8000")
+    return sizes
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--size", type=int, default=1536, help="(a) scene side, px (64 windows)")
-    p.add_argument("--small", type=int, default=2000, help="(b) small scene side, px")
-    p.add_argument("--large", type=int, default=8000, help="(b) large scene side, px")
+    p.add_argument("--sizes", type=_sizes, default=[2000, 8000],
+                   help="(b) scene sides, px, comma-separated (default 2000,8000)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--chunk", type=int, default=1024, help="(b) predict --chunk")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--memory-only", action="store_true", help="run (b) alone")
     p.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     args = p.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="geoseg-onnx-") as name:
         tmp = Path(name)
         ckpt = write_unet_checkpoint(tmp / "unet.safetensors")
-        say("(a) overhead: U-Net/ResNet-18 exported to ONNX, imported, CPU")
-        graph = export_unet(ckpt, tmp / "unet.onnx")
-        ratio = overhead(imported(graph, ckpt, tmp / "unet_onnx.safetensors"), graph, tmp, args)
-        results.append(verdict("predict / onnxruntime alone", ratio, OVERHEAD_TARGET, args.check))
+        if not args.memory_only:
+            say("(a) overhead: U-Net/ResNet-18 exported to ONNX, imported, CPU")
+            graph = export_unet(ckpt, tmp / "unet.onnx")
+            ratio = overhead(imported(graph, ckpt, tmp / "unet_onnx.safetensors"), graph, tmp, args)
+            results.append(verdict("predict / onnxruntime alone", ratio, OVERHEAD_TARGET,
+                                   args.check))  # fmt: skip
         say("(b) memory: small imported ONNX net, fresh process per scene")
         light = imported(light_graph(tmp / "light.onnx"), ckpt, tmp / "light.safetensors")
-        small, large = (peak_rss(light, tmp, s, args) for s in (args.small, args.large))
-        say(f"  {math.floor((args.large / args.small) ** 2)}x the pixels")
-        results.append(verdict(f"RSS {args.large}^2 / {args.small}^2", large / small, RSS_TARGET,
-                               args.check))  # fmt: skip
+        ratio = memory(light, tmp, args)
+        name = f"RSS {max(args.sizes)}^2 / {min(args.sizes)}^2"
+        results.append(verdict(name, ratio, RSS_TARGET, args.check))
     return exit_code(results, args.check)
 
 
