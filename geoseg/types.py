@@ -131,8 +131,16 @@ class Normalization:
     def __post_init__(self) -> None:
         if len(self.mean) != len(self.std):
             raise GeosegError("normalization mean and std need one value per band")
+        values = (*self.mean, *self.std, self.scale)
+        if not all(math.isfinite(v) for v in values):
+            raise GeosegError(
+                f"normalization values must be finite numbers, got mean {self.mean}, "
+                f"std {self.std}, scale {self.scale}"
+            )
         if any(s <= 0 for s in self.std):
-            raise GeosegError("normalization std values must be > 0")
+            raise GeosegError(f"normalization std values must be > 0, got {self.std}")
+        if self.scale <= 0:
+            raise GeosegError(f"normalization scale must be > 0, got {self.scale}")
 
 
 @dataclass(frozen=True)
@@ -307,6 +315,8 @@ class ModelMeta:
             raise GeosegError(
                 f"model task must be one of {', '.join(MODEL_TASKS)}, got {self.task!r}"
             )
+        if self.gsd_m is not None and not (math.isfinite(self.gsd_m) and self.gsd_m > 0):
+            raise GeosegError(f"model GSD must be a finite number of metres > 0, got {self.gsd_m}")
 
     @property
     def gsd_approx_m(self) -> float | None:

@@ -9,6 +9,7 @@ output is written (atomically), so a refused import leaves nothing behind.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -69,6 +70,29 @@ class ImportOptions:
     things: Sequence[str] | None = None
     score_threshold: float = 0.5
 
+    def __post_init__(self) -> None:
+        # Checked here, before any model is read: a NaN mean or a zero std makes every
+        # window NaN and the map one class; a negative GSD reads as nonsense in `models`.
+        repeated = sorted({b for b in self.bands if list(self.bands).count(b) > 1})
+        if repeated:
+            raise GeosegError(
+                f"--bands names {', '.join(repeated)} more than once; name each scene band once"
+            )
+        for option, values in (("--mean", self.mean), ("--std", self.std)):
+            bad = [v for v in values or () if not math.isfinite(v)]
+            if bad:
+                raise GeosegError(f"{option} {bad[0]} is not a finite number; give finite values")
+        if any(v <= 0 for v in self.std or ()):
+            raise GeosegError(f"--std values must be > 0 (inputs are divided by them), got "
+                              f"{','.join(f'{v:g}' for v in self.std or ())}")  # fmt: skip
+        if self.scale is not None and not (math.isfinite(self.scale) and self.scale > 0):
+            raise GeosegError(
+                f"--scale must be a finite number > 0 (model input = stored value / scale), "
+                f"not {self.scale}"
+            )
+        if self.gsd_m is not None and not (math.isfinite(self.gsd_m) and self.gsd_m > 0):
+            raise GeosegError(f"--gsd must be a finite number of metres > 0, not {self.gsd_m}")
+
 
 @dataclass(frozen=True)
 class ImportResult:
@@ -111,6 +135,11 @@ def import_model(
             model (bands, window, classes), or an existing output (nothing is written).
     """
     src, out = Path(source), Path(output)
+    if out.suffix.lower() != ".safetensors":
+        raise GeosegError(
+            f"{out}: a geoseg checkpoint is a .safetensors file; name the output "
+            f"{out.with_suffix('.safetensors').name}"
+        )
     check_output_path(out, options.overwrite, [src])
     kind = source_kind(src)
     tensors, meta = IMPORTERS[kind](src, options)
@@ -127,9 +156,7 @@ def _normalization(opts: ImportOptions) -> Normalization:
             f"--mean has {len(mean)} and --std {len(std)} values for {n} --bands; give one "
             "value per band"
         )
-    scale = 1.0 if opts.scale is None else opts.scale
-    if not scale > 0:
-        raise GeosegError(f"--scale must be > 0 (model input = stored value / scale), not {scale}")
+    scale = 1.0 if opts.scale is None else opts.scale  # finite and > 0: __post_init__
     return Normalization(mean, std, scale=1.0 / scale)
 
 
