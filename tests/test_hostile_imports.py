@@ -6,14 +6,16 @@ import json
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 from click.testing import CliRunner
 
 from geoseg.cli import cli
 from geoseg.errors import CheckpointError, GeosegError
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.types import Normalization
-from tests.conftest import TINY_BANDS, make_tiny_checkpoint
+from tests.conftest import TINY_BANDS, make_tiny_checkpoint, textured_scene, write_raster
 from tests.models.onnx_graphs import conv_graph, write_classes
 
 BANDS = ",".join(TINY_BANDS)
@@ -104,3 +106,57 @@ def test_checkpoint_with_bad_normalization_is_refused_on_load(
     _rewrite_metadata(ckpt, key, value)
     with pytest.raises(CheckpointError, match="damaged geoseg metadata"):
         read_checkpoint_meta(ckpt)
+
+
+# --- 2. role-named bands (red, green, blue, nir) match Sentinel-2 names -------------------
+
+S2_NAMES = ("B02", "B03", "B04", "B08")
+ROLE_NAMES = ("blue", "green", "red", "nir")
+
+
+@pytest.mark.parametrize(
+    ("model_bands", "file_names", "order"),
+    [(S2_NAMES, ("red", "green", "blue", "nir"), (2, 1, 0, 3)),
+     (S2_NAMES, ("nir", "Blue", "RED", "green"), (1, 3, 2, 0)),
+     (ROLE_NAMES, ("B04", "B3", "B02", "B08"), (2, 1, 0, 3)),
+     (("blue", "green", "red", "swir16"), ("B11", "B02", "B03", "B04"), (1, 2, 3, 0))],
+    ids=["roles-file-s2-model", "mixed-case-roles", "s2-file-role-model", "swir16-is-b11"],
+)  # fmt: skip
+def test_role_named_bands_feed_an_s2_model_by_name(
+    tmp_path: Path, model_bands: tuple[str, ...], file_names: tuple[str, ...],
+    order: tuple[int, ...],
+) -> None:  # fmt: skip
+    code, text = _import(tmp_path, "--bands", ",".join(model_bands), "--scale", 10000,
+                         "--mean", "0.2,0.2,0.2,0.2", "--std", "0.1,0.1,0.1,0.1")  # fmt: skip
+    assert code == 0, text
+    data = textured_scene(40, 48)
+    # the reference file holds the model's bands in its order, under its own names
+    ref = write_raster(tmp_path / "ref.tif", data, descriptions=model_bands)
+    stored = np.empty_like(data)
+    for k, i in enumerate(order):
+        stored[i] = data[k]  # model band k is file band order[k]
+    scene = write_raster(tmp_path / "named.tif", stored, descriptions=file_names)
+    maps = []
+    for src, out in ((ref, "ref_out.tif"), (scene, "out.tif")):
+        code, text = cli_run("predict", src, "-m", tmp_path / "m.safetensors", "-o",
+                             tmp_path / out)  # fmt: skip
+        assert code == 0 and "differ" not in text, text
+        with rasterio.open(tmp_path / out) as f:
+            maps.append(f.read(1))
+    assert len(np.unique(maps[0])) > 1
+    np.testing.assert_array_equal(maps[1], maps[0])
+
+
+@pytest.mark.parametrize(
+    ("names", "model", "keys"),
+    [(("red", "B04"), S2_NAMES, ["red", "b4"]),  # two "B04"s: no translation
+     (("red", "nir"), ("R", "N"), ["red", "nir"]),  # not S2 names: no translation
+     (("rededge", "nir08"), S2_NAMES, ["rededge", "nir08"])],  # fit several S2 bands
+    ids=["duplicate", "foreign-model", "ambiguous-roles"],
+)  # fmt: skip
+def test_role_names_are_translated_only_where_unambiguous(
+    names: tuple[str, ...], model: tuple[str, ...], keys: list[str]
+) -> None:
+    from geoseg.models.bands import band_match_keys
+
+    assert band_match_keys(names, model)[0] == keys

@@ -25,6 +25,7 @@ __all__ = [
     "SENSORS",
     "SENSOR_ORDERS",
     "BandRoles",
+    "band_match_keys",
     "band_order_doubt",
     "band_order_is_guess",
     "has_minimum_roles",
@@ -51,6 +52,14 @@ _ALIASES = {
 }  # fmt: skip
 _S2_ROLES = {"2": "blue", "3": "green", "4": "red", "8": "nir", "11": "swir1", "12": "swir2"}
 _OLI_ROLES = {"2": "blue", "3": "green", "4": "red", "5": "nir", "6": "swir1", "7": "swir2"}
+#: Role names (STAC common names and geoseg's roles) -> the Sentinel-2 band they are, by
+#: canonical name; only names that fit one S2 band ("rededge" and "nir08" fit several).
+_S2_BAND_OF_ROLE = {
+    "coastal": "b1", "blue": "b2", "green": "b3", "red": "b4", "rededge1": "b5",
+    "rededge2": "b6", "rededge3": "b7", "nir": "b8", "cirrus": "b10", "swir16": "b11",
+    "swir1": "b11", "swir22": "b12", "swir2": "b12",
+}  # fmt: skip
+_S2_CODE = re.compile(r"^b(\d{1,2}|8a)$")
 _S2_NAME = re.compile(r"^b0?(\d{1,2}|8a)$")
 _LANDSAT_NAME = re.compile(r"^(?:sr|st)b0?(\d{1,2})$")
 _FIX = (
@@ -344,3 +353,34 @@ def resolve_band_roles(
     if result.is_rgb_only:
         warnings.append(f"{path}: {RGB_ONLY_WARNING}")
     return result, warnings
+
+
+def band_match_keys(
+    names: Sequence[str], model_bands: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """Keys that match a file's band names to a model's: equal keys are the same band.
+
+    Names compare case- and zero-padding-insensitively (``B2`` is ``B02``). Where every
+    model band is a Sentinel-2 code or a role name (``B04``, ``red``, ``swir16``), role
+    names on either side are read as the Sentinel-2 band they are (``red`` is ``B04``),
+    so a file named red,green,blue,nir feeds a B02,B03,B04,B08 model by name. The
+    translation is dropped when it would give one file two bands of the same key.
+
+    Args:
+        names: the file's band descriptions, one per band ("" or a number where unnamed).
+        model_bands: the checkpoint's input bands, in order.
+
+    Returns:
+        ``(file_keys, model_keys)``, one key per name.
+    """
+    from geoseg.io.raster import canonical_band_name
+
+    plain = [canonical_band_name(n) for n in names]
+    model_plain = [canonical_band_name(b) for b in model_bands]
+    if not all(_S2_CODE.match(b) or b in _S2_BAND_OF_ROLE for b in model_plain):
+        return plain, model_plain
+    keys = [_S2_BAND_OF_ROLE.get(n, n) for n in plain]
+    named = [k for k in keys if k]
+    if len(set(named)) != len(named):
+        return plain, model_plain
+    return keys, [_S2_BAND_OF_ROLE.get(b, b) for b in model_plain]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import rasterio
 
 from geoseg.errors import BandMismatchError
-from geoseg.io.raster import canonical_band_name
+from geoseg.models.bands import band_match_keys
 
 __all__ = ["band_count_error", "band_names_guessed", "band_order_fix"]
 
@@ -47,7 +47,8 @@ def band_names_guessed(path: str, index: Sequence[int], model_bands: Sequence[st
     """True when the scene's bands at ``index`` (0-based) are not named as the model's."""
     with rasterio.open(path) as src:
         names = [src.descriptions[i] or "" for i in index]
-    return [canonical_band_name(n) for n in names] != [canonical_band_name(b) for b in model_bands]
+    file_keys, model_keys = band_match_keys(names, model_bands)
+    return file_keys != model_keys
 
 
 def band_order_fix(index: Sequence[int]) -> str:

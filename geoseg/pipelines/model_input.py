@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from geoseg.errors import GeosegError
 from geoseg.io.checkpoint import read_checkpoint_meta
-from geoseg.io.raster import Scene, canonical_band_name, open_scene, select_bands
-from geoseg.models.bands import reflectance_scale
+from geoseg.io.raster import Scene, open_scene, select_bands
+from geoseg.models.bands import band_match_keys, reflectance_scale
 from geoseg.models.cache import ModelSpec, default_batch_size, load_predictor, model_spec
 from geoseg.models.family import Family
 from geoseg.models.registry import checkpoint_family, model_family, task_kind, window_multiple
@@ -160,10 +160,11 @@ def match_bands(
     path: str, names: Sequence[str], meta: ModelMeta, wanted: Sequence[str] | None
 ) -> list[int]:
     """0-based scene bands feeding the model's inputs, by selection, name or order."""
+    file_keys, model_keys = band_match_keys(names, meta.bands)
     if wanted is not None:
         index = select_bands(path, names, wanted)
-    elif {canonical_band_name(b) for b in meta.bands} <= {canonical_band_name(n) for n in names}:
-        index = select_bands(path, names, meta.bands)
+    elif set(model_keys) <= set(file_keys):
+        index = [file_keys.index(k) for k in model_keys]
     elif len(names) == len(meta.bands):
         log.warning(
             "%s: band names %s differ from the model's %s; using the bands in file order",
