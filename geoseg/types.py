@@ -23,6 +23,8 @@ __all__ = [
     "Normalization",
     "Predictor",
     "TileSpec",
+    "a_model_of",
+    "bands_count",
     "require_at_least",
     "require_finite",
 ]
@@ -32,6 +34,17 @@ NODATA_LABEL = 255
 
 #: What a checkpoint's model predicts (:attr:`ModelMeta.task`).
 MODEL_TASKS = ("semantic", "change", "instance", "panoptic")
+
+
+def bands_count(n: int) -> str:
+    """``"1 band"``, ``"4 bands"``: a band count for messages."""
+    return f"{n} band{'' if n == 1 else 's'}"
+
+
+def a_model_of(task: str) -> str:
+    """``"an instance model"``, ``"a semantic model"``: the article fits the task's sound."""
+    return f"{'an' if task[:1].lower() in 'aeiou' else 'a'} {task} model"
+
 
 #: A checkpoint GSD below this is not metres: training before GSDs were recorded in
 #: metres stored the pixel width in the training CRS's unit, degrees for EPSG:4326.

@@ -84,7 +84,7 @@ def _rewrite_metadata(path: Path, key: str, value: object) -> None:
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + n])
     meta = json.loads(header["__metadata__"]["geoseg"])
-    if key == "gsd_m":
+    if key in ("gsd_m", "task"):
         meta[key] = value
     else:
         meta["normalization"][key] = value
@@ -160,3 +160,67 @@ def test_role_names_are_translated_only_where_unambiguous(
     from geoseg.models.bands import band_match_keys
 
     assert band_match_keys(names, model)[0] == keys
+
+
+# --- 3. messages: article and task hint, plurals, onnxruntime reasons, band hints ---------
+
+
+def _predict_msg(tmp_path: Path, case: str) -> str:
+    """Run the ``case`` and return its output (it must fail with exit 2, one line)."""
+    ckpt = make_tiny_checkpoint(tmp_path / "m.safetensors")
+    out = tmp_path / "o.tif"
+    if case == "instance-as-semantic":
+        _rewrite_metadata(ckpt, "task", "instance")
+        scene = write_raster(tmp_path / "s.tif", textured_scene(30, 30), descriptions=TINY_BANDS)
+        code, text = cli_run("predict", scene, "-m", ckpt, "-o", out, "--task", "semantic")
+    elif case == "one-band-graph":
+        graph = conv_graph(tmp_path / "g1.onnx", bands=1)
+        classes = write_classes(tmp_path / "classes.yaml", ["forest", "water", "urban"])
+        code, text = cli_run("import", graph, "-o", tmp_path / "g1.safetensors", "--classes",
+                             classes, "--bands", "B02,B03")  # fmt: skip
+        out = tmp_path / "g1.safetensors"
+    else:
+        count = {"s2-13-unnamed": 13, "5-unnamed": 5}[case]
+        scene = write_raster(tmp_path / "s.tif", textured_scene(30, 30, bands=count))
+        code, text = cli_run("predict", scene, "-m", ckpt, "-o", out)
+    assert code == 2 and len(text.strip().splitlines()) == 1, text
+    assert not out.exists()
+    return text
+
+
+@pytest.mark.parametrize(
+    ("case", "words", "not_words"),
+    [("instance-as-semantic",
+      ["is an instance model", "trained for semantic (`geoseg train --task semantic`)"],
+      ["a instance", "--task instance`"]),
+     ("one-band-graph", ["the ONNX input takes 1 band, --bands lists 2"], ["1 bands"]),
+     ("s2-13-unnamed", ["needs 4 bands", "e.g. --bands 2,3,4,8 if it is a Sentinel-2 stack"],
+      ["--bands 1,2,3,4"]),
+     ("5-unnamed", ["needs 4 bands", "with --bands (1-based band numbers)"], ["e.g. --bands"])],
+    ids=["instance-as-semantic", "one-band-graph", "s2-13-unnamed", "5-unnamed"],
+)  # fmt: skip
+def test_messages_say_the_right_thing(
+    tmp_path: Path, case: str, words: list[str], not_words: list[str]
+) -> None:
+    text = _predict_msg(tmp_path, case)
+    for w in words:
+        assert w in text, text
+    for w in not_words:
+        assert w not in text, text
+
+
+def test_onnx_runtime_reason_is_quoted_whole(tmp_path: Path) -> None:
+
+    from geoseg.models.onnx_runtime import load_onnx_predictor
+
+    graph = conv_graph(tmp_path / "fixed.onnx", size=32, batch=1)
+    classes = write_classes(tmp_path / "classes.yaml", ["forest", "water", "urban"])
+    model = tmp_path / "f.safetensors"
+    code, text = cli_run("import", graph, "-o", model, "--classes", classes, "--bands", BANDS)
+    assert code == 0, text
+    predictor = load_onnx_predictor(model, read_checkpoint_meta(model), "cpu")
+    with pytest.raises(CheckpointError) as info:
+        predictor.run(np.zeros((1, 4, 64, 64), np.float32))
+    message = str(info.value)
+    assert "index: 2 Got: 64 Expected: 32 index: 3 Got: 64 Expected: 32);" in message, message
+    assert "ONNXRuntimeError" not in message and "Please fix" not in message, message

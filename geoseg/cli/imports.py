@@ -8,7 +8,7 @@ import click
 
 from geoseg.cli.app import cli
 from geoseg.errors import GeosegError
-from geoseg.types import parse_band_list
+from geoseg.types import bands_count, parse_band_list
 
 
 def _numbers(text: str | None, option: str) -> tuple[float, ...] | None:
@@ -74,7 +74,7 @@ def import_(source: Path, output: Path, bands: str, classes: str | None, mean: s
     kind = f"transformers {meta.arch[3:]}" if result.kind == "transformers" else result.kind
     click.echo(
         f"wrote {result.output} ({kind}{'' if meta.task == 'semantic' else ' ' + meta.task}: "
-        f"{len(meta.bands)} bands, "
+        f"{bands_count(len(meta.bands))}, "
         f"{len(meta.schema)} classes, window {meta.window} px, margin {meta.margin} px)"
     )
     adapted = meta.provenance.get("first_conv", {})

@@ -36,7 +36,7 @@ from geoseg.io.grids import same_transform
 from geoseg.io.json_text import parse_json
 from geoseg.io.labels import CLASSES_TAG
 from geoseg.io.vectors_crs import read_layer_on_grid
-from geoseg.types import NODATA_LABEL, ClassSchema
+from geoseg.types import NODATA_LABEL, ClassSchema, bands_count
 
 #: Tag of an instance COG: JSON list, the detection score of id ``i`` at index ``i``.
 SCORES_TAG = "GEOSEG_INSTANCE_SCORES"
@@ -234,7 +234,7 @@ def _instance_bands(src: Any, path: str) -> tuple[int, int | None]:
     if src.count in (1, 2):
         return 1, 2 if src.count == 2 else None
     raise InvalidRasterError(
-        f"{path}: {src.count} bands {list(src.descriptions)}; an instance raster has a band "
+        f"{path}: {bands_count(src.count)} {list(src.descriptions)}; an instance raster has a band "
         "described 'instance' (ids, 0 = none) and one described 'class', or band 1 ids and "
         "an optional band 2 of classes"
     )

@@ -41,6 +41,7 @@ from torch import nn
 
 from geoseg.errors import EncoderWeightsError
 from geoseg.io.state_dicts import StateDict
+from geoseg.types import bands_count
 
 __all__ = [
     "ENCODER_NAMES",
@@ -167,8 +168,8 @@ def adapt_first_conv(
     c, n = weight.shape[1], len(scene_bands)
     if file_bands is not None and len(file_bands) != c:
         raise EncoderWeightsError(
-            f"the weights' first convolution takes {c} bands, but {len(file_bands)} band names "
-            f"were given for it ({', '.join(file_bands)})"
+            f"the weights' first convolution takes {bands_count(c)}, but "
+            f"{len(file_bands)} band names were given for it ({', '.join(file_bands)})"
         )
     index = {_band_key(b): i for i, b in enumerate(file_bands or ())}
     picks = [index.get(_band_key(b)) for b in scene_bands]
@@ -176,7 +177,7 @@ def adapt_first_conv(
         chosen = [int(p) for p in picks if p is not None]
         return weight[:, chosen].clone(), f"channels {chosen} of {c} picked by band name"
     if c == n:
-        return weight.clone(), f"copied ({c} bands, by position)"
+        return weight.clone(), f"copied ({bands_count(c)}, by position)"
     if c == 3 and n == 1:
         return weight.sum(dim=1, keepdim=True), "RGB kernels summed into 1 band"
     if c == 3:
@@ -185,7 +186,7 @@ def adapt_first_conv(
     lacking = [b for b, p in zip(scene_bands, picks, strict=True) if p is None]
     named = f" ({', '.join(file_bands)}; lacking {', '.join(lacking)})" if file_bands else ""
     raise EncoderWeightsError(
-        f"the weights' first convolution takes {c} bands{named}, the scene {n} "
+        f"the weights' first convolution takes {bands_count(c)}{named}, the scene {n} "
         f"({', '.join(scene_bands)}); train on the file's bands (--bands), or name the file's "
         "bands with --encoder-bands so the scene's are picked by name"
     )

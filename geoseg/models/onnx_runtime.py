@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from geoseg.errors import CheckpointError
-from geoseg.types import ClassSchema, ModelMeta
+from geoseg.types import ClassSchema, ModelMeta, bands_count
 
 __all__ = [
     "GRAPH_TENSOR",
@@ -29,9 +30,33 @@ __all__ = [
     "graph_digest",
     "inspect_graph",
     "load_onnx_predictor",
+    "onnx_reason",
     "onnx_session",
     "read_graph",
 ]
+
+#: Longest onnxruntime reason quoted in a message, in characters.
+_REASON_CHARS = 300
+_REASON_BOILERPLATE = "Please fix either the inputs/outputs or the model."
+_REASON_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*[A-Z_]+\s*:\s*")
+
+
+def onnx_reason(exc: BaseException) -> str:
+    """onnxruntime's error text on one line, without its code prefix and boilerplate.
+
+    ``[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions ... Please
+    fix either the inputs/outputs or the model.`` -> ``Got invalid dimensions ...``;
+    a text longer than 300 characters is cut at a word and marked with ``...``.
+    """
+    text = " ".join(str(exc).split())
+    text = _REASON_PREFIX.sub("", text).replace(
+        "Please fix either the inputs/outputs or the model.", ""
+    )
+    text = text.strip() or type(exc).__name__
+    if len(text) <= _REASON_CHARS:
+        return text
+    return text[:_REASON_CHARS].rsplit(" ", 1)[0] + " ..."
+
 
 #: Name of the tensor that carries the graph's bytes in an imported checkpoint.
 GRAPH_TENSOR = "onnx_graph"
@@ -85,9 +110,8 @@ def onnx_session(
     try:
         return ort.InferenceSession(graph, options, providers=_providers(device))
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{where}: not a loadable ONNX graph ({first[:200]}); export the model with "
+            f"{where}: not a loadable ONNX graph ({onnx_reason(exc)}); export the model with "
             "torch.onnx.export or check the file"
         ) from exc
 
@@ -199,7 +223,7 @@ class OnnxPredictor:
         except Exception as exc:  # onnxruntime's errors are untyped
             raise CheckpointError(
                 f"{self.where}: the ONNX graph failed on {x.shape[-1]} x {x.shape[-2]} px windows "
-                f"({' '.join(str(exc).split())[:160]}); predict with the window it was imported "
+                f"({onnx_reason(exc)}); predict with the window it was imported "
                 f"with (--window {self.meta.window})"
             ) from exc
         out = np.concatenate(parts) if len(parts) > 1 else parts[0]
@@ -240,7 +264,7 @@ def load_onnx_predictor(
     channels, classes = info.input_shape[1:2], info.output_shape[1:2]
     if channels and channels[0] not in (None, len(meta.bands)):
         raise CheckpointError(
-            f"{path}: the ONNX graph takes {channels[0]} bands, the metadata lists "
+            f"{path}: the ONNX graph takes {bands_count(channels[0])}, the metadata lists "
             f"{len(meta.bands)}; the file was edited. Import the .onnx file again"
         )
     if classes and classes[0] not in (None, len(meta.schema)):

@@ -43,7 +43,7 @@ from geoseg.pipelines.plausibility import guessed_band_order, predicted_shares, 
 from geoseg.pipelines.predict import PredictOptions, prepare_model_input
 from geoseg.tiling.confusion import tiled_confusion_sink
 from geoseg.tiling.execute import Progress
-from geoseg.types import ClassInfo, ClassSchema
+from geoseg.types import ClassInfo, ClassSchema, a_model_of
 
 __all__ = ["CHANGE_MASK_MAP", "CHANGE_SCHEMA", "PIXEL_TASKS", "EvaluateResult", "evaluate_scene"]
 
@@ -104,7 +104,7 @@ def _model_task(model: str, task: str | None) -> str:
     own = model_task(model)
     if task is not None and task != own:
         raise GeosegError(
-            f"{model}: is a {own} model and cannot be scored with --task {task}; "
+            f"{model}: is {a_model_of(own)} and cannot be scored with --task {task}; "
             f"pass a {task} checkpoint, or leave --task out to score it as {own}"
         )
     return own

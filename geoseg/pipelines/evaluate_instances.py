@@ -49,7 +49,7 @@ from geoseg.io.vectors import FORMATS
 from geoseg.models.registry import TASKS, model_task
 from geoseg.pipelines.instances import predict_instances, predict_panoptic
 from geoseg.pipelines.predict import PredictOptions
-from geoseg.types import NODATA_LABEL, ClassSchema, require_at_least
+from geoseg.types import NODATA_LABEL, ClassSchema, a_model_of, require_at_least
 
 __all__ = [
     "INSTANCE_TASKS",
@@ -101,7 +101,7 @@ def evaluate_task(model: str | None, task: str | None) -> str:
     task = task or own
     if (task in INSTANCE_TASKS) != (own in INSTANCE_TASKS):
         raise CheckpointError(
-            f"{model}: is a {own} model and cannot be scored with --task {task}; pass a "
+            f"{model}: is {a_model_of(own)} and cannot be scored with --task {task}; pass a "
             f"{'instance' if task in INSTANCE_TASKS else task} checkpoint, or leave --task out"
         )
     return task

@@ -22,7 +22,8 @@ from geoseg import __version__
 from geoseg.errors import BandMismatchError, CheckpointError, GeosegError, InputNotFoundError
 from geoseg.io.atomic import check_output_path
 from geoseg.io.checkpoint import save_checkpoint
-from geoseg.types import ClassSchema, ModelMeta, Normalization, TileSpec
+from geoseg.models.onnx_runtime import onnx_reason
+from geoseg.types import ClassSchema, ModelMeta, Normalization, TileSpec, bands_count
 
 if TYPE_CHECKING:
     import torch
@@ -171,8 +172,8 @@ def _check_input(
         )
     if shape[1] is not None and shape[1] != len(opts.bands):
         raise BandMismatchError(
-            f"{where}: the ONNX input takes {shape[1]} bands, --bands lists {len(opts.bands)} "
-            f"({','.join(opts.bands)}); name one scene band per input channel"
+            f"{where}: the ONNX input takes {bands_count(shape[1])}, --bands lists "
+            f"{len(opts.bands)} ({','.join(opts.bands)}); name one scene band per input channel"
         )
     fixed = [d for d in shape[2:] if d is not None]
     if fixed and (len(fixed) < 2 or fixed[0] != fixed[1] or fixed[0] != window):
@@ -193,7 +194,7 @@ def _dry_run(
     except Exception as exc:  # onnxruntime's errors are untyped
         raise CheckpointError(
             f"{where}: the ONNX graph fails on {window} x {window} px windows "
-            f"({' '.join(str(exc).split())[:160]}); check --window"
+            f"({onnx_reason(exc)}); check --window"
         ) from exc
     expected = (batch, len(schema), window, window)
     if tuple(y.shape) != expected and y.ndim == 4 and y.shape[2:] == expected[2:]:

@@ -36,7 +36,14 @@ from geoseg.stitching import InstanceIds, InstanceLoader, plan_chunks, stitch_in
 from geoseg.stitching.panoptic import panoptic_block
 from geoseg.tiling.execute import Progress
 from geoseg.tiling.infer import predict_blocks
-from geoseg.types import ClassSchema, Predictor, TileSpec, require_at_least, require_finite
+from geoseg.types import (
+    ClassSchema,
+    Predictor,
+    TileSpec,
+    bands_count,
+    require_at_least,
+    require_finite,
+)
 
 __all__ = ["InstanceOptions", "InstanceResult", "segment_instances", "stuff_schema"]
 
@@ -138,7 +145,7 @@ def segment_instances(
     model = load()  # fail early on a bad model, before any pixel is read
     if len(model.bands) != scene.count:
         raise BandMismatchError(
-            f"{path}: the model expects {len(model.bands)} bands {list(model.bands)}, the "
+            f"{path}: the model expects {bands_count(len(model.bands))} {list(model.bands)}, the "
             f"selection has {scene.count}; pick them with bands=[...]"
         )
     pan_schema = model.schema

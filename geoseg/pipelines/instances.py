@@ -25,6 +25,7 @@ from geoseg.models.registry import (
     model_task,
     predict_outputs,
     task_kind,
+    training_tasks,
     window_multiple,
 )
 from geoseg.pipelines.instance_scene import (  # same names importable from here
@@ -42,6 +43,7 @@ from geoseg.pipelines.model_input import (
 from geoseg.pipelines.plausibility import warn_if_outside_training
 from geoseg.stitching import InstancePredictor
 from geoseg.tiling.execute import Progress
+from geoseg.types import a_model_of
 
 __all__ = [
     "InstanceOptions",
@@ -79,7 +81,9 @@ def _instance_options(
     """The scene's bands, grid and scaling for an instance checkpoint, as ``predict`` does."""
     meta = read_checkpoint_meta(model)
     if not task_kind(meta.task).objects:
-        raise CheckpointError(f"{model}: a {meta.task} model, not an instance or panoptic model")
+        raise CheckpointError(
+            f"{model}: {a_model_of(meta.task)}, not an instance or panoptic model"
+        )
     require_pixels(model, checkpoint_family(meta))
     multiple = window_multiple(meta.arch, meta.options)
     window, margin = model_window(
@@ -187,8 +191,9 @@ def predict_task(model: str, task: str | None) -> str:
     if own not in outputs[task]:
         fits = [t for t, owners in outputs.items() if own in owners]
         hint = f"use --task {' or '.join(fits)}" if fits else "no geoseg predict task runs it yet"
+        train = f" (`geoseg train --task {task}`)" if task in training_tasks() else ""
         raise CheckpointError(
-            f"{model}: is a {own} model and cannot predict --task {task}; pass a "
-            f"checkpoint trained for {task} (`geoseg train --task instance`), or {hint}"
+            f"{model}: is {a_model_of(own)} and cannot predict --task {task}; pass a "
+            f"checkpoint trained for {task}{train}, or {hint}"
         )
     return task

@@ -23,7 +23,7 @@ from geoseg.models.family import Family
 from geoseg.models.registry import checkpoint_family, model_family, task_kind, window_multiple
 from geoseg.pipelines.band_hints import band_count_error
 from geoseg.pipelines.plausibility import warn_if_outside_training
-from geoseg.types import ClassSchema, ModelMeta, TileSpec, require_at_least
+from geoseg.types import ClassSchema, ModelMeta, TileSpec, a_model_of, require_at_least
 
 __all__ = [
     "PredictOptions",
@@ -184,7 +184,7 @@ def _checkpoint_setup(
     meta = read_checkpoint_meta(model)
     if "semantic" not in task_kind(meta.task).predicts:
         raise GeosegError(
-            f"{model}: a {meta.task} model; `geoseg predict` runs semantic and change models"
+            f"{model}: {a_model_of(meta.task)}; `geoseg predict` runs semantic and change models"
         )
     require_pixels(model, checkpoint_family(meta))
     multiple = window_multiple(meta.arch, meta.options)

@@ -40,7 +40,7 @@ from geoseg.io.vectors import (
 )
 from geoseg.pipelines.instance_rows import one_row_per_instance, with_scores
 from geoseg.tiling.execute import Progress, store_blocks
-from geoseg.types import NODATA_LABEL, ClassSchema, require_at_least, require_finite
+from geoseg.types import NODATA_LABEL, ClassSchema, bands_count, require_at_least, require_finite
 from geoseg.vector.attributes import (
     Georef,
     UnknownClasses,
@@ -164,8 +164,8 @@ def _open_labels(path: str, opts: VectorizeOptions) -> _LabelRaster:
     unknown = set(extra) - {CONFIDENCE_BAND, INSTANCE_BAND}
     if unknown:
         raise InvalidRasterError(
-            f"{path}: not a label raster ({scene.count} bands {scene.band_names}); a label raster "
-            "has band 1 class ids and optional bands named 'confidence' / 'instance'"
+            f"{path}: not a label raster ({bands_count(scene.count)} {scene.band_names}); a "
+            "label raster has band 1 class ids and optional bands named 'confidence' / 'instance'"
         )
     data = scene.data.data
 

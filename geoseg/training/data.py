@@ -15,7 +15,7 @@ from geoseg.errors import BandMismatchError
 from geoseg.io.training_data import LABEL_NODATA, LabelledRaster, read_labelled_raster
 from geoseg.tiling.confusion import remap_values
 from geoseg.training.config import TrainConfig
-from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta, Normalization
+from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta, Normalization, bands_count
 
 __all__ = [
     "band_normalization", "class_targets", "load_rasters", "model_meta", "warn_stray_labels",
@@ -106,7 +106,7 @@ def load_rasters(
     for r in rasters[1:]:
         if r.image.shape[0] != rasters[0].image.shape[0]:
             raise BandMismatchError(
-                f"{r.path}: {r.image.shape[0]} bands, {rasters[0].path} has "
+                f"{r.path}: {bands_count(r.image.shape[0])}, {rasters[0].path} has "
                 f"{rasters[0].image.shape[0]}; select the same bands with --bands"
             )
     return rasters
