@@ -224,3 +224,44 @@ def test_onnx_runtime_reason_is_quoted_whole(tmp_path: Path) -> None:
     message = str(info.value)
     assert "index: 2 Got: 64 Expected: 32 index: 3 Got: 64 Expected: 32);" in message, message
     assert "ONNXRuntimeError" not in message and "Please fix" not in message, message
+
+
+# --- 4. a pickle carrying code is named as such ---------------------------------------------
+
+
+class _Payload:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+@pytest.mark.parametrize(
+    ("how", "words"),
+    [("pickle", "a Python pickle that needs code to load (it calls posix.system)"),
+     ("torch-save", "a Python pickle that needs code to load (it calls posix.system)"),
+     ("noise", "not a PyTorch weights file that torch.load(weights_only=True) reads")],
+    ids=["plain-pickle", "torch-save", "not-a-pickle"],
+)  # fmt: skip
+def test_code_carrying_pth_is_called_a_pickle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, words: str
+) -> None:
+    import pickle
+
+    import torch
+
+    from geoseg.io.state_dicts import read_state_dict
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "w.pth"
+    if how == "pickle":
+        path.write_bytes(pickle.dumps({"w": _Payload()}, protocol=4))
+    elif how == "torch-save":
+        torch.save({"w": _Payload()}, path)
+    else:
+        path.write_bytes(b"\x80\x04" + bytes(range(200)))
+    with pytest.raises(CheckpointError) as info:
+        read_state_dict(path)
+    assert words in str(info.value), info.value
+    assert "refuses to run it" in str(info.value) or how == "noise"
+    assert not (tmp_path / "pwned.txt").exists()

@@ -97,16 +97,17 @@ def _torch_load(path: Path) -> Any:
             warnings.simplefilter("ignore")  # torch's advice; the refusal below says what to do
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if refused is None:
+        refused = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", str(exc))
+        names = [refused[1]] if refused else _pickle_globals(path)
+        if not names:
             raise CheckpointError(
                 f"{path}: not a PyTorch weights file that torch.load(weights_only=True) reads, "
                 "nor a safetensors file; save a state dict with torch.save(model.state_dict(), "
                 "path) or as .safetensors"
             ) from exc
         raise CheckpointError(
-            f"{path}: holds pickled Python objects besides tensors ({refused[1]}), and geoseg "
-            "never unpickles (torch.load weights_only=True refused it, running nothing). Where "
+            f"{path}: a Python pickle that needs code to load (it calls {', '.join(names)}), "
+            "and geoseg refuses to run it (torch.load weights_only=True ran nothing). Where "
             "you trust the file, re-save only its weights: torch.save(model.state_dict(), "
             "'weights.pth'), or convert them to .safetensors"
         ) from exc
@@ -114,6 +115,50 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(
             f"{path}: not a PyTorch weights file or a safetensors file ({exc})"
         ) from exc
+
+
+#: Bytes of a pickle scanned for the callables it names (a state dict's pickle is small;
+#: its tensors lie outside it).
+_PICKLE_SCAN_BYTES = 16 << 20
+
+
+def _pickle_globals(path: Path) -> list[str]:
+    """The ``module.name`` callables a pickle (plain, or torch's zip format) refers to.
+
+    Read with :func:`pickletools.genops`, which decodes opcodes and runs nothing; at
+    most the first three names, empty when the file is not a pickle.
+    """
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                member = next((n for n in z.namelist() if n.endswith(".pkl")), None)
+                data = z.open(member).read(_PICKLE_SCAN_BYTES) if member else b""
+        else:
+            with open(path, "rb") as f:
+                data = f.read(_PICKLE_SCAN_BYTES)
+    except (OSError, zipfile.BadZipFile):
+        return []
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if isinstance(arg, str):
+                strings = [*strings[-1:], arg]
+            if op.name == "GLOBAL" and isinstance(arg, str):
+                names.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) == 2:
+                names.append(".".join(strings))
+    except (ValueError, pickle.UnpicklingError):
+        pass  # a truncated or non-pickle file: the names found so far
+    return list(dict.fromkeys(n for n in names if not _harmless(n)))[:3]
+
+
+def _harmless(name: str) -> bool:
+    """Classes torch's restricted unpickler builds itself (tensors, ordered dicts)."""
+    return name.startswith(("torch.", "collections.OrderedDict", "_codecs.encode"))
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:

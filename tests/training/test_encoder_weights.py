@@ -257,7 +257,7 @@ def _bomb_legacy(path: Path, marker: Path) -> None:
 #: case -> (write the file (path, side-effect marker), error class, phrase)
 BAD_FILES: dict[str, tuple[Any, ...]] = {
     "zip .pth with a code-carrying object": (
-        _bomb_zip, CheckpointError, "and geoseg never unpickles"),
+        _bomb_zip, CheckpointError, "geoseg refuses to run it"),
     "plain pickle renamed .pth": (_bomb_legacy, CheckpointError, "torch.load(weights_only=True)"),
     "text file": (lambda p, m: p.write_text("not weights"), CheckpointError,
                   "not a PyTorch weights file"),
