@@ -107,7 +107,7 @@ def _torch_load(path: Path) -> Any:
             ) from exc
         raise CheckpointError(
             f"{path}: a Python pickle that needs code to load (it calls {', '.join(names)}), "
-            "and geoseg refuses to run it (torch.load weights_only=True ran nothing). Where "
+            "and geoseg refuses to run it (torch.load(weights_only=True) ran nothing). Where "
             "you trust the file, re-save only its weights: torch.save(model.state_dict(), "
             "'weights.pth'), or convert them to .safetensors"
         ) from exc
