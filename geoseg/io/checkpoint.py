@@ -164,8 +164,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: damaged tensor data ({exc})") from exc
+    _refuse_non_finite(path, tensors)  # first: it names the tensor
     _check_digest(path, tensors, stored)
-    _refuse_non_finite(path, tensors)
     return tensors, meta
 
 
