@@ -77,7 +77,7 @@ SPAIN = Affine(8.983152841195215e-05, 0, -0.781893618, 0, -8.983152841195215e-05
 METRICS = {
     "epoch": 24,
     "val_miou": 0.8336110348552157,
-    "test": {"overall_accuracy": 0.925002, "classes": [{"name": "water", "iou": 0.85353}]},
+    "test": {"overall_accuracy": 0.925002, "classes": [{"name": "water", "iou": 0.85353, "f1": None}]},
 }
 
 
@@ -110,8 +110,7 @@ _INDENTED_METRICS = [
     "    test:",
     "      overall_accuracy: 0.9250",
     "      classes:",
-    "        water:",
-    "          iou: 0.8535",
+    "        water: iou 0.8535, f1 n/a",
 ]
 #: case: (command, input maker, lines expected in the output (a list: consecutive lines),
 #: text that must not appear)

@@ -75,6 +75,8 @@ def _gsd_text(meta: ModelMeta) -> str:
 
 
 def _metric_value(value: Any) -> str:
+    if value is None:  # a 0/0 score (e.g. a class never predicted)
+        return "n/a"
     if isinstance(value, float):  # '#' keeps trailing zeros: 0.9250 has 4 digits, 0.925 3
         return f"{value:#.4g}".rstrip(".")
     return str(value)
@@ -87,17 +89,35 @@ def _metric_lines(metrics: Mapping[str, Any], indent: str) -> list[str]:
     width = max((len(str(k)) for k, v in items if not isinstance(v, Mapping | list)), default=0)
     lines: list[str] = []
     for key, value in items:
-        if isinstance(value, Mapping):
-            lines += [f"{indent}{key}:", *_metric_lines(value, indent + "  ")]
-        elif isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
-            named = {str(v.get("name", i)): {k: x for k, x in v.items() if k != "name"}
+        if isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
+            value = {str(v.get("name", i)): {k: x for k, x in v.items() if k != "name"}
                      for i, v in enumerate(value)}  # fmt: skip
-            lines += [f"{indent}{key}:", *_metric_lines(named, indent + "  ")]
+        if isinstance(value, Mapping) and value and all(map(_flat, value.values())):
+            lines += [f"{indent}{key}:", *_row_lines(value, indent + "  ")]
+        elif isinstance(value, Mapping):
+            lines += [f"{indent}{key}:", *_metric_lines(value, indent + "  ")]
         elif isinstance(value, list):
             lines.append(f"{indent}{f'{key}:':<{width + 1}} {', '.join(map(_metric_value, value))}")
         else:
             lines.append(f"{indent}{f'{key}:':<{width + 1}} {_metric_value(value)}")
     return lines
+
+
+def _flat(value: Any) -> bool:
+    """A mapping of plain scores (one row of a per-class table)."""
+    return isinstance(value, Mapping) and not any(
+        isinstance(v, Mapping | list) for v in value.values()
+    )
+
+
+def _row_lines(rows: Mapping[str, Mapping[str, Any]], indent: str) -> list[str]:
+    """One line per row: ``name: key value, key value, ...`` (per-class scores)."""
+    width = max(len(str(k)) for k in rows)
+    return [
+        f"{indent}{f'{name}:':<{width + 1}} "
+        + ", ".join(f"{k} {_metric_value(v)}" for k, v in row.items())
+        for name, row in rows.items()
+    ]
 
 
 def describe_raster(path: str | os.PathLike[str]) -> list[str]:
