@@ -77,7 +77,10 @@ SPAIN = Affine(8.983152841195215e-05, 0, -0.781893618, 0, -8.983152841195215e-05
 METRICS = {
     "epoch": 24,
     "val_miou": 0.8336110348552157,
-    "test": {"overall_accuracy": 0.925002, "classes": [{"name": "water", "iou": 0.85353, "f1": None}]},
+    "test": {
+        "overall_accuracy": 0.925002,
+        "classes": [{"name": "water", "iou": 0.85353, "f1": None}],
+    },
 }
 
 
