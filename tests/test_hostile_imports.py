@@ -26,8 +26,10 @@ def cli_run(*args: object) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def _import(tmp_path: Path, *extra: object, out: str = "m.safetensors") -> tuple[int, str]:
-    graph = conv_graph(tmp_path / "g.onnx")
+def _import(
+    tmp_path: Path, *extra: object, out: str = "m.safetensors", softmax: bool = False
+) -> tuple[int, str]:
+    graph = conv_graph(tmp_path / "g.onnx", softmax=softmax)
     classes = write_classes(tmp_path / "classes.yaml", ["forest", "water", "urban"])
     return cli_run("import", graph, "-o", tmp_path / out, "--classes", classes,
                    "--window", 32, "--margin", 4, *extra)  # fmt: skip
@@ -265,3 +267,23 @@ def test_code_carrying_pth_is_called_a_pickle(
     assert words in str(info.value), info.value
     assert "refuses to run it" in str(info.value) or how == "noise"
     assert not (tmp_path / "pwned.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("softmax", "outputs", "words"),
+    [(False, "probabilities", "not probabilities; leave --outputs at logits"),
+     (True, "logits", "pass --outputs probabilities"),
+     (True, "probabilities", None), (False, "logits", None)],
+    ids=["logits-said-probabilities", "probabilities-said-logits", "probabilities", "logits"],
+)  # fmt: skip
+def test_outputs_must_say_what_the_graph_gives(
+    tmp_path: Path, softmax: bool, outputs: str, words: str | None
+) -> None:
+    code, text = _import(tmp_path, "--bands", BANDS, "--outputs", outputs, softmax=softmax)
+    if words is None:
+        assert code == 0, text
+        assert (tmp_path / "m.safetensors").exists()
+    else:
+        assert code == 2 and words in text, text
+        assert len(text.strip().splitlines()) == 1, text
+        assert not (tmp_path / "m.safetensors").exists()

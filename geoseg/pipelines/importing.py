@@ -184,9 +184,16 @@ def _check_input(
 
 
 def _dry_run(
-    where: Path, session: Any, info: Any, bands: int, schema: ClassSchema, window: int
+    where: Path,
+    session: Any,
+    info: Any,
+    bands: int,
+    schema: ClassSchema,
+    window: int,
+    outputs: str = "logits",
 ) -> None:
-    """Run one blank window: the graph must give ``len(classes)`` maps of the window's size."""
+    """Run one blank window: the graph must give ``len(classes)`` maps of the window's size,
+    and probabilities exactly when ``outputs`` says so (:func:`_check_outputs`)."""
     batch = info.input_shape[0] or 1
     x = np.zeros((batch, bands, window, window), np.float32)
     try:
@@ -206,6 +213,30 @@ def _dry_run(
         raise CheckpointError(
             f"{where}: the ONNX graph outputs {tuple(y.shape)} for {tuple(x.shape)}, not one "
             "map per class at the window's size; geoseg imports per-pixel segmentation graphs"
+        )
+    _check_outputs(where, np.asarray(y, np.float64), outputs)
+
+
+def _check_outputs(where: Path, y: np.ndarray, outputs: str) -> None:
+    """Refuse ``--outputs`` that contradicts what the graph gives on a blank window.
+
+    Probabilities are in [0, 1] and sum to 1 over the classes (axis 1) at every pixel;
+    logits of a whole window doing both by chance are not to be expected. Softmaxing
+    probabilities again, or taking logits as probabilities, keeps the classes but
+    makes ``--confidence`` wrong, so either mix-up is refused.
+    """
+    sums = y.sum(axis=1)
+    probabilities = bool(y.min() >= -1e-4 and y.max() <= 1 + 1e-4 and np.abs(sums - 1).max() < 1e-3)
+    if outputs == "probabilities" and not probabilities:
+        raise CheckpointError(
+            f"{where}: --outputs probabilities, but on a blank window the graph gives values "
+            f"from {y.min():.3g} to {y.max():.3g} whose class sums run from {sums.min():.3g} "
+            f"to {sums.max():.3g}, not probabilities; leave --outputs at logits"
+        )
+    if outputs == "logits" and probabilities and y.shape[1] > 1:
+        raise CheckpointError(
+            f"{where}: the graph already gives probabilities (in [0, 1], summing to 1 over "
+            "the classes); pass --outputs probabilities so they are not softmaxed again"
         )
 
 
@@ -239,7 +270,7 @@ def import_onnx(source: Path, opts: ImportOptions) -> tuple[dict[str, torch.Tens
     margin = window // 8 if opts.margin is None else opts.margin
     TileSpec(window, margin)  # refuses a window < 8 px or a margin > window / 4
     _check_input(source, info.input_shape, info.input_type, opts, window)
-    _dry_run(source, session, info, len(opts.bands), schema, window)
+    _dry_run(source, session, info, len(opts.bands), schema, window, opts.outputs)
     options: Mapping[str, Any] = {
         "onnx_sha256": graph_digest(graph), "onnx_input": info.input,
         "onnx_output": info.output, "onnx_batch": info.input_shape[0],

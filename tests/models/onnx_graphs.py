@@ -17,9 +17,10 @@ def _dims(batch: int | None, channels: int, size: int | None) -> list[int | str]
 
 def conv_graph(
     path: Path, bands: int = 4, classes: int = 3, size: int | None = None,
-    batch: int | None = None, seed: int = 0, hidden: int = 6,
+    batch: int | None = None, seed: int = 0, hidden: int = 6, softmax: bool = False,
 ) -> Path:  # fmt: skip
-    """A 3x3 conv -> ReLU -> 1x1 conv net of random weights: ``(N, bands, H, W)`` -> logits.
+    """A 3x3 conv -> ReLU -> 1x1 conv net of random weights: ``(N, bands, H, W)`` -> logits
+    (``softmax``: probabilities, a Softmax over the classes appended).
 
     ``size``/``batch``: fixed input dimensions (None: dynamic). The 3x3 conv gives each
     pixel a 1-px context, so tiling with a margin is exercised.
@@ -30,8 +31,10 @@ def conv_graph(
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["h"], ["r"]),
-        helper.make_node("Conv", ["r", "w2"], ["logits"]),
+        helper.make_node("Conv", ["r", "w2"], ["z" if softmax else "logits"]),
     ]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["z"], ["logits"], axis=1))
     graph = helper.make_graph(
         nodes, "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, _dims(batch, bands, size))],
