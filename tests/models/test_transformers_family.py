@@ -136,10 +136,10 @@ def test_models_describes_an_imported_checkpoint(
     )
 
 
-def test_predict_is_identical_across_chunk_sizes_with_confidence(
-    segformer: tuple[Path, torch.nn.Module], tmp_path: Path
-) -> None:
-    out = imported(segformer[0], tmp_path / "seg.safetensors", "--bands", "B04,B03,B02",
+def _maps_at_two_chunk_sizes(folder: Path, tmp_path: Path, *extra: str) -> list[np.ndarray]:
+    """Import ``folder`` (RGB, window 64, margin 8) and predict a 150 x 173 scene with
+    48 px and 144 px chunks: the two output rasters."""
+    out = imported(folder, tmp_path / "m.safetensors", "--bands", "B04,B03,B02",
                    "--window", "64", "--margin", "8", "--scale", "10000")  # fmt: skip
     scene = write_raster(tmp_path / "s.tif", textured_scene(150, 173, bands=3),
                          descriptions=("B04", "B03", "B02"))  # fmt: skip
@@ -147,10 +147,17 @@ def test_predict_is_identical_across_chunk_sizes_with_confidence(
     for chunk in ("48", "144"):
         dst = tmp_path / f"m{chunk}.tif"
         args = ["predict", str(scene), "-m", str(out), "-o", str(dst), "--chunk", chunk]
-        result = CliRunner().invoke(cli, [*args, "--confidence", "--device", "cpu"])
+        result = CliRunner().invoke(cli, [*args, *extra, "--device", "cpu"])
         assert result.exit_code == 0, result.output
         with rasterio.open(dst) as src:
             maps.append(src.read())
+    return maps
+
+
+def test_predict_is_identical_across_chunk_sizes_with_confidence(
+    segformer: tuple[Path, torch.nn.Module], tmp_path: Path
+) -> None:
+    maps = _maps_at_two_chunk_sizes(segformer[0], tmp_path, "--confidence")
     assert maps[0].shape == (2, 150, 173)
     assert np.array_equal(maps[0], maps[1])
     labels, confidence = maps[0]
@@ -303,18 +310,7 @@ def test_oneformer_semantic_agrees_with_transformers(
 def test_oneformer_predict_is_identical_across_chunk_sizes(
     oneformer: tuple[Path, torch.nn.Module], tmp_path: Path
 ) -> None:
-    out = imported(oneformer[0], tmp_path / "of.safetensors", "--bands", "B04,B03,B02",
-                   "--window", "64", "--margin", "8", "--scale", "10000")  # fmt: skip
-    scene = write_raster(tmp_path / "s.tif", textured_scene(150, 173, bands=3),
-                         descriptions=("B04", "B03", "B02"))  # fmt: skip
-    maps = []
-    for chunk in ("48", "144"):
-        dst = tmp_path / f"m{chunk}.tif"
-        args = ["predict", str(scene), "-m", str(out), "-o", str(dst), "--chunk", chunk]
-        result = CliRunner().invoke(cli, [*args, "--device", "cpu"])
-        assert result.exit_code == 0, result.output
-        with rasterio.open(dst) as src:
-            maps.append(src.read())
+    maps = _maps_at_two_chunk_sizes(oneformer[0], tmp_path)
     assert maps[0].shape == (1, 150, 173) and np.array_equal(maps[0], maps[1])
     assert len(np.unique(maps[0])) > 1
 
