@@ -23,9 +23,11 @@ First convolution (the encoder's first 4-D weight, ``(out, C, k, k)`` in the fil
    entry, or ``--encoder-bands``) and holds every scene band: each scene band takes
    the file's channel of the same name (``B2`` = ``B02``), unscaled;
 2. ``C == N``: copied as is;
-3. ``C == 3`` (RGB): ``N == 1`` sums the three; otherwise the RGB kernels repeat
-   cyclically over the ``N`` bands and are scaled by ``3 / N`` (timm's
-   ``adapt_input_conv`` and smp's rule), so a grey input gives the RGB response;
+3. ``C == 3`` (RGB): :func:`geoseg.models.runtime.adapt_first_conv`, the rule
+   ``geoseg import`` uses too: ``N < 3`` sums the kernels of channels ``c ≡ j
+   (mod N)`` into band ``j`` (one band: all three); ``N > 3`` repeats them
+   cyclically scaled by ``3 / N`` (timm's ``adapt_input_conv`` and smp's rule), so
+   a grey input gives the RGB response;
 4. otherwise refused.
 """
 
@@ -41,6 +43,7 @@ from torch import nn
 
 from geoseg.errors import EncoderWeightsError
 from geoseg.io.state_dicts import StateDict
+from geoseg.models.runtime import adapt_first_conv as adapt_first_conv_by_count
 from geoseg.types import bands_count
 
 __all__ = [
@@ -178,11 +181,13 @@ def adapt_first_conv(
         return weight[:, chosen].clone(), f"channels {chosen} of {c} picked by band name"
     if c == n:
         return weight.clone(), f"copied ({bands_count(c)}, by position)"
-    if c == 3 and n == 1:
-        return weight.sum(dim=1, keepdim=True), "RGB kernels summed into 1 band"
-    if c == 3:
-        cycled = weight[:, [i % 3 for i in range(n)]] * (3.0 / n)
-        return cycled, f"RGB kernels repeated cyclically over {n} bands, scaled by 3/{n}"
+    if c == 3:  # the count rule transformers imports use too
+        adapted = adapt_first_conv_by_count(weight, n).to(weight.dtype)
+        if n == 1:
+            return adapted, "RGB kernels summed into 1 band"
+        if n == 2:
+            return adapted, "RGB kernels summed by channel mod 2 into 2 bands"
+        return adapted, f"RGB kernels repeated cyclically over {n} bands, scaled by 3/{n}"
     lacking = [b for b, p in zip(scene_bands, picks, strict=True) if p is None]
     named = f" ({', '.join(file_bands)}; lacking {', '.join(lacking)})" if file_bands else ""
     raise EncoderWeightsError(

@@ -24,7 +24,12 @@ from torch.nn import functional as F
 
 from geoseg.errors import CheckpointError, UnknownModelError
 from geoseg.models.family import TASKS
-from geoseg.models.runtime import TorchPredictor, load_module, resolve_device
+from geoseg.models.runtime import (  # adapt_first_conv: importers reach it from here
+    TorchPredictor,
+    adapt_first_conv,
+    load_module,
+    resolve_device,
+)
 from geoseg.types import ModelMeta
 
 __all__ = [
@@ -266,30 +271,6 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
         if isinstance(module, nn.Conv2d):
             return name, module
     raise CheckpointError("the model has no 2-D convolution to read the bands with")
-
-
-def adapt_first_conv(weight: torch.Tensor, bands: int) -> torch.Tensor:
-    """The first convolution's weights for ``bands`` inputs instead of its own ``C``.
-
-    ``(out, C, kh, kw) -> (out, bands, kh, kw)``, float32:
-
-    - ``bands == C``: unchanged;
-    - ``bands < C``: input ``j`` gets the sum of the RGB channels ``c`` with
-      ``c % bands == j`` (one band: the sum of all, as for a greyscale image);
-    - ``bands > C``: input ``j`` gets channel ``j % C`` scaled by ``C / bands``
-      (the first ``C`` bands in their order take the pretrained channels).
-
-    Either way a window whose bands are all equal to ``v`` gives the first layer
-    the response of an RGB window of ``v`` (exactly when ``bands < C`` or
-    ``bands % C == 0``), so the pretrained statistics still hold roughly.
-    """
-    w = weight.detach().float()
-    c = w.shape[1]
-    if bands == c:
-        return w.clone()
-    if bands < c:
-        return torch.stack([w[:, j::bands].sum(dim=1) for j in range(bands)], dim=1)
-    return w[:, [j % c for j in range(bands)]] * (c / bands)
 
 
 def with_channels(config: Mapping[str, Any], bands: int) -> dict[str, Any]:

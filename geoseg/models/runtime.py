@@ -28,6 +28,7 @@ from geoseg.types import ClassSchema, ModelMeta
 __all__ = [
     "TorchModel",
     "TorchPredictor",
+    "adapt_first_conv",
     "check_state_fits",
     "load_module",
     "load_torch_predictor",
@@ -47,6 +48,30 @@ PRECISIONS: dict[str, torch.dtype | None] = {
     "fp16": torch.float16,
     "bf16": torch.bfloat16,
 }
+
+
+def adapt_first_conv(weight: torch.Tensor, bands: int) -> torch.Tensor:
+    """The first convolution's weights for ``bands`` inputs instead of its own ``C``.
+
+    ``(out, C, kh, kw) -> (out, bands, kh, kw)``, float32:
+
+    - ``bands == C``: unchanged;
+    - ``bands < C``: input ``j`` gets the sum of the RGB channels ``c`` with
+      ``c % bands == j`` (one band: the sum of all, as for a greyscale image);
+    - ``bands > C``: input ``j`` gets channel ``j % C`` scaled by ``C / bands``
+      (the first ``C`` bands in their order take the pretrained channels).
+
+    Either way a window whose bands are all equal to ``v`` gives the first layer
+    the response of an RGB window of ``v`` (exactly when ``bands < C`` or
+    ``bands % C == 0``), so the pretrained statistics still hold roughly.
+    """
+    w = weight.detach().float()
+    c = w.shape[1]
+    if bands == c:
+        return w.clone()
+    if bands < c:
+        return torch.stack([w[:, j::bands].sum(dim=1) for j in range(bands)], dim=1)
+    return w[:, [j % c for j in range(bands)]] * (c / bands)
 
 
 def resolve_device(device: str) -> torch.device:
