@@ -30,6 +30,7 @@ import torch
 from geoseg import __version__
 from geoseg.errors import CheckpointError, GeosegError, InputNotFoundError
 from geoseg.io.json_text import parse_json
+from geoseg.models.families.transformers import FAMILY as TRANSFORMERS
 from geoseg.models.family import TASKS
 from geoseg.models.hf import (
     adapt_first_conv,
@@ -50,8 +51,8 @@ if TYPE_CHECKING:  # importing.py imports this module lazily
 
 __all__ = ["import_hf_folder"]
 
-#: Window sides of transformers models must be a multiple of this (their output stride).
-WINDOW_MULTIPLE = 32
+#: Window sides of transformers models must be a multiple of this: the family record's.
+WINDOW_MULTIPLE = TRANSFORMERS.window_multiple("", {})
 _CONVERT = (
     'python -c "import torch; from safetensors.torch import save_file; save_file(torch.load('
     "'pytorch_model.bin', weights_only=True), 'model.safetensors')\""
