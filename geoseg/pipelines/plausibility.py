@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import rasterio
 
 from geoseg.io.raster import Scene
 from geoseg.io.raster_stats import sample_valid_pixels
@@ -98,11 +97,8 @@ def guessed_band_order(
 
 def _class_shares(path: os.PathLike[str] | str, max_side: int = 512) -> np.ndarray | None:
     """Share of each class id (0-254) among the valid pixels of a label map's overview."""
-    with rasterio.open(path) as src:
-        factor = max(1.0, max(src.height, src.width) / max_side)
-        shape = (max(1, round(src.height / factor)), max(1, round(src.width / factor)))
-        labels = src.read(1, out_shape=shape)
-    counts = np.bincount(labels[labels != NODATA_LABEL].ravel(), minlength=256)[:NODATA_LABEL]
+    labels = sample_valid_pixels(path, [0], max_side)[0].astype(np.int64)
+    counts = np.bincount(labels[labels != NODATA_LABEL], minlength=256)[:NODATA_LABEL]
     return None if counts.sum() < _MIN_PIXELS else counts / counts.sum()
 
 
