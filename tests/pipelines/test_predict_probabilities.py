@@ -141,6 +141,21 @@ def test_identical_bytes_for_any_chunking(tmp_path: Path, tiny_checkpoint: Path)
     _check_consistent(_read(files[512][0])[0], _read(files[512][1]), np.array(TINY_SCHEMA.ids))
 
 
+def test_local_cluster_gives_the_same_bytes(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    scene, _ = _scene(tmp_path, 300, 250)  # 3 x 2 chunks of 144 px
+    hashes = []
+    for scheduler in ("threads", "local"):  # local: chunks are encoded in worker processes
+        folder = tmp_path / scheduler
+        folder.mkdir()
+        out, probs = folder / "lc.tif", folder / "lc_probs.tif"
+        opts = PredictOptions(
+            chunk=144, device="cpu", scheduler=scheduler, workers=2, probabilities=probs
+        )
+        predict_scene(scene, str(tiny_checkpoint), out, opts)
+        hashes.append((_sha(out), _sha(probs)))
+    assert hashes[0] == hashes[1]
+
+
 def test_resume_keeps_probability_chunks_and_ends_identical(
     tmp_path: Path, tiny_checkpoint: Path
 ) -> None:
