@@ -27,6 +27,9 @@ from geoseg.models.registry import predict_outputs
 @click.option("-m", "--model", required=True, help="'spectral' or a .safetensors checkpoint.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--confidence", is_flag=True, help="Add a confidence band (254 = certain).")
+@click.option("--probabilities", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write each class's probability (one band per class, 0-254, "
+              "255 = nodata) as this COG, for `geoseg change --rule posterior`.")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run of the same job.")
 @click.option("--preview", type=click.Path(dir_okay=False, path_type=Path), help="PNG quicklook.")
@@ -62,13 +65,14 @@ from geoseg.models.registry import predict_outputs
               help="Cloud model (e.g. an imported ukis-csmask ONNX): its cloud and shadow "
               "pixels become nodata, so `geoseg change` does not count them.")  # fmt: skip
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
-@outputs(("output", "preview", "vector", "panoptic"), inputs=("scene",))
+@outputs(("output", "preview", "vector", "panoptic", "probabilities"), inputs=("scene",))
 def predict(scene: str, model: str, output: Path, progress: bool | None, bands: str | None,
             preview: Path | None, vector: Path | None, task: str | None,
             panoptic: Path | None, stuff_labels: str | None, **kw: Any) -> None:  # fmt: skip
     """Segment SCENE into a label COG (or an instance / panoptic COG)."""
+    from geoseg.errors import GeosegError
     from geoseg.pipelines.instances import predict_instances, predict_panoptic, predict_task
-    from geoseg.pipelines.predict import PredictOptions, predict_scene
+    from geoseg.pipelines.predict import PredictOptions, check_distinct_outputs, predict_scene
     from geoseg.pipelines.vectorize import (
         VectorizeOptions,
         check_vectorize_output,
@@ -84,6 +88,12 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
     objects = task != "semantic"
     if panoptic is not None and not objects:
         raise click.BadParameter("--panoptic needs an instance model (--task instance/panoptic)")
+    if opts.probabilities is not None and objects:
+        raise GeosegError(
+            f"{model}: --probabilities needs a per-pixel class model; --task {task} gives "
+            "object ids, not class probabilities (leave --probabilities out)"
+        )
+    check_distinct_outputs(output, opts.probabilities, preview)
     if opts.mask_clouds is not None and objects:
         raise click.BadParameter("--mask-clouds applies to semantic maps, not --task " + task)
     if stuff_labels is not None and not (task == "panoptic" or panoptic is not None):
@@ -107,6 +117,8 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
     else:
         result = predict_scene(scene, model, output, opts, bar)
         said.append(f"wrote {result.output} ({result.valid_pixels} labelled pixels)")
+        if result.probabilities:
+            said.append(f"wrote {result.probabilities}")
         if result.preview:
             said.append(f"wrote {result.preview}")
     if vector is not None:

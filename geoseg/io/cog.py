@@ -10,7 +10,8 @@ few smallest overviews and copies bytes.
 
 The COG's tile side divides the chunk side (:func:`cog_tile_size`), so no tile
 straddles two chunks. Overviews halve the previous level by the **mode** of each
-2 x 2 block, ignoring nodata (all-nodata blocks stay nodata; ties go to the
+2 x 2 block for class ids, or its rounded **average** for value bands (class
+probabilities), ignoring nodata (all-nodata blocks stay nodata; mode ties go to the
 smaller value), until the level's longer side is at most 512 px (GDAL's COG driver
 with 512-px tiles makes the same levels).
 Every step is deterministic, so the file's bytes do not depend on the scheduler,
@@ -39,6 +40,7 @@ __all__ = [
     "ChunkLoader",
     "CogGrid",
     "all_nodata_error",
+    "average_halve",
     "chunk_fits",
     "cog_grid",
     "cog_tile_size",
@@ -104,18 +106,47 @@ def mode_halve(level: np.ndarray, nodata: int = NODATA_LABEL) -> np.ndarray:
     return (255 - (best & 255)).astype(np.uint8)
 
 
+def average_halve(level: np.ndarray, nodata: int = NODATA_LABEL) -> np.ndarray:
+    """``(B, ceil(h/2), ceil(w/2)) uint8``: the rounded mean of each 2 x 2 block of ``(B, h, w)``.
+
+    Nodata pixels do not count (an odd edge is padded with nodata); a block of
+    nodata stays nodata; halves round up (integer arithmetic, so exact).
+    """
+    b, h, w = level.shape
+    if h % 2 or w % 2:
+        padded = np.full((b, h + h % 2, w + w % 2), nodata, np.uint8)
+        padded[:, :h, :w] = level
+        level = padded
+    total = np.zeros((b, level.shape[1] // 2, level.shape[2] // 2), np.uint16)
+    count = np.zeros_like(total)
+    for i in (0, 1):
+        for j in (0, 1):
+            v = level[:, i::2, j::2]
+            ok = v != nodata
+            total += np.where(ok, v, 0).astype(np.uint16)
+            count += ok
+    out = (total + count // 2) // np.maximum(count, 1)
+    return np.where(count > 0, out, nodata).astype(np.uint8)
+
+
+#: How each overview kind halves a level.
+_HALVE = {"mode": mode_halve, "average": average_halve}
+
+
 @dataclass(frozen=True)
 class CogGrid:
     """How a ``(bands, height, width)`` label raster made of ``chunk``-px chunks is tiled.
 
     Attributes:
         height, width: raster size, px.
-        bands: 1 (labels) or 2 (labels, confidence).
+        bands: 1 (labels), 2 (labels, confidence) or K (class probabilities).
         chunk: chunk side, px; chunks start at multiples of it.
         tile: COG tile side, px; divides ``chunk``.
         smallest: overviews are added until the last one's longer side is at most
             this, px (GDAL: the tile side; fixed here, so that the levels do not
             depend on the chunking).
+        overview: ``"mode"`` (class ids) or ``"average"`` (values such as
+            probabilities), how each overview halves the level above it.
     """
 
     height: int
@@ -124,6 +155,11 @@ class CogGrid:
     chunk: int
     tile: int
     smallest: int = 512
+    overview: str = "mode"
+
+    def halve(self, level: np.ndarray) -> np.ndarray:
+        """The next overview of ``(bands, h, w) uint8`` ``level`` (see :attr:`overview`)."""
+        return _HALVE[self.overview](level)
 
     @cached_property
     def sizes(self) -> list[tuple[int, int]]:
@@ -161,10 +197,10 @@ def encode_chunk(grid: CogGrid, block: np.ndarray) -> dict[str, np.ndarray]:
     level = block
     for n in range(grid.local):
         if n:
-            level = mode_halve(level)
+            level = grid.halve(level)
         tiles += compress_tiles(level, grid.tile, NODATA_LABEL)
     if grid.local < len(grid.sizes):
-        piece = mode_halve(level)
+        piece = grid.halve(level)
     else:
         piece = np.zeros((block.shape[0], 0, 0), np.uint8)
     return {
@@ -260,7 +296,7 @@ class _Pyramid:
             pending = np.concatenate([self._odd[n], strip], axis=1)
             even = pending.shape[1] if last else pending.shape[1] // 2 * 2
             self._odd[n] = pending[:, even:]
-            self.push(n + 1, mode_halve(pending[:, :even]), last)
+            self.push(n + 1, self.grid.halve(pending[:, :even]), last)
 
 
 def _chunk_origins(grid: CogGrid) -> tuple[list[int], list[int]]:

@@ -1,7 +1,8 @@
 """Write label rasters (class ids, 255 = nodata) as COGs, atomically.
 
 Two ways, same pixels and metadata (colour table, class names, band descriptions,
-tags, DEFLATE, mode overviews): :func:`label_cog_from_chunks` lays out tiles the
+tags, DEFLATE, mode overviews; class-probability rasters, :func:`probabilities_meta`,
+take average overviews and no colour table): :func:`label_cog_from_chunks` lays out tiles the
 chunk tasks already compressed (:mod:`geoseg.io.cog`; the default of ``predict``
 and ``change``); :func:`label_cog_writer` streams blocks into a temporary tiled
 GeoTIFF and has GDAL's COG driver copy it (chunks no COG tile side divides). A
@@ -32,6 +33,7 @@ from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.atomic import atomic_output, check_output_path, temporary_sibling
 from geoseg.io.cog import ChunkLoader, CogGrid, all_nodata_error, write_label_cog
 from geoseg.io.json_text import parse_json
+from geoseg.io.probabilities import LABELS_TAG
 from geoseg.io.tiff import metadata_tags, unspecify_extra_samples
 from geoseg.types import NODATA_LABEL, ClassSchema
 
@@ -40,6 +42,7 @@ __all__ = [
     "LabelMeta",
     "label_cog_from_chunks",
     "label_cog_writer",
+    "probabilities_meta",
     "read_class_schema",
 ]
 
@@ -79,6 +82,9 @@ class LabelMeta:
         descriptions: one description per band (1 = labels, 2 = labels + confidence).
         tags: extra dataset tags (model, software version, ...).
         source: the input, named in the all-nodata error.
+        overview: ``"mode"``: band 1 holds class ids (colour table, mode overviews);
+            ``"average"``: every band is a value (class probabilities: no colour
+            table, average overviews).
     """
 
     crs: CRS
@@ -87,6 +93,7 @@ class LabelMeta:
     descriptions: Sequence[str]
     tags: Mapping[str, str] = field(default_factory=dict)
     source: str = "the input"
+    overview: str = "mode"
 
     @property
     def count(self) -> int:
@@ -95,14 +102,19 @@ class LabelMeta:
 
     def profile(self) -> dict[str, Any]:
         """The rasterio creation profile entries for this metadata (uint8, nodata 255)."""
+        # value bands: 3 or 4 of them must not become RGB(A)
+        photometric = {} if self.overview == "mode" else {"photometric": "MINISBLACK"}
         return {"count": self.count, "dtype": "uint8", "crs": self.crs,
-                "transform": self.transform, "nodata": NODATA_LABEL}  # fmt: skip
+                "transform": self.transform, "nodata": NODATA_LABEL, **photometric}  # fmt: skip
 
     def write(self, dst: Any) -> None:
         """Set colour table, band descriptions and tags (class schema as JSON) on ``dst``."""
-        dst.write_colormap(1, self.schema.colormap())
-        if dst.count == 2:  # confidence is a value band, not transparency
-            dst.colorinterp = [ColorInterp.palette, ColorInterp.undefined]
+        if self.overview == "mode":
+            dst.write_colormap(1, self.schema.colormap())
+            if dst.count == 2:  # confidence is a value band, not transparency
+                dst.colorinterp = [ColorInterp.palette, ColorInterp.undefined]
+        else:
+            dst.colorinterp = [ColorInterp.gray] + [ColorInterp.undefined] * (dst.count - 1)
         for i, text in enumerate(self.descriptions, start=1):
             dst.set_band_description(i, text)
         dst.update_tags(**{CLASSES_TAG: json.dumps(self.schema.to_json())}, **self.tags)
@@ -142,10 +154,11 @@ def label_cog_writer(
         # compressed on its own, so the bytes do not depend on the thread count.
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
             rasterio.shutil.copy(
-                stage, final, driver="COG", COMPRESS="DEFLATE", OVERVIEW_RESAMPLING="MODE",
-                BLOCKSIZE=512, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
+                stage, final, driver="COG", COMPRESS="DEFLATE",
+                OVERVIEW_RESAMPLING=meta.overview.upper(), BLOCKSIZE=512, BIGTIFF="IF_SAFER",
+                NUM_THREADS="ALL_CPUS",
             )  # fmt: skip
-        if meta.count == 2:
+        if meta.count >= 2:
             unspecify_extra_samples(final)
 
 
@@ -171,6 +184,20 @@ def label_cog_from_chunks(
     check_output_path(Path(path), overwrite)
     tags = metadata_tags(meta.profile(), meta.write)
     return write_label_cog(path, grid, tags, load, overwrite, meta.source)
+
+
+def probabilities_meta(labels: LabelMeta, label_path: str | os.PathLike[str]) -> LabelMeta:
+    """The metadata of the class-probability raster beside the label map ``label_path``.
+
+    One band per class of ``labels.schema`` (described by its name), the label map's
+    classes and provenance tags, :data:`~geoseg.io.probabilities.LABELS_TAG` naming
+    the label map, average overviews (see :mod:`geoseg.io.probabilities`).
+    """
+    tags = {**labels.tags, LABELS_TAG: Path(label_path).name}
+    return LabelMeta(
+        labels.crs, labels.transform, labels.schema, labels.schema.names, tags, labels.source,
+        overview="average",
+    )  # fmt: skip
 
 
 def read_class_schema(path: str | os.PathLike[str]) -> ClassSchema | None:

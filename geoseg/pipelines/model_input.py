@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from geoseg.errors import GeosegError
 from geoseg.io.checkpoint import read_checkpoint_meta
@@ -61,6 +62,8 @@ class PredictOptions:
         precision: ``auto`` (fp16 on CUDA, fp32 on the CPU), ``fp32``, ``fp16`` or ``bf16``.
         mask_clouds: a cloud model checkpoint; pixels it labels as a cloud or shadow
             class become nodata (see :mod:`geoseg.pipelines.clouds`).
+        probabilities: also write the class-probability COG here (one ``round(254 p)``
+            band per class, 255 = nodata; format in :mod:`geoseg.io.probabilities`).
     """
 
     window: int | None = None
@@ -82,6 +85,7 @@ class PredictOptions:
     torch_threads: int | None = None
     precision: str = "auto"
     mask_clouds: str | None = None
+    probabilities: Path | None = None
 
     def __post_init__(self) -> None:
         require_at_least(

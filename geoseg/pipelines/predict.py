@@ -1,25 +1,25 @@
-"""``predict_scene``: scene + model -> label COG (+ confidence band, + PNG quicklook)."""
+"""``predict_scene``: scene + model -> label COG (+ confidence band, + class-probability
+COG, + PNG quicklook)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import dask.array as da
-import numpy as np
-import rasterio
 
 from geoseg import __version__
 from geoseg.errors import GeosegError, InvalidRasterError
-from geoseg.io.cog import CogGrid, all_nodata_error, cog_grid, stored_chunks, tile_store
-from geoseg.io.labels import LabelMeta, label_cog_from_chunks, label_cog_writer
+from geoseg.io.cog import CogGrid, all_nodata_error, cog_grid
+from geoseg.io.labels import LabelMeta, probabilities_meta
 from geoseg.io.outputs import output_run
-from geoseg.io.parts import ChunkStore, file_stamp, parts_folder
+from geoseg.io.parts import file_stamp
 from geoseg.io.preview import write_label_preview
+from geoseg.io.probabilities import PROBABILITIES_TAG, tag_value
 from geoseg.io.raster import Scene
 from geoseg.models.cache import ModelSpec, load_predictor
 from geoseg.models.registry import model_family
@@ -30,13 +30,15 @@ from geoseg.pipelines.model_input import (  # the options and setup live there; 
     require_pixels,
 )
 from geoseg.pipelines.plausibility import guessed_band_order, warn_if_dominated
-from geoseg.tiling.execute import Progress, block_slices, store_blocks
+from geoseg.pipelines.predict_parts import OutputPart, PredictParts
+from geoseg.tiling.execute import Progress, store_blocks
 from geoseg.tiling.infer import predict_blocks
 from geoseg.types import ClassSchema, TileSpec
 
 __all__ = [
     "PredictOptions",
     "PredictResult",
+    "check_distinct_outputs",
     "model_window",
     "predict_scene",
     "prepare_model_input",
@@ -55,12 +57,14 @@ class PredictResult:
         valid_pixels: pixels with a class (not nodata).
         schema: the classes in the file.
         preview: the PNG quicklook, if one was asked for.
+        probabilities: the class-probability COG, if one was asked for.
     """
 
     output: Path
     valid_pixels: int
     schema: ClassSchema
     preview: Path | None = None
+    probabilities: Path | None = None
 
 
 def predict_scene(
@@ -76,7 +80,8 @@ def predict_scene(
         scene_path: GeoTIFF/COG/VRT to segment.
         model: ``"spectral"`` or a ``.safetensors`` checkpoint.
         output: label COG to write (uint8, 255 = nodata).
-        options: see :class:`PredictOptions`.
+        options: see :class:`PredictOptions`; ``options.probabilities`` also writes
+            the class-probability COG (:mod:`geoseg.io.probabilities`).
         progress: ``progress(done, total)`` callback.
 
     Raises:
@@ -84,10 +89,33 @@ def predict_scene(
     """
     opts = options or PredictOptions()
     path, out = os.fspath(scene_path), Path(output)
+    probs = None if opts.probabilities is None else Path(opts.probabilities)
+    extra = [Path(p) for p in (opts.preview, probs) if p is not None]
+    check_distinct_outputs(out, probs, opts.preview)
     with output_run(opts.overwrite, [Path(path)]) as run:
         run.lock(out)
-        run.add([out, *([] if opts.preview is None else [Path(opts.preview)])])
+        if probs is not None:
+            run.lock(probs)
+        run.add([out, *extra])
         return _predict(path, model, out, opts, progress)
+
+
+def check_distinct_outputs(
+    out: Path, probabilities: Path | None, preview: str | os.PathLike[str] | None
+) -> None:
+    """Refuse a probability file that is also the label map or the preview.
+
+    Raises:
+        GeosegError: the same path twice (nothing is written).
+    """
+    if probabilities is None:
+        return
+    for other, flag in ((out, "-o"), (preview, "--preview")):
+        if other is not None and os.path.abspath(other) == os.path.abspath(probabilities):
+            raise GeosegError(
+                f"{probabilities}: given as both --probabilities and {flag}; "
+                "name the probability file differently, e.g. lc_probs.tif"
+            )
 
 
 def _predict(
@@ -98,22 +126,18 @@ def _predict(
     guess = guessed_band_order(scene, spec.roles, opts.band_roles, opts.sensor)
     lazy = predict_blocks(
         scene.data.data, scene.valid, functools.partial(load_predictor, spec), tile,
-        schema.ids, opts.confidence,
+        schema.ids, opts.confidence, opts.probabilities is not None,
     )  # fmt: skip
     if opts.mask_clouds is not None:
         from geoseg.pipelines.clouds import apply_cloud_mask
 
         lazy = apply_cloud_mask(path, lazy, opts.mask_clouds, opts, lazy.chunks[1:])
-    grid = _cog_grid(lazy, tile)
-    parts = _chunk_store(out, _fingerprint(path, scene, spec, tile, opts), opts.resume, grid)
-    kept: set[tuple[int, int]] = set()  # chunks of an earlier run, checked
+    outputs = _outputs(scene, schema, model, out, opts)
+    fingerprint = _fingerprint(path, scene, spec, tile, opts)
+    parts = PredictParts(outputs, fingerprint, opts.resume, _cog_grid(lazy, tile))
     try:
-        store_blocks(lazy, parts, opts.scheduler, opts.workers, progress, _done_in(parts, kept))
-        meta = _label_meta(scene, schema, model, lazy.shape[0])
-        if grid is None:
-            valid = _assemble(lazy, parts, out, meta, opts.overwrite)
-        else:
-            valid = _write_cog(grid, parts, out, meta, opts.overwrite, kept)
+        store_blocks(lazy, parts, opts.scheduler, opts.workers, progress, parts.done)
+        valid = _write_cog(parts, lazy, opts.overwrite)
     except KeyboardInterrupt:
         log.warning(
             "interrupted: finished chunks are kept in %s; rerun with --resume", parts.folder
@@ -136,7 +160,24 @@ def _predict(
     preview = None
     if opts.preview is not None:
         preview = write_label_preview(out, opts.preview)
-    return PredictResult(out, valid, schema, preview)
+    probs = outputs[1].path if len(outputs) > 1 else None
+    return PredictResult(out, valid, schema, preview, probs)
+
+
+def _outputs(
+    scene: Scene, schema: ClassSchema, model: str, out: Path, opts: PredictOptions
+) -> list[OutputPart]:
+    """The label COG and, with ``opts.probabilities``, the probability COG, in band order."""
+    bands = 1 + opts.confidence
+    meta = _label_meta(scene, schema, model, bands)
+    if opts.probabilities is None:
+        return [OutputPart(out, meta, 0)]
+    probs = Path(opts.probabilities)
+    tags = {**meta.tags, PROBABILITIES_TAG: tag_value(out, probs)}
+    return [
+        OutputPart(out, dataclasses.replace(meta, tags=tags), 0),
+        OutputPart(probs, probabilities_meta(meta, out), bands),
+    ]
 
 
 def _fingerprint(
@@ -153,7 +194,8 @@ def _fingerprint(
         "bands": list(scene.band_names), "model": spec.source, "model_stamp": list(spec.stamp),
         "scale": spec.scale, "roles": repr(spec.roles), "arithmetic": _arithmetic(spec),
         "window": tile.window, "margin": tile.margin, "chunk": tile.chunk, "blend": tile.blend,
-        "confidence": opts.confidence, "geoseg": __version__,
+        "confidence": opts.confidence, "probabilities": opts.probabilities is not None,
+        "geoseg": __version__,
         "mask_clouds": opts.mask_clouds and [opts.mask_clouds, file_stamp(opts.mask_clouds)],
     }  # fmt: skip
 
@@ -170,26 +212,20 @@ def _arithmetic(spec: ModelSpec) -> str:
     return f"{device.type} {'fp32' if amp is None else str(amp).removeprefix('torch.')}"
 
 
-def _done_in(parts: ChunkStore, kept: set[tuple[int, int]]) -> Callable[[tuple[slice, ...]], bool]:
-    """``done(key)``: the chunk at ``key`` is in ``parts``, intact (added to ``kept``)."""
-
-    def done(key: tuple[slice, ...]) -> bool:
-        b, ys, xs = key
-        shape = (b.stop - b.start, ys.stop - ys.start, xs.stop - xs.start)
-        if parts.load(ys.start, xs.start, shape) is None:
-            return False
-        kept.add((ys.start, xs.start))
-        return True
-
-    return done
-
-
 def _cog_grid(lazy: da.Array, tile: TileSpec) -> CogGrid | None:
     """How chunk tasks tile the output COG; None if no COG tile side divides the chunk.
 
     (A function of its own so that benchmarks/bench_host.py can force the GDAL path.)
     """
     return cog_grid(lazy.shape, lazy.chunks, tile.chunk)
+
+
+def _write_cog(parts: PredictParts, lazy: da.Array, overwrite: bool) -> int:
+    """Lay the kept chunks out as the output COG(s); the label map's labelled pixels.
+
+    (A function of its own so that tests can fill the disk here.)
+    """
+    return parts.write(lazy, overwrite)
 
 
 def _label_meta(scene: Scene, schema: ClassSchema, model: str, bands: int) -> LabelMeta:
@@ -203,41 +239,3 @@ def _label_meta(scene: Scene, schema: ClassSchema, model: str, bands: int) -> La
     return LabelMeta(
         scene.crs, scene.transform, schema, ["class", "confidence"][:bands], tags, scene.path
     )
-
-
-def _chunk_store(
-    out: Path, fingerprint: dict[str, object], resume: bool, grid: CogGrid | None
-) -> ChunkStore:
-    """Where finished chunks go: their COG tiles (``grid``), else the blocks themselves."""
-    # the tiles' bytes come from GDAL's DEFLATE: a resumed run must use the same GDAL
-    fingerprint = {**fingerprint, "cog_tile": grid and grid.tile, "gdal": rasterio.__gdal_version__}
-    if grid is None:
-        return ChunkStore(parts_folder(out), fingerprint, resume)
-    return tile_store(parts_folder(out), fingerprint, resume, grid)
-
-
-def _write_cog(
-    grid: CogGrid, parts: ChunkStore, out: Path, meta: LabelMeta, overwrite: bool,
-    kept: set[tuple[int, int]],
-) -> int:  # fmt: skip
-    """Lay the chunks' compressed tiles out as the output COG; the number of labelled pixels.
-
-    ``kept``: chunks of an earlier run already checked (their digests are not again).
-    """
-    return label_cog_from_chunks(out, meta, grid, stored_chunks(parts, grid, kept), overwrite)
-
-
-def _assemble(
-    lazy: da.Array, parts: ChunkStore, out: Path, meta: LabelMeta, overwrite: bool
-) -> int:
-    """Copy the finished chunks into the output COG with GDAL; the number of labelled pixels."""
-    _, height, width = lazy.shape
-    with label_cog_writer(out, meta, height=height, width=width, overwrite=overwrite) as sink:
-        for index in np.ndindex(lazy.numblocks):
-            key = block_slices(lazy, index)
-            shape = tuple(s.stop - s.start for s in key)
-            record = parts.load(key[1].start, key[2].start, shape)
-            if record is None:
-                raise GeosegError(f"{parts.folder}: chunk {index} went missing; run again")
-            sink[key] = record["block"]
-    return sink.valid_pixels

@@ -17,6 +17,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from geoseg.io.probabilities import quantize
 from geoseg.tiling.grid import chunk_starts, hann_weight, reflect_indices, windows_touching
 from geoseg.tiling.halo import with_halo
 from geoseg.types import NODATA_LABEL, Predictor, TileSpec
@@ -27,8 +28,11 @@ PredictorLoader = Callable[[], Predictor]
 
 
 def confidence_to_uint8(p: np.ndarray) -> np.ndarray:
-    """Probability in [0, 1] -> uint8 ``round(254 p)``; 255 is left for nodata."""
-    return np.rint(np.clip(p, 0.0, 1.0) * 254.0).astype(np.uint8)
+    """Probability in [0, 1] -> uint8 ``round(254 p)``; 255 is left for nodata.
+
+    The quantisation of class-probability rasters (:func:`geoseg.io.probabilities.quantize`).
+    """
+    return quantize(p)
 
 
 def reflect_pad(arr: da.Array, axis: int, before: int, after: int) -> da.Array:
@@ -102,28 +106,43 @@ def _filled(
 
 def _tops(
     predictor: Predictor, block: np.ndarray, vblock: np.ndarray,
-    origins: list[tuple[int, int]], spec: TileSpec,
+    origins: list[tuple[int, int]], spec: TileSpec, probabilities: bool = False,
 ) -> Iterator[np.ndarray]:  # fmt: skip
-    """``(2, W, W) uint8`` winning channel and ``round(254 p)`` of each window, in order.
+    """``(2 or 2 + K, W, W) uint8`` of each window, in order: the winning channel,
+    ``round(254 p)`` of its probability and, with ``probabilities``, of every channel's.
 
     A predictor with ``predict_tops`` (:class:`~geoseg.models.runtime.TorchPredictor`)
-    reduces on its device and takes the scene's own integer type; any other is
-    asked for probabilities and reduced here.
+    reduces on its device and takes the scene's own integer type; any other, or any
+    asked for ``probabilities``, gives probabilities that are reduced here (the same
+    softmax values, so the same winner). With ``probabilities`` every batch is
+    filled (:func:`_filled`) on the CPU too: oneDNN's float sums also depend on the
+    batch size, and every class's ``round(254 p)`` lands on a rounding edge far more
+    often than the winner changes (measured: 2 values in 78 000 moved between
+    chunkings without filling).
     """
-    many = getattr(predictor, "predict_tops", None)
+    many = None if probabilities else getattr(predictor, "predict_tops", None)
+    counts: list[int] = []  # windows in each batch, before filling
+    dtype = np.float32 if many is None else block.dtype
+    batches = _window_batches(block, vblock, origins, spec, dtype)
+    if probabilities or getattr(predictor, "fixed_batch", False):
+        batches = _filled(batches, spec.batch_size, counts)
     if many is not None:
-        counts: list[int] = []  # windows in each batch, before filling
-        batches = _window_batches(block, vblock, origins, spec, block.dtype)
-        if getattr(predictor, "fixed_batch", False):
-            batches = _filled(batches, spec.batch_size, counts)
         for k, top in enumerate(many(batches)):
             yield from top[: counts[k]] if counts else top
         return
-    for x, v in _window_batches(block, vblock, origins, spec):
+    for k, (x, v) in enumerate(batches):
         prob = predictor.predict(x, v)
-        best = np.argmax(prob, axis=1)
-        p = np.take_along_axis(prob, best[:, None], axis=1)[:, 0]
-        yield from np.stack([best.astype(np.uint8), confidence_to_uint8(p)], axis=1)
+        yield from _reduced(prob[: counts[k]] if counts else prob, probabilities)
+
+
+def _reduced(prob: np.ndarray, probabilities: bool) -> np.ndarray:
+    """``(N, 2 [+ K], W, W) uint8`` winner, its ``round(254 p)`` [and all K] of ``(N, K, W, W)``."""
+    best = np.argmax(prob, axis=1)
+    p = np.take_along_axis(prob, best[:, None], axis=1)
+    parts = [best[:, None].astype(np.uint8), confidence_to_uint8(p)]
+    if probabilities:
+        parts.append(quantize(prob))
+    return np.concatenate(parts, axis=1)
 
 
 def _trim_core(
@@ -134,21 +153,24 @@ def _trim_core(
     shape: tuple[int, int],
     load: PredictorLoader,
     spec: TileSpec,
+    bands: int = 2,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(2, h, w) uint8`` channel index and confidence of a chunk core, and what is covered.
+    """``(bands, h, w) uint8`` channel index, confidence [and K probabilities] of a chunk
+    core (``bands`` is 2 or 2 + K), and what is covered.
 
     Window cores tile the plane, so with trim blending each pixel takes the winner of
-    the one window whose core holds it; the model reduces its probabilities to that
-    before they leave the device (``predict_tops``). The result equals accumulating
-    the probabilities with weight 1 (:func:`_accumulate`, :func:`_finish`).
+    the one window whose core holds it; without probabilities the model reduces its
+    own to that before they leave the device (``predict_tops``). The result equals
+    accumulating the probabilities with weight 1 (:func:`_accumulate`, :func:`_finish`).
     """
     h, w = shape
     m, s = spec.margin, spec.stride
-    top = np.zeros((2, h, w), dtype=np.uint8)
+    top = np.zeros((bands, h, w), dtype=np.uint8)
     covered = np.zeros((h, w), dtype=bool)
     if not wins:
         return top, covered
-    for (r, c), win in zip(wins, _tops(load(), block, vblock, wins, spec), strict=True):
+    tops = _tops(load(), block, vblock, wins, spec, probabilities=bands > 2)
+    for (r, c), win in zip(wins, tops, strict=True):
         r, c = r + offset[0], c + offset[1]
         r0, r1 = max(r + m, 0), min(r + m + s, h)
         c0, c1 = max(c + m, 0), min(c + m + s, w)
@@ -168,9 +190,10 @@ def _kernel(
     load: PredictorLoader,
     lut: np.ndarray,
     with_confidence: bool,
+    with_probabilities: bool,
     block_id: tuple[int, int, int],
 ) -> np.ndarray:
-    """Labels (and confidence) ``(1 or 2, h, w) uint8`` for one chunk core."""
+    """Labels [confidence] [K probabilities] ``(1 [+ 1] [+ K], h, w) uint8`` of a chunk core."""
     s, m, d = spec.stride, spec.margin, spec.halo
     by, bx = block_id[1], block_id[2]
     cy0, cy1, cx0, cx1 = ys[by], ys[by + 1], xs[bx], xs[bx + 1]
@@ -187,9 +210,11 @@ def _kernel(
     wins = [(r, c) for r, c in wins if vblock[r + lo : r + hi, c + lo : c + hi].any()]
     shape = (cy1 - cy0, cx1 - cx0)
     offset = (dy0 - cy0, dx0 - cx0)
+    bands = (with_confidence, with_probabilities)
     if spec.blend == "trim":
-        top, covered = _trim_core(block, vblock, wins, offset, shape, load, spec)
-        return _labels(top, covered & core_valid, lut, with_confidence)
+        n = 2 + len(lut) * with_probabilities
+        top, covered = _trim_core(block, vblock, wins, offset, shape, load, spec, n)
+        return _labels(top, covered & core_valid, lut, *bands)
     acc = np.zeros((len(lut), *shape), dtype=np.float32)
     wsum = np.zeros(shape, dtype=np.float32)
     if wins:
@@ -197,7 +222,7 @@ def _kernel(
         weight = hann_weight(spec.window)
         for (r, c), p in zip(wins, probs, strict=True):
             _accumulate(acc, wsum, p, weight, r + offset[0], c + offset[1], lo, hi)
-    return _finish(acc, wsum, core_valid, lut, with_confidence)
+    return _finish(acc, wsum, core_valid, lut, bands)
 
 
 def _accumulate(
@@ -222,28 +247,41 @@ def _accumulate(
     wsum[r0:r1, c0:c1] += wt
 
 
-def _labels(top: np.ndarray, covered: np.ndarray, lut: np.ndarray, with_conf: bool) -> np.ndarray:
-    """``(1 or 2, h, w) uint8`` class ids (and confidence) where ``covered``, else nodata."""
+def _labels(
+    top: np.ndarray, covered: np.ndarray, lut: np.ndarray, with_conf: bool, with_probs: bool
+) -> np.ndarray:
+    """``(1 [+ 1] [+ K], h, w) uint8`` class ids [confidence] [probabilities] of ``top``
+    (channel, confidence, probabilities) where ``covered``, else nodata."""
     label = np.full(covered.shape, NODATA_LABEL, dtype=np.uint8)
     label[covered] = lut[top[0][covered]]
-    if not with_conf:
-        return label[None]
-    conf = np.full(covered.shape, NODATA_LABEL, dtype=np.uint8)
-    conf[covered] = top[1][covered]
-    return np.stack([label, conf])
+    picked = [1] * with_conf + list(range(2, 2 + len(lut) * with_probs))
+    out = np.full((1 + len(picked), *covered.shape), NODATA_LABEL, dtype=np.uint8)
+    out[0] = label
+    for k, band in enumerate(picked, start=1):
+        out[k][covered] = top[band][covered]
+    return out
 
 
 def _finish(
-    acc: np.ndarray, wsum: np.ndarray, valid: np.ndarray, lut: np.ndarray, with_conf: bool
-) -> np.ndarray:
+    acc: np.ndarray, wsum: np.ndarray, valid: np.ndarray, lut: np.ndarray,
+    bands: tuple[bool, bool],
+) -> np.ndarray:  # fmt: skip
+    """:func:`_labels` of blended probabilities ``acc`` ``(K, h, w)`` with weights ``wsum``.
+
+    ``bands``: with confidence, with probabilities. The probabilities are the
+    blended ones whose argmax is the label.
+    """
     covered = valid & (wsum > 0)
     best = np.argmax(acc, axis=0)
-    top = np.zeros((2, *wsum.shape), dtype=np.uint8)
+    with_conf, with_probs = bands
+    top = np.zeros((2 + len(lut) * with_probs, *wsum.shape), dtype=np.uint8)
     top[0] = best
-    if with_conf:
-        p = np.take_along_axis(acc, best[None], axis=0)[0]
-        top[1][covered] = confidence_to_uint8(p[covered] / wsum[covered])
-    return _labels(top, covered, lut, with_conf)
+    if with_conf or with_probs:
+        p = acc[:, covered] / wsum[covered]
+        top[1][covered] = confidence_to_uint8(np.take_along_axis(p, best[covered][None], 0)[0])
+        if with_probs:
+            top[2:, covered] = quantize(p)
+    return _labels(top, covered, lut, with_conf, with_probs)
 
 
 def predict_blocks(
@@ -253,6 +291,7 @@ def predict_blocks(
     spec: TileSpec,
     class_ids: Sequence[int],
     with_confidence: bool = False,
+    with_probabilities: bool = False,
 ) -> da.Array:
     """Lazy tiled prediction of a whole scene.
 
@@ -263,11 +302,14 @@ def predict_blocks(
             chunk task and must cache per process (see ``geoseg.models.cache``).
         spec: window grid.
         class_ids: label value of each model output channel.
-        with_confidence: add a second band with the winning probability.
+        with_confidence: add a band with the winning probability.
+        with_probabilities: add one band per output channel with its probability
+            (the blended one whose argmax is the label; K = ``len(class_ids)``).
 
     Returns:
-        ``(1 or 2, H, W) uint8`` dask array: class ids with 255 = nodata, then
-        confidence ``round(254 p)`` with 255 = nodata.
+        ``(1 [+ 1] [+ K], H, W) uint8`` dask array: class ids with 255 = nodata,
+        then confidence ``round(254 p)``, then each channel's ``round(254 p)``,
+        255 = nodata.
     """
     _, h, w = data.shape
     m, d = spec.margin, spec.halo
@@ -286,8 +328,9 @@ def predict_blocks(
         load=load,
         lut=np.asarray(class_ids, dtype=np.uint8),
         with_confidence=with_confidence,
+        with_probabilities=with_probabilities,
     )
-    n_out = 2 if with_confidence else 1
+    n_out = 1 + with_confidence + len(class_ids) * with_probabilities
     out_chunks = ((n_out,), tuple(np.diff(ys)), tuple(np.diff(xs)))
     out = da.map_blocks(
         kernel,

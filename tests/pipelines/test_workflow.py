@@ -177,9 +177,10 @@ def test_bad_workflow_files_name_the_problem(tmp_path: Path, text: str, words: s
 
 def test_schema_names_every_option_a_workflow_may_set() -> None:
     """A new PredictOptions/ChangeOptions field must be added to the schema (or excluded)."""
-    # mask_clouds is a path: a top-level key, resolved inside the run folder like model
+    # mask_clouds is a path: a top-level key, resolved inside the run folder like model;
+    # probabilities is an output path per date, named by the run (change rule: posterior)
     predict = {f.name for f in dataclasses.fields(PredictOptions)} - {
-        "overwrite", "preview", "mask_clouds",
+        "overwrite", "preview", "mask_clouds", "probabilities",
     }  # fmt: skip
     change = {f.name for f in dataclasses.fields(ChangeOptions)} - {
         "overwrite", "aoi", "aoi_field", "aoi_crs", "aoi_crs_option", "reference",
