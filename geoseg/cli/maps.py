@@ -99,8 +99,6 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
     check_distinct_outputs(output, opts.probabilities, preview)
     if opts.mask_clouds is not None and objects:
         raise click.BadParameter("--mask-clouds applies to semantic maps, not --task " + task)
-    if opts.normalize_dates is not None and objects:
-        raise click.BadParameter("--normalize-dates applies to change models, not --task " + task)
     if stuff_labels is not None and not (task == "panoptic" or panoptic is not None):
         raise click.BadParameter("--stuff-labels needs a panoptic output (--task panoptic)")
     vopts = VectorizeOptions(

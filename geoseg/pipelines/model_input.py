@@ -202,8 +202,6 @@ def _checkpoint_setup(
     names = open_scene(path, None, tile.chunk, opts.assume_crs).band_names
     index = match_bands(path, names, meta, opts.bands)
     scene = open_scene(path, [str(i + 1) for i in index], tile.chunk, opts.assume_crs)
-    if opts.normalize_dates is not None:
-        scene = normalize_scene(scene, meta.bands, opts.normalize_dates)[0]
     scale: float | None = reflectance_scale(scene.dtype, path)
     if not math.isclose(scale or 0.0, meta.normalization.scale, rel_tol=1e-6):
         log.warning(
@@ -213,6 +211,8 @@ def _checkpoint_setup(
         )  # fmt: skip
     else:
         scale = None
+    if opts.normalize_dates is not None:  # float32 now; the scale is the file's dtype's
+        scene = normalize_scene(scene, meta.bands, opts.normalize_dates)[0]
     warn_if_outside_training(path, index, scale or meta.normalization.scale, model, meta)
     spec = model_spec(model, opts.device, None, scale, opts.torch_threads, opts.precision)
     return scene, spec, meta.schema, tile
