@@ -83,7 +83,7 @@ NORMALIZE_METHODS = ("irmad",)
 MAX_SAMPLE_PIXELS = 100_000
 #: No-change probability above which a pixel is invariant (Canty & Nielsen 2008).
 NO_CHANGE_PROB = 0.95
-#: Fewest invariant pixels a fit is trusted on (a 13-band CCA has 338 covariances).
+#: Fewest invariant pixels a fit is trusted on.
 MIN_INVARIANT_PIXELS = 100
 #: Weakest correlation of a band's invariant pixels between dates that is fitted.
 MIN_BAND_CORRELATION = 0.5
