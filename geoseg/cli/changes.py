@@ -56,11 +56,25 @@ def change(maps: Sequence[str], output: Path, progress: bool | None, **kw: Any) 
 @click.argument("dates", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-def stack(dates: Sequence[str], output: Path, overwrite: bool) -> None:
+@click.option("--normalize", type=click.Choice(["irmad"]),
+              help="Map dates 2..n radiometrically onto date 1 (per-band gain/offset fitted "
+              "on IR-MAD invariant pixels).")  # fmt: skip
+def stack(dates: Sequence[str], output: Path, overwrite: bool, normalize: str | None) -> None:
     """Stack the bands of DATES (first date first) into one raster for change models."""
-    from geoseg.io.stack import stack_dates
+    from geoseg.io.stack import stack_dates, stack_normalized
 
-    click.echo(f"wrote {stack_dates(dates, output, overwrite)}")
+    if normalize is None:
+        click.echo(f"wrote {stack_dates(dates, output, overwrite)}")
+        return
+    result = stack_normalized(dates, output, normalize, overwrite)
+    for fit, clipped in zip(result.fits, result.clipped, strict=True):
+        click.echo(
+            f"date {fit.date} ({dates[fit.date - 1]}): {100 * fit.invariant_share:.1f} % of "
+            f"{fit.sampled:,} sampled px invariant; gains "
+            f"{' '.join(f'{g:.4g}' for g in fit.gains)}; offsets "
+            f"{' '.join(f'{o:.4g}' for o in fit.offsets)}; {clipped:,} values clipped"
+        )
+    click.echo(f"wrote {result.path}")
 
 
 @cli.command()

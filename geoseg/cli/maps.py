@@ -64,6 +64,9 @@ from geoseg.models.registry import predict_outputs
 @click.option("--mask-clouds", type=click.Path(dir_okay=False, path_type=str),
               help="Cloud model (e.g. an imported ukis-csmask ONNX): its cloud and shadow "
               "pixels become nodata, so `geoseg change` does not count them.")  # fmt: skip
+@click.option("--normalize-dates", type=click.Choice(["irmad"]),
+              help="Change models: map the stacked dates 2..n onto date 1 first "
+              "(as `geoseg stack --normalize`).")  # fmt: skip
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
 @outputs(("output", "preview", "vector", "panoptic", "probabilities"), inputs=("scene",))
 def predict(scene: str, model: str, output: Path, progress: bool | None, bands: str | None,

@@ -1,19 +1,52 @@
-"""Stack the bands of several dates into one raster, for early-fusion change models."""
+"""Stack the bands of several dates into one raster, for early-fusion change models.
+
+With ``normalize="irmad"`` the later dates are first mapped radiometrically onto
+the first (:mod:`geoseg.change.radiometric`). The stack keeps the dates' data type,
+because it says how values map to reflectance (:func:`geoseg.models.bands.reflectance_scale`):
+integer values are rounded and clipped to the type's range (never onto the nodata
+value); the count of clipped values is recorded, and more than
+:data:`MAX_CLIPPED_SHARE` of them is refused, as the type cannot hold the result.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import dask.array as da
 import numpy as np
 import rasterio
 
+from geoseg.change.radiometric import DateFit, apply_fits, date_band_groups, fit_dates
 from geoseg.errors import GeosegError
 from geoseg.io.atomic import atomic_output
-from geoseg.io.raster import open_scene
+from geoseg.io.raster import Scene, open_scene
 
-__all__ = ["stack_dates"]
+__all__ = ["MAX_CLIPPED_SHARE", "NormalizedStack", "stack_dates", "stack_normalized"]
+
+#: Largest share of the normalised dates' valid values that may be clipped to the dtype.
+MAX_CLIPPED_SHARE = 0.001
+
+
+@dataclass(frozen=True)
+class NormalizedStack:
+    """What :func:`stack_normalized` wrote.
+
+    Attributes:
+        path: the stacked raster.
+        fits: the gain/offset fit of each later date (date 2 first).
+        clipped: values clipped to the data type's range, per later date.
+    """
+
+    path: Path
+    fits: tuple[DateFit, ...]
+    clipped: tuple[int, ...]
 
 
 def stack_dates(
@@ -28,6 +61,91 @@ def stack_dates(
         GeosegError: fewer than two dates, or dates not on one grid (CRS,
             transform, size) or of different data types.
     """
+    scenes = _open_dates(paths)
+    _write(scenes, output, overwrite, lambda block: block, {})
+    return Path(output)
+
+
+def stack_normalized(
+    paths: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str],
+    method: str = "irmad", overwrite: bool = False,
+) -> NormalizedStack:  # fmt: skip
+    """:func:`stack_dates` with dates 2..n normalised to date 1 (see the module docstring).
+
+    The fits are recorded in the tags ``GEOSEG_NORMALIZE`` (the method) and
+    ``GEOSEG_NORMALIZE_T<t>`` (JSON: gains, offsets, correlations, invariant share,
+    invariant and sampled pixels, clipped values).
+
+    Raises:
+        GeosegError: as :func:`stack_dates`; also dates with different bands, too few
+            invariant pixels, or more than :data:`MAX_CLIPPED_SHARE` values clipped.
+    """
+    if method != "irmad":
+        raise GeosegError(f"unknown normalisation {method!r}; the choices are: irmad")
+    scenes = _open_dates(paths)
+    names = _band_names(scenes)
+    groups = date_band_groups(names, os.fspath(output))
+    data = da.concatenate([s.data.data for s in scenes])
+    usable = functools.reduce(operator.and_, [s.valid for s in scenes])
+    nodata = _common_nodata(scenes)
+    if nodata is not None:
+        usable = usable & (data != nodata).all(axis=0)
+    fits = fit_dates(data, usable, groups, os.fspath(output))
+    counter = _Normalizer(scenes[0].dtype, groups, tuple(fits), nodata)
+    tags = {"GEOSEG_NORMALIZE": "irmad (Nielsen 2007; Canty & Nielsen 2008) to date 1"}
+    _write(scenes, output, overwrite, counter, tags, counter.finish)
+    return NormalizedStack(Path(output), tuple(fits), tuple(counter.clipped))
+
+
+class _Normalizer:
+    """Maps blocks of the stack (``(bands, h, w)``) and counts the values it clips."""
+
+    def __init__(
+        self, dtype: np.dtype, groups: list[list[int]], fits: tuple[DateFit, ...],
+        nodata: float | None,
+    ) -> None:  # fmt: skip
+        self.dtype, self.groups, self.fits, self.nodata = dtype, groups, fits, nodata
+        self.clipped = [0] * len(fits)
+        self.values = [0] * len(fits)
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        out = apply_fits(block, self.groups, self.fits, self.nodata)
+        if self.dtype.kind == "f":
+            return out.astype(self.dtype)
+        lo, hi = _integer_range(self.dtype, self.nodata)
+        out = np.rint(out)
+        for t, group in enumerate(self.groups[1:]):
+            part, valid = out[group], block[group] != self.nodata
+            self.clipped[t] += int(np.count_nonzero(((part < lo) | (part > hi)) & valid))
+            self.values[t] += int(np.count_nonzero(valid))
+        return np.where(block == self.nodata, block, np.clip(out, lo, hi)).astype(self.dtype)
+
+    def finish(self, dst: Any, source: str) -> None:
+        """Refuse a stack with too many clipped values; else tag the fits."""
+        for fit, clipped, values in zip(self.fits, self.clipped, self.values, strict=True):
+            if clipped > MAX_CLIPPED_SHARE * values:
+                raise GeosegError(
+                    f"{source}: normalising date {fit.date} pushes {clipped} of {values} values "
+                    f"outside {self.dtype.name}; convert the dates to float32 reflectance first "
+                    "(e.g. `gdal_translate -ot Float32 -scale 0 10000 0 1`)"
+                )
+            doc = {
+                "gains": list(fit.gains), "offsets": list(fit.offsets),
+                "correlations": list(fit.correlations), "invariant_share": fit.invariant_share,
+                "invariant_pixels": fit.invariant, "sampled_pixels": fit.sampled,
+                "clipped_values": clipped,
+            }  # fmt: skip
+            dst.update_tags(**{f"GEOSEG_NORMALIZE_T{fit.date}": json.dumps(doc)})
+
+
+def _integer_range(dtype: np.dtype, nodata: float | None) -> tuple[float, float]:
+    """The values an integer band may take, less the nodata value at either end."""
+    info = np.iinfo(dtype)
+    lo, hi = float(info.min), float(info.max)
+    return lo + (nodata == lo), hi - (nodata == hi)
+
+
+def _open_dates(paths: Sequence[str | os.PathLike[str]]) -> list[Scene]:
     if len(paths) < 2:
         raise GeosegError("stack needs at least two dates")
     scenes = [open_scene(p) for p in paths]
@@ -42,19 +160,39 @@ def stack_dates(
             )
         if s.dtype != first.dtype:
             raise GeosegError(f"{s.path}: {s.dtype} bands, {first.path} has {first.dtype}")
+    return scenes
+
+
+def _band_names(scenes: Sequence[Scene]) -> list[str]:
+    return [f"t{t}_{n}" for t, s in enumerate(scenes, start=1) for n in s.band_names]
+
+
+def _common_nodata(scenes: Sequence[Scene]) -> float | None:
     nodata = {s.nodata for s in scenes}
-    names = [f"t{t}_{n}" for t, s in enumerate(scenes, start=1) for n in s.band_names]
+    return nodata.pop() if len(nodata) == 1 else None
+
+
+def _write(
+    scenes: Sequence[Scene], output: str | os.PathLike[str], overwrite: bool,
+    transform: Callable[[np.ndarray], np.ndarray], tags: dict[str, str],
+    finish: Callable[[Any, str], None] | None = None,
+) -> None:  # fmt: skip
+    """Copy the dates block by block through ``transform``; ``finish(dst, path)`` at the end."""
+    first, names = scenes[0], _band_names(scenes)
     profile = {
         "driver": "GTiff", "height": first.height, "width": first.width, "count": len(names),
         "dtype": first.dtype.name, "crs": first.crs, "transform": first.transform,
-        "nodata": nodata.pop() if len(nodata) == 1 else None, "tiled": True,
+        "nodata": _common_nodata(scenes), "tiled": True,
         "blockxsize": 256, "blockysize": 256, "compress": "deflate",
     }  # fmt: skip
     with atomic_output(output, overwrite) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         for i, name in enumerate(names, start=1):
             dst.set_band_description(i, name)
+        if tags:
+            dst.update_tags(**tags)
         for _, window in dst.block_windows(1):
             (y0, y1), (x0, x1) = window.toranges()
             parts = [np.asarray(s.data.data[:, y0:y1, x0:x1]) for s in scenes]
-            dst.write(np.concatenate(parts), window=window)
-    return Path(output)
+            dst.write(transform(np.concatenate(parts)), window=window)
+        if finish is not None:
+            finish(dst, os.fspath(output))

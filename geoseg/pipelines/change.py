@@ -320,7 +320,7 @@ def _report(
         zones.warn_partly_covered(opts.aoi or "", cover)
         write_zone_table(zones, cover, aligned, paths["transitions_by_aoi.csv"], opts)
     write_change_polygons(paths["change.tif"], paths["change.gpkg"], aligned.schema, opts)
-    write_tables(matrix, aligned, paths, opts, unknown)
+    write_tables(matrix, aligned, paths, opts, unknown, focus)
     write_images(matrix, aligned, codes_schema, paths, opts)
     if opts.samples_se:
         write_samples(matrix, aligned, codes_schema, paths, opts)

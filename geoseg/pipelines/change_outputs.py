@@ -29,7 +29,7 @@ from geoseg.report import (
     transition_rows,
     write_csv_rows,
 )
-from geoseg.report.checks import implausible_change, years_between
+from geoseg.report.checks import ChangeWarning, change_warnings, years_between
 from geoseg.report.focus import FocusLike, Headline, focus_headline, largest_headlines
 from geoseg.report.maps import Grid, MapFigure, crs_name, extent_lines, ground_width_m, scale_bar
 from geoseg.report.numbers import AreaFormat, area_decimals
@@ -88,10 +88,11 @@ def write_zone_table(
 
 def write_tables(
     m: TransitionMatrix, aligned: AlignedMaps, paths: dict[str, Path], opts: ChangeOptions,
-    unknown: Sequence[UnknownValues] = (),
+    unknown: Sequence[UnknownValues] = (), focus: FocusLike | None = None,
 ) -> None:  # fmt: skip
     """``transitions.csv``, ``class_change.csv`` and ``transitions.json`` (with the grid,
-    how areas were measured and the values outside the class schema, per map)."""
+    how areas were measured, the values outside the class schema, per map, and the
+    implausibility warnings of :mod:`geoseg.report.checks`)."""
     transitions = transition_rows(m)
     classes = class_change_rows(m)
     write_csv_rows(paths["transitions.csv"], transitions, opts.overwrite)
@@ -106,8 +107,16 @@ def write_tables(
         "consistency": opts.consistency, "classes": list(m.names),
         "transitions": transitions[:-1], "nodata": transitions[-1], "class_change": classes,
         "total_area_m2": m.total_area_m2,
+        "warnings": [w.to_json() for w in _warnings(m, aligned, focus)],
     }  # fmt: skip
     write_json(paths["transitions.json"], doc, opts.overwrite)
+
+
+def _warnings(
+    m: TransitionMatrix, aligned: AlignedMaps, focus: FocusLike | None
+) -> list[ChangeWarning]:
+    years = years_between(aligned.dates[0], aligned.dates[-1])
+    return change_warnings(m, years, focus, AreaFormat.of(m).text)
 
 
 def write_images(
@@ -268,14 +277,13 @@ def write_index(
         if r["pixels"] > 0
     ]
     gain, loss, net = m.gross_gain_m2(), m.gross_loss_m2(), m.net_change_m2()
-    years = years_between(aligned.dates[0], aligned.dates[-1])
     facts = ReportFacts(
         maps=aligned.paths, dates=aligned.dates, crs=crs_name(aligned.crs),
         extent=extent_lines(grid), pixel_size=aligned.pixel_size, units=_units(aligned),
         shape=(aligned.height, aligned.width), area_method=_area_method(m, aligned),
         filters=_filters(aligned, m, opts), headline=_headline(m, focus, counts),
         focus=focus is not None, accuracy_note=_accuracy_note(opts, counts),
-        warnings=implausible_change(m, years, focus, areas.text), areas=areas, table=rows,
+        warnings=[w.text for w in _warnings(m, aligned, focus)], areas=areas, table=rows,
         class_rows=[(c, float(gain[i]), float(loss[i]), float(net[i]))
                     for i, c in enumerate(m.names)],
         nodata=(m.nodata_area_m2, m.nodata_pixels), figures=_figures(m, aligned, codes, paths),

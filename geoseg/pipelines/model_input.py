@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from geoseg.change.radiometric import normalize_scene
 from geoseg.errors import GeosegError
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.raster import Scene, open_scene, select_bands
@@ -64,6 +65,8 @@ class PredictOptions:
             class become nodata (see :mod:`geoseg.pipelines.clouds`).
         probabilities: also write the class-probability COG here (one ``round(254 p)``
             band per class, 255 = nodata; format in :mod:`geoseg.io.probabilities`).
+        normalize_dates: ``"irmad"``: a change model's later dates are mapped onto
+            date 1 first (see :mod:`geoseg.change.radiometric`).
     """
 
     window: int | None = None
@@ -86,6 +89,7 @@ class PredictOptions:
     precision: str = "auto"
     mask_clouds: str | None = None
     probabilities: Path | None = None
+    normalize_dates: str | None = None
 
     def __post_init__(self) -> None:
         require_at_least(
@@ -135,6 +139,8 @@ def _weights_free_setup(
     path: str, model: str, family: Family, opts: PredictOptions
 ) -> tuple[Scene, ModelSpec, ClassSchema, TileSpec]:
     """A weights-free model (``spectral``): bands by role, its own fixed classes."""
+    if opts.normalize_dates is not None:
+        raise GeosegError(f"{model}: --normalize-dates applies to change checkpoints (t1_*, t2_*)")
     from geoseg.models.bands import resolve_band_roles
 
     # A weights-free model is pixel-wise: no margin is needed for exact tiling.
@@ -205,6 +211,8 @@ def _checkpoint_setup(
         )  # fmt: skip
     else:
         scale = None
+    if opts.normalize_dates is not None:  # float32 now; the scale is the file's dtype's
+        scene = normalize_scene(scene, meta.bands, opts.normalize_dates)[0]
     warn_if_outside_training(path, index, scale or meta.normalization.scale, model, meta)
     spec = model_spec(model, opts.device, None, scale, opts.torch_threads, opts.precision)
     return scene, spec, meta.schema, tile

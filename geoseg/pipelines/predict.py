@@ -197,6 +197,7 @@ def _fingerprint(
         "confidence": opts.confidence, "probabilities": opts.probabilities is not None,
         "geoseg": __version__,
         "mask_clouds": opts.mask_clouds and [opts.mask_clouds, file_stamp(opts.mask_clouds)],
+        "normalize_dates": opts.normalize_dates,
     }  # fmt: skip
 
 

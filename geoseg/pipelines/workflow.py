@@ -37,6 +37,7 @@ checks every destination before it makes the output folder.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -367,6 +368,8 @@ def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowRe
     table = wf.output / "report" / "transitions_by_aoi.csv" if wf.aoi else None
     summary = _summary(wf, list(result.matrix.names), result.matrix.area_m2, table)
     files = result.files
-    if summary:
+    if summary:  # the report's implausibility warnings, as its transitions.json has them
+        report = json.loads((wf.output / "report" / "transitions.json").read_text("utf-8"))
+        summary["warnings"] = report["warnings"]
         files = (*files, write_json(wf.output / "summary.json", summary, overwrite))
     return WorkflowResult(tuple(maps), files, summary)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ import rasterio
 from affine import Affine
 
 from geoseg.errors import GeosegError
-from geoseg.io.stack import stack_dates
+from geoseg.io.stack import stack_dates, stack_normalized
 from tests.conftest import textured_scene, write_raster
 
 
@@ -33,3 +36,106 @@ def test_dates_on_different_grids_are_refused(tmp_path: Path) -> None:
     with pytest.raises(GeosegError, match="not on the grid"):
         stack_dates([pa, pb], tmp_path / "ab.tif")
     assert not (tmp_path / "ab.tif").exists()
+
+
+def _as(x: np.ndarray, dtype: str) -> np.ndarray:
+    return (x if np.dtype(dtype).kind == "f" else x.round()).astype(dtype)
+
+
+def _dates(tmp_path: Path, dtype: str = "uint16", scale: float = 1.0) -> tuple[Path, Path]:
+    """Date 1 and date 2 = date 1 under another radiometry (first = 0.9 x second + 150),
+    with a 60 x 60 px block of other land; nodata 0 in a corner of both."""
+    a = textured_scene(200, 180, bands=3, seed=1).astype(float) * scale
+    b = (a - 150 * scale) / 0.9 + np.random.default_rng(2).normal(0, 5 * scale, a.shape)
+    b[:, 20:80, 30:90] = textured_scene(200, 180, bands=3, seed=7)[:, 20:80, 30:90] * scale
+    a[:, :5, :5] = b[:, :5, :5] = 0
+    names = ("B02", "B04", "B08")
+    return (
+        write_raster(tmp_path / "a.tif", _as(a, dtype), nodata=0, descriptions=names),
+        write_raster(tmp_path / "b.tif", _as(b, dtype), nodata=0, descriptions=names),
+    )
+
+
+def test_stack_normalize_maps_date_2_onto_date_1(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from geoseg.cli import cli
+
+    pa, pb = _dates(tmp_path)
+    out = tmp_path / "ab.tif"
+    run = CliRunner().invoke(
+        cli, ["stack", str(pa), str(pb), "-o", str(out), "--normalize", "irmad"]
+    )
+    assert run.exit_code == 0, run.output
+    line, wrote = run.output.splitlines()
+    assert line.startswith(f"date 2 ({pb}): ") and "sampled px invariant; gains 0.9" in line
+    assert line.endswith("; 0 values clipped") and wrote == f"wrote {out}"
+    with rasterio.open(out) as src:
+        stacked, tags = src.read().astype(float), src.tags()
+        assert src.dtypes == ("uint16",) * 6 and src.nodata == 0
+    fit = json.loads(tags["GEOSEG_NORMALIZE_T2"])
+    np.testing.assert_allclose(fit["gains"], 0.9, rtol=0.005)
+    np.testing.assert_allclose(fit["offsets"], 150, atol=5)
+    assert 0 < fit["invariant_share"] < 1 and fit["clipped_values"] == 0
+    assert tags["GEOSEG_NORMALIZE"].startswith("irmad")
+    assert (stacked[:, :5, :5] == 0).all()  # nodata stays nodata
+    same = np.ones((200, 180), bool)
+    same[20:80, 30:90] = same[:5, :5] = False
+    assert np.abs(stacked[3:] - stacked[:3])[:, same].mean() < 6  # noise 5 DN x 0.9, rounding
+
+
+def test_stack_normalize_is_deterministic(tmp_path: Path) -> None:
+    pa, pb = _dates(tmp_path, "float32", 1e-4)
+    first = stack_normalized([pa, pb], tmp_path / "1.tif")
+    second = stack_normalized([pa, pb], tmp_path / "2.tif")
+    assert first.fits == second.fits
+    with rasterio.open(first.path) as one, rasterio.open(second.path) as two:
+        assert one.dtypes[0] == "float32"
+        np.testing.assert_array_equal(one.read(), two.read())
+
+
+def _other_bands(tmp_path: Path) -> list[Path]:
+    pa, _ = _dates(tmp_path)
+    c = write_raster(tmp_path / "c.tif", textured_scene(200, 180, bands=3), nodata=0,
+                     descriptions=("B02", "B03", "B08"))  # fmt: skip
+    return [pa, c]
+
+
+def _unrelated(tmp_path: Path) -> list[Path]:
+    pa, _ = _dates(tmp_path)
+    c = write_raster(tmp_path / "c.tif", textured_scene(200, 180, bands=3, seed=5), nodata=0,
+                     descriptions=("B02", "B04", "B08"))  # fmt: skip
+    return [pa, c]
+
+
+def _overflowing(tmp_path: Path) -> list[Path]:
+    """uint8 dates, date 1 twice as bright; a bright new roof on date 2 (200) maps to ~400."""
+    a = (textured_scene(200, 180, bands=3, seed=1) // 16).astype(np.uint8)  # 18-250
+    b = (a / 2 + np.random.default_rng(3).normal(0, 2, a.shape)).round().astype(np.uint8)
+    b[:, 20:80, 30:90] = 200
+    rgb = ("r", "g", "b")
+    return [
+        write_raster(tmp_path / "a.tif", a, nodata=0, descriptions=rgb),
+        write_raster(tmp_path / "b.tif", b, nodata=0, descriptions=rgb),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("dates", "message"),
+    [
+        (_other_bands, r"date 2 has bands \['B02', 'B03', 'B08'\], date 1 has \['B02', 'B04'"),
+        (_unrelated, "most bands hardly correlate with date 1"),
+        (_overflowing, r"normalising date 2 pushes \d+ of \d+ values outside uint8"),
+    ],
+)
+def test_stack_normalize_refusals(tmp_path: Path, dates: Any, message: str) -> None:
+    from click.testing import CliRunner
+
+    from geoseg.cli import cli
+
+    paths = [str(p) for p in dates(tmp_path)]
+    out = tmp_path / "ab.tif"
+    run = CliRunner().invoke(cli, ["stack", *paths, "-o", str(out), "--normalize", "irmad"])
+    assert run.exit_code == 2 and len(run.output.splitlines()) == 1, run.output
+    assert re.search(message, run.output) and str(out) in run.output
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir() if "ab" in p.name) == []

@@ -63,6 +63,8 @@ def test_shipped_workflow_runs_on_the_sample_pair(root: Path, name: str) -> None
     assert result.summary["area_m2"] == pytest.approx(sum(c["area_m2"] for c in cells))
     saved = json.loads((wf.output / "summary.json").read_text())
     assert saved["area_ha"] == pytest.approx(result.summary["area_m2"] / 1e4)
+    assert saved["warnings"] == table["warnings"] == result.summary["warnings"]
+    assert all(w["next_step"] and w["classes"] and w["figures"] for w in saved["warnings"])
 
 
 def _district_masks(aoi: Path, grid: rasterio.DatasetReader) -> dict[str, np.ndarray]:
@@ -178,9 +180,10 @@ def test_bad_workflow_files_name_the_problem(tmp_path: Path, text: str, words: s
 def test_schema_names_every_option_a_workflow_may_set() -> None:
     """A new PredictOptions/ChangeOptions field must be added to the schema (or excluded)."""
     # mask_clouds is a path: a top-level key, resolved inside the run folder like model;
-    # probabilities is an output path per date, named by the run (change rule: posterior)
+    # probabilities is an output path per date, named by the run (change rule: posterior);
+    # normalize_dates needs a change model's stacked pair, a workflow maps one date at a time
     predict = {f.name for f in dataclasses.fields(PredictOptions)} - {
-        "overwrite", "preview", "mask_clouds", "probabilities",
+        "overwrite", "preview", "mask_clouds", "probabilities", "normalize_dates",
     }  # fmt: skip
     change = {f.name for f in dataclasses.fields(ChangeOptions)} - {
         "overwrite", "aoi", "aoi_field", "aoi_crs", "aoi_crs_option", "reference",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import html
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +13,13 @@ import pytest
 from geoseg.change.accuracy import stratified_estimate
 from geoseg.change.matrix import TransitionMatrix
 from geoseg.errors import GeosegError
-from geoseg.report.checks import implausible_change, years_between
+from geoseg.report.checks import (
+    CANCEL_RATIO,
+    NEXT_POSTERIOR,
+    change_warnings,
+    implausible_change,
+    years_between,
+)
 from geoseg.report.focus import adjusted_area, focus_headline, largest_headlines
 from geoseg.report.numbers import AreaFormat
 
@@ -118,10 +127,119 @@ def test_a_small_class_is_never_flagged() -> None:
 def test_net_gain_of_the_focus_source_contradicts_the_study() -> None:
     # the demo workflow's numbers: forest lost 418.54 ha and gained 788.29 ha
     m = _matrix([[187_005, 39_984, 1_837], [76_643, 350_185, 0], [2_123, 0, 26_592]])
-    warnings = implausible_change(m, 1.0, DEFOREST, _text)
-    assert warnings == [
+    warnings = change_warnings(m, 1.0, DEFOREST, _text)
+    assert [(w.rule, w.classes) for w in warnings] == [
+        ("cancelling_flows", ("forest", "grassland")),  # 399.84 vs 766.43 ha: 52 %
+        ("cancelling_flows", ("forest", "water")),  # 18.37 vs 21.23 ha: 87 %
+        ("focus_direction", ("forest",)),
+    ]
+    assert warnings[-1].text == (
         "deforestation: forest grew by 369.45 ha on net (787.66 ha became forest, 418.21 ha "
         "was lost to the focus classes), the opposite of the change this study measures; this "
         "points to classification noise rather than real change. Check both maps before using "
-        "the figure."
-    ]
+        "the figure. Next step: draw reference samples with `geoseg change --samples-se 0.01`, "
+        "label them and rerun with `--reference samples.gpkg` for error-adjusted areas with "
+        "95 % confidence intervals."
+    )
+
+
+@pytest.mark.parametrize(
+    ("pixels", "flagged"),
+    [
+        ([[5000, 100, 0], [50, 5000, 0], [0, 0, 2000]], True),  # 50 / 100 = 0.5: the limit
+        ([[5000, 101, 0], [50, 5000, 0], [0, 0, 2000]], False),  # 50 / 101 = 0.495
+        ([[5000, 98, 0], [49, 5000, 0], [0, 0, 2000]], False),  # 0.5, but 49 px < MIN_PIXELS
+    ],
+)
+def test_cancelling_flows_at_the_boundary(pixels: list[list[int]], flagged: bool) -> None:
+    warnings = change_warnings(_matrix(pixels), 1.0, None, _text)
+    assert [w.rule for w in warnings] == (["cancelling_flows"] if flagged else [])
+    if flagged:
+        (w,) = warnings
+        assert w.classes == ("forest", "grassland")
+        assert dict(w.figures) == {
+            "forward_m2": 10_000.0, "backward_m2": 5_000.0, "forward_pixels": 100,
+            "backward_pixels": 50, "ratio": 0.5, "limit": CANCEL_RATIO,
+        }  # fmt: skip
+        assert w.message.startswith(
+            "forest -> grassland (1.00 ha) and grassland -> forest (0.50 ha) nearly cancel out "
+            "(the smaller is 50 % of the larger, net 0.50 ha)"
+        )
+        assert "`geoseg predict --probabilities`" in w.next_step
+        assert "`geoseg change --rule posterior`" in w.next_step and "--consistency" in w.next_step
+
+
+@pytest.mark.parametrize(
+    ("pixels", "years", "expected"),
+    [
+        # grassland 5000 px loses 1001 (to forest 500, water 501): 20.02 % > 20 % in a year
+        ([[9000, 0, 0], [500, 3999, 501], [0, 0, 4000]], 1.0, [("grassland", -1001, -0.2002)]),
+        ([[9000, 0, 0], [500, 4000, 500], [0, 0, 4000]], 1.0, []),  # exactly 20 %: plausible
+        # over two years up to 1 - 0.8 ** 2 = 36 % may go
+        ([[9000, 0, 0], [500, 3999, 501], [0, 0, 4000]], 2.0, []),
+        # forest 4000 px gains 1001 (grassland 500, water 501): 25.025 % > 0.8 ** -1 - 1 = 25 %
+        ([[4000, 0, 0], [500, 4500, 0], [501, 0, 4499]], 1.0, [("forest", 1001, 0.25025)]),
+        ([[4000, 0, 0], [500, 4500, 0], [500, 0, 4500]], 1.0, []),  # exactly 25 %
+        # water, absent on the first date, appears on 60 px (two transitions of 30 px)
+        ([[5000, 0, 30], [0, 5000, 30], [0, 0, 0]], 1.0, [("water", 60, None)]),
+        ([[5000, 0, 30], [0, 5000, 19], [0, 0, 0]], 1.0, []),  # 49 px < MIN_PIXELS
+    ],
+)
+def test_net_change_of_a_class(
+    pixels: list[list[int]], years: float, expected: list[tuple[str, int, float | None]]
+) -> None:
+    warnings = change_warnings(_matrix(pixels), years, None, _text)
+    found = [(w.classes[0], w.figures["net_pixels"], w.figures["share"]) for w in warnings]
+    assert [w.rule for w in warnings] == ["net_change"] * len(expected)
+    assert found == [(c, n, s if s is None else pytest.approx(s)) for c, n, s in expected]
+    for w in warnings:
+        assert w.figures["net_m2"] == 100.0 * w.figures["net_pixels"]
+        assert "`geoseg change --samples-se 0.01`" in w.next_step and "--reference" in w.next_step
+
+
+def test_net_change_sentences() -> None:
+    loss = change_warnings(_matrix([[9000, 0, 0], [500, 3999, 501], [0, 0, 4000]]), 1.0, None,
+                           _text)[0]  # fmt: skip
+    assert loss.message.startswith(
+        "grassland lost 10.01 ha on net, 20 % of its first-date area in 1.0 years (more than "
+        "the 20 % this report takes as plausible)"
+    )
+    new = change_warnings(_matrix([[5000, 0, 30], [0, 5000, 30], [0, 0, 0]]), 1.0, None, _text)
+    assert new[0].message.startswith("water: 0.60 ha appeared where the first date maps none")
+
+
+def test_a_transition_share_warning_recommends_the_posterior_rule() -> None:
+    m = _matrix([[9000, 500, 10], [1400, 5000, 0], [0, 0, 2000]])
+    (w,) = change_warnings(m, 1.0, None, _text)
+    assert (w.rule, w.classes, w.next_step) == (
+        "transition_share",
+        ("grassland", "forest"),
+        NEXT_POSTERIOR,
+    )
+    assert w.figures == {"area_m2": 140_000.0, "pixels": 1400, "share": 1400 / 6400,
+                         "limit": pytest.approx(0.2)}  # fmt: skip
+    assert w.text == f"{w.message} Next step: {NEXT_POSTERIOR}"
+
+
+def test_transitions_json_and_report_carry_the_warnings(tmp_path: Path) -> None:
+    """Forest and water trade 900 and 700 px both ways: cancelling flows (ratio 0.78)."""
+    from geoseg.pipelines.change import change_report
+    from tests.change.helpers import write_labels
+
+    before = np.full((100, 100), 1, np.uint8)
+    before[50:] = 4
+    after = before.copy()
+    after[:9] = 4  # 900 px forest -> water, 18 % of forest
+    after[50:57] = 1  # 700 px water -> forest
+    maps = [write_labels(tmp_path / f"{i}.tif", a, date=f"202{i}-06-01")
+            for i, a in enumerate((before, after))]  # fmt: skip
+    change_report(maps, tmp_path / "out")
+    doc = json.loads((tmp_path / "out" / "transitions.json").read_text())
+    (w,) = doc["warnings"]
+    assert w["rule"] == "cancelling_flows" and w["classes"] == ["forest", "water"]
+    assert w["figures"]["forward_pixels"] == 900 and w["figures"]["backward_pixels"] == 700
+    assert w["figures"]["ratio"] == pytest.approx(7 / 9)
+    assert w["next_step"].startswith("write class probabilities with `geoseg predict")
+    page = html.unescape((tmp_path / "out" / "index.html").read_text())
+    assert "forest → water (9.01 ha) and water → forest (7.01 ha) nearly cancel out" in page
+    assert "Next step: write class probabilities" in page
