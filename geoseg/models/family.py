@@ -63,6 +63,10 @@ class TaskKind:
     command: str = "geoseg predict"
 
 
+_PROMPT_COMMAND = (
+    "geoseg prompt SCENE -m MODEL --boxes LAYER | --points LAYER | --point X,Y -o OUT.tif"
+)
+
 #: Every checkpoint task, in the order the CLI lists them.
 TASKS: Mapping[str, TaskKind] = {
     t.name: t
@@ -71,10 +75,7 @@ TASKS: Mapping[str, TaskKind] = {
         TaskKind("change", False, ("semantic",), "mIoU"),
         TaskKind("instance", True, ("instance", "panoptic"), "AP50"),
         TaskKind("panoptic", True, ("instance", "panoptic"), "PQ"),
-        TaskKind(
-            "prompt", False, (), "mIoU",
-            "geoseg prompt SCENE -m MODEL --boxes LAYER | --points LAYER | --point X,Y -o OUT.tif",
-        ),
+        TaskKind("prompt", False, (), "mIoU", _PROMPT_COMMAND),
     )
 }
 

@@ -166,14 +166,13 @@ def _box_prompts(frame: SceneFrame, layer: gpd.GeoDataFrame) -> Prompts:
         raise InvalidVectorError(
             "--boxes takes polygons (each becomes its bounding box); give points with --points"
         )
-    inverse = ~frame.transform
     items, outside = [], 0
     for row, (geom, fid) in enumerate(zip(geoms, layer["_fid"], strict=True)):
         if geom is None or shapely.is_empty(geom):
             outside += 1
             continue
         x0, y0, x1, y1 = shapely.bounds(geom)
-        cols, rows = inverse * (np.array([x0, x1]), np.array([y0, y1]))
+        cols, rows = _to_pixels(frame.transform, np.array([x0, x1]), np.array([y0, y1]))
         box = (float(min(cols)), float(min(rows)), float(max(cols)), float(max(rows)))
         if box[2] <= 0 or box[3] <= 0 or box[0] >= frame.width or box[1] >= frame.height:
             outside += 1
@@ -193,10 +192,15 @@ def _point_layer_prompts(frame: SceneFrame, layer: gpd.GeoDataFrame, path: str) 
     labels = np.ones(len(layer), np.int64) if labels is None else labels
     parts, index = shapely.get_parts(geoms, return_index=True)
     xy = shapely.get_coordinates(parts)
-    inverse = ~frame.transform
-    cols, rows = inverse * (xy[:, 0], xy[:, 1])
-    pixels = np.column_stack([np.asarray(cols, float), np.asarray(rows, float)])
+    pixels = np.column_stack(_to_pixels(frame.transform, xy[:, 0], xy[:, 1]))
     return _group_points(frame, pixels, labels[index], ids[index], index, _attributes(layer))
+
+
+def _to_pixels(transform: Affine, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CRS coordinates -> continuous scene pixel ``(x = column, y = row)``, float64."""
+    inv = ~transform
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return inv.a * x + inv.b * y + inv.c, inv.d * x + inv.e * y + inv.f
 
 
 def _whole_field(
@@ -261,8 +265,7 @@ def _point_prompts(frame: SceneFrame, text: str) -> Prompts:
             raise GeosegError(
                 f"--point {text}: cannot be put in {frame.path}'s CRS ({exc})"
             ) from exc
-    col, row = ~frame.transform * (x, y)
-    pixels = np.array([[col, row]], np.float64)
+    pixels = np.column_stack(_to_pixels(frame.transform, np.array([x]), np.array([y])))
     one = np.ones(1, np.int64)
     return _group_points(frame, pixels, one, one, np.zeros(1, np.int64), pd.DataFrame(index=[0]))
 

@@ -167,13 +167,21 @@ def object_table(
         rows.append({**own, **ours})
     if clashes:
         log.warning("prompt fields %s are replaced by geoseg's own", ", ".join(sorted(clashes)))
-    table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(OBJECT_FIELDS))
+    table = pd.DataFrame(rows) if rows else _no_rows(prompts, candidates)
     return gpd.GeoDataFrame(table, geometry=geoms, crs=frame.crs)
+
+
+def _no_rows(prompts: Prompts, candidates: bool) -> pd.DataFrame:
+    """The table of no object, with the column types of one (writers need them)."""
+    own = prompts.attributes.iloc[:0].reset_index(drop=True)
+    ours = {name: pd.Series([], dtype="int64" if name in ("object_id", "candidate") else "float64")
+            for name in OBJECT_FIELDS if candidates or name != "candidate"}  # fmt: skip
+    return pd.concat([own.drop(columns=list(ours), errors="ignore"), pd.DataFrame(ours)], axis=1)
 
 
 def _polygon(o: ObjectMask, frame: SceneFrame) -> Any:
     """The object's mask as one (Multi)Polygon in the scene's CRS."""
-    transform = frame.transform * Affine.translation(o.col0, o.row0)
+    transform = frame.transform @ Affine.translation(o.col0, o.row0)
     parts = [
         shapely.geometry.shape(geom)
         for geom, _ in rasterio.features.shapes(

@@ -6,14 +6,15 @@ side on each side; points get :data:`POINT_CONTEXT` ``x S`` around them). The
 windows come from fixed grids anchored at the scene origin, one per level ``k``:
 side ``S * 2**k`` native px, stride a quarter of the side, read decimated by
 ``2**k`` to ``S x S`` (GDAL's average resampling, from overviews where the file
-has them). A prompt takes the lowest level whose windows can hold its extent
-(at most three quarters of the side) and, on it, the window whose centre is
-nearest the extent's centre. Prompts that land on the same window share one
-encoding, so a window is read and encoded once for all its prompts.
+has them). A prompt goes to the lowest level whose windows can hold its extent
+(at most three quarters of the side); among the windows there that hold it, the
+one holding the most prompts is taken first (a greedy cover), and every prompt
+it holds is encoded with it: a window is read and encoded once for all its prompts.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +27,9 @@ from rasterio.windows import Window
 
 from geoseg.pipelines.prompt_inputs import Prompt
 
-__all__ = ["CONTEXT", "POINT_CONTEXT", "PromptWindow", "plan_windows", "read_window"]
+__all__ = [
+    "CONTEXT", "POINT_CONTEXT", "PromptWindow", "candidate_windows", "plan_windows", "read_window",
+]  # fmt: skip
 
 #: Context read around a box, as a share of its width/height on each side.
 CONTEXT = 0.25
@@ -72,30 +75,47 @@ def _extent(prompt: Prompt, size: int) -> tuple[float, float, float, float]:
     return x0 - dx, y0 - dy, x1 + dx, y1 + dy
 
 
-def _origin(lo: float, hi: float, side: int) -> int:
-    """The grid origin (a multiple of ``side / 4``) of the window along one axis that holds
-    ``[lo, hi]`` and whose centre is nearest the extent's."""
+def _origins(lo: float, hi: float, side: int) -> range:
+    """Origins (multiples of ``side / 4``) along one axis of the windows holding ``[lo, hi]``."""
     stride = side // 4
     first = math.ceil((hi - side) / stride)  # the window must reach hi ...
-    last = math.floor(lo / stride)  # ... and start at or before lo
-    best = round(((lo + hi) / 2 - side / 2) / stride)
-    return int(min(max(best, first), max(first, last)) * stride)
+    last = max(first, math.floor(lo / stride))  # ... and start at or before lo
+    return range(first * stride, last * stride + 1, stride)
 
 
-def window_of(prompt: Prompt, size: int) -> PromptWindow:
-    """The grid window ``prompt`` is encoded in (see module doc)."""
+def candidate_windows(prompt: Prompt, size: int) -> list[PromptWindow]:
+    """The grid windows that can hold ``prompt``'s extent, on the lowest level that can."""
     x0, y0, x1, y1 = _extent(prompt, size)
     need = max(x1 - x0, y1 - y0, 1.0)
     level = max(0, math.ceil(math.log2(need / (_FILL * size))))
     side = size << level
-    return PromptWindow(level, _origin(y0, y1, side), _origin(x0, x1, side), side)
+    return [PromptWindow(level, r, c, side)
+            for r in _origins(y0, y1, side) for c in _origins(x0, x1, side)]  # fmt: skip
 
 
 def plan_windows(prompts: Sequence[Prompt], size: int) -> dict[PromptWindow, list[int]]:
-    """Window -> indices of the prompts encoded in it, windows in grid order."""
-    plan: dict[PromptWindow, list[int]] = {}
+    """Window -> indices of the prompts encoded in it, windows in grid order.
+
+    Greedy cover: the window that can hold the most prompts not yet placed is taken
+    first (ties: grid order), so prompts near each other share one encoding.
+    """
+    holds: dict[PromptWindow, set[int]] = {}
     for i, prompt in enumerate(prompts):
-        plan.setdefault(window_of(prompt, size), []).append(i)
+        for window in candidate_windows(prompt, size):
+            holds.setdefault(window, set()).add(i)
+    heap = [(-len(members), window) for window, members in holds.items()]
+    heapq.heapify(heap)
+    placed: set[int] = set()
+    plan: dict[PromptWindow, list[int]] = {}
+    while heap and len(placed) < len(prompts):
+        count, window = heapq.heappop(heap)
+        left = holds[window] - placed
+        if len(left) < -count:  # stale: others took some of its prompts
+            if left:
+                heapq.heappush(heap, (-len(left), window))
+            continue
+        plan[window] = sorted(left)
+        placed |= left
     return dict(sorted(plan.items()))
 
 
