@@ -215,6 +215,7 @@ def _whole_field(
     fine = whole & ok(np.where(whole, values, 0))
     if not fine.all():
         bad = layer[name].to_numpy()[~fine][0]
+        bad = bad.item() if isinstance(bad, np.generic) else bad
         raise InvalidVectorError(
             f"{path}: field {name!r} holds {bad!r}; each value must be a whole number {rule}"
         )
