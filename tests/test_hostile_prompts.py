@@ -155,6 +155,8 @@ MODELS: dict[str, tuple[Callable[[Path, str], list[object]], str]] = {
                                "500600,5098600", "-o", t / "o.tif"], "digest"),
     "predict-with-sam": (lambda t, m: ["predict", scene(t), "-m", m, "-o", t / "o.tif"],
                          "use `geoseg prompt"),
+    "evaluate-with-sam": (lambda t, m: ["evaluate", "-m", m, "--image", scene(t), "--labels",
+                                        scene(t), "-o", t / "ev"], "run it with `geoseg prompt"),
     "pickled-weights": (lambda t, m: ["import", _pickled_folder(t), "-o", t / "s.safetensors",
                                       "--bands", "R,G,B"], "pickled weights"),
     "sam-with-classes": (lambda t, m: ["import", sam_folder(t / "f"), "-o", t / "s.safetensors",

@@ -133,7 +133,7 @@ def _folder_kind(folder: Path) -> str:
     (whose importer gives the clear error for a folder that is not a model)."""
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # the transformers importer says what is wrong
         return "transformers"
     return (
         "sam" if isinstance(config, dict) and config.get("model_type") == "sam" else "transformers"
