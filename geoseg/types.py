@@ -33,7 +33,7 @@ __all__ = [
 NODATA_LABEL = 255
 
 #: What a checkpoint's model predicts (:attr:`ModelMeta.task`).
-MODEL_TASKS = ("semantic", "change", "instance", "panoptic")
+MODEL_TASKS = ("semantic", "change", "instance", "panoptic", "prompt")
 
 
 def bands_count(n: int) -> str:
@@ -293,8 +293,9 @@ class ModelMeta:
         task: one of :data:`MODEL_TASKS`: ``"semantic"`` (class probabilities),
             ``"change"`` (an early-fusion model on stacked dates), ``"instance"``
             (class logits + one boundary logit, ``K + 1`` output channels, grouped
-            into objects of the schema's ``is_thing`` classes) or ``"panoptic"``
-            (things as instances and stuff as classes from one model).
+            into objects of the schema's ``is_thing`` classes), ``"panoptic"``
+            (things as instances and stuff as classes from one model) or ``"prompt"``
+            (one object per point/box prompt, ``geoseg prompt``: SAM).
         arch: registry name, e.g. ``"unet"``.
         encoder: encoder name for smp architectures, e.g. ``"resnet18"``.
         bands: input band names in order, e.g. ``("B02", "B03", "B04", "B08")``.

@@ -52,13 +52,20 @@ class TaskKind:
             :class:`~geoseg.stitching.InstancePredictor`): instance stitching, AP50/PQ.
         predicts: the ``geoseg predict --task`` outputs its checkpoints can make.
         metric: the validation score ``geoseg train`` reports.
+        command: the command that runs its checkpoints (``geoseg predict`` refuses
+            a task with no ``predicts`` and names this one instead).
     """
 
     name: str
     objects: bool
     predicts: tuple[str, ...]
     metric: str
+    command: str = "geoseg predict"
 
+
+_PROMPT_COMMAND = (
+    "geoseg prompt SCENE -m MODEL --boxes LAYER | --points LAYER | --point X,Y -o OUT.tif"
+)
 
 #: Every checkpoint task, in the order the CLI lists them.
 TASKS: Mapping[str, TaskKind] = {
@@ -68,6 +75,7 @@ TASKS: Mapping[str, TaskKind] = {
         TaskKind("change", False, ("semantic",), "mIoU"),
         TaskKind("instance", True, ("instance", "panoptic"), "AP50"),
         TaskKind("panoptic", True, ("instance", "panoptic"), "PQ"),
+        TaskKind("prompt", False, (), "mIoU", _PROMPT_COMMAND),
     )
 }
 

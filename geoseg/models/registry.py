@@ -53,6 +53,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "geoseg.models.families.panoptic",
     "geoseg.models.families.transformers",
     "geoseg.models.families.onnx",
+    "geoseg.models.families.sam",
 )
 
 #: Name of the weights-free band-index model (``-m spectral``).

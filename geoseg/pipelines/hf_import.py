@@ -49,7 +49,14 @@ from geoseg.types import ClassInfo, ClassSchema, ModelMeta, Normalization, TileS
 if TYPE_CHECKING:  # importing.py imports this module lazily
     from geoseg.pipelines.importing import ImportOptions
 
-__all__ = ["import_hf_folder"]
+__all__ = [
+    "check_weights_file",
+    "import_hf_folder",
+    "load_folder_model",
+    "preprocessor_normalization",
+    "quiet_transformers",
+    "read_folder_json",
+]
 
 #: Window sides of transformers models must be a multiple of this: the family record's.
 WINDOW_MULTIPLE = TRANSFORMERS.window_multiple("", {})
@@ -68,10 +75,10 @@ def import_hf_folder(
             f"{source}: not a folder; geoseg imports a transformers model folder as "
             "save_pretrained writes it (config.json + model.safetensors)"
         )
-    config = _read_json(source / "config.json", required=True)
+    config = read_folder_json(source / "config.json", required=True)
     hf_classes(config)  # an unsupported model_type is refused before any weights are read
-    _check_weights_file(source)
-    prep = _read_json(source / "preprocessor_config.json", required=False)
+    check_weights_file(source)
+    prep = read_folder_json(source / "preprocessor_config.json", required=False)
     bands = tuple(opts.bands)
     if not bands:
         raise GeosegError("--bands is empty; name the scene band of each model input channel")
@@ -87,8 +94,8 @@ def import_hf_folder(
     TileSpec(window, margin)  # refuses a window < 8 px or a margin > window / 4
     meta = ModelMeta(
         task=opts.task, arch=f"hf-{config['model_type']}", encoder=type(model).__name__,
-        bands=bands, normalization=_normalization(prep, opts, len(bands)), schema=schema,
-        window=window, margin=margin, gsd_m=opts.gsd_m,
+        bands=bands, normalization=preprocessor_normalization(prep, opts, len(bands)),
+        schema=schema, window=window, margin=margin, gsd_m=opts.gsd_m,
         provenance={"imported_from": source.name, "format": "transformers",
                     "imported_by": f"geoseg {__version__}",
                     "first_conv": {"layer": layer, "pretrained_channels": conv.in_channels,
@@ -119,7 +126,7 @@ def _task_inputs(source: Path, config: Mapping[str, Any], task: str) -> dict[str
     transformers = transformers_module()
     length = int(config.get("task_seq_len", 77))
     try:
-        with _quiet(transformers):
+        with quiet_transformers(transformers):
             tokenizer = transformers.CLIPTokenizer.from_pretrained(
                 str(source), local_files_only=True
             )
@@ -136,7 +143,8 @@ def _task_inputs(source: Path, config: Mapping[str, Any], task: str) -> dict[str
     return {"task_inputs": [int(i) * int(m) for i, m in zip(ids, mask, strict=True)]}
 
 
-def _read_json(path: Path, required: bool) -> dict[str, Any]:
+def read_folder_json(path: Path, required: bool) -> dict[str, Any]:
+    """The JSON object in ``path`` of a model folder ({} if absent and not ``required``)."""
     if not path.is_file():
         if required:
             raise InputNotFoundError(
@@ -156,7 +164,7 @@ def _read_json(path: Path, required: bool) -> dict[str, Any]:
     return data
 
 
-def _check_weights_file(source: Path) -> None:
+def check_weights_file(source: Path) -> None:
     """``model.safetensors`` (or its shard index) is there; pickles are refused."""
     if any((source / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json")):
         return
@@ -175,12 +183,18 @@ def _check_weights_file(source: Path) -> None:
 
 def _load_pretrained(source: Path, config: Mapping[str, Any]) -> torch.nn.Module:
     """The folder's model, float32, loaded offline; missing or misfit weights are refused."""
+    model_cls = getattr(transformers_module(), hf_classes(config).model)
+    return load_folder_model(source, model_cls, hf_config(config))
+
+
+def load_folder_model(source: Path, model_cls: Any, config: Any) -> torch.nn.Module:
+    """``model_cls.from_pretrained(source)`` (its ``config`` object), float32, offline, from
+    safetensors only, in eval mode; weights missing or of the wrong shape are refused."""
     transformers = transformers_module()
-    model_cls = getattr(transformers, hf_classes(config).model)
     try:
-        with _quiet(transformers):
+        with quiet_transformers(transformers):
             model, info = model_cls.from_pretrained(
-                str(source), config=hf_config(config), local_files_only=True,
+                str(source), config=config, local_files_only=True,
                 use_safetensors=True, output_loading_info=True, dtype=torch.float32,
             )  # fmt: skip
     except Exception as exc:  # transformers' loading errors are untyped
@@ -199,7 +213,7 @@ def _load_pretrained(source: Path, config: Mapping[str, Any]) -> torch.nn.Module
 
 
 @contextlib.contextmanager
-def _quiet(transformers: Any) -> Iterator[None]:
+def quiet_transformers(transformers: Any) -> Iterator[None]:
     """No progress bars or load reports from transformers (the CLI prints its own lines)."""
     log = transformers.utils.logging
     bars, level = log.is_progress_bar_enabled(), log.get_verbosity()
@@ -286,7 +300,9 @@ def _window(window: int | None, prep: Mapping[str, Any]) -> int:
     return int(chosen)
 
 
-def _normalization(prep: Mapping[str, Any], opts: ImportOptions, n: int) -> Normalization:
+def preprocessor_normalization(
+    prep: Mapping[str, Any], opts: ImportOptions, n: int
+) -> Normalization:
     """``--mean/--std/--scale``, else the preprocessor's values repeated over the ``n`` bands."""
     rescale = prep.get("do_rescale", True) and bool(prep)
     scale = 1.0 / opts.scale if opts.scale is not None else (

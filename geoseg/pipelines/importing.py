@@ -1,7 +1,8 @@
 """``geoseg import``: a model from elsewhere -> a self-describing geoseg checkpoint.
 
 The kind of source is told by :func:`source_kind` (an ONNX file, or a Hugging Face
-transformers model folder: :mod:`geoseg.pipelines.hf_import`); each kind has one
+transformers model folder: :mod:`geoseg.pipelines.hf_import`, a SAM one among them:
+:mod:`geoseg.pipelines.sam_import`); each kind has one
 importer in :data:`IMPORTERS` that checks the model against the options and
 returns the tensors and metadata to write. Everything is checked before the
 output is written (atomically), so a refused import leaves nothing behind.
@@ -9,6 +10,7 @@ output is written (atomically), so a refused import leaves nothing behind.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -117,12 +119,24 @@ def source_kind(source: Path) -> str:
     if not source.exists():
         raise InputNotFoundError(f"{source}: no such model file or folder; check the path")
     if source.is_dir():
-        return "transformers"
+        return _folder_kind(source)
     if source.suffix.lower() == ".onnx":
         return "onnx"
     raise GeosegError(
         f"{source}: geoseg import reads ONNX graphs (.onnx files) and transformers model "
         "folders (config.json + model.safetensors); export the model to one of them first"
+    )
+
+
+def _folder_kind(folder: Path) -> str:
+    """``sam`` for a folder whose ``config.json`` says ``model_type: sam``, else ``transformers``
+    (whose importer gives the clear error for a folder that is not a model)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # the transformers importer says what is wrong
+        return "transformers"
+    return (
+        "sam" if isinstance(config, dict) and config.get("model_type") == "sam" else "transformers"
     )
 
 
@@ -299,5 +313,14 @@ def import_transformers(
     return import_hf_folder(source, opts)
 
 
+def import_sam(source: Path, opts: ImportOptions) -> tuple[dict[str, torch.Tensor], ModelMeta]:
+    """A transformers ``SamModel`` folder (see :mod:`geoseg.pipelines.sam_import`)."""
+    from geoseg.pipelines.sam_import import import_sam_folder
+
+    return import_sam_folder(source, opts)
+
+
 #: Source kind (:func:`source_kind`) -> its importer.
-IMPORTERS: dict[str, Importer] = {"onnx": import_onnx, "transformers": import_transformers}
+IMPORTERS: dict[str, Importer] = {
+    "onnx": import_onnx, "transformers": import_transformers, "sam": import_sam,
+}  # fmt: skip

@@ -184,6 +184,11 @@ def predict_task(model: str, task: str | None) -> str:
         CheckpointError: ``task`` does not fit the checkpoint (the message names it).
     """
     own, outputs = model_task(model), predict_outputs()
+    if not task_kind(own).predicts:  # e.g. SAM: objects come from prompts, not from pixels
+        raise CheckpointError(
+            f"{model}: is {a_model_of(own)}, which `geoseg predict` does not run; use "
+            f"`{task_kind(own).command}`"
+        )
     if task is None:
         task = own if own in outputs else task_kind(own).predicts[0]
     if task not in outputs:

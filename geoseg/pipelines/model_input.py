@@ -192,7 +192,13 @@ def _checkpoint_setup(
     path: str, model: str, opts: PredictOptions
 ) -> tuple[Scene, ModelSpec, ClassSchema, TileSpec]:
     meta = read_checkpoint_meta(model)
-    if "semantic" not in task_kind(meta.task).predicts:
+    kind = task_kind(meta.task)
+    if not kind.predicts:  # SAM: objects from prompts, no per-pixel map to make or score
+        raise GeosegError(
+            f"{model}: {a_model_of(meta.task)}, which makes no per-pixel map; run it with "
+            f"`{kind.command}`"
+        )
+    if "semantic" not in kind.predicts:
         raise GeosegError(
             f"{model}: {a_model_of(meta.task)}; `geoseg predict` runs semantic and change models"
         )

@@ -18,7 +18,7 @@ import torch
 from click.testing import CliRunner
 
 from geoseg.cli import cli
-from geoseg.errors import UnknownModelError
+from geoseg.errors import CheckpointError, UnknownModelError
 from geoseg.io.checkpoint import read_checkpoint_meta, save_checkpoint
 from geoseg.models import registry
 from geoseg.models.cache import load_predictor, model_spec
@@ -79,8 +79,17 @@ def _imported_onnx(path: Path) -> Path:
     return import_model(graph, path, opts).output
 
 
+def _imported_sam(path: Path) -> Path:
+    """A tiny random SAM folder brought in with ``geoseg import`` (4 bands: adapted patches)."""
+    from geoseg.pipelines.importing import ImportOptions, import_model
+    from tests.models.sam_folders import sam_folder
+
+    folder = sam_folder(path.parent / "sam_folder")
+    return import_model(folder, path, ImportOptions(TINY_BANDS, scale=1e4)).output
+
+
 #: family name -> recipe of a tiny checkpoint, for families that import rather than build.
-IMPORTED = {"onnx": _imported_onnx}
+IMPORTED = {"onnx": _imported_onnx, "sam": _imported_sam}
 
 
 def tiny_checkpoint(family: Family, path: Path, recipe: int = -1) -> Path:
@@ -151,6 +160,9 @@ def test_every_task_of_a_family_has_a_tiny_recipe() -> None:
 
 def check_contract(family: Family, recipe: int, tmp_path: Path) -> None:
     """Build, save, load, predict a window, tile at two chunk sizes, describe."""
+    if family.inputs == "prompts":
+        check_prompt_contract(family, tmp_path)
+        return
     image = scene(tmp_path)
     task = family.tasks[0]
     if family.weights_free:
@@ -178,11 +190,41 @@ def check_contract(family: Family, recipe: int, tmp_path: Path) -> None:
     assert family.describe()[0] in models_text()
 
 
+def check_prompt_contract(family: Family, tmp_path: Path) -> None:
+    """A prompt family: import tiny -> load -> encode a window and decode a box on it ->
+    `geoseg prompt` a scene -> describe; per-pixel prediction is refused."""
+    from geoseg.models.sam import SamPrompter
+    from geoseg.pipelines.prompt import PromptOptions, prompt_scene
+
+    model = str(tiny_checkpoint(family, tmp_path / "tiny.safetensors"))
+    meta = read_checkpoint_meta(model)
+    assert registry.checkpoint_family(meta) is family and meta.task == "prompt"
+    prompter = load_predictor(model_spec(model, "cpu"))
+    assert isinstance(prompter, SamPrompter)
+    side = prompter.size
+    batch = textured_scene(side, side)[None].astype(np.float32)
+    valid = np.ones((1, side, side), bool)
+    decoded = prompter.decode(prompter.encode(batch, valid)[0], boxes=np.array([[9.0, 9, 99, 99]]),
+                              keep="all")  # fmt: skip
+    assert decoded.logits.shape == (1, 3, side, side) and decoded.scores.shape == (1, 3)
+    assert np.isfinite(decoded.logits).all()
+    with pytest.raises(CheckpointError, match="geoseg prompt"):
+        prompter.predict(batch, valid)
+    out = tmp_path / "objects.tif"
+    prompt_scene(scene(tmp_path), model, out, PromptOptions(point="500400,5099400", device="cpu"))
+    with rasterio.open(out) as src:
+        assert set(np.unique(src.read(2))) <= {0, 1} and src.count == 2
+    text = models_text(model)
+    assert f"family: {family.name}" in text and "task: prompt" in text
+    assert family.describe()[0] in models_text()
+
+
 def test_every_checkpoint_task_has_a_kind_and_a_family() -> None:
     assert tuple(TASKS) == MODEL_TASKS
     served = {t for f in registry.families() for t in f.tasks}
     assert served == set(MODEL_TASKS)
-    assert registry.training_tasks() == MODEL_TASKS
+    # prompt checkpoints (SAM) are imported, not trained here
+    assert registry.training_tasks() == tuple(t for t in MODEL_TASKS if t != "prompt")
 
 
 def test_shipped_checkpoints_keep_their_families() -> None:

@@ -1,0 +1,78 @@
+"""``geoseg prompt``: objects from point and box prompts with a SAM checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from geoseg.cli.app import AT_LEAST_ONE, area_note, cli, outputs, parse_bands, progress_bar
+
+
+@cli.command()
+@click.argument("scene", type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "-m",
+    "--model",
+    required=True,
+    help="A SAM checkpoint (geoseg import SAM_FOLDER -o sam.safetensors --bands R,G,B).",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Instance COG: band 1 class (1 object, 0 background), band 2 prompt id.",
+)
+@click.option("--boxes", help="Polygon layer: each feature's bounding box is one prompt.")
+@click.option(
+    "--points",
+    help="Point layer: field label 1/0 (positive/negative), prompt_id groups points of one object.",
+)
+@click.option("--point", help="One positive point X,Y[,CRS] (CRS default: the scene's).")
+@click.option("--prompts-crs", help="CRS of a prompt layer that declares none (or 'raster').")
+@click.option(
+    "--vector",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also one polygon per prompt: .gpkg, .shp, .parquet, .fgb or .geojson.",
+)
+@click.option(
+    "--multimask",
+    type=click.Choice(["best", "all"]),
+    default="best",
+    show_default=True,
+    help="all: polygons of SAM's three candidates (field candidate); the raster keeps the best.",
+)
+@click.option("--bands", help="Scene bands feeding the model, e.g. 3,2,1 (default: by name).")
+@click.option("--assume-crs", help="CRS for a scene without one, e.g. EPSG:32633.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--batch-size", type=AT_LEAST_ONE, help="Windows per encoder call [GPU 16, CPU 4].")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
+@outputs(("output", "vector"), inputs=("scene",))
+def prompt(scene: str, model: str, output: Path, vector: Path | None, bands: str | None,
+           progress: bool | None, **kw: Any) -> None:  # fmt: skip
+    """Segment the objects that points or boxes point at in SCENE (SAM).
+
+    Each prompt reads only its own window (box plus context, decimated when the
+    box is larger than the encoder's input); prompts on one window share one
+    encoding. Overlapping objects: the higher predicted IoU wins the pixel; the
+    polygons keep every object whole.
+    """
+    from geoseg.pipelines.prompt import PromptOptions, prompt_scene
+
+    selection, roles = parse_bands(bands)
+    if roles:
+        raise click.BadParameter("--bands takes band numbers or names here, e.g. 3,2,1")
+    opts = PromptOptions(bands=selection, **kw)
+    result = prompt_scene(scene, model, output, opts, vector, progress_bar("prompt", progress))
+    if result.vector is not None and result.area_method.planar:
+        click.echo(area_note(result.area_method))
+    skipped = f", {result.outside} outside the scene" if result.outside else ""
+    skipped += f", {result.nodata} on nodata" if result.nodata else ""
+    skipped += f", {result.empty} empty" if result.empty else ""
+    click.echo(f"wrote {result.output} ({result.objects} objects from {result.windows} "
+               f"windows{skipped})")  # fmt: skip
+    if result.vector is not None:
+        click.echo(f"wrote {result.vector}")

@@ -1,0 +1,177 @@
+"""The SAM runtime: encode windows once, decode any number of point/box prompts on them.
+
+An imported SAM checkpoint carries the folder's ``config.json`` (as
+``ModelMeta.options["hf_config"]``) and the ``SamModel`` weights as ordinary
+tensors, so the file's digest and strict key/shape checks cover them like any
+geoseg checkpoint. The model is rebuilt from the config with ``transformers``
+(imported only here, when a model is built; nothing is ever downloaded).
+
+Coordinates given to :meth:`SamPrompter.decode` are in the encoder's input
+frame: ``(x, y)`` in pixels of the ``size x size`` window, pixel ``i`` covering
+``[i, i + 1)`` (SAM adds half a pixel to integer pixel indices, so a continuous
+coordinate ``c`` is passed as ``c - 0.5``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from geoseg.errors import CheckpointError
+from geoseg.models.families.sam import ARCH, MODEL_TYPE
+from geoseg.models.runtime import TorchPredictor, load_module, resolve_device
+from geoseg.types import ClassSchema, ModelMeta
+
+__all__ = ["PAD_LABEL", "Decoded", "SamPrompter", "build_sam", "load_sam", "sam_config"]
+
+#: Label of a padding point (SAM ignores it): prompts with fewer points are padded with it.
+PAD_LABEL = -10
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What SAM gives for ``P`` prompts on one window.
+
+    Attributes:
+        logits: ``(P, M, S, S) float32`` mask logits at the encoder's input size ``S``
+            (``M`` = 1 with ``keep="best"``, else SAM's 3 candidates).
+        scores: ``(P, M) float32`` predicted IoU of each mask.
+    """
+
+    logits: np.ndarray
+    scores: np.ndarray
+
+
+def sam_config(config: Mapping[str, Any]) -> Any:
+    """The ``transformers.SamConfig`` of a ``config.json`` dict (no hub access)."""
+    from geoseg.models.hf import transformers_module
+
+    return transformers_module().SamConfig.from_dict(dict(config))
+
+
+def build_sam(meta: ModelMeta) -> nn.Module:
+    """The untrained ``SamModel`` of a checkpoint's ``options["hf_config"]``."""
+    from geoseg.models.hf import transformers_module
+
+    config = meta.options.get("hf_config")
+    if not isinstance(config, Mapping) or config.get("model_type") != MODEL_TYPE:
+        raise CheckpointError(
+            f"a {meta.arch} checkpoint without its SAM config (options hf_config); re-import "
+            "the model folder with `geoseg import FOLDER`"
+        )
+    if meta.arch != ARCH:
+        raise CheckpointError(f"a {meta.arch} checkpoint holding a SAM config; the file was edited")
+    model: nn.Module = transformers_module().SamModel(sam_config(config))
+    return model.eval()
+
+
+class _Encoder(nn.Module):
+    """``(N, C, S, S)`` normalized windows -> ``(N, D, S / 16, S / 16)`` image embeddings."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model.get_image_embeddings(x)  # type: ignore[operator]
+        return out
+
+
+class SamPrompter:
+    """A loaded SAM checkpoint: :meth:`encode` windows, :meth:`decode` prompts on them.
+
+    It is registered as the ``sam`` family's predictor, but has no per-pixel
+    classes: :meth:`predict` refuses and names ``geoseg prompt``.
+
+    Attributes:
+        meta, schema, bands: the checkpoint's metadata, classes and input bands.
+        size: the encoder's input side ``S`` in px (SAM: 1024).
+    """
+
+    def __init__(self, model: nn.Module, meta: ModelMeta, device: torch.device,
+                 threads: int | None = None, precision: str = "auto") -> None:  # fmt: skip
+        self._runner = TorchPredictor(_Encoder(model), meta, device, threads, precision)
+        self.model = model
+        self.meta = meta
+        self.schema: ClassSchema = meta.schema
+        self.bands: tuple[str, ...] = meta.bands
+        self.size = int(meta.window)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs."""
+        return self._runner.device
+
+    def predict(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Refused: SAM needs prompts (``geoseg prompt``)."""
+        raise CheckpointError(
+            "a SAM checkpoint segments what prompts point at and has no per-pixel classes; "
+            "run it with `geoseg prompt SCENE -m MODEL --boxes LAYER | --points LAYER`"
+        )
+
+    def encode(self, batch: np.ndarray, valid: np.ndarray) -> torch.Tensor:
+        """Image embeddings ``(N, D, h, w)`` (on the device) of raw windows.
+
+        Args:
+            batch: ``(N, C, S, S)`` band values as stored (the checkpoint's scale,
+                mean and std are applied; nodata pixels become the mean).
+            valid: ``(N, S, S) bool``.
+        """
+        runner = self._runner
+        out: torch.Tensor = runner.call(runner.to_device(batch, valid)).float()
+        return out
+
+    def decode(
+        self,
+        embedding: torch.Tensor,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+        keep: str = "best",
+    ) -> Decoded:
+        """Masks of ``P`` prompts on one encoded window.
+
+        Args:
+            embedding: ``(D, h, w)``, one window of :meth:`encode`.
+            points: ``(P, k, 2) float`` point prompts ``(x, y)`` in input px (see module doc).
+            labels: ``(P, k) int`` 1 positive, 0 negative, :data:`PAD_LABEL` padding.
+            boxes: ``(P, 4) float`` box prompts ``(x0, y0, x1, y1)`` in input px.
+            keep: ``best`` (the candidate with the highest predicted IoU) or ``all``.
+        """
+        runner, kw = self._runner, {}
+        dev = runner.device
+        if points is not None and labels is not None:
+            kw["input_points"] = torch.as_tensor(points - 0.5, dtype=torch.float32)[None].to(dev)
+            kw["input_labels"] = torch.as_tensor(labels, dtype=torch.int64)[None].to(dev)
+        if boxes is not None:
+            kw["input_boxes"] = torch.as_tensor(boxes - 0.5, dtype=torch.float32)[None].to(dev)
+        ctx: contextlib.AbstractContextManager[object] = (
+            torch.autocast(dev.type, dtype=runner.amp) if runner.amp is not None
+            else contextlib.nullcontext()
+        )  # fmt: skip
+        with torch.inference_mode(), ctx:
+            out = self.model(image_embeddings=embedding[None], multimask_output=True, **kw)
+            masks, scores = out.pred_masks[0].float(), out.iou_scores[0].float()
+            if keep == "best":
+                best = scores.argmax(dim=1)
+                rows = torch.arange(len(best), device=best.device)
+                masks, scores = masks[rows, best][:, None], scores[rows, best][:, None]
+            logits = F.interpolate(masks, size=(self.size, self.size), mode="bilinear",
+                                   align_corners=False)  # fmt: skip
+        return Decoded(logits.cpu().numpy(), scores.cpu().numpy())
+
+
+def load_sam(
+    path: str, device: str = "auto", scale: float | None = None, threads: int | None = None,
+    precision: str = "auto",
+) -> SamPrompter:  # fmt: skip
+    """The :class:`SamPrompter` of an imported SAM checkpoint (weights loaded strictly)."""
+    module, meta = load_module(path, build_sam, scale)
+    return SamPrompter(module, meta, resolve_device(device), threads, precision)

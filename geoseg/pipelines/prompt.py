@@ -1,0 +1,228 @@
+"""``geoseg prompt``: SAM segments the objects that points and boxes point at.
+
+The prompts (:mod:`geoseg.pipelines.prompt_inputs`) are put on windows of the
+scene (:mod:`geoseg.pipelines.prompt_windows`); each window is read alone (box
+plus context, decimated when the box is larger than one encoder input) and
+encoded once for all its prompts, windows batched through the encoder; the
+prompts are decoded in groups of :data:`DECODE_PROMPTS`, and the masks go back
+to the scene grid (:mod:`geoseg.pipelines.prompt_objects`). Memory follows the
+objects, not the scene. The instance COG and the polygons are outputs of one
+run: a failure leaves neither.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg.areas import AreaMethod, area_method
+from geoseg.errors import CheckpointError, GeosegError
+from geoseg.io.raster import open_scene
+from geoseg.io.vectors import write_vectors
+from geoseg.models.cache import load_predictor, model_spec
+from geoseg.models.registry import model_family, model_task
+from geoseg.models.sam import PAD_LABEL, SamPrompter
+from geoseg.pipelines.model_input import match_bands
+from geoseg.pipelines.prompt_inputs import Prompt, Prompts, SceneFrame, read_prompts
+from geoseg.pipelines.prompt_objects import (
+    ObjectMask,
+    object_table,
+    place_mask,
+    stability_score,
+    write_object_raster,
+)
+from geoseg.pipelines.prompt_windows import PromptWindow, plan_windows, read_window, scene_rasterio
+from geoseg.types import a_model_of
+
+__all__ = ["DECODE_PROMPTS", "PromptOptions", "PromptResult", "prompt_scene"]
+
+log = logging.getLogger(__name__)
+
+#: Prompts decoded together on one window (their S x S logits are held at once).
+DECODE_PROMPTS = 8
+#: ``--multimask`` values: SAM's best candidate, or all three.
+MULTIMASK = ("best", "all")
+
+
+@dataclass(frozen=True)
+class PromptOptions:
+    """How ``geoseg prompt`` runs (exactly one of ``boxes``, ``points``, ``point``).
+
+    Attributes:
+        boxes: a polygon layer; each feature's bounding box is one prompt.
+        points: a point layer (``label`` 1/0, ``prompt_id`` groups points).
+        point: ``"X,Y[,CRS]"``: one positive point.
+        prompts_crs: the layer's CRS when it declares none (or ``raster``).
+        multimask: ``best`` (the raster and polygons keep SAM's best mask) or
+            ``all`` (polygons of all three candidates, with a ``candidate`` field).
+        bands: scene bands feeding the model (None: by name, else in file order).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        batch_size: windows per encoder call (None: 4 on the CPU, 16 on a GPU).
+        assume_crs: the scene's CRS when it has none.
+        overwrite: replace existing outputs.
+    """
+
+    boxes: str | None = None
+    points: str | None = None
+    point: str | None = None
+    prompts_crs: str | None = None
+    multimask: str = "best"
+    bands: Sequence[str] | None = None
+    device: str = "auto"
+    batch_size: int | None = None
+    assume_crs: str | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.multimask not in MULTIMASK:
+            raise GeosegError(f"--multimask must be best or all, not {self.multimask!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise GeosegError(f"--batch-size must be >= 1, not {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    """What :func:`prompt_scene` wrote and found.
+
+    Attributes:
+        output, vector: the instance COG and the polygon layer (None: not asked for).
+        objects: prompts that gave an object; empty: prompts whose mask was empty.
+        outside, nodata: prompts skipped (outside the scene, points on nodata).
+        windows: windows encoded.
+        area_method: how the polygons' areas were measured.
+    """
+
+    output: Path
+    vector: Path | None
+    objects: int
+    empty: int
+    outside: int
+    nodata: int
+    windows: int
+    area_method: AreaMethod
+
+
+def load_prompter(model: str, device: str) -> SamPrompter:
+    """The SAM of ``model``; any other checkpoint is refused in one line."""
+    family = model_family(model)
+    if family.inputs != "prompts":
+        raise CheckpointError(
+            f"{model}: is {a_model_of(model_task(model))} of the {family.name} family, which "
+            "takes pixels, not prompts; `geoseg prompt` runs SAM checkpoints (geoseg import "
+            "SAM_FOLDER -o sam.safetensors --bands R,G,B)"
+        )
+    prompter = load_predictor(model_spec(model, device))
+    if not isinstance(prompter, SamPrompter):
+        raise CheckpointError(f"{model}: the {family.name} family gives no SAM prompter")
+    return prompter
+
+
+def prompt_scene(
+    scene: str | os.PathLike[str], model: str, output: str | os.PathLike[str],
+    opts: PromptOptions, vector: str | os.PathLike[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> PromptResult:  # fmt: skip
+    """Segment the objects ``opts``' prompts point at in ``scene`` (see module doc).
+
+    Raises:
+        GeosegError: a model that is not SAM, prompts that cannot be read or that all
+            miss the scene, a scene without the model's bands (nothing is written).
+    """
+    path = os.fspath(scene)
+    prompter = load_prompter(model, opts.device)
+    opened = open_scene(path, None, 1024, opts.assume_crs)
+    index = match_bands(path, opened.band_names, prompter.meta, opts.bands)
+    with scene_rasterio(path) as src:
+        frame = SceneFrame(path, opened.crs, opened.transform, opened.height, opened.width,
+                           lambda r, c: _valid_at(src, r, c))  # fmt: skip
+        prompts = read_prompts(
+            frame, boxes=opts.boxes, points=opts.points, point=opts.point,
+            prompts_crs=opts.prompts_crs,
+        )  # fmt: skip
+        method = area_method(opened.crs, path)
+        objects, windows = segment(prompter, src, [i + 1 for i in index], frame, prompts,
+                                   opts, progress)  # fmt: skip
+        kept = {o.prompt for o in objects}
+        empty = len(prompts.items) - len(kept)
+        if empty:
+            log.warning("%s: %d prompts gave an empty mask (no polygon, no pixel)", path, empty)
+        write_object_raster(Path(output), frame, src, objects, prompter.schema, opts.overwrite)
+    if vector is not None:
+        table = object_table(objects, prompts, frame, opts.multimask == "all")
+        write_vectors(table, vector, overwrite=opts.overwrite)
+    return PromptResult(Path(output), None if vector is None else Path(vector), len(kept), empty,
+                        prompts.outside, prompts.nodata, windows, method)  # fmt: skip
+
+
+def _valid_at(src: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``(N,) bool``: the scene holds data at pixels ``(rows, cols)`` (one px read each)."""
+    from rasterio.windows import Window
+
+    out = np.zeros(len(rows), bool)
+    for k, (r, c) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
+        mask = src.dataset_mask(window=Window(c, r, 1, 1))
+        values = src.read(window=Window(c, r, 1, 1))
+        out[k] = bool(mask[0, 0] > 0) and bool(np.isfinite(values).all())
+    return out
+
+
+def segment(
+    prompter: SamPrompter, src: Any, bands: Sequence[int], frame: SceneFrame, prompts: Prompts,
+    opts: PromptOptions, progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[ObjectMask], int]:  # fmt: skip
+    """Every prompt's object(s) on the scene grid, and the number of windows encoded."""
+    plan = plan_windows(prompts.items, prompter.size)
+    windows = list(plan)
+    batch = opts.batch_size or (16 if prompter.device.type == "cuda" else 4)
+    objects: list[ObjectMask] = []
+    for start in range(0, len(windows), batch):
+        group = windows[start : start + batch]
+        pixels = [read_window(src, bands, w, prompter.size) for w in group]
+        embeddings = prompter.encode(np.stack([p[0] for p in pixels]),
+                                     np.stack([p[1] for p in pixels]))  # fmt: skip
+        for j, window in enumerate(group):
+            for first in range(0, len(plan[window]), DECODE_PROMPTS):
+                chosen = plan[window][first : first + DECODE_PROMPTS]
+                objects += _decode(prompter, embeddings[j], window, pixels[j][1], frame,
+                                   prompts.items, chosen, opts.multimask)  # fmt: skip
+        if progress is not None:
+            progress(min(start + batch, len(windows)), len(windows))
+    return objects, len(windows)
+
+
+def _decode(
+    prompter: SamPrompter, embedding: Any, window: PromptWindow, valid: np.ndarray,
+    frame: SceneFrame, items: Sequence[Prompt], chosen: Sequence[int], keep: str,
+) -> list[ObjectMask]:  # fmt: skip
+    """The objects of prompts ``chosen`` (indices of ``items``) on one encoded window."""
+    mine = [items[i] for i in chosen]
+    if mine[0].box is not None:
+        corners = np.array([m.box for m in mine], np.float64).reshape(-1, 2, 2)
+        decoded = prompter.decode(embedding, boxes=window.to_input(corners).reshape(-1, 4),
+                                  keep=keep)  # fmt: skip
+    else:
+        k = max(len(m.points) for m in mine)
+        points = np.zeros((len(mine), k, 2), np.float64)
+        labels = np.full((len(mine), k), PAD_LABEL, np.int64)
+        for p, one in enumerate(mine):
+            points[p, : len(one.points)] = window.to_input(one.points)
+            labels[p, : len(one.points)] = one.labels
+        decoded = prompter.decode(embedding, points=points, labels=labels, keep=keep)
+    out = []
+    for p, i in enumerate(chosen):
+        best = int(np.argmax(decoded.scores[p]))
+        for m in range(decoded.logits.shape[1]):
+            placed = place_mask(decoded.logits[p, m], valid, window, frame.height, frame.width)
+            if placed is None:
+                continue
+            out.append(ObjectMask(
+                mine[p].id, i, m, float(decoded.scores[p, m]),
+                stability_score(decoded.logits[p, m]), *placed, best=m == best,
+            ))  # fmt: skip
+    return out

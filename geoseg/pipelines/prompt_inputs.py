@@ -1,0 +1,291 @@
+"""The prompts of ``geoseg prompt``: boxes, points or one point, in the scene's pixel frame.
+
+A layer's CRS follows geoseg's vector rule (:mod:`geoseg.io.vectors_crs`, option
+``--prompts-crs``) and the layer is reprojected to the scene's CRS. Each prompt
+becomes a :class:`Prompt` in continuous scene pixel coordinates (``x`` = column,
+``y`` = row, pixel ``(r, c)`` covering ``[c, c + 1) x [r, r + 1)``):
+
+- ``--boxes``: every feature is one prompt, its geometry's bounding box (in the
+  scene's CRS) the box; its id is its feature number (1-based, the file's order:
+  a GeoPackage's fid when it was written in one go);
+- ``--points``: ``label`` 1 (positive, the default) or 0 (negative);
+  ``prompt_id`` (a whole number > 0) groups several points into one object and is
+  its id; without it every feature (a Point or MultiPoint) is one prompt;
+- ``--point X,Y[,CRS]``: one positive point (CRS default: the scene's), id 1.
+
+Invalid geometries are made valid (with a warning); a box wholly outside the
+scene, or a point outside it or on nodata, is skipped with a warning (a prompt
+left without a positive point is skipped); when nothing is left the run is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyproj
+import shapely
+from affine import Affine
+
+from geoseg.errors import GeosegError, InvalidVectorError
+from geoseg.io.reproject import layer_in_crs
+from geoseg.io.vectors_crs import read_input_layer
+
+__all__ = [
+    "LABEL", "OPTION", "PROMPT_ID", "Prompt", "Prompts", "SceneFrame", "attribute_row",
+    "read_prompts",
+]  # fmt: skip
+
+log = logging.getLogger(__name__)
+
+#: Field of a point layer: 1 positive, 0 negative.
+LABEL = "label"
+#: Field of a point layer grouping several points into one object (its id).
+PROMPT_ID = "prompt_id"
+#: The option naming a prompt layer's CRS.
+OPTION = "--prompts-crs"
+
+
+@dataclass(frozen=True)
+class SceneFrame:
+    """Where the scene is: CRS, pixel grid and which pixels hold data.
+
+    Attributes:
+        path: the scene, for messages.
+        crs: its CRS (any pyproj input).
+        transform: its pixel -> CRS affine transform (north-up).
+        height, width: its size in px.
+        valid_at: ``valid_at(rows, cols) -> (N,) bool``: True where the pixels hold data.
+    """
+
+    path: str
+    crs: Any
+    transform: Affine
+    height: int
+    width: int
+    valid_at: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One object to segment, in continuous scene pixel coordinates.
+
+    Attributes:
+        id: the object's id (> 0): band 2 of the output raster.
+        points: ``(k, 2) float64`` ``(x, y)`` points (k = 0 for a box).
+        labels: ``(k,) int64`` 1 positive, 0 negative.
+        box: ``(x0, y0, x1, y1)`` or None.
+        row: index of its attributes in :attr:`Prompts.attributes`.
+    """
+
+    id: int
+    points: np.ndarray
+    labels: np.ndarray
+    box: tuple[float, float, float, float] | None
+    row: int
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """The prompts of a run, their layer's attributes and what was skipped.
+
+    Attributes:
+        items: the prompts kept.
+        attributes: one row per prompt (``Prompt.row``) of the layer's own fields.
+        outside: prompts skipped because they miss the scene.
+        nodata: prompts skipped because their points fall on nodata.
+    """
+
+    items: list[Prompt]
+    attributes: pd.DataFrame = field(default_factory=pd.DataFrame)
+    outside: int = 0
+    nodata: int = 0
+
+
+def read_prompts(
+    frame: SceneFrame, *, boxes: str | None = None, points: str | None = None,
+    point: str | None = None, prompts_crs: str | None = None,
+) -> Prompts:  # fmt: skip
+    """The prompts of exactly one of ``boxes`` (a layer), ``points`` (a layer), ``point``.
+
+    Raises:
+        InvalidVectorError: an unreadable or empty layer, a layer without a usable
+            CRS, point fields out of range, or every prompt skipped.
+        GeosegError: not exactly one source, or a ``point`` that is not ``X,Y[,CRS]``.
+    """
+    if sum(v is not None for v in (boxes, points, point)) != 1:
+        raise GeosegError("give exactly one of --boxes LAYER, --points LAYER, --point X,Y")
+    if point is not None:
+        found = _point_prompts(frame, point)
+        source = f"--point {point}"
+    else:
+        path = str(boxes or points)
+        layer = _layer(frame, path, prompts_crs)
+        found = _box_prompts(frame, layer) if boxes else _point_layer_prompts(frame, layer, path)
+        source = path
+    if not found.items:
+        raise InvalidVectorError(
+            f"{source}: no prompt is left to segment ({found.outside} outside {frame.path}, "
+            f"{found.nodata} on nodata); check the prompts and their CRS ({OPTION})"
+        )
+    if found.outside or found.nodata:
+        log.warning("%s: skipped %d prompts outside %s and %d on nodata", source,
+                    found.outside, frame.path, found.nodata)  # fmt: skip
+    return found
+
+
+def _layer(frame: SceneFrame, path: str, given: str | None) -> gpd.GeoDataFrame:
+    """The layer in the scene's CRS, geometries made valid, with ``_fid`` (1-based)."""
+    layer = read_input_layer(path, given, frame.crs, OPTION)
+    if len(layer) == 0:
+        raise InvalidVectorError(f"{path}: the layer has no features; give at least one prompt")
+    layer = layer_in_crs(layer, frame.crs, path, frame.path, OPTION)
+    geoms = np.asarray(layer.geometry.values, dtype=object)
+    bad = ~shapely.is_valid(geoms) & ~shapely.is_missing(geoms)
+    if bad.any():
+        log.warning("%s: %d invalid geometries made valid (shapely.make_valid)", path, bad.sum())
+        geoms = geoms.copy()
+        geoms[bad] = shapely.make_valid(geoms[bad])
+    layer = layer.set_geometry(gpd.GeoSeries(geoms, index=layer.index, crs=layer.crs))
+    return layer.assign(_fid=np.arange(1, len(layer) + 1))
+
+
+def _attributes(layer: gpd.GeoDataFrame) -> pd.DataFrame:
+    return pd.DataFrame(layer.drop(columns=[layer.geometry.name, "_fid"])).reset_index(drop=True)
+
+
+def _box_prompts(frame: SceneFrame, layer: gpd.GeoDataFrame) -> Prompts:
+    geoms = np.asarray(layer.geometry.values, dtype=object)
+    kinds = shapely.get_type_id(geoms)
+    if np.isin(kinds, (0, 4)).any():  # Point, MultiPoint
+        raise InvalidVectorError(
+            "--boxes takes polygons (each becomes its bounding box); give points with --points"
+        )
+    items, outside = [], 0
+    for row, (geom, fid) in enumerate(zip(geoms, layer["_fid"], strict=True)):
+        if geom is None or shapely.is_empty(geom):
+            outside += 1
+            continue
+        x0, y0, x1, y1 = shapely.bounds(geom)
+        cols, rows = _to_pixels(frame.transform, np.array([x0, x1]), np.array([y0, y1]))
+        box = (float(min(cols)), float(min(rows)), float(max(cols)), float(max(rows)))
+        if box[2] <= 0 or box[3] <= 0 or box[0] >= frame.width or box[1] >= frame.height:
+            outside += 1
+            continue
+        empty = np.zeros((0, 2)), np.zeros(0, np.int64)
+        items.append(Prompt(int(fid), *empty, box, row))
+    return Prompts(items, _attributes(layer), outside)
+
+
+def _point_layer_prompts(frame: SceneFrame, layer: gpd.GeoDataFrame, path: str) -> Prompts:
+    geoms = np.asarray(layer.geometry.values, dtype=object)
+    if not np.isin(shapely.get_type_id(geoms[~shapely.is_missing(geoms)]), (0, 4)).all():
+        raise InvalidVectorError(f"{path}: --points takes Point/MultiPoint features")
+    labels = _whole_field(layer, LABEL, path, lambda v: np.isin(v, (0, 1)), "0 or 1", 1)
+    ids = _whole_field(layer, PROMPT_ID, path, lambda v: v > 0, "> 0", None)
+    ids = layer["_fid"].to_numpy(np.int64) if ids is None else ids
+    labels = np.ones(len(layer), np.int64) if labels is None else labels
+    parts, index = shapely.get_parts(geoms, return_index=True)
+    xy = shapely.get_coordinates(parts)
+    pixels = np.column_stack(_to_pixels(frame.transform, xy[:, 0], xy[:, 1]))
+    return _group_points(frame, pixels, labels[index], ids[index], index, _attributes(layer))
+
+
+def _to_pixels(transform: Affine, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CRS coordinates -> continuous scene pixel ``(x = column, y = row)``, float64."""
+    inv = ~transform
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return inv.a * x + inv.b * y + inv.c, inv.d * x + inv.e * y + inv.f
+
+
+def _whole_field(
+    layer: gpd.GeoDataFrame, name: str, path: str, ok: Callable[[np.ndarray], np.ndarray],
+    rule: str, default: int | None,
+) -> np.ndarray | None:  # fmt: skip
+    """``(N,) int64`` values of field ``name`` (whole numbers meeting ``rule``), or the default."""
+    if name not in layer:
+        return None if default is None else np.full(len(layer), default, np.int64)
+    values = pd.to_numeric(layer[name], errors="coerce").to_numpy(np.float64)
+    whole = np.isfinite(values) & (values == np.round(values))
+    fine = whole & ok(np.where(whole, values, 0))
+    if not fine.all():
+        bad = layer[name].to_numpy()[~fine][0]
+        bad = bad.item() if isinstance(bad, np.generic) else bad
+        raise InvalidVectorError(
+            f"{path}: field {name!r} holds {bad!r}; each value must be a whole number {rule}"
+        )
+    return values.astype(np.int64)
+
+
+def _group_points(
+    frame: SceneFrame, pixels: np.ndarray, labels: np.ndarray, ids: np.ndarray,
+    rows: np.ndarray, attributes: pd.DataFrame,
+) -> Prompts:  # fmt: skip
+    """One prompt per id: its points inside the scene and on data; counts of those skipped."""
+    inside = (
+        (pixels[:, 0] >= 0) & (pixels[:, 0] < frame.width)
+        & (pixels[:, 1] >= 0) & (pixels[:, 1] < frame.height)
+    )  # fmt: skip
+    valid = np.zeros(len(pixels), bool)
+    if inside.any():
+        r, c = np.floor(pixels[inside, 1]).astype(int), np.floor(pixels[inside, 0]).astype(int)
+        valid[inside] = frame.valid_at(r, c)
+    items, outside, nodata = [], 0, 0
+    for pid in dict.fromkeys(ids.tolist()):
+        mine = ids == pid
+        keep = mine & inside & valid
+        if not (keep & (labels == 1)).any():
+            any_inside = (mine & inside).any()
+            outside += not any_inside
+            nodata += bool(any_inside)
+            continue
+        first = int(rows[np.flatnonzero(mine)[0]])
+        items.append(Prompt(int(pid), pixels[keep], labels[keep].astype(np.int64), None, first))
+    return Prompts(items, attributes, outside, nodata)
+
+
+def _point_prompts(frame: SceneFrame, text: str) -> Prompts:
+    """``--point X,Y[,CRS]`` as one prompt (a CRS may itself hold commas: ``EPSG:4326``)."""
+    x, y, crs = _parse_point(text)
+    if crs is not None:
+        try:
+            to_scene = pyproj.Transformer.from_crs(
+                pyproj.CRS.from_user_input(crs), pyproj.CRS.from_user_input(frame.crs),
+                always_xy=True,
+            )  # fmt: skip
+        except pyproj.exceptions.CRSError as exc:
+            raise GeosegError(f"--point {text}: {crs!r} is not a CRS ({exc})") from exc
+        try:
+            x, y = to_scene.transform(x, y, errcheck=True)
+        except pyproj.exceptions.ProjError as exc:
+            raise GeosegError(
+                f"--point {text}: cannot be put in {frame.path}'s CRS ({exc})"
+            ) from exc
+    pixels = np.column_stack(_to_pixels(frame.transform, np.array([x]), np.array([y])))
+    one = np.ones(1, np.int64)
+    return _group_points(frame, pixels, one, one, np.zeros(1, np.int64), pd.DataFrame(index=[0]))
+
+
+def _parse_point(text: str) -> tuple[float, float, str | None]:
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        x, y = float(parts[0]), float(parts[1])
+    except (ValueError, IndexError):
+        raise GeosegError(
+            f"--point {text!r}: expected X,Y or X,Y,CRS (e.g. 512300,4210800,EPSG:32633)"
+        ) from None
+    if not (np.isfinite(x) and np.isfinite(y)):
+        raise GeosegError(f"--point {text!r}: coordinates must be finite numbers")
+    return x, y, ",".join(parts[2:]) or None
+
+
+def attribute_row(prompts: Prompts, prompt: Prompt) -> Mapping[str, Any]:
+    """The layer's own fields of ``prompt`` (empty for ``--point``)."""
+    if prompts.attributes.empty:
+        return {}
+    return dict(prompts.attributes.iloc[prompt.row])

@@ -1,0 +1,191 @@
+"""From SAM's mask logits on a window to objects on the scene grid, and their outputs.
+
+An :class:`ObjectMask` is one prompt's mask cropped to its bounding box in
+native scene px, so memory grows with the objects, never with the scene. The
+instance COG (band 1 class: 1 object, 0 background, 255 nodata; band 2 object id)
+is written block by block; where objects overlap, the higher predicted-IoU
+score wins the pixel (on equal scores the smaller id). Polygons keep every
+object whole, so they may overlap.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio.features
+import shapely
+from affine import Affine
+from rasterio.windows import Window
+
+from geoseg.areas import ACRE_M2, HECTARE_M2, polygon_area_m2
+from geoseg.io.instances import instance_cog_writer
+from geoseg.pipelines.prompt_inputs import Prompts, SceneFrame, attribute_row
+from geoseg.pipelines.prompt_windows import PromptWindow
+from geoseg.types import ClassSchema
+
+__all__ = [
+    "BLOCK",
+    "OBJECT_FIELDS",
+    "ObjectMask",
+    "object_table",
+    "place_mask",
+    "stability_score",
+    "write_object_raster",
+]
+
+log = logging.getLogger(__name__)
+
+#: Side in px of the blocks the instance COG is written in.
+BLOCK = 1024
+#: SAM's stability offset: IoU of the mask at logit +1 and at logit -1.
+STABILITY_OFFSET = 1.0
+#: Fields of the polygon output after the prompt's own (``candidate`` with ``--multimask all``).
+OBJECT_FIELDS = ("object_id", "candidate", "score", "stability", "area_m2", "area_ha", "area_ac")
+
+
+@dataclass(frozen=True)
+class ObjectMask:
+    """One prompt's mask on the scene grid.
+
+    Attributes:
+        id: the prompt's id (band 2 of the raster).
+        prompt: index of the prompt in :attr:`Prompts.items`.
+        candidate: which of SAM's masks (0 with ``--multimask best``).
+        score: SAM's predicted IoU.
+        stability: IoU of the mask thresholded at logit +1 and at -1.
+        row0, col0: scene px of ``mask[0, 0]``.
+        mask: ``(h, w) bool``, cropped to its True pixels.
+        best: the prompt's best candidate (the one the raster keeps).
+    """
+
+    id: int
+    prompt: int
+    candidate: int
+    score: float
+    stability: float
+    row0: int
+    col0: int
+    mask: np.ndarray
+    best: bool = True
+
+
+def stability_score(logits: np.ndarray) -> float:
+    """``|logits > +1| / |logits > -1|`` (SAM's automatic mask generator's score; 0 if empty)."""
+    union = int(np.count_nonzero(logits > -STABILITY_OFFSET))
+    return float(np.count_nonzero(logits > STABILITY_OFFSET) / union) if union else 0.0
+
+
+def place_mask(
+    logits: np.ndarray, valid: np.ndarray, window: PromptWindow, height: int, width: int
+) -> tuple[int, int, np.ndarray] | None:
+    """SAM's ``(S, S)`` logits on ``window`` -> ``(row0, col0, mask)`` on the scene, or None.
+
+    The mask (logit > 0, on data) is repeated ``2**level`` times along each axis
+    for a decimated window, clipped to the scene and cropped to its True pixels.
+    """
+    mask = (logits > 0) & valid
+    if window.factor > 1:
+        mask = np.repeat(np.repeat(mask, window.factor, axis=0), window.factor, axis=1)
+    r0, c0 = max(0, -window.row0), max(0, -window.col0)
+    r1 = min(window.side, height - window.row0)
+    c1 = min(window.side, width - window.col0)
+    mask = mask[r0:r1, c0:c1]
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return window.row0 + r0 + int(rows[0]), window.col0 + c0 + int(cols[0]), crop
+
+
+def write_object_raster(
+    path: Path, frame: SceneFrame, src: Any, objects: Sequence[ObjectMask],
+    schema: ClassSchema, overwrite: bool = False,
+) -> None:  # fmt: skip
+    """The instance COG of the best candidates on the scene grid (see module doc)."""
+    ranked = sorted((o for o in objects if o.best), key=lambda o: o.id)
+    boxes = np.array(
+        [(o.row0, o.col0, o.row0 + o.mask.shape[0], o.col0 + o.mask.shape[1]) for o in ranked]
+    ).reshape(-1, 4)
+    with instance_cog_writer(
+        path, height=frame.height, width=frame.width, crs=src.crs, transform=frame.transform,
+        schema=schema, overwrite=overwrite,
+    ) as sink:  # fmt: skip
+        for y0 in range(0, frame.height, BLOCK):
+            for x0 in range(0, frame.width, BLOCK):
+                h, w = min(BLOCK, frame.height - y0), min(BLOCK, frame.width - x0)
+                valid = np.asarray(src.dataset_mask(window=Window(x0, y0, w, h)) > 0)
+                hit = np.flatnonzero(
+                    (boxes[:, 0] < y0 + h) & (boxes[:, 2] > y0)
+                    & (boxes[:, 1] < x0 + w) & (boxes[:, 3] > x0)
+                )  # fmt: skip
+                block = _block(valid, [ranked[k] for k in hit], y0, x0)
+                sink[(slice(None), slice(y0, y0 + h), slice(x0, x0 + w))] = block
+
+
+def _block(valid: np.ndarray, objects: Sequence[ObjectMask], y0: int, x0: int) -> np.ndarray:
+    """``(2, h, w) uint32`` class and id of one block at scene px ``(y0, x0)``."""
+    h, w = valid.shape
+    ids = np.zeros((h, w), np.uint32)
+    best = np.full((h, w), -np.inf, np.float64)
+    for o in objects:
+        oh, ow = o.mask.shape
+        ys = slice(max(y0, o.row0), min(y0 + h, o.row0 + oh))
+        xs = slice(max(x0, o.col0), min(x0 + w, o.col0 + ow))
+        here = (slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
+        mine = o.mask[ys.start - o.row0 : ys.stop - o.row0, xs.start - o.col0 : xs.stop - o.col0]
+        take = mine & valid[here] & (o.score > best[here])
+        ids[here][take] = o.id
+        best[here][take] = o.score
+    cls = np.where(valid, np.where(ids > 0, 1, 0), 255).astype(np.uint32)
+    return np.stack([cls, ids])
+
+
+def object_table(
+    objects: Sequence[ObjectMask], prompts: Prompts, frame: SceneFrame, candidates: bool
+) -> gpd.GeoDataFrame:
+    """One polygon per object (per candidate with ``candidates``): the prompt's fields, then
+    :data:`OBJECT_FIELDS` (true ellipsoidal areas), in the scene's CRS."""
+    geoms = np.array([_polygon(o, frame) for o in objects] or [], dtype=object)
+    area = polygon_area_m2(geoms, frame.crs) if len(geoms) else np.zeros(0)
+    rows = []
+    clashes: set[str] = set()
+    for o, a in zip(objects, area, strict=True):
+        own = dict(attribute_row(prompts, prompts.items[o.prompt]))
+        ours = {"object_id": o.id, "candidate": o.candidate, "score": o.score,
+                "stability": o.stability, "area_m2": float(a), "area_ha": float(a) / HECTARE_M2,
+                "area_ac": float(a) / ACRE_M2}  # fmt: skip
+        if not candidates:
+            del ours["candidate"]
+        clashes |= set(own) & set(ours)
+        rows.append({**own, **ours})
+    if clashes:
+        log.warning("prompt fields %s are replaced by geoseg's own", ", ".join(sorted(clashes)))
+    table = pd.DataFrame(rows) if rows else _no_rows(prompts, candidates)
+    return gpd.GeoDataFrame(table, geometry=geoms, crs=frame.crs)
+
+
+def _no_rows(prompts: Prompts, candidates: bool) -> pd.DataFrame:
+    """The table of no object, with the column types of one (writers need them)."""
+    own = prompts.attributes.iloc[:0].reset_index(drop=True)
+    ours = {name: pd.Series([], dtype="int64" if name in ("object_id", "candidate") else "float64")
+            for name in OBJECT_FIELDS if candidates or name != "candidate"}  # fmt: skip
+    return pd.concat([own.drop(columns=list(ours), errors="ignore"), pd.DataFrame(ours)], axis=1)
+
+
+def _polygon(o: ObjectMask, frame: SceneFrame) -> Any:
+    """The object's mask as one (Multi)Polygon in the scene's CRS."""
+    transform = frame.transform @ Affine.translation(o.col0, o.row0)
+    parts = [
+        shapely.geometry.shape(geom)
+        for geom, _ in rasterio.features.shapes(
+            o.mask.astype(np.uint8), mask=o.mask, connectivity=8, transform=transform
+        )
+    ]
+    return parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)

@@ -1,0 +1,122 @@
+"""``geoseg import SAM_FOLDER``: a transformers ``SamModel`` folder -> a ``prompt`` checkpoint.
+
+The folder is what ``save_pretrained`` writes (``config.json`` with
+``model_type: sam`` and ``model.safetensors``; a ``preprocessor_config.json``
+from ``SamProcessor`` is optional). It is read with ``local_files_only`` and from
+safetensors only, as every transformers folder is
+(:mod:`geoseg.pipelines.hf_import`). The config travels in the checkpoint's
+metadata, the weights as its tensors (with their digest); the normalisation is the
+processor's pixel mean/std and 1/255 rescale (SAM's defaults without one; ``--scale``
+for scenes stored otherwise, e.g. 10000 for uint16 reflectance). A scene with
+another band count than 3 gets an adapted patch embedding
+(:func:`geoseg.models.runtime.adapt_first_conv`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from geoseg import __version__
+from geoseg.errors import CheckpointError, GeosegError
+from geoseg.models.families.sam import ARCH, PATCH
+from geoseg.models.hf import transformers_module
+from geoseg.models.runtime import adapt_first_conv, check_state_fits
+from geoseg.models.sam import build_sam, sam_config
+from geoseg.pipelines.hf_import import (
+    check_weights_file,
+    load_folder_model,
+    preprocessor_normalization,
+    read_folder_json,
+)
+from geoseg.types import ClassInfo, ClassSchema, ModelMeta
+
+if TYPE_CHECKING:
+    from geoseg.pipelines.importing import ImportOptions
+
+__all__ = ["PATCH_LAYER", "SAM_PREPROCESSOR", "SAM_SCHEMA", "import_sam_folder"]
+
+#: ``SamProcessor``'s defaults (ImageNet statistics on 8-bit values), used without a
+#: ``preprocessor_config.json``.
+SAM_PREPROCESSOR: Mapping[str, Any] = {
+    "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+    "rescale_factor": 1 / 255, "do_rescale": True, "do_normalize": True,
+}  # fmt: skip
+#: The classes of a prompt output's band 1: background (0) and the prompted object (1).
+SAM_SCHEMA = ClassSchema(
+    (ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "object", (255, 190, 0), is_thing=True))
+)
+#: The convolution that reads the bands (the ViT's patch embedding).
+PATCH_LAYER = "vision_encoder.patch_embed.projection"
+
+
+def import_sam_folder(
+    source: Path, opts: ImportOptions
+) -> tuple[dict[str, torch.Tensor], ModelMeta]:
+    """The tensors and metadata of a ``SamModel`` folder, checked against ``opts``."""
+    config = read_folder_json(source / "config.json", required=True)
+    check_weights_file(source)
+    _check_options(source, opts)
+    prep = read_folder_json(source / "preprocessor_config.json", required=False)
+    bands = tuple(opts.bands)
+    vision = config.get("vision_config")
+    vision = vision if isinstance(vision, dict) else {}
+    size = int(vision.get("image_size", 1024))
+    if opts.window is not None and opts.window != size:
+        raise GeosegError(
+            f"--window {opts.window}: SAM's encoder takes {size} px windows (its config's "
+            "image_size); leave --window out"
+        )
+    model = load_folder_model(source, transformers_module().SamModel, sam_config(config))
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    pretrained = int(state[f"{PATCH_LAYER}.weight"].shape[1])
+    state[f"{PATCH_LAYER}.weight"] = adapt_first_conv(state[f"{PATCH_LAYER}.weight"], len(bands))
+    meta = ModelMeta(
+        task="prompt", arch=ARCH, encoder=type(model).__name__, bands=bands,
+        normalization=preprocessor_normalization(prep or SAM_PREPROCESSOR, opts, len(bands)),
+        schema=SAM_SCHEMA, window=size, margin=0, gsd_m=opts.gsd_m,
+        provenance={"imported_from": source.name, "format": "transformers",
+                    "imported_by": f"geoseg {__version__}",
+                    "first_conv": {"layer": PATCH_LAYER, "pretrained_channels": pretrained,
+                                   "bands": len(bands)}},
+        options={"hf_config": _with_channels(config, len(bands))},
+    )  # fmt: skip
+    module = build_sam(meta)  # as `geoseg prompt` will: strict keys and shapes
+    check_state_fits(source, module, state, meta)
+    module.load_state_dict(state, strict=True)
+    return state, meta
+
+
+def _check_options(source: Path, opts: ImportOptions) -> None:
+    """Refuse options that do not apply to SAM (classes, object tasks, no bands)."""
+    if not opts.bands:
+        raise GeosegError("--bands is empty; name the scene band of each SAM input (e.g. R,G,B)")
+    if opts.task not in ("semantic", "prompt"):  # "semantic" is --task's default
+        raise GeosegError(
+            f"{source}: a SAM model imports as a prompt model (`geoseg prompt`); leave --task out"
+        )
+    if opts.schema is not None or opts.things is not None:
+        raise GeosegError(
+            f"{source}: SAM has no classes (each prompt gives one object); leave --classes and "
+            "--things out"
+        )
+    if opts.outputs != "logits":
+        raise GeosegError("--outputs applies to ONNX graphs; SAM gives mask logits")
+    if opts.margin is not None:
+        raise GeosegError("--margin does not apply to SAM: each prompt reads its own window")
+
+
+def _with_channels(config: Mapping[str, Any], bands: int) -> dict[str, Any]:
+    """A copy of ``config.json`` whose vision encoder reads ``bands`` channels."""
+    out = copy.deepcopy(dict(config))
+    vision = out.get("vision_config")
+    out["vision_config"] = {**(vision if isinstance(vision, dict) else {}), "num_channels": bands}
+    if out["vision_config"].get("image_size", 1024) % PATCH:
+        raise CheckpointError(
+            f"SAM image_size {out['vision_config']['image_size']} is not a multiple of {PATCH}"
+        )
+    return out
