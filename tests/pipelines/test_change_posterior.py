@@ -140,7 +140,8 @@ def test_mmu_aoi_and_samples_with_the_posterior_rule(tmp_path: Path) -> None:
     assert [r["aoi"] for r in uncertain] == ["west", "east"]
     assert sum(int(r["pixels"]) for r in uncertain) == m.uncertain_pixels
     samples = gpd.read_file(tmp_path / "r" / "samples.gpkg")
-    assert "uncertain" in set(samples["stratum"].astype(str)) or 9 in set(samples["stratum"])
+    uncertain_points = samples[samples["stratum"] == 9]  # the uncertain area is a stratum too
+    assert len(uncertain_points) >= 50 and set(uncertain_points["stratum_name"]) == {"uncertain"}
 
 
 def test_cli_posterior_with_given_files(tmp_path: Path) -> None:
@@ -193,3 +194,36 @@ def test_resampled_maps_bring_their_probabilities(tmp_path: Path) -> None:
         unmapped = (a.read(1)[:, 3:] == 255) | (labels[:, :-3] == 255)
     expected[unmapped] = 255
     np.testing.assert_array_equal(codes, expected)
+
+
+def test_reference_samples_cover_the_uncertain_stratum(tmp_path: Path) -> None:
+    """Labelled points of the uncertain stratum say what it really is: the error-adjusted
+    areas then place the uncertain area into true transitions (Olofsson et al. 2014)."""
+    import geopandas as gpd
+
+    from geoseg.errors import GeosegError
+
+    maps = _dates(tmp_path)
+    first = ChangeOptions(rule="posterior", chunk=16, samples_se=0.05)
+    m = change_report(maps, tmp_path / "s", first).matrix
+    samples = gpd.read_file(tmp_path / "s" / "samples.gpkg")
+    # every mapped stratum is right, and every uncertain point is truly forest -> water
+    samples["reference"] = np.where(samples["stratum"] == 9, 1, samples["stratum"])
+    samples.to_file(tmp_path / "labelled.gpkg")
+    opts = ChangeOptions(rule="posterior", chunk=16, reference=str(tmp_path / "labelled.gpkg"))
+    change_report(maps, tmp_path / "a", opts)
+    rows = {r["stratum"]: r for r in csv.DictReader((tmp_path / "a" / "accuracy.csv").open())}
+    assert float(rows["uncertain"]["mapped_area_ha"]) == pytest.approx(
+        m.uncertain_area_m2 / 1e4, rel=1e-6
+    )
+    assert float(rows["uncertain"]["adjusted_area_ha"]) == 0.0
+    adjusted = float(rows["forest -> water"]["adjusted_area_ha"])
+    mapped = (m.area_m2[0, 1] + m.uncertain_area_m2) / 1e4
+    assert adjusted == pytest.approx(mapped, rel=1e-6)
+    samples["reference"] = "uncertain"
+    samples.to_file(tmp_path / "bad.gpkg")
+    with pytest.raises(GeosegError, match="never 'uncertain'"):
+        change_report(
+            maps, tmp_path / "b",
+            ChangeOptions(rule="posterior", chunk=16, reference=str(tmp_path / "bad.gpkg")),
+        )  # fmt: skip
