@@ -227,3 +227,32 @@ def test_reference_samples_cover_the_uncertain_stratum(tmp_path: Path) -> None:
             maps, tmp_path / "b",
             ChangeOptions(rule="posterior", chunk=16, reference=str(tmp_path / "bad.gpkg")),
         )  # fmt: skip
+
+
+def test_end_to_end_from_predict_probabilities(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """``geoseg predict --probabilities`` on two dates, then ``geoseg change --rule
+    posterior`` finds the files through the maps' tags; change.tif is the rule's codes."""
+    from tests.conftest import TINY_BANDS, textured_scene
+
+    runner = CliRunner()
+    maps, probs = [], []
+    for i in range(2):
+        data = textured_scene(60, 70, seed=i)
+        scene = write_raster(tmp_path / f"s{i}.tif", data, nodata=0, descriptions=TINY_BANDS)
+        lc, prob = tmp_path / f"lc{i}.tif", tmp_path / "probs" / f"p{i}.tif"
+        prob.parent.mkdir(exist_ok=True)
+        res = runner.invoke(cli, ["predict", str(scene), "-m", str(tiny_checkpoint), "-o",
+                                  str(lc), "--probabilities", str(prob)])  # fmt: skip
+        assert res.exit_code == 0, res.output
+        maps.append(lc)
+        probs.append(prob)
+    out = tmp_path / "r"
+    res = runner.invoke(cli, ["change", *map(str, maps), "--rule", "posterior", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(probs[0]) as a, rasterio.open(probs[1]) as b:
+        k = a.count
+        expected = file_codes(posterior_codes(a.read(), b.read(), 0.7), k)
+    with rasterio.open(maps[0]) as a, rasterio.open(maps[1]) as b:
+        expected[(a.read(1) == 255) | (b.read(1) == 255)] = 255
+    with rasterio.open(out / "change.tif") as src:
+        np.testing.assert_array_equal(src.read(1), expected)
