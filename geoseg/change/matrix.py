@@ -27,6 +27,9 @@ class TransitionMatrix:
         pixels: ``(K, K) int64`` pixel counts of the same.
         nodata_area_m2: area where either date is nodata (or not a class).
         nodata_pixels: pixels where either date is nodata.
+        uncertain_area_m2: area the posterior rule left uncertain (neither change
+            nor no change; :mod:`geoseg.change.posterior`); None for map differencing.
+        uncertain_pixels: pixels of the same.
     """
 
     class_ids: tuple[int, ...]
@@ -35,6 +38,8 @@ class TransitionMatrix:
     pixels: np.ndarray
     nodata_area_m2: float
     nodata_pixels: int
+    uncertain_area_m2: float | None = None
+    uncertain_pixels: int = 0
 
     def area(self, unit: str = "ha") -> np.ndarray:
         """``(K, K)`` areas in ``m2``, ``ha``, ``acres`` or ``km2``."""
@@ -42,8 +47,24 @@ class TransitionMatrix:
 
     @property
     def total_area_m2(self) -> float:
-        """Area of every pixel of the grid, nodata included."""
-        return float(self.area_m2.sum()) + self.nodata_area_m2
+        """Area of every pixel of the grid: classes, uncertain and nodata."""
+        return float(self.area_m2.sum()) + (self.uncertain_area_m2 or 0.0) + self.nodata_area_m2
+
+    @property
+    def changed_area_m2(self) -> float:
+        """Area counted as change (off the diagonal; uncertain area is not change)."""
+        return float(self.area_m2.sum() - np.trace(self.area_m2))
+
+    def strata_area_m2(self) -> np.ndarray:
+        """``(K*K,)`` areas of the change codes, then (posterior rule) the uncertain area:
+        the strata of change.tif, in code order."""
+        extra = [] if self.uncertain_area_m2 is None else [self.uncertain_area_m2]
+        return np.concatenate([self.area_m2.ravel(), np.asarray(extra, np.float64)])
+
+    def strata_pixels(self) -> np.ndarray:
+        """``(K*K,)`` or ``(K*K + 1,) int64`` pixels of the strata of :meth:`strata_area_m2`."""
+        extra = [] if self.uncertain_area_m2 is None else [self.uncertain_pixels]
+        return np.concatenate([self.pixels.ravel(), np.asarray(extra, np.int64)])
 
     def gross_gain_m2(self) -> np.ndarray:
         """``(K,)`` area that became each class (column sums without the diagonal)."""

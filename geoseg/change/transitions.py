@@ -49,6 +49,8 @@ class TransitionSink:
         crs, transform: the grid the blocks' slices refer to (areas come from it).
         n_zones: number of separate matrices (one per AOI feature).
         shape: ``(H, W)`` of the grid, if known (pixel areas are then prepared at once).
+        uncertain: also sum code ``K*K + 1``, the posterior rule's uncertain pixels
+            (:mod:`geoseg.change.posterior`), into the matrix's ``uncertain_*`` fields.
     """
 
     def __init__(
@@ -58,10 +60,12 @@ class TransitionSink:
         transform: Affine,
         n_zones: int = 1,
         shape: tuple[int, int] | None = None,
+        uncertain: bool = False,
     ) -> None:
         self.class_ids = [int(c) for c in class_ids]
         k = len(self.class_ids)
-        self._ncodes = k * k + 1
+        self.uncertain = uncertain
+        self._ncodes = k * k + 1 + int(uncertain)
         i, j = np.divmod(np.arange((k + 1) ** 2), k + 1)
         # bin i * (K + 1) + j of label_pair_codes -> code i * K + j (K*K: nodata)
         self._pair_to_code = np.where((i == k) | (j == k), k * k, i * k + j)
@@ -88,7 +92,8 @@ class TransitionSink:
 
         Args:
             ys, xs: where the block lies on the grid.
-            codes: ``(h, w) int`` codes ``from_index * K + to_index`` (``K*K`` nodata).
+            codes: ``(h, w) int`` codes ``from_index * K + to_index`` (``K*K`` nodata,
+                ``K*K + 1`` uncertain when the sink sums it).
             zones: ``(zone, (h, w) bool mask)`` pairs: the block's pixels under each
                 mask add to that zone's matrix (zones may overlap). None: every
                 pixel adds to zone 0.
@@ -184,6 +189,8 @@ class TransitionSink:
             pixels=pixels[: k * k].reshape(k, k).copy(),
             nodata_area_m2=float(area[k * k]),
             nodata_pixels=int(pixels[k * k]),
+            uncertain_area_m2=float(area[k * k + 1]) if self.uncertain else None,
+            uncertain_pixels=int(pixels[k * k + 1]) if self.uncertain else 0,
         )
 
 

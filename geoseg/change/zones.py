@@ -20,7 +20,7 @@ from affine import Affine
 from rasterio.features import geometry_mask
 
 from geoseg.areas import HECTARE_M2, polygon_area_m2
-from geoseg.change.transitions import TransitionSink
+from geoseg.change.transitions import TransitionMatrix, TransitionSink
 from geoseg.errors import GeosegError
 from geoseg.io.reproject import layer_in_crs
 
@@ -84,6 +84,11 @@ def prepare_aoi(
     return [n for n, k in zip(names, keep, strict=True) if k], np.asarray(fixed.values)
 
 
+def _met(m: TransitionMatrix) -> bool:
+    """The zone has valid pixels: classified, or left uncertain by the posterior rule."""
+    return bool(m.pixels.any()) or m.uncertain_pixels > 0
+
+
 class ZoneMasker:
     """Adds code blocks to a zoned :class:`TransitionSink`, one zone per AOI feature.
 
@@ -120,7 +125,7 @@ class ZoneMasker:
     def empty_zones(self) -> list[str]:
         """Names of the zones that met no valid pixel (every area of their table is 0)."""
         ids = [str(c) for c in self.totals.class_ids]
-        return [n for z, n in enumerate(self.names) if not self.totals.matrix(ids, z).pixels.any()]
+        return [n for z, n in enumerate(self.names) if not _met(self.totals.matrix(ids, z))]
 
     def coverage(self, crs: Any, shape: tuple[int, int]) -> ZoneCoverage:
         """Each feature's own area and the share of it on valid pixels of the ``(H, W)`` grid.
@@ -139,7 +144,7 @@ class ZoneMasker:
         met = np.zeros(area.size, bool)
         for z in range(area.size):
             m = self.totals.matrix(ids, z)
-            nodata[z], met[z] = m.nodata_area_m2, bool(m.pixels.any())
+            nodata[z], met[z] = m.nodata_area_m2, _met(m)
         share = np.divide(inside - nodata, area, out=np.zeros_like(area), where=area > 0)
         return ZoneCoverage(area, np.where(met, np.clip(share, 0.0, 1.0), 0.0))
 

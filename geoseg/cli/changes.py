@@ -18,6 +18,25 @@ from geoseg.cli.app import (
 )
 
 
+class _ValuesUpToNextOption(click.Option):
+    """A repeatable option that also takes the values after it, up to the next option:
+    ``--probabilities-of p1.tif p2.tif`` is ``--probabilities-of p1.tif --probabilities-of
+    p2.tif`` (so it goes after the positional arguments)."""
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            opt = parser._long_opt.get(name) or parser._short_opt.get(name)
+            base = opt.process
+
+            def process(value: Any, state: Any, base: Any = base) -> None:
+                base(value, state)
+                while state.rargs and not state.rargs[0].startswith("-"):
+                    base(state.rargs.pop(0), state)
+
+            opt.process = process
+
+
 @cli.command()
 @click.argument("maps", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -34,20 +53,41 @@ from geoseg.cli.app import (
               help="Write samples.gpkg for this SE of overall accuracy, e.g. 0.01.")  # fmt: skip
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=str),
               help="Labelled samples.gpkg: error-adjusted areas with 95% CIs.")  # fmt: skip
+@click.option("--rule", type=click.Choice(["map", "posterior"]), default="map",
+              show_default=True, help="map: difference the label maps; posterior: count change "
+              "only where the class probabilities make it likely, and report the uncertain "
+              "area apart.")  # fmt: skip
+@click.option("--min-change-prob", type=FiniteRange(min=0.5, max=1), default=0.7,
+              show_default=True, help="Posterior rule: change where P(change) >= this, no "
+              "change where P(change) <= 1 - this, uncertain between.")  # fmt: skip
+@click.option("--probabilities-of", "probabilities_of", multiple=True,
+              cls=_ValuesUpToNextOption, type=click.Path(dir_okay=False, path_type=str),
+              help="Posterior rule: the maps' probability files in date order, after the "
+              "maps (default: those the maps' tags name).")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @dask_options()
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
-def change(maps: Sequence[str], output: Path, progress: bool | None, **kw: Any) -> None:
+def change(
+    maps: Sequence[str], output: Path, progress: bool | None,
+    probabilities_of: tuple[str, ...], **kw: Any,
+) -> None:  # fmt: skip
     """Compare label MAPS (first date first): transition areas, change raster, report."""
     from geoseg.pipelines.change import ChangeOptions, change_report
 
     if len(maps) < 2:
         raise click.BadParameter("give at least two label maps (before and after)")
-    result = change_report(maps, output, ChangeOptions(**kw), progress_bar("change", progress))
+    opts = ChangeOptions(**kw, probabilities_of=probabilities_of or None)
+    result = change_report(maps, output, opts, progress_bar("change", progress))
     m = result.matrix
     echo_area_note(result.area_method)
-    changed = float(m.area_m2.sum() - m.area_m2.trace()) / 1e4
-    click.echo(f"changed area {changed:,.2f} ha of {float(m.area_m2.sum()) / 1e4:,.2f} ha mapped")
+    mapped = float(m.area_m2.sum()) + (m.uncertain_area_m2 or 0.0)
+    click.echo(f"changed area {m.changed_area_m2 / 1e4:,.2f} ha of {mapped / 1e4:,.2f} ha mapped")
+    if result.map_difference is not None:
+        click.echo(
+            f"uncertain {(m.uncertain_area_m2 or 0.0) / 1e4:,.2f} ha (neither change nor no "
+            f"change); map differencing: {result.map_difference.changed_area_m2 / 1e4:,.2f} ha "
+            "changed"
+        )
     for path in result.files:
         click.echo(f"wrote {path}")
 

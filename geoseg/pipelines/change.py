@@ -1,9 +1,13 @@
 """``change_report``: two or more label maps -> transition tables, change raster, HTML report.
 
-Steps: align the maps onto the first map's grid (geoseg.change.align); optionally
-keep only changes that persist over the last ``consistency`` dates
-(geoseg.change.temporal) and drop change patches under a minimum mapping unit
-(geoseg.change.mmu); stream transition codes block by block into one sink that
+Steps: align the maps onto the first map's grid (geoseg.change.align); compute
+each pixel's change code by differencing the maps or, with ``rule="posterior"``,
+from the first and last date's class probabilities (geoseg.change.posterior,
+geoseg.change.probability_maps: confident change, confident no change, or
+uncertain, which is counted apart); optionally keep only changes that persist over
+the last ``consistency`` dates (geoseg.change.temporal) and drop change patches
+under a minimum mapping unit (geoseg.change.mmu; see
+geoseg.pipelines.change_codes); stream transition codes block by block into one sink that
 writes ``change.tif``, sums the exact transition areas (geoseg.change.transitions)
 and, with an AOI layer, the areas per feature (geoseg.change.zones); then write
 the tables (CSV/JSON), the PNG chart and thumbnails, and ``index.html``
@@ -27,15 +31,10 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
-from geoseg.areas import HECTARE_M2, AreaMethod, area_method
+from geoseg.areas import AreaMethod, area_method
 from geoseg.change.align import AlignedMaps, align_label_maps
-from geoseg.change.mmu import CHANGE_CONNECTIVITY, mmu_blocks
-from geoseg.change.temporal import persistent_after
-from geoseg.change.transitions import (
-    TransitionMatrix,
-    TransitionSink,
-    transition_codes,
-)
+from geoseg.change.probability_maps import align_probabilities, probability_paths
+from geoseg.change.transitions import TransitionMatrix, TransitionSink
 from geoseg.change.unknown import UnknownValues, find_unknown_values, warn_unknown_values
 from geoseg.change.zones import ZoneMasker, prepare_aoi
 from geoseg.errors import GeosegError
@@ -45,6 +44,13 @@ from geoseg.io.outputs import OutputRun, output_run
 from geoseg.io.parts import parts_folder
 from geoseg.io.vectors_crs import read_input_layer
 from geoseg.pipelines.change_accuracy import read_reference, write_accuracy, write_samples
+from geoseg.pipelines.change_codes import (
+    RULES,
+    change_codes,
+    change_schema,
+    file_codes,
+    map_difference_matrix,
+)
 from geoseg.pipelines.change_outputs import (
     write_change_polygons,
     write_images,
@@ -54,7 +60,7 @@ from geoseg.pipelines.change_outputs import (
 )
 from geoseg.report.focus import FocusLike, focus_cells
 from geoseg.tiling.execute import Progress, Sink, store_blocks
-from geoseg.types import NODATA_LABEL, ClassInfo, ClassSchema, require_at_least, require_finite
+from geoseg.types import ClassSchema, require_at_least, require_finite
 
 __all__ = ["OUTPUT_FILES", "ChangeOptions", "ChangeResult", "change_report", "change_schema"]
 
@@ -65,9 +71,6 @@ OUTPUT_FILES = (
     "transitions.csv", "class_change.csv", "transitions.json", "change.tif", "change.gpkg",
     "transitions.png", "before.png", "after.png", "change.png", "index.html",
 )  # fmt: skip
-
-#: Colour of unchanged (from == to) pixels in change.tif.
-UNCHANGED_GREY = (170, 170, 170)
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,13 @@ class ChangeOptions:
         reference: labelled sample points (``stratum`` and ``reference`` columns,
             change codes or names as in change.tif); adds ``accuracy.csv`` and
             ``accuracy.json`` with error-adjusted areas and 95 % CIs.
+        rule: ``map`` (differencing the label maps) or ``posterior`` (the class
+            probabilities of the first and last date, :mod:`geoseg.change.posterior`:
+            confident change, confident no change, and uncertain area reported apart).
+        min_change_prob: the posterior rule's ``t`` in [0.5, 1]: change where
+            P(change) >= t, no change where P(change) <= 1 - t, uncertain between.
+        probabilities_of: the maps' probability files in date order (default: the
+            files the maps' ``GEOSEG_PROBABILITIES`` tags name); posterior rule only.
     """
 
     overwrite: bool = False
@@ -114,6 +124,9 @@ class ChangeOptions:
     aoi_crs_option: str = "--aoi-crs"
     samples_se: float | None = None
     reference: str | None = None
+    rule: str = "map"
+    min_change_prob: float = 0.7
+    probabilities_of: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         require_at_least(
@@ -123,7 +136,12 @@ class ChangeOptions:
         require_finite(
             "ChangeOptions", mmu_ha=(self.mmu_ha, 0.0, math.inf),
             samples_se=(self.samples_se, 0.0, 1.0),
+            min_change_prob=(self.min_change_prob, 0.5, 1.0),
         )  # fmt: skip
+        if self.rule not in RULES:
+            raise GeosegError(f"unknown change rule {self.rule!r}; use one of {', '.join(RULES)}")
+        if self.probabilities_of is not None and self.rule != "posterior":
+            raise GeosegError("--probabilities-of is read by --rule posterior only; add it")
 
 
 @dataclass(frozen=True)
@@ -135,32 +153,15 @@ class ChangeResult:
         files: every file written.
         area_method: how areas were measured (planar in a CRS without a datum).
         unknown_values: maps holding values outside the class schema (counted as nodata).
+        map_difference: with the posterior rule, the matrix map differencing gives
+            with the same filters (for comparison); None with the map rule.
     """
 
     matrix: TransitionMatrix
     files: tuple[Path, ...] = field(default_factory=tuple)
     area_method: AreaMethod = field(default_factory=lambda: AreaMethod(planar=False))
     unknown_values: tuple[UnknownValues, ...] = ()
-
-
-def change_schema(schema: ClassSchema) -> ClassSchema:
-    """Classes of change.tif: code ``i * K + j`` = "from i to j"; unchanged codes grey.
-
-    Raises:
-        GeosegError: ``K * K`` codes do not fit a uint8 raster beside nodata 255 (K > 15).
-    """
-    k = len(schema)
-    if k * k >= NODATA_LABEL:
-        raise GeosegError(
-            f"{k} classes give {k * k} transition codes, more than a uint8 change raster holds "
-            "(254); merge classes to at most 15 before change detection"
-        )
-    infos = []
-    for i, a in enumerate(schema.classes):
-        for j, b in enumerate(schema.classes):
-            colour = UNCHANGED_GREY if i == j else b.colour
-            infos.append(ClassInfo(i * k + j, f"{a.name} -> {b.name}", colour))
-    return ClassSchema(tuple(infos))
+    map_difference: TransitionMatrix | None = None
 
 
 class _ChangeSink:
@@ -176,8 +177,7 @@ class _ChangeSink:
         self._totals.add_codes(key[-2], key[-1], codes)
         if self._zones is not None:
             self._zones.add_codes(key[-2], key[-1], codes)
-        out = np.where(codes == self._k * self._k, NODATA_LABEL, codes).astype(np.uint8)
-        self._raster[key] = out[None]
+        self._raster[key] = file_codes(codes, self._k)[None]
 
 
 def _write_change_raster(
@@ -215,32 +215,6 @@ def _write_change_raster(
         parts.remove()
 
 
-def _codes(aligned: AlignedMaps, consistency: int) -> da.Array:
-    """``(1, H, W) int32`` lazy transition codes between the first and the last map."""
-    ids = list(aligned.schema.ids)
-    before = aligned.labels[0]
-    stack = da.stack([lab.rechunk(before.chunks) for lab in aligned.labels]).rechunk({0: -1})
-
-    def block(maps: np.ndarray) -> np.ndarray:
-        after = persistent_after(maps, consistency)
-        return transition_codes(maps[0], after, ids)[None]
-
-    return da.map_blocks(block, stack, dtype=np.int32, chunks=((1,), *before.chunks))
-
-
-def _filtered_codes(aligned: AlignedMaps, opts: ChangeOptions) -> da.Array:
-    """``(1, H, W) uint8`` codes after the temporal filter and, with ``mmu_ha``, the
-    minimum mapping unit (``K * K <= 225`` fits; uint8 blocks are a quarter of the
-    bytes a cluster sends to the client)."""
-    codes = _codes(aligned, opts.consistency)
-    if opts.mmu_ha is not None:
-        codes = mmu_blocks(
-            codes, len(aligned.schema), aligned.crs, aligned.transform, opts.mmu_ha * HECTARE_M2,
-            connectivity=CHANGE_CONNECTIVITY, scheduler=opts.scheduler, workers=opts.workers,
-        )  # fmt: skip
-    return codes.astype(np.uint8)
-
-
 def change_report(
     maps: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
@@ -253,10 +227,11 @@ def change_report(
     ``out_dir`` is created if missing (its parent must exist), after the inputs
     have been validated, so a refused input leaves nothing behind.
 
-    Writes ``transitions.csv`` (one row per from/to pair plus a nodata row),
+    Writes ``transitions.csv`` (one row per from/to pair, with the posterior rule an
+    ``uncertain`` row, then a nodata row),
     ``class_change.csv`` (gross gain/loss and net change per class),
     ``transitions.json`` (both, and the grid), ``change.tif`` (COG of codes
-    ``from_index * K + to_index``, 255 nodata), ``transitions.png`` (bar chart),
+    ``from_index * K + to_index``, ``K*K`` uncertain, 255 nodata), ``transitions.png``,
     ``before.png``/``after.png``/``change.png`` thumbnails and ``index.html``,
     headed by the ``focus`` figure (e.g. a workflow's deforestation) or, without
     one, the largest transitions.
@@ -269,10 +244,12 @@ def change_report(
         OutputExistsError: an output exists and ``overwrite`` is False (nothing written).
         UnsupportedCRSError: areas cannot be measured in the maps' CRS (nothing written).
         InvalidRasterError / GeosegError: see :func:`geoseg.change.align_label_maps`.
+        InputNotFoundError / InvalidRasterError: with the posterior rule, a map's
+            probability file is missing, or not of its classes or grid.
     """
     opts = options or ChangeOptions()
     out = Path(out_dir)
-    inputs = [Path(m) for m in maps]
+    inputs = [Path(m) for m in (*maps, *(opts.probabilities_of or ()))]
     if opts.consistency < 1 or (opts.consistency > 1 and len(maps) < opts.consistency + 1):
         raise GeosegError(
             f"--consistency {opts.consistency} needs at least {opts.consistency + 1} maps "
@@ -296,7 +273,15 @@ def _report(
     """:func:`change_report` once its outputs are registered and locked."""
     aligned = align_label_maps(maps, opts.chunk)
     method = area_method(aligned.crs, aligned.paths[0])  # refused before anything is written
-    codes_schema = change_schema(aligned.schema)
+    posterior = opts.rule == "posterior"
+    probs = (
+        align_probabilities(
+            aligned, probability_paths(aligned.paths, opts.probabilities_of), opts.chunk
+        )
+        if posterior
+        else None
+    )
+    codes_schema = change_schema(aligned.schema, uncertain=posterior)
     zones = _zones(aligned, opts)
     samples = read_reference(opts.reference, codes_schema) if opts.reference else None
     if focus is not None:
@@ -304,14 +289,21 @@ def _report(
     run.make_folder(out)  # only once every input is known to be usable
     k = len(aligned.schema)
     totals = TransitionSink(
-        aligned.schema.ids, aligned.crs, aligned.transform, shape=(aligned.height, aligned.width)
-    )
-    sink = functools.partial(_ChangeSink, totals=totals, k=k, zones=zones)
-    _write_change_raster(
-        _filtered_codes(aligned, opts), aligned, codes_schema, sink, paths["change.tif"], opts,
-        progress,
+        aligned.schema.ids, aligned.crs, aligned.transform, shape=(aligned.height, aligned.width),
+        uncertain=posterior,
     )  # fmt: skip
+    sink = functools.partial(_ChangeSink, totals=totals, k=k, zones=zones)
+    codes = change_codes(
+        aligned, opts.consistency, opts.mmu_ha, opts.scheduler, opts.workers, probs,
+        opts.min_change_prob,
+    )  # fmt: skip
+    _write_change_raster(codes, aligned, codes_schema, sink, paths["change.tif"], opts, progress)
     matrix = totals.matrix(aligned.schema.names)
+    versus = (
+        map_difference_matrix(aligned, opts.consistency, opts.mmu_ha, opts.scheduler, opts.workers)
+        if posterior
+        else None
+    )
     unknown = tuple(find_unknown_values(aligned, opts.scheduler, opts.workers))
     warn_unknown_values(unknown, aligned.schema.ids)
     if zones is not None:
@@ -320,14 +312,14 @@ def _report(
         zones.warn_partly_covered(opts.aoi or "", cover)
         write_zone_table(zones, cover, aligned, paths["transitions_by_aoi.csv"], opts)
     write_change_polygons(paths["change.tif"], paths["change.gpkg"], aligned.schema, opts)
-    write_tables(matrix, aligned, paths, opts, unknown, focus)
+    write_tables(matrix, aligned, paths, opts, unknown, focus, versus)
     write_images(matrix, aligned, codes_schema, paths, opts)
     if opts.samples_se:
         write_samples(matrix, aligned, codes_schema, paths, opts)
     if samples is not None:
         write_accuracy(matrix, codes_schema, samples, paths, opts)
-    write_index(matrix, aligned, codes_schema, paths, opts, focus, samples)
-    return ChangeResult(matrix, tuple(paths.values()), method, unknown)
+    write_index(matrix, aligned, codes_schema, paths, opts, focus, samples, versus)
+    return ChangeResult(matrix, tuple(paths.values()), method, unknown, versus)
 
 
 def _zones(aligned: AlignedMaps, opts: ChangeOptions) -> ZoneMasker | None:
@@ -336,10 +328,7 @@ def _zones(aligned: AlignedMaps, opts: ChangeOptions) -> ZoneMasker | None:
     layer = read_input_layer(opts.aoi, opts.aoi_crs, aligned.crs, opts.aoi_crs_option)
     names, geoms = prepare_aoi(layer, aligned.crs, opts.aoi_field, opts.aoi, aligned.paths[0])
     totals = TransitionSink(
-        aligned.schema.ids,
-        aligned.crs,
-        aligned.transform,
-        len(names),
-        (aligned.height, aligned.width),
-    )
+        aligned.schema.ids, aligned.crs, aligned.transform, len(names),
+        (aligned.height, aligned.width), uncertain=opts.rule == "posterior",
+    )  # fmt: skip
     return ZoneMasker(geoms, names, aligned.transform, totals)

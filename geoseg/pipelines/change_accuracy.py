@@ -43,7 +43,7 @@ def write_samples(
     ``opts.samples_se`` (expected user's accuracy 0.9 unchanged, 0.7 change).
     """
     k = len(m.names)
-    pixels = m.pixels.ravel()
+    pixels = m.strata_pixels()  # the uncertain stratum too (posterior rule)
     present = np.flatnonzero(pixels > 0)
     expected = np.where(present // k == present % k, 0.9, 0.7)
     sizes = sample_design(pixels[present], expected, opts.samples_se or 0.01)
@@ -65,6 +65,11 @@ def _reference_codes(values: Any, codes: ClassSchema, column: str, source: str) 
             raise GeosegError(
                 f"{source}: {column} value {text!r} is not a change code (0-{len(codes) - 1}) "
                 "or a name like 'forest -> urban'; label every sample point"
+            )
+        if column == "reference" and codes.classes[codes.ids.index(code)].name == "uncertain":
+            raise GeosegError(
+                f"{source}: reference value {text!r}: a reference label is what is on the "
+                "ground, a transition like 'forest -> urban', never 'uncertain'"
             )
         out.append(code)
     return np.asarray(out, dtype=np.int64)
@@ -98,7 +103,7 @@ def write_accuracy(
     Raises:
         GeosegError: a mapped stratum has fewer than 2 reference samples.
     """
-    mapped_ha = m.area_m2.ravel() / HECTARE_M2
+    mapped_ha = m.strata_area_m2() / HECTARE_M2
     short = [c.name for c, n_i, a in zip(codes.classes, n.sum(axis=1), mapped_ha, strict=True)
              if n_i < 2 and a > 0]  # fmt: skip
     if short:

@@ -86,13 +86,30 @@ def write_zone_table(
     write_csv_rows(path, rows, opts.overwrite)
 
 
+def _rule_doc(
+    m: TransitionMatrix, opts: ChangeOptions, versus: TransitionMatrix | None
+) -> dict[str, object]:
+    """``transitions.json``'s account of the rule: with the posterior rule, its threshold,
+    the uncertain area and what map differencing gives with the same filters."""
+    if versus is None:
+        return {"rule": opts.rule}
+    return {
+        "rule": opts.rule, "min_change_prob": opts.min_change_prob,
+        "uncertain": transition_rows(m)[-2],
+        "map_difference": {"changed_area_m2": versus.changed_area_m2,
+                           "transitions": transition_rows(versus, nodata=False)},
+    }  # fmt: skip
+
+
 def write_tables(
     m: TransitionMatrix, aligned: AlignedMaps, paths: dict[str, Path], opts: ChangeOptions,
     unknown: Sequence[UnknownValues] = (), focus: FocusLike | None = None,
+    versus: TransitionMatrix | None = None,
 ) -> None:  # fmt: skip
     """``transitions.csv``, ``class_change.csv`` and ``transitions.json`` (with the grid,
-    how areas were measured, the values outside the class schema, per map, and the
-    implausibility warnings of :mod:`geoseg.report.checks`)."""
+    how areas were measured, the values outside the class schema, per map, the
+    implausibility warnings of :mod:`geoseg.report.checks` and the rule; ``versus``:
+    the map-difference matrix beside a posterior one)."""
     transitions = transition_rows(m)
     classes = class_change_rows(m)
     write_csv_rows(paths["transitions.csv"], transitions, opts.overwrite)
@@ -104,9 +121,9 @@ def write_tables(
         "area_method": area_method(aligned.crs).description,
         "area_planar": area_method(aligned.crs).planar,
         "unknown_values": [u.to_json() for u in unknown],
-        "consistency": opts.consistency, "classes": list(m.names),
-        "transitions": transitions[:-1], "nodata": transitions[-1], "class_change": classes,
-        "total_area_m2": m.total_area_m2,
+        "consistency": opts.consistency, "classes": list(m.names), **_rule_doc(m, opts, versus),
+        "transitions": transitions[: len(m.names) ** 2],
+        "nodata": transitions[-1], "class_change": classes, "total_area_m2": m.total_area_m2,
         "warnings": [w.to_json() for w in _warnings(m, aligned, focus)],
     }  # fmt: skip
     write_json(paths["transitions.json"], doc, opts.overwrite)
@@ -170,6 +187,7 @@ def _filters(aligned: AlignedMaps, m: TransitionMatrix, opts: ChangeOptions) -> 
     """One line per rule that decided which pixels count as change, on or off."""
     areas = AreaFormat.of(m)
     out = [
+        _rule_line(m, opts, areas),
         f"minimum mapping unit: {opts.mmu_ha:g} ha (8-connected patches of one transition "
         "under this true area are reverted to no change)" if opts.mmu_ha is not None else
         "minimum mapping unit: none (every changed pixel counts; --mmu-ha sets one)",
@@ -188,6 +206,22 @@ def _filters(aligned: AlignedMaps, m: TransitionMatrix, opts: ChangeOptions) -> 
         field = f", features named by {opts.aoi_field}" if opts.aoi_field else ""
         out.append(f"areas per AOI feature of {opts.aoi}{field}: transitions_by_aoi.csv")
     return out
+
+
+def _rule_line(m: TransitionMatrix, opts: ChangeOptions, areas: AreaFormat) -> str:
+    """How pixels were called change: map differencing, or the posterior rule's split."""
+    if m.uncertain_area_m2 is None:
+        return (
+            "rule: map differencing (every pixel whose class differs between the maps is "
+            "change; --rule posterior uses class probabilities)"
+        )
+    t = opts.min_change_prob
+    return (
+        f"rule: posterior (change where P(change) = 1 - sum_c p1(c) p2(c) >= {t:g}, no change "
+        f"where it is <= {1 - t:g}, uncertain between: {areas.text(m.uncertain_area_m2)}, "
+        f"{m.uncertain_pixels:,} px, counted neither as change nor as no change; assumes "
+        "independent classification errors between the dates)"
+    )
 
 
 def _accuracy_note(opts: ChangeOptions, counts: np.ndarray | None) -> str:
@@ -234,6 +268,8 @@ def _figures(
         (f"changed to {n}", codes.classes[((j + 1) % k) * k + j].colour)
         for j, n in enumerate(m.names) if m.gross_gain_pixels()[j] > 0
     ]  # fmt: skip
+    if m.uncertain_pixels > 0:
+        change.append(("uncertain", codes.classes[k * k].colour))
     grids = [read_label_map_info(p) for p in (aligned.paths[0], aligned.paths[-1])]
     before, after = (Grid(g.crs, g.transform, g.height, g.width) for g in grids)
     here = Grid(aligned.crs, aligned.transform, aligned.height, aligned.width)
@@ -252,6 +288,29 @@ def _headline(
     return [focus_headline(m, focus, counts)] if focus else largest_headlines(m, 3, counts)
 
 
+def _comparison(
+    m: TransitionMatrix, versus: TransitionMatrix | None, focus: FocusLike | None,
+    areas: AreaFormat,
+) -> list[str]:  # fmt: skip
+    """With the posterior rule: its figures beside those of map differencing."""
+    if versus is None:
+        return []
+    out = []
+    if focus is not None:
+        post, diff = focus_headline(m, focus), focus_headline(versus, focus)
+        out.append(
+            f"{focus.name}: {areas.text(post.map_m2)} by the posterior rule, "
+            f"{areas.text(diff.map_m2)} by map differencing of the same maps (--rule map, "
+            "same filters)"
+        )
+    out.append(
+        f"all change: {areas.text(m.changed_area_m2)} by the posterior rule, with "
+        f"{areas.text(m.uncertain_area_m2 or 0.0)} uncertain (neither change nor no change); "
+        f"{areas.text(versus.changed_area_m2)} by map differencing"
+    )
+    return out
+
+
 def write_index(
     m: TransitionMatrix,
     aligned: AlignedMaps,
@@ -260,14 +319,17 @@ def write_index(
     opts: ChangeOptions,
     focus: FocusLike | None = None,
     counts: np.ndarray | None = None,
+    versus: TransitionMatrix | None = None,
 ) -> None:
     """``index.html``: the report page that ties the tables and images together.
 
     Args:
-        codes: the classes of change.tif (:func:`geoseg.pipelines.change.change_schema`).
+        codes: the classes of change.tif (:func:`geoseg.pipelines.change_codes.change_schema`).
         focus: the study's focus (its figure heads the page), or None for the
             largest transitions.
-        counts: ``(K*K, K*K)`` reference sample counts over change codes, or None.
+        counts: ``(C, C)`` reference sample counts over change.tif's codes, or None.
+        versus: with the posterior rule, the map-difference matrix (both figures
+            are shown under the headline).
     """
     areas = AreaFormat.of(m)
     grid = Grid(aligned.crs, aligned.transform, aligned.height, aligned.width)
@@ -287,6 +349,9 @@ def write_index(
         class_rows=[(c, float(gain[i]), float(loss[i]), float(net[i]))
                     for i, c in enumerate(m.names)],
         nodata=(m.nodata_area_m2, m.nodata_pixels), figures=_figures(m, aligned, codes, paths),
+        uncertain=None if m.uncertain_area_m2 is None else (m.uncertain_area_m2,
+                                                            m.uncertain_pixels),
+        comparison=_comparison(m, versus, focus, areas),
         images=[("transitions.png", "changed area by transition")],
         files=[p.name for name, p in paths.items() if name != "index.html"],
     )  # fmt: skip

@@ -20,8 +20,15 @@ write outside the folder it is run in.
     aoi_field: name               # its attribute naming each feature (default: number)
     aoi_crs: EPSG:32633           # the AOI's CRS if its file declares none ("raster": the maps')
     predict: {chunk: 1024}        # any PredictOptions field
-    change: {mmu_ha: 0.5}         # any ChangeOptions field
+    change: {mmu_ha: 0.5}         # any ChangeOptions field; {rule: posterior} makes the
+                                  # predict step write each map's class probabilities
     mask_clouds: clouds.safetensors   # optional cloud model: clouds become nodata
+
+With ``change: {rule: posterior}``, predict writes each map's class probabilities
+beside it (``map_1_<scene>_probs.tif``) and the change step uses the posterior rule
+(:mod:`geoseg.change.posterior`); ``summary.json`` then gives the focus area by that
+rule, the uncertain area and, under ``map_difference``, the focus area map
+differencing gives with the same filters.
 
 With ``aoi``, the report adds ``transitions_by_aoi.csv`` (the transition table
 of every AOI feature) and ``summary.json`` adds the focus area of each feature
@@ -37,6 +44,7 @@ checks every destination before it makes the output folder.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -51,7 +59,7 @@ from geoseg.io.outputs import output_run
 from geoseg.io.reports import write_json
 from geoseg.io.yaml_files import read_yaml
 from geoseg.models.registry import weights_free_family
-from geoseg.pipelines.change import OUTPUT_FILES, ChangeOptions, change_report
+from geoseg.pipelines.change import OUTPUT_FILES, ChangeOptions, ChangeResult, change_report
 from geoseg.pipelines.predict import PredictOptions, predict_scene
 from geoseg.pipelines.workflow_schema import (
     CHANGE_OPTIONS,
@@ -102,7 +110,8 @@ class Workflow:
 
 @dataclass(frozen=True)
 class WorkflowResult:
-    """The maps, the report files and the focus summary of a run."""
+    """The maps, the report files (the maps' probability files first, with the posterior
+    rule) and the focus summary of a run."""
 
     maps: tuple[Path, ...]
     report: tuple[Path, ...]
@@ -282,25 +291,42 @@ def _by_aoi(table: Path, names: Sequence[str], cells: Sequence[tuple[int, int]])
     return out
 
 
-def _summary(
-    wf: Workflow, names: Sequence[str], area_m2: Any, aoi_table: Path | None
-) -> dict[str, Any]:
-    """The focus area over the whole scene and, with an AOI table, per AOI feature."""
+def _summary(wf: Workflow, result: ChangeResult, aoi_table: Path | None) -> dict[str, Any]:
+    """The focus area over the whole scene and, with an AOI table, per AOI feature;
+    with the posterior rule also the uncertain area and map differencing's focus area."""
     if wf.focus is None:
         return {}
+    m = result.matrix
+    names = list(m.names)
     cells = _focus_cells(wf, names)
     out = {
         "workflow": wf.name, "focus": wf.focus.name, "from": list(wf.focus.from_classes),
-        "to": list(wf.focus.to_classes), **_areas(float(sum(area_m2[r, c] for r, c in cells))),
+        "to": list(wf.focus.to_classes), **_areas(float(sum(m.area_m2[r, c] for r, c in cells))),
+        "rule": wf.change.get("rule", "map"),
     }  # fmt: skip
+    if result.map_difference is not None:
+        versus = result.map_difference.area_m2
+        out["uncertain"] = _areas(m.uncertain_area_m2 or 0.0)
+        out["map_difference"] = _areas(float(sum(versus[r, c] for r, c in cells)))
     if aoi_table is not None:
         out["by_aoi"] = _by_aoi(aoi_table, names, cells)
     return out
 
 
+def _map_paths(wf: Workflow) -> list[Path]:
+    return [wf.output / f"map_{i + 1}_{scene.stem}.tif" for i, scene in enumerate(wf.scenes)]
+
+
+def _probability_paths(wf: Workflow) -> list[Path]:
+    """The maps' probability files, written with ``change: {rule: posterior}``."""
+    if wf.change.get("rule") != "posterior":
+        return []
+    return [m.with_name(f"{m.stem}_probs.tif") for m in _map_paths(wf)]
+
+
 def _destinations(wf: Workflow) -> list[Path]:
     """Every file and folder a run of ``wf`` writes, the maps first."""
-    maps = [wf.output / f"map_{i + 1}_{scene.stem}.tif" for i, scene in enumerate(wf.scenes)]
+    maps = [*_map_paths(wf), *_probability_paths(wf)]
     names = (
         OUTPUT_FILES
         + (("transitions_by_aoi.csv",) if wf.aoi else ())
@@ -358,18 +384,19 @@ def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowRe
     clouds = {"mask_clouds": str(wf.mask_clouds)} if wf.mask_clouds else {}
     popts = PredictOptions(**{**dict(wf.predict), **clouds, "overwrite": overwrite})
     maps = []
-    for i, scene in enumerate(wf.scenes):
-        out = wf.output / f"map_{i + 1}_{scene.stem}.tif"
-        maps.append(predict_scene(scene, wf.model, out, popts, progress).output)
+    probs: list[Path | None] = [*_probability_paths(wf)] or [None] * len(wf.scenes)
+    for scene, out, prob in zip(wf.scenes, _map_paths(wf), probs, strict=True):
+        opts = popts if prob is None else dataclasses.replace(popts, probabilities=prob)
+        maps.append(predict_scene(scene, wf.model, out, opts, progress).output)
     aoi = {"aoi": str(wf.aoi), "aoi_field": wf.aoi_field, "aoi_crs": wf.aoi_crs,
            "aoi_crs_option": WORKFLOW_AOI_CRS} if wf.aoi else {}  # fmt: skip
     copts = ChangeOptions(**{**dict(wf.change), **aoi, "overwrite": overwrite})
     result = change_report(maps, wf.output / "report", copts, progress, wf.focus)
     table = wf.output / "report" / "transitions_by_aoi.csv" if wf.aoi else None
-    summary = _summary(wf, list(result.matrix.names), result.matrix.area_m2, table)
+    summary = _summary(wf, result, table)
     files = result.files
     if summary:  # the report's implausibility warnings, as its transitions.json has them
         report = json.loads((wf.output / "report" / "transitions.json").read_text("utf-8"))
         summary["warnings"] = report["warnings"]
         files = (*files, write_json(wf.output / "summary.json", summary, overwrite))
-    return WorkflowResult(tuple(maps), files, summary)
+    return WorkflowResult(tuple(maps), (*_probability_paths(wf), *files), summary)

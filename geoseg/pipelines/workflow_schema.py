@@ -183,10 +183,22 @@ PREDICT_OPTIONS: dict[str, Check] = {
     "precision": text(("auto", "fp32", "fp16", "bf16")),
 }
 
+
+def _change_prob(value: Any, where: str) -> float:
+    """The posterior rule's ``min_change_prob``: a number in [0.5, 1]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 <= value <= 1:
+        raise _wrong(where, "a number in 0.5-1 (e.g. 0.7)", value)
+    return float(value)
+
+
 #: ``change:`` keys, the :class:`~geoseg.pipelines.change.ChangeOptions` fields a
 #: workflow may set (``aoi`` and ``aoi_field`` are top-level keys; reference
-#: samples are labelled after a first run, so ``geoseg change --reference`` takes them).
+#: samples are labelled after a first run, so ``geoseg change --reference`` takes them;
+#: with ``rule: posterior`` the predict step writes each map's probability file, so
+#: ``probabilities_of`` is never needed).
 CHANGE_OPTIONS: dict[str, Check] = {
+    "rule": text(("map", "posterior")),
+    "min_change_prob": _change_prob,
     "consistency": integer(1),
     "chunk": integer(1),
     "scheduler": text(),

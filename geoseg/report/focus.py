@@ -158,5 +158,5 @@ def _adjust(
 ) -> Headline:
     if counts is None or not codes:
         return head
-    area, ci = adjusted_area(counts, m.area_m2.ravel(), codes)
+    area, ci = adjusted_area(counts, m.strata_area_m2(), codes)
     return Headline(head.label, head.detail, head.map_m2, head.pixels, area, ci)

@@ -46,6 +46,10 @@ class ReportFacts:
         figures: the map images with legends and scale bars.
         images: ``(file, caption)`` of other PNGs beside the page (charts).
         files: every file the report wrote beside the page.
+        uncertain: ``(area_m2, pixels)`` the posterior rule left uncertain, or None
+            (map differencing).
+        comparison: sentences under the headline setting the posterior rule's
+            figures beside map differencing's.
     """
 
     maps: Sequence[str]
@@ -68,6 +72,8 @@ class ReportFacts:
     figures: Sequence[MapFigure]
     images: Sequence[tuple[str, str]]
     files: Sequence[str]
+    uncertain: tuple[float, int] | None = None
+    comparison: Sequence[str] = ()
 
 
 _STYLE = (
@@ -136,7 +142,9 @@ def _headline(facts: ReportFacts) -> str:
     else:
         body = '<p class="figure"><span class="value">No change</span> between the dates.</p>'
     note = f'<p class="note">{_esc(facts.accuracy_note)}</p>'
-    return f'<section id="headline">{body}{note}</section>'
+    versus = "".join(f"<li>{_arrow(line)}</li>" for line in facts.comparison)
+    rule = f'<ul id="rules">{versus}</ul>' if versus else ""
+    return f'<section id="headline">{body}{rule}{note}</section>'
 
 
 def _warnings(warnings: Sequence[str]) -> str:
@@ -173,6 +181,11 @@ def _tables(facts: ReportFacts) -> str:
         for f, t, m2, px in facts.table
     )
     nodata_m2, nodata_px = facts.nodata
+    if facts.uncertain is not None:
+        rows += (
+            f'<tr><td colspan="2">uncertain (posterior rule)</td>'
+            f'{_area_cells(a, facts.uncertain[0])}<td class="n">{facts.uncertain[1]:,}</td></tr>'
+        )
     nodata = (
         f'<tr><td colspan="2">nodata (either date)</td>{_area_cells(a, nodata_m2)}'
         f'<td class="n">{nodata_px:,}</td></tr>'

@@ -44,8 +44,8 @@ class AreaFormat:
 
     @classmethod
     def of(cls, m: TransitionMatrix) -> AreaFormat:
-        """The mean pixel area of the grid of ``m`` (nodata pixels included)."""
-        pixels = int(m.pixels.sum()) + m.nodata_pixels
+        """The mean pixel area of the grid of ``m`` (uncertain and nodata pixels included)."""
+        pixels = int(m.pixels.sum()) + m.uncertain_pixels + m.nodata_pixels
         return cls(m.total_area_m2 / pixels if pixels else 0.0)
 
     def number(self, m2: float, unit: str = "ha") -> str:

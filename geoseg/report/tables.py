@@ -28,12 +28,18 @@ def area_fields(area_m2: float, pixels: int) -> dict[str, Any]:
 
 
 def transition_rows(m: TransitionMatrix, nodata: bool = True) -> list[dict[str, Any]]:
-    """One row per (from, to) pair, then (with ``nodata``) a ``nodata`` row."""
+    """One row per (from, to) pair, then (posterior rule) an ``uncertain`` row, then
+    (with ``nodata``) a ``nodata`` row. All rows together cover the grid's area."""
     rows = [
         {"from": a, "to": b, **area_fields(float(m.area_m2[i, j]), int(m.pixels[i, j]))}
         for i, a in enumerate(m.names)
         for j, b in enumerate(m.names)
     ]
+    if nodata and m.uncertain_area_m2 is not None:
+        rows.append(
+            {"from": "uncertain", "to": "uncertain",
+             **area_fields(m.uncertain_area_m2, m.uncertain_pixels)}
+        )  # fmt: skip
     if nodata:
         rows.append(
             {"from": "nodata", "to": "nodata", **area_fields(m.nodata_area_m2, m.nodata_pixels)}

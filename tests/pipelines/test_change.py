@@ -13,7 +13,7 @@ import rasterio
 from affine import Affine
 from click.testing import CliRunner
 
-import geoseg.pipelines.change as change_module
+import geoseg.pipelines.change_codes as change_codes_module
 from geoseg.cli import cli
 from geoseg.errors import GeosegError, OutputExistsError
 from geoseg.pipelines.change import OUTPUT_FILES, ChangeOptions, change_report, change_schema
@@ -278,7 +278,7 @@ def test_a_failure_mid_run_leaves_no_chunk_files(
         write_labels(tmp_path / "2019.tif", random_labels((640, 640), 0), date="2019-06-01"),
         write_labels(tmp_path / "2023.tif", random_labels((640, 640), 1), date="2023-06-01"),
     ]
-    real, calls, lock = change_module.persistent_after, [0], threading.Lock()
+    real, calls, lock = change_codes_module.persistent_after, [0], threading.Lock()
 
     def failing(*args: object, **kw: object) -> object:
         with lock:
@@ -287,7 +287,7 @@ def test_a_failure_mid_run_leaves_no_chunk_files(
                 raise RuntimeError("disk on fire")
         return real(*args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(change_module, "persistent_after", failing)
+    monkeypatch.setattr(change_codes_module, "persistent_after", failing)
     out = tmp_path / "report"
     with pytest.raises(RuntimeError, match="disk on fire"):
         change_report(maps, out, ChangeOptions(chunk=128, workers=4))

@@ -187,6 +187,7 @@ def test_schema_names_every_option_a_workflow_may_set() -> None:
     }  # fmt: skip
     change = {f.name for f in dataclasses.fields(ChangeOptions)} - {
         "overwrite", "aoi", "aoi_field", "aoi_crs", "aoi_crs_option", "reference",
+        "probabilities_of",  # the workflow's predict step writes them (rule: posterior)
     }  # fmt: skip
     assert set(PREDICT_OPTIONS) == predict
     assert set(CHANGE_OPTIONS) == change

@@ -1,0 +1,67 @@
+"""``change: {rule: posterior}`` in a workflow: predict writes probabilities, the report and
+``summary.json`` give the posterior figure beside the map-difference one."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from geoseg.errors import ConfigError
+from geoseg.pipelines.workflow import load_workflow, run_workflow
+from geoseg.synthetic import write_sample_data
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("run")
+    write_sample_data(base / "sample_data", height=160, width=192, seed=4)
+    shutil.copytree(REPO / "sample_data" / "models", base / "sample_data" / "models")
+    shutil.copytree(REPO / "workflows", base / "workflows")
+    return base
+
+
+def test_deforestation_workflow_shows_both_figures(root: Path) -> None:
+    wf = load_workflow(root / "workflows" / "deforestation.yaml", root)
+    assert wf.change["rule"] == "posterior"  # the shipped file switches it on
+    result = run_workflow(wf)
+    s = result.summary
+    probs = [m.with_name(f"{m.stem}_probs.tif") for m in result.maps]
+    assert all(p.is_file() for p in probs) and set(probs) <= set(result.report)
+    assert s["rule"] == "posterior" and s["uncertain"]["area_ha"] > 0
+    plain = dataclasses.replace(
+        wf, output=root / "plain", change={**wf.change, "rule": "map"}
+    )  # the same workflow by map differencing
+    versus = run_workflow(plain).summary
+    assert "map_difference" not in versus and versus["rule"] == "map"
+    assert s["map_difference"]["area_m2"] == pytest.approx(versus["area_m2"], rel=1e-12)
+    assert s["area_m2"] < versus["area_m2"]
+    page = (wf.output / "report" / "index.html").read_text()
+    ha = f"{versus['area_m2'] / 1e4:,.2f} ha"
+    assert f"{ha} by map differencing of the same maps" in page
+    assert f"{s['area_m2'] / 1e4:,.2f} ha by the posterior rule" in page
+    saved = json.loads((wf.output / "summary.json").read_text())
+    assert saved["map_difference"]["area_ha"] == pytest.approx(versus["area_ha"])
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ("{rule: bayes}", "change.rule: expected one of map, posterior"),
+        ("{rule: posterior, min_change_prob: 0.3}", "change.min_change_prob: expected a number"),
+        ("{min_change_prob: true}", "expected a number in 0.5-1"),
+    ],
+)
+def test_bad_rule_keys_are_refused(tmp_path: Path, change: str, words: str) -> None:
+    for name in ("a.tif", "b.tif"):
+        (tmp_path / name).touch()
+    (tmp_path / "wf.yaml").write_text(
+        f"scenes: [a.tif, b.tif]\nmodel: spectral\noutput: out\nchange: {change}\n"
+    )
+    with pytest.raises(ConfigError, match=words):
+        load_workflow(tmp_path / "wf.yaml", tmp_path)
