@@ -44,7 +44,7 @@ from geoseg.pipelines.track_outputs import AREAS, area_rows, written_areas_m2
 from geoseg.report.tables import write_csv_rows
 from geoseg.types import a_model_of
 
-__all__ = ["TrackOptions", "TrackResult", "follow", "load_tracker", "track_scenes"]
+__all__ = ["TrackOptions", "TrackResult", "follow", "frame_prompt", "load_tracker", "track_scenes"]
 
 log = logging.getLogger(__name__)
 
@@ -179,10 +179,10 @@ def frame_prompt(prompt: Prompt, window: PromptWindow) -> FramePrompt:
     """A scene prompt in the encoder input px of ``window``."""
     box = None
     if prompt.box is not None:
-        corners = window.to_input(np.asarray(prompt.box, np.float64).reshape(2, 2))
-        box = tuple(float(v) for v in corners.ravel())
+        x0, y0, x1, y1 = window.to_input(np.asarray(prompt.box, np.float64).reshape(2, 2)).ravel()
+        box = (float(x0), float(y0), float(x1), float(y1))
     points = window.to_input(prompt.points) if len(prompt.points) else np.zeros((0, 2))
-    return FramePrompt(prompt.id, points, prompt.labels, box)  # type: ignore[arg-type]
+    return FramePrompt(prompt.id, points, prompt.labels, box)
 
 
 def follow(

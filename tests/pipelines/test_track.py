@@ -25,8 +25,11 @@ from click.testing import CliRunner
 
 from geoseg.areas import pixel_area_m2
 from geoseg.cli import cli
-from geoseg.models.sam2 import FramePrompt, Sam2Prompter
+from geoseg.models.sam2 import FramePrompt, Sam2Prompter, _point_inputs, load_sam2
 from geoseg.pipelines.importing import ImportOptions, import_model
+from geoseg.pipelines.prompt_inputs import Prompt
+from geoseg.pipelines.prompt_windows import PromptWindow
+from geoseg.pipelines.track import frame_prompt
 from tests.conftest import textured_scene, write_raster
 from tests.models.sam2_folders import sam2_folder
 from tests.models.sam_folders import sam_folder
@@ -258,3 +261,38 @@ def test_existing_outputs_are_refused_without_overwrite_and_kept(
     assert (out / "areas.csv").read_text(encoding="utf-8") == "mine\n"
     assert track(dates, models["video"], out, "--boxes", layer, "--overwrite").exit_code == 0
     assert read_csv(out / "areas.csv")[0]["object_id"] == "1"
+
+
+def test_sam2_goes_forward_from_the_prompt_date_then_back(
+    models: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompter = load_sam2(models["video"], "cpu")
+    assert prompter.video is not None
+    seen: list[tuple[int, bool]] = []
+    original = prompter.video.propagate_in_video_iterator
+
+    def spy(session: Any, start_frame_idx: int, reverse: bool = False) -> Any:
+        for step in original(session, start_frame_idx=start_frame_idx, reverse=reverse):
+            seen.append((step.frame_idx, reverse))
+            yield step
+
+    monkeypatch.setattr(prompter.video, "propagate_in_video_iterator", spy)
+    side = prompter.size
+    frames = np.random.default_rng(0).integers(0, 255, (3, 3, side, side), dtype=np.uint8)
+    prompts = [FramePrompt(4, np.zeros((0, 2)), np.zeros(0, np.int64), (10.0, 10, 50, 50)),
+               FramePrompt(9, np.array([[80.5, 80.5]]), np.array([1]))]  # fmt: skip
+    masks = prompter.track(frames, np.ones((3, side, side), bool), prompts, start=1)
+    assert seen == [(1, False), (2, False), (1, True), (0, True)]
+    assert masks.shape == (3, 2, side, side) and masks.dtype == bool
+
+
+def test_prompts_reach_sam2_in_window_px_with_box_corners_labelled_2_and_3() -> None:
+    window = PromptWindow(0, 10, 20, 128)
+    box = frame_prompt(Prompt(3, np.zeros((0, 2)), np.zeros(0, np.int64), (25, 15, 45, 35), 0),
+                       window)  # fmt: skip
+    points = frame_prompt(Prompt(5, np.array([[30.5, 40.5]]), np.array([0]), None, 0), window)
+    assert box.box == (5.0, 5.0, 25.0, 25.0) and box.points.shape == (0, 2)
+    assert points.points.tolist() == [[10.5, 30.5]] and points.box is None
+    both = _point_inputs(FramePrompt(1, np.array([[5.5, 6.5]]), np.array([0]), (10, 20, 30, 40)))
+    assert both["point_coords"].tolist() == [[[[9.5, 19.5], [29.5, 39.5], [5.0, 6.0]]]]
+    assert both["point_labels"].tolist() == [[[2, 3, 0]]]
