@@ -72,6 +72,7 @@ def import_(source: Path, output: Path, bands: str, classes: str | None, mean: s
     result = import_model(source, output, opts)
     meta = result.meta
     kind = f"transformers {meta.arch[3:]}" if result.kind == "transformers" else result.kind
+    kind = meta.arch if result.kind == "sam" else kind  # sam or sam2
     click.echo(
         f"wrote {result.output} ({kind}{'' if meta.task == 'semantic' else ' ' + meta.task}: "
         f"{bands_count(len(meta.bands))}, "

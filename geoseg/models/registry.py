@@ -54,6 +54,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "geoseg.models.families.transformers",
     "geoseg.models.families.onnx",
     "geoseg.models.families.sam",
+    "geoseg.models.families.sam2",
 )
 
 #: Name of the weights-free band-index model (``-m spectral``).

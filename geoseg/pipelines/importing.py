@@ -129,14 +129,20 @@ def source_kind(source: Path) -> str:
 
 
 def _folder_kind(folder: Path) -> str:
-    """``sam`` for a folder whose ``config.json`` says ``model_type: sam``, else ``transformers``
-    (whose importer gives the clear error for a folder that is not a model)."""
+    """``sam`` for a folder whose ``config.json`` says ``model_type`` ``sam``, ``sam2`` or
+    ``sam2_video``, else ``transformers`` (whose importer gives the clear error for a
+    folder that is not a model)."""
+    from geoseg.models.families.sam import MODEL_TYPE as SAM
+    from geoseg.models.families.sam2 import MODEL_TYPES as SAM2
+
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):  # the transformers importer says what is wrong
         return "transformers"
     return (
-        "sam" if isinstance(config, dict) and config.get("model_type") == "sam" else "transformers"
+        "sam"
+        if isinstance(config, dict) and config.get("model_type") in (SAM, *SAM2)
+        else "transformers"
     )
 
 
@@ -314,7 +320,7 @@ def import_transformers(
 
 
 def import_sam(source: Path, opts: ImportOptions) -> tuple[dict[str, torch.Tensor], ModelMeta]:
-    """A transformers ``SamModel`` folder (see :mod:`geoseg.pipelines.sam_import`)."""
+    """A transformers SAM / SAM 2 folder (see :mod:`geoseg.pipelines.sam_import`)."""
     from geoseg.pipelines.sam_import import import_sam_folder
 
     return import_sam_folder(source, opts)

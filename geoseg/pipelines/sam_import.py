@@ -1,21 +1,24 @@
-"""``geoseg import SAM_FOLDER``: a transformers ``SamModel`` folder -> a ``prompt`` checkpoint.
+"""``geoseg import SAM_FOLDER``: a transformers SAM / SAM 2 folder -> a ``prompt`` checkpoint.
 
 The folder is what ``save_pretrained`` writes (``config.json`` with
-``model_type: sam`` and ``model.safetensors``; a ``preprocessor_config.json``
-from ``SamProcessor`` is optional). It is read with ``local_files_only`` and from
-safetensors only, as every transformers folder is
+``model_type`` ``sam`` (``SamModel``), ``sam2`` (``Sam2Model``) or ``sam2_video``
+(``Sam2VideoModel``, which ``geoseg track`` needs), and ``model.safetensors``; a
+``preprocessor_config.json`` from the processor is optional). It is read with
+``local_files_only`` and from safetensors only, as every transformers folder is
 (:mod:`geoseg.pipelines.hf_import`). The config travels in the checkpoint's
 metadata, the weights as its tensors (with their digest); the normalisation is the
 processor's pixel mean/std and 1/255 rescale (SAM's defaults without one; ``--scale``
 for scenes stored otherwise, e.g. 10000 for uint16 reflectance). A scene with
 another band count than 3 gets an adapted patch embedding
-(:func:`geoseg.models.runtime.adapt_first_conv`).
+(:func:`geoseg.models.runtime.adapt_first_conv`). SAM 2 takes the same options and
+the same defaults (its processor's are SAM's).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +26,12 @@ import torch
 
 from geoseg import __version__
 from geoseg.errors import CheckpointError, GeosegError
-from geoseg.models.families.sam import ARCH, PATCH
+from geoseg.models.families import sam2 as sam2_family
+from geoseg.models.families.sam import ARCH, MODEL_TYPE, PATCH
 from geoseg.models.hf import transformers_module
 from geoseg.models.runtime import adapt_first_conv, check_state_fits
 from geoseg.models.sam import build_sam, sam_config
+from geoseg.models.sam2 import build_sam2, sam2_config
 from geoseg.pipelines.hf_import import (
     check_weights_file,
     load_folder_model,
@@ -38,7 +43,10 @@ from geoseg.types import ClassInfo, ClassSchema, ModelMeta
 if TYPE_CHECKING:
     from geoseg.pipelines.importing import ImportOptions
 
-__all__ = ["PATCH_LAYER", "SAM_PREPROCESSOR", "SAM_SCHEMA", "import_sam_folder"]
+__all__ = [
+    "PATCH_LAYER", "SAM2_PATCH_LAYER", "SAM_MODEL_TYPES", "SAM_PREPROCESSOR", "SAM_SCHEMA",
+    "import_sam_folder",
+]  # fmt: skip
 
 #: ``SamProcessor``'s defaults (ImageNet statistics on 8-bit values), used without a
 #: ``preprocessor_config.json``.
@@ -52,40 +60,64 @@ SAM_SCHEMA = ClassSchema(
 )
 #: The convolution that reads the bands (the ViT's patch embedding).
 PATCH_LAYER = "vision_encoder.patch_embed.projection"
+#: SAM 2's: the Hiera backbone's patch embedding.
+SAM2_PATCH_LAYER = "vision_encoder.backbone.patch_embed.projection"
+#: ``config.json`` ``model_type`` of the folders imported here.
+SAM_MODEL_TYPES = (MODEL_TYPE, *sam2_family.MODEL_TYPES)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What differs between SAM and SAM 2 folders on import."""
+
+    arch: str
+    name: str
+    patch_layer: str
+    model_class: Callable[[Any], Any]
+    config: Callable[[Mapping[str, Any]], Any]
+    build: Callable[[ModelMeta], torch.nn.Module]
+
+
+def _kind(model_type: str) -> _Kind:
+    t = transformers_module()
+    if model_type == MODEL_TYPE:
+        return _Kind(ARCH, "SAM", PATCH_LAYER, t.SamModel, sam_config, build_sam)
+    cls = t.Sam2VideoModel if model_type == sam2_family.VIDEO_TYPE else t.Sam2Model
+    return _Kind(sam2_family.ARCH, "SAM 2", SAM2_PATCH_LAYER, cls, sam2_config, build_sam2)
 
 
 def import_sam_folder(
     source: Path, opts: ImportOptions
 ) -> tuple[dict[str, torch.Tensor], ModelMeta]:
-    """The tensors and metadata of a ``SamModel`` folder, checked against ``opts``."""
+    """The tensors and metadata of a SAM / SAM 2 folder, checked against ``opts``."""
     config = read_folder_json(source / "config.json", required=True)
     check_weights_file(source)
     _check_options(source, opts)
+    kind = _kind(str(config.get("model_type")))
     prep = read_folder_json(source / "preprocessor_config.json", required=False)
     bands = tuple(opts.bands)
-    vision = config.get("vision_config")
-    vision = vision if isinstance(vision, dict) else {}
-    size = int(vision.get("image_size", 1024))
+    size = _input_size(config)
     if opts.window is not None and opts.window != size:
         raise GeosegError(
-            f"--window {opts.window}: SAM's encoder takes {size} px windows (its config's "
-            "image_size); leave --window out"
+            f"--window {opts.window}: {kind.name}'s encoder takes {size} px windows (its "
+            "config's image_size); leave --window out"
         )
-    model = load_folder_model(source, transformers_module().SamModel, sam_config(config))
+    model = load_folder_model(source, kind.model_class, kind.config(config))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    pretrained = int(state[f"{PATCH_LAYER}.weight"].shape[1])
-    state[f"{PATCH_LAYER}.weight"] = adapt_first_conv(state[f"{PATCH_LAYER}.weight"], len(bands))
+    layer = f"{kind.patch_layer}.weight"
+    pretrained = int(state[layer].shape[1])
+    state[layer] = adapt_first_conv(state[layer], len(bands))
     meta = ModelMeta(
-        task="prompt", arch=ARCH, encoder=type(model).__name__, bands=bands,
+        task="prompt", arch=kind.arch, encoder=type(model).__name__, bands=bands,
         normalization=preprocessor_normalization(prep or SAM_PREPROCESSOR, opts, len(bands)),
         schema=SAM_SCHEMA, window=size, margin=0, gsd_m=opts.gsd_m,
         provenance={"imported_from": source.name, "format": "transformers",
                     "imported_by": f"geoseg {__version__}",
-                    "first_conv": {"layer": PATCH_LAYER, "pretrained_channels": pretrained,
+                    "first_conv": {"layer": kind.patch_layer, "pretrained_channels": pretrained,
                                    "bands": len(bands)}},
         options={"hf_config": _with_channels(config, len(bands))},
     )  # fmt: skip
-    module = build_sam(meta)  # as `geoseg prompt` will: strict keys and shapes
+    module = kind.build(meta)  # as `geoseg prompt` will: strict keys and shapes
     check_state_fits(source, module, state, meta)
     module.load_state_dict(state, strict=True)
     return state, meta
@@ -110,13 +142,27 @@ def _check_options(source: Path, opts: ImportOptions) -> None:
         raise GeosegError("--margin does not apply to SAM: each prompt reads its own window")
 
 
+def _input_size(config: Mapping[str, Any]) -> int:
+    """The encoder's input side in px: SAM's vision ``image_size``, SAM 2's prompt encoder's."""
+    part = "vision_config" if config.get("model_type") == MODEL_TYPE else "prompt_encoder_config"
+    sub = config.get(part)
+    size = int((sub if isinstance(sub, dict) else {}).get("image_size", 1024))
+    if size % PATCH:
+        raise CheckpointError(f"{part} image_size {size} is not a multiple of {PATCH}")
+    return size
+
+
 def _with_channels(config: Mapping[str, Any], bands: int) -> dict[str, Any]:
-    """A copy of ``config.json`` whose vision encoder reads ``bands`` channels."""
+    """A copy of ``config.json`` whose vision encoder (SAM 2: its backbone) reads ``bands``
+    channels."""
     out = copy.deepcopy(dict(config))
     vision = out.get("vision_config")
-    out["vision_config"] = {**(vision if isinstance(vision, dict) else {}), "num_channels": bands}
-    if out["vision_config"].get("image_size", 1024) % PATCH:
-        raise CheckpointError(
-            f"SAM image_size {out['vision_config']['image_size']} is not a multiple of {PATCH}"
-        )
+    out["vision_config"] = vision = dict(vision if isinstance(vision, dict) else {})
+    if out.get("model_type") == MODEL_TYPE:
+        vision["num_channels"] = bands
+    else:
+        backbone = vision.get("backbone_config")
+        vision["backbone_config"] = {**(backbone if isinstance(backbone, dict) else {}),
+                                     "num_channels": bands}  # fmt: skip
+    _input_size(out)
     return out

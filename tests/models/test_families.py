@@ -88,8 +88,17 @@ def _imported_sam(path: Path) -> Path:
     return import_model(folder, path, ImportOptions(TINY_BANDS, scale=1e4)).output
 
 
+def _imported_sam2(path: Path) -> Path:
+    """A tiny random SAM 2 video folder brought in with ``geoseg import`` (4 bands)."""
+    from geoseg.pipelines.importing import ImportOptions, import_model
+    from tests.models.sam2_folders import sam2_folder
+
+    folder = sam2_folder(path.parent / "sam2_folder")
+    return import_model(folder, path, ImportOptions(TINY_BANDS, scale=1e4)).output
+
+
 #: family name -> recipe of a tiny checkpoint, for families that import rather than build.
-IMPORTED = {"onnx": _imported_onnx, "sam": _imported_sam}
+IMPORTED = {"onnx": _imported_onnx, "sam": _imported_sam, "sam2": _imported_sam2}
 
 
 def tiny_checkpoint(family: Family, path: Path, recipe: int = -1) -> Path:

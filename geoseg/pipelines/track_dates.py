@@ -1,0 +1,171 @@
+"""The dates of ``geoseg track``: checked against each other, read window by window.
+
+Every date is read on the first date's pixel grid, where the outputs are. A
+date on that grid is read as it is (:func:`~geoseg.pipelines.prompt_windows.read_window`);
+a date on another grid is warped onto it through a rasterio ``WarpedVRT``, as
+``geoseg change`` aligns label maps (:mod:`geoseg.change.align`), with a warning,
+but bilinearly: these are band values, not class ids. Only the windows the
+prompts need are read, so memory does not grow with the scenes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+
+from geoseg.change.align import DATE_TAG
+from geoseg.errors import BandMismatchError, GeosegError, InvalidRasterError
+from geoseg.io.grids import same_grid
+from geoseg.io.raster import Scene, open_scene
+from geoseg.io.reproject import bounds_in_crs
+from geoseg.pipelines.prompt_windows import PromptWindow, read_window
+
+__all__ = ["TrackDate", "date_labels", "open_dates", "read_date_window"]
+
+log = logging.getLogger(__name__)
+
+#: How a date on another grid is resampled onto the first date's.
+WARP = Resampling.bilinear
+
+
+@dataclass(frozen=True)
+class TrackDate:
+    """One date, open for reading on the first date's grid.
+
+    Attributes:
+        path: the scene.
+        label: its name in the outputs (``DATE`` tag, else the file stem; unique).
+        crs: its own CRS (the assumed one for a file without).
+        src: the dataset as it is (on the grid) or warped onto the grid (full extent):
+            its ``dataset_mask`` says where the date holds data on the grid.
+        warped: it was on another grid.
+    """
+
+    path: str
+    label: str
+    crs: CRS
+    src: Any
+    warped: bool
+
+
+def date_labels(scenes: Sequence[Scene]) -> list[str]:
+    """Each date's ``DATE`` tag, else its file stem, made safe as a file name and unique
+    (``_2``, ``_3`` ... after repeats)."""
+    out: list[str] = []
+    for scene in scenes:
+        raw = scene.tags.get(DATE_TAG) or Path(scene.path).stem
+        label = re.sub(r"[^A-Za-z0-9._-]+", "_", raw.strip()).strip("._") or "date"
+        base, n = label, 1
+        while label in out:
+            n += 1
+            label = f"{base}_{n}"
+        out.append(label)
+    return out
+
+
+def _check_dates(scenes: Sequence[Scene]) -> None:
+    """Two dates or more, the same bands, extents that meet the first date's."""
+    if len(scenes) < 2:
+        raise GeosegError(
+            "geoseg track needs at least two dates (scenes of one place, oldest first)"
+        )
+    first = scenes[0]
+    left, bottom, right, top = rasterio.transform.array_bounds(
+        first.height, first.width, first.transform
+    )
+    for scene in scenes[1:]:
+        if scene.band_names != first.band_names:
+            raise BandMismatchError(
+                f"{scene.path}: bands {list(scene.band_names)} differ from those of "
+                f"{first.path} {list(first.band_names)}; give every date the same bands"
+            )
+        b = rasterio.transform.array_bounds(scene.height, scene.width, scene.transform)
+        fix = "give the dates in CRSs that can be transformed into each other"
+        ol, ob, orr, ot = bounds_in_crs(scene.crs, first.crs, b, scene.path, first.path, fix)
+        if max(left, ol) >= min(right, orr) or max(bottom, ob) >= min(top, ot):
+            raise InvalidRasterError(
+                f"{scene.path}: does not overlap {first.path} (disjoint extents); "
+                "give scenes of the same place"
+            )
+
+
+@contextlib.contextmanager
+def open_dates(
+    paths: Sequence[str | os.PathLike[str]], assume_crs: str | None = None
+) -> Iterator[tuple[list[Scene], list[TrackDate]]]:
+    """The dates (checked: :func:`_check_dates`), open on the first date's grid.
+
+    Raises:
+        GeosegError: fewer than two dates; BandMismatchError: dates with other bands;
+        InvalidRasterError: unreadable scenes or disjoint extents.
+    """
+    scenes = [open_scene(os.fspath(p), None, 1024, assume_crs) for p in paths]
+    _check_dates(scenes)
+    first = scenes[0]
+    with contextlib.ExitStack() as stack:
+        dates = []
+        for scene, label in zip(scenes, date_labels(scenes), strict=True):
+            src = stack.enter_context(rasterio.open(scene.path))
+            on_grid = same_grid(
+                first.crs, first.transform, (first.height, first.width),
+                scene.crs, scene.transform, (scene.height, scene.width),
+            )  # fmt: skip
+            if not on_grid:
+                log.warning("%s: on a different grid; resampled (%s) onto the grid of %s",
+                            scene.path, WARP.name, first.path)  # fmt: skip
+                src = stack.enter_context(_warped(src, scene.crs, first.crs, first.transform,
+                                                  first.width, first.height))  # fmt: skip
+            dates.append(TrackDate(scene.path, label, scene.crs, src, not on_grid))
+        yield scenes, dates
+
+
+def _warped(src: Any, src_crs: CRS, crs: CRS, transform: Affine, width: int, height: int) -> Any:
+    """``src`` warped onto a grid; the alpha band marks where it holds data."""
+    return WarpedVRT(src, src_crs=src_crs, crs=crs, transform=transform, width=width,
+                     height=height, resampling=WARP, add_alpha=True)  # fmt: skip
+
+
+def read_date_window(
+    date: TrackDate, grid: Any, bands: Sequence[int], window: PromptWindow, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One date's pixels of ``window`` (first date's grid) at the encoder's input size.
+
+    Args:
+        date: the date.
+        grid: the first date's dataset (its size bounds the grid).
+        bands: 1-based band indexes, in the model's input order.
+        window: the window (parts outside the grid read as nodata).
+        size: the encoder's input side ``S``.
+
+    Returns:
+        ``(C, S, S)`` values (0 where nothing is) and ``(S, S) bool`` validity.
+    """
+    if not date.warped:
+        return read_window(date.src, bands, window, size)
+    # a WarpedVRT reads no window outside itself: one VRT exactly over the window
+    base = date.src.src_dataset
+    origin = date.src.transform @ Affine.translation(window.col0, window.row0)
+    resampling = Resampling.average if window.level else Resampling.nearest
+    with _warped(base, date.crs, date.src.crs, origin, window.side, window.side) as vrt:
+        data = vrt.read(list(bands), out_shape=(len(bands), size, size), resampling=resampling)
+        valid = np.asarray(vrt.dataset_mask(out_shape=(size, size)) > 0)
+    f = window.factor
+    rows = window.row0 + f * np.arange(size)
+    cols = window.col0 + f * np.arange(size)
+    valid &= ((rows >= 0) & (rows < grid.height))[:, None] & ((cols >= 0) & (cols < grid.width))
+    if np.issubdtype(data.dtype, np.floating):
+        valid &= np.isfinite(data).all(axis=0)
+    return np.where(valid, data, 0), valid
