@@ -73,14 +73,10 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
             preview: Path | None, vector: Path | None, task: str | None,
             panoptic: Path | None, stuff_labels: str | None, **kw: Any) -> None:  # fmt: skip
     """Segment SCENE into a label COG (or an instance / panoptic COG)."""
+    # instances and vectorize (geopandas, shapely, pyogrio: ~45 MB) only when asked for
     from geoseg.errors import GeosegError
-    from geoseg.pipelines.instances import predict_instances, predict_panoptic, predict_task
     from geoseg.pipelines.predict import PredictOptions, check_distinct_outputs, predict_scene
-    from geoseg.pipelines.vectorize import (
-        VectorizeOptions,
-        check_vectorize_output,
-        vectorize_labels,
-    )
+    from geoseg.pipelines.tasks import predict_task
 
     selection, roles = parse_bands(bands)
     gpus = kw.pop("gpus")
@@ -101,14 +97,22 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
         raise click.BadParameter("--mask-clouds applies to semantic maps, not --task " + task)
     if stuff_labels is not None and not (task == "panoptic" or panoptic is not None):
         raise click.BadParameter("--stuff-labels needs a panoptic output (--task panoptic)")
-    vopts = VectorizeOptions(
-        overwrite=opts.overwrite, workers=opts.workers, connectivity=8 if objects else 4,
-        scheduler="threads" if opts.scheduler == "cuda" else opts.scheduler,
-    )  # fmt: skip
     if vector is not None:
+        from geoseg.pipelines.vectorize import (
+            VectorizeOptions,
+            check_vectorize_output,
+            vectorize_labels,
+        )
+
+        vopts = VectorizeOptions(
+            overwrite=opts.overwrite, workers=opts.workers, connectivity=8 if objects else 4,
+            scheduler="threads" if opts.scheduler == "cuda" else opts.scheduler,
+        )  # fmt: skip
         check_vectorize_output(vector, vopts, [Path(scene)])
     said: list[str] = []  # printed once every output is kept (a later step may fail)
     bar = progress_bar("predict", progress)
+    if objects:
+        from geoseg.pipelines.instances import predict_instances, predict_panoptic
     if task == "panoptic" and panoptic is None:  # -o is the panoptic raster
         found = predict_panoptic(scene, model, output, opts, bar, stuff_labels)
         said.append(f"wrote {found.output} ({found.count} instances)")

@@ -22,10 +22,7 @@ from geoseg.models.bands import reflectance_scale
 from geoseg.models.cache import ModelSpec, default_batch_size, load_predictor, model_spec
 from geoseg.models.registry import (
     checkpoint_family,
-    model_task,
-    predict_outputs,
     task_kind,
-    training_tasks,
     window_multiple,
 )
 from geoseg.pipelines.instance_scene import (  # same names importable from here
@@ -41,6 +38,7 @@ from geoseg.pipelines.model_input import (
     require_pixels,
 )
 from geoseg.pipelines.plausibility import warn_if_outside_training
+from geoseg.pipelines.tasks import predict_task  # importable from here too
 from geoseg.stitching import InstancePredictor
 from geoseg.tiling.execute import Progress
 from geoseg.types import a_model_of
@@ -170,35 +168,3 @@ def predict_panoptic(
         inst = dataclasses.replace(inst, overwrite=True)
         result = segment_instances(path, load, tmp, inst, progress)
     return dataclasses.replace(result, output=out)
-
-
-def predict_task(model: str, task: str | None) -> str:
-    """The task ``geoseg predict`` runs: ``task``, or by default the checkpoint's own.
-
-    ``instance`` and ``panoptic`` checkpoints (bottom-up, Mask R-CNN or
-    Panoptic-DeepLab) can run ``instance`` or ``panoptic`` (stuff from the model's
-    semantic side); ``semantic`` and ``change`` checkpoints and ``spectral`` run
-    ``semantic``.
-
-    Raises:
-        CheckpointError: ``task`` does not fit the checkpoint (the message names it).
-    """
-    own, outputs = model_task(model), predict_outputs()
-    if not task_kind(own).predicts:  # e.g. SAM: objects come from prompts, not from pixels
-        raise CheckpointError(
-            f"{model}: is {a_model_of(own)}, which `geoseg predict` does not run; use "
-            f"`{task_kind(own).command}`"
-        )
-    if task is None:
-        task = own if own in outputs else task_kind(own).predicts[0]
-    if task not in outputs:
-        raise GeosegError(f"--task must be one of {', '.join(outputs)}, not {task!r}")
-    if own not in outputs[task]:
-        fits = [t for t, owners in outputs.items() if own in owners]
-        hint = f"use --task {' or '.join(fits)}" if fits else "no geoseg predict task runs it yet"
-        train = f" (`geoseg train --task {task}`)" if task in training_tasks() else ""
-        raise CheckpointError(
-            f"{model}: is {a_model_of(own)} and cannot predict --task {task}; pass a "
-            f"checkpoint trained for {task}{train}, or {hint}"
-        )
-    return task

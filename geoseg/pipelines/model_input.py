@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from geoseg.change.radiometric import normalize_scene
 from geoseg.errors import GeosegError
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.raster import Scene, open_scene, select_bands
@@ -218,6 +217,9 @@ def _checkpoint_setup(
     else:
         scale = None
     if opts.normalize_dates is not None:  # float32 now; the scale is the file's dtype's
+        # here, not at the top: the geoseg.change package loads geopandas and shapely
+        from geoseg.change.radiometric import normalize_scene
+
         scene = normalize_scene(scene, meta.bands, opts.normalize_dates)[0]
     warn_if_outside_training(path, index, scale or meta.normalization.scale, model, meta)
     spec = model_spec(model, opts.device, None, scale, opts.torch_threads, opts.precision)

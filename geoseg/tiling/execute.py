@@ -16,11 +16,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import dask
 import dask.array as da
+import dask.local
+import dask.system
+import dask.threaded
 import numpy as np
 from dask.callbacks import Callback
 from dask.optimization import cull
 
 from geoseg.errors import GeosegError
+from geoseg.tiling.readahead import ordered_store_graph
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +168,9 @@ def block_slices(arr: da.Array, index: tuple[int, ...]) -> tuple[slice, ...]:
     return tuple(out)
 
 
-#: Blocks in flight per worker thread on a distributed scheduler: enough to keep every
-#: thread busy while the client writes, few enough that memory does not grow with the scene.
+#: Blocks in flight per worker thread (whose inputs are read, on the threads scheduler):
+#: enough to keep every thread busy while blocks are written, few enough that memory
+#: does not grow with the scene.
 BLOCKS_PER_THREAD = 3
 
 
@@ -244,6 +249,34 @@ def _store_distributed(
             progress(done, len(index))
 
 
+def _store_local(
+    arr: da.Array,
+    sink: Sink,
+    scheduler: str,
+    workers: int | None,
+    progress: Progress | None,
+    index: list[tuple[int, ...]],
+) -> None:
+    """Compute the blocks ``index`` of ``arr`` in this process, in row-major order.
+
+    Their inputs are read at most :data:`BLOCKS_PER_THREAD` x threads blocks ahead of
+    the writes (see :mod:`geoseg.tiling.readahead`); each block is written in the
+    thread that computed it.
+    """
+    threads = 1 if scheduler == "sync" else workers or dask.system.CPU_COUNT
+
+    def write(i: tuple[int, ...], block: np.ndarray) -> None:
+        sink[block_slices(arr, i)] = block
+
+    dsk, keys = ordered_store_graph(arr, index, write, BLOCKS_PER_THREAD * threads)
+    cb = _TaskProgress(progress) if progress else contextlib.nullcontext()
+    with cb:
+        if scheduler == "sync":
+            dask.local.get_sync(dsk, keys)
+        else:
+            dask.threaded.get(dsk, keys, num_workers=threads)
+
+
 def store_blocks(
     arr: da.Array,
     sink: Sink,
@@ -270,15 +303,7 @@ def store_blocks(
     if not index:
         return
     if scheduler in ("threads", "sync"):
-        cb = _TaskProgress(progress) if progress else contextlib.nullcontext()
-        with cb, dask.config.set(scheduler=scheduler, num_workers=workers):
-            if len(index) == np.prod(arr.numblocks):
-                da.store(arr, sink, lock=False)  # type: ignore[arg-type]
-            else:  # only the missing blocks; their graphs share the reads they need
-                sources = [arr.blocks[i] for i in index]
-                regions = [block_slices(arr, i) for i in index]
-                targets: list[Any] = [sink] * len(index)
-                da.store(sources, targets, lock=False, regions=regions)
+        _store_local(arr, sink, scheduler, workers, progress, index)
         return
     with dask_client(scheduler, workers) as client:
         _store_distributed(arr, sink, client, progress, index)

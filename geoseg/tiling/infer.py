@@ -19,7 +19,7 @@ import numpy as np
 
 from geoseg.io.probabilities import quantize
 from geoseg.tiling.grid import chunk_starts, hann_weight, reflect_indices, windows_touching
-from geoseg.tiling.halo import with_halo
+from geoseg.tiling.halo import recomputed, with_halo
 from geoseg.types import NODATA_LABEL, Predictor, TileSpec
 
 __all__ = ["confidence_to_uint8", "predict_blocks", "reflect_pad"]
@@ -319,7 +319,10 @@ def predict_blocks(
     vpad = reflect_pad(reflect_pad(valid[None], 1, m, ys[-1] - h + m), 2, m, xs[-1] - w + m)
     padded = padded.rechunk((data.shape[0], cy, cx))
     vpad = vpad.rechunk((1, cy, cx))
-    ov, ovv = with_halo(padded, d), with_halo(vpad, d)
+    # the rims come from a second read of each chunk (see with_halo), so that a row
+    # of read chunks is not held while the row above runs
+    rims, vrims = recomputed(padded, vpad)
+    ov, ovv = with_halo(padded, d, rims), with_halo(vpad, d, vrims)
     kernel = functools.partial(
         _kernel,
         ys=tuple(ys),

@@ -11,7 +11,7 @@ import pytest
 from dask.callbacks import Callback
 
 from geoseg.tiling import predict_blocks
-from geoseg.tiling.halo import with_halo
+from geoseg.tiling.halo import recomputed, with_halo
 from geoseg.types import TileSpec
 from tests.tiling.test_infer import SCHEMA, box_model
 
@@ -27,11 +27,15 @@ from tests.tiling.test_infer import SCHEMA, box_model
         ((2, 90, 40), (2, 30, 40), 3),  # one column
     ],
 )
-def test_with_halo_equals_dask_overlap(shape: tuple[int, ...], chunks: Any, depth: int) -> None:
+@pytest.mark.parametrize("second_read", [False, True])
+def test_with_halo_equals_dask_overlap(
+    shape: tuple[int, ...], chunks: Any, depth: int, second_read: bool
+) -> None:
     data = np.random.default_rng(0).integers(0, 60000, shape).astype(np.uint16)
-    arr = da.from_array(data, chunks=chunks)
+    arr = da.from_array(data, chunks=chunks).rechunk(chunks)
     want = da.overlap.overlap(arr, depth={0: 0, 1: depth, 2: depth}, boundary="none")
-    got = with_halo(arr, depth)
+    rims = recomputed(arr)[0] if second_read else None
+    got = with_halo(arr, depth, rims)
     assert got.chunks == want.chunks
     for index in np.ndindex(want.numblocks):
         np.testing.assert_array_equal(got.blocks[index].compute(), want.blocks[index].compute())
