@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +17,72 @@ from geoseg.cli.app import (
     progress_bar,
 )
 
-
-class _ValuesUpToNextOption(click.Option):
-    """A repeatable option that also takes the values after it, up to the next option:
-    ``--probabilities-of p1.tif p2.tif`` is ``--probabilities-of p1.tif --probabilities-of
-    p2.tif`` (so it goes after the positional arguments)."""
-
-    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
-        super().add_to_parser(parser, ctx)
-        for name in self.opts:
-            opt = parser._long_opt.get(name) or parser._short_opt.get(name)
-            base = opt.process
-
-            def process(value: Any, state: Any, base: Any = base) -> None:
-                base(value, state)
-                while state.rargs and not state.rargs[0].startswith("-"):
-                    base(state.rargs.pop(0), state)
-
-            opt.process = process
+#: The option that takes several values (one probability file per map).
+PROBABILITIES_OF = "--probabilities-of"
 
 
-@cli.command()
+def _spread_values(args: list[str], option: str, takes_value: Callable[[str], bool]) -> list[str]:
+    """``args`` with the values after ``option`` (given once) each preceded by ``option``.
+
+    ``--probabilities-of p1.tif p2.tif`` becomes ``--probabilities-of p1.tif
+    --probabilities-of p2.tif``: the values run up to the next option (or ``--``). When
+    the command line has no positional argument besides them (``--probabilities-of p1
+    p2 m1 m2``), the first half are the option's: it takes one value per map. Given
+    twice or more, the option takes one value each time (click's own ``multiple``).
+
+    Args:
+        args: the command line after the command's name.
+        option: the option's long name.
+        takes_value: whether a given option (``-o``, ``--rule``) takes a value.
+    """
+    hits = [i for i, a in enumerate(args) if a.split("=", 1)[0] == option]
+    if len(hits) != 1 or "--" in args[: hits[0]]:
+        return args
+    at = hits[0]
+    glued = "=" in args[at]
+    if not glued and at + 1 == len(args):
+        return args  # click says the option needs a value
+    end = at + (1 if glued else 2)
+    while end < len(args) and not args[end].startswith("-"):
+        end += 1
+    values = [args[at].split("=", 1)[1]] if glued else [args[at + 1]]
+    values += args[at + (1 if glued else 2) : end]
+    loose = _positionals(args[:at], takes_value) + _positionals(args[end:], takes_value)
+    mine = len(values) if loose or len(values) % 2 else len(values) // 2
+    spread = [token for v in values[:mine] for token in (option, v)]
+    return [*args[:at], *spread, *values[mine:], *args[end:]]
+
+
+def _positionals(args: Sequence[str], takes_value: Callable[[str], bool]) -> int:
+    """How many of ``args`` are positional arguments (not options or their values)."""
+    count, skip = 0, False
+    for i, token in enumerate(args):
+        if skip:
+            skip = False
+        elif token == "--":
+            return count + len(args) - i - 1
+        elif token.startswith("-") and len(token) > 1:
+            skip = "=" not in token and takes_value(token)
+        else:
+            count += 1
+    return count
+
+
+class _SpreadCommand(click.Command):
+    """A command whose :data:`PROBABILITIES_OF` option takes several values at once
+    (:func:`_spread_values`), through click's public ``Command.parse_args``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        valued = {
+            name for p in self.params if isinstance(p, click.Option)
+            and not p.is_flag and not p.count for name in p.opts
+        }  # fmt: skip
+        return super().parse_args(
+            ctx, _spread_values(list(args), PROBABILITIES_OF, valued.__contains__)
+        )
+
+
+@cli.command(cls=_SpreadCommand)
 @click.argument("maps", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the tables, change.tif, PNGs and index.html.")  # fmt: skip
@@ -60,10 +105,11 @@ class _ValuesUpToNextOption(click.Option):
 @click.option("--min-change-prob", type=FiniteRange(min=0.5, max=1), default=0.7,
               show_default=True, help="Posterior rule: change where P(change) >= this, no "
               "change where P(change) <= 1 - this, uncertain between.")  # fmt: skip
-@click.option("--probabilities-of", "probabilities_of", multiple=True,
-              cls=_ValuesUpToNextOption, type=click.Path(dir_okay=False, path_type=str),
-              help="Posterior rule: the maps' probability files in date order, after the "
-              "maps (default: those the maps' tags name).")  # fmt: skip
+@click.option(PROBABILITIES_OF, "probabilities_of", multiple=True,
+              type=click.Path(dir_okay=False, path_type=str),
+              help="Posterior rule: the maps' probability files in date order, one per map: "
+              "--probabilities-of p1.tif p2.tif (up to the next option) or the option once "
+              "per file (default: the files the maps' tags name).")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @dask_options()
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
@@ -134,10 +180,24 @@ def run(workflow: str, root: str, overwrite: bool, progress: bool | None) -> Non
         click.echo(f"wrote {path}")
     if result.summary:
         s = result.summary
-        click.echo(f"{s['focus']}: {s['area_ha']:,.2f} ha ({s['area_acres']:,.2f} acres)")
+        click.echo(f"{s['focus']}: {_figures(s)}")
         for zone in s.get("by_aoi", []):
             click.echo(
                 f"  {zone['aoi']}: {zone['area_ha']:,.2f} ha ({zone['area_acres']:,.2f} acres) "
                 f"of its {zone['aoi_area_ha']:,.2f} ha, {zone['aoi_covered_percent']:.1f} % "
                 "covered by the maps"
             )
+
+
+def _figures(summary: dict[str, Any]) -> str:
+    """The focus area of ``summary.json``; with the posterior rule also the uncertain area
+    and map differencing's figure, as the summary gives them."""
+    head = f"{summary['area_ha']:,.2f} ha ({summary['area_acres']:,.2f} acres)"
+    if "map_difference" not in summary:
+        return head
+    diff, uncertain = summary["map_difference"], summary["uncertain"]
+    return (
+        f"{head} by the posterior rule; map differencing {diff['area_ha']:,.2f} ha "
+        f"({diff['area_acres']:,.2f} acres); uncertain {uncertain['area_ha']:,.2f} ha "
+        f"({uncertain['area_acres']:,.2f} acres, all classes: neither change nor no change)"
+    )

@@ -31,6 +31,11 @@ and is given as a sentence (HTML report) and as an object (``warnings`` of
    (to-classes -> from-classes) exceed the focus transitions, the from-classes
    grew on net, the opposite of what the study measures: confusion between the
    classes, rather than change, is the likelier cause.
+
+The next step of rules 1 and 2 depends on the rule that counted the change: after
+map differencing, the posterior rule (:data:`NEXT_POSTERIOR`); when the posterior
+rule already counted it (the matrix has an uncertain area), what is left
+(:data:`NEXT_BEYOND_POSTERIOR`): more dates, a higher threshold, or reference samples.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ __all__ = [
     "CANCEL_RATIO",
     "MAX_YEARLY_SHARE",
     "MIN_PIXELS",
+    "NEXT_BEYOND_POSTERIOR",
     "NEXT_CONSISTENCY",
     "NEXT_POSTERIOR",
     "NEXT_REFERENCE",
@@ -80,8 +86,25 @@ NEXT_REFERENCE = (
     "`--reference samples.gpkg` for error-adjusted areas with 95 % confidence intervals."
 )
 
+#: Next step against noise when the posterior rule already counted the change: the
+#: change left is what the model is confident about, so only more evidence removes it.
+NEXT_BEYOND_POSTERIOR = (
+    "the posterior rule is already on, so this is change the model is confident about: add "
+    "dates and keep only change that persists (`geoseg change --consistency 2` with three or "
+    "more maps), raise `--min-change-prob` (e.g. 0.8; more area is then left uncertain), or "
+    "draw reference samples with `--samples-se 0.01`, label them and rerun with `--reference "
+    "samples.gpkg` for error-adjusted areas with 95 % confidence intervals."
+)
+
 #: Next step against noise: probabilities, or more dates.
 _NEXT_NOISE = f"{NEXT_POSTERIOR[:-1]}; or {NEXT_CONSISTENCY}"
+
+
+def _next_against_noise(m: TransitionMatrix, after_map_rule: str) -> str:
+    """``after_map_rule``, or :data:`NEXT_BEYOND_POSTERIOR` when the posterior rule
+    counted ``m`` (only it leaves an uncertain area, even a zero one)."""
+    return after_map_rule if m.uncertain_area_m2 is None else NEXT_BEYOND_POSTERIOR
+
 
 _DAYS_PER_YEAR = 365.25
 
@@ -159,7 +182,8 @@ def change_warnings(
     """Every rule broken (see the module docstring), by rule, largest areas first.
 
     Args:
-        m: the first -> last date transition matrix.
+        m: the first -> last date transition matrix (with an uncertain area when the
+            posterior rule counted it: the next steps then say what is left to do).
         years: years between the first and last date, or None when unknown.
         focus: the study's focus, or None.
         area_text: formats an area in m² for the sentences (e.g. ``"418.54 ha"``).
@@ -190,7 +214,8 @@ def _transition_shares(
             "seasons or a model that confuses the two classes."
         )
         pair = (m.names[i], m.names[j])
-        out.append(ChangeWarning("transition_share", pair, figures, message, NEXT_POSTERIOR))
+        step = _next_against_noise(m, NEXT_POSTERIOR)
+        out.append(ChangeWarning("transition_share", pair, figures, message, step))
     return sorted(out, key=lambda w: -float(w.figures["area_m2"] or 0))
 
 
@@ -216,7 +241,8 @@ def _cancelling_flows(
             "flows of similar size both ways are the signature of classification noise, not of "
             "change."
         )
-        found = ChangeWarning("cancelling_flows", (a, b), figures, message, _NEXT_NOISE)
+        step = _next_against_noise(m, _NEXT_NOISE)
+        found = ChangeWarning("cancelling_flows", (a, b), figures, message, step)
         out.append((ab + ba, found))
     return [w for _, w in sorted(out, key=lambda gw: -gw[0])]
 

@@ -65,3 +65,25 @@ def test_bad_rule_keys_are_refused(tmp_path: Path, change: str, words: str) -> N
     )
     with pytest.raises(ConfigError, match=words):
         load_workflow(tmp_path / "wf.yaml", tmp_path)
+
+
+def test_geoseg_run_prints_every_figure_of_the_summary(root: Path) -> None:
+    """``geoseg run`` with the posterior rule: the posterior, map-difference and
+    uncertain areas, as ``summary.json`` gives them, not the posterior figure alone."""
+    from click.testing import CliRunner
+
+    from geoseg.cli import cli
+
+    flow = root / "workflows" / "deforestation.yaml"
+    res = CliRunner().invoke(cli, ["run", str(flow), "--root", str(root), "--overwrite"])
+    assert res.exit_code == 0, res.output
+    s = json.loads((root / "workflow_out" / "deforestation" / "summary.json").read_text())
+    (line,) = [x for x in res.output.splitlines() if x.startswith("deforestation: ")]
+    diff, unsure = s["map_difference"], s["uncertain"]
+    assert line == (
+        f"deforestation: {s['area_ha']:,.2f} ha ({s['area_acres']:,.2f} acres) by the "
+        f"posterior rule; map differencing {diff['area_ha']:,.2f} ha "
+        f"({diff['area_acres']:,.2f} acres); uncertain {unsure['area_ha']:,.2f} ha "
+        f"({unsure['area_acres']:,.2f} acres, all classes: neither change nor no change)"
+    )
+    assert diff["area_ha"] > s["area_ha"] > 0 and unsure["area_ha"] > 0

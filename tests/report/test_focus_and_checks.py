@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from geoseg.change.matrix import TransitionMatrix
 from geoseg.errors import GeosegError
 from geoseg.report.checks import (
     CANCEL_RATIO,
+    NEXT_BEYOND_POSTERIOR,
     NEXT_POSTERIOR,
     change_warnings,
     implausible_change,
@@ -243,3 +245,58 @@ def test_transitions_json_and_report_carry_the_warnings(tmp_path: Path) -> None:
     page = html.unescape((tmp_path / "out" / "index.html").read_text())
     assert "forest → water (9.01 ha) and water → forest (7.01 ha) nearly cancel out" in page
     assert "Next step: write class probabilities" in page
+
+
+#: grassland -> forest is 22 % of grassland; forest <-> grassland 900 vs 1400 px (ratio 0.64)
+NOISY = [[9000, 900, 10], [1400, 5000, 0], [0, 0, 2000]]
+
+
+@pytest.mark.parametrize(
+    ("uncertain_m2", "steps"),
+    [(None, ["write class probabilities", "write class probabilities"]),
+     (0.0, ["the posterior rule is already on"] * 2),  # posterior, nothing left uncertain
+     (3_000.0, ["the posterior rule is already on"] * 2)],
+)  # fmt: skip
+def test_the_next_step_against_noise_depends_on_the_rule_used(
+    uncertain_m2: float | None, steps: list[str]
+) -> None:
+    m = dataclasses.replace(_matrix(NOISY), uncertain_area_m2=uncertain_m2)
+    warnings = change_warnings(m, 1.0, None, _text)
+    assert [w.rule for w in warnings] == ["transition_share", "cancelling_flows"]
+    assert [w.next_step[: len(s)] for w, s in zip(warnings, steps, strict=True)] == steps
+    if uncertain_m2 is not None:  # recommending the rule the run used is no step at all
+        assert all(w.next_step == NEXT_BEYOND_POSTERIOR for w in warnings)
+        assert "--rule posterior" not in " ".join(w.text for w in warnings)
+        assert "--consistency 2" in NEXT_BEYOND_POSTERIOR
+        assert (
+            "--min-change-prob" in NEXT_BEYOND_POSTERIOR and "--reference" in NEXT_BEYOND_POSTERIOR
+        )
+
+
+def test_a_posterior_report_does_not_recommend_the_posterior_rule(tmp_path: Path) -> None:
+    """The cancelling flows above with confident probabilities: the posterior rule keeps
+    them (P(change) = 0.97), and its report's next step is what is left to do."""
+    from geoseg.pipelines.change import ChangeOptions, change_report
+    from tests.change.helpers import SCHEMA, write_labels, write_probabilities
+
+    before = np.full((100, 100), 1, np.uint8)
+    before[50:] = 4
+    after = before.copy()
+    after[:9] = 4
+    after[50:57] = 1
+    maps = []
+    for i, labels in enumerate((before, after)):
+        path = write_labels(tmp_path / f"{i}.tif", labels, date=f"202{i}-06-01")
+        probs = np.full((3, 100, 100), 0.01)
+        for k, class_id in enumerate(SCHEMA.ids):
+            probs[k][labels == class_id] = 0.98
+        write_probabilities(path, probs)
+        maps.append(path)
+    change_report(maps, tmp_path / "out", ChangeOptions(rule="posterior"))
+    doc = json.loads((tmp_path / "out" / "transitions.json").read_text())
+    (w,) = doc["warnings"]
+    assert w["rule"] == "cancelling_flows" and w["figures"]["forward_pixels"] == 900
+    assert w["next_step"] == NEXT_BEYOND_POSTERIOR
+    page = html.unescape((tmp_path / "out" / "index.html").read_text())
+    assert "Next step: the posterior rule is already on" in page
+    assert "--rule posterior`" not in page
