@@ -8,6 +8,7 @@ filters must drop), and the scene result must be the objects exactly.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,8 @@ def test_scene_objects_are_the_oracle_objects_for_any_chunking(
     assert pairs.shape[1] == n and len(np.unique(pairs[1])) == n
     assert sorted(np.unique(ids)) == list(range(n + 1))
     assert set(np.unique(a[0][truth > 0])) == {1} and set(np.unique(a[0][truth == 0])) == {255}
+    # every object keeps its mask's predicted IoU (the 1-px-grown duplicate's 0.90 lost NMS)
+    assert json.loads(tags_a["GEOSEG_INSTANCE_SCORES"]) == [0.0] + [pytest.approx(0.95)] * n
     assert sum(oracle) == 2 * 4 * 4  # each window of the 4 x 4 grid encoded once per run
 
 
