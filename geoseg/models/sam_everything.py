@@ -59,8 +59,10 @@ __all__ = [
 #: Points per window side (SAM's default ``points_per_side=32`` is for 1024 px crops;
 #: 16 keeps the decoder's work a quarter of it, one point every ``window / 16`` px).
 POINTS_PER_SIDE = 16
-#: Points decoded per decoder call (SAM's ``points_per_batch``).
-POINTS_PER_BATCH = 64
+#: Points decoded per decoder call (SAM's ``points_per_batch`` is 64; the 3 masks of a
+#: point come back to the host as 1024 x 1024 float32 logits, 12 MB, so 16 keep a call
+#: at 200 MB).
+POINTS_PER_BATCH = 16
 #: A mask is kept only if its predicted IoU is above this (SAM's ``pred_iou_thresh``).
 PRED_IOU_THRESH = 0.88
 #: ... and its stability score at least this (SAM's ``stability_score_thresh``).
