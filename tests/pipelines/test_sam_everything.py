@@ -39,6 +39,7 @@ from geoseg.pipelines.importing import ImportOptions, import_model
 from geoseg.pipelines.instances import predict_instances
 from geoseg.pipelines.model_input import PredictOptions
 from tests.conftest import TINY_BANDS, textured_scene, write_raster
+from tests.models.sam2_folders import sam2_folder
 from tests.models.sam_folders import sam_folder
 from tests.pipelines.test_instance_cli import instance_checkpoint  # noqa: F401 (fixture)
 
@@ -225,6 +226,26 @@ def test_the_real_tiny_sam_runs_end_to_end(
     assert set(np.unique(bands[0][bands[1] > 0])) == {1}
     assert f"wrote {out} ({count} instances)" in result.output
     assert sorted(gpd.read_file(vector)["instance_id"]) == list(range(1, count + 1))
+
+
+def test_sam2_segments_everything_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """SAM 2's prompter is a SAM one (three feature maps per window): the same path runs."""
+    model = import_model(sam2_folder(tmp_path / "folder"), tmp_path / "sam2.safetensors",
+                         ImportOptions(("R", "G", "B"))).output  # fmt: skip
+    monkeypatch.setattr(sam_everything, "quality_keep",
+                        lambda scores, stability, settings: np.ones(len(scores), bool))  # fmt: skip
+    load_predictor.cache_clear()
+    data = (textured_scene(200, 260, 3) // 16).astype(np.uint8)
+    image = write_raster(tmp_path / "scene.tif", data, transform=T, descriptions=("R", "G", "B"))
+    out = tmp_path / "objects.tif"
+    args = ["predict", str(image), "-m", str(model), "--task", "instance", "-o", str(out),
+            "--device", "cpu", "--points-per-side", "4"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    load_predictor.cache_clear()
+    assert result.exit_code == 0, result.output
+    (bands, _) = read(out)
+    assert bands.shape == (2, 200, 260) and bands.dtype == np.uint32 and bands[1].max() > 0
+    assert set(np.unique(bands[0][bands[1] > 0])) == {1}
 
 
 def test_points_per_side_is_for_sam_only(request: pytest.FixtureRequest, tmp_path: Path) -> None:
