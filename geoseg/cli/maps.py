@@ -61,6 +61,9 @@ from geoseg.models.registry import predict_outputs
 @click.option("--stuff-labels", type=click.Path(exists=True, dir_okay=False, path_type=str),
               help="Panoptic from two models: a label map of the same scene from a semantic "
               "model (`geoseg predict`) gives the stuff; objects come from -m.")  # fmt: skip
+@click.option("--points-per-side", type=AT_LEAST_ONE,
+              help="SAM with --task instance (segment everything): point prompts per window "
+              "side (default 16).")  # fmt: skip
 @click.option("--mask-clouds", type=click.Path(dir_okay=False, path_type=str),
               help="Cloud model (e.g. an imported ukis-csmask ONNX): its cloud and shadow "
               "pixels become nodata, so `geoseg change` does not count them.")  # fmt: skip
@@ -79,7 +82,7 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
     from geoseg.pipelines.tasks import predict_task
 
     selection, roles = parse_bands(bands)
-    gpus = kw.pop("gpus")
+    gpus, points_per_side = kw.pop("gpus"), kw.pop("points_per_side")
     if gpus:
         kw.update(scheduler="cuda", workers=gpus, device="cuda")
     opts = PredictOptions(bands=selection, band_roles=roles, preview=preview, **kw)
@@ -97,6 +100,8 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
         raise click.BadParameter("--mask-clouds applies to semantic maps, not --task " + task)
     if stuff_labels is not None and not (task == "panoptic" or panoptic is not None):
         raise click.BadParameter("--stuff-labels needs a panoptic output (--task panoptic)")
+    if points_per_side is not None and task != "instance":
+        raise click.BadParameter("--points-per-side applies to SAM's --task instance")
     if vector is not None:
         from geoseg.pipelines.vectorize import (
             VectorizeOptions,
@@ -117,7 +122,8 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
         found = predict_panoptic(scene, model, output, opts, bar, stuff_labels)
         said.append(f"wrote {found.output} ({found.count} instances)")
     elif objects:
-        found = predict_instances(scene, model, output, opts, panoptic, bar, stuff_labels)
+        found = predict_instances(scene, model, output, opts, panoptic, bar, stuff_labels,
+                                  points_per_side=points_per_side)  # fmt: skip
         said.append(f"wrote {found.output} ({found.count} instances)")
         if found.panoptic:
             said.append(f"wrote {found.panoptic}")

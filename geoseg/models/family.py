@@ -52,8 +52,10 @@ class TaskKind:
             :class:`~geoseg.stitching.InstancePredictor`): instance stitching, AP50/PQ.
         predicts: the ``geoseg predict --task`` outputs its checkpoints can make.
         metric: the validation score ``geoseg train`` reports.
-        command: the command that runs its checkpoints (``geoseg predict`` refuses
-            a task with no ``predicts`` and names this one instead).
+        command: the command that runs its checkpoints. When it is not ``geoseg
+            predict``, ``geoseg predict`` runs them only for an explicit ``--task``
+            among ``predicts`` (SAM: ``--task instance``, segment everything) and
+            otherwise refuses and names this command.
     """
 
     name: str
@@ -75,7 +77,7 @@ TASKS: Mapping[str, TaskKind] = {
         TaskKind("change", False, ("semantic",), "mIoU"),
         TaskKind("instance", True, ("instance", "panoptic"), "AP50"),
         TaskKind("panoptic", True, ("instance", "panoptic"), "PQ"),
-        TaskKind("prompt", False, (), "mIoU", _PROMPT_COMMAND),
+        TaskKind("prompt", False, ("instance",), "mIoU", _PROMPT_COMMAND),
     )
 }
 

@@ -27,6 +27,8 @@ from torch.nn import functional as F
 from geoseg.errors import CheckpointError
 from geoseg.models.families.sam import ARCH, MODEL_TYPE
 from geoseg.models.runtime import TorchPredictor, load_module, resolve_device
+from geoseg.models.sam_everything import EverythingSettings, segment_everything
+from geoseg.stitching.protocol import WindowInstances
 from geoseg.types import ClassSchema, ModelMeta
 
 __all__ = ["PAD_LABEL", "Decoded", "SamPrompter", "build_sam", "load_sam", "sam_config"]
@@ -88,11 +90,14 @@ class SamPrompter:
     """A loaded SAM checkpoint: :meth:`encode` windows, :meth:`decode` prompts on them.
 
     It is registered as the ``sam`` family's predictor, but has no per-pixel
-    classes: :meth:`predict` refuses and names ``geoseg prompt``.
+    classes: :meth:`predict` refuses and names ``geoseg prompt``. It is also an
+    :class:`~geoseg.stitching.InstancePredictor`: :meth:`predict_instances` segments
+    everything (``geoseg predict --task instance``, :mod:`geoseg.models.sam_everything`).
 
     Attributes:
         meta, schema, bands: the checkpoint's metadata, classes and input bands.
         size: the encoder's input side ``S`` in px (SAM: 1024).
+        everything: the point grid, filters and NMS of :meth:`predict_instances`.
     """
 
     def __init__(self, model: nn.Module, meta: ModelMeta, device: torch.device,
@@ -103,6 +108,7 @@ class SamPrompter:
         self.schema: ClassSchema = meta.schema
         self.bands: tuple[str, ...] = meta.bands
         self.size = int(meta.window)
+        self.everything = EverythingSettings()
 
     @property
     def device(self) -> torch.device:
@@ -115,6 +121,19 @@ class SamPrompter:
             "a SAM checkpoint segments what prompts point at and has no per-pixel classes; "
             "run it with `geoseg prompt SCENE -m MODEL --boxes LAYER | --points LAYER`"
         )
+
+    def predict_instances(self, batch: np.ndarray, valid: np.ndarray) -> list[WindowInstances]:
+        """Every object of each window: a grid of point prompts, SAM's filters and NMS.
+
+        Args:
+            batch: ``(N, C, S, S)`` band values as stored (``S`` = :attr:`size`).
+            valid: ``(N, S, S) bool``.
+
+        Returns:
+            Per window ``masks (n, S, S) bool``, ``classes (n,)`` (1, ``object``),
+            ``scores (n,) float32`` (predicted IoU).
+        """
+        return segment_everything(self, batch, valid, self.everything)
 
     def encode(self, batch: np.ndarray, valid: np.ndarray) -> torch.Tensor:
         """Image embeddings ``(N, D, h, w)`` (on the device) of raw windows.

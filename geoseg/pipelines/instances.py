@@ -55,13 +55,22 @@ __all__ = [
 ]
 
 
-def load_instance_model(spec: ModelSpec) -> InstancePredictor:
+def load_instance_model(spec: ModelSpec, points_per_side: int | None = None) -> InstancePredictor:
     """The instance model of ``spec``, cached per process (picklable with ``partial``).
+
+    Args:
+        spec: the checkpoint and how to run it.
+        points_per_side: SAM: its segment-everything point grid (None: the default,
+            :data:`geoseg.models.sam_everything.POINTS_PER_SIDE`).
 
     Raises:
         CheckpointError: the checkpoint holds no instance model.
     """
     model = load_predictor(spec)
+    if points_per_side is not None:
+        from geoseg.models.sam_everything import everything_predictor
+
+        return everything_predictor(model, points_per_side)
     if not isinstance(model, InstancePredictor):
         raise CheckpointError(
             f"{spec.source}: not an instance model; pass a checkpoint whose task is instance"
@@ -78,15 +87,23 @@ def _instance_options(
 ) -> tuple[InstanceOptions, ModelSpec]:
     """The scene's bands, grid and scaling for an instance checkpoint, as ``predict`` does."""
     meta = read_checkpoint_meta(model)
-    if not task_kind(meta.task).objects:
+    kind, family = task_kind(meta.task), checkpoint_family(meta)
+    if "instance" not in kind.predicts:
         raise CheckpointError(
             f"{model}: {a_model_of(meta.task)}, not an instance or panoptic model"
         )
-    require_pixels(model, checkpoint_family(meta))
+    if panoptic is not None and "panoptic" not in kind.predicts:
+        raise CheckpointError(f"{model}: {a_model_of(meta.task)} has no stuff; drop --panoptic")
+    if family.inputs != "prompts":  # a prompt model prompts itself here (segment everything)
+        require_pixels(model, family)
     multiple = window_multiple(meta.arch, meta.options)
-    window, margin = model_window(
-        model, (meta.window, meta.margin), multiple, opts.window, opts.margin
-    )
+    # SAM checkpoints store margin 0 (each prompt reads its own window); stitching needs one
+    defaults = (meta.window, meta.margin or meta.window // 8)
+    window, margin = model_window(model, defaults, multiple, opts.window, opts.margin)
+    if family.inputs == "prompts" and window != meta.window:
+        raise GeosegError(
+            f"{model}: SAM's encoder takes {meta.window} px windows; leave --window out"
+        )
     if opts.blend != "trim":
         raise GeosegError("instance models use trim windows; drop --blend hann")
     unused = [f"--{n}" for n in ("confidence", "preview", "resume") if getattr(opts, n)]
@@ -119,8 +136,10 @@ def predict_instances(
     panoptic: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     stuff_labels: str | os.PathLike[str] | None = None,
+    *,
+    points_per_side: int | None = None,
 ) -> InstanceResult:
-    """Segment the objects of a scene with an ``instance`` checkpoint.
+    """Segment the objects of a scene with an ``instance`` checkpoint (or SAM: everything).
 
     Args:
         scene_path: GeoTIFF/COG/VRT.
@@ -134,6 +153,8 @@ def predict_instances(
         progress: ``progress(done, total)`` over the chunks of the first pass.
         stuff_labels: label map of the same scene from another (semantic) model:
             the panoptic map's stuff comes from it (see :func:`stuff_schema`).
+        points_per_side: a SAM (``prompt``) checkpoint's point grid per window side
+            (default :data:`geoseg.models.sam_everything.POINTS_PER_SIDE`).
 
     Raises:
         GeosegError: bad input, model or output; nothing is written.
@@ -141,7 +162,14 @@ def predict_instances(
     opts = options or PredictOptions()
     path = os.fspath(scene_path)
     inst, spec = _instance_options(path, model, opts, panoptic, stuff_labels)
-    load = functools.partial(load_instance_model, spec)
+    if points_per_side is not None:
+        meta = read_checkpoint_meta(model)
+        if checkpoint_family(meta).inputs != "prompts" or points_per_side < 1:
+            raise GeosegError(
+                f"{model}: --points-per-side {points_per_side}: a SAM checkpoint's point grid "
+                f"(at least 1), not for {a_model_of(meta.task)}"
+            )
+    load = functools.partial(load_instance_model, spec, points_per_side)
     return segment_instances(path, load, output, inst, progress)
 
 

@@ -192,7 +192,7 @@ def _checkpoint_setup(
 ) -> tuple[Scene, ModelSpec, ClassSchema, TileSpec]:
     meta = read_checkpoint_meta(model)
     kind = task_kind(meta.task)
-    if not kind.predicts:  # SAM: objects from prompts, no per-pixel map to make or score
+    if kind.command != "geoseg predict":  # SAM: objects, no per-pixel map to make or score
         raise GeosegError(
             f"{model}: {a_model_of(meta.task)}, which makes no per-pixel map; run it with "
             f"`{kind.command}`"

@@ -19,19 +19,21 @@ def predict_task(model: str, task: str | None) -> str:
     ``instance`` and ``panoptic`` checkpoints (bottom-up, Mask R-CNN or
     Panoptic-DeepLab) can run ``instance`` or ``panoptic`` (stuff from the model's
     semantic side); ``semantic`` and ``change`` checkpoints and ``spectral`` run
-    ``semantic``.
+    ``semantic``; ``prompt`` checkpoints (SAM) run ``instance`` (segment everything)
+    when it is asked for, and without ``task`` are refused, naming ``geoseg prompt``.
 
     Raises:
         CheckpointError: ``task`` does not fit the checkpoint (the message names it).
     """
     own, outputs = model_task(model), predict_outputs()
-    if not task_kind(own).predicts:  # e.g. SAM: objects come from prompts, not from pixels
+    kind = task_kind(own)
+    if task is None and kind.command != "geoseg predict":  # SAM: prompts, or --task instance
         raise CheckpointError(
-            f"{model}: is {a_model_of(own)}, which `geoseg predict` does not run; use "
-            f"`{task_kind(own).command}`"
+            f"{model}: is {a_model_of(own)}, which `geoseg predict` runs only with --task "
+            f"{' or '.join(kind.predicts)}; use `{kind.command}`"
         )
     if task is None:
-        task = own if own in outputs else task_kind(own).predicts[0]
+        task = own if own in outputs else kind.predicts[0]
     if task not in outputs:
         raise GeosegError(f"--task must be one of {', '.join(outputs)}, not {task!r}")
     if own not in outputs[task]:

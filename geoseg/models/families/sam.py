@@ -3,7 +3,9 @@
 A ``SamModel`` folder (``config.json`` + ``model.safetensors``, as
 ``save_pretrained`` writes it) becomes a ``prompt`` checkpoint with
 ``geoseg import FOLDER -o sam.safetensors --bands R,G,B``; ``geoseg prompt`` runs
-it (:mod:`geoseg.pipelines.prompt`). The runtime is :mod:`geoseg.models.sam`.
+it (:mod:`geoseg.pipelines.prompt`), and ``geoseg predict --task instance`` segments
+everything (a point grid per window, :mod:`geoseg.models.sam_everything`, stitched as
+any instance model's objects). The runtime is :mod:`geoseg.models.sam`.
 """
 
 from __future__ import annotations
@@ -45,12 +47,15 @@ def _details() -> list[str]:
         "  import: geoseg import SAM_FOLDER -o sam.safetensors --bands R,G,B [--scale 10000]",
         "  run: geoseg prompt SCENE -m sam.safetensors --boxes LAYER | --points LAYER | "
         "--point X,Y -o objects.tif",
+        "  segment everything: geoseg predict SCENE -m sam.safetensors --task instance "
+        "[--points-per-side 16] -o objects.tif",
     ]
 
 
 FAMILY = Family(
     name="sam",
-    summary="Segment Anything (transformers SamModel, imported): objects from points and boxes",
+    summary="Segment Anything (transformers SamModel, imported): objects from points and "
+    "boxes, or everything",
     tasks=("prompt",),
     archs=(ARCH,),
     load=_load,
