@@ -108,7 +108,7 @@ def evaluate_prompts(model: str | None, image: str | None, labels: str, output: 
     if opts.band_roles:
         raise click.BadParameter("--bands takes band numbers or names here, e.g. 3,2,1")
     popts = PromptOptions(
-        interior_points=interior_points, prompts_crs=labels_crs, bands=opts.bands,
+        boxes=labels, interior_points=interior_points, prompts_crs=labels_crs, bands=opts.bands,
         device=opts.device, batch_size=opts.batch_size, assume_crs=opts.assume_crs,
         overwrite=opts.overwrite,
     )  # fmt: skip

@@ -4,11 +4,11 @@ Each reference polygon becomes one box prompt (its bounding box in the image's
 CRS, plus up to ``interior_points`` positive points inside it, as
 ``geoseg prompt --boxes LAYER --interior-points N`` makes them), SAM's best mask
 is the prediction for that polygon, and the score is the IoU of the two
-(:func:`geoseg.pipelines.prompt_refine.input_ious`: true ellipsoidal areas in the
-image's CRS, the layer reprojected first). An empty mask scores 0. ``metrics.json``
-holds the mean, median, share with IoU >= 0.5 and count, and each polygon's IoU
-and SAM's predicted IoU (``score``). Polygons outside the image are not scored
-(counted as ``outside``).
+(:func:`geoseg.pipelines.prompt_refine.mask_iou`: on the image's pixel grid, each
+pixel weighted by its true ellipsoidal area, the layer reprojected first). An
+empty mask scores 0. ``metrics.json`` holds the mean, median, share with IoU >= 0.5
+and count, and each polygon's IoU and SAM's predicted IoU (``score``). Polygons
+outside the image are not scored (counted as ``outside``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from geoseg.io.atomic import check_output_path
 from geoseg.io.reports import write_json
 from geoseg.io.vectors_formats import FORMATS
 from geoseg.pipelines.prompt import PromptOptions, prompt_ious, prompted
-from geoseg.pipelines.prompt_objects import object_polygon
 from geoseg.pipelines.prompt_refine import IouSummary, summarize_ious
 
 __all__ = ["PromptEvaluation", "evaluate_prompt_model", "is_polygon_layer"]
@@ -83,8 +82,7 @@ def evaluate_prompt_model(
     check_output_path(out / "metrics.json", opts.overwrite)
     opts = PromptOptions(**{**opts.__dict__, "boxes": os.fspath(labels), "multimask": "best"})
     with prompted(image, model, opts) as run:
-        polygons = [object_polygon(o, run.frame) for o in run.objects]
-        _, per_prompt = prompt_ious(run, polygons)
+        _, per_prompt = prompt_ious(run)
     empty = len(run.prompts.items) - len({o.prompt for o in run.objects})
     summary = summarize_ious(per_prompt, empty)
     scores = {o.prompt: o.score for o in run.objects if o.best}
@@ -92,7 +90,7 @@ def evaluate_prompt_model(
         "task": "prompt", "model": Path(model).name, "image": Path(image).name,
         "labels": Path(labels).name, "prompts": "box per reference polygon",
         "interior_points": opts.interior_points,
-        "iou_basis": "true ellipsoidal areas of the polygons in the image CRS",
+        "iou_basis": "image pixels (centre in the polygon / object), true-area weighted",
         **summary.to_json(), "outside": run.prompts.outside, "windows": run.windows,
         "objects": [
             {"feature": p.id, "iou": float(iou), "score": scores.get(i)}

@@ -33,13 +33,12 @@ from geoseg.pipelines.model_input import match_bands
 from geoseg.pipelines.prompt_inputs import Prompt, Prompts, SceneFrame, read_prompts
 from geoseg.pipelines.prompt_objects import (
     ObjectMask,
-    object_polygon,
     object_table,
     place_mask,
     stability_score,
     write_object_raster,
 )
-from geoseg.pipelines.prompt_refine import IouSummary, input_ious, summarize_ious
+from geoseg.pipelines.prompt_refine import IouSummary, mask_iou, summarize_ious
 from geoseg.pipelines.prompt_windows import PromptWindow, plan_windows, read_window, scene_rasterio
 from geoseg.types import a_model_of
 
@@ -184,25 +183,23 @@ def prompted(
         yield Prompted(prompter, src, frame, prompts, objects, windows, method)
 
 
-def prompt_ious(run: Prompted, polygons: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """IoU of the ``--boxes`` polygons with their objects (true areas, scene CRS).
-
-    Args:
-        run: a run of box prompts (``run.prompts.shapes`` set).
-        polygons: the polygon of each of ``run.objects``.
+def prompt_ious(run: Prompted) -> tuple[np.ndarray, np.ndarray]:
+    """IoU of the ``--boxes`` polygons with their objects
+    (:func:`~geoseg.pipelines.prompt_refine.mask_iou`: pixels weighted by true area).
 
     Returns:
         ``(len(objects),)`` each object's IoU with its prompt's polygon, and
         ``(len(prompts),)`` each prompt's, from its best object (0 if it has none).
     """
-    shapes, items = run.prompts.shapes, run.prompts.items
-    crs = run.frame.crs
-    per_object = input_ious([shapes[items[o.prompt].row] for o in run.objects], polygons, crs)
-    best: list[Any] = [None] * len(items)
-    for o, geom in zip(run.objects, polygons, strict=True):
+    shapes, items, frame = run.prompts.shapes, run.prompts.items, run.frame
+    per_object = np.array(
+        [mask_iou(shapes[items[o.prompt].row], (o.row0, o.col0, o.mask), frame)
+         for o in run.objects], np.float64,
+    )  # fmt: skip
+    per_prompt = np.zeros(len(items))
+    for o, iou in zip(run.objects, per_object, strict=True):
         if o.best:
-            best[o.prompt] = geom
-    per_prompt = input_ious([shapes[p.row] for p in items], best, crs)
+            per_prompt[o.prompt] = iou
     return per_object, per_prompt
 
 
@@ -228,19 +225,13 @@ def prompt_scene(
                         run.frame.path, empty)  # fmt: skip
         write_object_raster(Path(output), run.frame, run.src, run.objects, run.prompter.schema,
                             opts.overwrite)  # fmt: skip
-    refining = opts.boxes is not None
-    polygons = (
-        [object_polygon(o, run.frame) for o in run.objects]
-        if refining or vector is not None
-        else []
-    )
     per_object, summary = None, None
-    if refining:
-        per_object, per_prompt = prompt_ious(run, polygons)
+    if opts.boxes is not None:
+        per_object, per_prompt = prompt_ious(run)
         summary = summarize_ious(per_prompt, empty)
     if vector is not None:
         table = object_table(run.objects, run.prompts, run.frame, opts.multimask == "all",
-                             polygons, per_object)  # fmt: skip
+                             input_iou=per_object)  # fmt: skip
         write_vectors(table, vector, overwrite=opts.overwrite)
     return PromptResult(Path(output), None if vector is None else Path(vector), len(kept), empty,
                         run.prompts.outside, run.prompts.nodata, run.windows, run.area_method,

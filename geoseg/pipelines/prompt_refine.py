@@ -7,33 +7,42 @@ point (``shapely.point_on_surface``) first, then, among the centres of a
 :data:`GRID` x :data:`GRID` lattice over the polygon's bounds that lie inside
 it, the one farthest from both the boundary and the points already taken
 (greedy max of ``min(distance to boundary, distance to the nearest point)``;
-ties go to the first in row-major order). A polygon too thin for more points
-gets fewer.
+ties go to the first in row-major order) while that distance is at least
+:data:`MIN_ROOM_PX`. A polygon too thin or too small for more points gets fewer.
 
-``input_iou`` compares an input polygon with the refined polygon (the mask of
-its prompt's object): ``area(A & B) / area(A | B)`` with true ellipsoidal areas
-(:func:`geoseg.areas.polygon_area_m2`), both in the scene's CRS, the input
-reprojected to it first. The refined polygon follows the mask's pixel edges, so
-a perfect mask of a polygon whose edges cut pixels scores a little below 1.
+``input_iou`` compares an input polygon with its refined object on the scene's
+pixel grid, the input reprojected to the scene's CRS first: ``A`` the pixels
+whose centre lies in the polygon (rasterized), ``B`` the object's pixels (the
+polygons of ``--vector`` outline exactly these), each pixel weighted by its true
+ellipsoidal area (:func:`geoseg.areas.pixel_area_m2`), so the IoU is
+``area(A & B) / area(A | B)`` in m² (parts of the polygon outside the scene do
+not count). Pixels rather than polygon overlays keep it cheap for ragged masks.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import rasterio.features
 import shapely
 from affine import Affine
 
-from geoseg.areas import polygon_area_m2
+from geoseg.areas import pixel_area_m2
 
-__all__ = ["GRID", "IouSummary", "input_ious", "interior_points", "summarize_ious"]
+__all__ = [
+    "GRID", "MIN_ROOM_PX", "IouSummary", "Placed", "interior_points", "mask_iou", "summarize_ious",
+]  # fmt: skip
+
+#: An object on the scene grid: ``(row0, col0, (h, w) bool mask)``.
+Placed = tuple[int, int, np.ndarray]
 
 #: Candidate lattice side for interior points beyond the first.
 GRID = 24
+#: Least distance in px of a further point from the boundary and from the others.
+MIN_ROOM_PX = 0.5
 
 
 def interior_points(geom: Any, transform: Affine, n: int) -> np.ndarray:
@@ -67,28 +76,57 @@ def interior_points(geom: Any, transform: Affine, n: int) -> np.ndarray:
         near = np.min(np.hypot(*(cand_xy[:, None, :] - np.array(chosen)[None]).T), axis=0)
         score = np.minimum(room, near)
         best = int(np.argmax(score))
-        if score[best] <= 0:
+        if score[best] < MIN_ROOM_PX:
             break
         chosen.append(cand_xy[best])
     return np.array(chosen, np.float64)
 
 
-def input_ious(inputs: Sequence[Any], refined: Sequence[Any], crs: Any) -> np.ndarray:
-    """``(N,) float64`` IoU of each input polygon with its refined polygon (true areas).
+def mask_iou(geom: Any, mask: Placed | None, frame: Any) -> float:
+    """IoU of polygon ``geom`` and an object's pixels, each pixel weighted by its true area.
 
-    A missing refined polygon (None: the prompt gave an empty mask) scores 0.
+    Args:
+        geom: a (Multi)Polygon in the scene's CRS.
+        mask: ``(row0, col0, (h, w) bool)`` the object on the scene grid, or None
+            (an empty mask: IoU 0).
+        frame: the scene (``crs``, ``transform``, ``height``, ``width``).
+
+    Returns:
+        ``sum(area[A & B]) / sum(area[A | B])`` over the scene's pixels, ``A`` the
+        pixels whose centre is in ``geom`` and ``B`` the object's.
     """
-    a = np.asarray(list(inputs), dtype=object)
-    b = np.asarray(list(refined), dtype=object)
-    if len(a) == 0:
-        return np.zeros(0)
-    gone = shapely.is_missing(b)
-    b = np.where(gone, shapely.Polygon(), b)
-    inter = polygon_area_m2(shapely.intersection(a, b), crs)
-    union = polygon_area_m2(shapely.union(a, b), crs)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-    return np.where(gone, 0.0, np.clip(iou, 0.0, 1.0))
+    if mask is None or geom is None or shapely.is_empty(geom):
+        return 0.0
+    r0, c0, obj = mask
+    inv = ~frame.transform
+    xs, ys = np.array(shapely.bounds(geom)).reshape(2, 2).T
+    cols, rows = inv * (xs[[0, 1, 0, 1]], ys[[0, 0, 1, 1]])
+    top = max(0, min(r0, math.floor(min(rows))))
+    left = max(0, min(c0, math.floor(min(cols))))
+    bottom = min(frame.height, max(r0 + obj.shape[0], math.ceil(max(rows))))
+    right = min(frame.width, max(c0 + obj.shape[1], math.ceil(max(cols))))
+    shape = (bottom - top, right - left)
+    a = rasterio.features.rasterize(
+        [geom], out_shape=shape, transform=frame.transform * Affine.translation(left, top),
+        dtype="uint8",
+    ).astype(bool)  # fmt: skip
+    b = np.zeros(shape, bool)
+    b[r0 - top : r0 - top + obj.shape[0], c0 - left : c0 - left + obj.shape[1]] = obj
+    area = _separable_area(frame, np.arange(top, bottom), np.arange(left, right))
+    union = float(area[a | b].sum())
+    return float(area[a & b].sum()) / union if union > 0 else 0.0
+
+
+def _separable_area(frame: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``(R, C)`` true pixel areas as ``row_area[r] * col_area[c] / area[mid]``: one row and
+    one column of true areas instead of ``R x C`` (exact on lon/lat grids, where areas
+    vary by row only; in a projected CRS the scale varies far too smoothly over one object
+    for the product to differ from the true areas by more than ~1e-8: 3e-9 measured
+    over 20 km in UTM 33N 4 degrees off its meridian)."""
+    mid_r, mid_c = rows[len(rows) // 2], cols[len(cols) // 2]
+    down = pixel_area_m2(frame.crs, frame.transform, rows, [mid_c])
+    across = pixel_area_m2(frame.crs, frame.transform, [mid_r], cols)
+    return np.asarray(down * across / across[0, len(cols) // 2])
 
 
 @dataclass(frozen=True)
