@@ -18,7 +18,8 @@ scenes (tiled 512 x 512, deflate, written strip by strip), then measures on the 
 
     .venv/bin/python benchmarks/bench_prompt.py                       # 2000^2 vs 16000^2
     .venv/bin/python benchmarks/bench_prompt.py --large 6000 --skip-memory
-    .venv/bin/python benchmarks/bench_prompt.py --default-config --skip-memory
+    .venv/bin/python benchmarks/bench_prompt.py --default-config --skip-memory --prompts 8 \
+        --repeat 1 --batch-size 1
 """
 
 from __future__ import annotations
@@ -123,11 +124,10 @@ def encoder_alone(scene: Path, model: str, boxes: Path, batch: int) -> tuple[flo
     return time.perf_counter() - t0, len(windows)
 
 
-def measure_overhead(tmp: Path, model: str, size: int, n: int, repeat: int) -> bool:
+def measure_overhead(tmp: Path, model: str, size: int, n: int, repeat: int, batch: int) -> bool:
     """(a): end-to-end ``prompt_scene`` ÷ encoder alone, best of ``repeat`` each."""
     scene = write_rgb_scene(tmp / f"overhead_{size}.tif", size)
     boxes = write_boxes(tmp / "boxes_a.gpkg", n, min(size, 2000))
-    batch = 4
     opts = PromptOptions(boxes=str(boxes), device="cpu", batch_size=batch, overwrite=True)
     prompt_scene(scene, model, tmp / "warm.tif", opts)  # load the model, warm the caches
     ends, vecs, encs = [], [], []
@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small", type=int, default=2000, help="(a) scene, and (b)'s small scene")
     p.add_argument("--large", type=int, default=16000, help="(b)'s large scene")
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=4, help="windows per encoder call")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: tiny ops are not slowed by a busy machine)")  # fmt: skip
     p.add_argument("--skip-memory", action="store_true", help="run (a) only")
@@ -189,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"SAM {'SamConfig()' if args.default_config else 'tiny'} (random weights), "
             f"{args.prompts} box prompts, torch threads {torch.get_num_threads()}")  # fmt: skip
         say("(a) overhead over the encoder")
-        results = [measure_overhead(tmpdir, model, args.small, args.prompts, args.repeat)]
+        results = [
+            measure_overhead(tmpdir, model, args.small, args.prompts, args.repeat, args.batch_size)
+        ]
         if not args.skip_memory:
             say("(b) peak RSS in scene size")
             results.append(measure_rss(tmpdir, model, (args.small, args.large), args.prompts))

@@ -138,7 +138,10 @@ def read_window(
     resampling = Resampling.average if window.level else Resampling.nearest
     # a boundless read goes through a VRT (several times slower): only where needed
     inside = _inside(src, window, size)
-    boundless = not bool(inside.all())
+    boundless = (
+        window.row0 < 0 or window.col0 < 0
+        or window.row0 + window.side > src.height or window.col0 + window.side > src.width
+    )  # fmt: skip
     data = src.read(
         list(bands), window=win, out_shape=(len(bands), size, size), boundless=boundless,
         fill_value=0, resampling=resampling,

@@ -15,6 +15,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio
 import shapely
 from affine import Affine
 from click.testing import CliRunner
@@ -26,6 +27,7 @@ from geoseg.pipelines.importing import ImportOptions, import_model
 from geoseg.pipelines.prompt import PromptOptions, prompt_scene
 from geoseg.pipelines.prompt_inputs import SceneFrame
 from geoseg.pipelines.prompt_refine import interior_points, mask_iou, summarize_ious
+from geoseg.pipelines.prompt_windows import PromptWindow, read_window
 from tests.conftest import textured_scene, write_raster
 from tests.models.sam_folders import sam_folder
 from tests.pipelines.test_prompt import H, S, T, W, box_layer
@@ -225,3 +227,19 @@ def test_evaluate_on_spacenet_buildings_with_a_random_sam(
     assert len(ious) == 43 and ((ious >= 0) & (ious <= 1)).all()
     assert metrics["mean_iou"] == pytest.approx(ious.mean())
     assert metrics["median_iou"] == pytest.approx(np.median(ious))
+
+
+@pytest.mark.parametrize("corner", [(64, 64), (H - 200, W - 100)])
+def test_windows_read_the_scene_pixels_inside_and_nodata_outside(
+    tmp_path: Path, corner: tuple[int, int]
+) -> None:
+    """Windows wholly inside skip the boundless (VRT) read; both kinds read the same pixels."""
+    data = (textured_scene(H, W, 3) // 16).astype(np.uint8)
+    path = write_raster(tmp_path / "s.tif", data, transform=T, descriptions=("R", "G", "B"))
+    row0, col0 = corner
+    with rasterio.open(path) as src:
+        values, valid = read_window(src, [1, 2, 3], PromptWindow(0, row0, col0, S), S)
+    rows, cols = min(S, H - row0), min(S, W - col0)
+    assert (values[:, :rows, :cols] == data[:, row0 : row0 + rows, col0 : col0 + cols]).all()
+    assert valid[:rows, :cols].all() and not valid[rows:].any() and not valid[:, cols:].any()
+    assert (values[:, rows:] == 0).all() and (values[:, :, cols:] == 0).all()
