@@ -133,6 +133,13 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
               "Default: the checkpoint's task.")  # fmt: skip
 @click.option("--bands", help="Band numbers/names or spectral roles, as for predict.")
 @click.option("--sensor", help="Band layout for spectral.")
+@click.option(
+    "--interior-points",
+    type=NOT_NEGATIVE,
+    default=0,
+    show_default=True,
+    help="SAM: positive points inside each reference polygon join its box prompt.",
+)
 @click.option("--device", default="auto", show_default=True)
 @window_options()
 @dask_options()
@@ -141,13 +148,15 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
 def evaluate(model: str | None, image: str | None, labels: str, output: Path,
              classes: str | None, map_reference: str | None, map_prediction: str | None,
              task: str | None, bands: str | None, prediction: str | None,
-             class_field: str | None, labels_crs: str | None, **kw: Any) -> None:  # fmt: skip
+             class_field: str | None, labels_crs: str | None, interior_points: int,
+             **kw: Any) -> None:  # fmt: skip
     """Score MODEL on a labelled raster (mIoU, F1, kappa, confusion matrix).
 
     A change model (trained with --task change) is scored on the stacked dates
     against a change mask: F1, IoU, precision and recall of the change class.
     An instance model (or a --prediction COG) is scored against an id raster or
-    a polygon layer: AP50 and PQ = SQ x RQ per class.
+    a polygon layer: AP50 and PQ = SQ x RQ per class. A SAM checkpoint is
+    prompted with a box per reference polygon: mean IoU with those polygons.
     """
     from geoseg.evaluation.metrics import format_score
     from geoseg.pipelines.evaluate import evaluate_scene
@@ -160,6 +169,13 @@ def evaluate(model: str | None, image: str | None, labels: str, output: Path,
     task = evaluate_task(model, task)
     selection, roles = parse_bands(bands)
     opts = PredictOptions(bands=selection, band_roles=roles, **kw)
+    if task == "prompt":
+        from geoseg.cli.prompt import evaluate_prompts
+
+        evaluate_prompts(model, image, labels, output, opts, interior_points, labels_crs)
+        return
+    if interior_points:
+        raise click.UsageError("--interior-points applies to a SAM checkpoint")
     if task in INSTANCE_TASKS:
         _evaluate_instances(
             model, image, labels, output, prediction, class_field, task, opts, labels_crs

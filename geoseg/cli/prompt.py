@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from geoseg.cli.app import AT_LEAST_ONE, area_note, cli, outputs, parse_bands, progress_bar
+from geoseg.cli.app import (
+    AT_LEAST_ONE,
+    NOT_NEGATIVE,
+    area_note,
+    cli,
+    outputs,
+    parse_bands,
+    progress_bar,
+)
 
 
 @cli.command()
@@ -25,7 +33,15 @@ from geoseg.cli.app import AT_LEAST_ONE, area_note, cli, outputs, parse_bands, p
     type=click.Path(dir_okay=False, path_type=Path),
     help="Instance COG: band 1 class (1 object, 0 background), band 2 prompt id.",
 )
-@click.option("--boxes", help="Polygon layer: each feature's bounding box is one prompt.")
+@click.option("--boxes", help="Polygon layer: each feature's bounding box is one prompt "
+              "(refines the polygons: their IoU with the objects is reported).")  # fmt: skip
+@click.option(
+    "--interior-points",
+    type=NOT_NEGATIVE,
+    default=0,
+    show_default=True,
+    help="With --boxes: add up to N positive points well inside each polygon.",
+)
 @click.option(
     "--points",
     help="Point layer: field label 1/0 (positive/negative), prompt_id groups points of one object.",
@@ -74,5 +90,30 @@ def prompt(scene: str, model: str, output: Path, vector: Path | None, bands: str
     skipped += f", {result.empty} empty" if result.empty else ""
     click.echo(f"wrote {result.output} ({result.objects} objects from {result.windows} "
                f"windows{skipped})")  # fmt: skip
+    if result.iou is not None:
+        click.echo(f"input {result.iou.line()}")
     if result.vector is not None:
         click.echo(f"wrote {result.vector}")
+
+
+def evaluate_prompts(model: str | None, image: str | None, labels: str, output: Path,
+                     opts: Any, interior_points: int, labels_crs: str | None) -> None:  # fmt: skip
+    """``geoseg evaluate`` of a SAM checkpoint: one box prompt per reference polygon
+    (``opts``: evaluate's :class:`~geoseg.pipelines.predict.PredictOptions`)."""
+    from geoseg.pipelines.evaluate_prompts import evaluate_prompt_model
+    from geoseg.pipelines.prompt import PromptOptions
+
+    if model is None or image is None:
+        raise click.UsageError("give -m SAM_MODEL and --image IMAGE (a SAM takes no --prediction)")
+    if opts.band_roles:
+        raise click.BadParameter("--bands takes band numbers or names here, e.g. 3,2,1")
+    popts = PromptOptions(
+        boxes=labels, interior_points=interior_points, prompts_crs=labels_crs, bands=opts.bands,
+        device=opts.device, batch_size=opts.batch_size, assume_crs=opts.assume_crs,
+        overwrite=opts.overwrite,
+    )  # fmt: skip
+    result = evaluate_prompt_model(model, image, labels, output, popts)
+    outside = f", {result.outside} outside the image not scored" if result.outside else ""
+    click.echo(f"{result.iou.line('reference polygons')}{outside}")
+    for path in result.files:
+        click.echo(f"wrote {path}")

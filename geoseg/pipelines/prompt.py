@@ -12,9 +12,10 @@ run: a failure leaves neither.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,14 @@ from geoseg.pipelines.prompt_objects import (
     stability_score,
     write_object_raster,
 )
+from geoseg.pipelines.prompt_refine import IouSummary, mask_iou, summarize_ious
 from geoseg.pipelines.prompt_windows import PromptWindow, plan_windows, read_window, scene_rasterio
 from geoseg.types import a_model_of
 
-__all__ = ["DECODE_PROMPTS", "PromptOptions", "PromptResult", "prompt_scene"]
+__all__ = [
+    "DECODE_PROMPTS", "PromptOptions", "PromptResult", "Prompted", "prompt_ious", "prompt_scene",
+    "prompted",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,8 @@ class PromptOptions:
         prompts_crs: the layer's CRS when it declares none (or ``raster``).
         multimask: ``best`` (the raster and polygons keep SAM's best mask) or
             ``all`` (polygons of all three candidates, with a ``candidate`` field).
+        interior_points: with ``boxes``, up to this many positive points inside
+            each polygon join its box (:mod:`geoseg.pipelines.prompt_refine`).
         bands: scene bands feeding the model (None: by name, else in file order).
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: windows per encoder call (None: 4 on the CPU, 16 on a GPU).
@@ -73,6 +80,7 @@ class PromptOptions:
     point: str | None = None
     prompts_crs: str | None = None
     multimask: str = "best"
+    interior_points: int = 0
     bands: Sequence[str] | None = None
     device: str = "auto"
     batch_size: int | None = None
@@ -84,6 +92,10 @@ class PromptOptions:
             raise GeosegError(f"--multimask must be best or all, not {self.multimask!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise GeosegError(f"--batch-size must be >= 1, not {self.batch_size}")
+        if self.interior_points < 0:
+            raise GeosegError(f"--interior-points must be >= 0, not {self.interior_points}")
+        if self.interior_points and self.boxes is None:
+            raise GeosegError("--interior-points adds points inside --boxes polygons; give --boxes")
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,8 @@ class PromptResult:
         outside, nodata: prompts skipped (outside the scene, points on nodata).
         windows: windows encoded.
         area_method: how the polygons' areas were measured.
+        iou: ``--boxes``: IoU of the input polygons with their objects (an
+            empty mask counts 0); None for point prompts.
     """
 
     output: Path
@@ -106,6 +120,7 @@ class PromptResult:
     nodata: int
     windows: int
     area_method: AreaMethod
+    iou: IouSummary | None = None
 
 
 def load_prompter(model: str, device: str) -> SamPrompter:
@@ -123,17 +138,34 @@ def load_prompter(model: str, device: str) -> SamPrompter:
     return prompter
 
 
-def prompt_scene(
-    scene: str | os.PathLike[str], model: str, output: str | os.PathLike[str],
-    opts: PromptOptions, vector: str | os.PathLike[str] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> PromptResult:  # fmt: skip
-    """Segment the objects ``opts``' prompts point at in ``scene`` (see module doc).
+@dataclass(frozen=True)
+class Prompted:
+    """A run's prompts and the objects SAM found for them (inside :func:`prompted`).
 
-    Raises:
-        GeosegError: a model that is not SAM, prompts that cannot be read or that all
-            miss the scene, a scene without the model's bands (nothing is written).
+    Attributes:
+        prompter: the loaded SAM.
+        src: the scene, open for windowed reads.
+        frame, prompts: where the scene is; the prompts kept and those skipped.
+        objects: every prompt's object(s) on the scene grid.
+        windows: windows encoded.
+        area_method: how the scene's areas are measured.
     """
+
+    prompter: SamPrompter
+    src: Any
+    frame: SceneFrame
+    prompts: Prompts
+    objects: list[ObjectMask]
+    windows: int
+    area_method: AreaMethod
+
+
+@contextlib.contextmanager
+def prompted(
+    scene: str | os.PathLike[str], model: str, opts: PromptOptions,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[Prompted]:  # fmt: skip
+    """Read ``opts``' prompts and segment them on ``scene`` (kept open while in the block)."""
     path = os.fspath(scene)
     prompter = load_prompter(model, opts.device)
     opened = open_scene(path, None, 1024, opts.assume_crs)
@@ -143,21 +175,67 @@ def prompt_scene(
                            lambda r, c: _valid_at(src, r, c))  # fmt: skip
         prompts = read_prompts(
             frame, boxes=opts.boxes, points=opts.points, point=opts.point,
-            prompts_crs=opts.prompts_crs,
+            prompts_crs=opts.prompts_crs, interior_points=opts.interior_points,
         )  # fmt: skip
         method = area_method(opened.crs, path)
         objects, windows = segment(prompter, src, [i + 1 for i in index], frame, prompts,
                                    opts, progress)  # fmt: skip
-        kept = {o.prompt for o in objects}
-        empty = len(prompts.items) - len(kept)
+        yield Prompted(prompter, src, frame, prompts, objects, windows, method)
+
+
+def prompt_ious(run: Prompted) -> tuple[np.ndarray, np.ndarray]:
+    """IoU of the ``--boxes`` polygons with their objects
+    (:func:`~geoseg.pipelines.prompt_refine.mask_iou`: pixels weighted by true area).
+
+    Returns:
+        ``(len(objects),)`` each object's IoU with its prompt's polygon, and
+        ``(len(prompts),)`` each prompt's, from its best object (0 if it has none).
+    """
+    shapes, items, frame = run.prompts.shapes, run.prompts.items, run.frame
+    per_object = np.array(
+        [mask_iou(shapes[items[o.prompt].row], (o.row0, o.col0, o.mask), frame)
+         for o in run.objects], np.float64,
+    )  # fmt: skip
+    per_prompt = np.zeros(len(items))
+    for o, iou in zip(run.objects, per_object, strict=True):
+        if o.best:
+            per_prompt[o.prompt] = iou
+    return per_object, per_prompt
+
+
+def prompt_scene(
+    scene: str | os.PathLike[str], model: str, output: str | os.PathLike[str],
+    opts: PromptOptions, vector: str | os.PathLike[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> PromptResult:  # fmt: skip
+    """Segment the objects ``opts``' prompts point at in ``scene`` (see module doc).
+
+    With ``--boxes`` each object's IoU with its input polygon is measured
+    (:attr:`PromptResult.iou`, field ``input_iou`` of the polygons).
+
+    Raises:
+        GeosegError: a model that is not SAM, prompts that cannot be read or that all
+            miss the scene, a scene without the model's bands (nothing is written).
+    """
+    with prompted(scene, model, opts, progress) as run:
+        kept = {o.prompt for o in run.objects}
+        empty = len(run.prompts.items) - len(kept)
         if empty:
-            log.warning("%s: %d prompts gave an empty mask (no polygon, no pixel)", path, empty)
-        write_object_raster(Path(output), frame, src, objects, prompter.schema, opts.overwrite)
+            log.warning("%s: %d prompts gave an empty mask (no polygon, no pixel)",
+                        run.frame.path, empty)  # fmt: skip
+        write_object_raster(Path(output), run.frame, run.src, run.objects, run.prompter.schema,
+                            opts.overwrite)  # fmt: skip
+    per_object, summary = None, None
+    if opts.boxes is not None:
+        per_object, per_prompt = prompt_ious(run)
+        summary = summarize_ious(per_prompt, empty)
     if vector is not None:
-        table = object_table(objects, prompts, frame, opts.multimask == "all")
+        table = object_table(run.objects, run.prompts, run.frame, opts.multimask == "all",
+                             input_iou=per_object)  # fmt: skip
         write_vectors(table, vector, overwrite=opts.overwrite)
     return PromptResult(Path(output), None if vector is None else Path(vector), len(kept), empty,
-                        prompts.outside, prompts.nodata, windows, method)  # fmt: skip
+                        run.prompts.outside, run.prompts.nodata, run.windows, run.area_method,
+                        summary)  # fmt: skip
 
 
 def _valid_at(src: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -202,18 +280,19 @@ def _decode(
 ) -> list[ObjectMask]:  # fmt: skip
     """The objects of prompts ``chosen`` (indices of ``items``) on one encoded window."""
     mine = [items[i] for i in chosen]
+    boxes = None
     if mine[0].box is not None:
         corners = np.array([m.box for m in mine], np.float64).reshape(-1, 2, 2)
-        decoded = prompter.decode(embedding, boxes=window.to_input(corners).reshape(-1, 4),
-                                  keep=keep)  # fmt: skip
-    else:
-        k = max(len(m.points) for m in mine)
+        boxes = window.to_input(corners).reshape(-1, 4)
+    k = max(len(m.points) for m in mine)
+    points = labels = None
+    if k:  # point prompts, or boxes with interior points (padded to the most points)
         points = np.zeros((len(mine), k, 2), np.float64)
         labels = np.full((len(mine), k), PAD_LABEL, np.int64)
         for p, one in enumerate(mine):
             points[p, : len(one.points)] = window.to_input(one.points)
             labels[p, : len(one.points)] = one.labels
-        decoded = prompter.decode(embedding, points=points, labels=labels, keep=keep)
+    decoded = prompter.decode(embedding, points=points, labels=labels, boxes=boxes, keep=keep)
     out = []
     for p, i in enumerate(chosen):
         best = int(np.argmax(decoded.scores[p]))

@@ -7,7 +7,11 @@ becomes a :class:`Prompt` in continuous scene pixel coordinates (``x`` = column,
 
 - ``--boxes``: every feature is one prompt, its geometry's bounding box (in the
   scene's CRS) the box; its id is its feature number (1-based, the file's order:
-  a GeoPackage's fid when it was written in one go);
+  a GeoPackage's fid when it was written in one go); with ``interior_points``
+  N > 0, up to N positive points inside the polygon join its box
+  (:func:`geoseg.pipelines.prompt_refine.interior_points`; those on nodata are
+  dropped), and the polygons are kept (:attr:`Prompts.shapes`) to be compared
+  with the objects;
 - ``--points``: ``label`` 1 (positive, the default) or 0 (negative);
   ``prompt_id`` (a whole number > 0) groups several points into one object and is
   its id; without it every feature (a Point or MultiPoint) is one prompt;
@@ -35,6 +39,7 @@ from affine import Affine
 from geoseg.errors import GeosegError, InvalidVectorError
 from geoseg.io.reproject import layer_in_crs
 from geoseg.io.vectors_crs import read_input_layer
+from geoseg.pipelines.prompt_refine import interior_points as polygon_points
 
 __all__ = [
     "LABEL", "OPTION", "PROMPT_ID", "Prompt", "Prompts", "SceneFrame", "attribute_row",
@@ -99,19 +104,23 @@ class Prompts:
         attributes: one row per prompt (``Prompt.row``) of the layer's own fields.
         outside: prompts skipped because they miss the scene.
         nodata: prompts skipped because their points fall on nodata.
+        shapes: ``--boxes``: the layer's geometries in the scene's CRS, one per
+            attribute row (``Prompt.row``); empty for point prompts.
     """
 
     items: list[Prompt]
     attributes: pd.DataFrame = field(default_factory=pd.DataFrame)
     outside: int = 0
     nodata: int = 0
+    shapes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
 
 
 def read_prompts(
     frame: SceneFrame, *, boxes: str | None = None, points: str | None = None,
-    point: str | None = None, prompts_crs: str | None = None,
+    point: str | None = None, prompts_crs: str | None = None, interior_points: int = 0,
 ) -> Prompts:  # fmt: skip
-    """The prompts of exactly one of ``boxes`` (a layer), ``points`` (a layer), ``point``.
+    """The prompts of exactly one of ``boxes`` (a layer), ``points`` (a layer), ``point``
+    (``interior_points``: positive points added inside each box's polygon).
 
     Raises:
         InvalidVectorError: an unreadable or empty layer, a layer without a usable
@@ -126,7 +135,10 @@ def read_prompts(
     else:
         path = str(boxes or points)
         layer = _layer(frame, path, prompts_crs)
-        found = _box_prompts(frame, layer) if boxes else _point_layer_prompts(frame, layer, path)
+        found = (
+            _box_prompts(frame, layer, interior_points) if boxes
+            else _point_layer_prompts(frame, layer, path)
+        )  # fmt: skip
         source = path
     if not found.items:
         raise InvalidVectorError(
@@ -159,7 +171,7 @@ def _attributes(layer: gpd.GeoDataFrame) -> pd.DataFrame:
     return pd.DataFrame(layer.drop(columns=[layer.geometry.name, "_fid"])).reset_index(drop=True)
 
 
-def _box_prompts(frame: SceneFrame, layer: gpd.GeoDataFrame) -> Prompts:
+def _box_prompts(frame: SceneFrame, layer: gpd.GeoDataFrame, inner: int = 0) -> Prompts:
     geoms = np.asarray(layer.geometry.values, dtype=object)
     kinds = shapely.get_type_id(geoms)
     if np.isin(kinds, (0, 4)).any():  # Point, MultiPoint
@@ -177,9 +189,21 @@ def _box_prompts(frame: SceneFrame, layer: gpd.GeoDataFrame) -> Prompts:
         if box[2] <= 0 or box[3] <= 0 or box[0] >= frame.width or box[1] >= frame.height:
             outside += 1
             continue
-        empty = np.zeros((0, 2)), np.zeros(0, np.int64)
-        items.append(Prompt(int(fid), *empty, box, row))
-    return Prompts(items, _attributes(layer), outside)
+        points = _on_data(frame, polygon_points(geom, frame.transform, inner))
+        items.append(Prompt(int(fid), points, np.ones(len(points), np.int64), box, row))
+    return Prompts(items, _attributes(layer), outside, shapes=geoms)
+
+
+def _on_data(frame: SceneFrame, points: np.ndarray) -> np.ndarray:
+    """``(k, 2)`` scene px points, less those outside the scene or on nodata."""
+    if not len(points):
+        return points
+    c, r = np.floor(points[:, 0]).astype(int), np.floor(points[:, 1]).astype(int)
+    inside = (r >= 0) & (r < frame.height) & (c >= 0) & (c < frame.width)
+    keep = inside.copy()
+    if inside.any():
+        keep[inside] = frame.valid_at(r[inside], c[inside])
+    return points[keep]
 
 
 def _point_layer_prompts(frame: SceneFrame, layer: gpd.GeoDataFrame, path: str) -> Prompts:

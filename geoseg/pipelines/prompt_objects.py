@@ -34,6 +34,7 @@ __all__ = [
     "BLOCK",
     "OBJECT_FIELDS",
     "ObjectMask",
+    "object_polygon",
     "object_table",
     "place_mask",
     "stability_score",
@@ -46,7 +47,8 @@ log = logging.getLogger(__name__)
 BLOCK = 1024
 #: SAM's stability offset: IoU of the mask at logit +1 and at logit -1.
 STABILITY_OFFSET = 1.0
-#: Fields of the polygon output after the prompt's own (``candidate`` with ``--multimask all``).
+#: Fields of the polygon output after the prompt's own (``candidate`` with ``--multimask all``;
+#: ``--boxes`` adds ``input_iou`` after them).
 OBJECT_FIELDS = ("object_id", "candidate", "score", "stability", "area_m2", "area_ha", "area_ac")
 
 
@@ -148,38 +150,49 @@ def _block(valid: np.ndarray, objects: Sequence[ObjectMask], y0: int, x0: int) -
 
 
 def object_table(
-    objects: Sequence[ObjectMask], prompts: Prompts, frame: SceneFrame, candidates: bool
-) -> gpd.GeoDataFrame:
+    objects: Sequence[ObjectMask], prompts: Prompts, frame: SceneFrame, candidates: bool,
+    polygons: Sequence[Any] | None = None, input_iou: np.ndarray | None = None,
+) -> gpd.GeoDataFrame:  # fmt: skip
     """One polygon per object (per candidate with ``candidates``): the prompt's fields, then
-    :data:`OBJECT_FIELDS` (true ellipsoidal areas), in the scene's CRS."""
-    geoms = np.array([_polygon(o, frame) for o in objects] or [], dtype=object)
+    :data:`OBJECT_FIELDS` (true ellipsoidal areas), in the scene's CRS.
+
+    Args:
+        polygons: each object's :func:`object_polygon` (None: made here).
+        input_iou: ``(len(objects),)`` IoU with the prompt's input polygon: an
+            ``input_iou`` field after the others (None: no field).
+    """
+    made = [object_polygon(o, frame) for o in objects] if polygons is None else polygons
+    geoms = np.array(list(made), dtype=object).reshape(-1)
     area = polygon_area_m2(geoms, frame.crs) if len(geoms) else np.zeros(0)
     rows = []
     clashes: set[str] = set()
-    for o, a in zip(objects, area, strict=True):
+    for k, (o, a) in enumerate(zip(objects, area, strict=True)):
         own = dict(attribute_row(prompts, prompts.items[o.prompt]))
         ours = {"object_id": o.id, "candidate": o.candidate, "score": o.score,
                 "stability": o.stability, "area_m2": float(a), "area_ha": float(a) / HECTARE_M2,
                 "area_ac": float(a) / ACRE_M2}  # fmt: skip
         if not candidates:
             del ours["candidate"]
+        if input_iou is not None:
+            ours["input_iou"] = float(input_iou[k])
         clashes |= set(own) & set(ours)
         rows.append({**own, **ours})
     if clashes:
         log.warning("prompt fields %s are replaced by geoseg's own", ", ".join(sorted(clashes)))
-    table = pd.DataFrame(rows) if rows else _no_rows(prompts, candidates)
+    table = pd.DataFrame(rows) if rows else _no_rows(prompts, candidates, input_iou is not None)
     return gpd.GeoDataFrame(table, geometry=geoms, crs=frame.crs)
 
 
-def _no_rows(prompts: Prompts, candidates: bool) -> pd.DataFrame:
+def _no_rows(prompts: Prompts, candidates: bool, iou: bool) -> pd.DataFrame:
     """The table of no object, with the column types of one (writers need them)."""
     own = prompts.attributes.iloc[:0].reset_index(drop=True)
+    names = [n for n in OBJECT_FIELDS if candidates or n != "candidate"] + ["input_iou"] * iou
     ours = {name: pd.Series([], dtype="int64" if name in ("object_id", "candidate") else "float64")
-            for name in OBJECT_FIELDS if candidates or name != "candidate"}  # fmt: skip
+            for name in names}  # fmt: skip
     return pd.concat([own.drop(columns=list(ours), errors="ignore"), pd.DataFrame(ours)], axis=1)
 
 
-def _polygon(o: ObjectMask, frame: SceneFrame) -> Any:
+def object_polygon(o: ObjectMask, frame: SceneFrame) -> Any:
     """The object's mask as one (Multi)Polygon in the scene's CRS."""
     transform = frame.transform @ Affine.translation(o.col0, o.row0)
     parts = [
