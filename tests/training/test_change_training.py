@@ -3,6 +3,7 @@ the shared encoder started from ``--encoder-weights``; date augmentation recorde
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from geoseg.cli import cli
+from geoseg.errors import GeosegError
 from geoseg.io.checkpoint import load_checkpoint
 from geoseg.io.stack import stack_dates
 from geoseg.synthetic import write_sample_data
@@ -115,3 +117,34 @@ def test_the_shared_encoder_starts_from_weights_picked_by_one_dates_band_names(
     )
     torch.testing.assert_close(tensors["encoder.model.conv1.weight"],
                                source["conv1.weight"][:, picks], atol=1e-6, rtol=0)  # fmt: skip
+
+
+def _levir_script() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "sample_data" / "models" / "train_change_levir.py"
+    spec = importlib.util.spec_from_file_location("train_change_levir", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_levir_comparison_summarises_seeds_and_appends_runs_of_one_setup(tmp_path: Path) -> None:
+    script = _levir_script()
+    runs = [{"arch": "early", "seed": s, "change_f1": f, "change_iou": f / 2}
+            for s, f in enumerate((0.6, 0.7, 0.8))]  # fmt: skip
+    runs.append({"arch": "siam-diff", "seed": 0, "change_f1": None, "change_iou": None})
+    summary = script.summarise(runs)
+    f1 = summary["early"]["change_f1"]
+    assert f1["mean"] == pytest.approx(0.7) and f1["std"] == pytest.approx(0.1)
+    assert (f1["min"], f1["max"], summary["early"]["seeds"]) == (0.6, 0.8, [0, 1, 2])
+    assert summary["siam-diff"]["change_f1"]["mean"] is None  # no change predicted: no F1
+    scores = tmp_path / "scores.json"
+    args = script.parse_args(["--scores", str(scores), "--seeds", "1", "--append"])
+    scores.write_text(json.dumps({"setup": script._setup(args), "runs": runs}))
+    kept = script.earlier_runs(args)
+    assert [(r["arch"], r["seed"]) for r in kept] == [("early", 0), ("early", 2), ("siam-diff", 0)]
+    other = script.parse_args(["--scores", str(scores), "--epochs", "3", "--append"])
+    with pytest.raises(GeosegError, match="append runs of the same setup"):
+        script.earlier_runs(other)
