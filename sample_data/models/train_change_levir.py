@@ -9,7 +9,8 @@ PNGs without georeferencing. Each is written as a GeoTIFF on a clearly local gri
 (LOCAL_CS, origin 0,0, 0.5 m pixels: the location is synthetic, only the pixel size
 is real), the two dates are stacked with ``geoseg stack`` and each architecture
 (``--task change --arch early|siam-diff|siam-conc``, the same encoder and decoder
-sizes) is trained once per seed, with the default date-to-date augmentation.
+sizes) is trained once per seed, with the date-to-date augmentation on
+(``--no-date-augment``: off).
 Seven pairs train, one validates (it picks each run's best epoch), three are held
 out and scored with ``geoseg evaluate``; nothing is chosen by the held-out scores.
 The scores file keeps every run's change F1/IoU, each architecture's mean and
@@ -103,6 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps-per-epoch", type=int, default=25)
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--encoder", default="tu-resnet18")
+    parser.add_argument("--no-date-augment", dest="date_augment", action="store_false",
+                        help="Train without the simulated date-to-date differences.")  # fmt: skip
     parser.add_argument("-o", "--output", type=Path, help="Keep the best-validating model here.")
     parser.add_argument("--scores", type=Path, default=HERE / "change_levir_scores.json")
     parser.add_argument("--overwrite", action="store_true", help="Replace the model and scores.")
@@ -146,7 +149,7 @@ def _config(args: argparse.Namespace, pairs: dict[str, tuple[Path, Path]], train
         classes=CHANGE.to_json(), output=str(output), task="change", arch=arch,
         encoder=args.encoder, options={"encoder_depth": 3, "decoder_channels": [64, 32, 16]},
         window=args.window, margin=8, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-        batch_size=16, seed=seed, overwrite=True,
+        batch_size=16, seed=seed, overwrite=True, date_augment=args.date_augment,
     )  # fmt: skip
 
 
@@ -195,7 +198,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def _setup(args: argparse.Namespace) -> dict[str, Any]:
     return {"encoder": args.encoder, "encoder_depth": 3, "decoder_channels": [64, 32, 16],
             "window": args.window, "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
-            "batch_size": 16, "date_augment": "default (on for change)"}  # fmt: skip
+            "batch_size": 16, "date_augment": args.date_augment}  # fmt: skip
 
 
 def earlier_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
