@@ -54,9 +54,9 @@ def date_split(bands: Sequence[str]) -> int:
     n = date_split_or_none(bands)
     if n is None:
         raise BandMismatchError(
-            f"a Siamese change model takes two dates stacked by `geoseg stack` (bands t1_*, "
-            f"then t2_* with the same names), not bands {', '.join(bands)}; stack the dates "
-            "with `geoseg stack before.tif after.tif -o pair.tif`"
+            f"Siamese change models and date augmentation take two dates stacked by `geoseg "
+            f"stack` (bands t1_*, then t2_* with the same names), not bands {', '.join(bands)}; "
+            "stack the dates with `geoseg stack before.tif after.tif -o pair.tif`"
         )
     return n
 

@@ -61,10 +61,10 @@ class TrainConfig:
             :mod:`geoseg.models.encoder_weights` for the key and band rules.
         encoder_bands: names of the bands ``encoder_weights`` was trained on, in its
             input order (default: what the file says, if anything).
-        date_augment: simulate date-to-date differences on date 2 of each change
-            window (brightness, contrast, haze, colour, 1-2 px co-registration jitter;
-            see :mod:`geoseg.training.date_shift`). None (default): on for ``--task
-            change`` on dates stacked by ``geoseg stack`` (bands ``t1_*``, ``t2_*``).
+        date_augment: ``--task change``: simulate date-to-date differences on date 2
+            of each window (brightness, contrast, haze, colour, 1-2 px co-registration
+            jitter; see :mod:`geoseg.training.date_shift` for the ranges and why it is
+            off by default). Needs dates stacked by ``geoseg stack``.
     """
 
     images: tuple[str, ...]
@@ -96,7 +96,7 @@ class TrainConfig:
     labels_crs: str | None = None
     encoder_weights: str | None = None
     encoder_bands: tuple[str, ...] | None = None
-    date_augment: bool | None = None
+    date_augment: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in training_tasks():

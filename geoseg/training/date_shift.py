@@ -20,8 +20,11 @@ model's normalization):
 5. co-registration jitter: date 2 moved by ``(dy, dx)``, each drawn from
    ``-shift_px .. shift_px`` px, edge pixels repeated into the gap.
 
-``geoseg train`` applies it to change tasks whose bands name two dates
-(``TrainConfig.date_augment``; see :func:`dates_to_shift`).
+``geoseg train`` applies it to change tasks when asked (``date_augment: true`` in
+``--config``; see :func:`dates_to_shift`). It is off by default: on the LEVIR-CD
+sample pairs (one sensor, co-registered) it cost 0.10 validation mIoU and 0.10
+held-out change F1 (early fusion, 12 epochs, seed 0); it is meant for models that
+must carry over to pairs whose dates differ more than their training pairs did.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoseg.models.siamese import date_split, date_split_or_none
+from geoseg.models.siamese import date_split
 from geoseg.training.sampling import Batch
 
 __all__ = ["DateShift", "dates_to_shift", "shift_date2", "shift_window"]
@@ -49,21 +52,20 @@ class DateShift:
     shift_px: int = 2
 
 
-def dates_to_shift(task: str, date_augment: bool | None, bands: Sequence[str]) -> int | None:
+def dates_to_shift(task: str, date_augment: bool, bands: Sequence[str]) -> int | None:
     """Bands per date to shift date 2 of, or None for no date augmentation.
 
     Args:
         task: the training task.
-        date_augment: ``TrainConfig.date_augment``: True on, False off, None: on for
-            ``change`` when ``bands`` are ``t1_*`` then ``t2_*`` (``geoseg stack``).
+        date_augment: ``TrainConfig.date_augment``.
         bands: the training rasters' band names.
 
     Raises:
-        BandMismatchError: on (True) but the bands do not name two dates.
+        BandMismatchError: on, but the bands do not name two dates (``geoseg stack``).
     """
-    if task != "change" or date_augment is False:
-        return None  # TrainConfig refuses date_augment=True for other tasks
-    return date_split_or_none(bands) if date_augment is None else date_split(bands)
+    if task != "change" or not date_augment:
+        return None  # TrainConfig refuses date_augment for other tasks
+    return date_split(bands)
 
 
 def _shifted(x: np.ndarray, dy: int, dx: int) -> np.ndarray:

@@ -2,15 +2,15 @@
 
     python sample_data/models/train_change_levir.py --data ../shared/data \
         [--archs early siam-diff siam-conc] [--seeds 0 1 2] [-o best.safetensors] [--overwrite]
-        [--append]   # add runs (e.g. --seeds 2) to an existing scores file of the same setup
+        [--date-augment] [--append]   # --append: add runs to a scores file of the same setup
 
 The 11 LEVIR-CD crops (0.5 m RGB, Texas, two dates, building-change masks) are
 PNGs without georeferencing. Each is written as a GeoTIFF on a clearly local grid
 (LOCAL_CS, origin 0,0, 0.5 m pixels: the location is synthetic, only the pixel size
 is real), the two dates are stacked with ``geoseg stack`` and each architecture
 (``--task change --arch early|siam-diff|siam-conc``, the same encoder and decoder
-sizes) is trained once per seed, with the date-to-date augmentation on
-(``--no-date-augment``: off).
+sizes) is trained once per seed (``--date-augment``: with simulated date-to-date
+differences; the recorded runs used it).
 Seven pairs train, one validates (it picks each run's best epoch), three are held
 out and scored with ``geoseg evaluate``; nothing is chosen by the held-out scores.
 The scores file keeps every run's change F1/IoU, each architecture's mean and
@@ -104,8 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps-per-epoch", type=int, default=25)
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--encoder", default="tu-resnet18")
-    parser.add_argument("--no-date-augment", dest="date_augment", action="store_false",
-                        help="Train without the simulated date-to-date differences.")  # fmt: skip
+    parser.add_argument("--date-augment", action="store_true",
+                        help="Train with simulated date-to-date differences.")  # fmt: skip
     parser.add_argument("-o", "--output", type=Path, help="Keep the best-validating model here.")
     parser.add_argument("--scores", type=Path, default=HERE / "change_levir_scores.json")
     parser.add_argument("--overwrite", action="store_true", help="Replace the model and scores.")

@@ -41,7 +41,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     with rasterio.open(root / "change.tif", "w", **profile) as dst:
         dst.write(mask[None])
     (root / "classes.yaml").write_text(yaml.safe_dump(CHANGE))
-    (root / "net.yaml").write_text(yaml.safe_dump({"options": SMALL_NET, "encoder": "resnet18"}))
+    net = {"options": SMALL_NET, "encoder": "resnet18", "date_augment": True}
+    (root / "net.yaml").write_text(yaml.safe_dump(net))
     return {"image": stacked, "mask": root / "change.tif", "classes": root / "classes.yaml",
             "config": root / "net.yaml"}  # fmt: skip
 
@@ -70,7 +71,7 @@ def test_each_change_arch_trains_describes_and_evaluates(
     assert result.exit_code == 0, result.output
     _, meta = load_checkpoint(out)
     assert (meta.task, meta.arch, len(meta.bands)) == ("change", arch, 12)
-    # on by default for a `geoseg stack` pair, and the ranges are kept with the model
+    # asked for in the config: the ranges are kept with the model
     assert meta.provenance["date_augment"] == {
         "colour": 0.1,
         "brightness": 0.2,
@@ -87,11 +88,9 @@ def test_each_change_arch_trains_describes_and_evaluates(
     assert scored.output.startswith("change F1 ") and " IoU " in scored.output.splitlines()[0]
 
 
-def test_date_augment_false_in_the_config_turns_it_off(
-    pair: dict[str, Path], tmp_path: Path
-) -> None:
+def test_date_augment_is_off_by_default(pair: dict[str, Path], tmp_path: Path) -> None:
     config = tmp_path / "off.yaml"
-    config.write_text(yaml.safe_dump({"options": SMALL_NET, "date_augment": False}))
+    config.write_text(yaml.safe_dump({"options": SMALL_NET}))
     out = tmp_path / "off.safetensors"
     result = _train({**pair, "config": config}, out, "--arch", "siam-diff")
     assert result.exit_code == 0, result.output

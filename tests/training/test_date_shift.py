@@ -104,7 +104,7 @@ def test_jitter_draws_every_offset_up_to_2_px_and_no_more() -> None:
     assert seen == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}
 
 
-def _config(task: str, date_augment: bool | None) -> TrainConfig:
+def _config(task: str, date_augment: bool) -> TrainConfig:
     schema = ClassSchema((ClassInfo(0, "same", (0, 0, 0)), ClassInfo(1, "changed", (9, 9, 9))))
     return TrainConfig(("a.tif",), ("b.tif",), schema, "m.safetensors", task=task,
                        date_augment=date_augment)  # fmt: skip
@@ -113,15 +113,14 @@ def _config(task: str, date_augment: bool | None) -> TrainConfig:
 @pytest.mark.parametrize(
     ("task", "date_augment", "bands", "per_date"),
     [
-        ("change", None, PAIR, 3),  # on by default for a geoseg stack pair
-        ("change", None, ("r", "g", "b", "r", "g", "b"), None),  # dates not named: off
-        ("change", False, PAIR, None),
+        ("change", False, PAIR, None),  # off by default
+        ("change", False, ("r", "g", "b", "r", "g", "b"), None),
         ("change", True, PAIR, 3),
-        ("semantic", None, PAIR, None),
+        ("semantic", False, PAIR, None),
     ],
 )
 def test_dates_to_shift(
-    task: str, date_augment: bool | None, bands: tuple[str, ...], per_date: int | None
+    task: str, date_augment: bool, bands: tuple[str, ...], per_date: int | None
 ) -> None:
     assert dates_to_shift(task, date_augment, bands) == per_date
 
