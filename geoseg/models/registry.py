@@ -48,6 +48,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "geoseg.models.families.smp",
     "geoseg.models.families.fcn",
     "geoseg.models.families.change",
+    "geoseg.models.families.siamese",
     "geoseg.models.families.bottom_up",
     "geoseg.models.families.maskrcnn",
     "geoseg.models.families.panoptic",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoseg.errors import GeosegError, InputNotFoundError
+from geoseg.errors import ConfigError, GeosegError, InputNotFoundError
 from geoseg.io.yaml_files import read_yaml
 from geoseg.models.registry import training_tasks
 from geoseg.types import ClassSchema, require_at_least, require_finite
@@ -43,8 +43,9 @@ class TrainConfig:
         resume: continue from ``output`` if it exists.
         overwrite: replace an existing ``output``.
         provenance: extra notes stored in the checkpoint.
-        task: ``"semantic"``, ``"change"`` for an early-fusion change model trained
-            on dates stacked with ``geoseg stack`` (labels: change mask classes), or
+        task: ``"semantic"``, ``"change"`` for a change model (early fusion or
+            Siamese, by ``arch``) trained on dates stacked with ``geoseg stack``
+            (labels: change mask classes), or
             ``"instance"`` for a bottom-up instance model (labels: a ``uint32``
             instance id raster or a polygon layer; the schema has one background
             class and ``is_thing`` object classes; see :mod:`geoseg.training.instances`;
@@ -60,6 +61,10 @@ class TrainConfig:
             :mod:`geoseg.models.encoder_weights` for the key and band rules.
         encoder_bands: names of the bands ``encoder_weights`` was trained on, in its
             input order (default: what the file says, if anything).
+        date_augment: ``--task change``: simulate date-to-date differences on date 2
+            of each window (brightness, contrast, haze, colour, 1-2 px co-registration
+            jitter; see :mod:`geoseg.training.date_shift` for the ranges and why it is
+            off by default). Needs dates stacked by ``geoseg stack``.
     """
 
     images: tuple[str, ...]
@@ -91,6 +96,7 @@ class TrainConfig:
     labels_crs: str | None = None
     encoder_weights: str | None = None
     encoder_bands: tuple[str, ...] | None = None
+    date_augment: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in training_tasks():
@@ -105,6 +111,11 @@ class TrainConfig:
             raise GeosegError(
                 "--labels-crs applies to polygon labels (--task instance or panoptic); "
                 f"--task {self.task} labels are rasters, which carry their own CRS"
+            )
+        if self.date_augment and self.task != "change":
+            raise ConfigError(
+                "date_augment shifts date 2 of a two-date stack: it needs --task change, "
+                f"not --task {self.task}; leave date_augment out"
             )
         require_at_least(
             "TrainConfig", epochs=(self.epochs, 1), steps_per_epoch=(self.steps_per_epoch, 1),

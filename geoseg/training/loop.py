@@ -28,6 +28,7 @@ from geoseg.models.encoder_weights import load_encoder_weights
 from geoseg.models.registry import window_multiple
 from geoseg.models.runtime import TorchPredictor, resolve_device
 from geoseg.training.config import TrainConfig
+from geoseg.training.date_shift import DateShift, dates_to_shift, shift_date2
 from geoseg.training.instances import InstanceRaster
 from geoseg.training.objectives import Objective
 from geoseg.training.sampling import WindowSampler, augment
@@ -116,15 +117,22 @@ def train_model(
     model = objective.build()
     meta = _start_encoder(cfg, model, meta)
     model.to(device).train()
-    return _fit(cfg, meta, model, sampler, objective, device, rng, out, progress)
+    per_date = dates_to_shift(cfg.task, cfg.date_augment, meta.bands)
+    if per_date is not None:
+        meta = dataclasses.replace(
+            meta, provenance={**meta.provenance, "date_augment": dataclasses.asdict(DateShift())}
+        )
+    return _fit(cfg, meta, model, sampler, objective, device, rng, out, progress, per_date)
 
 
 def _start_encoder(cfg: TrainConfig, model: nn.Module, meta: ModelMeta) -> ModelMeta:
     """Load ``cfg.encoder_weights`` into the model's encoder; the metadata records the file."""
     if not cfg.encoder_weights:
         return meta
+    # a Siamese model's shared encoder reads one date: its bands are one date's names
+    bands = getattr(model, "encoder_bands", meta.bands)
     source = load_encoder_weights(
-        model, read_state_dict(cfg.encoder_weights), cfg.encoder, meta.bands, cfg.encoder_bands
+        model, read_state_dict(cfg.encoder_weights), cfg.encoder, bands, cfg.encoder_bands
     )
     log.info("encoder started from %s (%s)", cfg.encoder_weights, source["first_conv"])
     provenance = {**meta.provenance, "encoder_weights": source}
@@ -134,8 +142,9 @@ def _start_encoder(cfg: TrainConfig, model: nn.Module, meta: ModelMeta) -> Model
 def _fit(
     cfg: TrainConfig, meta: ModelMeta, model: nn.Module, sampler: WindowSampler,
     objective: Objective, device: torch.device, rng: np.random.Generator, out: Path,
-    progress: Callable[[EpochReport], None] | None,
+    progress: Callable[[EpochReport], None] | None, per_date: int | None = None,
 ) -> TrainResult:  # fmt: skip
+    """The epochs; ``per_date``: shift date 2 of each window (:func:`shift_date2`)."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * cfg.steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
@@ -147,6 +156,8 @@ def _fit(
         for _ in range(cfg.steps_per_epoch):
             t0 = time.perf_counter()
             batch = augment(sampler.sample(cfg.batch_size), rng)
+            if per_date is not None:
+                batch = shift_date2(batch, rng, per_date)
             x = torch.from_numpy(norm.normalize(batch.image, batch.valid)).to(device)
             t1 = time.perf_counter()
             with torch.autocast(device.type, enabled=device.type == "cuda"):

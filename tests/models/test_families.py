@@ -35,12 +35,17 @@ THINGS = ClassSchema(
 )
 CLASSES = ClassSchema((ClassInfo(1, "forest", (0, 120, 0)), ClassInfo(4, "water", (0, 0, 200))))
 SMALL_UNET = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
+#: Two dates of two bands each, named as `geoseg stack` names them.
+PAIR_BANDS = ("t1_B04", "t1_B08", "t2_B04", "t2_B08")
+#: family name -> the band names of its tiny checkpoint and scene (default: TINY_BANDS).
+BANDS = {"siamese-change": PAIR_BANDS}
 
 #: family name -> (task, arch, encoder, schema, options) of a tiny checkpoint.
 TINY: dict[str, tuple[str, str, str, ClassSchema, dict[str, Any]]] = {
     "smp": ("semantic", "unet", "resnet18", CLASSES, SMALL_UNET),
     "fcn": ("semantic", "fcn", "resnet50", CLASSES, {}),
     "early-fusion-change": ("change", "unet", "resnet18", CLASSES, SMALL_UNET),
+    "siamese-change": ("change", "siam-diff", "resnet18", CLASSES, SMALL_UNET),
     "bottom-up": ("instance", "unet", "resnet18", THINGS, SMALL_UNET),
     "maskrcnn": ("instance", "maskrcnn", "resnet18", THINGS,
                  {"fpn_channels": 16, "representation_size": 32}),
@@ -50,8 +55,10 @@ TINY: dict[str, tuple[str, str, str, ClassSchema, dict[str, Any]]] = {
                      {"hf_config": labelled(SEGFORMER, ["forest", "water"], channels=4)}),
 }  # fmt: skip
 
-#: family name -> tiny checkpoints of its other tasks (same fields as :data:`TINY`).
+#: family name -> tiny checkpoints of its other tasks or architectures (fields of :data:`TINY`).
 OTHER_TASKS: dict[str, list[tuple[str, str, str, ClassSchema, dict[str, Any]]]] = {
+    "early-fusion-change": [("change", "early", "resnet18", CLASSES, SMALL_UNET)],
+    "siamese-change": [("change", "siam-conc", "tu-resnet18", CLASSES, SMALL_UNET)],
     "transformers": [
         ("instance", "hf-mask2former", "Mask2FormerForUniversalSegmentation", THINGS,
          {"hf_config": labelled(MASK2FORMER, ["background", "building"], channels=4),
@@ -111,7 +118,7 @@ def tiny_checkpoint(family: Family, path: Path, recipe: int = -1) -> Path:
     found = TINY[family.name] if recipe < 0 else OTHER_TASKS[family.name][recipe]
     task, arch, encoder, schema, options = found
     meta = ModelMeta(
-        task=task, arch=arch, encoder=encoder, bands=TINY_BANDS,
+        task=task, arch=arch, encoder=encoder, bands=BANDS.get(family.name, TINY_BANDS),
         normalization=Normalization((0.2,) * 4, (0.1,) * 4, scale=1e-4), schema=schema,
         window=WINDOW, margin=MARGIN, gsd_m=10.0, options=options,
     )  # fmt: skip
@@ -121,9 +128,9 @@ def tiny_checkpoint(family: Family, path: Path, recipe: int = -1) -> Path:
     return save_checkpoint(path, module.state_dict(), meta)
 
 
-def scene(tmp_path: Path) -> Path:
+def scene(tmp_path: Path, bands: tuple[str, ...] = TINY_BANDS) -> Path:
     """A 4-band 150 x 173 px scene: several chunks of one or three strides."""
-    return write_raster(tmp_path / "scene.tif", textured_scene(150, 173), descriptions=TINY_BANDS)
+    return write_raster(tmp_path / "scene.tif", textured_scene(150, 173), descriptions=bands)
 
 
 def tiled(model: str, image: Path, out: Path, chunk: int, objects: bool) -> bytes:
@@ -149,7 +156,7 @@ def test_family_contract(family: Family, tmp_path: Path) -> None:
 
 
 OTHER = [(f, i) for f in registry.families() for i in range(len(OTHER_TASKS.get(f.name, [])))]
-OTHER_IDS = [f"{f.name}-{OTHER_TASKS[f.name][i][0]}" for f, i in OTHER]
+OTHER_IDS = [f"{f.name}-{OTHER_TASKS[f.name][i][1]}" for f, i in OTHER]
 
 
 @pytest.mark.parametrize(("family", "recipe"), OTHER, ids=OTHER_IDS)
@@ -172,7 +179,7 @@ def check_contract(family: Family, recipe: int, tmp_path: Path) -> None:
     if family.inputs == "prompts":
         check_prompt_contract(family, tmp_path)
         return
-    image = scene(tmp_path)
+    image = scene(tmp_path, BANDS.get(family.name, TINY_BANDS))
     task = family.tasks[0]
     if family.weights_free:
         model = family.name
@@ -255,6 +262,9 @@ def test_shipped_checkpoints_keep_their_families() -> None:
         ("semantic", "UNet", "smp"),
         ("semantic", "fcn", "fcn"),
         ("change", "deeplabv3plus", "early-fusion-change"),
+        ("change", "early", "early-fusion-change"),
+        ("change", "Siam-Diff", "siamese-change"),
+        ("change", "siam-conc", "siamese-change"),
         ("instance", "unet", "bottom-up"),
         ("instance", "maskrcnn", "maskrcnn"),
         ("panoptic", "fpn", "panoptic-deeplab"),
@@ -269,6 +279,8 @@ def test_training_family_by_task_and_arch(task: str, arch: str, family: str) -> 
     [
         ("semantic", "maskrcnn", "unet, unetplusplus, deeplabv3plus, pspnet, fpn, segformer, fcn"),
         ("panoptic", "fcn", "unet, unetplusplus, deeplabv3plus, pspnet, fpn, segformer"),
+        ("semantic", "siam-diff", "segformer, fcn$"),
+        ("change", "siamese", "early, unet, .*, fcn, siam-diff, siam-conc$"),
         ("depth", "unet", "semantic, change, instance, panoptic"),
     ],
 )
@@ -293,7 +305,8 @@ def test_cli_choices_come_from_the_registry() -> None:
     assert result.exit_code == 2
     assert "'semantic', 'change', 'instance', 'panoptic'" in result.output
     result = CliRunner().invoke(cli, ["train", "--arch", "resnet"])
-    assert result.exit_code == 2 and "'fcn', 'maskrcnn'" in result.output
+    assert result.exit_code == 2
+    assert "'fcn', 'early', 'siam-diff', 'siam-conc', 'maskrcnn'" in result.output
     result = CliRunner().invoke(cli, ["predict", "s.tif", "-m", "x", "-o", "o", "--task", "change"])
     assert result.exit_code == 2 and "'semantic', 'instance', 'panoptic'" in result.output
 

@@ -19,6 +19,7 @@ __all__ = [
     "ARCHS",
     "FAMILY",
     "build_smp",
+    "check_encoder",
     "load_pixel_predictor",
     "net_multiple",
     "pixel_model",
@@ -47,6 +48,16 @@ def _known_encoder(name: str) -> bool:
     return name in smp.encoders.get_encoder_names()
 
 
+def check_encoder(name: str) -> None:
+    """Raise :class:`UnknownModelError` (listing valid names) unless smp can build ``name``."""
+    if not _known_encoder(name):
+        raise UnknownModelError(
+            f"unknown encoder {name!r}; valid smp encoders include resnet18, resnet34, "
+            "resnet50, efficientnet-b0, mobilenet_v2, mit_b0, or tu-<timm model> such as "
+            "tu-resnet18 (full list: segmentation_models_pytorch.encoders.get_encoder_names())"
+        )
+
+
 def build_smp(
     arch: str, encoder: str | None, in_channels: int, num_classes: int, **options: Any
 ) -> nn.Module:
@@ -58,12 +69,7 @@ def build_smp(
         UnknownModelError: unknown encoder; the message lists valid ones.
     """
     encoder = encoder or "resnet34"
-    if not _known_encoder(encoder):
-        raise UnknownModelError(
-            f"unknown encoder {encoder!r}; valid smp encoders include resnet18, resnet34, "
-            "resnet50, efficientnet-b0, mobilenet_v2, mit_b0, or tu-<timm model> such as "
-            "tu-resnet18 (full list: segmentation_models_pytorch.encoders.get_encoder_names())"
-        )
+    check_encoder(encoder)
     import segmentation_models_pytorch as smp
 
     builder = getattr(smp, SMP_CLASSES[arch.lower()])

@@ -1,0 +1,149 @@
+"""``geoseg train --task change --arch early|siam-diff|siam-conc``: train, describe, evaluate;
+the shared encoder started from ``--encoder-weights``; date augmentation recorded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+import timm
+import torch
+import yaml
+from click.testing import CliRunner
+from safetensors.torch import save_file
+
+from geoseg.cli import cli
+from geoseg.errors import GeosegError
+from geoseg.io.checkpoint import load_checkpoint
+from geoseg.io.stack import stack_dates
+from geoseg.synthetic import write_sample_data
+
+SMALL_NET = {"encoder_depth": 3, "decoder_channels": [16, 8, 8]}
+CHANGE = [{"id": 0, "name": "no change", "colour": [9, 9, 9]},
+          {"id": 1, "name": "change", "colour": [200, 0, 0]}]  # fmt: skip
+S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
+            "B12")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 12-band stacked pair (t1_B02 ... t2_B12), its change mask, classes and net config."""
+    root = tmp_path_factory.mktemp("pair")
+    sample = write_sample_data(root, height=96, width=96, seed=4)
+    stacked = stack_dates([sample["before"], sample["after"]], root / "ab.tif")
+    with rasterio.open(sample["truth_before"]) as a, rasterio.open(sample["truth_after"]) as b:
+        t0, t1, profile = a.read(1), b.read(1), a.profile
+    mask = np.where((t0 == 255) | (t1 == 255), 255, (t0 != t1).astype(np.uint8))
+    with rasterio.open(root / "change.tif", "w", **profile) as dst:
+        dst.write(mask[None])
+    (root / "classes.yaml").write_text(yaml.safe_dump(CHANGE))
+    net = {"options": SMALL_NET, "encoder": "resnet18", "date_augment": True}
+    (root / "net.yaml").write_text(yaml.safe_dump(net))
+    return {"image": stacked, "mask": root / "change.tif", "classes": root / "classes.yaml",
+            "config": root / "net.yaml"}  # fmt: skip
+
+
+def _train(pair: dict[str, Path], out: Path, *extra: str) -> Any:
+    torch.set_num_threads(1)
+    args = [
+        "train", "--task", "change", "--image", pair["image"], "--labels", pair["mask"],
+        "--classes", pair["classes"], "--config", pair["config"], "-o", out, "--epochs", "1",
+        "--steps-per-epoch", "2", "--batch-size", "2", "--window", "32", "--device", "cpu",
+        *extra,
+    ]  # fmt: skip
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.mark.parametrize(
+    ("arch", "family"),
+    [("early", "early-fusion-change"), ("siam-diff", "siamese-change"),
+     ("siam-conc", "siamese-change")],
+)  # fmt: skip
+def test_each_change_arch_trains_describes_and_evaluates(
+    pair: dict[str, Path], tmp_path: Path, arch: str, family: str
+) -> None:
+    out = tmp_path / f"{arch}.safetensors"
+    result = _train(pair, out, "--arch", arch)
+    assert result.exit_code == 0, result.output
+    _, meta = load_checkpoint(out)
+    assert (meta.task, meta.arch, len(meta.bands)) == ("change", arch, 12)
+    # asked for in the config: the ranges are kept with the model
+    assert meta.provenance["date_augment"] == {
+        "colour": 0.1,
+        "brightness": 0.2,
+        "contrast": 0.2,
+        "haze": 0.3,
+        "shift_px": 2,
+    }
+    described = CliRunner().invoke(cli, ["models", str(out)])
+    assert f"family: {family}" in described.output, described.output
+    scored = CliRunner().invoke(cli, ["evaluate", "-m", str(out), "--image", str(pair["image"]),
+                                      "--labels", str(pair["mask"]), "-o",
+                                      str(tmp_path / "eval"), "--device", "cpu"])  # fmt: skip
+    assert scored.exit_code == 0, scored.output
+    assert scored.output.startswith("change F1 ") and " IoU " in scored.output.splitlines()[0]
+
+
+def test_date_augment_is_off_by_default(pair: dict[str, Path], tmp_path: Path) -> None:
+    config = tmp_path / "off.yaml"
+    config.write_text(yaml.safe_dump({"options": SMALL_NET}))
+    out = tmp_path / "off.safetensors"
+    result = _train({**pair, "config": config}, out, "--arch", "siam-diff")
+    assert result.exit_code == 0, result.output
+    assert "date_augment" not in load_checkpoint(out)[1].provenance
+
+
+def test_the_shared_encoder_starts_from_weights_picked_by_one_dates_band_names(
+    pair: dict[str, Path], tmp_path: Path
+) -> None:
+    torch.manual_seed(3)
+    source = dict(timm.create_model("resnet18", in_chans=13).state_dict())
+    weights = tmp_path / "resnet18_s2.safetensors"
+    save_file({k: v.contiguous() for k, v in source.items()}, str(weights))
+    out = tmp_path / "started.safetensors"
+    result = _train(pair, out, "--arch", "siam-conc", "--encoder", "tu-resnet18",
+                    "--encoder-weights", weights, "--encoder-bands", ",".join(S2_BANDS),
+                    "--lr", "1e-12")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    tensors, meta = load_checkpoint(out)
+    picks = [1, 2, 3, 7, 11, 12]  # t1_B02 ... t1_B12: one date's six bands, by name
+    assert meta.provenance["encoder_weights"]["first_conv"] == (
+        f"channels {picks} of 13 picked by band name"
+    )
+    torch.testing.assert_close(tensors["encoder.model.conv1.weight"],
+                               source["conv1.weight"][:, picks], atol=1e-6, rtol=0)  # fmt: skip
+
+
+def _levir_script() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "sample_data" / "models" / "train_change_levir.py"
+    spec = importlib.util.spec_from_file_location("train_change_levir", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_levir_comparison_summarises_seeds_and_appends_runs_of_one_setup(tmp_path: Path) -> None:
+    script = _levir_script()
+    runs = [{"arch": "early", "seed": s, "change_f1": f, "change_iou": f / 2}
+            for s, f in enumerate((0.6, 0.7, 0.8))]  # fmt: skip
+    runs.append({"arch": "siam-diff", "seed": 0, "change_f1": None, "change_iou": None})
+    summary = script.summarise(runs)
+    f1 = summary["early"]["change_f1"]
+    assert f1["mean"] == pytest.approx(0.7) and f1["std"] == pytest.approx(0.1)
+    assert (f1["min"], f1["max"], summary["early"]["seeds"]) == (0.6, 0.8, [0, 1, 2])
+    assert summary["siam-diff"]["change_f1"]["mean"] is None  # no change predicted: no F1
+    scores = tmp_path / "scores.json"
+    args = script.parse_args(["--scores", str(scores), "--seeds", "1", "--append"])
+    scores.write_text(json.dumps({"setup": script._setup(args), "runs": runs}))
+    kept = script.earlier_runs(args)
+    assert [(r["arch"], r["seed"]) for r in kept] == [("early", 0), ("early", 2), ("siam-diff", 0)]
+    other = script.parse_args(["--scores", str(scores), "--epochs", "3", "--append"])
+    with pytest.raises(GeosegError, match="append runs of the same setup"):
+        script.earlier_runs(other)
