@@ -23,6 +23,7 @@ paper's (objects of a few to a few hundred px); heads are narrower and shallower
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -220,6 +221,13 @@ def solov2_model(meta: ModelMeta) -> SOLOv2:
     things = sum(1 for c in meta.schema.classes if c.is_thing)
     skip = _INFERENCE_OPTIONS | _TRAINING_OPTIONS
     options = {k: v for k, v in meta.options.items() if k not in skip}
+    known = set(inspect.signature(build_solov2).parameters) - {"in_channels", "num_things",
+                                                               "backbone", "window"}  # fmt: skip
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise GeosegError(
+            f"unknown SOLOv2 options {unknown}; choose from {', '.join(sorted(known | skip))}"
+        )
     return build_solov2(
         len(meta.bands), things, meta.encoder or "resnet18", **{"window": meta.window, **options}
     )

@@ -26,6 +26,7 @@ from geoseg.models.solov2 import (
     default_grids,
     load_solov2_predictor,
     scale_ranges,
+    solov2_model,
 )
 from geoseg.models.solov2_post import SOLOv2Thresholds, matrix_nms, window_objects
 from geoseg.models.solov2_targets import centre_cells, grid_targets
@@ -186,6 +187,8 @@ def test_bad_options_are_named() -> None:
         scale_ranges({"scale_ranges": [[1, 8], [8, 4]]})
     with pytest.raises(GeosegError, match="'gaussian' or 'linear'"):
         SOLOv2Thresholds(nms_kernel="hard")
+    with pytest.raises(GeosegError, match=r"unknown SOLOv2 options \['anchor_sizes'\].*grids"):
+        solov2_model(_meta(3, anchor_sizes=[8, 16]))
 
 
 def test_loader_refuses_another_checkpoint(tmp_path: Path) -> None:
