@@ -269,8 +269,10 @@ class SOLOv2Predictor(MaskRCNNPredictor):
                 [c[b].float() for c in cates], [k[b].float() for k in kernels],
                 features[b].float(), self.settings,
             )  # fmt: skip
-            up = F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0]
-            masks = (up > self.mask_threshold).cpu().numpy() & v
+            masks = np.zeros((0, *size), bool)
+            if len(probs):  # interpolate refuses an empty stack
+                up = F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)
+                masks = (up[0] > self.mask_threshold).cpu().numpy() & v
             keep = masks.sum(axis=(1, 2)) >= self.min_pixels
             out.append((
                 masks[keep], self._things[cls.cpu().numpy()[keep]],

@@ -176,6 +176,16 @@ def test_any_band_count_and_the_instance_contract(bands: int) -> None:
     assert not found[1][0][:, :32].any()  # nodata is in no object
 
 
+def test_a_window_without_objects_gives_empty_arrays() -> None:
+    torch.manual_seed(0)
+    module = build_solov2(3, 2, window=64, **LIGHT)  # type: ignore[arg-type]
+    model = SOLOv2Predictor(module, _meta(3, score_threshold=1.0), torch.device("cpu"))
+    x = np.zeros((2, 3, 96, 64), np.float32)  # not square, as whole-raster validation
+    for masks, classes, scores in model.predict_instances(x, np.ones((2, 96, 64), bool)):
+        assert masks.shape == (0, 96, 64) and masks.dtype == bool
+        assert classes.shape == scores.shape == (0,) and scores.dtype == np.float32
+
+
 def test_bad_options_are_named() -> None:
     with pytest.raises(UnknownModelError, match="resnet18, resnet34"):
         build_solov2(3, 1, backbone="vgg16")
