@@ -51,6 +51,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "geoseg.models.families.siamese",
     "geoseg.models.families.bottom_up",
     "geoseg.models.families.maskrcnn",
+    "geoseg.models.families.solov2",
     "geoseg.models.families.panoptic",
     "geoseg.models.families.transformers",
     "geoseg.models.families.onnx",

@@ -2,7 +2,7 @@
 
 :func:`task_setup` gives the setup the registry names for ``cfg.task``/``cfg.arch``
 (:attr:`geoseg.models.family.Family.training`): semantic (and change), bottom-up
-instance, Mask R-CNN instance or Panoptic-DeepLab; each builds its model with its
+instance, Mask R-CNN or SOLOv2 instance, or Panoptic-DeepLab; each builds its model with its
 family's ``build``.
 """
 
@@ -22,9 +22,11 @@ from geoseg.io.training_data import LabelledRaster
 from geoseg.models.bands import reflectance_scale
 from geoseg.models.family import Family
 from geoseg.models.instance import BottomUpInstancePredictor
-from geoseg.models.maskrcnn import MaskRCNNPredictor
+from geoseg.models.maskrcnn import MaskRCNNPredictor, maskrcnn_targets
 from geoseg.models.panoptic import PanopticPredictor
 from geoseg.models.registry import training_family
+from geoseg.models.solov2 import SOLOv2Predictor, scale_ranges
+from geoseg.models.solov2_targets import grid_targets, solov2_loss
 from geoseg.tiling.confusion import remap_values
 from geoseg.training.config import TrainConfig
 from geoseg.training.data import band_normalization, class_targets, load_rasters, model_meta
@@ -45,7 +47,8 @@ from geoseg.training.objectives import (
     weighted_dice,
 )
 from geoseg.training.panoptic import maskrcnn_step_loss, panoptic_step_loss
-from geoseg.types import ModelMeta
+from geoseg.training.sampling import Batch
+from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta
 
 __all__ = [
     "TaskSetup",
@@ -54,6 +57,8 @@ __all__ = [
     "panoptic_setup",
     "read_instances",
     "semantic_setup",
+    "solov2_setup",
+    "solov2_step_loss",
     "task_setup",
 ]
 
@@ -150,3 +155,40 @@ def maskrcnn_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
     score = instance_scorer(MaskRCNNPredictor, "ap50", meta, device, val)
     build = _build(training_family(cfg.task, cfg.arch), meta)
     return train, targets, meta, Objective(loss, score, "val_ap50", build)
+
+
+def solov2_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
+    """Rasters, class-index targets (ids ride along), metadata, SOLOv2 loss / AP50."""
+    if "window" in cfg.options:
+        raise GeosegError("SOLOv2 takes its default grids from --window, not options.window")
+    train, val, meta = read_instances(cfg)
+    targets = [class_targets(r, cfg.classes) for r in train]
+    loss = partial(solov2_step_loss, schema=cfg.classes, ranges=scale_ranges(cfg.options),
+                   dice_weight=float(cfg.options.get("dice_weight", 3.0)))  # fmt: skip
+    score = instance_scorer(SOLOv2Predictor, "ap50", meta, device, val)
+    build = _build(training_family(cfg.task, cfg.arch), meta)
+    return train, targets, meta, Objective(loss, score, "val_ap50", build)
+
+
+def solov2_step_loss(
+    model: torch.nn.Module, x: torch.Tensor, batch: Batch, schema: ClassSchema,
+    ranges: tuple[tuple[float, float], ...], dice_weight: float = 3.0,
+) -> torch.Tensor:  # fmt: skip
+    """:func:`~geoseg.models.solov2_targets.solov2_loss` of a SOLOv2 on one batch.
+
+    Objects are the window's instance ids (unlabelled pixels belong to none) whose
+    most common class is a thing; ``ranges`` are the levels' scale ranges, px.
+    """
+    if batch.ids is None:
+        raise GeosegError("SOLOv2 training needs instance ids in the batch")
+    lut = np.array([*schema.ids, NODATA_LABEL], np.int64)  # index 255 -> last: stays 255
+    class_ids = lut[np.minimum(batch.target, len(schema.ids))]
+    ids = np.where(batch.target == NODATA_LABEL, 0, batch.ids)
+    grids: tuple[int, ...] = getattr(model, "grids")  # noqa: B009 (an nn.Module attribute)
+    targets = []
+    for i, c in zip(ids, class_ids, strict=True):
+        found = maskrcnn_targets(i, c, schema)
+        objects = [(m.numpy().astype(bool), int(t) - 1)
+                   for m, t in zip(found["masks"], found["labels"], strict=True)]  # fmt: skip
+        targets.append(grid_targets(objects, grids, ranges))
+    return solov2_loss(model(x), targets, dice_weight)

@@ -49,6 +49,9 @@ TINY: dict[str, tuple[str, str, str, ClassSchema, dict[str, Any]]] = {
     "bottom-up": ("instance", "unet", "resnet18", THINGS, SMALL_UNET),
     "maskrcnn": ("instance", "maskrcnn", "resnet18", THINGS,
                  {"fpn_channels": 16, "representation_size": 32}),
+    "solov2": ("instance", "solov2", "resnet18", THINGS,
+               {"fpn_channels": 16, "head_channels": 16, "head_convs": 1, "mask_channels": 16,
+                "score_threshold": 0.005, "update_threshold": 0.0}),
     "panoptic-deeplab": ("panoptic", "panoptic-deeplab", "resnet18", THINGS,
                          {"body": "unet", **SMALL_UNET}),
     "transformers": ("semantic", "hf-segformer", "SegformerForSemanticSegmentation", CLASSES,
@@ -267,6 +270,7 @@ def test_shipped_checkpoints_keep_their_families() -> None:
         ("change", "siam-conc", "siamese-change"),
         ("instance", "unet", "bottom-up"),
         ("instance", "maskrcnn", "maskrcnn"),
+        ("instance", "SOLOv2", "solov2"),
         ("panoptic", "fpn", "panoptic-deeplab"),
     ],
 )
@@ -291,13 +295,14 @@ def test_unknown_names_list_the_valid_ones(task: str, arch: str, listed: str) ->
 
 def test_unknown_checkpoint_family_lists_the_known_ones() -> None:
     meta = ModelMeta(
-        task="instance", arch="solov2", encoder=None, bands=TINY_BANDS,
+        task="instance", arch="yolact", encoder=None, bands=TINY_BANDS,
         normalization=Normalization((0.0,) * 4, (1.0,) * 4), schema=THINGS,
         window=64, margin=8, gsd_m=10.0,
     )  # fmt: skip
     with pytest.raises(UnknownModelError, match="instance/maskrcnn") as err:
         registry.checkpoint_family(meta)
-    assert "solov2" in str(err.value) and "panoptic/panoptic-deeplab" in str(err.value)
+    assert "yolact" in str(err.value) and "instance/solov2" in str(err.value)
+    assert "panoptic/panoptic-deeplab" in str(err.value)
 
 
 def test_cli_choices_come_from_the_registry() -> None:
