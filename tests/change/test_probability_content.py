@@ -14,8 +14,13 @@ from geoseg.change.probability_content import (
     disagreeing,
     sample_windows,
 )
-from tests.change.helpers import SCHEMA, labels_of, random_probabilities, write_labels
-from tests.change.helpers import write_probabilities
+from tests.change.helpers import (
+    SCHEMA,
+    labels_of,
+    random_probabilities,
+    write_labels,
+    write_probabilities,
+)
 
 IDS = list(SCHEMA.ids)  # 1, 4, 9
 
