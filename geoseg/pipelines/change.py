@@ -349,9 +349,10 @@ def _warn_middle_dates(aligned: AlignedMaps, opts: ChangeOptions) -> None:
     """The posterior rule compares the first and last date: say so when others were given."""
     if len(aligned.paths) > 2 and opts.consistency == 1:
         log.warning(
-            "posterior rule between the first and last date (%s, %s); the %d middle dates "
-            "are used only by --consistency N (a change must persist over the last N dates)",
-            aligned.paths[0], aligned.paths[-1], len(aligned.paths) - 2,
+            "posterior rule between the first and last date (%s, %s); the middle dates "
+            "(%s) are used only by --consistency N (a change must persist over the last N "
+            "dates)",
+            aligned.paths[0], aligned.paths[-1], ", ".join(aligned.paths[1:-1]),
         )  # fmt: skip
 
 
