@@ -1,8 +1,10 @@
 """The class-probability files of label maps: found, checked, and put on the maps' common grid.
 
 The files follow :mod:`geoseg.io.probabilities` (written by ``geoseg predict
---probabilities``). Each must lie on its own label map's grid and hold one band per
-class of the map's schema; once checked, it is read like its map in
+--probabilities``). Each must lie on its own label map's grid, hold one band per
+class of the map's schema, and its argmax must reproduce the map (checked on a
+sample, on the map's own grid, by :mod:`geoseg.change.probability_content`: names
+prove nothing, a file of another date may carry any name); once checked, it is read like its map in
 :func:`geoseg.change.align.align_label_maps`: a window of it when the map is on
 the first map's grid, else resampled (nearest, through a ``WarpedVRT``) onto the
 common grid, block by block.
@@ -24,6 +26,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from geoseg.change.align import AlignedMaps, LabelMapInfo, read_label_map_info
+from geoseg.change.probability_content import MAX_DISAGREEMENT, agreement
 from geoseg.errors import InputNotFoundError, InvalidRasterError
 from geoseg.io.grids import same_grid
 from geoseg.io.labels import read_class_schema
@@ -67,7 +70,7 @@ def probability_paths(maps: Sequence[str], given: Sequence[str] | None) -> list[
 
 
 def _check(prob: Path, info: LabelMapInfo, others: Sequence[str]) -> None:
-    """``prob`` is a probability file of ``info``'s map (module doc)."""
+    """``prob`` is a probability file of ``info``'s map (module doc); ``others``: all maps."""
     k = len(info.schema)
     with rasterio.open(prob) as src:
         count, dtype, tags = src.count, np.dtype(src.dtypes[0]), src.tags()
@@ -89,11 +92,26 @@ def _check(prob: Path, info: LabelMapInfo, others: Sequence[str]) -> None:
             f"{prob}: is not on the grid of its label map {info.path} (CRS, transform or "
             f"size differ); {_GIVE}"
         )
-    owner = tags.get(LABELS_TAG)
-    if owner and owner != Path(info.path).name and owner in others:
-        raise InvalidRasterError(
-            f"{prob}: holds the probabilities of {owner}, not of {info.path}; {_GIVE}"
-        )
+    _check_content(prob, info, tags.get(LABELS_TAG), others)
+
+
+def _check_content(prob: Path, info: LabelMapInfo, owner: str | None, maps: Sequence[str]) -> None:
+    """The argmax of ``prob`` reproduces ``info``'s map (:mod:`geoseg.change.probability_content`);
+    the file's :data:`LABELS_TAG` (``owner``) only adds a hint to the message."""
+    found = agreement(info.path, prob, info.schema)
+    if found.share <= MAX_DISAGREEMENT:
+        return
+    hint = (
+        f"; its {LABELS_TAG} tag names {owner}" if owner and owner != Path(info.path).name else ""
+    )
+    order = " ".join(f"<probabilities of {m}>" for m in maps)
+    raise InvalidRasterError(
+        f"{prob}: its most likely classes disagree with {info.path} at "
+        f"{100 * found.share:.1f} % of {found.compared:,} sampled pixels (at most "
+        f"{100 * MAX_DISAGREEMENT:g} % may), so it holds another date's or scene's "
+        f"probabilities{hint}; give each map the file `geoseg predict --probabilities` "
+        f"wrote with it, in date order: --probabilities-of {order}"
+    )
 
 
 def _window_blocks(path: Path, info: LabelMapInfo, aligned: AlignedMaps, chunk: int) -> da.Array:
@@ -146,11 +164,10 @@ def align_probabilities(
             classes or bands, or lies on another grid than its label map.
     """
     infos = [read_label_map_info(p) for p in aligned.paths]
-    names = [Path(p).name for p in aligned.paths]
     for prob, info in zip(probs, infos, strict=True):
         if not Path(prob).is_file():
             raise InputNotFoundError(f"{prob}: no such probability file; {_GIVE}")
-        _check(Path(prob), info, names)
+        _check(Path(prob), info, aligned.paths)
     out = []
     for i in (0, len(infos) - 1):
         path = Path(probs[i])

@@ -102,9 +102,9 @@ class _SpreadCommand(click.Command):
               show_default=True, help="map: difference the label maps; posterior: count change "
               "only where the class probabilities make it likely, and report the uncertain "
               "area apart.")  # fmt: skip
-@click.option("--min-change-prob", type=FiniteRange(min=0.5, max=1), default=0.7,
-              show_default=True, help="Posterior rule: change where P(change) >= this, no "
-              "change where P(change) <= 1 - this, uncertain between.")  # fmt: skip
+@click.option("--min-change-prob", type=FiniteRange(min=0.5, max=1),
+              help="Posterior rule: change where P(change) >= this, no change where "
+              "P(change) <= 1 - this, uncertain between (default 0.7).")  # fmt: skip
 @click.option(PROBABILITIES_OF, "probabilities_of", multiple=True,
               type=click.Path(dir_okay=False, path_type=str),
               help="Posterior rule: the maps' probability files in date order, one per map: "
@@ -118,10 +118,13 @@ def change(
     probabilities_of: tuple[str, ...], **kw: Any,
 ) -> None:  # fmt: skip
     """Compare label MAPS (first date first): transition areas, change raster, report."""
+    from geoseg.errors import ConfigError
     from geoseg.pipelines.change import ChangeOptions, change_report
 
     if len(maps) < 2:
         raise click.BadParameter("give at least two label maps (before and after)")
+    if kw["min_change_prob"] is not None and kw["rule"] != "posterior":
+        raise ConfigError("--min-change-prob is read by --rule posterior only; add it")
     opts = ChangeOptions(**kw, probabilities_of=probabilities_of or None)
     result = change_report(maps, output, opts, progress_bar("change", progress))
     m = result.matrix

@@ -25,7 +25,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import dask.array as da
@@ -62,9 +62,19 @@ from geoseg.report.focus import FocusLike, focus_cells
 from geoseg.tiling.execute import Progress, Sink, store_blocks
 from geoseg.types import ClassSchema, require_at_least, require_finite
 
-__all__ = ["OUTPUT_FILES", "ChangeOptions", "ChangeResult", "change_report", "change_schema"]
+__all__ = [
+    "DEFAULT_MIN_CHANGE_PROB",
+    "OUTPUT_FILES",
+    "ChangeOptions",
+    "ChangeResult",
+    "change_report",
+    "change_schema",
+]
 
 log = logging.getLogger(__name__)
+
+#: The posterior rule's ``t`` when none is given.
+DEFAULT_MIN_CHANGE_PROB = 0.7
 
 #: Files a change report writes into its folder.
 OUTPUT_FILES = (
@@ -106,7 +116,8 @@ class ChangeOptions:
             probabilities of the first and last date, :mod:`geoseg.change.posterior`:
             confident change, confident no change, and uncertain area reported apart).
         min_change_prob: the posterior rule's ``t`` in [0.5, 1]: change where
-            P(change) >= t, no change where P(change) <= 1 - t, uncertain between.
+            P(change) >= t, no change where P(change) <= 1 - t, uncertain between
+            (None: :data:`DEFAULT_MIN_CHANGE_PROB`); posterior rule only.
         probabilities_of: the maps' probability files in date order (default: the
             files the maps' ``GEOSEG_PROBABILITIES`` tags name); posterior rule only.
     """
@@ -125,7 +136,7 @@ class ChangeOptions:
     samples_se: float | None = None
     reference: str | None = None
     rule: str = "map"
-    min_change_prob: float = 0.7
+    min_change_prob: float | None = None
     probabilities_of: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -142,6 +153,18 @@ class ChangeOptions:
             raise GeosegError(f"unknown change rule {self.rule!r}; use one of {', '.join(RULES)}")
         if self.probabilities_of is not None and self.rule != "posterior":
             raise GeosegError("--probabilities-of is read by --rule posterior only; add it")
+        if self.min_change_prob is not None and self.rule != "posterior":
+            # `geoseg change` refuses the flag; a workflow switched to the map rule may
+            # keep its threshold for the next posterior run, so it is only told
+            log.warning(
+                "min_change_prob %g is read by the posterior rule only; the %s rule ignores it",
+                self.min_change_prob, self.rule,
+            )  # fmt: skip
+
+    @property
+    def threshold(self) -> float:
+        """The posterior rule's ``t``: ``min_change_prob`` or its default."""
+        return DEFAULT_MIN_CHANGE_PROB if self.min_change_prob is None else self.min_change_prob
 
 
 @dataclass(frozen=True)
@@ -274,13 +297,13 @@ def _report(
     aligned = align_label_maps(maps, opts.chunk)
     method = area_method(aligned.crs, aligned.paths[0])  # refused before anything is written
     posterior = opts.rule == "posterior"
-    probs = (
-        align_probabilities(
-            aligned, probability_paths(aligned.paths, opts.probabilities_of), opts.chunk
-        )
-        if posterior
-        else None
-    )
+    probs = None
+    if posterior:
+        found = probability_paths(aligned.paths, opts.probabilities_of)
+        probs = align_probabilities(aligned, found, opts.chunk)
+        # the report names the files it used, wherever they came from (given or tags)
+        opts = replace(opts, probabilities_of=tuple(str(p.resolve()) for p in found))
+        _warn_middle_dates(aligned, opts)
     codes_schema = change_schema(aligned.schema, uncertain=posterior)
     zones = _zones(aligned, opts)
     samples = read_reference(opts.reference, codes_schema) if opts.reference else None
@@ -295,7 +318,7 @@ def _report(
     sink = functools.partial(_ChangeSink, totals=totals, k=k, zones=zones)
     codes = change_codes(
         aligned, opts.consistency, opts.mmu_ha, opts.scheduler, opts.workers, probs,
-        opts.min_change_prob,
+        opts.threshold,
     )  # fmt: skip
     _write_change_raster(codes, aligned, codes_schema, sink, paths["change.tif"], opts, progress)
     matrix = totals.matrix(aligned.schema.names)
@@ -320,6 +343,17 @@ def _report(
         write_accuracy(matrix, codes_schema, samples, paths, opts)
     write_index(matrix, aligned, codes_schema, paths, opts, focus, samples, versus)
     return ChangeResult(matrix, tuple(paths.values()), method, unknown, versus)
+
+
+def _warn_middle_dates(aligned: AlignedMaps, opts: ChangeOptions) -> None:
+    """The posterior rule compares the first and last date: say so when others were given."""
+    if len(aligned.paths) > 2 and opts.consistency == 1:
+        log.warning(
+            "posterior rule between the first and last date (%s, %s); the middle dates "
+            "(%s) are used only by --consistency N (a change must persist over the last N "
+            "dates)",
+            aligned.paths[0], aligned.paths[-1], ", ".join(aligned.paths[1:-1]),
+        )  # fmt: skip
 
 
 def _zones(aligned: AlignedMaps, opts: ChangeOptions) -> ZoneMasker | None:

@@ -94,11 +94,17 @@ def _rule_doc(
     if versus is None:
         return {"rule": opts.rule}
     return {
-        "rule": opts.rule, "min_change_prob": opts.min_change_prob,
+        "rule": opts.rule, "min_change_prob": opts.threshold,
+        "probabilities": _probability_files(opts),
         "uncertain": transition_rows(m)[-2],
         "map_difference": {"changed_area_m2": versus.changed_area_m2,
                            "transitions": transition_rows(versus, nodata=False)},
     }  # fmt: skip
+
+
+def _probability_files(opts: ChangeOptions) -> list[str]:
+    """The absolute paths of the probability files the posterior rule read, in date order."""
+    return [str(Path(p).resolve()) for p in opts.probabilities_of or ()]
 
 
 def write_tables(
@@ -188,6 +194,7 @@ def _filters(aligned: AlignedMaps, m: TransitionMatrix, opts: ChangeOptions) -> 
     areas = AreaFormat.of(m)
     out = [
         _rule_line(m, opts, areas),
+        *_posterior_lines(aligned, opts),
         f"minimum mapping unit: {opts.mmu_ha:g} ha (8-connected patches of one transition "
         "under this true area are reverted to no change)" if opts.mmu_ha is not None else
         "minimum mapping unit: none (every changed pixel counts; --mmu-ha sets one)",
@@ -215,13 +222,33 @@ def _rule_line(m: TransitionMatrix, opts: ChangeOptions, areas: AreaFormat) -> s
             "rule: map differencing (every pixel whose class differs between the maps is "
             "change; --rule posterior uses class probabilities)"
         )
-    t = opts.min_change_prob
+    t = opts.threshold
     return (
         f"rule: posterior (change where P(change) = 1 - sum_c p1(c) p2(c) >= {t:g}, no change "
         f"where it is <= {1 - t:g}, uncertain between: {areas.text(m.uncertain_area_m2)}, "
         f"{m.uncertain_pixels:,} px, counted neither as change nor as no change; assumes "
         "independent classification errors between the dates)"
     )
+
+
+def _posterior_lines(aligned: AlignedMaps, opts: ChangeOptions) -> list[str]:
+    """With the posterior rule: the probability files it read and, with 3+ maps, which
+    dates it compares."""
+    if opts.rule != "posterior":
+        return []
+    files = _probability_files(opts)
+    out = [
+        "class probabilities read: " + "; ".join(
+            f"{m} ({d or 'date unknown'}): {p}"
+            for m, d, p in zip(aligned.paths, aligned.dates, files, strict=True)
+        )
+    ]  # fmt: skip
+    if len(aligned.paths) > 2:
+        out.append(
+            "posterior rule between the first and last date; middle dates used only by "
+            "--consistency"
+        )
+    return out
 
 
 def _accuracy_note(opts: ChangeOptions, counts: np.ndarray | None) -> str:

@@ -4,9 +4,11 @@ COG, + PNG quicklook)."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,10 +231,35 @@ def _write_cog(parts: PredictParts, lazy: da.Array, overwrite: bool) -> int:
     return parts.write(lazy, overwrite)
 
 
+#: Scene tags that may hold its acquisition date, most specific first (TIFFTAG_DATETIME
+#: is often the file's creation time: the last resort).
+DATE_TAGS = ("DATE", "ACQUISITION", "ACQUISITION_DATE", "TIFFTAG_DATETIME")
+
+
+def scene_date(tags: Mapping[str, str]) -> str | None:
+    """The first of :data:`DATE_TAGS` that parses, as an ISO date ``YYYY-MM-DD``.
+
+    Reads ``2015-07-11``, ``2015-07-11T10:00:08`` (any ISO 8601 date-time),
+    ``20150711`` and TIFF's ``2015:07:11 10:00:08``; None when no tag parses (the
+    label map then has no DATE tag and change reports say "date unknown").
+    """
+    for key in DATE_TAGS:
+        value = str(tags.get(key, "")).strip()
+        for text in (value, value[:10].replace(":", "-")):
+            try:
+                return dt.datetime.fromisoformat(text).date().isoformat()
+            except ValueError:
+                continue
+    return None
+
+
 def _label_meta(scene: Scene, schema: ClassSchema, model: str, bands: int) -> LabelMeta:
-    """The output's classes, georeferencing (the scene's), band descriptions and tags."""
+    """The output's classes, georeferencing (the scene's), band descriptions and tags
+    (the scene's SENSOR and, as DATE, its acquisition date: :func:`scene_date`)."""
+    date = scene_date(scene.tags)
     tags = {
-        **{k: v for k, v in scene.tags.items() if k in ("DATE", "SENSOR")},
+        **({"DATE": date} if date else {}),
+        **{k: v for k, v in scene.tags.items() if k == "SENSOR"},
         "GEOSEG_MODEL": Path(model).name,
         "GEOSEG_VERSION": __version__,
         "GEOSEG_SOURCE": Path(scene.path).name,

@@ -15,7 +15,7 @@ from affine import Affine
 from click.testing import CliRunner
 
 from geoseg.cli import cli
-from geoseg.io.probabilities import PROBABILITIES_TAG
+from geoseg.io.probabilities import PROBABILITIES_TAG, quantize
 from geoseg.types import ClassInfo, ClassSchema
 from tests.change.helpers import labels_of, random_probabilities, write_labels, write_probabilities
 from tests.conftest import write_raster
@@ -83,6 +83,38 @@ def _other_grid(tmp: Path, probs: list[Path]) -> list[str]:
     return [str(p) for p in probs]
 
 
+def _another_date(tmp: Path, probs: list[Path]) -> list[str]:
+    """Date 1's file replaced by date 0's with 3 % of pixels changed: same grid, classes,
+    name and tags; only the content tells."""
+    with rasterio.open(probs[0]) as src:
+        data = src.read()
+    p = random_probabilities(SHAPE, 5)
+    changed = np.random.default_rng(5).random(SHAPE) < 0.03
+    data[:, changed] = quantize(p)[:, changed]
+    _rewrite(probs[1], data)
+    return [str(p) for p in probs]
+
+
+def _holes(tmp: Path, probs: list[Path]) -> list[str]:
+    with rasterio.open(probs[1]) as src:
+        data = src.read()
+    data[:, :3] = 255  # 10 % of the pixels, classed in the map
+    _rewrite(probs[1], data)
+    return [str(p) for p in probs]
+
+
+def _swapped_folders(tmp: Path) -> list[str]:
+    """y1/lc.tif, y2/lc.tif with y1/p.tif, y2/p.tif given the other way round."""
+    maps, probs = [], []
+    for i in range(2):
+        (tmp / f"y{i}").mkdir()
+        p = random_probabilities(SHAPE, i)
+        path = write_labels(tmp / f"y{i}" / "lc.tif", labels_of(p))
+        probs.append(str(write_probabilities(path, p, tmp / f"y{i}" / "p.tif", tag=False)))
+        maps.append(str(path))
+    return [*maps, "--rule", "posterior", "--probabilities-of", probs[1], probs[0]]
+
+
 #: name -> (arguments after the two maps are made in tmp, text the one line must hold)
 CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "no probability tags, none given": (_no_tags, "--probabilities for every date"),
@@ -92,7 +124,13 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "given file missing": (lambda t: _given(t, lambda _, p: [str(p[0]), str(t / "no.tif")]),
                            "no such probability file"),
     "given in the wrong order": (lambda t: _given(t, lambda _, p: [str(p[1]), str(p[0])]),
-                                 "holds the probabilities of lc1.tif"),
+                                 "tag names lc1.tif"),
+    "another date's file, renamed and retagged": (
+        lambda t: _given(t, _another_date), "disagree with"),
+    "same names in two folders, swapped": (_swapped_folders, "y0/lc.tif at 66.7 % of 600 sampled"),
+    "nodata where the map has classes": (lambda t: _given(t, _holes), "disagree with"),
+    "--min-change-prob without the rule": (
+        lambda t: [*map(str, _pair(t)[0]), "--min-change-prob", "0.8"], "--rule posterior"),
     "two bands for three classes": (lambda t: _given(t, _two_bands), "3 uint8 class prob"),
     "float bands": (lambda t: _given(t, _float_bands), "float32 bands"),
     "other classes": (lambda t: _given(t, _other_classes), "are not those of"),

@@ -256,3 +256,58 @@ def test_end_to_end_from_predict_probabilities(tmp_path: Path, tiny_checkpoint: 
         expected[(a.read(1) == 255) | (b.read(1) == 255)] = 255
     with rasterio.open(out / "change.tif") as src:
         np.testing.assert_array_equal(src.read(1), expected)
+
+
+def test_report_names_the_probability_files_it_read(tmp_path: Path) -> None:
+    """From the maps' tags or given: transitions.json and index.html name each date's
+    probability file by its absolute path."""
+    maps = _dates(tmp_path)
+    probs = [str(m.with_name(f"{m.stem}_probs.tif").resolve()) for m in maps]
+    change_report(maps, tmp_path / "r", ChangeOptions(rule="posterior", chunk=16))
+    doc = json.loads((tmp_path / "r" / "transitions.json").read_text())
+    assert doc["probabilities"] == probs
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert f"{maps[0]} (2010-06-01): {probs[0]}; {maps[1]} (2011-06-01): {probs[1]}" in page
+    plain = change_report(maps, tmp_path / "m", ChangeOptions(chunk=16))
+    assert plain.map_difference is None
+    assert "probabilities" not in json.loads((tmp_path / "m" / "transitions.json").read_text())
+
+
+def test_three_dates_say_the_middle_one_is_not_compared(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    maps = _dates(tmp_path, 3)
+    change_report(maps, tmp_path / "r", ChangeOptions(rule="posterior", chunk=16))
+    (warning,) = [r.getMessage() for r in caplog.records if "middle dates" in r.getMessage()]
+    assert warning.startswith(f"posterior rule between the first and last date ({maps[0]}, ")
+    page = (tmp_path / "r" / "index.html").read_text()
+    line = "posterior rule between the first and last date; middle dates used only by"
+    assert line in page
+    caplog.clear()
+    opts = ChangeOptions(rule="posterior", chunk=16, consistency=2, overwrite=True)
+    change_report(maps, tmp_path / "r", opts)
+    assert not [r for r in caplog.records if "middle dates" in r.getMessage()]
+
+
+def test_resampled_map_is_checked_against_its_own_probabilities(tmp_path: Path) -> None:
+    """A map on another grid: its probability file is compared with it on its own grid
+    (before resampling), so another date's file on that grid is refused."""
+    from affine import Affine
+
+    from geoseg.errors import InvalidRasterError
+
+    maps = _dates(tmp_path)
+    with rasterio.open(maps[1]) as src:
+        labels, t = src.read(1), src.transform
+    shifted = Affine(t.a, 0, t.c + 30, 0, t.e, t.f)
+    moved = write_labels(tmp_path / "moved.tif", labels, transform=shifted)
+    wrong = write_probabilities(  # date 0's probabilities on the moved map's grid
+        moved, random_probabilities(SHAPE, 0, sharpness=2.0), tmp_path / "moved_p.tif",
+        transform=shifted, tag=False,
+    )  # fmt: skip
+    first = str(maps[0].with_name("lc0_probs.tif"))
+    opts = ChangeOptions(rule="posterior", chunk=16, probabilities_of=(first, str(wrong)))
+    with pytest.raises(InvalidRasterError, match=r"moved_p.tif: its most likely classes "
+                       r"disagree with \S+moved.tif at [1-9]"):  # fmt: skip
+        change_report([maps[0], moved], tmp_path / "r", opts)
+    assert not (tmp_path / "r").exists()
