@@ -342,3 +342,22 @@ def test_dates_are_named_by_acquisition_and_masked_where_nodata(
     with rasterio.open(out / f"{columns[0]}.tif") as src:  # band 1's 255 is the mask's nodata
         assert src.mask_flag_enums == ([MaskFlags.per_dataset],) * 2
         assert (src.dataset_mask() == 255).all()  # these scenes hold data everywhere
+
+
+def test_dates_off_the_models_pixel_scale_are_warned_of(
+    models: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """uint16 reflectance x 10000 on a SAM 2 imported for 0-255 images: saturated."""
+    monkeypatch.setattr(Sam2Prompter, "track", shrinking_squares([]))
+    paths = []
+    for i in range(2):
+        data = textured_scene(H, W, 3, seed=i).astype(np.uint16)  # 300-3999
+        paths.append(str(write_raster(tmp_path / f"d{i}.tif", data, transform=T,
+                                      descriptions=("R", "G", "B"))))  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        result = track(paths, models["video"], tmp_path / "t", "--boxes",
+                       box_layer(tmp_path / "b.gpkg", BOXES))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert caplog.text.count("geoseg track sees a saturated image") == 2, caplog.text
+    assert "--scale 10000 " in caplog.text
