@@ -14,10 +14,12 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio
 import shapely
 import torch
 from affine import Affine
 from click.testing import CliRunner
+from rasterio.enums import MaskFlags
 from safetensors.torch import save_file
 
 from geoseg.cli import cli
@@ -185,3 +187,128 @@ def test_a_converted_pickle_folder_imports(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["import", str(folder), "-o", str(tmp_path / "s.safetensors"),
                                       "--bands", "R,G,B"])  # fmt: skip
     assert result.exit_code == 0 and "sam prompt: 3 bands" in result.output, result.output
+
+
+def _rgb_scene(tmp: Path, dtype: str = "uint8", top: float = 200.0, names: bool = True) -> Path:
+    """A 3-band scene of ``dtype`` with values up to ``top``; no descriptions unless ``names``
+    (GDAL then writes R, G, B colour interpretation for a 3-band uint8 GeoTIFF)."""
+    data = textured_scene(H, W, 3).astype(np.float64)
+    data = (data / data.max() * top).astype(dtype)
+    kw: dict[str, object] = {"descriptions": ("R", "G", "B")} if names else {"photometric": "RGB"}
+    return write_raster(tmp / "s.tif", data, transform=T, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def sam10k(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The test SAM imported with ``--scale 10000`` (for reflectance x 10000)."""
+    root = tmp_path_factory.mktemp("sam10k")
+    opts = ImportOptions(("R", "G", "B"), scale=10000)
+    return str(import_model(sam_folder(root / "folder"), root / "sam.safetensors", opts).output)
+
+
+#: case -> (scene, which model, words that must be / must not be in the log). The pixel
+#: scale check (prompt_scale) and bands named by their colour interpretation.
+RUNS: dict[str, tuple[Callable[[Path], Path], str, list[str], list[str]]] = {
+    "float-reflectance-on-a-10000-import": (
+        lambda t: _rgb_scene(t, "float32", 0.5), "sam10k",
+        ["sees an almost black image", "--scale 1 "], ["saturated"],
+    ),
+    "uint16-reflectance-on-a-default-import": (
+        lambda t: _rgb_scene(t, "uint16", 5000), "sam",
+        ["sees a saturated image", "--scale 10000 "], ["black"],
+    ),
+    "uint8-rgb-on-a-default-import": (lambda t: _rgb_scene(t), "sam", [], ["scale", "image"]),
+    "uint16-on-a-10000-import": (
+        lambda t: _rgb_scene(t, "uint16", 5000), "sam10k", [], ["scale", "image"],
+    ),
+    "dark-uint8-on-a-default-import": (  # p99 10 of 255: dark, not misscaled
+        lambda t: _rgb_scene(t, "uint8", 10), "sam", [], ["scale", "image"],
+    ),
+    "unnamed-rgb-colour-interpretation": (
+        lambda t: _rgb_scene(t, names=False), "sam", [], ["band names"],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(RUNS))
+def test_prompt_warns_of_the_pixel_scale_and_names_bands_by_colour(
+    case: str, sam: str, sam10k: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make, which, said, unsaid = RUNS[case]
+    model = {"sam": sam, "sam10k": sam10k}[which]
+    line = ["prompt", make(tmp_path), "-m", model, "--point", "500600,5098600", "-o",
+            tmp_path / "o.tif", "--device", "cpu"]  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        result = CliRunner().invoke(cli, [str(a) for a in line])
+    assert result.exit_code == 0, result.output
+    assert all(w in caplog.text for w in said), caplog.text
+    assert not any(w in caplog.text for w in unsaid), caplog.text
+
+
+def test_models_lists_a_sam_checkpoints_pixel_scale(sam10k: str) -> None:
+    result = CliRunner().invoke(cli, ["models", sam10k])
+    assert result.exit_code == 0, result.output
+    assert "model input = stored value / 10000 (geoseg import --scale 10000" in result.output
+    assert "mean: 0.485, 0.456, 0.406   std: 0.229, 0.224, 0.225" in result.output
+
+
+def test_the_prompt_raster_declares_its_nodata(sam: str, tmp_path: Path) -> None:
+    """Band 1's 255 (the scene's nodata half) is the raster's mask, for both bands."""
+    out = tmp_path / "o.tif"
+    line = ["prompt", scene(tmp_path), "-m", sam, "--boxes", layer(tmp_path, [IN]), "-o", out,
+            "--device", "cpu"]  # fmt: skip
+    assert CliRunner().invoke(cli, [str(a) for a in line]).exit_code == 0
+    with rasterio.open(out) as src:
+        assert src.mask_flag_enums == ([MaskFlags.per_dataset],) * 2
+        cls, mask = src.read(1), src.dataset_mask()
+        assert src.read_masks(2).tolist() == mask.tolist()
+    assert (cls[:, 160:] == 255).all() and (mask[:, 160:] == 0).all()
+    assert (cls[:, :160] != 255).all() and (mask[:, :160] == 255).all()
+
+
+def _no_objects(tmp: Path) -> Path:
+    """An instance COG (``geoseg predict --task instance``'s layout) without any object."""
+    from geoseg.io.instances import instance_cog_writer
+    from geoseg.types import ClassSchema
+
+    schema = ClassSchema.from_json(
+        [{"id": 1, "name": "building", "colour": [255, 0, 0], "is_thing": True}]
+    )
+    with instance_cog_writer(tmp / "i.tif", height=64, width=64, crs=rasterio.CRS.from_epsg(32633),
+                             transform=T, schema=schema) as sink:  # fmt: skip
+        sink[(slice(0, 2), slice(0, 64), slice(0, 64))] = np.stack(
+            [np.full((64, 64), 255, np.uint32), np.zeros((64, 64), np.uint32)]
+        )
+    return tmp / "i.tif"
+
+
+@pytest.mark.parametrize("fmt", ["gpkg", "shp", "parquet", "fgb", "geojson"])
+def test_no_object_found_writes_an_empty_layer(fmt: str, tmp_path: Path) -> None:
+    out = tmp_path / f"o.{fmt}"
+    result = CliRunner().invoke(cli, ["vectorize", str(_no_objects(tmp_path)), "-o", str(out)])
+    assert result.exit_code == 0 and "(0 polygons" in result.output, result.output
+    frame = gpd.read_parquet(out) if fmt == "parquet" else gpd.read_file(out)
+    # GeoJSON is written in lon/lat (RFC 7946)
+    assert len(frame) == 0 and frame.crs == ("EPSG:4326" if fmt == "geojson" else "EPSG:32633")
+    if fmt != "geojson":  # a GeoJSON without features holds no field names
+        field = "inst_id" if fmt == "shp" else "instance_id"
+        assert {"class_id", field, "area_m2", "area_ha"} <= set(frame.columns)
+
+
+def test_segment_everything_with_no_object_exits_0_with_an_empty_layer(
+    sam: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from geoseg.models.sam import SamPrompter
+
+    def nothing(self: SamPrompter, batch: np.ndarray, valid: np.ndarray) -> list[object]:
+        n = (0, *batch.shape[2:])
+        return [(np.zeros(n, bool), np.zeros(0, np.int64), np.zeros(0, np.float32))] * len(batch)
+
+    monkeypatch.setattr(SamPrompter, "predict_instances", nothing)
+    out, vector = tmp_path / "o.tif", tmp_path / "o.gpkg"
+    line = ["predict", scene(tmp_path), "-m", sam, "--task", "instance", "-o", out,
+            "--vector", vector, "--device", "cpu"]  # fmt: skip
+    result = CliRunner().invoke(cli, [str(a) for a in line])
+    assert result.exit_code == 0, result.output
+    assert "(0 instances)" in result.output and "(0 polygons)" in result.output
+    assert len(gpd.read_file(vector)) == 0

@@ -67,9 +67,10 @@ _TILED = {"tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SA
 class Uint32Sink:
     """``sink[(band, y, x) slices] = block`` writes ``uint32`` blocks, from any thread."""
 
-    def __init__(self, dataset: Any) -> None:
+    def __init__(self, dataset: Any, nodata_class: int | None = None) -> None:
         self._dst = dataset
         self._lock = threading.Lock()
+        self._nodata_class = nodata_class
 
     def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
         *_, ys, xs = key
@@ -79,6 +80,10 @@ class Uint32Sink:
                 self._dst.write(data, 1, window=Window.from_slices(ys, xs))
             else:
                 self._dst.write(data, window=Window.from_slices(ys, xs))
+            if self._nodata_class is not None:  # one mask for both bands: any id is valid
+                valid = (data if data.ndim == 2 else data[0]) != self._nodata_class
+                self._dst.write_mask(np.where(valid, 255, 0).astype(np.uint8),
+                                     window=Window.from_slices(ys, xs))  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -93,6 +98,7 @@ def instance_cog_writer(
     descriptions: Sequence[str] = INSTANCE_BANDS,
     tags: dict[str, str] | None = None,
     overwrite: bool = False,
+    nodata_class: int | None = None,
 ) -> Iterator[Uint32Sink]:
     """Context manager yielding a sink of ``(2, h, w) uint32`` blocks; the COG appears at exit.
 
@@ -104,6 +110,9 @@ def instance_cog_writer(
         descriptions: band names, :data:`INSTANCE_BANDS` or :data:`PANOPTIC_BANDS`.
         tags: extra dataset tags.
         overwrite: replace an existing ``path``.
+        nodata_class: band 1 value of nodata pixels, declared as the raster's mask
+            (a GeoTIFF nodata value holds for every band, and 255 is a valid id in
+            band 2); None: no nodata (``geoseg predict``'s 255 is "no object").
 
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
@@ -116,7 +125,7 @@ def instance_cog_writer(
     }  # fmt: skip
     with temporary_sibling(out, "stage") as stage, atomic_output(out, overwrite) as final:
         with rasterio.open(stage, "w", **profile) as dst:
-            yield Uint32Sink(dst)
+            yield Uint32Sink(dst, nodata_class)
             for i, text in enumerate(descriptions, start=1):
                 dst.set_band_description(i, text)
             dst.update_tags(**{CLASSES_TAG: json.dumps(schema.to_json())}, **(tags or {}))

@@ -29,6 +29,7 @@ __all__ = [
     "band_order_doubt",
     "band_order_is_guess",
     "has_minimum_roles",
+    "named_by_colour",
     "reflectance_scale",
     "resolve_band_roles",
     "swapped_red_blue",
@@ -59,6 +60,9 @@ _S2_BAND_OF_ROLE = {
     "rededge2": "b6", "rededge3": "b7", "nir": "b8", "cirrus": "b10", "swir16": "b11",
     "swir1": "b11", "swir22": "b12", "swir2": "b12",
 }  # fmt: skip
+#: GDAL colour interpretations naming a band (:func:`named_by_colour`); a model's R, G, B.
+_COLOURS = ("red", "green", "blue")
+_COLOUR_LETTER = {"r": "red", "g": "green", "b": "blue"}
 _S2_CODE = re.compile(r"^b(\d{1,2}|8a)$")
 _S2_NAME = re.compile(r"^b0?(\d{1,2}|8a)$")
 _LANDSAT_NAME = re.compile(r"^(?:sr|st)b0?(\d{1,2})$")
@@ -360,7 +364,8 @@ def band_match_keys(
 ) -> tuple[list[str], list[str]]:
     """Keys that match a file's band names to a model's: equal keys are the same band.
 
-    Names compare case- and zero-padding-insensitively (``B2`` is ``B02``). Where every
+    Names compare case- and zero-padding-insensitively (``B2`` is ``B02``; ``R`` is
+    ``red``, as :func:`named_by_colour` names a band by its colour). Where every
     model band is a Sentinel-2 code or a role name (``B04``, ``red``, ``swir16``), role
     names on either side are read as the Sentinel-2 band they are (``red`` is ``B04``),
     so a file named red,green,blue,nir feeds a B02,B03,B04,B08 model by name. The
@@ -375,8 +380,8 @@ def band_match_keys(
     """
     from geoseg.io.raster import canonical_band_name
 
-    plain = [canonical_band_name(n) for n in names]
-    model_plain = [canonical_band_name(b) for b in model_bands]
+    plain = [_COLOUR_LETTER.get(k, k) for k in map(canonical_band_name, names)]
+    model_plain = [_COLOUR_LETTER.get(k, k) for k in map(canonical_band_name, model_bands)]
     if not all(_S2_CODE.match(b) or b in _S2_BAND_OF_ROLE for b in model_plain):
         return plain, model_plain
     keys = [_S2_BAND_OF_ROLE.get(n, n) for n in plain]
@@ -384,3 +389,15 @@ def band_match_keys(
     if len(set(named)) != len(named):
         return plain, model_plain
     return keys, [_S2_BAND_OF_ROLE.get(b, b) for b in model_plain]
+
+
+def named_by_colour(names: Sequence[str], colorinterp: Sequence[str]) -> list[str]:
+    """``names`` (:attr:`~geoseg.io.raster.Scene.band_names`), the unnamed ones (their
+    number) named ``red``/``green``/``blue`` by their GDAL colour interpretation when the
+    file has all three, so an RGB GeoTIFF feeds an ``R,G,B`` model by name (whether that
+    interpretation is a guess, :func:`band_order_is_guess` checks apart)."""
+    colours = [str(c).lower().removeprefix("colorinterp.") for c in colorinterp]
+    if sorted(c for c in colours if c in _COLOURS) != sorted(_COLOURS):
+        return list(names)
+    return [c if n == str(i + 1) and c in _COLOURS else n for i, (n, c) in
+            enumerate(zip(names, colours, strict=True))]  # fmt: skip

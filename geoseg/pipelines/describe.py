@@ -44,6 +44,24 @@ def describe_models() -> list[str]:
     ]
 
 
+def _scale_lines(meta: ModelMeta, prompts: bool) -> list[str]:
+    """SAM's pixel scale: the ``geoseg import --scale`` it was imported with, its mean/std.
+
+    A SAM on data of another scale sees a black or saturated image
+    (:mod:`geoseg.pipelines.prompt_scale`), so its listing says which it takes.
+    """
+    if not prompts:
+        return []
+    norm = meta.normalization
+    numbers = ", ".join
+    return [
+        f"  pixel scale: model input = stored value / {1 / norm.scale:g} (geoseg import "
+        f"--scale {1 / norm.scale:g}; 0-1 expected)",
+        f"  mean: {numbers(f'{v:.4g}' for v in norm.mean)}   "
+        f"std: {numbers(f'{v:.4g}' for v in norm.std)}",
+    ]
+
+
 def describe_checkpoint(path: str | os.PathLike[str]) -> list[str]:
     """Architecture, bands, classes, window and scores of a checkpoint."""
     meta = read_checkpoint_meta(path)
@@ -54,6 +72,7 @@ def describe_checkpoint(path: str | os.PathLike[str]) -> list[str]:
         f"  task: {meta.task}   arch: {meta.arch}   encoder: {meta.encoder}",
         f"  bands ({len(meta.bands)}): {', '.join(meta.bands)}",
         f"  window: {meta.window} px   margin: {meta.margin} px   GSD: {_gsd_text(meta)}",
+        *_scale_lines(meta, family.inputs == "prompts"),
         "  classes:",
         *_classes(meta.schema),
     ]

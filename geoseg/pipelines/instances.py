@@ -18,7 +18,7 @@ from geoseg.errors import CheckpointError, GeosegError
 from geoseg.io.atomic import check_output_path, temporary_sibling
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.raster import open_scene
-from geoseg.models.bands import reflectance_scale
+from geoseg.models.bands import named_by_colour, reflectance_scale
 from geoseg.models.cache import ModelSpec, default_batch_size, load_predictor, model_spec
 from geoseg.models.registry import (
     checkpoint_family,
@@ -38,6 +38,7 @@ from geoseg.pipelines.model_input import (
     require_pixels,
 )
 from geoseg.pipelines.plausibility import warn_if_outside_training
+from geoseg.pipelines.prompt_scale import warn_if_off_scale
 from geoseg.pipelines.tasks import predict_task  # importable from here too
 from geoseg.stitching import InstancePredictor
 from geoseg.tiling.execute import Progress
@@ -109,11 +110,16 @@ def _instance_options(
     unused = [f"--{n}" for n in ("confidence", "preview", "resume") if getattr(opts, n)]
     if unused:
         raise GeosegError(f"{model}: {', '.join(unused)} do not apply to an instance model")
-    names = open_scene(path, None, opts.chunk, opts.assume_crs).band_names
+    whole = open_scene(path, None, opts.chunk, opts.assume_crs)
+    names = named_by_colour(whole.band_names, whole.colorinterp)
     selection = [str(i + 1) for i in match_bands(path, names, meta, opts.bands)]
     dtype = open_scene(path, selection, opts.chunk, opts.assume_crs).dtype
     scale = reflectance_scale(dtype, path)
-    warn_if_outside_training(path, [int(i) - 1 for i in selection], scale, model, meta)
+    if family.inputs == "prompts":  # SAM: 0-255 images, which the sigma rule does not see
+        warn_if_off_scale(path, [int(i) - 1 for i in selection], scale, model, dtype,
+                          "geoseg predict")  # fmt: skip
+    else:
+        warn_if_outside_training(path, [int(i) - 1 for i in selection], scale, model, meta)
     same = math.isclose(scale, meta.normalization.scale, rel_tol=1e-6)
     spec = model_spec(
         model, opts.device, None, None if same else scale, opts.torch_threads, opts.precision

@@ -18,7 +18,7 @@ from pathlib import Path
 from geoseg.errors import GeosegError
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.raster import Scene, open_scene, select_bands
-from geoseg.models.bands import band_match_keys, reflectance_scale
+from geoseg.models.bands import band_match_keys, named_by_colour, reflectance_scale
 from geoseg.models.cache import ModelSpec, default_batch_size, load_predictor, model_spec
 from geoseg.models.family import Family
 from geoseg.models.registry import checkpoint_family, model_family, task_kind, window_multiple
@@ -204,7 +204,8 @@ def _checkpoint_setup(
     require_pixels(model, checkpoint_family(meta))
     multiple = window_multiple(meta.arch, meta.options)
     tile = _tile_spec(opts, meta.window, meta.margin, multiple, model)
-    names = open_scene(path, None, tile.chunk, opts.assume_crs).band_names
+    whole = open_scene(path, None, tile.chunk, opts.assume_crs)
+    names = named_by_colour(whole.band_names, whole.colorinterp)
     index = match_bands(path, names, meta, opts.bands)
     scene = open_scene(path, [str(i + 1) for i in index], tile.chunk, opts.assume_crs)
     scale: float | None = reflectance_scale(scene.dtype, path)

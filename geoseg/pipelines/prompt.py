@@ -26,6 +26,7 @@ from geoseg.areas import AreaMethod, area_method
 from geoseg.errors import CheckpointError, GeosegError
 from geoseg.io.raster import open_scene
 from geoseg.io.vectors import write_vectors
+from geoseg.models.bands import named_by_colour
 from geoseg.models.cache import load_predictor, model_spec
 from geoseg.models.registry import model_family, model_task
 from geoseg.models.sam import PAD_LABEL, SamPrompter
@@ -39,6 +40,7 @@ from geoseg.pipelines.prompt_objects import (
     write_object_raster,
 )
 from geoseg.pipelines.prompt_refine import IouSummary, mask_iou, summarize_ious
+from geoseg.pipelines.prompt_scale import warn_if_off_scale
 from geoseg.pipelines.prompt_windows import PromptWindow, plan_windows, read_window, scene_rasterio
 from geoseg.types import a_model_of
 
@@ -169,7 +171,10 @@ def prompted(
     path = os.fspath(scene)
     prompter = load_prompter(model, opts.device)
     opened = open_scene(path, None, 1024, opts.assume_crs)
-    index = match_bands(path, opened.band_names, prompter.meta, opts.bands)
+    names = named_by_colour(opened.band_names, opened.colorinterp)
+    index = match_bands(path, names, prompter.meta, opts.bands)
+    warn_if_off_scale(path, index, prompter.meta.normalization.scale, model, opened.dtype,
+                      "geoseg prompt")  # fmt: skip
     with scene_rasterio(path) as src:
         frame = SceneFrame(path, opened.crs, opened.transform, opened.height, opened.width,
                            lambda r, c: _valid_at(src, r, c))  # fmt: skip

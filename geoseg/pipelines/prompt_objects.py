@@ -28,7 +28,7 @@ from geoseg.areas import ACRE_M2, HECTARE_M2, polygon_area_m2
 from geoseg.io.instances import instance_cog_writer
 from geoseg.pipelines.prompt_inputs import Prompts, SceneFrame, attribute_row
 from geoseg.pipelines.prompt_windows import PromptWindow
-from geoseg.types import ClassSchema
+from geoseg.types import NODATA_LABEL, ClassSchema
 
 __all__ = [
     "BLOCK",
@@ -117,7 +117,7 @@ def write_object_raster(
     ).reshape(-1, 4)
     with instance_cog_writer(
         path, height=frame.height, width=frame.width, crs=src.crs, transform=frame.transform,
-        schema=schema, overwrite=overwrite,
+        schema=schema, overwrite=overwrite, nodata_class=NODATA_LABEL,
     ) as sink:  # fmt: skip
         for y0 in range(0, frame.height, BLOCK):
             for x0 in range(0, frame.width, BLOCK):

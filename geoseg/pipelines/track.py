@@ -31,6 +31,7 @@ import numpy as np
 from geoseg.areas import AreaMethod, area_method
 from geoseg.errors import CheckpointError, GeosegError
 from geoseg.io.outputs import output_run
+from geoseg.models.bands import named_by_colour
 from geoseg.models.cache import load_predictor, model_spec
 from geoseg.models.registry import model_family, model_task
 from geoseg.models.sam2 import FramePrompt, Sam2Prompter
@@ -38,8 +39,14 @@ from geoseg.pipelines.model_input import match_bands
 from geoseg.pipelines.prompt import DECODE_PROMPTS
 from geoseg.pipelines.prompt_inputs import Prompt, Prompts, SceneFrame, read_prompts
 from geoseg.pipelines.prompt_objects import ObjectMask, place_mask, write_object_raster
+from geoseg.pipelines.prompt_scale import warn_if_off_scale
 from geoseg.pipelines.prompt_windows import PromptWindow, plan_windows
-from geoseg.pipelines.track_dates import TrackDate, open_dates, read_date_window
+from geoseg.pipelines.track_dates import (
+    TrackDate,
+    dates_in_time_order,
+    open_dates,
+    read_date_window,
+)
 from geoseg.pipelines.track_outputs import AREAS, area_rows, written_areas_m2
 from geoseg.report.tables import write_csv_rows
 from geoseg.types import a_model_of
@@ -85,6 +92,8 @@ class TrackResult:
         windows: windows read (from every date).
         warped: dates resampled onto the first date's grid.
         area_method: how the areas were measured.
+        dated: every date has an acquisition date (False: the order given was taken
+            as time order).
     """
 
     rasters: tuple[Path, ...]
@@ -94,6 +103,7 @@ class TrackResult:
     windows: int
     warped: int
     area_method: AreaMethod
+    dated: bool = True
 
 
 def load_tracker(model: str, device: str) -> Sam2Prompter:
@@ -135,8 +145,12 @@ def track_scenes(
                 "(its place in the list of scenes)"
             )
         first, start = opened[0], opts.prompt_date - 1
-        bands = [i + 1 for i in match_bands(first.path, first.band_names, prompter.meta,
-                                            opts.bands)]  # fmt: skip
+        dated = dates_in_time_order(opened)
+        names = named_by_colour(first.band_names, first.colorinterp)
+        bands = [i + 1 for i in match_bands(first.path, names, prompter.meta, opts.bands)]
+        for scene in opened:
+            warn_if_off_scale(scene.path, [b - 1 for b in bands], prompter.meta.normalization.scale,
+                              model, scene.dtype, "geoseg track")  # fmt: skip
         grid = dates[0].src
         frame = SceneFrame(
             first.path, first.crs, first.transform, first.height, first.width,
@@ -162,7 +176,7 @@ def track_scenes(
         log.warning("%s: %d objects have no mask on some dates (area 0, see the note column)",
                     out / AREAS, sum(1 for row in rows if row["note"]))  # fmt: skip
     return TrackResult(tuple(rasters), out / AREAS, len(prompts.items), lost, windows,
-                       sum(d.warped for d in dates), method)  # fmt: skip
+                       sum(d.warped for d in dates), method, dated)  # fmt: skip
 
 
 def _valid_at(

@@ -11,6 +11,8 @@ prompts need are read, so memory does not grow with the scenes.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import itertools
 import logging
 import os
 import re
@@ -29,16 +31,22 @@ from rasterio.vrt import WarpedVRT
 from geoseg.change.align import DATE_TAG
 from geoseg.errors import BandMismatchError, GeosegError, InvalidRasterError
 from geoseg.io.grids import same_grid
-from geoseg.io.raster import Scene, open_scene
+from geoseg.io.raster import Scene, canonical_band_name, open_scene
 from geoseg.io.reproject import bounds_in_crs
 from geoseg.pipelines.prompt_windows import PromptWindow, read_window
 
-__all__ = ["TrackDate", "date_labels", "open_dates", "read_date_window"]
+__all__ = [
+    "TrackDate", "date_labels", "dates_in_time_order", "open_dates", "read_date_window",
+    "scene_date",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 #: How a date on another grid is resampled onto the first date's.
 WARP = Resampling.bilinear
+#: A tag :func:`~geoseg.pipelines.predict.scene_date` reads last that is often the file's
+#: creation time: it may not refuse an order (nor name a date).
+_NOT_ACQUISITION = "TIFFTAG_DATETIME"
 
 
 @dataclass(frozen=True)
@@ -61,12 +69,22 @@ class TrackDate:
     warped: bool
 
 
+def scene_date(scene: Scene) -> datetime.date | None:
+    """The acquisition date ``geoseg predict`` reads (its ``DATE``, ``ACQUISITION`` ...
+    tags: :func:`geoseg.pipelines.predict.scene_date`), but not the file's time stamp."""
+    from geoseg.pipelines.predict import scene_date as tagged_date
+
+    text = tagged_date({k: v for k, v in scene.tags.items() if k != _NOT_ACQUISITION})
+    return None if text is None else datetime.date.fromisoformat(text)
+
+
 def date_labels(scenes: Sequence[Scene]) -> list[str]:
-    """Each date's ``DATE`` tag, else its file stem, made safe as a file name and unique
-    (``_2``, ``_3`` ... after repeats)."""
+    """Each date's ISO acquisition date (:func:`scene_date`), else its ``DATE`` tag, else
+    its file stem, made safe as a file name and unique (``_2``, ``_3`` ... after repeats)."""
     out: list[str] = []
     for scene in scenes:
-        raw = scene.tags.get(DATE_TAG) or Path(scene.path).stem
+        known = scene_date(scene)
+        raw = known.isoformat() if known else scene.tags.get(DATE_TAG) or Path(scene.path).stem
         label = re.sub(r"[^A-Za-z0-9._-]+", "_", raw.strip()).strip("._") or "date"
         base, n = label, 1
         while label in out:
@@ -76,8 +94,28 @@ def date_labels(scenes: Sequence[Scene]) -> list[str]:
     return out
 
 
+def dates_in_time_order(scenes: Sequence[Scene]) -> bool:
+    """True when every scene has an acquisition date (False: the order given is taken).
+
+    Raises:
+        GeosegError: every scene is dated and the order given is not chronological.
+    """
+    known = [scene_date(s) for s in scenes]
+    if None in known:
+        return False
+    dated = [d for d in known if d is not None]
+    if any(later < earlier for earlier, later in itertools.pairwise(dated)):
+        raise GeosegError(
+            f"{scenes[0].path}: the scenes are not in time order (acquired "
+            f"{', '.join(d.isoformat() for d in dated)}, in the order given); list them in "
+            "time order, oldest first"
+        )
+    return True
+
+
 def _check_dates(scenes: Sequence[Scene]) -> None:
-    """Two dates or more, the same bands, extents that meet the first date's."""
+    """Two dates or more, extents that meet the first date's, the same bands (named
+    alike: ``B1`` is ``B01``), in time order where every date is known."""
     if len(scenes) < 2:
         raise GeosegError(
             "geoseg track needs at least two dates (scenes of one place, oldest first)"
@@ -87,11 +125,6 @@ def _check_dates(scenes: Sequence[Scene]) -> None:
         first.height, first.width, first.transform
     )
     for scene in scenes[1:]:
-        if scene.band_names != first.band_names:
-            raise BandMismatchError(
-                f"{scene.path}: bands {list(scene.band_names)} differ from those of "
-                f"{first.path} {list(first.band_names)}; give every date the same bands"
-            )
         b = rasterio.transform.array_bounds(scene.height, scene.width, scene.transform)
         fix = "give the dates in CRSs that can be transformed into each other"
         ol, ob, orr, ot = bounds_in_crs(scene.crs, first.crs, b, scene.path, first.path, fix)
@@ -100,6 +133,15 @@ def _check_dates(scenes: Sequence[Scene]) -> None:
                 f"{scene.path}: does not overlap {first.path} (disjoint extents); "
                 "give scenes of the same place"
             )
+        same = [canonical_band_name(n) for n in scene.band_names] == [
+            canonical_band_name(n) for n in first.band_names
+        ]
+        if not same:
+            raise BandMismatchError(
+                f"{scene.path}: bands {list(scene.band_names)} differ from those of "
+                f"{first.path} {list(first.band_names)}; give every date the same bands"
+            )
+    dates_in_time_order(scenes)
 
 
 @contextlib.contextmanager

@@ -303,6 +303,16 @@ def check_vectorize_output(
     return check_vector_output(Path(output), options.format, options.overwrite, inputs)
 
 
+def _write_no_objects(
+    frame: gpd.GeoDataFrame, path: str, out: Path, fmt: str, layer: str,
+    opts: VectorizeOptions, method: AreaMethod,
+) -> VectorizeResult:  # fmt: skip
+    """The empty layer (the columns of one with objects) of an instance raster without any."""
+    log.warning("%s: 0 instances (no object was found); %s is an empty layer", path, out)
+    write_vectors(frame, out, fmt, layer, opts.overwrite)
+    return VectorizeResult(out, fmt, 0, 0.0, method)
+
+
 def vectorize_labels(
     labels_path: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -346,8 +356,10 @@ def _vectorize(
         frame = label_polygons(path, opts, progress)
         if raster.instances is not None:
             frame = with_scores(one_row_per_instance(frame), path)
-        if len(frame) == 0:
+        if len(frame) == 0 and raster.instances is None:
             raise empty
+        if len(frame) == 0:  # a run that found no object is a result: an empty layer
+            return _write_no_objects(frame, path, out, fmt, layer, opts, raster.area_method)
         if raster.schema is not None:
             tally = UnknownClasses(raster.schema)
             tally.add(frame["class_id"].to_numpy(), frame["area_m2"].to_numpy())

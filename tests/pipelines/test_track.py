@@ -22,6 +22,7 @@ import rasterio
 import shapely
 from affine import Affine
 from click.testing import CliRunner
+from rasterio.enums import MaskFlags
 
 from geoseg.areas import pixel_area_m2
 from geoseg.cli import cli
@@ -56,13 +57,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def scene(path: Path, seed: int, transform: Affine = T, bands: int = 3, date: str | None = None,
-          shape: tuple[int, int] = (H, W)) -> str:  # fmt: skip
+          shape: tuple[int, int] = (H, W), names: tuple[str, ...] = ("R", "G", "B", "N"),
+          tag: str = "DATE") -> str:  # fmt: skip
     data = (textured_scene(*shape, bands, seed=seed) // 16).astype(np.uint8)
-    names = ("R", "G", "B", "N")[:bands]
-    write_raster(path, data, transform=transform, descriptions=names)
+    write_raster(path, data, transform=transform, descriptions=names[:bands])
     if date is not None:
         with rasterio.open(path, "r+") as dst:
-            dst.update_tags(DATE=date)
+            dst.update_tags(**{tag: date})
     return str(path)
 
 
@@ -213,6 +214,17 @@ def _write(tmp_path: Path, case: str) -> tuple[list[str], str]:
     if case == "disjoint":
         far = T @ Affine.translation(5 * W, 0)
         return [a, scene(tmp_path / "b.tif", 1, transform=far)], "video"
+    if case == "disjoint-B1-B01":  # names the README calls the same band: the extents are at fault
+        far = T @ Affine.translation(5 * W, 0)
+        return [
+            scene(tmp_path / "a.tif", 0, names=("B4", "B3", "B2")),
+            scene(tmp_path / "b.tif", 1, transform=far, names=("B04", "B03", "B02")),
+        ], "video"
+    if case == "out-of-order":  # eo-learn's ACQUISITION tag, as the Slovenia scenes carry
+        return [
+            scene(tmp_path / f"{d}.tif", i, date=f"2015-0{d}-11T10:00:08", tag="ACQUISITION")
+            for i, d in enumerate((8, 7, 9))
+        ], "video"
     return [a, scene(tmp_path / "b.tif", 1)], case.split(":")[0]
 
 
@@ -222,6 +234,8 @@ def _write(tmp_path: Path, case: str) -> tuple[list[str], str]:
         ("one-date", [], "at least two dates"),
         ("other-bands", [], "differ from those of"),
         ("disjoint", [], "disjoint extents"),
+        ("disjoint-B1-B01", [], "disjoint extents"),
+        ("out-of-order", [], "acquired 2015-08-11, 2015-07-11, 2015-09-11, in the order given"),
         ("sam", [], "tracking needs SAM 2"),
         ("image", [], "image-only SAM 2 checkpoint"),
         (
@@ -296,3 +310,54 @@ def test_prompts_reach_sam2_in_window_px_with_box_corners_labelled_2_and_3() -> 
     both = _point_inputs(FramePrompt(1, np.array([[5.5, 6.5]]), np.array([0]), (10, 20, 30, 40)))
     assert both["point_coords"].tolist() == [[[[9.5, 19.5], [29.5, 39.5], [5.0, 6.0]]]]
     assert both["point_labels"].tolist() == [[[2, 3, 0]]]
+
+
+#: case -> (per date: (ACQUISITION tag or None, band names)), areas.csv date columns,
+#: whether the output says the order given is taken as time order).
+DATED: dict[str, tuple[list[tuple[str | None, tuple[str, ...]]], list[str], bool]] = {
+    "acquisition-tag-iso-columns": (
+        [("2015-07-11T10:00:08", ("R", "G", "B")), ("2015-08-20T10:07:28", ("R", "G", "B"))],
+        ["2015-07-11", "2015-08-20"], False,
+    ),
+    "B1-is-B01": ([("2015-07-11", ("B4", "B3", "B2")), ("2015-07-11", ("B04", "B03", "B02"))],
+                  ["2015-07-11", "2015-07-11_2"], False),
+    "undated-order-taken": ([(None, ("R", "G", "B")), (None, ("R", "G", "B"))], ["d0", "d1"],
+                            True),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(DATED))
+def test_dates_are_named_by_acquisition_and_masked_where_nodata(
+    case: str, models: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Sam2Prompter, "track", shrinking_squares([]))
+    given, columns, undated = DATED[case]
+    paths = [scene(tmp_path / f"d{i}.tif", i, date=d, names=n, tag="ACQUISITION")
+             for i, (d, n) in enumerate(given)]  # fmt: skip
+    out = tmp_path / "tracks"
+    result = track(paths, models["video"], out, "--boxes", box_layer(tmp_path / "b.gpkg", BOXES))
+    assert result.exit_code == 0, result.output
+    assert ("the order given is taken as time order" in result.output) == undated
+    assert list(read_csv(out / "areas.csv")[0]) == ["object_id", "name", *columns, "note"]
+    with rasterio.open(out / f"{columns[0]}.tif") as src:  # band 1's 255 is the mask's nodata
+        assert src.mask_flag_enums == ([MaskFlags.per_dataset],) * 2
+        assert (src.dataset_mask() == 255).all()  # these scenes hold data everywhere
+
+
+def test_dates_off_the_models_pixel_scale_are_warned_of(
+    models: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """uint16 reflectance x 10000 on a SAM 2 imported for 0-255 images: saturated."""
+    monkeypatch.setattr(Sam2Prompter, "track", shrinking_squares([]))
+    paths = []
+    for i in range(2):
+        data = textured_scene(H, W, 3, seed=i).astype(np.uint16)  # 300-3999
+        paths.append(str(write_raster(tmp_path / f"d{i}.tif", data, transform=T,
+                                      descriptions=("R", "G", "B"))))  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        result = track(paths, models["video"], tmp_path / "t", "--boxes",
+                       box_layer(tmp_path / "b.gpkg", BOXES))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert caplog.text.count("geoseg track sees a saturated image") == 2, caplog.text
+    assert "--scale 10000 " in caplog.text
