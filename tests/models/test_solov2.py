@@ -187,7 +187,9 @@ def test_a_window_without_objects_gives_empty_arrays() -> None:
 
 
 def test_bad_options_are_named() -> None:
-    with pytest.raises(UnknownModelError, match="resnet18, resnet34"):
+    with pytest.raises(
+        UnknownModelError, match=r"unknown SOLOv2 backbone 'vgg16'.*resnet18, resnet34"
+    ):
         build_solov2(3, 1, backbone="vgg16")
     with pytest.raises(GeosegError, match="5 grid sizes"):
         build_solov2(3, 1, grids=(8, 4))
