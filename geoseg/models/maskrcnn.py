@@ -30,8 +30,8 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor as MaskHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from geoseg.errors import CheckpointError, GeosegError, UnknownModelError
-from geoseg.models.runtime import TorchModel, load_module, resolve_device
+from geoseg.errors import GeosegError, UnknownModelError
+from geoseg.models.runtime import TorchModel, load_module, require_arch, resolve_device
 from geoseg.stitching.protocol import WindowInstances
 from geoseg.types import ClassSchema, ModelMeta
 
@@ -282,11 +282,7 @@ def load_maskrcnn_predictor(
     """
 
     def build(meta: ModelMeta) -> nn.Module:
-        if meta.task != "instance" or meta.arch != MASKRCNN_ARCH:
-            raise CheckpointError(
-                f"{path}: a {meta.task!r}/{meta.arch!r} checkpoint, not a Mask R-CNN; use a "
-                "checkpoint trained with `geoseg train --task instance --arch maskrcnn`"
-            )
+        require_arch(path, meta, "instance", MASKRCNN_ARCH, "Mask R-CNN")
         return maskrcnn_model(meta)
 
     module, meta = load_module(path, build, scale)

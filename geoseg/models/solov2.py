@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 
-from geoseg.errors import CheckpointError, GeosegError
+from geoseg.errors import GeosegError
 from geoseg.models.maskrcnn import BACKBONES, MaskRCNNPredictor, resnet_fpn
-from geoseg.models.runtime import load_module, resolve_device
+from geoseg.models.runtime import load_module, require_arch, resolve_device
 from geoseg.models.solov2_post import SOLOv2Thresholds, window_objects
 from geoseg.stitching.protocol import WindowInstances
 from geoseg.types import ModelMeta
@@ -277,11 +277,7 @@ def load_solov2_predictor(
     """
 
     def build(meta: ModelMeta) -> nn.Module:
-        if meta.task != "instance" or meta.arch != SOLOV2_ARCH:
-            raise CheckpointError(
-                f"{path}: a {meta.task!r}/{meta.arch!r} checkpoint, not a SOLOv2; use a "
-                "checkpoint trained with `geoseg train --task instance --arch solov2`"
-            )
+        require_arch(path, meta, "instance", SOLOV2_ARCH, "SOLOv2")
         return solov2_model(meta)
 
     module, meta = load_module(path, build, scale)
