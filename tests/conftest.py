@@ -12,6 +12,7 @@ import torch
 from affine import Affine
 
 from geoseg.io.checkpoint import save_checkpoint
+from geoseg.models.instance import build_instance_model
 from geoseg.models.registry import build_model
 from geoseg.types import ClassInfo, ClassSchema, ModelMeta, Normalization
 
@@ -71,6 +72,19 @@ def make_tiny_checkpoint(path: Path, window: int = 64, margin: int = 8) -> Path:
         window=window, margin=margin, gsd_m=10.0, provenance={"data": "random weights"},
     )  # fmt: skip
     return save_checkpoint(path, model.state_dict(), meta)
+
+
+def make_instance_checkpoint(path: Path, schema: ClassSchema = TINY_SCHEMA) -> Path:
+    """An untrained U-Net/ResNet-18 with ``K + 1`` outputs (``K`` = the schema's classes),
+    saved with task "instance" for the 4 :data:`TINY_BANDS`, window 64, margin 8."""
+    torch.manual_seed(0)
+    module = build_instance_model("unet", "resnet18", len(TINY_BANDS), len(schema))
+    meta = ModelMeta(
+        task="instance", arch="unet", encoder="resnet18", bands=TINY_BANDS,
+        normalization=Normalization((0.2,) * 4, (0.1,) * 4, scale=1e-4), schema=schema,
+        window=64, margin=8, gsd_m=10.0,
+    )  # fmt: skip
+    return save_checkpoint(path, module.state_dict(), meta)
 
 
 @pytest.fixture(scope="session")
