@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from affine import Affine
 from geoseg.io.checkpoint import save_checkpoint
 from geoseg.models.instance import build_instance_model
 from geoseg.models.registry import build_model
+from geoseg.synthetic import write_sample_data
 from geoseg.types import ClassInfo, ClassSchema, ModelMeta, Normalization
 
 #: Real data shared beside the repository (../shared/data); absent on some machines.
@@ -85,6 +87,16 @@ def make_instance_checkpoint(path: Path, schema: ClassSchema = TINY_SCHEMA) -> P
         window=64, margin=8, gsd_m=10.0,
     )  # fmt: skip
     return save_checkpoint(path, module.state_dict(), meta)
+
+
+def sample_run_folder(base: Path) -> Path:
+    """``base`` laid out like the repository for workflows: a small sample scene pair in
+    ``sample_data`` (160 x 192 px, seed 4), the shipped sample models and ``workflows``."""
+    repo = Path(__file__).resolve().parents[1]
+    write_sample_data(base / "sample_data", height=160, width=192, seed=4)
+    shutil.copytree(repo / "sample_data" / "models", base / "sample_data" / "models")
+    shutil.copytree(repo / "workflows", base / "workflows")
+    return base
 
 
 @pytest.fixture(scope="session")
