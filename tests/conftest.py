@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import torch
 from affine import Affine
 
 from geoseg.io.checkpoint import save_checkpoint
+from geoseg.models.instance import build_instance_model
 from geoseg.models.registry import build_model
+from geoseg.synthetic import write_sample_data
 from geoseg.types import ClassInfo, ClassSchema, ModelMeta, Normalization
 
 #: Real data shared beside the repository (../shared/data); absent on some machines.
@@ -71,6 +74,29 @@ def make_tiny_checkpoint(path: Path, window: int = 64, margin: int = 8) -> Path:
         window=window, margin=margin, gsd_m=10.0, provenance={"data": "random weights"},
     )  # fmt: skip
     return save_checkpoint(path, model.state_dict(), meta)
+
+
+def make_instance_checkpoint(path: Path, schema: ClassSchema = TINY_SCHEMA) -> Path:
+    """An untrained U-Net/ResNet-18 with ``K + 1`` outputs (``K`` = the schema's classes),
+    saved with task "instance" for the 4 :data:`TINY_BANDS`, window 64, margin 8."""
+    torch.manual_seed(0)
+    module = build_instance_model("unet", "resnet18", len(TINY_BANDS), len(schema))
+    meta = ModelMeta(
+        task="instance", arch="unet", encoder="resnet18", bands=TINY_BANDS,
+        normalization=Normalization((0.2,) * 4, (0.1,) * 4, scale=1e-4), schema=schema,
+        window=64, margin=8, gsd_m=10.0,
+    )  # fmt: skip
+    return save_checkpoint(path, module.state_dict(), meta)
+
+
+def sample_run_folder(base: Path) -> Path:
+    """``base`` laid out like the repository for workflows: a small sample scene pair in
+    ``sample_data`` (160 x 192 px, seed 4), the shipped sample models and ``workflows``."""
+    repo = Path(__file__).resolve().parents[1]
+    write_sample_data(base / "sample_data", height=160, width=192, seed=4)
+    shutil.copytree(repo / "sample_data" / "models", base / "sample_data" / "models")
+    shutil.copytree(repo / "workflows", base / "workflows")
+    return base
 
 
 @pytest.fixture(scope="session")

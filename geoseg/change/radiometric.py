@@ -55,6 +55,7 @@ import numpy as np
 import scipy.linalg
 from scipy import stats
 
+from geoseg.change.dates import band_date, date_groups
 from geoseg.errors import BandMismatchError, GeosegError
 from geoseg.io.raster import Scene
 
@@ -126,26 +127,23 @@ def date_band_groups(names: Sequence[str], source: str) -> list[list[int]]:
         BandMismatchError: a band without a ``t<n>_`` prefix, fewer than two dates, or
             dates whose bands (after the prefix) differ.
     """
-    groups: dict[int, list[tuple[int, str]]] = {}
-    for i, name in enumerate(names):
-        head, _, rest = name.partition("_")
-        if not (head[:1] == "t" and head[1:].isdigit() and rest):
-            raise BandMismatchError(
-                f"{source}: band {name!r} is not named t<date>_<band>; date normalisation "
-                "needs the bands of `geoseg stack` (t1_B02, ..., t2_B02, ...)"
-            )
-        groups.setdefault(int(head[1:]), []).append((i, rest))
-    dates = [groups[t] for t in sorted(groups)]
-    if len(dates) < 2:
+    groups = date_groups(names)
+    if groups is None:
+        name = next(n for n in names if band_date(n) is None)
+        raise BandMismatchError(
+            f"{source}: band {name!r} is not named t<date>_<band>; date normalisation "
+            "needs the bands of `geoseg stack` (t1_B02, ..., t2_B02, ...)"
+        )
+    if len(groups) < 2:
         raise BandMismatchError(f"{source}: one date only ({list(names)}); nothing to normalise")
-    first = [n for _, n in dates[0]]
-    for t, date in enumerate(dates[1:], start=2):
+    first = [n for _, n in groups[0][1]]
+    for t, (_, date) in enumerate(groups[1:], start=2):
         if [n for _, n in date] != first:
             raise BandMismatchError(
                 f"{source}: date {t} has bands {[n for _, n in date]}, date 1 has {first}; "
                 "normalisation pairs bands by name, so every date needs the same bands"
             )
-    return [[i for i, _ in date] for date in dates]
+    return [[i for i, _ in date] for _, date in groups]
 
 
 def irmad_no_change(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -30,8 +30,8 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor as MaskHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from geoseg.errors import CheckpointError, GeosegError, UnknownModelError
-from geoseg.models.runtime import TorchModel, load_module, resolve_device
+from geoseg.errors import GeosegError, UnknownModelError
+from geoseg.models.runtime import TorchModel, load_module, require_arch, resolve_device
 from geoseg.stitching.protocol import WindowInstances
 from geoseg.types import ClassSchema, ModelMeta
 
@@ -44,6 +44,7 @@ __all__ = [
     "load_maskrcnn_predictor",
     "maskrcnn_model",
     "maskrcnn_targets",
+    "resnet_fpn",
     "thing_ids",
 ]
 
@@ -57,11 +58,23 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 DEFAULT_ANCHOR_SIZES: tuple[int, ...] = (8, 16, 32, 64, 128)
 
 
-def _backbone(name: str, in_channels: int, fpn_channels: int) -> BackboneWithFPN:
-    """An untrained ResNet-FPN whose stem takes ``in_channels`` bands."""
+def resnet_fpn(
+    name: str, in_channels: int, fpn_channels: int, model: str = "Mask R-CNN"
+) -> BackboneWithFPN:
+    """An untrained ResNet-FPN (P2-P6, strides 4-64) whose stem takes ``in_channels`` bands.
+
+    Args:
+        name: one of :data:`BACKBONES`.
+        in_channels: input bands.
+        fpn_channels: FPN width.
+        model: the model it serves, named when ``name`` is unknown.
+
+    Raises:
+        UnknownModelError: ``name`` is not in :data:`BACKBONES`.
+    """
     if name not in BACKBONES:
         raise UnknownModelError(
-            f"unknown Mask R-CNN backbone {name!r}; choose one of {', '.join(BACKBONES)}"
+            f"unknown {model} backbone {name!r}; choose one of {', '.join(BACKBONES)}"
         )
     resnet = getattr(torchvision.models, name)(weights=None)
     resnet.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -116,7 +129,7 @@ def build_maskrcnn(
     )
     n_classes = num_things + 1
     return MaskRCNN(
-        _backbone(backbone, in_channels, fpn_channels),
+        resnet_fpn(backbone, in_channels, fpn_channels),
         min_size=window,
         max_size=window,
         image_mean=[0.0] * in_channels,
@@ -269,11 +282,7 @@ def load_maskrcnn_predictor(
     """
 
     def build(meta: ModelMeta) -> nn.Module:
-        if meta.task != "instance" or meta.arch != MASKRCNN_ARCH:
-            raise CheckpointError(
-                f"{path}: a {meta.task!r}/{meta.arch!r} checkpoint, not a Mask R-CNN; use a "
-                "checkpoint trained with `geoseg train --task instance --arch maskrcnn`"
-            )
+        require_arch(path, meta, "instance", MASKRCNN_ARCH, "Mask R-CNN")
         return maskrcnn_model(meta)
 
     module, meta = load_module(path, build, scale)

@@ -32,6 +32,7 @@ __all__ = [
     "check_state_fits",
     "load_module",
     "load_torch_predictor",
+    "require_arch",
     "resolve_device",
     "resolve_precision",
 ]
@@ -294,6 +295,21 @@ def load_module(
         norm = dataclasses.replace(meta.normalization, scale=scale)
         meta = dataclasses.replace(meta, normalization=norm)
     return module, meta
+
+
+def require_arch(
+    path: str | os.PathLike[str], meta: ModelMeta, task: str, arch: str, model: str
+) -> None:
+    """Refuse a checkpoint of another ``task``/``arch`` than a loader's (``model`` names it).
+
+    Raises:
+        CheckpointError: names the checkpoint's kind and the ``geoseg train`` that makes one.
+    """
+    if meta.task != task or meta.arch != arch:
+        raise CheckpointError(
+            f"{path}: a {meta.task!r}/{meta.arch!r} checkpoint, not a {model}; use a "
+            f"checkpoint trained with `geoseg train --task {task} --arch {arch}`"
+        )
 
 
 def load_torch_predictor(

@@ -15,13 +15,13 @@ names, split in half by :func:`date_split`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from geoseg.change.dates import date_groups
 from geoseg.errors import BandMismatchError, UnknownModelError
 
 __all__ = ["FUSIONS", "SiameseChange", "date_split", "date_split_or_none", "one_date_bands"]
@@ -29,18 +29,19 @@ __all__ = ["FUSIONS", "SiameseChange", "date_split", "date_split_or_none", "one_
 #: ``--arch`` -> how the two dates' features meet.
 FUSIONS = {"siam-diff": "diff", "siam-conc": "conc"}
 
-_DATE = re.compile(r"^t(\d+)_(.+)$")
-
 
 def date_split_or_none(bands: Sequence[str]) -> int | None:
     """Bands per date when ``bands`` are ``t1_<names>`` then ``t2_<the same names>``, else None."""
-    found = [_DATE.match(b) for b in bands]
-    if not bands or len(bands) % 2 or not all(found):
+    groups = date_groups(bands)
+    # ``t01_red`` is date 1 to date_groups but not a name ``geoseg stack`` writes.
+    if groups is None or not all(b.startswith(("t1_", "t2_")) for b in bands):
         return None
-    n = len(bands) // 2
-    dates = [m[1] for m in found if m]
-    names = [m[2] for m in found if m]
-    if dates != ["1"] * n + ["2"] * n or names[:n] != names[n:]:
+    if [t for t, _ in groups] != [1, 2]:
+        return None
+    (_, first), (_, second) = groups
+    n = len(first)
+    in_order = [i for i, _ in first + second] == list(range(2 * n))
+    if len(second) != n or not in_order or [b for _, b in first] != [b for _, b in second]:
         return None
     return n
 

@@ -32,14 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from geoseg.errors import CheckpointError, GeosegError, UnknownModelError
-from geoseg.models.maskrcnn import MaskRCNNPredictor
-from geoseg.models.runtime import load_module, resolve_device
+from geoseg.errors import GeosegError
+from geoseg.models.maskrcnn import BACKBONES, MaskRCNNPredictor, resnet_fpn
+from geoseg.models.runtime import load_module, require_arch, resolve_device
 from geoseg.models.solov2_post import SOLOv2Thresholds, window_objects
 from geoseg.stitching.protocol import WindowInstances
 from geoseg.types import ModelMeta
@@ -61,7 +59,6 @@ __all__ = [
 #: ``ModelMeta.arch`` of these models (task ``instance``).
 SOLOV2_ARCH = "solov2"
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 #: Grid cells per side of the paper's five levels (for 800-1333 px images).
 PAPER_GRIDS: tuple[int, ...] = (40, 36, 24, 16, 12)
@@ -162,21 +159,6 @@ class SOLOv2(nn.Module):
         return cates, kernels, self.mask_branch(feats[:4])
 
 
-def _backbone(name: str, in_channels: int, fpn_channels: int) -> BackboneWithFPN:
-    """An untrained ResNet-FPN (P2-P6) whose stem takes ``in_channels`` bands."""
-    if name not in BACKBONES:
-        raise UnknownModelError(
-            f"unknown SOLOv2 backbone {name!r}; choose one of {', '.join(BACKBONES)}"
-        )
-    resnet = getattr(torchvision.models, name)(weights=None)
-    resnet.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    stage2 = resnet.inplanes // 8  # 64 for basic blocks, 256 for bottlenecks
-    return BackboneWithFPN(
-        resnet, {f"layer{i}": str(i - 1) for i in range(1, 5)},
-        [stage2 * 2**i for i in range(4)], fpn_channels, extra_blocks=LastLevelMaxPool(),
-    )  # fmt: skip
-
-
 def build_solov2(
     in_channels: int,
     num_things: int,
@@ -206,7 +188,7 @@ def build_solov2(
         raise GeosegError(f"give SOLOv2 5 grid sizes of at least 1 (one per level), not {grids}")
     if num_things < 1:
         raise GeosegError("SOLOv2 needs at least one thing class (is_thing in the schema)")
-    body = _backbone(backbone, in_channels, fpn_channels)
+    body = resnet_fpn(backbone, in_channels, fpn_channels, "SOLOv2")
     return SOLOv2(body, num_things, grids, fpn_channels, head_channels, head_convs, mask_channels)
 
 
@@ -295,11 +277,7 @@ def load_solov2_predictor(
     """
 
     def build(meta: ModelMeta) -> nn.Module:
-        if meta.task != "instance" or meta.arch != SOLOV2_ARCH:
-            raise CheckpointError(
-                f"{path}: a {meta.task!r}/{meta.arch!r} checkpoint, not a SOLOv2; use a "
-                "checkpoint trained with `geoseg train --task instance --arch solov2`"
-            )
+        require_arch(path, meta, "instance", SOLOV2_ARCH, "SOLOv2")
         return solov2_model(meta)
 
     module, meta = load_module(path, build, scale)

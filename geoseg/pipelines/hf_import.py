@@ -44,9 +44,10 @@ from geoseg.models.hf import (
     wrap_hf,
 )
 from geoseg.models.runtime import check_state_fits
-from geoseg.types import ClassInfo, ClassSchema, ModelMeta, Normalization, TileSpec
+from geoseg.pipelines.importing import preprocessor_normalization  # imports us lazily: no cycle
+from geoseg.types import ClassInfo, ClassSchema, ModelMeta, TileSpec
 
-if TYPE_CHECKING:  # importing.py imports this module lazily
+if TYPE_CHECKING:
     from geoseg.pipelines.importing import ImportOptions
 
 __all__ = [
@@ -298,36 +299,6 @@ def _window(window: int | None, prep: Mapping[str, Any]) -> int:
             f"{WINDOW_MULTIPLE} px"
         )
     return int(chosen)
-
-
-def preprocessor_normalization(
-    prep: Mapping[str, Any], opts: ImportOptions, n: int
-) -> Normalization:
-    """``--mean/--std/--scale``, else the preprocessor's values repeated over the ``n`` bands."""
-    rescale = prep.get("do_rescale", True) and bool(prep)
-    scale = 1.0 / opts.scale if opts.scale is not None else (
-        float(prep.get("rescale_factor", 1 / 255)) if rescale else 1.0
-    )  # fmt: skip
-    if not scale > 0:
-        raise GeosegError(
-            f"--scale must be > 0 (model input = stored value / scale), not {opts.scale}"
-        )
-    normalize = prep.get("do_normalize", True) and bool(prep)
-    values = []
-    for given, key, default in ((opts.mean, "image_mean", 0.0), (opts.std, "image_std", 1.0)):
-        if given is not None:
-            values.append(tuple(float(v) for v in given))
-            continue
-        own = prep.get(key) if normalize else None
-        own = own if isinstance(own, list) and own else [default]
-        values.append(tuple(float(own[j % len(own)]) for j in range(n)))
-    mean, std = values
-    if len(mean) != n or len(std) != n:
-        raise GeosegError(
-            f"--mean has {len(mean)} and --std {len(std)} values for {n} --bands; give one "
-            "value per band"
-        )
-    return Normalization(mean, std, scale=scale)
 
 
 def _dry_run(source: Path, meta: ModelMeta, state: dict[str, torch.Tensor]) -> None:

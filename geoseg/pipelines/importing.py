@@ -30,7 +30,14 @@ from geoseg.types import ClassSchema, ModelMeta, Normalization, TileSpec, bands_
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["IMPORTERS", "ImportOptions", "ImportResult", "import_model", "source_kind"]
+__all__ = [
+    "IMPORTERS",
+    "ImportOptions",
+    "ImportResult",
+    "import_model",
+    "preprocessor_normalization",
+    "source_kind",
+]
 
 
 @dataclass(frozen=True)
@@ -168,17 +175,42 @@ def import_model(
     return ImportResult(out, kind, meta)
 
 
-def _normalization(opts: ImportOptions) -> Normalization:
-    n = len(opts.bands)
-    mean = tuple(opts.mean) if opts.mean is not None else (0.0,) * n
-    std = tuple(opts.std) if opts.std is not None else (1.0,) * n
+def preprocessor_normalization(
+    prep: Mapping[str, Any], opts: ImportOptions, n: int
+) -> Normalization:
+    """``--mean/--std/--scale``, else the preprocessor's values repeated over the ``n`` bands.
+
+    ``prep`` is a transformers ``preprocessor_config.json`` (``image_mean``, ``image_std``,
+    ``rescale_factor``, ``do_rescale``, ``do_normalize``); ``{}`` (a model without one)
+    gives mean 0, std 1 and scale 1 for what the options leave out.
+
+    Raises:
+        GeosegError: ``--mean``/``--std`` with other than ``n`` values.
+    """
+    rescale = prep.get("do_rescale", True) and bool(prep)
+    scale = 1.0 / opts.scale if opts.scale is not None else (
+        float(prep.get("rescale_factor", 1 / 255)) if rescale else 1.0
+    )  # fmt: skip
+    if not scale > 0:
+        raise GeosegError(
+            f"--scale must be > 0 (model input = stored value / scale), not {opts.scale}"
+        )
+    normalize = prep.get("do_normalize", True) and bool(prep)
+    values = []
+    for given, key, default in ((opts.mean, "image_mean", 0.0), (opts.std, "image_std", 1.0)):
+        if given is not None:
+            values.append(tuple(float(v) for v in given))
+            continue
+        own = prep.get(key) if normalize else None
+        own = own if isinstance(own, list) and own else [default]
+        values.append(tuple(float(own[j % len(own)]) for j in range(n)))
+    mean, std = values
     if len(mean) != n or len(std) != n:
         raise GeosegError(
             f"--mean has {len(mean)} and --std {len(std)} values for {n} --bands; give one "
             "value per band"
         )
-    scale = 1.0 if opts.scale is None else opts.scale  # finite and > 0: __post_init__
-    return Normalization(mean, std, scale=1.0 / scale)
+    return Normalization(mean, std, scale=scale)
 
 
 def _check_input(
@@ -281,7 +313,7 @@ def import_onnx(source: Path, opts: ImportOptions) -> tuple[dict[str, torch.Tens
     schema = opts.schema
     if opts.outputs not in ("logits", "probabilities"):
         raise GeosegError(f"outputs must be logits or probabilities, not {opts.outputs!r}")
-    norm = _normalization(opts)
+    norm = preprocessor_normalization({}, opts, len(opts.bands))
     graph = source.read_bytes()
     session = onnx_session(graph, "cpu", None, str(source))
     info = inspect_graph(session)

@@ -120,7 +120,7 @@ def test_anchor_sizes_are_configurable() -> None:
 
 
 def test_bad_arguments_say_what_to_do() -> None:
-    with pytest.raises(UnknownModelError, match="resnet18"):
+    with pytest.raises(UnknownModelError, match=r"unknown Mask R-CNN backbone 'vgg16'.*resnet18"):
         build_maskrcnn(3, 1, backbone="vgg16")
     with pytest.raises(GeosegError, match="5"):
         build_maskrcnn(3, 1, anchor_sizes=(8, 16))

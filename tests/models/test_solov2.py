@@ -187,7 +187,9 @@ def test_a_window_without_objects_gives_empty_arrays() -> None:
 
 
 def test_bad_options_are_named() -> None:
-    with pytest.raises(UnknownModelError, match="resnet18, resnet34"):
+    with pytest.raises(
+        UnknownModelError, match=r"unknown SOLOv2 backbone 'vgg16'.*resnet18, resnet34"
+    ):
         build_solov2(3, 1, backbone="vgg16")
     with pytest.raises(GeosegError, match="5 grid sizes"):
         build_solov2(3, 1, grids=(8, 4))
@@ -206,7 +208,9 @@ def test_loader_refuses_another_checkpoint(tmp_path: Path) -> None:
     module = build_solov2(3, 2, window=64, **LIGHT)  # type: ignore[arg-type]
     other = dataclasses.replace(meta, arch="maskrcnn")
     path = save_checkpoint(tmp_path / "m.safetensors", module.state_dict(), other)
-    with pytest.raises(CheckpointError, match="--arch solov2"):
+    with pytest.raises(
+        CheckpointError, match=r"'maskrcnn' checkpoint, not a SOLOv2.*--arch solov2"
+    ):
         load_solov2_predictor(path, device="cpu")
     good = save_checkpoint(tmp_path / "s.safetensors", module.state_dict(), meta)
     assert isinstance(load_solov2_predictor(good, device="cpu"), SOLOv2Predictor)

@@ -21,9 +21,9 @@ from geoseg.cli import cli
 from geoseg.io.checkpoint import save_checkpoint
 from geoseg.io.labels import CLASSES_TAG
 from geoseg.models.cache import load_predictor, model_spec
-from geoseg.models.instance import BottomUpInstancePredictor, build_instance_model
+from geoseg.models.instance import BottomUpInstancePredictor
 from geoseg.types import ClassInfo, ClassSchema, ModelMeta, Normalization
-from tests.conftest import TINY_BANDS, textured_scene, write_raster
+from tests.conftest import TINY_BANDS, make_instance_checkpoint, textured_scene, write_raster
 
 SCHEMA = ClassSchema(
     (
@@ -46,15 +46,8 @@ def one_torch_thread() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def instance_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained U-Net/ResNet-18 with K + 1 = 3 outputs, saved with task "instance"."""
-    torch.manual_seed(0)
-    module = build_instance_model("unet", "resnet18", len(TINY_BANDS), len(SCHEMA))
-    meta = ModelMeta(
-        task="instance", arch="unet", encoder="resnet18", bands=TINY_BANDS,
-        normalization=Normalization((0.2,) * 4, (0.1,) * 4, scale=1e-4), schema=SCHEMA,
-        window=64, margin=8, gsd_m=10.0,
-    )  # fmt: skip
     path = tmp_path_factory.mktemp("ckpt") / "buildings.safetensors"
-    return save_checkpoint(path, module.state_dict(), meta)
+    return make_instance_checkpoint(path, SCHEMA)
 
 
 @pytest.fixture

@@ -10,11 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import torch
 from click.testing import CliRunner
 
 from geoseg.cli import cli
-from geoseg.io.checkpoint import save_checkpoint
 from geoseg.io.labels import CLASSES_TAG, read_class_schema
 from geoseg.io.parts import parts_folder
 from geoseg.io.probabilities import (
@@ -24,11 +22,16 @@ from geoseg.io.probabilities import (
     PROBABILITIES_TAG,
     probabilities_of,
 )
-from geoseg.models.instance import build_instance_model
 from geoseg.models.runtime import load_torch_predictor
 from geoseg.pipelines import PredictOptions, predict_scene
-from geoseg.types import ModelMeta, Normalization, TileSpec
-from tests.conftest import TINY_BANDS, TINY_SCHEMA, textured_scene, write_raster
+from geoseg.types import TileSpec
+from tests.conftest import (
+    TINY_BANDS,
+    TINY_SCHEMA,
+    make_instance_checkpoint,
+    textured_scene,
+    write_raster,
+)
 from tests.reference import reference_labels
 
 K = len(TINY_SCHEMA)
@@ -250,15 +253,7 @@ def test_a_full_disk_at_the_probability_file_leaves_no_label_map(
 
 @pytest.fixture(scope="module")
 def instance_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    module = build_instance_model("unet", "resnet18", len(TINY_BANDS), len(TINY_SCHEMA))
-    meta = ModelMeta(
-        task="instance", arch="unet", encoder="resnet18", bands=TINY_BANDS,
-        normalization=Normalization((0.2,) * 4, (0.1,) * 4, scale=1e-4), schema=TINY_SCHEMA,
-        window=64, margin=8, gsd_m=10.0,
-    )  # fmt: skip
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "inst.safetensors",
-                           module.state_dict(), meta)  # fmt: skip
+    return make_instance_checkpoint(tmp_path_factory.mktemp("ckpt") / "inst.safetensors")
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from geoseg.pipelines.change import ChangeOptions
 from geoseg.pipelines.predict import PredictOptions
 from geoseg.pipelines.workflow import load_workflow, run_workflow
 from geoseg.pipelines.workflow_schema import CHANGE_OPTIONS, PREDICT_OPTIONS
-from geoseg.synthetic import write_sample_data
+from tests.conftest import sample_run_folder
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.yaml"))
@@ -29,11 +28,7 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.yaml"))
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder laid out like the repository, with a small sample scene pair."""
-    base = tmp_path_factory.mktemp("run")
-    write_sample_data(base / "sample_data", height=160, width=192, seed=4)
-    shutil.copytree(REPO / "sample_data" / "models", base / "sample_data" / "models")
-    shutil.copytree(REPO / "workflows", base / "workflows")
-    return base
+    return sample_run_folder(tmp_path_factory.mktemp("run"))
 
 
 def test_three_workflows_are_shipped() -> None:

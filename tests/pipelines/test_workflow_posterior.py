@@ -5,25 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from geoseg.errors import ConfigError
 from geoseg.pipelines.workflow import load_workflow, run_workflow
-from geoseg.synthetic import write_sample_data
+from tests.conftest import sample_run_folder
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("run")
-    write_sample_data(base / "sample_data", height=160, width=192, seed=4)
-    shutil.copytree(REPO / "sample_data" / "models", base / "sample_data" / "models")
-    shutil.copytree(REPO / "workflows", base / "workflows")
-    return base
+    return sample_run_folder(tmp_path_factory.mktemp("run"))
 
 
 def test_deforestation_workflow_shows_both_figures(root: Path) -> None:

@@ -1,8 +1,12 @@
-"""Checks shared by the training tests: the saved checkpoint is the best epoch's model."""
+"""Shared by the training tests: the saved checkpoint is the best epoch's model; change masks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
+import rasterio
 import torch
 
 from geoseg.io.checkpoint import load_checkpoint
@@ -24,3 +28,14 @@ def assert_saved_model_is_the_best(cfg: TrainConfig, result: TrainResult) -> Non
     model = objective.build()
     model.load_state_dict(tensors, strict=True)
     assert objective.score(model) == pytest.approx(result.best_miou, abs=1e-9)
+
+
+def write_change_mask(before: Path, after: Path, path: Path) -> Path:
+    """The change labels of two class maps: 1 where the class differs, 0 where it does not,
+    255 where either map is nodata (255); ``before``'s profile (uint8, one band)."""
+    with rasterio.open(before) as a, rasterio.open(after) as b:
+        t0, t1, profile = a.read(1), b.read(1), a.profile
+    mask = np.where((t0 == 255) | (t1 == 255), 255, (t0 != t1).astype(np.uint8))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(mask[None])
+    return path

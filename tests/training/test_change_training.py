@@ -7,9 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import rasterio
 import timm
 import torch
 import yaml
@@ -21,6 +19,7 @@ from geoseg.errors import GeosegError
 from geoseg.io.checkpoint import load_checkpoint
 from geoseg.io.stack import stack_dates
 from geoseg.synthetic import write_sample_data
+from tests.training.helpers import write_change_mask
 
 SMALL_NET = {"encoder_depth": 3, "decoder_channels": [16, 8, 8]}
 CHANGE = [{"id": 0, "name": "no change", "colour": [9, 9, 9]},
@@ -35,11 +34,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("pair")
     sample = write_sample_data(root, height=96, width=96, seed=4)
     stacked = stack_dates([sample["before"], sample["after"]], root / "ab.tif")
-    with rasterio.open(sample["truth_before"]) as a, rasterio.open(sample["truth_after"]) as b:
-        t0, t1, profile = a.read(1), b.read(1), a.profile
-    mask = np.where((t0 == 255) | (t1 == 255), 255, (t0 != t1).astype(np.uint8))
-    with rasterio.open(root / "change.tif", "w", **profile) as dst:
-        dst.write(mask[None])
+    write_change_mask(sample["truth_before"], sample["truth_after"], root / "change.tif")
     (root / "classes.yaml").write_text(yaml.safe_dump(CHANGE))
     net = {"options": SMALL_NET, "encoder": "resnet18", "date_augment": True}
     (root / "net.yaml").write_text(yaml.safe_dump(net))

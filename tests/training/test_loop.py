@@ -18,7 +18,7 @@ from geoseg.training import load_train_config, loop, train_model
 from geoseg.training.loop import EpochReport
 from geoseg.training.state import state_path
 from geoseg.training.tasks import task_setup
-from tests.training.helpers import assert_saved_model_is_the_best
+from tests.training.helpers import assert_saved_model_is_the_best, write_change_mask
 
 SMALL_NET = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
 
@@ -183,11 +183,7 @@ def test_change_task_trains_on_stacked_dates(sample: dict[str, Path], tmp_path: 
     from geoseg.io.stack import stack_dates
 
     stacked = stack_dates([sample["before"], sample["after"]], tmp_path / "ab.tif")
-    with rasterio.open(sample["truth_before"]) as a, rasterio.open(sample["truth_after"]) as b:
-        t0, t1, profile = a.read(1), b.read(1), a.profile
-    change = np.where((t0 == 255) | (t1 == 255), 255, (t0 != t1).astype(np.uint8))
-    with rasterio.open(tmp_path / "change.tif", "w", **profile) as dst:
-        dst.write(change[None])
+    write_change_mask(sample["truth_before"], sample["truth_after"], tmp_path / "change.tif")
     schema = [
         {"id": 0, "name": "same", "colour": [9, 9, 9]},
         {"id": 1, "name": "changed", "colour": [200, 0, 0]},
