@@ -164,19 +164,17 @@ class SamPrompter:
             boxes: ``(P, 4) float`` box prompts ``(x0, y0, x1, y1)`` in input px.
             keep: ``best`` (the candidate with the highest predicted IoU) or ``all``.
         """
-        runner, kw = self._runner, {}
-        dev = runner.device
-        if points is not None and labels is not None:
-            kw["input_points"] = torch.as_tensor(points - 0.5, dtype=torch.float32)[None].to(dev)
-            kw["input_labels"] = torch.as_tensor(labels, dtype=torch.int64)[None].to(dev)
-        if boxes is not None:
-            kw["input_boxes"] = torch.as_tensor(boxes - 0.5, dtype=torch.float32)[None].to(dev)
-        ctx: contextlib.AbstractContextManager[object] = (
-            torch.autocast(dev.type, dtype=runner.amp) if runner.amp is not None
-            else contextlib.nullcontext()
-        )  # fmt: skip
-        with torch.inference_mode(), ctx:
-            out = self.model(image_embeddings=embedding[None], multimask_output=True, **kw)
+        return self._decode(embedding[None], points, labels, boxes, keep)
+
+    def _decode(
+        self, embeddings: Any, points: np.ndarray | None, labels: np.ndarray | None,
+        boxes: np.ndarray | None, keep: str,
+    ) -> Decoded:  # fmt: skip
+        """:meth:`decode` given ``embeddings``, the model's ``image_embeddings`` argument (one
+        window as a batch of one: a tensor for SAM, a list of feature maps for SAM 2)."""
+        kw = self._prompt_tensors(points, labels, boxes)
+        with torch.inference_mode(), self._autocast():
+            out = self.model(image_embeddings=embeddings, multimask_output=True, **kw)
             masks, scores = out.pred_masks[0].float(), out.iou_scores[0].float()
             if keep == "best":
                 best = scores.argmax(dim=1)
@@ -185,6 +183,26 @@ class SamPrompter:
             logits = F.interpolate(masks, size=(self.size, self.size), mode="bilinear",
                                    align_corners=False)  # fmt: skip
         return Decoded(logits.cpu().numpy(), scores.cpu().numpy())
+
+    def _prompt_tensors(
+        self, points: np.ndarray | None, labels: np.ndarray | None, boxes: np.ndarray | None
+    ) -> dict[str, torch.Tensor]:
+        """The decoder's ``input_points (1, P, k, 2)``, ``input_labels (1, P, k)`` and
+        ``input_boxes (1, P, 4)`` on the device (pixel centres: see the module doc)."""
+        dev, kw = self.device, {}
+        if points is not None and labels is not None:
+            kw["input_points"] = torch.as_tensor(points - 0.5, dtype=torch.float32)[None].to(dev)
+            kw["input_labels"] = torch.as_tensor(labels, dtype=torch.int64)[None].to(dev)
+        if boxes is not None:
+            kw["input_boxes"] = torch.as_tensor(boxes - 0.5, dtype=torch.float32)[None].to(dev)
+        return kw
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        """The checkpoint's mixed precision on the device (a no-op at full precision)."""
+        amp = self._runner.amp
+        if amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=amp)
 
 
 def load_sam(

@@ -16,7 +16,6 @@ Coordinates are in the encoder's input frame, as in :mod:`geoseg.models.sam`.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -126,30 +125,7 @@ class Sam2Prompter(SamPrompter):
     ) -> Decoded:  # fmt: skip
         """Masks of ``P`` prompts on one encoded window (arguments as
         :meth:`SamPrompter.decode`; ``embedding``: one window's maps of :meth:`encode`)."""
-        runner, kw = self._runner, {}
-        dev = runner.device
-        if points is not None and labels is not None:
-            kw["input_points"] = torch.as_tensor(points - 0.5, dtype=torch.float32)[None].to(dev)
-            kw["input_labels"] = torch.as_tensor(labels, dtype=torch.int64)[None].to(dev)
-        if boxes is not None:
-            kw["input_boxes"] = torch.as_tensor(boxes - 0.5, dtype=torch.float32)[None].to(dev)
-        with torch.inference_mode(), self._autocast():
-            out = self.model(image_embeddings=[e[None] for e in embedding], multimask_output=True,
-                             **kw)  # fmt: skip
-            masks, scores = out.pred_masks[0].float(), out.iou_scores[0].float()
-            if keep == "best":
-                best = scores.argmax(dim=1)
-                rows = torch.arange(len(best), device=best.device)
-                masks, scores = masks[rows, best][:, None], scores[rows, best][:, None]
-            logits = F.interpolate(masks, size=(self.size, self.size), mode="bilinear",
-                                   align_corners=False)  # fmt: skip
-        return Decoded(logits.cpu().numpy(), scores.cpu().numpy())
-
-    def _autocast(self) -> contextlib.AbstractContextManager[object]:
-        amp = self._runner.amp
-        if amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=amp)
+        return self._decode([e[None] for e in embedding], points, labels, boxes, keep)
 
     def track(
         self, frames: np.ndarray, valid: np.ndarray, prompts: Sequence[FramePrompt], start: int
