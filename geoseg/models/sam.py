@@ -31,7 +31,15 @@ from geoseg.models.sam_everything import EverythingSettings, segment_everything
 from geoseg.stitching.protocol import WindowInstances
 from geoseg.types import ClassSchema, ModelMeta
 
-__all__ = ["PAD_LABEL", "Decoded", "SamPrompter", "build_sam", "load_sam", "sam_config"]
+__all__ = [
+    "PAD_LABEL",
+    "Decoded",
+    "SamPrompter",
+    "build_sam",
+    "load_sam",
+    "sam_config",
+    "stored_config",
+]
 
 #: Label of a padding point (SAM ignores it): prompts with fewer points are padded with it.
 PAD_LABEL = -10
@@ -62,16 +70,36 @@ def build_sam(meta: ModelMeta) -> nn.Module:
     """The untrained ``SamModel`` of a checkpoint's ``options["hf_config"]``."""
     from geoseg.models.hf import transformers_module
 
-    config = meta.options.get("hf_config")
-    if not isinstance(config, Mapping) or config.get("model_type") != MODEL_TYPE:
-        raise CheckpointError(
-            f"a {meta.arch} checkpoint without its SAM config (options hf_config); re-import "
-            "the model folder with `geoseg import FOLDER`"
-        )
-    if meta.arch != ARCH:
-        raise CheckpointError(f"a {meta.arch} checkpoint holding a SAM config; the file was edited")
+    config = stored_config(meta, (MODEL_TYPE,), ARCH, "SAM")
     model: nn.Module = transformers_module().SamModel(sam_config(config))
     return model.eval()
+
+
+def stored_config(
+    meta: ModelMeta, model_types: tuple[str, ...], arch: str, name: str
+) -> Mapping[str, Any]:
+    """A SAM-like checkpoint's ``options["hf_config"]``, checked against its ``arch``.
+
+    Args:
+        meta: the checkpoint's metadata.
+        model_types: the ``model_type`` values the family imports.
+        arch: the family's ``ModelMeta.arch``.
+        name: the model's name in messages (``SAM``, ``SAM 2``).
+
+    Raises:
+        CheckpointError: no config of ``model_types``, or one under another ``arch``.
+    """
+    config = meta.options.get("hf_config")
+    if not isinstance(config, Mapping) or config.get("model_type") not in model_types:
+        raise CheckpointError(
+            f"a {meta.arch} checkpoint without its {name} config (options hf_config); re-import "
+            "the model folder with `geoseg import FOLDER`"
+        )
+    if meta.arch != arch:
+        raise CheckpointError(
+            f"a {meta.arch} checkpoint holding a {name} config; the file was edited"
+        )
+    return config
 
 
 class _Encoder(nn.Module):

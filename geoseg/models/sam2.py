@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from geoseg.errors import CheckpointError
 from geoseg.models.families.sam2 import ARCH, IMAGE_TYPE, MODEL_TYPES, VIDEO_TYPE
 from geoseg.models.runtime import load_module, resolve_device
-from geoseg.models.sam import Decoded, SamPrompter
+from geoseg.models.sam import Decoded, SamPrompter, stored_config
 from geoseg.types import ModelMeta
 
 __all__ = ["FramePrompt", "Sam2Prompter", "build_sam2", "load_sam2", "sam2_config"]
@@ -67,16 +67,7 @@ def build_sam2(meta: ModelMeta) -> nn.Module:
     """The untrained ``Sam2Model`` / ``Sam2VideoModel`` of a checkpoint's ``hf_config``."""
     from geoseg.models.hf import transformers_module
 
-    config = meta.options.get("hf_config")
-    if not isinstance(config, Mapping) or config.get("model_type") not in MODEL_TYPES:
-        raise CheckpointError(
-            f"a {meta.arch} checkpoint without its SAM 2 config (options hf_config); re-import "
-            "the model folder with `geoseg import FOLDER`"
-        )
-    if meta.arch != ARCH:
-        raise CheckpointError(
-            f"a {meta.arch} checkpoint holding a SAM 2 config; the file was edited"
-        )
+    config = stored_config(meta, MODEL_TYPES, ARCH, "SAM 2")
     t = transformers_module()
     cls = t.Sam2VideoModel if config["model_type"] == VIDEO_TYPE else t.Sam2Model
     model: nn.Module = cls(sam2_config(config))
