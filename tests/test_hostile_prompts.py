@@ -23,9 +23,8 @@ from rasterio.enums import MaskFlags
 from safetensors.torch import save_file
 
 from geoseg.cli import cli
-from geoseg.pipelines.importing import ImportOptions, import_model
 from tests.conftest import make_tiny_checkpoint, textured_scene, write_raster
-from tests.models.sam_folders import sam_folder
+from tests.models.sam_folders import imported_sam, sam_folder
 
 T = Affine(10, 0, 500000, 0, -10, 5100000)
 H, W = 300, 320
@@ -35,11 +34,7 @@ OUT = shapely.box(400000, 4000000, 400500, 4000500)
 
 @pytest.fixture(scope="module")
 def sam(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("sam")
-    folder = sam_folder(root / "folder")
-    return str(
-        import_model(folder, root / "sam.safetensors", ImportOptions(("R", "G", "B"))).output
-    )
+    return imported_sam(tmp_path_factory.mktemp("sam"))
 
 
 def scene(tmp: Path) -> Path:
@@ -201,9 +196,7 @@ def _rgb_scene(tmp: Path, dtype: str = "uint8", top: float = 200.0, names: bool 
 @pytest.fixture(scope="module")
 def sam10k(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The test SAM imported with ``--scale 10000`` (for reflectance x 10000)."""
-    root = tmp_path_factory.mktemp("sam10k")
-    opts = ImportOptions(("R", "G", "B"), scale=10000)
-    return str(import_model(sam_folder(root / "folder"), root / "sam.safetensors", opts).output)
+    return imported_sam(tmp_path_factory.mktemp("sam10k"), scale=10000)
 
 
 #: case -> (scene, which model, words that must be / must not be in the log). The pixel

@@ -24,9 +24,9 @@ if TYPE_CHECKING:  # geoseg.areas imports pyproj: not needed to start the CLI
     from geoseg.areas import AreaMethod
 
 __all__ = [
-    "AT_LEAST_ONE", "NOT_NEGATIVE", "FiniteRange", "area_note", "cli", "dask_options",
-    "echo_area_note", "explicit", "main", "outputs", "parse_bands", "parse_map", "progress_bar",
-    "quiet_dask_logs", "window_options",
+    "AT_LEAST_ONE", "NOT_NEGATIVE", "NO_BAND_ROLES", "FiniteRange", "area_note", "band_selection",
+    "cli", "dask_options", "echo_area_note", "explicit", "main", "outputs", "parse_bands",
+    "parse_map", "progress_bar", "prompt_layer_options", "quiet_dask_logs", "window_options",
 ]  # fmt: skip
 
 log = logging.getLogger("geoseg")
@@ -95,6 +95,22 @@ def parse_bands(text: str | None) -> tuple[list[str] | None, dict[str, int]]:
     if any("=" in s for s in items):
         raise click.BadParameter("use either a list (3,2,1) or roles (red=3,nir=4), not both")
     return items, {}
+
+
+#: The refusal of band roles where a model takes a list of bands (SAM).
+NO_BAND_ROLES = "--bands takes band numbers or names here, e.g. 3,2,1"
+
+
+def band_selection(text: str | None) -> list[str] | None:
+    """``--bands`` of a SAM command (prompt, track, evaluate): :func:`parse_bands`'s list.
+
+    Raises:
+        click.BadParameter: band roles (``red=3``: ``spectral``'s form).
+    """
+    selection, roles = parse_bands(text)
+    if roles:
+        raise click.BadParameter(NO_BAND_ROLES)
+    return selection
 
 
 class _TextProgress:
@@ -172,6 +188,18 @@ def window_options() -> Any:
                      help="Margin in px trimmed from each window side (default: the model's)."),
         click.option("--batch-size", type=AT_LEAST_ONE,
                      help="Windows per model call [default: GPU 32, CPU 4]."),
+    ])  # fmt: skip
+
+
+def prompt_layer_options(scenes: str) -> Any:
+    """Decorator adding ``--points``, ``--point`` and ``--prompts-crs`` (prompt, track);
+    ``scenes``: whose CRS a ``--point`` without one is in (``the scene's``)."""
+    return _all([
+        click.option("--points", help="Point layer: field label 1/0 (positive/negative), "
+                     "prompt_id groups points of one object."),
+        click.option("--point", help=f"One positive point X,Y[,CRS] (CRS default: {scenes})."),
+        click.option("--prompts-crs",
+                     help="CRS of a prompt layer that declares none (or 'raster')."),
     ])  # fmt: skip
 
 

@@ -9,12 +9,14 @@ import click
 
 from geoseg.cli.app import (
     AT_LEAST_ONE,
+    NO_BAND_ROLES,
     NOT_NEGATIVE,
     area_note,
+    band_selection,
     cli,
     outputs,
-    parse_bands,
     progress_bar,
+    prompt_layer_options,
 )
 
 
@@ -42,12 +44,7 @@ from geoseg.cli.app import (
     show_default=True,
     help="With --boxes: add up to N positive points well inside each polygon.",
 )
-@click.option(
-    "--points",
-    help="Point layer: field label 1/0 (positive/negative), prompt_id groups points of one object.",
-)
-@click.option("--point", help="One positive point X,Y[,CRS] (CRS default: the scene's).")
-@click.option("--prompts-crs", help="CRS of a prompt layer that declares none (or 'raster').")
+@prompt_layer_options("the scene's")
 @click.option(
     "--vector",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -78,10 +75,7 @@ def prompt(scene: str, model: str, output: Path, vector: Path | None, bands: str
     """
     from geoseg.pipelines.prompt import PromptOptions, prompt_scene
 
-    selection, roles = parse_bands(bands)
-    if roles:
-        raise click.BadParameter("--bands takes band numbers or names here, e.g. 3,2,1")
-    opts = PromptOptions(bands=selection, **kw)
+    opts = PromptOptions(bands=band_selection(bands), **kw)
     result = prompt_scene(scene, model, output, opts, vector, progress_bar("prompt", progress))
     if result.vector is not None and result.area_method.planar:
         click.echo(area_note(result.area_method))
@@ -106,7 +100,7 @@ def evaluate_prompts(model: str | None, image: str | None, labels: str, output: 
     if model is None or image is None:
         raise click.UsageError("give -m SAM_MODEL and --image IMAGE (a SAM takes no --prediction)")
     if opts.band_roles:
-        raise click.BadParameter("--bands takes band numbers or names here, e.g. 3,2,1")
+        raise click.BadParameter(NO_BAND_ROLES)
     popts = PromptOptions(
         boxes=labels, interior_points=interior_points, prompts_crs=labels_crs, bands=opts.bands,
         device=opts.device, batch_size=opts.batch_size, assume_crs=opts.assume_crs,

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from geoseg.cli.app import area_note, cli, parse_bands, progress_bar
+from geoseg.cli.app import area_note, band_selection, cli, progress_bar, prompt_layer_options
 
 
 @cli.command()
@@ -26,12 +26,7 @@ from geoseg.cli.app import area_note, cli, parse_bands, progress_bar
     help="Folder: one instance COG per date (DATE tag or file stem) and areas.csv.",
 )
 @click.option("--boxes", help="Polygon layer: each feature's bounding box is one object.")
-@click.option(
-    "--points",
-    help="Point layer: field label 1/0 (positive/negative), prompt_id groups points of one object.",
-)
-@click.option("--point", help="One positive point X,Y[,CRS] (CRS default: the scenes').")
-@click.option("--prompts-crs", help="CRS of a prompt layer that declares none (or 'raster').")
+@prompt_layer_options("the scenes'")
 @click.option(
     "--prompt-date",
     type=click.IntRange(min=1),
@@ -56,10 +51,7 @@ def track(scenes: tuple[str, ...], model: str, output: Path, bands: str | None,
     """
     from geoseg.pipelines.track import TrackOptions, track_scenes
 
-    selection, roles = parse_bands(bands)
-    if roles:
-        raise click.BadParameter("--bands takes band numbers or names here, e.g. 3,2,1")
-    opts = TrackOptions(bands=selection, **kw)
+    opts = TrackOptions(bands=band_selection(bands), **kw)
     result = track_scenes(scenes, model, output, opts, progress_bar("track", progress))
     if result.area_method.planar:
         click.echo(area_note(result.area_method))

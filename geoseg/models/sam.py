@@ -31,7 +31,15 @@ from geoseg.models.sam_everything import EverythingSettings, segment_everything
 from geoseg.stitching.protocol import WindowInstances
 from geoseg.types import ClassSchema, ModelMeta
 
-__all__ = ["PAD_LABEL", "Decoded", "SamPrompter", "build_sam", "load_sam", "sam_config"]
+__all__ = [
+    "PAD_LABEL",
+    "Decoded",
+    "SamPrompter",
+    "build_sam",
+    "load_sam",
+    "sam_config",
+    "stored_config",
+]
 
 #: Label of a padding point (SAM ignores it): prompts with fewer points are padded with it.
 PAD_LABEL = -10
@@ -62,16 +70,36 @@ def build_sam(meta: ModelMeta) -> nn.Module:
     """The untrained ``SamModel`` of a checkpoint's ``options["hf_config"]``."""
     from geoseg.models.hf import transformers_module
 
-    config = meta.options.get("hf_config")
-    if not isinstance(config, Mapping) or config.get("model_type") != MODEL_TYPE:
-        raise CheckpointError(
-            f"a {meta.arch} checkpoint without its SAM config (options hf_config); re-import "
-            "the model folder with `geoseg import FOLDER`"
-        )
-    if meta.arch != ARCH:
-        raise CheckpointError(f"a {meta.arch} checkpoint holding a SAM config; the file was edited")
+    config = stored_config(meta, (MODEL_TYPE,), ARCH, "SAM")
     model: nn.Module = transformers_module().SamModel(sam_config(config))
     return model.eval()
+
+
+def stored_config(
+    meta: ModelMeta, model_types: tuple[str, ...], arch: str, name: str
+) -> Mapping[str, Any]:
+    """A SAM-like checkpoint's ``options["hf_config"]``, checked against its ``arch``.
+
+    Args:
+        meta: the checkpoint's metadata.
+        model_types: the ``model_type`` values the family imports.
+        arch: the family's ``ModelMeta.arch``.
+        name: the model's name in messages (``SAM``, ``SAM 2``).
+
+    Raises:
+        CheckpointError: no config of ``model_types``, or one under another ``arch``.
+    """
+    config = meta.options.get("hf_config")
+    if not isinstance(config, Mapping) or config.get("model_type") not in model_types:
+        raise CheckpointError(
+            f"a {meta.arch} checkpoint without its {name} config (options hf_config); re-import "
+            "the model folder with `geoseg import FOLDER`"
+        )
+    if meta.arch != arch:
+        raise CheckpointError(
+            f"a {meta.arch} checkpoint holding a {name} config; the file was edited"
+        )
+    return config
 
 
 class _Encoder(nn.Module):
@@ -164,19 +192,17 @@ class SamPrompter:
             boxes: ``(P, 4) float`` box prompts ``(x0, y0, x1, y1)`` in input px.
             keep: ``best`` (the candidate with the highest predicted IoU) or ``all``.
         """
-        runner, kw = self._runner, {}
-        dev = runner.device
-        if points is not None and labels is not None:
-            kw["input_points"] = torch.as_tensor(points - 0.5, dtype=torch.float32)[None].to(dev)
-            kw["input_labels"] = torch.as_tensor(labels, dtype=torch.int64)[None].to(dev)
-        if boxes is not None:
-            kw["input_boxes"] = torch.as_tensor(boxes - 0.5, dtype=torch.float32)[None].to(dev)
-        ctx: contextlib.AbstractContextManager[object] = (
-            torch.autocast(dev.type, dtype=runner.amp) if runner.amp is not None
-            else contextlib.nullcontext()
-        )  # fmt: skip
-        with torch.inference_mode(), ctx:
-            out = self.model(image_embeddings=embedding[None], multimask_output=True, **kw)
+        return self._decode(embedding[None], points, labels, boxes, keep)
+
+    def _decode(
+        self, embeddings: Any, points: np.ndarray | None, labels: np.ndarray | None,
+        boxes: np.ndarray | None, keep: str,
+    ) -> Decoded:  # fmt: skip
+        """:meth:`decode` given ``embeddings``, the model's ``image_embeddings`` argument (one
+        window as a batch of one: a tensor for SAM, a list of feature maps for SAM 2)."""
+        kw = self._prompt_tensors(points, labels, boxes)
+        with torch.inference_mode(), self._autocast():
+            out = self.model(image_embeddings=embeddings, multimask_output=True, **kw)
             masks, scores = out.pred_masks[0].float(), out.iou_scores[0].float()
             if keep == "best":
                 best = scores.argmax(dim=1)
@@ -185,6 +211,26 @@ class SamPrompter:
             logits = F.interpolate(masks, size=(self.size, self.size), mode="bilinear",
                                    align_corners=False)  # fmt: skip
         return Decoded(logits.cpu().numpy(), scores.cpu().numpy())
+
+    def _prompt_tensors(
+        self, points: np.ndarray | None, labels: np.ndarray | None, boxes: np.ndarray | None
+    ) -> dict[str, torch.Tensor]:
+        """The decoder's ``input_points (1, P, k, 2)``, ``input_labels (1, P, k)`` and
+        ``input_boxes (1, P, 4)`` on the device (pixel centres: see the module doc)."""
+        dev, kw = self.device, {}
+        if points is not None and labels is not None:
+            kw["input_points"] = torch.as_tensor(points - 0.5, dtype=torch.float32)[None].to(dev)
+            kw["input_labels"] = torch.as_tensor(labels, dtype=torch.int64)[None].to(dev)
+        if boxes is not None:
+            kw["input_boxes"] = torch.as_tensor(boxes - 0.5, dtype=torch.float32)[None].to(dev)
+        return kw
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        """The checkpoint's mixed precision on the device (a no-op at full precision)."""
+        amp = self._runner.amp
+        if amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=amp)
 
 
 def load_sam(

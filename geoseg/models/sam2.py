@@ -16,7 +16,6 @@ Coordinates are in the encoder's input frame, as in :mod:`geoseg.models.sam`.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,7 @@ from torch.nn import functional as F
 from geoseg.errors import CheckpointError
 from geoseg.models.families.sam2 import ARCH, IMAGE_TYPE, MODEL_TYPES, VIDEO_TYPE
 from geoseg.models.runtime import load_module, resolve_device
-from geoseg.models.sam import Decoded, SamPrompter
+from geoseg.models.sam import Decoded, SamPrompter, stored_config
 from geoseg.types import ModelMeta
 
 __all__ = ["FramePrompt", "Sam2Prompter", "build_sam2", "load_sam2", "sam2_config"]
@@ -68,16 +67,7 @@ def build_sam2(meta: ModelMeta) -> nn.Module:
     """The untrained ``Sam2Model`` / ``Sam2VideoModel`` of a checkpoint's ``hf_config``."""
     from geoseg.models.hf import transformers_module
 
-    config = meta.options.get("hf_config")
-    if not isinstance(config, Mapping) or config.get("model_type") not in MODEL_TYPES:
-        raise CheckpointError(
-            f"a {meta.arch} checkpoint without its SAM 2 config (options hf_config); re-import "
-            "the model folder with `geoseg import FOLDER`"
-        )
-    if meta.arch != ARCH:
-        raise CheckpointError(
-            f"a {meta.arch} checkpoint holding a SAM 2 config; the file was edited"
-        )
+    config = stored_config(meta, MODEL_TYPES, ARCH, "SAM 2")
     t = transformers_module()
     cls = t.Sam2VideoModel if config["model_type"] == VIDEO_TYPE else t.Sam2Model
     model: nn.Module = cls(sam2_config(config))
@@ -126,30 +116,7 @@ class Sam2Prompter(SamPrompter):
     ) -> Decoded:  # fmt: skip
         """Masks of ``P`` prompts on one encoded window (arguments as
         :meth:`SamPrompter.decode`; ``embedding``: one window's maps of :meth:`encode`)."""
-        runner, kw = self._runner, {}
-        dev = runner.device
-        if points is not None and labels is not None:
-            kw["input_points"] = torch.as_tensor(points - 0.5, dtype=torch.float32)[None].to(dev)
-            kw["input_labels"] = torch.as_tensor(labels, dtype=torch.int64)[None].to(dev)
-        if boxes is not None:
-            kw["input_boxes"] = torch.as_tensor(boxes - 0.5, dtype=torch.float32)[None].to(dev)
-        with torch.inference_mode(), self._autocast():
-            out = self.model(image_embeddings=[e[None] for e in embedding], multimask_output=True,
-                             **kw)  # fmt: skip
-            masks, scores = out.pred_masks[0].float(), out.iou_scores[0].float()
-            if keep == "best":
-                best = scores.argmax(dim=1)
-                rows = torch.arange(len(best), device=best.device)
-                masks, scores = masks[rows, best][:, None], scores[rows, best][:, None]
-            logits = F.interpolate(masks, size=(self.size, self.size), mode="bilinear",
-                                   align_corners=False)  # fmt: skip
-        return Decoded(logits.cpu().numpy(), scores.cpu().numpy())
-
-    def _autocast(self) -> contextlib.AbstractContextManager[object]:
-        amp = self._runner.amp
-        if amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=amp)
+        return self._decode([e[None] for e in embedding], points, labels, boxes, keep)
 
     def track(
         self, frames: np.ndarray, valid: np.ndarray, prompts: Sequence[FramePrompt], start: int

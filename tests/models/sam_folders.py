@@ -33,3 +33,12 @@ def sam_folder(folder: Path, seed: int = 0, processor: bool = False) -> Path:
             folder
         )
     return folder
+
+
+def imported_sam(root: Path, scale: float | None = None) -> str:
+    """A :func:`sam_folder` in ``root/folder`` imported as ``root/sam.safetensors`` (bands
+    R, G, B; ``scale`` as ``geoseg import --scale``)."""
+    from geoseg.pipelines.importing import ImportOptions, import_model
+
+    opts = ImportOptions(("R", "G", "B"), scale=scale)
+    return str(import_model(sam_folder(root / "folder"), root / "sam.safetensors", opts).output)

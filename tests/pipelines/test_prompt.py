@@ -24,25 +24,14 @@ from geoseg.areas import pixel_area_m2
 from geoseg.cli import cli
 from geoseg.models.cache import load_predictor
 from geoseg.models.sam import PAD_LABEL, Decoded, SamPrompter
-from geoseg.pipelines.importing import ImportOptions, import_model
 from geoseg.pipelines.prompt import PromptOptions, prompt_scene
 from geoseg.pipelines.prompt_inputs import Prompt, SceneFrame, read_prompts
 from geoseg.pipelines.prompt_objects import stability_score
 from geoseg.pipelines.prompt_windows import plan_windows
 from tests.conftest import textured_scene, write_raster
-from tests.models.sam_folders import sam_folder
 
 T = Affine(10, 0, 500000, 0, -10, 5100000)
 H, W, S = 600, 700, 256
-
-
-@pytest.fixture(scope="module")
-def sam(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("sam")
-    folder = sam_folder(root / "folder")
-    return str(
-        import_model(folder, root / "sam.safetensors", ImportOptions(("R", "G", "B"))).output
-    )
 
 
 @pytest.fixture

@@ -35,15 +35,6 @@ from tests.pipelines.test_prompt import H, S, T, W, box_layer
 BOXES = [(100, 100, 160, 150), (20, 30, 60, 80), (400, 300, 470, 360)]
 
 
-@pytest.fixture(scope="module")
-def sam(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("sam")
-    folder = sam_folder(root / "folder")
-    return str(
-        import_model(folder, root / "sam.safetensors", ImportOptions(("R", "G", "B"))).output
-    )
-
-
 @pytest.fixture
 def image(tmp_path: Path) -> Path:
     data = (textured_scene(H, W, 3) // 16).astype(np.uint8)

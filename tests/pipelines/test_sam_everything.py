@@ -40,20 +40,10 @@ from geoseg.pipelines.instances import predict_instances
 from geoseg.pipelines.model_input import PredictOptions
 from tests.conftest import TINY_BANDS, textured_scene, write_raster
 from tests.models.sam2_folders import sam2_folder
-from tests.models.sam_folders import sam_folder
 from tests.pipelines.test_instance_cli import instance_checkpoint  # noqa: F401 (fixture)
 
 T = Affine(10, 0, 500000, 0, -10, 5100000)
 H, W, S = 600, 700, 256  # tiny SAM: 256 px windows, default margin 32, stride 192
-
-
-@pytest.fixture(scope="module")
-def sam(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("sam")
-    folder = sam_folder(root / "folder")
-    return str(
-        import_model(folder, root / "sam.safetensors", ImportOptions(("R", "G", "B"))).output
-    )
 
 
 def label_scene() -> np.ndarray:

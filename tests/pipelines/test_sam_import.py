@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from geoseg.io.checkpoint import load_checkpoint
+from geoseg.errors import CheckpointError
+from geoseg.io.checkpoint import load_checkpoint, read_checkpoint_meta
 from geoseg.models.registry import checkpoint_family
+from geoseg.models.sam import build_sam
+from geoseg.models.sam2 import build_sam2
 from geoseg.pipelines.importing import ImportOptions, import_model, source_kind
 from geoseg.pipelines.sam_import import PATCH_LAYER
 from tests.models.sam_folders import sam_folder
@@ -62,3 +67,30 @@ def test_four_bands_get_an_adapted_patch_embedding(tmp_path: Path) -> None:
     assert torch.allclose(adapted[:, :3], weight * 0.75) and torch.allclose(
         adapted[:, 3], weight[:, 0] * 0.75
     )
+
+
+#: case -> (runtime, edit of the stored metadata, the refusal). One check
+#: (``geoseg.models.sam.stored_config``) serves both runtimes; each names its model.
+EDITED: dict[str, tuple[str, dict[str, Any], str]] = {
+    "sam-without-config": ("sam", {"options": {}}, "a sam checkpoint without its SAM config "
+                           "(options hf_config); re-import the model folder with `geoseg import"),
+    "sam-config-as-sam2": ("sam", {"arch": "sam2"},
+                           "a sam2 checkpoint holding a SAM config; the file was edited"),
+    "sam2-given-sam-config": ("sam2", {"arch": "sam2"}, "a sam2 checkpoint without its SAM 2 "
+                              "config (options hf_config); re-import the model folder"),
+    "sam2-config-as-sam": ("sam2", {"model_type": "sam2"},
+                           "a sam checkpoint holding a SAM 2 config; the file was edited"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(EDITED))
+def test_an_edited_sam_checkpoint_is_refused_with_its_model_named(sam: str, case: str) -> None:
+    runtime, edit, message = EDITED[case]
+    meta = read_checkpoint_meta(sam)
+    if "model_type" in edit:
+        config = {**meta.options["hf_config"], "model_type": edit.pop("model_type")}
+        edit = {"options": {**meta.options, "hf_config": config}}
+    build = build_sam if runtime == "sam" else build_sam2
+    with pytest.raises(CheckpointError) as err:
+        build(dataclasses.replace(meta, **edit))
+    assert str(err.value).startswith(message)
