@@ -155,7 +155,6 @@ def _config(tensors: Mapping[str, torch.Tensor], opts: ImportOptions, where: Pat
     """The file's ``SamConfig``: ``--sam-config``'s preset or JSON, else the inferred preset."""
     t = transformers_module()
     choice = opts.sam_config
-    check_sam_names(tensors, where)
     if choice is not None and choice not in SAM_PRESETS:
         if not Path(choice).is_file():
             raise GeosegError(
@@ -233,10 +232,11 @@ def import_sam_pth(source: Path, opts: ImportOptions) -> tuple[dict[str, torch.T
         CheckpointError: an unreadable or code-carrying file, a SAM 2 or non-SAM file,
             tensors that do not fit the model exactly.
     """
-    check_sam_options(source, opts)
     read = read_state_dict(source)  # weights_only; refuses pickled classes in one line
     if read.kind != "torch":
         raise GeosegError(f"{source}: not a torch .pth file; geoseg imports SAM's .pth files")
+    check_sam_names(read.tensors, source)  # what the file is, before what the options ask
+    check_sam_options(source, opts)
     config = _config(read.tensors, opts, source)
     as_dict = config.to_dict()
     check_window(opts, as_dict, "SAM")
