@@ -49,6 +49,8 @@ def _numbers(text: str | None, option: str) -> tuple[float, ...] | None:
 @click.option("--gsd", "gsd_m", type=float, help="Ground sample distance it was trained at, m.")
 @click.option("--outputs", type=click.Choice(["logits", "probabilities"]), default="logits",
               show_default=True, help="ONNX: what the graph gives (logits: softmax).")  # fmt: skip
+@click.option("--sam-config", help="A SAM .pth's model: vit_b, vit_l, vit_h or a transformers "
+              "SamConfig JSON file [told from the patch embedding's width].")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 def import_(source: Path, output: Path, bands: str, classes: str | None, mean: str | None,
             std: str | None, things: str | None, **kw: object) -> None:  # fmt: skip
@@ -56,7 +58,8 @@ def import_(source: Path, output: Path, bands: str, classes: str | None, mean: s
 
     SOURCE is an ONNX graph (model.onnx; it travels inside the checkpoint with its
     SHA-256 and runs through onnxruntime) or a Hugging Face transformers model folder
-    (config.json + model.safetensors, as save_pretrained writes them). Nothing is
+    (config.json + model.safetensors, as save_pretrained writes them), or SAM's own
+    .pth checkpoint (read with torch.load(weights_only=True) only). Nothing is
     downloaded. `geoseg predict -m OUTPUT` then runs it with geoseg's tiling.
     """
     from geoseg.pipelines.importing import ImportOptions, import_model

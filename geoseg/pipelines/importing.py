@@ -2,7 +2,8 @@
 
 The kind of source is told by :func:`source_kind` (an ONNX file, or a Hugging Face
 transformers model folder: :mod:`geoseg.pipelines.hf_import`, a SAM one among them:
-:mod:`geoseg.pipelines.sam_import`); each kind has one
+:mod:`geoseg.pipelines.sam_import`, which also reads SAM's own ``.pth`` files:
+:mod:`geoseg.pipelines.sam_pth`); each kind has one
 importer in :data:`IMPORTERS` that checks the model against the options and
 returns the tensors and metadata to write. Everything is checked before the
 output is written (atomically), so a refused import leaves nothing behind.
@@ -64,6 +65,8 @@ class ImportOptions:
         things: object classes (names or ids) of an ``instance``/``panoptic`` import
             (None: the class file's ``is_thing``).
         score_threshold: smallest object score kept (``instance``/``panoptic``).
+        sam_config: a SAM ``.pth``'s model: ``vit_b``, ``vit_l``, ``vit_h`` or the path of a
+            transformers ``SamConfig`` JSON file (None: told from the tensor shapes).
     """
 
     bands: Sequence[str]
@@ -79,6 +82,7 @@ class ImportOptions:
     task: str = "semantic"
     things: Sequence[str] | None = None
     score_threshold: float = 0.5
+    sam_config: str | None = None
 
     def __post_init__(self) -> None:
         # Checked here, before any model is read: a NaN mean or a zero std makes every
@@ -129,9 +133,12 @@ def source_kind(source: Path) -> str:
         return _folder_kind(source)
     if source.suffix.lower() == ".onnx":
         return "onnx"
+    if source.suffix.lower() in (".pth", ".pt"):  # segment-anything's own checkpoints
+        return "sam"
     raise GeosegError(
-        f"{source}: geoseg import reads ONNX graphs (.onnx files) and transformers model "
-        "folders (config.json + model.safetensors); export the model to one of them first"
+        f"{source}: geoseg import reads ONNX graphs (.onnx files), transformers model "
+        "folders (config.json + model.safetensors) and SAM's .pth checkpoints; export the "
+        "model to one of them first"
     )
 
 
@@ -170,6 +177,11 @@ def import_model(
         )
     check_output_path(out, options.overwrite, [src])
     kind = source_kind(src)
+    if options.sam_config is not None and not (kind == "sam" and src.is_file()):
+        raise GeosegError(
+            f"{src}: --sam-config applies to SAM .pth checkpoints (a folder's config.json says "
+            "its model); leave it out"
+        )
     tensors, meta = IMPORTERS[kind](src, options)
     save_checkpoint(out, tensors, meta, overwrite=options.overwrite)
     return ImportResult(out, kind, meta)
@@ -352,10 +364,12 @@ def import_transformers(
 
 
 def import_sam(source: Path, opts: ImportOptions) -> tuple[dict[str, torch.Tensor], ModelMeta]:
-    """A transformers SAM / SAM 2 folder (see :mod:`geoseg.pipelines.sam_import`)."""
+    """A transformers SAM / SAM 2 folder (see :mod:`geoseg.pipelines.sam_import`) or an
+    original segment-anything ``.pth`` (:mod:`geoseg.pipelines.sam_pth`)."""
     from geoseg.pipelines.sam_import import import_sam_folder
+    from geoseg.pipelines.sam_pth import import_sam_pth
 
-    return import_sam_folder(source, opts)
+    return import_sam_folder(source, opts) if source.is_dir() else import_sam_pth(source, opts)
 
 
 #: Source kind (:func:`source_kind`) -> its importer.

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PATCH_LAYER", "SAM2_PATCH_LAYER", "SAM_MODEL_TYPES", "SAM_PREPROCESSOR", "SAM_SCHEMA",
-    "import_sam_folder",
+    "SamKind", "check_sam_options", "check_window", "import_sam_folder", "sam_checkpoint",
+    "sam_kind",
 ]  # fmt: skip
 
 #: ``SamProcessor``'s defaults (ImageNet statistics on 8-bit values), used without a
@@ -67,7 +68,7 @@ SAM_MODEL_TYPES = (MODEL_TYPE, *sam2_family.MODEL_TYPES)
 
 
 @dataclass(frozen=True)
-class _Kind:
+class SamKind:
     """What differs between SAM and SAM 2 folders on import."""
 
     arch: str
@@ -78,12 +79,12 @@ class _Kind:
     build: Callable[[ModelMeta], torch.nn.Module]
 
 
-def _kind(model_type: str) -> _Kind:
+def sam_kind(model_type: str) -> SamKind:
     t = transformers_module()
     if model_type == MODEL_TYPE:
-        return _Kind(ARCH, "SAM", PATCH_LAYER, t.SamModel, sam_config, build_sam)
+        return SamKind(ARCH, "SAM", PATCH_LAYER, t.SamModel, sam_config, build_sam)
     cls = t.Sam2VideoModel if model_type == sam2_family.VIDEO_TYPE else t.Sam2Model
-    return _Kind(sam2_family.ARCH, "SAM 2", SAM2_PATCH_LAYER, cls, sam2_config, build_sam2)
+    return SamKind(sam2_family.ARCH, "SAM 2", SAM2_PATCH_LAYER, cls, sam2_config, build_sam2)
 
 
 def import_sam_folder(
@@ -92,26 +93,46 @@ def import_sam_folder(
     """The tensors and metadata of a SAM / SAM 2 folder, checked against ``opts``."""
     config = read_folder_json(source / "config.json", required=True)
     check_weights_file(source)
-    _check_options(source, opts)
-    kind = _kind(str(config.get("model_type")))
+    check_sam_options(source, opts)
+    kind = sam_kind(str(config.get("model_type")))
     prep = read_folder_json(source / "preprocessor_config.json", required=False)
-    bands = tuple(opts.bands)
+    check_window(opts, config, kind.name)
+    model = load_folder_model(source, kind.model_class, kind.config(config))
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return sam_checkpoint(source, opts, kind, config, state, prep or SAM_PREPROCESSOR,
+                          {"format": "transformers"})  # fmt: skip
+
+
+def check_window(opts: ImportOptions, config: Mapping[str, Any], name: str) -> None:
+    """``--window``, if given, is the encoder's input size (SAM's windows are fixed)."""
     size = _input_size(config)
     if opts.window is not None and opts.window != size:
         raise GeosegError(
-            f"--window {opts.window}: {kind.name}'s encoder takes {size} px windows (its "
+            f"--window {opts.window}: {name}'s encoder takes {size} px windows (its "
             "config's image_size); leave --window out"
         )
-    model = load_folder_model(source, kind.model_class, kind.config(config))
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def sam_checkpoint(
+    source: Path, opts: ImportOptions, kind: SamKind, config: Mapping[str, Any],
+    state: dict[str, torch.Tensor], prep: Mapping[str, Any], provenance: Mapping[str, Any],
+) -> tuple[dict[str, torch.Tensor], ModelMeta]:  # fmt: skip
+    """The tensors and metadata of a SAM / SAM 2 model given as its transformers ``config``
+    (``config.json``'s dict) and ``state`` (its ``state_dict`` names), whatever it was read
+    from: one writer, so a folder and a ``.pth`` import give checkpoints of one form.
+
+    ``prep`` is the preprocessor's mean/std/rescale; ``provenance`` says what was read
+    (``format``, and anything else worth keeping).
+    """
+    bands = tuple(opts.bands)
     layer = f"{kind.patch_layer}.weight"
     pretrained = int(state[layer].shape[1])
     state[layer] = adapt_first_conv(state[layer], len(bands))
     meta = ModelMeta(
-        task="prompt", arch=kind.arch, encoder=type(model).__name__, bands=bands,
-        normalization=preprocessor_normalization(prep or SAM_PREPROCESSOR, opts, len(bands)),
-        schema=SAM_SCHEMA, window=size, margin=0, gsd_m=opts.gsd_m,
-        provenance={"imported_from": source.name, "format": "transformers",
+        task="prompt", arch=kind.arch, encoder=kind.model_class.__name__, bands=bands,
+        normalization=preprocessor_normalization(prep, opts, len(bands)),
+        schema=SAM_SCHEMA, window=_input_size(config), margin=0, gsd_m=opts.gsd_m,
+        provenance={"imported_from": source.name, **provenance,
                     "imported_by": f"geoseg {__version__}",
                     "first_conv": {"layer": kind.patch_layer, "pretrained_channels": pretrained,
                                    "bands": len(bands)}},
@@ -123,7 +144,7 @@ def import_sam_folder(
     return state, meta
 
 
-def _check_options(source: Path, opts: ImportOptions) -> None:
+def check_sam_options(source: Path, opts: ImportOptions) -> None:
     """Refuse options that do not apply to SAM (classes, object tasks, no bands)."""
     if not opts.bands:
         raise GeosegError("--bands is empty; name the scene band of each SAM input (e.g. R,G,B)")

@@ -157,7 +157,8 @@ BAD_IMPORTS = {
     "mean of the wrong length": (
         lambda t: conv_graph(t / "m.onnx"), ["--mean", "0.1,0.2"], "--mean has 2 and --std 4"),
     "a torch pickle": (
-        lambda t: (t / "w.pth").write_bytes(b"\x80\x04") and t / "w.pth", [], "reads ONNX graphs"),
+        lambda t: (t / "w.pth").write_bytes(b"\x80\x04") and t / "w.pth", [],
+        "not a PyTorch weights file"),
     "no such file": (lambda t: t / "missing.onnx", [], "no such model file"),
     "margin too wide": (
         lambda t: conv_graph(t / "g.onnx"), ["--margin", 20], "margin must be between 0"),
