@@ -26,7 +26,7 @@ from geoseg.cli.app import (
     "-m",
     "--model",
     required=True,
-    help="A SAM checkpoint (geoseg import SAM_FOLDER -o sam.safetensors --bands R,G,B).",
+    help="A SAM checkpoint (geoseg import SAM_FOLDER|sam.pth -o sam.safetensors --bands R,G,B).",
 )
 @click.option(
     "-o",
@@ -102,7 +102,8 @@ def evaluate_prompts(model: str | None, image: str | None, labels: str, output: 
     if opts.band_roles:
         raise click.BadParameter(NO_BAND_ROLES)
     popts = PromptOptions(
-        boxes=labels, interior_points=interior_points, prompts_crs=labels_crs, bands=opts.bands,
+        boxes=labels, interior_points=interior_points, prompts_crs=labels_crs,
+        crs_option="--labels-crs", bands=opts.bands,
         device=opts.device, batch_size=opts.batch_size, assume_crs=opts.assume_crs,
         overwrite=opts.overwrite,
     )  # fmt: skip

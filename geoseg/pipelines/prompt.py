@@ -66,6 +66,8 @@ class PromptOptions:
         points: a point layer (``label`` 1/0, ``prompt_id`` groups points).
         point: ``"X,Y[,CRS]"``: one positive point.
         prompts_crs: the layer's CRS when it declares none (or ``raster``).
+        crs_option: the command's option for ``prompts_crs``, named in errors
+            (``geoseg evaluate`` takes it as ``--labels-crs``).
         multimask: ``best`` (the raster and polygons keep SAM's best mask) or
             ``all`` (polygons of all three candidates, with a ``candidate`` field).
         interior_points: with ``boxes``, up to this many positive points inside
@@ -81,6 +83,7 @@ class PromptOptions:
     points: str | None = None
     point: str | None = None
     prompts_crs: str | None = None
+    crs_option: str = "--prompts-crs"
     multimask: str = "best"
     interior_points: int = 0
     bands: Sequence[str] | None = None
@@ -181,6 +184,7 @@ def prompted(
         prompts = read_prompts(
             frame, boxes=opts.boxes, points=opts.points, point=opts.point,
             prompts_crs=opts.prompts_crs, interior_points=opts.interior_points,
+            crs_option=opts.crs_option,
         )  # fmt: skip
         method = area_method(opened.crs, path)
         objects, windows = segment(prompter, src, [i + 1 for i in index], frame, prompts,

@@ -118,9 +118,11 @@ class Prompts:
 def read_prompts(
     frame: SceneFrame, *, boxes: str | None = None, points: str | None = None,
     point: str | None = None, prompts_crs: str | None = None, interior_points: int = 0,
+    crs_option: str = OPTION,
 ) -> Prompts:  # fmt: skip
     """The prompts of exactly one of ``boxes`` (a layer), ``points`` (a layer), ``point``
-    (``interior_points``: positive points added inside each box's polygon).
+    (``interior_points``: positive points added inside each box's polygon;
+    ``crs_option``: the option for ``prompts_crs`` that errors name).
 
     Raises:
         InvalidVectorError: an unreadable or empty layer, a layer without a usable
@@ -134,7 +136,7 @@ def read_prompts(
         source = f"--point {point}"
     else:
         path = str(boxes or points)
-        layer = _layer(frame, path, prompts_crs)
+        layer = _layer(frame, path, prompts_crs, crs_option)
         found = (
             _box_prompts(frame, layer, interior_points) if boxes
             else _point_layer_prompts(frame, layer, path)
@@ -143,7 +145,7 @@ def read_prompts(
     if not found.items:
         raise InvalidVectorError(
             f"{source}: no prompt is left to segment ({found.outside} outside {frame.path}, "
-            f"{found.nodata} on nodata); check the prompts and their CRS ({OPTION})"
+            f"{found.nodata} on nodata); check the prompts and their CRS ({crs_option})"
         )
     if found.outside or found.nodata:
         log.warning("%s: skipped %d prompts outside %s and %d on nodata", source,
@@ -151,12 +153,14 @@ def read_prompts(
     return found
 
 
-def _layer(frame: SceneFrame, path: str, given: str | None) -> gpd.GeoDataFrame:
+def _layer(
+    frame: SceneFrame, path: str, given: str | None, option: str = OPTION
+) -> gpd.GeoDataFrame:
     """The layer in the scene's CRS, geometries made valid, with ``_fid`` (1-based)."""
-    layer = read_input_layer(path, given, frame.crs, OPTION)
+    layer = read_input_layer(path, given, frame.crs, option)
     if len(layer) == 0:
         raise InvalidVectorError(f"{path}: the layer has no features; give at least one prompt")
-    layer = layer_in_crs(layer, frame.crs, path, frame.path, OPTION)
+    layer = layer_in_crs(layer, frame.crs, path, frame.path, option)
     geoms = np.asarray(layer.geometry.values, dtype=object)
     bad = ~shapely.is_valid(geoms) & ~shapely.is_missing(geoms)
     if bad.any():

@@ -169,6 +169,14 @@ def test_evaluate_scores_sam_with_a_box_per_reference_polygon(
     assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["metrics.json"]
 
 
+def _no_crs_layer(path: Path) -> Path:
+    """A polygon layer in the scene's (projected) coordinates that declares no CRS."""
+    x0, y0 = T.c + 100 * T.a, T.f + 100 * T.e
+    box = shapely.box(x0, y0 + 50 * T.e, x0 + 50 * T.a, y0)
+    gpd.GeoDataFrame(geometry=[box], crs=None).to_file(path)
+    return path
+
+
 #: refusals: (command line after `geoseg` from (tmp, image, sam), words in the one line).
 REFUSALS: dict[str, tuple[Any, str]] = {
     "interior-points-with-a-point": (
@@ -181,6 +189,13 @@ REFUSALS: dict[str, tuple[Any, str]] = {
         lambda t, i, m: ["evaluate", "-m", m, "--image", i, "--labels",
                          box_layer(t / "r.gpkg", [(5000, 5000, 5010, 5010)]), "-o", t / "ev"],
         "no prompt is left"),
+    "evaluate-sam-reference-outside-names-its-crs-option": (
+        lambda t, i, m: ["evaluate", "-m", m, "--image", i, "--labels",
+                         box_layer(t / "r.gpkg", [(5000, 5000, 5010, 5010)]), "-o", t / "ev"],
+        "CRS (--labels-crs)"),
+    "evaluate-sam-reference-without-crs": (
+        lambda t, i, m: ["evaluate", "-m", m, "--image", i, "--labels",
+                         _no_crs_layer(t / "nocrs.gpkg"), "-o", t / "ev"], "--labels-crs"),
     "evaluate-sam-with-prediction": (
         lambda t, i, m: ["evaluate", "--task", "prompt", "--prediction", i, "--labels",
                          box_layer(t / "r.gpkg", [BOXES[0]]), "-o", t / "ev"], "-m SAM_MODEL"),
