@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parents[1] / "shared" / "data"
+SHARED = ROOT.parent / "shared" / "data"  # ../shared/data beside the repository
 SLOVENIA = ("2015-07-11", "2015-08-30", "2015-09-09")
 MODEL = ROOT / "sample_data" / "models" / "landcover_s2.safetensors"
 #: The posterior rule's default threshold (``--min-change-prob``): the verdicts use it.
