@@ -27,7 +27,7 @@ from geoseg.types import ClassSchema
 if TYPE_CHECKING:  # change.py imports this module
     from geoseg.pipelines.change import ChangeOptions
 
-__all__ = ["read_reference", "write_accuracy", "write_samples"]
+__all__ = ["check_sample_strata", "read_reference", "write_accuracy", "write_samples"]
 
 
 def write_samples(
@@ -88,6 +88,44 @@ def read_reference(source: str, codes: ClassSchema) -> np.ndarray:
     )
 
 
+def check_sample_strata(source: str, codes: ClassSchema, change_tif: Path) -> None:
+    """Refuse reference points whose ``stratum`` is not ``change.tif``'s code where they lie.
+
+    The stratified estimator weights each stratum by its area in *this* change map,
+    so a sample drawn from another map (other dates' maps, rule, threshold, MMU or
+    consistency) would give a confident, wrong area.
+
+    Raises:
+        GeosegError: a point outside the map or in another stratum than its column says.
+    """
+    import rasterio
+    from rasterio.transform import rowcol
+
+    frame = read_vectors(source)
+    strata = _reference_codes(frame["stratum"], codes, "stratum", source)
+    with rasterio.open(change_tif) as src:
+        if frame.crs is not None and src.crs is not None and frame.crs != src.crs:
+            frame = frame.to_crs(src.crs)
+        rows, cols = (
+            np.asarray(v) for v in rowcol(src.transform, frame.geometry.x, frame.geometry.y)
+        )
+        inside = (rows >= 0) & (rows < src.height) & (cols >= 0) & (cols < src.width)
+        found = np.full(len(frame), -1, np.int64)
+        xy = zip(frame.geometry.x[inside], frame.geometry.y[inside], strict=True)
+        found[inside] = [int(v[0]) for v in src.sample(xy, indexes=1)]  # block by block
+    wrong = np.flatnonzero(found != strata)
+    if wrong.size:
+        i = int(wrong[0])
+        where = "outside the map" if found[i] < 0 else f"in stratum {found[i]}"
+        raise GeosegError(
+            f"{source}: {wrong.size} of {len(frame)} sample points do not lie in the stratum "
+            f"their 'stratum' column gives (point {i}: stratum {strata[i]}, {where} of "
+            f"{change_tif.name}); the sample was drawn from another change map (other maps, "
+            "rule, threshold, MMU or consistency): draw one from this run with --samples-se "
+            "and label it"
+        )
+
+
 def write_accuracy(
     m: TransitionMatrix,
     codes: ClassSchema,
@@ -111,6 +149,7 @@ def write_accuracy(
             f"{opts.reference}: strata {', '.join(short)} are mapped but have fewer than 2 "
             "reference samples; sample every stratum (--samples-se) and label the points"
         )
+    check_sample_strata(str(opts.reference), codes, paths["change.tif"])
     est = stratified_estimate(n, mapped_ha)
     rows = [
         {"stratum": c.name, "code": c.id, "samples": int(n[i].sum()),

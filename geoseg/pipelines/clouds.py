@@ -84,7 +84,7 @@ def apply_cloud_mask(
 
     own = dataclasses.replace(
         opts, window=None, margin=None, bands=None, confidence=False, mask_clouds=None,
-        batch_size=None, normalize_dates=None,
+        batch_size=None, normalize_dates=None, normalize_to=None,
     )  # fmt: skip
     scene, spec, schema, tile = prepare_model_input(path, model, own)
     masked = cloud_classes(schema, model)

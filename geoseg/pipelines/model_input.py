@@ -66,6 +66,9 @@ class PredictOptions:
             band per class, 255 = nodata; format in :mod:`geoseg.io.probabilities`).
         normalize_dates: ``"irmad"``: a change model's later dates are mapped onto
             date 1 first (see :mod:`geoseg.change.radiometric`).
+        normalize_to: an earlier scene of the same place on the same grid: a
+            single-date checkpoint's scene is mapped onto its radiometry first
+            (IR-MAD, :mod:`geoseg.change.normalize_to`); for post-classification change.
     """
 
     window: int | None = None
@@ -89,6 +92,7 @@ class PredictOptions:
     mask_clouds: str | None = None
     probabilities: Path | None = None
     normalize_dates: str | None = None
+    normalize_to: str | None = None
 
     def __post_init__(self) -> None:
         require_at_least(
@@ -140,6 +144,8 @@ def _weights_free_setup(
     """A weights-free model (``spectral``): bands by role, its own fixed classes."""
     if opts.normalize_dates is not None:
         raise GeosegError(f"{model}: --normalize-dates applies to change checkpoints (t1_*, t2_*)")
+    if opts.normalize_to is not None:
+        raise GeosegError(f"{model}: --normalize-to applies to checkpoint models")
     from geoseg.models.bands import resolve_band_roles
 
     # A weights-free model is pixel-wise: no margin is needed for exact tiling.
@@ -222,9 +228,34 @@ def _checkpoint_setup(
         from geoseg.change.radiometric import normalize_scene
 
         scene = normalize_scene(scene, meta.bands, opts.normalize_dates)[0]
+    if opts.normalize_to is not None:
+        scene = _normalized_to(scene, path, model, meta, opts, tile.chunk)
     warn_if_outside_training(path, index, scale or meta.normalization.scale, model, meta)
     spec = model_spec(model, opts.device, None, scale, opts.torch_threads, opts.precision)
     return scene, spec, meta.schema, tile
+
+
+def _normalized_to(
+    scene: Scene, path: str, model: str, meta: ModelMeta, opts: PredictOptions, chunk: int
+) -> Scene:
+    """``scene`` mapped onto the radiometry of ``opts.normalize_to`` (same bands, by the
+    same selection rule), for a single-date model."""
+    from geoseg.change.normalize_to import normalize_to_reference
+
+    ref = str(opts.normalize_to)
+    if meta.task == "change":
+        raise GeosegError(
+            f"{model}: a change model reads both dates from one stack; use --normalize-dates "
+            "instead of --normalize-to"
+        )
+    if os.path.abspath(ref) == os.path.abspath(path):
+        raise GeosegError(f"{path}: --normalize-to names the scene itself; give an earlier date")
+    whole = open_scene(ref, None, chunk, opts.assume_crs)
+    index = match_bands(ref, named_by_colour(whole.band_names, whole.colorinterp), meta, opts.bands)
+    reference = open_scene(ref, [str(i + 1) for i in index], chunk, opts.assume_crs)
+    if reference.dtype != scene.dtype:  # the scale to reflectance comes from the scene's dtype
+        raise GeosegError(f"{ref}: {reference.dtype} bands, {path} has {scene.dtype}")
+    return normalize_to_reference(scene, reference)[0]
 
 
 def prepare_model_input(

@@ -200,6 +200,8 @@ def _fingerprint(
         "geoseg": __version__,
         "mask_clouds": opts.mask_clouds and [opts.mask_clouds, file_stamp(opts.mask_clouds)],
         "normalize_dates": opts.normalize_dates,
+        "normalize_to": opts.normalize_to
+        and [os.path.abspath(opts.normalize_to), file_stamp(opts.normalize_to)],
     }  # fmt: skip
 
 
@@ -259,7 +261,8 @@ def _label_meta(scene: Scene, schema: ClassSchema, model: str, bands: int) -> La
     date = scene_date(scene.tags)
     tags = {
         **({"DATE": date} if date else {}),
-        **{k: v for k, v in scene.tags.items() if k == "SENSOR"},
+        # SENSOR, and the radiometric fit of --normalize-to (geoseg.change.normalize_to)
+        **{k: v for k, v in scene.tags.items() if k in ("SENSOR", "GEOSEG_NORMALIZED_TO")},
         "GEOSEG_MODEL": Path(model).name,
         "GEOSEG_VERSION": __version__,
         "GEOSEG_SOURCE": Path(scene.path).name,

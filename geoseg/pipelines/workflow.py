@@ -23,12 +23,16 @@ write outside the folder it is run in.
     change: {mmu_ha: 0.5}         # any ChangeOptions field; {rule: posterior} makes the
                                   # predict step write each map's class probabilities
     mask_clouds: clouds.safetensors   # optional cloud model: clouds become nodata
+    normalize_dates: irmad        # optional: dates 2..n mapped onto date 1's radiometry
 
 With ``change: {rule: posterior}``, predict writes each map's class probabilities
 beside it (``map_1_<scene>_probs.tif``) and the change step uses the posterior rule
 (:mod:`geoseg.change.posterior`); ``summary.json`` then gives the focus area by that
 rule, the uncertain area and, under ``map_difference``, the focus area map
 differencing gives with the same filters.
+
+``normalize_dates: irmad`` maps each later scene onto the first one's radiometry
+before predicting it (``predict --normalize-to``, :mod:`geoseg.change.normalize_to`).
 
 With ``aoi``, the report adds ``transitions_by_aoi.csv`` (the transition table
 of every AOI feature) and ``summary.json`` adds the focus area of each feature
@@ -53,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.areas import ACRE_M2, HECTARE_M2
+from geoseg.change.radiometric import NORMALIZE_METHODS
 from geoseg.errors import ConfigError, GeosegError, InputNotFoundError, OutputExistsError
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.outputs import output_run
@@ -106,6 +111,7 @@ class Workflow:
     predict: Mapping[str, Any] = field(default_factory=dict)
     change: Mapping[str, Any] = field(default_factory=dict)
     mask_clouds: Path | None = None
+    normalize_dates: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,7 +145,7 @@ _SCHEMA: dict[str, Check] = {
     "version": _version, "name": text(), "scenes": texts(2, "a path", "scene paths"),
     "model": text(), "output": text(), "focus": _focus, "aoi": text(), "aoi_field": text(),
     "aoi_crs": text(), "predict": _options(PREDICT_OPTIONS), "change": _options(CHANGE_OPTIONS),
-    "mask_clouds": text(),
+    "mask_clouds": text(), "normalize_dates": text(NORMALIZE_METHODS),
 }  # fmt: skip
 
 
@@ -211,6 +217,10 @@ def _parse(p: Path, root: Path, raw: Any) -> Workflow:
         v["model"] if weights_free_family(v["model"]) else str(_input(root, v["model"], "model"))
     )
     classes = _model_classes(model)  # also refuses a model file that is no checkpoint
+    if v.get("normalize_dates") is not None and weights_free_family(model):
+        raise ConfigError(
+            f"normalize_dates: applies to checkpoint models, not {model!r}; leave it out"
+        )
     focus = None
     if v.get("focus") is not None:
         f = v["focus"]
@@ -223,6 +233,7 @@ def _parse(p: Path, root: Path, raw: Any) -> Workflow:
         aoi_field=v.get("aoi_field"), aoi_crs=v.get("aoi_crs"), predict=v.get("predict", {}),
         change=v.get("change", {}),
         mask_clouds=_cloud_model(root, v["mask_clouds"]) if "mask_clouds" in v else None,
+        normalize_dates=v.get("normalize_dates"),
     )  # fmt: skip
 
 
@@ -302,7 +313,7 @@ def _summary(wf: Workflow, result: ChangeResult, aoi_table: Path | None) -> dict
     out = {
         "workflow": wf.name, "focus": wf.focus.name, "from": list(wf.focus.from_classes),
         "to": list(wf.focus.to_classes), **_areas(float(sum(m.area_m2[r, c] for r, c in cells))),
-        "rule": wf.change.get("rule", "map"),
+        "rule": wf.change.get("rule", "map"), "normalize_dates": wf.normalize_dates,
     }  # fmt: skip
     if result.map_difference is not None:
         versus = result.map_difference.area_m2
@@ -385,8 +396,10 @@ def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowRe
     popts = PredictOptions(**{**dict(wf.predict), **clouds, "overwrite": overwrite})
     maps = []
     probs: list[Path | None] = [*_probability_paths(wf)] or [None] * len(wf.scenes)
-    for scene, out, prob in zip(wf.scenes, _map_paths(wf), probs, strict=True):
+    for i, (scene, out, prob) in enumerate(zip(wf.scenes, _map_paths(wf), probs, strict=True)):
         opts = popts if prob is None else dataclasses.replace(popts, probabilities=prob)
+        if wf.normalize_dates and i:  # later dates in the first date's radiometry
+            opts = dataclasses.replace(opts, normalize_to=str(wf.scenes[0]))
         maps.append(predict_scene(scene, wf.model, out, opts, progress).output)
     aoi = {"aoi": str(wf.aoi), "aoi_field": wf.aoi_field, "aoi_crs": wf.aoi_crs,
            "aoi_crs_option": WORKFLOW_AOI_CRS} if wf.aoi else {}  # fmt: skip

@@ -176,9 +176,10 @@ def test_schema_names_every_option_a_workflow_may_set() -> None:
     """A new PredictOptions/ChangeOptions field must be added to the schema (or excluded)."""
     # mask_clouds is a path: a top-level key, resolved inside the run folder like model;
     # probabilities is an output path per date, named by the run (change rule: posterior);
-    # normalize_dates needs a change model's stacked pair, a workflow maps one date at a time
+    # normalize_dates needs a change model's stacked pair, a workflow maps one date at a time;
+    # normalize_to is the first scene, set by the top-level key normalize_dates
     predict = {f.name for f in dataclasses.fields(PredictOptions)} - {
-        "overwrite", "preview", "mask_clouds", "probabilities", "normalize_dates",
+        "overwrite", "preview", "mask_clouds", "probabilities", "normalize_dates", "normalize_to",
     }  # fmt: skip
     change = {f.name for f in dataclasses.fields(ChangeOptions)} - {
         "overwrite", "aoi", "aoi_field", "aoi_crs", "aoi_crs_option", "reference",
