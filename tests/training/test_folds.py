@@ -17,13 +17,17 @@ from scipy import ndimage
 from geoseg.cli import cli
 from geoseg.errors import ConfigError
 from geoseg.io.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from geoseg.io.stack import stack_dates
 from geoseg.models.ensemble import member_meta
 from geoseg.models.registry import checkpoint_family
 from geoseg.synthetic import TRUTH_SCHEMA, write_sample_data
 from geoseg.training.crossval import scores_path
 from geoseg.training.folds import Block, Fold, fold_blocks
+from tests.training.helpers import write_change_mask
 
 SMALL_NET = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
+CHANGE = [{"id": 0, "name": "no change", "colour": [9, 9, 9]},
+          {"id": 1, "name": "change", "colour": [200, 0, 0]}]  # fmt: skip
 
 
 def test_a_tall_raster_is_cut_into_row_strips_with_a_buffer_hand_checked() -> None:
@@ -188,3 +192,30 @@ def test_bad_folds_are_refused_in_one_line(
     errors = [line for line in result.output.splitlines() if "WARNING" not in line]
     assert len(errors) == 1 and message in errors[0], result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.yaml", "net.yaml"]
+
+
+def test_a_siamese_change_model_cross_validates_and_its_ensemble_evaluates(
+    tmp_path: Path,
+) -> None:
+    sample = write_sample_data(tmp_path / "pair", height=64, width=96, seed=4)
+    stacked = stack_dates([sample["before"], sample["after"]], tmp_path / "ab.tif")
+    mask = write_change_mask(sample["truth_before"], sample["truth_after"], tmp_path / "c.tif")
+    (tmp_path / "classes.yaml").write_text(yaml.safe_dump(CHANGE))
+    out = tmp_path / "cv.safetensors"
+    args = [
+        "train", "--task", "change", "--arch", "siam-diff", "--encoder", "resnet18",
+        "--image", stacked, "--labels", mask, "--classes", tmp_path / "classes.yaml", "-o", out,
+        "--folds", "2", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",
+        "--window", "32", "--margin", "4", "--device", "cpu",
+    ]  # fmt: skip
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    meta = read_checkpoint_meta(out)
+    member = meta.options["member_arch"]
+    assert (meta.task, meta.arch, member) == ("change", "ensemble", "siam-diff")
+    doc = json.loads(scores_path(out).read_text())
+    assert [f["held"][0]["cols"] for f in doc["folds"]] == [[0, 48], [48, 96]]
+    scored = CliRunner().invoke(cli, ["evaluate", "-m", str(out), "--image", str(stacked),
+                                      "--labels", str(mask), "-o", str(tmp_path / "ev"),
+                                      "--device", "cpu"])  # fmt: skip
+    assert scored.exit_code == 0 and "change F1" in scored.output, scored.output
