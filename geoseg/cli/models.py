@@ -25,7 +25,7 @@ from geoseg.models.registry import TASKS, architectures, task_kind, training_tas
 
 _TRAIN_OPTIONS = (
     "task", "arch", "encoder", "epochs", "steps_per_epoch", "batch_size", "window", "margin", "lr",
-    "seed", "device", "resume", "overwrite", "class_field", "labels_crs",
+    "seed", "device", "resume", "overwrite", "class_field", "labels_crs", "folds",
 )  # fmt: skip
 #: What ``geoseg evaluate`` may write into its folder (semantic/change, instance tasks).
 _EVALUATE_FILES = (
@@ -82,6 +82,8 @@ _EVALUATE_FILES = (
 @click.option("--device", default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run writing --output.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output.")
+@click.option("--folds", type=int, help="Cross-validate on K spatially separate blocks; write "
+              "their ensemble and NAME.folds.json (semantic, change).")  # fmt: skip
 @click.pass_context
 def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
           val_images: tuple[str, ...], val_labels: tuple[str, ...], classes: str | None,
@@ -104,12 +106,33 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
         val = "" if r.val_miou is None else f"  val {score} {r.val_miou:.3f}"
         click.echo(f"epoch {r.epoch}/{r.epochs}  loss {r.loss:.4f}{val}", err=True)
 
+    if cfg.folds is not None:
+        _train_folds(cfg, report)
+        return
     # the checkpoint is not rolled back: with its state file it is what --resume continues
     with output_run(cfg.overwrite or cfg.resume) as run:
         run.lock(Path(cfg.output))
         result = train_model(cfg, report)
     best = "" if result.best_miou is None else f" (best val {score} {result.best_miou:.3f})"
     click.echo(f"wrote {result.output}{best}")
+
+
+def _train_folds(cfg: Any, report: Any) -> None:
+    """``train --folds K``: the members' epochs, each fold's held-out score, the ensemble."""
+    from geoseg.training.crossval import scores_path, train_folds
+
+    with output_run(cfg.overwrite) as run:  # the checkpoint and its scores, or neither
+        run.lock(Path(cfg.output))
+        run.add([Path(cfg.output), scores_path(cfg.output)])
+        result = train_folds(cfg, report, lambda line: click.echo(line, err=True))
+    for f in result.folds:
+        score = "n/a" if f.score is None else f"{f.score:.4f}"
+        click.echo(f"fold {f.fold}: held-out {result.metric} {score}  ({f.held_px:,} px)")
+    spread = "" if result.sd is None else f" ± {result.sd:.4f}"
+    mean = "n/a" if result.mean is None else f"{result.mean:.4f}"
+    click.echo(f"cross-validation {result.metric} {mean}{spread} over {len(result.folds)} folds")
+    click.echo(f"wrote {result.output} (ensemble of {len(result.folds)} members)")
+    click.echo(f"wrote {result.scores}")
 
 
 @cli.command()

@@ -53,6 +53,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "geoseg.models.families.maskrcnn",
     "geoseg.models.families.solov2",
     "geoseg.models.families.panoptic",
+    "geoseg.models.families.ensemble",
     "geoseg.models.families.transformers",
     "geoseg.models.families.onnx",
     "geoseg.models.families.sam",

@@ -202,9 +202,17 @@ class TorchPredictor:
         with slot, torch.inference_mode(), ctx:
             return self.module(list(t) if as_list else t)
 
+    def probabilities(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(N, K, H, W) float32`` of normalized ``x``, on the device.
+
+        The softmax of the module's logits; a module that gives probabilities itself
+        (an ensemble, :mod:`geoseg.models.ensemble`) overrides this.
+        """
+        return torch.softmax(self.call(x).float(), dim=1)
+
     def forward(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
         """Softmax probabilities ``(N, K, H, W) float32`` of normalized input ``x``."""
-        return torch.softmax(self.call(x).float(), dim=1).cpu().numpy()
+        return self.probabilities(x).cpu().numpy()
 
     def predict(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
         return self.forward(self.to_device(batch, valid))
@@ -244,7 +252,7 @@ class TorchPredictor:
     def _top(self, batch: np.ndarray, valid: np.ndarray) -> torch.Tensor:
         """``(N, 2, H, W) uint8`` tensor of :meth:`predict_top`, on the device (not waited for)."""
         with torch.inference_mode():
-            prob = torch.softmax(self.call(self.to_device(batch, valid)).float(), dim=1)
+            prob = self.probabilities(self.to_device(batch, valid))
             best = prob.argmax(dim=1)
             top = prob.gather(1, best[:, None])[:, 0]
             conf = torch.round(top.clamp_(0.0, 1.0) * 254.0)

@@ -12,7 +12,7 @@ from typing import Any
 
 from geoseg.errors import ConfigError, GeosegError, InputNotFoundError
 from geoseg.io.yaml_files import read_yaml
-from geoseg.models.registry import training_tasks
+from geoseg.models.registry import task_kind, training_tasks
 from geoseg.types import ClassSchema, require_at_least, require_finite
 
 __all__ = ["TrainConfig", "chip_pairs", "load_class_schema", "load_train_config"]
@@ -65,6 +65,9 @@ class TrainConfig:
             of each window (brightness, contrast, haze, colour, 1-2 px co-registration
             jitter; see :mod:`geoseg.training.date_shift` for the ranges and why it is
             off by default). Needs dates stacked by ``geoseg stack``.
+        folds: train ``folds`` members on spatially separate blocks, score each on its
+            held-out block and write one ensemble checkpoint (semantic and change
+            tasks; see :mod:`geoseg.training.folds`, :mod:`geoseg.training.crossval`).
     """
 
     images: tuple[str, ...]
@@ -97,6 +100,7 @@ class TrainConfig:
     encoder_weights: str | None = None
     encoder_bands: tuple[str, ...] | None = None
     date_augment: bool = False
+    folds: int | None = None
 
     def __post_init__(self) -> None:
         if self.task not in training_tasks():
@@ -117,6 +121,8 @@ class TrainConfig:
                 "date_augment shifts date 2 of a two-date stack: it needs --task change, "
                 f"not --task {self.task}; leave date_augment out"
             )
+        if self.folds is not None:
+            _check_folds(self)
         require_at_least(
             "TrainConfig", epochs=(self.epochs, 1), steps_per_epoch=(self.steps_per_epoch, 1),
             batch_size=(self.batch_size, 1), window=(self.window, 1), margin=(self.margin, 0),
@@ -127,6 +133,31 @@ class TrainConfig:
             weight_decay=(self.weight_decay, 0, math.inf),
             dice_weight=(self.dice_weight, 0, math.inf), min_labelled=(self.min_labelled, 0, 1),
         )  # fmt: skip
+
+
+def _check_folds(cfg: TrainConfig) -> None:
+    """What ``--folds`` cannot be combined with, refused before any raster is read."""
+    k = cfg.folds
+    if k is None or k < 2:
+        raise ConfigError(
+            f"--folds {k}: cross-validation needs at least 2 folds; leave --folds out to "
+            "train one model on all the data"
+        )
+    if cfg.resume:
+        raise ConfigError(
+            "--folds with --resume: a cross-validation run does not resume; run it again "
+            "without --resume (with --overwrite)"
+        )
+    if cfg.val_images:
+        raise ConfigError(
+            "--folds scores each member on its held-out blocks of the training rasters; "
+            "leave out --val-image/--val-chips (or train them in with --image)"
+        )
+    if task_kind(cfg.task).objects:
+        raise ConfigError(
+            f"--folds averages per-pixel class probabilities, which --task {cfg.task} models "
+            "do not give; use it with --task semantic or change, or leave --folds out"
+        )
 
 
 def load_class_schema(path: str | os.PathLike[str]) -> ClassSchema:

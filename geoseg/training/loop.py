@@ -36,7 +36,7 @@ from geoseg.training.state import restore_state, save_state, state_path
 from geoseg.training.tasks import task_setup
 from geoseg.types import ModelMeta
 
-__all__ = ["EpochReport", "TrainResult", "train_model"]
+__all__ = ["EpochReport", "TrainResult", "fit_model", "prepare_output", "train_model"]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ class TrainResult:
     metric: str = "val_miou"
 
 
-def _prepare_output(cfg: TrainConfig) -> Path:
+def prepare_output(cfg: TrainConfig) -> Path:
+    """The checked ``cfg.output`` (folder exists, not there unless overwritten, window fits)."""
     out = Path(cfg.output)
     if not out.parent.is_dir():
         raise GeosegError(f"{out}: the folder {out.parent} does not exist; create it first")
@@ -104,7 +105,7 @@ def train_model(
     Raises:
         GeosegError: bad rasters, class file, options or output.
     """
-    out = _prepare_output(cfg)
+    out = prepare_output(cfg)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
@@ -114,6 +115,20 @@ def train_model(
         [r.image for r in train], [r.valid for r in train], targets, cfg.window, rng,
         cfg.min_labelled, ids,
     )  # fmt: skip
+    return fit_model(cfg, meta, objective, sampler, device, rng, out, progress)[1]
+
+
+def fit_model(
+    cfg: TrainConfig, meta: ModelMeta, objective: Objective, sampler: WindowSampler,
+    device: torch.device, rng: np.random.Generator, out: Path,
+    progress: Callable[[EpochReport], None] | None = None,
+) -> tuple[nn.Module, TrainResult]:  # fmt: skip
+    """Build ``objective``'s model, fit it on ``sampler``'s windows and write ``out``.
+
+    Returns the trained module (its last epoch's weights) and the run's result;
+    ``train_model`` and each fold of :func:`geoseg.training.crossval.train_folds`
+    run through here.
+    """
     model = objective.build()
     meta = _start_encoder(cfg, model, meta)
     model.to(device).train()
@@ -122,7 +137,8 @@ def train_model(
         meta = dataclasses.replace(
             meta, provenance={**meta.provenance, "date_augment": dataclasses.asdict(DateShift())}
         )
-    return _fit(cfg, meta, model, sampler, objective, device, rng, out, progress, per_date)
+    result = _fit(cfg, meta, model, sampler, objective, device, rng, out, progress, per_date)
+    return model, result
 
 
 def _start_encoder(cfg: TrainConfig, model: nn.Module, meta: ModelMeta) -> ModelMeta:

@@ -56,12 +56,16 @@ TINY: dict[str, tuple[str, str, str, ClassSchema, dict[str, Any]]] = {
                          {"body": "unet", **SMALL_UNET}),
     "transformers": ("semantic", "hf-segformer", "SegformerForSemanticSegmentation", CLASSES,
                      {"hf_config": labelled(SEGFORMER, ["forest", "water"], channels=4)}),
+    "ensemble": ("semantic", "ensemble", "resnet18", CLASSES,
+                 {"members": 2, "member_arch": "unet", "member_options": SMALL_UNET}),
 }  # fmt: skip
 
 #: family name -> tiny checkpoints of its other tasks or architectures (fields of :data:`TINY`).
 OTHER_TASKS: dict[str, list[tuple[str, str, str, ClassSchema, dict[str, Any]]]] = {
     "early-fusion-change": [("change", "early", "resnet18", CLASSES, SMALL_UNET)],
     "siamese-change": [("change", "siam-conc", "tu-resnet18", CLASSES, SMALL_UNET)],
+    "ensemble": [("change", "ensemble", "resnet18", CLASSES,
+                  {"members": 3, "member_arch": "early", "member_options": SMALL_UNET})],
     "transformers": [
         ("instance", "hf-mask2former", "Mask2FormerForUniversalSegmentation", THINGS,
          {"hf_config": labelled(MASK2FORMER, ["background", "building"], channels=4),
