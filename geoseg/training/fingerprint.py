@@ -1,0 +1,335 @@
+"""Data and device fingerprints for ``geoseg plan`` (nnU-Net-style self-configuration).
+
+The data fingerprint is computed on a bounded sample of windows of each training
+scene (:data:`SAMPLE_WINDOW` px square, at most :data:`MAX_WINDOWS` of them in all),
+so a 40 000 px scene costs no more than a chip. The rules that turn fingerprints
+into a plan are in :mod:`geoseg.training.plan`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+from scipy import ndimage
+
+from geoseg.areas import pixel_size_m
+from geoseg.errors import InvalidRasterError
+from geoseg.io.grids import same_grid
+from geoseg.io.raster import open_scene
+from geoseg.io.training_data import LABEL_NODATA, read_labels_on_grid
+from geoseg.models.bands import reflectance_scale
+from geoseg.types import NODATA_LABEL, ClassSchema
+
+__all__ = [
+    "BandStats", "DataFingerprint", "DeviceFingerprint", "ObjectSizes", "band_stats",
+    "data_fingerprint", "device_fingerprint", "object_sizes",
+]  # fmt: skip
+
+#: Side of a sampled window, px: large enough that most objects are not cut by its edge.
+SAMPLE_WINDOW = 512
+#: Most windows read over all scenes (16 M px at most, ~64 MB for a 4-band float scene).
+MAX_WINDOWS = 64
+#: Percentiles kept per band.
+PERCENTILES = (0.1, 0.5, 25.0, 50.0, 75.0, 99.5, 99.9)
+
+
+@dataclass(frozen=True)
+class BandStats:
+    """One band's statistics over the sampled valid pixels, in model units (scaled).
+
+    Attributes:
+        name: band name.
+        mean, std: moments.
+        percentiles: value at each of :data:`PERCENTILES`.
+    """
+
+    name: str
+    mean: float
+    std: float
+    percentiles: tuple[float, ...]
+
+    def pct(self, q: float) -> float:
+        """The value at percentile ``q`` (one of :data:`PERCENTILES`)."""
+        return self.percentiles[PERCENTILES.index(q)]
+
+    @property
+    def tail_ratio(self) -> float:
+        """Farther 0.1/99.9 percentile from the median, in interquartile ranges.
+
+        A normal band gives 2.3 (3.09 sigma / 1.35 sigma); a log-normal or
+        saturated-highlight band gives well over 6 (heavy-tailed).
+        """
+        iqr = max(self.pct(75.0) - self.pct(25.0), 1e-12 * max(1.0, abs(self.pct(50.0))))
+        spread = max(self.pct(99.9) - self.pct(50.0), self.pct(50.0) - self.pct(0.1))
+        return float(spread / iqr)
+
+
+@dataclass(frozen=True)
+class ObjectSizes:
+    """Sizes of one class's objects (connected components or instances), in px.
+
+    Attributes:
+        count: objects seen in the sample.
+        median_px, p90_px: median and 90th percentile of their areas.
+    """
+
+    count: int
+    median_px: float
+    p90_px: float
+
+    @property
+    def p90_diameter_px(self) -> float:
+        """Side of a square with the 90th-percentile area: a large object's extent."""
+        return float(np.sqrt(self.p90_px))
+
+
+@dataclass(frozen=True)
+class DataFingerprint:
+    """What ``geoseg plan`` knows of the training data.
+
+    Attributes:
+        gsd_m: ground sample distance of the first scene, m (geodesic for geographic CRS).
+        dtype: storage type of the images.
+        scale: stored value -> model units (:func:`geoseg.models.bands.reflectance_scale`).
+        bands: per-band statistics in model units.
+        class_px: labelled pixels per class id in the sample.
+        objects: object sizes per class id.
+        scene_shapes: ``(H, W)`` of each scene, px.
+        nodata_share: share of sampled pixels with no image data.
+        sampled_px: pixels sampled.
+    """
+
+    gsd_m: float
+    dtype: str
+    scale: float
+    bands: tuple[BandStats, ...]
+    class_px: Mapping[int, int]
+    objects: Mapping[int, ObjectSizes]
+    scene_shapes: tuple[tuple[int, int], ...]
+    nodata_share: float
+    sampled_px: int
+
+    @property
+    def class_share(self) -> dict[int, float]:
+        """Share of the labelled pixels per class id."""
+        total = sum(self.class_px.values()) or 1
+        return {c: n / total for c, n in self.class_px.items()}
+
+
+@dataclass(frozen=True)
+class DeviceFingerprint:
+    """The machine that will train: CPU cores and RAM, GPU memory when CUDA is present."""
+
+    cpu_cores: int
+    ram_gb: float
+    gpu_name: str | None = None
+    gpu_memory_gb: float | None = None
+
+
+def device_fingerprint(device: str = "auto") -> DeviceFingerprint:
+    """Cores (this process may use), total RAM and, unless ``device="cpu"``, GPU memory."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    if device != "cpu" and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return DeviceFingerprint(cores or 1, ram, props.name, props.total_memory / 2**30)
+    return DeviceFingerprint(cores or 1, ram)
+
+
+def band_stats(names: Sequence[str], pixels: np.ndarray) -> tuple[BandStats, ...]:
+    """Statistics of ``(C, N) float`` valid pixels in model units, one per band."""
+    pct = np.percentile(pixels, PERCENTILES, axis=1) if pixels.shape[1] else None
+    return tuple(
+        BandStats(
+            name, float(pixels[i].mean()) if pixels.shape[1] else 0.0,
+            float(pixels[i].std()) if pixels.shape[1] else 0.0,
+            tuple(float(v) for v in pct[:, i]) if pct is not None else (0.0,) * len(PERCENTILES),
+        )
+        for i, name in enumerate(names)
+    )  # fmt: skip
+
+
+def object_sizes(labels: np.ndarray, ids: np.ndarray | None = None) -> dict[int, list[int]]:
+    """Areas in px of each class's objects in one ``(H, W)`` label window.
+
+    Objects are the 8-connected components of each class or, given ``ids``
+    (``(H, W)`` instance ids, 0 = none), the instances (each counted under its
+    most common class). Unlabelled values (255, :data:`LABEL_NODATA`) are no class.
+    """
+    out: dict[int, list[int]] = {}
+    if ids is not None:
+        for i in np.unique(ids[ids > 0]):
+            values, counts = np.unique(labels[ids == i], return_counts=True)
+            out.setdefault(int(values[np.argmax(counts)]), []).append(int(counts.sum()))
+        return out
+    eight = np.ones((3, 3), bool)
+    for c in np.unique(labels):
+        if c in (NODATA_LABEL, LABEL_NODATA):
+            continue
+        parts, n = ndimage.label(labels == c, structure=eight)
+        out[int(c)] = [int(v) for v in np.bincount(parts.ravel())[1 : n + 1]]
+    return out
+
+
+def _windows(shape: tuple[int, int], count: int, rng: np.random.Generator) -> list[Window]:
+    """Up to ``count`` distinct :data:`SAMPLE_WINDOW` windows on a grid over ``shape``."""
+    h, w = shape
+    side = SAMPLE_WINDOW
+    grid = [(y, x) for y in range(0, max(h - side, 0) + 1, side)
+            for x in range(0, max(w - side, 0) + 1, side)]  # fmt: skip
+    picks = rng.choice(len(grid), size=min(count, len(grid)), replace=False)
+    return [Window(grid[k][1], grid[k][0], min(side, w), min(side, h)) for k in sorted(picks)]
+
+
+def _label_reader(label_path: str, image_path: str) -> Callable[[Window], np.ndarray]:
+    """Reads ``(h, w) int64`` labels on the image grid in a window.
+
+    A label raster on the image's grid is read window by window; one off it is
+    aligned in memory once (and refused when it lies off the image), as training does.
+    """
+    with rasterio.open(image_path) as img, rasterio.open(label_path) as lab:
+        on_grid = same_grid(lab.crs, lab.transform, lab.shape, img.crs, img.transform, img.shape)
+    if not on_grid:
+        full = read_labels_on_grid(label_path, image_path)
+        return lambda w: full[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width]
+
+    def read(win: Window) -> np.ndarray:
+        with rasterio.open(label_path) as lab:
+            raw = lab.read(1, window=win, masked=True)
+        return np.where(np.ma.getmaskarray(raw), LABEL_NODATA, raw.data.astype(np.int64))
+
+    return read
+
+
+def _instance_reader(
+    label_path: str, image_path: str, schema: ClassSchema, class_field: str | None,
+    labels_crs: str | None,
+) -> Callable[[Window], tuple[np.ndarray, np.ndarray | None]]:  # fmt: skip
+    """Reads (class labels, instance ids) in a window from an id raster or polygon layer.
+
+    The ids are rasterized on the whole image grid once: training holds them in
+    memory too, and polygons cannot be read by window.
+    """
+    from geoseg.training.instances import read_instance_ids
+
+    ids, id_class, labelled = read_instance_ids(
+        label_path, image_path, schema, class_field, labels_crs
+    )
+    background = next(c.id for c in schema.classes if not c.is_thing)
+    lut = np.full(max([int(ids.max()), *id_class]) + 1, background, np.int64)
+    for i, c in id_class.items():
+        lut[i] = c
+    labels = np.where(labelled, lut[ids], LABEL_NODATA)
+
+    def read(w: Window) -> tuple[np.ndarray, np.ndarray | None]:
+        ys, xs = slice(w.row_off, w.row_off + w.height), slice(w.col_off, w.col_off + w.width)
+        return labels[ys, xs], ids[ys, xs]
+
+    return read
+
+
+def _pair_reader(
+    image_path: str, label_path: str, schema: ClassSchema | None, task: str,
+    class_field: str | None, labels_crs: str | None,
+) -> Callable[[Window], tuple[np.ndarray, np.ndarray | None]]:  # fmt: skip
+    """Reads (class labels, instance ids or None) in a window of one training pair."""
+    if task in ("instance", "panoptic") and schema is not None:
+        return _instance_reader(label_path, image_path, schema, class_field, labels_crs)
+    open_scene(label_path)  # the header checks of any input (a CRS, north-up)
+    read_labels = _label_reader(label_path, image_path)
+    return lambda w: (read_labels(w), None)
+
+
+@dataclass
+class _Tally:
+    """Running sums of the sampled windows."""
+
+    pixels: list[np.ndarray]
+    class_px: dict[int, int]
+    sizes: dict[int, list[int]]
+    nodata: int = 0
+    total: int = 0
+
+    def add(self, image: np.ndarray, valid: np.ndarray, labels: np.ndarray,
+            ids: np.ndarray | None) -> None:  # fmt: skip
+        self.pixels.append(image[:, valid])
+        self.nodata += int((~valid).sum())
+        self.total += valid.size
+        labels = np.where(valid, labels, LABEL_NODATA)
+        known = (labels != LABEL_NODATA) & (labels != NODATA_LABEL)
+        values, counts = np.unique(labels[known], return_counts=True)
+        for v, n in zip(values, counts, strict=True):
+            self.class_px[int(v)] = self.class_px.get(int(v), 0) + int(n)
+        for c, found in object_sizes(
+            labels, None if ids is None else np.where(valid, ids, 0)
+        ).items():
+            self.sizes.setdefault(c, []).extend(found)
+
+
+def data_fingerprint(
+    images: Sequence[str], labels: Sequence[str], bands: Sequence[str] | None = None,
+    schema: ClassSchema | None = None, task: str = "semantic", class_field: str | None = None,
+    labels_crs: str | None = None, seed: int = 0,
+) -> DataFingerprint:  # fmt: skip
+    """Fingerprint of training pairs (image, labels) on a bounded sample of windows.
+
+    Args:
+        images, labels: the training pairs (paths), as for ``geoseg train``.
+        bands: band selection (numbers or names); None = all.
+        schema: the classes; needed for ``task`` instance/panoptic (id rasters or polygons).
+        task: ``semantic``/``change``: objects are connected components of each class;
+            ``instance``/``panoptic``: the labelled instances.
+        class_field, labels_crs: polygon labels, as for ``geoseg train``.
+        seed: picks the sampled windows.
+
+    Raises:
+        InvalidRasterError: no CRS, labels off the image, no label in any scene.
+    """
+    rng = np.random.default_rng(seed)
+    tally, shapes = _Tally([], {}, {}), []
+    per_scene = max(1, MAX_WINDOWS // len(images))
+    first = open_scene(images[0], bands)
+    for image_path, label_path in zip(images, labels, strict=True):
+        scene = open_scene(image_path, bands)
+        shapes.append((int(scene.data.shape[1]), int(scene.data.shape[2])))
+        read_both = _pair_reader(image_path, label_path, schema, task, class_field, labels_crs)
+        for win in _windows(shapes[-1], per_scene, rng):
+            ys = slice(win.row_off, win.row_off + win.height)
+            xs = slice(win.col_off, win.col_off + win.width)
+            image = np.asarray(scene.data.data[:, ys, xs].compute(scheduler="sync"), np.float64)
+            valid = np.asarray(scene.valid[ys, xs].compute(scheduler="sync"))
+            tally.add(image, valid, *read_both(win))
+    return _summarize(tally, first, shapes, images, labels)
+
+
+def _summarize(
+    tally: _Tally, first: Any, shapes: list[tuple[int, int]], images: Sequence[str],
+    labels: Sequence[str],
+) -> DataFingerprint:  # fmt: skip
+    if not tally.class_px:
+        raise InvalidRasterError(
+            f"{', '.join(labels)}: no labelled pixel on the images {', '.join(images)}; "
+            "label some pixels (values other than the nodata value) on the image's area"
+        )
+    dtype = np.dtype(first.data.dtype)
+    scale = reflectance_scale(dtype, first.path)
+    pixels = np.concatenate(tally.pixels, axis=1) * scale
+    objects = {
+        c: ObjectSizes(len(s), float(np.median(s)), float(np.percentile(s, 90)))
+        for c, s in sorted(tally.sizes.items()) if s
+    }  # fmt: skip
+    gsd = pixel_size_m(first.crs, first.transform, shapes[0])
+    return DataFingerprint(
+        gsd_m=gsd, dtype=str(dtype), scale=scale, bands=band_stats(first.band_names, pixels),
+        class_px=dict(sorted(tally.class_px.items())), objects=objects,
+        scene_shapes=tuple(shapes), nodata_share=tally.nodata / max(tally.total, 1),
+        sampled_px=tally.total,
+    )  # fmt: skip
