@@ -180,13 +180,14 @@ def object_sizes(labels: np.ndarray, ids: np.ndarray | None = None) -> dict[int,
 
 
 def _windows(shape: tuple[int, int], count: int, rng: np.random.Generator) -> list[Window]:
-    """Up to ``count`` distinct :data:`SAMPLE_WINDOW` windows on a grid over ``shape``."""
+    """Up to ``count`` of the :data:`SAMPLE_WINDOW` tiles that cover ``shape`` (edge tiles
+    smaller), picked at random; all of them for a scene of ``count`` tiles or fewer."""
     h, w = shape
     side = SAMPLE_WINDOW
-    grid = [(y, x) for y in range(0, max(h - side, 0) + 1, side)
-            for x in range(0, max(w - side, 0) + 1, side)]  # fmt: skip
-    picks = rng.choice(len(grid), size=min(count, len(grid)), replace=False)
-    return [Window(grid[k][1], grid[k][0], min(side, w), min(side, h)) for k in sorted(picks)]
+    tiles = [Window(x, y, min(side, w - x), min(side, h - y))
+             for y in range(0, h, side) for x in range(0, w, side)]  # fmt: skip
+    picks = rng.choice(len(tiles), size=min(count, len(tiles)), replace=False)
+    return [tiles[k] for k in sorted(picks)]
 
 
 def _label_reader(label_path: str, image_path: str) -> Callable[[Window], np.ndarray]:
@@ -212,11 +213,12 @@ def _label_reader(label_path: str, image_path: str) -> Callable[[Window], np.nda
 def _instance_reader(
     label_path: str, image_path: str, schema: ClassSchema, class_field: str | None,
     labels_crs: str | None,
-) -> Callable[[Window], tuple[np.ndarray, np.ndarray | None]]:  # fmt: skip
-    """Reads (class labels, instance ids) in a window from an id raster or polygon layer.
+) -> tuple[Callable[[Window], np.ndarray], dict[int, list[int]]]:  # fmt: skip
+    """A class-label window reader and every instance's size, from an id raster or polygons.
 
-    The ids are rasterized on the whole image grid once: training holds them in
-    memory too, and polygons cannot be read by window.
+    The ids are rasterized on the whole image grid once (training holds them in memory
+    too, and polygons cannot be read by window); sizes come from the whole scene, so an
+    object is never cut by a sampled window's edge.
     """
     from geoseg.training.instances import read_instance_ids
 
@@ -229,23 +231,22 @@ def _instance_reader(
         lut[i] = c
     labels = np.where(labelled, lut[ids], LABEL_NODATA)
 
-    def read(w: Window) -> tuple[np.ndarray, np.ndarray | None]:
-        ys, xs = slice(w.row_off, w.row_off + w.height), slice(w.col_off, w.col_off + w.width)
-        return labels[ys, xs], ids[ys, xs]
+    def read(w: Window) -> np.ndarray:
+        return labels[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width]
 
-    return read
+    return read, object_sizes(labels, ids)
 
 
 def _pair_reader(
     image_path: str, label_path: str, schema: ClassSchema | None, task: str,
     class_field: str | None, labels_crs: str | None,
-) -> Callable[[Window], tuple[np.ndarray, np.ndarray | None]]:  # fmt: skip
-    """Reads (class labels, instance ids or None) in a window of one training pair."""
+) -> tuple[Callable[[Window], np.ndarray], dict[int, list[int]] | None]:  # fmt: skip
+    """A label window reader of one training pair, and its instances' sizes (instance tasks;
+    None: objects are the connected components of each class, counted per window)."""
     if task in ("instance", "panoptic") and schema is not None:
         return _instance_reader(label_path, image_path, schema, class_field, labels_crs)
     open_scene(label_path)  # the header checks of any input (a CRS, north-up)
-    read_labels = _label_reader(label_path, image_path)
-    return lambda w: (read_labels(w), None)
+    return _label_reader(label_path, image_path), None
 
 
 @dataclass
@@ -259,7 +260,8 @@ class _Tally:
     total: int = 0
 
     def add(self, image: np.ndarray, valid: np.ndarray, labels: np.ndarray,
-            ids: np.ndarray | None) -> None:  # fmt: skip
+            components: bool) -> None:  # fmt: skip
+        """One window; ``components``: count each class's connected components as objects."""
         self.pixels.append(image[:, valid])
         self.nodata += int((~valid).sum())
         self.total += valid.size
@@ -268,9 +270,11 @@ class _Tally:
         values, counts = np.unique(labels[known], return_counts=True)
         for v, n in zip(values, counts, strict=True):
             self.class_px[int(v)] = self.class_px.get(int(v), 0) + int(n)
-        for c, found in object_sizes(
-            labels, None if ids is None else np.where(valid, ids, 0)
-        ).items():
+        if components:
+            self.add_objects(object_sizes(labels))
+
+    def add_objects(self, sizes: Mapping[int, list[int]]) -> None:
+        for c, found in sizes.items():
             self.sizes.setdefault(c, []).extend(found)
 
 
@@ -300,13 +304,15 @@ def data_fingerprint(
     for image_path, label_path in zip(images, labels, strict=True):
         scene = open_scene(image_path, bands)
         shapes.append((int(scene.data.shape[1]), int(scene.data.shape[2])))
-        read_both = _pair_reader(image_path, label_path, schema, task, class_field, labels_crs)
+        read, objects = _pair_reader(image_path, label_path, schema, task, class_field,
+                                     labels_crs)  # fmt: skip
+        tally.add_objects(objects or {})
         for win in _windows(shapes[-1], per_scene, rng):
             ys = slice(win.row_off, win.row_off + win.height)
             xs = slice(win.col_off, win.col_off + win.width)
             image = np.asarray(scene.data.data[:, ys, xs].compute(scheduler="sync"), np.float64)
             valid = np.asarray(scene.valid[ys, xs].compute(scheduler="sync"))
-            tally.add(image, valid, *read_both(win))
+            tally.add(image, valid, read(win), components=objects is None)
     return _summarize(tally, first, shapes, images, labels)
 
 
