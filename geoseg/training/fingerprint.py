@@ -77,16 +77,28 @@ class ObjectSizes:
     Attributes:
         count: objects seen in the sample.
         median_px, p90_px: median and 90th percentile of their areas.
+        pixel_median_px: area of the object a typical pixel of the class lies in (the
+            area-weighted median): a lake among a thousand specks of water is large
+            here, while its p90 by count is a speck.
     """
 
     count: int
     median_px: float
     p90_px: float
+    pixel_median_px: float = 0.0
 
     @property
-    def p90_diameter_px(self) -> float:
-        """Side of a square with the 90th-percentile area: a large object's extent."""
-        return float(np.sqrt(self.p90_px))
+    def large_diameter_px(self) -> float:
+        """Side of a square of a large object's area (the larger of the p90 by count and
+        the pixel-weighted median), px."""
+        return float(np.sqrt(max(self.p90_px, self.pixel_median_px)))
+
+
+def _sizes(areas: Sequence[int]) -> ObjectSizes:
+    """:class:`ObjectSizes` of object areas in px (at least one)."""
+    a = np.sort(np.asarray(areas, np.float64))
+    weighted = float(a[np.searchsorted(np.cumsum(a), a.sum() / 2)])
+    return ObjectSizes(a.size, float(np.median(a)), float(np.percentile(a, 90)), weighted)
 
 
 @dataclass(frozen=True)
@@ -313,6 +325,9 @@ def data_fingerprint(
             image = np.asarray(scene.data.data[:, ys, xs].compute(scheduler="sync"), np.float64)
             valid = np.asarray(scene.valid[ys, xs].compute(scheduler="sync"))
             tally.add(image, valid, read(win), components=objects is None)
+    if schema is not None:  # values outside the schema are not trained on (training warns)
+        tally.class_px = {c: n for c, n in tally.class_px.items() if c in schema.ids}
+        tally.sizes = {c: s for c, s in tally.sizes.items() if c in schema.ids}
     return _summarize(tally, first, shapes, images, labels)
 
 
@@ -329,8 +344,7 @@ def _summarize(
     scale = reflectance_scale(dtype, first.path)
     pixels = np.concatenate(tally.pixels, axis=1) * scale
     objects = {
-        c: ObjectSizes(len(s), float(np.median(s)), float(np.percentile(s, 90)))
-        for c, s in sorted(tally.sizes.items()) if s
+        c: _sizes(s) for c, s in sorted(tally.sizes.items()) if s
     }  # fmt: skip
     gsd = pixel_size_m(first.crs, first.transform, shapes[0])
     return DataFingerprint(

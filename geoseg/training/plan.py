@@ -62,7 +62,9 @@ def window_cap(device: DeviceFingerprint) -> int:
 
 
 def large_object_px(fp: DataFingerprint) -> tuple[float, str]:
-    """Diameter of a large object (90th percentile), px, and which classes it is from.
+    """Diameter of a large object, px, and which class it is from.
+
+    See :attr:`~geoseg.training.fingerprint.ObjectSizes.large_diameter_px`.
 
     Classes covering more than half the labelled pixels are background-like (their
     components are bounded by the scene, not by an object's size) and are left out
@@ -72,8 +74,8 @@ def large_object_px(fp: DataFingerprint) -> tuple[float, str]:
     objects = {c: o for c, o in fp.objects.items() if share.get(c, 0) <= 0.5} or dict(fp.objects)
     if not objects:
         return 0.0, "no objects"
-    c, o = max(objects.items(), key=lambda kv: kv[1].p90_diameter_px)
-    return o.p90_diameter_px, f"class {c}"
+    c, o = max(objects.items(), key=lambda kv: kv[1].large_diameter_px)
+    return o.large_diameter_px, f"class {c}"
 
 
 def _round_up(value: float, multiple: int) -> int:
@@ -85,7 +87,7 @@ def choose_window(
 ) -> tuple[Choice, Choice, Choice]:
     """Window, margin and builder options (``encoder_depth``).
 
-    The window holds a large object (90th-percentile diameter ``d``) twice over, so
+    The window holds a large object (diameter ``d``, :func:`large_object_px`) twice over, so
     it sees the object and as much context again; at least :data:`MIN_WINDOW`, at most
     :func:`window_cap` and the largest scene. The encoder is as deep as leaves a
     bottleneck of at least 4 px (nnU-Net's rule), 3 to 5 stages; the window is then
@@ -101,12 +103,12 @@ def choose_window(
         opts["encoder_depth"] = depth
         if DEPTH_ARCHS[arch.lower()] and depth < 5:  # a U-Net decoder has one block per stage
             opts["decoder_channels"] = list(UNET_DECODER[-depth:])
-        depth_why = (f"encoder_depth {depth}: the deepest that leaves a bottleneck of >= 4 px "
-                     f"(1/{2**depth}) of a {raw:.0f} px window (nnU-Net's rule)")  # fmt: skip
+        depth_why = (f"encoder_depth {depth}: the deepest whose bottleneck (1/{2**depth} of the "
+                     "window) is >= 4 px (nnU-Net's rule)")  # fmt: skip
     multiple = window_multiple(arch, opts)
     window = _round_up(raw, multiple)
     reason = (
-        f"2 x the large-object diameter {d:.0f} px ({source}, 90th percentile) = object + "
+        f"2 x the large-object diameter {d:.0f} px ({source}) = object + "
         f"context, within {MIN_WINDOW}..{min(cap, _round_up(largest, 32))} px (device, scene), "
         f"rounded up to {arch}'s multiple {multiple}"
     )

@@ -157,7 +157,7 @@ def _summary(fp: DataFingerprint, dev: Any, step_s: float) -> dict[str, Any]:
         "gsd_m": round(fp.gsd_m, 4), "dtype": fp.dtype, "scale": fp.scale,
         "band_tail_ratio": {b.name: round(b.tail_ratio, 2) for b in fp.bands},
         "class_share": {str(c): round(s, 5) for c, s in fp.class_share.items()},
-        "object_p90_px": {str(c): round(o.p90_px, 1) for c, o in fp.objects.items()},
+        "large_object_px": {str(c): round(o.large_diameter_px**2) for c, o in fp.objects.items()},
         "scenes_px": [list(s) for s in fp.scene_shapes], "nodata_share": round(fp.nodata_share, 4),
         "sampled_px": fp.sampled_px, "cpu_cores": dev.cpu_cores, "ram_gb": round(dev.ram_gb, 1),
         "gpu_memory_gb": None if dev.gpu_memory_gb is None else round(dev.gpu_memory_gb, 1),

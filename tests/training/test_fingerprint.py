@@ -44,6 +44,7 @@ def test_fingerprint_of_a_hand_built_scene(tmp_path: Path) -> None:
     # labels count where the image has data: rows 0-3 dropped, so the 3x3 square keeps 1 row
     assert fp.class_px == {1: 1800 - 25 - 3 - 8 - 25, 2: 3 + 25, 3: 8}
     assert fp.objects[2].count == 2 and fp.objects[2].median_px == 14.0  # (3 + 25) / 2
+    assert fp.objects[2].pixel_median_px == 25.0  # 25 of the 28 px lie in the 5x5 square
     assert fp.objects[3].count == 1 and fp.objects[3].p90_px == 8.0
     b1, b2 = fp.bands
     assert b1.mean == pytest.approx(0.02) and b1.pct(50.0) == pytest.approx(0.02)

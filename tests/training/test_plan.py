@@ -72,6 +72,13 @@ def test_tiny_objects_get_the_smallest_window_and_a_shallower_encoder() -> None:
     assert "100 px (class 2" in big_window.why and "multiple 32" in big_window.why
 
 
+def test_one_lake_among_specks_sets_the_window() -> None:
+    specks = {1: ObjectSizes(3, 8000.0, 9000.0), 2: ObjectSizes(1000, 2.0, 4.0, 4000.0)}
+    window = choose_window(_fp(specks, {1: 9000, 2: 6000}), GPU16, "unet", {})[0]
+    # the p90 by count is a 2 px speck; the pixel-weighted median is the 4000 px lake
+    assert window.value == 128  # 2 x sqrt(4000) = 126.5 -> 128 (depth 4: multiple 16)
+
+
 def test_a_16_gb_gpu_and_a_2_core_cpu_get_different_windows_and_batches() -> None:
     huge = {1: ObjectSizes(3, 8000.0, 9000.0), 2: ObjectSizes(20, 40_000.0, 90_000.0)}
     fp = _fp(huge, {1: 9000, 2: 1000})
