@@ -195,7 +195,7 @@ def _plan_case(kind: str) -> Case:
     CRS, or labels with no labelled pixel."""
 
     def make(tmp: Path) -> tuple[list[object], list[str]]:
-        args, words = _labels_off_the_image(tmp)
+        _, words = _labels_off_the_image(tmp)
         image, labels = tmp / "img.tif", tmp / "lab.tif"
         if kind == "no CRS":
             write_raster(image, textured_scene(64, 64), crs=None)
