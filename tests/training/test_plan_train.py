@@ -157,3 +157,36 @@ def test_instance_fingerprint_of_the_spacenet_buildings(shared_data: Path) -> No
     assert fp.objects[1].count == 43
     # footprints of 18-377 m2 are 72-1508 px of 0.25 m2 (rasterized: within a few px)
     assert 60 < fp.objects[1].median_px < 1508 and fp.objects[1].p90_px < 1600
+
+
+def _clipped_meta() -> Any:
+    from geoseg.types import ModelMeta, Normalization
+
+    norm = Normalization((0.2, 0.2), (0.1, 0.1), 1e-4, (0.05, 0.05), (0.3, 0.3))
+    return ModelMeta(task="semantic", arch="unet", encoder="resnet18", bands=("a", "b"),
+                     normalization=norm, schema=TRUTH_SCHEMA)  # fmt: skip
+
+
+def test_clip_bounds_round_trip_and_bad_ones_are_refused() -> None:
+    from geoseg.errors import GeosegError
+    from geoseg.types import ModelMeta, Normalization
+
+    meta = _clipped_meta()
+    assert ModelMeta.from_json(meta.to_json()) == meta
+    assert "clip_low" not in ModelMeta.from_json({**meta.to_json(), "normalization": {
+        "mean": [0.2, 0.2], "std": [0.1, 0.1]}}).to_json()["normalization"]  # fmt: skip
+    with pytest.raises(GeosegError, match="low <= high"):
+        Normalization((0.2,), (0.1,), 1.0, (0.5,), (0.1,))
+    with pytest.raises(GeosegError, match="come together"):
+        Normalization((0.2,), (0.1,), 1.0, (0.5,), None)
+
+
+@pytest.mark.gpu
+def test_cuda_normalization_clips_as_the_cpu_does() -> None:
+    predictor = TorchPredictor(nn.Identity(), _clipped_meta(), torch.device("cuda"))
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 60_000, (2, 2, 8, 8)).astype(np.uint16)
+    valid = rng.random((2, 8, 8)) > 0.2
+    got = predictor.to_device(raw, valid).cpu().numpy()
+    np.testing.assert_allclose(got, predictor.normalize(raw, valid), rtol=1e-6, atol=1e-6)
+    assert got.max() == pytest.approx((0.3 - 0.2) / 0.1, rel=1e-6)
