@@ -130,20 +130,40 @@ class ClassSchema:
 class Normalization:
     """Per-band affine normalization applied before a model: ``(x * scale - mean) / std``.
 
+    With ``clip_low``/``clip_high`` (percentile clipping, for heavy-tailed bands as
+    nnU-Net does for CT) the scaled value is first clipped to ``[clip_low, clip_high]``:
+    ``(clip(x * scale, low, high) - mean) / std``.
+
     Attributes:
-        mean: per-band mean of the scaled input.
-        std: per-band standard deviation of the scaled input (> 0).
+        mean: per-band mean of the scaled (and clipped) input.
+        std: per-band standard deviation of the scaled (and clipped) input (> 0).
         scale: multiplier from stored digital numbers to model units,
             e.g. ``1e-4`` for Sentinel-2 L1C stored as reflectance x 10000.
+        clip_low, clip_high: per-band clipping bounds in model units, or None (no clipping).
     """
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     scale: float = 1.0
+    clip_low: tuple[float, ...] | None = None
+    clip_high: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.mean) != len(self.std):
             raise GeosegError("normalization mean and std need one value per band")
+        if (self.clip_low is None) != (self.clip_high is None):
+            raise GeosegError("normalization clip_low and clip_high come together (or neither)")
+        if self.clip_low is not None and self.clip_high is not None:
+            if not len(self.clip_low) == len(self.clip_high) == len(self.mean):
+                raise GeosegError("normalization clip_low and clip_high need one value per band")
+            bounds = (*self.clip_low, *self.clip_high)
+            if not all(math.isfinite(v) for v in bounds) or any(
+                lo > hi for lo, hi in zip(self.clip_low, self.clip_high, strict=True)
+            ):
+                raise GeosegError(
+                    f"normalization clip bounds must be finite with low <= high, got "
+                    f"{self.clip_low} and {self.clip_high}"
+                )
         values = (*self.mean, *self.std, self.scale)
         if not all(math.isfinite(v) for v in values):
             raise GeosegError(
@@ -154,6 +174,16 @@ class Normalization:
             raise GeosegError(f"normalization std values must be > 0, got {self.std}")
         if self.scale <= 0:
             raise GeosegError(f"normalization scale must be > 0, got {self.scale}")
+
+    def clip_arrays(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+        """``float32`` low and high bounds reshaped to ``shape`` (e.g. ``(1, C, 1, 1)``), or
+        None when this normalization does not clip."""
+        if self.clip_low is None or self.clip_high is None:
+            return None
+        return (
+            np.asarray(self.clip_low, np.float32).reshape(shape),
+            np.asarray(self.clip_high, np.float32).reshape(shape),
+        )
 
 
 @dataclass(frozen=True)
@@ -204,6 +234,11 @@ class TileSpec:
         """Chunk side in pixels; for hann at least two strides so the halo fits."""
         c = self.chunk_windows if self.blend == "trim" else max(2, self.chunk_windows)
         return c * self.stride
+
+
+def _floats(values: Sequence[Any] | None) -> tuple[float, ...] | None:
+    """A JSON list of numbers as a tuple of floats; None stays None."""
+    return None if values is None else tuple(float(v) for v in values)
 
 
 def parse_band_list(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -350,6 +385,7 @@ class ModelMeta:
                 "mean": list(self.normalization.mean),
                 "std": list(self.normalization.std),
                 "scale": self.normalization.scale,
+                **self._clip_json(),
             },
             "classes": self.schema.to_json(),
             "window": self.window,
@@ -359,6 +395,13 @@ class ModelMeta:
             "metrics": dict(self.metrics),
             "options": dict(self.options),
         }
+
+    def _clip_json(self) -> dict[str, list[float]]:
+        """The clipping bounds, only when set (older geoseg reads such files unchanged)."""
+        n = self.normalization
+        if n.clip_low is None or n.clip_high is None:
+            return {}
+        return {"clip_low": list(n.clip_low), "clip_high": list(n.clip_high)}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ModelMeta:
@@ -373,6 +416,8 @@ class ModelMeta:
                 mean=tuple(float(v) for v in norm["mean"]),
                 std=tuple(float(v) for v in norm["std"]),
                 scale=float(norm.get("scale", 1.0)),
+                clip_low=_floats(norm.get("clip_low")),
+                clip_high=_floats(norm.get("clip_high")),
             ),
             schema=ClassSchema.from_json(d["classes"]),
             window=int(d.get("window", 256)),

@@ -190,6 +190,26 @@ def _labels_off_the_image(tmp: Path) -> tuple[list[object], list[str]]:
     return args, ["lab.tif: lies off the image", "img.tif"]
 
 
+def _plan_case(kind: str) -> Case:
+    """``geoseg plan`` (or ``train --auto``) on labels off the image, an image without a
+    CRS, or labels with no labelled pixel."""
+
+    def make(tmp: Path) -> tuple[list[object], list[str]]:
+        _, words = _labels_off_the_image(tmp)
+        image, labels = tmp / "img.tif", tmp / "lab.tif"
+        if kind == "no CRS":
+            write_raster(image, textured_scene(64, 64), crs=None)
+            words = ["img.tif", "no CRS"]
+        elif kind == "empty labels":
+            write_raster(labels, np.full((1, 64, 64), 255, np.uint8), nodata=255)
+            words = ["lab.tif: no labelled pixel", "img.tif"]
+        out = ["-o", tmp / "plan.yaml"] if kind != "auto" else ["--auto"]
+        command = "plan" if kind != "auto" else "train"
+        return [command, "--image", image, "--labels", labels, "--device", "cpu", *out], words
+
+    return make
+
+
 def _deep_class_tag(command: str) -> Case:
     def make(tmp: Path) -> tuple[list[object], list[str]]:
         labels = np.zeros((1, 40, 40), np.uint8)
@@ -223,6 +243,10 @@ ERRORS: dict[str, Case] = {
     "checkpoint window not a multiple": _window_not_a_multiple,
     "damaged TIFF tile": _damaged_tile,
     "train labels off the image": _labels_off_the_image,
+    "plan labels off the image": _plan_case("off"),
+    "plan image without a CRS": _plan_case("no CRS"),
+    "plan labels without a labelled pixel": _plan_case("empty labels"),
+    "train --auto labels off the image": _plan_case("auto"),
     "label map classes nested 200 000 deep, vectorize": _deep_class_tag("vectorize"),
     "label map classes nested 200 000 deep, info": _deep_class_tag("info"),
     "label map classes nested 200 000 deep, change": _deep_class_tag("change"),

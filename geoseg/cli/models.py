@@ -42,9 +42,12 @@ _EVALUATE_FILES = (
 @click.option("--val-chips", type=click.Path(file_okay=False), help="Chip folder for validation.")
 @click.option("--classes", help="classes.yaml: list of {id, name, colour}.")
 @click.option("-o", "--output", help="Checkpoint to write (.safetensors).")
-@click.option(
-    "--config", type=click.Path(dir_okay=False), help="YAML file with any of these options."
-)
+@click.option("--config", "--plan", "config", type=click.Path(dir_okay=False),
+              help="YAML file with any of these options (a `geoseg plan` file).")  # fmt: skip
+@click.option("--auto", is_flag=True, help="Plan (as `geoseg plan`) and train: the plan is "
+              "written beside -o as NAME.plan.yaml; options given here win.")  # fmt: skip
+@click.option("--time-budget", help="With --auto: training wall-clock budget (90s, 30m, 2h; "
+              "default 30m).")  # fmt: skip
 @click.option("--task", type=click.Choice(training_tasks()),
               default="semantic", show_default=True, help="change: images stacked by "
               "`geoseg stack`; instance, panoptic: --labels are instance id rasters or polygon "
@@ -89,7 +92,7 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
           val_images: tuple[str, ...], val_labels: tuple[str, ...], classes: str | None,
           output: str | None, config: str | None, bands: str | None, chips: str | None,
           val_chips: str | None, encoder_weights: str | None, encoder_bands: str | None,
-          **_: Any) -> None:  # fmt: skip
+          auto: bool, time_budget: str | None, **kw: Any) -> None:  # fmt: skip
     """Train a segmentation model on labelled rasters (or polygons, for instance/panoptic)."""
     from geoseg.training import load_train_config, train_model
 
@@ -98,8 +101,12 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
              "bands": bands.split(",") if bands else None, "chips": chips,
              "val_chips": val_chips, "encoder_weights": encoder_weights,
              "encoder_bands": encoder_bands.split(",") if encoder_bands else None}  # fmt: skip
-    cfg = load_train_config(config, **given, **explicit(ctx, _TRAIN_OPTIONS))
-
+    if time_budget is not None and not auto:
+        raise click.UsageError("--time-budget applies with --auto")
+    with output_run(kw["overwrite"] or kw["resume"]):
+        # --auto: the plan is part of the run's output (undone if training cannot start)
+        config = _auto_plan(config, given, time_budget, kw) if auto else config
+        cfg = load_train_config(config, **given, **explicit(ctx, _TRAIN_OPTIONS))
     score = task_kind(cfg.task).metric
 
     def report(r: Any) -> None:
@@ -133,6 +140,27 @@ def _train_folds(cfg: Any, report: Any) -> None:
     click.echo(f"cross-validation {result.metric} {mean}{spread} over {len(result.folds)} folds")
     click.echo(f"wrote {result.output} (ensemble of {len(result.folds)} members)")
     click.echo(f"wrote {result.scores}")
+
+
+def _auto_plan(config: str | None, given: dict[str, Any], budget: str | None,
+               kw: dict[str, Any]) -> str:  # fmt: skip
+    """``train --auto``: plan the run beside ``-o`` (printing its key lines); the plan's path."""
+    from geoseg.training.plan_file import PlanRequest, key_lines, parse_duration, write_plan
+
+    if config is not None or not given["output"] or not (given["images"] and given["labels"]):
+        raise click.UsageError("--auto plans from --image/--labels and -o; leave out --config")
+    out = Path(given["output"])
+    plan = out.with_name(out.name.removesuffix(".safetensors") + ".plan.yaml")
+    if kw["resume"] and plan.is_file():  # the schedule a resumed run continues
+        return str(plan)
+    req = PlanRequest(
+        given["images"], given["labels"], str(out), given["classes"], kw["task"],
+        kw["arch"].lower(), kw["encoder"], given["bands"], kw["class_field"], kw["labels_crs"],
+        parse_duration(budget or "30m"), kw["device"],
+    )  # fmt: skip
+    text = write_plan(plan, req, kw["overwrite"] or kw["resume"])
+    click.echo("plan:\n" + "\n".join(key_lines(text)) + f"\nwrote {plan}", err=True)
+    return str(plan)
 
 
 @cli.command()

@@ -205,10 +205,14 @@ class OnnxPredictor:
         self._mean = np.asarray(norm.mean, np.float32).reshape(shape)
         self._inv_std = (1.0 / np.asarray(norm.std, np.float32)).reshape(shape)
         self._scale = np.float32(norm.scale if scale is None else scale)
+        self._clip = norm.clip_arrays(shape)
 
     def normalize(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """``(N, C, H, W)`` raw values -> normalized float32; nodata pixels -> 0 (the mean)."""
-        x = (batch.astype(np.float32) * self._scale - self._mean) * self._inv_std
+        x = batch.astype(np.float32) * self._scale
+        if self._clip is not None:
+            np.clip(x, *self._clip, out=x)
+        x = (x - self._mean) * self._inv_std
         x[np.broadcast_to(~valid[:, None], x.shape)] = 0.0
         return x
 

@@ -147,11 +147,18 @@ class TorchPredictor:
         self._mean = np.asarray(norm.mean, np.float32).reshape(shape)
         self._inv_std = (1.0 / np.asarray(norm.std, np.float32)).reshape(shape)
         self._scale = np.float32(norm.scale)
-        self._device_norm: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._clip = norm.clip_arrays(shape)
+        self._device_norm: tuple[torch.Tensor, ...] | None = None
 
     def normalize(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """``(N, C, H, W)`` raw values -> normalized float32; nodata pixels -> 0 (the mean)."""
-        x = (batch.astype(np.float32) * self._scale - self._mean) * self._inv_std
+        """``(N, C, H, W)`` raw values -> normalized float32; nodata pixels -> 0 (the mean).
+
+        Percentile-clipped normalizations clip the scaled values first.
+        """
+        x = batch.astype(np.float32) * self._scale
+        if self._clip is not None:
+            np.clip(x, *self._clip, out=x)
+        x = (x - self._mean) * self._inv_std
         x[np.broadcast_to(~valid[:, None], x.shape)] = 0.0
         return x
 
@@ -165,18 +172,19 @@ class TorchPredictor:
         if self.device.type != "cuda":
             return torch.from_numpy(self.normalize(batch, valid))
         if self._device_norm is None:
-            self._device_norm = (
-                torch.from_numpy(self._mean).to(self.device),
-                torch.from_numpy(self._inv_std).to(self.device),
-            )
-        mean, inv_std = self._device_norm
+            arrays = (self._mean, self._inv_std, *(self._clip or ()))
+            self._device_norm = tuple(torch.from_numpy(a).to(self.device) for a in arrays)
+        mean, inv_std, *clip = self._device_norm
         if batch.dtype not in _RAW_DTYPES:
             batch = batch.astype(np.float32)
         raw = torch.from_numpy(np.ascontiguousarray(batch)).pin_memory()
         ok = torch.from_numpy(np.ascontiguousarray(valid)).pin_memory()
         x = raw.to(self.device, non_blocking=True).float()
         ok = ok.to(self.device, non_blocking=True)
-        x = (x * float(self._scale) - mean) * inv_std
+        x = x * float(self._scale)
+        if clip:
+            x = torch.clamp(x, clip[0], clip[1])
+        x = (x - mean) * inv_std
         return x.masked_fill_(~ok[:, None], 0.0)
 
     def call(self, x: np.ndarray | torch.Tensor, as_list: bool = False) -> Any:

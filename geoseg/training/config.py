@@ -15,7 +15,10 @@ from geoseg.io.yaml_files import read_yaml
 from geoseg.models.registry import task_kind, training_tasks
 from geoseg.types import ClassSchema, require_at_least, require_finite
 
-__all__ = ["TrainConfig", "chip_pairs", "load_class_schema", "load_train_config"]
+__all__ = [
+    "CLIP_PERCENTILES", "NORMALIZATIONS", "TrainConfig", "chip_pairs", "load_class_schema",
+    "load_train_config",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,11 @@ class TrainConfig:
         folds: train ``folds`` members on spatially separate blocks, score each on its
             held-out block and write one ensemble checkpoint (semantic and change
             tasks; see :mod:`geoseg.training.folds`, :mod:`geoseg.training.crossval`).
+        normalization: ``"zscore"`` (per-band mean/std) or ``"percentile"`` (each band
+            clipped to its :data:`CLIP_PERCENTILES` first, for heavy-tailed bands; the
+            bounds are stored in the checkpoint and applied at predict).
+        class_weights: semantic/change: cross-entropy weight per class name (or id);
+            classes not named weigh 1. ``geoseg plan`` raises rare classes' weights.
     """
 
     images: tuple[str, ...]
@@ -101,6 +109,8 @@ class TrainConfig:
     encoder_bands: tuple[str, ...] | None = None
     date_augment: bool = False
     folds: int | None = None
+    normalization: str = "zscore"
+    class_weights: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in training_tasks():
@@ -123,6 +133,13 @@ class TrainConfig:
             )
         if self.folds is not None:
             _check_folds(self)
+        if self.normalization not in NORMALIZATIONS:
+            raise ConfigError(
+                f"normalization must be one of {', '.join(NORMALIZATIONS)}, "
+                f"not {self.normalization!r}"
+            )
+        if self.class_weights is not None:
+            self.class_weight_vector()  # refuses unknown classes and bad weights now
         require_at_least(
             "TrainConfig", epochs=(self.epochs, 1), steps_per_epoch=(self.steps_per_epoch, 1),
             batch_size=(self.batch_size, 1), window=(self.window, 1), margin=(self.margin, 0),
@@ -133,6 +150,42 @@ class TrainConfig:
             weight_decay=(self.weight_decay, 0, math.inf),
             dice_weight=(self.dice_weight, 0, math.inf), min_labelled=(self.min_labelled, 0, 1),
         )  # fmt: skip
+
+    def class_weight_vector(self) -> tuple[float, ...] | None:
+        """:attr:`class_weights` as one weight per schema class (schema order), or None.
+
+        Raises:
+            ConfigError: a key that names no class, a weight not finite and > 0, or a
+                task other than semantic/change.
+        """
+        if self.class_weights is None:
+            return None
+        if not isinstance(self.class_weights, Mapping):
+            raise ConfigError("class_weights must be a mapping of class name (or id): weight")
+        if self.task not in ("semantic", "change"):
+            raise ConfigError(
+                f"class_weights weighs the cross-entropy of --task semantic or change, not "
+                f"--task {self.task}; leave class_weights out"
+            )
+        keys = {c.name: k for k, c in enumerate(self.classes.classes)}
+        keys |= {str(c.id): k for k, c in enumerate(self.classes.classes)}
+        weights = [1.0] * len(self.classes)
+        for name, w in self.class_weights.items():
+            if str(name) not in keys:
+                raise ConfigError(
+                    f"class_weights names {name!r}, which is no class; classes: "
+                    f"{', '.join(c.name for c in self.classes.classes)}"
+                )
+            if isinstance(w, bool) or not isinstance(w, int | float) or not 0 < w < math.inf:
+                raise ConfigError(f"class_weights[{name!r}] must be a number > 0, not {w!r}")
+            weights[keys[str(name)]] = float(w)
+        return tuple(weights)
+
+
+#: ``normalization`` schemes.
+NORMALIZATIONS = ("zscore", "percentile")
+#: Percentiles each band is clipped to with ``normalization: percentile`` (nnU-Net's CT rule).
+CLIP_PERCENTILES = (0.5, 99.5)
 
 
 def _check_folds(cfg: TrainConfig) -> None:

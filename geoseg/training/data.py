@@ -13,12 +13,14 @@ from geoseg import __version__
 from geoseg.change.unknown import warn_values_outside_schema
 from geoseg.errors import BandMismatchError
 from geoseg.io.training_data import LABEL_NODATA, LabelledRaster, read_labelled_raster
+from geoseg.models.bands import reflectance_scale
 from geoseg.tiling.confusion import remap_values
-from geoseg.training.config import TrainConfig
+from geoseg.training.config import CLIP_PERCENTILES, TrainConfig
 from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta, Normalization, bands_count
 
 __all__ = [
-    "band_normalization", "class_targets", "load_rasters", "model_meta", "warn_stray_labels",
+    "band_normalization", "class_targets", "load_rasters", "model_meta", "train_normalization",
+    "warn_stray_labels",
 ]  # fmt: skip
 
 
@@ -28,20 +30,42 @@ def class_targets(r: LabelledRaster, schema: ClassSchema) -> np.ndarray:
     return np.where(r.valid, index, NODATA_LABEL).astype(np.uint8)
 
 
-def band_normalization(rasters: Sequence[LabelledRaster], scale: float) -> Normalization:
-    """Per-band mean and std of the scaled valid pixels of all training rasters."""
+def band_normalization(
+    rasters: Sequence[LabelledRaster], scale: float,
+    clip_percentiles: tuple[float, float] | None = None,
+) -> Normalization:  # fmt: skip
+    """Per-band mean and std of the scaled valid pixels of all training rasters.
+
+    With ``clip_percentiles`` (e.g. ``(0.5, 99.5)``) each band is first clipped to
+    those percentiles of its valid pixels; the bounds go into the normalization.
+    """
     c = rasters[0].image.shape[0]
     total, sq, n = np.zeros(c), np.zeros(c), 0
+    bounds = None
+    if clip_percentiles is not None:
+        pixels = np.concatenate([r.image[:, r.valid] for r in rasters], axis=1)
+        bounds = np.percentile(pixels.astype(np.float64) * scale, clip_percentiles, axis=1)
     for r in rasters:
         x = r.image[:, r.valid].astype(np.float64) * scale
+        if bounds is not None:
+            x = np.clip(x, bounds[0][:, None], bounds[1][:, None])
         total += x.sum(axis=1)
         sq += (x**2).sum(axis=1)
         n += x.shape[1]
     mean = total / n
     std = np.sqrt(np.maximum(sq / n - mean**2, 0.0))
     return Normalization(
-        tuple(float(v) for v in mean), tuple(float(max(v, 1e-6)) for v in std), scale
-    )
+        tuple(float(v) for v in mean), tuple(float(max(v, 1e-6)) for v in std), scale,
+        None if bounds is None else tuple(float(v) for v in bounds[0]),
+        None if bounds is None else tuple(float(v) for v in bounds[1]),
+    )  # fmt: skip
+
+
+def train_normalization(cfg: TrainConfig, rasters: Sequence[LabelledRaster]) -> Normalization:
+    """The normalization ``cfg.normalization`` asks for, from the training rasters."""
+    scale = reflectance_scale(rasters[0].dtype, rasters[0].path)
+    clip = CLIP_PERCENTILES if cfg.normalization == "percentile" else None
+    return band_normalization(rasters, scale, clip)
 
 
 def _sha256(path: str) -> str:

@@ -74,9 +74,16 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - dice[present].mean() if present.any() else logits.sum() * 0.0
 
 
-def semantic_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float) -> torch.Tensor:
-    """Cross-entropy + ``dice_weight`` x Dice, 255 ignored."""
-    loss = F.cross_entropy(logits.float(), target, ignore_index=NODATA_LABEL)
+def semantic_loss(
+    logits: torch.Tensor, target: torch.Tensor, dice_weight: float,
+    class_weights: Sequence[float] | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """Cross-entropy (weighted per class by ``class_weights``) + ``dice_weight`` x Dice,
+    255 ignored."""
+    weight = None
+    if class_weights is not None:
+        weight = torch.tensor(class_weights, dtype=torch.float32, device=logits.device)
+    loss = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=NODATA_LABEL)
     return loss + dice_weight * dice_loss(logits, target)
 
 

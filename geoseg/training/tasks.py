@@ -19,7 +19,6 @@ import torch
 
 from geoseg.errors import GeosegError
 from geoseg.io.training_data import LabelledRaster
-from geoseg.models.bands import reflectance_scale
 from geoseg.models.family import Family
 from geoseg.models.instance import BottomUpInstancePredictor
 from geoseg.models.maskrcnn import MaskRCNNPredictor, maskrcnn_targets
@@ -29,7 +28,7 @@ from geoseg.models.solov2 import SOLOv2Predictor, scale_ranges
 from geoseg.models.solov2_targets import grid_targets, solov2_loss
 from geoseg.tiling.confusion import remap_values
 from geoseg.training.config import TrainConfig
-from geoseg.training.data import band_normalization, class_targets, load_rasters, model_meta
+from geoseg.training.data import class_targets, load_rasters, model_meta, train_normalization
 from geoseg.training.instances import (
     InstanceRaster,
     boundary_pos_weight,
@@ -90,13 +89,13 @@ def semantic_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
     """Rasters, class-index targets, metadata and CE + Dice / mIoU objective."""
     train = load_rasters(cfg.images, cfg.labels, cfg)
     val = load_rasters(cfg.val_images, cfg.val_labels, cfg) if cfg.val_images else []
-    meta = model_meta(
-        cfg, train, band_normalization(train, reflectance_scale(train[0].dtype, train[0].path))
-    )
+    meta = model_meta(cfg, train, train_normalization(cfg, train))
     for r in val:
         r.labels[:] = remap_values(r.labels, {c: c for c in meta.schema.ids})
     score = partial(validate_miou, meta=meta, device=device, val=val) if val else None
-    loss = partial(pixel_loss, loss=partial(semantic_loss, dice_weight=cfg.dice_weight))
+    weights = cfg.class_weight_vector()
+    loss = partial(pixel_loss, loss=partial(semantic_loss, dice_weight=cfg.dice_weight,
+                                            class_weights=weights))  # fmt: skip
     targets = [class_targets(r, cfg.classes) for r in train]
     build = _build(training_family(cfg.task, cfg.arch), meta)
     return train, targets, meta, Objective(loss, score, "val_miou", build)
@@ -110,9 +109,7 @@ def read_instances(
                    labels_crs=cfg.labels_crs)  # fmt: skip
     train = load_rasters(cfg.images, cfg.labels, cfg, read)
     val = load_rasters(cfg.val_images, cfg.val_labels, cfg, read) if cfg.val_images else []
-    meta = model_meta(
-        cfg, train, band_normalization(train, reflectance_scale(train[0].dtype, train[0].path))
-    )
+    meta = model_meta(cfg, train, train_normalization(cfg, train))
     return train, val, dataclasses.replace(meta, **meta_changes)
 
 
