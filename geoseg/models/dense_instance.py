@@ -65,15 +65,20 @@ def with_coords(x: torch.Tensor) -> torch.Tensor:
 class MaskFeatureBranch(nn.Module):
     """Mask features: ``levels`` FPN maps -> ``(N, E, h, w)`` at the first one's scale.
 
-    One conv per level (the coarsest with coordinates), upsampled and summed,
-    then a 1 x 1 conv (SOLOv2's unified mask feature branch; CondInst's mask
-    branch fuses P3-P5 the same way).
+    One conv per level (the coarsest with absolute coordinates if ``coords``),
+    upsampled and summed, then a 1 x 1 conv (SOLOv2's unified mask feature
+    branch; CondInst's mask branch fuses P3-P5 the same way, without coordinates:
+    its masks are told where they are by relative ones).
     """
 
-    def __init__(self, fpn_channels: int, mask_channels: int, levels: int = 4) -> None:
+    def __init__(
+        self, fpn_channels: int, mask_channels: int, levels: int = 4, coords: bool = True
+    ) -> None:
         super().__init__()
+        self.coords = coords
+        extra = 2 if coords else 0
         self.levels = nn.ModuleList(
-            conv_gn(fpn_channels + (2 if i == levels - 1 else 0), mask_channels)
+            conv_gn(fpn_channels + (extra if i == levels - 1 else 0), mask_channels)
             for i in range(levels)
         )
         self.out = conv_gn(mask_channels, mask_channels, kernel=1)
@@ -82,7 +87,8 @@ class MaskFeatureBranch(nn.Module):
         size = feats[0].shape[-2:]
         total = self.levels[0](feats[0])
         for i in range(1, len(self.levels)):
-            f = with_coords(feats[i]) if i == len(self.levels) - 1 else feats[i]
+            last = self.coords and i == len(self.levels) - 1
+            f = with_coords(feats[i]) if last else feats[i]
             total = total + F.interpolate(
                 self.levels[i](f), size=size, mode="bilinear", align_corners=False
             )
