@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -303,3 +304,32 @@ def test_geoseg_train_predict_and_evaluate_condinst(tmp_path: Path) -> None:
     # validation predicts the scene as one window (0.82 here); evaluate tiles it in 48 px
     # strides with 8 px margins, cutting squares into pieces it stitches (0.71)
     assert meta.metrics["val_ap50"] > 0.6 and report["ap50"] > 0.5 and report["pq"] > 0.2
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"size_ranges": [[0, 64]]}, "give CondInst 3 size ranges"),
+        ({"mask_stride": 2}, "mask_stride must be 4 or 8"),
+        ({"anchor_sizes": [8]}, r"unknown CondInst options \['anchor_sizes'\]"),
+    ],
+)
+def test_geoseg_train_refuses_bad_condinst_options(
+    tmp_path: Path, options: dict[str, object], match: str
+) -> None:
+    ids = np.zeros((64, 64), np.uint32)
+    ids[8:24, 8:24] = 1
+    scene = write_raster(tmp_path / "scene.tif", (ids[None] * 900 + 300).astype(np.uint16))
+    labels = write_raster(tmp_path / "ids.tif", ids[None])
+    classes = tmp_path / "classes.yaml"
+    classes.write_text(yaml.safe_dump(BUILDINGS.to_json()))
+    config = tmp_path / "net.yaml"
+    config.write_text(yaml.safe_dump({"options": {**LIGHT, **options}}))
+    args = ["train", "--task", "instance", "--arch", "condinst", "--image", scene, "--labels",
+            labels, "--classes", classes, "--config", config, "-o", tmp_path / "m.safetensors",
+            "--epochs", "1", "--steps-per-epoch", "1", "--window", "64",
+            "--device", "cpu"]  # fmt: skip
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and re.search(match, result.output)
+    assert not (tmp_path / "m.safetensors").exists()
