@@ -59,7 +59,7 @@ _EVALUATE_FILES = (
 @click.option("--arch", type=click.Choice(architectures(), case_sensitive=False), default="unet",
               show_default=True, help="Architecture (`geoseg models` lists them by family); "
               "with --task panoptic the body of a Panoptic-DeepLab; --task instance --arch "
-              "maskrcnn: Mask R-CNN.")  # fmt: skip
+              "maskrcnn: Mask R-CNN; solov2: SOLOv2; condinst: CondInst.")  # fmt: skip
 @click.option(
     "--encoder",
     default="resnet18",

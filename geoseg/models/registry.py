@@ -52,6 +52,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "geoseg.models.families.bottom_up",
     "geoseg.models.families.maskrcnn",
     "geoseg.models.families.solov2",
+    "geoseg.models.families.condinst",
     "geoseg.models.families.panoptic",
     "geoseg.models.families.ensemble",
     "geoseg.models.families.transformers",

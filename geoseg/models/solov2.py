@@ -23,23 +23,28 @@ paper's (objects of a few to a few hundred px); heads are narrower and shallower
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 
 from geoseg.errors import GeosegError
-from geoseg.models.maskrcnn import BACKBONES, MaskRCNNPredictor, resnet_fpn
-from geoseg.models.runtime import load_module, require_arch, resolve_device
+from geoseg.models.dense_instance import (
+    DenseInstancePredictor,
+    MaskFeatureBranch,
+    builder_options,
+    conv_gn,
+    load_dense_predictor,
+    thing_count,
+    with_coords,
+)
+from geoseg.models.maskrcnn import BACKBONES, resnet_fpn
 from geoseg.models.solov2_post import SOLOv2Thresholds, window_objects
-from geoseg.stitching.protocol import WindowInstances
 from geoseg.types import ModelMeta
 
 __all__ = [
@@ -74,47 +79,6 @@ def default_grids(window: int) -> tuple[int, ...]:
     return tuple(max(2, round(g * window / 512)) for g in PAPER_GRIDS)
 
 
-def _conv_gn(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
-    """Conv + GroupNorm + ReLU (GroupNorm: batch-independent, as in the paper)."""
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False),
-        nn.GroupNorm(math.gcd(32, cout), cout),
-        nn.ReLU(inplace=True),
-    )
-
-
-def _with_coords(x: torch.Tensor) -> torch.Tensor:
-    """``(N, C, H, W) -> (N, C + 2, H, W)``: x and y in ``[-1, 1]`` appended (CoordConv)."""
-    n, _, h, w = x.shape
-    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
-    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.cat([x, torch.stack([grid_x, grid_y]).expand(n, 2, h, w)], dim=1)
-
-
-class _MaskBranch(nn.Module):
-    """Unified mask features: P2-P5 -> ``(N, E, H/4, W/4)``."""
-
-    def __init__(self, fpn_channels: int, mask_channels: int, levels: int = 4) -> None:
-        super().__init__()
-        self.levels = nn.ModuleList(
-            _conv_gn(fpn_channels + (2 if i == levels - 1 else 0), mask_channels)
-            for i in range(levels)
-        )
-        self.out = _conv_gn(mask_channels, mask_channels, kernel=1)
-
-    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        size = feats[0].shape[-2:]
-        total = self.levels[0](feats[0])
-        for i in range(1, len(self.levels)):
-            f = _with_coords(feats[i]) if i == len(self.levels) - 1 else feats[i]
-            total = total + F.interpolate(
-                self.levels[i](f), size=size, mode="bilinear", align_corners=False
-            )
-        out: torch.Tensor = self.out(total)
-        return out
-
-
 class SOLOv2(nn.Module):
     """The network; ``forward(x)`` -> ``(cates, kernels, features)``.
 
@@ -133,7 +97,7 @@ class SOLOv2(nn.Module):
 
         def stack(cin: int) -> nn.Sequential:
             return nn.Sequential(
-                *(_conv_gn(cin if i == 0 else head_channels, head_channels)
+                *(conv_gn(cin if i == 0 else head_channels, head_channels)
                   for i in range(head_convs))
             )  # fmt: skip
 
@@ -145,7 +109,7 @@ class SOLOv2(nn.Module):
         prior = -math.log((1 - 0.01) / 0.01)
         nn.init.constant_(self.cate_out.bias, prior)  # type: ignore[arg-type]
         nn.init.normal_(self.kernel_out.weight, std=0.01)
-        self.mask_branch = _MaskBranch(fpn_channels, mask_channels)
+        self.mask_branch = MaskFeatureBranch(fpn_channels, mask_channels)
 
     def forward(
         self, x: torch.Tensor
@@ -154,7 +118,7 @@ class SOLOv2(nn.Module):
         cates, kernels = [], []
         for f, s in zip(feats, self.grids, strict=True):
             g = F.interpolate(f, size=(s, s), mode="bilinear", align_corners=False)
-            kernels.append(self.kernel_out(self.kernel_convs(_with_coords(g))))
+            kernels.append(self.kernel_out(self.kernel_convs(with_coords(g))))
             cates.append(self.cate_out(self.cate_convs(g)))
         return cates, kernels, self.mask_branch(feats[:4])
 
@@ -200,67 +164,32 @@ _TRAINING_OPTIONS = frozenset({"scale_ranges", "dice_weight"})
 
 def solov2_model(meta: ModelMeta) -> SOLOv2:
     """The untrained SOLOv2 a checkpoint's metadata describes (backbone = ``encoder``)."""
-    things = sum(1 for c in meta.schema.classes if c.is_thing)
     skip = _INFERENCE_OPTIONS | _TRAINING_OPTIONS
-    options = {k: v for k, v in meta.options.items() if k not in skip}
-    known = set(inspect.signature(build_solov2).parameters) - {"in_channels", "num_things",
-                                                               "backbone", "window"}  # fmt: skip
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise GeosegError(
-            f"unknown SOLOv2 options {unknown}; choose from {', '.join(sorted(known | skip))}"
-        )
+    options = builder_options(meta, build_solov2, skip, "SOLOv2")
     return build_solov2(
-        len(meta.bands), things, meta.encoder or "resnet18", **{"window": meta.window, **options}
-    )
+        len(meta.bands), thing_count(meta), meta.encoder or "resnet18",
+        **{"window": meta.window, **options},
+    )  # fmt: skip
 
 
-class SOLOv2Predictor(MaskRCNNPredictor):
+class SOLOv2Predictor(DenseInstancePredictor):
     """A SOLOv2 module with its metadata, as an :class:`~geoseg.stitching.InstancePredictor`.
 
-    Class probabilities (:meth:`predict`) follow Mask R-CNN's rule from the
-    detections. Inference settings come from :class:`SOLOv2Thresholds`, each
-    overridden by the checkpoint option of the same name.
-
-    Args:
-        module: from :func:`build_solov2`.
-        meta: bands, normalization, classes, options.
-        device: where the module runs.
-        min_pixels: smallest object kept, px.
-        threads: torch intra-op threads per call on the CPU (None: torch's default).
-        precision: ``auto``, ``fp32``, ``fp16`` or ``bf16``.
+    Inference settings come from :class:`SOLOv2Thresholds`, each overridden by the
+    checkpoint option of the same name (see :class:`DenseInstancePredictor`).
     """
 
-    def __init__(
-        self, module: nn.Module, meta: ModelMeta, device: torch.device, min_pixels: int = 4,
-        threads: int | None = None, precision: str = "auto",
-    ) -> None:  # fmt: skip
-        chosen = {k: v for k, v in meta.options.items() if k in _INFERENCE_OPTIONS}
-        self.settings = SOLOv2Thresholds(**chosen)
-        super().__init__(
-            module, meta, device, self.settings.score_threshold, self.settings.mask_threshold,
-            min_pixels, threads, precision,
-        )  # fmt: skip
+    settings_type = SOLOv2Thresholds
 
-    def predict_instances(self, batch: np.ndarray, valid: np.ndarray) -> list[WindowInstances]:
-        cates, kernels, features = self._base.call(self._base.to_device(batch, valid))
-        size = batch.shape[-2:]
-        out = []
-        for b, v in enumerate(valid):
-            probs, cls, scores = window_objects(
-                [c[b].float() for c in cates], [k[b].float() for k in kernels],
-                features[b].float(), self.settings,
-            )  # fmt: skip
-            masks = np.zeros((0, *size), bool)
-            if len(probs):  # interpolate refuses an empty stack
-                up = F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)
-                masks = (up[0] > self.mask_threshold).cpu().numpy() & v
-            keep = masks.sum(axis=(1, 2)) >= self.min_pixels
-            out.append((
-                masks[keep], self._things[cls.cpu().numpy()[keep]],
-                scores.float().cpu().numpy()[keep].astype(np.float32),
-            ))  # fmt: skip
-        return out
+    def window_objects(
+        self, outputs: tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor], b: int,
+        size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        cates, kernels, features = outputs
+        return window_objects(
+            [c[b].float() for c in cates], [k[b].float() for k in kernels],
+            features[b].float(), self.settings,
+        )  # fmt: skip
 
 
 def load_solov2_predictor(
@@ -275,15 +204,11 @@ def load_solov2_predictor(
     Raises:
         CheckpointError: another kind of checkpoint, or weights that do not fit.
     """
-
-    def build(meta: ModelMeta) -> nn.Module:
-        require_arch(path, meta, "instance", SOLOV2_ARCH, "SOLOv2")
-        return solov2_model(meta)
-
-    module, meta = load_module(path, build, scale)
-    return SOLOv2Predictor(
-        module, meta, resolve_device(device), threads=threads, precision=precision
-    )
+    found: SOLOv2Predictor = load_dense_predictor(
+        path, SOLOV2_ARCH, "SOLOv2", solov2_model, SOLOv2Predictor, device, scale, threads,
+        precision,
+    )  # fmt: skip
+    return found
 
 
 def scale_ranges(options: Mapping[str, Any]) -> tuple[tuple[float, float], ...]:

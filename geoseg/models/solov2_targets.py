@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
+from geoseg.models.dense_instance import dice_loss
 from geoseg.models.solov2_post import dynamic_masks
 
 __all__ = ["GridTargets", "centre_cells", "grid_targets", "solov2_loss"]
@@ -106,12 +107,6 @@ def grid_targets(
     return GridTargets(np.concatenate(classes), positive, masks)
 
 
-def _dice(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``(P,)`` Dice loss of the paper: ``1 - 2 sum(pq) / (sum p^2 + sum q^2)``."""
-    p, q = probs.flatten(1), target.flatten(1)
-    return 1 - 2 * (p * q).sum(1) / ((p * p).sum(1) + (q * q).sum(1) + 1e-3)
-
-
 def solov2_loss(
     outputs: tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor],
     targets: Sequence[GridTargets],
@@ -145,6 +140,6 @@ def solov2_loss(
         probs = dynamic_masks(flat_k[b, pos], features[b]).float().sigmoid()
         truth = torch.from_numpy(t.masks).to(flat_c.device).float()[:, None]
         truth = F.adaptive_avg_pool2d(truth, (probs.shape[1], probs.shape[2]))[:, 0]
-        dice.append(_dice(probs, truth))
+        dice.append(dice_loss(probs, truth))
     mask_loss = torch.cat(dice).mean() if dice else flat_c.sum() * 0
     return focal + dice_weight * mask_loss

@@ -2,8 +2,8 @@
 
 :func:`task_setup` gives the setup the registry names for ``cfg.task``/``cfg.arch``
 (:attr:`geoseg.models.family.Family.training`): semantic (and change), bottom-up
-instance, Mask R-CNN or SOLOv2 instance, or Panoptic-DeepLab; each builds its model with its
-family's ``build``.
+instance, Mask R-CNN, SOLOv2 or CondInst instance (:func:`ap50_instance_setup`), or
+Panoptic-DeepLab; each builds its model with its family's ``build``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from geoseg.models.panoptic import PanopticPredictor
 from geoseg.models.registry import training_family
 from geoseg.models.solov2 import SOLOv2Predictor, scale_ranges
 from geoseg.models.solov2_targets import grid_targets, solov2_loss
+from geoseg.stitching.protocol import InstancePredictor
 from geoseg.tiling.confusion import remap_values
 from geoseg.training.config import TrainConfig
 from geoseg.training.data import class_targets, load_rasters, model_meta, train_normalization
@@ -51,6 +52,8 @@ from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta
 
 __all__ = [
     "TaskSetup",
+    "ap50_instance_setup",
+    "batch_objects",
     "instance_setup",
     "maskrcnn_setup",
     "panoptic_setup",
@@ -146,10 +149,21 @@ def maskrcnn_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
     """Rasters, class-index targets (ids ride along), metadata, Mask R-CNN losses / AP50."""
     if "window" in cfg.options:
         raise GeosegError("Mask R-CNN takes its input size from --window, not options.window")
+    loss = partial(maskrcnn_step_loss, schema=cfg.classes)
+    return ap50_instance_setup(cfg, device, MaskRCNNPredictor, loss)
+
+
+def ap50_instance_setup(
+    cfg: TrainConfig, device: torch.device,
+    predictor: Callable[[torch.nn.Module, ModelMeta, torch.device], InstancePredictor],
+    loss: Callable[..., torch.Tensor],
+) -> TaskSetup:  # fmt: skip
+    """The setup of an object model trained on whole windows with their instance ids
+    (Mask R-CNN, SOLOv2, CondInst): class-index targets (ids ride along), the
+    checkpoint metadata, ``loss(model, x, batch)`` and ``predictor``'s validation AP50."""
     train, val, meta = read_instances(cfg)
     targets = [class_targets(r, cfg.classes) for r in train]
-    loss = partial(maskrcnn_step_loss, schema=cfg.classes)
-    score = instance_scorer(MaskRCNNPredictor, "ap50", meta, device, val)
+    score = instance_scorer(predictor, "ap50", meta, device, val)
     build = _build(training_family(cfg.task, cfg.arch), meta)
     return train, targets, meta, Objective(loss, score, "val_ap50", build)
 
@@ -158,34 +172,42 @@ def solov2_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
     """Rasters, class-index targets (ids ride along), metadata, SOLOv2 loss / AP50."""
     if "window" in cfg.options:
         raise GeosegError("SOLOv2 takes its default grids from --window, not options.window")
-    train, val, meta = read_instances(cfg)
-    targets = [class_targets(r, cfg.classes) for r in train]
     loss = partial(solov2_step_loss, schema=cfg.classes, ranges=scale_ranges(cfg.options),
                    dice_weight=float(cfg.options.get("dice_weight", 3.0)))  # fmt: skip
-    score = instance_scorer(SOLOv2Predictor, "ap50", meta, device, val)
-    build = _build(training_family(cfg.task, cfg.arch), meta)
-    return train, targets, meta, Objective(loss, score, "val_ap50", build)
+    return ap50_instance_setup(cfg, device, SOLOv2Predictor, loss)
+
+
+def batch_objects(
+    batch: Batch, schema: ClassSchema, model: str
+) -> list[list[tuple[np.ndarray, int]]]:
+    """Each window's objects: ``(mask (H, W) bool, thing index)``.
+
+    Objects are the window's instance ids (unlabelled pixels belong to none) whose
+    most common class is a thing; ``model`` names the model in the error.
+
+    Raises:
+        GeosegError: the batch carries no instance ids.
+    """
+    if batch.ids is None:
+        raise GeosegError(f"{model} training needs instance ids in the batch")
+    lut = np.array([*schema.ids, NODATA_LABEL], np.int64)  # index 255 -> last: stays 255
+    class_ids = lut[np.minimum(batch.target, len(schema.ids))]
+    ids = np.where(batch.target == NODATA_LABEL, 0, batch.ids)
+    out = []
+    for i, c in zip(ids, class_ids, strict=True):
+        found = maskrcnn_targets(i, c, schema)
+        out.append([(m.numpy().astype(bool), int(t) - 1)
+                    for m, t in zip(found["masks"], found["labels"], strict=True)])  # fmt: skip
+    return out
 
 
 def solov2_step_loss(
     model: torch.nn.Module, x: torch.Tensor, batch: Batch, schema: ClassSchema,
     ranges: tuple[tuple[float, float], ...], dice_weight: float = 3.0,
 ) -> torch.Tensor:  # fmt: skip
-    """:func:`~geoseg.models.solov2_targets.solov2_loss` of a SOLOv2 on one batch.
-
-    Objects are the window's instance ids (unlabelled pixels belong to none) whose
-    most common class is a thing; ``ranges`` are the levels' scale ranges, px.
-    """
-    if batch.ids is None:
-        raise GeosegError("SOLOv2 training needs instance ids in the batch")
-    lut = np.array([*schema.ids, NODATA_LABEL], np.int64)  # index 255 -> last: stays 255
-    class_ids = lut[np.minimum(batch.target, len(schema.ids))]
-    ids = np.where(batch.target == NODATA_LABEL, 0, batch.ids)
+    """:func:`~geoseg.models.solov2_targets.solov2_loss` of a SOLOv2 on one batch
+    (objects: :func:`batch_objects`); ``ranges`` are the levels' scale ranges, px."""
     grids: tuple[int, ...] = getattr(model, "grids")  # noqa: B009 (an nn.Module attribute)
-    targets = []
-    for i, c in zip(ids, class_ids, strict=True):
-        found = maskrcnn_targets(i, c, schema)
-        objects = [(m.numpy().astype(bool), int(t) - 1)
-                   for m, t in zip(found["masks"], found["labels"], strict=True)]  # fmt: skip
-        targets.append(grid_targets(objects, grids, ranges))
+    targets = [grid_targets(objects, grids, ranges)
+               for objects in batch_objects(batch, schema, "SOLOv2")]  # fmt: skip
     return solov2_loss(model(x), targets, dice_weight)

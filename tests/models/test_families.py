@@ -52,6 +52,9 @@ TINY: dict[str, tuple[str, str, str, ClassSchema, dict[str, Any]]] = {
     "solov2": ("instance", "solov2", "resnet18", THINGS,
                {"fpn_channels": 16, "head_channels": 16, "head_convs": 1, "mask_channels": 16,
                 "score_threshold": 0.005, "update_threshold": 0.0}),
+    "condinst": ("instance", "condinst", "resnet18", THINGS,
+                 {"fpn_channels": 16, "head_channels": 16, "head_convs": 1,
+                  "branch_channels": 16, "score_threshold": 0.005}),
     "panoptic-deeplab": ("panoptic", "panoptic-deeplab", "resnet18", THINGS,
                          {"body": "unet", **SMALL_UNET}),
     "transformers": ("semantic", "hf-segformer", "SegformerForSemanticSegmentation", CLASSES,
@@ -275,6 +278,7 @@ def test_shipped_checkpoints_keep_their_families() -> None:
         ("instance", "unet", "bottom-up"),
         ("instance", "maskrcnn", "maskrcnn"),
         ("instance", "SOLOv2", "solov2"),
+        ("instance", "CondInst", "condinst"),
         ("panoptic", "fpn", "panoptic-deeplab"),
     ],
 )
