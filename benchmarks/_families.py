@@ -38,6 +38,9 @@ __all__ = [
     "FamilyRun",
     "add_family_flags",
     "family_runs",
+    "fitting_window",
+    "sample_scene",
+    "selected_runs",
     "task_data",
     "train_tiny",
 ]
@@ -106,8 +109,14 @@ def _write_like(src: Path, path: Path, data: np.ndarray, nodata: int | None) -> 
     return path
 
 
+def sample_scene(folder: Path, size: int = 384, seed: int = 0) -> dict[str, Path]:
+    """The synthetic sample pair in ``folder`` (written on the first call): ``before``, ``after``,
+    ``truth_before``, ``truth_after``."""
+    return _written(Path(folder), size, seed)
+
+
 @functools.cache
-def _sample(folder: Path, size: int, seed: int) -> dict[str, Path]:
+def _written(folder: Path, size: int, seed: int) -> dict[str, Path]:
     return write_sample_data(folder, height=size, width=size, seed=seed)
 
 
@@ -116,7 +125,7 @@ def task_data(task: str, folder: Path, size: int = 384, seed: int = 0) -> dict[s
 
     ``folder`` keeps one sample scene pair; calls for other tasks reuse it.
     """
-    sample = _sample(folder, size, seed)
+    sample = sample_scene(folder, size, seed)
     with rasterio.open(sample["truth_before"]) as src:
         truth = src.read(1)
     if task == "semantic":
