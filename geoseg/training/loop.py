@@ -8,6 +8,7 @@ checkpoint and the resumable state.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -34,6 +35,7 @@ from geoseg.training.objectives import Objective
 from geoseg.training.sampling import WindowSampler, augment
 from geoseg.training.state import restore_state, save_state, state_path
 from geoseg.training.tasks import task_setup
+from geoseg.training.timing import StepTimes
 from geoseg.types import ModelMeta
 
 __all__ = ["EpochReport", "TrainResult", "fit_model", "prepare_output", "train_model"]
@@ -94,13 +96,17 @@ def prepare_output(cfg: TrainConfig) -> Path:
 
 
 def train_model(
-    cfg: TrainConfig, progress: Callable[[EpochReport], None] | None = None
+    cfg: TrainConfig,
+    progress: Callable[[EpochReport], None] | None = None,
+    timing: StepTimes | None = None,
 ) -> TrainResult:
     """Train a semantic, change, instance or panoptic model and write its best checkpoint.
 
     ``task="instance"`` trains the bottom-up model on an smp ``arch``, or Mask R-CNN
     with ``arch="maskrcnn"`` (``encoder``: its ResNet backbone); ``task="panoptic"``
     a Panoptic-DeepLab on the smp ``arch`` (stored as ``options["body"]``).
+    ``timing`` (off by default) collects where each step's time goes
+    (:class:`~geoseg.training.timing.StepTimes`, for the benchmarks).
 
     Raises:
         GeosegError: bad rasters, class file, options or output.
@@ -115,13 +121,13 @@ def train_model(
         [r.image for r in train], [r.valid for r in train], targets, cfg.window, rng,
         cfg.min_labelled, ids,
     )  # fmt: skip
-    return fit_model(cfg, meta, objective, sampler, device, rng, out, progress)[1]
+    return fit_model(cfg, meta, objective, sampler, device, rng, out, progress, timing)[1]
 
 
 def fit_model(
     cfg: TrainConfig, meta: ModelMeta, objective: Objective, sampler: WindowSampler,
     device: torch.device, rng: np.random.Generator, out: Path,
-    progress: Callable[[EpochReport], None] | None = None,
+    progress: Callable[[EpochReport], None] | None = None, timing: StepTimes | None = None,
 ) -> tuple[nn.Module, TrainResult]:  # fmt: skip
     """Build ``objective``'s model, fit it on ``sampler``'s windows and write ``out``.
 
@@ -137,7 +143,10 @@ def fit_model(
         meta = dataclasses.replace(
             meta, provenance={**meta.provenance, "date_augment": dataclasses.asdict(DateShift())}
         )
-    result = _fit(cfg, meta, model, sampler, objective, device, rng, out, progress, per_date)
+    with timing.watch(model) if timing else contextlib.nullcontext():
+        result = _fit(
+            cfg, meta, model, sampler, objective, device, rng, out, progress, per_date, timing
+        )
     return model, result
 
 
@@ -159,6 +168,7 @@ def _fit(
     cfg: TrainConfig, meta: ModelMeta, model: nn.Module, sampler: WindowSampler,
     objective: Objective, device: torch.device, rng: np.random.Generator, out: Path,
     progress: Callable[[EpochReport], None] | None, per_date: int | None = None,
+    timing: StepTimes | None = None,
 ) -> TrainResult:  # fmt: skip
     """The epochs; ``per_date``: shift date 2 of each window (:func:`shift_date2`)."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -178,13 +188,17 @@ def _fit(
             t1 = time.perf_counter()
             with torch.autocast(device.type, enabled=device.type == "cuda"):
                 loss = objective.loss(model, x, batch)
+            t2 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             sched.step()
             losses.append(float(loss.detach()))  # waits for the device: the step is done
-            data_s, step_s = data_s + t1 - t0, step_s + time.perf_counter() - t1
+            t3 = time.perf_counter()
+            data_s, step_s = data_s + t1 - t0, step_s + t3 - t1
+            if timing is not None:
+                timing.record(t0, t1, t2, t3)
         miou = objective.score(model) if objective.score else None
         report = EpochReport(
             epoch + 1, cfg.epochs, float(np.mean(losses)), miou,
