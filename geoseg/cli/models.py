@@ -59,12 +59,14 @@ _EVALUATE_FILES = (
 @click.option("--arch", type=click.Choice(architectures(), case_sensitive=False), default="unet",
               show_default=True, help="Architecture (`geoseg models` lists them by family); "
               "with --task panoptic the body of a Panoptic-DeepLab; --task instance --arch "
-              "maskrcnn: Mask R-CNN; solov2: SOLOv2; condinst: CondInst.")  # fmt: skip
+              "maskrcnn: Mask R-CNN; solov2: SOLOv2; condinst: CondInst; mask2former: "
+              "Mask2Former for semantic, instance or panoptic (needs geoseg[hf]).")  # fmt: skip
 @click.option(
     "--encoder",
     default="resnet18",
     show_default=True,
-    help="Encoder; for maskrcnn its ResNet backbone (resnet18 ... resnet101).",
+    help="Encoder; for maskrcnn its ResNet backbone (resnet18 ... resnet101); for "
+    "mask2former resnet18 ... resnet101 or swin-tiny, swin-small, swin-base.",
 )
 @click.option("--bands", help="Band numbers or names to train on (default: all).")
 @click.option(

@@ -14,7 +14,7 @@ window's size, the interface of :class:`~geoseg.models.runtime.TorchPredictor`.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -300,9 +300,10 @@ class HFPredictor(TorchPredictor):
 
 def load_hf_predictor(
     path: str, device: str = "auto", scale: float | None = None, threads: int | None = None,
-    precision: str = "auto",
+    precision: str = "auto", build: Callable[[ModelMeta], nn.Module] = build_hf,
 ) -> HFPredictor:  # fmt: skip
     """The predictor of an imported checkpoint (arguments as
-    :func:`~geoseg.models.runtime.load_torch_predictor`)."""
-    module, meta = load_module(path, build_hf, scale)
+    :func:`~geoseg.models.runtime.load_torch_predictor`; ``build``: the module of its
+    metadata, e.g. a trained Mask2Former's)."""
+    module, meta = load_module(path, build, scale)
     return HFPredictor(module, meta, resolve_device(device), threads, precision)

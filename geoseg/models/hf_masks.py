@@ -31,6 +31,7 @@ index instead of ``topk``'s unspecified order.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -239,14 +240,16 @@ class HFMaskPredictor(TorchModel):
 def load_hf_mask_predictor(
     path: str | os.PathLike[str], device: str = "auto", scale: float | None = None,
     threads: int | None = None, precision: str = "auto",
+    build: Callable[[ModelMeta], torch.nn.Module] = build_hf,
 ) -> HFMaskPredictor:  # fmt: skip
     """The predictor of an imported ``instance``/``panoptic`` checkpoint (arguments as
-    :func:`~geoseg.models.runtime.load_torch_predictor`).
+    :func:`~geoseg.models.runtime.load_torch_predictor`; ``build``: the module of its
+    metadata, e.g. a trained Mask2Former's).
 
     Raises:
         CheckpointError: no class is a thing, or weights that do not fit.
     """
-    module, meta = load_module(path, build_hf, scale)
+    module, meta = load_module(path, build, scale)
     if not any(c.is_thing for c in meta.schema.classes):
         raise CheckpointError(
             f"{path}: no class of the {meta.task} model's schema has is_thing=true, so it "

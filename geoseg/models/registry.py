@@ -56,6 +56,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "geoseg.models.families.panoptic",
     "geoseg.models.families.ensemble",
     "geoseg.models.families.transformers",
+    "geoseg.models.families.mask2former",
     "geoseg.models.families.onnx",
     "geoseg.models.families.sam",
     "geoseg.models.families.sam2",

@@ -29,6 +29,16 @@ MASK2FORMER: dict[str, Any] = {
     "mask_feature_size": 32, "encoder_layers": 1, "decoder_layers": 2, "num_queries": 5,
     "encoder_feedforward_dim": 32, "dim_feedforward": 32, "num_attention_heads": 2,
 }  # fmt: skip
+#: ``ModelMeta.options`` of a geoseg-trained Mask2Former (``--arch mask2former``) of
+#: ~0.2 M parameters: a 4-stage ResNet of 16-64 channels, 8 queries, 2 decoder layers.
+MASK2FORMER_TRAINED: dict[str, Any] = {
+    "backbone_config": {"model_type": "resnet", "embedding_size": 16, "layer_type": "basic",
+                        "hidden_sizes": [16, 32, 64, 64], "depths": [1, 1, 1, 1],
+                        "out_features": ["stage1", "stage2", "stage3", "stage4"]},
+    "hidden_dim": 32, "feature_size": 32, "mask_feature_size": 32, "encoder_layers": 1,
+    "decoder_layers": 2, "num_queries": 8, "encoder_feedforward_dim": 32,
+    "dim_feedforward": 32, "num_attention_heads": 2, "train_num_points": 1024,
+}  # fmt: skip
 #: A MaskFormer (Swin + one-layer DETR decoder, 5 queries).
 MASKFORMER: dict[str, Any] = {
     "model_type": "maskformer", "backbone_config": {**_SWIN, "embed_dim": 16},

@@ -28,7 +28,14 @@ from geoseg.pipelines.predict import PredictOptions, predict_scene
 from geoseg.stitching import InstancePredictor
 from geoseg.types import MODEL_TASKS, ClassInfo, ClassSchema, ModelMeta, Normalization
 from tests.conftest import TINY_BANDS, textured_scene, write_raster
-from tests.models.hf_folders import MASK2FORMER, MASKFORMER, ONEFORMER, SEGFORMER, labelled
+from tests.models.hf_folders import (
+    MASK2FORMER,
+    MASK2FORMER_TRAINED,
+    MASKFORMER,
+    ONEFORMER,
+    SEGFORMER,
+    labelled,
+)
 
 THINGS = ClassSchema(
     (ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "building", (200, 0, 0), is_thing=True))
@@ -61,6 +68,7 @@ TINY: dict[str, tuple[str, str, str, ClassSchema, dict[str, Any]]] = {
                      {"hf_config": labelled(SEGFORMER, ["forest", "water"], channels=4)}),
     "ensemble": ("semantic", "ensemble", "resnet18", CLASSES,
                  {"members": 2, "member_arch": "unet", "member_options": SMALL_UNET}),
+    "mask2former": ("semantic", "mask2former", "resnet18", CLASSES, MASK2FORMER_TRAINED),
 }  # fmt: skip
 
 #: family name -> tiny checkpoints of its other tasks or architectures (fields of :data:`TINY`).
@@ -79,6 +87,12 @@ OTHER_TASKS: dict[str, list[tuple[str, str, str, ClassSchema, dict[str, Any]]]] 
         ("instance", "hf-oneformer", "OneFormerForUniversalSegmentation", THINGS,
          {"hf_config": labelled(ONEFORMER, ["background", "building"], channels=4),
           "score_threshold": 0.1, "task_inputs": [0, 6, 12, 15, 29, 1] + [0] * 6}),
+    ],
+    "mask2former": [
+        ("instance", "mask2former", "resnet18", THINGS,
+         {**MASK2FORMER_TRAINED, "score_threshold": 0.1}),
+        ("panoptic", "mask2former", "resnet18", THINGS,
+         {**MASK2FORMER_TRAINED, "score_threshold": 0.1}),
     ],
 }  # fmt: skip
 
@@ -280,6 +294,9 @@ def test_shipped_checkpoints_keep_their_families() -> None:
         ("instance", "SOLOv2", "solov2"),
         ("instance", "CondInst", "condinst"),
         ("panoptic", "fpn", "panoptic-deeplab"),
+        ("semantic", "Mask2Former", "mask2former"),
+        ("instance", "mask2former", "mask2former"),
+        ("panoptic", "mask2former", "mask2former"),
     ],
 )
 def test_training_family_by_task_and_arch(task: str, arch: str, family: str) -> None:
@@ -291,7 +308,8 @@ def test_training_family_by_task_and_arch(task: str, arch: str, family: str) -> 
     [
         ("semantic", "maskrcnn", "unet, unetplusplus, deeplabv3plus, pspnet, fpn, segformer, fcn"),
         ("panoptic", "fcn", "unet, unetplusplus, deeplabv3plus, pspnet, fpn, segformer"),
-        ("semantic", "siam-diff", "segformer, fcn$"),
+        ("semantic", "siam-diff", "segformer, fcn, mask2former$"),
+        ("instance", "condinst-x", "maskrcnn, solov2, .*mask2former$"),
         ("change", "siamese", "early, unet, .*, fcn, siam-diff, siam-conc$"),
         ("depth", "unet", "semantic, change, instance, panoptic"),
     ],
