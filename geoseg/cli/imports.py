@@ -49,8 +49,9 @@ def _numbers(text: str | None, option: str) -> tuple[float, ...] | None:
 @click.option("--gsd", "gsd_m", type=float, help="Ground sample distance it was trained at, m.")
 @click.option("--outputs", type=click.Choice(["logits", "probabilities"]), default="logits",
               show_default=True, help="ONNX: what the graph gives (logits: softmax).")  # fmt: skip
-@click.option("--sam-config", help="A SAM .pth's model: vit_b, vit_l, vit_h or a transformers "
-              "SamConfig JSON file [told from the patch embedding's width].")  # fmt: skip
+@click.option("--sam-config", help="A SAM .pth's model: vit_b, vit_l, vit_h or a SamConfig "
+              "JSON file; a SAM 2 .pt's: hiera_t, hiera_s, hiera_b+, hiera_l or a "
+              "Sam2VideoConfig JSON file [told from the tensor shapes].")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 def import_(source: Path, output: Path, bands: str, classes: str | None, mean: str | None,
             std: str | None, things: str | None, **kw: object) -> None:  # fmt: skip
@@ -59,8 +60,8 @@ def import_(source: Path, output: Path, bands: str, classes: str | None, mean: s
     SOURCE is an ONNX graph (model.onnx; it travels inside the checkpoint with its
     SHA-256 and runs through onnxruntime) or a Hugging Face transformers model folder
     (config.json + model.safetensors, as save_pretrained writes them), or SAM's own
-    .pth checkpoint (read with torch.load(weights_only=True) only). Nothing is
-    downloaded. `geoseg predict -m OUTPUT` then runs it with geoseg's tiling.
+    .pth checkpoint or SAM 2 / 2.1's .pt (read with torch.load(weights_only=True)
+    only). Nothing is downloaded. `geoseg predict -m OUTPUT` then runs it with geoseg's tiling.
     """
     from geoseg.pipelines.importing import ImportOptions, import_model
     from geoseg.training.config import load_class_schema

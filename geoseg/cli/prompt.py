@@ -26,7 +26,8 @@ from geoseg.cli.app import (
     "-m",
     "--model",
     required=True,
-    help="A SAM checkpoint (geoseg import SAM_FOLDER|sam.pth -o sam.safetensors --bands R,G,B).",
+    help="A SAM / SAM 2 checkpoint (geoseg import SAM_FOLDER|sam.pth|sam2.1.pt -o "
+    "sam.safetensors --bands R,G,B).",
 )
 @click.option(
     "-o",

@@ -15,7 +15,7 @@ coordinate ``c`` is passed as ``c - 0.5``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,7 +177,7 @@ class SamPrompter:
 
     def decode(
         self,
-        embedding: torch.Tensor,
+        embedding: Any,
         points: np.ndarray | None = None,
         labels: np.ndarray | None = None,
         boxes: np.ndarray | None = None,
@@ -186,43 +186,70 @@ class SamPrompter:
         """Masks of ``P`` prompts on one encoded window.
 
         Args:
-            embedding: ``(D, h, w)``, one window of :meth:`encode`.
+            embedding: one window of :meth:`encode` (SAM: ``(D, h, w)``; SAM 2: its maps).
             points: ``(P, k, 2) float`` point prompts ``(x, y)`` in input px (see module doc).
             labels: ``(P, k) int`` 1 positive, 0 negative, :data:`PAD_LABEL` padding.
             boxes: ``(P, 4) float`` box prompts ``(x0, y0, x1, y1)`` in input px.
             keep: ``best`` (the candidate with the highest predicted IoU) or ``all``.
         """
-        return self._decode(embedding[None], points, labels, boxes, keep)
+        points, labels, boxes = (None if a is None else a[None] for a in (points, labels, boxes))
+        one = self.decode_windows([embedding], points, labels, boxes, keep)
+        return Decoded(one.logits[0], one.scores[0])
+
+    def decode_windows(
+        self, embeddings: Sequence[Any], points: np.ndarray | None = None,
+        labels: np.ndarray | None = None, boxes: np.ndarray | None = None, keep: str = "best",
+    ) -> Decoded:  # fmt: skip
+        """Masks of ``P`` prompts on each of ``B`` encoded windows, in one decoder call (one
+        call's fixed cost instead of ``B``: a window rarely holds more than a few prompts).
+
+        Args:
+            embeddings: ``B`` windows of :meth:`encode`.
+            points, labels, boxes: as :meth:`decode`'s with a leading ``B`` axis
+                (``(B, P, k, 2)``, ``(B, P, k)``, ``(B, P, 4)``).
+            keep: as :meth:`decode`'s.
+
+        Returns:
+            :class:`Decoded` with a leading ``B`` axis: ``logits (B, P, M, S, S)``,
+            ``scores (B, P, M)``.
+        """
+        return self._decode(self._stack(embeddings), points, labels, boxes, keep)
+
+    def _stack(self, embeddings: Sequence[Any]) -> Any:
+        """The model's ``image_embeddings`` of windows of :meth:`encode`: ``(B, D, h, w)``."""
+        return torch.stack(list(embeddings))
 
     def _decode(
         self, embeddings: Any, points: np.ndarray | None, labels: np.ndarray | None,
         boxes: np.ndarray | None, keep: str,
     ) -> Decoded:  # fmt: skip
-        """:meth:`decode` given ``embeddings``, the model's ``image_embeddings`` argument (one
-        window as a batch of one: a tensor for SAM, a list of feature maps for SAM 2)."""
+        """:meth:`decode_windows` given ``embeddings``, the model's ``image_embeddings``."""
         kw = self._prompt_tensors(points, labels, boxes)
+        size = self.size
         with torch.inference_mode(), self._autocast():
             out = self.model(image_embeddings=embeddings, multimask_output=True, **kw)
-            masks, scores = out.pred_masks[0].float(), out.iou_scores[0].float()
+            masks, scores = out.pred_masks.float(), out.iou_scores.float()  # (B, P, M, h, w)
             if keep == "best":
-                best = scores.argmax(dim=1)
-                rows = torch.arange(len(best), device=best.device)
-                masks, scores = masks[rows, best][:, None], scores[rows, best][:, None]
-            logits = F.interpolate(masks, size=(self.size, self.size), mode="bilinear",
-                                   align_corners=False)  # fmt: skip
+                best = scores.argmax(dim=2, keepdim=True)
+                scores = scores.gather(2, best)
+                pick = best[..., None, None].expand(-1, -1, -1, *masks.shape[-2:])
+                masks = masks.gather(2, pick)
+            b, p, m = masks.shape[:3]
+            logits = F.interpolate(masks.flatten(0, 1), size=(size, size), mode="bilinear",
+                                   align_corners=False).reshape(b, p, m, size, size)  # fmt: skip
         return Decoded(logits.cpu().numpy(), scores.cpu().numpy())
 
     def _prompt_tensors(
         self, points: np.ndarray | None, labels: np.ndarray | None, boxes: np.ndarray | None
     ) -> dict[str, torch.Tensor]:
-        """The decoder's ``input_points (1, P, k, 2)``, ``input_labels (1, P, k)`` and
-        ``input_boxes (1, P, 4)`` on the device (pixel centres: see the module doc)."""
+        """The decoder's ``input_points (B, P, k, 2)``, ``input_labels (B, P, k)`` and
+        ``input_boxes (B, P, 4)`` on the device (pixel centres: see the module doc)."""
         dev, kw = self.device, {}
         if points is not None and labels is not None:
-            kw["input_points"] = torch.as_tensor(points - 0.5, dtype=torch.float32)[None].to(dev)
-            kw["input_labels"] = torch.as_tensor(labels, dtype=torch.int64)[None].to(dev)
+            kw["input_points"] = torch.as_tensor(points - 0.5, dtype=torch.float32).to(dev)
+            kw["input_labels"] = torch.as_tensor(labels, dtype=torch.int64).to(dev)
         if boxes is not None:
-            kw["input_boxes"] = torch.as_tensor(boxes - 0.5, dtype=torch.float32)[None].to(dev)
+            kw["input_boxes"] = torch.as_tensor(boxes - 0.5, dtype=torch.float32).to(dev)
         return kw
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:

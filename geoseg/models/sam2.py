@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from geoseg.errors import CheckpointError
 from geoseg.models.families.sam2 import ARCH, IMAGE_TYPE, MODEL_TYPES, VIDEO_TYPE
 from geoseg.models.runtime import load_module, resolve_device
-from geoseg.models.sam import Decoded, SamPrompter, stored_config
+from geoseg.models.sam import SamPrompter, stored_config
 from geoseg.types import ModelMeta
 
 __all__ = ["FramePrompt", "Sam2Prompter", "build_sam2", "load_sam2", "sam2_config"]
@@ -110,13 +110,9 @@ class Sam2Prompter(SamPrompter):
         maps = runner.call(runner.to_device(batch, valid))
         return [[m[j].float() for m in maps] for j in range(len(batch))]
 
-    def decode(  # type: ignore[override]  # the embedding of one window of encode
-        self, embedding: Sequence[torch.Tensor], points: np.ndarray | None = None,
-        labels: np.ndarray | None = None, boxes: np.ndarray | None = None, keep: str = "best",
-    ) -> Decoded:  # fmt: skip
-        """Masks of ``P`` prompts on one encoded window (arguments as
-        :meth:`SamPrompter.decode`; ``embedding``: one window's maps of :meth:`encode`)."""
-        return self._decode([e[None] for e in embedding], points, labels, boxes, keep)
+    def _stack(self, embeddings: Sequence[Any]) -> list[torch.Tensor]:
+        """The ``image_embeddings`` of windows of :meth:`encode`: each level's maps stacked."""
+        return [torch.stack([e[level] for e in embeddings]) for level in range(len(embeddings[0]))]
 
     def track(
         self, frames: np.ndarray, valid: np.ndarray, prompts: Sequence[FramePrompt], start: int

@@ -66,7 +66,9 @@ class ImportOptions:
             (None: the class file's ``is_thing``).
         score_threshold: smallest object score kept (``instance``/``panoptic``).
         sam_config: a SAM ``.pth``'s model: ``vit_b``, ``vit_l``, ``vit_h`` or the path of a
-            transformers ``SamConfig`` JSON file (None: told from the tensor shapes).
+            transformers ``SamConfig`` JSON file; a SAM 2 ``.pt``'s: ``hiera_t``,
+            ``hiera_s``, ``hiera_b+``, ``hiera_l`` or a ``Sam2VideoConfig`` JSON file
+            (None: told from the tensor shapes).
     """
 
     bands: Sequence[str]

@@ -4,8 +4,9 @@ The prompts (:mod:`geoseg.pipelines.prompt_inputs`) are put on windows of the
 scene (:mod:`geoseg.pipelines.prompt_windows`); each window is read alone (box
 plus context, decimated when the box is larger than one encoder input) and
 encoded once for all its prompts, windows batched through the encoder; the
-prompts are decoded in groups of :data:`DECODE_PROMPTS`, and the masks go back
-to the scene grid (:mod:`geoseg.pipelines.prompt_objects`). Memory follows the
+prompts of a batch are decoded :data:`DECODE_PROMPTS` at a time, one decoder call
+for consecutive windows holding as many prompts, and the masks go back to the scene
+grid (:mod:`geoseg.pipelines.prompt_objects`). Memory follows the
 objects, not the scene. The instance COG and the polygons are outputs of one
 run: a failure leaves neither.
 """
@@ -13,6 +14,7 @@ run: a failure leaves neither.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.areas import AreaMethod, area_method
+from geoseg.areas import AreaMethod, area_method, pyproj_crs
 from geoseg.errors import CheckpointError, GeosegError
 from geoseg.io.raster import open_scene
 from geoseg.io.vectors import write_vectors
@@ -51,7 +53,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Prompts decoded together on one window (their S x S logits are held at once).
+#: Prompts decoded together, over the windows of one encoder batch (their S x S logits
+#: are held at once).
 DECODE_PROMPTS = 8
 #: ``--multimask`` values: SAM's best candidate, or all three.
 MULTIMASK = ("best", "all")
@@ -200,7 +203,9 @@ def prompt_ious(run: Prompted) -> tuple[np.ndarray, np.ndarray]:
         ``(len(objects),)`` each object's IoU with its prompt's polygon, and
         ``(len(prompts),)`` each prompt's, from its best object (0 if it has none).
     """
-    shapes, items, frame = run.prompts.shapes, run.prompts.items, run.frame
+    shapes, items = run.prompts.shapes, run.prompts.items
+    # the CRS parsed once, not twice an object (a rasterio CRS is re-read from its WKT)
+    frame = dataclasses.replace(run.frame, crs=pyproj_crs(run.frame.crs))
     per_object = np.array(
         [mask_iou(shapes[items[o.prompt].row], (o.row0, o.col0, o.mask), frame)
          for o in run.objects], np.float64,
@@ -273,44 +278,82 @@ def segment(
         pixels = [read_window(src, bands, w, prompter.size) for w in group]
         embeddings = prompter.encode(np.stack([p[0] for p in pixels]),
                                      np.stack([p[1] for p in pixels]))  # fmt: skip
-        for j, window in enumerate(group):
-            for first in range(0, len(plan[window]), DECODE_PROMPTS):
-                chosen = plan[window][first : first + DECODE_PROMPTS]
-                objects += _decode(prompter, embeddings[j], window, pixels[j][1], frame,
-                                   prompts.items, chosen, opts.multimask)  # fmt: skip
+        # every prompt of the batch's windows, decoded DECODE_PROMPTS at a time in one call
+        pairs = [(j, i) for j, window in enumerate(group) for i in plan[window]]
+        for first in range(0, len(pairs), DECODE_PROMPTS):
+            objects += _decode(prompter, embeddings, group, [p[1] for p in pixels], frame,
+                               prompts.items, pairs[first : first + DECODE_PROMPTS],
+                               opts.multimask)  # fmt: skip
         if progress is not None:
             progress(min(start + batch, len(windows)), len(windows))
     return objects, len(windows)
 
 
-def _decode(
-    prompter: SamPrompter, embedding: Any, window: PromptWindow, valid: np.ndarray,
-    frame: SceneFrame, items: Sequence[Prompt], chosen: Sequence[int], keep: str,
-) -> list[ObjectMask]:  # fmt: skip
-    """The objects of prompts ``chosen`` (indices of ``items``) on one encoded window."""
-    mine = [items[i] for i in chosen]
+def _prompt_arrays(
+    windows: Sequence[PromptWindow], rows: Sequence[Sequence[Prompt]]
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """The decoder's ``points (B, P, k, 2)``, ``labels (B, P, k)`` and ``boxes (B, P, 4)``
+    (None where the prompts have none) of ``B`` windows' ``P`` prompts, in input px."""
     boxes = None
-    if mine[0].box is not None:
-        corners = np.array([m.box for m in mine], np.float64).reshape(-1, 2, 2)
-        boxes = window.to_input(corners).reshape(-1, 4)
-    k = max(len(m.points) for m in mine)
-    points = labels = None
-    if k:  # point prompts, or boxes with interior points (padded to the most points)
-        points = np.zeros((len(mine), k, 2), np.float64)
-        labels = np.full((len(mine), k), PAD_LABEL, np.int64)
-        for p, one in enumerate(mine):
-            points[p, : len(one.points)] = window.to_input(one.points)
-            labels[p, : len(one.points)] = one.labels
-    decoded = prompter.decode(embedding, points=points, labels=labels, boxes=boxes, keep=keep)
+    if rows[0][0].box is not None:
+        boxes = np.stack([
+            w.to_input(np.array([m.box for m in row], np.float64).reshape(-1, 2, 2)).reshape(-1, 4)
+            for w, row in zip(windows, rows, strict=True)
+        ])  # fmt: skip
+    k = max(len(m.points) for row in rows for m in row)
+    if not k:
+        return None, None, boxes
+    # point prompts, or boxes with interior points (padded to the most points)
+    points = np.zeros((len(rows), len(rows[0]), k, 2), np.float64)
+    labels = np.full((len(rows), len(rows[0]), k), PAD_LABEL, np.int64)
+    for b, (window, row) in enumerate(zip(windows, rows, strict=True)):
+        for p, one in enumerate(row):
+            points[b, p, : len(one.points)] = window.to_input(one.points)
+            labels[b, p, : len(one.points)] = one.labels
+    return points, labels, boxes
+
+
+def _decode(
+    prompter: SamPrompter, embeddings: Any, windows: Sequence[PromptWindow],
+    valid: Sequence[np.ndarray], frame: SceneFrame, items: Sequence[Prompt],
+    pairs: Sequence[tuple[int, int]], keep: str,
+) -> list[ObjectMask]:  # fmt: skip
+    """The objects of ``pairs`` ``(j, i)``: prompt ``items[i]`` on encoded window ``j`` of
+    ``windows`` (``embeddings[j]``, ``valid[j]``), in ``pairs``' order; one decoder call
+    for each run of consecutive windows that hold as many prompts (most hold one)."""
+    per: dict[int, list[int]] = {}
+    for j, i in pairs:
+        per.setdefault(j, []).append(i)
+    runs: list[list[int]] = []
+    for j in per:
+        if runs and len(per[runs[-1][0]]) == len(per[j]):
+            runs[-1].append(j)
+        else:
+            runs.append([j])
+    out: list[ObjectMask] = []
+    for js in runs:
+        rows = [[items[i] for i in per[j]] for j in js]
+        points, labels, boxes = _prompt_arrays([windows[j] for j in js], rows)
+        decoded = prompter.decode_windows([embeddings[j] for j in js], points, labels, boxes,
+                                          keep)  # fmt: skip
+        for b, j in enumerate(js):
+            for p, i in enumerate(per[j]):
+                out += _objects(decoded.logits[b, p], decoded.scores[b, p], valid[j],
+                                windows[j], frame, items[i].id, i)  # fmt: skip
+    return out
+
+
+def _objects(
+    logits: np.ndarray, scores: np.ndarray, valid: np.ndarray, window: PromptWindow,
+    frame: SceneFrame, fid: int, i: int,
+) -> list[ObjectMask]:  # fmt: skip
+    """Prompt ``i``'s (feature id ``fid``) objects of its ``(M, S, S)`` logits and ``(M,)``
+    scores on ``window``: each non-empty candidate, the best flagged."""
+    best = int(np.argmax(scores))
     out = []
-    for p, i in enumerate(chosen):
-        best = int(np.argmax(decoded.scores[p]))
-        for m in range(decoded.logits.shape[1]):
-            placed = place_mask(decoded.logits[p, m], valid, window, frame.height, frame.width)
-            if placed is None:
-                continue
-            out.append(ObjectMask(
-                mine[p].id, i, m, float(decoded.scores[p, m]),
-                stability_score(decoded.logits[p, m]), *placed, best=m == best,
-            ))  # fmt: skip
+    for m in range(logits.shape[0]):
+        placed = place_mask(logits[m], valid, window, frame.height, frame.width)
+        if placed is not None:
+            out.append(ObjectMask(fid, i, m, float(scores[m]), stability_score(logits[m]),
+                                  *placed, best=m == best))  # fmt: skip
     return out

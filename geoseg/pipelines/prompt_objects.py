@@ -135,7 +135,8 @@ def _block(valid: np.ndarray, objects: Sequence[ObjectMask], y0: int, x0: int) -
     """``(2, h, w) uint32`` class and id of one block at scene px ``(y0, x0)``."""
     h, w = valid.shape
     ids = np.zeros((h, w), np.uint32)
-    best = np.full((h, w), -np.inf, np.float64)
+    # scores are SAM's float32 IoUs: float32 compares them exactly, at half the memory
+    best = np.full((h, w) if objects else (0, 0), -np.inf, np.float32)
     for o in objects:
         oh, ow = o.mask.shape
         ys = slice(max(y0, o.row0), min(y0 + h, o.row0 + oh))
@@ -145,8 +146,11 @@ def _block(valid: np.ndarray, objects: Sequence[ObjectMask], y0: int, x0: int) -
         take = mine & valid[here] & (o.score > best[here])
         ids[here][take] = o.id
         best[here][take] = o.score
-    cls = np.where(valid, np.where(ids > 0, 1, 0), 255).astype(np.uint32)
-    return np.stack([cls, ids])
+    out = np.empty((2, h, w), np.uint32)
+    np.greater(ids, 0, out=out[0], casting="unsafe")
+    out[0][~valid] = NODATA_LABEL
+    out[1] = ids
+    return out
 
 
 def object_table(

@@ -10,8 +10,8 @@ over, else one error names a few of each and nothing is written. The model is
 ViT-B, -L or -H, told by the patch embedding's width (``--sam-config`` names it, or
 gives a ``SamConfig`` JSON file for another size); the checkpoint is then written by
 the folder import's writer (:func:`geoseg.pipelines.sam_import.sam_checkpoint`), so
-both give the same form. SAM 2 ``.pth`` files (Meta's ``sam2`` naming) are refused
-with the way through a transformers folder.
+both give the same form. SAM 2 / 2.1 files (Meta's ``sam2`` naming) go to
+:mod:`geoseg.pipelines.sam2_pth`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from geoseg.io.state_dicts import read_state_dict
 from geoseg.models.families.sam import MODEL_TYPE
 from geoseg.models.hf import transformers_module
 from geoseg.pipelines.hf_import import read_folder_json
+from geoseg.pipelines.sam2_pth import SAM2_PRESETS, import_sam2_pth, is_sam2
 from geoseg.pipelines.sam_import import (
     SAM_PREPROCESSOR,
     check_sam_options,
@@ -120,11 +121,10 @@ def _mlp_depths(keys: list[str]) -> dict[str, int]:
 
 def check_sam_names(keys: Collection[str], where: Path) -> None:
     """Meta's SAM names: SAM 2 files and files without SAM's patch embedding are refused."""
-    if any(k.startswith(("image_encoder.trunk.", "sam_mask_decoder.")) for k in keys):
+    if is_sam2(keys):
         raise CheckpointError(
-            f"{where}: a SAM 2 checkpoint (Meta's sam2 naming); geoseg imports SAM 2 from a "
-            "transformers folder: Sam2Model.from_pretrained(...).save_pretrained('sam2_folder'), "
-            "then geoseg import sam2_folder/"
+            f"{where}: a SAM 2 checkpoint (Meta's sam2 naming), not SAM's; import it with "
+            "geoseg import (geoseg.pipelines.sam2_pth)"
         )
     if PATCH_KEY not in keys:
         shown = sorted(keys)[:3]
@@ -155,12 +155,22 @@ def _config(tensors: Mapping[str, torch.Tensor], opts: ImportOptions, where: Pat
     """The file's ``SamConfig``: ``--sam-config``'s preset or JSON, else the inferred preset."""
     t = transformers_module()
     choice = opts.sam_config
+    if choice in SAM2_PRESETS:
+        raise GeosegError(
+            f"--sam-config {choice} is a SAM 2 model, and {where} is a SAM (ViT) checkpoint; "
+            "give vit_b, vit_l, vit_h, a SamConfig JSON file, or leave --sam-config out"
+        )
     if choice is not None and choice not in SAM_PRESETS:
         if not Path(choice).is_file():
             raise GeosegError(
                 f"--sam-config {choice}: neither vit_b, vit_l, vit_h nor a SamConfig JSON file"
             )
         config = read_folder_json(Path(choice), required=True)
+        if config.get("model_type", MODEL_TYPE) != MODEL_TYPE:
+            raise CheckpointError(
+                f"{choice}: a {config.get('model_type')!r} config, and {where} is a SAM (ViT) "
+                "checkpoint; give a transformers SamConfig JSON or leave --sam-config out"
+            )
         try:
             return t.SamConfig.from_dict({**config, "model_type": MODEL_TYPE})
         except Exception as exc:  # transformers' config errors are untyped
@@ -229,12 +239,15 @@ def import_sam_pth(source: Path, opts: ImportOptions) -> tuple[dict[str, torch.T
 
     Raises:
         GeosegError: options that do not apply to SAM.
-        CheckpointError: an unreadable or code-carrying file, a SAM 2 or non-SAM file,
-            tensors that do not fit the model exactly.
+        CheckpointError: an unreadable or code-carrying file, a non-SAM file, tensors
+            that do not fit the model exactly.
     """
     read = read_state_dict(source)  # weights_only; refuses pickled classes in one line
     if read.kind != "torch":
         raise GeosegError(f"{source}: not a torch .pth file; geoseg imports SAM's .pth files")
+    if is_sam2(read.tensors):  # Meta's SAM 2 / 2.1 (the same reader, another name map)
+        check_sam_options(source, opts)
+        return import_sam2_pth(read, opts)
     check_sam_names(read.tensors, source)  # what the file is, before what the options ask
     check_sam_options(source, opts)
     config = _config(read.tensors, opts, source)

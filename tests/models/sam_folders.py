@@ -42,3 +42,20 @@ def imported_sam(root: Path, scale: float | None = None) -> str:
 
     opts = ImportOptions(("R", "G", "B"), scale=scale)
     return str(import_model(sam_folder(root / "folder"), root / "sam.safetensors", opts).output)
+
+
+def fake_decode(monkeypatch: Any, decode: Any) -> None:
+    """Replace SAM's decoder with ``decode`` (``SamPrompter.decode``'s signature: one window);
+    ``decode_windows``, the batched call ``geoseg prompt`` makes, runs it window by window."""
+    import numpy as np
+
+    from geoseg.models.sam import Decoded, SamPrompter
+
+    def decode_windows(self: SamPrompter, embeddings: Any, points: Any = None, labels: Any = None,
+                       boxes: Any = None, keep: str = "best") -> Decoded:  # fmt: skip
+        outs = [decode(self, e, *(None if a is None else a[b] for a in (points, labels, boxes)),
+                       keep=keep) for b, e in enumerate(embeddings)]  # fmt: skip
+        return Decoded(np.stack([o.logits for o in outs]), np.stack([o.scores for o in outs]))
+
+    monkeypatch.setattr(SamPrompter, "decode", decode)
+    monkeypatch.setattr(SamPrompter, "decode_windows", decode_windows)

@@ -29,6 +29,7 @@ from geoseg.pipelines.prompt_inputs import Prompt, SceneFrame, read_prompts
 from geoseg.pipelines.prompt_objects import stability_score
 from geoseg.pipelines.prompt_windows import plan_windows
 from tests.conftest import textured_scene, write_raster
+from tests.models.sam_folders import fake_decode
 
 T = Affine(10, 0, 500000, 0, -10, 5100000)
 H, W, S = 600, 700, 256
@@ -138,7 +139,7 @@ def test_the_higher_score_wins_an_overlap_and_masks_land_exactly(
     image: Path, sam: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     scores: list[float], overlap_id: int,
 ) -> None:  # fmt: skip
-    monkeypatch.setattr(SamPrompter, "decode", box_decoder(scores))
+    fake_decode(monkeypatch, box_decoder(scores))
     boxes = [(100, 100, 160, 150), (140, 120, 200, 180)]
     layer = box_layer(tmp_path / "b.gpkg", boxes)
     run(image, sam, tmp_path / "o.tif", boxes=str(layer))
@@ -155,7 +156,7 @@ def test_the_higher_score_wins_an_overlap_and_masks_land_exactly(
 def test_a_large_box_reads_decimated_and_lands_exactly(
     image: Path, sam: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(SamPrompter, "decode", box_decoder([0.5]))
+    fake_decode(monkeypatch, box_decoder([0.5]))
     box = (100, 64, 300, 300)  # 236 px (354 with context): a 512 px window read at 256
     layer = box_layer(tmp_path / "b.gpkg", [box])
     assert [w.factor for w in plan_windows([box_prompt(box)], S)] == [2]
@@ -191,7 +192,7 @@ def test_points_are_grouped_labelled_and_padded(
             logits[p, 0, y : y + 10, x : x + 10] = 5.0
         return Decoded(logits, np.full((len(points), 1), 0.5, np.float32))
 
-    monkeypatch.setattr(SamPrompter, "decode", decode)
+    fake_decode(monkeypatch, decode)
     pixels = [(50.5, 60.5), (70.5, 60.5), (90.5, 100.5)]
     frame = gpd.GeoDataFrame(
         {"label": [1, 0, 1], "prompt_id": [7, 7, 9]},
@@ -224,7 +225,7 @@ def test_multimask_all_gives_three_candidates_and_the_raster_keeps_the_best(
             logits[:, m, y : y + side, x : x + side] = 5.0
         return Decoded(logits, np.tile(np.array([0.2, 0.9, 0.5], np.float32), (len(boxes), 1)))
 
-    monkeypatch.setattr(SamPrompter, "decode", decode)
+    fake_decode(monkeypatch, decode)
     layer = box_layer(tmp_path / "b.gpkg", [(20, 30, 60, 80)])
     vector = tmp_path / "o.gpkg"
     run(image, sam, tmp_path / "o.tif", boxes=str(layer), vector=vector, multimask="all")
@@ -237,7 +238,7 @@ def test_multimask_all_gives_three_candidates_and_the_raster_keeps_the_best(
 def test_polygon_areas_are_the_true_areas_of_their_pixels(
     image: Path, sam: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(SamPrompter, "decode", box_decoder([0.5]))
+    fake_decode(monkeypatch, box_decoder([0.5]))
     layer = box_layer(tmp_path / "b.gpkg", [(100, 100, 160, 150)])
     vector = tmp_path / "o.gpkg"
     run(image, sam, tmp_path / "o.tif", boxes=str(layer), vector=vector)

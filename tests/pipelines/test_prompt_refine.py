@@ -29,7 +29,7 @@ from geoseg.pipelines.prompt_inputs import SceneFrame
 from geoseg.pipelines.prompt_refine import interior_points, mask_iou, summarize_ious
 from geoseg.pipelines.prompt_windows import PromptWindow, read_window
 from tests.conftest import textured_scene, write_raster
-from tests.models.sam_folders import sam_folder
+from tests.models.sam_folders import fake_decode, sam_folder
 from tests.pipelines.test_prompt import H, S, T, W, box_layer
 
 BOXES = [(100, 100, 160, 150), (20, 30, 60, 80), (400, 300, 470, 360)]
@@ -101,7 +101,7 @@ def test_interior_points_join_the_box_prompt(
     image: Path, sam: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[dict[str, Any]] = []
-    monkeypatch.setattr(SamPrompter, "decode", share_decoder([1.0, 1.0], seen))
+    fake_decode(monkeypatch, share_decoder([1.0, 1.0], seen))
     layer = box_layer(tmp_path / "b.gpkg", BOXES[:2])
     run_prompt(image, sam, tmp_path, layer, interior_points=3)
     (call,) = seen  # one window, one decode of both prompts
@@ -114,7 +114,7 @@ def test_interior_points_join_the_box_prompt(
 def test_each_polygon_gets_its_iou_with_the_refined_polygon(
     image: Path, sam: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crs: str
 ) -> None:
-    monkeypatch.setattr(SamPrompter, "decode", share_decoder([0.5, 1.0, 0.0]))
+    fake_decode(monkeypatch, share_decoder([0.5, 1.0, 0.0]))
     layer = box_layer(tmp_path / "b.gpkg", BOXES, crs=crs)
     result = run_prompt(image, sam, tmp_path, layer)
     table = gpd.read_file(tmp_path / "o.gpkg")
@@ -131,7 +131,7 @@ def test_each_polygon_gets_its_iou_with_the_refined_polygon(
 def test_the_cli_prints_the_iou_summary(
     image: Path, sam: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(SamPrompter, "decode", share_decoder([0.5, 1.0]))
+    fake_decode(monkeypatch, share_decoder([0.5, 1.0]))
     layer = box_layer(tmp_path / "b.gpkg", BOXES[:2])
     result = CliRunner().invoke(cli, ["prompt", str(image), "-m", sam, "--boxes", str(layer),
                                       "--interior-points", "2", "-o", str(tmp_path / "o.tif"),
@@ -151,7 +151,7 @@ def run_prompt(image: Path, sam: str, tmp: Path, layer: Path, **kw: Any) -> Any:
 def test_evaluate_scores_sam_with_a_box_per_reference_polygon(
     image: Path, sam: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crs: str
 ) -> None:
-    monkeypatch.setattr(SamPrompter, "decode", share_decoder([0.25, 1.0, 0.5]))
+    fake_decode(monkeypatch, share_decoder([0.25, 1.0, 0.5]))
     layer = box_layer(tmp_path / "ref.gpkg", BOXES, crs=crs)
     result = CliRunner().invoke(cli, ["evaluate", "-m", sam, "--image", str(image), "--labels",
                                       str(layer), "-o", str(tmp_path / "ev"), "--device",

@@ -144,8 +144,7 @@ HOSTILE: dict[str, tuple[Callable[[dict[str, Any], Path], Path], str]] = {
     "sam2-pth": (_edit(lambda s: {"model": {"image_encoder.trunk.patch_embed.proj.weight":
                                             torch.zeros(2), "sam_mask_decoder.iou_token.weight":
                                             torch.zeros(2)}}, True),
-                 "a SAM 2 checkpoint (Meta's sam2 naming); geoseg imports SAM 2 from a "
-                 "transformers folder"),
+                 "a None config, and"),  # a SamConfig JSON for a SAM 2 file
     "plain-tensor": (_edit(lambda s: torch.zeros(3), True), "holds no state dict (found Tensor)"),
 }  # fmt: skip
 
