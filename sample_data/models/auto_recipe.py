@@ -38,9 +38,12 @@ Pairs = list[tuple[Path, Path]]
 
 def plan_and_train(
     name: str, parts: dict[str, Pairs], schema: ClassSchema, work: Path, budget_s: float,
-    provenance: dict[str, Any], report: Callable[[Any], None],
+    provenance: dict[str, Any], report: Callable[[Any], None], task: str = "semantic",
+    **train_kw: Any,
 ) -> tuple[Path, float | None, float, dict[str, Any]]:  # fmt: skip
     """Plan ``name`` from ``parts["train"]`` within ``budget_s`` seconds and train it.
+
+    ``train_kw``: the recipe's training settings the plan does not choose (loss weights).
 
     Returns:
         The checkpoint (in ``work``), its best validation mIoU, the training wall time
@@ -52,7 +55,7 @@ def plan_and_train(
     req = PlanRequest(
         images=tuple(str(p[0]) for p in parts["train"]),
         labels=tuple(str(p[1]) for p in parts["train"]),
-        output=str(out), classes=str(classes), arch="unet", encoder="tu-resnet18",
+        output=str(out), classes=str(classes), task=task, arch="unet", encoder="tu-resnet18",
         budget_s=budget_s, device="cpu",
     )  # fmt: skip
     entries, header = make_plan(req)
@@ -64,7 +67,7 @@ def plan_and_train(
     cfg = load_train_config(
         plan, val_images=[str(p[0]) for p in parts["val"]],
         val_labels=[str(p[1]) for p in parts["val"]], seed=0, lr=3e-3, overwrite=True,
-        provenance=dict(raw.get("provenance") or {}) | provenance,
+        provenance=dict(raw.get("provenance") or {}) | provenance, **train_kw,
     )  # fmt: skip
     t0 = time.perf_counter()
     best = train_model(cfg, report).best_miou

@@ -13,6 +13,11 @@ Each raster is split into three spatially separate blocks: train, validation
 (picks the best epoch) and test (scored once, at the end, for the model and for
 the weights-free ``spectral`` baseline on the same pixels). Both models read the
 six bands B02, B03, B04, B08, B11, B12 (10-20 m), the bands of the demo scene.
+
+``--auto --time-budget 8m`` plans each model from its train block as ``geoseg train
+--auto`` does (:mod:`auto_recipe`), trains it, scores the same test block and writes
+the figures under ``"auto"`` in scores.json beside the recipe's; the shipped file is
+replaced only when the planned model wins by more than noise (``auto_recipe.is_better``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import torch
 from auto_recipe import MARGIN_MIOU, is_better, plan_and_train, side_by_side
 from rasterio.windows import Window
 
@@ -259,7 +265,11 @@ def main() -> None:
                         "replace a shipped model only if it wins by more than noise")  # fmt: skip
     parser.add_argument("--time-budget", default="8m", help="--auto: training budget (8m, 90s)")
     parser.add_argument("--models", default=",".join(RECIPES), help="comma-separated subset")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared machine: "
+                        "2 threads on 2 busy cores made a step 4-30x slower)")  # fmt: skip
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     path = HERE / "scores.json"
     report: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     for name in args.models.split(","):
@@ -268,6 +278,7 @@ def main() -> None:
             if args.auto:
                 budget = parse_duration(args.time_budget)
                 report[name] = run_auto(report[name], budget, **kw)
+                report[name]["auto"]["threads"] = torch.get_num_threads()
             else:
                 kw["epochs"], kw["retrain"] = args.epochs, not args.score_only
                 report[name] = train_and_score(**kw) | (
