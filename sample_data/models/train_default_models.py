@@ -266,7 +266,7 @@ def main() -> None:
     parser.add_argument("--time-budget", default="8m", help="--auto: training budget (8m, 90s)")
     parser.add_argument("--models", default=",".join(RECIPES), help="comma-separated subset")
     parser.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared machine: "
-                        "2 threads on 2 busy cores made a step 4-30x slower)")  # fmt: skip
+                        "2 threads on 2 busy cores made a step 4-35x slower)")  # fmt: skip
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
