@@ -13,6 +13,11 @@ Each raster is split into three spatially separate blocks: train, validation
 (picks the best epoch) and test (scored once, at the end, for the model and for
 the weights-free ``spectral`` baseline on the same pixels). Both models read the
 six bands B02, B03, B04, B08, B11, B12 (10-20 m), the bands of the demo scene.
+
+``--auto --time-budget 8m`` plans each model from its train block as ``geoseg train
+--auto`` does (:mod:`auto_recipe`), trains it, scores the same test block and writes
+the figures under ``"auto"`` in scores.json beside the recipe's; the shipped file is
+replaced only when the planned model wins by more than noise (``auto_recipe.is_better``).
 """
 
 from __future__ import annotations
@@ -21,17 +26,21 @@ import argparse
 import dataclasses
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
+import torch
+from auto_recipe import MARGIN_MIOU, is_better, plan_and_train, side_by_side
 from rasterio.windows import Window
 
 from geoseg.io.checkpoint import load_checkpoint, save_checkpoint
 from geoseg.pipelines.evaluate import evaluate_scene
 from geoseg.pipelines.predict import PredictOptions
 from geoseg.training import load_train_config, train_model
+from geoseg.training.plan_file import parse_duration
 from geoseg.types import ClassInfo, ClassSchema
 
 HERE = Path(__file__).resolve().parent
@@ -141,6 +150,12 @@ def train(
         provenance={"data": note, "heldout": heldout}, **NET,
     )  # fmt: skip
 
+    return train_model(cfg, epoch_printer(name)).best_miou
+
+
+def epoch_printer(name: str) -> Callable[[Any], None]:
+    """A training-loop callback printing one line per epoch."""
+
     def report(r: Any) -> None:
         print(
             f"{name} epoch {r.epoch}/{r.epochs} loss {r.loss:.4f} val mIoU {r.val_miou:.4f} "
@@ -149,7 +164,95 @@ def train(
             flush=True,
         )
 
-    return train_model(cfg, report).best_miou
+    return report
+
+
+def run_auto(
+    old: dict[str, Any], budget_s: float, name: str, data: dict[str, list[tuple[Path, Path]]],
+    schema: ClassSchema, spectral_maps: dict[str, Any], model_maps: dict[str, Any], note: str,
+    heldout: dict[str, Any], **_: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """``--auto``: plan and train ``name``, score it on the recipe's test block beside ``old``.
+
+    The shipped checkpoint is replaced only when :func:`auto_recipe.is_better`; ``old``
+    (the recipe's figures) is kept and the planned model's go under ``"auto"``.
+    """
+    test = data["test"][0]
+    work = test[0].parent
+    held = heldout | {"model_maps": _json_maps(model_maps),
+                      "spectral_maps": _json_maps(spectral_maps)}  # fmt: skip
+    provenance = {"data": note, "heldout": held, "recipe": "train_default_models.py --auto"}
+    ckpt, best, secs, plan = plan_and_train(
+        name, data, schema, work, budget_s, provenance, epoch_printer(name)
+    )
+    scores = {
+        "model": score(str(ckpt), test, work / f"{name}_auto_eval"),
+        "model_compared": score(str(ckpt), test, work / f"{name}_auto_cmp", **model_maps),
+        "spectral_compared": old["spectral_compared"],  # the same test pixels: unchanged
+    }
+    print(side_by_side(name, old["model"], scores["model"]), flush=True)
+    won = is_better(scores["model"], old["model"])
+    if won:
+        tensors, meta = load_checkpoint(ckpt)
+        metrics = dict(meta.metrics) | {"test": scores, "val_miou": best}
+        save_checkpoint(HERE / f"{name}.safetensors", tensors,
+                        dataclasses.replace(meta, metrics=metrics), overwrite=True)  # fmt: skip
+    print(f"{name}: the planned model {'replaces' if won else 'does not replace'} the shipped "
+          f"one (needs test mIoU > recipe + {MARGIN_MIOU} and kappa not lower)")  # fmt: skip
+    auto = scores | {"best_val_miou": best, "train_s": round(secs, 1), "time_budget_s": budget_s,
+                     "plan": plan, "replaces_recipe_model": won,
+                     "rule": f"test mIoU > recipe + {MARGIN_MIOU}, kappa not lower"}  # fmt: skip
+    return old | {"auto": auto, "shipped": "auto" if won else "recipe"}
+
+
+def slovenia(data: Path, work: Path) -> dict[str, Any]:
+    """The land-cover recipe's blocks and settings (``train_and_score`` keywords)."""
+    slo = data / "eolearn_slovenia_lulc" / "geotiff"
+    blocks = {"train": (slice(0, 60), slice(0, 100)), "val": (slice(60, 75), slice(0, 100)),
+              "test": (slice(75, 101), slice(0, 100))}  # fmt: skip
+    parts: dict[str, list[tuple[Path, Path]]] = {"train": [], "val": [], "test": []}
+    for date in SLOVENIA_DATES:
+        got = split(work, slo / f"s2_l1c_{date}.tif", slo / "lulc.tif", blocks, f"slo_{date}")
+        parts["train"].append(got["train"])
+        if date == SLOVENIA_DATES[-1]:
+            parts["val"].append(got["val"])
+            parts["test"].append(got["test"])
+    # spectral classes -> nearest land-cover class: water 0 -> artificial, vegetation 1 ->
+    # forest, bare 2 -> grassland, built-up 3 -> artificial, cloud 4 -> artificial
+    spectral_to_lc = {0: 8, 1: 2, 2: 3, 3: 8, 4: 8}
+    return dict(
+        name="landcover_s2", data=parts, schema=LANDCOVER, window=48,
+        spectral_maps={"classes": LANDCOVER, "prediction_map": spectral_to_lc}, model_maps={},
+        note="eo-learn Slovenia patch (EPSG:32633), Sentinel-2 L1C 2015-07-11/08-30/09-09, rows "
+        "0-59 train, 60-74 validation, 75-100 test (2015-09-09)",
+        heldout={"image": "eolearn_slovenia_lulc/geotiff/s2_l1c_2015-09-09.tif",
+                 "labels": "eolearn_slovenia_lulc/geotiff/lulc.tif", "rows": [75, 101],
+                 "cols": [0, 100]},
+    )  # fmt: skip
+
+
+def spain(data: Path, work: Path) -> dict[str, Any]:
+    """The water recipe's blocks and settings (``train_and_score`` keywords)."""
+    s1f = data / "sen1floods11_spain"
+    blocks = {"train": (slice(0, 512), slice(0, 320)), "val": (slice(0, 512), slice(320, 416)),
+              "test": (slice(0, 512), slice(416, 512))}  # fmt: skip
+    got = split(
+        work, s1f / "Spain_7370579_S2Hand.tif", s1f / "Spain_7370579_LabelHand.tif", blocks, "s1f"
+    )
+    water_map = {0: 1, 1: 0, 2: 0, 3: 0, 4: 0}
+    return dict(
+        name="water_s2", data={k: [v] for k, v in got.items()}, schema=WATER, window=64,
+        spectral_maps={"classes": WATER, "prediction_map": water_map},
+        model_maps={"classes": WATER},
+        note="Sen1Floods11 Spain_7370579 (EPSG:4326), Sentinel-2 L1C 2019-09-18, columns 0-319 "
+        "train, 320-415 validation, 416-511 test",
+        heldout={"image": "sen1floods11_spain/Spain_7370579_S2Hand.tif",
+                 "labels": "sen1floods11_spain/Spain_7370579_LabelHand.tif", "rows": [0, 512],
+                 "cols": [416, 512]},
+    )  # fmt: skip
+
+
+RECIPES = {"landcover_s2": slovenia, "water_s2": spain}
 
 
 def main() -> None:
@@ -157,57 +260,32 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=HERE.parents[2] / "shared" / "data")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--score-only", action="store_true", help="re-score the shipped models")
+    parser.add_argument("--auto", action="store_true", help="plan from the train block "
+                        "(geoseg train --auto), train, score beside the recipe's figures; "
+                        "replace a shipped model only if it wins by more than noise")  # fmt: skip
+    parser.add_argument("--time-budget", default="8m", help="--auto: training budget (8m, 90s)")
+    parser.add_argument("--models", default=",".join(RECIPES), help="comma-separated subset")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared machine: "
+                        "2 threads on 2 busy cores made a step 4-35x slower)")  # fmt: skip
     args = parser.parse_args()
-    report: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        slo = args.data / "eolearn_slovenia_lulc" / "geotiff"
-        blocks = {"train": (slice(0, 60), slice(0, 100)), "val": (slice(60, 75), slice(0, 100)),
-                  "test": (slice(75, 101), slice(0, 100))}  # fmt: skip
-        parts: dict[str, list[tuple[Path, Path]]] = {"train": [], "val": [], "test": []}
-        for date in SLOVENIA_DATES:
-            got = split(work, slo / f"s2_l1c_{date}.tif", slo / "lulc.tif", blocks, f"slo_{date}")
-            parts["train"].append(got["train"])
-            if date == SLOVENIA_DATES[-1]:
-                parts["val"].append(got["val"])
-                parts["test"].append(got["test"])
-        # spectral classes -> nearest land-cover class: water 0 -> artificial, vegetation 1 ->
-        # forest, bare 2 -> grassland, built-up 3 -> artificial, cloud 4 -> artificial
-        spectral_to_lc = {0: 8, 1: 2, 2: 3, 3: 8, 4: 8}
-        report["landcover_s2"] = train_and_score(
-            "landcover_s2", parts, LANDCOVER, 48,
-            {"classes": LANDCOVER, "prediction_map": spectral_to_lc}, {},
-            "eo-learn Slovenia patch (EPSG:32633), Sentinel-2 L1C 2015-07-11/08-30/09-09, rows "
-            "0-59 train, 60-74 validation, 75-100 test (2015-09-09)",
-            args.epochs,
-            {"image": "eolearn_slovenia_lulc/geotiff/s2_l1c_2015-09-09.tif",
-             "labels": "eolearn_slovenia_lulc/geotiff/lulc.tif", "rows": [75, 101],
-             "cols": [0, 100]},
-            retrain=not args.score_only,
-        )  # fmt: skip
-        s1f = args.data / "sen1floods11_spain"
-        blocks = {"train": (slice(0, 512), slice(0, 320)), "val": (slice(0, 512), slice(320, 416)),
-                  "test": (slice(0, 512), slice(416, 512))}  # fmt: skip
-        got = split(
-            work,
-            s1f / "Spain_7370579_S2Hand.tif",
-            s1f / "Spain_7370579_LabelHand.tif",
-            blocks,
-            "s1f",
-        )
-        parts = {k: [v] for k, v in got.items()}
-        water_map = {0: 1, 1: 0, 2: 0, 3: 0, 4: 0}
-        report["water_s2"] = train_and_score(
-            "water_s2", parts, WATER, 64,
-            {"classes": WATER, "prediction_map": water_map}, {"classes": WATER},
-            "Sen1Floods11 Spain_7370579 (EPSG:4326), Sentinel-2 L1C 2019-09-18, columns 0-319 "
-            "train, 320-415 validation, 416-511 test", args.epochs,
-            {"image": "sen1floods11_spain/Spain_7370579_S2Hand.tif",
-             "labels": "sen1floods11_spain/Spain_7370579_LabelHand.tif", "rows": [0, 512],
-             "cols": [416, 512]},
-            retrain=not args.score_only,
-        )  # fmt: skip
-    (HERE / "scores.json").write_text(json.dumps(report, indent=2, default=lambda o: None) + "\n")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = HERE / "scores.json"
+    report: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    for name in args.models.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            kw = RECIPES[name](args.data, Path(tmp))
+            if args.auto:
+                budget = parse_duration(args.time_budget)
+                report[name] = run_auto(report[name], budget, **kw)
+                report[name]["auto"]["threads"] = torch.get_num_threads()
+            else:
+                kw["epochs"], kw["retrain"] = args.epochs, not args.score_only
+                report[name] = train_and_score(**kw) | (
+                    {"auto": report[name]["auto"]} if "auto" in report.get(name, {}) else {}
+                )
+        # after each model: a later model's failure keeps the earlier one's figures
+        path.write_text(json.dumps(report, indent=2, default=lambda o: None) + "\n")
     print(json.dumps(report, indent=2, default=lambda o: None))
 
 
