@@ -49,7 +49,6 @@ class _Group(click.Group):
             click.echo(f"geoseg: error: {exc}", err=True)
             ctx.exit(2)
 
-
     def _interrupt_note(self, ctx: click.Context) -> str:
         """What a rerun does: the command's own note (``ctx.meta``), else whether it resumes."""
         note = ctx.meta.get("geoseg.interrupted")

@@ -21,8 +21,8 @@ from geoseg.io.labels import CLASSES_TAG, read_class_schema
 from geoseg.io.vectors_formats import FORMATS
 from geoseg.types import ClassSchema
 
-__all__ = ["MIN_MIOU", "MIN_SHARE", "ONE_CLASS_SHARE", "degenerate_warning", "refuse_vector_reference",
-           "schema_warning"]  # fmt: skip
+__all__ = ["MIN_MIOU", "MIN_SHARE", "ONE_CLASS_SHARE", "degenerate_warning",
+           "refuse_vector_reference", "schema_warning"]  # fmt: skip
 
 #: A reference class holding at least this share of the scored pixels with IoU 0 ...
 MIN_SHARE = 0.05

@@ -314,11 +314,10 @@ def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> 
     try:
         return TrainConfig(**values)
     except GeosegError as exc:  # a value the file set (a plan's class_weights): name the file
-        if path is None or not any(
-            str(exc).startswith(k) for k in raw if overrides.get(k) is None
-        ):
+        if path is None or not any(str(exc).startswith(k) for k in raw if overrides.get(k) is None):
             raise
-        raise type(exc)(f"{path}: {exc}") from exc
+        redo = ", or re-run `geoseg plan` with these options" if "provenance" in raw else ""
+        raise type(exc)(f"{path}: {exc} (set in this file: edit it there{redo})") from exc
 
 
 def _check_plan(path: str | os.PathLike[str], raw: Mapping[str, Any],

@@ -20,8 +20,8 @@ from geoseg.training.fingerprint import DataFingerprint, DeviceFingerprint
 from geoseg.types import ClassSchema
 
 __all__ = [
-    "HEAVY_TAIL_RATIO", "MIN_WINDOW", "RARE_SHARE", "Choice", "choose_batch",
-    "MIN_TRAIN_STEPS", "choose_class_weights", "choose_normalization", "choose_schedule",
+    "HEAVY_TAIL_RATIO", "MIN_TRAIN_STEPS", "MIN_WINDOW", "RARE_SHARE", "Choice", "choose_batch",
+    "choose_class_weights", "choose_normalization", "choose_schedule",
     "choose_window", "large_object_px", "schedule_warning", "window_cap",
 ]  # fmt: skip
 
@@ -205,8 +205,10 @@ def choose_schedule(step_s: float, budget_s: float,
     keeps = ("a validation score; the best-scoring epoch is the checkpoint" if validated else
              "a checkpoint; no validation data (--val-image), so the last epoch's weights are "
              "the checkpoint")  # fmt: skip
-    return (Choice(epochs, why + (f"; WARNING: {short}" if short else "")),
-            Choice(steps, f"at most {MAX_STEPS_PER_EPOCH}: each epoch ends with {keeps}"))
+    return (
+        Choice(epochs, why + (f"; WARNING: {short}" if short else "")),
+        Choice(steps, f"at most {MAX_STEPS_PER_EPOCH}: each epoch ends with {keeps}"),
+    )
 
 
 def schedule_warning(step_s: float, epochs: int, steps: int) -> str | None:
@@ -214,7 +216,9 @@ def schedule_warning(step_s: float, epochs: int, steps: int) -> str | None:
     if epochs * steps >= MIN_TRAIN_STEPS:
         return None
     need = MIN_TRAIN_STEPS * step_s / STEP_SHARE
-    return (f"{epochs} epoch(s) x {steps} steps = {epochs * steps} steps, too few to learn "
-            f"(from random weights a network predicts the commonest class for its first "
-            f"tens of steps; at least {MIN_TRAIN_STEPS} are needed): a --time-budget of "
-            f"{math.ceil(need / 60)}m gives {MIN_TRAIN_STEPS} steps at {step_s:.3g} s")
+    return (
+        f"{epochs} epoch(s) x {steps} steps = {epochs * steps} steps, too few to learn "
+        f"(from random weights a network predicts the commonest class for its first "
+        f"tens of steps; at least {MIN_TRAIN_STEPS} are needed): a --time-budget of "
+        f"{math.ceil(need / 60)}m gives {MIN_TRAIN_STEPS} steps at {step_s:.3g} s"
+    )

@@ -58,7 +58,8 @@ def _image_mismatch(fp: Mapping[str, Any], images: Sequence[str],
         if fp.get("dtype") and dtype != fp["dtype"]:
             refuse.append(f"{Path(path).name} is {dtype}, the plan {fp['dtype']}")
         if k == 0 and fp.get("gsd_m"):
-            gsd = pixel_size_m(scene.crs, scene.transform, scene.data.shape[1:])
+            h, w = scene.data.shape[1:]
+            gsd = pixel_size_m(scene.crs, scene.transform, (int(h), int(w)))
             ratio = max(gsd / fp["gsd_m"], fp["gsd_m"] / gsd)
             what = f"{Path(path).name} has a GSD of {gsd:.3g} m, the plan {fp['gsd_m']:.3g} m"
             if ratio > GSD_REFUSE:
