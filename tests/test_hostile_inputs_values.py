@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 from click.testing import CliRunner
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
@@ -210,6 +211,61 @@ def _plan_case(kind: str) -> Case:
     return make
 
 
+def _plan_on_other_data(kind: str) -> Case:
+    """``train --plan`` of a plan fingerprinted on a 4-band uint16 10 m scene with classes
+    1, 2, given other data: 2 bands, float32, 100 m, labels 0/1, or ``--classes`` anew."""
+
+    def make(tmp: Path) -> tuple[list[object], list[str]]:
+        data = textured_scene(64, 64)
+        labels = np.ones((1, 64, 64), np.uint8)
+        labels[:, 32:] = 2
+        words = ["plan.yaml: planned on other data", "re-run `geoseg plan` on this data"]
+        extra: list[object] = []
+        if kind == "bands":
+            data, words = data[:2], [*words, "img.tif has 2 band(s) (B02, B03), the plan 4"]
+        elif kind == "dtype":
+            data, words = data.astype(np.float32), [*words, "img.tif is float32, the plan uint16"]
+        elif kind == "labels":
+            labels[:, :40] = 0  # "not water": 62 % of the px, no class of the plan
+            words += ["lab.tif holds values 0 (62.5%)", "they would be dropped as nodata"]
+        elif kind == "classes":
+            (tmp / "water.yaml").write_text("- {id: 1, name: water, colour: [0, 0, 255]}\n")
+            extra, words = ["--classes", tmp / "water.yaml"], ["plan.yaml: class_weights names"]
+        gsd = 100 if kind == "gsd" else 10
+        write_raster(tmp / "img.tif", data, descriptions=TINY_BANDS[: len(data)],
+                     transform=Affine(gsd, 0, 500000, 0, -gsd, 5100000))  # fmt: skip
+        write_raster(tmp / "lab.tif", labels, nodata=255,
+                     transform=Affine(gsd, 0, 500000, 0, -gsd, 5100000))  # fmt: skip
+        if kind == "gsd":
+            words += ["img.tif has a GSD of 100 m, the plan 10 m"]
+        (tmp / "plan.yaml").write_text(_PLAN.format(tmp=tmp))
+        args = ["train", "--plan", tmp / "plan.yaml", "--image", tmp / "img.tif", "--labels",
+                tmp / "lab.tif", *extra]  # fmt: skip
+        return args, words
+
+    return make
+
+
+_PLAN = """images: [{tmp}/planned.tif]
+labels: [{tmp}/planned_labels.tif]
+classes:
+- {{id: 1, name: class_1, colour: [0, 120, 0]}}
+- {{id: 2, name: class_2, colour: [0, 0, 200]}}
+output: {tmp}/plan.safetensors
+epochs: 1
+steps_per_epoch: 1
+window: 32
+device: cpu
+class_weights: {{class_1: 2.0}}
+provenance:
+  plan:
+    gsd_m: 10.0
+    dtype: uint16
+    band_tail_ratio: {{B02: 2.3, B03: 2.3, B04: 2.3, B08: 2.3}}
+    class_share: {{'1': 0.5, '2': 0.5}}
+"""
+
+
 def _deep_class_tag(command: str) -> Case:
     def make(tmp: Path) -> tuple[list[object], list[str]]:
         labels = np.zeros((1, 40, 40), np.uint8)
@@ -247,6 +303,11 @@ ERRORS: dict[str, Case] = {
     "plan image without a CRS": _plan_case("no CRS"),
     "plan labels without a labelled pixel": _plan_case("empty labels"),
     "train --auto labels off the image": _plan_case("auto"),
+    "train --plan on 2 bands of a 4-band plan": _plan_on_other_data("bands"),
+    "train --plan on float32 data of a uint16 plan": _plan_on_other_data("dtype"),
+    "train --plan on labels with values outside its classes": _plan_on_other_data("labels"),
+    "train --plan on a 10 x coarser GSD": _plan_on_other_data("gsd"),
+    "train --plan --classes anew, the plan's class_weights": _plan_on_other_data("classes"),
     "label map classes nested 200 000 deep, vectorize": _deep_class_tag("vectorize"),
     "label map classes nested 200 000 deep, info": _deep_class_tag("info"),
     "label map classes nested 200 000 deep, change": _deep_class_tag("change"),

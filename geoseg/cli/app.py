@@ -41,13 +41,23 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             if ctx.meta.get("geoseg.debug"):
                 raise
-            click.echo("geoseg: interrupted (rerun with --resume to continue)", err=True)
+            click.echo(f"geoseg: interrupted ({self._interrupt_note(ctx)})", err=True)
             ctx.exit(130)
         except GeosegError as exc:
             if ctx.meta.get("geoseg.debug"):
                 raise
             click.echo(f"geoseg: error: {exc}", err=True)
             ctx.exit(2)
+
+    def _interrupt_note(self, ctx: click.Context) -> str:
+        """What a rerun does: the command's own note (``ctx.meta``), else whether it resumes."""
+        note = ctx.meta.get("geoseg.interrupted")
+        if note:
+            return str(note)
+        cmd = self.get_command(ctx, ctx.invoked_subcommand or "")
+        if cmd is not None and any(p.name == "resume" for p in cmd.params):
+            return "rerun with --resume to continue"
+        return "it does not resume: rerun it to start again"
 
 
 #: Counts and sizes (--chunk, --workers, --window, --batch-size, --epochs, ...).

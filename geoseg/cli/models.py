@@ -97,6 +97,7 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
           auto: bool, time_budget: str | None, **kw: Any) -> None:  # fmt: skip
     """Train a segmentation model on labelled rasters (or polygons, for instance/panoptic)."""
     from geoseg.training import load_train_config, train_model
+    from geoseg.training.state import interrupted_note
 
     given = {"images": images or None, "labels": labels or None, "val_images": val_images or None,
              "val_labels": val_labels or None, "classes": classes, "output": output,
@@ -111,9 +112,12 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
         cfg = load_train_config(config, **given, **explicit(ctx, _TRAIN_OPTIONS))
     score = task_kind(cfg.task).metric
 
+    done: list[int] = []
+
     def report(r: Any) -> None:
         val = "" if r.val_miou is None else f"  val {score} {r.val_miou:.3f}"
         click.echo(f"epoch {r.epoch}/{r.epochs}  loss {r.loss:.4f}{val}", err=True)
+        done.append(r.epoch)
 
     if cfg.folds is not None:
         _train_folds(cfg, report)
@@ -121,7 +125,11 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
     # the checkpoint is not rolled back: with its state file it is what --resume continues
     with output_run(cfg.overwrite or cfg.resume) as run:
         run.lock(Path(cfg.output))
-        result = train_model(cfg, report)
+        try:
+            result = train_model(cfg, report)
+        except KeyboardInterrupt:
+            ctx.meta["geoseg.interrupted"] = interrupted_note(Path(cfg.output), max(done or [0]))
+            raise
     best = "" if result.best_miou is None else f" (best val {score} {result.best_miou:.3f})"
     click.echo(f"wrote {result.output}{best}")
 
@@ -147,7 +155,9 @@ def _train_folds(cfg: Any, report: Any) -> None:
 def _auto_plan(config: str | None, given: dict[str, Any], budget: str | None,
                kw: dict[str, Any]) -> str:  # fmt: skip
     """``train --auto``: plan the run beside ``-o`` (printing its key lines); the plan's path."""
+    from geoseg.errors import OutputExistsError
     from geoseg.training.plan_file import PlanRequest, key_lines, parse_duration, write_plan
+    from geoseg.training.state import unfinished_run
 
     if config is not None or not given["output"] or not (given["images"] and given["labels"]):
         raise click.UsageError("--auto plans from --image/--labels and -o; leave out --config")
@@ -155,10 +165,14 @@ def _auto_plan(config: str | None, given: dict[str, Any], budget: str | None,
     plan = out.with_name(out.name.removesuffix(".safetensors") + ".plan.yaml")
     if kw["resume"] and plan.is_file():  # the schedule a resumed run continues
         return str(plan)
+    unfinished = unfinished_run(out, plan) if plan.exists() and not kw["overwrite"] else None
+    if unfinished:
+        raise OutputExistsError(unfinished)
     req = PlanRequest(
         given["images"], given["labels"], str(out), given["classes"], kw["task"],
         kw["arch"].lower(), kw["encoder"], given["bands"], kw["class_field"], kw["labels_crs"],
         parse_duration(budget or "30m"), kw["device"],
+        validated=bool(given["val_images"] or given["val_chips"]),
     )  # fmt: skip
     text = write_plan(plan, req, kw["overwrite"] or kw["resume"])
     click.echo("plan:\n" + "\n".join(key_lines(text)) + f"\nwrote {plan}", err=True)

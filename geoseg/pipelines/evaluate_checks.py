@@ -21,14 +21,18 @@ from geoseg.io.labels import CLASSES_TAG, read_class_schema
 from geoseg.io.vectors_formats import FORMATS
 from geoseg.types import ClassSchema
 
-__all__ = ["MIN_MIOU", "MIN_SHARE", "degenerate_warning", "refuse_vector_reference",
-           "schema_warning"]  # fmt: skip
+__all__ = ["MIN_MIOU", "MIN_SHARE", "ONE_CLASS_SHARE", "degenerate_warning",
+           "refuse_vector_reference", "schema_warning"]  # fmt: skip
 
 #: A reference class holding at least this share of the scored pixels with IoU 0 ...
 MIN_SHARE = 0.05
 #: ... or an mIoU below this, points to label ids that are not the model's classes.
 MIN_MIOU = 0.05
 _VECTOR_SUFFIXES = {ext for ext, _ in FORMATS.values()} | {".geoparquet", ".json"}
+#: A prediction with this share of its pixels in one class is a degenerate model, not
+#: a label mismatch (one class everywhere scores IoU 0 on every other class whatever
+#: the labels mean).
+ONE_CLASS_SHARE = 0.95
 #: The option that maps reference values to class ids (cli.models.evaluate).
 MAP_OPTION = "--map-reference"
 
@@ -94,7 +98,9 @@ def degenerate_warning(
     """A warning when the scores look like mismatched label ids, else None.
 
     Degenerate: a reference class with >= :data:`MIN_SHARE` of the scored pixels
-    has IoU 0, or the mIoU is below :data:`MIN_MIOU`.
+    has IoU 0, or the mIoU is below :data:`MIN_MIOU`. When the prediction is one class
+    on >= :data:`ONE_CLASS_SHARE` of its pixels, the warning says so instead of blaming
+    the label ids.
     """
     total = sum(metrics.support)
     if total == 0:
@@ -108,6 +114,15 @@ def degenerate_warning(
     if not missed and not low:
         return None
     why = "; ".join([*missed, *([f"mIoU {metrics.miou:.4f}"] if low else [])])
+    predicted = sum(metrics.predicted)
+    top = max(range(len(metrics.names)), key=lambda k: metrics.predicted[k])
+    if predicted and metrics.predicted[top] / predicted >= ONE_CLASS_SHARE:
+        return (
+            f"{labels}: degenerate scores ({why}): {Path(model).stem} predicts "
+            f"{metrics.names[top]} for {metrics.predicted[top] / predicted:.1%} of the pixels, "
+            "so the model, not the label ids, is the likely cause: under-trained? (train "
+            "longer: more epochs or a larger --time-budget)"
+        )
     return (
         f"{labels}: degenerate scores ({why}): the label ids probably do not match "
         f"{Path(model).stem}'s classes; check what the label values mean and map them "

@@ -256,6 +256,7 @@ def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> 
     """
     values: dict[str, Any] = {}
     base = Path(".")
+    raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -280,6 +281,7 @@ def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> 
         for key in ("chips", "val_chips"):
             if isinstance(raw.get(key), str):
                 values[key] = str(base / raw[key])
+    from_file = dict(values)
     values.update({k: v for k, v in overrides.items() if v is not None})
     for key, pair in (("chips", ("images", "labels")), ("val_chips", ("val_images", "val_labels"))):
         folder = values.pop(key, None)
@@ -307,4 +309,33 @@ def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> 
             values[key] = tuple(str(b).strip() for b in names)
     if "output" not in values:
         raise GeosegError("no output: pass -o model.safetensors")
-    return TrainConfig(**values)
+    if path is not None:
+        _check_plan(path, raw, from_file, values, overrides.get("classes") is None)
+    try:
+        return TrainConfig(**values)
+    except GeosegError as exc:  # a value the file set (a plan's class_weights): name the file
+        if path is None or not any(str(exc).startswith(k) for k in raw if overrides.get(k) is None):
+            raise
+        redo = ", or re-run `geoseg plan` with these options" if "provenance" in raw else ""
+        raise type(exc)(f"{path}: {exc} (set in this file: edit it there{redo})") from exc
+
+
+def _check_plan(path: str | os.PathLike[str], raw: Mapping[str, Any],
+                from_file: Mapping[str, Any], values: Mapping[str, Any],
+                plan_classes: bool) -> None:  # fmt: skip
+    """A plan's fingerprint against data given in its place (``train --plan P --image X``);
+    ``plan_classes``: the classes are the plan's (not given anew), so label values are checked."""
+    from geoseg.training.plan_check import check_plan_data
+
+    def listed(v: Any) -> tuple[str, ...]:
+        return tuple(str(x).strip() for x in (v.split(",") if isinstance(v, str) else v or ()))
+
+    prov = raw.get("provenance")
+    fp = prov.get("plan") if isinstance(prov, Mapping) else None
+    if not isinstance(fp, Mapping) or all(
+        listed(from_file.get(k)) == listed(values.get(k)) for k in ("images", "labels", "bands")
+    ):
+        return
+    pixels = values.get("task", "semantic") in ("semantic", "change")
+    ids = list(values["classes"].ids) if plan_classes and pixels else None
+    check_plan_data(path, fp, values["images"], values["labels"], values.get("bands"), ids)

@@ -33,7 +33,7 @@ from geoseg.training.date_shift import DateShift, dates_to_shift, shift_date2
 from geoseg.training.instances import InstanceRaster
 from geoseg.training.objectives import Objective
 from geoseg.training.sampling import WindowSampler, augment
-from geoseg.training.state import restore_state, save_state, state_path
+from geoseg.training.state import restore_state, save_state, state_path, unfinished_run
 from geoseg.training.tasks import task_setup
 from geoseg.training.timing import StepTimes
 from geoseg.types import ModelMeta
@@ -86,7 +86,8 @@ def prepare_output(cfg: TrainConfig) -> Path:
     if not out.parent.is_dir():
         raise GeosegError(f"{out}: the folder {out.parent} does not exist; create it first")
     if out.exists() and not (cfg.overwrite or cfg.resume):
-        raise OutputExistsError(f"{out}: exists; pass --overwrite to replace it")
+        raise OutputExistsError(unfinished_run(out) or f"{out}: exists; pass --overwrite to "
+                                "replace it")  # fmt: skip
     if cfg.window % window_multiple(cfg.arch, cfg.options):
         raise GeosegError(
             f"--window {cfg.window} must be a multiple of "

@@ -20,9 +20,9 @@ from geoseg.training.fingerprint import DataFingerprint, DeviceFingerprint
 from geoseg.types import ClassSchema
 
 __all__ = [
-    "HEAVY_TAIL_RATIO", "MIN_WINDOW", "RARE_SHARE", "Choice", "choose_batch",
-    "choose_class_weights", "choose_normalization", "choose_schedule", "choose_window",
-    "large_object_px", "window_cap",
+    "HEAVY_TAIL_RATIO", "MIN_TRAIN_STEPS", "MIN_WINDOW", "RARE_SHARE", "Choice", "choose_batch",
+    "choose_class_weights", "choose_normalization", "choose_schedule",
+    "choose_window", "large_object_px", "schedule_warning", "window_cap",
 ]  # fmt: skip
 
 #: Smallest planned window, px: below it a U-Net's bottleneck sees too little.
@@ -38,6 +38,10 @@ MAX_CLASS_WEIGHT = 10.0
 STEP_SHARE = 0.8
 #: Steps per epoch at most: an epoch ends with a checkpoint and a validation score.
 MAX_STEPS_PER_EPOCH = 50
+#: Fewest optimiser steps in all worth training: a network started from random weights
+#: spends its first tens of steps predicting the commonest class everywhere (one class
+#: on the map, the loss of the class prior); ~100 AdamW steps at lr 3e-3 move past it.
+MIN_TRAIN_STEPS = 100
 
 
 #: Architectures whose encoder depth is planned; True: give decoder channels per stage too.
@@ -185,12 +189,36 @@ def choose_class_weights(fp: DataFingerprint, schema: ClassSchema) -> Choice:
                   f"sqrt(median / share), at most {MAX_CLASS_WEIGHT:g}")  # fmt: skip
 
 
-def choose_schedule(step_s: float, budget_s: float) -> tuple[Choice, Choice]:
-    """Epochs and steps per epoch that fit ``budget_s`` at ``step_s`` seconds a step."""
+def choose_schedule(step_s: float, budget_s: float,
+                    validated: bool = False) -> tuple[Choice, Choice]:  # fmt: skip
+    """Epochs and steps per epoch that fit ``budget_s`` at ``step_s`` seconds a step.
+
+    ``validated``: the run has validation data (the checkpoint is the best-scoring
+    epoch's, else the last epoch's).
+    """
     total = max(1, int(budget_s * STEP_SHARE // max(step_s, 1e-6)))
     steps = min(MAX_STEPS_PER_EPOCH, total)
     epochs = max(1, total // steps)
     why = (f"{step_s:.3g} s per step (timed) -> {total} steps in {STEP_SHARE:.0%} of the "
            f"{budget_s / 60:g} min budget (the rest: data, validation, checkpoints)")  # fmt: skip
-    return Choice(epochs, why), Choice(steps, f"at most {MAX_STEPS_PER_EPOCH}: each epoch ends "
-                                      "with a checkpoint and a validation score")  # fmt: skip
+    short = schedule_warning(step_s, epochs, steps)
+    keeps = ("a validation score; the best-scoring epoch is the checkpoint" if validated else
+             "a checkpoint; no validation data (--val-image), so the last epoch's weights are "
+             "the checkpoint")  # fmt: skip
+    return (
+        Choice(epochs, why + (f"; WARNING: {short}" if short else "")),
+        Choice(steps, f"at most {MAX_STEPS_PER_EPOCH}: each epoch ends with {keeps}"),
+    )
+
+
+def schedule_warning(step_s: float, epochs: int, steps: int) -> str | None:
+    """Why ``epochs`` x ``steps`` is too short to learn, with the budget that is not; or None."""
+    if epochs * steps >= MIN_TRAIN_STEPS:
+        return None
+    need = MIN_TRAIN_STEPS * step_s / STEP_SHARE
+    return (
+        f"{epochs} epoch(s) x {steps} steps = {epochs * steps} steps, too few to learn "
+        f"(from random weights a network predicts the commonest class for its first "
+        f"tens of steps; at least {MIN_TRAIN_STEPS} are needed): a --time-budget of "
+        f"{math.ceil(need / 60)}m gives {MIN_TRAIN_STEPS} steps at {step_s:.3g} s"
+    )

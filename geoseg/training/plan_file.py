@@ -8,6 +8,7 @@ says why its value was chosen; edit any value and pass the file back.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from geoseg.training.plan import (
     choose_normalization,
     choose_schedule,
     choose_window,
+    schedule_warning,
 )
 from geoseg.training.plan_measure import activation_bytes_per_px, build_for_plan, step_seconds
 from geoseg.types import ClassInfo, ClassSchema
@@ -37,6 +39,8 @@ from geoseg.types import ClassInfo, ClassSchema
 __all__ = [
     "PlanRequest", "key_lines", "make_plan", "parse_duration", "plan_text", "write_plan",
 ]  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}
 #: Tasks whose labels are objects (id rasters or polygons).
@@ -68,6 +72,7 @@ class PlanRequest:
         task, arch, encoder, bands, class_field, labels_crs: as for ``geoseg train``.
         budget_s: wall-clock budget for training, seconds.
         device: ``auto``, ``cpu`` or ``cuda``.
+        validated: the run has validation data (``train --auto --val-image``).
     """
 
     images: tuple[str, ...]
@@ -82,6 +87,7 @@ class PlanRequest:
     labels_crs: str | None = None
     budget_s: float = 1800.0
     device: str = "auto"
+    validated: bool = False
 
 
 def _given_schema(req: PlanRequest) -> ClassSchema | None:
@@ -114,7 +120,10 @@ def make_plan(req: PlanRequest) -> tuple[list[tuple[str, Choice]], list[str]]:
     model = build_for_plan(req.task, req.arch, req.encoder, bands, schema, options.value, 64)
     batch = choose_batch(window.value, dev, activation_bytes_per_px(model, bands))
     step_s = step_seconds(model, bands, window.value, batch.value, device.type)
-    epochs, steps = choose_schedule(step_s, req.budget_s)
+    epochs, steps = choose_schedule(step_s, req.budget_s, req.validated)
+    short = schedule_warning(step_s, epochs.value, steps.value)
+    if short:
+        log.warning("plan: %s", short)
     weights = (choose_class_weights(fp, schema) if req.task in ("semantic", "change")
                else Choice(None, f"--task {req.task}: no class weighting"))  # fmt: skip
     entries = [
@@ -171,13 +180,29 @@ def _header(fp: DataFingerprint, dev: Any) -> list[str]:
     return [
         f"geoseg training plan, written by `geoseg plan` (geoseg {__version__}, "
         f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}).",
-        f"Data: {len(fp.scene_shapes)} scene(s) {fp.scene_shapes}, GSD {fp.gsd_m:.3g} m, "
+        f"Data: {_scenes(fp.scene_shapes)}, GSD {fp.gsd_m:.3g} m, "
         f"{len(fp.bands)} band(s) {fp.dtype}, nodata {fp.nodata_share:.1%}, "
         f"{fp.sampled_px:,} px sampled.",
         f"Classes (share of labelled px): {shares}.",
         f"Device: {dev.cpu_cores} CPU cores, {dev.ram_gb:.0f} GB RAM, {gpu}.",
         "Edit any value; train with `geoseg train --plan THIS.yaml` (command-line options win).",
     ]
+
+
+def _scenes(shapes: Sequence[tuple[int, int]]) -> str:
+    """``1 scene of 101 x 100 px`` / ``3 scenes of 512 x 512 px`` / ``2 scenes (H x W, ...) px``."""
+    sizes = [f"{h} x {w}" for h, w in shapes]
+    n = f"{len(sizes)} scene{'s' if len(sizes) > 1 else ''}"
+    return f"{n} of {sizes[0]} px" if len(set(sizes)) == 1 else f"{n} ({', '.join(sizes)} px)"
+
+
+def _readable(value: Any) -> str:
+    """A plan value as a person writes it: ``class_1 5.7``, ``128, 64, 32``."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_readable(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_readable(v) for v in value) + "]"
+    return str(value)
 
 
 def plan_text(entries: Sequence[tuple[str, Choice]], header: Sequence[str]) -> str:
@@ -212,4 +237,4 @@ def key_lines(text: str) -> list[str]:
     raw = yaml.safe_load(text)
     keys = ("window", "margin", "batch_size", "normalization", "class_weights", "epochs",
             "steps_per_epoch", "options")  # fmt: skip
-    return [f"  {k}: {raw[k]}" for k in keys if k in raw]
+    return [f"  {k}: {_readable(raw[k])}" for k in keys if k in raw]

@@ -11,12 +11,37 @@ from torch import nn
 
 from geoseg.io.checkpoint import load_training_state, save_training_state
 
-__all__ = ["restore_state", "save_state", "state_path"]
+__all__ = ["interrupted_note", "restore_state", "save_state", "state_path", "unfinished_run"]
 
 
 def state_path(output: Path) -> Path:
     """Where the resumable state of a run writing ``output`` lives (removed at the end)."""
     return output.with_name(output.name + ".resume")
+
+
+def unfinished_run(output: Path, what: Path | None = None) -> str | None:
+    """The refusal for ``what`` (default ``output``) existing while a run writing ``output``
+    is unfinished (its state file is there), naming ``--resume`` first; None if none is."""
+    if not state_path(output).exists():
+        return None
+    return (
+        f"{what or output}: exists, from an unfinished run ({state_path(output).name}): pass "
+        "--resume to continue it, or --overwrite to start over (discards its progress)"
+    )
+
+
+def interrupted_note(output: Path, last_epoch: int | None) -> str:
+    """What an interrupted run writing ``output`` left: a resumable state, or nothing."""
+    if state_path(output).exists():
+        after = f" after epoch {last_epoch}" if last_epoch else ""
+        return (
+            f"{state_path(output).name} holds the run{after}: rerun with --resume to "
+            "continue, or with --overwrite to start over"
+        )
+    return (
+        "before the first epoch ended: nothing was saved to resume; rerun without --resume "
+        "to start again"
+    )
 
 
 def save_state(
