@@ -56,7 +56,7 @@ def plan_and_train(
         images=tuple(str(p[0]) for p in parts["train"]),
         labels=tuple(str(p[1]) for p in parts["train"]),
         output=str(out), classes=str(classes), task=task, arch="unet", encoder="tu-resnet18",
-        budget_s=budget_s, device="cpu",
+        budget_s=budget_s, device="cpu", validated=True,  # the val block picks the epoch
     )  # fmt: skip
     entries, header = make_plan(req)
     text = plan_text(entries, header)
