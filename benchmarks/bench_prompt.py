@@ -13,9 +13,11 @@ on the CPU:
     read, encoded, decoded, masks placed, instance COG written, IoU with the input
     polygons; also with ``--vector`` polygons) ÷ the encoder alone
     (``SamPrompter.encode``) on the same windows in the same batches (target
-    <= 1.2), and prompts per second. With the micro model the encoder takes a few
-    ms a window, less than reading the window and writing the scene-sized COG, so
-    its ratio measures geoseg's fixed costs rather than the encoder's share;
+    <= 1.2; verdict on the best wall times, the ratio of the best CPU seconds of the
+    process beside it: steadier on a shared machine), and prompts per second. With
+    the micro model the encoder takes a few ms a window, less than reading the window
+    and writing the scene-sized COG, so its ratio measures geoseg's fixed costs rather
+    than the encoder's share;
 (b) peak RSS of ``geoseg prompt`` on a small and a large scene with the same
     50 box prompts (all in the top-left 2 000 px, so both scenes hold them), each
     in a fresh process (``getrusage(RUSAGE_CHILDREN)``; target ratio <= 1.3).
@@ -130,19 +132,20 @@ def write_boxes(path: Path, n: int, extent: int, seed: int = 0) -> Path:
     return path
 
 
-def encoder_alone(scene: Path, model: str, boxes: Path, batch: int) -> tuple[float, int]:
-    """Seconds the encoder spends on the windows ``geoseg prompt`` plans, and their number."""
+def encoder_alone(scene: Path, model: str, boxes: Path, batch: int) -> tuple[float, float, int]:
+    """Wall and CPU seconds the encoder spends on the windows ``geoseg prompt`` plans, and
+    their number."""
     prompter = load_predictor(model_spec(model, "cpu"))
     with rasterio.open(scene) as src:
         frame = SceneFrame(str(scene), src.crs, src.transform, src.height, src.width,
                            lambda r, c: np.ones(len(r), bool))  # fmt: skip
         windows = list(plan_windows(read_prompts(frame, boxes=str(boxes)).items, prompter.size))
         pixels = [read_window(src, [1, 2, 3], w, prompter.size) for w in windows]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for start in range(0, len(pixels), batch):
         group = pixels[start : start + batch]
         prompter.encode(np.stack([p[0] for p in group]), np.stack([p[1] for p in group]))
-    return time.perf_counter() - t0, len(windows)
+    return time.perf_counter() - t0, time.process_time() - c0, len(windows)
 
 
 def measure_overhead(tmp: Path, model: str, size: int, n: int, repeat: int, batch: int) -> bool:
@@ -151,20 +154,26 @@ def measure_overhead(tmp: Path, model: str, size: int, n: int, repeat: int, batc
     boxes = write_boxes(tmp / "boxes_a.gpkg", n, min(size, 2000))
     opts = PromptOptions(boxes=str(boxes), device="cpu", batch_size=batch, overwrite=True)
     prompt_scene(scene, model, tmp / "warm.tif", opts)  # load the model, warm the caches
-    ends, vecs, encs = [], [], []
+    ends, vecs, encs, end_cpu, enc_cpu = [], [], [], [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = prompt_scene(scene, model, tmp / "o.tif", opts)
         ends.append(time.perf_counter() - t0)
+        end_cpu.append(time.process_time() - c0)
         t0 = time.perf_counter()
         prompt_scene(scene, model, tmp / "v.tif", opts, tmp / "v.gpkg")
         vecs.append(time.perf_counter() - t0)
-        enc, windows = encoder_alone(scene, model, boxes, batch)
+        enc, cpu, windows = encoder_alone(scene, model, boxes, batch)
         encs.append(enc)
+        enc_cpu.append(cpu)
     end, vec, enc = min(ends), min(vecs), min(encs)
     say(f"  {n} prompts on {windows} windows ({result.windows} in the run): end-to-end "
         f"{end:.2f} s (with --vector {vec:.2f} s), encoder alone {enc:.2f} s; "
         f"{n / end:.1f} prompts/s, {windows / enc:.2f} windows/s through the encoder")  # fmt: skip
+    # CPU seconds of this process (torch and GDAL threads included): steadier than wall
+    # time on a shared machine
+    say(f"  CPU: end-to-end {min(end_cpu):.2f} s, encoder alone {min(enc_cpu):.2f} s; "
+        f"end-to-end / encoder alone (CPU): {min(end_cpu) / min(enc_cpu):.3f}")  # fmt: skip
     say(f"  with --vector / encoder alone: {vec / enc:.3f} (polygons of random-weight masks are "
         "ragged: thousands of parts)")  # fmt: skip
     return verdict("end-to-end / encoder alone", end / enc, OVERHEAD_TARGET, False)

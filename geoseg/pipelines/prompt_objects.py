@@ -27,7 +27,7 @@ from rasterio.windows import Window
 from geoseg.areas import ACRE_M2, HECTARE_M2, polygon_area_m2
 from geoseg.io.instances import instance_cog_writer
 from geoseg.pipelines.prompt_inputs import Prompts, SceneFrame, attribute_row
-from geoseg.pipelines.prompt_windows import PromptWindow
+from geoseg.pipelines.prompt_windows import PromptWindow, scene_valid
 from geoseg.types import NODATA_LABEL, ClassSchema
 
 __all__ = [
@@ -122,7 +122,7 @@ def write_object_raster(
         for y0 in range(0, frame.height, BLOCK):
             for x0 in range(0, frame.width, BLOCK):
                 h, w = min(BLOCK, frame.height - y0), min(BLOCK, frame.width - x0)
-                valid = np.asarray(src.dataset_mask(window=Window(x0, y0, w, h)) > 0)
+                valid = scene_valid(src, Window(x0, y0, w, h))
                 hit = np.flatnonzero(
                     (boxes[:, 0] < y0 + h) & (boxes[:, 2] > y0)
                     & (boxes[:, 1] < x0 + w) & (boxes[:, 3] > x0)
@@ -134,22 +134,32 @@ def write_object_raster(
 def _block(valid: np.ndarray, objects: Sequence[ObjectMask], y0: int, x0: int) -> np.ndarray:
     """``(2, h, w) uint32`` class and id of one block at scene px ``(y0, x0)``."""
     h, w = valid.shape
-    ids = np.zeros((h, w), np.uint32)
-    # scores are SAM's float32 IoUs: float32 compares them exactly, at half the memory
-    best = np.full((h, w) if objects else (0, 0), -np.inf, np.float32)
-    for o in objects:
-        oh, ow = o.mask.shape
-        ys = slice(max(y0, o.row0), min(y0 + h, o.row0 + oh))
-        xs = slice(max(x0, o.col0), min(x0 + w, o.col0 + ow))
-        here = (slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
-        mine = o.mask[ys.start - o.row0 : ys.stop - o.row0, xs.start - o.col0 : xs.stop - o.col0]
-        take = mine & valid[here] & (o.score > best[here])
-        ids[here][take] = o.id
-        best[here][take] = o.score
-    out = np.empty((2, h, w), np.uint32)
-    np.greater(ids, 0, out=out[0], casting="unsafe")
-    out[0][~valid] = NODATA_LABEL
-    out[1] = ids
+    # calloc'd: a block without objects costs its zero pages, not a pass over them
+    out = np.zeros((2, h, w), np.uint32)
+    if objects:
+        ids = out[1]
+        # per-pixel best scores only over the box of the block's objects
+        top = max(y0, min(o.row0 for o in objects))
+        left = max(x0, min(o.col0 for o in objects))
+        bottom = min(y0 + h, max(o.row0 + o.mask.shape[0] for o in objects))
+        right = min(x0 + w, max(o.col0 + o.mask.shape[1] for o in objects))
+        # scores are SAM's float32 IoUs: float32 compares them exactly, at half the memory
+        best = np.full((bottom - top, right - left), -np.inf, np.float32)
+        for o in objects:
+            oh, ow = o.mask.shape
+            ys = slice(max(top, o.row0), min(bottom, o.row0 + oh))
+            xs = slice(max(left, o.col0), min(right, o.col0 + ow))
+            here = (slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
+            mine = o.mask[
+                ys.start - o.row0 : ys.stop - o.row0, xs.start - o.col0 : xs.stop - o.col0
+            ]
+            scored = (slice(ys.start - top, ys.stop - top), slice(xs.start - left, xs.stop - left))
+            take = mine & valid[here] & (o.score > best[scored])
+            ids[here][take] = o.id
+            best[scored][take] = o.score
+        np.greater(ids, 0, out=out[0], casting="unsafe")
+    if not valid.all():
+        out[0][~valid] = NODATA_LABEL
     return out
 
 

@@ -22,13 +22,14 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.windows import Window
 
 from geoseg.pipelines.prompt_inputs import Prompt
 
 __all__ = [
     "CONTEXT", "POINT_CONTEXT", "PromptWindow", "candidate_windows", "plan_windows", "read_window",
+    "scene_valid",
 ]  # fmt: skip
 
 #: Context read around a box, as a share of its width/height on each side.
@@ -146,12 +147,23 @@ def read_window(
         list(bands), window=win, out_shape=(len(bands), size, size), boundless=boundless,
         fill_value=0, resampling=resampling,
     )  # fmt: skip
-    valid = inside & np.asarray(
-        src.dataset_mask(window=win, out_shape=(size, size), boundless=boundless) > 0
-    )
+    valid = inside & scene_valid(src, win, (size, size), boundless)
     if np.issubdtype(data.dtype, np.floating):
         valid &= np.isfinite(data).all(axis=0)
     return data, valid
+
+
+def scene_valid(
+    src: Any, win: Window, shape: tuple[int, int] | None = None, boundless: bool = False
+) -> np.ndarray:
+    """``(h, w) bool`` (``shape``, else the window's): the scene's dataset mask on ``win``.
+
+    A scene whose bands declare no nodata and no mask (GDAL's ``all_valid``) is
+    valid everywhere inside it, and its mask is not read (~0.5 ms a read).
+    """
+    if not boundless and all(MaskFlags.all_valid in f for f in src.mask_flag_enums):
+        return np.ones(shape or (int(win.height), int(win.width)), bool)
+    return np.asarray(src.dataset_mask(window=win, out_shape=shape, boundless=boundless) > 0)
 
 
 def _inside(src: Any, window: PromptWindow, size: int) -> np.ndarray:
