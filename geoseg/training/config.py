@@ -228,6 +228,23 @@ def load_class_schema(path: str | os.PathLike[str]) -> ClassSchema:
         raise GeosegError(f"{p}: {exc}") from exc
 
 
+def check_instance_classes(schema: ClassSchema, source: str) -> None:
+    """Refuse an instance schema without exactly one background class and an object class.
+
+    Raises:
+        ConfigError: naming ``source`` (the classes file) and the fix.
+    """
+    stuff = [c.name for c in schema.classes if not c.is_thing]
+    things = [c.name for c in schema.classes if c.is_thing]
+    if len(stuff) != 1 or not things:
+        raise ConfigError(
+            f"{source}: an instance model needs exactly one background class (is_thing: false) "
+            f"and at least one object class (is_thing: true); it has {len(stuff)} with "
+            f"is_thing: false ({', '.join(stuff) or 'none'}) and {len(things)} with is_thing: "
+            "true: mark each object class `is_thing: true`, the background `is_thing: false`"
+        )
+
+
 _PATH_LISTS = ("images", "labels", "val_images", "val_labels")
 _RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
 
@@ -299,6 +316,9 @@ def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> 
         else ClassSchema.from_json(classes) if isinstance(classes, list)
         else load_class_schema(classes)
     )  # fmt: skip
+    if values.get("task") == "instance":  # found here, the message can name the file
+        named = classes if isinstance(classes, str | os.PathLike) else path or "classes"
+        check_instance_classes(values["classes"], str(named))
     for key in _PATH_LISTS:
         values[key] = tuple(values.get(key, ()))
     for key in ("bands", "encoder_bands"):
