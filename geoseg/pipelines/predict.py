@@ -60,6 +60,8 @@ class PredictResult:
         schema: the classes in the file.
         preview: the PNG quicklook, if one was asked for.
         probabilities: the class-probability COG, if one was asked for.
+        normalized: with ``normalize_to``, the radiometric fit in one line (reference,
+            invariant share, gain/offset per band name), as the map's tag records it.
     """
 
     output: Path
@@ -67,6 +69,7 @@ class PredictResult:
     schema: ClassSchema
     preview: Path | None = None
     probabilities: Path | None = None
+    normalized: str | None = None
 
 
 def predict_scene(
@@ -163,7 +166,17 @@ def _predict(
     if opts.preview is not None:
         preview = write_label_preview(out, opts.preview)
     probs = outputs[1].path if len(outputs) > 1 else None
-    return PredictResult(out, valid, schema, preview, probs)
+    return PredictResult(out, valid, schema, preview, probs, _normalized(scene, opts))
+
+
+def _normalized(scene: Scene, opts: PredictOptions) -> str | None:
+    """The ``--normalize-to`` fit of ``scene`` in one line, or None without one."""
+    if opts.normalize_to is None:
+        return None
+    from geoseg.change.normalize_to import normalization_text, read_normalization
+
+    doc = read_normalization(scene.tags)
+    return None if doc is None else normalization_text(doc)
 
 
 def _outputs(
