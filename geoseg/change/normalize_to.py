@@ -132,9 +132,9 @@ def normalize_to_reference(
     return dataclasses.replace(scene, data=scene.data.copy(data=lazy), tags=tags), fit
 
 
-def read_normalization(tags: Mapping[str, str]) -> dict[str, Any] | None:
-    """The fit recorded under :data:`NORMALIZE_TAG` in a map's or scene's tags, or None."""
-    raw = tags.get(NORMALIZE_TAG)
+def read_normalization(tags: Mapping[str, str], key: str = NORMALIZE_TAG) -> dict[str, Any] | None:
+    """The fit recorded under ``key`` in a map's or scene's tags, or None."""
+    raw = tags.get(key)
     if raw is None:
         return None
     try:

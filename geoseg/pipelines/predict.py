@@ -72,6 +72,10 @@ class PredictResult:
     normalized: str | None = None
 
 
+#: Tag prefix of the fit of each later date of a stack (``GEOSEG_NORMALIZE_T2``, ...).
+_DATE_FITS = "GEOSEG_NORMALIZE_T"
+
+
 def predict_scene(
     scene_path: str | os.PathLike[str],
     model: str,
@@ -170,13 +174,18 @@ def _predict(
 
 
 def _normalized(scene: Scene, opts: PredictOptions) -> str | None:
-    """The ``--normalize-to`` fit of ``scene`` in one line, or None without one."""
-    if opts.normalize_to is None:
+    """The ``--normalize-to`` fit of ``scene`` in one line (``--normalize-dates``: one line
+    per later date), or None without one."""
+    if opts.normalize_to is None and opts.normalize_dates is None:
         return None
     from geoseg.change.normalize_to import normalization_text, read_normalization
 
-    doc = read_normalization(scene.tags)
-    return None if doc is None else normalization_text(doc)
+    named = [("", "GEOSEG_NORMALIZED_TO")]
+    if opts.normalize_dates is not None:  # a change model's stack: one fit per later date
+        dates = sorted(int(k[len(_DATE_FITS) :]) for k in scene.tags if k.startswith(_DATE_FITS))
+        named = [(f"date {t} ", f"{_DATE_FITS}{t}") for t in dates]
+    docs = [(prefix, read_normalization(scene.tags, key)) for prefix, key in named]
+    return "\n".join(f"{p}{normalization_text(d)}" for p, d in docs if d is not None) or None
 
 
 def _outputs(
@@ -274,8 +283,13 @@ def _label_meta(scene: Scene, schema: ClassSchema, model: str, bands: int) -> La
     date = scene_date(scene.tags)
     tags = {
         **({"DATE": date} if date else {}),
-        # SENSOR, and the radiometric fit of --normalize-to (geoseg.change.normalize_to)
-        **{k: v for k, v in scene.tags.items() if k in ("SENSOR", "GEOSEG_NORMALIZED_TO")},
+        # SENSOR, and the radiometric fits of --normalize-to (geoseg.change.normalize_to)
+        # and --normalize-dates (geoseg.change.radiometric)
+        **{
+            k: v
+            for k, v in scene.tags.items()
+            if k in ("SENSOR", "GEOSEG_NORMALIZED_TO") or k.startswith(_DATE_FITS)
+        },
         "GEOSEG_MODEL": Path(model).name,
         "GEOSEG_VERSION": __version__,
         "GEOSEG_SOURCE": Path(scene.path).name,
