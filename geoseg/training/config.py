@@ -316,9 +316,7 @@ def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> 
         else ClassSchema.from_json(classes) if isinstance(classes, list)
         else load_class_schema(classes)
     )  # fmt: skip
-    if values.get("task") == "instance":  # found here, the message can name the file
-        named = classes if isinstance(classes, str | os.PathLike) else path or "classes"
-        check_instance_classes(values["classes"], str(named))
+    named = classes if isinstance(classes, str | os.PathLike) else path or "classes"
     for key in _PATH_LISTS:
         values[key] = tuple(values.get(key, ()))
     for key in ("bands", "encoder_bands"):
@@ -332,12 +330,15 @@ def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> 
     if path is not None:
         _check_plan(path, raw, from_file, values, overrides.get("classes") is None)
     try:
-        return TrainConfig(**values)
+        cfg = TrainConfig(**values)  # its own checks first: they name the option to change
     except GeosegError as exc:  # a value the file set (a plan's class_weights): name the file
         if path is None or not any(str(exc).startswith(k) for k in raw if overrides.get(k) is None):
             raise
         redo = ", or re-run `geoseg plan` with these options" if "provenance" in raw else ""
         raise type(exc)(f"{path}: {exc} (set in this file: edit it there{redo})") from exc
+    if cfg.task == "instance":  # here the message can name the classes file
+        check_instance_classes(cfg.classes, str(named))
+    return cfg
 
 
 def _check_plan(path: str | os.PathLike[str], raw: Mapping[str, Any],

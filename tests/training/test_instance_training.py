@@ -166,12 +166,15 @@ def test_geoseg_train_task_instance_from_polygons(scene: dict[str, Path], tmp_pa
      ((0, 1), "0 with is_thing: false (none) and 2")],
 )  # fmt: skip
 def test_instance_classes_without_one_background_name_the_file(
-    tmp_path: Path, things: tuple[int, ...], counts: str
+    scene: dict[str, Path], tmp_path: Path, things: tuple[int, ...], counts: str
 ) -> None:
     classes = tmp_path / "my_classes.yaml"
     rows = [{**c, "is_thing": c["id"] in things} for c in SCHEMA.to_json()]
     classes.write_text(yaml.safe_dump(rows))
     with pytest.raises(ConfigError) as info:
-        load_train_config(None, task="instance", classes=str(classes), output="m.safetensors")
+        load_train_config(
+            None, task="instance", classes=str(classes), output="m.safetensors",
+            images=(str(scene["image"]),), labels=(str(scene["ids"]),),
+        )  # fmt: skip
     assert str(info.value).startswith(f"{classes}: an instance model needs exactly one")
     assert counts in str(info.value)
