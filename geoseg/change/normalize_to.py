@@ -8,9 +8,13 @@ regression per band, Canty & Nielsen 2008) is applied here to a single-date scen
 its bands are fitted to the same bands of a reference scene (date 1) on the pixels
 valid in both, and the scene is predicted in the reference's radiometry.
 
-The reference must lie on the scene's grid (CRS, transform, size), as for
-``geoseg stack``: pixels are paired by position. The fit is recorded in the scene's
-tags (:data:`NORMALIZE_TAG`), which ``predict`` carries into the map.
+Only the bands given are fitted (``predict`` gives the model's input bands, so
+the invariant pixels can differ from those of ``geoseg stack``, which fits every
+band of the dates). The reference must lie on the scene's grid (CRS, transform,
+size), as for ``geoseg stack``: pixels are paired by position. The fit, with the
+band names, is recorded in the scene's tags (:data:`NORMALIZE_TAG`), which
+``predict`` carries into the map; :func:`read_normalization` and
+:func:`normalization_text` read it back for reports.
 """
 
 from __future__ import annotations
@@ -19,14 +23,27 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import dask.array as da
+import rasterio
+from rasterio.transform import array_bounds
 
 from geoseg.change.radiometric import NORMALIZE_METHODS, DateFit, fit_dates, normalized
 from geoseg.errors import BandMismatchError, GeosegError
 from geoseg.io.raster import Scene
 
-__all__ = ["NORMALIZE_TAG", "normalize_to_reference"]
+__all__ = [
+    "NORMALIZE_TAG",
+    "check_same_grid",
+    "fit_text",
+    "map_normalizations",
+    "normalization_lines",
+    "normalization_text",
+    "normalize_to_reference",
+    "read_normalization",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +51,37 @@ log = logging.getLogger(__name__)
 NORMALIZE_TAG = "GEOSEG_NORMALIZED_TO"
 
 
-def _check_pair(scene: Scene, reference: Scene) -> None:
-    """Refuse a reference off the scene's grid or with other bands."""
+def check_same_grid(scene: Scene, reference: Scene, what: str = "the reference") -> None:
+    """Refuse a scene off ``reference``'s grid, with the ``gdalwarp`` call that aligns it.
+
+    Raises:
+        GeosegError: another CRS, transform or size (names both files).
+    """
+
+    def grid(s: Scene) -> str:
+        x, y = s.transform.c, s.transform.f
+        return (
+            f"{s.height}x{s.width} px of {abs(s.transform.a):g} from ({x:.12g}, {y:.12g}), {s.crs}"
+        )
+
     if (scene.crs, scene.transform, scene.height, scene.width) != (
         reference.crs, reference.transform, reference.height, reference.width,
     ):  # fmt: skip
+        left, bottom, right, top = array_bounds(reference.height, reference.width,
+                                                reference.transform)  # fmt: skip
+        aligned = f"{os.path.splitext(scene.path)[0]}_aligned.tif"
         raise GeosegError(
-            f"{scene.path}: not on the grid of the reference {reference.path} "
-            f"({scene.height}x{scene.width} vs {reference.height}x{reference.width}, "
-            f"{scene.crs} vs {reference.crs}); warp it first, e.g. "
-            f"`gdalwarp -tr <res> -te <bounds> -t_srs {reference.crs}`"
+            f"{scene.path}: not on the grid of {what} {reference.path} ({grid(scene)} vs "
+            f"{grid(reference)}); pixels are paired by position, so resample it onto that "
+            f"grid first: `gdalwarp -t_srs {reference.crs} -te {left:.12g} {bottom:.12g} "
+            f"{right:.12g} {top:.12g} -ts {reference.width} {reference.height} -r bilinear "
+            f"{scene.path} {aligned}`"
         )
+
+
+def _check_pair(scene: Scene, reference: Scene) -> None:
+    """Refuse a reference off the scene's grid or with other bands."""
+    check_same_grid(scene, reference)
     if scene.band_names != reference.band_names:
         raise BandMismatchError(
             f"{scene.path}: bands {list(scene.band_names)}, the reference {reference.path} "
@@ -83,16 +120,74 @@ def normalize_to_reference(
     bands = list(range(k))
     source = f"{scene.path} (normalised to {reference.path})"
     fit = fit_dates(data, usable, [bands, [k + b for b in bands]], source)[0]
-    log.info(
-        "%s: normalised to %s on %.1f %% of %d sampled px: gains %s, offsets %s",
-        scene.path, reference.path, 100 * fit.invariant_share, fit.sampled,
-        [round(g, 4) for g in fit.gains], [round(o, 4) for o in fit.offsets],
-    )  # fmt: skip
     lazy = normalized(scene.data.data, [bands, bands], [fit], scene.nodata)
     doc = {
         "method": method, "reference": os.path.basename(reference.path),
-        "gains": list(fit.gains), "offsets": list(fit.offsets),
+        "bands": list(scene.band_names), "gains": list(fit.gains), "offsets": list(fit.offsets),
         "correlations": list(fit.correlations), "invariant_share": fit.invariant_share,
+        "invariant_pixels": fit.invariant, "sampled_pixels": fit.sampled,
     }  # fmt: skip
+    log.info("%s: %s", scene.path, normalization_text(doc))
     tags = {**scene.tags, NORMALIZE_TAG: json.dumps(doc)}
     return dataclasses.replace(scene, data=scene.data.copy(data=lazy), tags=tags), fit
+
+
+def read_normalization(tags: Mapping[str, str], key: str = NORMALIZE_TAG) -> dict[str, Any] | None:
+    """The fit recorded under ``key`` in a map's or scene's tags, or None."""
+    raw = tags.get(key)
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return {"unreadable": raw}
+    return doc if isinstance(doc, dict) else {"unreadable": raw}
+
+
+def fit_text(
+    bands: Sequence[str], gains: Sequence[float], offsets: Sequence[float],
+    invariant_share: float, sampled: int | None,
+) -> str:  # fmt: skip
+    """``"24.3 % of 10,100 sampled px invariant; 2 bands, gain/offset B02 0.7/150, ..."``."""
+    of = f" of {sampled:,} sampled px" if sampled else ""
+    pairs = ", ".join(f"{b} {g:.4g}/{o:.4g}" for b, g, o in zip(bands, gains, offsets, strict=True))
+    return f"{100 * invariant_share:.1f} %{of} invariant; {len(bands)} bands, gain/offset {pairs}"
+
+
+def normalization_text(doc: Mapping[str, Any]) -> str:
+    """One line from a :func:`read_normalization` record (older tags lack band names)."""
+    if "unreadable" in doc:
+        return f"radiometric normalisation recorded, unreadable: {doc['unreadable']!r}"
+    gains = list(doc.get("gains", []))
+    bands = doc.get("bands") or [f"band {i}" for i in range(1, len(gains) + 1)]
+    fit = fit_text(
+        bands, gains, doc.get("offsets", [0.0] * len(gains)),
+        float(doc.get("invariant_share", 0.0)), doc.get("sampled_pixels"),
+    )  # fmt: skip
+    return f"normalised to {doc.get('reference')} ({doc.get('method', 'irmad')}): {fit}"
+
+
+def map_normalizations(paths: Sequence[str]) -> list[dict[str, Any] | None]:
+    """The fit each label map's :data:`NORMALIZE_TAG` records (``predict --normalize-to``,
+    a workflow's ``normalize_dates``), None for a map predicted as it was."""
+    out = []
+    for path in paths:
+        with rasterio.open(path) as src:
+            out.append(read_normalization(src.tags()))
+    return out
+
+
+def normalization_lines(
+    paths: Sequence[str], docs: Sequence[Mapping[str, Any] | None]
+) -> list[str]:
+    """The report's lines on radiometric normalisation: one per normalised map, or one
+    saying that none was."""
+    lines = [
+        f"radiometric normalisation: map {i} ({os.path.basename(p)}) was predicted "
+        f"{normalization_text(d)}"
+        for i, (p, d) in enumerate(zip(paths, docs, strict=True), start=1) if d is not None
+    ]  # fmt: skip
+    return lines or [
+        "radiometric normalisation: none recorded in the maps (each date was predicted as it "
+        "was; predict --normalize-to or a workflow's normalize_dates: irmad sets it)"
+    ]

@@ -44,6 +44,7 @@ then applied chunk by chunk, so the output is the same for any chunk size.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -349,11 +350,15 @@ def normalize_scene(
     if scene.nodata is not None:
         usable = usable & (data != scene.nodata).all(axis=0)
     fits = fit_dates(data, usable, groups, scene.path)
-    for fit in fits:
-        log.info(
-            "%s: date %d normalised to date 1 on %.1f %% of %d sampled px: gains %s, offsets %s",
-            scene.path, fit.date, 100 * fit.invariant_share, fit.sampled,
-            [round(g, 4) for g in fit.gains], [round(o, 4) for o in fit.offsets],
-        )  # fmt: skip
+    bands = [band_names[i].split("_", 1)[1] for i in groups[0]]
+    tags = {  # as `geoseg stack --normalize` tags them; predict carries them into the map
+        f"GEOSEG_NORMALIZE_T{f.date}": json.dumps({
+            "method": method, "reference": "date 1", "bands": bands, "gains": list(f.gains),
+            "offsets": list(f.offsets), "correlations": list(f.correlations),
+            "invariant_share": f.invariant_share, "invariant_pixels": f.invariant,
+            "sampled_pixels": f.sampled,
+        }) for f in fits
+    }  # fmt: skip
     lazy = normalized(data, groups, fits, scene.nodata)
-    return dataclasses.replace(scene, data=scene.data.copy(data=lazy)), fits
+    new = dataclasses.replace(scene, data=scene.data.copy(data=lazy), tags={**scene.tags, **tags})
+    return new, fits

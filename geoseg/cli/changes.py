@@ -155,14 +155,12 @@ def stack(dates: Sequence[str], output: Path, overwrite: bool, normalize: str | 
     if normalize is None:
         click.echo(f"wrote {stack_dates(dates, output, overwrite)}")
         return
+    from geoseg.change.normalize_to import fit_text
+
     result = stack_normalized(dates, output, normalize, overwrite)
     for fit, clipped in zip(result.fits, result.clipped, strict=True):
-        click.echo(
-            f"date {fit.date} ({dates[fit.date - 1]}): {100 * fit.invariant_share:.1f} % of "
-            f"{fit.sampled:,} sampled px invariant; gains "
-            f"{' '.join(f'{g:.4g}' for g in fit.gains)}; offsets "
-            f"{' '.join(f'{o:.4g}' for o in fit.offsets)}; {clipped:,} values clipped"
-        )
+        line = fit_text(result.bands, fit.gains, fit.offsets, fit.invariant_share, fit.sampled)
+        click.echo(f"date {fit.date} ({dates[fit.date - 1]}): {line}; {clipped:,} values clipped")
     click.echo(f"wrote {result.path}")
 
 
@@ -179,6 +177,8 @@ def run(workflow: str, root: str, overwrite: bool, progress: bool | None) -> Non
 
     wf = load_workflow(workflow, root)
     result = run_workflow(wf, overwrite, progress_bar(wf.name, progress))
+    for line in result.normalized:
+        click.echo(line)
     for path in (*result.maps, *result.report):
         click.echo(f"wrote {path}")
     if result.summary:

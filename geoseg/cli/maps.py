@@ -132,6 +132,7 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
             said.append(f"wrote {found.panoptic}")
     else:
         result = predict_scene(scene, model, output, opts, bar)
+        said += [f"{scene}: {fit}" for fit in (result.normalized or "").splitlines()]
         said.append(f"wrote {result.output} ({result.valid_pixels} labelled pixels)")
         if result.probabilities:
             said.append(f"wrote {result.probabilities}")

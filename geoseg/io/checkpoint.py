@@ -118,7 +118,9 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> ModelMeta:
     if raw is None:
         raise CheckpointError(
             f"{path}: a safetensors file without geoseg metadata (not written by geoseg); "
-            "train or convert the model with `geoseg train`"
+            f"import a Hugging Face model with `geoseg import {path.parent} -o model.safetensors "
+            "--bands ...` (the folder with its config.json; ONNX graphs and SAM checkpoints "
+            "import too), or train one with `geoseg train`"
         )
     d = parse_metadata_json(path, raw)
     try:

@@ -23,6 +23,7 @@ import dask.array as da
 import numpy as np
 import rasterio
 
+from geoseg.change.normalize_to import check_same_grid
 from geoseg.change.radiometric import DateFit, apply_fits, date_band_groups, fit_dates
 from geoseg.errors import GeosegError
 from geoseg.io.atomic import atomic_output
@@ -42,11 +43,14 @@ class NormalizedStack:
         path: the stacked raster.
         fits: the gain/offset fit of each later date (date 2 first).
         clipped: values clipped to the data type's range, per later date.
+        bands: the names of one date's bands, in the order of each fit's gains (all
+            the dates' bands are fitted).
     """
 
     path: Path
     fits: tuple[DateFit, ...]
     clipped: tuple[int, ...]
+    bands: tuple[str, ...] = ()
 
 
 def stack_dates(
@@ -73,7 +77,7 @@ def stack_normalized(
     """:func:`stack_dates` with dates 2..n normalised to date 1 (see the module docstring).
 
     The fits are recorded in the tags ``GEOSEG_NORMALIZE`` (the method) and
-    ``GEOSEG_NORMALIZE_T<t>`` (JSON: gains, offsets, correlations, invariant share,
+    ``GEOSEG_NORMALIZE_T<t>`` (JSON: band names, gains, offsets, correlations, invariant share,
     invariant and sampled pixels, clipped values).
 
     Raises:
@@ -92,9 +96,10 @@ def stack_normalized(
         usable = usable & (data != nodata).all(axis=0)
     fits = fit_dates(data, usable, groups, os.fspath(output))
     counter = _Normalizer(scenes[0].dtype, groups, tuple(fits), nodata)
+    counter.bands = scenes[0].band_names
     tags = {"GEOSEG_NORMALIZE": "irmad (Nielsen 2007; Canty & Nielsen 2008) to date 1"}
     _write(scenes, output, overwrite, counter, tags, counter.finish)
-    return NormalizedStack(Path(output), tuple(fits), tuple(counter.clipped))
+    return NormalizedStack(Path(output), tuple(fits), tuple(counter.clipped), counter.bands)
 
 
 class _Normalizer:
@@ -107,6 +112,7 @@ class _Normalizer:
         self.dtype, self.groups, self.fits, self.nodata = dtype, groups, fits, nodata
         self.clipped = [0] * len(fits)
         self.values = [0] * len(fits)
+        self.bands: tuple[str, ...] = ()
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
         out = apply_fits(block, self.groups, self.fits, self.nodata)
@@ -130,7 +136,7 @@ class _Normalizer:
                     "(e.g. `gdal_translate -ot Float32 -scale 0 10000 0 1`)"
                 )
             doc = {
-                "gains": list(fit.gains), "offsets": list(fit.offsets),
+                "bands": list(self.bands), "gains": list(fit.gains), "offsets": list(fit.offsets),
                 "correlations": list(fit.correlations), "invariant_share": fit.invariant_share,
                 "invariant_pixels": fit.invariant, "sampled_pixels": fit.sampled,
                 "clipped_values": clipped,
@@ -151,13 +157,7 @@ def _open_dates(paths: Sequence[str | os.PathLike[str]]) -> list[Scene]:
     scenes = [open_scene(p) for p in paths]
     first = scenes[0]
     for s in scenes[1:]:
-        if (s.crs, s.transform, s.height, s.width) != (
-            first.crs, first.transform, first.height, first.width,
-        ):  # fmt: skip
-            raise GeosegError(
-                f"{s.path}: not on the grid of {first.path}; warp it first, e.g. "
-                f"`gdalwarp -tr <res> -te <bounds> -t_srs {first.crs}`"
-            )
+        check_same_grid(s, first, "date 1")
         if s.dtype != first.dtype:
             raise GeosegError(f"{s.path}: {s.dtype} bands, {first.path} has {first.dtype}")
     return scenes

@@ -16,6 +16,7 @@ import numpy as np
 from geoseg.areas import HECTARE_M2, area_method
 from geoseg.change.align import AlignedMaps, read_label_map_info
 from geoseg.change.matrix import TransitionMatrix
+from geoseg.change.normalize_to import map_normalizations, normalization_lines
 from geoseg.change.unknown import UnknownValues
 from geoseg.change.zones import ZoneCoverage, ZoneMasker
 from geoseg.io.atomic import atomic_output
@@ -131,6 +132,7 @@ def write_tables(
         "transitions": transitions[: len(m.names) ** 2],
         "nodata": transitions[-1], "class_change": classes, "total_area_m2": m.total_area_m2,
         "warnings": [w.to_json() for w in _warnings(m, aligned, focus)],
+        "normalization": map_normalizations(aligned.paths),  # per map, None if not normalised
     }  # fmt: skip
     write_json(paths["transitions.json"], doc, opts.overwrite)
 
@@ -204,6 +206,7 @@ def _filters(aligned: AlignedMaps, m: TransitionMatrix, opts: ChangeOptions) -> 
         f"nodata: pixels where either date has no class are left out "
         f"({areas.text(m.nodata_area_m2)}, {m.nodata_pixels:,} px)",
     ]  # fmt: skip
+    out += normalization_lines(aligned.paths, map_normalizations(aligned.paths))
     resampled = [p for p, r in zip(aligned.paths, aligned.resampled, strict=True) if r]
     if resampled:
         out.append(

@@ -240,7 +240,7 @@ def _normalized_to(
 ) -> Scene:
     """``scene`` mapped onto the radiometry of ``opts.normalize_to`` (same bands, by the
     same selection rule), for a single-date model."""
-    from geoseg.change.normalize_to import normalize_to_reference
+    from geoseg.change.normalize_to import check_same_grid, normalize_to_reference
 
     ref = str(opts.normalize_to)
     if meta.task == "change":
@@ -251,10 +251,15 @@ def _normalized_to(
     if os.path.abspath(ref) == os.path.abspath(path):
         raise GeosegError(f"{path}: --normalize-to names the scene itself; give an earlier date")
     whole = open_scene(ref, None, chunk, opts.assume_crs)
+    check_same_grid(scene, whole)  # first: another grid is the likelier cause of what follows
     index = match_bands(ref, named_by_colour(whole.band_names, whole.colorinterp), meta, opts.bands)
     reference = open_scene(ref, [str(i + 1) for i in index], chunk, opts.assume_crs)
     if reference.dtype != scene.dtype:  # the scale to reflectance comes from the scene's dtype
-        raise GeosegError(f"{ref}: {reference.dtype} bands, {path} has {scene.dtype}")
+        raise GeosegError(
+            f"{ref}: {reference.dtype} bands, {path} has {scene.dtype}; the type says how values "
+            f"map to reflectance, so store both dates alike (`gdal_translate -ot {scene.dtype}`"
+            " with -scale to the same units)"
+        )
     return normalize_to_reference(scene, reference)[0]
 
 

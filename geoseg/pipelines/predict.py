@@ -60,6 +60,8 @@ class PredictResult:
         schema: the classes in the file.
         preview: the PNG quicklook, if one was asked for.
         probabilities: the class-probability COG, if one was asked for.
+        normalized: with ``normalize_to``, the radiometric fit in one line (reference,
+            invariant share, gain/offset per band name), as the map's tag records it.
     """
 
     output: Path
@@ -67,6 +69,11 @@ class PredictResult:
     schema: ClassSchema
     preview: Path | None = None
     probabilities: Path | None = None
+    normalized: str | None = None
+
+
+#: Tag prefix of the fit of each later date of a stack (``GEOSEG_NORMALIZE_T2``, ...).
+_DATE_FITS = "GEOSEG_NORMALIZE_T"
 
 
 def predict_scene(
@@ -163,7 +170,22 @@ def _predict(
     if opts.preview is not None:
         preview = write_label_preview(out, opts.preview)
     probs = outputs[1].path if len(outputs) > 1 else None
-    return PredictResult(out, valid, schema, preview, probs)
+    return PredictResult(out, valid, schema, preview, probs, _normalized(scene, opts))
+
+
+def _normalized(scene: Scene, opts: PredictOptions) -> str | None:
+    """The ``--normalize-to`` fit of ``scene`` in one line (``--normalize-dates``: one line
+    per later date), or None without one."""
+    if opts.normalize_to is None and opts.normalize_dates is None:
+        return None
+    from geoseg.change.normalize_to import normalization_text, read_normalization
+
+    named = [("", "GEOSEG_NORMALIZED_TO")]
+    if opts.normalize_dates is not None:  # a change model's stack: one fit per later date
+        dates = sorted(int(k[len(_DATE_FITS) :]) for k in scene.tags if k.startswith(_DATE_FITS))
+        named = [(f"date {t} ", f"{_DATE_FITS}{t}") for t in dates]
+    docs = [(prefix, read_normalization(scene.tags, key)) for prefix, key in named]
+    return "\n".join(f"{p}{normalization_text(d)}" for p, d in docs if d is not None) or None
 
 
 def _outputs(
@@ -261,8 +283,13 @@ def _label_meta(scene: Scene, schema: ClassSchema, model: str, bands: int) -> La
     date = scene_date(scene.tags)
     tags = {
         **({"DATE": date} if date else {}),
-        # SENSOR, and the radiometric fit of --normalize-to (geoseg.change.normalize_to)
-        **{k: v for k, v in scene.tags.items() if k in ("SENSOR", "GEOSEG_NORMALIZED_TO")},
+        # SENSOR, and the radiometric fits of --normalize-to (geoseg.change.normalize_to)
+        # and --normalize-dates (geoseg.change.radiometric)
+        **{
+            k: v
+            for k, v in scene.tags.items()
+            if k in ("SENSOR", "GEOSEG_NORMALIZED_TO") or k.startswith(_DATE_FITS)
+        },
         "GEOSEG_MODEL": Path(model).name,
         "GEOSEG_VERSION": __version__,
         "GEOSEG_SOURCE": Path(scene.path).name,

@@ -117,11 +117,13 @@ class Workflow:
 @dataclass(frozen=True)
 class WorkflowResult:
     """The maps, the report files (the maps' probability files first, with the posterior
-    rule) and the focus summary of a run."""
+    rule), the focus summary of a run and, with ``normalize_dates``, one line per
+    normalised date (its fit: invariant share, gain/offset per band)."""
 
     maps: tuple[Path, ...]
     report: tuple[Path, ...]
     summary: dict[str, Any]
+    normalized: tuple[str, ...] = ()
 
 
 def _options(schema: Mapping[str, Check]) -> Check:
@@ -394,13 +396,15 @@ def run_workflow(
 def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowResult:
     clouds = {"mask_clouds": str(wf.mask_clouds)} if wf.mask_clouds else {}
     popts = PredictOptions(**{**dict(wf.predict), **clouds, "overwrite": overwrite})
-    maps = []
+    maps, normalized = [], []
     probs: list[Path | None] = [*_probability_paths(wf)] or [None] * len(wf.scenes)
     for i, (scene, out, prob) in enumerate(zip(wf.scenes, _map_paths(wf), probs, strict=True)):
         opts = popts if prob is None else dataclasses.replace(popts, probabilities=prob)
         if wf.normalize_dates and i:  # later dates in the first date's radiometry
             opts = dataclasses.replace(opts, normalize_to=str(wf.scenes[0]))
-        maps.append(predict_scene(scene, wf.model, out, opts, progress).output)
+        done = predict_scene(scene, wf.model, out, opts, progress)
+        maps.append(done.output)
+        normalized += [f"date {i + 1} ({scene}): {done.normalized}"] if done.normalized else []
     aoi = {"aoi": str(wf.aoi), "aoi_field": wf.aoi_field, "aoi_crs": wf.aoi_crs,
            "aoi_crs_option": WORKFLOW_AOI_CRS} if wf.aoi else {}  # fmt: skip
     copts = ChangeOptions(**{**dict(wf.change), **aoi, "overwrite": overwrite})
@@ -411,5 +415,6 @@ def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowRe
     if summary:  # the report's implausibility warnings, as its transitions.json has them
         report = json.loads((wf.output / "report" / "transitions.json").read_text("utf-8"))
         summary["warnings"] = report["warnings"]
+        summary["normalization"] = report["normalization"]
         files = (*files, write_json(wf.output / "summary.json", summary, overwrite))
-    return WorkflowResult(tuple(maps), (*_probability_paths(wf), *files), summary)
+    return WorkflowResult(tuple(maps), (*_probability_paths(wf), *files), summary, (*normalized,))

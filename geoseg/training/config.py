@@ -228,6 +228,23 @@ def load_class_schema(path: str | os.PathLike[str]) -> ClassSchema:
         raise GeosegError(f"{p}: {exc}") from exc
 
 
+def check_instance_classes(schema: ClassSchema, source: str) -> None:
+    """Refuse an instance schema without exactly one background class and an object class.
+
+    Raises:
+        ConfigError: naming ``source`` (the classes file) and the fix.
+    """
+    stuff = [c.name for c in schema.classes if not c.is_thing]
+    things = [c.name for c in schema.classes if c.is_thing]
+    if len(stuff) != 1 or not things:
+        raise ConfigError(
+            f"{source}: an instance model needs exactly one background class (is_thing: false) "
+            f"and at least one object class (is_thing: true); it has {len(stuff)} with "
+            f"is_thing: false ({', '.join(stuff) or 'none'}) and {len(things)} with is_thing: "
+            "true: mark each object class `is_thing: true`, the background `is_thing: false`"
+        )
+
+
 _PATH_LISTS = ("images", "labels", "val_images", "val_labels")
 _RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
 
@@ -299,6 +316,7 @@ def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> 
         else ClassSchema.from_json(classes) if isinstance(classes, list)
         else load_class_schema(classes)
     )  # fmt: skip
+    named = classes if isinstance(classes, str | os.PathLike) else path or "classes"
     for key in _PATH_LISTS:
         values[key] = tuple(values.get(key, ()))
     for key in ("bands", "encoder_bands"):
@@ -312,12 +330,15 @@ def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> 
     if path is not None:
         _check_plan(path, raw, from_file, values, overrides.get("classes") is None)
     try:
-        return TrainConfig(**values)
+        cfg = TrainConfig(**values)  # its own checks first: they name the option to change
     except GeosegError as exc:  # a value the file set (a plan's class_weights): name the file
         if path is None or not any(str(exc).startswith(k) for k in raw if overrides.get(k) is None):
             raise
         redo = ", or re-run `geoseg plan` with these options" if "provenance" in raw else ""
         raise type(exc)(f"{path}: {exc} (set in this file: edit it there{redo})") from exc
+    if cfg.task == "instance":  # here the message can name the classes file
+        check_instance_classes(cfg.classes, str(named))
+    return cfg
 
 
 def _check_plan(path: str | os.PathLike[str], raw: Mapping[str, Any],

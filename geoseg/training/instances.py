@@ -47,6 +47,7 @@ from geoseg.io.training_data import (
 from geoseg.io.vectors_crs import read_layer_on_grid
 from geoseg.models.registry import window_multiple
 from geoseg.stitching.protocol import InstancePredictor
+from geoseg.training.config import check_instance_classes
 from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta
 
 __all__ = [
@@ -82,14 +83,9 @@ class InstanceRaster(LabelledRaster):
 
 def _split_schema(schema: ClassSchema) -> tuple[int, tuple[int, ...]]:
     """The background class id and the thing class ids; raises if not one background."""
+    check_instance_classes(schema, "the class schema")
     stuff = [c.id for c in schema.classes if not c.is_thing]
-    things = tuple(c.id for c in schema.classes if c.is_thing)
-    if len(stuff) != 1 or not things:
-        raise GeosegError(
-            "an instance schema needs exactly one background class (is_thing: false) and "
-            f"at least one object class (is_thing: true); got {schema.to_json()}"
-        )
-    return stuff[0], things
+    return stuff[0], tuple(c.id for c in schema.classes if c.is_thing)
 
 
 def _feature_classes(

@@ -190,6 +190,9 @@ def test_foreign_safetensors_is_refused(tmp_path: Path) -> None:
         load_checkpoint(path)
 
     assert str(path) in str(info.value)
+    # `geoseg train` converts nothing; the fix for a foreign file is `geoseg import`
+    assert f"`geoseg import {tmp_path} -o model.safetensors" in str(info.value)
+    assert "convert the model" not in str(info.value)
 
 
 def test_foreign_metadata_without_geoseg_key_is_refused(tmp_path: Path) -> None:

@@ -68,12 +68,15 @@ def test_stack_normalize_maps_date_2_onto_date_1(tmp_path: Path) -> None:
     )
     assert run.exit_code == 0, run.output
     line, wrote = run.output.splitlines()
-    assert line.startswith(f"date 2 ({pb}): ") and "sampled px invariant; gains 0.9" in line
+    assert line.startswith(f"date 2 ({pb}): ") and "sampled px invariant; 3 bands," in line
+    fitted = ", ".join(rf"{b} 0\.(9|89)\d*/1[45]\d(\.\d)?" for b in ("B02", "B04", "B08"))
+    assert re.search(f"gain/offset {fitted}; ", line), line
     assert line.endswith("; 0 values clipped") and wrote == f"wrote {out}"
     with rasterio.open(out) as src:
         stacked, tags = src.read().astype(float), src.tags()
         assert src.dtypes == ("uint16",) * 6 and src.nodata == 0
     fit = json.loads(tags["GEOSEG_NORMALIZE_T2"])
+    assert fit["bands"] == ["B02", "B04", "B08"]
     np.testing.assert_allclose(fit["gains"], 0.9, rtol=0.005)
     np.testing.assert_allclose(fit["offsets"], 150, atol=5)
     assert 0 < fit["invariant_share"] < 1 and fit["clipped_values"] == 0

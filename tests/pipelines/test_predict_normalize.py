@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,12 @@ def _predict(scene: Path, model: Path, out: Path, *extra: str) -> np.ndarray:
     args = ["predict", str(scene), "-m", str(model), "-o", str(out), "--device", "cpu", *extra]
     run = CliRunner().invoke(cli, args)
     assert run.exit_code == 0, run.output
+    first = run.output.splitlines()[0]  # the fit of date 2, by band name, before the map
+    assert first.startswith(f"{scene}: date 2 normalised to date 1 (irmad): ") == bool(extra), first
+    assert bool(extra) == bool(re.search(r"2 bands, gain/offset B02 0\.(7|69)\d*/1[45]\d", first))
     with rasterio.open(out) as src:
+        fit = src.tags().get("GEOSEG_NORMALIZE_T2")
+        assert (fit is not None and json.loads(fit)["bands"] == ["B02", "B03"]) == bool(extra)
         return src.read(1)
 
 

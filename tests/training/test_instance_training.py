@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from shapely.geometry import box
 
 from geoseg.cli import cli
+from geoseg.errors import ConfigError
 from geoseg.io.checkpoint import load_checkpoint, read_checkpoint_meta
 from geoseg.models.registry import build_model
 from geoseg.training import load_train_config, train_model
@@ -157,3 +158,23 @@ def test_geoseg_train_task_instance_from_polygons(scene: dict[str, Path], tmp_pa
     assert result.exit_code == 0, result.output
     assert "best val AP50" in result.output
     assert read_checkpoint_meta(out).task == "instance"
+
+
+@pytest.mark.parametrize(
+    ("things", "counts"),
+    [((), "2 with is_thing: false (background, building) and 0"),
+     ((0, 1), "0 with is_thing: false (none) and 2")],
+)  # fmt: skip
+def test_instance_classes_without_one_background_name_the_file(
+    scene: dict[str, Path], tmp_path: Path, things: tuple[int, ...], counts: str
+) -> None:
+    classes = tmp_path / "my_classes.yaml"
+    rows = [{**c, "is_thing": c["id"] in things} for c in SCHEMA.to_json()]
+    classes.write_text(yaml.safe_dump(rows))
+    with pytest.raises(ConfigError) as info:
+        load_train_config(
+            None, task="instance", classes=str(classes), output="m.safetensors",
+            images=(str(scene["image"]),), labels=(str(scene["ids"]),),
+        )  # fmt: skip
+    assert str(info.value).startswith(f"{classes}: an instance model needs exactly one")
+    assert counts in str(info.value)
