@@ -15,6 +15,7 @@ from geoseg.models.components import largest_components, nearest_components
 from geoseg.models.condinst_post import CondInstThresholds, dynamic_param_count
 from geoseg.models.condinst_post import window_objects as condinst_objects
 from geoseg.models.hf_masks import HFMaskPredictor
+from geoseg.models.panoptic import group_panoptic
 from geoseg.models.solov2 import SOLOv2Predictor
 from geoseg.models.solov2_post import SOLOv2Thresholds
 from geoseg.models.solov2_post import window_objects as solov2_objects
@@ -177,3 +178,17 @@ def test_scattered_masks_no_longer_chain_across_the_scene(family: str) -> None:
     areas = areas[areas > 0]
     assert len(areas) > 1 and areas.max() <= largest == 144
     assert (scene[0][ids > 0] == 1).all()  # objects are bright squares only
+
+
+def test_panoptic_deeplab_keeps_the_component_at_its_centre() -> None:
+    """One centre, thing pixels in two blobs: both join it (nearest centre), but only
+    the blob at the centre stays an instance; the far, larger one gets none."""
+    best = _two_blobs(12, 12).astype(np.int64)  # channel 1: building
+    probs = np.stack([best == 0, best == 1, np.zeros_like(best, bool)]).astype(np.float32)
+    heat = np.zeros((12, 12), np.float32)
+    heat[1, 1] = 0.9
+    got = group_panoptic(probs, heat, np.zeros((2, 12, 12), np.float32), (1, 2), 0.1, 3)
+    expected = np.zeros((12, 12), np.int32)
+    expected[:3, :3] = 1
+    np.testing.assert_array_equal(got.instances, expected)
+    assert got.classes.tolist() == [1] and got.scores.tolist() == pytest.approx([0.9])
