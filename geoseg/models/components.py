@@ -8,7 +8,8 @@ there by texture, and the joins chain across the scene into one giant object.
 An instance of these families is one object, so each mask keeps one 4-connected
 component (4: the polygons of ``--vector`` are 4-connected): the one at (or
 nearest) the location that predicted it, or, for models without a location,
-the largest.
+the largest, or, where no component can be told from the others, every component
+as its own instance (:func:`split_components`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["largest_components", "nearest_components"]
+__all__ = ["largest_components", "nearest_components", "split_components"]
 
 #: 4-connectivity within each mask, none across the stack.
 _IN_PLANE = np.zeros((3, 3, 3), bool)
@@ -77,3 +78,20 @@ def nearest_components(masks: np.ndarray, points: np.ndarray) -> np.ndarray:
     _, first = np.unique(i[order], return_index=True)
     pick = order[first]
     return _keep(labels, count, labels[i[pick], r[pick], c[pick]])
+
+
+def split_components(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every 4-connected component of an ``(n, h, w) bool`` stack as its own mask.
+
+    Returns:
+        ``(k, h, w) bool`` the components, mask by mask, each in row-major order of
+        its first pixel, and ``(k,) int64`` the index of the mask each came from.
+    """
+    masks = np.asarray(masks, bool)
+    if not masks.any():
+        return np.zeros((0, *masks.shape[1:]), bool), np.zeros(0, np.int64)
+    labels, count, owner = _label(masks)
+    parts = np.zeros((count, *masks.shape[1:]), bool)
+    for k, box in enumerate(ndimage.find_objects(labels)):
+        parts[(k, *box[1:])] = labels[box][0] == k + 1
+    return parts, owner

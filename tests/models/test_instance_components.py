@@ -1,6 +1,7 @@
 """One connected region per instance: SOLOv2 (the predicting grid cell), CondInst
-(the location of the dynamic head), Mask2Former (largest), and the scene-wide
-chaining of scattered masks across window seams that it prevents."""
+(the location of the dynamic head), Panoptic-DeepLab (its centre), Mask2Former
+(each component an object), and the scene-wide chaining of scattered masks across
+window seams that it prevents."""
 
 from __future__ import annotations
 
@@ -111,19 +112,22 @@ class TextureQueries(torch.nn.Module):
 
 
 @pytest.mark.parametrize("task", ["instance", "panoptic"])
-def test_mask2former_keeps_the_largest_component(task: str) -> None:
+def test_mask2former_components_are_objects_of_their_own(task: str) -> None:
+    """No location tells a query's components apart: each is an object, with the
+    query's class and score (the larger blob first: the order of their first pixel)."""
     model = HFMaskPredictor(TextureQueries(), _queries_meta(task, 16), torch.device("cpu"))
     x = np.stack([_two_blobs(16, 16)] * 2).astype(np.float32)[None]
     valid = np.ones((1, 16, 16), bool)
     ((masks, classes, scores),) = model.predict_instances(x, valid)
-    assert classes.tolist() == [2] and masks.shape == (1, 16, 16)
-    assert masks[0].sum() == 64 and masks[0, 8:, 8:].all()  # 64 px, not the 16 px blob
+    assert classes.tolist() == [2, 2] and masks.shape == (2, 16, 16)
+    assert masks.sum(axis=(1, 2)).tolist() == [16, 64]
+    assert masks[0, :4, :4].all() and masks[1, 8:, 8:].all()
     # the score is the query's, unchanged: transformers' instance or panoptic rule
     expected = 0.97 / (1 + math.exp(-8)) if task == "instance" else 0.97
-    np.testing.assert_allclose(scores, [expected], rtol=1e-6)
-    valid[0, 12] = False  # nodata cuts the larger blob: the larger part (rows 8-11) stays
+    np.testing.assert_allclose(scores, [expected, expected], rtol=1e-6)
+    valid[0, 12] = False  # nodata cuts the larger blob in two
     ((masks, _, _),) = model.predict_instances(x, valid)
-    assert masks[0].sum() == 32 and masks[0, 8:12, 8:].all()
+    assert masks.sum(axis=(1, 2)).tolist() == [16, 32, 24] and masks[1, 8:12, 8:].all()
 
 
 class TextureSOLOv2(torch.nn.Module):
@@ -192,3 +196,16 @@ def test_panoptic_deeplab_keeps_the_component_at_its_centre() -> None:
     expected[:3, :3] = 1
     np.testing.assert_array_equal(got.instances, expected)
     assert got.classes.tolist() == [1] and got.scores.tolist() == pytest.approx([0.9])
+
+
+def test_a_mask_query_object_beside_its_mirror_image_is_kept() -> None:
+    """A query whose mask also covers the mirror image of its object in the window's
+    reflect-padded border (a ghost as large as the object, met first): keeping "the
+    largest" component would keep the ghost, whose owner is no window, and lose the
+    object; each component an object keeps it."""
+    scene = np.zeros((2, 32, 32), np.float32)
+    scene[:, 1:9, 12:20] = 1.0  # 8 x 8, its mirror 8 x 8 at rows -8..-1
+    model = HFMaskPredictor(TextureQueries(), _queries_meta("instance", 64), torch.device("cpu"))
+    ids = stitched(model, scene, TileSpec(64, 16, 1))[0]
+    np.testing.assert_array_equal(ids > 0, scene[0] > 0)
+    assert len(np.unique(ids[ids > 0])) == 1
