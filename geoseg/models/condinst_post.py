@@ -8,7 +8,10 @@ coordinates of every mask-feature pixel *relative to that location*, it gives
 the location's object mask. Inference scores every location and class
 ``sqrt(class x centerness)`` (FCOS's), keeps those above a threshold, computes
 the best ``nms_pre`` masks at window resolution and removes duplicates by NMS on
-the boxes of their masks (the paper's box NMS, without box regression).
+the boxes of their masks (the paper's box NMS, without box regression). Before
+NMS each mask keeps only its connected component nearest the location whose
+dynamic head made it (the head sees the whole window; a weak one's blobs
+elsewhere are not this object, see :mod:`geoseg.models.components`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms, masks_to_boxes
+
+from geoseg.models.components import nearest_components
 
 __all__ = [
     "CondInstThresholds",
@@ -173,8 +178,8 @@ def window_objects(
         settings: thresholds and NMS.
 
     Returns:
-        ``masks (n, H, W)`` probabilities, ``classes (n,) int64`` thing indices and
-        ``scores (n,)``, best first.
+        ``masks (n, H, W)`` probabilities (0 outside the mask's own component),
+        ``classes (n,) int64`` thing indices and ``scores (n,)``, best first.
     """
     cls, ctr, params, features = outputs
     locs, level = level_locations(
@@ -197,6 +202,10 @@ def window_objects(
     binary = masks > settings.mask_threshold
     filled = binary.flatten(1).any(1)
     masks, binary, cat, scores = masks[filled], binary[filled], cat[filled], scores[filled]
+    points = locs[loc[filled]].flip(-1)  # (x, y) -> (y, x), px of the window
+    own = nearest_components(binary.cpu().numpy(), points.cpu().numpy())
+    binary = torch.from_numpy(own).to(binary.device)
+    masks = masks * binary
     boxes = masks_to_boxes(binary) + torch.tensor([0, 0, 1, 1], device=masks.device)  # px edges
     keep = batched_nms(boxes, scores, cat, settings.nms_iou)[: settings.max_objects]
     return masks[keep], cat[keep], scores[keep]

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geoseg.errors import GeosegError
+from geoseg.models.components import largest_components
 from geoseg.models.maskrcnn import MaskRCNNPredictor
 from geoseg.models.runtime import load_module, require_arch, resolve_device
 from geoseg.stitching.protocol import WindowInstances
@@ -170,10 +171,13 @@ class DenseInstancePredictor(MaskRCNNPredictor):
             probs, cls, scores = self.window_objects(outputs, b, size)
             masks = np.zeros((0, *size), bool)
             if len(probs):  # interpolate refuses an empty stack
-                if probs.shape[-2:] != size:
+                coarse = probs.shape[-2:] != size
+                if coarse:
                     probs = F.interpolate(probs[None], size=size, mode="bilinear",
                                           align_corners=False)[0]  # fmt: skip
                 masks = (probs > self.mask_threshold).cpu().numpy() & v
+                if coarse:  # upsampling may cut a thin neck of the one component
+                    masks = largest_components(masks)
             keep = masks.sum(axis=(1, 2)) >= self.min_pixels
             out.append((
                 masks[keep], self._things[cls.cpu().numpy()[keep]],

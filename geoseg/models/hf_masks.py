@@ -24,8 +24,12 @@ model's resolution to the window (transformers detours through 384 x 384 for
 Mask2Former); only thing classes (``is_thing``) become instances, stuff comes from
 the semantic inference (:meth:`HFMaskPredictor.predict`) as for geoseg's other
 panoptic models; masks are cut to the window's valid pixels and objects under
-``min_pixels`` dropped; ties of the instance ranking go to the lower (query, class)
-index instead of ``topk``'s unspecified order.
+``min_pixels`` dropped; each connected component of a thing mask is an object
+of its own, with the query's class and score (a query's mask covers the whole
+window: a weak model's scattered blobs would chain across window seams as one
+object, and "the largest" may be a mirror image in the window's reflect-padded
+border; see :mod:`geoseg.models.components`); ties of the instance ranking go to
+the lower (query, class) index instead of ``topk``'s unspecified order.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import numpy as np
 import torch
 
 from geoseg.errors import CheckpointError
+from geoseg.models.components import split_components
 from geoseg.models.hf import build_hf
 from geoseg.models.runtime import TorchModel, load_module, resolve_device
 from geoseg.stitching.protocol import WindowInstances
@@ -232,8 +237,10 @@ class HFMaskPredictor(TorchModel):
         else:
             segs = instance_segments(probs, logits, self.score_threshold)
         masks, channels, scores = segs
-        masks = masks & valid
-        keep = self._things[channels] & (masks.sum(axis=(1, 2)) >= self.min_pixels)
+        things = self._things[channels]
+        masks, source = split_components(masks[things] & valid)
+        channels, scores = channels[things][source], scores[things][source]
+        keep = masks.sum(axis=(1, 2)) >= self.min_pixels
         return masks[keep], self._ids[channels[keep]], scores[keep]
 
 

@@ -30,6 +30,7 @@ from scipy import ndimage
 from torch import nn
 
 from geoseg.errors import CheckpointError, GeosegError
+from geoseg.models.components import nearest_components
 from geoseg.models.instance import require_things
 from geoseg.models.registry import build_model
 from geoseg.models.runtime import TorchModel, load_module, resolve_device
@@ -242,7 +243,11 @@ def group_panoptic(
     Every valid pixel whose semantic argmax is a thing channel is moved by its
     offset and joins the nearest centre (Euclidean; ties go to the centre found
     first). Centres that receive no pixel are dropped and ids stay ``1..n`` in the
-    order of :func:`find_centres` (decreasing heatmap value).
+    order of :func:`find_centres` (decreasing heatmap value). An instance then
+    keeps only its 4-connected component nearest its centre: a weak model's
+    offsets send blobs from all over the window to one centre, and such scattered
+    instances chain across window seams when stitched (its other pixels get no
+    instance, like thing pixels of a window without centres).
 
     Args:
         sem_probs: ``(K, H, W) float32`` class probabilities.
@@ -275,6 +280,7 @@ def group_panoptic(
     renumber = np.zeros(len(points), np.int32)
     renumber[used] = np.arange(1, len(used) + 1)
     instances[ys, xs] = renumber[owner]
+    _centre_components(instances, points[used])
     classes = np.zeros(len(used), np.int64)
     scores = np.zeros(len(used), np.float32)
     for i, c in enumerate(used):
@@ -282,6 +288,18 @@ def group_panoptic(
         classes[i] = np.bincount(semantic[mask], minlength=k).argmax()
         scores[i] = values[c] * float(sem_probs[classes[i]][mask].mean())
     return PanopticGrouping(semantic, instances, classes, scores)
+
+
+def _centre_components(instances: np.ndarray, centres: np.ndarray) -> None:
+    """In place: instance ``i + 1`` of an ``(H, W)`` id map keeps its component nearest
+    ``centres[i]`` (``(y, x)`` pixel indices); its other pixels become 0."""
+    for i, box in enumerate(ndimage.find_objects(instances)):
+        if box is None:
+            continue
+        crop = instances[box] == i + 1
+        point = centres[i] + 0.5 - np.array([box[0].start, box[1].start])
+        kept = nearest_components(crop[None], point[None])[0]
+        instances[box][crop & ~kept] = 0
 
 
 class PanopticPredictor(TorchModel):

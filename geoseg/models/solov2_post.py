@@ -6,7 +6,11 @@ a threshold (after a 2 x 2 local-maximum test, "point NMS") each give a mask by
 dynamic convolution; the mask is thresholded at 0.5 and its score multiplied by
 its *maskness* (mean foreground probability inside the mask); Matrix NMS then
 decays every score by its overlap with the higher-scoring masks of its class,
-all in one matrix product, and the best ``max_objects`` stay.
+all in one matrix product, and the best ``max_objects`` stay. Before rescoring,
+each mask keeps only its connected component nearest the centre of the grid
+cell that predicted it (the cell holding the object's centre, as the model is
+trained): the dynamic kernel's mask covers the whole window, and a weak model's
+other blobs elsewhere are not this object (see :mod:`geoseg.models.components`).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from geoseg.errors import GeosegError
+from geoseg.models.components import nearest_components
 
-__all__ = ["SOLOv2Thresholds", "dynamic_masks", "matrix_nms", "window_objects"]
+__all__ = ["SOLOv2Thresholds", "cell_centres", "dynamic_masks", "matrix_nms", "window_objects"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,28 @@ def _candidates(cates: list[torch.Tensor], threshold: float) -> tuple[torch.Tens
     return loc, cls
 
 
+def cell_centres(cates: list[torch.Tensor], h: int, w: int) -> torch.Tensor:
+    """``(L, 2)`` ``(y, x)`` centre of every grid cell (levels concatenated, row-major),
+    in px of an ``h x w`` mask grid; ``cates``: per level ``(C, S, S)``."""
+    centres = []
+    for c in cates:
+        rows, cols = c.shape[-2], c.shape[-1]
+        ys = (torch.arange(rows, dtype=torch.float64) + 0.5) * (h / rows)
+        xs = (torch.arange(cols, dtype=torch.float64) + 0.5) * (w / cols)
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        centres.append(torch.stack([grid_y, grid_x], -1).reshape(-1, 2))
+    return torch.cat(centres)
+
+
+def _own_component(
+    probs: torch.Tensor, binary: torch.Tensor, points: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks cut to their component nearest ``points`` (probabilities 0 elsewhere)."""
+    kept = nearest_components(binary.cpu().numpy(), points.cpu().numpy())
+    binary = torch.from_numpy(kept).to(binary.device)
+    return probs * binary, binary
+
+
 def window_objects(
     cates: list[torch.Tensor],
     kernels: list[torch.Tensor],
@@ -137,8 +164,8 @@ def window_objects(
         settings: thresholds and NMS.
 
     Returns:
-        ``masks (n, h, w)`` foreground probabilities, ``classes (n,) int64`` thing
-        indices and ``scores (n,)``, best first.
+        ``masks (n, h, w)`` foreground probabilities (0 outside the mask's own
+        component), ``classes (n,) int64`` thing indices and ``scores (n,)``, best first.
     """
     loc, cls = _candidates(cates, settings.score_threshold)
     flat_k = torch.cat([k.flatten(1).T for k in kernels])  # (L, E)
@@ -147,7 +174,10 @@ def window_objects(
     binary = probs > settings.mask_threshold
     area = binary.sum(dim=(1, 2))
     keep = area > 0
-    probs, binary, area, loc, cls = probs[keep], binary[keep], area[keep], loc[keep], cls[keep]
+    probs, binary, loc, cls = probs[keep], binary[keep], loc[keep], cls[keep]
+    centres = cell_centres(cates, features.shape[-2], features.shape[-1])
+    probs, binary = _own_component(probs, binary, centres[loc.cpu()])
+    area = binary.sum(dim=(1, 2))
     maskness = (probs * binary).sum(dim=(1, 2)) / area.clamp(min=1)
     scores = flat_c[loc, cls] * maskness
     order = torch.argsort(scores, descending=True, stable=True)[: settings.nms_pre]
