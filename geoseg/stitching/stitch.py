@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -204,15 +205,20 @@ def _chunk_tasks(
     nx = xs[-1] // s
     plans = plan_chunks(h, w, spec)
     runs, labels = {}, {}
+    # named keys: tokenizing each task's function (cloudpickle of the model loader) cost
+    # more than a small scene's stitching
+    name = uuid.uuid4().hex
     for plan in plans:
-        rows, cols = plan.own_rows, plan.own_cols
+        (p, q), rows, cols = plan.index, plan.own_rows, plan.own_cols
         rs = slice(rows[0] * s, rows[-1] * s + s + 2 * m)
         cs = slice(cols[0] * s, cols[-1] * s + s + 2 * m)
         run = functools.partial(_window_fragments, rows=rows, cols=cols, spec=spec, load=load,
                                 windows_per_row=nx, lut=lut)  # fmt: skip
         # two outputs: the labels are released once their own chunk has them, while the
         # fragments wait for the eight neighbours too
-        task = dask.delayed(run, pure=True, nout=2)(padded[:, rs, cs], vpad[rs, cs])
+        task = dask.delayed(run, nout=2)(
+            padded[:, rs, cs], vpad[rs, cs], dask_key_name=f"geoseg-windows-{name}-{p}-{q}"
+        )
         runs[plan.index], labels[plan.index] = task
     for plan in plans:
         p, q = plan.index
@@ -223,7 +229,8 @@ def _chunk_tasks(
             _assemble_chunk, plan=plan, windows_per_row=nx, min_iou=min_iou
         )
         own = labels[plan.index]
-        yield plan, dask.delayed(assemble, pure=True)(valid[plan.slices], *near, labels=own)
+        key = f"geoseg-assemble-{name}-{p}-{q}"
+        yield plan, dask.delayed(assemble)(valid[plan.slices], *near, labels=own, dask_key_name=key)
 
 
 def stitch_instances(
