@@ -65,7 +65,11 @@ _TILED = {"tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SA
 
 
 class Uint32Sink:
-    """``sink[(band, y, x) slices] = block`` writes ``uint32`` blocks, from any thread."""
+    """``sink[(band, y, x) slices] = block`` writes blocks, from any thread.
+
+    Blocks are cast to the dataset's type: ``uint32`` for instance rasters, the
+    staging rasters' own type (:func:`staging_raster`).
+    """
 
     def __init__(self, dataset: Any, nodata_class: int | None = None) -> None:
         self._dst = dataset
@@ -74,7 +78,7 @@ class Uint32Sink:
 
     def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
         *_, ys, xs = key
-        data = np.asarray(block, dtype=np.uint32)
+        data = np.asarray(block, dtype=self._dst.dtypes[0])
         with self._lock:
             if data.ndim == 2:
                 self._dst.write(data, 1, window=Window.from_slices(ys, xs))
@@ -138,18 +142,19 @@ def instance_cog_writer(
 
 @contextlib.contextmanager
 def staging_raster(
-    beside: str | os.PathLike[str], height: int, width: int
-) -> Iterator[tuple[Uint32Sink, Callable[[tuple[slice, slice]], np.ndarray]]]:
-    """A temporary one-band ``uint32`` GeoTIFF beside ``beside``: ``(sink, read)``.
+    beside: str | os.PathLike[str], height: int, width: int, dtype: str = "uint32",
+    tag: str = "ids",
+) -> Iterator[tuple[Uint32Sink, Callable[[tuple[slice, slice]], np.ndarray]]]:  # fmt: skip
+    """A temporary one-band GeoTIFF of ``dtype`` beside ``beside``: ``(sink, read)``.
 
-    ``sink[(ys, xs)] = block`` writes, ``read((ys, xs))`` reads back; the file is
-    removed at exit, also after an error.
+    ``sink[(ys, xs)] = block`` writes, ``read((ys, xs))`` reads back; the file
+    (its name marked with ``tag``) is removed at exit, also after an error.
     """
     profile = {
-        "driver": "GTiff", "height": height, "width": width, "count": 1, "dtype": "uint32",
+        "driver": "GTiff", "height": height, "width": width, "count": 1, "dtype": dtype,
         **_TILED,
     }  # fmt: skip
-    with temporary_sibling(Path(beside), "ids") as tmp, warnings.catch_warnings():
+    with temporary_sibling(Path(beside), tag) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a scratch file, no grid
         with rasterio.open(tmp, "w+", **profile) as ds:
             sink = Uint32Sink(ds)

@@ -173,7 +173,8 @@ class HFMaskPredictor(TorchModel):
     """An imported Mask2Former / MaskFormer as an :class:`~geoseg.stitching.InstancePredictor`.
 
     Also a semantic :class:`~geoseg.types.Predictor` (``predict``: the models'
-    semantic inference), whose labels give a panoptic map's stuff. The checkpoint's
+    semantic inference), whose labels give a panoptic map's stuff, from the same forward
+    pass as the instances with ``predict_with_semantic``. The checkpoint's
     task picks the post-processing: ``instance`` or ``panoptic`` (module docstring).
 
     Args:
@@ -217,13 +218,24 @@ class HFMaskPredictor(TorchModel):
     def predict(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """``(N, K, H, W) float32`` class probabilities: ``s_k / sum s``,
         ``s_k = sum_q p_q(k) sigmoid(m_q)`` (as :class:`~geoseg.models.hf.MaskClassifier`)."""
-        probs, masks = self.queries(batch, valid)
-        s = torch.einsum("nqk,nqhw->nkhw", probs[..., :-1], masks.sigmoid()).clamp(min=1e-6)
-        return (s / s.sum(dim=1, keepdim=True)).cpu().numpy()
+        return self._semantic(*self.queries(batch, valid))
 
     def predict_instances(self, batch: np.ndarray, valid: np.ndarray) -> list[WindowInstances]:
         probs, masks = self.queries(batch, valid)
         return [self._window(p, m, v) for p, m, v in zip(probs, masks, valid, strict=True)]
+
+    def predict_with_semantic(
+        self, batch: np.ndarray, valid: np.ndarray
+    ) -> tuple[list[WindowInstances], np.ndarray]:
+        """The instances and ``(N, H, W)`` argmax channel of :meth:`predict`, one forward pass."""
+        probs, masks = self.queries(batch, valid)
+        found = [self._window(p, m, v) for p, m, v in zip(probs, masks, valid, strict=True)]
+        return found, np.argmax(self._semantic(probs, masks), axis=1)
+
+    @staticmethod
+    def _semantic(probs: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
+        s = torch.einsum("nqk,nqhw->nkhw", probs[..., :-1], masks.sigmoid()).clamp(min=1e-6)
+        return (s / s.sum(dim=1, keepdim=True)).cpu().numpy()
 
     def _window(self, probs: torch.Tensor, logits: torch.Tensor, valid: np.ndarray) -> Any:
         if self.panoptic:

@@ -135,7 +135,18 @@ class BottomUpInstancePredictor(TorchModel):
         return self.heads(batch, valid)[0]
 
     def predict_instances(self, batch: np.ndarray, valid: np.ndarray) -> list[WindowInstances]:
+        return self._instances(*self.heads(batch, valid), valid)
+
+    def predict_with_semantic(
+        self, batch: np.ndarray, valid: np.ndarray
+    ) -> tuple[list[WindowInstances], np.ndarray]:
+        """The instances and ``(N, H, W)`` argmax channel of :meth:`predict`, one forward pass."""
         probs, boundary = self.heads(batch, valid)
+        return self._instances(probs, boundary, valid), np.argmax(probs, axis=1)
+
+    def _instances(
+        self, probs: np.ndarray, boundary: np.ndarray, valid: np.ndarray
+    ) -> list[WindowInstances]:
         return [
             group_instances(p, b, v, self.schema, self.min_pixels)
             for p, b, v in zip(probs, boundary, valid, strict=True)

@@ -232,12 +232,23 @@ class MaskRCNNPredictor(TorchModel):
         non-thing classes share the rest equally. Returns ``(N, K, H, W) float32``
         summing to 1 over ``K``.
         """
-        n, _, h, w = batch.shape
+        return self._probabilities(self.predict_instances(batch, valid), batch.shape)
+
+    def predict_with_semantic(
+        self, batch: np.ndarray, valid: np.ndarray
+    ) -> tuple[list[WindowInstances], np.ndarray]:
+        """The instances and ``(N, H, W)`` argmax channel of :meth:`predict`, one forward pass."""
+        found = self.predict_instances(batch, valid)
+        return found, np.argmax(self._probabilities(found, batch.shape), axis=1)
+
+    def _probabilities(self, found: list[WindowInstances], shape: tuple[int, ...]) -> np.ndarray:
+        """:meth:`predict`'s ``(N, K, H, W)`` probabilities of the detections ``found``."""
+        n, _, h, w = shape
         k = len(self.schema)
         out = np.zeros((n, k, h, w), np.float32)
         index = {c.id: i for i, c in enumerate(self.schema.classes)}
         stuff = [i for i, c in enumerate(self.schema.classes) if not c.is_thing]
-        for b, (masks, classes, scores) in enumerate(self.predict_instances(batch, valid)):
+        for b, (masks, classes, scores) in enumerate(found):
             for mask, cls, score in zip(masks, classes, scores, strict=True):
                 channel = out[b, index[int(cls)]]
                 np.maximum(channel, np.where(mask, score, 0.0), out=channel)

@@ -309,7 +309,9 @@ class PanopticPredictor(TorchModel):
     semantic head's probabilities, whose labels give the panoptic map's stuff) and
     an :class:`~geoseg.stitching.InstancePredictor` (``predict_instances``: the
     grouped things, classes as ``ClassInfo.id``), so the instance stitcher and
-    :func:`~geoseg.stitching.panoptic_block` build scene panoptic rasters. Thing
+    :func:`~geoseg.stitching.panoptic_block` build scene panoptic rasters; as a
+    :class:`~geoseg.stitching.SemanticInstancePredictor` it gives both from one
+    forward pass (``predict_with_semantic``). Thing
     pixels of a window without any centre above ``threshold`` get no instance and
     end up void in the panoptic raster.
 
@@ -353,15 +355,30 @@ class PanopticPredictor(TorchModel):
 
     def predict_panoptic(self, batch: np.ndarray, valid: np.ndarray) -> list[PanopticGrouping]:
         """The grouping of each window (channels, not class ids)."""
-        probs, centre, offset = self.heads(batch, valid)
+        return self._groupings(self.heads(batch, valid), valid)
+
+    def predict_instances(self, batch: np.ndarray, valid: np.ndarray) -> list[WindowInstances]:
+        return self._instances(self.predict_panoptic(batch, valid))
+
+    def predict_with_semantic(
+        self, batch: np.ndarray, valid: np.ndarray
+    ) -> tuple[list[WindowInstances], np.ndarray]:
+        """The instances and ``(N, H, W)`` argmax channel of :meth:`predict`, one forward pass."""
+        heads = self.heads(batch, valid)
+        return self._instances(self._groupings(heads, valid)), np.argmax(heads[0], axis=1)
+
+    def _groupings(
+        self, heads: tuple[np.ndarray, ...], valid: np.ndarray
+    ) -> list[PanopticGrouping]:
+        probs, centre, offset = heads
         return [
             group_panoptic(p, c, o, self._things, self.threshold, self.nms_kernel, self.top_k, v)
             for p, c, o, v in zip(probs, centre, offset, valid, strict=True)
         ]
 
-    def predict_instances(self, batch: np.ndarray, valid: np.ndarray) -> list[WindowInstances]:
+    def _instances(self, groupings: list[PanopticGrouping]) -> list[WindowInstances]:
         out = []
-        for g in self.predict_panoptic(batch, valid):
+        for g in groupings:
             ids = np.arange(1, len(g.classes) + 1)
             masks = g.instances[None] == ids[:, None, None]
             keep = masks.sum(axis=(1, 2)) >= self.min_pixels

@@ -3,7 +3,9 @@
 Pass 1 stitches the objects of every window into scene-unique ids
 (:mod:`geoseg.stitching`); pass 2 relabels the staged blocks into the instance
 COG and, if asked, a panoptic COG whose stuff comes from the model's semantic
-head or from another model's label map (:func:`stuff_schema`).
+head or from another model's label map (:func:`stuff_schema`). The semantic head's
+labels come from pass 1's forward passes (staged like the ids), so no window runs
+twice.
 """
 
 from __future__ import annotations
@@ -32,7 +34,13 @@ from geoseg.io.instances import (
 )
 from geoseg.io.labels import read_class_schema
 from geoseg.io.raster import Scene, open_scene
-from geoseg.stitching import InstanceIds, InstanceLoader, plan_chunks, stitch_instances
+from geoseg.stitching import (
+    InstanceIds,
+    InstanceLoader,
+    SemanticInstancePredictor,
+    plan_chunks,
+    stitch_instances,
+)
 from geoseg.stitching.panoptic import panoptic_block
 from geoseg.tiling.execute import Progress
 from geoseg.tiling.infer import predict_blocks
@@ -68,7 +76,9 @@ class InstanceOptions:
         stuff_labels: semantic label raster of the same scene (e.g. from
             ``geoseg predict``) giving the stuff classes of the panoptic raster;
             None: the model's own semantic head where it has one
-            (:class:`~geoseg.types.Predictor`), else no stuff (void).
+            (:class:`~geoseg.stitching.SemanticInstancePredictor`: from the same
+            forward passes as the instances; a plain :class:`~geoseg.types.Predictor`:
+            from a second pass), else no stuff (void).
     """
 
     window: int = 256
@@ -151,13 +161,22 @@ def segment_instances(
     pan_schema = model.schema
     if pan is not None and opts.stuff_labels is not None:
         pan_schema = stuff_schema(model.schema, os.fspath(opts.stuff_labels), scene)
-    h, w = scene.height, scene.width
-    with staging_raster(out, h, w) as (stage, read):
+    own_stuff = pan is not None and opts.stuff_labels is None
+    with contextlib.ExitStack() as stack:
+        stage, read = stack.enter_context(staging_raster(out, scene.height, scene.width))
+        labels = read_labels = None
+        if own_stuff and isinstance(model, SemanticInstancePredictor):  # from pass 1's forwards
+            labels, read_labels = stack.enter_context(
+                staging_raster(out, scene.height, scene.width, "uint8", "sem")
+            )
         ids = stitch_instances(
             scene.data.data, scene.valid, load, tile, stage, opts.scheduler, opts.workers,
-            progress, opts.min_iou,
+            progress, opts.min_iou, labels,
         )  # fmt: skip
-        _write_outputs(scene, model.schema, pan_schema, read, ids, tile, out, pan, opts, load)
+        if read_labels is None and own_stuff and isinstance(model, Predictor):
+            read_labels = _semantic_reader(scene, model, tile)  # a second pass
+        _write_outputs(scene, model.schema, pan_schema, read, ids, tile, out, pan, opts,
+                       read_labels)  # fmt: skip
     return InstanceResult(out, ids.count, model.schema, pan)
 
 
@@ -205,9 +224,14 @@ def stuff_schema(things: ClassSchema, labels_path: str, scene: Scene) -> ClassSc
 def _write_outputs(
     scene: Scene, schema: ClassSchema, pan_schema: ClassSchema,
     read: Callable[[tuple[slice, slice]], np.ndarray], ids: InstanceIds, tile: TileSpec,
-    out: Path, pan: Path | None, opts: InstanceOptions, load: InstanceLoader,
+    out: Path, pan: Path | None, opts: InstanceOptions,
+    own_stuff: Callable[[tuple[slice, slice]], np.ndarray] | None,
 ) -> None:  # fmt: skip
-    """Pass 2: relabel the staged blocks into the instance (and panoptic) COG."""
+    """Pass 2: relabel the staged blocks into the instance (and panoptic) COG.
+
+    The panoptic COG's stuff comes from ``opts.stuff_labels``, else from
+    ``own_stuff`` (the model's semantic labels of a block), else none.
+    """
     kw: dict[str, Any] = {
         "height": scene.height, "width": scene.width, "crs": scene.crs,
         "transform": scene.transform, "schema": schema, "overwrite": opts.overwrite,
@@ -228,8 +252,8 @@ def _write_outputs(
                 stuff = stack.enter_context(
                     label_block_reader(opts.stuff_labels, scene.height, scene.width)
                 )
-            elif isinstance(model := load(), Predictor):
-                stuff = _semantic_reader(scene, model, tile)
+            else:
+                stuff = own_stuff
         for plan in plan_chunks(scene.height, scene.width, tile):
             block = ids.relabel(plan.origin, read(plan.slices))  # (ids, classes)
             inst_sink[(slice(0, 2), *plan.slices)] = block[::-1]
@@ -241,7 +265,11 @@ def _write_outputs(
 def _semantic_reader(
     scene: Scene, model: Predictor, tile: TileSpec
 ) -> Callable[[tuple[slice, slice]], np.ndarray]:
-    """``read((ys, xs))`` -> ``(h, w) uint8`` labels of ``model``'s semantic head, lazily."""
+    """``read((ys, xs))`` -> ``(h, w) uint8`` labels of ``model``'s semantic head, lazily.
+
+    For a model that gives its labels only through ``predict``: a second pass over
+    the scene (a :class:`~geoseg.stitching.SemanticInstancePredictor` needs none).
+    """
     labels = predict_blocks(scene.data.data, scene.valid, lambda: model, tile, model.schema.ids)
 
     def read(key: tuple[slice, slice]) -> np.ndarray:

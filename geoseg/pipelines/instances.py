@@ -113,7 +113,7 @@ def _instance_options(
     whole = open_scene(path, None, opts.chunk, opts.assume_crs)
     names = named_by_colour(whole.band_names, whole.colorinterp)
     selection = [str(i + 1) for i in match_bands(path, names, meta, opts.bands)]
-    dtype = open_scene(path, selection, opts.chunk, opts.assume_crs).dtype
+    dtype = whole.dtype  # a raster's dtype is its first band's, whatever the selection
     scale = reflectance_scale(dtype, path)
     if family.inputs == "prompts":  # SAM: 0-255 images, which the sigma rule does not see
         warn_if_off_scale(path, [int(i) - 1 for i in selection], scale, model, dtype,

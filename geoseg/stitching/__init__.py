@@ -2,7 +2,11 @@
 
 from geoseg.stitching.ids import ChunkTable, InstanceIds, resolve_ids
 from geoseg.stitching.panoptic import panoptic_block
-from geoseg.stitching.protocol import InstancePredictor, WindowInstances
+from geoseg.stitching.protocol import (
+    InstancePredictor,
+    SemanticInstancePredictor,
+    WindowInstances,
+)
 from geoseg.stitching.stitch import (
     ChunkPlan,
     InstanceLoader,
@@ -17,6 +21,7 @@ __all__ = [
     "InstanceIds",
     "InstanceLoader",
     "InstancePredictor",
+    "SemanticInstancePredictor",
     "WindowInstances",
     "panoptic_block",
     "plan_chunks",

@@ -127,10 +127,6 @@ def _shared_box(a: Fragment, b: Fragment) -> tuple[int, int, int, int] | None:
     return (y0, y1, x0, x1) if y0 < y1 and x0 < x1 else None
 
 
-def _boxes_meet(a: Fragment, b: Fragment) -> bool:
-    return a.top < b.bottom and b.top < a.bottom and a.left < b.right and b.left < a.right
-
-
 def merge_edges(fragments: Sequence[Fragment], min_iou: float) -> list[tuple[int, int]]:
     """Pairs of keys of fragments that are one object seen by two windows.
 
@@ -148,14 +144,31 @@ def merge_edges(fragments: Sequence[Fragment], min_iou: float) -> list[tuple[int
         for wb in windows[i + 1 :]:
             if abs(wa[0] - wb[0]) >= wa[2] or abs(wa[1] - wb[1]) >= wa[2]:
                 continue  # the two windows share no pixel
-            for a in by_window[wa]:
-                for b in by_window[wb]:
-                    if a.class_id == b.class_id and _boxes_meet(a, b):
-                        box = _shared_box(a, b)
-                        iou = 0.0 if box is None else _iou(_crop(a, *box), _crop(b, *box))
-                        if iou > 0 and iou >= min_iou:
-                            edges.append((a.key, b.key))
+            fa, fb = by_window[wa], by_window[wb]
+            for i, j in _candidates(fa, fb):
+                a, b = fa[i], fb[j]
+                box = _shared_box(a, b)
+                iou = 0.0 if box is None else _iou(_crop(a, *box), _crop(b, *box))
+                if iou > 0 and iou >= min_iou:
+                    edges.append((a.key, b.key))
     return edges
+
+
+def _candidates(fa: Sequence[Fragment], fb: Sequence[Fragment]) -> list[tuple[int, int]]:
+    """Index pairs ``(i, j)``, in row-major order, of fragments of the same class whose
+    bounding boxes meet: a pairwise test in numpy instead of one Python call per pair."""
+    if not fa or not fb:
+        return []
+    a, b = _boxes(fa), _boxes(fb)
+    meet = (a[:, None, 0] < b[None, :, 1]) & (b[None, :, 0] < a[:, None, 1])
+    meet &= (a[:, None, 2] < b[None, :, 3]) & (b[None, :, 2] < a[:, None, 3])
+    meet &= a[:, None, 4] == b[None, :, 4]
+    return [(int(i), int(j)) for i, j in zip(*np.nonzero(meet), strict=True)]
+
+
+def _boxes(fragments: Sequence[Fragment]) -> np.ndarray:
+    """``(n, 5) int64``: top, bottom, left, right and class of each fragment."""
+    return np.array([(f.top, f.bottom, f.left, f.right, f.class_id) for f in fragments], np.int64)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -181,7 +194,12 @@ def paste_fragments(
     winner = np.zeros((y1 - y0, x1 - x0), dtype=np.int64)
     order = sorted(range(len(fragments)), key=lambda i: (fragments[i].score, -fragments[i].key))
     for i in order:  # later (better) fragments overwrite earlier ones
-        winner[_crop(fragments[i], y0, y1, x0, x1)] = i + 1
+        f = fragments[i]
+        a0, a1 = max(y0, f.top), min(y1, f.bottom)
+        b0, b1 = max(x0, f.left), min(x1, f.right)
+        if a0 < a1 and b0 < b1:  # only the box both share: not a core-sized mask per fragment
+            mask = f.mask[a0 - f.top : a1 - f.top, b0 - f.left : b1 - f.left]
+            winner[a0 - y0 : a1 - y0, b0 - x0 : b1 - x0][mask] = i + 1
     winner[~valid] = 0
     won = np.unique(winner)
     won = won[won > 0]

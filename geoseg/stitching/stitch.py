@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,11 +35,11 @@ import numpy as np
 from geoseg.errors import GeosegError
 from geoseg.stitching.fragments import Fragment, merge_edges, owned_fragments, paste_fragments
 from geoseg.stitching.ids import ChunkTable, InstanceIds, resolve_ids
-from geoseg.stitching.protocol import InstancePredictor
+from geoseg.stitching.protocol import InstancePredictor, SemanticInstancePredictor
 from geoseg.tiling.execute import Progress, Sink, dask_client
 from geoseg.tiling.grid import chunk_starts, windows_touching
 from geoseg.tiling.infer import reflect_pad
-from geoseg.types import TileSpec
+from geoseg.types import NODATA_LABEL, TileSpec
 
 __all__ = ["ChunkPlan", "InstanceLoader", "plan_chunks", "relabel_blocks", "stitch_instances"]
 
@@ -105,12 +106,17 @@ def _window_fragments(
     spec: TileSpec,
     load: InstanceLoader,
     windows_per_row: int,
-) -> list[Fragment]:
-    """Owned fragments, in scene coordinates, of the windows ``rows x cols``.
+    lut: np.ndarray | None = None,
+) -> tuple[list[Fragment], np.ndarray | None]:
+    """Owned fragments, in scene coordinates, of the windows ``rows x cols`` [and their labels].
 
     ``block`` ``(C, hb, wb)`` and ``vblock`` ``(hb, wb)`` start at scene pixel
     ``(rows[0] * S - m, cols[0] * S - m)`` of the reflect-padded scene. Windows
-    whose core has no valid pixel are not run.
+    whose core has no valid pixel are not run. With ``lut`` (class id of each
+    semantic channel) the same forward passes also give the semantic labels of the
+    window cores, ``(len(rows) * S, len(cols) * S) uint8`` from scene pixel
+    ``(rows[0] * S, cols[0] * S)``, 255 on nodata: what
+    :func:`~geoseg.tiling.infer.predict_blocks` computes with trim windows.
     """
     s, m, w = spec.stride, spec.margin, spec.window
     vblock = np.asarray(vblock, dtype=bool)
@@ -118,14 +124,38 @@ def _window_fragments(
     wins = [(i, j, (i - rows[0]) * s, (j - cols[0]) * s) for i in rows for j in cols]
     wins = [t for t in wins if vblock[t[2] + m : t[2] + m + s, t[3] + m : t[3] + m + s].any()]
     fragments: list[Fragment] = []
+    labels = None
+    if lut is not None:
+        labels = np.full((len(rows) * s, len(cols) * s), NODATA_LABEL, np.uint8)
     for k in range(0, len(wins), spec.batch_size):
         part = wins[k : k + spec.batch_size]
         x = np.stack([block[:, r : r + w, c : c + w] for _, _, r, c in part]).astype(np.float32)
         v = np.stack([vblock[r : r + w, c : c + w] for _, _, r, c in part])
-        found = load().predict_instances(x, v)
+        if labels is None or lut is None:
+            found = load().predict_instances(x, v)
+        else:
+            found, channels = _semantic_model(load).predict_with_semantic(x, v)
+            _paste_labels(labels, channels, v, [(r, c) for _, _, r, c in part], lut, m, s)
         for (i, j, r, c), f, vw in zip(part, found, v, strict=True):
             fragments.extend(owned_fragments(f, vw, i * windows_per_row + j, oy + r, ox + c, m))
-    return fragments
+    return fragments, labels
+
+
+def _semantic_model(load: InstanceLoader) -> SemanticInstancePredictor:
+    model = load()
+    if not isinstance(model, SemanticInstancePredictor):
+        raise GeosegError(f"{type(model).__name__} gives no semantic labels with its instances")
+    return model
+
+
+def _paste_labels(
+    labels: np.ndarray, channels: np.ndarray, valid: np.ndarray, at: list[tuple[int, int]],
+    lut: np.ndarray, m: int, s: int,
+) -> None:  # fmt: skip
+    """Write the class ids of each window core (``lut[channel]``, 255 on nodata) at ``at``."""
+    for (r, c), ch, v in zip(at, channels, valid, strict=True):
+        core = (slice(m, m + s), slice(m, m + s))
+        labels[r : r + s, c : c + s] = np.where(v[core], lut[ch[core]], NODATA_LABEL)
 
 
 def _assemble_chunk(
@@ -134,11 +164,13 @@ def _assemble_chunk(
     plan: ChunkPlan,
     windows_per_row: int,
     min_iou: float,
-) -> tuple[np.ndarray, ChunkTable]:
-    """Local ids ``(h, w) uint32`` of one chunk core and its table.
+    labels: np.ndarray | None = None,
+) -> tuple[np.ndarray, ChunkTable, np.ndarray | None]:
+    """Local ids ``(h, w) uint32`` of one chunk core, its table [and its semantic labels].
 
     ``groups`` are the fragments of the chunk and its neighbours; ``valid`` is the
-    core's ``(h, w) bool`` valid mask.
+    core's ``(h, w) bool`` valid mask; ``labels`` the semantic labels of the chunk's
+    own windows (:func:`_window_fragments`), cut here to the core ``(h, w) uint8``.
     """
     fragments = [
         f
@@ -155,12 +187,15 @@ def _assemble_chunk(
         edges=np.array(edges, dtype=np.uint64).reshape(-1, 2),
         scores=np.array([f.score for f in present], dtype=np.float32),
     )
-    return local, table
+    if labels is not None:
+        labels = labels[: local.shape[0], : local.shape[1]]
+    return local, table, labels
 
 
 def _chunk_tasks(
-    data: da.Array, valid: da.Array, load: InstanceLoader, spec: TileSpec, min_iou: float
-) -> Iterator[tuple[ChunkPlan, Any]]:
+    data: da.Array, valid: da.Array, load: InstanceLoader, spec: TileSpec, min_iou: float,
+    lut: np.ndarray | None = None,
+) -> Iterator[tuple[ChunkPlan, Any]]:  # fmt: skip
     """One delayed :func:`_assemble_chunk` call per chunk (on the window tasks it needs)."""
     _, h, w = data.shape
     s, m = spec.stride, spec.margin
@@ -169,15 +204,22 @@ def _chunk_tasks(
     vpad = reflect_pad(reflect_pad(valid, 0, m, ys[-1] - h + m), 1, m, xs[-1] - w + m)
     nx = xs[-1] // s
     plans = plan_chunks(h, w, spec)
-    runs = {}
+    runs, labels = {}, {}
+    # named keys: tokenizing each task's function (cloudpickle of the model loader) cost
+    # more than a small scene's stitching
+    name = uuid.uuid4().hex
     for plan in plans:
-        rows, cols = plan.own_rows, plan.own_cols
+        (p, q), rows, cols = plan.index, plan.own_rows, plan.own_cols
         rs = slice(rows[0] * s, rows[-1] * s + s + 2 * m)
         cs = slice(cols[0] * s, cols[-1] * s + s + 2 * m)
-        run = functools.partial(
-            _window_fragments, rows=rows, cols=cols, spec=spec, load=load, windows_per_row=nx
+        run = functools.partial(_window_fragments, rows=rows, cols=cols, spec=spec, load=load,
+                                windows_per_row=nx, lut=lut)  # fmt: skip
+        # two outputs: the labels are released once their own chunk has them, while the
+        # fragments wait for the eight neighbours too
+        task = dask.delayed(run, nout=2)(
+            padded[:, rs, cs], vpad[rs, cs], dask_key_name=f"geoseg-windows-{name}-{p}-{q}"
         )
-        runs[plan.index] = dask.delayed(run, pure=True)(padded[:, rs, cs], vpad[rs, cs])
+        runs[plan.index], labels[plan.index] = task
     for plan in plans:
         p, q = plan.index
         near = [
@@ -186,7 +228,9 @@ def _chunk_tasks(
         assemble = functools.partial(
             _assemble_chunk, plan=plan, windows_per_row=nx, min_iou=min_iou
         )
-        yield plan, dask.delayed(assemble, pure=True)(valid[plan.slices], *near)
+        own = labels[plan.index]
+        key = f"geoseg-assemble-{name}-{p}-{q}"
+        yield plan, dask.delayed(assemble)(valid[plan.slices], *near, labels=own, dask_key_name=key)
 
 
 def stitch_instances(
@@ -199,6 +243,7 @@ def stitch_instances(
     workers: int | None = None,
     progress: Progress | None = None,
     min_iou: float = 0.5,
+    semantic: Sink | None = None,
 ) -> InstanceIds:
     """Pass 1: run the instance model over a scene, staging per-chunk local ids.
 
@@ -213,6 +258,10 @@ def stitch_instances(
         workers: threads or worker processes.
         progress: ``progress(done, total)`` called as chunks finish.
         min_iou: IoU, over the pixels two windows share, that joins two fragments.
+        semantic: also ``semantic[(ys, xs)] = (h, w) uint8`` class ids of the model's
+            semantic head (255 = nodata), from the same forward passes as the
+            instances; the model must be a :class:`SemanticInstancePredictor`. The
+            labels equal :func:`~geoseg.tiling.infer.predict_blocks` with this ``spec``.
 
     Returns:
         The lookup from each chunk's local ids to scene ids; apply it with
@@ -220,11 +269,14 @@ def stitch_instances(
     """
     if not 0 < min_iou <= 1:
         raise GeosegError(f"min_iou must be in (0, 1], got {min_iou}")
-    tasks = list(_chunk_tasks(data, valid, load, spec, min_iou))
+    lut = None if semantic is None else np.asarray(_semantic_model(load).schema.ids, np.uint8)
+    tasks = list(_chunk_tasks(data, valid, load, spec, min_iou, lut))
     lock, done = threading.Lock(), [0]
 
-    def deliver(plan: ChunkPlan, result: tuple[np.ndarray, ChunkTable]) -> ChunkTable:
+    def deliver(plan: ChunkPlan, result: tuple[np.ndarray, ChunkTable, Any]) -> ChunkTable:
         stage[plan.slices] = result[0]
+        if semantic is not None:
+            semantic[plan.slices] = result[2]
         with lock:
             done[0] += 1
             if progress:
