@@ -17,6 +17,7 @@ __all__ = [
     "METRES_PER_DEGREE",
     "MODEL_TASKS",
     "NODATA_LABEL",
+    "OBJECT_SIZES_KEY",
     "ClassInfo",
     "ClassSchema",
     "ModelMeta",
@@ -34,6 +35,10 @@ NODATA_LABEL = 255
 
 #: What a checkpoint's model predicts (:attr:`ModelMeta.task`).
 MODEL_TASKS = ("semantic", "change", "instance", "panoptic", "prompt")
+
+#: :attr:`ModelMeta.provenance` key of the training objects' sizes (instance and
+#: panoptic training, :mod:`geoseg.training.object_sizes`); absent in older checkpoints.
+OBJECT_SIZES_KEY = "object_sizes"
 
 
 def bands_count(n: int) -> str:

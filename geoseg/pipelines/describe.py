@@ -18,7 +18,7 @@ from geoseg.io.raster import open_scene
 from geoseg.io.vectors_crs import LONLAT
 from geoseg.io.vectors_info import vector_layers
 from geoseg.models.registry import checkpoint_family, families
-from geoseg.types import DEGREE_GSD_BELOW, ClassSchema, ModelMeta
+from geoseg.types import DEGREE_GSD_BELOW, OBJECT_SIZES_KEY, ClassSchema, ModelMeta
 
 __all__ = [
     "describe_checkpoint",
@@ -73,12 +73,25 @@ def describe_checkpoint(path: str | os.PathLike[str]) -> list[str]:
         f"  bands ({len(meta.bands)}): {', '.join(meta.bands)}",
         f"  window: {meta.window} px   margin: {meta.margin} px   GSD: {_gsd_text(meta)}",
         *_scale_lines(meta, family.inputs == "prompts"),
+        *_object_size_lines(meta),
         "  classes:",
         *_classes(meta.schema),
     ]
     if meta.metrics:
         lines += ["  metrics:", *_metric_lines(meta.metrics, "    ")]
     return lines
+
+
+def _object_size_lines(meta: ModelMeta) -> list[str]:
+    """The training objects' sizes (instance/panoptic checkpoints that recorded them)."""
+    rec = meta.provenance.get(OBJECT_SIZES_KEY)
+    if not isinstance(rec, Mapping) or "largest_px" not in rec:
+        return []
+    return [
+        f"  training objects: {rec.get('objects', '?')}   largest: "
+        f"{rec.get('largest_m2', '?')} m² ({rec['largest_px']} px)   "
+        f"p99: {rec.get('p99_m2', '?')} m² ({rec.get('p99_px', '?')} px)"
+    ]
 
 
 def _gsd_text(meta: ModelMeta) -> str:

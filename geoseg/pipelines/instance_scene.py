@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from geoseg import __version__
-from geoseg.errors import BandMismatchError, InvalidRasterError
+from geoseg.areas import pixel_size_m
+from geoseg.errors import BandMismatchError, GeosegError, InvalidRasterError
 from geoseg.io.atomic import check_output_path
 from geoseg.io.instances import (
     PANOPTIC_BANDS,
@@ -111,12 +112,16 @@ class InstanceResult:
         count: instances in the scene (ids ``1..count``).
         schema: the model's classes.
         panoptic: the panoptic COG (band 1 class, band 2 id), if one was asked for.
+        object_px: ``(count + 1,) int64`` pixels of each id (``[0]``: no object).
+        pixel_m: the scene's ground sample distance, metres.
     """
 
     output: Path
     count: int
     schema: ClassSchema
     panoptic: Path | None = None
+    object_px: np.ndarray | None = None
+    pixel_m: float | None = None
 
 
 def _tile_spec(opts: InstanceOptions) -> TileSpec:
@@ -175,9 +180,17 @@ def segment_instances(
         )  # fmt: skip
         if read_labels is None and own_stuff and isinstance(model, Predictor):
             read_labels = _semantic_reader(scene, model, tile)  # a second pass
-        _write_outputs(scene, model.schema, pan_schema, read, ids, tile, out, pan, opts,
-                       read_labels)  # fmt: skip
-    return InstanceResult(out, ids.count, model.schema, pan)
+        px = _write_outputs(scene, model.schema, pan_schema, read, ids, tile, out, pan, opts,
+                            read_labels)  # fmt: skip
+    return InstanceResult(out, ids.count, model.schema, pan, px, _gsd_or_none(scene))
+
+
+def _gsd_or_none(scene: Scene) -> float | None:
+    """The scene's pixel size in metres; None where its CRS has no metric size."""
+    try:
+        return pixel_size_m(scene.crs, scene.transform, (scene.height, scene.width))
+    except GeosegError:  # the object-size check then compares pixels
+        return None
 
 
 def stuff_schema(things: ClassSchema, labels_path: str, scene: Scene) -> ClassSchema:
@@ -226,11 +239,12 @@ def _write_outputs(
     read: Callable[[tuple[slice, slice]], np.ndarray], ids: InstanceIds, tile: TileSpec,
     out: Path, pan: Path | None, opts: InstanceOptions,
     own_stuff: Callable[[tuple[slice, slice]], np.ndarray] | None,
-) -> None:  # fmt: skip
+) -> np.ndarray:  # fmt: skip
     """Pass 2: relabel the staged blocks into the instance (and panoptic) COG.
 
     The panoptic COG's stuff comes from ``opts.stuff_labels``, else from
-    ``own_stuff`` (the model's semantic labels of a block), else none.
+    ``own_stuff`` (the model's semantic labels of a block), else none. Returns
+    ``(count + 1,) int64`` pixels of each scene id, counted on the way.
     """
     kw: dict[str, Any] = {
         "height": scene.height, "width": scene.width, "crs": scene.crs,
@@ -254,12 +268,15 @@ def _write_outputs(
                 )
             else:
                 stuff = own_stuff
+        px = np.zeros(ids.count + 1, np.int64)
         for plan in plan_chunks(scene.height, scene.width, tile):
             block = ids.relabel(plan.origin, read(plan.slices))  # (ids, classes)
+            px += np.bincount(block[0].ravel(), minlength=ids.count + 1)[: ids.count + 1]
             inst_sink[(slice(0, 2), *plan.slices)] = block[::-1]
             if pan_sink is not None:
                 sem = None if stuff is None else stuff(plan.slices)
                 pan_sink[(slice(0, 2), *plan.slices)] = panoptic_block(block, sem, pan_schema)
+    return px
 
 
 def _semantic_reader(

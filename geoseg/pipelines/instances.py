@@ -37,6 +37,7 @@ from geoseg.pipelines.model_input import (
     model_window,
     require_pixels,
 )
+from geoseg.pipelines.object_sizes import warn_if_oversized
 from geoseg.pipelines.plausibility import warn_if_outside_training
 from geoseg.pipelines.prompt_scale import warn_if_off_scale
 from geoseg.pipelines.tasks import predict_task  # importable from here too
@@ -176,7 +177,9 @@ def predict_instances(
                 f"(at least 1), not for {a_model_of(meta.task)}"
             )
     load = functools.partial(load_instance_model, spec, points_per_side)
-    return segment_instances(path, load, output, inst, progress)
+    result = segment_instances(path, load, output, inst, progress)
+    warn_if_oversized(model, read_checkpoint_meta(model), result.object_px, result.pixel_m)
+    return result
 
 
 def predict_panoptic(
@@ -201,4 +204,5 @@ def predict_panoptic(
         # ``out`` was checked above; overwrite lets the staged raster replace its empty file.
         inst = dataclasses.replace(inst, overwrite=True)
         result = segment_instances(path, load, tmp, inst, progress)
+    warn_if_oversized(model, read_checkpoint_meta(model), result.object_px, result.pixel_m)
     return dataclasses.replace(result, output=out)

@@ -39,6 +39,7 @@ from geoseg.training.instances import (
     instance_scorer,
     read_instance_raster,
 )
+from geoseg.training.object_sizes import OBJECT_SIZES_KEY, object_size_record
 from geoseg.training.objectives import (
     Objective,
     pixel_loss,
@@ -113,6 +114,9 @@ def read_instances(
     train = load_rasters(cfg.images, cfg.labels, cfg, read)
     val = load_rasters(cfg.val_images, cfg.val_labels, cfg, read) if cfg.val_images else []
     meta = model_meta(cfg, train, train_normalization(cfg, train))
+    sizes = object_size_record(train)
+    if sizes is not None:  # prediction warns of objects far larger than these
+        meta_changes["provenance"] = {**meta.provenance, OBJECT_SIZES_KEY: sizes}
     return train, val, dataclasses.replace(meta, **meta_changes)
 
 

@@ -123,6 +123,13 @@ def test_a_short_run_writes_an_instance_checkpoint(scene: dict[str, Path], tmp_p
     assert [c.is_thing for c in meta.schema.classes] == [False, True]
     assert meta.bands == ("1",) and meta.window == 32 and meta.gsd_m == 0.5
     assert read_checkpoint_meta(out) == meta
+    # the two squares: 16 x 16 and 20 x 24 px of 0.5 m; p99 interpolates between them
+    assert meta.provenance["object_sizes"] == {
+        "objects": 2, "largest_px": 480, "largest_m2": 120.0, "pixel_m": 0.5,
+        "p99_px": 477.8, "p99_m2": 119.44,
+    }  # fmt: skip
+    info = CliRunner().invoke(cli, ["info", str(out)]).output
+    assert "  training objects: 2   largest: 120.0 m² (480 px)   p99: 119.44 m² (477.8 px)" in info
     model = build_model(meta.arch, meta.encoder, 1, len(SCHEMA) + 1, **meta.options)
     model.load_state_dict(tensors, strict=True)  # K class channels + 1 boundary channel
 

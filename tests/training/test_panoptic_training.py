@@ -144,6 +144,8 @@ def test_a_short_run_writes_a_checkpoint_that_loads(
     tensors, meta = load_checkpoint(out)
     assert (meta.task, meta.arch, meta.encoder) == names and meta.options == options
     assert meta.schema == SCHEMA and meta.window == 64 and meta.bands == ("1",)
+    sizes = meta.provenance["object_sizes"]  # 16 x 16, 20 x 24 and 10 x 14 px of 0.5 m
+    assert (sizes["objects"], sizes["largest_px"], sizes["largest_m2"]) == (3, 480, 120.0)
     assert read_checkpoint_meta(out) == meta
     predictor = load_predictor(model_spec(str(out), "cpu"))
     assert isinstance(predictor, predictor_class)
