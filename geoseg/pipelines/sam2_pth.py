@@ -32,7 +32,13 @@ from geoseg.errors import CheckpointError, GeosegError
 from geoseg.models.families.sam2 import IMAGE_TYPE, VIDEO_TYPE
 from geoseg.models.hf import transformers_module
 from geoseg.pipelines.hf_import import read_folder_json
-from geoseg.pipelines.sam_import import SAM_PREPROCESSOR, check_window, sam_checkpoint, sam_kind
+from geoseg.pipelines.sam_import import (
+    SAM_PREPROCESSOR,
+    check_window,
+    finish_mapping,
+    sam_checkpoint,
+    sam_kind,
+)
 
 if TYPE_CHECKING:
     from geoseg.io.state_dicts import StateDict
@@ -184,19 +190,7 @@ def sam2_state(
         )
     else:
         unexpected += [k for _, k in points]
-    if TIED[0] in out:
-        out[TIED[1]] = out[TIED[0]].clone()
-    missing = sorted(set(expected) - set(out))
-    wrong = sorted(f"{k} {tuple(v.shape)} not {expected[k]}" for k, v in out.items()
-                   if k in expected and tuple(v.shape) != tuple(expected[k]))  # fmt: skip
-    if missing or unexpected or doubled or wrong:
-        raise CheckpointError(
-            f"{where}: the tensors do not fit the SAM 2 model (missing {missing[:3]}, unexpected "
-            f"{sorted(unexpected)[:3]}, twice {doubled[:3]}, wrong shape {wrong[:3]}; "
-            f"{len(missing)}/{len(unexpected)}/{len(doubled)}/{len(wrong)} in all); check "
-            "--sam-config, or re-download the original checkpoint"
-        )
-    return out
+    return finish_mapping(out, expected, TIED, (unexpected, doubled), where, "SAM 2")
 
 
 def _stages(shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:

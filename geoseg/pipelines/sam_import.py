@@ -45,8 +45,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PATCH_LAYER", "SAM2_PATCH_LAYER", "SAM_MODEL_TYPES", "SAM_PREPROCESSOR", "SAM_SCHEMA",
-    "SamKind", "check_sam_options", "check_window", "import_sam_folder", "sam_checkpoint",
-    "sam_kind",
+    "SamKind", "check_sam_options", "check_window", "finish_mapping", "import_sam_folder",
+    "sam_checkpoint", "sam_kind",
 ]  # fmt: skip
 
 #: ``SamProcessor``'s defaults (ImageNet statistics on 8-bit values), used without a
@@ -186,4 +186,37 @@ def _with_channels(config: Mapping[str, Any], bands: int) -> dict[str, Any]:
         vision["backbone_config"] = {**(backbone if isinstance(backbone, dict) else {}),
                                      "num_channels": bands}  # fmt: skip
     _input_size(out)
+    return out
+
+
+def finish_mapping(
+    out: dict[str, torch.Tensor],
+    expected: Mapping[str, Any],
+    tied: tuple[str, str],
+    problems: tuple[list[str], list[str]],
+    where: Path,
+    model: str,
+) -> dict[str, torch.Tensor]:
+    """Tie the shared positional embedding and refuse a state dict that does not fit.
+
+    ``out``: tensors under the transformers model's names; ``expected``: name -> shape
+    of that model; ``tied``: (source, copy) names of the embedding the model shares;
+    ``problems``: the source keys that named nothing (unexpected) or a name twice.
+
+    Raises:
+        CheckpointError: names missing, unexpected, doubled or of the wrong shape.
+    """
+    unexpected, doubled = problems
+    if tied[0] in out:
+        out[tied[1]] = out[tied[0]].clone()
+    missing = sorted(set(expected) - set(out))
+    wrong = sorted(f"{k} {tuple(v.shape)} not {expected[k]}" for k, v in out.items()
+                   if k in expected and tuple(v.shape) != tuple(expected[k]))  # fmt: skip
+    if missing or unexpected or doubled or wrong:
+        raise CheckpointError(
+            f"{where}: the tensors do not fit the {model} model (missing {missing[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]}, twice {doubled[:3]}, wrong shape "
+            f"{wrong[:3]}; {len(missing)}/{len(unexpected)}/{len(doubled)}/{len(wrong)} in "
+            "all); check --sam-config, or re-download the original checkpoint"
+        )
     return out

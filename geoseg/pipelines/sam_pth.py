@@ -33,6 +33,7 @@ from geoseg.pipelines.sam_import import (
     SAM_PREPROCESSOR,
     check_sam_options,
     check_window,
+    finish_mapping,
     sam_checkpoint,
     sam_kind,
 )
@@ -210,19 +211,7 @@ def map_state(
             doubled.append(key)
         else:
             out[name] = tensors[key].detach().to(torch.float32).clone()
-    if TIED[0] in out:
-        out[TIED[1]] = out[TIED[0]].clone()
-    missing = sorted(set(expected) - set(out))
-    wrong = sorted(f"{k} {tuple(v.shape)} not {expected[k]}" for k, v in out.items()
-                   if k in expected and tuple(v.shape) != tuple(expected[k]))  # fmt: skip
-    if missing or unexpected or doubled or wrong:
-        raise CheckpointError(
-            f"{where}: the tensors do not fit the SAM model (missing {missing[:3]}, unexpected "
-            f"{sorted(unexpected)[:3]}, twice {doubled[:3]}, wrong shape {wrong[:3]}; "
-            f"{len(missing)}/{len(unexpected)}/{len(doubled)}/{len(wrong)} in all); check "
-            "--sam-config, or re-download the original checkpoint"
-        )
-    return out
+    return finish_mapping(out, expected, TIED, (unexpected, doubled), where, "SAM")
 
 
 def _preprocessor(tensors: Mapping[str, torch.Tensor]) -> Mapping[str, Any]:
