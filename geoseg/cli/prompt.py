@@ -74,9 +74,11 @@ def prompt(scene: str, model: str, output: Path, vector: Path | None, bands: str
     encoding. Overlapping objects: the higher predicted IoU wins the pixel; the
     polygons keep every object whole.
     """
+    from geoseg.pipelines.predict import check_geotiff_name
     from geoseg.pipelines.prompt import PromptOptions, prompt_scene
 
     opts = PromptOptions(bands=band_selection(bands), **kw)
+    check_geotiff_name(output, "-o")
     result = prompt_scene(scene, model, output, opts, vector, progress_bar("prompt", progress))
     if result.vector is not None and result.area_method.planar:
         click.echo(area_note(result.area_method))

@@ -111,7 +111,8 @@ def _torch_load(path: Path) -> Any:
             "you trust the file, re-save only its weights: torch.save(model.state_dict(), "
             "'weights.pth'), or convert them to .safetensors"
         ) from exc
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError) as exc:
+        # KeyError/IndexError: torch's legacy reader taking other bytes (text) for a pickle
         raise CheckpointError(
             f"{path}: not a PyTorch weights file or a safetensors file ({exc})"
         ) from exc

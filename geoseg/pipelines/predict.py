@@ -41,6 +41,7 @@ __all__ = [
     "PredictOptions",
     "PredictResult",
     "check_distinct_outputs",
+    "check_geotiff_name",
     "model_window",
     "predict_scene",
     "prepare_model_input",
@@ -112,19 +113,37 @@ def predict_scene(
 def check_distinct_outputs(
     out: Path, probabilities: Path | None, preview: str | os.PathLike[str] | None
 ) -> None:
-    """Refuse a probability file that is also the label map or the preview.
+    """Refuse a raster output not named as a GeoTIFF, or one path given twice.
 
     Raises:
-        GeosegError: the same path twice (nothing is written).
+        GeosegError: ``-o``/``--probabilities`` not ending in .tif/.tiff (a COG is
+            written whatever the name, so ``-o x.gpkg`` made a GeoTIFF called .gpkg),
+            or the same path twice (nothing is written).
     """
-    if probabilities is None:
-        return
     for other, flag in ((out, "-o"), (preview, "--preview")):
+        if probabilities is None:
+            break
         if other is not None and os.path.abspath(other) == os.path.abspath(probabilities):
             raise GeosegError(
                 f"{probabilities}: given as both --probabilities and {flag}; "
                 "name the probability file differently, e.g. lc_probs.tif"
             )
+    for raster, flag in ((out, "-o"), (probabilities, "--probabilities")):
+        if raster is not None:
+            check_geotiff_name(raster, flag)
+
+
+def check_geotiff_name(raster: str | os.PathLike[str], flag: str) -> None:
+    """Refuse a raster output whose name does not end in .tif/.tiff.
+
+    Raises:
+        GeosegError: a COG would be written under a vector (or other) extension.
+    """
+    if Path(raster).suffix.lower() not in (".tif", ".tiff"):
+        raise GeosegError(
+            f"{raster}: {flag} writes a GeoTIFF (COG); name it .tif (polygons: add "
+            "--vector out.gpkg, or run `geoseg vectorize` on the map)"
+        )
 
 
 def _predict(
