@@ -33,6 +33,7 @@ from geoseg.models.families.sam2 import IMAGE_TYPE, VIDEO_TYPE
 from geoseg.models.hf import transformers_module
 from geoseg.pipelines.hf_import import read_folder_json
 from geoseg.pipelines.sam_import import (
+    DECODER_RULES,
     SAM_PREPROCESSOR,
     check_window,
     finish_mapping,
@@ -98,14 +99,7 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"\.patch_embed\.proj\.", ".patch_embed.projection."),
     (r"\.norm(\d?)\.", r".layer_norm\1."), (r"\.norm_final_attn\.", ".layer_norm_final_attn."),
     (r"\.out_proj\.", ".o_proj."),
-    (r"\.mask_downscaling\.0\.", ".mask_embed.conv1."),
-    (r"\.mask_downscaling\.1\.", ".mask_embed.layer_norm1."),
-    (r"\.mask_downscaling\.3\.", ".mask_embed.conv2."),
-    (r"\.mask_downscaling\.4\.", ".mask_embed.layer_norm2."),
-    (r"\.mask_downscaling\.6\.", ".mask_embed.conv3."),
-    (r"\.output_upscaling\.0\.", ".upscale_conv1."),
-    (r"\.output_upscaling\.1\.", ".upscale_layer_norm."),
-    (r"\.output_upscaling\.3\.", ".upscale_conv2."),
+    *DECODER_RULES,
 )  # fmt: skip
 #: Meta's MLPs (``layers.0 .. layers.{n-1}``): transformers' ``proj_in``, ``layers.0 ..
 #: layers.{n-3}``, ``proj_out``.

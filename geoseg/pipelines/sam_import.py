@@ -44,9 +44,9 @@ if TYPE_CHECKING:
     from geoseg.pipelines.importing import ImportOptions
 
 __all__ = [
-    "PATCH_LAYER", "SAM2_PATCH_LAYER", "SAM_MODEL_TYPES", "SAM_PREPROCESSOR", "SAM_SCHEMA",
-    "SamKind", "check_sam_options", "check_window", "finish_mapping", "import_sam_folder",
-    "sam_checkpoint", "sam_kind",
+    "DECODER_RULES", "PATCH_LAYER", "SAM2_PATCH_LAYER", "SAM_MODEL_TYPES", "SAM_PREPROCESSOR",
+    "SAM_SCHEMA", "SamKind", "check_sam_options", "check_window", "finish_mapping",
+    "import_sam_folder", "sam_checkpoint", "sam_kind",
 ]  # fmt: skip
 
 #: ``SamProcessor``'s defaults (ImageNet statistics on 8-bit values), used without a
@@ -187,6 +187,20 @@ def _with_channels(config: Mapping[str, Any], bands: int) -> dict[str, Any]:
                                      "num_channels": bands}  # fmt: skip
     _input_size(out)
     return out
+
+
+#: Meta -> transformers names of SAM's and SAM 2's prompt-encoder mask embedding and
+#: mask-decoder upscaling (the same modules in both), appended to each importer's rules.
+DECODER_RULES: tuple[tuple[str, str], ...] = (
+    (r"\.mask_downscaling\.0\.", ".mask_embed.conv1."),
+    (r"\.mask_downscaling\.1\.", ".mask_embed.layer_norm1."),
+    (r"\.mask_downscaling\.3\.", ".mask_embed.conv2."),
+    (r"\.mask_downscaling\.4\.", ".mask_embed.layer_norm2."),
+    (r"\.mask_downscaling\.6\.", ".mask_embed.conv3."),
+    (r"\.output_upscaling\.0\.", ".upscale_conv1."),
+    (r"\.output_upscaling\.1\.", ".upscale_layer_norm."),
+    (r"\.output_upscaling\.3\.", ".upscale_conv2."),
+)  # fmt: skip
 
 
 def finish_mapping(

@@ -30,6 +30,7 @@ from geoseg.models.hf import transformers_module
 from geoseg.pipelines.hf_import import read_folder_json
 from geoseg.pipelines.sam2_pth import SAM2_PRESETS, import_sam2_pth, is_sam2
 from geoseg.pipelines.sam_import import (
+    DECODER_RULES,
     SAM_PREPROCESSOR,
     check_sam_options,
     check_window,
@@ -78,14 +79,7 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"\.norm_final_attn\.", ".layer_norm_final_attn."),
     (r"^prompt_encoder\.pe_layer\.positional_encoding_gaussian_matrix$", TIED[0]),
     (r"\.point_embeddings\.", ".point_embed."),
-    (r"\.mask_downscaling\.0\.", ".mask_embed.conv1."),
-    (r"\.mask_downscaling\.1\.", ".mask_embed.layer_norm1."),
-    (r"\.mask_downscaling\.3\.", ".mask_embed.conv2."),
-    (r"\.mask_downscaling\.4\.", ".mask_embed.layer_norm2."),
-    (r"\.mask_downscaling\.6\.", ".mask_embed.conv3."),
-    (r"\.output_upscaling\.0\.", ".upscale_conv1."),
-    (r"\.output_upscaling\.1\.", ".upscale_layer_norm."),
-    (r"\.output_upscaling\.3\.", ".upscale_conv2."),
+    *DECODER_RULES,
 )  # fmt: skip
 #: Meta's MLPs (``layers.0 .. layers.{n-1}``), which transformers splits into
 #: ``proj_in``, ``layers.0 .. layers.{n-3}`` and ``proj_out``.
