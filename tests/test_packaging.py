@@ -6,6 +6,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,3 +49,14 @@ def test_environment_yml_matches_pyproject() -> None:
 
 def test_package_ships_type_marker() -> None:
     assert (ROOT / "geoseg" / "py.typed").is_file()
+
+
+def test_passed_tests_leave_no_temporary_files(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A full run writes ~7 GB into tmp_path; CI disks have had less free than that.
+
+    Only failed tests keep their directories, and only the last session is kept.
+    """
+    options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert options["tmp_path_retention_policy"] == "failed"
+    assert int(options["tmp_path_retention_count"]) <= 1
+    assert tmp_path_factory._retention_policy == "failed"
