@@ -12,8 +12,8 @@ The COG's tile side divides the chunk side (:func:`cog_tile_size`), so no tile
 straddles two chunks. Overviews halve the previous level by the **mode** of each
 2 x 2 block for class ids, or its rounded **average** for value bands (class
 probabilities), ignoring nodata (all-nodata blocks stay nodata; mode ties go to the
-smaller value), until the level's longer side is at most 512 px (GDAL's COG driver
-with 512-px tiles makes the same levels).
+smaller value; :mod:`geoseg.io.cog_overviews`), until the level's longer side is at
+most 512 px (GDAL's COG driver with 512-px tiles makes the same levels).
 Every step is deterministic, so the file's bytes do not depend on the scheduler,
 the worker count or a resumed run.
 """
@@ -32,6 +32,7 @@ import numpy as np
 
 from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.atomic import atomic_output
+from geoseg.io.cog_overviews import HALVE, average_halve, mode_halve
 from geoseg.io.parts import ChunkStore
 from geoseg.io.tiff import Entry, LevelLayout, compress_tiles, write_tiff
 from geoseg.types import NODATA_LABEL
@@ -82,57 +83,6 @@ def cog_grid(
     return CogGrid(shape[-2], shape[-1], shape[0], chunk, side)
 
 
-def mode_halve(level: np.ndarray, nodata: int = NODATA_LABEL) -> np.ndarray:
-    """``(B, ceil(h/2), ceil(w/2)) uint8``: the mode of each 2 x 2 block of ``(B, h, w)``.
-
-    Nodata pixels do not vote (an odd edge is padded with nodata); a block of
-    nodata stays nodata; among values with equal counts the smallest wins.
-    """
-    b, h, w = level.shape
-    if h % 2 or w % 2:
-        padded = np.full((b, h + h % 2, w + w % 2), nodata, np.uint8)
-        padded[:, :h, :w] = level
-        level = padded
-    votes = [level[:, i::2, j::2] for i in (0, 1) for j in (0, 1)]
-    best = np.zeros(votes[0].shape, np.uint16)
-    for k, v in enumerate(votes):
-        count = np.ones(v.shape, np.uint16)
-        for j, u in enumerate(votes):
-            if j != k:
-                count += v == u
-        count[v == nodata] = 0
-        # count first, then the smaller value: key = count * 256 + (255 - value)
-        np.maximum(best, (count << 8) | (255 - v), out=best)
-    return (255 - (best & 255)).astype(np.uint8)
-
-
-def average_halve(level: np.ndarray, nodata: int = NODATA_LABEL) -> np.ndarray:
-    """``(B, ceil(h/2), ceil(w/2)) uint8``: the rounded mean of each 2 x 2 block of ``(B, h, w)``.
-
-    Nodata pixels do not count (an odd edge is padded with nodata); a block of
-    nodata stays nodata; halves round up (integer arithmetic, so exact).
-    """
-    b, h, w = level.shape
-    if h % 2 or w % 2:
-        padded = np.full((b, h + h % 2, w + w % 2), nodata, np.uint8)
-        padded[:, :h, :w] = level
-        level = padded
-    total = np.zeros((b, level.shape[1] // 2, level.shape[2] // 2), np.uint16)
-    count = np.zeros_like(total)
-    for i in (0, 1):
-        for j in (0, 1):
-            v = level[:, i::2, j::2]
-            ok = v != nodata
-            total += np.where(ok, v, 0).astype(np.uint16)
-            count += ok
-    out = (total + count // 2) // np.maximum(count, 1)
-    return np.where(count > 0, out, nodata).astype(np.uint8)
-
-
-#: How each overview kind halves a level.
-_HALVE = {"mode": mode_halve, "average": average_halve}
-
-
 @dataclass(frozen=True)
 class CogGrid:
     """How a ``(bands, height, width)`` label raster made of ``chunk``-px chunks is tiled.
@@ -159,7 +109,7 @@ class CogGrid:
 
     def halve(self, level: np.ndarray) -> np.ndarray:
         """The next overview of ``(bands, h, w) uint8`` ``level`` (see :attr:`overview`)."""
-        return _HALVE[self.overview](level)
+        return HALVE[self.overview](level)
 
     @cached_property
     def sizes(self) -> list[tuple[int, int]]:

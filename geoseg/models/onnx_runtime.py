@@ -21,6 +21,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from geoseg.errors import CheckpointError
+from geoseg.models.input_norm import BatchNormalizer
 from geoseg.types import ClassSchema, ModelMeta, bands_count
 
 __all__ = [
@@ -200,21 +201,11 @@ class OnnxPredictor:
         self._input, self._output = str(opts["onnx_input"]), str(opts["onnx_output"])
         self._batch = opts.get("onnx_batch")
         self._softmax = opts.get("onnx_outputs", "logits") == "logits"
-        norm = meta.normalization
-        shape = (1, len(norm.mean), 1, 1)
-        self._mean = np.asarray(norm.mean, np.float32).reshape(shape)
-        self._inv_std = (1.0 / np.asarray(norm.std, np.float32)).reshape(shape)
-        self._scale = np.float32(norm.scale if scale is None else scale)
-        self._clip = norm.clip_arrays(shape)
+        self._norm = BatchNormalizer.of(meta.normalization, scale)
 
     def normalize(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """``(N, C, H, W)`` raw values -> normalized float32; nodata pixels -> 0 (the mean)."""
-        x = batch.astype(np.float32) * self._scale
-        if self._clip is not None:
-            np.clip(x, *self._clip, out=x)
-        x = (x - self._mean) * self._inv_std
-        x[np.broadcast_to(~valid[:, None], x.shape)] = 0.0
-        return x
+        return self._norm(batch, valid)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """The graph's raw ``(N, K, H, W) float32`` output for normalized ``x``."""

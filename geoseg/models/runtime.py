@@ -23,6 +23,7 @@ from torch import nn
 
 from geoseg.errors import CheckpointError
 from geoseg.io.checkpoint import load_checkpoint
+from geoseg.models.input_norm import BatchNormalizer
 from geoseg.types import ClassSchema, ModelMeta
 
 __all__ = [
@@ -142,12 +143,7 @@ class TorchPredictor:
         self.fixed_batch = device.type == "cuda"
         self.schema: ClassSchema = meta.schema
         self.bands: tuple[str, ...] = meta.bands
-        norm = meta.normalization
-        shape = (1, len(norm.mean), 1, 1)
-        self._mean = np.asarray(norm.mean, np.float32).reshape(shape)
-        self._inv_std = (1.0 / np.asarray(norm.std, np.float32)).reshape(shape)
-        self._scale = np.float32(norm.scale)
-        self._clip = norm.clip_arrays(shape)
+        self._norm = BatchNormalizer.of(meta.normalization)
         self._device_norm: tuple[torch.Tensor, ...] | None = None
 
     def normalize(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -155,12 +151,7 @@ class TorchPredictor:
 
         Percentile-clipped normalizations clip the scaled values first.
         """
-        x = batch.astype(np.float32) * self._scale
-        if self._clip is not None:
-            np.clip(x, *self._clip, out=x)
-        x = (x - self._mean) * self._inv_std
-        x[np.broadcast_to(~valid[:, None], x.shape)] = 0.0
-        return x
+        return self._norm(batch, valid)
 
     def to_device(self, batch: np.ndarray, valid: np.ndarray) -> torch.Tensor:
         """Raw windows ``(N, C, H, W)`` -> normalized float32 tensor on the model's device.
@@ -172,7 +163,7 @@ class TorchPredictor:
         if self.device.type != "cuda":
             return torch.from_numpy(self.normalize(batch, valid))
         if self._device_norm is None:
-            arrays = (self._mean, self._inv_std, *(self._clip or ()))
+            arrays = (self._norm.mean, self._norm.inv_std, *(self._norm.clip or ()))
             self._device_norm = tuple(torch.from_numpy(a).to(self.device) for a in arrays)
         mean, inv_std, *clip = self._device_norm
         if batch.dtype not in _RAW_DTYPES:
@@ -181,7 +172,7 @@ class TorchPredictor:
         ok = torch.from_numpy(np.ascontiguousarray(valid)).pin_memory()
         x = raw.to(self.device, non_blocking=True).float()
         ok = ok.to(self.device, non_blocking=True)
-        x = x * float(self._scale)
+        x = x * float(self._norm.scale)
         if clip:
             x = torch.clamp(x, clip[0], clip[1])
         x = (x - mean) * inv_std

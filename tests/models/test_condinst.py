@@ -42,9 +42,16 @@ from geoseg.models.condinst_targets import location_targets
 from geoseg.stitching import InstancePredictor
 from geoseg.training.condinst import condinst_step_loss
 from geoseg.training.sampling import Batch
-from geoseg.types import ClassSchema, ModelMeta, Normalization
+from geoseg.types import ClassSchema, ModelMeta
 from tests.conftest import write_raster
-from tests.models.test_solov2 import BUILDINGS, _box, _two_squares
+from tests.models.dense_instance_helpers import (
+    BUILDINGS,
+    box,
+    empty_batch,
+    instance_meta,
+    squares_batch,
+    two_squares,
+)
 from tests.stitching.oracle import THING_SCHEMA
 
 LIGHT = {"fpn_channels": 32, "head_channels": 32, "branch_channels": 32}
@@ -87,9 +94,9 @@ def test_relative_coordinates_by_hand() -> None:
 
 
 def test_location_targets_by_hand() -> None:
-    square = _box((64, 64), slice(8, 24), slice(10, 26))  # box x 10-26, y 8-24; centre (18, 16)
-    tiny = _box((64, 64), slice(40, 43), slice(41, 44))  # 3 px: widened to 8 px around (42.5, 41.5)
-    band = _box((64, 64), slice(50, 60), slice(0, 64))  # 64 px long: level 1 (stride 16)
+    square = box((64, 64), slice(8, 24), slice(10, 26))  # box x 10-26, y 8-24; centre (18, 16)
+    tiny = box((64, 64), slice(40, 43), slice(41, 44))  # 3 px: widened to 8 px around (42.5, 41.5)
+    band = box((64, 64), slice(50, 60), slice(0, 64))  # 64 px long: level 1 (stride 16)
     t = location_targets([(square, 0), (tiny, 1), (band, 0)], SHAPES, STRIDES,
                          [(0, 64), (64, 128), (128, math.inf)])  # fmt: skip
     # square: locations x, y in {12, 20} (rows/cols 1-2); tiny: (44, 44) = row 5, col 5;
@@ -107,8 +114,8 @@ def test_location_targets_by_hand() -> None:
 
 
 def test_a_location_claimed_twice_keeps_the_smaller_object() -> None:
-    square = _box((64, 64), slice(8, 24), slice(10, 26))
-    inner = _box((64, 64), slice(10, 13), slice(10, 13))  # widened: x, y 7.5-15.5 -> (12, 12)
+    square = box((64, 64), slice(8, 24), slice(10, 26))
+    inner = box((64, 64), slice(10, 13), slice(10, 13))  # widened: x, y 7.5-15.5 -> (12, 12)
     t = location_targets([(square, 0), (inner, 1)], SHAPES, STRIDES,
                          [(0, 64), (64, 128), (128, 1e9)])  # fmt: skip
     assert t.positive.tolist() == [9, 10, 17, 18]
@@ -140,12 +147,7 @@ def test_window_objects_scores_and_removes_duplicates() -> None:
 
 
 def _meta(bands: int, schema: ClassSchema = THING_SCHEMA, **options: object) -> ModelMeta:
-    return ModelMeta(
-        task="instance", arch="condinst", encoder="resnet18",
-        bands=tuple(f"b{i}" for i in range(bands)),
-        normalization=Normalization((0.0,) * bands, (1.0,) * bands), schema=schema,
-        window=64, margin=8, options={**LIGHT, **options},
-    )  # fmt: skip
+    return instance_meta("condinst", LIGHT, bands, schema, **options)
 
 
 @pytest.mark.parametrize(("bands", "stride"), [(1, 8), (3, 4), (5, 8)])
@@ -212,10 +214,8 @@ def test_loader_refuses_another_checkpoint(tmp_path: Path) -> None:
 
 
 def test_tiny_overfit_finds_the_two_squares() -> None:
-    image, a, b = _two_squares()
-    ids = a * 1 + b * 2
-    batch = Batch(image[None], np.ones((1, 64, 64), bool), (ids > 0)[None].astype(np.int64),
-                  ids[None].astype(np.int64))  # fmt: skip
+    image, a, b = two_squares()
+    batch = squares_batch(image, a, b)
     torch.manual_seed(0)
     module = build_condinst(3, 1, **LIGHT).train()
     opt = torch.optim.Adam(module.parameters(), lr=1e-3)
@@ -237,8 +237,7 @@ def test_tiny_overfit_finds_the_two_squares() -> None:
 
 
 def test_step_loss_without_objects_is_finite() -> None:
-    batch = Batch(np.zeros((2, 3, 64, 64), np.float32), np.ones((2, 64, 64), bool),
-                  np.zeros((2, 64, 64), np.int64), np.zeros((2, 64, 64), np.int64))  # fmt: skip
+    batch = empty_batch()
     module = build_condinst(3, 1, **LIGHT)
     loss = condinst_step_loss(module, torch.zeros(2, 3, 64, 64), batch, BUILDINGS, size_ranges({}))
     # the focal loss of 0.01 priors over 2 x 84 locations: about 168 x 0.75 x 0.01^2 x 0.01

@@ -33,28 +33,27 @@ from geoseg.models.solov2_targets import centre_cells, grid_targets
 from geoseg.stitching import InstancePredictor
 from geoseg.training.sampling import Batch
 from geoseg.training.tasks import solov2_step_loss
-from geoseg.types import ClassInfo, ClassSchema, ModelMeta, Normalization
+from geoseg.types import ClassSchema, ModelMeta
 from tests.conftest import write_raster
+from tests.models.dense_instance_helpers import (
+    BUILDINGS,
+    box,
+    empty_batch,
+    instance_meta,
+    squares_batch,
+    two_squares,
+)
 from tests.stitching.oracle import THING_SCHEMA
 
-BUILDINGS = ClassSchema(
-    (ClassInfo(0, "ground", (0, 0, 0)), ClassInfo(1, "building", (200, 0, 0), is_thing=True))
-)
 LIGHT = {"fpn_channels": 32, "head_channels": 32, "head_convs": 2, "mask_channels": 32}
-
-
-def _box(shape: tuple[int, int], rows: slice, cols: slice) -> np.ndarray:
-    out = np.zeros(shape, bool)
-    out[rows, cols] = True
-    return out
 
 
 def _three_masks() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A (16 px) and B (16 px) share 8 px: IoU 8 / 24 = 1/3. C (4 px) lies inside A
     (IoU 4 / 16 = 1/4) but is of another class."""
-    a = _box((8, 8), slice(0, 4), slice(0, 4))
-    b = _box((8, 8), slice(0, 4), slice(2, 6))
-    c = _box((8, 8), slice(0, 2), slice(0, 2))
+    a = box((8, 8), slice(0, 4), slice(0, 4))
+    b = box((8, 8), slice(0, 4), slice(2, 6))
+    c = box((8, 8), slice(0, 2), slice(0, 2))
     masks = torch.from_numpy(np.stack([a, b, c]))
     return masks, torch.tensor([0, 0, 1]), torch.tensor([0.9, 0.8, 0.7])
 
@@ -97,21 +96,21 @@ def test_matrix_nms_of_nothing_and_bad_kernel() -> None:
 def test_centre_region_cells_by_hand() -> None:
     # 8 x 8 px square, rows/cols 20-27 and 36-43: centre (24, 40) px, on cell corners of
     # an 8-cell grid over 64 px (8 px cells); region +-0.8 px -> rows 2-3, cols 4-5
-    square = _box((64, 64), slice(20, 28), slice(36, 44))
+    square = box((64, 64), slice(20, 28), slice(36, 44))
     rows, cols = centre_cells(square, 8)
     assert (list(rows), list(cols)) == ([2, 3], [4, 5])
     # a 30 x 30 px box at rows/cols 2-31: centre (17, 17); region +-3 px; 4 cells of 16 px
-    big = _box((64, 64), slice(2, 32), slice(2, 32))
+    big = box((64, 64), slice(2, 32), slice(2, 32))
     assert [list(r) for r in centre_cells(big, 4)] == [[0, 1], [0, 1]]
     # a tall 64 x 3 px object, sigma 1: the region (rows 0-64 px, cols 0-3 px) is clipped
     # to one cell either side of the centre's cell (row 8 of 16: rows 7-9; cols: cell 0)
-    tall = _box((64, 64), slice(0, 64), slice(0, 3))
+    tall = box((64, 64), slice(0, 64), slice(0, 3))
     assert [list(r) for r in centre_cells(tall, 16, sigma=1.0)] == [[7, 8, 9], [0]]
 
 
 def test_objects_go_to_the_level_of_their_scale() -> None:
-    small = _box((64, 64), slice(20, 28), slice(36, 44))  # scale 8 px
-    big = _box((64, 64), slice(2, 32), slice(2, 32))  # scale 30 px
+    small = box((64, 64), slice(20, 28), slice(36, 44))  # scale 8 px
+    big = box((64, 64), slice(2, 32), slice(2, 32))  # scale 30 px
     t = grid_targets([(small, 1), (big, 0)], grids=(8, 4), scale_ranges=((1, 12), (12, 64)))
     # level 0 (8 x 8): cells (2,4), (2,5), (3,4), (3,5); level 1 starts at 64: (0,0) ... (1,1)
     expected = [2 * 8 + 4, 2 * 8 + 5, 3 * 8 + 4, 3 * 8 + 5, 64 + 0, 64 + 1, 64 + 4, 64 + 5]
@@ -120,7 +119,7 @@ def test_objects_go_to_the_level_of_their_scale() -> None:
     assert (t.classes >= 0).sum() == 8 and t.classes.shape == (64 + 16,)
     assert (t.masks[:4] == small).all() and (t.masks[4:] == big).all()
     # overlapping ranges: an object of scale 12 belongs to both levels
-    both = grid_targets([(_box((64, 64), slice(0, 12), slice(0, 12)), 0)], (8, 4),
+    both = grid_targets([(box((64, 64), slice(0, 12), slice(0, 12)), 0)], (8, 4),
                         ((1, 12), (12, 64)))  # fmt: skip
     assert (both.positive < 64).any() and (both.positive >= 64).any()
 
@@ -147,12 +146,7 @@ def test_window_objects_rescores_by_maskness_and_decays_duplicates() -> None:
 
 
 def _meta(bands: int, schema: ClassSchema = THING_SCHEMA, **options: object) -> ModelMeta:
-    return ModelMeta(
-        task="instance", arch="solov2", encoder="resnet18",
-        bands=tuple(f"b{i}" for i in range(bands)),
-        normalization=Normalization((0.0,) * bands, (1.0,) * bands), schema=schema,
-        window=64, margin=8, options={**LIGHT, **options},
-    )  # fmt: skip
+    return instance_meta("solov2", LIGHT, bands, schema, **options)
 
 
 @pytest.mark.parametrize("bands", [1, 3, 5])
@@ -216,20 +210,9 @@ def test_loader_refuses_another_checkpoint(tmp_path: Path) -> None:
     assert isinstance(load_solov2_predictor(good, device="cpu"), SOLOv2Predictor)
 
 
-def _two_squares() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A 3-band 64 px window with two bright squares and their id raster."""
-    a = _box((64, 64), slice(8, 24), slice(10, 26))
-    b = _box((64, 64), slice(36, 56), slice(34, 54))
-    image = np.random.default_rng(0).normal(0, 0.1, (3, 64, 64)).astype(np.float32)
-    image[:, a | b] += 1.0
-    return image, a, b
-
-
 def test_tiny_overfit_finds_the_two_squares() -> None:
-    image, a, b = _two_squares()
-    ids = a * 1 + b * 2
-    batch = Batch(image[None], np.ones((1, 64, 64), bool), (ids > 0)[None].astype(np.int64),
-                  ids[None].astype(np.int64))  # fmt: skip
+    image, a, b = two_squares()
+    batch = squares_batch(image, a, b)
     torch.manual_seed(0)
     module = build_solov2(3, 1, window=64, **LIGHT).train()  # type: ignore[arg-type]
     opt = torch.optim.Adam(module.parameters(), lr=1e-3)
@@ -251,8 +234,7 @@ def test_tiny_overfit_finds_the_two_squares() -> None:
 
 
 def test_step_loss_without_objects_is_finite() -> None:
-    batch = Batch(np.zeros((2, 3, 64, 64), np.float32), np.ones((2, 64, 64), bool),
-                  np.zeros((2, 64, 64), np.int64), np.zeros((2, 64, 64), np.int64))  # fmt: skip
+    batch = empty_batch()
     module = build_solov2(3, 1, window=64, **LIGHT)  # type: ignore[arg-type]
     loss = solov2_step_loss(module, torch.zeros(2, 3, 64, 64), batch, BUILDINGS, scale_ranges({}))
     assert torch.isfinite(loss) and 0 < float(loss.detach()) < 1  # the focal loss of 0.01 priors
