@@ -27,6 +27,11 @@ and ``geoseg change --reference`` gives the error-adjusted area with its 95 % CI
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_posterior_change.py
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_posterior_change.py --skip-workflow
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_posterior_change.py --model cal.safetensors
+
+``--model`` runs both measurements with another checkpoint in place of the shipped
+``landcover_s2`` (e.g. a copy calibrated by ``geoseg calibrate`` on the recipe's
+validation block); the workflow file itself is not changed.
 
 Ends with a verdict per target and normalisation setting (exit code 0 when the two issue
 targets are met at the default threshold with the setting the workflow file ships, and
@@ -77,7 +82,7 @@ def _sweep_header(first: str) -> str:
     return f"{first} | map differencing{cells}"
 
 
-def _slovenia_maps(folder: Path, data: Path, normalize: bool) -> list[Path]:
+def _slovenia_maps(folder: Path, data: Path, normalize: bool, model: Path = MODEL) -> list[Path]:
     """The three dates' maps (with probabilities); with ``normalize`` dates 2 and 3 are
     predicted in date 1's radiometry (``--normalize-to``; date 1's map is the same)."""
     from geoseg.pipelines.predict import PredictOptions, predict_scene
@@ -90,7 +95,7 @@ def _slovenia_maps(folder: Path, data: Path, normalize: bool) -> list[Path]:
             probabilities=str(out.with_name(f"{out.stem}_probs.tif")),
             normalize_to=str(scenes[0]) if normalize and i else None,
         )
-        maps.append(out if out.exists() else predict_scene(scene, str(MODEL), out, opts).output)
+        maps.append(out if out.exists() else predict_scene(scene, str(model), out, opts).output)
     return maps
 
 
@@ -110,14 +115,14 @@ def _false_change(pair: tuple[Path, ...], out: Path) -> tuple[str, dict[float, f
     return " | ".join(cells), shares
 
 
-def slovenia(folder: Path, data: Path) -> dict[bool, float]:
+def slovenia(folder: Path, data: Path, model: Path = MODEL) -> dict[bool, float]:
     """Predict the three dates with probabilities, without and with normalisation; print
     the sweep table, the two settings side by side; the worst posterior false-change
     share (%) at the default threshold per setting (normalised: True)."""
     worst = {False: 0.0, True: 0.0}
     rows: dict[str, list[str]] = {}
     for normalize in (False, True):
-        maps = _slovenia_maps(folder, data, normalize)
+        maps = _slovenia_maps(folder, data, normalize, model)
         cases = {
             "07-11 -> 08-30": (maps[0], maps[1]), "08-30 -> 09-09": (maps[1], maps[2]),
             "07-11 -> 09-09 (first -> last)": (maps[0], maps[2]),
@@ -319,7 +324,9 @@ def _deforestation(shipped: Any, folder: Path, normalize: bool, truth: float) ->
     return wf, result
 
 
-def workflow(folder: Path) -> tuple[bool, dict[bool, tuple[float, float, float]]]:
+def workflow(
+    folder: Path, model: Path | None = None
+) -> tuple[bool, dict[bool, tuple[float, float, float]]]:
     """Run workflows/deforestation.yaml (posterior rule, t = 0.7) plus ``samples_se`` on
     the repository's sample_data, without and with ``normalize_dates: irmad``; print the
     figures, the sweeps and the error-adjusted estimates. Whether the file ships with
@@ -328,6 +335,8 @@ def workflow(folder: Path) -> tuple[bool, dict[bool, tuple[float, float, float]]
     from geoseg.pipelines.workflow import load_workflow
 
     shipped = load_workflow(ROOT / "workflows" / "deforestation.yaml", ROOT)
+    if model is not None:
+        shipped = dataclasses.replace(shipped, model=str(model))
     truth = _truth_ha(ROOT / "sample_data")
     print(f"\ndeforestation workflow: truth {truth:.2f} ha")
     runs = {}
@@ -366,15 +375,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED, help="the shared data folder")
     parser.add_argument("--skip-workflow", action="store_true")
+    parser.add_argument("--model", type=Path, default=MODEL, help="the land-cover checkpoint")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        worst = slovenia(Path(tmp), args.data)
+        worst = slovenia(Path(tmp), args.data, args.model)
         ok = _verdicts(
             f"target 1 (posterior false change <= 1 % at t = {DEFAULT_T})", worst,
             lambda w: (w <= 1.0, f"worst {w:.2f} %"),
         )  # fmt: skip
         if not args.skip_workflow:
-            shipped, runs = workflow(Path(tmp))
+            shipped, runs = workflow(Path(tmp), args.model)
             ok &= _verdicts(
                 f"target 2 (deforestation within 1.25x of truth, posterior t = {DEFAULT_T})",
                 {shipped: runs[shipped][0]}, lambda r: (1 / 1.25 <= r <= 1.25, f"{r:.2f}x"),

@@ -349,6 +349,10 @@ class ModelMeta:
         provenance: training data, epochs, software versions (free-form JSON).
         metrics: held-out scores (free-form JSON).
         options: extra builder keyword arguments (free-form JSON).
+        temperature: the softmax temperature ``T > 0`` the predictor divides its
+            logits by (post-hoc calibration, Guo et al. 2017: ``geoseg calibrate``
+            and ``geoseg train`` with validation rasters fit it); 1 = uncalibrated.
+            The labels do not depend on it (argmax), only the probabilities.
     """
 
     task: str
@@ -363,6 +367,7 @@ class ModelMeta:
     provenance: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if self.task not in MODEL_TASKS:
@@ -371,6 +376,8 @@ class ModelMeta:
             )
         if self.gsd_m is not None and not (math.isfinite(self.gsd_m) and self.gsd_m > 0):
             raise GeosegError(f"model GSD must be a finite number of metres > 0, got {self.gsd_m}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise GeosegError(f"model temperature must be finite and > 0, got {self.temperature}")
 
     @property
     def gsd_approx_m(self) -> float | None:
@@ -399,6 +406,8 @@ class ModelMeta:
             "provenance": dict(self.provenance),
             "metrics": dict(self.metrics),
             "options": dict(self.options),
+            # only when calibrated: an uncalibrated checkpoint's JSON stays as it was
+            **({"temperature": self.temperature} if self.temperature != 1.0 else {}),
         }
 
     def _clip_json(self) -> dict[str, list[float]]:
@@ -431,4 +440,5 @@ class ModelMeta:
             provenance=dict(d.get("provenance", {})),
             metrics=dict(d.get("metrics", {})),
             options=dict(d.get("options", {})),
+            temperature=float(d.get("temperature", 1.0)),
         )

@@ -5,7 +5,16 @@ Any :class:`~geoseg.errors.GeosegError` becomes one line on stderr and exit code
 :mod:`geoseg.cli.app`; each command module registers its commands on import.
 """
 
-from geoseg.cli import changes, imports, maps, models, plan, prompt, track  # noqa: F401  (registers)
+from geoseg.cli import (  # noqa: F401  (registers)
+    calibrate,
+    changes,
+    imports,
+    maps,
+    models,
+    plan,
+    prompt,
+    track,
+)
 from geoseg.cli.app import cli, main
 
 __all__ = ["cli", "main"]

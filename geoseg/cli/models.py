@@ -132,6 +132,11 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
             raise
     best = "" if result.best_miou is None else f" (best val {score} {result.best_miou:.3f})"
     click.echo(f"wrote {result.output}{best}")
+    fit = result.calibration
+    if fit is not None:
+        click.echo(f"calibrated on the validation pixels: temperature {fit.temperature:.3f}, "
+                   f"ECE {fit.ece_before:.4f} -> {fit.ece_after:.4f} "
+                   f"({fit.pixels:,} px)")  # fmt: skip
 
 
 def _train_folds(cfg: Any, report: Any) -> None:

@@ -26,6 +26,7 @@ from torch import nn
 from geoseg.errors import CheckpointError
 from geoseg.models.family import Family
 from geoseg.models.runtime import TorchPredictor, load_module, resolve_device
+from geoseg.models.temperature import TINY, temper_probabilities
 from geoseg.types import ModelMeta
 
 if TYPE_CHECKING:
@@ -119,10 +120,18 @@ def ensemble_state(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, to
 
 
 class EnsemblePredictor(TorchPredictor):
-    """A :class:`TorchPredictor` whose module already gives probabilities (no softmax)."""
+    """A :class:`TorchPredictor` whose module already gives probabilities (no softmax).
+
+    A calibrated ensemble's temperature tempers the mean probabilities
+    (:func:`~geoseg.models.temperature.temper_probabilities`); uncalibrated, ``T = 1``.
+    """
 
     def probabilities(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
-        return self.call(x).float()
+        return temper_probabilities(self.call(x).float(), self.meta.temperature)
+
+    def log_probabilities(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """``log`` of :meth:`predict` (the mean probabilities have no logits to take)."""
+        return np.log(np.maximum(self.predict(batch, valid), TINY))
 
 
 def load_ensemble(spec: ModelSpec, meta: ModelMeta | None) -> EnsemblePredictor:

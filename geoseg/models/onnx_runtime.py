@@ -22,6 +22,7 @@ from safetensors import SafetensorError, safe_open
 
 from geoseg.errors import CheckpointError
 from geoseg.models.input_norm import BatchNormalizer
+from geoseg.models.temperature import temper_probability_array
 from geoseg.types import ClassSchema, ModelMeta, bands_count
 
 __all__ = [
@@ -233,9 +234,12 @@ class OnnxPredictor:
     def predict(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Class probabilities ``(N, K, H, W) float32`` of raw windows ``(N, C, H, W)``."""
         out = self.run(self.normalize(batch, valid))
+        temperature = self.meta.temperature  # 1 unless calibrated (geoseg calibrate)
         if not self._softmax:
-            return out
+            return temper_probability_array(out, temperature)
         out = out - out.max(axis=1, keepdims=True)
+        if temperature != 1.0:
+            out /= np.float32(temperature)
         np.exp(out, out=out)
         out /= out.sum(axis=1, keepdims=True)
         return out

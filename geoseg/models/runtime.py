@@ -24,6 +24,7 @@ from torch import nn
 from geoseg.errors import CheckpointError
 from geoseg.io.checkpoint import load_checkpoint
 from geoseg.models.input_norm import BatchNormalizer
+from geoseg.models.temperature import temper_logits
 from geoseg.types import ClassSchema, ModelMeta
 
 __all__ = [
@@ -204,10 +205,17 @@ class TorchPredictor:
     def probabilities(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Class probabilities ``(N, K, H, W) float32`` of normalized ``x``, on the device.
 
-        The softmax of the module's logits; a module that gives probabilities itself
+        The softmax of the module's logits divided by the checkpoint's temperature
+        (:mod:`geoseg.models.temperature`); a module that gives probabilities itself
         (an ensemble, :mod:`geoseg.models.ensemble`) overrides this.
         """
-        return torch.softmax(self.call(x).float(), dim=1)
+        return torch.softmax(temper_logits(self.call(x).float(), self.meta.temperature), dim=1)
+
+    def log_probabilities(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """``log`` of :meth:`predict` ``(N, K, H, W) float32``, as a log-softmax: finite
+        where a probability underflows to 0 (what a calibration fit reads)."""
+        logits = self.call(self.to_device(batch, valid)).float()
+        return torch.log_softmax(temper_logits(logits, self.meta.temperature), 1).cpu().numpy()
 
     def forward(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
         """Softmax probabilities ``(N, K, H, W) float32`` of normalized input ``x``."""

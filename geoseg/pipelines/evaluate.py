@@ -45,7 +45,10 @@ from geoseg.tiling.confusion import tiled_confusion_sink
 from geoseg.tiling.execute import Progress
 from geoseg.types import ClassInfo, ClassSchema, a_model_of
 
-__all__ = ["CHANGE_MASK_MAP", "CHANGE_SCHEMA", "PIXEL_TASKS", "EvaluateResult", "evaluate_scene"]
+__all__ = [
+    "CHANGE_MASK_MAP", "CHANGE_SCHEMA", "PIXEL_TASKS", "EvaluateResult", "evaluate_scene",
+    "reference_on_grid",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ class EvaluateResult:
     task: str = "semantic"
 
 
-def _reference(label_path: str, scene: Scene, task: str = "semantic") -> da.Array:
+def reference_on_grid(label_path: str, scene: Scene, task: str = "semantic") -> da.Array:
     """``(H, W) int64`` reference values on the scene grid; nodata -> a value no class has.
 
     A change mask's declared nodata is ignored when it is 0, 1 or 255 (a mask value).
@@ -188,7 +191,7 @@ def evaluate_scene(
     schema = classes or model_schema
     if prediction_map is None and set(model_schema.ids) - set(schema.ids):
         raise GeosegError("the model's classes differ from --classes; give --map-prediction")
-    ref = _reference(os.fspath(labels), scene, task)
+    ref = reference_on_grid(os.fspath(labels), scene, task)
     warnings = [schema_warning(labels, model, schema, reference_map)] if task == "semantic" else []
     sink = tiled_confusion_sink(
         scene.data.data, scene.valid, ref, functools.partial(load_predictor, spec), tile,

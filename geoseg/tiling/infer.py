@@ -22,7 +22,7 @@ from geoseg.tiling.grid import chunk_starts, hann_weight, reflect_indices, windo
 from geoseg.tiling.halo import recomputed, with_halo
 from geoseg.types import NODATA_LABEL, Predictor, TileSpec
 
-__all__ = ["confidence_to_uint8", "predict_blocks", "reflect_pad"]
+__all__ = ["confidence_to_uint8", "halo_chunks", "predict_blocks", "reflect_pad"]
 
 PredictorLoader = Callable[[], Predictor]
 
@@ -284,6 +284,30 @@ def _finish(
     return _labels(top, covered, lut, with_conf, with_probs)
 
 
+def halo_chunks(
+    data: da.Array, valid: da.Array, spec: TileSpec
+) -> tuple[da.Array, da.Array, list[int], list[int]]:
+    """The scene reflect-padded to whole strides and cut into chunks with their halo.
+
+    Returns:
+        ``(C, ...)`` band and ``(1, ...)`` validity chunks with a halo of ``spec.halo``
+        px, and the chunk start rows and columns (:func:`~geoseg.tiling.grid.chunk_starts`)
+        that a kernel's ``block_id`` indexes.
+    """
+    _, h, w = data.shape
+    m, d = spec.margin, spec.halo
+    ys, xs = chunk_starts(h, spec), chunk_starts(w, spec)
+    cy, cx = _padded_chunks(ys, m), _padded_chunks(xs, m)
+    padded = reflect_pad(reflect_pad(data, 1, m, ys[-1] - h + m), 2, m, xs[-1] - w + m)
+    vpad = reflect_pad(reflect_pad(valid[None], 1, m, ys[-1] - h + m), 2, m, xs[-1] - w + m)
+    padded = padded.rechunk((data.shape[0], cy, cx))
+    vpad = vpad.rechunk((1, cy, cx))
+    # the rims come from a second read of each chunk (see with_halo), so that a row
+    # of read chunks is not held while the row above runs
+    rims, vrims = recomputed(padded, vpad)
+    return with_halo(padded, d, rims), with_halo(vpad, d, vrims), ys, xs
+
+
 def predict_blocks(
     data: da.Array,
     valid: da.Array,
@@ -312,17 +336,7 @@ def predict_blocks(
         255 = nodata.
     """
     _, h, w = data.shape
-    m, d = spec.margin, spec.halo
-    ys, xs = chunk_starts(h, spec), chunk_starts(w, spec)
-    cy, cx = _padded_chunks(ys, m), _padded_chunks(xs, m)
-    padded = reflect_pad(reflect_pad(data, 1, m, ys[-1] - h + m), 2, m, xs[-1] - w + m)
-    vpad = reflect_pad(reflect_pad(valid[None], 1, m, ys[-1] - h + m), 2, m, xs[-1] - w + m)
-    padded = padded.rechunk((data.shape[0], cy, cx))
-    vpad = vpad.rechunk((1, cy, cx))
-    # the rims come from a second read of each chunk (see with_halo), so that a row
-    # of read chunks is not held while the row above runs
-    rims, vrims = recomputed(padded, vpad)
-    ov, ovv = with_halo(padded, d, rims), with_halo(vpad, d, vrims)
+    ov, ovv, ys, xs = halo_chunks(data, valid, spec)
     kernel = functools.partial(
         _kernel,
         ys=tuple(ys),

@@ -71,13 +71,16 @@ class TrainResult:
     """The written checkpoint, its best validation score and the per-epoch history.
 
     ``metric`` names the score: ``"val_miou"``, ``"val_ap50"`` for instance models or
-    ``"val_pq"`` for panoptic ones.
+    ``"val_pq"`` for panoptic ones. ``calibration``: the temperature fitted on the
+    validation rasters (:class:`~geoseg.training.calibration.CalibrationFit`), None
+    when none was (no validation rasters, not a per-pixel class model, too few pixels).
     """
 
     output: Path
     best_miou: float | None
     history: list[EpochReport] = field(default_factory=list)
     metric: str = "val_miou"
+    calibration: Any = None
 
 
 def prepare_output(cfg: TrainConfig) -> Path:
@@ -122,7 +125,11 @@ def train_model(
         [r.image for r in train], [r.valid for r in train], targets, cfg.window, rng,
         cfg.min_labelled, ids,
     )  # fmt: skip
-    return fit_model(cfg, meta, objective, sampler, device, rng, out, progress, timing)[1]
+    result = fit_model(cfg, meta, objective, sampler, device, rng, out, progress, timing)[1]
+    if objective.calibrate is None:
+        return result
+    # after the epochs: the best checkpoint's probabilities, fitted on validation pixels
+    return dataclasses.replace(result, calibration=objective.calibrate(out))
 
 
 def fit_model(

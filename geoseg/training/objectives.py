@@ -10,6 +10,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -45,12 +47,17 @@ class Objective:
         score: the model -> validation score (higher is better); None = no validation.
         metric: checkpoint metrics key of the score.
         build: the untrained model (called after seeding torch).
+        calibrate: the written checkpoint's path -> its temperature fitted on the
+            validation rasters and stored (:func:`~geoseg.training.calibration.
+            calibrate_checkpoint`); None = no calibration (no validation rasters, or
+            not a per-pixel class model).
     """
 
     loss: Callable[[nn.Module, torch.Tensor, Batch], torch.Tensor]
     score: Callable[[nn.Module], float] | None
     metric: str
     build: Callable[[], nn.Module]
+    calibrate: Callable[[Path], Any] | None = None
 
 
 def pixel_loss(

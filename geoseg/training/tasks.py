@@ -28,6 +28,7 @@ from geoseg.models.solov2 import SOLOv2Predictor, scale_ranges
 from geoseg.models.solov2_targets import grid_targets, solov2_loss
 from geoseg.stitching.protocol import InstancePredictor
 from geoseg.tiling.confusion import remap_values
+from geoseg.training.calibration import calibrate_checkpoint
 from geoseg.training.config import TrainConfig
 from geoseg.training.data import class_targets, load_rasters, model_meta, train_normalization
 from geoseg.training.instances import (
@@ -102,7 +103,8 @@ def semantic_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
                                             class_weights=weights))  # fmt: skip
     targets = [class_targets(r, cfg.classes) for r in train]
     build = _build(training_family(cfg.task, cfg.arch), meta)
-    return train, targets, meta, Objective(loss, score, "val_miou", build)
+    calibrate = partial(calibrate_checkpoint, val=val, device=str(device)) if val else None
+    return train, targets, meta, Objective(loss, score, "val_miou", build, calibrate)
 
 
 def read_instances(

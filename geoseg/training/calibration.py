@@ -1,0 +1,217 @@
+"""Post-hoc probability calibration by temperature scaling (Guo et al. 2017).
+
+"On Calibration of Modern Neural Networks" (ICML 2017): one scalar ``T > 0``
+divides the logits, ``softmax(z / T)``, and is fitted by minimising the negative
+log-likelihood of held-out labelled pixels; the argmax, so the label map, does not
+move. Small-data models are typically overconfident (``T > 1`` softens them).
+
+The NLL of ``softmax(b z)`` is convex in ``b = 1 / T`` (a log-sum-exp of functions
+linear in ``b`` minus a linear term), with derivative ``mean(E_p[z] - z_y)``, which
+rises with ``b``; :func:`fit_temperature` finds its root by bisection on ``log b``,
+so the fit needs no optimiser and always converges. Reliability is reported as the
+expected calibration error over 15 equal-width confidence bins (Guo et al.; Naeini
+et al. 2015). The fit reads log-probabilities, which for a softmax model differ from
+the logits by a constant per pixel (see :mod:`geoseg.models.temperature`).
+
+Where the pixels come from matters: :func:`calibrate_checkpoint` fits on a training
+run's own validation rasters (``geoseg train --val-images``), ``geoseg calibrate``
+on a labelled raster the user names; never on the scenes a result is measured on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from geoseg.errors import GeosegError
+from geoseg.io.checkpoint import load_checkpoint, save_checkpoint
+from geoseg.io.training_data import LabelledRaster
+from geoseg.models.runtime import load_torch_predictor
+from geoseg.tiling.confusion import remap_values
+from geoseg.tiling.log_probabilities import labelled_log_probabilities
+from geoseg.training.objectives import InMemoryLoader
+from geoseg.types import ModelMeta, TileSpec
+
+__all__ = [
+    "ECE_BINS",
+    "CalibrationFit",
+    "calibrate_checkpoint",
+    "calibrated_meta",
+    "expected_calibration_error",
+    "fit_calibration",
+    "fit_temperature",
+    "negative_log_likelihood",
+]
+
+log = logging.getLogger(__name__)
+
+#: Confidence bins of the expected calibration error (Guo et al. 2017).
+ECE_BINS = 15
+#: Range of the fitted temperature; a fit at a bound says the data pin it no closer.
+T_RANGE = (1e-2, 1e2)
+#: Fewest labelled pixels a fit is made from.
+MIN_PIXELS = 10
+
+
+@dataclass(frozen=True)
+class CalibrationFit:
+    """A fitted temperature and what it did on the fit pixels.
+
+    Attributes:
+        temperature: ``T`` relative to the scores it was fitted on.
+        ece_before, ece_after: expected calibration error (15 bins), 0..1.
+        nll_before, nll_after: mean negative log-likelihood, nats per pixel.
+        pixels: labelled pixels the fit read.
+    """
+
+    temperature: float
+    ece_before: float
+    ece_after: float
+    nll_before: float
+    nll_after: float
+    pixels: int
+
+    def to_json(self, temperature: float, **source: Any) -> dict[str, Any]:
+        """The checkpoint record: the stored ``temperature`` (the product with an earlier
+        one), the figures rounded to 4 digits and where the pixels came from."""
+        return {
+            "temperature": round(temperature, 4), "ece_bins": ECE_BINS,
+            "ece_before": round(self.ece_before, 4), "ece_after": round(self.ece_after, 4),
+            "nll_before": round(self.nll_before, 4), "nll_after": round(self.nll_after, 4),
+            "pixels": self.pixels, **source,
+        }  # fmt: skip
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    """Row softmax of ``(N, K) float64``."""
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def negative_log_likelihood(scores: np.ndarray, target: np.ndarray, temperature: float) -> float:
+    """Mean ``-log softmax(scores / T)[target]`` (nats) of ``(N, K)`` scores, ``(N,)`` classes."""
+    z = scores.astype(np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=1))
+    return float(np.mean(lse - z[np.arange(len(z)), target]))
+
+
+def _slope(z: np.ndarray, zy: np.ndarray, b: float) -> float:
+    """d NLL / d b of ``softmax(b z)``: ``mean(E_p[z] - z_y)`` (increasing in ``b``)."""
+    return float(np.mean((_softmax(b * z) * z).sum(axis=1) - zy))
+
+
+def fit_temperature(scores: np.ndarray, target: np.ndarray, iterations: int = 60) -> float:
+    """The ``T`` in :data:`T_RANGE` minimising the NLL of ``softmax(scores / T)``.
+
+    Args:
+        scores: ``(N, K)`` logits or log-probabilities.
+        target: ``(N,)`` class index ``0..K-1`` of each row.
+        iterations: bisection steps on ``log(1 / T)`` (60 narrow the range to ~1e-16).
+
+    Raises:
+        GeosegError: fewer than :data:`MIN_PIXELS` rows, or scores that are not finite.
+    """
+    if len(target) < MIN_PIXELS:
+        raise GeosegError(
+            f"a temperature fit needs at least {MIN_PIXELS} labelled pixels of the model's "
+            f"classes, got {len(target)}; give labels that cover more of the image"
+        )
+    z = scores.astype(np.float64)
+    if not np.isfinite(z).all():
+        raise GeosegError("the model gave non-finite scores; the checkpoint is damaged")
+    zy = z[np.arange(len(z)), target]
+    lo, hi = np.log(1 / T_RANGE[1]), np.log(1 / T_RANGE[0])  # log b, b = 1 / T
+    if _slope(z, zy, np.exp(lo)) >= 0:
+        return T_RANGE[1]
+    if _slope(z, zy, np.exp(hi)) <= 0:
+        return T_RANGE[0]
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _slope(z, zy, np.exp(mid)) < 0 else (lo, mid)
+    return float(1 / np.exp(0.5 * (lo + hi)))
+
+
+def expected_calibration_error(prob: np.ndarray, target: np.ndarray, bins: int = ECE_BINS) -> float:
+    """``sum_b n_b / N |accuracy_b - confidence_b|`` over equal-width confidence bins.
+
+    Args:
+        prob: ``(N, K)`` class probabilities.
+        target: ``(N,)`` class index of each row.
+        bins: bins of the winning probability over ``(0, 1]``.
+    """
+    if len(target) == 0:
+        return float("nan")
+    conf = prob.max(axis=1)
+    right = prob.argmax(axis=1) == target
+    which = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
+    n = np.bincount(which, minlength=bins)
+    gap = np.bincount(which, weights=right - conf, minlength=bins)
+    return float(np.abs(gap).sum() / len(target)) if n.sum() else float("nan")
+
+
+def fit_calibration(scores: np.ndarray, target: np.ndarray) -> CalibrationFit:
+    """Fit ``T`` on ``(N, K)`` scores and ``(N,)`` classes; ECE and NLL before and after."""
+    t = fit_temperature(scores, target)
+    z = scores.astype(np.float64)
+    return CalibrationFit(
+        temperature=t,
+        ece_before=expected_calibration_error(_softmax(z), target),
+        ece_after=expected_calibration_error(_softmax(z / t), target),
+        nll_before=negative_log_likelihood(z, target, 1.0),
+        nll_after=negative_log_likelihood(z, target, t),
+        pixels=len(target),
+    )
+
+
+def calibrated_meta(meta: ModelMeta, fit: CalibrationFit, **source: Any) -> ModelMeta:
+    """``meta`` with ``T`` multiplied by the fit's (the scores carried the old one) and
+    the fit recorded under ``metrics["calibration"]``."""
+    t = meta.temperature * fit.temperature
+    metrics = {**meta.metrics, "calibration": fit.to_json(t, **source)}
+    return dataclasses.replace(meta, temperature=t, metrics=metrics)
+
+
+def _raster_scores(
+    r: LabelledRaster, loader: InMemoryLoader, meta: ModelMeta, tile: TileSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log-probabilities and class indices of the labelled pixels of one raster."""
+    chunks = (r.image.shape[0], tile.chunk, tile.chunk)
+    index = remap_values(r.labels, {c: k for k, c in enumerate(meta.schema.ids)})
+    return labelled_log_probabilities(
+        da.from_array(r.image, chunks=chunks), da.from_array(r.valid, chunks=chunks[1:]),
+        da.from_array(index, chunks=chunks[1:]), loader, tile, len(meta.schema),
+        scheduler="sync",
+    )  # fmt: skip
+
+
+def calibrate_checkpoint(
+    path: str | os.PathLike[str], val: Sequence[LabelledRaster], device: str = "cpu"
+) -> CalibrationFit | None:
+    """Fit the temperature of a trained per-pixel checkpoint on its validation rasters
+    and store it in the file (weights unchanged); None when they hold too few labelled
+    pixels (the checkpoint is left uncalibrated, T = 1, and a warning says so)."""
+    predictor = load_torch_predictor(path, device)
+    meta = predictor.meta
+    tile = TileSpec(window=meta.window, margin=meta.margin, chunk_windows=4, batch_size=8)
+    loader = InMemoryLoader(predictor)
+    parts = [_raster_scores(r, loader, meta, tile) for r in val]
+    scores = np.concatenate([p[0] for p in parts])
+    target = np.concatenate([p[1] for p in parts])
+    try:
+        fit = fit_calibration(scores, target)
+    except GeosegError as exc:
+        log.warning("%s: not calibrated (T = 1): %s", path, exc)
+        return None
+    tensors, stored = load_checkpoint(path)
+    source = {"fitted_on": "validation rasters", "images": [r.path for r in val]}
+    save_checkpoint(path, tensors, calibrated_meta(stored, fit, **source), overwrite=True)
+    return fit
