@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ from auto_recipe import MARGIN_MIOU, is_better, plan_and_train, side_by_side
 from rasterio.windows import Window
 
 from geoseg.io.checkpoint import load_checkpoint, save_checkpoint
+from geoseg.pipelines.calibrate import calibrate_model
 from geoseg.pipelines.evaluate import evaluate_scene
 from geoseg.pipelines.predict import PredictOptions
 from geoseg.training import load_train_config, train_model
@@ -255,6 +257,18 @@ def spain(data: Path, work: Path) -> dict[str, Any]:
 RECIPES = {"landcover_s2": slovenia, "water_s2": spain}
 
 
+def calibrate_shipped(name: str, val: tuple[Path, Path], work: Path) -> None:
+    """Replace ``NAME.safetensors`` by its copy with a temperature fitted on ``val``.
+
+    The weights are untouched (the file's tensors hash is the same); only the metadata
+    gains ``temperature`` and the fit's ECE/NLL, so label maps and scores are unchanged.
+    """
+    shipped = HERE / f"{name}.safetensors"
+    got = calibrate_model(str(shipped), val[0], val[1], work / f"{name}.safetensors")
+    print(f"{name}: T {got.temperature:.3f}", flush=True)
+    os.replace(work / f"{name}.safetensors", shipped)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=HERE.parents[2] / "shared" / "data")
@@ -263,6 +277,9 @@ def main() -> None:
     parser.add_argument("--auto", action="store_true", help="plan from the train block "
                         "(geoseg train --auto), train, score beside the recipe's figures; "
                         "replace a shipped model only if it wins by more than noise")  # fmt: skip
+    parser.add_argument("--calibrate", action="store_true", help="fit the shipped models' "
+                        "softmax temperature on their validation block (what training with "
+                        "validation rasters now does) without retraining")  # fmt: skip
     parser.add_argument("--time-budget", default="8m", help="--auto: training budget (8m, 90s)")
     parser.add_argument("--models", default=",".join(RECIPES), help="comma-separated subset")
     parser.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared machine: "
@@ -275,6 +292,9 @@ def main() -> None:
     for name in args.models.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             kw = RECIPES[name](args.data, Path(tmp))
+            if args.calibrate:
+                calibrate_shipped(kw["name"], kw["data"]["val"][0], Path(tmp))
+                continue
             if args.auto:
                 budget = parse_duration(args.time_budget)
                 report[name] = run_auto(report[name], budget, **kw)
