@@ -1,0 +1,137 @@
+"""A new user's second trial: misleading messages and confident wrong readings that must
+now be a plain one-line refusal (exit 2, naming the file) or a stated result.
+
+Table-driven: each case builds its inputs in ``tmp_path``, runs the CLI and names what
+the messages (output and log records together) must and must not say.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from geoseg.cli import cli
+from geoseg.types import ClassInfo, ClassSchema
+from tests.conftest import (
+    TINY_BANDS,
+    textured_scene,
+    write_raster,
+)
+
+#: grass is stuff, building a thing class.
+PANOPTIC_SCHEMA = ClassSchema(
+    (ClassInfo(1, "grass", (0, 120, 0)), ClassInfo(2, "building", (200, 0, 0), is_thing=True))
+)
+
+
+def _scene(tmp: Path) -> Path:
+    return write_raster(tmp / "s.tif", textured_scene(90, 110), nodata=0, descriptions=TINY_BANDS)
+
+
+def _polygons(tmp: Path) -> Path:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    frame = gpd.GeoDataFrame({"class": [1]}, geometry=[box(500100, 5099500, 500600, 5099900)])
+    frame.set_crs("EPSG:32633").to_file(tmp / "x.gpkg")
+    return tmp / "x.gpkg"
+
+
+def _classes(tmp: Path) -> Path:
+    path = tmp / "classes.yaml"
+    path.write_text(
+        "- {id: 1, name: forest, colour: [0, 120, 0]}\n"
+        "- {id: 4, name: building, colour: [200, 0, 0], is_thing: true}\n"
+    )
+    return path
+
+
+def _train(tmp: Path, task: str, labels: Path) -> list[str]:
+    return ["train", "--task", task, "--image", str(_scene(tmp)), "--labels", str(labels),
+            "--classes", str(_classes(tmp)), "-o", str(tmp / "m.safetensors"), "--epochs", "1",
+            "--steps-per-epoch", "1", "--batch-size", "2", "--device", "cpu"]  # fmt: skip
+
+
+def _plan_semantic_polygons(tmp: Path) -> list[str]:
+    return ["plan", "--image", str(_scene(tmp)), "--labels", str(_polygons(tmp)),
+            "--classes", str(_classes(tmp)), "-o", str(tmp / "p.yaml")]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Case:
+    build: Callable[[Path], list[str]]
+    exit_code: int
+    says: tuple[str, ...]
+    never: tuple[str, ...] = field(default=())
+    #: files that must not exist afterwards (no partial output)
+    absent: tuple[str, ...] = field(default=())
+
+
+_RASTER_NEEDED = (
+    "x.gpkg: is a polygon layer",
+    "needs a label raster (a single-band integer GeoTIFF of class ids on the image's grid",
+    "gdal_rasterize",
+    "-te 500000 5099100 501100 5100000 -ts 110 90",
+)
+
+CASES = {
+    # 1: "not a raster GDAL can read ...; re-export it or download it again"
+    "train_semantic_polygon_labels": Case(
+        lambda tmp: _train(tmp, "semantic", _polygons(tmp)),
+        2,
+        ("--task semantic training", *_RASTER_NEEDED),
+        ("re-export", "download it again"),
+        ("m.safetensors",),
+    ),
+    "train_change_polygon_labels": Case(
+        lambda tmp: _train(tmp, "change", _polygons(tmp)),
+        2,
+        ("--task change training", *_RASTER_NEEDED),
+        ("re-export",),
+    ),
+    "plan_semantic_polygon_labels": Case(
+        _plan_semantic_polygons,
+        2,
+        ("--task semantic training", *_RASTER_NEEDED),
+        ("re-export",),
+        ("p.yaml",),
+    ),
+    "predict_polygon_scene": Case(
+        lambda tmp: ["predict", str(_polygons(tmp)), "-m", "spectral", "-o", str(tmp / "o.tif")],
+        2,
+        ("x.gpkg: is a polygon layer, not a raster", "give a raster"),
+        ("re-export", "download it again"),
+        ("o.tif",),
+    ),
+    "vectorize_polygon_layer": Case(
+        lambda tmp: ["vectorize", str(_polygons(tmp)), "-o", str(tmp / "v.gpkg")],
+        2,
+        ("x.gpkg: is a polygon layer, not a raster",),
+        ("re-export",),
+        ("v.gpkg",),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_fixes2_case(name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    case = CASES[name]
+    argv = case.build(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        result = CliRunner().invoke(cli, argv)
+    text = result.output + " ".join(r.getMessage() for r in caplog.records)
+    assert result.exit_code == case.exit_code, text
+    assert not isinstance(result.exception, (KeyError, TypeError, ValueError, AttributeError))
+    if case.exit_code == 2:
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    for part in case.says:
+        assert part in text, f"{part!r} not in {text!r}"
+    for part in case.never:
+        assert part not in text, f"{part!r} in {text!r}"
+    for name_ in case.absent:
+        assert not (tmp_path / name_).exists(), name_
