@@ -62,6 +62,31 @@ def _plan_semantic_polygons(tmp: Path) -> list[str]:
             "--classes", str(_classes(tmp)), "-o", str(tmp / "p.yaml")]  # fmt: skip
 
 
+def _import_pt(tmp: Path, content: object, preset: str = "hiera_t") -> list[str]:
+    """``geoseg import fake.pt --sam-config PRESET``; ``content`` saved by torch (bytes: as is)."""
+    import torch
+
+    path = tmp / "fake.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    return ["import", str(path), "-o", str(tmp / "f.safetensors"), "--bands", "R,G,B",
+            "--sam-config", preset]  # fmt: skip
+
+
+def _sam2_patch_only() -> dict[str, object]:
+    import torch
+
+    return {"model": {"image_encoder.trunk.patch_embed.proj.weight": torch.zeros(96, 3, 7, 7)}}
+
+
+def _not_sam() -> dict[str, object]:
+    import torch
+
+    return {"model": {"backbone.conv1.weight": torch.zeros(8, 3, 3, 3)}}
+
+
 @dataclass(frozen=True)
 class Case:
     build: Callable[[Path], list[str]]
@@ -114,6 +139,28 @@ CASES = {
         ("x.gpkg: is a polygon layer, not a raster",),
         ("re-export",),
         ("v.gpkg",),
+    ),
+    # 2: a SAM 2 preset was answered with "give --sam-config CONFIG.json"
+    "sam2_preset_on_text_file": Case(
+        lambda tmp: _import_pt(tmp, b"hello\n"),
+        2,
+        ("fake.pt: not a SAM 2 checkpoint", "--sam-config hiera_t takes Meta's SAM 2"),
+        ("JSON",),
+        ("f.safetensors",),
+    ),
+    "sam2_preset_on_another_model": Case(
+        lambda tmp: _import_pt(tmp, _not_sam(), "hiera_b+"),
+        2,
+        ("fake.pt: not a SAM 2 checkpoint", "--sam-config hiera_b+ names a SAM 2 model"),
+        ("JSON", "SAM's own .pth files"),
+        ("f.safetensors",),
+    ),
+    "sam2_preset_on_a_trunk_without_blocks": Case(
+        lambda tmp: _import_pt(tmp, _sam2_patch_only()),
+        2,
+        ("fake.pt: not a complete SAM 2 checkpoint", "so not SAM 2 hiera_t"),
+        ("JSON",),
+        ("f.safetensors",),
     ),
 }
 
