@@ -7,15 +7,20 @@ the messages (output and log records together) must and must not say.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+import rasterio
 from click.testing import CliRunner
 
 from geoseg.cli import cli
+from geoseg.io.labels import CLASSES_TAG
 from geoseg.types import ClassInfo, ClassSchema
 from tests.conftest import (
     TINY_BANDS,
@@ -182,3 +187,38 @@ def test_fixes2_case(name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
         assert part not in text, f"{part!r} in {text!r}"
     for name_ in case.absent:
         assert not (tmp_path / name_).exists(), name_
+
+
+def _panoptic_map(tmp: Path, name: str = "pan.tif") -> Path:
+    """A 40 x 40 panoptic COG (band 1 class, band 2 id): grass stuff, two buildings."""
+    cls = np.full((40, 40), 1, np.uint32)
+    ids = np.zeros((40, 40), np.uint32)
+    cls[5:15, 5:15], ids[5:15, 5:15] = 2, 1
+    cls[20:30, 20:30], ids[20:30, 20:30] = 2, 2
+    path = write_raster(tmp / name, np.stack([cls, ids]), descriptions=("class", "instance"))
+    with rasterio.open(path, "r+") as dst:
+        dst.update_tags(**{CLASSES_TAG: json.dumps(PANOPTIC_SCHEMA.to_json())})
+    return path
+
+
+@pytest.mark.parametrize("ext", ["gpkg", "shp", "parquet", "fgb", "geojson"])
+def test_panoptic_stuff_features_have_a_null_instance_id(tmp_path: Path, ext: str) -> None:
+    """Item 3: stuff regions were written with instance_id 0, read by a GIS as object 0."""
+    import geopandas as gpd
+    import pyarrow.parquet as pq
+    import pyogrio
+
+    out = tmp_path / f"pan.{ext}"
+    result = CliRunner().invoke(cli, ["vectorize", str(_panoptic_map(tmp_path)), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    frame = gpd.read_parquet(out) if ext == "parquet" else pyogrio.read_dataframe(out)
+    field = "inst_id" if ext == "shp" else "instance_id"
+    rows = sorted(zip(frame["class_name"], frame[field].tolist(), strict=True), key=str)
+    assert [r[0] for r in rows] == ["building", "building", "grass"]
+    assert [r[1] for r in rows[:2]] == [1, 2]
+    assert pd.isna(rows[2][1])  # NULL, not 0
+    if ext == "parquet":
+        assert str(pq.read_schema(out).field(field).type) == "int64"
+    elif ext != "geojson":  # GeoJSON has no field types
+        info = pyogrio.read_info(out)
+        assert dict(zip(info["fields"], info["dtypes"], strict=True))[field] == "int64"
