@@ -92,6 +92,37 @@ def _not_sam() -> dict[str, object]:
     return {"model": {"backbone.conv1.weight": torch.zeros(8, 3, 3, 3)}}
 
 
+def _panoptic_map(tmp: Path, name: str = "pan.tif") -> Path:
+    """A 40 x 40 panoptic COG (band 1 class, band 2 id): grass stuff, two buildings."""
+    cls = np.full((40, 40), 1, np.uint32)
+    ids = np.zeros((40, 40), np.uint32)
+    cls[5:15, 5:15], ids[5:15, 5:15] = 2, 1
+    cls[20:30, 20:30], ids[20:30, 20:30] = 2, 2
+    path = write_raster(tmp / name, np.stack([cls, ids]), descriptions=("class", "instance"))
+    with rasterio.open(path, "r+") as dst:
+        dst.update_tags(**{CLASSES_TAG: json.dumps(PANOPTIC_SCHEMA.to_json())})
+    return path
+
+
+def _ids_only_reference(tmp: Path) -> Path:
+    """The panoptic map's object ids alone: no class band, so no stuff."""
+    with rasterio.open(_panoptic_map(tmp)) as src:
+        ids = src.read(2)
+    return write_raster(tmp / "ids.tif", ids[None])
+
+
+def _full_reference(tmp: Path) -> Path:
+    with rasterio.open(_panoptic_map(tmp)) as src:
+        data = src.read()
+    return write_raster(tmp / "ref.tif", data[::-1], descriptions=("instance", "class"))
+
+
+def _score_panoptic(tmp: Path, reference: Callable[[Path], Path]) -> list[str]:
+    ref = reference(tmp)
+    return ["evaluate", "--task", "panoptic", "--prediction", str(tmp / "pan.tif"),
+            "--labels", str(ref), "-o", str(tmp / "ev")]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Case:
     build: Callable[[Path], list[str]]
@@ -167,6 +198,24 @@ CASES = {
         ("JSON",),
         ("f.safetensors",),
     ),
+    # 4: PQ was one mean; stuff and things are now reported apart, and a reference that
+    # labels no stuff is said to make PQ_stuff 0
+    "panoptic_reference_with_stuff": Case(
+        lambda tmp: _score_panoptic(tmp, _full_reference),
+        0,
+        ("PQ 1.0000", "PQ_things 1.0000  PQ_stuff 1.0000"),
+        ("labels no stuff",),
+    ),
+    "panoptic_reference_without_stuff": Case(
+        lambda tmp: _score_panoptic(tmp, _ids_only_reference),
+        0,
+        (
+            "PQ 0.5000",
+            "PQ_things 1.0000  PQ_stuff 0.0000",
+            "ids.tif: labels no stuff class (only objects), so each predicted stuff class (grass)",
+            "give a reference with a class band for every pixel, or score --task instance",
+        ),
+    ),
 }
 
 
@@ -187,18 +236,6 @@ def test_fixes2_case(name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
         assert part not in text, f"{part!r} in {text!r}"
     for name_ in case.absent:
         assert not (tmp_path / name_).exists(), name_
-
-
-def _panoptic_map(tmp: Path, name: str = "pan.tif") -> Path:
-    """A 40 x 40 panoptic COG (band 1 class, band 2 id): grass stuff, two buildings."""
-    cls = np.full((40, 40), 1, np.uint32)
-    ids = np.zeros((40, 40), np.uint32)
-    cls[5:15, 5:15], ids[5:15, 5:15] = 2, 1
-    cls[20:30, 20:30], ids[20:30, 20:30] = 2, 2
-    path = write_raster(tmp / name, np.stack([cls, ids]), descriptions=("class", "instance"))
-    with rasterio.open(path, "r+") as dst:
-        dst.update_tags(**{CLASSES_TAG: json.dumps(PANOPTIC_SCHEMA.to_json())})
-    return path
 
 
 @pytest.mark.parametrize("ext", ["gpkg", "shp", "parquet", "fgb", "geojson"])

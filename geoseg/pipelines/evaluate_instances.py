@@ -19,6 +19,7 @@ without them ranks every prediction alike (AP50 is then precision x recall).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ __all__ = [
     "evaluate_task",
     "score_instances",
 ]
+
+log = logging.getLogger(__name__)
 
 #: The tasks scored here, object by object (the others: pipelines.evaluate).
 INSTANCE_TASKS = tuple(t.name for t in TASKS.values() if t.objects)
@@ -222,14 +225,41 @@ def score_instances(
     out.mkdir(parents=True, exist_ok=True)
     check_output_path(out / "metrics.json", overwrite)
     ov = _overlaps(pred_path, ref_path, schema, task, class_field, chunk, labels_crs)
-    quality, ap50 = panoptic_quality(ov), average_precision_50(ov, _scores(pred_path, ov))
+    things = [c.id for c in schema.classes if c.is_thing]
+    quality = panoptic_quality(ov, things)
+    ap50 = average_precision_50(ov, _scores(pred_path, ov))
     result = InstanceEvaluation(task, quality, ap50, schema, ())
+    stuffless = _stuffless_reference(ref_path, ov, schema) if task == "panoptic" else None
+    warnings = [stuffless] if stuffless else []
+    for text in warnings:
+        log.warning("%s", text)
     report = {
         "task": task, "prediction": Path(pred_path).name, "reference": Path(ref_path).name,
-        **(extra or {}), **_metrics_json(result, ov),
+        **(extra or {}), **_metrics_json(result, ov), "warnings": warnings,
     }  # fmt: skip
     return InstanceEvaluation(
         task, quality, ap50, schema, (write_json(out / "metrics.json", report, overwrite),)
+    )
+
+
+def _stuffless_reference(reference: str, ov: SegmentOverlaps, schema: ClassSchema) -> str | None:
+    """Why PQ_stuff means little: the prediction has stuff and the reference none at all.
+
+    An id raster without a class band (or a layer of objects only) labels no stuff:
+    each predicted stuff class is then one false positive, which is what PQ says of
+    such a reference, not of the model.
+    """
+    things = {c.id for c in schema.classes if c.is_thing}
+    if any(c not in things for c, _ in ov.truth_area):
+        return None
+    names = {c.id: c.name for c in schema.classes}
+    stuff = [names.get(c, str(c)) for c in sorted({c for c, _ in ov.pred_area} - things)]
+    if not stuff:
+        return None
+    return (
+        f"{reference}: labels no stuff class (only objects), so each predicted stuff class "
+        f"({', '.join(stuff)}) counts as a false positive: PQ_stuff is 0 and pulls PQ "
+        "down; give a reference with a class band for every pixel, or score --task instance"
     )
 
 
@@ -253,6 +283,8 @@ def _metrics_json(result: InstanceEvaluation, ov: SegmentOverlaps) -> dict[str, 
     ]  # fmt: skip
     return {
         "ap50": result.mean_ap50, "pq": q.pq, "sq": q.sq, "rq": q.rq,
+        "pq_things": q.pq_things, "sq_things": q.sq_things, "rq_things": q.rq_things,
+        "pq_stuff": q.pq_stuff, "sq_stuff": q.sq_stuff, "rq_stuff": q.rq_stuff,
         "reference_segments": len(ov.truth_area), "predicted_segments": len(ov.pred_area),
         "classes": per_class,
     }  # fmt: skip
