@@ -123,6 +123,24 @@ def _score_panoptic(tmp: Path, reference: Callable[[Path], Path]) -> list[str]:
             "--labels", str(ref), "-o", str(tmp / "ev")]  # fmt: skip
 
 
+def _mask(tmp: Path, shape: tuple[int, int] = (40, 40)) -> Path:
+    """A 0/1 building mask with two separate buildings."""
+    mask = np.zeros((1, *shape), np.uint8)
+    mask[0, 5:15, 5:15] = 1
+    mask[0, 20:30, 20:30] = 1
+    return write_raster(tmp / "mask.tif", mask)
+
+
+def _score_mask(tmp: Path, task: str) -> list[str]:
+    _panoptic_map(tmp)
+    return ["evaluate", "--task", task, "--prediction", str(tmp / "pan.tif"),
+            "--labels", str(_mask(tmp)), "-o", str(tmp / "ev")]  # fmt: skip
+
+
+def _train_on_mask(tmp: Path) -> list[str]:
+    return _train(tmp, "instance", _mask(tmp, (90, 110)))
+
+
 @dataclass(frozen=True)
 class Case:
     build: Callable[[Path], list[str]]
@@ -216,6 +234,33 @@ CASES = {
             "give a reference with a class band for every pixel, or score --task instance",
         ),
     ),
+    # 5: a 0/1 mask as instance labels was read as ONE object (PQ 0, "TP 0, FP 2, FN 1")
+    "evaluate_instance_on_a_mask": Case(
+        lambda tmp: _score_mask(tmp, "instance"),
+        2,
+        (
+            "mask.tif: holds only 0 and 1, with 2 separate patches of 1",
+            "ONE object",
+            "one id per object",
+            "geoseg vectorize mask.tif -o objects.gpkg --classes 1",
+        ),
+        ("AP50",),
+        ("ev/metrics.json",),
+    ),
+    "evaluate_panoptic_on_a_mask": Case(
+        lambda tmp: _score_mask(tmp, "panoptic"),
+        2,
+        ("mask.tif: holds only 0 and 1, with 2 separate patches of 1",),
+        ("PQ",),
+        ("ev/metrics.json",),
+    ),
+    "train_instance_on_a_mask": Case(
+        _train_on_mask,
+        2,
+        ("mask.tif: holds only 0 and 1, with 2 separate patches of 1", "one id per object"),
+        ("epoch",),
+        ("m.safetensors",),
+    ),
 }
 
 
@@ -259,3 +304,32 @@ def test_panoptic_stuff_features_have_a_null_instance_id(tmp_path: Path, ext: st
     elif ext != "geojson":  # GeoJSON has no field types
         info = pyogrio.read_info(out)
         assert dict(zip(info["fields"], info["dtypes"], strict=True))[field] == "int64"
+
+
+def test_a_mask_made_into_polygons_as_the_refusal_says_scores_each_object(
+    tmp_path: Path,
+) -> None:
+    """Item 5's fix, followed: `geoseg vectorize mask.tif --classes 1` gives one feature
+    per patch, and the two buildings then score as two matched objects."""
+    runner = CliRunner()
+    objects = tmp_path / "objects.gpkg"
+    args = ["vectorize", str(_mask(tmp_path)), "-o", str(objects), "--classes", "1"]
+    assert runner.invoke(cli, args).exit_code == 0
+    argv = ["evaluate", "--task", "instance", "--prediction", str(_panoptic_map(tmp_path)),
+            "--labels", str(objects), "-o", str(tmp_path / "ev")]  # fmt: skip
+    result = runner.invoke(cli, argv)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert report["pq"] == 1.0 and report["classes"][0]["tp"] == 2
+
+
+def test_an_id_raster_with_ids_0_and_1_and_one_patch_is_one_object(tmp_path: Path) -> None:
+    """One patch of 1 is a legitimate single object, not a mask: scored, not refused."""
+    from geoseg.io.instance_masks import refuse_binary_mask
+
+    ids = np.zeros((1, 20, 20), np.uint8)
+    ids[0, 2:6, 2:6] = 1
+    refuse_binary_mask(write_raster(tmp_path / "one.tif", ids))
+    ids[0, 10:12, 10:12] = 2  # ids over 1: an id raster, whatever its patches
+    ids[0, 15:17, 15:17] = 1
+    refuse_binary_mask(write_raster(tmp_path / "two.tif", ids))

@@ -48,6 +48,7 @@ __all__ = [
     "InstanceBlock",
     "Uint32Sink",
     "check_same_grid",
+    "instance_bands",
     "instance_cog_writer",
     "instance_raster_reader",
     "label_block_reader",
@@ -244,7 +245,7 @@ def label_block_reader(
 InstanceBlock = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def _instance_bands(src: Any, path: str) -> tuple[int, int | None]:
+def instance_bands(src: Any, path: str) -> tuple[int, int | None]:
     """1-based (id band, class band or None): by description, else ids first."""
     names = [(d or "").lower() for d in src.descriptions]
     if "instance" in names:
@@ -269,7 +270,7 @@ def instance_raster_reader(
 
     Args:
         path: geoseg instance/panoptic COG, or any raster of ``uint`` ids (0 = none)
-            with an optional class band (see :func:`_instance_bands`).
+            with an optional class band (see :func:`instance_bands`).
         height, width: the grid it must have, px.
         default_class: class of every id > 0 when the raster has no class band.
 
@@ -285,7 +286,7 @@ def instance_raster_reader(
             )
         if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
             raise InvalidRasterError(f"{path}: {src.dtypes[0]} values; instance ids are integers")
-        id_band, class_band = _instance_bands(src, os.fspath(path))
+        id_band, class_band = instance_bands(src, os.fspath(path))
         if class_band is None and default_class is None:
             raise InvalidRasterError(
                 f"{path}: has no class band and the model has no single thing class to "

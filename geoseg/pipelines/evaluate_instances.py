@@ -38,6 +38,7 @@ from geoseg.evaluation.instances import (
     segment_overlaps,
 )
 from geoseg.io.atomic import check_output_path
+from geoseg.io.instance_masks import refuse_binary_mask
 from geoseg.io.instances import (
     InstanceBlock,
     instance_raster_reader,
@@ -136,6 +137,7 @@ def _reference_reader(
             raise GeosegError(
                 "--class-field and --labels-crs apply to a polygon reference, not a raster"
             )
+        refuse_binary_mask(reference)  # a 0/1 mask would score as one object
         with instance_raster_reader(reference, grid["height"], grid["width"], thing) as read:
             yield read
 
