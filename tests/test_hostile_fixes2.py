@@ -141,6 +141,31 @@ def _train_on_mask(tmp: Path) -> list[str]:
     return _train(tmp, "instance", _mask(tmp, (90, 110)))
 
 
+def _two_thing_prediction(tmp: Path) -> Path:
+    """The panoptic map with a schema of two thing classes (building, car)."""
+    schema = ClassSchema((*PANOPTIC_SCHEMA.classes, ClassInfo(3, "car", (0, 0, 200), True)))
+    with rasterio.open(_panoptic_map(tmp)) as src:
+        data = src.read()
+    path = write_raster(tmp / "pred.tif", data, descriptions=("class", "instance"))
+    with rasterio.open(path, "r+") as dst:
+        dst.update_tags(**{CLASSES_TAG: json.dumps(schema.to_json())})
+    return path
+
+
+def _kinds(tmp: Path) -> Path:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    frame = gpd.GeoDataFrame({"kind": ["tree"]}, geometry=[box(500050, 5099700, 500100, 5099750)])
+    frame.set_crs("EPSG:32633").to_file(tmp / "kinds.gpkg")
+    return tmp / "kinds.gpkg"
+
+
+def _score_two_things(tmp: Path, reference: Path, *extra: str) -> list[str]:
+    return ["evaluate", "--task", "panoptic", "--prediction", str(_two_thing_prediction(tmp)),
+            "--labels", str(reference), "-o", str(tmp / "ev"), *extra]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Case:
     build: Callable[[Path], list[str]]
@@ -260,6 +285,26 @@ CASES = {
         ("mask.tif: holds only 0 and 1, with 2 separate patches of 1", "one id per object"),
         ("epoch",),
         ("m.safetensors",),
+    ),
+    # 6: scoring a prediction file (no model) blamed "the model"
+    "prediction_ids_without_class_band": Case(
+        lambda tmp: _score_two_things(tmp, _ids_only_reference(tmp)),
+        2,
+        ("ids.tif: has no class band and the prediction", "pred.tif has no single thing class"),
+        ("the model",),
+        ("ev/metrics.json",),
+    ),
+    "prediction_polygons_without_class_field": Case(
+        lambda tmp: _score_two_things(tmp, _kinds(tmp)),
+        2,
+        ("kinds.gpkg: no 'class' field and the prediction", "pred.tif has no single thing"),
+        ("the model",),
+    ),
+    "prediction_polygons_of_another_class": Case(
+        lambda tmp: _score_two_things(tmp, _kinds(tmp), "--class-field", "kind"),
+        2,
+        ("kinds.gpkg: kind='tree' is not a class of the prediction", "(grass, building, car)"),
+        ("the model",),
     ),
 }
 

@@ -119,8 +119,10 @@ def _default_thing(schema: ClassSchema) -> int | None:
 @contextlib.contextmanager
 def _reference_reader(
     reference: str, prediction: str, schema: ClassSchema, class_field: str | None,
-    labels_crs: str | None = None,
+    labels_crs: str | None = None, classes_of: str = "the model",
 ) -> Iterator[Callable[[tuple[slice, slice]], InstanceBlock]]:  # fmt: skip
+    """``reference`` as instance blocks on the prediction's grid; ``classes_of`` says
+    whose ``schema`` it is in messages (the model, or the prediction file)."""
     with rasterio.open(prediction) as src:
         grid: dict[str, Any] = {
             "height": src.height, "width": src.width, "crs": src.crs, "transform": src.transform,
@@ -129,7 +131,7 @@ def _reference_reader(
     if Path(reference).suffix.lower() in _VECTOR_SUFFIXES:
         with polygon_instance_reader(
             reference, **grid, schema=schema, class_field=class_field, default_class=thing,
-            labels_crs=labels_crs,
+            labels_crs=labels_crs, classes_of=classes_of,
         ) as read:  # fmt: skip
             yield read
     else:
@@ -138,7 +140,8 @@ def _reference_reader(
                 "--class-field and --labels-crs apply to a polygon reference, not a raster"
             )
         refuse_binary_mask(reference)  # a 0/1 mask would score as one object
-        with instance_raster_reader(reference, grid["height"], grid["width"], thing) as read:
+        size = (grid["height"], grid["width"])
+        with instance_raster_reader(reference, *size, thing, classes_of) as read:
             yield read
 
 
@@ -151,6 +154,7 @@ def _only(classes: np.ndarray, ids: np.ndarray, keep: set[int]) -> tuple[np.ndar
 def _overlaps(
     prediction: str, reference: str, schema: ClassSchema, task: str,
     class_field: str | None, chunk: int, labels_crs: str | None = None,
+    classes_of: str = "the model",
 ) -> SegmentOverlaps:  # fmt: skip
     """Segment counts summed over ``chunk x chunk`` blocks of the two maps."""
     things = [c.id for c in schema.classes if c.is_thing]
@@ -158,7 +162,9 @@ def _overlaps(
     total = SegmentOverlaps()
     with (
         rasterio.open(prediction) as src,
-        _reference_reader(reference, prediction, schema, class_field, labels_crs) as ref,
+        _reference_reader(
+            reference, prediction, schema, class_field, labels_crs, classes_of
+        ) as ref,
         instance_raster_reader(prediction, src.height, src.width) as pred,
     ):
         for y0 in range(0, src.height, chunk):
@@ -185,6 +191,7 @@ def score_instances(
     chunk: int = 1024,
     extra: dict[str, Any] | None = None,
     labels_crs: str | None = None,
+    model: str | None = None,
 ) -> InstanceEvaluation:
     """AP50 and PQ/SQ/RQ of an instance or panoptic raster; writes ``metrics.json``.
 
@@ -203,6 +210,8 @@ def score_instances(
         extra: more entries for ``metrics.json``.
         labels_crs: a polygon reference's CRS when its file declares none (or a
             wrong one); ``"raster"``: the prediction's (:mod:`geoseg.io.vectors_crs`).
+        model: the checkpoint that made ``prediction``, named in messages about its
+            classes; None (a prediction file scored alone): the prediction is named.
 
     Raises:
         GeosegError: unknown task, no class schema, maps on different grids, or
@@ -226,7 +235,8 @@ def score_instances(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_output_path(out / "metrics.json", overwrite)
-    ov = _overlaps(pred_path, ref_path, schema, task, class_field, chunk, labels_crs)
+    classes_of = f"the model {Path(model).name}" if model else f"the prediction {pred_path}"
+    ov = _overlaps(pred_path, ref_path, schema, task, class_field, chunk, labels_crs, classes_of)
     things = [c.id for c in schema.classes if c.is_thing]
     quality = panoptic_quality(ov, things)
     ap50 = average_precision_50(ov, _scores(pred_path, ov))
@@ -317,8 +327,9 @@ def evaluate_instance_model(
         predict_panoptic(image, model, pred, opts)
     extra = {"model": Path(model).name, "image": Path(image).name}
     result = score_instances(
-        pred, reference, out, task, class_field, opts.overwrite, opts.chunk, extra, labels_crs
-    )
+        pred, reference, out, task, class_field, opts.overwrite, opts.chunk, extra, labels_crs,
+        model,
+    )  # fmt: skip
     return InstanceEvaluation(
         result.task, result.quality, result.ap50, result.schema, (pred, *result.files)
     )
