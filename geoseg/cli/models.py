@@ -305,6 +305,8 @@ def _evaluate_instances(
         raise click.UsageError("give -m MODEL and --image IMAGE, or --prediction")
     q = result.quality
     click.echo(f"AP50 {result.mean_ap50:.4f}  PQ {q.pq:.4f}  SQ {q.sq:.4f}  RQ {q.rq:.4f}")
+    if result.task == "panoptic":
+        click.echo(f"PQ_things {q.pq_things:.4f}  PQ_stuff {q.pq_stuff:.4f}")
     names = {c.id: c.name for c in result.schema.classes}
     for c, cq in sorted(q.per_class.items()):
         click.echo(f"  {names.get(c, str(c)):<20} PQ {cq.pq:.4f}  SQ {cq.sq:.4f}  RQ {cq.rq:.4f}  "

@@ -15,7 +15,7 @@ positive.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -139,12 +139,23 @@ class ClassQuality:
 
 @dataclass(frozen=True)
 class PanopticQuality:
-    """Per-class :class:`ClassQuality` and their means over classes that occur."""
+    """Per-class :class:`ClassQuality` and their means over classes that occur.
+
+    ``pq``/``sq``/``rq`` average every class that occurs, stuff and things alike
+    (Kirillov et al. 2019); the ``_things`` and ``_stuff`` means average the thing
+    classes and the stuff classes apart (0 where none occurs).
+    """
 
     per_class: Mapping[int, ClassQuality]
     pq: float
     sq: float
     rq: float
+    pq_things: float = 0.0
+    sq_things: float = 0.0
+    rq_things: float = 0.0
+    pq_stuff: float = 0.0
+    sq_stuff: float = 0.0
+    rq_stuff: float = 0.0
 
 
 def _matches(ov: SegmentOverlaps) -> dict[tuple[Segment, Segment], float]:
@@ -160,8 +171,14 @@ def _is_false_positive(ov: SegmentOverlaps, seg: Segment) -> bool:
     return ov.pred_void[seg] <= 0.5 * (ov.pred_area[seg] + ov.pred_void[seg])
 
 
-def panoptic_quality(ov: SegmentOverlaps) -> PanopticQuality:
-    """PQ, SQ and RQ per class and their means (classes with no TP, FP or FN left out)."""
+def panoptic_quality(ov: SegmentOverlaps, things: Collection[int] | None = None) -> PanopticQuality:
+    """PQ, SQ and RQ per class and their means (classes with no TP, FP or FN left out).
+
+    Args:
+        ov: counts from :func:`segment_overlaps`, summed over the scene.
+        things: the thing class ids (the rest are stuff); None: the classes with a
+            segment of id > 0 (a stuff class's segments all have id 0).
+    """
     matches = _matches(ov)
     matched_t = {t for t, _ in matches}
     matched_p = {p for _, p in matches}
@@ -180,10 +197,20 @@ def panoptic_quality(ov: SegmentOverlaps) -> PanopticQuality:
         sq = sum(ious) / tp if tp else 0.0
         rq = tp / (tp + 0.5 * fp + 0.5 * fn)
         per_class[c] = ClassQuality(sq * rq, sq, rq, tp, fp, fn)
-    qs = list(per_class.values())
+    if things is None:
+        things = {c for c, i in (*ov.truth_area, *ov.pred_area) if i > 0}
+    thing = {c: c in set(things) for c in per_class}
     return PanopticQuality(
-        per_class, _mean([q.pq for q in qs]), _mean([q.sq for q in qs]), _mean([q.rq for q in qs])
+        per_class,
+        *_means(list(per_class.values())),
+        *_means([q for c, q in per_class.items() if thing[c]]),
+        *_means([q for c, q in per_class.items() if not thing[c]]),
     )
+
+
+def _means(qs: Sequence[ClassQuality]) -> tuple[float, float, float]:
+    """Mean PQ, SQ and RQ of ``qs`` (0 for none)."""
+    return _mean([q.pq for q in qs]), _mean([q.sq for q in qs]), _mean([q.rq for q in qs])
 
 
 def _mean(values: Sequence[float]) -> float:

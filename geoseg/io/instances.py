@@ -48,6 +48,7 @@ __all__ = [
     "InstanceBlock",
     "Uint32Sink",
     "check_same_grid",
+    "instance_bands",
     "instance_cog_writer",
     "instance_raster_reader",
     "label_block_reader",
@@ -244,7 +245,7 @@ def label_block_reader(
 InstanceBlock = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def _instance_bands(src: Any, path: str) -> tuple[int, int | None]:
+def instance_bands(src: Any, path: str) -> tuple[int, int | None]:
     """1-based (id band, class band or None): by description, else ids first."""
     names = [(d or "").lower() for d in src.descriptions]
     if "instance" in names:
@@ -264,14 +265,17 @@ def instance_raster_reader(
     height: int,
     width: int,
     default_class: int | None = None,
+    classes_of: str = "the model",
 ) -> Iterator[Callable[[tuple[slice, slice]], InstanceBlock]]:
     """``read((ys, xs))`` -> :data:`InstanceBlock` of an instance or panoptic raster.
 
     Args:
         path: geoseg instance/panoptic COG, or any raster of ``uint`` ids (0 = none)
-            with an optional class band (see :func:`_instance_bands`).
+            with an optional class band (see :func:`instance_bands`).
         height, width: the grid it must have, px.
         default_class: class of every id > 0 when the raster has no class band.
+        classes_of: whose classes these are, for messages (the model, or the
+            prediction file when no model was given).
 
     Raises:
         InvalidRasterError: other size, non-integer values, or no class band and
@@ -285,10 +289,10 @@ def instance_raster_reader(
             )
         if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
             raise InvalidRasterError(f"{path}: {src.dtypes[0]} values; instance ids are integers")
-        id_band, class_band = _instance_bands(src, os.fspath(path))
+        id_band, class_band = instance_bands(src, os.fspath(path))
         if class_band is None and default_class is None:
             raise InvalidRasterError(
-                f"{path}: has no class band and the model has no single thing class to "
+                f"{path}: has no class band and {classes_of} has no single thing class to "
                 "assume; add a class band (described 'class') or give a polygon layer with "
                 "a class field"
             )
@@ -307,15 +311,16 @@ def instance_raster_reader(
 
 
 def _feature_classes(
-    frame: Any, path: str, schema: ClassSchema, field: str | None, default: int | None
-) -> np.ndarray:
+    frame: Any, path: str, schema: ClassSchema, field: str | None, default: int | None,
+    classes_of: str = "the model",
+) -> np.ndarray:  # fmt: skip
     """``(n,) int64`` class id of each feature, from ``field`` (names or ids) or ``default``."""
     if field is None and "class" in frame.columns:
         field = "class"
     if field is None:
         if default is None:
             raise GeosegError(
-                f"{path}: no 'class' field and the model has no single thing class to "
+                f"{path}: no 'class' field and {classes_of} has no single thing class to "
                 "assume; name the field holding each feature's class with --class-field"
             )
         return np.full(len(frame), default, np.int64)
@@ -329,7 +334,8 @@ def _feature_classes(
             key = key[:-2]
         if key not in by_name:
             raise GeosegError(
-                f"{path}: {field}={value!r} is not a class of the model ({', '.join(schema.names)})"
+                f"{path}: {field}={value!r} is not a class of {classes_of} "
+                f"({', '.join(schema.names)})"
             )
         out.append(by_name[key])
     return np.asarray(out, dtype=np.int64)
@@ -347,6 +353,7 @@ def polygon_instance_reader(
     class_field: str | None = None,
     default_class: int | None = None,
     labels_crs: str | None = None,
+    classes_of: str = "the model",
 ) -> Iterator[Callable[[tuple[slice, slice]], InstanceBlock]]:
     """A polygon layer (GPKG, GeoJSON, ...) as an instance map on a raster grid.
 
@@ -363,6 +370,7 @@ def polygon_instance_reader(
         default_class: class of every feature without a class field.
         labels_crs: the layer's CRS when its file declares none (or a wrong one);
             ``"raster"``: the grid's (see :mod:`geoseg.io.vectors_crs`).
+        classes_of: whose classes ``schema`` holds, for messages.
 
     Raises:
         GeosegError: missing file or field, unknown class, no usable CRS.
@@ -373,7 +381,9 @@ def polygon_instance_reader(
 
     bounds = array_bounds(height, width, transform)
     frame = read_layer_on_grid(path, crs, bounds, labels_crs, "--labels-crs")
-    classes = _feature_classes(frame, os.fspath(path), schema, class_field, default_class)
+    classes = _feature_classes(
+        frame, os.fspath(path), schema, class_field, default_class, classes_of
+    )
     lut = np.concatenate([[NODATA_LABEL], classes])
     geoms = np.asarray(frame.geometry.values)
     tree = shapely.STRtree(geoms)

@@ -294,6 +294,13 @@ def _valid_from_values(data: da.Array, nodata: float | None) -> da.Array:
     return valid
 
 
+def _is_polygon_layer(path: str) -> bool:
+    """Whether a file GDAL cannot open as a raster opens as a vector layer."""
+    from geoseg.io.vectors_info import is_vector_file  # pyogrio only on this error path
+
+    return is_vector_file(path)
+
+
 def open_scene(
     path: str | os.PathLike[str],
     bands: Sequence[str] | None = None,
@@ -319,6 +326,12 @@ def open_scene(
     except RasterioIOError as exc:
         if "dimensions" in str(exc):
             raise InvalidRasterError(f"{path}: the raster is empty ({exc})") from exc
+        if _is_polygon_layer(path):  # a whole, readable file of the wrong kind
+            raise InvalidRasterError(
+                f"{path}: is a polygon layer, not a raster; give a raster here (a GeoTIFF: "
+                "an image, or a label map of class ids); polygons can be rasterized onto an "
+                "image's grid with gdal_rasterize"
+            ) from exc
         raise InvalidRasterError(
             f"{path}: not a raster GDAL can read ({exc}); check that the file is complete "
             "(re-export it or download it again)"

@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -16,8 +17,16 @@ from geoseg.errors import InvalidRasterError
 from geoseg.io.grids import same_grid
 from geoseg.io.raster import open_scene, select_bands
 from geoseg.io.reproject import bounds_in_crs
+from geoseg.io.vectors_formats import FORMATS
 
-__all__ = ["LABEL_NODATA", "LabelledRaster", "read_labelled_raster", "read_labels_on_grid"]
+__all__ = [
+    "LABEL_NODATA",
+    "POLYGON_SUFFIXES",
+    "LabelledRaster",
+    "read_labelled_raster",
+    "read_labels_on_grid",
+    "refuse_polygon_labels",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,41 @@ LABEL_NODATA = -(2**31)
 
 #: The fix for labels whose CRS cannot meet the image's.
 _SAME_CRS = "write the labels in the image's CRS (e.g. rasterize them on the image's grid)"
+
+
+#: File endings of polygon layers (what a label raster cannot be).
+POLYGON_SUFFIXES = frozenset({ext for ext, _ in FORMATS.values()} | {".geoparquet", ".json"})
+
+
+def refuse_polygon_labels(label_path: str | os.PathLike[str], task: str, image: str = "") -> None:
+    """Refuse a polygon layer where a pixel task (semantic, change) needs a label raster.
+
+    GDAL's own "not recognized as a supported file format" reads like a damaged
+    raster; the user's file is fine, it is only the wrong kind.
+
+    Args:
+        label_path: the ``--labels`` file.
+        task: what needs the raster, e.g. ``"--task semantic training"``.
+        image: the image the labels pair with (its grid goes into the example).
+
+    Raises:
+        InvalidRasterError: ``label_path`` ends like a polygon layer.
+    """
+    if Path(label_path).suffix.lower() not in POLYGON_SUFFIXES:
+        return
+    grid = "-te XMIN YMIN XMAX YMAX -ts WIDTH HEIGHT"
+    if image and Path(image).is_file():
+        with rasterio.open(image) as src:
+            b = src.bounds
+            corners = " ".join(f"{v:.12g}" for v in (b.left, b.bottom, b.right, b.top))
+            grid = f"-te {corners} -ts {src.width} {src.height}"
+    raise InvalidRasterError(
+        f"{label_path}: is a polygon layer; {task} needs a label raster (a single-band integer "
+        "GeoTIFF of class ids on the image's grid, 255 = unlabelled; polygon labels are for "
+        "--task instance/panoptic): rasterize it first, e.g. `gdal_rasterize -a CLASS_FIELD "
+        f"{grid} -ot Byte -a_nodata 255 {Path(label_path).name} "
+        f"{Path(label_path).with_suffix('.tif').name}` (the layer in the image's CRS)"
+    )
 
 
 def read_labels_on_grid(label_path: str, image_path: str) -> np.ndarray:
@@ -117,6 +161,7 @@ def read_labelled_raster(
         bands: band selection (1-based numbers or names); None = all bands.
     """
     image_path, label_path = os.fspath(image_path), os.fspath(label_path)
+    refuse_polygon_labels(label_path, "training on pixel labels", image_path)
     open_scene(label_path)  # the same header checks as any input
     scene = open_scene(image_path)
     index = select_bands(image_path, scene.band_names, bands)

@@ -19,6 +19,7 @@ without them ranks every prediction alike (AP50 is then precision x recall).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from geoseg.evaluation.instances import (
     segment_overlaps,
 )
 from geoseg.io.atomic import check_output_path
+from geoseg.io.instance_masks import refuse_binary_mask
 from geoseg.io.instances import (
     InstanceBlock,
     instance_raster_reader,
@@ -58,6 +60,8 @@ __all__ = [
     "evaluate_task",
     "score_instances",
 ]
+
+log = logging.getLogger(__name__)
 
 #: The tasks scored here, object by object (the others: pipelines.evaluate).
 INSTANCE_TASKS = tuple(t.name for t in TASKS.values() if t.objects)
@@ -115,8 +119,10 @@ def _default_thing(schema: ClassSchema) -> int | None:
 @contextlib.contextmanager
 def _reference_reader(
     reference: str, prediction: str, schema: ClassSchema, class_field: str | None,
-    labels_crs: str | None = None,
+    labels_crs: str | None = None, classes_of: str = "the model",
 ) -> Iterator[Callable[[tuple[slice, slice]], InstanceBlock]]:  # fmt: skip
+    """``reference`` as instance blocks on the prediction's grid; ``classes_of`` says
+    whose ``schema`` it is in messages (the model, or the prediction file)."""
     with rasterio.open(prediction) as src:
         grid: dict[str, Any] = {
             "height": src.height, "width": src.width, "crs": src.crs, "transform": src.transform,
@@ -125,7 +131,7 @@ def _reference_reader(
     if Path(reference).suffix.lower() in _VECTOR_SUFFIXES:
         with polygon_instance_reader(
             reference, **grid, schema=schema, class_field=class_field, default_class=thing,
-            labels_crs=labels_crs,
+            labels_crs=labels_crs, classes_of=classes_of,
         ) as read:  # fmt: skip
             yield read
     else:
@@ -133,7 +139,9 @@ def _reference_reader(
             raise GeosegError(
                 "--class-field and --labels-crs apply to a polygon reference, not a raster"
             )
-        with instance_raster_reader(reference, grid["height"], grid["width"], thing) as read:
+        refuse_binary_mask(reference)  # a 0/1 mask would score as one object
+        size = (grid["height"], grid["width"])
+        with instance_raster_reader(reference, *size, thing, classes_of) as read:
             yield read
 
 
@@ -146,6 +154,7 @@ def _only(classes: np.ndarray, ids: np.ndarray, keep: set[int]) -> tuple[np.ndar
 def _overlaps(
     prediction: str, reference: str, schema: ClassSchema, task: str,
     class_field: str | None, chunk: int, labels_crs: str | None = None,
+    classes_of: str = "the model",
 ) -> SegmentOverlaps:  # fmt: skip
     """Segment counts summed over ``chunk x chunk`` blocks of the two maps."""
     things = [c.id for c in schema.classes if c.is_thing]
@@ -153,7 +162,9 @@ def _overlaps(
     total = SegmentOverlaps()
     with (
         rasterio.open(prediction) as src,
-        _reference_reader(reference, prediction, schema, class_field, labels_crs) as ref,
+        _reference_reader(
+            reference, prediction, schema, class_field, labels_crs, classes_of
+        ) as ref,
         instance_raster_reader(prediction, src.height, src.width) as pred,
     ):
         for y0 in range(0, src.height, chunk):
@@ -180,6 +191,7 @@ def score_instances(
     chunk: int = 1024,
     extra: dict[str, Any] | None = None,
     labels_crs: str | None = None,
+    model: str | None = None,
 ) -> InstanceEvaluation:
     """AP50 and PQ/SQ/RQ of an instance or panoptic raster; writes ``metrics.json``.
 
@@ -198,6 +210,8 @@ def score_instances(
         extra: more entries for ``metrics.json``.
         labels_crs: a polygon reference's CRS when its file declares none (or a
             wrong one); ``"raster"``: the prediction's (:mod:`geoseg.io.vectors_crs`).
+        model: the checkpoint that made ``prediction``, named in messages about its
+            classes; None (a prediction file scored alone): the prediction is named.
 
     Raises:
         GeosegError: unknown task, no class schema, maps on different grids, or
@@ -221,15 +235,43 @@ def score_instances(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_output_path(out / "metrics.json", overwrite)
-    ov = _overlaps(pred_path, ref_path, schema, task, class_field, chunk, labels_crs)
-    quality, ap50 = panoptic_quality(ov), average_precision_50(ov, _scores(pred_path, ov))
+    classes_of = f"the model {Path(model).name}" if model else f"the prediction {pred_path}"
+    ov = _overlaps(pred_path, ref_path, schema, task, class_field, chunk, labels_crs, classes_of)
+    things = [c.id for c in schema.classes if c.is_thing]
+    quality = panoptic_quality(ov, things)
+    ap50 = average_precision_50(ov, _scores(pred_path, ov))
     result = InstanceEvaluation(task, quality, ap50, schema, ())
+    stuffless = _stuffless_reference(ref_path, ov, schema) if task == "panoptic" else None
+    warnings = [stuffless] if stuffless else []
+    for text in warnings:
+        log.warning("%s", text)
     report = {
         "task": task, "prediction": Path(pred_path).name, "reference": Path(ref_path).name,
-        **(extra or {}), **_metrics_json(result, ov),
+        **(extra or {}), **_metrics_json(result, ov), "warnings": warnings,
     }  # fmt: skip
     return InstanceEvaluation(
         task, quality, ap50, schema, (write_json(out / "metrics.json", report, overwrite),)
+    )
+
+
+def _stuffless_reference(reference: str, ov: SegmentOverlaps, schema: ClassSchema) -> str | None:
+    """Why PQ_stuff means little: the prediction has stuff and the reference none at all.
+
+    An id raster without a class band (or a layer of objects only) labels no stuff:
+    each predicted stuff class is then one false positive, which is what PQ says of
+    such a reference, not of the model.
+    """
+    things = {c.id for c in schema.classes if c.is_thing}
+    if any(c not in things for c, _ in ov.truth_area):
+        return None
+    names = {c.id: c.name for c in schema.classes}
+    stuff = [names.get(c, str(c)) for c in sorted({c for c, _ in ov.pred_area} - things)]
+    if not stuff:
+        return None
+    return (
+        f"{reference}: labels no stuff class (only objects), so each predicted stuff class "
+        f"({', '.join(stuff)}) counts as a false positive: PQ_stuff is 0 and pulls PQ "
+        "down; give a reference with a class band for every pixel, or score --task instance"
     )
 
 
@@ -253,6 +295,8 @@ def _metrics_json(result: InstanceEvaluation, ov: SegmentOverlaps) -> dict[str, 
     ]  # fmt: skip
     return {
         "ap50": result.mean_ap50, "pq": q.pq, "sq": q.sq, "rq": q.rq,
+        "pq_things": q.pq_things, "sq_things": q.sq_things, "rq_things": q.rq_things,
+        "pq_stuff": q.pq_stuff, "sq_stuff": q.sq_stuff, "rq_stuff": q.rq_stuff,
         "reference_segments": len(ov.truth_area), "predicted_segments": len(ov.pred_area),
         "classes": per_class,
     }  # fmt: skip
@@ -283,8 +327,9 @@ def evaluate_instance_model(
         predict_panoptic(image, model, pred, opts)
     extra = {"model": Path(model).name, "image": Path(image).name}
     result = score_instances(
-        pred, reference, out, task, class_field, opts.overwrite, opts.chunk, extra, labels_crs
-    )
+        pred, reference, out, task, class_field, opts.overwrite, opts.chunk, extra, labels_crs,
+        model,
+    )  # fmt: skip
     return InstanceEvaluation(
         result.task, result.quality, result.ap50, result.schema, (pred, *result.files)
     )

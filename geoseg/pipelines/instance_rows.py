@@ -2,7 +2,8 @@
 
 ``geoseg vectorize`` on an instance (or panoptic) COG writes one feature per
 object: the pieces a stitched object can fall into become one MultiPolygon, and
-the detection score stored in the raster's tag rides along.
+the detection score stored in the raster's tag rides along. A panoptic map's stuff
+regions (instance id 0) are features too, with a missing (NULL) ``instance_id``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import shapely
 from geoseg.io.instances import read_instance_scores
 from geoseg.vector.attributes import sort_table
 
-__all__ = ["one_row_per_instance", "with_scores"]
+__all__ = ["one_row_per_instance", "stuff_without_instance_id", "with_scores"]
 
 
 def one_row_per_instance(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -62,4 +63,21 @@ def with_scores(frame: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
     frame = frame.copy()
     frame.insert(frame.columns.get_loc("instance_id") + 1, "score",
                  np.where(inside, scores[np.where(inside, ids, 0)], np.nan))  # fmt: skip
+    return frame
+
+
+def stuff_without_instance_id(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """``instance_id`` NULL (missing) on the rows that are no object (id 0: panoptic stuff).
+
+    In the raster 0 means "no object"; in a GIS table a 0 reads as an object
+    numbered 0, which a count or join by id would take for one. Every writer
+    (GPKG, GeoParquet, FlatGeobuf, GeoJSON, Shapefile) keeps the column an integer
+    field with nulls.
+    """
+    if "instance_id" not in frame:
+        return frame
+    ids = frame["instance_id"].to_numpy(np.int64)
+    frame = frame.copy()
+    frame["instance_id"] = pd.array(np.where(ids > 0, ids, 0), dtype="Int64")
+    frame.loc[ids == 0, "instance_id"] = pd.NA
     return frame

@@ -220,6 +220,35 @@ def infer_sam2_variant(shapes: Mapping[str, tuple[int, ...]], where: Path) -> st
     return found[0]
 
 
+def _check_preset(shapes: Mapping[str, tuple[int, ...]], choice: str, where: Path) -> None:
+    """Refuse a file whose Hiera trunk is none of SAM 2's presets when the user named one.
+
+    The user said which model the file is; asking them for a config JSON instead
+    would answer another question. A trunk that is another preset is left to the caller.
+
+    Raises:
+        CheckpointError: no patch embedding, or a trunk that is no preset.
+    """
+    want = SAM2_PRESETS[choice][0]
+    if PATCH_KEY not in shapes:
+        raise CheckpointError(
+            f"{where}: not a complete SAM 2 checkpoint (no {PATCH_KEY}), so not SAM 2 "
+            f"{choice}; re-download Meta's original .pt"
+        )
+    trunk = (shapes[PATCH_KEY][0], _stages(shapes))
+    if not trunk[1]:
+        raise CheckpointError(
+            f"{where}: not a complete SAM 2 checkpoint (its Hiera trunk has no blocks), so "
+            f"not SAM 2 {choice}; re-download Meta's original .pt"
+        )
+    if trunk != want and all(sig != trunk for sig, _ in SAM2_PRESETS.values()):
+        raise CheckpointError(
+            f"{where}: a Hiera trunk {trunk[0]} wide with {list(trunk[1])} blocks per stage, "
+            f"not SAM 2 {choice}'s ({want[0]} wide, {list(want[1])}) nor another preset's; "
+            "give this model's transformers Sam2VideoConfig JSON as --sam-config"
+        )
+
+
 def _config(read: StateDict, opts: ImportOptions, video: bool) -> Any:
     """The file's ``Sam2VideoConfig`` (``video``) or ``Sam2Config``: ``--sam-config``'s
     preset or JSON, else the preset told by shape."""
@@ -243,6 +272,8 @@ def _config(read: StateDict, opts: ImportOptions, video: bool) -> Any:
         except Exception as exc:  # transformers' config errors are untyped
             raise CheckpointError(f"{choice}: not a transformers SAM 2 config ({exc})") from exc
     shapes = {k: tuple(v.shape) for k, v in read.tensors.items()}
+    if choice is not None:
+        _check_preset(shapes, choice, where)
     inferred = infer_sam2_variant(shapes, where)
     if choice is not None and choice != inferred:
         raise CheckpointError(

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from geoseg.errors import CheckpointError, GeosegError
-from geoseg.io.state_dicts import read_state_dict
+from geoseg.io.state_dicts import StateDict, read_state_dict
 from geoseg.models.families.sam import MODEL_TYPE
 from geoseg.models.hf import transformers_module
 from geoseg.pipelines.hf_import import read_folder_json
@@ -216,6 +216,25 @@ def _preprocessor(tensors: Mapping[str, torch.Tensor]) -> Mapping[str, Any]:
     return {**SAM_PREPROCESSOR, "image_mean": mean.tolist(), "image_std": std.tolist()}
 
 
+def _read(source: Path, opts: ImportOptions) -> StateDict:
+    """The file's tensors (weights_only; pickled classes refused in one line); a file
+    torch cannot read, given a SAM 2 preset, is said to be no SAM 2 checkpoint.
+
+    Raises:
+        CheckpointError: unreadable, or a pickle that needs code.
+    """
+    try:
+        return read_state_dict(source)
+    except CheckpointError as exc:
+        if opts.sam_config not in SAM2_PRESETS or "not a PyTorch weights file" not in str(exc):
+            raise
+        reason = str(exc).removeprefix(f"{source}: ")
+        raise CheckpointError(
+            f"{source}: not a SAM 2 checkpoint ({reason}); --sam-config {opts.sam_config} "
+            "takes Meta's SAM 2 / 2.1 .pt file"
+        ) from exc
+
+
 def import_sam_pth(source: Path, opts: ImportOptions) -> tuple[dict[str, torch.Tensor], Any]:
     """The tensors and metadata (``ModelMeta``) of a segment-anything ``.pth``, checked
     against ``opts``; the same form as :func:`~geoseg.pipelines.sam_import.import_sam_folder`'s.
@@ -225,12 +244,19 @@ def import_sam_pth(source: Path, opts: ImportOptions) -> tuple[dict[str, torch.T
         CheckpointError: an unreadable or code-carrying file, a non-SAM file, tensors
             that do not fit the model exactly.
     """
-    read = read_state_dict(source)  # weights_only; refuses pickled classes in one line
+    read = _read(source, opts)
     if read.kind != "torch":
         raise GeosegError(f"{source}: not a torch .pth file; geoseg imports SAM's .pth files")
     if is_sam2(read.tensors):  # Meta's SAM 2 / 2.1 (the same reader, another name map)
         check_sam_options(source, opts)
         return import_sam2_pth(read, opts)
+    if opts.sam_config in SAM2_PRESETS and PATCH_KEY not in read.tensors:  # nor SAM (ViT)
+        shown = sorted(read.tensors)[:3]
+        raise CheckpointError(
+            f"{source}: not a SAM 2 checkpoint (no image_encoder.trunk.* tensors; it holds "
+            f"{shown}), and --sam-config {opts.sam_config} names a SAM 2 model; give Meta's "
+            "SAM 2 / 2.1 .pt file (SAM's own .pth takes vit_b, vit_l, vit_h)"
+        )
     check_sam_names(read.tensors, source)  # what the file is, before what the options ask
     check_sam_options(source, opts)
     config = _config(read.tensors, opts, source)

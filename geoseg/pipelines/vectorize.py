@@ -38,7 +38,11 @@ from geoseg.io.vectors import (
     vector_files,
     write_vectors,
 )
-from geoseg.pipelines.instance_rows import one_row_per_instance, with_scores
+from geoseg.pipelines.instance_rows import (
+    one_row_per_instance,
+    stuff_without_instance_id,
+    with_scores,
+)
 from geoseg.tiling.execute import Progress, store_blocks
 from geoseg.types import NODATA_LABEL, ClassSchema, bands_count, require_at_least, require_finite
 from geoseg.vector.attributes import (
@@ -355,7 +359,7 @@ def _vectorize(
     if opts.min_area_ha or opts.simplify_m or raster.instances is not None:
         frame = label_polygons(path, opts, progress)
         if raster.instances is not None:
-            frame = with_scores(one_row_per_instance(frame), path)
+            frame = stuff_without_instance_id(with_scores(one_row_per_instance(frame), path))
         if len(frame) == 0 and raster.instances is None:
             raise empty
         if len(frame) == 0:  # a run that found no object is a result: an empty layer

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.errors import ConfigError, GeosegError, InputNotFoundError
+from geoseg.io.training_data import refuse_polygon_labels
 from geoseg.io.yaml_files import read_yaml
 from geoseg.models.registry import task_kind, training_tasks
 from geoseg.types import ClassSchema, require_at_least, require_finite
@@ -121,6 +122,12 @@ class TrainConfig:
             raise GeosegError("give one --labels raster for each --image (in the same order)")
         if len(self.val_images) != len(self.val_labels):
             raise GeosegError("give one --val-labels raster for each --val-image")
+        if self.task not in ("instance", "panoptic"):
+            pairs = zip(
+                (*self.images, *self.val_images), (*self.labels, *self.val_labels), strict=True
+            )
+            for image, labels in pairs:
+                refuse_polygon_labels(labels, f"--task {self.task} training", image)
         if self.labels_crs is not None and self.task not in ("instance", "panoptic"):
             raise GeosegError(
                 "--labels-crs applies to polygon labels (--task instance or panoptic); "

@@ -22,7 +22,7 @@ from geoseg.areas import pixel_size_m
 from geoseg.errors import InvalidRasterError
 from geoseg.io.grids import same_grid
 from geoseg.io.raster import open_scene
-from geoseg.io.training_data import LABEL_NODATA, read_labels_on_grid
+from geoseg.io.training_data import LABEL_NODATA, read_labels_on_grid, refuse_polygon_labels
 from geoseg.models.bands import reflectance_scale
 from geoseg.types import NODATA_LABEL, ClassSchema
 
@@ -257,6 +257,7 @@ def _pair_reader(
     None: objects are the connected components of each class, counted per window)."""
     if task in ("instance", "panoptic") and schema is not None:
         return _instance_reader(label_path, image_path, schema, class_field, labels_crs)
+    refuse_polygon_labels(label_path, f"--task {task} training", image_path)
     open_scene(label_path)  # the header checks of any input (a CRS, north-up)
     return _label_reader(label_path, image_path), None
 

@@ -37,6 +37,7 @@ from torch import nn
 
 from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.evaluation.instances import average_precision_50, panoptic_quality, segment_overlaps
+from geoseg.io.instance_masks import refuse_binary_mask
 from geoseg.io.raster import open_scene
 from geoseg.io.training_data import (
     LABEL_NODATA,
@@ -159,6 +160,7 @@ def read_instance_ids(
             f"{label_path}: instance ids out of range; expected uint32, 0 = none"
         )
     ids = np.where(labelled, raw, 0).astype(np.uint32)
+    refuse_binary_mask(label_path, ids)  # else every patch of 1 trains as one object
     _, things = _split_schema(schema)
     if len(things) != 1:
         raise GeosegError(

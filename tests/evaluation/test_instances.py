@@ -162,3 +162,40 @@ def test_ap50_agrees_with_pycocotools() -> None:
         ours = average_precision_50(ov, {(2, k): v for k, v in scores.items()})[2]
         assert abs(ours - _coco_ap50(truth, pred, scores)) <= 1 / 101 + 1e-9, draw
         scores = {k: float(v) for k, v in zip(scores, rng.random(len(scores)), strict=True)}
+
+
+def test_pq_things_and_stuff_hand_computed() -> None:
+    """Kirillov et al. (2019): each stuff class is one segment, matched at IoU > 0.5 like a
+    thing; PQ averages all classes, PQ_things and PQ_stuff each kind apart."""
+    n = 255
+    truth_cls = np.array([[0, 0, 0, 0, 3, 3, 3, 3, 2, 2, 2, 2]])
+    truth_ids = np.array([[0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 2]])
+    pred_cls = np.array([[0, 0, 0, 3, 3, 3, 3, 0, 2, 2, 2, n]])
+    pred_ids = np.array([[0, 0, 0, 0, 0, 0, 0, 0, 5, 5, 6, 0]])
+    # stuff 0: truth {0-3}, pred {0-2, 7}: IoU 3/5 = 0.6, a match
+    # stuff 3: truth {4-7}, pred {3-6}: IoU 3/5 = 0.6, a match
+    # thing 2: 5 = 1 (IoU 1); 6 vs 2: IoU 1/2, not > 0.5: one FP and one FN
+    ov = segment_overlaps(truth_cls, truth_ids, pred_cls, pred_ids, things=[2])
+    q = panoptic_quality(ov, things=[2])
+    assert {c: (cq.tp, cq.fp, cq.fn) for c, cq in q.per_class.items()} == {
+        0: (1, 0, 0),
+        2: (1, 1, 1),
+        3: (1, 0, 0),
+    }
+    assert q.per_class[0].pq == pytest.approx(0.6) and q.per_class[3].sq == pytest.approx(0.6)
+    assert q.per_class[2].sq == 1 and q.per_class[2].rq == pytest.approx(0.5)
+    assert q.pq_things == pytest.approx(0.5)
+    assert (q.pq_stuff, q.sq_stuff, q.rq_stuff) == pytest.approx((0.6, 0.6, 1.0))
+    assert (q.sq_things, q.rq_things) == pytest.approx((1.0, 0.5))
+    assert q.pq == pytest.approx((0.5 + 0.6 + 0.6) / 3)
+    assert panoptic_quality(ov) == q  # things told by their ids > 0
+
+
+def test_stuff_at_iou_one_half_is_not_a_match() -> None:
+    """IoU must exceed 0.5: a stuff segment at exactly 1/2 is one FP and one FN."""
+    truth_cls = np.array([[0, 0, 0, 0, 1, 1]])
+    pred_cls = np.array([[0, 0, 0, 1, 0, 0]])
+    ids = np.zeros_like(truth_cls)
+    q = panoptic_quality(segment_overlaps(truth_cls, ids, pred_cls, ids, things=[]), things=[])
+    assert (q.per_class[0].tp, q.per_class[0].fp, q.per_class[0].fn) == (0, 1, 1)
+    assert q.pq_stuff == q.pq == 0.0 and q.pq_things == 0.0

@@ -294,7 +294,8 @@ HOSTILE: dict[str, tuple[Callable[[dict[str, Any], Path], Path], str | None, str
     "sam2-with-vit-preset": (_edit(lambda s: None), "vit_b", "--sam-config vit_b: "),
     "sam2-with-vit-json": (_sam1_json, "vit.json", "a 'sam' config, and"),
     "sam2-with-wrong-preset": (_edit(lambda s: None), "hiera_l",
-                               "a Hiera trunk 8 wide with [1, 1, 2, 1] blocks per stage, none"),
+                               "a Hiera trunk 8 wide with [1, 1, 2, 1] blocks per stage, "
+                               "not SAM 2 hiera_l's (144 wide, [2, 6, 36, 4])"),
     "truncated": (_truncated, None, "not a PyTorch weights file"),
     "another-model": (_edit(lambda s: {"model": {"backbone.conv1.weight": torch.zeros(8, 3, 3, 3),
                                                  "head.weight": torch.zeros(2, 8)}}, True),
