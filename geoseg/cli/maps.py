@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +20,11 @@ from geoseg.cli.app import (
     window_options,
 )
 from geoseg.models.registry import predict_outputs
+
+if TYPE_CHECKING:
+    from geoseg.pipelines.predict import PredictOptions
+    from geoseg.pipelines.vectorize import VectorizeOptions
+    from geoseg.tiling.execute import Progress
 
 
 @cli.command()
@@ -80,8 +85,7 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
             panoptic: Path | None, stuff_labels: str | None, **kw: Any) -> None:  # fmt: skip
     """Segment SCENE into a label COG (or an instance / panoptic COG)."""
     # instances and vectorize (geopandas, shapely, pyogrio: ~45 MB) only when asked for
-    from geoseg.errors import GeosegError
-    from geoseg.pipelines.predict import PredictOptions, check_distinct_outputs, predict_scene
+    from geoseg.pipelines.predict import PredictOptions
     from geoseg.pipelines.tasks import predict_task
 
     selection, roles = parse_bands(bands)
@@ -90,6 +94,30 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
         kw.update(scheduler="cuda", workers=gpus, device="cuda")
     opts = PredictOptions(bands=selection, band_roles=roles, preview=preview, **kw)
     task = predict_task(model, task)
+    _check_predict_flags(model, task, output, opts, panoptic, stuff_labels, points_per_side)
+    vopts = None if vector is None else _vectorize_options(scene, vector, opts, task)
+    # printed once every output is kept (a later step may fail)
+    said = _predict_outputs(scene, model, output, opts, task, panoptic, stuff_labels,
+                            points_per_side, progress_bar("predict", progress))  # fmt: skip
+    if vector is not None and vopts is not None:
+        from geoseg.pipelines.vectorize import vectorize_labels
+
+        bar = progress_bar("vectorize", progress)
+        done = vectorize_labels(output, vector, vopts, bar)
+        if done.area_method.planar:
+            said.insert(0, area_note(done.area_method))
+        said.append(f"wrote {done.output} ({done.polygons} polygons)")
+    for line in said:
+        click.echo(line)
+
+
+def _check_predict_flags(model: str, task: str, output: Path, opts: PredictOptions,
+                         panoptic: Path | None, stuff_labels: str | None,
+                         points_per_side: int | None) -> None:  # fmt: skip
+    """Refuse predict options that do not fit the task, before any file is written."""
+    from geoseg.errors import GeosegError
+    from geoseg.pipelines.predict import check_distinct_outputs
+
     objects = task != "semantic"
     if panoptic is not None and not objects:
         raise click.BadParameter("--panoptic needs an instance model (--task instance/panoptic)")
@@ -98,33 +126,43 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
             f"{model}: --probabilities needs a per-pixel class model; --task {task} gives "
             "object ids, not class probabilities (leave --probabilities out)"
         )
-    check_distinct_outputs(output, opts.probabilities, preview)
+    check_distinct_outputs(output, opts.probabilities, opts.preview)
     if opts.mask_clouds is not None and objects:
         raise click.BadParameter("--mask-clouds applies to semantic maps, not --task " + task)
     if stuff_labels is not None and not (task == "panoptic" or panoptic is not None):
         raise click.BadParameter("--stuff-labels needs a panoptic output (--task panoptic)")
     if points_per_side is not None and task != "instance":
         raise click.BadParameter("--points-per-side applies to SAM's --task instance")
-    if vector is not None:
-        from geoseg.pipelines.vectorize import (
-            VectorizeOptions,
-            check_vectorize_output,
-            vectorize_labels,
-        )
 
-        vopts = VectorizeOptions(
-            overwrite=opts.overwrite, workers=opts.workers, connectivity=8 if objects else 4,
-            scheduler="threads" if opts.scheduler == "cuda" else opts.scheduler,
-        )  # fmt: skip
-        check_vectorize_output(vector, vopts, [Path(scene)])
-    said: list[str] = []  # printed once every output is kept (a later step may fail)
-    bar = progress_bar("predict", progress)
-    if objects:
+
+def _vectorize_options(
+    scene: str, vector: Path, opts: PredictOptions, task: str
+) -> VectorizeOptions:
+    """``predict --vector``'s options, its output checked before the prediction runs."""
+    from geoseg.pipelines.vectorize import VectorizeOptions, check_vectorize_output
+
+    vopts = VectorizeOptions(
+        overwrite=opts.overwrite, workers=opts.workers,
+        connectivity=8 if task != "semantic" else 4,
+        scheduler="threads" if opts.scheduler == "cuda" else opts.scheduler,
+    )  # fmt: skip
+    check_vectorize_output(vector, vopts, [Path(scene)])
+    return vopts
+
+
+def _predict_outputs(scene: str, model: str, output: Path, opts: PredictOptions, task: str,
+                     panoptic: Path | None, stuff_labels: str | None,
+                     points_per_side: int | None, bar: Progress | None) -> list[str]:  # fmt: skip
+    """Run the prediction of ``task``; the lines that name what it wrote."""
+    from geoseg.pipelines.predict import predict_scene
+
+    said: list[str] = []
+    if task != "semantic":
         from geoseg.pipelines.instances import predict_instances, predict_panoptic
     if task == "panoptic" and panoptic is None:  # -o is the panoptic raster
         found = predict_panoptic(scene, model, output, opts, bar, stuff_labels)
         said.append(f"wrote {found.output} ({found.count} instances)")
-    elif objects:
+    elif task != "semantic":
         found = predict_instances(scene, model, output, opts, panoptic, bar, stuff_labels,
                                   points_per_side=points_per_side)  # fmt: skip
         said.append(f"wrote {found.output} ({found.count} instances)")
@@ -138,14 +176,7 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
             said.append(f"wrote {result.probabilities}")
         if result.preview:
             said.append(f"wrote {result.preview}")
-    if vector is not None:
-        bar = progress_bar("vectorize", progress)
-        done = vectorize_labels(output, vector, vopts, bar)
-        if done.area_method.planar:
-            said.insert(0, area_note(done.area_method))
-        said.append(f"wrote {done.output} ({done.polygons} polygons)")
-    for line in said:
-        click.echo(line)
+    return said
 
 
 @cli.command()

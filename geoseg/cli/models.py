@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +22,9 @@ from geoseg.cli.app import (
 )
 from geoseg.io.outputs import output_run
 from geoseg.models.registry import TASKS, architectures, task_kind, training_tasks
+
+if TYPE_CHECKING:
+    from geoseg.pipelines.evaluate import EvaluateResult
 
 _TRAIN_OPTIONS = (
     "task", "arch", "encoder", "epochs", "steps_per_epoch", "batch_size", "window", "margin", "lr",
@@ -230,7 +233,6 @@ def evaluate(model: str | None, image: str | None, labels: str, output: Path,
     a polygon layer: AP50 and PQ = SQ x RQ per class. A SAM checkpoint is
     prompted with a box per reference polygon: mean IoU with those polygons.
     """
-    from geoseg.evaluation.metrics import format_score
     from geoseg.pipelines.evaluate import evaluate_scene
     from geoseg.pipelines.evaluate_instances import INSTANCE_TASKS, evaluate_task
     from geoseg.pipelines.predict import PredictOptions
@@ -258,17 +260,15 @@ def evaluate(model: str | None, image: str | None, labels: str, output: Path,
     if model is None or image is None:
         raise click.UsageError("give -m MODEL and --image IMAGE (--prediction: instance tasks)")
     schema = load_class_schema(classes) if classes else None
-    result = evaluate_scene(
-        model,
-        image,
-        labels,
-        output,
-        opts,
-        schema,
-        parse_map(map_reference),
-        parse_map(map_prediction),
-        task=task,
-    )
+    result = evaluate_scene(model, image, labels, output, opts, schema, parse_map(map_reference),
+                            parse_map(map_prediction), task=task)  # fmt: skip
+    _echo_scores(result)
+
+
+def _echo_scores(result: EvaluateResult) -> None:
+    """Print ``evaluate``'s semantic or change scores and the files it wrote."""
+    from geoseg.evaluation.metrics import format_score
+
     m, notes = result.metrics, result.metrics.notes()
     if result.task == "change":
         c = m.names.index("change")

@@ -278,52 +278,11 @@ def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> 
     ``classes`` may be a path to a class file or an inline list; ``chips`` and
     ``val_chips`` name chip folders (see :func:`chip_pairs`) adding image/label pairs.
     """
-    values: dict[str, Any] = {}
-    base = Path(".")
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise InputNotFoundError(f"{p}: no such config file")
-        base = p.parent
-        raw = read_yaml(p) or {}
-        if not isinstance(raw, dict):
-            raise GeosegError(f"{p}: expected a mapping of option: value")
-        valid = {f.name for f in dataclasses.fields(TrainConfig)} | {"chips", "val_chips"}
-        unknown = set(raw) - valid
-        if unknown:
-            raise GeosegError(f"{p}: unknown keys {sorted(unknown)}; valid keys: {sorted(valid)}")
-        values.update(raw)
-        for key in _PATH_LISTS:
-            if key in raw:
-                values[key] = tuple(str(base / v) for v in raw[key])
-        if isinstance(raw.get("classes"), str):
-            values["classes"] = str(base / raw["classes"])
-        for key in ("output", "encoder_weights"):
-            if isinstance(raw.get(key), str):
-                values[key] = str(base / raw[key])
-        for key in ("chips", "val_chips"):
-            if isinstance(raw.get(key), str):
-                values[key] = str(base / raw[key])
+    values, raw = _read_config_file(path) if path is not None else ({}, {})
     from_file = dict(values)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    for key, pair in (("chips", ("images", "labels")), ("val_chips", ("val_images", "val_labels"))):
-        folder = values.pop(key, None)
-        if folder is not None:
-            imgs, labs = chip_pairs(folder)
-            values[pair[0]] = (*values.get(pair[0], ()), *imgs)
-            values[pair[1]] = (*values.get(pair[1], ()), *labs)
-    classes = values.get("classes")
-    if classes is None:
-        raise GeosegError(
-            "no class schema: pass --classes classes.yaml (or `classes:` in --config)"
-        )
-    values["classes"] = (
-        classes if isinstance(classes, ClassSchema)
-        else ClassSchema.from_json(classes) if isinstance(classes, list)
-        else load_class_schema(classes)
-    )  # fmt: skip
-    named = classes if isinstance(classes, str | os.PathLike) else path or "classes"
+    _add_chip_pairs(values)
+    named = _resolve_classes(values, path)
     for key in _PATH_LISTS:
         values[key] = tuple(values.get(key, ()))
     for key in ("bands", "encoder_bands"):
@@ -336,16 +295,84 @@ def load_train_config(path: str | os.PathLike[str] | None, **overrides: Any) -> 
         raise GeosegError("no output: pass -o model.safetensors")
     if path is not None:
         _check_plan(path, raw, from_file, values, overrides.get("classes") is None)
+    cfg = _make_config(path, raw, values, overrides)
+    if cfg.task == "instance":  # here the message can name the classes file
+        check_instance_classes(cfg.classes, str(named))
+    return cfg
+
+
+def _read_config_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The options of a YAML config file, its relative paths made relative to its folder;
+    and the file's mapping as read."""
+    values: dict[str, Any] = {}
+    p = Path(path)
+    if not p.is_file():
+        raise InputNotFoundError(f"{p}: no such config file")
+    base = p.parent
+    raw = read_yaml(p) or {}
+    if not isinstance(raw, dict):
+        raise GeosegError(f"{p}: expected a mapping of option: value")
+    valid = {f.name for f in dataclasses.fields(TrainConfig)} | {"chips", "val_chips"}
+    unknown = set(raw) - valid
+    if unknown:
+        raise GeosegError(f"{p}: unknown keys {sorted(unknown)}; valid keys: {sorted(valid)}")
+    values.update(raw)
+    for key in _PATH_LISTS:
+        if key in raw:
+            values[key] = tuple(str(base / v) for v in raw[key])
+    if isinstance(raw.get("classes"), str):
+        values["classes"] = str(base / raw["classes"])
+    for key in ("output", "encoder_weights"):
+        if isinstance(raw.get(key), str):
+            values[key] = str(base / raw[key])
+    for key in ("chips", "val_chips"):
+        if isinstance(raw.get(key), str):
+            values[key] = str(base / raw[key])
+    return values, raw
+
+
+def _add_chip_pairs(values: dict[str, Any]) -> None:
+    """Replace ``chips``/``val_chips`` in ``values`` by the image/label pairs of the folders."""
+    for key, pair in (("chips", ("images", "labels")), ("val_chips", ("val_images", "val_labels"))):
+        folder = values.pop(key, None)
+        if folder is not None:
+            imgs, labs = chip_pairs(folder)
+            values[pair[0]] = (*values.get(pair[0], ()), *imgs)
+            values[pair[1]] = (*values.get(pair[1], ()), *labs)
+
+
+def _resolve_classes(
+    values: dict[str, Any], path: str | os.PathLike[str] | None
+) -> str | os.PathLike[str]:
+    """Turn ``values["classes"]`` (a schema, an inline list or a class file) into a
+    :class:`ClassSchema`; returns what to name as the classes' source in messages."""
+    classes = values.get("classes")
+    if classes is None:
+        raise GeosegError(
+            "no class schema: pass --classes classes.yaml (or `classes:` in --config)"
+        )
+    values["classes"] = (
+        classes if isinstance(classes, ClassSchema)
+        else ClassSchema.from_json(classes) if isinstance(classes, list)
+        else load_class_schema(classes)
+    )  # fmt: skip
+    return classes if isinstance(classes, str | os.PathLike) else path or "classes"
+
+
+def _make_config(
+    path: str | os.PathLike[str] | None,
+    raw: Mapping[str, Any],
+    values: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+) -> TrainConfig:
+    """``TrainConfig(**values)``; a refused value the file set names the file."""
     try:
-        cfg = TrainConfig(**values)  # its own checks first: they name the option to change
+        return TrainConfig(**values)  # its own checks first: they name the option to change
     except GeosegError as exc:  # a value the file set (a plan's class_weights): name the file
         if path is None or not any(str(exc).startswith(k) for k in raw if overrides.get(k) is None):
             raise
         redo = ", or re-run `geoseg plan` with these options" if "provenance" in raw else ""
         raise type(exc)(f"{path}: {exc} (set in this file: edit it there{redo})") from exc
-    if cfg.task == "instance":  # here the message can name the classes file
-        check_instance_classes(cfg.classes, str(named))
-    return cfg
 
 
 def _check_plan(path: str | os.PathLike[str], raw: Mapping[str, Any],

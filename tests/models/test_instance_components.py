@@ -22,7 +22,7 @@ from geoseg.models.solov2_post import SOLOv2Thresholds
 from geoseg.models.solov2_post import window_objects as solov2_objects
 from geoseg.stitching import InstancePredictor
 from geoseg.types import ModelMeta, Normalization, TileSpec
-from tests.models.test_hf_masks import stitched
+from tests.models.mask_query_helpers import stitched
 from tests.stitching.oracle import THING_SCHEMA
 
 

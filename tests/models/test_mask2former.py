@@ -33,7 +33,7 @@ from geoseg.training.sampling import Batch
 from geoseg.types import NODATA_LABEL, ClassInfo, ClassSchema, ModelMeta, Normalization, TileSpec
 from tests.conftest import write_raster
 from tests.models.hf_folders import MASK2FORMER_TRAINED
-from tests.models.test_hf_masks import PerfectQueries, stitched
+from tests.models.mask_query_helpers import PerfectQueries, stitched
 from tests.stitching.oracle import THING_SCHEMA, OraclePredictor, object_scene
 
 pytest.importorskip("transformers")

@@ -24,7 +24,7 @@ from geoseg.stitching import SemanticInstancePredictor, panoptic_block
 from geoseg.tiling.infer import predict_blocks
 from geoseg.types import NODATA_LABEL, ModelMeta, Normalization, TileSpec
 from tests.conftest import textured_scene, write_raster
-from tests.models.test_hf_masks import PerfectQueries
+from tests.models.mask_query_helpers import PerfectQueries
 from tests.stitching.oracle import THING_SCHEMA, object_scene
 
 
