@@ -28,7 +28,7 @@ from geoseg.errors import GeosegError
 from geoseg.io.outputs import output_run
 from geoseg.synthetic import DATE_AFTER, DATE_BEFORE
 from tests.change.helpers import SCHEMA, write_labels, write_probabilities
-from tests.conftest import sample_run_folder
+from tests.conftest import TINY_BANDS, sample_run_folder, textured_scene, write_raster
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -242,3 +242,39 @@ def test_run_keeps_predict_warnings_and_overwrite_drops_stale_files(run_root: Pa
         "map_1_scene_before.tif",
         "map_2_scene_after.tif",
     ]
+
+
+#: case -> (DATE tag of the scene given first, of the one given second; extra
+#: arguments; words of the one-line refusal, or None when it runs)
+STACKS: dict[str, tuple[str | None, str | None, list[str], list[str] | None]] = {
+    "newest first": ("2015-09-09", "2015-07-11", [],
+                     ["s1.tif (acquired 2015-07-11) is listed after", "s0.tif (acquired "
+                      "2015-09-09)", "list the scenes oldest first"]),
+    "newest first, --normalize irmad": ("2015-09-09", "2015-07-11", ["--normalize", "irmad"],
+                                        ["list the scenes oldest first"]),
+    "same date": ("2015-07-11", "2015-07-11", [], ["both dated 2015-07-11"]),
+    "oldest first": ("2015-07-11", "2015-09-09", [], None),
+    "undated": (None, None, [], None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(STACKS))
+def test_stack_refuses_scenes_out_of_time_order(tmp_path: Path, case: str) -> None:
+    first, second, extra, words = STACKS[case]
+    paths = []
+    for i, date in enumerate((first, second)):
+        path = write_raster(tmp_path / f"s{i}.tif", textured_scene(32, 32, seed=i),
+                            descriptions=TINY_BANDS)  # fmt: skip
+        if date:
+            with rasterio.open(path, "r+") as dst:
+                dst.update_tags(DATE=date)
+        paths.append(str(path))
+    out = tmp_path / "stack.tif"
+    res = CliRunner().invoke(cli, ["stack", *paths, "-o", str(out), *extra])
+    if words is None:
+        assert res.exit_code == 0, res.output
+        assert out.is_file()
+        return
+    assert res.exit_code == 2, res.output
+    assert len(res.output.strip().splitlines()) == 1 and all(w in res.output for w in words)
+    assert not out.exists()

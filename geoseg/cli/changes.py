@@ -154,6 +154,9 @@ def change(
 def stack(dates: Sequence[str], output: Path, overwrite: bool, normalize: str | None) -> None:
     """Stack the bands of DATES (first date first) into one raster for change models."""
     from geoseg.io.stack import stack_dates, stack_normalized
+    from geoseg.pipelines.time_order import scenes_in_time_order
+
+    scenes_in_time_order(dates)  # a stack newest first turns a change model's answer around
 
     if normalize is None:
         click.echo(f"wrote {stack_dates(dates, output, overwrite)}")

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import os
 from collections.abc import Mapping, Sequence
+
+import rasterio
+from rasterio.errors import RasterioIOError
 
 from geoseg.change.align import DATE_TAG
 from geoseg.errors import DateOrderError
 
-__all__ = ["check_time_order", "maps_in_time_order", "tagged_date"]
+__all__ = ["check_time_order", "maps_in_time_order", "scenes_in_time_order", "tagged_date"]
 
 
 def tagged_date(tags: Mapping[str, str]) -> datetime.date | None:
@@ -70,3 +74,17 @@ def maps_in_time_order(paths: Sequence[str], dates: Sequence[str | None]) -> boo
     is no date counts as none), first and last date apart: a change needs time."""
     known = [tagged_date({DATE_TAG: d}) if d else None for d in dates]
     return check_time_order(paths, known, "maps", apart=True)
+
+
+def scenes_in_time_order(paths: Sequence[str | os.PathLike[str]]) -> bool:
+    """:func:`check_time_order` of scene files by the tags ``geoseg predict`` reads (and
+    writes into its maps' ``DATE``), first and last date apart; an unreadable file
+    counts as undated (the step that reads it says what is wrong)."""
+    dates = []
+    for path in paths:
+        try:
+            with rasterio.open(path) as src:
+                dates.append(tagged_date(src.tags()))
+        except RasterioIOError:
+            dates.append(None)
+    return check_time_order([os.fspath(p) for p in paths], dates, "scenes", apart=True)

@@ -69,7 +69,7 @@ from geoseg.io.outputs import output_run
 from geoseg.io.reports import write_json
 from geoseg.pipelines.change import OUTPUT_FILES, ChangeOptions, ChangeResult, change_report
 from geoseg.pipelines.predict import PredictOptions, predict_scene
-from geoseg.pipelines.time_order import check_time_order, tagged_date
+from geoseg.pipelines.time_order import scenes_in_time_order
 from geoseg.pipelines.workflow_file import Focus, Workflow, load_workflow
 from geoseg.tiling.execute import Progress
 
@@ -238,15 +238,8 @@ def check_scene_order(wf: Workflow) -> None:
     Raises:
         DateOrderError: naming the workflow, both scenes and their dates.
     """
-    dates = []
-    for scene in wf.scenes:
-        try:
-            with rasterio.open(scene) as src:
-                dates.append(tagged_date(src.tags()))
-        except RasterioIOError:  # predict names what is wrong with the file
-            dates.append(None)
     try:
-        check_time_order([str(s) for s in wf.scenes], dates, "scenes", apart=True)
+        scenes_in_time_order(wf.scenes)
     except GeosegError as exc:
         raise type(exc)(f"{wf.path}: scenes: {exc}") from None
 
