@@ -12,6 +12,7 @@ __all__ = [
     "BandMismatchError",
     "CheckpointError",
     "ConfigError",
+    "DateOrderError",
     "DiskFullError",
     "EncoderWeightsError",
     "GeosegError",
@@ -80,6 +81,10 @@ class OutputNotWritableError(GeosegError, PermissionError):
 
 class OutputLockedError(GeosegError, FileExistsError):
     """Another run holds the lock of an output."""
+
+
+class DateOrderError(GeosegError, ValueError):
+    """Dated inputs (scenes, label maps) are not listed oldest first."""
 
 
 class DiskFullError(GeosegError, OSError):

@@ -129,6 +129,9 @@ def change(
     result = change_report(maps, output, opts, progress_bar("change", progress))
     m = result.matrix
     echo_area_note(result.area_method)
+    if not result.dated:
+        click.echo("not every map carries an acquisition date (DATE tag): the order given is "
+                   "taken as time order")  # fmt: skip
     mapped = float(m.area_m2.sum()) + (m.uncertain_area_m2 or 0.0)
     click.echo(f"changed area {m.changed_area_m2 / 1e4:,.2f} ha of {mapped / 1e4:,.2f} ha mapped")
     if result.map_difference is not None:
@@ -151,6 +154,9 @@ def change(
 def stack(dates: Sequence[str], output: Path, overwrite: bool, normalize: str | None) -> None:
     """Stack the bands of DATES (first date first) into one raster for change models."""
     from geoseg.io.stack import stack_dates, stack_normalized
+    from geoseg.pipelines.time_order import scenes_in_time_order
+
+    scenes_in_time_order(dates)  # a stack newest first turns a change model's answer around
 
     if normalize is None:
         click.echo(f"wrote {stack_dates(dates, output, overwrite)}")

@@ -8,8 +8,10 @@ run writing the same output is refused with a message naming the first. Writers
 publish through :func:`publish` (``io.atomic`` does): a registered destination
 that existed is first moved aside, so that if the run fails every output it
 published is removed, every replaced one is put back and every folder it made is
-removed again. A failure for want of space or permission becomes one
-:class:`~geoseg.errors.GeosegError` naming the place.
+removed again. Files of an earlier run that an overwriting run supersedes without
+writing them (:meth:`OutputRun.retire`) are removed only once it has succeeded. A
+failure for want of space or permission becomes one :class:`~geoseg.errors.GeosegError`
+naming the place.
 
 The run in progress lives in a context variable rather than being passed down:
 the writers sit several calls below the pipelines (labels, vectors, reports,
@@ -130,6 +132,7 @@ class OutputRun:
         self._backups: list[tuple[Path, Path]] = []
         self._folders: list[Path] = []
         self._locks: dict[Path, OutputLock] = {}
+        self._retired: list[Path] = []
 
     def add(self, paths: Iterable[Path]) -> None:
         """Check and register output files (already registered ones pass)."""
@@ -157,6 +160,11 @@ class OutputRun:
         else:
             self._files.update(_key(p) for p in paths)
         return paths
+
+    def retire(self, paths: Iterable[Path]) -> None:
+        """Files of an earlier run that this run supersedes without writing them: removed
+        once it has succeeded (kept if it fails); an input of the run is never removed."""
+        self._retired.extend(paths)
 
     def lock(self, target: Path) -> None:
         """Take the lock of ``target`` for this run (once); the first one names the run.
@@ -194,6 +202,7 @@ class OutputRun:
                 for aside, _ in self._backups:
                     with contextlib.suppress(FileNotFoundError):
                         aside.unlink()
+                self._remove_retired()
             else:
                 self._roll_back()
         finally:
@@ -201,6 +210,14 @@ class OutputRun:
                 held.release()
         if not ok:  # after the locks, whose files may sit in these folders
             self._remove_folders()
+
+    def _remove_retired(self) -> None:
+        for path in self._retired:
+            if not path.is_file() or _key(path) in self._published:
+                continue
+            if not any(src.exists() and path.samefile(src) for src in self.inputs):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
     def _roll_back(self) -> None:
         for path in reversed(self._published):

@@ -52,12 +52,14 @@ from geoseg.pipelines.change_codes import (
     map_difference_matrix,
 )
 from geoseg.pipelines.change_outputs import (
+    report_warnings,
     write_change_polygons,
     write_images,
     write_index,
     write_tables,
     write_zone_table,
 )
+from geoseg.pipelines.time_order import maps_in_time_order
 from geoseg.report.focus import FocusLike, focus_cells
 from geoseg.tiling.execute import Progress, Sink, store_blocks
 from geoseg.types import ClassSchema, require_at_least, require_finite
@@ -65,6 +67,7 @@ from geoseg.types import ClassSchema, require_at_least, require_finite
 __all__ = [
     "DEFAULT_MIN_CHANGE_PROB",
     "OUTPUT_FILES",
+    "REPORT_FILES",
     "ChangeOptions",
     "ChangeResult",
     "change_report",
@@ -80,6 +83,11 @@ DEFAULT_MIN_CHANGE_PROB = 0.7
 OUTPUT_FILES = (
     "transitions.csv", "class_change.csv", "transitions.json", "change.tif", "change.gpkg",
     "transitions.png", "before.png", "after.png", "change.png", "index.html",
+)  # fmt: skip
+#: Every file a change report may write: with ``--overwrite``, those of an earlier
+#: report that this one does not write are removed once it has succeeded.
+REPORT_FILES = (
+    *OUTPUT_FILES, "transitions_by_aoi.csv", "samples.gpkg", "accuracy.csv", "accuracy.json",
 )  # fmt: skip
 
 
@@ -178,6 +186,9 @@ class ChangeResult:
         unknown_values: maps holding values outside the class schema (counted as nodata).
         map_difference: with the posterior rule, the matrix map differencing gives
             with the same filters (for comparison); None with the map rule.
+        dated: every map has an acquisition date (False: the order given was taken
+            as time order).
+        warnings: the report's plausibility flags (:mod:`geoseg.report.checks`), as text.
     """
 
     matrix: TransitionMatrix
@@ -185,6 +196,8 @@ class ChangeResult:
     area_method: AreaMethod = field(default_factory=lambda: AreaMethod(planar=False))
     unknown_values: tuple[UnknownValues, ...] = ()
     map_difference: TransitionMatrix | None = None
+    dated: bool = True
+    warnings: tuple[str, ...] = ()
 
 
 class _ChangeSink:
@@ -244,6 +257,7 @@ def change_report(
     options: ChangeOptions | None = None,
     progress: Progress | None = None,
     focus: FocusLike | None = None,
+    notes: Sequence[str] = (),
 ) -> ChangeResult:
     """Compare label maps (first date first) and write a change report into ``out_dir``.
 
@@ -257,7 +271,10 @@ def change_report(
     ``from_index * K + to_index``, ``K*K`` uncertain, 255 nodata), ``transitions.png``,
     ``before.png``/``after.png``/``change.png`` thumbnails and ``index.html``,
     headed by the ``focus`` figure (e.g. a workflow's deforestation) or, without
-    one, the largest transitions.
+    one, the largest transitions; ``notes`` (e.g. the warnings of the predict steps
+    that made the maps) are listed with the report's own warnings. With ``overwrite``,
+    report files of an earlier run that this one does not write are removed once it
+    has succeeded (:data:`REPORT_FILES`; never an input).
 
     Areas are ellipsoidal, or planar in a CRS without a datum (``area_method`` in
     ``transitions.json``); values of a map outside the class schema count as nodata,
@@ -267,12 +284,15 @@ def change_report(
         OutputExistsError: an output exists and ``overwrite`` is False (nothing written).
         UnsupportedCRSError: areas cannot be measured in the maps' CRS (nothing written).
         InvalidRasterError / GeosegError: see :func:`geoseg.change.align_label_maps`.
+        DateOrderError: every map is dated and they are not listed oldest first, or
+            the first and last share a date.
         InputNotFoundError / InvalidRasterError: with the posterior rule, a map's
             probability file is missing, or not of its classes or grid.
     """
     opts = options or ChangeOptions()
     out = Path(out_dir)
-    inputs = [Path(m) for m in (*maps, *(opts.probabilities_of or ()))]
+    extra = (*(opts.probabilities_of or ()), *(p for p in (opts.aoi, opts.reference) if p))
+    inputs = [Path(m) for m in (*maps, *extra)]
     if opts.consistency < 1 or (opts.consistency > 1 and len(maps) < opts.consistency + 1):
         raise GeosegError(
             f"--consistency {opts.consistency} needs at least {opts.consistency + 1} maps "
@@ -286,15 +306,21 @@ def change_report(
     )
     with output_run(opts.overwrite, inputs) as run:
         paths = dict(zip(names, run.add_folder(out, names), strict=True))
-        return _report(run, maps, out, paths, opts, progress, focus)
+        if opts.overwrite:
+            run.retire([out / n for n in REPORT_FILES if n not in names])
+        return _report(run, maps, out, paths, opts, progress, (focus, tuple(notes)))
 
 
 def _report(
     run: OutputRun, maps: Sequence[str | os.PathLike[str]], out: Path, paths: dict[str, Path],
-    opts: ChangeOptions, progress: Progress | None, focus: FocusLike | None,
+    opts: ChangeOptions, progress: Progress | None,
+    context: tuple[FocusLike | None, tuple[str, ...]],
 ) -> ChangeResult:  # fmt: skip
-    """:func:`change_report` once its outputs are registered and locked."""
+    """:func:`change_report` once its outputs are registered and locked; ``context``:
+    its focus and notes."""
+    focus, notes = context
     aligned = align_label_maps(maps, opts.chunk)
+    dated = maps_in_time_order(aligned.paths, aligned.dates)
     method = area_method(aligned.crs, aligned.paths[0])  # refused before anything is written
     posterior = opts.rule == "posterior"
     probs = None
@@ -335,14 +361,18 @@ def _report(
         zones.warn_partly_covered(opts.aoi or "", cover)
         write_zone_table(zones, cover, aligned, paths["transitions_by_aoi.csv"], opts)
     write_change_polygons(paths["change.tif"], paths["change.gpkg"], aligned.schema, opts)
-    write_tables(matrix, aligned, paths, opts, unknown, focus, versus)
+    flags = tuple(w.text for w in report_warnings(matrix, aligned, focus))
+    for text in flags:  # on the terminal too, not only in the report
+        log.warning("%s", text)
+    write_tables(matrix, aligned, paths, opts, unknown, focus, versus, dated)
     write_images(matrix, aligned, codes_schema, paths, opts)
     if opts.samples_se:
         write_samples(matrix, aligned, codes_schema, paths, opts)
     if samples is not None:
         write_accuracy(matrix, codes_schema, samples, paths, opts)
-    write_index(matrix, aligned, codes_schema, paths, opts, focus, samples, versus)
-    return ChangeResult(matrix, tuple(paths.values()), method, unknown, versus)
+    write_index(matrix, aligned, codes_schema, paths, opts, focus, samples, versus, notes)
+    files = tuple(paths.values())
+    return ChangeResult(matrix, files, method, unknown, versus, dated, flags)
 
 
 def _warn_middle_dates(aligned: AlignedMaps, opts: ChangeOptions) -> None:

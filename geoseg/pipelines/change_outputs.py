@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # change.py imports this module
     from geoseg.pipelines.change import ChangeOptions
 
 __all__ = [
+    "report_warnings",
     "write_change_polygons",
     "write_images",
     "write_index",
@@ -111,18 +112,20 @@ def _probability_files(opts: ChangeOptions) -> list[str]:
 def write_tables(
     m: TransitionMatrix, aligned: AlignedMaps, paths: dict[str, Path], opts: ChangeOptions,
     unknown: Sequence[UnknownValues] = (), focus: FocusLike | None = None,
-    versus: TransitionMatrix | None = None,
+    versus: TransitionMatrix | None = None, dated: bool = True,
 ) -> None:  # fmt: skip
     """``transitions.csv``, ``class_change.csv`` and ``transitions.json`` (with the grid,
     how areas were measured, the values outside the class schema, per map, the
     implausibility warnings of :mod:`geoseg.report.checks` and the rule; ``versus``:
-    the map-difference matrix beside a posterior one)."""
+    the map-difference matrix beside a posterior one; ``dated``: the maps' order was
+    checked against their dates, else taken as given)."""
     transitions = transition_rows(m)
     classes = class_change_rows(m)
     write_csv_rows(paths["transitions.csv"], transitions, opts.overwrite)
     write_csv_rows(paths["class_change.csv"], classes, opts.overwrite)
     doc = {
         "maps": list(aligned.paths), "dates": list(aligned.dates),
+        "time_order": "by date" if dated else "as given (not every map carries a DATE)",
         "crs": aligned.crs.to_string(), "transform": list(aligned.transform)[:6],
         "shape": [aligned.height, aligned.width],
         "area_method": area_method(aligned.crs).description,
@@ -131,15 +134,16 @@ def write_tables(
         "consistency": opts.consistency, "classes": list(m.names), **_rule_doc(m, opts, versus),
         "transitions": transitions[: len(m.names) ** 2],
         "nodata": transitions[-1], "class_change": classes, "total_area_m2": m.total_area_m2,
-        "warnings": [w.to_json() for w in _warnings(m, aligned, focus)],
+        "warnings": [w.to_json() for w in report_warnings(m, aligned, focus)],
         "normalization": map_normalizations(aligned.paths),  # per map, None if not normalised
     }  # fmt: skip
     write_json(paths["transitions.json"], doc, opts.overwrite)
 
 
-def _warnings(
+def report_warnings(
     m: TransitionMatrix, aligned: AlignedMaps, focus: FocusLike | None
 ) -> list[ChangeWarning]:
+    """The plausibility flags of the report (:func:`geoseg.report.checks.change_warnings`)."""
     years = years_between(aligned.dates[0], aligned.dates[-1])
     return change_warnings(m, years, focus, AreaFormat.of(m).text)
 
@@ -350,6 +354,7 @@ def write_index(
     focus: FocusLike | None = None,
     counts: np.ndarray | None = None,
     versus: TransitionMatrix | None = None,
+    notes: Sequence[str] = (),
 ) -> None:
     """``index.html``: the report page that ties the tables and images together.
 
@@ -360,6 +365,7 @@ def write_index(
         counts: ``(C, C)`` reference sample counts over change.tif's codes, or None.
         versus: with the posterior rule, the map-difference matrix (both figures
             are shown under the headline).
+        notes: warnings of the steps that made the maps, listed after the report's own.
     """
     areas = AreaFormat.of(m)
     grid = Grid(aligned.crs, aligned.transform, aligned.height, aligned.width)
@@ -375,7 +381,8 @@ def write_index(
         shape=(aligned.height, aligned.width), area_method=_area_method(m, aligned),
         filters=_filters(aligned, m, opts), headline=_headline(m, focus, counts),
         focus=focus is not None, accuracy_note=_accuracy_note(opts, counts),
-        warnings=[w.text for w in _warnings(m, aligned, focus)], areas=areas, table=rows,
+        warnings=[*(w.text for w in report_warnings(m, aligned, focus)), *notes],
+        areas=areas, table=rows,
         class_rows=[(c, float(gain[i]), float(loss[i]), float(net[i]))
                     for i, c in enumerate(m.names)],
         nodata=(m.nodata_area_m2, m.nodata_pixels), figures=_figures(m, aligned, codes, paths),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import itertools
 import logging
 import os
 import re
@@ -34,6 +33,7 @@ from geoseg.io.grids import same_grid
 from geoseg.io.raster import Scene, canonical_band_name, open_scene
 from geoseg.io.reproject import bounds_in_crs
 from geoseg.pipelines.prompt_windows import PromptWindow, read_window
+from geoseg.pipelines.time_order import check_time_order, tagged_date
 
 __all__ = [
     "TrackDate", "date_labels", "dates_in_time_order", "open_dates", "read_date_window",
@@ -72,10 +72,7 @@ class TrackDate:
 def scene_date(scene: Scene) -> datetime.date | None:
     """The acquisition date ``geoseg predict`` reads (its ``DATE``, ``ACQUISITION`` ...
     tags: :func:`geoseg.pipelines.predict.scene_date`), but not the file's time stamp."""
-    from geoseg.pipelines.predict import scene_date as tagged_date
-
-    text = tagged_date({k: v for k, v in scene.tags.items() if k != _NOT_ACQUISITION})
-    return None if text is None else datetime.date.fromisoformat(text)
+    return tagged_date({k: v for k, v in scene.tags.items() if k != _NOT_ACQUISITION})
 
 
 def date_labels(scenes: Sequence[Scene]) -> list[str]:
@@ -98,19 +95,10 @@ def dates_in_time_order(scenes: Sequence[Scene]) -> bool:
     """True when every scene has an acquisition date (False: the order given is taken).
 
     Raises:
-        GeosegError: every scene is dated and the order given is not chronological.
+        DateOrderError: every scene is dated and the order given is not chronological
+            (:func:`~geoseg.pipelines.time_order.check_time_order`; equal dates pass).
     """
-    known = [scene_date(s) for s in scenes]
-    if None in known:
-        return False
-    dated = [d for d in known if d is not None]
-    if any(later < earlier for earlier, later in itertools.pairwise(dated)):
-        raise GeosegError(
-            f"{scenes[0].path}: the scenes are not in time order (acquired "
-            f"{', '.join(d.isoformat() for d in dated)}, in the order given); list them in "
-            "time order, oldest first"
-        )
-    return True
+    return check_time_order([s.path for s in scenes], [scene_date(s) for s in scenes], "scenes")
 
 
 def _check_dates(scenes: Sequence[Scene]) -> None:

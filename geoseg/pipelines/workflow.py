@@ -48,14 +48,20 @@ before it makes the output folder.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
+import logging
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import rasterio
+from rasterio.errors import RasterioIOError
 
 from geoseg.areas import ACRE_M2, HECTARE_M2
 from geoseg.errors import ConfigError, GeosegError, OutputExistsError
@@ -63,6 +69,7 @@ from geoseg.io.outputs import output_run
 from geoseg.io.reports import write_json
 from geoseg.pipelines.change import OUTPUT_FILES, ChangeOptions, ChangeResult, change_report
 from geoseg.pipelines.predict import PredictOptions, predict_scene
+from geoseg.pipelines.time_order import scenes_in_time_order
 from geoseg.pipelines.workflow_file import Focus, Workflow, load_workflow
 from geoseg.tiling.execute import Progress
 
@@ -73,6 +80,8 @@ __all__ = [
 
 #: How a workflow gives its AOI's CRS, as messages name it.
 WORKFLOW_AOI_CRS = "the workflow key aoi_crs:"
+#: The names of the maps (and probability files) a run writes: ``map_<n>_<scene stem>``.
+_MAP_NAME = re.compile(r"map_\d+_.+\.tif")
 
 
 @dataclass(frozen=True)
@@ -210,35 +219,89 @@ def run_workflow(
     the maps and reports written before it are removed again, and so is the output
     folder if this run made it (unless it still holds pieces kept for --resume).
     """
+    check_scene_order(wf)
     check_destinations(wf, overwrite)
     with output_run(overwrite) as run:
         run.add_folder(wf.output, ["summary.json"], parents=True)
+        if overwrite:  # an earlier run's maps and summary that this run does not write
+            keep = set(_destinations(wf))
+            run.retire(p for p in _earlier_outputs(wf.output) if p not in keep)
         run.make_folder(wf.output)
         return _run(wf, overwrite, progress)
+
+
+def check_scene_order(wf: Workflow) -> None:
+    """Refuse scenes that are dated (as ``geoseg predict`` reads their tags, and writes
+    into the maps' ``DATE``) but not listed oldest first, or whose first and last dates
+    are the same.
+
+    Raises:
+        DateOrderError: naming the workflow, both scenes and their dates.
+    """
+    try:
+        scenes_in_time_order(wf.scenes)
+    except GeosegError as exc:
+        raise type(exc)(f"{wf.path}: scenes: {exc}") from None
+
+
+def _earlier_outputs(folder: Path) -> list[Path]:
+    """The maps and probability files an earlier run wrote (named :data:`_MAP_NAME` and
+    tagged by geoseg), and its ``summary.json``."""
+    found = [folder / "summary.json"]
+    for path in sorted(folder.glob("map_*_*.tif")) if folder.is_dir() else ():
+        with contextlib.suppress(RasterioIOError), rasterio.open(path) as src:
+            if _MAP_NAME.fullmatch(path.name) and any(k.startswith("GEOSEG_") for k in src.tags()):
+                found.append(path)
+    return found
+
+
+class _Heard(logging.Handler):
+    """Keeps the warnings geoseg logs while it is attached."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _warnings_heard() -> Iterator[list[str]]:
+    """The warnings geoseg logs inside the block (they are still shown as usual)."""
+    heard, logger = _Heard(), logging.getLogger("geoseg")
+    logger.addHandler(heard)
+    try:
+        yield heard.lines
+    finally:
+        logger.removeHandler(heard)
 
 
 def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowResult:
     clouds = {"mask_clouds": str(wf.mask_clouds)} if wf.mask_clouds else {}
     popts = PredictOptions(**{**dict(wf.predict), **clouds, "overwrite": overwrite})
-    maps, normalized = [], []
+    maps, normalized, notes = [], [], []
     probs: list[Path | None] = [*_probability_paths(wf)] or [None] * len(wf.scenes)
     for i, (scene, out, prob) in enumerate(zip(wf.scenes, _map_paths(wf), probs, strict=True)):
         opts = popts if prob is None else dataclasses.replace(popts, probabilities=prob)
         if wf.normalize_dates and i:  # later dates in the first date's radiometry
             opts = dataclasses.replace(opts, normalize_to=str(wf.scenes[0]))
-        done = predict_scene(scene, wf.model, out, opts, progress)
+        with _warnings_heard() as heard:
+            done = predict_scene(scene, wf.model, out, opts, progress)
+        notes += [{"rule": "predict", "scene": str(scene), "message": m} for m in heard]
         maps.append(done.output)
         normalized += [f"date {i + 1} ({scene}): {done.normalized}"] if done.normalized else []
     aoi = {"aoi": str(wf.aoi), "aoi_field": wf.aoi_field, "aoi_crs": wf.aoi_crs,
            "aoi_crs_option": WORKFLOW_AOI_CRS} if wf.aoi else {}  # fmt: skip
     copts = ChangeOptions(**{**dict(wf.change), **aoi, "overwrite": overwrite})
-    result = change_report(maps, wf.output / "report", copts, progress, wf.focus)
+    said = [f"predict {n['scene']}: {n['message']}" for n in notes]
+    result = change_report(maps, wf.output / "report", copts, progress, wf.focus, said)
     table = wf.output / "report" / "transitions_by_aoi.csv" if wf.aoi else None
     summary = _summary(wf, result, table)
     files = result.files
     if summary:  # the report's implausibility warnings, as its transitions.json has them
         report = json.loads((wf.output / "report" / "transitions.json").read_text("utf-8"))
-        summary["warnings"] = report["warnings"]
+        summary["warnings"] = [*report["warnings"], *notes]
         summary["normalization"] = report["normalization"]
         files = (*files, write_json(wf.output / "summary.json", summary, overwrite))
     return WorkflowResult(tuple(maps), (*_probability_paths(wf), *files), summary, (*normalized,))
