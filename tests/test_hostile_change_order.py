@@ -255,6 +255,9 @@ STACKS: dict[str, tuple[str | None, str | None, list[str], list[str] | None]] = 
     "same date": ("2015-07-11", "2015-07-11", [], ["both dated 2015-07-11"]),
     "oldest first": ("2015-07-11", "2015-09-09", [], None),
     "undated": (None, None, [], None),
+    # TIFFTAG_DATETIME is often the file's creation time: it may not refuse an order
+    "file time stamps only, newest first": ("TIFF:2015:09:09 10:00:00",
+                                            "TIFF:2015:07:11 10:00:00", [], None),
 }  # fmt: skip
 
 
@@ -267,7 +270,10 @@ def test_stack_refuses_scenes_out_of_time_order(tmp_path: Path, case: str) -> No
                             descriptions=TINY_BANDS)  # fmt: skip
         if date:
             with rasterio.open(path, "r+") as dst:
-                dst.update_tags(DATE=date)
+                if date.startswith("TIFF:"):
+                    dst.update_tags(TIFFTAG_DATETIME=date.removeprefix("TIFF:"))
+                else:
+                    dst.update_tags(DATE=date)
         paths.append(str(path))
     out = tmp_path / "stack.tif"
     res = CliRunner().invoke(cli, ["stack", *paths, "-o", str(out), *extra])
@@ -278,3 +284,26 @@ def test_stack_refuses_scenes_out_of_time_order(tmp_path: Path, case: str) -> No
     assert res.exit_code == 2, res.output
     assert len(res.output.strip().splitlines()) == 1 and all(w in res.output for w in words)
     assert not out.exists()
+
+
+def test_a_date_from_the_file_time_stamp_is_marked_and_refuses_no_order(tmp_path: Path) -> None:
+    """predict takes TIFFTAG_DATETIME as the date only as a last resort and says so in the
+    map (DATE_SOURCE); change then takes such maps in the order given, never refuses it."""
+    maps = []
+    for i, stamp in enumerate(("2015:09:09 10:00:00", "2015:07:11 10:00:00")):
+        scene = write_raster(tmp_path / f"s{i}.tif", textured_scene(32, 32, seed=i),
+                             descriptions=TINY_BANDS)  # fmt: skip
+        with rasterio.open(scene, "r+") as dst:
+            dst.update_tags(TIFFTAG_DATETIME=stamp)
+        out = tmp_path / f"lc{i}.tif"
+        res = CliRunner().invoke(cli, ["predict", str(scene), "-m", "spectral", "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        with rasterio.open(out) as src:
+            tags = src.tags()
+        assert tags["DATE"] == stamp[:10].replace(":", "-")
+        assert tags["DATE_SOURCE"] == "TIFFTAG_DATETIME"
+        maps.append(str(out))
+    res = CliRunner().invoke(cli, ["change", *maps, "-o", str(tmp_path / "report")])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "report" / "transitions.json").read_text())
+    assert doc["time_order"] == "as given (not every map carries a DATE)"

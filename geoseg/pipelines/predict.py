@@ -279,6 +279,26 @@ def _write_cog(parts: PredictParts, lazy: da.Array, overwrite: bool) -> int:
 DATE_TAGS = ("DATE", "ACQUISITION", "ACQUISITION_DATE", "TIFFTAG_DATETIME")
 
 
+#: The tag of :data:`DATE_TAGS` that is often the file's creation time, not the scene's.
+FILE_TIME_TAG = "TIFFTAG_DATETIME"
+#: A label map's tag naming where its ``DATE`` came from, when that was only
+#: :data:`FILE_TIME_TAG`.
+DATE_SOURCE_TAG = "DATE_SOURCE"
+
+
+def _without_file_time(tags: Mapping[str, str]) -> dict[str, str]:
+    """``tags`` less :data:`FILE_TIME_TAG`: only the tags that name an acquisition."""
+    return {k: v for k, v in tags.items() if k != FILE_TIME_TAG}
+
+
+def acquisition_date(tags: Mapping[str, str]) -> str | None:
+    """:func:`scene_date` from tags that name an acquisition only (None for a label map
+    whose ``DATE`` came from :data:`FILE_TIME_TAG`): dates that may refuse an order."""
+    if tags.get(DATE_SOURCE_TAG) == FILE_TIME_TAG:
+        return None
+    return scene_date(_without_file_time(tags))
+
+
 def scene_date(tags: Mapping[str, str]) -> str | None:
     """The first of :data:`DATE_TAGS` that parses, as an ISO date ``YYYY-MM-DD``.
 
@@ -300,8 +320,12 @@ def _label_meta(scene: Scene, schema: ClassSchema, model: str, bands: int) -> La
     """The output's classes, georeferencing (the scene's), band descriptions and tags
     (the scene's SENSOR and, as DATE, its acquisition date: :func:`scene_date`)."""
     date = scene_date(scene.tags)
+    guessed = date is not None and scene_date(_without_file_time(scene.tags)) is None
     tags = {
         **({"DATE": date} if date else {}),
+        # a date read from TIFFTAG_DATETIME alone may be the file's creation time: the
+        # map says so, and change does not refuse an order on it (pipelines.time_order)
+        **({DATE_SOURCE_TAG: FILE_TIME_TAG} if guessed else {}),
         # SENSOR, and the radiometric fits of --normalize-to (geoseg.change.normalize_to)
         # and --normalize-dates (geoseg.change.radiometric)
         **{

@@ -24,10 +24,14 @@ __all__ = ["check_time_order", "maps_in_time_order", "scenes_in_time_order", "ta
 
 
 def tagged_date(tags: Mapping[str, str]) -> datetime.date | None:
-    """The acquisition date in ``tags`` as ``geoseg predict`` reads it, or None."""
-    from geoseg.pipelines.predict import scene_date  # torch-free callers stay light
+    """The acquisition date in ``tags`` as ``geoseg predict`` reads it, or None.
 
-    text = scene_date(tags)
+    A date from ``TIFFTAG_DATETIME`` alone (often the file's creation time; a label map
+    says so in ``DATE_SOURCE``) counts as none: it may not refuse an order.
+    """
+    from geoseg.pipelines.predict import acquisition_date  # torch-free callers stay light
+
+    text = acquisition_date(tags)
     return None if text is None else datetime.date.fromisoformat(text)
 
 
@@ -71,9 +75,25 @@ def check_time_order(
 
 def maps_in_time_order(paths: Sequence[str], dates: Sequence[str | None]) -> bool:
     """:func:`check_time_order` of label maps by their ``DATE`` tags (``dates``; a tag that
-    is no date counts as none), first and last date apart: a change needs time."""
-    known = [tagged_date({DATE_TAG: d}) if d else None for d in dates]
+    is no date, or one ``predict`` took from a file time stamp, counts as none), first and
+    last date apart: a change needs time."""
+    known = [
+        tagged_date({DATE_TAG: d, **_date_source(p)}) if d else None
+        for p, d in zip(paths, dates, strict=True)
+    ]
     return check_time_order(paths, known, "maps", apart=True)
+
+
+def _date_source(path: str) -> dict[str, str]:
+    """The map's ``DATE_SOURCE`` tag, if any (empty when it cannot be read)."""
+    from geoseg.pipelines.predict import DATE_SOURCE_TAG
+
+    try:
+        with rasterio.open(path) as src:
+            got = src.tags().get(DATE_SOURCE_TAG)
+    except RasterioIOError:
+        return {}
+    return {DATE_SOURCE_TAG: got} if got else {}
 
 
 def scenes_in_time_order(paths: Sequence[str | os.PathLike[str]]) -> bool:

@@ -44,9 +44,6 @@ log = logging.getLogger(__name__)
 
 #: How a date on another grid is resampled onto the first date's.
 WARP = Resampling.bilinear
-#: A tag :func:`~geoseg.pipelines.predict.scene_date` reads last that is often the file's
-#: creation time: it may not refuse an order (nor name a date).
-_NOT_ACQUISITION = "TIFFTAG_DATETIME"
 
 
 @dataclass(frozen=True)
@@ -72,7 +69,7 @@ class TrackDate:
 def scene_date(scene: Scene) -> datetime.date | None:
     """The acquisition date ``geoseg predict`` reads (its ``DATE``, ``ACQUISITION`` ...
     tags: :func:`geoseg.pipelines.predict.scene_date`), but not the file's time stamp."""
-    return tagged_date({k: v for k, v in scene.tags.items() if k != _NOT_ACQUISITION})
+    return tagged_date(scene.tags)
 
 
 def date_labels(scenes: Sequence[Scene]) -> list[str]:
