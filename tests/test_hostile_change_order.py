@@ -121,7 +121,7 @@ def _aoi(path: Path) -> Path:
 
 
 def test_overwrite_removes_the_earlier_reports_files_only_once_the_new_one_is_done(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     maps = _dated_maps(tmp_path, ["2015-07-11", "2015-08-20", "2015-09-09"])
     out = tmp_path / "report"
@@ -141,9 +141,14 @@ def test_overwrite_removes_the_earlier_reports_files_only_once_the_new_one_is_do
         assert CliRunner().invoke(cli, again).exit_code == 2
     assert (out / "transitions_by_aoi.csv").is_file() and (out / "samples.gpkg").is_file()
     assert json.loads((out / "transitions.json").read_text())["maps"][-1] == str(maps[2])
-    res = CliRunner().invoke(cli, again)
+    sheet = (out / "samples.gpkg").read_bytes()
+    with caplog.at_level(logging.WARNING):
+        res = CliRunner().invoke(cli, again)
     assert res.exit_code == 0, res.output
-    assert not (out / "transitions_by_aoi.csv").exists() and not (out / "samples.gpkg").exists()
+    assert not (out / "transitions_by_aoi.csv").exists()
+    # the sample sheet may hold the user's labels: kept as it was, with a warning
+    assert (out / "samples.gpkg").read_bytes() == sheet
+    assert any("earlier report's sample" in r.getMessage() for r in caplog.records)
     assert (out / "my_notes.txt").read_text() == "mine"  # not geoseg's: never touched
     assert json.loads((out / "transitions.json").read_text())["maps"][-1] == str(maps[1])
 

@@ -43,7 +43,12 @@ from geoseg.io.labels import LabelMeta, label_cog_from_chunks, label_cog_writer
 from geoseg.io.outputs import OutputRun, output_run
 from geoseg.io.parts import parts_folder
 from geoseg.io.vectors_crs import read_input_layer
-from geoseg.pipelines.change_accuracy import read_reference, write_accuracy, write_samples
+from geoseg.pipelines.change_accuracy import (
+    keep_old_samples,
+    read_reference,
+    write_accuracy,
+    write_samples,
+)  # fmt: skip
 from geoseg.pipelines.change_codes import (
     RULES,
     change_codes,
@@ -84,11 +89,9 @@ OUTPUT_FILES = (
     "transitions.csv", "class_change.csv", "transitions.json", "change.tif", "change.gpkg",
     "transitions.png", "before.png", "after.png", "change.png", "index.html",
 )  # fmt: skip
-#: Every file a change report may write: with ``--overwrite``, those of an earlier
-#: report that this one does not write are removed once it has succeeded.
-REPORT_FILES = (
-    *OUTPUT_FILES, "transitions_by_aoi.csv", "samples.gpkg", "accuracy.csv", "accuracy.json",
-)  # fmt: skip
+#: The files a change report may write that, with ``--overwrite``, are removed once it
+#: has succeeded when it does not write them (not ``samples.gpkg``: the user labels it).
+REPORT_FILES = (*OUTPUT_FILES, "transitions_by_aoi.csv", "accuracy.csv", "accuracy.json")
 
 
 @dataclass(frozen=True)
@@ -308,6 +311,7 @@ def change_report(
         paths = dict(zip(names, run.add_folder(out, names), strict=True))
         if opts.overwrite:
             run.retire([out / n for n in REPORT_FILES if n not in names])
+            keep_old_samples(out, names)
         return _report(run, maps, out, paths, opts, progress, (focus, tuple(notes)))
 
 

@@ -6,6 +6,8 @@ al. (2014), see :mod:`geoseg.change.accuracy`.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +29,31 @@ from geoseg.types import ClassSchema
 if TYPE_CHECKING:  # change.py imports this module
     from geoseg.pipelines.change import ChangeOptions
 
-__all__ = ["check_sample_strata", "read_reference", "write_accuracy", "write_samples"]
+__all__ = [
+    "SAMPLES", "check_sample_strata", "keep_old_samples", "read_reference", "write_accuracy",
+    "write_samples",
+]  # fmt: skip
+
+log = logging.getLogger(__name__)
+
+#: The sample sheet a user labels in place: never removed as a stale file.
+SAMPLES = "samples.gpkg"
+
+
+def keep_old_samples(folder: Path, names: Sequence[str]) -> None:
+    """Warn that an earlier report's sample sheet stays (it may hold the user's labels).
+
+    Args:
+        folder: the report folder.
+        names: the files this report writes.
+    """
+    path = folder / SAMPLES
+    if SAMPLES not in names and path.is_file():
+        log.warning(
+            "%s is an earlier report's sample (this run writes none) and is kept, as it may "
+            "hold your labels; its points do not sample this report's change.tif",
+            path,
+        )
 
 
 def write_samples(
