@@ -159,8 +159,22 @@ def expected_calibration_error(prob: np.ndarray, target: np.ndarray, bins: int =
 
 
 def fit_calibration(scores: np.ndarray, target: np.ndarray) -> CalibrationFit:
-    """Fit ``T`` on ``(N, K)`` scores and ``(N,)`` classes; ECE and NLL before and after."""
+    """Fit ``T`` on ``(N, K)`` scores and ``(N,)`` classes; ECE and NLL before and after.
+
+    Raises:
+        GeosegError: as :func:`fit_temperature`, or a fit that ran to a bound of
+            :data:`T_RANGE`: pixels the model gets all right (or all wrong), e.g. one
+            class only, pin no temperature, and ``T = 0.01`` (every probability 1) or
+            ``T = 100`` (uniform) would be written as a calibration.
+    """
     t = fit_temperature(scores, target)
+    if t in T_RANGE:
+        right = float(np.mean(scores.argmax(axis=1) == target))
+        raise GeosegError(
+            f"the labelled pixels pin no temperature: the model is right on {right:.1%} of "
+            f"them ({len(np.unique(target))} class(es) labelled) and the fit ran to the bound "
+            f"T = {t:g}; give labels of several classes, some of which the model gets wrong"
+        )
     z = scores.astype(np.float64)
     return CalibrationFit(
         temperature=t,

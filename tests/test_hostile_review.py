@@ -1,0 +1,113 @@
+"""Hostile inputs to ``geoseg calibrate`` found in review: refusals that name the file at
+fault, fits the labels cannot pin, and change masks read as ``evaluate`` reads them."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from click.testing import CliRunner
+
+from geoseg.cli import cli
+from geoseg.errors import GeosegError
+from geoseg.io.checkpoint import read_checkpoint_meta, save_checkpoint
+from geoseg.models.registry import build_model
+from geoseg.pipelines import PredictOptions, predict_scene
+from geoseg.pipelines.calibrate import calibrate_model
+from geoseg.pipelines.evaluate import CHANGE_SCHEMA
+from geoseg.training.calibration import fit_calibration
+from geoseg.types import ModelMeta, Normalization
+from tests.conftest import TINY_BANDS, textured_scene, write_raster
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _own_map(model: Path, scene: Path, out: Path) -> np.ndarray:
+    """``(1, H, W) uint8`` label map ``model`` predicts for ``scene`` (255 = nodata)."""
+    predict_scene(scene, str(model), out, PredictOptions(device="cpu"))
+    with rasterio.open(out) as src:
+        return src.read()
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> Path:
+    data = textured_scene(100, 120, seed=3)
+    data[:, :10, :12] = 0  # a nodata corner
+    return write_raster(tmp_path / "scene.tif", data, nodata=0, descriptions=TINY_BANDS)
+
+
+def _labels(case: str, model: Path, scene: Path, tmp_path: Path) -> Path:
+    lab = np.full((1, 100, 120), 255, np.uint8)
+    if case == "too few labelled pixels":
+        lab[0, 50, 50:55] = 4
+    elif case == "labels are the model's own map":  # always right: T runs to 0.01
+        lab = _own_map(model, scene, tmp_path / "own_pred.tif")
+    elif case == "labels only where the image is nodata":
+        lab[0, :10, :12] = 4
+    return write_raster(tmp_path / "labels.tif", lab, nodata=255)
+
+
+@pytest.mark.parametrize(
+    ("case", "blamed", "words"),
+    [
+        ("too few labelled pixels", "labels", ["at least 10 labelled pixels", "got 5"]),
+        ("labels are the model's own map", "labels", ["pin no temperature", "T = 0.01"]),
+        ("labels only where the image is nodata", "image", ["nodata under all 120 labelled px"]),
+    ],
+)
+def test_calibrate_refusals_name_the_file_at_fault_and_write_nothing(
+    case: str, blamed: str, words: list[str], tiny_checkpoint: Path, scene: Path, tmp_path: Path
+) -> None:
+    labels = _labels(case, tiny_checkpoint, scene, tmp_path)
+    out = tmp_path / "cal.safetensors"
+    before = {p.name: _sha(p) for p in tmp_path.iterdir() if p.is_file()}
+    result = CliRunner().invoke(cli, ["calibrate", "-m", str(tiny_checkpoint), "--image",
+                                      str(scene), "--labels", str(labels), "-o", str(out),
+                                      "--device", "cpu"])  # fmt: skip
+    text = result.output
+    assert result.exit_code == 2, text
+    assert text.count("\n") == 1, text
+    assert text.startswith(f"geoseg: error: {labels if blamed == 'labels' else scene}: "), text
+    for word in words:
+        assert word in text, text
+    assert {p.name: _sha(p) for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.parametrize(
+    ("case", "target"),
+    [("always right", np.zeros(50, np.int64)), ("always wrong", np.full(50, 2))],
+)
+def test_a_fit_at_a_temperature_bound_is_no_calibration(case: str, target: np.ndarray) -> None:
+    # geoseg train catches this and leaves the checkpoint at T = 1 with a warning
+    scores = np.tile([[2.0, 0.0, -1.0]], (50, 1))
+    with pytest.raises(GeosegError, match="pin no temperature"):
+        fit_calibration(scores, target)
+
+
+def test_a_change_mask_of_0_and_255_calibrates_a_change_model_on_both_classes(
+    scene: Path, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    module = build_model("unet", "resnet18", len(TINY_BANDS), 2)
+    meta = ModelMeta(
+        task="change", arch="unet", encoder="resnet18", bands=TINY_BANDS,
+        normalization=Normalization((0.2,) * 4, (0.1,) * 4, scale=1e-4), schema=CHANGE_SCHEMA,
+        window=64, margin=8, gsd_m=10.0,
+    )  # fmt: skip
+    model = save_checkpoint(tmp_path / "change.safetensors", module.state_dict(), meta)
+    own = _own_map(model, scene, tmp_path / "own.tif")[0]
+    rng = np.random.default_rng(0)
+    flip = (rng.random(own.shape) < 0.3) & (own != 255)
+    change = np.where(own == 255, 0, own ^ flip)  # the corner: labelled, the image has no data
+    mask = write_raster(tmp_path / "mask.tif", (change * 255).astype(np.uint8)[None])  # 0/255
+    result = calibrate_model(str(model), scene, mask, tmp_path / "cal.safetensors",
+                             PredictOptions(device="cpu"))  # fmt: skip
+    assert result.fit.pixels == 100 * 120 - 10 * 12  # 255 = change counts, as in evaluate
+    record = read_checkpoint_meta(result.output).metrics["calibration"]
+    assert record["pixels"] == result.fit.pixels and 0.01 < result.temperature < 100
