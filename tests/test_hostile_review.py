@@ -80,6 +80,32 @@ def test_calibrate_refusals_name_the_file_at_fault_and_write_nothing(
 
 
 @pytest.mark.parametrize(
+    ("corner", "blamed", "words"),
+    [
+        (True, "image", ["nodata under all 120 px of", "that hold a class"]),
+        (False, "labels", ["no pixel has both a reference class and a prediction"]),
+    ],
+)
+def test_evaluate_blames_the_image_when_it_has_no_data_under_the_labels(
+    corner: bool, blamed: str, words: list[str], tiny_checkpoint: Path, scene: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    lab = np.full((1, 100, 120), 255, np.uint8)
+    if corner:
+        lab[0, :10, :12] = 4  # only where the scene is nodata
+    labels = write_raster(tmp_path / "labels.tif", lab, nodata=255)
+    result = CliRunner().invoke(cli, ["evaluate", "-m", str(tiny_checkpoint), "--image",
+                                      str(scene), "--labels", str(labels), "-o",
+                                      str(tmp_path / "ev"), "--device", "cpu"])  # fmt: skip
+    text = result.output
+    assert result.exit_code == 2 and text.count("\n") == 1, text
+    assert text.startswith(f"geoseg: error: {labels if blamed == 'labels' else scene}: "), text
+    for word in words:
+        assert word in text, text
+    assert not (tmp_path / "ev").exists() or not any((tmp_path / "ev").iterdir())
+
+
+@pytest.mark.parametrize(
     ("case", "target"),
     [("always right", np.zeros(50, np.int64)), ("always wrong", np.full(50, 2))],
 )
