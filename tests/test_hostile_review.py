@@ -3,6 +3,7 @@ fault, fits the labels cannot pin, and change masks read as ``evaluate`` reads t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -137,3 +138,54 @@ def test_a_change_mask_of_0_and_255_calibrates_a_change_model_on_both_classes(
     assert result.fit.pixels == 100 * 120 - 10 * 12  # 255 = change counts, as in evaluate
     record = read_checkpoint_meta(result.output).metrics["calibration"]
     assert record["pixels"] == result.fit.pixels and 0.01 < result.temperature < 100
+
+
+def test_calibrate_fits_a_change_model_on_the_dates_predict_normalises(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    from geoseg.io.checkpoint import load_checkpoint
+    from geoseg.io.stack import stack_dates
+
+    tensors, meta = load_checkpoint(tiny_checkpoint)
+    pair_bands = ("t1_B02", "t1_B03", "t2_B02", "t2_B03")
+    model = save_checkpoint(tmp_path / "change.safetensors", tensors,
+                            dataclasses.replace(meta, task="change", bands=pair_bands))  # fmt: skip
+    a = textured_scene(96, 96, bands=2, seed=1).astype(float)
+    b = (a - 150) / 0.7 + np.random.default_rng(2).normal(0, 3, a.shape)  # darker, flatter
+    dates = [write_raster(tmp_path / f"d{i}.tif", d.round().astype(np.uint16),
+                          descriptions=("B02", "B03")) for i, d in enumerate((a, b))]  # fmt: skip
+    pair = stack_dates(dates, tmp_path / "pair.tif")
+    predict_scene(pair, str(model), tmp_path / "own.tif",
+                  PredictOptions(device="cpu", normalize_dates="irmad"))  # fmt: skip
+    with rasterio.open(tmp_path / "own.tif") as src:
+        own = src.read()
+    flip = np.random.default_rng(0).random(own.shape) < 0.3
+    own[flip] = np.random.default_rng(1).choice(np.array([1, 4, 9], np.uint8), flip.sum())
+    labels = write_raster(tmp_path / "labels.tif", own, nodata=255)
+    out = tmp_path / "cal.safetensors"
+    args = [
+        "calibrate",
+        "-m",
+        str(model),
+        "--image",
+        str(pair),
+        "--labels",
+        str(labels),
+        "-o",
+        str(out),
+        "--device",
+        "cpu",
+        "--normalize-dates",
+        "irmad",
+        "--precision",
+        "fp32",
+    ]
+    run = CliRunner().invoke(cli, args)
+    assert run.exit_code == 0, run.output
+    normalised, raw = (
+        calibrate_model(str(model), pair, labels, tmp_path / f"{n}.safetensors",
+                        PredictOptions(device="cpu", normalize_dates=how)).temperature
+        for n, how in (("n", "irmad"), ("r", None))
+    )  # fmt: skip
+    assert read_checkpoint_meta(out).temperature == pytest.approx(normalised, rel=1e-9)
+    assert abs(normalised - raw) > 1e-3  # the radiometry moves the fit
