@@ -189,3 +189,34 @@ def test_calibrate_fits_a_change_model_on_the_dates_predict_normalises(
     )  # fmt: skip
     assert read_checkpoint_meta(out).temperature == pytest.approx(normalised, rel=1e-9)
     assert abs(normalised - raw) > 1e-3  # the radiometry moves the fit
+
+
+def test_labels_on_another_grid_are_read_over_the_image_only(tmp_path: Path) -> None:
+    """A label raster far larger than the scene (a national product) is not read whole:
+    same values as reprojecting all of it, a small fraction of its memory."""
+    import tracemalloc
+
+    from affine import Affine
+    from rasterio.warp import Resampling, reproject
+
+    from geoseg.io.training_data import LABEL_NODATA, read_labels_on_grid
+
+    image = write_raster(tmp_path / "img.tif", textured_scene(100, 120), nodata=0)
+    big = np.random.default_rng(0).integers(0, 10, (1, 3000, 3000), dtype=np.uint8)
+    big[0, :, :50] = 255  # some nodata too
+    wgs = Affine(1e-4, 0, 14.85, 0, -1e-4, 46.2)  # ~10 m px around the scene (15 E, 46.05 N)
+    labels = write_raster(tmp_path / "big.tif", big, crs="EPSG:4326", transform=wgs, nodata=255,
+                          compress="deflate")  # fmt: skip
+    expected = np.full((100, 120), LABEL_NODATA, np.float64)
+    reproject(big[0].astype(np.float64), expected, src_transform=wgs, src_crs="EPSG:4326",
+              dst_transform=Affine(10, 0, 500000, 0, -10, 5100000), dst_crs="EPSG:32633",
+              resampling=Resampling.nearest, src_nodata=255, dst_nodata=LABEL_NODATA)  # fmt: skip
+    tracemalloc.start()
+    try:
+        got = read_labels_on_grid(str(labels), str(image))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got, expected.astype(np.int64))
+    assert (got != LABEL_NODATA).all()
+    assert peak < 8e6, peak  # the whole raster as int64 alone is 72 MB
