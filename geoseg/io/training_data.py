@@ -157,6 +157,8 @@ def _window_over(
         return False
     bounds = bounds_in_crs(img.crs, lab.crs, tuple(img.bounds), image_path, label_path, _SAME_CRS)
     win = windows.from_bounds(*bounds, transform=lab.transform)
+    if not (math.isfinite(win.width * win.height) and win.width > 0 and win.height > 0):
+        return False  # bounds across the antimeridian and the like: read all, as before
     col, row = math.floor(win.col_off) - _WINDOW_PAD, math.floor(win.row_off) - _WINDOW_PAD
     pad = windows.Window(
         col, row, math.ceil(win.col_off + win.width) + _WINDOW_PAD - col,
