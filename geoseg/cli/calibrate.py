@@ -25,6 +25,16 @@ from geoseg.cli.app import cli, dask_options, parse_bands, window_options
               help="New checkpoint to write (.safetensors; never replaces a file).")  # fmt: skip
 @click.option("--bands", help="Band numbers/names, as for predict.")
 @click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="Model arithmetic, as for predict (fit with the precision you predict with).",
+)
+@click.option("--normalize-dates", type=click.Choice(["irmad"]),
+              help="Change models: map the stacked dates 2..n onto date 1 first, as predict "
+              "--normalize-dates (fit on the inputs the model will predict from).")  # fmt: skip
 @window_options()
 @dask_options()
 def calibrate(model: str, image: str, labels: str, output: Path, bands: str | None,

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import rasterio
+from rasterio import windows
+from rasterio.errors import WindowError
+from rasterio.io import DatasetReader
 from rasterio.warp import Resampling, reproject
+from rasterio.windows import Window
 
 from geoseg.areas import pixel_size_m
 from geoseg.errors import InvalidRasterError
@@ -102,29 +108,66 @@ def refuse_polygon_labels(label_path: str | os.PathLike[str], task: str, image: 
 def read_labels_on_grid(label_path: str, image_path: str) -> np.ndarray:
     """``(H, W) int64`` values of ``label_path`` on the grid of ``image_path``.
 
-    Used as stored when both share CRS, transform and size; otherwise reprojected
-    (nearest) in memory. Nodata and uncovered pixels are :data:`LABEL_NODATA`.
+    Used as stored when both share CRS, transform and size; otherwise the part of
+    the labels over the image (:func:`_window_over`: a national label raster is
+    not read whole for one scene) is reprojected (nearest) in memory. Nodata and
+    uncovered pixels are :data:`LABEL_NODATA`.
     """
     with rasterio.open(image_path) as img, rasterio.open(label_path) as lab:
         same = same_grid(lab.crs, lab.transform, lab.shape, img.crs, img.transform, img.shape)
         if lab.crs is None:
             raise InvalidRasterError(f"{label_path}: the label raster has no CRS")
-        raw = lab.read(1, masked=True)
-        values = np.where(np.ma.getmaskarray(raw), LABEL_NODATA, raw.data.astype(np.int64))
         if same:
-            return values
+            return _values(lab, None)
         # refused in one line where no transformation exists (a local CRS without a datum)
         bounds_in_crs(lab.crs, img.crs, tuple(lab.bounds), label_path, image_path, _SAME_CRS)
         _refuse_labels_off_image(label_path, image_path)
         log.warning("%s: not on the grid of %s; aligning it (nearest)", label_path, image_path)
-        src = values.astype(np.float64)
+        window = _window_over(lab, img, label_path, image_path)
         dst = np.full(img.shape, LABEL_NODATA, np.float64)
+        if window is None:  # the bounds touch, no label pixel overlaps
+            return dst.astype(np.int64)
         reproject(
-            src, dst, src_transform=lab.transform, src_crs=lab.crs, dst_transform=img.transform,
-            dst_crs=img.crs, resampling=Resampling.nearest, src_nodata=LABEL_NODATA,
-            dst_nodata=LABEL_NODATA,
+            _values(lab, window).astype(np.float64), dst,
+            src_transform=lab.transform if window is False else lab.window_transform(window),
+            src_crs=lab.crs, dst_transform=img.transform, dst_crs=img.crs,
+            resampling=Resampling.nearest, src_nodata=LABEL_NODATA, dst_nodata=LABEL_NODATA,
         )  # fmt: skip
         return dst.astype(np.int64)
+
+
+def _values(lab: DatasetReader, window: Window | Literal[False] | None) -> np.ndarray:
+    """``(h, w) int64`` band 1 of ``lab`` (in ``window``; None/False: all), nodata ->
+    :data:`LABEL_NODATA`."""
+    raw = lab.read(1, masked=True, window=None if window is False else window)
+    return np.where(np.ma.getmaskarray(raw), LABEL_NODATA, raw.data.astype(np.int64))
+
+
+#: Label pixels read beyond the image's bounds on each side (nearest resampling
+#: samples pixel centres; the densified bounds may cut a curved edge by a little).
+_WINDOW_PAD = 4
+
+
+def _window_over(
+    lab: DatasetReader, img: DatasetReader, label_path: str, image_path: str
+) -> Window | Literal[False] | None:
+    """The window of ``lab`` over the bounds of ``img`` (padded by :data:`_WINDOW_PAD`
+    px), None where none of its pixels does, False (read all) for a rotated grid."""
+    if not (lab.transform.is_rectilinear and img.transform.is_rectilinear):
+        return False
+    bounds = bounds_in_crs(img.crs, lab.crs, tuple(img.bounds), image_path, label_path, _SAME_CRS)
+    win = windows.from_bounds(*bounds, transform=lab.transform)
+    if not (math.isfinite(win.width * win.height) and win.width > 0 and win.height > 0):
+        return False  # bounds across the antimeridian and the like: read all, as before
+    col, row = math.floor(win.col_off) - _WINDOW_PAD, math.floor(win.row_off) - _WINDOW_PAD
+    pad = windows.Window(
+        col, row, math.ceil(win.col_off + win.width) + _WINDOW_PAD - col,
+        math.ceil(win.row_off + win.height) + _WINDOW_PAD - row,
+    )  # fmt: skip
+    try:
+        return windows.intersection(pad, windows.Window(0, 0, lab.width, lab.height))
+    except WindowError:
+        return None
 
 
 def _refuse_labels_off_image(label_path: str, image_path: str) -> None:

@@ -25,16 +25,17 @@ import dask.array as da
 from geoseg.errors import CheckpointError, GeosegError, OutputExistsError
 from geoseg.io.checkpoint import load_checkpoint, save_checkpoint
 from geoseg.io.outputs import check_output_path
+from geoseg.io.raster import Scene
 from geoseg.models.cache import load_predictor
 from geoseg.models.onnx_runtime import OnnxPredictor
 from geoseg.models.registry import checkpoint_family, model_family, task_kind
 from geoseg.models.runtime import TorchPredictor
-from geoseg.pipelines.evaluate import reference_on_grid
+from geoseg.pipelines.evaluate import CHANGE_MASK_MAP, reference_on_grid
 from geoseg.pipelines.model_input import PredictOptions, prepare_model_input
 from geoseg.tiling.confusion import remap_values
 from geoseg.tiling.log_probabilities import labelled_log_probabilities
 from geoseg.training.calibration import CalibrationFit, calibrated_meta, fit_calibration
-from geoseg.types import ModelMeta
+from geoseg.types import ClassSchema, ModelMeta
 
 __all__ = ["MAX_FIT_PIXELS", "CalibrateResult", "calibrate_model"]
 
@@ -106,14 +107,17 @@ def calibrate_model(
         model: a per-pixel class checkpoint (semantic or change).
         image: the scene the labels describe (bands as for ``predict``).
         labels: a label raster of the model's class ids (aligned onto the image's
-            grid if needed); other values, and nodata, are not read.
+            grid if needed); other values, and nodata, are not read. A change model
+            of ids 0/1 reads a change mask as ``evaluate`` does (0, 1 or 255 = change).
         output: the new checkpoint (``.safetensors``; must not exist).
         options: band and tiling options, as for ``predict``.
         max_pixels: labelled pixels read at most.
 
     Raises:
         GeosegError: an existing or misnamed output, a model that is not a per-pixel
-            class checkpoint, or labels with too few pixels of the model's classes.
+            class checkpoint, labels with too few pixels of the model's classes or
+            that pin no temperature (the fit ran to a bound), or an image with no
+            data under the labels (each message names the file at fault).
     """
     opts = options or PredictOptions()
     out = Path(output)
@@ -122,22 +126,62 @@ def calibrate_model(
     scene, spec, schema, tile = prepare_model_input(os.fspath(image), model, opts)
     if not isinstance(load_predictor(spec), TorchPredictor | OnnxPredictor):
         raise CheckpointError(f"{model}: its predictor does not apply a temperature")
-    ref = reference_on_grid(os.fspath(labels), scene)
-    lut = {c: k for k, c in enumerate(schema.ids)}
-    index = da.map_blocks(remap_values, ref, lut, dtype="int32")
+    index = _label_index(os.fspath(labels), scene, stored)
     scores, target = labelled_log_probabilities(
         scene.data.data, scene.valid, index, functools.partial(load_predictor, spec), tile,
         len(schema), max_pixels, opts.scheduler, opts.workers,
     )  # fmt: skip
     if len(target) == 0:
-        raise GeosegError(
-            f"{labels}: no valid pixel holds one of the model's class ids "
-            f"({', '.join(map(str, schema.ids))}); give labels in the model's classes"
-        )
-    fit = fit_calibration(scores, target)
+        raise _nothing_to_fit(model, os.fspath(image), os.fspath(labels), scene, index, schema)
+    try:
+        fit = fit_calibration(scores, target)
+    except GeosegError as exc:  # too few pixels, or pixels that pin no T: the labels' doing
+        raise GeosegError(f"{labels}: {exc}") from exc
     source = {"fitted_on": "geoseg calibrate", "image": os.fspath(image),
               "labels": os.fspath(labels)}  # fmt: skip
     tensors = load_checkpoint(model)[0]
     meta = calibrated_meta(stored, fit, **source)
     save_checkpoint(out, tensors, meta, overwrite=False)
     return CalibrateResult(out, fit, meta.temperature, stored.temperature)
+
+
+def _binary_change(meta: ModelMeta) -> bool:
+    """A change model of no change (0) and change (1): its labels are change masks."""
+    return meta.task == "change" and sorted(meta.schema.ids) == [0, 1]
+
+
+def _label_index(labels: str, scene: Scene, meta: ModelMeta) -> da.Array:
+    """``(H, W) int32`` class index ``0..K-1`` of ``labels`` on the scene grid, 255 where
+    unlabelled. A binary change model's labels are read as ``evaluate`` reads change
+    masks (0 = no change, 1 or 255 = change): a 0/255 mask's change pixels count."""
+    index_of = {c: k for k, c in enumerate(meta.schema.ids)}
+    if _binary_change(meta):
+        ref = reference_on_grid(labels, scene, "change")
+        lut = {v: index_of[c] for v, c in CHANGE_MASK_MAP.items()}
+    else:
+        ref, lut = reference_on_grid(labels, scene), index_of
+    return da.map_blocks(remap_values, ref, lut, dtype="int32")
+
+
+def _nothing_to_fit(
+    model: str, image: str, labels: str, scene: Scene, index: da.Array, schema: ClassSchema
+) -> GeosegError:
+    """The error of a fit without a pixel, naming the file at fault: labels without a
+    class pixel, an image without data under them, or a model without a finite score."""
+    labelled = (index >= 0) & (index < len(schema))
+    counts = da.compute(labelled.sum(), (labelled & scene.valid).sum(), scheduler="sync")
+    if int(counts[0]) == 0:
+        return GeosegError(
+            f"{labels}: no pixel holds one of the model's class ids "
+            f"({', '.join(map(str, schema.ids))}); give labels in the model's classes"
+        )
+    if int(counts[1]) == 0:
+        return GeosegError(
+            f"{image}: nodata under all {int(counts[0]):,} labelled px of {labels}; give the "
+            "scene the labels were drawn on"
+        )
+    return CheckpointError(
+        f"{model}: gave no finite probability at the {int(counts[1]):,} labelled px with "
+        "data (NaN or inf: damaged weights, or scores past float16 on a GPU); check the model "
+        "with `geoseg predict` on the image"
+    )

@@ -209,10 +209,7 @@ def evaluate_scene(
             ", ".join(f"{v}: {n:,} px" for v, n in unknown.items()),
         )  # fmt: skip
     if conf.sum() == 0:
-        raise GeosegError(
-            f"{labels}: no pixel has both a reference class and a prediction; check the "
-            "label values against the classes (or --map-reference)"
-        )
+        raise _nothing_scored(labels, path, ref, scene, reference_map or schema.ids)
     metrics = metrics_from_confusion(conf, schema.names)
     if task == "semantic":
         warnings.append(degenerate_warning(labels, model, metrics))
@@ -233,6 +230,24 @@ def evaluate_scene(
         write_confusion_png(out / "confusion.png", conf, schema.names, opts.overwrite),
     )
     return EvaluateResult(metrics, conf, files, task)
+
+
+def _nothing_scored(
+    labels: str | os.PathLike[str], path: str, ref: da.Array, scene: Scene, values: Any
+) -> GeosegError:
+    """The error of an empty confusion, naming the file at fault: the image when its
+    pixels under the labelled ones are all nodata, else the labels."""
+    labelled = da.isin(ref, np.asarray(list(values), np.int64))
+    counts = da.compute(labelled.sum(), (labelled & scene.valid).sum(), scheduler="sync")
+    if int(counts[0]) and not int(counts[1]):
+        return GeosegError(
+            f"{path}: nodata under all {int(counts[0]):,} px of {labels} that hold a class; "
+            "give the scene the labels were drawn on"
+        )
+    return GeosegError(
+        f"{labels}: no pixel has both a reference class and a prediction; check the "
+        "label values against the classes (or --map-reference)"
+    )
 
 
 def _json_map(mapping: Mapping[int, int] | None) -> dict[str, int] | None:

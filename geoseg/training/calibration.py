@@ -159,8 +159,24 @@ def expected_calibration_error(prob: np.ndarray, target: np.ndarray, bins: int =
 
 
 def fit_calibration(scores: np.ndarray, target: np.ndarray) -> CalibrationFit:
-    """Fit ``T`` on ``(N, K)`` scores and ``(N,)`` classes; ECE and NLL before and after."""
+    """Fit ``T`` on ``(N, K)`` scores and ``(N,)`` classes; ECE and NLL before and after.
+
+    Raises:
+        GeosegError: as :func:`fit_temperature`, or a fit that ran to a bound of
+            :data:`T_RANGE`: pixels the model never gets wrong (e.g. one class only) or
+            gets no better than chance pin no temperature, and ``T = 0.01`` (every
+            probability 1) or ``T = 100`` (uniform) would be written as a calibration.
+    """
     t = fit_temperature(scores, target)
+    if t in T_RANGE:
+        right = float(np.mean(scores.argmax(axis=1) == target))
+        why = "never wrong there" if t == T_RANGE[0] else "no better than chance there"
+        raise GeosegError(
+            f"the labelled pixels pin no temperature: the fit ran to the bound T = {t:g} (the "
+            f"model is right on {right:.1%} of them, {len(np.unique(target))} class(es) "
+            f"labelled: {why}); give held-out labels of several classes that the model gets "
+            "mostly, not always, right"
+        )
     z = scores.astype(np.float64)
     return CalibrationFit(
         temperature=t,
