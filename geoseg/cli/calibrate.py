@@ -24,6 +24,7 @@ from geoseg.cli.app import cli, dask_options, parse_bands, window_options
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="New checkpoint to write (.safetensors; never replaces a file).")  # fmt: skip
 @click.option("--bands", help="Band numbers/names, as for predict.")
+@click.option("--assume-crs", help="CRS for a scene without one, e.g. EPSG:32633.")
 @click.option("--device", default="auto", show_default=True)
 @click.option(
     "--precision",

@@ -91,7 +91,8 @@ _EVALUATE_FILES = (
 @click.option("--resume", is_flag=True, help="Continue an interrupted run writing --output.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output.")
 @click.option("--folds", type=int, help="Cross-validate on K spatially separate blocks; write "
-              "their ensemble and NAME.folds.json (semantic, change).")  # fmt: skip
+              "their ensemble and NAME.folds.json (semantic, change); --val-image pixels "
+              "then fit the ensemble's temperature.")  # fmt: skip
 @click.pass_context
 def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
           val_images: tuple[str, ...], val_labels: tuple[str, ...], classes: str | None,
@@ -135,7 +136,11 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
             raise
     best = "" if result.best_miou is None else f" (best val {score} {result.best_miou:.3f})"
     click.echo(f"wrote {result.output}{best}")
-    fit = result.calibration
+    _echo_calibration(result.calibration)
+
+
+def _echo_calibration(fit: Any) -> None:
+    """The temperature ``train`` fitted on the validation pixels, if it fitted one."""
     if fit is not None:
         click.echo(f"calibrated on the validation pixels: temperature {fit.temperature:.3f}, "
                    f"ECE {fit.ece_before:.4f} -> {fit.ece_after:.4f} "
@@ -158,6 +163,7 @@ def _train_folds(cfg: Any, report: Any) -> None:
     click.echo(f"cross-validation {result.metric} {mean}{spread} over {len(result.folds)} folds")
     click.echo(f"wrote {result.output} (ensemble of {len(result.folds)} members)")
     click.echo(f"wrote {result.scores}")
+    _echo_calibration(result.calibration)
 
 
 def _auto_plan(config: str | None, given: dict[str, Any], budget: str | None,
@@ -208,6 +214,7 @@ def _auto_plan(config: str | None, given: dict[str, Any], budget: str | None,
               "Default: the checkpoint's task.")  # fmt: skip
 @click.option("--bands", help="Band numbers/names or spectral roles, as for predict.")
 @click.option("--sensor", help="Band layout for spectral.")
+@click.option("--assume-crs", help="CRS for a scene without one, e.g. EPSG:32633.")
 @click.option(
     "--interior-points",
     type=NOT_NEGATIVE,

@@ -108,7 +108,8 @@ def _check_header(path: str, src: Any, assume_crs: str | None) -> CRS:
         if assume_crs is None:
             raise InvalidRasterError(
                 f"{path}: the raster has no CRS; set one with `gdal_edit.py -a_srs EPSG:XXXX` "
-                "(predict, vectorize, prompt and track also take --assume-crs EPSG:XXXX)"
+                "(predict, vectorize, prompt, track, evaluate and calibrate also take --assume-crs "
+                "EPSG:XXXX)"
             )
         try:
             crs = CRS.from_user_input(assume_crs)

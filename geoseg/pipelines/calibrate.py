@@ -24,17 +24,23 @@ import dask.array as da
 
 from geoseg.errors import CheckpointError, GeosegError, OutputExistsError
 from geoseg.io.checkpoint import load_checkpoint, save_checkpoint
-from geoseg.io.outputs import check_output_path
+from geoseg.io.outputs import check_output_path, output_run
 from geoseg.io.raster import Scene
 from geoseg.models.cache import load_predictor
+from geoseg.models.ensemble import per_pixel
 from geoseg.models.onnx_runtime import OnnxPredictor
-from geoseg.models.registry import checkpoint_family, model_family, task_kind
+from geoseg.models.registry import checkpoint_family, families, model_family, task_kind
 from geoseg.models.runtime import TorchPredictor
 from geoseg.pipelines.evaluate import CHANGE_MASK_MAP, reference_on_grid
 from geoseg.pipelines.model_input import PredictOptions, prepare_model_input
 from geoseg.tiling.confusion import remap_values
 from geoseg.tiling.log_probabilities import labelled_log_probabilities
-from geoseg.training.calibration import CalibrationFit, calibrated_meta, fit_calibration
+from geoseg.training.calibration import (
+    CalibrationFit,
+    calibrated_meta,
+    check_non_finite,
+    fit_calibration,
+)
 from geoseg.types import ClassSchema, ModelMeta
 
 __all__ = ["MAX_FIT_PIXELS", "CalibrateResult", "calibrate_model"]
@@ -86,11 +92,25 @@ def _check_model(model: str) -> ModelMeta:
         )
     meta = load_checkpoint(model)[1]  # the weights' digest is checked before any work
     if task_kind(meta.task).objects or checkpoint_family(meta).inputs == "prompts":
+        article = "an" if meta.task[:1] in "aeiou" else "a"
         raise CheckpointError(
-            f"{model}: a {meta.task} checkpoint ({meta.arch}); temperature scaling calibrates "
-            "per-pixel class probabilities: pass a semantic or change model"
+            f"{model}: {article} {meta.task} checkpoint ({meta.arch}); temperature scaling "
+            "calibrates per-pixel class probabilities: pass a semantic or change model"
         )
     return meta
+
+
+def _no_temperature(model: str, meta: ModelMeta) -> CheckpointError:
+    """The refusal of a class model whose predictor is neither torch's nor ONNX's, the
+    two that divide per-pixel scores by the stored temperature before the softmax."""
+    logits = ", ".join(f.name for f in families() if per_pixel(f))
+    return CheckpointError(
+        f"{model}: a {meta.task} {meta.arch} checkpoint of the {checkpoint_family(meta).name} "
+        "family, whose predictor applies no temperature, so it cannot be calibrated; "
+        f"calibrate takes models with per-pixel scores: the {logits} families, `train "
+        "--folds` ensembles, imported transformers models (SegFormer, UperNet, Mask2Former "
+        "semantic) and ONNX models"
+    )
 
 
 def calibrate_model(
@@ -123,26 +143,39 @@ def calibrate_model(
     out = Path(output)
     _check_output(out)
     stored = _check_model(model)
-    scene, spec, schema, tile = prepare_model_input(os.fspath(image), model, opts)
+    # locked like predict's outputs: a second run to the same -o is refused, and a
+    # failure or Ctrl-C rolls back whatever this run published
+    with output_run(False, [Path(model), Path(image), Path(labels)]) as run:
+        run.lock(out)
+        run.add([out])
+        fit = _fit(model, os.fspath(image), os.fspath(labels), stored, opts, max_pixels)
+        source = {"fitted_on": "geoseg calibrate", "image": os.fspath(image),
+                  "labels": os.fspath(labels)}  # fmt: skip
+        meta = calibrated_meta(stored, fit, **source)
+        save_checkpoint(out, load_checkpoint(model)[0], meta, overwrite=False)
+    return CalibrateResult(out, fit, meta.temperature, stored.temperature)
+
+
+def _fit(
+    model: str, image: str, labels: str, stored: ModelMeta, opts: PredictOptions,
+    max_pixels: int,
+) -> CalibrationFit:  # fmt: skip
+    """The temperature fit on the labelled pixels of ``image`` (see :func:`calibrate_model`)."""
+    scene, spec, schema, tile = prepare_model_input(image, model, opts)
     if not isinstance(load_predictor(spec), TorchPredictor | OnnxPredictor):
-        raise CheckpointError(f"{model}: its predictor does not apply a temperature")
-    index = _label_index(os.fspath(labels), scene, stored)
-    scores, target = labelled_log_probabilities(
+        raise _no_temperature(model, stored)
+    index = _label_index(labels, scene, stored, opts.assume_crs)
+    pixels = labelled_log_probabilities(
         scene.data.data, scene.valid, index, functools.partial(load_predictor, spec), tile,
         len(schema), max_pixels, opts.scheduler, opts.workers,
     )  # fmt: skip
-    if len(target) == 0:
-        raise _nothing_to_fit(model, os.fspath(image), os.fspath(labels), scene, index, schema)
+    check_non_finite(pixels, model)
+    if len(pixels.target) == 0:
+        raise _nothing_to_fit(model, image, labels, scene, index, schema)
     try:
-        fit = fit_calibration(scores, target)
+        return fit_calibration(pixels.scores, pixels.target)
     except GeosegError as exc:  # too few pixels, or pixels that pin no T: the labels' doing
         raise GeosegError(f"{labels}: {exc}") from exc
-    source = {"fitted_on": "geoseg calibrate", "image": os.fspath(image),
-              "labels": os.fspath(labels)}  # fmt: skip
-    tensors = load_checkpoint(model)[0]
-    meta = calibrated_meta(stored, fit, **source)
-    save_checkpoint(out, tensors, meta, overwrite=False)
-    return CalibrateResult(out, fit, meta.temperature, stored.temperature)
 
 
 def _binary_change(meta: ModelMeta) -> bool:
@@ -150,16 +183,16 @@ def _binary_change(meta: ModelMeta) -> bool:
     return meta.task == "change" and sorted(meta.schema.ids) == [0, 1]
 
 
-def _label_index(labels: str, scene: Scene, meta: ModelMeta) -> da.Array:
+def _label_index(labels: str, scene: Scene, meta: ModelMeta, assume_crs: str | None) -> da.Array:
     """``(H, W) int32`` class index ``0..K-1`` of ``labels`` on the scene grid, 255 where
     unlabelled. A binary change model's labels are read as ``evaluate`` reads change
     masks (0 = no change, 1 or 255 = change): a 0/255 mask's change pixels count."""
     index_of = {c: k for k, c in enumerate(meta.schema.ids)}
     if _binary_change(meta):
-        ref = reference_on_grid(labels, scene, "change")
+        ref = reference_on_grid(labels, scene, "change", assume_crs)
         lut = {v: index_of[c] for v, c in CHANGE_MASK_MAP.items()}
     else:
-        ref, lut = reference_on_grid(labels, scene), index_of
+        ref, lut = reference_on_grid(labels, scene, assume_crs=assume_crs), index_of
     return da.map_blocks(remap_values, ref, lut, dtype="int32")
 
 

@@ -73,12 +73,15 @@ class EvaluateResult:
     task: str = "semantic"
 
 
-def reference_on_grid(label_path: str, scene: Scene, task: str = "semantic") -> da.Array:
+def reference_on_grid(
+    label_path: str, scene: Scene, task: str = "semantic", assume_crs: str | None = None
+) -> da.Array:
     """``(H, W) int64`` reference values on the scene grid; nodata -> a value no class has.
 
     A change mask's declared nodata is ignored when it is 0, 1 or 255 (a mask value).
+    ``assume_crs`` (``--assume-crs``) is the CRS of labels that declare none, as of the scene.
     """
-    ref = open_scene(label_path, chunk=int(scene.data.data.chunks[1][0]))
+    ref = open_scene(label_path, chunk=int(scene.data.data.chunks[1][0]), assume_crs=assume_crs)
     same = same_grid(
         ref.crs, ref.transform, (ref.height, ref.width),
         scene.crs, scene.transform, (scene.height, scene.width),
@@ -191,7 +194,7 @@ def evaluate_scene(
     schema = classes or model_schema
     if prediction_map is None and set(model_schema.ids) - set(schema.ids):
         raise GeosegError("the model's classes differ from --classes; give --map-prediction")
-    ref = reference_on_grid(os.fspath(labels), scene, task)
+    ref = reference_on_grid(os.fspath(labels), scene, task, opts.assume_crs)
     warnings = [schema_warning(labels, model, schema, reference_map)] if task == "semantic" else []
     sink = tiled_confusion_sink(
         scene.data.data, scene.valid, ref, functools.partial(load_predictor, spec), tile,

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
@@ -25,7 +26,12 @@ from geoseg.tiling.grid import windows_touching
 from geoseg.tiling.infer import PredictorLoader, halo_chunks
 from geoseg.types import Predictor, TileSpec
 
-__all__ = ["LabelledScores", "labelled_log_probabilities", "tiled_log_probabilities"]
+__all__ = [
+    "LabelledPixels",
+    "LabelledScores",
+    "labelled_log_probabilities",
+    "tiled_log_probabilities",
+]
 
 #: Multiplier of the pixel hash that thins the labelled pixels (Knuth's golden ratio).
 _HASH = np.uint64(2654435761)
@@ -113,27 +119,50 @@ class LabelledScores:
         self.width, self.keep = width, keep
         self.scores: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
+        self.labelled = self.non_finite = 0
         self._lock = threading.Lock()
 
     def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
         logp, target = block[:-1], block[-1]
-        take = np.isfinite(target) & np.isfinite(logp).all(axis=0)
+        labelled = np.isfinite(target)
+        take = labelled & np.isfinite(logp).all(axis=0)
+        # counted before thinning: the share of NaN/inf does not depend on the sample
+        counts = int(labelled.sum()), int((labelled & ~take).sum())
         if self.keep < 1.0:
             rows = np.arange(key[1].start, key[1].stop, dtype=np.uint64)[:, None]
             cols = np.arange(key[2].start, key[2].stop, dtype=np.uint64)[None, :]
             hashed = ((rows * np.uint64(self.width) + cols) * _HASH) % np.uint64(1 << 32)
             take &= hashed < np.uint64(self.keep * (1 << 32))
         with self._lock:
+            self.labelled += counts[0]
+            self.non_finite += counts[1]
             self.scores.append(logp[:, take].T.copy())
             self.targets.append(target[take].astype(np.int64))
+
+
+@dataclass(frozen=True)
+class LabelledPixels:
+    """The labelled pixels with data, as a calibration fit reads them.
+
+    Attributes:
+        scores: ``(N, K) float32`` log-probabilities of the kept pixels.
+        target: ``(N,) int64`` class index of each.
+        labelled: labelled pixels with data (before thinning).
+        non_finite: of those, the ones the model gave NaN or inf (never kept).
+    """
+
+    scores: np.ndarray
+    target: np.ndarray
+    labelled: int
+    non_finite: int
 
 
 def labelled_log_probabilities(
     data: da.Array, valid: da.Array, target: da.Array, load: PredictorLoader, spec: TileSpec,
     k: int, max_pixels: int = 1_000_000, scheduler: str = "threads",
     workers: int | None = None, progress: Progress | None = None,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """The model's log-probabilities at the labelled pixels of a scene.
+) -> LabelledPixels:  # fmt: skip
+    """The model's log-probabilities at the labelled pixels of a scene that hold data.
 
     Args:
         data, valid, load, spec, k: as for :func:`tiled_log_probabilities`.
@@ -143,15 +172,18 @@ def labelled_log_probabilities(
             position-hashed share of them when there are more).
 
     Returns:
-        ``(N, K) float32`` log-probabilities and ``(N,) int64`` class indices.
+        the kept pixels' scores and classes, and how many labelled pixels with data
+        the model gave a non-finite score (dropped; see :class:`LabelledPixels`).
     """
     index = target.astype(np.float32)
-    index = da.where((target >= 0) & (target < k), index, np.nan)
+    # nodata is unlabelled here, so a NaN score left is the model's, not the kernel's mask
+    index = da.where((target >= 0) & (target < k) & valid, index, np.nan)
     labelled = int(da.isfinite(index).sum().compute(scheduler="sync"))
     sink = LabelledScores(data.shape[2], min(1.0, max_pixels / max(labelled, 1)))
     logp = tiled_log_probabilities(data, valid, load, spec, k)
     stacked = da.concatenate([logp, index.rechunk(logp.chunks[1:])[None]], axis=0)
     store_blocks(stacked.rechunk({0: k + 1}), sink, scheduler, workers, progress)
     if not sink.scores:
-        return np.zeros((0, k), np.float32), np.zeros(0, np.int64)
-    return np.concatenate(sink.scores), np.concatenate(sink.targets)
+        return LabelledPixels(np.zeros((0, k), np.float32), np.zeros(0, np.int64), 0, 0)
+    return LabelledPixels(np.concatenate(sink.scores), np.concatenate(sink.targets),
+                          sink.labelled, sink.non_finite)  # fmt: skip

@@ -30,12 +30,14 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from geoseg.errors import GeosegError
-from geoseg.io.checkpoint import load_checkpoint, save_checkpoint
+from geoseg.errors import CheckpointError, GeosegError
+from geoseg.io.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from geoseg.io.training_data import LabelledRaster
-from geoseg.models.runtime import load_torch_predictor
+from geoseg.models.cache import ModelSpec
+from geoseg.models.ensemble import ENSEMBLE, load_ensemble
+from geoseg.models.runtime import TorchPredictor, load_torch_predictor
 from geoseg.tiling.confusion import remap_values
-from geoseg.tiling.log_probabilities import labelled_log_probabilities
+from geoseg.tiling.log_probabilities import LabelledPixels, labelled_log_probabilities
 from geoseg.training.objectives import InMemoryLoader
 from geoseg.types import ModelMeta, TileSpec
 
@@ -44,6 +46,7 @@ __all__ = [
     "CalibrationFit",
     "calibrate_checkpoint",
     "calibrated_meta",
+    "check_non_finite",
     "expected_calibration_error",
     "fit_calibration",
     "fit_temperature",
@@ -58,6 +61,9 @@ ECE_BINS = 15
 T_RANGE = (1e-2, 1e2)
 #: Fewest labelled pixels a fit is made from.
 MIN_PIXELS = 10
+#: Share of the labelled pixels with data that the model may give NaN/inf before a
+#: warning (fp16 overflow in a few windows), and before the fit is refused.
+NON_FINITE_WARN, NON_FINITE_REFUSE = 1e-3, 0.5
 
 
 @dataclass(frozen=True)
@@ -196,9 +202,33 @@ def calibrated_meta(meta: ModelMeta, fit: CalibrationFit, **source: Any) -> Mode
     return dataclasses.replace(meta, temperature=t, metrics=metrics)
 
 
+def check_non_finite(pixels: LabelledPixels, model: str | os.PathLike[str]) -> None:
+    """Warn when the model gave NaN/inf at more than :data:`NON_FINITE_WARN` of the
+    labelled pixels with data (they are left out of the fit), refuse past half.
+
+    Raises:
+        CheckpointError: more than :data:`NON_FINITE_REFUSE` of them are NaN/inf.
+    """
+    if pixels.labelled == 0 or pixels.non_finite <= NON_FINITE_WARN * pixels.labelled:
+        return
+    share = pixels.non_finite / pixels.labelled
+    what = (
+        f"gave NaN or inf at {pixels.non_finite:,} of {pixels.labelled:,} labelled px ({share:.2%})"
+    )
+    if share > NON_FINITE_REFUSE:
+        raise CheckpointError(
+            f"{model}: {what}; the rest cannot speak for it (damaged weights, or scores past "
+            "float16 on a GPU): check it with `geoseg predict`, or fit with --precision fp32"
+        )
+    log.warning(
+        "%s: %s, left out of the temperature fit (scores past float16? fit with --precision "
+        "fp32 to keep them)", model, what,
+    )  # fmt: skip
+
+
 def _raster_scores(
     r: LabelledRaster, loader: InMemoryLoader, meta: ModelMeta, tile: TileSpec
-) -> tuple[np.ndarray, np.ndarray]:
+) -> LabelledPixels:
     """Log-probabilities and class indices of the labelled pixels of one raster."""
     chunks = (r.image.shape[0], tile.chunk, tile.chunk)
     index = remap_values(r.labels, {c: k for k, c in enumerate(meta.schema.ids)})
@@ -212,17 +242,21 @@ def _raster_scores(
 def calibrate_checkpoint(
     path: str | os.PathLike[str], val: Sequence[LabelledRaster], device: str = "cpu"
 ) -> CalibrationFit | None:
-    """Fit the temperature of a trained per-pixel checkpoint on its validation rasters
-    and store it in the file (weights unchanged); None when they hold too few labelled
-    pixels (the checkpoint is left uncalibrated, T = 1, and a warning says so)."""
-    predictor = load_torch_predictor(path, device)
+    """Fit the temperature of a trained per-pixel checkpoint (an ensemble's: of its mean
+    probabilities) on its validation rasters and store it in the file (weights
+    unchanged); None when they hold too few labelled pixels or the model gives NaN/inf
+    at most of them (the checkpoint is left uncalibrated, T = 1, and a warning says so)."""
+    predictor = _trained_predictor(path, device)
     meta = predictor.meta
     tile = TileSpec(window=meta.window, margin=meta.margin, chunk_windows=4, batch_size=8)
     loader = InMemoryLoader(predictor)
     parts = [_raster_scores(r, loader, meta, tile) for r in val]
-    scores = np.concatenate([p[0] for p in parts])
-    target = np.concatenate([p[1] for p in parts])
+    scores = np.concatenate([p.scores for p in parts])
+    target = np.concatenate([p.target for p in parts])
+    pixels = LabelledPixels(scores, target, sum(p.labelled for p in parts),
+                            sum(p.non_finite for p in parts))  # fmt: skip
     try:
+        check_non_finite(pixels, path)
         fit = fit_calibration(scores, target)
     except GeosegError as exc:
         log.warning("%s: not calibrated (T = 1): %s", path, exc)
@@ -231,3 +265,11 @@ def calibrate_checkpoint(
     source = {"fitted_on": "validation rasters", "images": [r.path for r in val]}
     save_checkpoint(path, tensors, calibrated_meta(stored, fit, **source), overwrite=True)
     return fit
+
+
+def _trained_predictor(path: str | os.PathLike[str], device: str) -> TorchPredictor:
+    """The predictor ``predict`` runs for the checkpoint: an ensemble's averages its
+    members' probabilities (a plain one would take a softmax of those)."""
+    if read_checkpoint_meta(path).arch == ENSEMBLE:
+        return load_ensemble(ModelSpec(os.fspath(path), device), None)
+    return load_torch_predictor(path, device)

@@ -208,11 +208,6 @@ def _check_folds(cfg: TrainConfig) -> None:
             "--folds with --resume: a cross-validation run does not resume; run it again "
             "without --resume (with --overwrite)"
         )
-    if cfg.val_images:
-        raise ConfigError(
-            "--folds scores each member on its held-out blocks of the training rasters; "
-            "leave out --val-image/--val-chips (or train them in with --image)"
-        )
     if task_kind(cfg.task).objects:
         raise ConfigError(
             f"--folds averages per-pixel class probabilities, which --task {cfg.task} models "

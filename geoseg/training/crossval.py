@@ -63,7 +63,9 @@ class FoldScore:
 
 @dataclass(frozen=True)
 class CrossValResult:
-    """The ensemble checkpoint, the scores file and the per-fold scores (``metric``)."""
+    """The ensemble checkpoint, the scores file and the per-fold scores (``metric``);
+    ``calibration``: the ensemble's temperature fitted on the validation rasters
+    (:class:`~geoseg.training.calibration.CalibrationFit`), None without them."""
 
     output: Path
     scores: Path
@@ -71,6 +73,7 @@ class CrossValResult:
     folds: list[FoldScore]
     mean: float | None
     sd: float | None
+    calibration: Any = None
 
 
 def scores_path(output: str | Path) -> Path:
@@ -90,6 +93,10 @@ def train_folds(
         cfg: the run (``cfg.folds`` set; see :class:`TrainConfig`).
         progress: called after each member's epochs.
         echo: called with a line as each fold starts and is scored.
+
+    Validation rasters (``cfg.val_images``), if given, neither choose an epoch nor
+    score a fold: they fit the ensemble's softmax temperature (of its mean
+    probabilities), stored in the checkpoint as ``geoseg train`` stores a model's.
 
     Raises:
         ConfigError: a task or architecture an ensemble cannot average, or more folds
@@ -126,7 +133,11 @@ def train_folds(
             scores.append(FoldScore(i + 1, score, [b.to_json(names) for b in fold.held],
                                     held_px, train_px))  # fmt: skip
             say(f"fold {i + 1}/{len(folds)}: held-out {_metric(cfg)} {_text(score)}")
-    return _write(cfg, out, meta, states, scores)
+    result = _write(cfg, out, meta, states, scores)
+    if objective.calibrate is None:
+        return result
+    # the validation rasters choose no epoch and score no fold: they fit the ensemble's T
+    return dataclasses.replace(result, calibration=objective.calibrate(out))
 
 
 def _metric(cfg: TrainConfig) -> str:

@@ -183,7 +183,7 @@ def _no_class_labels(tmp_path: Path) -> Path:
         ("missing folder", ["does not exist"]),
         ("missing labels", ["nolabels.tif"]),
         ("weights-free model", ["spectral", "no checkpoint"]),
-        ("instance model", ["instance checkpoint", "per-pixel"]),
+        ("instance model", ["an instance checkpoint", "per-pixel"]),
         ("labels of no class", ["lab0.tif", "model's class ids"]),
     ],
 )

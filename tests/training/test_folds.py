@@ -176,8 +176,6 @@ REFUSED = [
     (["--folds", "5"], "is 128 px along its longer side, too short for 5 strips of at least "
                        "--window 32 px; use --folds 4 or fewer"),
     (["--folds", "2", "--resume"], "--folds with --resume: a cross-validation run does not"),
-    (["--folds", "2", "--val-image", "{val}", "--val-labels", "{lab}"],
-     "leave out --val-image/--val-chips"),
     (["--folds", "2", "--task", "instance"], "which --task instance models do not give"),
 ]  # fmt: skip
 
