@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyproj
 import rasterio
+from rasterio.errors import NotGeoreferencedWarning
 
 from geoseg.errors import InputNotFoundError
 from geoseg.io.checkpoint import read_checkpoint_meta
@@ -188,8 +190,10 @@ def _bounds_text(features: int, bounds: Sequence[float]) -> str:
 
 
 def _has_crs(path: str | os.PathLike[str]) -> bool:
-    with rasterio.open(path) as src:
-        return src.crs is not None
+    with warnings.catch_warnings():  # no geotransform: open_scene says so in plain words
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as src:
+            return src.crs is not None
 
 
 def _no_crs(path: str | os.PathLike[str]) -> bool:
