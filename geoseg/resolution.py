@@ -14,12 +14,13 @@ either way warns; over :data:`GSD_REFUSE` refuses unless the user says to go on
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any
 
 from affine import Affine
+from pyproj import CRS, Geod
 
-from geoseg.areas import pixel_size_m
 from geoseg.errors import GsdMismatchError, UnsupportedCRSError
 
 __all__ = ["GSD_REFUSE", "GSD_WARN", "check_scene_gsd", "gsd_ratio", "scene_gsd_m"]
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 GSD_REFUSE = 4.0
 #: GSD ratio over which a warning says the model sees objects at another size in px.
 GSD_WARN = 1.5
+_GEOD = Geod(ellps="WGS84")
 
 
 def gsd_ratio(a_m: float, b_m: float) -> float:
@@ -38,7 +40,27 @@ def gsd_ratio(a_m: float, b_m: float) -> float:
 
 
 def scene_gsd_m(crs: Any, transform: Affine, shape: tuple[int, int]) -> float | None:
-    """A north-up ``(H, W)`` raster's pixel size in metres; None in a CRS of unknown unit."""
+    """A north-up ``(H, W)`` raster's pixel size in metres; None in a CRS of unknown unit.
+
+    Geographic CRS: ``sqrt(east-west x north-south)`` geodesic side lengths (pyproj
+    Geod, WGS84) of the scene's centre pixel, as :func:`geoseg.areas.pixel_size_m`
+    measures training data (a 0.0009 degree pixel at 46 N: 69.8 x 100.0 m, 83.5 m).
+    Projected CRS: the pixel width in its linear unit, in metres. Only a local
+    (engineering) grid goes through :mod:`geoseg.areas`, whose shapely import a
+    plain ``predict`` does not otherwise pay.
+    """
+    crs = CRS.from_wkt(crs.to_wkt()) if hasattr(crs, "to_wkt") else CRS.from_user_input(crs)
+    if crs.is_geographic:
+        h, w = shape
+        lon, lat = transform @ (w // 2 + 0.5, h // 2 + 0.5)
+        dx, dy = abs(transform.a), abs(transform.e)
+        ew = _GEOD.inv(lon - dx / 2, lat, lon + dx / 2, lat)[2]
+        ns = _GEOD.inv(lon, lat - dy / 2, lon, lat + dy / 2)[2]
+        return float(math.sqrt(ew * ns))
+    if not crs.is_engineering and crs.axis_info:
+        return abs(transform.a) * float(crs.axis_info[0].unit_conversion_factor or 1.0)
+    from geoseg.areas import pixel_size_m
+
     try:
         return pixel_size_m(crs, transform, shape)
     except UnsupportedCRSError:  # a local grid in an unknown unit: nothing to compare
