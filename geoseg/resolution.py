@@ -95,10 +95,13 @@ def check_scene_gsd(
         f"at {model_gsd_m:.3g} m ({ratio:.1f}x {'coarser' if scene_m > model_gsd_m else 'finer'})"
     )
     if ratio > GSD_REFUSE and not ignore:
+        # averaging suits shrinking a finer scene; a coarser one can only be interpolated
+        how = "bilinear" if scene_m > model_gsd_m else "average"
         raise GsdMismatchError(
             f"{what}; its objects would be {ratio:.1f}x off in pixels and the map meaningless: "
-            f"resample the scene to the model's pixel size (gdalwarp -tr {model_gsd_m:g} "
-            f"{model_gsd_m:g} -r average, in a metric CRS), or pass --ignore-gsd"
+            f"resample the scene to the model's pixel size (gdalwarp -tr {model_gsd_m:.4g} "
+            f"{model_gsd_m:.4g} -r {how}; a lon/lat scene also needs -t_srs with a metric "
+            "CRS such as its UTM zone), or pass --ignore-gsd"
         )
     if ratio > GSD_WARN:
         log.warning("%s; objects look %.1fx off in pixels, expect a worse map", what, ratio)
