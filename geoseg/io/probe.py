@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import struct
-import warnings
 from typing import Literal
 
-import rasterio
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import RasterioError
 
 from geoseg.errors import InputNotFoundError, UnknownFileError
+from geoseg.io.georef import open_raster_quietly
 from geoseg.io.vectors_info import is_vector_file
 
 __all__ = ["FileKind", "file_kind"]
@@ -30,10 +29,8 @@ def _looks_like_safetensors(path: str) -> bool:
 
 def _is_raster(path: str) -> bool:
     try:
-        with warnings.catch_warnings():  # no geotransform: open_scene says so in plain words
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
-                return src.count > 0
+        with open_raster_quietly(path) as src:  # open_scene says what is wrong
+            return src.count > 0
     except RasterioError:
         return False
 

@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import threading
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,10 +24,11 @@ from affine import Affine
 from dask.array.core import normalize_chunks
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from geoseg.errors import InputNotFoundError, InvalidRasterError
+from geoseg.io.georef import open_raster_quietly, refuse_ungeoreferenced
 
 __all__ = [
     "Scene",
@@ -105,14 +105,7 @@ def _check_header(path: str, src: Any, assume_crs: str | None) -> CRS:
     if src.width == 0 or src.height == 0:
         raise InvalidRasterError(f"{path}: the raster is empty ({src.width} x {src.height} px)")
     crs = src.crs
-    if crs is None and src.transform == Affine.identity() and not src.gcps[0]:
-        # GDAL's identity transform means "no georeferencing"; --assume-crs cannot place it
-        raise InvalidRasterError(
-            f"{path}: the file has no georeferencing (a {src.driver} image with pixel "
-            "coordinates only, no geotransform or CRS; e.g. a PNG or JPEG renamed .tif); "
-            "use the original georeferenced scene, or georeference it with `gdal_translate "
-            "-a_srs EPSG:XXXX -a_ullr ULX ULY LRX LRY in.tif out.tif`"
-        )
+    refuse_ungeoreferenced(path, src)  # --assume-crs cannot place it
     if crs is None:
         if assume_crs is None:
             raise InvalidRasterError(
@@ -332,9 +325,7 @@ def open_scene(
     path = os.fspath(path)
     _check_file(path)
     try:
-        with warnings.catch_warnings():  # no geotransform: refused below in plain words
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = rasterio.open(path)
+        src = open_raster_quietly(path)  # no geotransform: refused below in plain words
     except RasterioIOError as exc:
         if "dimensions" in str(exc):
             raise InvalidRasterError(f"{path}: the raster is empty ({exc})") from exc

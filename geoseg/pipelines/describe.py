@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyproj
-import rasterio
-from rasterio.errors import NotGeoreferencedWarning
 
 from geoseg.errors import InputNotFoundError
 from geoseg.io.checkpoint import read_checkpoint_meta
+from geoseg.io.georef import open_raster_quietly
 from geoseg.io.labels import read_class_schema
 from geoseg.io.probe import file_kind
 from geoseg.io.raster import open_scene
@@ -190,10 +188,8 @@ def _bounds_text(features: int, bounds: Sequence[float]) -> str:
 
 
 def _has_crs(path: str | os.PathLike[str]) -> bool:
-    with warnings.catch_warnings():  # no geotransform: open_scene says so in plain words
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path) as src:
-            return src.crs is not None
+    with open_raster_quietly(path) as src:  # open_scene says what is wrong
+        return src.crs is not None
 
 
 def _no_crs(path: str | os.PathLike[str]) -> bool:
