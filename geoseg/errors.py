@@ -16,6 +16,7 @@ __all__ = [
     "DiskFullError",
     "EncoderWeightsError",
     "GeosegError",
+    "GsdMismatchError",
     "InputNotFoundError",
     "InvalidRasterError",
     "InvalidVectorError",
@@ -62,6 +63,10 @@ class ConfigError(GeosegError, ValueError):
 
 class EncoderWeightsError(GeosegError, ValueError):
     """Weights given to start an encoder do not fit it (architecture, keys, bands)."""
+
+
+class GsdMismatchError(GeosegError, ValueError):
+    """A scene's pixel size is far from the one the model was trained at."""
 
 
 class UnknownModelError(GeosegError, KeyError):

@@ -190,7 +190,8 @@ def dask_options(chunk: int = 1024, chunk_help: str = "Dask chunk side in px.") 
 
 
 def window_options() -> Any:
-    """Decorator adding ``--window``, ``--margin`` and ``--batch-size`` (predict, evaluate)."""
+    """Decorator adding ``--window``, ``--margin``, ``--batch-size`` and ``--ignore-gsd``
+    (predict, evaluate, calibrate)."""
     return _all([
         click.option("--window", type=AT_LEAST_ONE,
                      help="Window side in px (default: the model's)."),
@@ -198,6 +199,8 @@ def window_options() -> Any:
                      help="Margin in px trimmed from each window side (default: the model's)."),
         click.option("--batch-size", type=AT_LEAST_ONE,
                      help="Windows per model call [default: GPU 32, CPU 4]."),
+        click.option("--ignore-gsd", is_flag=True,
+                     help="Run a model on a scene whose pixel size is over 4x off its own."),
     ])  # fmt: skip
 
 

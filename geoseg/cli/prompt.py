@@ -63,6 +63,11 @@ from geoseg.cli.app import (
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--batch-size", type=AT_LEAST_ONE, help="Windows per encoder call [GPU 16, CPU 4].")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option(
+    "--ignore-gsd",
+    is_flag=True,
+    help="Run on a scene whose pixel size is over 4x off the model's recorded GSD.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
 @outputs(("output", "vector"), inputs=("scene",))
 def prompt(scene: str, model: str, output: Path, vector: Path | None, bands: str | None,
@@ -108,7 +113,7 @@ def evaluate_prompts(model: str | None, image: str | None, labels: str, output: 
         boxes=labels, interior_points=interior_points, prompts_crs=labels_crs,
         crs_option="--labels-crs", bands=opts.bands,
         device=opts.device, batch_size=opts.batch_size, assume_crs=opts.assume_crs,
-        overwrite=opts.overwrite,
+        overwrite=opts.overwrite, ignore_gsd=opts.ignore_gsd,
     )  # fmt: skip
     result = evaluate_prompt_model(model, image, labels, output, popts)
     outside = f", {result.outside} outside the image not scored" if result.outside else ""

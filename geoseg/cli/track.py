@@ -38,6 +38,11 @@ from geoseg.cli.app import area_note, band_selection, cli, progress_bar, prompt_
 @click.option("--assume-crs", help="CRS for scenes without one, e.g. EPSG:32633.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option(
+    "--ignore-gsd",
+    is_flag=True,
+    help="Run on a scene whose pixel size is over 4x off the model's recorded GSD.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
 def track(scenes: tuple[str, ...], model: str, output: Path, bands: str | None,
           progress: bool | None, **kw: Any) -> None:  # fmt: skip

@@ -80,6 +80,13 @@ def check_writable(folder: Path) -> None:
         )
 
 
+def _missing_folder(path: Path) -> str:
+    """The refusal of an output whose folder does not exist (README: checked, never made)."""
+    return (
+        f"{path}: the folder {path.parent} does not exist; create it first (mkdir -p {path.parent})"
+    )
+
+
 def check_output_path(path: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
     """Refuse an output that cannot be written, before any work.
 
@@ -89,7 +96,7 @@ def check_output_path(path: Path, overwrite: bool, inputs: Sequence[Path] = ()) 
         OutputExistsError: it exists and ``overwrite`` is False.
     """
     if not path.parent.is_dir():
-        raise GeosegError(f"{path}: the folder {path.parent} does not exist; create it first")
+        raise GeosegError(_missing_folder(path))
     if path.is_dir():
         raise GeosegError(f"{path}: is a folder; give a file name for the output")
     check_writable(path.parent)
@@ -149,11 +156,9 @@ class OutputRun:
         if folder.exists() and not folder.is_dir():
             raise GeosegError(f"{folder}: is a file; give a folder for the outputs")
         if not parents and not folder.parent.is_dir():
-            raise GeosegError(
-                f"{folder}: the folder {folder.parent} does not exist; create it first"
-            )
+            raise GeosegError(_missing_folder(folder))
         check_writable(folder)
-        self.lock(folder)
+        self.lock(folder, make_folder=True)
         paths = [folder / name for name in files]
         if folder.is_dir():
             self.add(paths)
@@ -166,11 +171,18 @@ class OutputRun:
         once it has succeeded (kept if it fails); an input of the run is never removed."""
         self._retired.extend(paths)
 
-    def lock(self, target: Path) -> None:
+    def lock(self, target: Path, make_folder: bool = False) -> None:
         """Take the lock of ``target`` for this run (once); the first one names the run.
 
-        The lock file goes beside ``target``; a missing folder there is made first.
+        The lock file goes beside ``target``. Its folder must exist (every output's
+        folder is checked, never made, README "Outputs") unless ``make_folder``: an
+        output folder (:meth:`add_folder`) whose missing parents the run makes.
+
+        Raises:
+            GeosegError: the folder of ``target`` does not exist.
         """
+        if not make_folder and not _key(target).parent.is_dir():
+            raise GeosegError(_missing_folder(target))
         check_writable(_key(target).parent)
         self.main = self.main or target
         if _key(target) not in self._locks:

@@ -6,10 +6,10 @@ import os
 import struct
 from typing import Literal
 
-import rasterio
 from rasterio.errors import RasterioError
 
 from geoseg.errors import InputNotFoundError, UnknownFileError
+from geoseg.io.georef import open_raster_quietly
 from geoseg.io.vectors_info import is_vector_file
 
 __all__ = ["FileKind", "file_kind"]
@@ -29,7 +29,7 @@ def _looks_like_safetensors(path: str) -> bool:
 
 def _is_raster(path: str) -> bool:
     try:
-        with rasterio.open(path) as src:
+        with open_raster_quietly(path) as src:  # open_scene says what is wrong
             return src.count > 0
     except RasterioError:
         return False

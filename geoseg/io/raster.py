@@ -28,6 +28,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from geoseg.errors import InputNotFoundError, InvalidRasterError
+from geoseg.io.georef import open_raster_quietly, refuse_ungeoreferenced
 
 __all__ = [
     "Scene",
@@ -104,6 +105,7 @@ def _check_header(path: str, src: Any, assume_crs: str | None) -> CRS:
     if src.width == 0 or src.height == 0:
         raise InvalidRasterError(f"{path}: the raster is empty ({src.width} x {src.height} px)")
     crs = src.crs
+    refuse_ungeoreferenced(path, src)  # --assume-crs cannot place it
     if crs is None:
         if assume_crs is None:
             raise InvalidRasterError(
@@ -323,7 +325,7 @@ def open_scene(
     path = os.fspath(path)
     _check_file(path)
     try:
-        src = rasterio.open(path)
+        src = open_raster_quietly(path)  # no geotransform: refused below in plain words
     except RasterioIOError as exc:
         if "dimensions" in str(exc):
             raise InvalidRasterError(f"{path}: the raster is empty ({exc})") from exc

@@ -58,7 +58,8 @@ def vector_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
     """The format name (a key of :data:`FORMATS`) for ``path``, or ``fmt`` if given.
 
     Raises:
-        GeosegError: ``fmt`` or the extension is not a known format.
+        GeosegError: ``fmt`` or the extension is not a known format, or ``fmt``
+            contradicts a known extension (``-o x.gpkg --format parquet``).
     """
     names = ", ".join(FORMATS)
     if fmt is not None:
@@ -66,6 +67,13 @@ def vector_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
         key = _BY_EXTENSION.get(f".{key}", key)
         if key not in FORMATS:
             raise GeosegError(f"unknown vector format {fmt!r}; use one of {names}")
+        named = _BY_EXTENSION.get(Path(path).suffix.lower(), key)
+        if named != key:  # a Parquet file called .gpkg opens nowhere as a GeoPackage
+            raise GeosegError(
+                f"{path}: --format {fmt} writes a {key} file but the name ends in "
+                f"{Path(path).suffix!r} ({named}); name it {Path(path).stem}{FORMATS[key][0]} "
+                "or drop --format"
+            )
         return key
     suffix = Path(path).suffix.lower()
     if not suffix:

@@ -3,7 +3,9 @@
 A cloud model (e.g. a ukis-csmask U-Net brought in with ``geoseg import``) runs
 over the same scene with its own window, margin and bands, on the scene's own
 pixel grid: nothing is resampled, so a model trained at 30 m sees a 10 m scene's
-clouds three times larger in pixels (see README, "Bring your own model"). Its
+clouds three times larger in pixels (see README, "Bring your own model"; the
+shared check in :mod:`geoseg.resolution`, run by :func:`prepare_model_input`, warns
+at 1.5x and refuses past 4x). Its
 map is rechunked to the land-cover map's chunks and every pixel it labels with a
 cloud or shadow class is set to nodata (255) in every output band, so change
 detection, which skips nodata, never counts a cloud as a change.
@@ -14,13 +16,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import dask.array as da
 
-from geoseg.errors import GeosegError, UnsupportedCRSError
+from geoseg.errors import GeosegError
 from geoseg.models.cache import load_predictor
 from geoseg.tiling.infer import predict_blocks
 from geoseg.types import NODATA_LABEL, ClassSchema
@@ -51,15 +52,6 @@ def cloud_classes(schema: ClassSchema, model: str) -> tuple[int, ...]:
     return ids
 
 
-def _note_resolution(path: str, model: str, gsd_m: float | None, pixel_m: float | None) -> None:
-    """Say when the cloud model was trained at another resolution than the scene's."""
-    if gsd_m and pixel_m and not 1 / 1.5 < gsd_m / pixel_m < 1.5:
-        log.warning(
-            "%s: the cloud model %s was trained at %g m, the scene has %.3g m pixels; it runs on "
-            "the scene's own grid (no resampling)", path, os.path.basename(model), gsd_m, pixel_m,
-        )  # fmt: skip
-
-
 def apply_cloud_mask(
     path: str,
     labels: da.Array,
@@ -78,8 +70,6 @@ def apply_cloud_mask(
             scheduler and chunk size.
         chunks: ``labels``' chunks along y and x.
     """
-    from geoseg.areas import pixel_size_m
-    from geoseg.io.checkpoint import read_checkpoint_meta
     from geoseg.pipelines.predict import prepare_model_input
 
     own = dataclasses.replace(
@@ -88,13 +78,6 @@ def apply_cloud_mask(
     )  # fmt: skip
     scene, spec, schema, tile = prepare_model_input(path, model, own)
     masked = cloud_classes(schema, model)
-    try:
-        pixel_m: float | None = pixel_size_m(
-            scene.crs, scene.transform, (scene.height, scene.width)
-        )
-    except UnsupportedCRSError:  # a local grid in an unknown unit: nothing to compare
-        pixel_m = None
-    _note_resolution(path, model, read_checkpoint_meta(model).gsd_approx_m, pixel_m)
     clouds = predict_blocks(
         scene.data.data, scene.valid, functools.partial(load_predictor, spec), tile,
         schema.ids, False,

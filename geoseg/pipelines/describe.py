@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyproj
-import rasterio
 
 from geoseg.errors import InputNotFoundError
 from geoseg.io.checkpoint import read_checkpoint_meta
+from geoseg.io.georef import open_raster_quietly
 from geoseg.io.labels import read_class_schema
 from geoseg.io.probe import file_kind
 from geoseg.io.raster import open_scene
@@ -188,7 +188,7 @@ def _bounds_text(features: int, bounds: Sequence[float]) -> str:
 
 
 def _has_crs(path: str | os.PathLike[str]) -> bool:
-    with rasterio.open(path) as src:
+    with open_raster_quietly(path) as src:  # open_scene says what is wrong
         return src.crs is not None
 
 

@@ -35,6 +35,7 @@ from geoseg.io.training_data import LABEL_NODATA, read_labels_on_grid
 from geoseg.models.cache import load_predictor
 from geoseg.models.registry import TASKS, model_task
 from geoseg.pipelines.evaluate_checks import (
+    coverage_warning,
     degenerate_warning,
     refuse_vector_reference,
     schema_warning,
@@ -211,6 +212,8 @@ def evaluate_scene(
             labels, ", ".join(str(c) for c in (reference_map or schema.ids)),
             ", ".join(f"{v}: {n:,} px" for v, n in unknown.items()),
         )  # fmt: skip
+    coverage = sink.labelled_pixels / max(sink.scene_pixels, 1)
+    warnings.append(coverage_warning(labels, path, sink.labelled_pixels, sink.scene_pixels))
     if conf.sum() == 0:
         raise _nothing_scored(labels, path, ref, scene, reference_map or schema.ids)
     metrics = metrics_from_confusion(conf, schema.names)
@@ -225,6 +228,7 @@ def evaluate_scene(
         "prediction_map": _json_map(prediction_map),
         **(_change_scores(metrics) if task == "change" else {}), **metrics.to_json(),
         "unknown_reference_values": [{"value": v, "pixels": n} for v, n in unknown.items()],
+        "label_coverage": round(coverage, 4),
         "warnings": [w for w in warnings if w],
     }  # fmt: skip
     files = (

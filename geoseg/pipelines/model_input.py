@@ -24,6 +24,7 @@ from geoseg.models.family import Family
 from geoseg.models.registry import checkpoint_family, model_family, task_kind, window_multiple
 from geoseg.pipelines.band_hints import band_count_error
 from geoseg.pipelines.plausibility import warn_if_outside_training
+from geoseg.resolution import check_scene_gsd, scene_gsd_m
 from geoseg.types import ClassSchema, ModelMeta, TileSpec, a_model_of, require_at_least
 
 __all__ = [
@@ -69,6 +70,8 @@ class PredictOptions:
         normalize_to: an earlier scene of the same place on the same grid: a
             single-date checkpoint's scene is mapped onto its radiometry first
             (IR-MAD, :mod:`geoseg.change.normalize_to`); for post-classification change.
+        ignore_gsd: run a checkpoint on a scene whose pixel size is more than 4x off
+            the model's (:mod:`geoseg.resolution`; it still warns).
     """
 
     window: int | None = None
@@ -93,6 +96,7 @@ class PredictOptions:
     probabilities: Path | None = None
     normalize_dates: str | None = None
     normalize_to: str | None = None
+    ignore_gsd: bool = False
 
     def __post_init__(self) -> None:
         require_at_least(
@@ -211,6 +215,8 @@ def _checkpoint_setup(
     multiple = window_multiple(meta.arch, meta.options)
     tile = _tile_spec(opts, meta.window, meta.margin, multiple, model)
     whole = open_scene(path, None, tile.chunk, opts.assume_crs)
+    check_scene_gsd(path, model, meta.gsd_approx_m, scene_gsd_m(whole.crs, whole.transform,
+                    (whole.height, whole.width)), opts.ignore_gsd)  # fmt: skip
     names = named_by_colour(whole.band_names, whole.colorinterp)
     index = match_bands(path, names, meta, opts.bands)
     scene = open_scene(path, [str(i + 1) for i in index], tile.chunk, opts.assume_crs)

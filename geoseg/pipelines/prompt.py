@@ -44,6 +44,7 @@ from geoseg.pipelines.prompt_objects import (
 from geoseg.pipelines.prompt_refine import IouSummary, mask_iou, summarize_ious
 from geoseg.pipelines.prompt_scale import warn_if_off_scale
 from geoseg.pipelines.prompt_windows import PromptWindow, plan_windows, read_window, scene_rasterio
+from geoseg.resolution import check_scene_gsd, scene_gsd_m
 from geoseg.types import a_model_of
 
 __all__ = [
@@ -80,6 +81,8 @@ class PromptOptions:
         batch_size: windows per encoder call (None: 4 on the CPU, 16 on a GPU).
         assume_crs: the scene's CRS when it has none.
         overwrite: replace existing outputs.
+        ignore_gsd: run on a scene whose pixel size is over 4x off the model's
+            recorded GSD (:mod:`geoseg.resolution`; it still warns).
     """
 
     boxes: str | None = None
@@ -94,6 +97,7 @@ class PromptOptions:
     batch_size: int | None = None
     assume_crs: str | None = None
     overwrite: bool = False
+    ignore_gsd: bool = False
 
     def __post_init__(self) -> None:
         if self.multimask not in MULTIMASK:
@@ -177,6 +181,8 @@ def prompted(
     path = os.fspath(scene)
     prompter = load_prompter(model, opts.device)
     opened = open_scene(path, None, 1024, opts.assume_crs)
+    check_scene_gsd(path, model, prompter.meta.gsd_approx_m, scene_gsd_m(opened.crs,
+                    opened.transform, (opened.height, opened.width)), opts.ignore_gsd)  # fmt: skip
     names = named_by_colour(opened.band_names, opened.colorinterp)
     index = match_bands(path, names, prompter.meta, opts.bands)
     warn_if_off_scale(path, index, prompter.meta.normalization.scale, model, opened.dtype,

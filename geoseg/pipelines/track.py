@@ -49,6 +49,7 @@ from geoseg.pipelines.track_dates import (
 )
 from geoseg.pipelines.track_outputs import AREAS, area_rows, written_areas_m2
 from geoseg.report.tables import write_csv_rows
+from geoseg.resolution import check_scene_gsd, scene_gsd_m
 from geoseg.types import a_model_of
 
 __all__ = ["TrackOptions", "TrackResult", "follow", "frame_prompt", "load_tracker", "track_scenes"]
@@ -67,6 +68,8 @@ class TrackOptions:
         device: ``auto``, ``cpu`` or ``cuda``.
         assume_crs: the scenes' CRS when they have none.
         overwrite: replace existing outputs.
+        ignore_gsd: run on scenes whose pixel size is over 4x off the model's
+            recorded GSD (:mod:`geoseg.resolution`; it still warns).
     """
 
     boxes: str | None = None
@@ -78,6 +81,7 @@ class TrackOptions:
     device: str = "auto"
     assume_crs: str | None = None
     overwrite: bool = False
+    ignore_gsd: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,13 @@ def track_scenes(
         names = named_by_colour(first.band_names, first.colorinterp)
         bands = [i + 1 for i in match_bands(first.path, names, prompter.meta, opts.bands)]
         for scene in opened:
+            check_scene_gsd(
+                scene.path,
+                model,
+                prompter.meta.gsd_approx_m,
+                scene_gsd_m(scene.crs, scene.transform, (scene.height, scene.width)),
+                opts.ignore_gsd,
+            )
             warn_if_off_scale(scene.path, [b - 1 for b in bands], prompter.meta.normalization.scale,
                               model, scene.dtype, "geoseg track")  # fmt: skip
         grid = dates[0].src

@@ -212,11 +212,18 @@ def _postprocess(
     polys: Polygons, scene: Scene, opts: VectorizeOptions, keep: list[int] | None
 ) -> Polygons:
     if opts.min_area_ha:
-        area = polygon_area_m2(pixel_to_crs(polys.geometry, scene.transform), scene.crs)
-        polys, _ = merge_small_polygons(polys, area, opts.min_area_ha * HECTARE_M2)
+        polys = _merge_small(polys, scene, opts.min_area_ha)
     if opts.simplify_m:
         polys = simplify_coverage(polys, opts.simplify_m / _ground_pixel_m(scene))
+        if opts.min_area_ha:  # simplifying shrinks some polygons below the minimum again
+            polys = _merge_small(polys, scene, opts.min_area_ha)
     return filter_classes(polys, keep)
+
+
+def _merge_small(polys: Polygons, scene: Scene, min_area_ha: float) -> Polygons:
+    """``polys`` with those under ``min_area_ha`` (true area) merged into a neighbour."""
+    area = polygon_area_m2(pixel_to_crs(polys.geometry, scene.transform), scene.crs)
+    return merge_small_polygons(polys, area, min_area_ha * HECTARE_M2)[0]
 
 
 def _stream(

@@ -181,6 +181,7 @@ PREDICT_OPTIONS: dict[str, Check] = {
     "resume": flag,
     "torch_threads": integer(1, optional=True),
     "precision": text(("auto", "fp32", "fp16", "bf16")),
+    "ignore_gsd": flag,
 }
 
 

@@ -47,6 +47,11 @@ class ConfusionSink:
             that reference values it (or, without one, ``class_ids``) does not know
             are counted in :attr:`unknown_reference` (``{value: pixels}``) rather
             than dropped unseen; 255 and the reference nodata are not counted.
+
+    Attributes:
+        scene_pixels: pixels with a prediction (valid scene pixels).
+        labelled_pixels: those of them with a reference value (not nodata or 255),
+            so that a reference covering part of the scene can be told.
     """
 
     def __init__(
@@ -58,6 +63,7 @@ class ConfusionSink:
         self.class_ids = [int(c) for c in class_ids]
         self.matrix = np.zeros((len(self.class_ids),) * 2, np.int64)
         self.unknown_reference: dict[int, int] = {}
+        self.scene_pixels = self.labelled_pixels = 0
         self._map, self._ref_map = prediction_map, reference_map
         known = self.class_ids if reference_map is None else list(reference_map)
         self._known = np.array([*known, NODATA_LABEL, LABEL_NODATA], np.int64)
@@ -65,6 +71,8 @@ class ConfusionSink:
 
     def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
         pred, ref = block[0], block[1]
+        predicted = pred != NODATA_LABEL
+        labelled = int(np.count_nonzero(predicted & (ref != NODATA_LABEL) & (ref != LABEL_NODATA)))
         outside = ref[~np.isin(ref, self._known)]
         values, pixels = np.unique(outside, return_counts=True)
         if self._map is not None:
@@ -74,6 +82,8 @@ class ConfusionSink:
         counts = confusion_from_labels(ref, pred, self.class_ids)
         with self._lock:
             self.matrix += counts
+            self.scene_pixels += int(np.count_nonzero(predicted))
+            self.labelled_pixels += labelled
             for v, n in zip(values.tolist(), pixels.tolist(), strict=True):
                 self.unknown_reference[v] = self.unknown_reference.get(v, 0) + n
 

@@ -87,7 +87,10 @@ def prepare_output(cfg: TrainConfig) -> Path:
     """The checked ``cfg.output`` (folder exists, not there unless overwritten, window fits)."""
     out = Path(cfg.output)
     if not out.parent.is_dir():
-        raise GeosegError(f"{out}: the folder {out.parent} does not exist; create it first")
+        raise GeosegError(
+            f"{out}: the folder {out.parent} does not exist; create it first "
+            f"(mkdir -p {out.parent})"
+        )
     if out.exists() and not (cfg.overwrite or cfg.resume):
         raise OutputExistsError(unfinished_run(out) or f"{out}: exists; pass --overwrite to "
                                 "replace it")  # fmt: skip

@@ -23,16 +23,13 @@ from geoseg.areas import pixel_size_m
 from geoseg.errors import ConfigError
 from geoseg.io.raster import open_scene
 from geoseg.io.training_data import LABEL_NODATA
+from geoseg.resolution import GSD_REFUSE, GSD_WARN, gsd_ratio
 from geoseg.types import NODATA_LABEL
 
 __all__ = ["GSD_REFUSE", "GSD_WARN", "UNKNOWN_SHARE", "check_plan_data"]
 
 log = logging.getLogger(__name__)
 
-#: GSD ratio (either way) over which the plan's window and object sizes in px are wrong.
-GSD_REFUSE = 4.0
-#: GSD ratio over which a warning says the plan's px sizes may be off.
-GSD_WARN = 1.5
 #: Share of labelled px with values outside the plan's classes that refuses (they would
 #: be dropped as nodata); less is left to training's own warning.
 UNKNOWN_SHARE = 0.01
@@ -60,7 +57,7 @@ def _image_mismatch(fp: Mapping[str, Any], images: Sequence[str],
         if k == 0 and fp.get("gsd_m"):
             h, w = scene.data.shape[1:]
             gsd = pixel_size_m(scene.crs, scene.transform, (int(h), int(w)))
-            ratio = max(gsd / fp["gsd_m"], fp["gsd_m"] / gsd)
+            ratio = gsd_ratio(gsd, fp["gsd_m"])
             what = f"{Path(path).name} has a GSD of {gsd:.3g} m, the plan {fp['gsd_m']:.3g} m"
             if ratio > GSD_REFUSE:
                 refuse.append(what)
