@@ -180,7 +180,7 @@ _RASTER_NEEDED = (
     "x.gpkg: is a polygon layer",
     "needs a label raster (a single-band integer GeoTIFF of class ids on the image's grid",
     "gdal_rasterize",
-    "-te 500000 5099100 501100 5100000 -ts 110 90",
+    "-te 500000.0 5099100.0 501100.0 5100000.0 -ts 110 90",
 )
 
 CASES = {

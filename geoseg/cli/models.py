@@ -313,13 +313,19 @@ def _evaluate_instances(
     q = result.quality
     click.echo(f"AP50 {result.mean_ap50:.4f}  PQ {q.pq:.4f}  SQ {q.sq:.4f}  RQ {q.rq:.4f}")
     if result.task == "panoptic":
-        click.echo(f"PQ_things {q.pq_things:.4f}  PQ_stuff {q.pq_stuff:.4f}")
+        click.echo(f"PQ_things {_score(q.pq_things, 'things')}  "
+                   f"PQ_stuff {_score(q.pq_stuff, 'stuff')}")  # fmt: skip
     names = {c.id: c.name for c in result.schema.classes}
     for c, cq in sorted(q.per_class.items()):
         click.echo(f"  {names.get(c, str(c)):<20} PQ {cq.pq:.4f}  SQ {cq.sq:.4f}  RQ {cq.rq:.4f}  "
                    f"(TP {cq.tp}, FP {cq.fp}, FN {cq.fn})")  # fmt: skip
     for path in result.files:
         click.echo(f"wrote {path}")
+
+
+def _score(value: float | None, kind: str) -> str:
+    """A PQ mean as printed: ``n/a (why)`` where it is 0/0."""
+    return f"n/a (no {kind} segment on either side)" if value is None else f"{value:.4f}"
 
 
 @cli.command()

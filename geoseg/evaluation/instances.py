@@ -143,19 +143,20 @@ class PanopticQuality:
 
     ``pq``/``sq``/``rq`` average every class that occurs, stuff and things alike
     (Kirillov et al. 2019); the ``_things`` and ``_stuff`` means average the thing
-    classes and the stuff classes apart (0 where none occurs).
+    classes and the stuff classes apart: None (0/0, "n/a") where no segment of
+    that kind is on either side, so a scene without stuff does not read as PQ_stuff 0.
     """
 
     per_class: Mapping[int, ClassQuality]
     pq: float
     sq: float
     rq: float
-    pq_things: float = 0.0
-    sq_things: float = 0.0
-    rq_things: float = 0.0
-    pq_stuff: float = 0.0
-    sq_stuff: float = 0.0
-    rq_stuff: float = 0.0
+    pq_things: float | None = None
+    sq_things: float | None = None
+    rq_things: float | None = None
+    pq_stuff: float | None = None
+    sq_stuff: float | None = None
+    rq_stuff: float | None = None
 
 
 def _matches(ov: SegmentOverlaps) -> dict[tuple[Segment, Segment], float]:
@@ -203,14 +204,21 @@ def panoptic_quality(ov: SegmentOverlaps, things: Collection[int] | None = None)
     return PanopticQuality(
         per_class,
         *_means(list(per_class.values())),
-        *_means([q for c, q in per_class.items() if thing[c]]),
-        *_means([q for c, q in per_class.items() if not thing[c]]),
+        *_kind_means([q for c, q in per_class.items() if thing[c]]),
+        *_kind_means([q for c, q in per_class.items() if not thing[c]]),
     )
 
 
 def _means(qs: Sequence[ClassQuality]) -> tuple[float, float, float]:
     """Mean PQ, SQ and RQ of ``qs`` (0 for none)."""
     return _mean([q.pq for q in qs]), _mean([q.sq for q in qs]), _mean([q.rq for q in qs])
+
+
+def _kind_means(
+    qs: Sequence[ClassQuality],
+) -> tuple[float, float, float] | tuple[None, None, None]:
+    """Mean PQ, SQ and RQ of one kind's classes; None (0/0) where the kind has none."""
+    return _means(qs) if qs else (None, None, None)
 
 
 def _mean(values: Sequence[float]) -> float:

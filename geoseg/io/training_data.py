@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,14 +95,19 @@ def refuse_polygon_labels(label_path: str | os.PathLike[str], task: str, image: 
     if image and Path(image).is_file():
         with rasterio.open(image) as src:
             b = src.bounds
-            corners = " ".join(f"{v:.12g}" for v in (b.left, b.bottom, b.right, b.top))
+            # repr: the exact bounds, so -te/-ts rebuild the image's transform to the bit
+            corners = " ".join(repr(float(v)) for v in (b.left, b.bottom, b.right, b.top))
             grid = f"-te {corners} -ts {src.width} {src.height}"
+    source = os.fspath(label_path)
+    target = str(Path(source).with_suffix(".tif"))
     raise InvalidRasterError(
         f"{label_path}: is a polygon layer; {task} needs a label raster (a single-band integer "
         "GeoTIFF of class ids on the image's grid, 255 = unlabelled; polygon labels are for "
-        "--task instance/panoptic): rasterize it first, e.g. `gdal_rasterize -a CLASS_FIELD "
-        f"{grid} -ot Byte -a_nodata 255 {Path(label_path).name} "
-        f"{Path(label_path).with_suffix('.tif').name}` (the layer in the image's CRS)"
+        "--task instance/panoptic): rasterize it first, e.g. with GDAL's gdal_rasterize (comes "
+        "with GDAL, not installed by geoseg) `gdal_rasterize -a CLASS_FIELD "
+        f"{grid} -init 255 -a_nodata 255 -ot Byte {shlex.quote(source)} "
+        f"{shlex.quote(target)}` (the layer in the image's CRS; pixels outside every polygon "
+        "stay 255, unlabelled)"
     )
 
 

@@ -297,9 +297,20 @@ def _metrics_json(result: InstanceEvaluation, ov: SegmentOverlaps) -> dict[str, 
         "ap50": result.mean_ap50, "pq": q.pq, "sq": q.sq, "rq": q.rq,
         "pq_things": q.pq_things, "sq_things": q.sq_things, "rq_things": q.rq_things,
         "pq_stuff": q.pq_stuff, "sq_stuff": q.sq_stuff, "rq_stuff": q.rq_stuff,
+        **_kind_notes(q),
         "reference_segments": len(ov.truth_area), "predicted_segments": len(ov.pred_area),
         "classes": per_class,
     }  # fmt: skip
+
+
+def _kind_notes(q: PanopticQuality) -> dict[str, str]:
+    """``note_things``/``note_stuff`` saying why that kind's means are null (0/0)."""
+    kinds = (("things", q.pq_things), ("stuff", q.pq_stuff))
+    return {
+        f"note_{kind}": f"null: no {kind} segment in the prediction or the reference"
+        for kind, value in kinds
+        if value is None
+    }
 
 
 def evaluate_instance_model(

@@ -46,6 +46,7 @@ __all__ = [
     "CalibrationFit",
     "calibrate_checkpoint",
     "calibrated_meta",
+    "check_label_classes",
     "check_non_finite",
     "expected_calibration_error",
     "fit_calibration",
@@ -64,6 +65,10 @@ MIN_PIXELS = 10
 #: Share of the labelled pixels with data that the model may give NaN/inf before a
 #: warning (fp16 overflow in a few windows), and before the fit is refused.
 NON_FINITE_WARN, NON_FINITE_REFUSE = 1e-3, 0.5
+
+#: Share of labelled pixels the model must agree with before a warning that the labels
+#: may not describe the image: below it the fitted T mostly measures the mismatch.
+AGREEMENT_WARN = 0.5
 
 
 @dataclass(frozen=True)
@@ -226,6 +231,40 @@ def check_non_finite(pixels: LabelledPixels, model: str | os.PathLike[str]) -> N
     )  # fmt: skip
 
 
+def check_label_classes(
+    scores: np.ndarray, target: np.ndarray, ids: Sequence[int], labels: str
+) -> None:
+    """Refuse labels of one class; warn when the model agrees with under
+    :data:`AGREEMENT_WARN` of them.
+
+    Args:
+        scores: ``(N, K)`` log-probabilities of the labelled pixels (N > 0).
+        target: ``(N,)`` their class indices ``0..K-1``.
+        ids: the model's class ids, by index (named in the message).
+        labels: the labels file(s), named in the message.
+
+    Raises:
+        GeosegError: every labelled pixel is of one class: the likelihood then only
+            rewards being sure of that class, so ``T`` says nothing about how sure
+            the model should be between classes.
+    """
+    present = np.unique(target)
+    if present.size == 1:
+        raise GeosegError(
+            f"{labels}: every one of the {len(target):,} labelled px is class "
+            f"{ids[int(present[0])]}; a temperature needs pixels of several classes (it "
+            "scales how sure the model is between them): give held-out labels of two or more "
+            f"of the model's classes ({', '.join(map(str, ids))})"
+        )
+    agree = float(np.mean(scores.argmax(axis=1) == target))
+    if agree < AGREEMENT_WARN:
+        log.warning(
+            "%s: the model agrees with the labels on only %.1f%% of %s labelled px; check "
+            "the labels describe this image (same scene, same class ids): the fitted T is "
+            "then mostly about the mismatch", labels, 100 * agree, f"{len(target):,}",
+        )  # fmt: skip
+
+
 def _raster_scores(
     r: LabelledRaster, loader: InMemoryLoader, meta: ModelMeta, tile: TileSpec
 ) -> LabelledPixels:
@@ -257,6 +296,9 @@ def calibrate_checkpoint(
                             sum(p.non_finite for p in parts))  # fmt: skip
     try:
         check_non_finite(pixels, path)
+        if len(target):
+            where = f"the labels of {', '.join(r.path for r in val)}"
+            check_label_classes(scores, target, meta.schema.ids, where)
         fit = fit_calibration(scores, target)
     except GeosegError as exc:
         log.warning("%s: not calibrated (T = 1): %s", path, exc)

@@ -198,4 +198,4 @@ def test_stuff_at_iou_one_half_is_not_a_match() -> None:
     ids = np.zeros_like(truth_cls)
     q = panoptic_quality(segment_overlaps(truth_cls, ids, pred_cls, ids, things=[]), things=[])
     assert (q.per_class[0].tp, q.per_class[0].fp, q.per_class[0].fn) == (0, 1, 1)
-    assert q.pq_stuff == q.pq == 0.0 and q.pq_things == 0.0
+    assert q.pq_stuff == q.pq == 0.0 and q.pq_things is None  # no thing: 0/0, not 0
