@@ -105,7 +105,7 @@ def test_change_refuses_maps_out_of_time_order(tmp_path: Path, case: str) -> Non
     doc = json.loads((out / "transitions.json").read_text())
     as_given = None in dates or case.startswith("free-text")
     assert ("the order given is taken as time order" in res.output) == as_given
-    assert doc["time_order"] == ("as given (not every map carries a DATE)" if as_given
+    assert doc["time_order"] == ("as given (a map has no acquisition date)" if as_given
                                  else "by date")  # fmt: skip
     assert doc["maps"] == given
 
@@ -311,4 +311,4 @@ def test_a_date_from_the_file_time_stamp_is_marked_and_refuses_no_order(tmp_path
     res = CliRunner().invoke(cli, ["change", *maps, "-o", str(tmp_path / "report")])
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "report" / "transitions.json").read_text())
-    assert doc["time_order"] == "as given (not every map carries a DATE)"
+    assert doc["time_order"] == "as given (a map has no acquisition date)"

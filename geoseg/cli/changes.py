@@ -130,8 +130,9 @@ def change(
     m = result.matrix
     echo_area_note(result.area_method)
     if not result.dated:
-        click.echo("not every map carries an acquisition date (DATE tag): the order given is "
-                   "taken as time order")  # fmt: skip
+        from geoseg.pipelines.time_order import undated_note
+
+        click.echo(undated_note(maps, "maps"))
     mapped = float(m.area_m2.sum()) + (m.uncertain_area_m2 or 0.0)
     click.echo(f"changed area {m.changed_area_m2 / 1e4:,.2f} ha of {mapped / 1e4:,.2f} ha mapped")
     if result.map_difference is not None:

@@ -61,8 +61,9 @@ def track(scenes: tuple[str, ...], model: str, output: Path, bands: str | None,
     if result.area_method.planar:
         click.echo(area_note(result.area_method))
     if not result.dated:
-        click.echo("the scenes carry no acquisition date (DATE or ACQUISITION tag): the order "
-                   "given is taken as time order")  # fmt: skip
+        from geoseg.pipelines.time_order import undated_note
+
+        click.echo(undated_note(scenes, "scenes"))
     lost = f", {result.lost} object-dates without a mask" if result.lost else ""
     click.echo(f"wrote {len(result.rasters)} dates to {output} ({result.objects} objects from "
                f"{result.windows} windows{lost})")  # fmt: skip

@@ -18,7 +18,7 @@ from geoseg.change.accuracy import error_matrix, sample_design, stratified_estim
 from geoseg.change.align import AlignedMaps
 from geoseg.change.matrix import TransitionMatrix
 from geoseg.change.sampling import stratified_sample
-from geoseg.errors import GeosegError
+from geoseg.errors import GeosegError, OutputExistsError
 from geoseg.io.raster import open_scene
 from geoseg.io.reports import write_json
 from geoseg.io.samples import write_sample_points
@@ -30,8 +30,8 @@ if TYPE_CHECKING:  # change.py imports this module
     from geoseg.pipelines.change import ChangeOptions
 
 __all__ = [
-    "SAMPLES", "check_sample_strata", "keep_old_samples", "read_reference", "write_accuracy",
-    "write_samples",
+    "SAMPLES", "check_sample_strata", "keep_old_samples", "read_reference",
+    "refuse_labelled_samples", "write_accuracy", "write_samples",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -41,18 +41,50 @@ SAMPLES = "samples.gpkg"
 
 
 def keep_old_samples(folder: Path, names: Sequence[str]) -> None:
-    """Warn that an earlier report's sample sheet stays (it may hold the user's labels).
+    """Keep an earlier report's sample sheet (it may hold the user's labels) on --overwrite:
+    refuse to replace a labelled one, warn that one this run does not write stays.
 
     Args:
         folder: the report folder.
         names: the files this report writes.
+
+    Raises:
+        OutputExistsError: this report writes a sample sheet and the one there has labels.
     """
     path = folder / SAMPLES
-    if SAMPLES not in names and path.is_file():
+    if SAMPLES in names:
+        refuse_labelled_samples(path)
+    elif path.is_file():
         log.warning(
             "%s is an earlier report's sample (this run writes none) and is kept, as it may "
             "hold your labels; its points do not sample this report's change.tif",
             path,
+        )
+
+
+def refuse_labelled_samples(path: Path, command: str = "") -> None:
+    """Refuse to replace a sample sheet with any non-empty ``reference`` value: the labels
+    are the user's work, which --overwrite would swap for an unlabelled sample.
+    ``command``: the one that takes ``--reference``, where it is not the one running.
+
+    Raises:
+        OutputExistsError: naming the file, its labelled points and the fix.
+    """
+    if not path.is_file():
+        return
+    try:
+        frame = read_vectors(str(path))
+    except GeosegError:  # not a layer geoseg can read: no labels to lose
+        return
+    if "reference" not in frame.columns:
+        return
+    refs = frame["reference"]
+    labelled = int((refs.notna() & (refs.astype("string").str.strip() != "")).sum())
+    if labelled:
+        raise OutputExistsError(
+            f"{path} holds {labelled} labelled sample points (its 'reference' column); "
+            "--overwrite would replace them with an unlabelled sample: move it away first, "
+            f"or pass it as --reference {path}{command}"
         )
 
 

@@ -125,7 +125,7 @@ def write_tables(
     write_csv_rows(paths["class_change.csv"], classes, opts.overwrite)
     doc = {
         "maps": list(aligned.paths), "dates": list(aligned.dates),
-        "time_order": "by date" if dated else "as given (not every map carries a DATE)",
+        "time_order": "by date" if dated else "as given (a map has no acquisition date)",
         "crs": aligned.crs.to_string(), "transform": list(aligned.transform)[:6],
         "shape": [aligned.height, aligned.width],
         "area_method": area_method(aligned.crs).description,

@@ -319,6 +319,9 @@ def scene_date(tags: Mapping[str, str]) -> str | None:
 def _label_meta(scene: Scene, schema: ClassSchema, model: str, bands: int) -> LabelMeta:
     """The output's classes, georeferencing (the scene's), band descriptions and tags
     (the scene's SENSOR and, as DATE, its acquisition date: :func:`scene_date`)."""
+    from geoseg.pipelines.time_order import warn_unread_dates
+
+    warn_unread_dates(scene.path, scene.tags)  # a DATE like 11/07/2015 is not dropped silently
     date = scene_date(scene.tags)
     guessed = date is not None and scene_date(_without_file_time(scene.tags)) is None
     tags = {

@@ -2,15 +2,16 @@
 
 A scene's or label map's acquisition date is the one ``geoseg predict`` reads
 (:func:`geoseg.pipelines.predict.scene_date`; a label map carries it as its ``DATE``
-tag). Where every input is dated, the order given must be the time order: a
-change report of maps listed newest first reports every gain as a loss, with
-confidence. Where one is undated, the order given is taken (and callers say so).
+tag). The dated inputs must be listed in time order: a change report of maps
+listed newest first reports every gain as a loss, with confidence. Where one is
+undated, its place in the order given is taken (and callers say so: :func:`undated_note`).
 """
 
 from __future__ import annotations
 
 import datetime
 import itertools
+import logging
 import os
 from collections.abc import Mapping, Sequence
 
@@ -20,7 +21,15 @@ from rasterio.errors import RasterioIOError
 from geoseg.change.align import DATE_TAG
 from geoseg.errors import DateOrderError
 
-__all__ = ["check_time_order", "maps_in_time_order", "scenes_in_time_order", "tagged_date"]
+__all__ = [
+    "check_time_order", "maps_in_time_order", "scenes_in_time_order", "tagged_date",
+    "undated_note", "warn_unread_dates",
+]  # fmt: skip
+
+log = logging.getLogger(__name__)
+
+#: (file, tag, value) of the date tags already warned about: once per process.
+_WARNED: set[tuple[str, str, str]] = set()
 
 
 def tagged_date(tags: Mapping[str, str]) -> datetime.date | None:
@@ -48,29 +57,27 @@ def check_time_order(
         apart: the first and the last date must differ (a change between them).
 
     Raises:
-        DateOrderError: every input is dated and a later one is older than the one
-            before it (or, with ``apart``, the first and last share a date); the
-            message names both inputs and their dates.
+        DateOrderError: a dated input is older than a dated one listed before it (undated
+            ones between them do not hide it), or, with ``apart``, the first and last
+            are dated and share a date; the message names both inputs and their dates.
     """
-    if any(d is None for d in dates):
-        return False
-    listed = list(zip(paths, dates, strict=True))
-    given = ", ".join(d.isoformat() for d in dates if d is not None)
+    listed = [(p, d) for p, d in zip(paths, dates, strict=True) if d is not None]
+    given = ", ".join(d.isoformat() if d else "undated" for d in dates)
     for (before, b), (after, a) in itertools.pairwise(listed):
-        if a is not None and b is not None and a < b:
+        if a < b:  # dated inputs keep their order around undated ones
             raise DateOrderError(
                 f"{after} (acquired {a.isoformat()}) is listed after {before} (acquired "
                 f"{b.isoformat()}): the {what} are not in time order (acquired {given}, in "
                 f"the order given); list the {what} oldest first"
             )
-    (first, d0), (last, d1) = listed[0], listed[-1]
-    if apart and d0 == d1 and d0 is not None:
+    d0, d1 = dates[0], dates[-1]
+    if apart and d0 is not None and d0 == d1:
         raise DateOrderError(
-            f"{first} and {last} are both dated {d0.isoformat()}: no time passes between "
-            f"the first and the last of the {what}; give {what} of different dates, oldest "
-            "first"
+            f"{paths[0]} and {paths[-1]} are both dated {d0.isoformat()}: no time passes "
+            f"between the first and the last of the {what}; give {what} of different dates, "
+            "oldest first"
         )
-    return True
+    return all(d is not None for d in dates)
 
 
 def maps_in_time_order(paths: Sequence[str], dates: Sequence[str | None]) -> bool:
@@ -100,11 +107,79 @@ def scenes_in_time_order(paths: Sequence[str | os.PathLike[str]]) -> bool:
     """:func:`check_time_order` of scene files by the tags ``geoseg predict`` reads (and
     writes into its maps' ``DATE``), first and last date apart; an unreadable file
     counts as undated (the step that reads it says what is wrong)."""
-    dates = []
+    dates: list[datetime.date | None] = []
     for path in paths:
         try:
             with rasterio.open(path) as src:
-                dates.append(tagged_date(src.tags()))
+                tags = src.tags()
         except RasterioIOError:
             dates.append(None)
+            continue
+        warn_unread_dates(path, tags)
+        dates.append(tagged_date(tags))
     return check_time_order([os.fspath(p) for p in paths], dates, "scenes", apart=True)
+
+
+def unread_dates(tags: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(tag, value) of each acquisition date tag that is set but is no date."""
+    from geoseg.pipelines.predict import DATE_TAGS, FILE_TIME_TAG, scene_date
+
+    values = ((k, str(tags.get(k, "")).strip()) for k in DATE_TAGS if k != FILE_TIME_TAG)
+    return [(k, v) for k, v in values if v and scene_date({k: v}) is None]
+
+
+def warn_unread_dates(path: str | os.PathLike[str], tags: Mapping[str, str]) -> None:
+    """Warn (once per file and value) of a date tag that is set but unreadable, where no
+    other tag gives the acquisition date: the scene would pass as undated silently."""
+    if tagged_date(tags) is not None:
+        return
+    for key, value in unread_dates(tags):
+        if (seen := (os.fspath(path), key, value)) not in _WARNED:
+            _WARNED.add(seen)
+            log.warning(
+                "%s: its %s tag %r could not be read as a date and is ignored; write it "
+                "as ISO YYYY-MM-DD (e.g. 2015-07-11)",
+                os.fspath(path), key, value,
+            )  # fmt: skip
+
+
+def undated_note(paths: Sequence[str | os.PathLike[str]], what: str) -> str:
+    """The line that says the order given was taken, and why: each undated input (of
+    ``paths``, ``what``: ``"maps"`` read by their ``DATE``, or ``"scenes"``) and what
+    its tags lack."""
+    reasons = []
+    for path in paths:
+        try:
+            with rasterio.open(path) as src:
+                tags = src.tags()
+        except RasterioIOError:
+            reasons.append(f"{os.fspath(path)} could not be read")
+            continue
+        if what == "maps":  # a map's date is its DATE tag alone
+            tags = {k: v for k, v in tags.items() if k in (DATE_TAG, "DATE_SOURCE")}
+        reason = _undated_reason(tags, what)
+        if reason:
+            reasons.append(f"{os.fspath(path)} {reason}")
+    shown = "; ".join(reasons[:3]) + (f"; and {len(reasons) - 3} more" if len(reasons) > 3 else "")
+    return f"the order given is taken as time order: {shown}"
+
+
+def _undated_reason(tags: Mapping[str, str], what: str) -> str | None:
+    """Why ``tags`` give no acquisition date (None: they do)."""
+    from geoseg.pipelines.predict import DATE_SOURCE_TAG, FILE_TIME_TAG, scene_date
+
+    if tagged_date(tags) is not None:
+        return None
+    if tags.get(DATE_SOURCE_TAG) == FILE_TIME_TAG:
+        return (
+            f"has DATE {tags.get(DATE_TAG)} taken from a file time stamp "
+            f"(DATE_SOURCE={FILE_TIME_TAG}), which is not an acquisition date"
+        )
+    unread = unread_dates(tags)
+    if unread:
+        key, value = unread[0]
+        return f"has {key} {value!r}, which is not a date (ISO YYYY-MM-DD expected)"
+    if scene_date(tags) is not None:
+        return f"is dated only by {FILE_TIME_TAG}, a file time stamp, not an acquisition date"
+    tag = "DATE" if what == "maps" else "DATE or ACQUISITION"
+    return f"has no acquisition date ({tag} tag)"

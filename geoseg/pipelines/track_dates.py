@@ -33,7 +33,7 @@ from geoseg.io.grids import same_grid
 from geoseg.io.raster import Scene, canonical_band_name, open_scene
 from geoseg.io.reproject import bounds_in_crs
 from geoseg.pipelines.prompt_windows import PromptWindow, read_window
-from geoseg.pipelines.time_order import check_time_order, tagged_date
+from geoseg.pipelines.time_order import check_time_order, tagged_date, warn_unread_dates
 
 __all__ = [
     "TrackDate", "date_labels", "dates_in_time_order", "open_dates", "read_date_window",
@@ -92,9 +92,11 @@ def dates_in_time_order(scenes: Sequence[Scene]) -> bool:
     """True when every scene has an acquisition date (False: the order given is taken).
 
     Raises:
-        DateOrderError: every scene is dated and the order given is not chronological
+        DateOrderError: the dated scenes are not listed chronologically
             (:func:`~geoseg.pipelines.time_order.check_time_order`; equal dates pass).
     """
+    for scene in scenes:
+        warn_unread_dates(scene.path, scene.tags)
     return check_time_order([s.path for s in scenes], [scene_date(s) for s in scenes], "scenes")
 
 

@@ -68,6 +68,7 @@ from geoseg.errors import ConfigError, GeosegError, OutputExistsError
 from geoseg.io.outputs import output_run
 from geoseg.io.reports import write_json
 from geoseg.pipelines.change import OUTPUT_FILES, ChangeOptions, ChangeResult, change_report
+from geoseg.pipelines.change_accuracy import SAMPLES, refuse_labelled_samples
 from geoseg.pipelines.predict import PredictOptions, predict_scene
 from geoseg.pipelines.time_order import scenes_in_time_order
 from geoseg.pipelines.workflow_file import Focus, Workflow, load_workflow
@@ -207,6 +208,8 @@ def check_destinations(wf: Workflow, overwrite: bool = False) -> None:
         raise OutputExistsError(
             f"{wf.path}: output {taken[0]} exists; pass --overwrite to replace it"
         )
+    if wf.change.get("samples_se"):  # labels are the user's work: not for --overwrite
+        refuse_labelled_samples(report / SAMPLES, " to geoseg change")
 
 
 def run_workflow(
