@@ -8,9 +8,7 @@ the messages (output and log records together) must and must not say.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from click.testing import CliRunner
 from geoseg.cli import cli
 from geoseg.io.labels import CLASSES_TAG
 from geoseg.types import ClassInfo, ClassSchema
+from tests.cli_cases import CliCase, run_cli_case
 from tests.conftest import (
     TINY_BANDS,
     textured_scene,
@@ -166,14 +165,7 @@ def _score_two_things(tmp: Path, reference: Path, *extra: str) -> list[str]:
             "--labels", str(reference), "-o", str(tmp / "ev"), *extra]  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Case:
-    build: Callable[[Path], list[str]]
-    exit_code: int
-    says: tuple[str, ...]
-    never: tuple[str, ...] = field(default=())
-    #: files that must not exist afterwards (no partial output)
-    absent: tuple[str, ...] = field(default=())
+Case = CliCase
 
 
 _RASTER_NEEDED = (
@@ -311,21 +303,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_fixes2_case(name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    case = CASES[name]
-    argv = case.build(tmp_path)
-    with caplog.at_level(logging.WARNING):
-        result = CliRunner().invoke(cli, argv)
-    text = result.output + " ".join(r.getMessage() for r in caplog.records)
-    assert result.exit_code == case.exit_code, text
-    assert not isinstance(result.exception, (KeyError, TypeError, ValueError, AttributeError))
-    if case.exit_code == 2:
-        assert len(result.output.strip().splitlines()) == 1, result.output
-    for part in case.says:
-        assert part in text, f"{part!r} not in {text!r}"
-    for part in case.never:
-        assert part not in text, f"{part!r} in {text!r}"
-    for name_ in case.absent:
-        assert not (tmp_path / name_).exists(), name_
+    run_cli_case(CASES[name], tmp_path, caplog)
 
 
 @pytest.mark.parametrize("ext", ["gpkg", "shp", "parquet", "fgb", "geojson"])

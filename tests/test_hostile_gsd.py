@@ -9,10 +9,8 @@ and must not say, and files that must not exist afterwards.
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,7 @@ from geoseg.io.checkpoint import save_checkpoint
 from geoseg.models.registry import build_model
 from geoseg.pipelines import PredictOptions, predict_scene
 from geoseg.resolution import scene_gsd_m
+from tests.cli_cases import CliCase, run_cli_case
 from tests.conftest import (
     TINY_BANDS,
     TINY_SCHEMA,
@@ -189,13 +188,7 @@ def _shifted_labels(tmp: Path) -> list[str]:
             str(tmp / "ref.tif"), "-o", str(tmp / "ev")]  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Case:
-    build: Callable[[Path], list[str]]
-    exit_code: int
-    says: tuple[str, ...]
-    never: tuple[str, ...] = field(default=())
-    absent: tuple[str, ...] = field(default=())
+Case = CliCase
 
 
 REFUSE_GSD = ("60 m", "trained at 10 m", "6.0x coarser", "gdalwarp -tr 10 10", "--ignore-gsd")
@@ -236,18 +229,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_gsd_trial_case(name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    case = CASES[name]
-    argv = case.build(tmp_path)
-    with caplog.at_level(logging.WARNING):
-        result = CliRunner().invoke(cli, argv)
-    text = result.output + " ".join(r.getMessage() for r in caplog.records)
-    assert result.exit_code == case.exit_code, text
-    for part in case.says:
-        assert part in text, f"{part!r} not in {text!r}"
-    for part in case.never:
-        assert part not in text, f"{part!r} in {text!r}"
-    for rel in case.absent:
-        assert not (tmp_path / rel).exists(), rel
+    run_cli_case(CASES[name], tmp_path, caplog)
 
 
 def test_label_coverage_is_in_metrics_json(tmp_path: Path) -> None:

@@ -8,11 +8,8 @@ what the messages (stdout, stderr and log records together) must and must not sa
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +20,7 @@ from click.testing import CliRunner
 
 from geoseg.cli import cli
 from geoseg.pipelines import predict_scene
+from tests.cli_cases import CliCase, run_cli_case
 from tests.conftest import TINY_BANDS, textured_scene, write_raster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,12 +155,7 @@ def _workflow_aoi_without_crs(tmp: Path) -> list[str]:
     return ["run", str(tmp / "wf.yaml"), "--root", str(tmp)]
 
 
-@dataclass(frozen=True)
-class Case:
-    build: Callable[[Path], list[str]]
-    exit_code: int
-    says: tuple[str, ...]
-    never: tuple[str, ...] = field(default=())
+Case = CliCase
 
 
 CASES = {
@@ -253,17 +246,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_trial_case(name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    case = CASES[name]
-    argv = case.build(tmp_path)
-    with caplog.at_level(logging.WARNING):
-        result = CliRunner().invoke(cli, argv)
-    text = result.output + " ".join(r.getMessage() for r in caplog.records)
-    assert result.exit_code == case.exit_code, text
-    assert not isinstance(result.exception, (KeyError, TypeError, ValueError, AttributeError))
-    for part in case.says:
-        assert part in text, f"{part!r} not in {text!r}"
-    for part in case.never:
-        assert part not in text, f"{part!r} in {text!r}"
+    run_cli_case(CASES[name], tmp_path, caplog)
 
 
 def test_degenerate_scores_are_recorded_in_metrics_json(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import logging
 import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from rasterio.transform import Affine, from_bounds
 from geoseg.cli import cli
 from geoseg.io.labels import CLASSES_TAG
 from geoseg.types import ClassInfo, ClassSchema
+from tests.cli_cases import CliCase, run_cli_case
 from tests.conftest import TINY_BANDS, make_tiny_checkpoint, textured_scene, write_raster
 
 BUILDINGS = ClassSchema((ClassInfo(2, "building", (200, 0, 0), is_thing=True),))
@@ -95,13 +95,7 @@ def _one_class(tmp: Path) -> list[str]:
     return _calibrate(tmp, np.full((90, 110), 4))
 
 
-@dataclass(frozen=True)
-class Case:
-    build: Callable[[Path], list[str]]
-    exit_code: int
-    says: tuple[str, ...]
-    never: tuple[str, ...] = field(default=())
-    absent: tuple[str, ...] = field(default=())
+Case = CliCase
 
 
 CASES = {
@@ -157,20 +151,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_trial4_eval_case(name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    case = CASES[name]
-    argv = case.build(tmp_path)
-    with caplog.at_level(logging.WARNING):
-        result = CliRunner().invoke(cli, argv)
-    text = result.output + " ".join(r.getMessage() for r in caplog.records)
-    assert result.exit_code == case.exit_code, text
-    if case.exit_code == 2:
-        assert len(result.output.strip().splitlines()) == 1, result.output
-    for part in case.says:
-        assert part in text, f"{part!r} not in {text!r}"
-    for part in case.never:
-        assert part not in text, f"{part!r} in {text!r}"
-    for name_ in case.absent:
-        assert not (tmp_path / name_).exists(), name_
+    run_cli_case(CASES[name], tmp_path, caplog)
 
 
 @pytest.mark.parametrize("value", [1, 7])
