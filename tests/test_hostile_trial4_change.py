@@ -182,8 +182,8 @@ def test_overwrite_never_replaces_labelled_samples(tmp_path: Path, case: str) ->
         return
     assert res.exit_code == 2, res.output
     assert len(res.output.strip().splitlines()) == 1, res.output
-    for words in (str(samples), f"holds {count} labelled sample points", "move it away",
-                  f"--reference {samples}"):  # fmt: skip
+    for words in (str(samples), f"holds {count} labelled sample points",
+                  "move it out of the report folder", "pass the moved file as"):  # fmt: skip
         assert words in res.output, res.output
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing written
     kept = gpd.read_file(samples)["reference"]
@@ -209,7 +209,8 @@ def test_run_overwrite_refuses_labelled_samples_before_any_work(tmp_path: Path) 
     assert res.exit_code == 2, res.output
     assert len(res.output.strip().splitlines()) == 1, res.output
     assert f"{report / 'samples.gpkg'} holds 1 labelled sample points" in res.output
-    assert "move it away" in res.output and "--reference" in res.output
+    assert "move it out of the report folder" in res.output
+    assert "--reference to geoseg change" in res.output
     assert sorted(os.listdir(report.parent)) == ["report"]  # no map predicted
     assert os.listdir(report) == ["samples.gpkg"]
 

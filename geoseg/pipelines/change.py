@@ -311,7 +311,7 @@ def change_report(
         paths = dict(zip(names, run.add_folder(out, names), strict=True))
         if opts.overwrite:
             run.retire([out / n for n in REPORT_FILES if n not in names])
-            keep_old_samples(out, names)
+            keep_old_samples(out, names, inputs)
         return _report(run, maps, out, paths, opts, progress, (focus, tuple(notes)))
 
 

@@ -40,13 +40,14 @@ log = logging.getLogger(__name__)
 SAMPLES = "samples.gpkg"
 
 
-def keep_old_samples(folder: Path, names: Sequence[str]) -> None:
+def keep_old_samples(folder: Path, names: Sequence[str], inputs: Sequence[Path] = ()) -> None:
     """Keep an earlier report's sample sheet (it may hold the user's labels) on --overwrite:
     refuse to replace a labelled one, warn that one this run does not write stays.
 
     Args:
         folder: the report folder.
         names: the files this report writes.
+        inputs: the run's inputs (a sheet read as ``--reference`` is not stale).
 
     Raises:
         OutputExistsError: this report writes a sample sheet and the one there has labels.
@@ -54,7 +55,7 @@ def keep_old_samples(folder: Path, names: Sequence[str]) -> None:
     path = folder / SAMPLES
     if SAMPLES in names:
         refuse_labelled_samples(path)
-    elif path.is_file():
+    elif path.is_file() and not any(p.exists() and path.samefile(p) for p in inputs):
         log.warning(
             "%s is an earlier report's sample (this run writes none) and is kept, as it may "
             "hold your labels; its points do not sample this report's change.tif",
@@ -83,8 +84,9 @@ def refuse_labelled_samples(path: Path, command: str = "") -> None:
     if labelled:
         raise OutputExistsError(
             f"{path} holds {labelled} labelled sample points (its 'reference' column); "
-            "--overwrite would replace them with an unlabelled sample: move it away first, "
-            f"or pass it as --reference {path}{command}"
+            "--overwrite would replace them with an unlabelled sample: move it out of the "
+            f"report folder first (pass the moved file as --reference{command} for "
+            "error-adjusted areas)"
         )
 
 

@@ -64,7 +64,7 @@ import rasterio
 from rasterio.errors import RasterioIOError
 
 from geoseg.areas import ACRE_M2, HECTARE_M2
-from geoseg.errors import ConfigError, GeosegError, OutputExistsError
+from geoseg.errors import ConfigError, GeosegError, GsdMismatchError, OutputExistsError
 from geoseg.io.outputs import output_run
 from geoseg.io.reports import write_json
 from geoseg.pipelines.change import OUTPUT_FILES, ChangeOptions, ChangeResult, change_report
@@ -280,6 +280,19 @@ def _warnings_heard() -> Iterator[list[str]]:
         logger.removeHandler(heard)
 
 
+@contextlib.contextmanager
+def _gsd_advice(wf: Workflow) -> Iterator[None]:
+    """A pixel-size refusal inside a workflow names the workflow key, not the CLI flag
+    (``geoseg run`` has no ``--ignore-gsd``)."""
+    try:
+        yield
+    except GsdMismatchError as exc:
+        text = str(exc).replace(
+            "or pass --ignore-gsd", f"or set predict: {{ignore_gsd: true}} in {wf.path}"
+        )
+        raise GsdMismatchError(text) from None
+
+
 def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowResult:
     clouds = {"mask_clouds": str(wf.mask_clouds)} if wf.mask_clouds else {}
     popts = PredictOptions(**{**dict(wf.predict), **clouds, "overwrite": overwrite})
@@ -289,7 +302,7 @@ def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowRe
         opts = popts if prob is None else dataclasses.replace(popts, probabilities=prob)
         if wf.normalize_dates and i:  # later dates in the first date's radiometry
             opts = dataclasses.replace(opts, normalize_to=str(wf.scenes[0]))
-        with _warnings_heard() as heard:
+        with _warnings_heard() as heard, _gsd_advice(wf):
             done = predict_scene(scene, wf.model, out, opts, progress)
         notes += [{"rule": "predict", "scene": str(scene), "message": m} for m in heard]
         maps.append(done.output)
