@@ -10,6 +10,12 @@ sample units mapped as ``i`` whose reference class is ``j``. With stratum weight
 ``p_ij = W_i n_ij / n_i.`` (eq. 4), from which follow overall, user's and
 producer's accuracy (eqs. 1-3), their variances (eqs. 5-7), the error-adjusted
 area of each class ``A * p_.j`` (eq. 9) and its standard error (eqs. 10-11).
+
+Given the number of pixels ``N_i`` of each stratum, every variance term of
+stratum ``i`` is multiplied by the finite-population correction ``1 - n_i / N_i``
+(Cochran 1977, ch. 5; clipped at 0). A stratum whose sample covers all its
+pixels (``n_i >= N_i``, a census, e.g. a 1-pixel change stratum sampled once) is
+then known exactly: variance 0, and one sample unit is enough.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ __all__ = [
     "error_matrix",
     "sample_design",
     "stratified_estimate",
+    "undersampled",
 ]
 
 #: Normal quantile of a two-sided 95 % confidence interval.
@@ -64,35 +71,74 @@ class StratifiedEstimate:
         return np.asarray(Z_95 * self.area_se)
 
 
-def _check(counts: np.ndarray, mapped_area: np.ndarray) -> None:
+def _fpc(n_i: np.ndarray, population: np.ndarray | None) -> np.ndarray:
+    """``(K,)`` finite-population correction ``1 - n_i / N_i`` (1 where ``N_i`` is unknown)."""
+    if population is None:
+        return np.ones(n_i.size)
+    known = population > 0
+    frac = np.divide(n_i, population, out=np.zeros(n_i.size), where=known)
+    return np.clip(1.0 - frac, 0.0, 1.0)
+
+
+def undersampled(
+    n_i: np.ndarray, mapped_area: np.ndarray, population: np.ndarray | None = None
+) -> np.ndarray:
+    """``(K,) bool``: mapped strata with too few sample units for a standard error.
+
+    A stratum needs 2 units, unless its sample is a census (``n_i >= N_i >= 1``
+    with ``N_i`` its pixels in ``population``), whose variance is 0.
+
+    Args:
+        n_i: ``(K,)`` sample units per stratum.
+        mapped_area: ``(K,)`` mapped area of each stratum (any unit).
+        population: ``(K,)`` pixels of each stratum, or None (census not recognised).
+    """
+    n_i = np.asarray(n_i)
+    census = np.zeros(n_i.size, bool)
+    if population is not None:
+        pop = np.asarray(population)
+        census = (n_i >= 1) & (n_i >= pop)
+    return np.asarray((n_i < 2) & (np.asarray(mapped_area) > 0) & ~census)
+
+
+def _check(counts: np.ndarray, mapped_area: np.ndarray, population: np.ndarray | None) -> None:
     k = mapped_area.size
     if counts.shape != (k, k):
         raise GeosegError(f"the sample matrix must be {k} x {k} (one row per mapped area)")
+    if population is not None and population.shape != (k,):
+        raise GeosegError(f"give {k} stratum pixel counts, one per mapped area")
     if (counts < 0).any() or (mapped_area < 0).any():
         raise GeosegError("sample counts and mapped areas must not be negative")
-    n_i = counts.sum(axis=1)
-    if ((n_i < 2) & (mapped_area > 0)).any():
+    if undersampled(counts.sum(axis=1), mapped_area, population).any():
         raise GeosegError(
-            "every mapped class needs at least 2 sample units for a standard error; "
-            "add samples (see sample_design)"
+            "every mapped class needs at least 2 sample units for a standard error "
+            "(1 where it covers all the stratum's pixels); add samples (see sample_design)"
         )
 
 
 def stratified_estimate(
-    counts: Sequence[Sequence[int]] | np.ndarray, mapped_area: Sequence[float] | np.ndarray
+    counts: Sequence[Sequence[int]] | np.ndarray,
+    mapped_area: Sequence[float] | np.ndarray,
+    population: Sequence[int] | np.ndarray | None = None,
 ) -> StratifiedEstimate:
-    """Olofsson et al. (2014) stratified estimator.
+    """Olofsson et al. (2014) stratified estimator, with the finite-population correction.
 
     Args:
         counts: ``(K, K)`` sample counts, rows = map class (stratum), cols = reference class.
         mapped_area: ``(K,)`` mapped area of each class (pixels, m², ha: any one unit).
+        population: ``(K,)`` pixels (sampling units) of each stratum; every variance term
+            of stratum ``i`` is then scaled by ``1 - n_i / N_i``, so a census stratum
+            (``n_i >= N_i``) adds no variance and may hold a single unit. None: the
+            paper's formulas as printed (strata taken as infinite).
 
     Raises:
-        GeosegError: shapes disagree, negative values, or a stratum has under 2 samples.
+        GeosegError: shapes disagree, negative values, or a stratum that is not a census
+            has under 2 samples.
     """
     n = np.asarray(counts, dtype=np.float64)
     a_m = np.asarray(mapped_area, dtype=np.float64)
-    _check(n, a_m)
+    pop = None if population is None else np.asarray(population, dtype=np.float64)
+    _check(n, a_m, pop)
     total = a_m.sum()
     w = a_m / total
     n_i = n.sum(axis=1)
@@ -104,23 +150,24 @@ def stratified_estimate(
     users = np.diag(share)
     producers = np.divide(diag, p_col, out=np.zeros_like(diag), where=p_col > 0)
     overall = float(diag.sum())
-    dof = np.where(n_i > 1, n_i - 1, 1.0)
-    overall_var = float(np.sum(w**2 * users * (1 - users) / dof))
-    users_var = users * (1 - users) / dof
+    # (1 - n_i/N_i) / (n_i - 1): a census's n_i = 1 is harmless, its correction is 0
+    scale = _fpc(n_i, pop) / np.where(n_i > 1, n_i - 1, 1.0)
+    overall_var = float(np.sum(w**2 * users * (1 - users) * scale))
+    users_var = users * (1 - users) * scale
     # eq. 10: variance of each class's estimated area proportion
-    p_var = np.sum((w**2)[:, None] * share * (1 - share) / dof[:, None], axis=0)
+    p_var = np.sum((w**2)[:, None] * share * (1 - share) * scale[:, None], axis=0)
     return StratifiedEstimate(
         proportions=p, users_accuracy=users, users_se=np.sqrt(users_var),
-        producers_accuracy=producers, producers_se=_producers_se(n, a_m, users, producers, dof),
+        producers_accuracy=producers, producers_se=_producers_se(n, a_m, users, producers, scale),
         overall_accuracy=overall, overall_se=float(np.sqrt(overall_var)),
         area=total * p_col, area_se=total * np.sqrt(p_var), mapped_area=a_m,
     )  # fmt: skip
 
 
 def _producers_se(
-    n: np.ndarray, a_m: np.ndarray, users: np.ndarray, producers: np.ndarray, dof: np.ndarray
+    n: np.ndarray, a_m: np.ndarray, users: np.ndarray, producers: np.ndarray, scale: np.ndarray
 ) -> np.ndarray:
-    """Standard error of producer's accuracy (eq. 7)."""
+    """Standard error of producer's accuracy (eq. 7); ``scale``: ``(K,)`` fpc / (n_i - 1)."""
     n_i = np.where(n.sum(axis=1) > 0, n.sum(axis=1), 1.0)
     share = n / n_i[:, None]
     n_col = (a_m[:, None] * share).sum(axis=0)  # estimated reference total of each class
@@ -129,8 +176,10 @@ def _producers_se(
         if n_col[j] <= 0:
             continue
         others = np.arange(a_m.size) != j
-        rest = np.sum((a_m[others] ** 2) * share[others, j] * (1 - share[others, j]) / dof[others])
-        own = a_m[j] ** 2 * (1 - producers[j]) ** 2 * users[j] * (1 - users[j]) / dof[j]
+        rest = np.sum(
+            (a_m[others] ** 2) * share[others, j] * (1 - share[others, j]) * scale[others]
+        )
+        own = a_m[j] ** 2 * (1 - producers[j]) ** 2 * users[j] * (1 - users[j]) * scale[j]
         out[j] = np.sqrt((own + producers[j] ** 2 * rest) / n_col[j] ** 2)
     return out
 

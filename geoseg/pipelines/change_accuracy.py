@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geoseg.areas import HECTARE_M2
-from geoseg.change.accuracy import error_matrix, sample_design, stratified_estimate
+from geoseg.change.accuracy import error_matrix, sample_design, stratified_estimate, undersampled
 from geoseg.change.align import AlignedMaps
 from geoseg.change.matrix import TransitionMatrix
 from geoseg.change.sampling import stratified_sample
@@ -100,14 +100,16 @@ def write_samples(
     """``samples.gpkg``: a stratified random sample of change.tif's codes to label.
 
     Strata sizes follow :func:`geoseg.change.accuracy.sample_design` for
-    ``opts.samples_se`` (expected user's accuracy 0.9 unchanged, 0.7 change).
+    ``opts.samples_se`` (expected user's accuracy 0.9 unchanged, 0.7 change), never
+    under ``min(2, N_h)`` for a stratum of ``N_h`` pixels: 2 points give a standard
+    error, and a stratum of 1 pixel sampled once is a census (see :func:`write_accuracy`).
     """
     k = len(m.names)
     pixels = m.strata_pixels()  # the uncertain stratum too (posterior rule)
     present = np.flatnonzero(pixels > 0)
     expected = np.where(present // k == present % k, 0.9, 0.7)
     sizes = sample_design(pixels[present], expected, opts.samples_se or 0.01)
-    sizes = np.minimum(sizes, pixels[present])
+    sizes = np.minimum(np.maximum(sizes, 2), pixels[present])
     strata = open_scene(paths["change.tif"], chunk=opts.chunk).data.data[0]
     points = stratified_sample(strata, aligned.transform, dict(zip(present, sizes, strict=True)))
     names = {c.id: c.name for c in codes.classes}
@@ -195,22 +197,28 @@ def write_accuracy(
 ) -> None:
     """``accuracy.csv`` and ``accuracy.json``: error-adjusted areas (ha) from ``n``.
 
+    The variances carry the finite-population correction ``1 - n_h / N_h`` with
+    ``N_h`` the stratum's pixels in change.tif, so a stratum whose points cover all
+    its pixels (a census, e.g. 1 pixel, 1 point) is exact and needs no second point.
+
     Args:
         n: ``(K*K, K*K)`` sample counts from :func:`read_reference`.
 
     Raises:
-        GeosegError: a mapped stratum has fewer than 2 reference samples.
+        GeosegError: a mapped stratum that is not a census has fewer than 2 reference samples.
     """
     mapped_ha = m.strata_area_m2() / HECTARE_M2
-    short = [c.name for c, n_i, a in zip(codes.classes, n.sum(axis=1), mapped_ha, strict=True)
-             if n_i < 2 and a > 0]  # fmt: skip
-    if short:
+    pixels = m.strata_pixels()
+    short = undersampled(n.sum(axis=1), mapped_ha, pixels)
+    if short.any():
+        names = ", ".join(c.name for c, s in zip(codes.classes, short, strict=True) if s)
         raise GeosegError(
-            f"{opts.reference}: strata {', '.join(short)} are mapped but have fewer than 2 "
-            "reference samples; sample every stratum (--samples-se) and label the points"
+            f"{opts.reference}: strata {names} are mapped but have fewer than 2 reference "
+            "samples (and fewer than their pixels); sample every stratum (--samples-se) and "
+            "label the points"
         )
     check_sample_strata(str(opts.reference), codes, paths["change.tif"])
-    est = stratified_estimate(n, mapped_ha)
+    est = stratified_estimate(n, mapped_ha, pixels)
     rows = [
         {"stratum": c.name, "code": c.id, "samples": int(n[i].sum()),
          "mapped_area_ha": float(est.mapped_area[i]), "adjusted_area_ha": float(est.area[i]),
@@ -221,7 +229,8 @@ def write_accuracy(
         for i, c in enumerate(codes.classes)
     ]  # fmt: skip
     write_csv_rows(paths["accuracy.csv"], rows, opts.overwrite)
-    doc = {"method": "Olofsson et al. (2014) stratified estimator, strata = change codes",
+    doc = {"method": "Olofsson et al. (2014) stratified estimator, strata = change codes, "
+                     "finite-population correction 1 - n_h/N_h (N_h = stratum pixels)",
            "overall_accuracy": est.overall_accuracy, "overall_se": est.overall_se,
            "error_matrix": n, "strata": rows}  # fmt: skip
     write_json(paths["accuracy.json"], doc, opts.overwrite)
