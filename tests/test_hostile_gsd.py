@@ -83,6 +83,50 @@ def _geographic_far(tmp: Path) -> list[str]:
     return ["predict", str(scene), "-m", str(_ckpt(tmp)), "-o", str(tmp / "lc.tif")]
 
 
+#: An older checkpoint's GSD, recorded in degrees (EPSG:4326 training): 1e-4 degrees,
+#: 7.12 m measured geodesically at 66 N (11.1 m at the equator's 111 km per degree).
+DEG = 1e-4
+#: UTM 33N metres of 15 E, 66 N: where the projected scenes below are centred.
+N66 = 7319910.0
+
+
+def _degree_model(tmp: Path) -> Path:
+    """The tiny U-Net with its GSD recorded as :data:`DEG` degrees."""
+    from geoseg.types import ModelMeta, Normalization
+
+    torch.manual_seed(0)
+    model = build_model("unet", "resnet18", len(TINY_BANDS), len(TINY_SCHEMA))
+    meta = ModelMeta(
+        task="semantic", arch="unet", encoder="resnet18", bands=TINY_BANDS,
+        normalization=Normalization((0.2,) * 4, (0.1,) * 4, scale=1e-4), schema=TINY_SCHEMA,
+        window=64, margin=8, gsd_m=DEG,
+    )  # fmt: skip
+    return save_checkpoint(tmp / "deg.safetensors", model.state_dict(), meta)
+
+
+def _degree_model_on(crs: str, pixel: float) -> Callable[[Path], list[str]]:
+    """``predict`` with :func:`_degree_model` on a 70 x 80 px scene centred near 15 E,
+    66 N, of ``pixel`` degrees (EPSG:4326) or metres (UTM 33N)."""
+
+    def build(tmp: Path) -> list[str]:
+        x0, y0 = (15.0, 66.0) if crs == "EPSG:4326" else (500000.0, N66)
+        t = Affine(pixel, 0, x0 - 40 * pixel, 0, -pixel, y0 + 35 * pixel)
+        scene = write_raster(tmp / "d.tif", textured_scene(70, 80), crs=crs, transform=t,
+                             descriptions=TINY_BANDS)  # fmt: skip
+        return ["predict", str(scene), "-m", str(_degree_model(tmp)), "-o", str(tmp / "lc.tif")]
+
+    return build
+
+
+def _feet_far(tmp: Path) -> list[str]:
+    """A scene in US survey feet (EPSG:2263) of 60 m pixels: ``-tr`` in feet, not metres."""
+    ft = 60 / 0.3048006096
+    t = Affine(ft, 0, 1000000, 0, -ft, 200000)
+    scene = write_raster(tmp / "f.tif", textured_scene(70, 80), crs="EPSG:2263", transform=t,
+                         descriptions=TINY_BANDS)  # fmt: skip
+    return ["predict", str(scene), "-m", str(_ckpt(tmp)), "-o", str(tmp / "lc.tif")]
+
+
 def _evaluate_far(tmp: Path) -> list[str]:
     scene = _scene(tmp, 60.0)
     labels = write_raster(tmp / "ref.tif", np.ones((1, 70, 80), np.uint8),
@@ -200,6 +244,39 @@ CASES = {
     "gsd_same_silent": Case(_predict(12.0), 0, (), never=("trained at",)),
     "gsd_not_recorded": Case(_no_gsd_model, 0, (), never=("trained at",)),
     "gsd_geographic": Case(_geographic_far, 2, ("g.tif", "trained at 10 m", "--ignore-gsd")),
+    "gsd_degrees_geographic_4.5x_refused": Case(
+        _degree_model_on("EPSG:4326", 4.49 * DEG),
+        2,
+        (
+            "d.tif",
+            "0.000449 degrees",
+            "trained at 0.0001 degrees",
+            "4.5x coarser",
+            "gdalwarp -tr 0.0001 0.0001 -r bilinear",
+        ),
+        never=("-t_srs", " m,"),
+        absent=("lc.tif",),
+    ),
+    "gsd_degrees_geographic_native_silent": Case(
+        _degree_model_on("EPSG:4326", DEG), 0, (), never=("trained at",)
+    ),
+    "gsd_degrees_projected_equivalent_silent": Case(
+        _degree_model_on(UTM, 7.115), 0, (), never=("trained at",)
+    ),
+    "gsd_degrees_projected_4.5x_refused": Case(
+        _degree_model_on(UTM, 4.49 * 7.115),
+        2,
+        (
+            "31.9 m",
+            "trained at 7.12 m (0.0001 degrees at latitude 66.0)",
+            "4.5x coarser",
+            "gdalwarp -tr 7.115 7.115 -r bilinear",
+        ),
+        absent=("lc.tif",),
+    ),
+    "gsd_feet_tr_in_feet": Case(
+        _feet_far, 2, ("60 m", "trained at 10 m", "6.0x coarser", "gdalwarp -tr 32.81 32.81")
+    ),
     "gsd_evaluate": Case(_evaluate_far, 2, REFUSE_GSD, absent=("ev/metrics.json",)),
     "gsd_calibrate": Case(_calibrate_far, 2, REFUSE_GSD, absent=("cal.safetensors",)),
     "gsd_instances": Case(_instances_far, 2, REFUSE_GSD, absent=("lc.tif",)),
@@ -249,6 +326,24 @@ def test_geographic_gsd_is_geodesic_at_the_centre() -> None:
     got = scene_gsd_m("EPSG:4326", t, (70, 80))
     assert got == pytest.approx(float(np.sqrt(ew * ns)), rel=1e-3)
     assert 83.3 < got < 83.8  # about 69.8 m E-W by 100.0 m N-S
+
+
+def test_water_s2_degrees_compared_like_for_like() -> None:
+    """The shipped water model records its GSD in degrees (EPSG:4326 training): a lon/lat
+    scene 4.49x coarser is refused as 4.5x (the equator's 111 km/degree read it as 4.0x)."""
+    from geoseg.io.checkpoint import read_checkpoint_meta
+    from geoseg.resolution import check_scene_gsd
+
+    meta = read_checkpoint_meta(
+        Path(__file__).parents[1] / "sample_data/models/water_s2.safetensors"
+    )
+    assert meta.gsd_m is not None and meta.gsd_m < 0.01  # degrees
+    d = 4.49 * meta.gsd_m
+    t = Affine(d, 0, -1.0, 0, -d, 40.0)
+    with pytest.raises(GsdMismatchError, match=r"4\.5x coarser.*-tr 8\.983e-05 8\.983e-05"):
+        check_scene_gsd("s.tif", "water_s2.safetensors", meta.gsd_m, "EPSG:4326", t, (512, 512))
+    native = Affine(meta.gsd_m, 0, -1.0, 0, -meta.gsd_m, 40.0)
+    check_scene_gsd("s.tif", "water_s2.safetensors", meta.gsd_m, "EPSG:4326", native, (512, 512))
 
 
 def test_library_predict_refuses_far_gsd(tmp_path: Path) -> None:

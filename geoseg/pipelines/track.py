@@ -49,7 +49,7 @@ from geoseg.pipelines.track_dates import (
 )
 from geoseg.pipelines.track_outputs import AREAS, area_rows, written_areas_m2
 from geoseg.report.tables import write_csv_rows
-from geoseg.resolution import check_scene_gsd, scene_gsd_m
+from geoseg.resolution import check_scene_gsd
 from geoseg.types import a_model_of
 
 __all__ = ["TrackOptions", "TrackResult", "follow", "frame_prompt", "load_tracker", "track_scenes"]
@@ -156,8 +156,10 @@ def track_scenes(
             check_scene_gsd(
                 scene.path,
                 model,
-                prompter.meta.gsd_approx_m,
-                scene_gsd_m(scene.crs, scene.transform, (scene.height, scene.width)),
+                prompter.meta.gsd_m,
+                scene.crs,
+                scene.transform,
+                (scene.height, scene.width),
                 opts.ignore_gsd,
             )
             warn_if_off_scale(scene.path, [b - 1 for b in bands], prompter.meta.normalization.scale,
