@@ -46,7 +46,8 @@ def scene(tmp_path: Path) -> Path:
 def _labels(case: str, model: Path, scene: Path, tmp_path: Path) -> Path:
     lab = np.full((1, 100, 120), 255, np.uint8)
     if case == "too few labelled pixels":
-        lab[0, 50, 50:55] = 4
+        lab[0, 50, 50:53] = 4  # two classes: only the count is at fault
+        lab[0, 50, 53:55] = 1
     elif case == "labels are the model's own map":  # always right: T runs to 0.01
         lab = _own_map(model, scene, tmp_path / "own_pred.tif")
     elif case == "labels only where the image is nodata":

@@ -80,3 +80,10 @@ def test_a_sheet_read_as_reference_is_not_called_stale(
     assert res.exit_code == 0, res.output
     assert not any("earlier report's sample" in r.getMessage() for r in caplog.records)
     assert (rep / "accuracy.json").is_file()
+
+
+def test_the_time_order_date_tag_is_the_change_reports() -> None:
+    from geoseg.change.align import DATE_TAG
+    from geoseg.pipelines import time_order
+
+    assert time_order.DATE_TAG == DATE_TAG

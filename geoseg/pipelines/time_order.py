@@ -18,8 +18,11 @@ from collections.abc import Mapping, Sequence
 import rasterio
 from rasterio.errors import RasterioIOError
 
-from geoseg.change.align import DATE_TAG
 from geoseg.errors import DateOrderError
+
+#: A label map's date tag (:data:`geoseg.change.align.DATE_TAG`; not imported from there:
+#: ``geoseg predict`` reaches this module and must not load the vector libraries).
+DATE_TAG = "DATE"
 
 __all__ = [
     "check_time_order", "maps_in_time_order", "scenes_in_time_order", "tagged_date",
