@@ -10,7 +10,8 @@ geodesic; the same measure training records). An older checkpoint's GSD in
 degrees is compared like for like: with a lon/lat scene's degrees, or measured
 the same geodesic way at a projected scene's centre latitude. Over :data:`GSD_WARN` times off
 either way warns; over :data:`GSD_REFUSE` refuses unless the user says to go on
-(``--ignore-gsd``). A model without a recorded GSD is not checked.
+(``--ignore-gsd``). A model without a recorded GSD is not checked; a scene whose
+pixel size cannot be put in the model's unit (a local grid) warns that it was not.
 """
 
 from __future__ import annotations
@@ -97,27 +98,31 @@ def _unit_factor(crs: CRS) -> float:
 
 def _degree_model(
     model_deg: float, crs: CRS, transform: Affine, shape: tuple[int, int]
-) -> _Compared | None:
+) -> _Compared | str:
     """An older checkpoint's GSD in degrees against a scene, like for like.
 
     A geographic scene: degrees with degrees, no conversion. A projected scene: the
     model's degree pixel measured as :func:`scene_gsd_m` measures a lon/lat grid
     (geodesic, WGS84) at the scene centre's latitude, assuming the model's training
     ground lay near it (a degree's east-west length shrinks with cos(latitude)).
-    None for a scene with no place on Earth (a local grid): nothing to compare.
+    A scene with no place on Earth (a local grid): why nothing can be compared.
     """
     if crs.is_geographic:
         scene_deg = math.degrees(abs(transform.a) * _unit_factor(crs))
         tr = model_deg / math.degrees(_unit_factor(crs))
         return _Compared(model_deg, scene_deg, "degrees", tr)
     scene_m = scene_gsd_m(crs, transform, shape)
+    recorded = f"the model recorded its pixel size in degrees ({model_deg:.4g}°)"
     if crs.is_engineering or scene_m is None or crs.geodetic_crs is None:
-        return None
+        return (
+            f"{recorded} and the scene's CRS {crs.name!r} is a local grid with no latitude "
+            "to measure a degree at"
+        )
     h, w = shape
     x, y = transform @ (w // 2 + 0.5, h // 2 + 0.5)
     lon, lat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True).transform(x, y)
     if not (math.isfinite(lon) and math.isfinite(lat)):
-        return None
+        return f"{recorded} and the scene's centre has no longitude/latitude in {crs.name!r}"
     model_m = _geodesic_side_m(lon, lat, model_deg, model_deg)
     note = f" ({model_deg:.4g} degrees at latitude {lat:.1f})"
     return _Compared(model_m, scene_m, "m", model_m / _unit_factor(crs), note)
@@ -125,13 +130,13 @@ def _degree_model(
 
 def _compare(
     model_gsd: float, crs: CRS, transform: Affine, shape: tuple[int, int]
-) -> _Compared | None:
-    """Model and scene pixel sizes in one unit (None: the scene's is unknown)."""
+) -> _Compared | str:
+    """Model and scene pixel sizes in one unit, or why they cannot be compared."""
     if model_gsd < DEGREE_GSD_BELOW:
         return _degree_model(model_gsd, crs, transform, shape)
     scene_m = scene_gsd_m(crs, transform, shape)
     if scene_m is None:
-        return None
+        return f"the scene's local grid {crs.name!r} has no unit to measure its pixels in metres"
     projected = not crs.is_geographic and not crs.is_engineering and crs.axis_info
     return _Compared(model_gsd, scene_m, "m", model_gsd / _unit_factor(crs) if projected
                      else model_gsd)  # fmt: skip
@@ -159,6 +164,9 @@ def check_scene_gsd(
         shape: the scene's ``(H, W)`` in pixels.
         ignore: ``--ignore-gsd``: a far-off GSD only warns.
 
+    A scene that cannot be compared (a local grid with a degree-recorded model, or in
+    an unknown unit) logs one warning saying why, and is not refused.
+
     Raises:
         GsdMismatchError: the two differ by more than :data:`GSD_REFUSE` times and
             ``ignore`` is False.
@@ -166,7 +174,14 @@ def check_scene_gsd(
     if not model_gsd:
         return
     c = _compare(model_gsd, _as_crs(crs), transform, shape)
-    if c is None or not c.scene:
+    if isinstance(c, str):  # skipped, but said: a wrong-resolution map would pass unnoticed
+        log.warning(
+            "%s: pixel size not compared with the model %s's: %s; check by hand that the "
+            "scene's resolution matches the model's training data",
+            path, os.path.basename(model), c,
+        )  # fmt: skip
+        return
+    if not c.scene:
         return
     ratio = gsd_ratio(c.model, c.scene)
     what = (

@@ -131,8 +131,8 @@ CASES: dict[str, tuple[str, Any, list[str | list[str]], str]] = {
     ),
     "models degrees of an old checkpoint": (
         "models", lambda tmp: _checkpoint(tmp, 8.983152841195215e-05),
-        ["  window: 64 px   margin: 8 px   GSD: 8.983e-05 degrees (about 10 m; this older "
-         "checkpoint recorded the training CRS's unit)", _INDENTED_METRICS], "{",
+        ["  window: 64 px   margin: 8 px   GSD: 8.983e-05° (about 10 m at the equator; this "
+         "older checkpoint recorded the training CRS's unit, degrees)", _INDENTED_METRICS], "{",
     ),
     "models metres": (
         "models", lambda tmp: _checkpoint(tmp, 10.0),

@@ -16,13 +16,11 @@ the test say nothing.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import dask.array as da
-import numpy as np
 
 from geoseg.errors import CheckpointError, GeosegError, OutputExistsError
 from geoseg.io.checkpoint import load_checkpoint, save_checkpoint
@@ -44,6 +42,7 @@ from geoseg.training.calibration import (
     check_label_classes,
     check_non_finite,
     fit_calibration,
+    warn_unknown_ids,
 )
 from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta
 
@@ -52,12 +51,6 @@ __all__ = ["MAX_FIT_PIXELS", "CalibrateResult", "calibrate_model"]
 #: Labelled pixels a fit reads at most (a position-hashed share of them beyond that):
 #: one scalar is pinned long before, and K float32 per pixel stay in memory.
 MAX_FIT_PIXELS = 1_000_000
-
-#: Share of labelled pixels with ids the model lacks past which calibrate warns
-#: (they are left out of the fit, so the rest may not be the sample the user meant).
-UNKNOWN_IDS_WARN = 0.01
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -207,28 +200,9 @@ def _label_index(labels: str, scene: Scene, meta: ModelMeta, assume_crs: str | N
     index = da.map_blocks(remap_values, ref, lut, dtype="int32")
     # 255 is "unlabelled" by convention, unless it is a change mask's change value
     unlabelled = (ref == LABEL_NODATA) | ((ref == NODATA_LABEL) & (NODATA_LABEL not in lut))
-    _warn_unknown_ids(labels, ref, ~unlabelled & (index == NODATA_LABEL), ~unlabelled, meta)
+    warn_unknown_ids(labels, ref, ~unlabelled & (index == NODATA_LABEL), ~unlabelled,
+                     meta.schema.ids)  # fmt: skip
     return index
-
-
-def _warn_unknown_ids(
-    labels: str, ref: da.Array, unknown: da.Array, labelled: da.Array, meta: ModelMeta
-) -> None:
-    """Warn when over :data:`UNKNOWN_IDS_WARN` of the labelled pixels (``(H, W) bool``
-    each) carry ids the model lacks: they are dropped from the fit unseen otherwise."""
-    n_unknown, n_labelled = (
-        int(v) for v in da.compute(unknown.sum(), labelled.sum(), scheduler="sync")
-    )
-    if n_labelled == 0 or n_unknown <= UNKNOWN_IDS_WARN * n_labelled:
-        return
-    values = np.unique(ref[unknown].compute(scheduler="sync"))
-    shown = ", ".join(str(int(v)) for v in values[:10]) + (", ..." if values.size > 10 else "")
-    log.warning(
-        "%s: %s of %s labelled px (%.1f%%) carry ids the model lacks (%s; the model's: %s), "
-        "left out of the temperature fit; check the labels use the model's class ids",
-        labels, f"{n_unknown:,}", f"{n_labelled:,}", 100 * n_unknown / n_labelled, shown,
-        ", ".join(map(str, meta.schema.ids)),
-    )  # fmt: skip
 
 
 def _nothing_to_fit(

@@ -95,14 +95,16 @@ def _object_size_lines(meta: ModelMeta) -> list[str]:
 
 
 def _gsd_text(meta: ModelMeta) -> str:
-    """The checkpoint's GSD with its unit; an old checkpoint's degrees also in metres."""
+    """The checkpoint's GSD as recorded, with its unit; an old checkpoint's degrees first,
+    then in metres at the equator (a degree's east-west length shrinks with cos(latitude),
+    so the metre figure is only right there)."""
     if meta.gsd_m is None or meta.gsd_approx_m is None:
         return "unknown"
     if meta.gsd_m >= DEGREE_GSD_BELOW:
         return f"{meta.gsd_m:.4g} m"
     return (
-        f"{meta.gsd_m:.4g} degrees (about {meta.gsd_approx_m:.3g} m; this older checkpoint "
-        "recorded the training CRS's unit)"
+        f"{meta.gsd_m:.4g}° (about {meta.gsd_approx_m:.3g} m at the equator; this older "
+        "checkpoint recorded the training CRS's unit, degrees)"
     )
 
 

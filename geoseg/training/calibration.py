@@ -32,14 +32,14 @@ import numpy as np
 
 from geoseg.errors import CheckpointError, GeosegError
 from geoseg.io.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
-from geoseg.io.training_data import LabelledRaster
+from geoseg.io.training_data import LABEL_NODATA, LabelledRaster
 from geoseg.models.cache import ModelSpec
 from geoseg.models.ensemble import ENSEMBLE, load_ensemble
 from geoseg.models.runtime import TorchPredictor, load_torch_predictor
 from geoseg.tiling.confusion import remap_values
 from geoseg.tiling.log_probabilities import LabelledPixels, labelled_log_probabilities
 from geoseg.training.objectives import InMemoryLoader
-from geoseg.types import ModelMeta, TileSpec
+from geoseg.types import NODATA_LABEL, ModelMeta, TileSpec
 
 __all__ = [
     "ECE_BINS",
@@ -52,6 +52,8 @@ __all__ = [
     "fit_calibration",
     "fit_temperature",
     "negative_log_likelihood",
+    "warn_unknown_ids",
+    "warn_unknown_val_ids",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,10 @@ NON_FINITE_WARN, NON_FINITE_REFUSE = 1e-3, 0.5
 #: Share of labelled pixels the model must agree with before a warning that the labels
 #: may not describe the image: below it the fitted T mostly measures the mismatch.
 AGREEMENT_WARN = 0.5
+
+#: Share of labelled pixels with ids the model lacks past which a temperature fit warns
+#: (they are left out of the fit, so the rest may not be the sample the user meant).
+UNKNOWN_IDS_WARN = 0.01
 
 
 @dataclass(frozen=True)
@@ -263,6 +269,44 @@ def check_label_classes(
             "the labels describe this image (same scene, same class ids): the fitted T is "
             "then mostly about the mismatch", labels, 100 * agree, f"{len(target):,}",
         )  # fmt: skip
+
+
+def warn_unknown_ids(
+    labels: str, ref: da.Array, unknown: da.Array, labelled: da.Array, ids: Sequence[int]
+) -> None:
+    """Warn when over :data:`UNKNOWN_IDS_WARN` of the labelled pixels (``(H, W) bool``
+    each) carry ids the model lacks: they are dropped from the fit unseen otherwise.
+
+    Args:
+        labels: the labels file, named in the message.
+        ref: ``(H, W)`` label values as read.
+        unknown: ``(H, W) bool``, labelled pixels whose value is not in ``ids``.
+        labelled: ``(H, W) bool``, pixels that are not label nodata.
+        ids: the model's class ids (named in the message).
+    """
+    n_unknown, n_labelled = (
+        int(v) for v in da.compute(unknown.sum(), labelled.sum(), scheduler="sync")
+    )
+    if n_labelled == 0 or n_unknown <= UNKNOWN_IDS_WARN * n_labelled:
+        return
+    values = np.unique(ref[unknown].compute(scheduler="sync"))
+    shown = ", ".join(str(int(v)) for v in values[:10]) + (", ..." if values.size > 10 else "")
+    log.warning(
+        "%s: %s of %s labelled px (%.1f%%) carry ids the model lacks (%s; the model's: %s), "
+        "left out of the temperature fit; check the labels use the model's class ids",
+        labels, f"{n_unknown:,}", f"{n_labelled:,}", 100 * n_unknown / n_labelled, shown,
+        ", ".join(map(str, ids)),
+    )  # fmt: skip
+
+
+def warn_unknown_val_ids(r: LabelledRaster, labels: str, ids: Sequence[int]) -> None:
+    """:func:`warn_unknown_ids` for a training run's validation raster, read before its
+    labels are remapped (which turns the unknown ids into nodata): ``train`` and
+    ``train --folds`` fit their temperature on these pixels as ``calibrate`` does."""
+    ref = da.from_array(np.asarray(r.labels))
+    nodata = (ref == LABEL_NODATA) | ((ref == NODATA_LABEL) & (NODATA_LABEL not in ids))
+    labelled = ~nodata & da.from_array(np.asarray(r.valid))
+    warn_unknown_ids(labels, ref, labelled & ~da.isin(ref, list(ids)), labelled, ids)
 
 
 def _raster_scores(

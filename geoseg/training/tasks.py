@@ -28,7 +28,7 @@ from geoseg.models.solov2 import SOLOv2Predictor, scale_ranges
 from geoseg.models.solov2_targets import grid_targets, solov2_loss
 from geoseg.stitching.protocol import InstancePredictor
 from geoseg.tiling.confusion import remap_values
-from geoseg.training.calibration import calibrate_checkpoint
+from geoseg.training.calibration import calibrate_checkpoint, warn_unknown_val_ids
 from geoseg.training.config import TrainConfig
 from geoseg.training.data import class_targets, load_rasters, model_meta, train_normalization
 from geoseg.training.instances import (
@@ -95,7 +95,8 @@ def semantic_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
     train = load_rasters(cfg.images, cfg.labels, cfg)
     val = load_rasters(cfg.val_images, cfg.val_labels, cfg) if cfg.val_images else []
     meta = model_meta(cfg, train, train_normalization(cfg, train))
-    for r in val:
+    for r, labels in zip(val, cfg.val_labels, strict=True):
+        warn_unknown_val_ids(r, labels, meta.schema.ids)  # they fit T, as calibrate's do
         r.labels[:] = remap_values(r.labels, {c: c for c in meta.schema.ids})
     score = partial(validate_miou, meta=meta, device=device, val=val) if val else None
     weights = cfg.class_weight_vector()
