@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from affine import Affine
 from pyproj import CRS, Geod, Transformer
@@ -27,7 +27,7 @@ from pyproj import CRS, Geod, Transformer
 from geoseg.errors import GsdMismatchError, UnsupportedCRSError
 from geoseg.types import DEGREE_GSD_BELOW
 
-__all__ = ["GSD_REFUSE", "GSD_WARN", "check_scene_gsd", "gsd_ratio", "scene_gsd_m"]
+__all__ = ["GSD_REFUSE", "GSD_WARN", "check_gsd_of", "check_scene_gsd", "gsd_ratio", "scene_gsd_m"]
 
 log = logging.getLogger(__name__)
 
@@ -203,3 +203,25 @@ def check_scene_gsd(
         )  # fmt: skip
     if ratio > GSD_WARN:
         log.warning("%s; objects look %.1fx off in pixels, expect a worse map", what, ratio)
+
+
+class _Grid(Protocol):
+    """What :func:`check_gsd_of` reads of an opened scene (:class:`geoseg.io.raster.Scene`)."""
+
+    @property
+    def crs(self) -> Any: ...
+    @property
+    def transform(self) -> Affine: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+
+
+def check_gsd_of(
+    scene: _Grid, path: str, model: str, model_gsd: float | None, ignore: bool = False
+) -> None:
+    """:func:`check_scene_gsd` of an opened scene (its CRS, transform and shape)."""
+    check_scene_gsd(
+        path, model, model_gsd, scene.crs, scene.transform, (scene.height, scene.width), ignore
+    )

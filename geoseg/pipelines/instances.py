@@ -41,7 +41,7 @@ from geoseg.pipelines.object_sizes import warn_if_oversized
 from geoseg.pipelines.plausibility import warn_if_outside_training
 from geoseg.pipelines.prompt_scale import warn_if_off_scale
 from geoseg.pipelines.tasks import predict_task  # importable from here too
-from geoseg.resolution import check_scene_gsd
+from geoseg.resolution import check_gsd_of
 from geoseg.stitching import InstancePredictor
 from geoseg.tiling.execute import Progress
 from geoseg.types import a_model_of
@@ -113,15 +113,7 @@ def _instance_options(
     if unused:
         raise GeosegError(f"{model}: {', '.join(unused)} do not apply to an instance model")
     whole = open_scene(path, None, opts.chunk, opts.assume_crs)
-    check_scene_gsd(
-        path,
-        model,
-        meta.gsd_m,
-        whole.crs,
-        whole.transform,
-        (whole.height, whole.width),
-        opts.ignore_gsd,
-    )
+    check_gsd_of(whole, path, model, meta.gsd_m, opts.ignore_gsd)
     names = named_by_colour(whole.band_names, whole.colorinterp)
     selection = [str(i + 1) for i in match_bands(path, names, meta, opts.bands)]
     dtype = whole.dtype  # a raster's dtype is its first band's, whatever the selection

@@ -24,7 +24,7 @@ from geoseg.models.family import Family
 from geoseg.models.registry import checkpoint_family, model_family, task_kind, window_multiple
 from geoseg.pipelines.band_hints import band_count_error
 from geoseg.pipelines.plausibility import warn_if_outside_training
-from geoseg.resolution import check_scene_gsd
+from geoseg.resolution import check_gsd_of
 from geoseg.types import ClassSchema, ModelMeta, TileSpec, a_model_of, require_at_least
 
 __all__ = [
@@ -215,15 +215,7 @@ def _checkpoint_setup(
     multiple = window_multiple(meta.arch, meta.options)
     tile = _tile_spec(opts, meta.window, meta.margin, multiple, model)
     whole = open_scene(path, None, tile.chunk, opts.assume_crs)
-    check_scene_gsd(
-        path,
-        model,
-        meta.gsd_m,
-        whole.crs,
-        whole.transform,
-        (whole.height, whole.width),
-        opts.ignore_gsd,
-    )
+    check_gsd_of(whole, path, model, meta.gsd_m, opts.ignore_gsd)
     names = named_by_colour(whole.band_names, whole.colorinterp)
     index = match_bands(path, names, meta, opts.bands)
     scene = open_scene(path, [str(i + 1) for i in index], tile.chunk, opts.assume_crs)

@@ -44,7 +44,7 @@ from geoseg.pipelines.prompt_objects import (
 from geoseg.pipelines.prompt_refine import IouSummary, mask_iou, summarize_ious
 from geoseg.pipelines.prompt_scale import warn_if_off_scale
 from geoseg.pipelines.prompt_windows import PromptWindow, plan_windows, read_window, scene_rasterio
-from geoseg.resolution import check_scene_gsd
+from geoseg.resolution import check_gsd_of
 from geoseg.types import a_model_of
 
 __all__ = [
@@ -181,15 +181,7 @@ def prompted(
     path = os.fspath(scene)
     prompter = load_prompter(model, opts.device)
     opened = open_scene(path, None, 1024, opts.assume_crs)
-    check_scene_gsd(
-        path,
-        model,
-        prompter.meta.gsd_m,
-        opened.crs,
-        opened.transform,
-        (opened.height, opened.width),
-        opts.ignore_gsd,
-    )
+    check_gsd_of(opened, path, model, prompter.meta.gsd_m, opts.ignore_gsd)
     names = named_by_colour(opened.band_names, opened.colorinterp)
     index = match_bands(path, names, prompter.meta, opts.bands)
     warn_if_off_scale(path, index, prompter.meta.normalization.scale, model, opened.dtype,

@@ -49,7 +49,7 @@ from geoseg.pipelines.track_dates import (
 )
 from geoseg.pipelines.track_outputs import AREAS, area_rows, written_areas_m2
 from geoseg.report.tables import write_csv_rows
-from geoseg.resolution import check_scene_gsd
+from geoseg.resolution import check_gsd_of
 from geoseg.types import a_model_of
 
 __all__ = ["TrackOptions", "TrackResult", "follow", "frame_prompt", "load_tracker", "track_scenes"]
@@ -153,15 +153,7 @@ def track_scenes(
         names = named_by_colour(first.band_names, first.colorinterp)
         bands = [i + 1 for i in match_bands(first.path, names, prompter.meta, opts.bands)]
         for scene in opened:
-            check_scene_gsd(
-                scene.path,
-                model,
-                prompter.meta.gsd_m,
-                scene.crs,
-                scene.transform,
-                (scene.height, scene.width),
-                opts.ignore_gsd,
-            )
+            check_gsd_of(scene, scene.path, model, prompter.meta.gsd_m, opts.ignore_gsd)
             warn_if_off_scale(scene.path, [b - 1 for b in bands], prompter.meta.normalization.scale,
                               model, scene.dtype, "geoseg track")  # fmt: skip
         grid = dates[0].src
