@@ -219,6 +219,30 @@ def _png(tmp: Path, *extra: str) -> list[str]:
     return ["predict", str(tmp / "a.tif"), "-m", "spectral", "-o", str(tmp / "o.tif"), *extra]
 
 
+def _placed_by(kind: str, tmp: Path, *extra: str) -> list[str]:
+    """A 3-band scene placed by four GCPs in UTM 33N, or by RPCs, with no geotransform."""
+    from rasterio.control import GroundControlPoint
+    from rasterio.rpc import RPC
+
+    data = (np.random.default_rng(0).random((3, 40, 50)) * 255).astype(np.uint8)
+    with rasterio.open(tmp / "g.tif", "w", driver="GTiff", count=3, height=40, width=50,
+                       dtype="uint8") as dst:  # fmt: skip
+        dst.write(data)
+        if kind == "gcp":
+            corners = [(0, 0), (0, 50), (40, 0), (40, 50)]
+            points = [GroundControlPoint(r, c, 500000 + 10 * c, 5100000 - 10 * r)
+                      for r, c in corners]  # fmt: skip
+            dst.gcps = (points, rasterio.crs.CRS.from_string(UTM))
+        else:
+            dst.rpcs = RPC(
+                height_off=0, height_scale=100, lat_off=46, lat_scale=0.01, long_off=14,
+                long_scale=0.01, line_off=20, line_scale=20, samp_off=25, samp_scale=25,
+                line_num_coeff=[0, 0, -1] + [0] * 17, line_den_coeff=[1] + [0] * 19,
+                samp_num_coeff=[0, 1] + [0] * 18, samp_den_coeff=[1] + [0] * 19,
+            )  # fmt: skip
+    return ["predict", str(tmp / "g.tif"), "-m", "spectral", "-o", str(tmp / "o.tif"), *extra]
+
+
 def _shifted_labels(tmp: Path) -> list[str]:
     """Labels of the scene's own classes on a grid shifted 500 m east: half of it is off."""
     scene = write_raster(tmp / "s.tif", textured_scene(100, 101), nodata=0,
@@ -297,6 +321,27 @@ CASES = {
         2,
         ("no georeferencing",),
         never=("NotGeoreferenced", "north-up", "site-packages"),
+    ),
+    "gcps_only": Case(
+        lambda t: _placed_by("gcp", t),
+        2,
+        ("g.tif", "4 ground control points", "gdalwarp -t_srs EPSG:32633", "g.tif gridded.tif"),
+        never=("has no CRS", "north-up", "NotGeoreferenced"),
+        absent=("o.tif",),
+    ),
+    "gcps_only_assume_crs": Case(
+        lambda t: _placed_by("gcp", t, "--assume-crs", UTM),
+        2,
+        ("ground control points", "--assume-crs cannot"),
+        never=("north-up",),
+        absent=("o.tif",),
+    ),
+    "rpcs_only": Case(
+        lambda t: _placed_by("rpc", t),
+        2,
+        ("g.tif", "(RPCs)", "gdalwarp -rpc -t_srs"),
+        never=("has no CRS", "north-up", "NotGeoreferenced"),
+        absent=("o.tif",),
     ),
     "labels_cover_half": Case(
         _shifted_labels, 0, ("ref.tif", "labels cover 50.5%", "(5,100 of 10,100)")
