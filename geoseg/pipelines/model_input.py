@@ -23,7 +23,7 @@ from geoseg.models.cache import ModelSpec, default_batch_size, load_predictor, m
 from geoseg.models.family import Family
 from geoseg.models.registry import checkpoint_family, model_family, task_kind, window_multiple
 from geoseg.pipelines.band_hints import band_count_error
-from geoseg.pipelines.plausibility import warn_if_outside_training
+from geoseg.pipelines.plausibility import warn_if_declared_scaling, warn_if_outside_training
 from geoseg.resolution import check_gsd_of
 from geoseg.types import ClassSchema, ModelMeta, TileSpec, a_model_of, require_at_least
 
@@ -160,6 +160,7 @@ def _weights_free_setup(
     )
     for note in notes:
         log.warning("%s", note)
+    warn_if_declared_scaling(path, range(len(scene.band_names)))
     if family.schema is None:
         raise GeosegError(f"the {family.name} family declares no classes")
     spec = model_spec(model, opts.device, roles, reflectance_scale(scene.dtype, path))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geoseg.io.band_scaling import declared_scaling, scaling_warning
 from geoseg.io.raster import Scene
 from geoseg.io.raster_stats import sample_valid_pixels
 from geoseg.models.bands import (
@@ -34,6 +35,7 @@ __all__ = [
     "BandGuess",
     "guessed_band_order",
     "predicted_shares",
+    "warn_if_declared_scaling",
     "warn_if_dominated",
     "warn_if_one_class",
     "warn_if_outside_training",
@@ -156,6 +158,7 @@ def warn_if_outside_training(
         model: the checkpoint, named in the warning.
         meta: its metadata (normalisation mean and std per input band).
     """
+    warn_if_declared_scaling(path, index)
     sample = sample_valid_pixels(path, index)
     if sample.shape[1] < _MIN_PIXELS:
         return
@@ -172,6 +175,14 @@ def warn_if_outside_training(
         path, meta.bands[k], median[k], sigmas[k], mean[k], std[k], model,
         _outside_causes(path, index, median, mean, std, meta.bands),
     )  # fmt: skip
+
+
+def warn_if_declared_scaling(path: str | os.PathLike[str], index: Sequence[int]) -> None:
+    """Warn when bands of ``index`` declare a GDAL scale/offset geoseg does not apply
+    (:mod:`geoseg.io.band_scaling`)."""
+    found = declared_scaling(path, index)
+    if found:
+        log.warning("%s", scaling_warning(path, found))
 
 
 def _outside_causes(
