@@ -25,7 +25,7 @@ from rasterio.windows import Window, from_bounds
 
 from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.grids import same_grid
-from geoseg.io.labels import CLASSES_TAG, read_class_schema
+from geoseg.io.labels import CLASSES_TAG, read_class_schema, refuse_probability_raster
 from geoseg.io.raster import open_scene
 from geoseg.io.reproject import bounds_in_crs
 from geoseg.types import NODATA_LABEL, ClassSchema
@@ -91,6 +91,7 @@ def read_label_map_info(path: str | os.PathLike[str]) -> LabelMapInfo:
     scene = open_scene(path)  # existence, CRS, north-up checks
     with rasterio.open(path) as src:
         dtype, date = np.dtype(src.dtypes[0]), src.tags().get(DATE_TAG)
+    refuse_probability_raster(path, scene.tags)
     if dtype != np.uint8:
         raise InvalidRasterError(
             f"{path}: is a {dtype} raster, not a label map (uint8 class ids, 255 = nodata); "

@@ -44,6 +44,7 @@ __all__ = [
     "label_cog_writer",
     "probabilities_meta",
     "read_class_schema",
+    "refuse_probability_raster",
 ]
 
 #: GeoTIFF tag holding the class schema as JSON.
@@ -198,6 +199,30 @@ def probabilities_meta(labels: LabelMeta, label_path: str | os.PathLike[str]) ->
         labels.crs, labels.transform, labels.schema, labels.schema.names, tags, labels.source,
         overview="average",
     )  # fmt: skip
+
+
+def refuse_probability_raster(path: str | os.PathLike[str], tags: Mapping[str, str]) -> None:
+    """Refuse a class-probability raster (``predict --probabilities``) given as a label map.
+
+    It is uint8 and carries the label map's class schema, so the header checks of a
+    label map pass, and its band 1 (one class's probability x 254) read as class ids
+    gives a report of nonsense transitions with exit 0.
+
+    Args:
+        path: the raster given as a label map.
+        tags: its dataset tags.
+
+    Raises:
+        InvalidRasterError: naming the label map it was written beside.
+    """
+    if LABELS_TAG not in tags:
+        return
+    labels = Path(path).with_name(tags[LABELS_TAG])
+    raise InvalidRasterError(
+        f"{path}: is a class-probability raster (one band per class, 0-254; written by "
+        f"`geoseg predict --probabilities` beside the label map {tags[LABELS_TAG]}), not a "
+        f"label map of class ids; pass the label map instead, e.g. {labels}"
+    )
 
 
 def read_class_schema(path: str | os.PathLike[str]) -> ClassSchema | None:

@@ -28,7 +28,7 @@ import shapely
 
 from geoseg.areas import HECTARE_M2, AreaMethod, area_method, pixel_area_m2, polygon_area_m2
 from geoseg.errors import ConfigError, GeosegError, InvalidRasterError
-from geoseg.io.labels import read_class_schema
+from geoseg.io.labels import read_class_schema, refuse_probability_raster
 from geoseg.io.outputs import output_run
 from geoseg.io.raster import Scene, open_scene
 from geoseg.io.vectors import (
@@ -163,6 +163,7 @@ def _open_labels(path: str, opts: VectorizeOptions) -> _LabelRaster:
             f"{path}: not a label raster ({scene.dtype} values, a label raster holds integer "
             "class ids); vectorize a class map, e.g. run `geoseg predict` first"
         )
+    refuse_probability_raster(path, scene.tags)
     names = [n.lower() for n in scene.band_names]
     extra = {n: i for i, n in enumerate(names[1:], start=1)}
     unknown = set(extra) - {CONFIDENCE_BAND, INSTANCE_BAND}

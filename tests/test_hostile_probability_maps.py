@@ -1,0 +1,71 @@
+"""A class-probability raster (``predict --probabilities``) given where a label map belongs.
+
+It is uint8 with the label map's class schema, so it passed a label map's header
+checks: ``geoseg change map.tif probs.tif`` reported transitions between band 1's
+probability values (read as class ids) with exit 0. change (either date) and
+vectorize refuse it, naming the label map it was written beside.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from geoseg.pipelines import PredictOptions, predict_scene
+from tests.cli_cases import CliCase, run_cli_case
+from tests.conftest import TINY_BANDS, make_tiny_checkpoint, textured_scene, write_raster
+
+
+def _maps(tmp: Path) -> None:
+    ckpt = make_tiny_checkpoint(tmp / "m.safetensors")
+    for name, seed in (("a", 0), ("b", 1)):
+        scene = write_raster(tmp / f"{name}_s.tif", textured_scene(64, 64, seed=seed),
+                             descriptions=TINY_BANDS)  # fmt: skip
+        predict_scene(scene, str(ckpt), tmp / f"{name}.tif",
+                      PredictOptions(probabilities=str(tmp / f"{name}_p.tif")))  # fmt: skip
+
+
+def _cmd(command: str, *argv: str):
+    def build(tmp: Path) -> list[str]:
+        _maps(tmp)
+        return [command, *(a if a.startswith("-") else str(tmp / a) for a in argv)]
+
+    return build
+
+
+def _says(name: str, labels: str) -> tuple[str, ...]:
+    return (f"{name}: is a class-probability raster", f"beside the label map {labels}",
+            "pass the label map instead")  # fmt: skip
+
+
+CASES = {
+    "change_second_date_probabilities": CliCase(
+        _cmd("change", "a.tif", "b_p.tif", "-o", "rep"),
+        2,
+        _says("b_p.tif", "b.tif"),
+        absent=("rep",),
+    ),
+    "change_first_date_probabilities": CliCase(
+        _cmd("change", "a_p.tif", "b.tif", "-o", "rep"),
+        2,
+        _says("a_p.tif", "a.tif"),
+        absent=("rep",),
+    ),
+    "vectorize_probabilities": CliCase(
+        _cmd("vectorize", "a_p.tif", "-o", "v.gpkg"),
+        2,
+        _says("a_p.tif", "a.tif"),
+        absent=("v.gpkg",),
+    ),
+    "change_label_maps_still_run": CliCase(
+        _cmd("change", "a.tif", "b.tif", "-o", "rep"), 0, ("rep",), never=("probability raster",)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_probability_raster_as_labels(
+    name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_cli_case(CASES[name], tmp_path, caplog)
