@@ -2,8 +2,9 @@
 
 It is uint8 with the label map's class schema, so it passed a label map's header
 checks: ``geoseg change map.tif probs.tif`` reported transitions between band 1's
-probability values (read as class ids) with exit 0. change (either date) and
-vectorize refuse it, naming the label map it was written beside.
+probability values (read as class ids) with exit 0, and evaluate, calibrate and train
+took band 1 as reference labels. Each refuses it, naming the label map it was written
+beside.
 """
 
 from __future__ import annotations
@@ -14,11 +15,22 @@ import pytest
 
 from geoseg.pipelines import PredictOptions, predict_scene
 from tests.cli_cases import CliCase, run_cli_case
-from tests.conftest import TINY_BANDS, make_tiny_checkpoint, textured_scene, write_raster
+from tests.conftest import (
+    TINY_BANDS,
+    TINY_SCHEMA,
+    make_tiny_checkpoint,
+    textured_scene,
+    write_raster,
+)
 
 
 def _maps(tmp: Path) -> None:
     ckpt = make_tiny_checkpoint(tmp / "m.safetensors")
+    (tmp / "classes.yaml").write_text(
+        "".join(
+            f"- {{id: {c.id}, name: {c.name}, colour: [0, 0, 0]}}\n" for c in TINY_SCHEMA.classes
+        )
+    )
     for name, seed in (("a", 0), ("b", 1)):
         scene = write_raster(tmp / f"{name}_s.tif", textured_scene(64, 64, seed=seed),
                              descriptions=TINY_BANDS)  # fmt: skip
@@ -29,7 +41,7 @@ def _maps(tmp: Path) -> None:
 def _cmd(command: str, *argv: str):
     def build(tmp: Path) -> list[str]:
         _maps(tmp)
-        return [command, *(a if a.startswith("-") else str(tmp / a) for a in argv)]
+        return [command, *(a if a.startswith("-") or a.isdigit() else str(tmp / a) for a in argv)]
 
     return build
 
@@ -57,6 +69,56 @@ CASES = {
         2,
         _says("a_p.tif", "a.tif"),
         absent=("v.gpkg",),
+    ),
+    "evaluate_labels_probabilities": CliCase(
+        _cmd(
+            "evaluate",
+            "-m",
+            "m.safetensors",
+            "--image",
+            "b_s.tif",
+            "--labels",
+            "a_p.tif",
+            "-o",
+            "ev",
+        ),
+        2,
+        _says("a_p.tif", "a.tif"),
+        absent=("ev",),
+    ),
+    "calibrate_labels_probabilities": CliCase(
+        _cmd(
+            "calibrate",
+            "-m",
+            "m.safetensors",
+            "--image",
+            "b_s.tif",
+            "--labels",
+            "a_p.tif",
+            "-o",
+            "cal.safetensors",
+        ),
+        2,
+        _says("a_p.tif", "a.tif"),
+        absent=("cal.safetensors",),
+    ),
+    "train_labels_probabilities": CliCase(
+        _cmd(
+            "train",
+            "--image",
+            "b_s.tif",
+            "--labels",
+            "a_p.tif",
+            "--classes",
+            "classes.yaml",
+            "-o",
+            "t.safetensors",
+            "--epochs",
+            "1",
+        ),
+        2,
+        _says("a_p.tif", "a.tif"),
+        absent=("t.safetensors",),
     ),
     "change_label_maps_still_run": CliCase(
         _cmd("change", "a.tif", "b.tif", "-o", "rep"), 0, ("rep",), never=("probability raster",)

@@ -22,6 +22,7 @@ from rasterio.windows import Window
 from geoseg.areas import pixel_size_m
 from geoseg.errors import InvalidRasterError
 from geoseg.io.grids import same_grid
+from geoseg.io.labels import refuse_probability_raster
 from geoseg.io.raster import open_scene, select_bands
 from geoseg.io.reproject import bounds_in_crs
 from geoseg.io.vectors_formats import FORMATS
@@ -211,7 +212,8 @@ def read_labelled_raster(
     """
     image_path, label_path = os.fspath(image_path), os.fspath(label_path)
     refuse_polygon_labels(label_path, "training on pixel labels", image_path)
-    open_scene(label_path)  # the same header checks as any input
+    # the same header checks as any input; a probability raster is not labels
+    refuse_probability_raster(label_path, open_scene(label_path).tags)
     scene = open_scene(image_path)
     index = select_bands(image_path, scene.band_names, bands)
     image = np.asarray(scene.data.data[index].compute(scheduler="sync"), np.float32)

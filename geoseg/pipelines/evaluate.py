@@ -29,6 +29,7 @@ from geoseg.errors import GeosegError
 from geoseg.evaluation.metrics import SegmentationMetrics, metrics_from_confusion
 from geoseg.io.atomic import check_output_path
 from geoseg.io.grids import same_grid
+from geoseg.io.labels import refuse_probability_raster
 from geoseg.io.raster import Scene, open_scene
 from geoseg.io.reports import write_confusion_csv, write_confusion_png, write_json
 from geoseg.io.training_data import LABEL_NODATA, read_labels_on_grid
@@ -83,6 +84,7 @@ def reference_on_grid(
     ``assume_crs`` (``--assume-crs``) is the CRS of labels that declare none, as of the scene.
     """
     ref = open_scene(label_path, chunk=int(scene.data.data.chunks[1][0]), assume_crs=assume_crs)
+    refuse_probability_raster(label_path, ref.tags)
     same = same_grid(
         ref.crs, ref.transform, (ref.height, ref.width),
         scene.crs, scene.transform, (scene.height, scene.width),

@@ -21,6 +21,7 @@ from scipy import ndimage
 from geoseg.areas import pixel_size_m
 from geoseg.errors import InvalidRasterError
 from geoseg.io.grids import same_grid
+from geoseg.io.labels import refuse_probability_raster
 from geoseg.io.raster import open_scene
 from geoseg.io.training_data import LABEL_NODATA, read_labels_on_grid, refuse_polygon_labels
 from geoseg.models.bands import reflectance_scale
@@ -258,7 +259,8 @@ def _pair_reader(
     if task in ("instance", "panoptic") and schema is not None:
         return _instance_reader(label_path, image_path, schema, class_field, labels_crs)
     refuse_polygon_labels(label_path, f"--task {task} training", image_path)
-    open_scene(label_path)  # the header checks of any input (a CRS, north-up)
+    # the header checks of any input (a CRS, north-up); a probability raster is not labels
+    refuse_probability_raster(label_path, open_scene(label_path).tags)
     return _label_reader(label_path, image_path), None
 
 
