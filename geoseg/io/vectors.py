@@ -97,14 +97,27 @@ def geometry_type(geoms: np.ndarray) -> str:
     return "Polygon" if not kinds else "Unknown"
 
 
+def attribute_schema(attrs: pd.DataFrame) -> pa.Schema:
+    """The Arrow types of a frame's attribute columns, taken from the whole frame (not
+    batch by batch, so every batch has the same schema); a column holding no value at
+    all (all None: e.g. an empty field of a Shapefile read in) is typed string, as OGR
+    formats have no field of Arrow's null type."""
+    schema = pa.Schema.from_pandas(attrs, preserve_index=False)
+    for i, f in enumerate(schema):
+        if pa.types.is_null(f.type):
+            schema = schema.set(i, pa.field(f.name, pa.string()))
+    return schema
+
+
 def frame_batches(frame: gpd.GeoDataFrame, size: int | None = None) -> Iterator[pa.RecordBatch]:
     """A GeoDataFrame as record batches of :func:`VectorWriter.write`'s form (WKB geometry)."""
     size = size or _BATCH
     geoms = np.asarray(frame.geometry.values, dtype=object)
     attrs = pd.DataFrame(frame.drop(columns=frame.geometry.name))
+    schema = attribute_schema(attrs)
     for start in range(0, max(len(frame), 1), size):
         part = attrs.iloc[start : start + size]
-        table = pa.Table.from_pandas(part, preserve_index=False)
+        table = pa.Table.from_pandas(part, schema=schema, preserve_index=False)
         columns = [column.combine_chunks() for column in table.columns]
         wkb = pa.array(shapely.to_wkb(geoms[start : start + size]), pa.binary())
         yield pa.RecordBatch.from_arrays([*columns, wkb], names=[*table.column_names, GEOMETRY])

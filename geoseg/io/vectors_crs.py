@@ -30,7 +30,7 @@ import pyogrio
 import pyproj
 import shapely
 
-from geoseg.errors import InvalidVectorError
+from geoseg.errors import InputNotFoundError, InvalidVectorError
 from geoseg.io.reproject import layer_in_crs
 from geoseg.io.vectors_read import is_parquet, parquet_geo_metadata, read_vectors
 
@@ -151,7 +151,7 @@ def declares_crs(path: Path, driver: str) -> bool:
     return driver != "GeoJSON" or _geojson_declares_crs(path)
 
 
-def _declared_crs(path: Path, frame: gpd.GeoDataFrame) -> pyproj.CRS | None:
+def _declared_crs(path: Path, frame: gpd.GeoDataFrame, layer: str | None) -> pyproj.CRS | None:
     """The CRS ``path`` declares: GDAL's (geopandas'), except where it fills in a default."""
     if is_parquet(path):
         geo = parquet_geo_metadata(path) or {}
@@ -159,7 +159,41 @@ def _declared_crs(path: Path, frame: gpd.GeoDataFrame) -> pyproj.CRS | None:
         column = columns.get(geo.get("primary_column")) if isinstance(columns, dict) else None
         declared = isinstance(column, dict) and column.get("crs") is not None
         return frame.crs if declared else None
-    return frame.crs if declares_crs(path, pyogrio.read_info(path)["driver"]) else None
+    driver = pyogrio.read_info(path, layer=layer)["driver"]
+    return frame.crs if declares_crs(path, driver) else None
+
+
+def spatial_layer(path: Path) -> str | None:
+    """The one layer with geometries in an OGR file (None: let GDAL pick, e.g. one layer).
+
+    A file of several layers (a GeoPackage of buildings and roads) used to be read as
+    its first layer, whatever that was, with no word of the others.
+
+    Raises:
+        InvalidVectorError: more than one layer has geometries: naming them (with their
+            feature counts) and the ``ogr2ogr`` that extracts one.
+        InputNotFoundError: ``path`` does not exist.
+    """
+    if not path.exists():
+        raise InputNotFoundError(f"{path}: no such file; check the path")
+    try:
+        layers = pyogrio.list_layers(path)
+    except (pyogrio.errors.DataSourceError, OSError):
+        return None  # not a vector file: read_vectors says so in its own words
+    spatial = [str(name) for name, kind in layers if kind is not None]
+    if len(layers) <= 1 or not spatial:
+        return None
+    if len(spatial) == 1:
+        return spatial[0]
+    counts = []
+    for name in spatial:
+        n = pyogrio.read_info(path, layer=name).get("features", -1)
+        counts.append(f"{name} ({n} features)" if n >= 0 else name)
+    raise InvalidVectorError(
+        f"{path}: holds {len(spatial)} layers with geometries ({', '.join(counts)}); geoseg "
+        "reads one layer per file: extract the one you mean, e.g. `ogr2ogr "
+        f"{spatial[-1]}.gpkg {path.name} {spatial[-1]}`, and give that file"
+    )
 
 
 def read_input_layer(
@@ -180,7 +214,8 @@ def read_input_layer(
     """
     path = Path(path)
     try:
-        frame = read_vectors(path)
+        layer = None if is_parquet(path) else spatial_layer(path)
+        frame = read_vectors(path, layer)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
@@ -188,7 +223,7 @@ def read_input_layer(
             f"{path}: not a vector layer geoseg can read ({exc}); give a GPKG, GeoJSON, "
             "Shapefile, FlatGeobuf or GeoParquet file"
         ) from exc
-    crs = layer_crs(str(path), _declared_crs(path, frame), frame.total_bounds, given,
+    crs = layer_crs(str(path), _declared_crs(path, frame, layer), frame.total_bounds, given,
                     raster_crs, option)  # fmt: skip
     return frame.set_crs(crs, allow_override=True)
 

@@ -124,3 +124,40 @@ def test_geoparquet_without_crs_metadata_is_not_taken_as_declared(tmp_path: Path
 def test_features_outside() -> None:
     geoms = np.array([shapely.box(0, 0, 1, 1), shapely.box(5, 5, 6, 6), None], dtype=object)
     assert features_outside(geoms, (0.5, 0.5, 2.0, 2.0)).tolist() == [False, True, True]
+
+
+def _boxes(n: int) -> gpd.GeoDataFrame:
+    geoms = [shapely.box(465200 + 10 * i, 5079300, 465205 + 10 * i, 5079305) for i in range(n)]
+    return gpd.GeoDataFrame({"k": list(range(n))}, geometry=geoms, crs="EPSG:32633")
+
+
+def test_several_layers_refused_by_name(tmp_path: Path) -> None:
+    """A GeoPackage of two geometry layers was read as its first, the other ignored."""
+    path = tmp_path / "multi.gpkg"
+    _boxes(3).to_file(path, layer="aaa_three")
+    _boxes(40).to_file(path, layer="buildings40")
+    with pytest.raises(InvalidVectorError) as err:
+        read_input_layer(path)
+    assert str(err.value) == (
+        f"{path}: holds 2 layers with geometries (aaa_three (3 features), buildings40 (40 "
+        "features)); geoseg reads one layer per file: extract the one you mean, e.g. "
+        "`ogr2ogr buildings40.gpkg multi.gpkg buildings40`, and give that file"
+    )
+
+
+def test_the_one_geometry_layer_beside_tables_is_read(tmp_path: Path) -> None:
+    """A GeoPackage holding one geometry layer and an attribute table (listed first by
+    GDAL here) reads the geometry layer, with no pyogrio warning about the other."""
+    import warnings
+
+    import pandas as pd
+    import pyogrio
+
+    path = tmp_path / "one.gpkg"
+    pyogrio.write_dataframe(pd.DataFrame({"x": [1]}), path, layer="aaa_table")
+    _boxes(5).to_file(path, layer="buildings")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frame = read_input_layer(path)
+    assert frame["k"].tolist() == [0, 1, 2, 3, 4]
+    assert frame.crs.equals(UTM33)
