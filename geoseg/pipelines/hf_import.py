@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,8 @@ from geoseg.types import ClassInfo, ClassSchema, ModelMeta, TileSpec
 
 if TYPE_CHECKING:
     from geoseg.pipelines.importing import ImportOptions
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "check_weights_file",
@@ -228,10 +231,15 @@ def quiet_transformers(transformers: Any) -> Iterator[None]:
             log.enable_progress_bar()
 
 
+#: transformers' ``num_labels`` when a config names none (``PretrainedConfig``'s default).
+DEFAULT_LABELS = 2
+
+
 def _schema(source: Path, config: Mapping[str, Any], given: ClassSchema | None) -> ClassSchema:
     """``given`` if it has one class per model output, else the config's ``id2label``."""
     labels = config.get("id2label") or {}
-    count = len(labels) if labels else int(config.get("num_labels", 0))
+    # transformers leaves id2label out of config.json at its default: 2 labels
+    count = len(labels) if labels else int(config.get("num_labels", DEFAULT_LABELS))
     if given is not None:
         if len(given) != count:
             raise CheckpointError(
@@ -244,6 +252,12 @@ def _schema(source: Path, config: Mapping[str, Any], given: ClassSchema | None) 
             f"{source / 'config.json'}: {count} classes; geoseg label maps hold 1 to 255"
         )
     names = [str(labels.get(str(k), labels.get(k, f"class_{k}"))) for k in range(count)]
+    if not labels:
+        log.warning(
+            "%s: names no classes (no id2label); its %d outputs are imported as %s: give "
+            "--classes classes.yaml (one entry per output: id, name, colour) to name them",
+            source / "config.json", count, ", ".join(names),
+        )  # fmt: skip
     return ClassSchema(tuple(ClassInfo(k, n, _colour(k)) for k, n in enumerate(names)))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,7 @@ from tests.models.hf_folders import (
     SEGFORMER,
     UPERNET,
     clip_tokenizer,
+    hf_model,
     model_folder,
 )
 
@@ -444,3 +446,23 @@ def test_a_deeply_nested_config_is_one_line_not_a_recursion_error(tmp_path: Path
     assert "config.json: malformed JSON file" in result.output
     assert "levels deep" in result.output
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_a_folder_naming_no_classes_imports_transformers_default_two(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """transformers leaves ``id2label`` out of config.json at its default (2 labels): the
+    import said "0 classes" and refused; it takes the 2 outputs and says how to name them."""
+    folder = tmp_path / "segf"
+    model = hf_model(SEGFORMER)  # no labelled(): the default labels
+    model.save_pretrained(folder)
+    saved = json.loads((folder / "config.json").read_text())
+    assert "id2label" not in saved and "num_labels" not in saved
+    with caplog.at_level(logging.WARNING):
+        out = imported(folder, tmp_path / "seg.safetensors", "--bands", "B04,B03,B02")
+    assert read_checkpoint_meta(out).schema.names == ("class_0", "class_1")
+    assert "names no classes (no id2label); its 2 outputs are imported as class_0, class_1" in (
+        caplog.text
+    )
+    x = rgb_windows()
+    assert probabilities(out, x).shape == (2, 2, 64, 64)
