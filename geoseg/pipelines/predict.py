@@ -316,19 +316,26 @@ def scene_date(tags: Mapping[str, str]) -> str | None:
     return None
 
 
+def date_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """A label map's date tags from its scene's ``tags``: ``DATE`` (:func:`scene_date`;
+    none without one) and, for a date read from :data:`FILE_TIME_TAG` alone (maybe the
+    file's creation time), ``DATE_SOURCE`` saying so: change does not refuse an order
+    on it (:mod:`geoseg.pipelines.time_order`)."""
+    date = scene_date(tags)
+    if date is None:
+        return {}
+    guessed = scene_date(_without_file_time(tags)) is None
+    return {"DATE": date, **({DATE_SOURCE_TAG: FILE_TIME_TAG} if guessed else {})}
+
+
 def _label_meta(scene: Scene, schema: ClassSchema, model: str, bands: int) -> LabelMeta:
     """The output's classes, georeferencing (the scene's), band descriptions and tags
     (the scene's SENSOR and, as DATE, its acquisition date: :func:`scene_date`)."""
     from geoseg.pipelines.time_order import warn_unread_dates
 
     warn_unread_dates(scene.path, scene.tags)  # a DATE like 11/07/2015 is not dropped silently
-    date = scene_date(scene.tags)
-    guessed = date is not None and scene_date(_without_file_time(scene.tags)) is None
     tags = {
-        **({"DATE": date} if date else {}),
-        # a date read from TIFFTAG_DATETIME alone may be the file's creation time: the
-        # map says so, and change does not refuse an order on it (pipelines.time_order)
-        **({DATE_SOURCE_TAG: FILE_TIME_TAG} if guessed else {}),
+        **date_tags(scene.tags),
         # SENSOR, and the radiometric fits of --normalize-to (geoseg.change.normalize_to)
         # and --normalize-dates (geoseg.change.radiometric)
         **{

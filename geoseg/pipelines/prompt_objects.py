@@ -11,7 +11,7 @@ object whole, so they may overlap.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,26 +108,34 @@ def place_mask(
 
 def write_object_raster(
     path: Path, frame: SceneFrame, src: Any, objects: Sequence[ObjectMask],
-    schema: ClassSchema, overwrite: bool = False,
+    schema: ClassSchema, overwrite: bool = False, tags: dict[str, str] | None = None,
+    valid: Callable[[Window], np.ndarray] | None = None,
 ) -> None:  # fmt: skip
-    """The instance COG of the best candidates on the scene grid (see module doc)."""
+    """The instance COG of the best candidates on the scene grid (see module doc).
+
+    Args:
+        tags: extra dataset tags (``geoseg track``: the date's ``DATE``).
+        valid: ``valid(window) -> (h, w) bool``, where the scene holds data (None: ``src``'s
+            dataset mask); False pixels are nodata (class 255) and hold no object.
+    """
     ranked = sorted((o for o in objects if o.best), key=lambda o: o.id)
     boxes = np.array(
         [(o.row0, o.col0, o.row0 + o.mask.shape[0], o.col0 + o.mask.shape[1]) for o in ranked]
     ).reshape(-1, 4)
     with instance_cog_writer(
         path, height=frame.height, width=frame.width, crs=src.crs, transform=frame.transform,
-        schema=schema, overwrite=overwrite, nodata_class=NODATA_LABEL,
+        schema=schema, tags=tags, overwrite=overwrite, nodata_class=NODATA_LABEL,
     ) as sink:  # fmt: skip
         for y0 in range(0, frame.height, BLOCK):
             for x0 in range(0, frame.width, BLOCK):
                 h, w = min(BLOCK, frame.height - y0), min(BLOCK, frame.width - x0)
-                valid = scene_valid(src, Window(x0, y0, w, h))
+                win = Window(x0, y0, w, h)
+                here = scene_valid(src, win) if valid is None else valid(win)
                 hit = np.flatnonzero(
                     (boxes[:, 0] < y0 + h) & (boxes[:, 2] > y0)
                     & (boxes[:, 1] < x0 + w) & (boxes[:, 3] > x0)
                 )  # fmt: skip
-                block = _block(valid, [ranked[k] for k in hit], y0, x0)
+                block = _block(here, [ranked[k] for k in hit], y0, x0)
                 sink[(slice(None), slice(y0, y0 + h), slice(x0, x0 + w))] = block
 
 

@@ -11,10 +11,14 @@ the scenes.
 
 Outputs, in one folder and as one transaction (a failure leaves none of them):
 one instance COG per date (``LABEL.tif``: band 1 class, band 2 the prompt's id,
-the same id on every date; :func:`~geoseg.pipelines.prompt_objects.write_object_raster`),
+the same id on every date, 255 in band 1 where the date holds no data on the grid;
+:func:`~geoseg.pipelines.prompt_objects.write_object_raster`; tagged with the date's
+``DATE`` as ``geoseg predict`` tags a label map),
 and ``areas.csv``: per object its id, the prompt's fields and its true
 (ellipsoidal) area in ha on each date, measured on the written rasters; an
-object SAM 2 loses on a date has area 0 there and a note.
+object SAM 2 loses on a date has area 0 there and a note. With ``overwrite``, the
+date COGs of an earlier run in the folder that this run does not write are removed
+once it has succeeded (:func:`~geoseg.pipelines.track_outputs.earlier_outputs`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +48,18 @@ from geoseg.pipelines.prompt_scale import warn_if_off_scale
 from geoseg.pipelines.prompt_windows import PromptWindow, plan_windows
 from geoseg.pipelines.track_dates import (
     TrackDate,
+    date_valid,
     dates_in_time_order,
     open_dates,
     read_date_window,
 )
-from geoseg.pipelines.track_outputs import AREAS, area_rows, written_areas_m2
+from geoseg.pipelines.track_outputs import (
+    AREAS,
+    area_rows,
+    date_raster_tags,
+    earlier_outputs,
+    written_areas_m2,
+)
 from geoseg.report.tables import write_csv_rows
 from geoseg.resolution import check_gsd_of
 from geoseg.types import a_model_of
@@ -142,7 +154,7 @@ def track_scenes(
             written).
     """
     prompter = load_tracker(model, opts.device)
-    with open_dates(scenes, opts.assume_crs) as (opened, dates):
+    with open_dates(scenes, opts.assume_crs, prompter.meta.bands) as (opened, dates):
         if not 1 <= opts.prompt_date <= len(dates):
             raise GeosegError(
                 f"--prompt-date {opts.prompt_date}: give a date between 1 and {len(dates)} "
@@ -157,8 +169,10 @@ def track_scenes(
             warn_if_off_scale(scene.path, [b - 1 for b in bands], prompter.meta.normalization.scale,
                               model, scene.dtype, "geoseg track")  # fmt: skip
         grid = dates[0].src
+        # prompts are put on the first date's grid, but point at (and are told of) the
+        # prompt date
         frame = SceneFrame(
-            first.path, first.crs, first.transform, first.height, first.width,
+            opened[start].path, first.crs, first.transform, first.height, first.width,
             lambda r, c: _valid_at(dates[start], grid, bands, r, c),
         )  # fmt: skip
         prompts = read_prompts(frame, boxes=opts.boxes, points=opts.points, point=opts.point,
@@ -167,13 +181,17 @@ def track_scenes(
         out = Path(out_dir)
         rasters = [out / f"{d.label}.tif" for d in dates]
         with output_run(opts.overwrite, [Path(model), *(Path(d.path) for d in dates)]) as run:
-            run.add_folder(out, [r.name for r in rasters] + [AREAS])
+            written = [r.name for r in rasters] + [AREAS]
+            run.add_folder(out, written)
+            if opts.overwrite:  # an earlier run's other dates: removed once this one succeeds
+                run.retire(earlier_outputs(out, written))
             run.make_folder(out)
             per_date, windows = follow(prompter, dates, grid, bands, frame, prompts, start,
                                        progress)  # fmt: skip
-            for date, objects, raster in zip(dates, per_date, rasters, strict=True):
+            for date, scene, objects, raster in zip(dates, opened, per_date, rasters, strict=True):
                 write_object_raster(raster, frame, date.src, objects, prompter.schema,
-                                    opts.overwrite)  # fmt: skip
+                                    opts.overwrite, date_raster_tags(scene, model),
+                                    partial(date_valid, date))  # fmt: skip
             areas = [written_areas_m2(r, frame) for r in rasters]
             rows, lost = area_rows(prompts, [d.label for d in dates], areas)
             write_csv_rows(out / AREAS, rows, opts.overwrite)

@@ -24,20 +24,21 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
 
 from geoseg.change.align import DATE_TAG
 from geoseg.errors import BandMismatchError, GeosegError, InvalidRasterError
 from geoseg.io.grids import same_grid
 from geoseg.io.raster import Scene, canonical_band_name, open_scene
 from geoseg.io.reproject import bounds_in_crs
-from geoseg.pipelines.prompt_windows import PromptWindow, read_window
+from geoseg.pipelines.prompt_windows import PromptWindow, read_window, scene_valid
 from geoseg.pipelines.time_order import check_time_order, tagged_date, warn_unread_dates
 
 __all__ = [
-    "TrackDate", "date_labels", "dates_in_time_order", "open_dates", "read_date_window",
-    "scene_date",
+    "TrackDate", "date_labels", "date_valid", "dates_in_time_order", "open_dates",
+    "read_date_window", "scene_date",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class TrackDate:
         label: its name in the outputs (``DATE`` tag, else the file stem; unique).
         crs: its own CRS (the assumed one for a file without).
         src: the dataset as it is (on the grid) or warped onto the grid (full extent):
-            its ``dataset_mask`` says where the date holds data on the grid.
+            where the date holds data on the grid is :func:`date_valid`.
         warped: it was on another grid.
     """
 
@@ -100,9 +101,10 @@ def dates_in_time_order(scenes: Sequence[Scene]) -> bool:
     return check_time_order([s.path for s in scenes], [scene_date(s) for s in scenes], "scenes")
 
 
-def _check_dates(scenes: Sequence[Scene]) -> None:
+def _check_dates(scenes: Sequence[Scene], model_bands: Sequence[str] = ()) -> None:
     """Two dates or more, extents that meet the first date's, the same bands (named
-    alike: ``B1`` is ``B01``), in time order where every date is known."""
+    alike: ``B1`` is ``B01``; ``model_bands``, the model's, name the fix), in time order
+    where every date is known."""
     if len(scenes) < 2:
         raise GeosegError(
             "geoseg track needs at least two dates (scenes of one place, oldest first)"
@@ -124,25 +126,35 @@ def _check_dates(scenes: Sequence[Scene]) -> None:
             canonical_band_name(n) for n in first.band_names
         ]
         if not same:
-            raise BandMismatchError(
-                f"{scene.path}: bands {list(scene.band_names)} differ from those of "
-                f"{first.path} {list(first.band_names)}; give every date the same bands"
-            )
+            raise BandMismatchError(_band_mismatch(scene, first, model_bands))
     dates_in_time_order(scenes)
+
+
+def _band_mismatch(scene: Scene, first: Scene, model_bands: Sequence[str]) -> str:
+    """The message of a date whose bands are not the first date's."""
+    model = f"the model's {', '.join(model_bands)}" if model_bands else "the model's bands"
+    return (
+        f"{scene.path}: bands {list(scene.band_names)} differ from those of {first.path} "
+        f"{list(first.band_names)}; every date feeds {model} from the same band positions: "
+        f"give every date the same bands, e.g. only {model} in each, or all "
+        f"{len(first.band_names)} of the first date's (`--bands` picks the model's among more)"
+    )
 
 
 @contextlib.contextmanager
 def open_dates(
-    paths: Sequence[str | os.PathLike[str]], assume_crs: str | None = None
-) -> Iterator[tuple[list[Scene], list[TrackDate]]]:
-    """The dates (checked: :func:`_check_dates`), open on the first date's grid.
+    paths: Sequence[str | os.PathLike[str]], assume_crs: str | None = None,
+    model_bands: Sequence[str] = (),
+) -> Iterator[tuple[list[Scene], list[TrackDate]]]:  # fmt: skip
+    """The dates (checked: :func:`_check_dates`; ``model_bands`` for its messages), open on
+    the first date's grid.
 
     Raises:
         GeosegError: fewer than two dates; BandMismatchError: dates with other bands;
         InvalidRasterError: unreadable scenes or disjoint extents.
     """
     scenes = [open_scene(os.fspath(p), None, 1024, assume_crs) for p in paths]
-    _check_dates(scenes)
+    _check_dates(scenes, model_bands)
     first = scenes[0]
     with contextlib.ExitStack() as stack:
         dates = []
@@ -162,9 +174,30 @@ def open_dates(
 
 
 def _warped(src: Any, src_crs: CRS, crs: CRS, transform: Affine, width: int, height: int) -> Any:
-    """``src`` warped onto a grid; the alpha band marks where it holds data."""
+    """``src`` warped onto a grid; its alpha band (:func:`_alpha`: one added, or ``src``'s
+    own, warped) marks where it holds data: 0 outside the date's footprint and on its
+    nodata (the band values there are 0)."""
+    own = ColorInterp.alpha in src.colorinterp  # GDAL adds no second one
     return WarpedVRT(src, src_crs=src_crs, crs=crs, transform=transform, width=width,
-                     height=height, resampling=WARP, add_alpha=True)  # fmt: skip
+                     height=height, resampling=WARP, add_alpha=not own)  # fmt: skip
+
+
+def _alpha(vrt: Any) -> int:
+    """The 1-based alpha band of a :func:`_warped` VRT.
+
+    Read it, not the VRT's ``dataset_mask``: GDAL takes an alpha band as the mask only
+    for 8/16-bit 2- or 4-band data, so a float or 13-band date would read as valid
+    everywhere, its made-up zeros included.
+    """
+    return int(list(vrt.colorinterp).index(ColorInterp.alpha)) + 1
+
+
+def date_valid(date: TrackDate, win: Window) -> np.ndarray:
+    """``(h, w) bool``: where ``date`` holds data in ``win`` of the first date's grid
+    (inside it): on its footprint and off its nodata."""
+    if not date.warped:
+        return scene_valid(date.src, win)
+    return np.asarray(date.src.read(_alpha(date.src), window=win) > 0)
 
 
 def read_date_window(
@@ -190,7 +223,9 @@ def read_date_window(
     resampling = Resampling.average if window.level else Resampling.nearest
     with _warped(base, date.crs, date.src.crs, origin, window.side, window.side) as vrt:
         data = vrt.read(list(bands), out_shape=(len(bands), size, size), resampling=resampling)
-        valid = np.asarray(vrt.dataset_mask(out_shape=(size, size)) > 0)
+        # nearest, as the dataset mask of a date on the grid is read (prompt_windows)
+        alpha = vrt.read(_alpha(vrt), out_shape=(size, size), resampling=Resampling.nearest)
+        valid = np.asarray(alpha > 0)
     f = window.factor
     rows = window.row0 + f * np.arange(size)
     cols = window.col0 + f * np.arange(size)

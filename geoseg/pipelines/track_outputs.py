@@ -1,4 +1,5 @@
-"""``areas.csv`` of ``geoseg track``: each object's true area on each date.
+"""``areas.csv`` of ``geoseg track``: each object's true area on each date; its COGs' tags
+and the outputs of an earlier run that an overwriting one supersedes.
 
 The areas are measured on the instance COGs as written (after overlaps are
 resolved and nodata masked), block by block, with the ellipsoidal pixel areas
@@ -7,20 +8,27 @@ of :func:`geoseg.areas.pixel_area_m2`: the table always agrees with the rasters.
 
 from __future__ import annotations
 
+import csv
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
+from geoseg import __version__
 from geoseg.areas import HECTARE_M2, pixel_area_m2
+from geoseg.io.instances import INSTANCE_BANDS
+from geoseg.io.labels import CLASSES_TAG
+from geoseg.io.raster import Scene
 from geoseg.pipelines.prompt_inputs import Prompts, SceneFrame, attribute_row
 from geoseg.pipelines.prompt_objects import BLOCK
 
-__all__ = ["AREAS", "area_rows", "written_areas_m2"]
+__all__ = ["AREAS", "area_rows", "date_raster_tags", "earlier_outputs", "written_areas_m2"]
 
 log = logging.getLogger(__name__)
 
@@ -69,3 +77,43 @@ def area_rows(
     if clashes:
         log.warning("prompt fields %s are replaced by geoseg's own", ", ".join(sorted(clashes)))
     return rows, lost
+
+
+def date_raster_tags(scene: Scene, model: str) -> dict[str, str]:
+    """The tags of a date's instance COG, as ``geoseg predict`` tags a label map: the
+    scene's acquisition date as ``DATE`` (:func:`geoseg.pipelines.predict.date_tags`),
+    the model, geoseg's version and the scene's file name."""
+    from geoseg.pipelines.predict import date_tags
+
+    return {
+        **date_tags(scene.tags), "GEOSEG_MODEL": Path(model).name,
+        "GEOSEG_VERSION": __version__, "GEOSEG_SOURCE": Path(scene.path).name,
+    }  # fmt: skip
+
+
+def earlier_outputs(out: Path, written: Sequence[str]) -> list[Path]:
+    """The date COGs of an earlier track run in ``out`` that a run writing ``written``
+    (file names) does not replace: those named by a date column of the ``areas.csv``
+    there (a date label: ``LABEL.tif``) that are instance COGs as track writes them.
+    Nothing else (inputs, unknown files) is ever named; none without ``areas.csv``."""
+    try:
+        with (out / AREAS).open(encoding="utf-8", newline="") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+    names = {f"{c}.tif" for c in header[1:-1] if re.fullmatch(r"[A-Za-z0-9._-]+", c)}
+    return sorted(out / n for n in names - set(written) if _is_date_cog(out / n))
+
+
+def _is_date_cog(path: Path) -> bool:
+    """``path`` is an instance COG as :func:`write_object_raster` writes a date's."""
+    if not path.is_file():
+        return False
+    try:
+        with rasterio.open(path) as src:
+            return (
+                src.count == 2 and set(src.dtypes) == {"uint32"}
+                and tuple(src.descriptions) == INSTANCE_BANDS and CLASSES_TAG in src.tags()
+            )  # fmt: skip
+    except RasterioError:
+        return False

@@ -211,6 +211,8 @@ def _write(tmp_path: Path, case: str) -> tuple[list[str], str]:
         return [a], "video"
     if case == "other-bands":
         return [a, scene(tmp_path / "b.tif", 1, bands=4)], "video"
+    if case == "later-date-holds-the-models-bands-only":
+        return [scene(tmp_path / "a.tif", 0, bands=4), scene(tmp_path / "b.tif", 1)], "video"
     if case == "disjoint":
         far = T @ Affine.translation(5 * W, 0)
         return [a, scene(tmp_path / "b.tif", 1, transform=far)], "video"
@@ -233,6 +235,12 @@ def _write(tmp_path: Path, case: str) -> tuple[list[str], str]:
     [
         ("one-date", [], "at least two dates"),
         ("other-bands", [], "differ from those of"),
+        (
+            "later-date-holds-the-models-bands-only",
+            [],
+            "every date feeds the model's R, G, B from the same band positions: give every "
+            "date the same bands, e.g. only the model's R, G, B in each, or all 4 of the first",
+        ),
         ("disjoint", [], "disjoint extents"),
         ("disjoint-B1-B01", [], "disjoint extents"),
         ("out-of-order", [], "acquired 2015-08-11, 2015-07-11, 2015-09-11, in the order given"),
@@ -244,6 +252,8 @@ def _write(tmp_path: Path, case: str) -> tuple[list[str], str]:
             "--prompt-date 3: give a date between 1 and 2",
         ),
         ("video:outside", ["--outside"], "no prompt is left"),
+        # the prompts point at date 2: they are outside its file
+        ("video:outside-date-2", ["--outside", "--prompt-date", "2"], "b.tif, 0 on nodata"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -342,6 +352,8 @@ def test_dates_are_named_by_acquisition_and_masked_where_nodata(
     with rasterio.open(out / f"{columns[0]}.tif") as src:  # band 1's 255 is the mask's nodata
         assert src.mask_flag_enums == ([MaskFlags.per_dataset],) * 2
         assert (src.dataset_mask() == 255).all()  # these scenes hold data everywhere
+        # the acquisition date, as predict tags a label map (change reads it)
+        assert src.tags().get("DATE") == (None if undated else columns[0][:10])
 
 
 def test_dates_off_the_models_pixel_scale_are_warned_of(
