@@ -275,8 +275,9 @@ def _share_outside(box: tuple[float, float, float, float], frame: SceneFrame) ->
     area = (x1 - x0) * (y1 - y0)
     if area <= 0:
         return 0.0
-    inside = (min(x1, frame.width) - max(x0, 0.0)) * (min(y1, frame.height) - max(y0, 0.0))
-    return 1.0 - max(inside, 0.0) / area
+    across = max(min(x1, frame.width) - max(x0, 0.0), 0.0)
+    down = max(min(y1, frame.height) - max(y0, 0.0), 0.0)
+    return 1.0 - across * down / area
 
 
 def _named(ids: list[int]) -> str:
