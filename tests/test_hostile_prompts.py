@@ -96,7 +96,8 @@ CASES: dict[str, tuple[Case, int, str]] = {
     "some-outside": (lambda t, m: ["--boxes", layer(t, [IN, OUT])], 0, "1 outside the scene"),
     "empty-layer": (lambda t, m: ["--boxes", _empty(t)], 2, "the layer has no features"),
     "invalid-geometry": (lambda t, m: ["--boxes", layer(t, [BOWTIE])], 0, "1 objects"),
-    "point-in-nodata": (lambda t, m: ["--points", layer(t, [point(200, 50)])], 2, "1 on nodata"),
+    "point-in-nodata": (lambda t, m: ["--points", layer(t, [point(200, 50)])], 2,
+                        "(1 prompt on nodata); put the positive points on pixels that hold data"),
     "one-point-in-nodata": (
         lambda t, m: ["--points", layer(t, [point(200, 50), point(60, 60)])], 0, "1 on nodata"
     ),

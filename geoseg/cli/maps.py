@@ -199,10 +199,15 @@ def _predict_outputs(scene: str, model: str, output: Path, opts: PredictOptions,
 def vectorize(labels: str, output: Path, fmt: str | None, classes: str | None,
               connectivity: str, progress: bool | None, **kw: Any) -> None:  # fmt: skip
     """Turn a label raster into polygons with class names and true areas."""
-    from geoseg.pipelines.vectorize import VectorizeOptions, vectorize_labels
+    from geoseg.pipelines.vectorize import (
+        VectorizeOptions,
+        check_vectorize_output,
+        vectorize_labels,
+    )
 
     wanted = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     opts = VectorizeOptions(format=fmt, classes=wanted, connectivity=int(connectivity), **kw)
+    check_vectorize_output(output, opts, [Path(labels)], format_option="--format")
     result = vectorize_labels(labels, output, opts, progress_bar("vectorize", progress))
     echo_area_note(result.area_method)
     click.echo(f"wrote {result.output} ({result.polygons} polygons, {result.area_ha:.2f} ha)")

@@ -116,7 +116,9 @@ def evaluate_prompts(model: str | None, image: str | None, labels: str, output: 
         overwrite=opts.overwrite, ignore_gsd=opts.ignore_gsd,
     )  # fmt: skip
     result = evaluate_prompt_model(model, image, labels, output, popts)
-    outside = f", {result.outside} outside the image not scored" if result.outside else ""
-    click.echo(f"{result.iou.line('reference polygons')}{outside}")
+    apart = [f"{result.outside} outside the image"] * bool(result.outside)
+    apart += [f"{result.nodata} on its nodata"] * bool(result.nodata)
+    unscored = f", {' and '.join(apart)} not scored" if apart else ""
+    click.echo(f"{result.iou.line('reference polygons')}{unscored}")
     for path in result.files:
         click.echo(f"wrote {path}")

@@ -54,8 +54,14 @@ SHAPEFILE_STALE = (".qix", ".sbn", ".sbx", ".shp.xml", ".aux.xml", ".qmd")
 GEOMETRY = "geometry"
 
 
-def vector_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
+def vector_format(
+    path: str | os.PathLike[str], fmt: str | None = None, format_option: str | None = None
+) -> str:
     """The format name (a key of :data:`FORMATS`) for ``path``, or ``fmt`` if given.
+
+    Args:
+        format_option: the caller's option naming a format (``--format``), offered
+            for a name without a known extension; None: it has none, none is offered.
 
     Raises:
         GeosegError: ``fmt`` or the extension is not a known format, or ``fmt``
@@ -79,9 +85,10 @@ def vector_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
     if not suffix:
         return "gpkg"
     if suffix not in _BY_EXTENSION:
+        offer = f" or pass {format_option}" if format_option else ""
         raise GeosegError(
             f"{path}: unknown vector format {suffix!r}; use an extension of {names} "
-            "(.gpkg, .shp, .parquet, .fgb, .geojson) or pass --format"
+            f"(.gpkg, .shp, .parquet, .fgb, .geojson){offer}"
         )
     return _BY_EXTENSION[suffix]
 
@@ -99,14 +106,16 @@ def check_vector_output(
     fmt: str | None = None,
     overwrite: bool = False,
     inputs: Sequence[Path] = (),
+    format_option: str | None = None,
 ) -> str:
-    """Check an output can be written before any work; returns its format name.
+    """Check an output can be written before any work; returns its format name
+    (``format_option``: as :func:`vector_format`'s).
 
     Raises:
         GeosegError: unknown format, missing folder, or the output is an input.
         OutputExistsError: the output (or a Shapefile sidecar) exists, no ``overwrite``.
     """
-    key = vector_format(path, fmt)
+    key = vector_format(path, fmt, format_option)
     path = Path(path)
     check_output_path(path, overwrite, inputs)
     if not overwrite:

@@ -7,23 +7,27 @@ is the prediction for that polygon, and the score is the IoU of the two
 (:func:`geoseg.pipelines.prompt_refine.mask_iou`: on the image's pixel grid, each
 pixel weighted by its true ellipsoidal area, the layer reprojected first). An
 empty mask scores 0. ``metrics.json`` holds the mean, median, share with IoU >= 0.5
-and count, and each polygon's IoU and SAM's predicted IoU (``score``). Polygons
-outside the image are not scored (counted as ``outside``).
+and count, and each polygon's IoU and SAM's predicted IoU (``score``). The IoU
+counts the image's valid pixels only; polygons outside the image (``outside``)
+and polygons whose pixels all lie on nodata (``on_nodata``) are not scored.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from geoseg.errors import CheckpointError
 from geoseg.io.atomic import check_output_path
 from geoseg.io.reports import write_json
 from geoseg.io.vectors_formats import FORMATS
 from geoseg.pipelines.prompt import PromptOptions, prompt_ious, prompted
-from geoseg.pipelines.prompt_refine import IouSummary, summarize_ious
+from geoseg.pipelines.prompt_refine import IouSummary, on_nodata, summarize_ious
 
 __all__ = ["PromptEvaluation", "evaluate_prompt_model", "is_polygon_layer"]
 
@@ -43,12 +47,14 @@ class PromptEvaluation:
         outside: reference polygons outside the image (not scored).
         windows: windows encoded.
         files: ``metrics.json``.
+        nodata: reference polygons whose pixels all lie on the image's nodata (not scored).
     """
 
     iou: IouSummary
     outside: int
     windows: int
     files: tuple[Path, ...]
+    nodata: int = 0
 
 
 def is_polygon_layer(path: str | os.PathLike[str]) -> bool:
@@ -83,20 +89,30 @@ def evaluate_prompt_model(
     opts = PromptOptions(**{**opts.__dict__, "boxes": os.fspath(labels), "multimask": "best"})
     with prompted(image, model, opts) as run:
         _, per_prompt = prompt_ious(run)
-    empty = len(run.prompts.items) - len({o.prompt for o in run.objects})
-    summary = summarize_ious(per_prompt, empty)
+        items = run.prompts.items
+        scored = np.array([not on_nodata(run.prompts.shapes[p.row], run.frame) for p in items],
+                          bool).reshape(-1)  # fmt: skip
+    found = {o.prompt for o in run.objects}
+    empty = sum(1 for i in np.flatnonzero(scored) if i not in found)
+    summary = summarize_ious(per_prompt[scored], empty)
     scores = {o.prompt: o.score for o in run.objects if o.best}
     report: dict[str, Any] = {
         "task": "prompt", "model": Path(model).name, "image": Path(image).name,
         "labels": Path(labels).name, "prompts": "box per reference polygon",
         "interior_points": opts.interior_points,
-        "iou_basis": "image pixels (centre in the polygon / object), true-area weighted",
-        **summary.to_json(), "outside": run.prompts.outside, "windows": run.windows,
-        "objects": [
-            {"feature": p.id, "iou": float(iou), "score": scores.get(i)}
-            for i, (p, iou) in enumerate(zip(run.prompts.items, per_prompt, strict=True))
-        ],
+        "iou_basis": "valid image pixels (centre in the polygon / object), true-area weighted",
+        **summary.to_json(), "outside": run.prompts.outside, "on_nodata": int((~scored).sum()),
+        "windows": run.windows, "objects": _objects(items, per_prompt, scores, scored),
     }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     files = (write_json(out / "metrics.json", report, opts.overwrite),)
-    return PromptEvaluation(summary, run.prompts.outside, run.windows, files)
+    return PromptEvaluation(summary, run.prompts.outside, run.windows, files,
+                            int((~scored).sum()))  # fmt: skip
+
+
+def _objects(
+    items: Sequence[Any], ious: np.ndarray, scores: dict[int, float], scored: np.ndarray
+) -> list[dict[str, Any]]:
+    """Each scored polygon's feature number, IoU and SAM's predicted IoU (None: no mask)."""
+    return [{"feature": p.id, "iou": float(ious[i]), "score": scores.get(i)}
+            for i, p in enumerate(items) if scored[i]]  # fmt: skip

@@ -15,17 +15,23 @@ becomes a :class:`Prompt` in continuous scene pixel coordinates (``x`` = column,
 - ``--points``: ``label`` 1 (positive, the default) or 0 (negative);
   ``prompt_id`` (a whole number > 0) groups several points into one object and is
   its id; without it every feature (a Point or MultiPoint) is one prompt;
-- ``--point X,Y[,CRS]``: one positive point (CRS default: the scene's), id 1.
+- ``--point X,Y[,CRS]``: one positive point (CRS default: the scene's), id 1; it
+  takes its CRS in the text, so ``--prompts-crs`` with it alone is refused.
 
 Invalid geometries are made valid (with a warning); a box wholly outside the
-scene, or a point outside it or on nodata, is skipped with a warning (a prompt
-left without a positive point is skipped); when nothing is left the run is refused.
+scene, or a point outside it or on nodata, is skipped with a warning; a prompt
+left without a positive point is skipped, counted as outside (its positive points
+all miss the scene), on nodata (they all fall on nodata) or negative-only (it has
+none: label 0 points alone say what is not the object); when nothing is left the
+run is refused. A box mostly (over :data:`MOSTLY_OUTSIDE`) outside the scene is
+kept, with a warning naming its feature: its object is cut at the scene's edge.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +41,7 @@ import pandas as pd
 import pyproj
 import shapely
 from affine import Affine
+from rasterio.windows import Window
 
 from geoseg.errors import GeosegError, InvalidVectorError
 from geoseg.io.reproject import layer_in_crs
@@ -42,8 +49,8 @@ from geoseg.io.vectors_crs import read_input_layer
 from geoseg.pipelines.prompt_refine import interior_points as polygon_points
 
 __all__ = [
-    "LABEL", "OPTION", "PROMPT_ID", "Prompt", "Prompts", "SceneFrame", "attribute_row",
-    "read_prompts",
+    "LABEL", "MOSTLY_OUTSIDE", "OPTION", "PROMPT_ID", "Prompt", "Prompts", "SceneFrame",
+    "attribute_row", "read_prompts",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -54,6 +61,10 @@ LABEL = "label"
 PROMPT_ID = "prompt_id"
 #: The option naming a prompt layer's CRS.
 OPTION = "--prompts-crs"
+#: Share of a box's area outside the scene above which the box is said to lie mostly outside.
+MOSTLY_OUTSIDE = 0.5
+#: Features named at most in one warning.
+_NAMED = 10
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,9 @@ class SceneFrame:
         transform: its pixel -> CRS affine transform (north-up).
         height, width: its size in px.
         valid_at: ``valid_at(rows, cols) -> (N,) bool``: True where the pixels hold data.
+        valid_window: ``valid_window(window) -> (h, w) bool``: where a window of the
+            scene (inside it) holds data, as the instance COG marks it; None: the
+            dataset mask of the file at ``path`` (read on demand, see :meth:`valid`).
     """
 
     path: str
@@ -74,6 +88,20 @@ class SceneFrame:
     height: int
     width: int
     valid_at: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    valid_window: Callable[[Window], np.ndarray] | None = None
+
+    @contextlib.contextmanager
+    def valid(self) -> Iterator[Callable[[Window], np.ndarray]]:
+        """``valid(window) -> (h, w) bool`` in a block: :attr:`valid_window`, else the
+        dataset mask of ``path`` (opened once for the block), the rule the COG follows."""
+        if self.valid_window is not None:
+            yield self.valid_window
+            return
+        # prompt_windows imports this module
+        from geoseg.pipelines.prompt_windows import scene_rasterio, scene_valid
+
+        with scene_rasterio(self.path) as src:
+            yield lambda window: scene_valid(src, window)
 
 
 @dataclass(frozen=True)
@@ -102,10 +130,11 @@ class Prompts:
     Attributes:
         items: the prompts kept.
         attributes: one row per prompt (``Prompt.row``) of the layer's own fields.
-        outside: prompts skipped because they miss the scene.
-        nodata: prompts skipped because their points fall on nodata.
+        outside: prompts skipped because they (their positive points) miss the scene.
+        nodata: prompts skipped because their positive points fall on nodata.
         shapes: ``--boxes``: the layer's geometries in the scene's CRS, one per
             attribute row (``Prompt.row``); empty for point prompts.
+        negative: point prompts skipped because they hold no positive point (label 0 only).
     """
 
     items: list[Prompt]
@@ -113,6 +142,19 @@ class Prompts:
     outside: int = 0
     nodata: int = 0
     shapes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    negative: int = 0
+
+    def skipped(self, scene: str = "the scene") -> str:
+        """What was skipped, for people: ``2 prompts outside SCENE, 1 prompt on nodata``..."""
+        said = [f"{_prompts(self.outside)} outside {scene}"] * bool(self.outside)
+        said += [f"{_prompts(self.nodata)} on nodata"] * bool(self.nodata)
+        said += [f"{_prompts(self.negative)} with only negative points (label 0): a prompt needs "
+                 "at least one positive point (label 1)"] * bool(self.negative)  # fmt: skip
+        return ", ".join(said)
+
+
+def _prompts(n: int) -> str:
+    return f"{n} prompt" + "s" * (n != 1)
 
 
 def read_prompts(
@@ -127,30 +169,50 @@ def read_prompts(
     Raises:
         InvalidVectorError: an unreadable or empty layer, a layer without a usable
             CRS, point fields out of range, or every prompt skipped.
-        GeosegError: not exactly one source, or a ``point`` that is not ``X,Y[,CRS]``.
+        GeosegError: not exactly one source, a ``point`` that is not ``X,Y[,CRS]``, or
+            ``prompts_crs`` with ``point`` (its CRS is written ``X,Y,CRS``).
     """
     if sum(v is not None for v in (boxes, points, point)) != 1:
         raise GeosegError("give exactly one of --boxes LAYER, --points LAYER, --point X,Y")
     if point is not None:
+        if prompts_crs is not None:
+            _parse_point(point)
+            xy = ",".join(p.strip() for p in point.split(",")[:2])
+            # 'raster' (the scene's CRS) is what --point X,Y means already
+            here = xy if prompts_crs.strip().lower() == "raster" else f"{xy},{prompts_crs}"
+            raise GeosegError(
+                f"{crs_option} names a prompt layer's CRS, not --point's: write --point X,Y,CRS "
+                f"(here --point {here}) and drop {crs_option}"
+            )
         found = _point_prompts(frame, point)
         source = f"--point {point}"
     else:
         path = str(boxes or points)
         layer = _layer(frame, path, prompts_crs, crs_option)
         found = (
-            _box_prompts(frame, layer, interior_points) if boxes
+            _box_prompts(frame, layer, path, interior_points) if boxes
             else _point_layer_prompts(frame, layer, path)
         )  # fmt: skip
         source = path
     if not found.items:
         raise InvalidVectorError(
-            f"{source}: no prompt is left to segment ({found.outside} outside {frame.path}, "
-            f"{found.nodata} on nodata); check the prompts and their CRS ({crs_option})"
+            f"{source}: no prompt is left to segment ({found.skipped(frame.path)})"
+            f"{_advice(found, point is not None, crs_option)}"
         )
-    if found.outside or found.nodata:
-        log.warning("%s: skipped %d prompts outside %s and %d on nodata", source,
-                    found.outside, frame.path, found.nodata)  # fmt: skip
+    if found.outside or found.nodata or found.negative:
+        log.warning("%s: skipped %s", source, found.skipped(frame.path))
     return found
+
+
+def _advice(found: Prompts, one_point: bool, crs_option: str) -> str:
+    """What to check when no prompt is left (negative-only prompts say it themselves)."""
+    if found.outside and one_point:
+        return "; check the coordinates and give their CRS as --point X,Y,EPSG:XXXX"
+    if found.outside:
+        return f"; check the prompts and their CRS ({crs_option})"
+    if found.nodata:
+        return "; put the positive points on pixels that hold data"
+    return ""
 
 
 def _layer(
@@ -175,14 +237,14 @@ def _attributes(layer: gpd.GeoDataFrame) -> pd.DataFrame:
     return pd.DataFrame(layer.drop(columns=[layer.geometry.name, "_fid"])).reset_index(drop=True)
 
 
-def _box_prompts(frame: SceneFrame, layer: gpd.GeoDataFrame, inner: int = 0) -> Prompts:
+def _box_prompts(frame: SceneFrame, layer: gpd.GeoDataFrame, path: str, inner: int = 0) -> Prompts:
     geoms = np.asarray(layer.geometry.values, dtype=object)
     kinds = shapely.get_type_id(geoms)
     if np.isin(kinds, (0, 4)).any():  # Point, MultiPoint
         raise InvalidVectorError(
             "--boxes takes polygons (each becomes its bounding box); give points with --points"
         )
-    items, outside = [], 0
+    items, outside, mostly_out = [], 0, []
     for row, (geom, fid) in enumerate(zip(geoms, layer["_fid"], strict=True)):
         if geom is None or shapely.is_empty(geom):
             outside += 1
@@ -193,9 +255,35 @@ def _box_prompts(frame: SceneFrame, layer: gpd.GeoDataFrame, inner: int = 0) -> 
         if box[2] <= 0 or box[3] <= 0 or box[0] >= frame.width or box[1] >= frame.height:
             outside += 1
             continue
+        if _share_outside(box, frame) > MOSTLY_OUTSIDE:
+            mostly_out.append(int(fid))
         points = _on_data(frame, polygon_points(geom, frame.transform, inner))
         items.append(Prompt(int(fid), points, np.ones(len(points), np.int64), box, row))
+    if mostly_out:
+        which = ("the box of feature %s lies" if len(mostly_out) == 1
+                 else "the boxes of features %s lie")  # fmt: skip
+        log.warning(
+            f"%s: {which} mostly (over %.0f %%) outside %s: segmented, but cut at its edge",
+            path, _named(mostly_out), 100 * MOSTLY_OUTSIDE, frame.path,
+        )  # fmt: skip
     return Prompts(items, _attributes(layer), outside, shapes=geoms)
+
+
+def _share_outside(box: tuple[float, float, float, float], frame: SceneFrame) -> float:
+    """Share of the box's area (scene px ``(x0, y0, x1, y1)``) outside the scene (0 if none)."""
+    x0, y0, x1, y1 = box
+    area = (x1 - x0) * (y1 - y0)
+    if area <= 0:
+        return 0.0
+    across = max(min(x1, frame.width) - max(x0, 0.0), 0.0)
+    down = max(min(y1, frame.height) - max(y0, 0.0), 0.0)
+    return 1.0 - across * down / area
+
+
+def _named(ids: list[int]) -> str:
+    """``1, 4, 9`` (at most :data:`_NAMED`, then ``and N more``)."""
+    more = f" and {len(ids) - _NAMED} more" if len(ids) > _NAMED else ""
+    return ", ".join(map(str, ids[:_NAMED])) + more
 
 
 def _on_data(frame: SceneFrame, points: np.ndarray) -> np.ndarray:
@@ -263,18 +351,22 @@ def _group_points(
     if inside.any():
         r, c = np.floor(pixels[inside, 1]).astype(int), np.floor(pixels[inside, 0]).astype(int)
         valid[inside] = frame.valid_at(r, c)
-    items, outside, nodata = [], 0, 0
+    items, skipped = [], {"outside": 0, "nodata": 0, "negative": 0}
+    positive = labels == 1
     for pid in dict.fromkeys(ids.tolist()):
         mine = ids == pid
         keep = mine & inside & valid
-        if not (keep & (labels == 1)).any():
-            any_inside = (mine & inside).any()
-            outside += not any_inside
-            nodata += bool(any_inside)
+        if not (keep & positive).any():
+            why = (
+                "negative" if not (mine & positive).any()
+                else "nodata" if (mine & positive & inside).any() else "outside"
+            )  # fmt: skip
+            skipped[why] += 1
             continue
         first = int(rows[np.flatnonzero(mine)[0]])
         items.append(Prompt(int(pid), pixels[keep], labels[keep].astype(np.int64), None, first))
-    return Prompts(items, attributes, outside, nodata)
+    return Prompts(items, attributes, skipped["outside"], skipped["nodata"],
+                   negative=skipped["negative"])  # fmt: skip
 
 
 def _point_prompts(frame: SceneFrame, text: str) -> Prompts:

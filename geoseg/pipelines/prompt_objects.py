@@ -10,6 +10,7 @@ object whole, so they may overlap.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ __all__ = [
     "BLOCK",
     "OBJECT_FIELDS",
     "ObjectMask",
+    "cut_to_valid",
     "object_polygon",
     "object_table",
     "place_mask",
@@ -98,12 +100,40 @@ def place_mask(
     r0, c0 = max(0, -window.row0), max(0, -window.col0)
     r1 = min(window.side, height - window.row0)
     c1 = min(window.side, width - window.col0)
-    mask = mask[r0:r1, c0:c1]
+    cropped = _crop(mask[r0:r1, c0:c1])
+    if cropped is None:
+        return None
+    top, left, crop = cropped
+    return window.row0 + r0 + top, window.col0 + c0 + left, crop
+
+
+def _crop(mask: np.ndarray) -> tuple[int, int, np.ndarray] | None:
+    """``(row, col, crop)``: ``mask`` cropped to its True pixels and where the crop starts."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         return None
-    crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    return window.row0 + r0 + int(rows[0]), window.col0 + c0 + int(cols[0]), crop
+    return int(rows[0]), int(cols[0]), mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def cut_to_valid(o: ObjectMask, valid: Callable[[Window], np.ndarray]) -> ObjectMask | None:
+    """``o`` less its pixels on nodata, cropped again (None: nothing left).
+
+    A mask from a decimated window is repeated ``2**level`` times along each axis:
+    a native pixel on nodata next to data can hold it; the instance COG leaves it
+    out (its ``valid``), so the polygons, areas and IoUs do too.
+
+    Args:
+        valid: ``valid(window) -> (h, w) bool`` where the scene holds data.
+    """
+    h, w = o.mask.shape
+    here = valid(Window(o.col0, o.row0, w, h))
+    if here.all():
+        return o
+    cropped = _crop(o.mask & here)
+    if cropped is None:
+        return None
+    top, left, mask = cropped
+    return dataclasses.replace(o, row0=o.row0 + top, col0=o.col0 + left, mask=mask)
 
 
 def write_object_raster(
@@ -178,13 +208,23 @@ def object_table(
     """One polygon per object (per candidate with ``candidates``): the prompt's fields, then
     :data:`OBJECT_FIELDS` (true ellipsoidal areas), in the scene's CRS.
 
+    The polygons are made of the pixels the instance COG gives the object: its mask
+    on data (:func:`cut_to_valid`, :meth:`SceneFrame.valid`), so an area is the sum of
+    its raster pixels' true areas; an object left without a pixel gets no polygon.
+
     Args:
         polygons: each object's :func:`object_polygon` (None: made here).
         input_iou: ``(len(objects),)`` IoU with the prompt's input polygon: an
             ``input_iou`` field after the others (None: no field).
     """
-    made = [object_polygon(o, frame) for o in objects] if polygons is None else polygons
-    geoms = np.array(list(made), dtype=object).reshape(-1)
+    if polygons is None:
+        with frame.valid() as valid:
+            cut = [cut_to_valid(o, valid) for o in objects]
+        kept = [k for k, o in enumerate(cut) if o is not None]
+        objects = [o for o in cut if o is not None]
+        polygons = [object_polygon(o, frame) for o in objects]
+        input_iou = None if input_iou is None else np.asarray(input_iou)[kept]
+    geoms = np.array(list(polygons), dtype=object).reshape(-1)
     area = polygon_area_m2(geoms, frame.crs) if len(geoms) else np.zeros(0)
     rows = []
     clashes: set[str] = set()

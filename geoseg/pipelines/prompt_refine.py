@@ -13,10 +13,13 @@ ties go to the first in row-major order) while that distance is at least
 ``input_iou`` compares an input polygon with its refined object on the scene's
 pixel grid, the input reprojected to the scene's CRS first: ``A`` the pixels
 whose centre lies in the polygon (rasterized), ``B`` the object's pixels (the
-polygons of ``--vector`` outline exactly these), each pixel weighted by its true
-ellipsoidal area (:func:`geoseg.areas.pixel_area_m2`), so the IoU is
-``area(A & B) / area(A | B)`` in m² (parts of the polygon outside the scene do
-not count). Pixels rather than polygon overlays keep it cheap for ragged masks.
+polygons of ``--vector`` outline exactly these), both over the scene's valid
+pixels only (the instance COG's: nodata pixels, like parts of the polygon
+outside the scene, do not count; SAM cannot see them), each pixel weighted by its
+true ellipsoidal area (:func:`geoseg.areas.pixel_area_m2`), so the IoU is
+``area(A & B) / area(A | B)`` in m². Pixels rather than polygon overlays keep it
+cheap for ragged masks. A polygon whose pixels all lie on nodata
+(:func:`on_nodata`) cannot be scored: ``geoseg evaluate`` counts it apart.
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ import numpy as np
 import rasterio.features
 import shapely
 from affine import Affine
+from rasterio.windows import Window
 
 from geoseg.areas import pixel_area_m2
 
 __all__ = [
-    "GRID", "MIN_ROOM_PX", "IouSummary", "Placed", "interior_points", "mask_iou", "summarize_ious",
+    "GRID", "MIN_ROOM_PX", "IouSummary", "Placed", "interior_points", "mask_iou", "on_nodata",
+    "summarize_ious",
 ]  # fmt: skip
 
 #: An object on the scene grid: ``(row0, col0, (h, w) bool mask)``.
@@ -83,38 +88,78 @@ def interior_points(geom: Any, transform: Affine, n: int) -> np.ndarray:
 
 
 def mask_iou(geom: Any, mask: Placed | None, frame: Any) -> float:
-    """IoU of polygon ``geom`` and an object's pixels, each pixel weighted by its true area.
+    """IoU of polygon ``geom`` and an object's pixels over the scene's valid pixels, each
+    pixel weighted by its true area.
 
     Args:
         geom: a (Multi)Polygon in the scene's CRS.
         mask: ``(row0, col0, (h, w) bool)`` the object on the scene grid, or None
             (an empty mask: IoU 0).
-        frame: the scene (``crs``, ``transform``, ``height``, ``width``).
+        frame: the scene (a :class:`~geoseg.pipelines.prompt_inputs.SceneFrame`:
+            ``crs``, ``transform``, ``height``, ``width``, ``valid()``).
 
     Returns:
-        ``sum(area[A & B]) / sum(area[A | B])`` over the scene's pixels, ``A`` the
-        pixels whose centre is in ``geom`` and ``B`` the object's.
+        ``sum(area[A & B]) / sum(area[A | B])`` over the scene's valid pixels, ``A``
+        the pixels whose centre is in ``geom`` and ``B`` the object's (0 when the
+        union is empty).
     """
     if mask is None or geom is None or shapely.is_empty(geom):
         return 0.0
     r0, c0, obj = mask
-    inv = ~frame.transform
-    xs, ys = np.array(shapely.bounds(geom)).reshape(2, 2).T
-    cols, rows = inv * (xs[[0, 1, 0, 1]], ys[[0, 0, 1, 1]])
-    top = max(0, min(r0, math.floor(min(rows))))
-    left = max(0, min(c0, math.floor(min(cols))))
-    bottom = min(frame.height, max(r0 + obj.shape[0], math.ceil(max(rows))))
-    right = min(frame.width, max(c0 + obj.shape[1], math.ceil(max(cols))))
-    shape = (bottom - top, right - left)
-    a = rasterio.features.rasterize(
-        [geom], out_shape=shape, transform=frame.transform * Affine.translation(left, top),
-        dtype="uint8",
-    ).astype(bool)  # fmt: skip
-    b = np.zeros(shape, bool)
+    top, left, bottom, right = _span(geom, frame, (r0, c0, r0 + obj.shape[0], c0 + obj.shape[1]))
+    ok = _valid(frame, top, left, bottom, right)
+    a = _rasterized(geom, frame, top, left, bottom, right) & ok
+    b = np.zeros(a.shape, bool)
     b[r0 - top : r0 - top + obj.shape[0], c0 - left : c0 - left + obj.shape[1]] = obj
+    b &= ok
     area = _separable_area(frame, np.arange(top, bottom), np.arange(left, right))
     union = float(area[a | b].sum())
     return float(area[a & b].sum()) / union if union > 0 else 0.0
+
+
+def on_nodata(geom: Any, frame: Any) -> bool:
+    """``geom`` covers scene pixels (by their centres) and every one is nodata.
+
+    False for a polygon that covers no pixel centre of the scene (too small, or
+    outside it): it is not on nodata, it is off the grid.
+    """
+    if geom is None or shapely.is_empty(geom):
+        return False
+    top, left, bottom, right = _span(geom, frame)
+    if bottom <= top or right <= left:
+        return False
+    centres = _rasterized(geom, frame, top, left, bottom, right)
+    return bool(centres.any()) and not (centres & _valid(frame, top, left, bottom, right)).any()
+
+
+def _span(
+    geom: Any, frame: Any, also: tuple[int, int, int, int] | None = None
+) -> tuple[int, int, int, int]:
+    """Scene px ``(top, left, bottom, right)`` of ``geom``'s bounds (and of ``also``, the
+    same), clipped to the scene."""
+    inv = ~frame.transform
+    xs, ys = np.array(shapely.bounds(geom)).reshape(2, 2).T
+    cols, rows = inv @ (xs[[0, 1, 0, 1]], ys[[0, 0, 1, 1]])
+    top, left = math.floor(min(rows)), math.floor(min(cols))
+    bottom, right = math.ceil(max(rows)), math.ceil(max(cols))
+    if also is not None:
+        top, left = min(top, also[0]), min(left, also[1])
+        bottom, right = max(bottom, also[2]), max(right, also[3])
+    return max(0, top), max(0, left), min(frame.height, bottom), min(frame.width, right)
+
+
+def _rasterized(geom: Any, frame: Any, top: int, left: int, bottom: int, right: int) -> np.ndarray:
+    """``(bottom - top, right - left) bool``: pixels whose centre lies in ``geom``."""
+    return rasterio.features.rasterize(
+        [geom], out_shape=(bottom - top, right - left),
+        transform=frame.transform @ Affine.translation(left, top), dtype="uint8",
+    ).astype(bool)  # fmt: skip
+
+
+def _valid(frame: Any, top: int, left: int, bottom: int, right: int) -> np.ndarray:
+    """``(bottom - top, right - left) bool``: the scene's valid pixels there."""
+    with frame.valid() as valid:
+        return np.asarray(valid(Window(left, top, right - left, bottom - top)), bool)
 
 
 def _separable_area(frame: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -304,15 +304,18 @@ def _frame(batches: list[pa.RecordBatch], crs: Any) -> gpd.GeoDataFrame:
 
 
 def check_vectorize_output(
-    output: str | os.PathLike[str], options: VectorizeOptions, inputs: Sequence[Path] = ()
-) -> str:
-    """Fail early (before any work) on an output that cannot be written; its format name.
+    output: str | os.PathLike[str], options: VectorizeOptions, inputs: Sequence[Path] = (),
+    format_option: str | None = None,
+) -> str:  # fmt: skip
+    """Fail early (before any work) on an output that cannot be written; its format name
+    (``format_option``: the caller's option setting ``options.format``, named in errors).
 
     Raises:
         GeosegError: unknown format, missing folder, or the output is an input.
         OutputExistsError: it exists (a Shapefile sidecar included), no ``overwrite``.
     """
-    return check_vector_output(Path(output), options.format, options.overwrite, inputs)
+    return check_vector_output(Path(output), options.format, options.overwrite, inputs,
+                               format_option)  # fmt: skip
 
 
 def _write_no_objects(

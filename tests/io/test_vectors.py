@@ -157,7 +157,9 @@ def test_formats_and_errors(tmp_path: Path, frame: gpd.GeoDataFrame) -> None:
     assert vector_format("noext") == "gpkg"
     assert vector_format("a.xyz", "shp") == "shp"
     assert vector_format("a.xyz", ".fgb") == "fgb"
-    with pytest.raises(GeosegError, match=r"unknown vector format '\.kml'.*--format"):
+    with pytest.raises(GeosegError, match=r"unknown vector format '\.kml'.*or pass --format$"):
+        vector_format("a.kml", format_option="--format")
+    with pytest.raises(GeosegError, match=r"\.geojson\)$"):  # no option to offer
         vector_format("a.kml")
     with pytest.raises(GeosegError, match="unknown vector format 'dxf'"):
         vector_format("a.gpkg", "dxf")

@@ -19,6 +19,7 @@ import rasterio
 import shapely
 from affine import Affine
 from click.testing import CliRunner
+from rasterio.windows import Window
 
 from geoseg.areas import pixel_area_m2
 from geoseg.cli import cli
@@ -77,15 +78,20 @@ def test_interior_points_are_deterministic_inside_and_spread() -> None:
     assert len(interior_points(sliver, Affine.identity(), 3)) <= 1
 
 
+def all_valid(window: Window) -> np.ndarray:
+    return np.ones((int(window.height), int(window.width)), bool)
+
+
 def test_iou_counts_true_pixel_areas_and_an_empty_mask_scores_zero() -> None:
-    frame = SceneFrame("s.tif", "EPSG:32633", T, H, W, lambda r, c: np.ones(len(r), bool))
-    square = shapely.box(*(T * (10, 20)), *(T * (20, 10)))  # pixels rows/cols 10-19
+    frame = SceneFrame("s.tif", "EPSG:32633", T, H, W, lambda r, c: np.ones(len(r), bool),
+                       all_valid)  # fmt: skip
+    square = shapely.box(*(T @ (10, 20)), *(T @ (20, 10)))  # pixels rows/cols 10-19
     left = (10, 10, np.ones((10, 5), bool))
     shifted = (10, 15, np.ones((10, 10), bool))
     got = [mask_iou(square, m, frame) for m in (left, None, shifted)]
     assert got == pytest.approx([0.5, 0.0, 1 / 3], rel=1e-5)
     lonlat = SceneFrame("s.tif", "EPSG:4326", Affine(0.1, 0, 0, 0, -0.1, 80), 300, 300,
-                        frame.valid_at)  # fmt: skip
+                        frame.valid_at, all_valid)  # fmt: skip
     rows = shapely.box(0, 70, 1, 80)  # 10 x 100 px from 80 N to 70 N: px shrink northward
     top_half = (0, 0, np.ones((50, 10), bool))
     truth = pixel_area_m2("EPSG:4326", lonlat.transform, np.arange(100), np.arange(10)).sum(1)

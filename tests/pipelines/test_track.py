@@ -253,7 +253,11 @@ def _write(tmp_path: Path, case: str) -> tuple[list[str], str]:
         ),
         ("video:outside", ["--outside"], "no prompt is left"),
         # the prompts point at date 2: they are outside its file
-        ("video:outside-date-2", ["--outside", "--prompt-date", "2"], "b.tif, 0 on nodata"),
+        (
+            "video:outside-date-2",
+            ["--outside", "--prompt-date", "2"],
+            "b.tif); check the prompts and their CRS",
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
