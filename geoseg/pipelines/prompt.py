@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ from geoseg.pipelines.prompt_objects import (
 )
 from geoseg.pipelines.prompt_refine import IouSummary, mask_iou, summarize_ious
 from geoseg.pipelines.prompt_scale import warn_if_off_scale
-from geoseg.pipelines.prompt_windows import PromptWindow, plan_windows, read_window, scene_rasterio
+from geoseg.pipelines.prompt_windows import PromptWindow, plan_windows, read_groups, scene_rasterio
 from geoseg.resolution import check_gsd_of
 from geoseg.types import a_model_of
 
@@ -184,20 +186,33 @@ def prompted(
     check_gsd_of(opened, path, model, prompter.meta.gsd_m, opts.ignore_gsd)
     names = named_by_colour(opened.band_names, opened.colorinterp)
     index = match_bands(path, names, prompter.meta, opts.bands)
-    warn_if_off_scale(path, index, prompter.meta.normalization.scale, model, opened.dtype,
-                      "geoseg prompt")  # fmt: skip
+    scale_check = functools.partial(warn_if_off_scale, path, index,
+                                    prompter.meta.normalization.scale, model, opened.dtype,
+                                    "geoseg prompt")  # fmt: skip
     with scene_rasterio(path) as src:
-        frame = SceneFrame(path, opened.crs, opened.transform, opened.height, opened.width,
-                           lambda r, c: _valid_at(src, r, c))  # fmt: skip
-        prompts = read_prompts(
-            frame, boxes=opts.boxes, points=opts.points, point=opts.point,
-            prompts_crs=opts.prompts_crs, interior_points=opts.interior_points,
-            crs_option=opts.crs_option,
-        )  # fmt: skip
-        method = area_method(opened.crs, path)
-        objects, windows = segment(prompter, src, [i + 1 for i in index], frame, prompts,
-                                   opts, progress)  # fmt: skip
+        # the check's scene sample is read while the prompts are read and windows encoded
+        with _meanwhile(scale_check):
+            frame = SceneFrame(path, opened.crs, opened.transform, opened.height, opened.width,
+                               lambda r, c: _valid_at(src, r, c))  # fmt: skip
+            prompts = read_prompts(
+                frame, boxes=opts.boxes, points=opts.points, point=opts.point,
+                prompts_crs=opts.prompts_crs, interior_points=opts.interior_points,
+                crs_option=opts.crs_option,
+            )  # fmt: skip
+            method = area_method(opened.crs, path)
+            objects, windows = segment(prompter, src, [i + 1 for i in index], frame, prompts,
+                                       opts, progress)  # fmt: skip
         yield Prompted(prompter, src, frame, prompts, objects, windows, method)
+
+
+@contextlib.contextmanager
+def _meanwhile(call: Callable[[], None]) -> Iterator[None]:
+    """Run ``call`` in a thread while the block runs; the block ends when both have (its
+    error raised then, unless the block's own)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="geoseg-check") as pool:
+        done = pool.submit(call)
+        yield
+        done.result()
 
 
 def prompt_ious(run: Prompted) -> tuple[np.ndarray, np.ndarray]:
@@ -277,21 +292,49 @@ def segment(
     plan = plan_windows(prompts.items, prompter.size)
     windows = list(plan)
     batch = opts.batch_size or (16 if prompter.device.type == "cuda" else 4)
+    groups = [windows[start : start + batch] for start in range(0, len(windows), batch)]
     objects: list[ObjectMask] = []
-    for start in range(0, len(windows), batch):
-        group = windows[start : start + batch]
-        pixels = [read_window(src, bands, w, prompter.size) for w in group]
-        embeddings = prompter.encode(np.stack([p[0] for p in pixels]),
-                                     np.stack([p[1] for p in pixels]))  # fmt: skip
-        # every prompt of the batch's windows, decoded DECODE_PROMPTS at a time in one call
-        pairs = [(j, i) for j, window in enumerate(group) for i in plan[window]]
-        for first in range(0, len(pairs), DECODE_PROMPTS):
-            objects += _decode(prompter, embeddings, group, [p[1] for p in pixels], frame,
-                               prompts.items, pairs[first : first + DECODE_PROMPTS],
-                               opts.multimask)  # fmt: skip
-        if progress is not None:
-            progress(min(start + batch, len(windows)), len(windows))
+    decoding: Future[list[ObjectMask]] | None = None
+    # Reading (read_groups' thread) and decoding (one more thread) overlap the encoder:
+    # batch k + 1 is read and batch k - 1 decoded while batch k is encoded. Both threads
+    # stop on any error too, before ``src`` is closed.
+    with (
+        contextlib.closing(read_groups(src, bands, groups, prompter.size)) as reads,
+        ThreadPoolExecutor(1, thread_name_prefix="geoseg-decode") as pool,
+    ):
+        for k, (group, pixels) in enumerate(zip(groups, reads, strict=True)):
+            embeddings = prompter.encode(np.stack([p[0] for p in pixels]),
+                                         np.stack([p[1] for p in pixels]))  # fmt: skip
+            if decoding is not None:  # one batch decoded at a time, in order
+                objects += decoding.result()
+                _report(progress, k * batch, len(windows))
+            decoding = pool.submit(_decode_group, prompter, plan, group, embeddings,
+                                   [p[1] for p in pixels], frame, prompts, opts)  # fmt: skip
+        if decoding is not None:
+            objects += decoding.result()
+            _report(progress, len(windows), len(windows))
     return objects, len(windows)
+
+
+def _report(progress: Callable[[int, int], None] | None, done: int, total: int) -> None:
+    if progress is not None:
+        progress(done, total)
+
+
+def _decode_group(
+    prompter: SamPrompter, plan: dict[PromptWindow, list[int]], group: Sequence[PromptWindow],
+    embeddings: Any, valid: Sequence[np.ndarray], frame: SceneFrame, prompts: Prompts,
+    opts: PromptOptions,
+) -> list[ObjectMask]:  # fmt: skip
+    """The objects of one encoder batch (``group``'s windows, their ``embeddings`` and
+    ``valid`` masks): every prompt of theirs, decoded :data:`DECODE_PROMPTS` at a time in
+    one call."""
+    pairs = [(j, i) for j, window in enumerate(group) for i in plan[window]]
+    objects: list[ObjectMask] = []
+    for first in range(0, len(pairs), DECODE_PROMPTS):
+        objects += _decode(prompter, embeddings, group, valid, frame, prompts.items,
+                           pairs[first : first + DECODE_PROMPTS], opts.multimask)  # fmt: skip
+    return objects
 
 
 def _prompt_arrays(
