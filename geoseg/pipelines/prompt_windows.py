@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -158,7 +158,7 @@ def read_window(
 
 def read_groups(
     src: Any, bands: Sequence[int], groups: Sequence[Sequence[PromptWindow]], size: int
-) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+) -> Generator[list[tuple[np.ndarray, np.ndarray]], None, None]:
     """:func:`read_window` of each window of each group, one list per group, in order.
 
     The next group is read in a worker thread while the caller works on the one
