@@ -257,19 +257,33 @@ def prompt_scene(
         if empty:
             log.warning("%s: %d prompts gave an empty mask (no polygon, no pixel)",
                         run.frame.path, empty)  # fmt: skip
-        write_object_raster(Path(output), run.frame, run.src, run.objects, run.prompter.schema,
-                            opts.overwrite)  # fmt: skip
-    per_object, summary = None, None
-    if opts.boxes is not None:
-        per_object, per_prompt = prompt_ious(run)
-        summary = summarize_ious(per_prompt, empty)
-    if vector is not None:
-        table = object_table(run.objects, run.prompts, run.frame, opts.multimask == "all",
-                             input_iou=per_object)  # fmt: skip
+        write = functools.partial(write_object_raster, Path(output), run.frame, run.src,
+                                  run.objects, run.prompter.schema, opts.overwrite)  # fmt: skip
+        # the COG is written in a thread (GDAL compresses without the GIL) while the IoUs
+        # and polygons are measured here; the polygons are written after the COG
+        with _meanwhile(write):
+            summary, table = _measure(run, opts, empty, vector is not None)
+    if vector is not None and table is not None:
         write_vectors(table, vector, overwrite=opts.overwrite)
     return PromptResult(Path(output), None if vector is None else Path(vector), len(kept), empty,
                         run.prompts.outside, run.prompts.nodata, run.windows, run.area_method,
                         summary)  # fmt: skip
+
+
+def _measure(
+    run: Prompted, opts: PromptOptions, empty: int, polygons: bool
+) -> tuple[IouSummary | None, Any]:
+    """With ``--boxes``, the summary of the objects' IoUs with their input polygons; with
+    ``polygons``, the table of the polygon output (each object's IoU in ``input_iou``);
+    None for what is not asked for."""
+    per_object, summary, table = None, None, None
+    if opts.boxes is not None:
+        per_object, per_prompt = prompt_ious(run)
+        summary = summarize_ious(per_prompt, empty)
+    if polygons:
+        table = object_table(run.objects, run.prompts, run.frame, opts.multimask == "all",
+                             input_iou=per_object)  # fmt: skip
+    return summary, table
 
 
 def _valid_at(src: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
