@@ -183,23 +183,23 @@ def prompted(
     check_gsd_of(opened, path, model, prompter.meta.gsd_m, opts.ignore_gsd)
     names = named_by_colour(opened.band_names, opened.colorinterp)
     index = match_bands(path, names, prompter.meta, opts.bands)
-    scale_check = functools.partial(warn_if_off_scale, path, index,
-                                    prompter.meta.normalization.scale, model, opened.dtype,
-                                    "geoseg prompt")  # fmt: skip
     with scene_rasterio(path) as src:
-        # the check's scene sample is read while the prompts are read and windows encoded
-        with _meanwhile(scale_check):
-            frame = SceneFrame(path, opened.crs, opened.transform, opened.height, opened.width,
-                               lambda r, c: _valid_at(src, r, c))  # fmt: skip
-            prompts = read_prompts(
-                frame, boxes=opts.boxes, points=opts.points, point=opts.point,
-                prompts_crs=opts.prompts_crs, interior_points=opts.interior_points,
-                crs_option=opts.crs_option,
-            )  # fmt: skip
-            method = area_method(opened.crs, path)
-            batch = opts.batch_size or (16 if prompter.device.type == "cuda" else 4)
-            objects, windows = segment(prompter, src, [i + 1 for i in index], frame, prompts,
-                                       batch, opts.multimask, progress)  # fmt: skip
+        frame = SceneFrame(path, opened.crs, opened.transform, opened.height, opened.width,
+                           lambda r, c: _valid_at(src, r, c))  # fmt: skip
+        prompts = read_prompts(
+            frame, boxes=opts.boxes, points=opts.points, point=opts.point,
+            prompts_crs=opts.prompts_crs, interior_points=opts.interior_points,
+            crs_option=opts.crs_option,
+        )  # fmt: skip
+        method = area_method(opened.crs, path)
+        # the scale check samples the scene on the reading thread, through ``src``: the
+        # window reads then find the blocks it decoded in GDAL's block cache
+        scale_check = functools.partial(warn_if_off_scale, path, index,
+                                        prompter.meta.normalization.scale, model, opened.dtype,
+                                        "geoseg prompt", src)  # fmt: skip
+        batch = opts.batch_size or (16 if prompter.device.type == "cuda" else 4)
+        objects, windows = segment(prompter, src, [i + 1 for i in index], frame, prompts,
+                                   batch, opts.multimask, progress, scale_check)  # fmt: skip
         yield Prompted(prompter, src, frame, prompts, objects, windows, method)
 
 

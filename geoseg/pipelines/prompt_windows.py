@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -157,8 +157,9 @@ def read_window(
 
 
 def read_groups(
-    src: Any, bands: Sequence[int], groups: Sequence[Sequence[PromptWindow]], size: int
-) -> Generator[list[tuple[np.ndarray, np.ndarray]], None, None]:
+    src: Any, bands: Sequence[int], groups: Sequence[Sequence[PromptWindow]], size: int,
+    first: Callable[[], object] | None = None,
+) -> Generator[list[tuple[np.ndarray, np.ndarray]], None, None]:  # fmt: skip
     """:func:`read_window` of each window of each group, one list per group, in order.
 
     The next group is read in a worker thread while the caller works on the one
@@ -167,16 +168,26 @@ def read_groups(
     meanwhile (a GDAL dataset is not safe to use from two threads at once). A read's
     error is raised where its group would have been yielded; closing the generator
     early waits for the read in flight.
+
+    Args:
+        first: run on the reading thread before the first read (e.g. a sample of the
+            scene through ``src``, whose blocks the reads then find in GDAL's block
+            cache); its error is raised where the first group would have been yielded.
     """
 
     def read(group: Sequence[PromptWindow]) -> list[tuple[np.ndarray, np.ndarray]]:
         return [read_window(src, bands, w, size) for w in group]
 
     if not groups:
+        if first is not None:
+            first()
         return
     pool = ThreadPoolExecutor(1, thread_name_prefix="geoseg-read")
     try:
+        before = None if first is None else pool.submit(first)
         ahead: Future[list[tuple[np.ndarray, np.ndarray]]] = pool.submit(read, groups[0])
+        if before is not None:
+            before.result()
         for k in range(len(groups)):
             current = ahead
             if k + 1 < len(groups):

@@ -85,3 +85,33 @@ def test_a_failed_read_is_raised_at_its_group(scene: Path, monkeypatch: pytest.M
         assert len(next(reads)) == 2
         with pytest.raises(rasterio.errors.RasterioIOError, match="damaged block"):
             next(reads)
+
+
+def test_first_runs_on_the_reading_thread_before_any_read(
+    scene: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = prompt_windows.read_window
+    log: list[tuple[str, object]] = []
+
+    def spy(src: Any, bands: Any, window: PromptWindow, size: int) -> Any:
+        log.append((threading.current_thread().name, window))
+        return real(src, bands, window, size)
+
+    def first() -> None:
+        log.append((threading.current_thread().name, "first"))
+
+    monkeypatch.setattr(prompt_windows, "read_window", spy)
+    with rasterio.open(scene) as src:
+        assert len(list(read_groups(src, [1], _groups(), S, first))) == 3
+        assert [what for _, what in log] == ["first", *WINDOWS]
+        assert all(name.startswith("geoseg-read") for name, _ in log)
+        log.clear()
+        assert list(read_groups(src, [1], [], S, first)) == []  # no window: it still runs
+        assert [what for _, what in log] == ["first"]
+
+        def failing() -> None:
+            raise ValueError("sample failed")
+
+        reads = read_groups(src, [1], _groups(), S, failing)
+        with pytest.raises(ValueError, match="sample failed"):
+            next(reads)
