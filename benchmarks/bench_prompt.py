@@ -157,16 +157,18 @@ def encoder_alone(
 @contextlib.contextmanager
 def decoder_clock(model: str) -> Iterator[list[float]]:
     """CPU seconds of each SAM decoder call ``prompt_scene`` makes in the block (the cached
-    prompter's ``decode_windows`` timed; nothing else changes)."""
+    prompter's ``decode_windows`` timed; nothing else changes). CPU seconds of the calling
+    thread: the decoder runs in a thread beside the encoder, whose seconds the process's
+    clock would add (torch threads 1: a decoder call runs on its caller's thread alone)."""
     prompter = load_predictor(model_spec(model, "cpu"))
     real, spent = prompter.decode_windows, []
 
     def timed(*args: Any, **kwargs: Any) -> Any:
-        c0 = time.process_time()
+        c0 = time.thread_time()
         try:
             return real(*args, **kwargs)
         finally:
-            spent.append(time.process_time() - c0)
+            spent.append(time.thread_time() - c0)
 
     prompter.decode_windows = timed  # type: ignore[method-assign]
     try:

@@ -137,11 +137,13 @@ def instance_cog_writer(
         # Nearest overviews: averaging ids or classes would invent new ones. The COG
         # driver's temporary overviews stay uncompressed (a third of the staging file's
         # size): LZW-packing them only to unpack them once cost ~10 % of the copy, and the
-        # COG's bytes are the same.
-        with rasterio.Env(COG_TMP_COMPRESSION="NONE"):
+        # COG's bytes are the same. Tiles are compressed (and overviews computed) on every
+        # core; each tile is compressed on its own, so the bytes do not depend on the
+        # thread count.
+        with rasterio.Env(COG_TMP_COMPRESSION="NONE", GDAL_NUM_THREADS="ALL_CPUS"):
             rasterio.shutil.copy(
                 stage, final, driver="COG", COMPRESS="DEFLATE", OVERVIEW_RESAMPLING="NEAREST",
-                BLOCKSIZE=512, BIGTIFF="IF_SAFER",
+                BLOCKSIZE=512, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
             )  # fmt: skip
 
 

@@ -30,21 +30,20 @@ def _sample_windows(src: Any) -> list[Window]:
     return [Window(int(c), int(r), side, side) for r in rows for c in cols]
 
 
-def _read_sample(path: str, indexes: list[int], max_side: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_sample(src: Any, indexes: list[int], max_side: int) -> tuple[np.ndarray, np.ndarray]:
     """``(C, h, w)`` sampled values and ``(h, w) bool`` dataset mask; see the caller."""
-    with rasterio.open(path) as src:
-        factor = max(1.0, max(src.height, src.width) / max_side)
-        shape = (max(1, round(src.height / factor)), max(1, round(src.width / factor)))
-        if src.overviews(1) or src.height * src.width <= _SMALL_SCENE_PX:
-            values = src.read(indexes, out_shape=(len(indexes), *shape))
-            return values, src.dataset_mask(out_shape=shape) > 0
-        wins = _sample_windows(src)
-        values = np.concatenate([src.read(indexes, window=w) for w in wins], axis=2)
-        return values, np.concatenate([src.dataset_mask(window=w) > 0 for w in wins], axis=1)
+    factor = max(1.0, max(src.height, src.width) / max_side)
+    shape = (max(1, round(src.height / factor)), max(1, round(src.width / factor)))
+    if src.overviews(1) or src.height * src.width <= _SMALL_SCENE_PX:
+        values = src.read(indexes, out_shape=(len(indexes), *shape))
+        return values, src.dataset_mask(out_shape=shape) > 0
+    wins = _sample_windows(src)
+    values = np.concatenate([src.read(indexes, window=w) for w in wins], axis=2)
+    return values, np.concatenate([src.dataset_mask(window=w) > 0 for w in wins], axis=1)
 
 
 def sample_valid_pixels(
-    path: str | os.PathLike[str], bands: Sequence[int], max_side: int = 256
+    path: str | os.PathLike[str], bands: Sequence[int], max_side: int = 256, src: Any = None
 ) -> np.ndarray:
     """``(len(bands), N) float64`` values of valid pixels in a small sample of a scene.
 
@@ -58,10 +57,17 @@ def sample_valid_pixels(
         path: the scene.
         bands: 0-based band indices.
         max_side: longest side of the decimated read, in px.
+        src: ``path`` already open (rasterio dataset), read through this handle: the
+            blocks it decodes stay in GDAL's block cache for the caller's own reads of
+            it (None: the file is opened here).
     """
     indexes = [i + 1 for i in bands]
     try:
-        values, mask = _read_sample(os.fspath(path), indexes, max_side)
+        if src is not None:
+            values, mask = _read_sample(src, indexes, max_side)
+        else:
+            with rasterio.open(os.fspath(path)) as opened:
+                values, mask = _read_sample(opened, indexes, max_side)
     except RasterioIOError as exc:
         # the statistics only advise; the scene's own read names the damaged block
         log.debug("%s: no sample for statistics (%s)", path, exc)

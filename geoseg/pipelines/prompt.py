@@ -6,7 +6,8 @@ plus context, decimated when the box is larger than one encoder input) and
 encoded once for all its prompts, windows batched through the encoder; the
 prompts of a batch are decoded :data:`DECODE_PROMPTS` at a time, one decoder call
 for consecutive windows holding as many prompts, and the masks go back to the scene
-grid (:mod:`geoseg.pipelines.prompt_objects`). Memory follows the
+grid (:mod:`geoseg.pipelines.prompt_objects`); reading and decoding run in threads
+beside the encoder (:mod:`geoseg.pipelines.prompt_segment`). Memory follows the
 objects, not the scene. The instance COG and the polygons are outputs of one
 run: a failure leaves neither.
 """
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,19 +34,18 @@ from geoseg.io.vectors import write_vectors
 from geoseg.models.bands import named_by_colour
 from geoseg.models.cache import load_predictor, model_spec
 from geoseg.models.registry import model_family, model_task
-from geoseg.models.sam import PAD_LABEL, SamPrompter
+from geoseg.models.sam import SamPrompter
 from geoseg.pipelines.model_input import match_bands
-from geoseg.pipelines.prompt_inputs import Prompt, Prompts, SceneFrame, read_prompts
+from geoseg.pipelines.prompt_inputs import Prompts, SceneFrame, read_prompts
 from geoseg.pipelines.prompt_objects import (
     ObjectMask,
     object_table,
-    place_mask,
-    stability_score,
     write_object_raster,
 )
 from geoseg.pipelines.prompt_refine import IouSummary, mask_iou, summarize_ious
 from geoseg.pipelines.prompt_scale import warn_if_off_scale
-from geoseg.pipelines.prompt_windows import PromptWindow, plan_windows, read_window, scene_rasterio
+from geoseg.pipelines.prompt_segment import DECODE_PROMPTS, segment
+from geoseg.pipelines.prompt_windows import scene_rasterio
 from geoseg.resolution import check_gsd_of
 from geoseg.types import a_model_of
 
@@ -54,9 +56,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Prompts decoded together, over the windows of one encoder batch (their S x S logits
-#: are held at once).
-DECODE_PROMPTS = 8
 #: ``--multimask`` values: SAM's best candidate, or all three.
 MULTIMASK = ("best", "all")
 
@@ -184,8 +183,6 @@ def prompted(
     check_gsd_of(opened, path, model, prompter.meta.gsd_m, opts.ignore_gsd)
     names = named_by_colour(opened.band_names, opened.colorinterp)
     index = match_bands(path, names, prompter.meta, opts.bands)
-    warn_if_off_scale(path, index, prompter.meta.normalization.scale, model, opened.dtype,
-                      "geoseg prompt")  # fmt: skip
     with scene_rasterio(path) as src:
         frame = SceneFrame(path, opened.crs, opened.transform, opened.height, opened.width,
                            lambda r, c: _valid_at(src, r, c))  # fmt: skip
@@ -195,9 +192,25 @@ def prompted(
             crs_option=opts.crs_option,
         )  # fmt: skip
         method = area_method(opened.crs, path)
+        # the scale check samples the scene on the reading thread, through ``src``: the
+        # window reads then find the blocks it decoded in GDAL's block cache
+        scale_check = functools.partial(warn_if_off_scale, path, index,
+                                        prompter.meta.normalization.scale, model, opened.dtype,
+                                        "geoseg prompt", src)  # fmt: skip
+        batch = opts.batch_size or (16 if prompter.device.type == "cuda" else 4)
         objects, windows = segment(prompter, src, [i + 1 for i in index], frame, prompts,
-                                   opts, progress)  # fmt: skip
+                                   batch, opts.multimask, progress, scale_check)  # fmt: skip
         yield Prompted(prompter, src, frame, prompts, objects, windows, method)
+
+
+@contextlib.contextmanager
+def _meanwhile(call: Callable[[], None]) -> Iterator[None]:
+    """Run ``call`` in a thread while the block runs; the block ends when both have (its
+    error raised then, unless the block's own)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="geoseg-meanwhile") as pool:
+        done = pool.submit(call)
+        yield
+        done.result()
 
 
 def prompt_ious(run: Prompted) -> tuple[np.ndarray, np.ndarray]:
@@ -242,19 +255,33 @@ def prompt_scene(
         if empty:
             log.warning("%s: %d prompts gave an empty mask (no polygon, no pixel)",
                         run.frame.path, empty)  # fmt: skip
-        write_object_raster(Path(output), run.frame, run.src, run.objects, run.prompter.schema,
-                            opts.overwrite)  # fmt: skip
-    per_object, summary = None, None
-    if opts.boxes is not None:
-        per_object, per_prompt = prompt_ious(run)
-        summary = summarize_ious(per_prompt, empty)
-    if vector is not None:
-        table = object_table(run.objects, run.prompts, run.frame, opts.multimask == "all",
-                             input_iou=per_object)  # fmt: skip
+        write = functools.partial(write_object_raster, Path(output), run.frame, run.src,
+                                  run.objects, run.prompter.schema, opts.overwrite)  # fmt: skip
+        # the COG is written in a thread (GDAL compresses without the GIL) while the IoUs
+        # and polygons are measured here; the polygons are written after the COG
+        with _meanwhile(write):
+            summary, table = _measure(run, opts, empty, vector is not None)
+    if vector is not None and table is not None:
         write_vectors(table, vector, overwrite=opts.overwrite)
     return PromptResult(Path(output), None if vector is None else Path(vector), len(kept), empty,
                         run.prompts.outside, run.prompts.nodata, run.windows, run.area_method,
                         summary)  # fmt: skip
+
+
+def _measure(
+    run: Prompted, opts: PromptOptions, empty: int, polygons: bool
+) -> tuple[IouSummary | None, Any]:
+    """With ``--boxes``, the summary of the objects' IoUs with their input polygons; with
+    ``polygons``, the table of the polygon output (each object's IoU in ``input_iou``);
+    None for what is not asked for."""
+    per_object, summary, table = None, None, None
+    if opts.boxes is not None:
+        per_object, per_prompt = prompt_ious(run)
+        summary = summarize_ious(per_prompt, empty)
+    if polygons:
+        table = object_table(run.objects, run.prompts, run.frame, opts.multimask == "all",
+                             input_iou=per_object)  # fmt: skip
+    return summary, table
 
 
 def _valid_at(src: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -266,99 +293,4 @@ def _valid_at(src: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         mask = src.dataset_mask(window=Window(c, r, 1, 1))
         values = src.read(window=Window(c, r, 1, 1))
         out[k] = bool(mask[0, 0] > 0) and bool(np.isfinite(values).all())
-    return out
-
-
-def segment(
-    prompter: SamPrompter, src: Any, bands: Sequence[int], frame: SceneFrame, prompts: Prompts,
-    opts: PromptOptions, progress: Callable[[int, int], None] | None = None,
-) -> tuple[list[ObjectMask], int]:  # fmt: skip
-    """Every prompt's object(s) on the scene grid, and the number of windows encoded."""
-    plan = plan_windows(prompts.items, prompter.size)
-    windows = list(plan)
-    batch = opts.batch_size or (16 if prompter.device.type == "cuda" else 4)
-    objects: list[ObjectMask] = []
-    for start in range(0, len(windows), batch):
-        group = windows[start : start + batch]
-        pixels = [read_window(src, bands, w, prompter.size) for w in group]
-        embeddings = prompter.encode(np.stack([p[0] for p in pixels]),
-                                     np.stack([p[1] for p in pixels]))  # fmt: skip
-        # every prompt of the batch's windows, decoded DECODE_PROMPTS at a time in one call
-        pairs = [(j, i) for j, window in enumerate(group) for i in plan[window]]
-        for first in range(0, len(pairs), DECODE_PROMPTS):
-            objects += _decode(prompter, embeddings, group, [p[1] for p in pixels], frame,
-                               prompts.items, pairs[first : first + DECODE_PROMPTS],
-                               opts.multimask)  # fmt: skip
-        if progress is not None:
-            progress(min(start + batch, len(windows)), len(windows))
-    return objects, len(windows)
-
-
-def _prompt_arrays(
-    windows: Sequence[PromptWindow], rows: Sequence[Sequence[Prompt]]
-) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """The decoder's ``points (B, P, k, 2)``, ``labels (B, P, k)`` and ``boxes (B, P, 4)``
-    (None where the prompts have none) of ``B`` windows' ``P`` prompts, in input px."""
-    boxes = None
-    if rows[0][0].box is not None:
-        boxes = np.stack([
-            w.to_input(np.array([m.box for m in row], np.float64).reshape(-1, 2, 2)).reshape(-1, 4)
-            for w, row in zip(windows, rows, strict=True)
-        ])  # fmt: skip
-    k = max(len(m.points) for row in rows for m in row)
-    if not k:
-        return None, None, boxes
-    # point prompts, or boxes with interior points (padded to the most points)
-    points = np.zeros((len(rows), len(rows[0]), k, 2), np.float64)
-    labels = np.full((len(rows), len(rows[0]), k), PAD_LABEL, np.int64)
-    for b, (window, row) in enumerate(zip(windows, rows, strict=True)):
-        for p, one in enumerate(row):
-            points[b, p, : len(one.points)] = window.to_input(one.points)
-            labels[b, p, : len(one.points)] = one.labels
-    return points, labels, boxes
-
-
-def _decode(
-    prompter: SamPrompter, embeddings: Any, windows: Sequence[PromptWindow],
-    valid: Sequence[np.ndarray], frame: SceneFrame, items: Sequence[Prompt],
-    pairs: Sequence[tuple[int, int]], keep: str,
-) -> list[ObjectMask]:  # fmt: skip
-    """The objects of ``pairs`` ``(j, i)``: prompt ``items[i]`` on encoded window ``j`` of
-    ``windows`` (``embeddings[j]``, ``valid[j]``), in ``pairs``' order; one decoder call
-    for each run of consecutive windows that hold as many prompts (most hold one)."""
-    per: dict[int, list[int]] = {}
-    for j, i in pairs:
-        per.setdefault(j, []).append(i)
-    runs: list[list[int]] = []
-    for j in per:
-        if runs and len(per[runs[-1][0]]) == len(per[j]):
-            runs[-1].append(j)
-        else:
-            runs.append([j])
-    out: list[ObjectMask] = []
-    for js in runs:
-        rows = [[items[i] for i in per[j]] for j in js]
-        points, labels, boxes = _prompt_arrays([windows[j] for j in js], rows)
-        decoded = prompter.decode_windows([embeddings[j] for j in js], points, labels, boxes,
-                                          keep)  # fmt: skip
-        for b, j in enumerate(js):
-            for p, i in enumerate(per[j]):
-                out += _objects(decoded.logits[b, p], decoded.scores[b, p], valid[j],
-                                windows[j], frame, items[i].id, i)  # fmt: skip
-    return out
-
-
-def _objects(
-    logits: np.ndarray, scores: np.ndarray, valid: np.ndarray, window: PromptWindow,
-    frame: SceneFrame, fid: int, i: int,
-) -> list[ObjectMask]:  # fmt: skip
-    """Prompt ``i``'s (feature id ``fid``) objects of its ``(M, S, S)`` logits and ``(M,)``
-    scores on ``window``: each non-empty candidate, the best flagged."""
-    best = int(np.argmax(scores))
-    out = []
-    for m in range(logits.shape[0]):
-        placed = place_mask(logits[m], valid, window, frame.height, frame.width)
-        if placed is not None:
-            out.append(ObjectMask(fid, i, m, float(scores[m]), stability_score(logits[m]),
-                                  *placed, best=m == best))  # fmt: skip
     return out

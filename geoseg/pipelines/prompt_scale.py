@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,7 @@ def import_scale_hint(p99: float, dtype: object) -> float:
 
 def warn_if_off_scale(
     path: str | os.PathLike[str], index: Sequence[int], scale: float, model: str,
-    dtype: object, command: str,
+    dtype: object, command: str, src: Any = None,
 ) -> None:  # fmt: skip
     """Warn (with the ``--scale`` to import ``model`` with) when SAM would see a black or
     saturated image.
@@ -72,8 +73,10 @@ def warn_if_off_scale(
         model: the checkpoint, named in the fix.
         dtype: the scene's storage type (for the suggested scale).
         command: the command that runs it (``geoseg prompt``), named in the warning.
+        src: ``path`` already open, sampled through this handle
+            (:func:`~geoseg.io.raster_stats.sample_valid_pixels`).
     """
-    sample = sample_valid_pixels(path, index)
+    sample = sample_valid_pixels(path, index, src=src)
     if sample.shape[1] < _MIN_PIXELS:
         return
     raw = float(np.percentile(sample, 99))

@@ -10,13 +10,16 @@ has them). A prompt goes to the lowest level whose windows can hold its extent
 (at most three quarters of the side); among the windows there that hold it, the
 one holding the most prompts is taken first (a greedy cover), and every prompt
 it holds is encoded with it: a window is read and encoded once for all its prompts.
+:func:`read_groups` reads the next group of windows in a thread while the caller
+encodes the current one (GDAL reads release the GIL).
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +31,8 @@ from rasterio.windows import Window
 from geoseg.pipelines.prompt_inputs import Prompt
 
 __all__ = [
-    "CONTEXT", "POINT_CONTEXT", "PromptWindow", "candidate_windows", "plan_windows", "read_window",
-    "scene_valid",
+    "CONTEXT", "POINT_CONTEXT", "PromptWindow", "candidate_windows", "plan_windows", "read_groups",
+    "read_window", "scene_valid",
 ]  # fmt: skip
 
 #: Context read around a box, as a share of its width/height on each side.
@@ -151,6 +154,48 @@ def read_window(
     if np.issubdtype(data.dtype, np.floating):
         valid &= np.isfinite(data).all(axis=0)
     return data, valid
+
+
+def read_groups(
+    src: Any, bands: Sequence[int], groups: Sequence[Sequence[PromptWindow]], size: int,
+    first: Callable[[], object] | None = None,
+) -> Generator[list[tuple[np.ndarray, np.ndarray]], None, None]:  # fmt: skip
+    """:func:`read_window` of each window of each group, one list per group, in order.
+
+    The next group is read in a worker thread while the caller works on the one
+    yielded (GDAL reads release the GIL), so reading overlaps encoding. Only that
+    thread reads ``src`` until the generator ends: the caller must not use ``src``
+    meanwhile (a GDAL dataset is not safe to use from two threads at once). A read's
+    error is raised where its group would have been yielded; closing the generator
+    early waits for the read in flight.
+
+    Args:
+        first: run on the reading thread before the first read (e.g. a sample of the
+            scene through ``src``, whose blocks the reads then find in GDAL's block
+            cache); its error is raised where the first group would have been yielded.
+    """
+
+    def read(group: Sequence[PromptWindow]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [read_window(src, bands, w, size) for w in group]
+
+    if not groups:
+        if first is not None:
+            first()
+        return
+    pool = ThreadPoolExecutor(1, thread_name_prefix="geoseg-read")
+    try:
+        before = None if first is None else pool.submit(first)
+        ahead: Future[list[tuple[np.ndarray, np.ndarray]]] = pool.submit(read, groups[0])
+        if before is not None:
+            before.result()
+        for k in range(len(groups)):
+            current = ahead
+            if k + 1 < len(groups):
+                # queued behind the current read: one worker never reads two at once
+                ahead = pool.submit(read, groups[k + 1])
+            yield current.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def scene_valid(

@@ -44,3 +44,14 @@ def test_unreadable_file_gives_an_empty_sample(tmp_path: Path) -> None:
 
     sample = stats.sample_valid_pixels(_corrupt_tile(tmp_path), [0, 1, 2])
     assert sample.shape == (3, 0)
+
+
+def test_a_sample_through_an_open_handle_is_the_sample_of_the_path(tmp_path: Path) -> None:
+    import rasterio
+
+    path, _ = _scene(tmp_path)
+    with rasterio.open(path) as src:
+        through = stats.sample_valid_pixels(path, [1, 0], max_side=100, src=src)
+        assert not src.closed  # the caller's handle stays open
+    np.testing.assert_array_equal(through, stats.sample_valid_pixels(path, [1, 0], max_side=100))
+    assert through.shape[1] > 0

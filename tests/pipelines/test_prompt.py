@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from geoseg.areas import pixel_area_m2
 from geoseg.cli import cli
+from geoseg.errors import OutputExistsError
 from geoseg.models.cache import load_predictor
 from geoseg.models.sam import PAD_LABEL, Decoded, SamPrompter
 from geoseg.pipelines.prompt import PromptOptions, prompt_scene
@@ -111,6 +112,21 @@ def test_ids_are_the_prompt_ids_and_masks_stay_in_their_windows(
     table = gpd.read_file(tmp_path / "o.gpkg")
     assert list(table["object_id"]) == [1, 2] and list(table["name"]) == ["f1", "f2"]
     assert ((table["stability"] >= 0) & (table["stability"] <= 1)).all()
+
+
+def test_a_raster_that_cannot_be_written_fails_the_run_before_the_polygons(
+    image: Path, sam: str, tmp_path: Path
+) -> None:
+    # the COG is written in a thread while the IoUs and polygons are measured: its error
+    # still ends the run, and the polygons it would have gone with are not written
+    layer = box_layer(tmp_path / "b.gpkg", [(20, 30, 60, 80)])
+    out, vector = tmp_path / "o.tif", tmp_path / "o.gpkg"
+    out.write_bytes(b"kept")
+    with pytest.raises(OutputExistsError, match=r"o\.tif: exists"):
+        run(image, sam, out, boxes=str(layer), vector=vector)
+    assert out.read_bytes() == b"kept" and not vector.exists()
+    result = run(image, sam, out, boxes=str(layer), vector=vector, overwrite=True)
+    assert result.objects == 1 and vector.exists() and read(out).shape == (2, H, W)
 
 
 def test_a_box_outside_is_counted_and_said(image: Path, sam: str, tmp_path: Path) -> None:

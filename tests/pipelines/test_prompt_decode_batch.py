@@ -4,6 +4,7 @@ decoding."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from geoseg.errors import GeosegError
 from geoseg.models.cache import load_predictor, model_spec
 from geoseg.models.sam import SamPrompter
 from geoseg.pipelines.importing import ImportOptions, import_model
@@ -100,3 +102,39 @@ def test_batched_and_window_by_window_runs_write_the_same_raster(
             outs.append(src.read())
     assert outs[0][1].max() > 0
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_batches_are_decoded_in_a_worker_thread_in_order_and_its_errors_surface(
+    image: Path, sam: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: dict[str, list[str]] = {"encode": [], "decode": []}
+    encode, decode = SamPrompter.encode, SamPrompter._decode
+
+    def spy_encode(self: SamPrompter, *args: Any) -> Any:
+        threads["encode"].append(threading.current_thread().name)
+        return encode(self, *args)
+
+    def spy_decode(self: SamPrompter, *args: Any) -> Any:
+        threads["decode"].append(threading.current_thread().name)
+        if len(threads["decode"]) == 2 and fail:
+            raise GeosegError("decoder failed")
+        return decode(self, *args)
+
+    monkeypatch.setattr(SamPrompter, "encode", spy_encode)
+    monkeypatch.setattr(SamPrompter, "_decode", spy_decode)
+    layer = box_layer(tmp_path / "b.gpkg", APART + BESIDE)
+    opts = PromptOptions(boxes=str(layer), device="cpu", batch_size=1)
+    fail = False
+    seen: list[tuple[int, int]] = []
+    result = prompt_scene(image, sam, tmp_path / "o.tif", opts,
+                          progress=lambda done, total: seen.append((done, total)))  # fmt: skip
+    assert result.windows == 3 and result.objects == 5
+    assert threads["encode"] == [threading.main_thread().name] * 3
+    assert len(threads["decode"]) == 3
+    assert all(name.startswith("geoseg-decode") for name in threads["decode"])
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    fail = True
+    threads["decode"].clear()
+    with pytest.raises(GeosegError, match="decoder failed"):
+        prompt_scene(image, sam, tmp_path / "failed.tif", opts)
+    assert not (tmp_path / "failed.tif").exists()
