@@ -222,12 +222,15 @@ def prompt_ious(run: Prompted) -> tuple[np.ndarray, np.ndarray]:
         ``(len(prompts),)`` each prompt's, from its best object (0 if it has none).
     """
     shapes, items = run.prompts.shapes, run.prompts.items
-    # the CRS parsed once, not twice an object (a rasterio CRS is re-read from its WKT)
-    frame = dataclasses.replace(run.frame, crs=pyproj_crs(run.frame.crs))
-    per_object = np.array(
-        [mask_iou(shapes[items[o.prompt].row], (o.row0, o.col0, o.mask), frame)
-         for o in run.objects], np.float64,
-    )  # fmt: skip
+    # the CRS parsed once, not twice an object (a rasterio CRS is re-read from its WKT);
+    # the scene's mask read through one handle of this thread's own (``run.src`` is the
+    # COG writer's meanwhile), not one opened per object
+    with run.frame.valid() as valid:
+        frame = dataclasses.replace(run.frame, crs=pyproj_crs(run.frame.crs), valid_window=valid)
+        per_object = np.array(
+            [mask_iou(shapes[items[o.prompt].row], (o.row0, o.col0, o.mask), frame)
+             for o in run.objects], np.float64,
+        )  # fmt: skip
     per_prompt = np.zeros(len(items))
     for o, iou in zip(run.objects, per_object, strict=True):
         if o.best:
