@@ -69,6 +69,8 @@ class TrainConfig:
             of each window (brightness, contrast, haze, colour, 1-2 px co-registration
             jitter; see :mod:`geoseg.training.date_shift` for the ranges and why it is
             off by default). Needs dates stacked by ``geoseg stack``.
+        swap_dates: ``--task change``: exchange each window's two dates with probability 1/2
+            (:func:`geoseg.training.date_shift.swap_dates`). Needs ``geoseg stack`` dates.
         folds: train ``folds`` members on spatially separate blocks, score each on its
             held-out block and write one ensemble checkpoint (semantic and change
             tasks; see :mod:`geoseg.training.folds`, :mod:`geoseg.training.crossval`).
@@ -109,6 +111,7 @@ class TrainConfig:
     encoder_weights: str | None = None
     encoder_bands: tuple[str, ...] | None = None
     date_augment: bool = False
+    swap_dates: bool = False
     folds: int | None = None
     normalization: str = "zscore"
     class_weights: Mapping[str, float] | None = None
@@ -133,11 +136,12 @@ class TrainConfig:
                 "--labels-crs applies to polygon labels (--task instance or panoptic); "
                 f"--task {self.task} labels are rasters, which carry their own CRS"
             )
-        if self.date_augment and self.task != "change":
-            raise ConfigError(
-                "date_augment shifts date 2 of a two-date stack: it needs --task change, "
-                f"not --task {self.task}; leave date_augment out"
-            )
+        for name in ("date_augment", "swap_dates"):
+            if getattr(self, name) and self.task != "change":
+                raise ConfigError(
+                    f"{name} alters the dates of a two-date stack: it needs --task change, "
+                    f"not --task {self.task}; leave {name} out"
+                )
         if self.folds is not None:
             _check_folds(self)
         if self.normalization not in NORMALIZATIONS:

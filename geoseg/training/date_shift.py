@@ -25,6 +25,13 @@ model's normalization):
 sample pairs (one sensor, co-registered) it cost 0.10 validation mIoU and 0.10
 held-out change F1 (early fusion, 12 epochs, seed 0); it is meant for models that
 must carry over to pairs whose dates differ more than their training pairs did.
+
+:func:`swap_dates` is the other change augmentation (``swap_dates: true``): a change
+label says that something differs between the dates, not in which order, so each
+window's two dates are exchanged with probability 1/2 (free extra pairs for models
+that are not symmetric in the dates, early fusion and ``siam-conc``; ``siam-diff``'s
+``|f1 - f2|`` is unchanged by it). Swapping comes before the shift, so the shift
+still falls on whatever date 2 then is.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import numpy as np
 from geoseg.models.siamese import date_split
 from geoseg.training.sampling import Batch
 
-__all__ = ["DateShift", "dates_to_shift", "shift_date2", "shift_window"]
+__all__ = ["DateShift", "dates_to_shift", "shift_date2", "shift_window", "swap_dates"]
 
 
 @dataclass(frozen=True)
@@ -53,11 +60,11 @@ class DateShift:
 
 
 def dates_to_shift(task: str, date_augment: bool, bands: Sequence[str]) -> int | None:
-    """Bands per date to shift date 2 of, or None for no date augmentation.
+    """Bands per date to shift date 2 of (or swap), or None for no date augmentation.
 
     Args:
         task: the training task.
-        date_augment: ``TrainConfig.date_augment``.
+        date_augment: ``TrainConfig.date_augment`` (or ``swap_dates``).
         bands: the training rasters' band names.
 
     Raises:
@@ -106,4 +113,19 @@ def shift_date2(
     image = batch.image.copy()
     for k in range(image.shape[0]):
         image[k, per_date:] = shift_window(image[k, per_date:], rng, ranges)
+    return dataclasses.replace(batch, image=image)
+
+
+def swap_dates(batch: Batch, rng: np.random.Generator, per_date: int) -> Batch:
+    """The batch with each window's two dates exchanged with probability 1/2 (a copy);
+    the valid mask, targets and ids unchanged (a change label is symmetric in the dates).
+
+    Args:
+        batch: ``image (B, 2 * per_date, W, W)``: date 1's bands, then date 2's.
+        rng: the run's seeded generator (one draw of ``B`` uniforms).
+        per_date: bands per date.
+    """
+    image = batch.image.copy()
+    swap = rng.random(image.shape[0]) < 0.5
+    image[swap] = np.concatenate([image[swap, per_date:], image[swap, :per_date]], axis=1)
     return dataclasses.replace(batch, image=image)

@@ -29,7 +29,7 @@ from geoseg.models.encoder_weights import load_encoder_weights
 from geoseg.models.registry import window_multiple
 from geoseg.models.runtime import TorchPredictor, resolve_device
 from geoseg.training.config import TrainConfig
-from geoseg.training.date_shift import DateShift, dates_to_shift, shift_date2
+from geoseg.training.date_shift import DateShift, dates_to_shift, shift_date2, swap_dates
 from geoseg.training.instances import InstanceRaster
 from geoseg.training.objectives import Objective
 from geoseg.training.sampling import WindowSampler, augment
@@ -149,11 +149,11 @@ def fit_model(
     model = objective.build()
     meta = _start_encoder(cfg, model, meta)
     model.to(device).train()
-    per_date = dates_to_shift(cfg.task, cfg.date_augment, meta.bands)
-    if per_date is not None:
-        meta = dataclasses.replace(
-            meta, provenance={**meta.provenance, "date_augment": dataclasses.asdict(DateShift())}
-        )
+    per_date = dates_to_shift(cfg.task, cfg.date_augment or cfg.swap_dates, meta.bands)
+    added: dict[str, Any] = {"swap_dates": True} if cfg.swap_dates else {}
+    if cfg.date_augment:
+        added["date_augment"] = dataclasses.asdict(DateShift())
+    meta = dataclasses.replace(meta, provenance={**meta.provenance, **added})
     with timing.watch(model) if timing else contextlib.nullcontext():
         result = _fit(
             cfg, meta, model, sampler, objective, device, rng, out, progress, per_date, timing
@@ -181,7 +181,8 @@ def _fit(
     progress: Callable[[EpochReport], None] | None, per_date: int | None = None,
     timing: StepTimes | None = None,
 ) -> TrainResult:  # fmt: skip
-    """The epochs; ``per_date``: shift date 2 of each window (:func:`shift_date2`)."""
+    """The epochs; ``per_date``: bands per date, to swap the dates of each window
+    (``cfg.swap_dates``, :func:`swap_dates`) and shift date 2 (:func:`shift_date2`)."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * cfg.steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
@@ -193,7 +194,9 @@ def _fit(
         for _ in range(cfg.steps_per_epoch):
             t0 = time.perf_counter()
             batch = augment(sampler.sample(cfg.batch_size), rng)
-            if per_date is not None:
+            if per_date is not None and cfg.swap_dates:
+                batch = swap_dates(batch, rng, per_date)
+            if per_date is not None and cfg.date_augment:
                 batch = shift_date2(batch, rng, per_date)
             x = torch.from_numpy(norm.normalize(batch.image, batch.valid)).to(device)
             t1 = time.perf_counter()

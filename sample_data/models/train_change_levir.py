@@ -2,7 +2,9 @@
 
     python sample_data/models/train_change_levir.py --data ../shared/data \
         [--archs early siam-diff siam-conc] [--seeds 0 1 2] [-o best.safetensors] [--overwrite]
-        [--date-augment] [--append]   # --append: add runs to a scores file of the same setup
+        [--date-augment] [--swap-dates] [--depth 3|4] [--window 64] [--batch-size 16]
+        [--epochs 30] [--select]
+        [--append]   # --append: add runs to a scores file of the same setup
 
 The 11 LEVIR-CD crops (0.5 m RGB, Texas, two dates, building-change masks) are
 PNGs without georeferencing. Each is written as a GeoTIFF on a clearly local grid
@@ -10,9 +12,13 @@ PNGs without georeferencing. Each is written as a GeoTIFF on a clearly local gri
 is real), the two dates are stacked with ``geoseg stack`` and each architecture
 (``--task change --arch early|siam-diff|siam-conc``, the same encoder and decoder
 sizes) is trained once per seed (``--date-augment``: with simulated date-to-date
-differences; the recorded runs used it).
+differences; ``--swap-dates``: each window's dates exchanged with probability 1/2;
+``--depth 4``: a four-stage encoder with decoder channels 128, 64, 32, 16 instead of
+three stages with 64, 32, 16).
 Seven pairs train, one validates (it picks each run's best epoch), three are held
 out and scored with ``geoseg evaluate``; nothing is chosen by the held-out scores.
+``--select`` scores the validation pair instead and leaves the held-out pairs unread
+by any model: the runs that choose a recipe are made that way.
 The scores file keeps every run's change F1/IoU, each architecture's mean and
 spread over the seeds, and the figure of the first early-fusion run (F1 0.685,
 one seed, no date augmentation). The LEVIR-CD images are for research and
@@ -92,6 +98,11 @@ FIRST_EARLY_FUSION = {
     "change_iou": 0.5212334422227807, "date_augment": False,
 }  # fmt: skip
 ARCHS = ("early", "siam-diff", "siam-conc")
+#: ``--depth`` -> the decoder's channels, one per encoder stage.
+DECODERS = {3: [64, 32, 16], 4: [128, 64, 32, 16]}
+#: What the script writes into a scores file; ``--append`` carries any other key over.
+WRITTEN = ("held_out_pairs", "train_pairs", "val_pairs", "scored", "setup", "summary", "runs",
+           "first_early_fusion")  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -103,6 +114,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--steps-per-epoch", type=int, default=25)
     parser.add_argument("--window", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--depth", type=int, choices=sorted(DECODERS), default=3,
+                        help="Encoder stages (the decoder has one block per stage).")  # fmt: skip
+    parser.add_argument("--swap-dates", action="store_true",
+                        help="Exchange each window's dates with probability 1/2.")  # fmt: skip
+    parser.add_argument("--select", action="store_true", help="Score the validation pair, "
+                        "not the held-out pairs (runs that choose a recipe).")  # fmt: skip
     parser.add_argument("--encoder", default="tu-resnet18")
     parser.add_argument("--date-augment", action="store_true",
                         help="Train with simulated date-to-date differences.")  # fmt: skip
@@ -112,7 +130,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--append", action="store_true", help="Add these runs to the scores "
                         "file (same setup; a run of one arch and seed is replaced).")  # fmt: skip
     args = parser.parse_args(argv)
-    for name in ("epochs", "steps_per_epoch", "window"):
+    for name in ("epochs", "steps_per_epoch", "window", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if any(s < 0 for s in args.seeds):
@@ -147,14 +165,17 @@ def _config(args: argparse.Namespace, pairs: dict[str, tuple[Path, Path]], train
         None, images=[str(pairs[n][0]) for n in train], labels=[str(pairs[n][1]) for n in train],
         val_images=[str(pairs[n][0]) for n in VAL], val_labels=[str(pairs[n][1]) for n in VAL],
         classes=CHANGE.to_json(), output=str(output), task="change", arch=arch,
-        encoder=args.encoder, options={"encoder_depth": 3, "decoder_channels": [64, 32, 16]},
+        encoder=args.encoder,
+        options={"encoder_depth": args.depth, "decoder_channels": DECODERS[args.depth]},
         window=args.window, margin=8, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-        batch_size=16, seed=seed, overwrite=True, date_augment=args.date_augment,
+        batch_size=args.batch_size, seed=seed, overwrite=True, date_augment=args.date_augment,
+        swap_dates=args.swap_dates,
     )  # fmt: skip
 
 
-def _run(cfg: TrainConfig, pairs: dict[str, tuple[Path, Path]], work: Path) -> dict[str, Any]:
-    """Train ``cfg``, score the held-out pairs together: the run's record."""
+def _run(cfg: TrainConfig, pairs: dict[str, tuple[Path, Path]], work: Path,
+         scored: tuple[str, ...] = TEST) -> dict[str, Any]:  # fmt: skip
+    """Train ``cfg``, score the ``scored`` pairs together: the run's record."""
     start = time.perf_counter()
     result = train_model(
         cfg,
@@ -162,7 +183,7 @@ def _run(cfg: TrainConfig, pairs: dict[str, tuple[Path, Path]], work: Path) -> d
                         f"val mIoU {r.val_miou:.4f}", flush=True),
     )  # fmt: skip
     conf = np.zeros((2, 2), np.int64)
-    for n in TEST:
+    for n in scored:
         ev = evaluate_scene(
             cfg.output, pairs[n][0], pairs[n][1], work / f"eval_{cfg.arch}_{cfg.seed}_{n}",
             PredictOptions(device="cpu"),
@@ -196,9 +217,19 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _setup(args: argparse.Namespace) -> dict[str, Any]:
-    return {"encoder": args.encoder, "encoder_depth": 3, "decoder_channels": [64, 32, 16],
-            "window": args.window, "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
-            "batch_size": 16, "date_augment": args.date_augment}  # fmt: skip
+    return {"encoder": args.encoder, "encoder_depth": args.depth,
+            "decoder_channels": DECODERS[args.depth], "window": args.window,
+            "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
+            "batch_size": args.batch_size, "date_augment": args.date_augment,
+            "swap_dates": args.swap_dates}  # fmt: skip
+
+
+def carried_sections(args: argparse.Namespace) -> dict[str, Any]:
+    """``--append``: the scores file's keys the script does not write (notes, history)."""
+    if not (args.append and args.scores.is_file()):
+        return {}
+    found = json.loads(args.scores.read_text())
+    return {k: v for k, v in found.items() if k not in WRITTEN}
 
 
 def earlier_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -210,6 +241,9 @@ def earlier_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
     if not (args.append and args.scores.is_file()):
         return []
     found = json.loads(args.scores.read_text())
+    scored = "val_pairs (--select)" if args.select else "held_out_pairs"
+    if found.get("scored", "held_out_pairs") != scored:
+        raise GeosegError(f"{args.scores}: its runs scored {found.get('scored')}, these {scored}")
     if found.get("setup") != _setup(args):
         raise GeosegError(
             f"{args.scores}: its runs used {found.get('setup')}; append runs of the same setup"
@@ -217,12 +251,15 @@ def earlier_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [r for r in found["runs"] if r["seed"] not in args.seeds or r["arch"] not in args.archs]
 
 
-def _report(args: argparse.Namespace, train: list[str], runs: list[dict[str, Any]]) -> dict:
-    """The scores file: split, setup, per-architecture summary, every run, the first figure."""
+def _report(args: argparse.Namespace, train: list[str], runs: list[dict[str, Any]],
+            carried: dict[str, Any]) -> dict:  # fmt: skip
+    """The scores file: split, what was scored, setup, per-architecture summary, every run,
+    the first figure, and what ``--append`` carried over."""
     return {
         "held_out_pairs": list(TEST), "train_pairs": train, "val_pairs": list(VAL),
+        "scored": "val_pairs (--select)" if args.select else "held_out_pairs",
         "setup": _setup(args), "summary": summarise(runs), "runs": runs,
-        "first_early_fusion": FIRST_EARLY_FUSION,
+        "first_early_fusion": FIRST_EARLY_FUSION, **carried,
     }  # fmt: skip
 
 
@@ -232,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_outputs(args)
         runs = earlier_runs(args)
+        carried = carried_sections(args)
     except GeosegError as exc:
         print(f"train_change_levir: error: {exc}", file=sys.stderr)
         return 2
@@ -245,9 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:  # seed-major: an interrupted comparison is still a fair one
             for arch in args.archs:
                 model = work / f"{arch}_{seed}.safetensors"
-                runs.append(_run(_config(args, pairs, train, arch, seed, model), pairs, work))
+                cfg = _config(args, pairs, train, arch, seed, model)
+                runs.append(_run(cfg, pairs, work, VAL if args.select else TEST))
                 print(json.dumps(runs[-1]), flush=True)
-                report = _report(args, train, runs)
+                report = _report(args, train, runs, carried)
                 write_json(args.scores, report, args.overwrite or args.append or len(runs) > 1)
                 val = runs[-1]["best_val_miou"]
                 if best is None or val > best[0]:

@@ -92,6 +92,18 @@ def test_date_augment_is_off_by_default(pair: dict[str, Path], tmp_path: Path) -
     assert "date_augment" not in load_checkpoint(out)[1].provenance
 
 
+def test_swap_dates_trains_and_is_recorded_without_the_date_shift(
+    pair: dict[str, Path], tmp_path: Path
+) -> None:
+    config = tmp_path / "swap.yaml"
+    config.write_text(yaml.safe_dump({"options": SMALL_NET, "swap_dates": True}))
+    out = tmp_path / "swap.safetensors"
+    result = _train({**pair, "config": config}, out, "--arch", "siam-conc")
+    assert result.exit_code == 0, result.output
+    provenance = load_checkpoint(out)[1].provenance
+    assert provenance["swap_dates"] is True and "date_augment" not in provenance
+
+
 def test_the_shared_encoder_starts_from_weights_picked_by_one_dates_band_names(
     pair: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -142,3 +154,31 @@ def test_levir_comparison_summarises_seeds_and_appends_runs_of_one_setup(tmp_pat
     other = script.parse_args(["--scores", str(scores), "--epochs", "3", "--append"])
     with pytest.raises(GeosegError, match="append runs of the same setup"):
         script.earlier_runs(other)
+
+
+def test_levir_setup_records_depth_swap_and_batch_and_append_keeps_other_sections(
+    tmp_path: Path,
+) -> None:
+    script = _levir_script()
+    scores = tmp_path / "scores.json"
+    argv = ["--scores", str(scores), "--depth", "4", "--swap-dates", "--window", "128",
+            "--batch-size", "4", "--append"]  # fmt: skip
+    args = script.parse_args(argv)
+    setup = script._setup(args)
+    assert (setup["encoder_depth"], setup["decoder_channels"]) == (4, [128, 64, 32, 16])
+    assert (setup["window"], setup["batch_size"], setup["swap_dates"]) == (128, 4, True)
+    pairs = {n: (tmp_path / f"{n}_AB.tif", tmp_path / f"{n}_change.tif")
+             for n in ("a", *script.VAL)}  # fmt: skip
+    cfg = script._config(args, pairs, ["a"], "siam-conc", 2, tmp_path / "m.safetensors")
+    assert cfg.options == {"encoder_depth": 4, "decoder_channels": [128, 64, 32, 16]}
+    assert (cfg.window, cfg.batch_size, cfg.swap_dates, cfg.date_augment) == (128, 4, True, False)
+    history = {"12 epochs, date augmentation": {"early": 0.52}}
+    scores.write_text(json.dumps({"setup": setup, "scored": "held_out_pairs", "runs": [],
+                                  "summary": {}, "history": history}))  # fmt: skip
+    assert script.carried_sections(args) == {"history": history}
+    assert script.carried_sections(script.parse_args(argv[:-1])) == {}  # not appending
+    assert script._report(args, ["a"], [], {"history": history})["history"] == history
+    with pytest.raises(GeosegError, match="its runs scored held_out_pairs, these val_pairs"):
+        script.earlier_runs(script.parse_args([*argv, "--select"]))
+    with pytest.raises(SystemExit):
+        script.parse_args(["--depth", "5"])

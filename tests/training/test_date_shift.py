@@ -7,7 +7,13 @@ import pytest
 
 from geoseg.errors import BandMismatchError, ConfigError
 from geoseg.training.config import TrainConfig
-from geoseg.training.date_shift import DateShift, dates_to_shift, shift_date2, shift_window
+from geoseg.training.date_shift import (
+    DateShift,
+    dates_to_shift,
+    shift_date2,
+    shift_window,
+    swap_dates,
+)
 from geoseg.training.sampling import Batch
 from geoseg.types import ClassInfo, ClassSchema
 
@@ -104,10 +110,10 @@ def test_jitter_draws_every_offset_up_to_2_px_and_no_more() -> None:
     assert seen == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}
 
 
-def _config(task: str, date_augment: bool) -> TrainConfig:
+def _config(task: str, date_augment: bool, swap: bool = False) -> TrainConfig:
     schema = ClassSchema((ClassInfo(0, "same", (0, 0, 0)), ClassInfo(1, "changed", (9, 9, 9))))
     return TrainConfig(("a.tif",), ("b.tif",), schema, "m.safetensors", task=task,
-                       date_augment=date_augment)  # fmt: skip
+                       date_augment=date_augment, swap_dates=swap)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -131,3 +137,23 @@ def test_asking_for_it_without_two_named_dates_or_for_another_task_is_an_error()
     with pytest.raises(ConfigError, match="needs --task change, not --task semantic"):
         _config("semantic", True)
     assert _config("change", True).date_augment is True
+
+
+def test_swap_dates_exchanges_whole_dates_of_about_half_the_windows() -> None:
+    batch = _batch(n=200, w=4)
+    out = swap_dates(batch, np.random.default_rng(3), 3)
+    kept = [np.array_equal(o, x) for o, x in zip(out.image, batch.image, strict=True)]
+    swapped = [
+        np.array_equal(o[:3], x[3:]) and np.array_equal(o[3:], x[:3])
+        for o, x in zip(out.image, batch.image, strict=True)
+    ]
+    assert all(k != s for k, s in zip(kept, swapped, strict=True))  # one or the other, never both
+    assert 70 <= sum(swapped) <= 130  # Binomial(200, 1/2): mean 100, sd 7.1; 4.2 sd either side
+    assert out.target is batch.target and out.valid is batch.valid and out.ids is batch.ids
+    assert np.array_equal(swap_dates(out, np.random.default_rng(3), 3).image, batch.image)
+
+
+def test_swap_dates_needs_the_change_task() -> None:
+    with pytest.raises(ConfigError, match=r"swap_dates alters the dates .* not --task semantic"):
+        _config("semantic", False, swap=True)
+    assert _config("change", False, swap=True).swap_dates is True
