@@ -192,8 +192,9 @@ def prompted(
             crs_option=opts.crs_option,
         )  # fmt: skip
         method = area_method(opened.crs, path)
-        # the scale check samples the scene on the reading thread, through ``src``: the
-        # window reads then find the blocks it decoded in GDAL's block cache
+        # the scale check samples the scene on the reading thread, through ``src``, once
+        # the first windows are read (the encoder starts on them meanwhile): the later
+        # window reads find the blocks it decoded in GDAL's block cache
         scale_check = functools.partial(warn_if_off_scale, path, index,
                                         prompter.meta.normalization.scale, model, opened.dtype,
                                         "geoseg prompt", src)  # fmt: skip

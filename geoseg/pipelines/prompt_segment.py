@@ -34,7 +34,7 @@ DECODE_PROMPTS = 8
 def segment(
     prompter: SamPrompter, src: Any, bands: Sequence[int], frame: SceneFrame, prompts: Prompts,
     batch: int, keep: str, progress: Callable[[int, int], None] | None = None,
-    before_reads: Callable[[], object] | None = None,
+    after_first_read: Callable[[], object] | None = None,
 ) -> tuple[list[ObjectMask], int]:  # fmt: skip
     """Every prompt's object(s) on the scene grid, and the number of windows encoded.
 
@@ -46,8 +46,8 @@ def segment(
         batch: windows per encoder call.
         keep: ``best`` or ``all`` of SAM's candidate masks.
         progress: ``progress(windows done, windows)`` after each batch.
-        before_reads: run on the reading thread before the first window is read
-            (:func:`~geoseg.pipelines.prompt_windows.read_groups`' ``first``).
+        after_first_read: run on the reading thread after the first batch of windows
+            is read (:func:`~geoseg.pipelines.prompt_windows.read_groups`' ``after_first``).
     """
     plan = plan_windows(prompts.items, prompter.size)
     windows = list(plan)
@@ -58,7 +58,9 @@ def segment(
     # batch k + 1 is read and batch k - 1 decoded while batch k is encoded. Both threads
     # stop on any error too, before ``src`` is closed.
     with (
-        contextlib.closing(read_groups(src, bands, groups, prompter.size, before_reads)) as reads,
+        contextlib.closing(
+            read_groups(src, bands, groups, prompter.size, after_first_read)
+        ) as reads,
         ThreadPoolExecutor(1, thread_name_prefix="geoseg-decode") as pool,
     ):
         for k, (group, pixels) in enumerate(zip(groups, reads, strict=True)):

@@ -158,7 +158,7 @@ def read_window(
 
 def read_groups(
     src: Any, bands: Sequence[int], groups: Sequence[Sequence[PromptWindow]], size: int,
-    first: Callable[[], object] | None = None,
+    after_first: Callable[[], object] | None = None,
 ) -> Generator[list[tuple[np.ndarray, np.ndarray]], None, None]:  # fmt: skip
     """:func:`read_window` of each window of each group, one list per group, in order.
 
@@ -170,30 +170,34 @@ def read_groups(
     early waits for the read in flight.
 
     Args:
-        first: run on the reading thread before the first read (e.g. a sample of the
-            scene through ``src``, whose blocks the reads then find in GDAL's block
-            cache); its error is raised where the first group would have been yielded.
+        after_first: run on the reading thread right after the first group's read, while
+            the caller encodes that group (e.g. a sample of the scene through ``src``,
+            whose blocks the later reads then find in GDAL's block cache; run first, it
+            held back the encoder's start); its error is raised where the second group
+            would have been yielded (after the only group: when the generator ends).
     """
 
     def read(group: Sequence[PromptWindow]) -> list[tuple[np.ndarray, np.ndarray]]:
         return [read_window(src, bands, w, size) for w in group]
 
     if not groups:
-        if first is not None:
-            first()
+        if after_first is not None:
+            after_first()
         return
     pool = ThreadPoolExecutor(1, thread_name_prefix="geoseg-read")
     try:
-        before = None if first is None else pool.submit(first)
         ahead: Future[list[tuple[np.ndarray, np.ndarray]]] = pool.submit(read, groups[0])
-        if before is not None:
-            before.result()
+        # queued behind the first read (one worker: never two reads of src at once)
+        after = None if after_first is None else pool.submit(after_first)
         for k in range(len(groups)):
             current = ahead
             if k + 1 < len(groups):
-                # queued behind the current read: one worker never reads two at once
                 ahead = pool.submit(read, groups[k + 1])
+            if k == 1 and after is not None:
+                after.result()
             yield current.result()
+        if after is not None:
+            after.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

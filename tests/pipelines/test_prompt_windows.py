@@ -87,9 +87,12 @@ def test_a_failed_read_is_raised_at_its_group(scene: Path, monkeypatch: pytest.M
             next(reads)
 
 
-def test_first_runs_on_the_reading_thread_before_any_read(
+def test_after_first_runs_on_the_reading_thread_after_the_first_group(
     scene: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The hook (the scale check's sample) runs on the reader thread once the first group
+    is read, so the encoder starts on that group meanwhile; its error surfaces when the
+    second group is asked for (or at the end when there is one group)."""
     real = prompt_windows.read_window
     log: list[tuple[str, object]] = []
 
@@ -97,21 +100,26 @@ def test_first_runs_on_the_reading_thread_before_any_read(
         log.append((threading.current_thread().name, window))
         return real(src, bands, window, size)
 
-    def first() -> None:
-        log.append((threading.current_thread().name, "first"))
+    def hook() -> None:
+        log.append((threading.current_thread().name, "hook"))
 
     monkeypatch.setattr(prompt_windows, "read_window", spy)
     with rasterio.open(scene) as src:
-        assert len(list(read_groups(src, [1], _groups(), S, first))) == 3
-        assert [what for _, what in log] == ["first", *WINDOWS]
+        assert len(list(read_groups(src, [1], _groups(), S, hook))) == 3
+        assert [what for _, what in log] == [*WINDOWS[:2], "hook", *WINDOWS[2:]]
         assert all(name.startswith("geoseg-read") for name, _ in log)
         log.clear()
-        assert list(read_groups(src, [1], [], S, first)) == []  # no window: it still runs
-        assert [what for _, what in log] == ["first"]
+        assert list(read_groups(src, [1], [], S, hook)) == []  # no window: it still runs
+        assert [what for _, what in log] == ["hook"]
 
         def failing() -> None:
             raise ValueError("sample failed")
 
         reads = read_groups(src, [1], _groups(), S, failing)
+        assert len(next(reads)) == 2  # the first group is already read
         with pytest.raises(ValueError, match="sample failed"):
             next(reads)
+        one = read_groups(src, [1], _groups()[:1], S, failing)
+        assert len(next(one)) == 2
+        with pytest.raises(ValueError, match="sample failed"):
+            next(one)
