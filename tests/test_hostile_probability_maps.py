@@ -51,6 +51,13 @@ def _says(name: str, labels: str) -> tuple[str, ...]:
             "pass the label map instead")  # fmt: skip
 
 
+def _labels_case(command: str, out: str, *options: str) -> CliCase:
+    """``command`` given date 1's probability raster as ``--labels`` over date 2's scene:
+    refused, nothing written at ``out``."""
+    argv = (*options, "--image", "b_s.tif", "--labels", "a_p.tif", "-o", out)
+    return CliCase(_cmd(command, *argv), 2, _says("a_p.tif", "a.tif"), absent=(out,))
+
+
 CASES = {
     "change_second_date_probabilities": CliCase(
         _cmd("change", "a.tif", "b_p.tif", "-o", "rep"),
@@ -70,55 +77,12 @@ CASES = {
         _says("a_p.tif", "a.tif"),
         absent=("v.gpkg",),
     ),
-    "evaluate_labels_probabilities": CliCase(
-        _cmd(
-            "evaluate",
-            "-m",
-            "m.safetensors",
-            "--image",
-            "b_s.tif",
-            "--labels",
-            "a_p.tif",
-            "-o",
-            "ev",
-        ),
-        2,
-        _says("a_p.tif", "a.tif"),
-        absent=("ev",),
+    "evaluate_labels_probabilities": _labels_case("evaluate", "ev", "-m", "m.safetensors"),
+    "calibrate_labels_probabilities": _labels_case(
+        "calibrate", "cal.safetensors", "-m", "m.safetensors"
     ),
-    "calibrate_labels_probabilities": CliCase(
-        _cmd(
-            "calibrate",
-            "-m",
-            "m.safetensors",
-            "--image",
-            "b_s.tif",
-            "--labels",
-            "a_p.tif",
-            "-o",
-            "cal.safetensors",
-        ),
-        2,
-        _says("a_p.tif", "a.tif"),
-        absent=("cal.safetensors",),
-    ),
-    "train_labels_probabilities": CliCase(
-        _cmd(
-            "train",
-            "--image",
-            "b_s.tif",
-            "--labels",
-            "a_p.tif",
-            "--classes",
-            "classes.yaml",
-            "-o",
-            "t.safetensors",
-            "--epochs",
-            "1",
-        ),
-        2,
-        _says("a_p.tif", "a.tif"),
-        absent=("t.safetensors",),
+    "train_labels_probabilities": _labels_case(
+        "train", "t.safetensors", "--classes", "classes.yaml", "--epochs", "1"
     ),
     "change_label_maps_still_run": CliCase(
         _cmd("change", "a.tif", "b.tif", "-o", "rep"), 0, ("rep",), never=("probability raster",)

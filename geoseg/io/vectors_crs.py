@@ -30,7 +30,7 @@ import pyogrio
 import pyproj
 import shapely
 
-from geoseg.errors import InputNotFoundError, InvalidVectorError
+from geoseg.errors import InvalidVectorError
 from geoseg.io.reproject import layer_in_crs
 from geoseg.io.vectors_read import is_parquet, parquet_geo_metadata, read_vectors
 
@@ -172,14 +172,11 @@ def spatial_layer(path: Path) -> str | None:
     Raises:
         InvalidVectorError: more than one layer has geometries: naming them (with their
             feature counts) and the ``ogr2ogr`` that extracts one.
-        InputNotFoundError: ``path`` does not exist.
     """
-    if not path.exists():
-        raise InputNotFoundError(f"{path}: no such file; check the path")
     try:
         layers = pyogrio.list_layers(path)
     except (pyogrio.errors.DataSourceError, OSError):
-        return None  # not a vector file: read_vectors says so in its own words
+        return None  # missing, or not a vector file: read_vectors says so in its own words
     spatial = [str(name) for name, kind in layers if kind is not None]
     if len(layers) <= 1 or not spatial:
         return None
