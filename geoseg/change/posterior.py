@@ -44,6 +44,7 @@ import numpy as np
 from geoseg.change.codes import transition_codes
 from geoseg.errors import ConfigError, GeosegError
 from geoseg.io.probabilities import PROB_NODATA
+from geoseg.types import NODATA_LABEL
 
 __all__ = [
     "nodata_code", "persistent_codes", "posterior_code_blocks", "posterior_codes",
@@ -130,8 +131,10 @@ def persistent_codes(
 
     A confident change ``a -> b`` stays only where the label maps of the last
     ``consistency`` dates all show ``b`` (as ``--consistency`` does for map
-    differencing, :func:`geoseg.change.temporal.persistent_after`); elsewhere it
-    becomes no change ``a -> a``. No-change, uncertain and nodata codes are kept.
+    differencing, :func:`geoseg.change.temporal.persistent_after`); where one of them
+    shows another class it becomes no change ``a -> a``, and where none does but one
+    has no class (nodata: a cloud) it becomes nodata (persistence is not observed).
+    No-change, uncertain and nodata codes are kept.
 
     Args:
         codes: ``(h, w) int`` codes of :func:`posterior_codes`.
@@ -145,8 +148,11 @@ def persistent_codes(
     a, b = np.divmod(codes, k)
     change = (codes < k * k) & (a != b)
     new_id = np.asarray(class_ids)[np.where(change, b, 0)]
-    stable = (maps[-consistency:] == new_id).all(axis=0)
-    return np.where(change & ~stable, a * (k + 1), codes).astype(codes.dtype)
+    window = maps[-consistency:]
+    refuted = change & ((window != new_id) & (window != NODATA_LABEL)).any(axis=0)
+    unseen = change & ~refuted & (window == NODATA_LABEL).any(axis=0)
+    out = np.where(refuted, a * (k + 1), codes)
+    return np.where(unseen, nodata_code(k), out).astype(codes.dtype)
 
 
 def posterior_code_blocks(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from geoseg.errors import GeosegError
+from geoseg.types import NODATA_LABEL
 
 __all__ = ["persistent_after"]
 
@@ -13,10 +14,13 @@ def persistent_after(maps: np.ndarray, consistency: int = 1) -> np.ndarray:
     """The "after" class of each pixel, keeping only changes that persist.
 
     A pixel changes from its first-date class to its last-date class only if the
-    last ``consistency`` dates all show that class; otherwise it keeps its
-    first-date class ("no change"). Flicker (forest, urban, forest, urban) thus
-    does not count as change. Nodata (255) on the last date stays nodata.
-    Pixel by pixel, so it is the same for any chunking.
+    last ``consistency`` dates all show that class; where one of them shows another
+    class it keeps its first-date class ("no change"). Flicker (forest, urban,
+    forest, urban) thus does not count as change. Where the change is not refuted but
+    one of those dates has no class (nodata 255: a cloud), persistence cannot be
+    checked: the pixel becomes nodata, so it is neither counted as change nor
+    silently as no change (it is reported with the nodata area). Nodata on the last
+    date stays nodata. Pixel by pixel, so it is the same for any chunking.
 
     Args:
         maps: ``(T, h, w)`` class ids, first date first, ``T >= 2``.
@@ -31,5 +35,8 @@ def persistent_after(maps: np.ndarray, consistency: int = 1) -> np.ndarray:
     last = maps[-1]
     if consistency == 1:
         return np.asarray(last)
-    stable = (maps[t - consistency :] == last).all(axis=0)
-    return np.where(stable | (last == 255), last, maps[0]).astype(maps.dtype)
+    window = maps[t - consistency :]
+    refuted = ((window != last) & (window != NODATA_LABEL)).any(axis=0)
+    unseen = (window == NODATA_LABEL).any(axis=0) & (last != maps[0])
+    out = np.where(refuted & (last != NODATA_LABEL), maps[0], last)
+    return np.where(unseen & ~refuted, NODATA_LABEL, out).astype(maps.dtype)

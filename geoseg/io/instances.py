@@ -90,6 +90,14 @@ class Uint32Sink:
                 self._dst.write_mask(np.where(valid, 255, 0).astype(np.uint8),
                                      window=Window.from_slices(ys, xs))  # fmt: skip
 
+    def write_valid(self, key: tuple[slice, slice], valid: np.ndarray) -> None:
+        """Declare ``(h, w) bool`` pixels of ``key`` valid in the raster's mask (False:
+        the scene had no data there). Write it for every block or for none: GDAL reads an
+        unwritten block of a mask as invalid."""
+        with self._lock:
+            self._dst.write_mask(np.where(valid, 255, 0).astype(np.uint8),
+                                 window=Window.from_slices(*key))  # fmt: skip
+
 
 @contextlib.contextmanager
 def instance_cog_writer(

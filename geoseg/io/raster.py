@@ -57,6 +57,8 @@ class Scene:
         band_names: description of each selected band, or its 1-based number.
         colorinterp: GDAL colour interpretation of each selected band (``"red"``, ...).
         tags: the file's dataset tags (e.g. ``DATE``), carried into outputs.
+        maskable: False when every pixel is valid by construction (no nodata value,
+            integer type, no internal mask): outputs then need no mask of their own.
     """
 
     path: str
@@ -68,6 +70,7 @@ class Scene:
     band_names: tuple[str, ...]
     colorinterp: tuple[str, ...]
     tags: Mapping[str, str] = field(default_factory=dict)
+    maskable: bool = True
 
     @property
     def height(self) -> int:
@@ -370,6 +373,7 @@ def open_scene(
         band_names=tuple(names[i] for i in index),
         colorinterp=tuple(interp[i] for i in index),
         tags=tags,
+        maskable=nodata is not None or dtype.kind == "f" or has_mask,
     )
 
 

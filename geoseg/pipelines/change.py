@@ -365,7 +365,7 @@ def _report(
         zones.warn_partly_covered(opts.aoi or "", cover)
         write_zone_table(zones, cover, aligned, paths["transitions_by_aoi.csv"], opts)
     write_change_polygons(paths["change.tif"], paths["change.gpkg"], aligned.schema, opts)
-    flags = tuple(w.text for w in report_warnings(matrix, aligned, focus))
+    flags = tuple(w.text for w in report_warnings(matrix, aligned, focus, opts.consistency))
     for text in flags:  # on the terminal too, not only in the report
         log.warning("%s", text)
     write_tables(matrix, aligned, paths, opts, unknown, focus, versus, dated)

@@ -26,15 +26,37 @@ from geoseg.types import NODATA_LABEL, ClassInfo, ClassSchema
 
 __all__ = [
     "RULES", "UNCERTAIN_COLOUR", "UNCHANGED_GREY", "change_codes", "change_schema",
-    "file_codes", "map_difference_matrix",
+    "file_codes", "map_difference_matrix", "uncertain_colour",
 ]  # fmt: skip
 
 #: The rules of ``geoseg change --rule``.
 RULES = ("map", "posterior")
 #: Colour of unchanged (from == to) pixels in change.tif.
 UNCHANGED_GREY = (170, 170, 170)
-#: Colour of the posterior rule's uncertain pixels in change.tif.
-UNCERTAIN_COLOUR = (255, 215, 0)
+#: Colours for the posterior rule's uncertain pixels in change.tif, in order of
+#: preference; the first far from every class colour is used (:func:`uncertain_colour`).
+UNCERTAIN_COLOURS = ((255, 0, 255), (0, 255, 255), (128, 0, 128), (0, 0, 0), (255, 255, 255))
+#: The first of :data:`UNCERTAIN_COLOURS` (magenta).
+UNCERTAIN_COLOUR = UNCERTAIN_COLOURS[0]
+#: Smallest RGB distance from every class colour (and the unchanged grey) an uncertain
+#: colour keeps, so a legend never shows it beside a look-alike class.
+_MIN_COLOUR_DISTANCE = 100.0
+
+
+def uncertain_colour(schema: ClassSchema) -> tuple[int, int, int]:
+    """The colour of uncertain pixels: the first of :data:`UNCERTAIN_COLOURS` at least
+    :data:`_MIN_COLOUR_DISTANCE` from every class colour and :data:`UNCHANGED_GREY`
+    (the farthest of them when none is)."""
+    taken = [UNCHANGED_GREY, *(c.colour for c in schema.classes)]
+
+    def distance(colour: tuple[int, int, int]) -> float:
+        return min(sum((a - b) ** 2 for a, b in zip(colour, t, strict=True)) ** 0.5
+                   for t in taken)  # fmt: skip
+
+    for colour in UNCERTAIN_COLOURS:
+        if distance(colour) >= _MIN_COLOUR_DISTANCE:
+            return colour
+    return max(UNCERTAIN_COLOURS, key=distance)
 
 
 def change_schema(schema: ClassSchema, uncertain: bool = False) -> ClassSchema:
@@ -56,7 +78,7 @@ def change_schema(schema: ClassSchema, uncertain: bool = False) -> ClassSchema:
             colour = UNCHANGED_GREY if i == j else b.colour
             infos.append(ClassInfo(i * k + j, f"{a.name} -> {b.name}", colour))
     if uncertain:
-        infos.append(ClassInfo(k * k, "uncertain", UNCERTAIN_COLOUR))
+        infos.append(ClassInfo(k * k, "uncertain", uncertain_colour(schema)))
     return ClassSchema(tuple(infos))
 
 

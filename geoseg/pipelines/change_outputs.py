@@ -134,18 +134,26 @@ def write_tables(
         "consistency": opts.consistency, "classes": list(m.names), **_rule_doc(m, opts, versus),
         "transitions": transitions[: len(m.names) ** 2],
         "nodata": transitions[-1], "class_change": classes, "total_area_m2": m.total_area_m2,
-        "warnings": [w.to_json() for w in report_warnings(m, aligned, focus)],
+        "warnings": [w.to_json() for w in report_warnings(m, aligned, focus, opts.consistency)],
         "normalization": map_normalizations(aligned.paths),  # per map, None if not normalised
     }  # fmt: skip
     write_json(paths["transitions.json"], doc, opts.overwrite)
 
 
 def report_warnings(
-    m: TransitionMatrix, aligned: AlignedMaps, focus: FocusLike | None
+    m: TransitionMatrix, aligned: AlignedMaps, focus: FocusLike | None, consistency: int = 1
 ) -> list[ChangeWarning]:
     """The plausibility flags of the report (:func:`geoseg.report.checks.change_warnings`)."""
     years = years_between(aligned.dates[0], aligned.dates[-1])
-    return change_warnings(m, years, focus, AreaFormat.of(m).text)
+    return change_warnings(m, years, focus, AreaFormat.of(m).text, consistency)
+
+
+def _unseen_text(consistency: int) -> str:
+    """What else the nodata area holds with ``--consistency``: changes whose persistence
+    a nodata date (a cloud) hides (:func:`geoseg.change.temporal.persistent_after`)."""
+    if consistency <= 1:
+        return ""
+    return f", or a change one of the last {consistency} dates has no class for (a cloud)"
 
 
 def write_images(
@@ -207,8 +215,8 @@ def _filters(aligned: AlignedMaps, m: TransitionMatrix, opts: ChangeOptions) -> 
         f"temporal consistency: a change counts only where the new class persists over the "
         f"last {opts.consistency} dates" if opts.consistency > 1 else
         "temporal consistency: off (--consistency N, with at least N + 1 dates, sets it)",
-        f"nodata: pixels where either date has no class are left out "
-        f"({areas.text(m.nodata_area_m2)}, {m.nodata_pixels:,} px)",
+        f"nodata: pixels where either date has no class{_unseen_text(opts.consistency)} are "
+        f"left out ({areas.text(m.nodata_area_m2)}, {m.nodata_pixels:,} px)",
     ]  # fmt: skip
     out += normalization_lines(aligned.paths, map_normalizations(aligned.paths))
     resampled = [p for p, r in zip(aligned.paths, aligned.resampled, strict=True) if r]
@@ -381,7 +389,7 @@ def write_index(
         shape=(aligned.height, aligned.width), area_method=_area_method(m, aligned),
         filters=_filters(aligned, m, opts), headline=_headline(m, focus, counts),
         focus=focus is not None, accuracy_note=_accuracy_note(opts, counts),
-        warnings=[*(w.text for w in report_warnings(m, aligned, focus)), *notes],
+        warnings=[*(w.text for w in report_warnings(m, aligned, focus, opts.consistency)), *notes],
         areas=areas, table=rows,
         class_rows=[(c, float(gain[i]), float(loss[i]), float(net[i]))
                     for i, c in enumerate(m.names)],

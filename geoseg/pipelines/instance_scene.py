@@ -242,6 +242,9 @@ def _write_outputs(
 ) -> np.ndarray:  # fmt: skip
     """Pass 2: relabel the staged blocks into the instance (and panoptic) COG.
 
+    Where the scene can hold nodata (:attr:`Scene.maskable`), both COGs get a mask that
+    is invalid on the scene's nodata, so it reads apart from "no object" (class 255).
+
     The panoptic COG's stuff comes from ``opts.stuff_labels``, else from
     ``own_stuff`` (the model's semantic labels of a block), else none. Returns
     ``(count + 1,) int64`` pixels of each scene id, counted on the way.
@@ -273,10 +276,22 @@ def _write_outputs(
             block = ids.relabel(plan.origin, read(plan.slices))  # (ids, classes)
             px += np.bincount(block[0].ravel(), minlength=ids.count + 1)[: ids.count + 1]
             inst_sink[(slice(0, 2), *plan.slices)] = block[::-1]
+            valid = _valid_block(scene, plan.slices)
+            if valid is not None:  # the scene's nodata is masked, not "no object"
+                inst_sink.write_valid(plan.slices, valid)
             if pan_sink is not None:
                 sem = None if stuff is None else stuff(plan.slices)
                 pan_sink[(slice(0, 2), *plan.slices)] = panoptic_block(block, sem, pan_schema)
+                if valid is not None:
+                    pan_sink.write_valid(plan.slices, valid)
     return px
+
+
+def _valid_block(scene: Scene, key: tuple[slice, slice]) -> np.ndarray | None:
+    """``(h, w) bool`` valid pixels of ``key``; None where the scene has no nodata at all."""
+    if not scene.maskable:
+        return None
+    return np.asarray(scene.valid[key].compute(scheduler="synchronous"))
 
 
 def _semantic_reader(

@@ -100,10 +100,32 @@ NEXT_BEYOND_POSTERIOR = (
 _NEXT_NOISE = f"{NEXT_POSTERIOR[:-1]}; or {NEXT_CONSISTENCY}"
 
 
-def _next_against_noise(m: TransitionMatrix, after_map_rule: str) -> str:
-    """``after_map_rule``, or :data:`NEXT_BEYOND_POSTERIOR` when the posterior rule
-    counted ``m`` (only it leaves an uncertain area, even a zero one)."""
-    return after_map_rule if m.uncertain_area_m2 is None else NEXT_BEYOND_POSTERIOR
+#: Next step against noise when ``--consistency`` is already on (map differencing).
+NEXT_BEYOND_CONSISTENCY = (
+    "the change already persists over the last {n} dates (`--consistency {n}` is on): count "
+    "only confident transitions with `geoseg predict --probabilities` for each date and "
+    "`geoseg change --rule posterior`, or draw reference samples with `--samples-se 0.01`, "
+    "label them and rerun with `--reference samples.gpkg` for error-adjusted areas."
+)
+#: Next step against noise when both the posterior rule and ``--consistency`` are on.
+NEXT_BEYOND_BOTH = (
+    "the posterior rule and `--consistency {n}` are already on, so this is change the "
+    "model is confident about on every date: raise `--min-change-prob` (e.g. 0.8; more area "
+    "is then left uncertain), or draw reference samples with `--samples-se 0.01`, label them "
+    "and rerun with `--reference samples.gpkg` for error-adjusted areas with 95 % "
+    "confidence intervals."
+)
+
+
+def _next_against_noise(m: TransitionMatrix, after_map_rule: str, consistency: int = 1) -> str:
+    """The next step that is not already taken: ``after_map_rule`` (map differencing,
+    one pair), :data:`NEXT_BEYOND_POSTERIOR` when the posterior rule counted ``m``
+    (only it leaves an uncertain area, even a zero one), :data:`NEXT_BEYOND_CONSISTENCY`
+    / :data:`NEXT_BEYOND_BOTH` when ``consistency`` > 1 filtered it too."""
+    posterior = m.uncertain_area_m2 is not None
+    if consistency > 1:
+        return (NEXT_BEYOND_BOTH if posterior else NEXT_BEYOND_CONSISTENCY).format(n=consistency)
+    return NEXT_BEYOND_POSTERIOR if posterior else after_map_rule
 
 
 _DAYS_PER_YEAR = 365.25
@@ -178,6 +200,7 @@ def change_warnings(
     years: float | None,
     focus: FocusLike | None,
     area_text: Callable[[float], str],
+    consistency: int = 1,
 ) -> list[ChangeWarning]:
     """Every rule broken (see the module docstring), by rule, largest areas first.
 
@@ -187,9 +210,10 @@ def change_warnings(
         years: years between the first and last date, or None when unknown.
         focus: the study's focus, or None.
         area_text: formats an area in m² for the sentences (e.g. ``"418.54 ha"``).
+        consistency: ``--consistency`` of the run (the next steps leave it out when on).
     """
-    out = _transition_shares(m, years, area_text)
-    out += _cancelling_flows(m, area_text)
+    out = _transition_shares(m, years, area_text, consistency)
+    out += _cancelling_flows(m, area_text, consistency)
     out += _net_changes(m, years, area_text)
     if focus is not None:
         out += _direction(m, focus, area_text)
@@ -197,8 +221,9 @@ def change_warnings(
 
 
 def _transition_shares(
-    m: TransitionMatrix, years: float | None, area_text: Callable[[float], str]
-) -> list[ChangeWarning]:
+    m: TransitionMatrix, years: float | None, area_text: Callable[[float], str],
+    consistency: int = 1,
+) -> list[ChangeWarning]:  # fmt: skip
     limit, first, k = _share_limit(years), m.area_m2.sum(axis=1), len(m.names)
     out = []
     for i, j in itertools.permutations(range(k), 2):
@@ -214,13 +239,13 @@ def _transition_shares(
             "seasons or a model that confuses the two classes."
         )
         pair = (m.names[i], m.names[j])
-        step = _next_against_noise(m, NEXT_POSTERIOR)
+        step = _next_against_noise(m, NEXT_POSTERIOR, consistency)
         out.append(ChangeWarning("transition_share", pair, figures, message, step))
     return sorted(out, key=lambda w: -float(w.figures["area_m2"] or 0))
 
 
 def _cancelling_flows(
-    m: TransitionMatrix, area_text: Callable[[float], str]
+    m: TransitionMatrix, area_text: Callable[[float], str], consistency: int = 1
 ) -> list[ChangeWarning]:
     out: list[tuple[float, ChangeWarning]] = []
     for i, j in itertools.combinations(range(len(m.names)), 2):
@@ -241,7 +266,7 @@ def _cancelling_flows(
             "flows of similar size both ways are the signature of classification noise, not of "
             "change."
         )
-        step = _next_against_noise(m, _NEXT_NOISE)
+        step = _next_against_noise(m, _NEXT_NOISE, consistency)
         found = ChangeWarning("cancelling_flows", (a, b), figures, message, step)
         out.append((ab + ba, found))
     return [w for _, w in sorted(out, key=lambda gw: -gw[0])]

@@ -91,3 +91,13 @@ def test_consistency_on_top_reverts_changes_that_do_not_persist() -> None:
     out = persistent_codes(codes, maps, ids, 2)
     assert out.tolist() == [[1, 0, 0, U, 4]]  # reverted to forest -> forest; others kept
     assert persistent_codes(codes, maps, ids, 1).tolist() == codes.tolist()
+
+
+def test_consistency_with_a_nodata_date_makes_the_change_nodata() -> None:
+    ids = (1, 4, 9)
+    nodata = 9  # K*K: either date (or, with --consistency, a needed date) has no class
+    # confident forest -> water (code 1) everywhere; the middle date: cloud, cloud,
+    # urban (refutes it); last date water, water, water; pixel 2 is forest -> forest
+    codes = np.array([[1, 0, 1]], np.int32)
+    maps = np.array([[[1, 1, 1]], [[255, 255, 9]], [[4, 1, 4]]], np.uint8)
+    assert persistent_codes(codes, maps, ids, 2).tolist() == [[nodata, 0, 0]]

@@ -59,7 +59,7 @@ def test_change_tif_holds_the_rule_s_codes(tmp_path: Path) -> None:
     expected = file_codes(posterior_codes(_stored(maps[0]), _stored(maps[1]), 0.7), 3)
     with rasterio.open(out / "change.tif") as src:
         codes = src.read(1)
-        assert src.colormap(1)[9][:3] == (255, 215, 0)  # K*K = uncertain
+        assert src.colormap(1)[9][:3] == (255, 0, 255)  # K*K = uncertain: magenta
     with rasterio.open(maps[0]) as a, rasterio.open(maps[1]) as b:
         unmapped = (a.read(1) == 255) | (b.read(1) == 255)
     expected[unmapped] = 255
@@ -311,3 +311,16 @@ def test_resampled_map_is_checked_against_its_own_probabilities(tmp_path: Path) 
                        r"disagree with \S+moved.tif at [1-9]"):  # fmt: skip
         change_report([maps[0], moved], tmp_path / "r", opts)
     assert not (tmp_path / "r").exists()
+
+
+def test_uncertain_colour_stays_apart_from_the_class_colours() -> None:
+    from geoseg.pipelines.change_codes import change_schema, uncertain_colour
+    from geoseg.types import ClassInfo, ClassSchema
+
+    gold = ClassSchema((ClassInfo(1, "cultivated land", (255, 211, 0)),
+                        ClassInfo(2, "forest", (27, 120, 55))))  # fmt: skip
+    assert change_schema(gold, uncertain=True).classes[-1].colour == (255, 0, 255)
+    pinkish = ClassSchema((ClassInfo(1, "a", (250, 10, 240)), ClassInfo(2, "b", (0, 0, 255))))
+    assert uncertain_colour(pinkish) == (0, 255, 255)  # magenta is taken: cyan
+    both = ClassSchema((ClassInfo(1, "a", (255, 0, 255)), ClassInfo(2, "b", (0, 250, 250))))
+    assert uncertain_colour(both) == (128, 0, 128)  # 285 from magenta, 293 from cyan

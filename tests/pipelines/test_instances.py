@@ -90,3 +90,36 @@ def test_failed_run_leaves_nothing(tmp_path: Path, scene_tif: Path) -> None:
     with pytest.raises(RuntimeError, match="crashed"):
         segment_instances(scene_tif, _Broken, tmp_path / "inst.tif", opts)
     assert [p.name for p in tmp_path.iterdir()] == ["scene.tif"]
+
+
+def _masks(path: Path) -> tuple[np.ndarray, list[list[str]]]:
+    with rasterio.open(path) as src:
+        return src.dataset_mask(), [[f.name for f in b] for b in src.mask_flag_enums]
+
+
+def test_scene_nodata_is_masked_apart_from_no_object(tmp_path: Path, truth: np.ndarray) -> None:
+    """A nodata collar (columns >= 80, rows < 7) is masked in both COGs; class 255 with a
+    valid mask is "no object" (the rest of the scene where the truth has none)."""
+    data = truth.astype(np.uint16)
+    collar = np.zeros((H, W), bool)
+    collar[:, 80:] = True
+    collar[:7] = True
+    data[:, collar] = 65535
+    scene = write_raster(tmp_path / "scene.tif", data, nodata=65535)
+    opts = InstanceOptions(window=32, margin=4, chunk=48, panoptic=tmp_path / "pan.tif")
+    result = segment_instances(scene, OraclePredictor, tmp_path / "inst.tif", opts)
+    for out in (result.output, tmp_path / "pan.tif"):
+        mask, flags = _masks(out)
+        np.testing.assert_array_equal(mask, np.where(collar, 0, 255))
+        assert flags == [["per_dataset"], ["per_dataset"]]
+    inst = _read(result.output)
+    assert inst[1][collar].max() == 0 and (inst[0][collar] == NODATA_LABEL).all()
+    no_object = ~collar & (inst[1] == 0)
+    assert no_object.sum() > 1000  # valid pixels without an object: unmasked class 255
+    assert (inst[0][no_object] == NODATA_LABEL).all()
+
+
+def test_scene_without_nodata_gets_no_mask(tmp_path: Path, scene_tif: Path) -> None:
+    result = segment_instances(scene_tif, OraclePredictor, tmp_path / "inst.tif", OPTS)
+    mask, flags = _masks(result.output)
+    assert flags == [["all_valid"], ["all_valid"]] and mask.min() == 255

@@ -300,3 +300,21 @@ def test_a_posterior_report_does_not_recommend_the_posterior_rule(tmp_path: Path
     page = html.unescape((tmp_path / "out" / "index.html").read_text())
     assert "Next step: the posterior rule is already on" in page
     assert "--rule posterior`" not in page
+
+
+@pytest.mark.parametrize(
+    ("uncertain_m2", "start", "absent"),
+    [(None, "the change already persists over the last 3 dates (`--consistency 3` is on)",
+      ("add dates",)),
+     (0.0, "the posterior rule and `--consistency 3` are already on", ("add dates", "--rule"))],
+)  # fmt: skip
+def test_the_next_step_leaves_out_consistency_when_it_is_on(
+    uncertain_m2: float | None, start: str, absent: tuple[str, ...]
+) -> None:
+    m = dataclasses.replace(_matrix(NOISY), uncertain_area_m2=uncertain_m2)
+    warnings = change_warnings(m, 1.0, None, _text, consistency=3)
+    assert [w.rule for w in warnings] == ["transition_share", "cancelling_flows"]
+    for w in warnings:
+        assert w.next_step.startswith(start)
+        assert not any(a in w.next_step for a in absent)
+        assert "--reference samples.gpkg" in w.next_step
