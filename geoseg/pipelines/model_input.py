@@ -33,6 +33,7 @@ __all__ = [
     "match_bands",
     "model_window",
     "prepare_model_input",
+    "refuse_tta",
     "require_pixels",
 ]
 
@@ -179,6 +180,20 @@ def require_pixels(model: str, family: Family) -> None:
         raise GeosegError(
             f"{model}: a {family.name} model needs {family.inputs.replace('_', ' ')} as input; "
             "`geoseg predict` gives it the pixels of one scene only"
+        )
+
+
+def refuse_tta(model: str | None, task: str, tta: str) -> None:
+    """Refuse ``--tta`` for a model that finds objects (instance, panoptic, SAM prompts).
+
+    Raises:
+        GeosegError: ``tta`` is not ``"none"`` and ``task`` is not a per-pixel class task.
+    """
+    if tta != "none" and task not in ("semantic", "change"):
+        raise GeosegError(
+            f"{model or 'the prediction'}: --tta {tta} averages per-pixel class probabilities "
+            f"over flipped and rotated windows; --task {task} gives objects (ids, masks), "
+            "which cannot be averaged that way; leave --tta out"
         )
 
 
