@@ -204,6 +204,21 @@ def window_options() -> Any:
     ])  # fmt: skip
 
 
+#: ``--tta`` choices (:data:`geoseg.tiling.tta.TTA_MODES`, which is not imported here:
+#: geoseg.tiling loads dask, and the CLI starts without it).
+TTA_CHOICES = ("none", "flips", "d4")
+
+
+def tta_option() -> Any:
+    """Decorator adding ``--tta`` (predict, evaluate)."""
+    return click.option(
+        "--tta", type=click.Choice(TTA_CHOICES), default="none", show_default=True,
+        help="Test-time augmentation of semantic and change models: average the class "
+        "probabilities over the 4 flips or the 8 rotations/flips of each window "
+        "(4x / 8x the model time).",
+    )  # fmt: skip
+
+
 def prompt_layer_options(scenes: str) -> Any:
     """Decorator adding ``--points``, ``--point`` and ``--prompts-crs`` (prompt, track);
     ``scenes``: whose CRS a ``--point`` without one is in (``the scene's``)."""

@@ -17,6 +17,7 @@ from geoseg.cli.app import (
     outputs,
     parse_bands,
     progress_bar,
+    tta_option,
     window_options,
 )
 from geoseg.models.registry import predict_outputs
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @window_options()
 @click.option("--blend", type=click.Choice(["trim", "hann"]), default="trim", show_default=True)
+@tta_option()
 @dask_options()
 @click.option("--gpus", type=AT_LEAST_ONE, help="Run on N GPUs (dask-cuda, one worker per GPU).")
 @click.option("--torch-threads", type=AT_LEAST_ONE, help="Torch threads per model call (CPU).")
@@ -116,9 +118,11 @@ def _check_predict_flags(model: str, task: str, output: Path, opts: PredictOptio
                          points_per_side: int | None) -> None:  # fmt: skip
     """Refuse predict options that do not fit the task, before any file is written."""
     from geoseg.errors import GeosegError
+    from geoseg.pipelines.model_input import refuse_tta
     from geoseg.pipelines.predict import check_distinct_outputs
 
     objects = task != "semantic"
+    refuse_tta(model, task, opts.tta)
     if panoptic is not None and not objects:
         raise click.BadParameter("--panoptic needs an instance model (--task instance/panoptic)")
     if opts.probabilities is not None and objects:

@@ -18,6 +18,7 @@ from geoseg.cli.app import (
     outputs,
     parse_bands,
     parse_map,
+    tta_option,
     window_options,
 )
 from geoseg.io.outputs import output_run
@@ -224,6 +225,7 @@ def _auto_plan(config: str | None, given: dict[str, Any], budget: str | None,
 )
 @click.option("--device", default="auto", show_default=True)
 @window_options()
+@tta_option()
 @dask_options()
 @click.option("--overwrite", is_flag=True)
 @outputs(folder="output", folder_files=_EVALUATE_FILES)
@@ -242,6 +244,7 @@ def evaluate(model: str | None, image: str | None, labels: str, output: Path,
     """
     from geoseg.pipelines.evaluate import evaluate_scene
     from geoseg.pipelines.evaluate_instances import INSTANCE_TASKS, evaluate_task
+    from geoseg.pipelines.model_input import refuse_tta
     from geoseg.pipelines.predict import PredictOptions
     from geoseg.training.config import load_class_schema
 
@@ -250,6 +253,7 @@ def evaluate(model: str | None, image: str | None, labels: str, output: Path,
     task = evaluate_task(model, task)
     selection, roles = parse_bands(bands)
     opts = PredictOptions(bands=selection, band_roles=roles, **kw)
+    refuse_tta(model, task, opts.tta)
     if task == "prompt":
         from geoseg.cli.prompt import evaluate_prompts
 

@@ -45,6 +45,7 @@ from geoseg.pipelines.plausibility import guessed_band_order, predicted_shares, 
 from geoseg.pipelines.predict import PredictOptions, prepare_model_input
 from geoseg.tiling.confusion import tiled_confusion_sink
 from geoseg.tiling.execute import Progress
+from geoseg.tiling.tta import tta_loader
 from geoseg.types import ClassInfo, ClassSchema, a_model_of
 
 __all__ = [
@@ -200,7 +201,8 @@ def evaluate_scene(
     ref = reference_on_grid(os.fspath(labels), scene, task, opts.assume_crs)
     warnings = [schema_warning(labels, model, schema, reference_map)] if task == "semantic" else []
     sink = tiled_confusion_sink(
-        scene.data.data, scene.valid, ref, functools.partial(load_predictor, spec), tile,
+        scene.data.data, scene.valid, ref,
+        tta_loader(functools.partial(load_predictor, spec), opts.tta), tile,
         model_schema.ids, schema.ids, prediction_map, reference_map, opts.scheduler,
         opts.workers, progress,
     )  # fmt: skip
@@ -226,7 +228,7 @@ def evaluate_scene(
     report: dict[str, Any] = {
         "task": task, "model": Path(model).name, "image": Path(path).name,
         "labels": Path(labels).name, "window": tile.window, "margin": tile.margin,
-        "blend": tile.blend, "reference_map": _json_map(reference_map),
+        "blend": tile.blend, "tta": opts.tta, "reference_map": _json_map(reference_map),
         "prediction_map": _json_map(prediction_map),
         **(_change_scores(metrics) if task == "change" else {}), **metrics.to_json(),
         "unknown_reference_values": [{"value": v, "pixels": n} for v, n in unknown.items()],

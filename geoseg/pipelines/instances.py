@@ -35,6 +35,7 @@ from geoseg.pipelines.model_input import (
     PredictOptions,
     match_bands,
     model_window,
+    refuse_tta,
     require_pixels,
 )
 from geoseg.pipelines.object_sizes import warn_if_oversized
@@ -107,6 +108,7 @@ def _instance_options(
         raise GeosegError(
             f"{model}: SAM's encoder takes {meta.window} px windows; leave --window out"
         )
+    refuse_tta(model, "panoptic" if panoptic is not None else "instance", opts.tta)
     if opts.blend != "trim":
         raise GeosegError("instance models use trim windows; drop --blend hann")
     unused = [f"--{n}" for n in ("confidence", "preview", "resume") if getattr(opts, n)]

@@ -25,6 +25,7 @@ from geoseg.models.registry import checkpoint_family, model_family, task_kind, w
 from geoseg.pipelines.band_hints import band_count_error
 from geoseg.pipelines.plausibility import warn_if_declared_scaling, warn_if_outside_training
 from geoseg.resolution import check_gsd_of
+from geoseg.tiling.tta import check_tta
 from geoseg.types import ClassSchema, ModelMeta, TileSpec, a_model_of, require_at_least
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "match_bands",
     "model_window",
     "prepare_model_input",
+    "refuse_tta",
     "require_pixels",
 ]
 
@@ -72,6 +74,9 @@ class PredictOptions:
             (IR-MAD, :mod:`geoseg.change.normalize_to`); for post-classification change.
         ignore_gsd: run a checkpoint on a scene whose pixel size is more than 4x off
             the model's (:mod:`geoseg.resolution`; it still warns).
+        tta: test-time augmentation of per-pixel class models: ``"none"``, ``"flips"``
+            (4 flips) or ``"d4"`` (8 rotations/flips); the class probabilities are
+            averaged over them (:mod:`geoseg.tiling.tta`).
     """
 
     window: int | None = None
@@ -97,8 +102,10 @@ class PredictOptions:
     normalize_dates: str | None = None
     normalize_to: str | None = None
     ignore_gsd: bool = False
+    tta: str = "none"
 
     def __post_init__(self) -> None:
+        check_tta(self.tta)
         require_at_least(
             "PredictOptions", window=(self.window, 1), margin=(self.margin, 0),
             chunk=(self.chunk, 1), batch_size=(self.batch_size, 1), workers=(self.workers, 1),
@@ -173,6 +180,20 @@ def require_pixels(model: str, family: Family) -> None:
         raise GeosegError(
             f"{model}: a {family.name} model needs {family.inputs.replace('_', ' ')} as input; "
             "`geoseg predict` gives it the pixels of one scene only"
+        )
+
+
+def refuse_tta(model: str | None, task: str, tta: str) -> None:
+    """Refuse ``--tta`` for a model that finds objects (instance, panoptic, SAM prompts).
+
+    Raises:
+        GeosegError: ``tta`` is not ``"none"`` and ``task`` is not a per-pixel class task.
+    """
+    if tta != "none" and task not in ("semantic", "change"):
+        raise GeosegError(
+            f"{model or 'the prediction'}: --tta {tta} averages per-pixel class probabilities "
+            f"over flipped and rotated windows; --task {task} gives objects (ids, masks), "
+            "which cannot be averaged that way; leave --tta out"
         )
 
 

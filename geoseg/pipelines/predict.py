@@ -35,6 +35,7 @@ from geoseg.pipelines.plausibility import guessed_band_order, warn_if_dominated
 from geoseg.pipelines.predict_parts import OutputPart, PredictParts
 from geoseg.tiling.execute import Progress, store_blocks
 from geoseg.tiling.infer import predict_blocks
+from geoseg.tiling.tta import tta_loader
 from geoseg.types import ClassSchema, TileSpec
 
 __all__ = [
@@ -72,6 +73,9 @@ class PredictResult:
     probabilities: Path | None = None
     normalized: str | None = None
 
+
+#: Tag of a map made with test-time augmentation: its ``--tta`` mode (``flips``, ``d4``).
+TTA_TAG = "GEOSEG_TTA"
 
 #: Tag prefix of the fit of each later date of a stack (``GEOSEG_NORMALIZE_T2``, ...).
 _DATE_FITS = "GEOSEG_NORMALIZE_T"
@@ -152,9 +156,10 @@ def _predict(
     """:func:`predict_scene` once its outputs are registered and locked."""
     scene, spec, schema, tile = prepare_model_input(path, model, opts)
     guess = guessed_band_order(scene, spec.roles, opts.band_roles, opts.sensor)
+    load = tta_loader(functools.partial(load_predictor, spec), opts.tta)
     lazy = predict_blocks(
-        scene.data.data, scene.valid, functools.partial(load_predictor, spec), tile,
-        schema.ids, opts.confidence, opts.probabilities is not None,
+        scene.data.data, scene.valid, load, tile, schema.ids, opts.confidence,
+        opts.probabilities is not None,
     )  # fmt: skip
     if opts.mask_clouds is not None:
         from geoseg.pipelines.clouds import apply_cloud_mask
@@ -212,7 +217,7 @@ def _outputs(
 ) -> list[OutputPart]:
     """The label COG and, with ``opts.probabilities``, the probability COG, in band order."""
     bands = 1 + opts.confidence
-    meta = _label_meta(scene, schema, model, bands)
+    meta = _label_meta(scene, schema, model, bands, opts.tta)
     if opts.probabilities is None:
         return [OutputPart(out, meta, 0)]
     probs = Path(opts.probabilities)
@@ -238,7 +243,7 @@ def _fingerprint(
         "scale": spec.scale, "roles": repr(spec.roles), "arithmetic": _arithmetic(spec),
         "window": tile.window, "margin": tile.margin, "chunk": tile.chunk, "blend": tile.blend,
         "confidence": opts.confidence, "probabilities": opts.probabilities is not None,
-        "geoseg": __version__,
+        "geoseg": __version__, "tta": opts.tta,
         "mask_clouds": opts.mask_clouds and [opts.mask_clouds, file_stamp(opts.mask_clouds)],
         "normalize_dates": opts.normalize_dates,
         "normalize_to": opts.normalize_to
@@ -328,9 +333,12 @@ def date_tags(tags: Mapping[str, str]) -> dict[str, str]:
     return {"DATE": date, **({DATE_SOURCE_TAG: FILE_TIME_TAG} if guessed else {})}
 
 
-def _label_meta(scene: Scene, schema: ClassSchema, model: str, bands: int) -> LabelMeta:
+def _label_meta(
+    scene: Scene, schema: ClassSchema, model: str, bands: int, tta: str = "none"
+) -> LabelMeta:
     """The output's classes, georeferencing (the scene's), band descriptions and tags
-    (the scene's SENSOR and, as DATE, its acquisition date: :func:`scene_date`)."""
+    (the scene's SENSOR, as DATE its acquisition date: :func:`scene_date`, and with
+    test-time augmentation ``GEOSEG_TTA``: its mode)."""
     from geoseg.pipelines.time_order import warn_unread_dates
 
     warn_unread_dates(scene.path, scene.tags)  # a DATE like 11/07/2015 is not dropped silently
@@ -346,6 +354,7 @@ def _label_meta(scene: Scene, schema: ClassSchema, model: str, bands: int) -> La
         "GEOSEG_MODEL": Path(model).name,
         "GEOSEG_VERSION": __version__,
         "GEOSEG_SOURCE": Path(scene.path).name,
+        **({TTA_TAG: tta} if tta != "none" else {}),
     }
     return LabelMeta(
         scene.crs, scene.transform, schema, ["class", "confidence"][:bands], tags, scene.path

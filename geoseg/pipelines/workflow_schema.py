@@ -182,6 +182,7 @@ PREDICT_OPTIONS: dict[str, Check] = {
     "torch_threads": integer(1, optional=True),
     "precision": text(("auto", "fp32", "fp16", "bf16")),
     "ignore_gsd": flag,
+    "tta": text(("none", "flips", "d4")),
 }
 
 

@@ -3,7 +3,7 @@
     python sample_data/models/train_change_levir.py --data ../shared/data \
         [--archs early siam-diff siam-conc] [--seeds 0 1 2] [-o best.safetensors] [--overwrite]
         [--date-augment] [--swap-dates] [--depth 3|4] [--window 64] [--batch-size 16]
-        [--epochs 30] [--select]
+        [--epochs 30] [--select] [--tta none|flips|d4]
         [--append]   # --append: add runs to a scores file of the same setup
 
 The 11 LEVIR-CD crops (0.5 m RGB, Texas, two dates, building-change masks) are
@@ -18,7 +18,10 @@ three stages with 64, 32, 16).
 Seven pairs train, one validates (it picks each run's best epoch), three are held
 out and scored with ``geoseg evaluate``; nothing is chosen by the held-out scores.
 ``--select`` scores the validation pair instead and leaves the held-out pairs unread
-by any model: the runs that choose a recipe are made that way.
+by any model: the runs that choose a recipe are made that way. ``--tta flips|d4``
+scores the same trained model a second time with test-time augmentation (``geoseg
+evaluate --tta``: class probabilities averaged over the 4 flips or the 8 rotations
+and flips); each run then also records ``change_f1_tta``, ``change_iou_tta``, ... .
 The scores file keeps every run's change F1/IoU, each architecture's mean and
 spread over the seeds, and the figure of the first early-fusion run (F1 0.685,
 one seed, no date augmentation). The LEVIR-CD images are for research and
@@ -52,6 +55,7 @@ from geoseg.io.reports import write_json
 from geoseg.io.stack import stack_dates
 from geoseg.pipelines.evaluate import evaluate_scene
 from geoseg.pipelines.predict import PredictOptions
+from geoseg.tiling.tta import TTA_MODES
 from geoseg.training import load_train_config, train_model
 from geoseg.training.config import TrainConfig
 from geoseg.types import ClassInfo, ClassSchema
@@ -121,6 +125,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Exchange each window's dates with probability 1/2.")  # fmt: skip
     parser.add_argument("--select", action="store_true", help="Score the validation pair, "
                         "not the held-out pairs (runs that choose a recipe).")  # fmt: skip
+    parser.add_argument("--tta", choices=TTA_MODES, default="none",
+                        help="Also score each model with this test-time augmentation.")  # fmt: skip
     parser.add_argument("--encoder", default="tu-resnet18")
     parser.add_argument("--date-augment", action="store_true",
                         help="Train with simulated date-to-date differences.")  # fmt: skip
@@ -174,38 +180,57 @@ def _config(args: argparse.Namespace, pairs: dict[str, tuple[Path, Path]], train
 
 
 def _run(cfg: TrainConfig, pairs: dict[str, tuple[Path, Path]], work: Path,
-         scored: tuple[str, ...] = TEST) -> dict[str, Any]:  # fmt: skip
-    """Train ``cfg``, score the ``scored`` pairs together: the run's record."""
+         scored: tuple[str, ...] = TEST, tta_mode: str = "none") -> dict[str, Any]:  # fmt: skip
+    """Train ``cfg``, score the ``scored`` pairs together (and again with ``tta_mode``
+    unless it is ``"none"``): the run's record."""
     start = time.perf_counter()
     result = train_model(
         cfg,
         lambda r: print(f"  {cfg.arch} seed {cfg.seed} epoch {r.epoch} loss {r.loss:.4f} "
                         f"val mIoU {r.val_miou:.4f}", flush=True),
     )  # fmt: skip
-    conf = np.zeros((2, 2), np.int64)
-    for n in scored:
-        ev = evaluate_scene(
-            cfg.output, pairs[n][0], pairs[n][1], work / f"eval_{cfg.arch}_{cfg.seed}_{n}",
-            PredictOptions(device="cpu"),
-        )  # fmt: skip
-        conf += ev.confusion
-    m = metrics_from_confusion(conf, CHANGE.names)
-    return {
+    record: dict[str, Any] = {
         "arch": cfg.arch, "seed": cfg.seed, "best_val_miou": result.best_miou,
-        "change_f1": _score(m.f1[1]), "change_iou": _score(m.iou[1]),
-        "change_precision": _score(m.precision[1]), "change_recall": _score(m.recall[1]),
-        "change_note": m.notes()[1], "pixels": m.pixels, "change_pixels": int(conf[1].sum()),
-        "minutes": round((time.perf_counter() - start) / 60, 2),
     }  # fmt: skip
+    for tta in ("none", *(() if tta_mode == "none" else (tta_mode,))):
+        scoring = time.perf_counter()
+        conf = np.zeros((2, 2), np.int64)
+        for n in scored:
+            ev = evaluate_scene(
+                cfg.output, pairs[n][0], pairs[n][1], work / f"eval_{cfg.seed}_{n}_{tta}",
+                PredictOptions(device="cpu", tta=tta),
+            )  # fmt: skip
+            conf += ev.confusion
+        record.update(_change_record(conf, "" if tta == "none" else "_tta"))
+        record.setdefault("pixels", int(conf.sum()))
+        record.setdefault("change_pixels", int(conf[1].sum()))
+        if tta != "none":
+            record["tta"] = tta
+            record["tta_scoring_seconds"] = round(time.perf_counter() - scoring, 1)
+    record["minutes"] = round((time.perf_counter() - start) / 60, 2)
+    return record
+
+
+def _change_record(conf: np.ndarray, suffix: str) -> dict[str, Any]:
+    """F1, IoU, precision, recall and note of the change class of a 2 x 2 confusion,
+    keys ending in ``suffix``."""
+    m = metrics_from_confusion(conf, CHANGE.names)
+    values = {"change_f1": _score(m.f1[1]), "change_iou": _score(m.iou[1]),
+              "change_precision": _score(m.precision[1]), "change_recall": _score(m.recall[1]),
+              "change_note": m.notes()[1]}  # fmt: skip
+    return {k + suffix: v for k, v in values.items()}
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per architecture: mean, sample standard deviation, min and max of F1 and IoU."""
+    """Per architecture: mean, sample standard deviation, min and max of F1 and IoU
+    (and of ``change_f1_tta``/``change_iou_tta`` where the runs have them)."""
     out: dict[str, dict[str, Any]] = {}
     for arch in dict.fromkeys(r["arch"] for r in runs):
         mine = [r for r in runs if r["arch"] == arch]
         entry: dict[str, Any] = {"seeds": [r["seed"] for r in mine]}
-        for key in ("change_f1", "change_iou"):
+        for key in ("change_f1", "change_iou", "change_f1_tta", "change_iou_tta"):
+            if not all(key in r for r in mine):
+                continue
             values = [r[key] for r in mine if r[key] is not None]
             entry[key] = {
                 "mean": statistics.fmean(values) if values else None,
@@ -221,7 +246,8 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
             "decoder_channels": DECODERS[args.depth], "window": args.window,
             "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
             "batch_size": args.batch_size, "date_augment": args.date_augment,
-            "swap_dates": args.swap_dates}  # fmt: skip
+            "swap_dates": args.swap_dates,
+            **({"tta": args.tta} if args.tta != "none" else {})}  # fmt: skip
 
 
 def carried_sections(args: argparse.Namespace) -> dict[str, Any]:
@@ -284,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             for arch in args.archs:
                 model = work / f"{arch}_{seed}.safetensors"
                 cfg = _config(args, pairs, train, arch, seed, model)
-                runs.append(_run(cfg, pairs, work, VAL if args.select else TEST))
+                runs.append(_run(cfg, pairs, work, VAL if args.select else TEST, args.tta))
                 print(json.dumps(runs[-1]), flush=True)
                 report = _report(args, train, runs, carried)
                 write_json(args.scores, report, args.overwrite or args.append or len(runs) > 1)

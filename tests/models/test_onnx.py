@@ -20,6 +20,7 @@ from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.models.cache import load_predictor, model_spec
 from geoseg.models.onnx_runtime import GRAPH_TENSOR, OnnxPredictor, load_onnx_predictor
 from geoseg.models.registry import model_family
+from geoseg.tiling.tta import TtaPredictor
 from geoseg.types import TileSpec
 from tests.conftest import TINY_BANDS, textured_scene, write_raster
 from tests.models.onnx_graphs import cloud_graph, conv_graph, write_classes
@@ -111,6 +112,27 @@ def test_a_graph_of_fixed_batch_and_size_runs_window_by_window(tmp_path: Path) -
     code, text = cli_run("predict", scene, "-m", model, "-o", tmp_path / "w.tif", "--window", 64)
     assert code == 2 and "(--window 32)" in text and len(text.strip().splitlines()) == 1, text
     assert not (tmp_path / "w.tif").exists()
+
+
+def test_tta_runs_an_onnx_graph_of_fixed_batch_and_size_on_each_transform(tmp_path: Path) -> None:
+    model = import_graph(tmp_path, conv_graph(tmp_path / "fixed.onnx", size=32, batch=1))
+    data = textured_scene(60, 70)
+    scene = write_raster(tmp_path / "s.tif", data, descriptions=TINY_BANDS)
+    maps = {}
+    for tta in ("none", "d4"):
+        out = tmp_path / f"{tta}.tif"
+        code, text = cli_run("predict", scene, "-m", model, "-o", out, "--tta", tta,
+                             "--confidence", "--chunk", 24)  # fmt: skip
+        assert code == 0, text
+        with rasterio.open(out) as src:
+            maps[tta] = src.read()
+    predictor = TtaPredictor(load_predictor(model_spec(str(model), "cpu")), "d4")
+    labels, conf = reference_top(
+        data, np.ones(data.shape[1:], bool), TileSpec(32, 4), predictor, (0, 1, 2)
+    )
+    np.testing.assert_array_equal(maps["d4"][0], labels)
+    np.testing.assert_array_equal(maps["d4"][1], conf)
+    assert (maps["none"][0] != labels).any()  # random 3x3 kernels: the transforms disagree
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's TorchScript exporter

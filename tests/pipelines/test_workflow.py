@@ -152,6 +152,10 @@ HEAD = "scenes: [a.tif, b.tif]\nmodel: spectral\n"
         (HEAD + "output: /tmp/x\n", "leaves the run folder"),
         (HEAD + "output: out\npredict: {windw: 3}\n", "predict: unknown key 'windw'"),
         (
+            HEAD + "output: out\npredict: {tta: d8}\n",
+            "predict.tta: expected one of none, flips, d4, got 'd8'",
+        ),
+        (
             "scenes: [a.tif]\nmodel: spectral\noutput: out\n",
             "scenes: expected a list of scene paths (at least 2)",
         ),
@@ -197,14 +201,15 @@ def test_options_from_the_schema_build_the_pipeline_options(tmp_path: Path) -> N
         (tmp_path / name).touch()
     (tmp_path / "wf.yaml").write_text(
         HEAD + "output: out\npredict: {chunk: 512, bands: [B04, 8], band_roles: {RED: 3}, "
-        "window: ~}\nchange: {mmu_ha: 1, consistency: 1}\n"
+        "window: ~, tta: d4}\nchange: {mmu_ha: 1, consistency: 1}\n"
     )
     wf = load_workflow(tmp_path / "wf.yaml", tmp_path)
     assert dict(wf.predict) == {
         "chunk": 512, "bands": ("B04", "8"), "band_roles": {"red": 3}, "window": None,
+        "tta": "d4",
     }  # fmt: skip
     assert dict(wf.change) == {"mmu_ha": 1.0, "consistency": 1}
-    assert PredictOptions(**wf.predict).chunk == 512
+    assert (PredictOptions(**wf.predict).chunk, PredictOptions(**wf.predict).tta) == (512, "d4")
     assert ChangeOptions(**wf.change).mmu_ha == 1.0
 
 

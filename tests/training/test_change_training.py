@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -154,6 +155,33 @@ def test_levir_comparison_summarises_seeds_and_appends_runs_of_one_setup(tmp_pat
     other = script.parse_args(["--scores", str(scores), "--epochs", "3", "--append"])
     with pytest.raises(GeosegError, match="append runs of the same setup"):
         script.earlier_runs(other)
+
+
+def test_levir_tta_scores_are_kept_apart_and_summarised(tmp_path: Path) -> None:
+    script = _levir_script()
+    plain = script.parse_args([])
+    d4 = script.parse_args(["--tta", "d4", "--scores", str(tmp_path / "s.json"), "--append"])
+    assert "tta" not in script._setup(plain)  # files written before --tta stay appendable
+    assert script._setup(d4) == {**script._setup(plain), "tta": "d4"}
+    record = script._change_record(np.array([[90, 10], [30, 70]]), "_tta")
+    assert record["change_f1_tta"] == pytest.approx(2 * 70 / (2 * 70 + 10 + 30))
+    assert record["change_precision_tta"] == pytest.approx(70 / 80)
+    assert record["change_recall_tta"] == pytest.approx(70 / 100)
+    assert record["change_iou_tta"] == pytest.approx(70 / 110)
+    runs = [{"arch": "siam-conc", "seed": s, "change_f1": f, "change_iou": f / 2,
+             "change_f1_tta": f + 0.05, "change_iou_tta": f / 2 + 0.01}
+            for s, f in enumerate((0.6, 0.7, 0.8))]  # fmt: skip
+    summary = script.summarise(runs)["siam-conc"]
+    assert summary["change_f1"]["mean"] == pytest.approx(0.7)
+    assert summary["change_f1_tta"]["mean"] == pytest.approx(0.75)
+    assert summary["change_iou_tta"]["max"] == pytest.approx(0.41)
+    assert "change_f1_tta" not in script.summarise([{k: v for k, v in runs[0].items()
+                                                      if "tta" not in k}])["siam-conc"]  # fmt: skip
+    (tmp_path / "s.json").write_text(json.dumps({"setup": script._setup(plain), "runs": []}))
+    with pytest.raises(GeosegError, match="append runs of the same setup"):
+        script.earlier_runs(d4)
+    with pytest.raises(SystemExit):
+        script.parse_args(["--tta", "d8"])
 
 
 def test_levir_setup_records_depth_swap_and_batch_and_append_keeps_other_sections(
