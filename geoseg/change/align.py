@@ -9,6 +9,7 @@ restricted to the extent all maps share; each block is read through a rasterio
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
-from rasterio.windows import Window, from_bounds
+from rasterio.windows import Window
 
 from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.grids import same_grid
@@ -106,8 +107,25 @@ def read_label_map_info(path: str | os.PathLike[str]) -> LabelMapInfo:
     return LabelMapInfo(path, scene.crs, scene.transform, scene.height, scene.width, schema, date)
 
 
+def _first_centre_at_or_after(edge_px: float) -> int:
+    """Index of the first pixel whose centre (``i + 0.5``) is at or after ``edge_px``.
+
+    ``edge_px`` is a fractional pixel coordinate on the first map's grid; a centre
+    within 1e-6 px of the edge counts as on it, so a half-pixel shift is not decided
+    by the last bits of the transforms.
+    """
+    centre = edge_px - 0.5
+    nearest = round(centre)
+    if abs(centre - nearest) < 1e-6:
+        return int(nearest)
+    return math.ceil(centre)
+
+
 def _common_window(first: LabelMapInfo, others: Sequence[LabelMapInfo]) -> Window:
-    """The window of the first map's grid covered by every map."""
+    """The window of the first map's grid whose pixel centres lie inside every map.
+
+    Other maps' footprints are taken as their bounds in the first map's CRS.
+    """
     left, bottom, right, top = rasterio.transform.array_bounds(
         first.height, first.width, first.transform
     )
@@ -124,16 +142,23 @@ def _common_window(first: LabelMapInfo, others: Sequence[LabelMapInfo]) -> Windo
                 f"{info.path}: does not overlap {first.path} (disjoint extents); "
                 "pass maps of the same area"
             )
-    win = from_bounds(left, bottom, right, top, first.transform)
-    win = win.round_offsets(op="floor").round_lengths(op="ceil")
-    full = Window(0, 0, first.width, first.height)
-    win = win.intersection(full)
-    if win.width < 1 or win.height < 1:
+    # a pixel of the first map is compared where its centre lies inside the common
+    # footprint [left, right) x (bottom, top]: that is where nearest resampling finds a
+    # pixel of every other map (rounding the window's edges instead keeps a row the
+    # other map barely covers and drops one both cover, for a 0.7 px shift)
+    col_a, row_a = ~first.transform @ (left, top)
+    col_b, row_b = ~first.transform @ (right, bottom)
+    col0, col1 = _first_centre_at_or_after(col_a), _first_centre_at_or_after(col_b)
+    row0, row1 = _first_centre_at_or_after(row_a), _first_centre_at_or_after(row_b)
+    col0, col1 = max(col0, 0), min(col1, first.width)
+    row0, row1 = max(row0, 0), min(row1, first.height)
+    if col1 <= col0 or row1 <= row0:
         raise InvalidRasterError(
-            f"{others[-1].path}: overlaps {first.path} by less than one pixel; "
+            f"{others[-1].path}: overlaps {first.path} by less than one pixel (no pixel "
+            "centre of the first map lies inside it); "
             "pass maps of the same area"
         )
-    return win
+    return Window(col0, row0, col1 - col0, row1 - row0)
 
 
 def _warped_blocks(
