@@ -80,6 +80,14 @@ class AlignedMaps:
         """``(x, y)`` pixel size in CRS units."""
         return abs(self.transform.a), abs(self.transform.e)
 
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(west, south, east, north)`` of the common grid, in its CRS."""
+        west, south, east, north = rasterio.transform.array_bounds(
+            self.height, self.width, self.transform
+        )
+        return west, south, east, north
+
 
 def read_label_map_info(path: str | os.PathLike[str]) -> LabelMapInfo:
     """Validate a geoseg label map's header.

@@ -394,7 +394,8 @@ def _zones(aligned: AlignedMaps, opts: ChangeOptions) -> ZoneMasker | None:
     if opts.aoi is None:
         return None
     layer = read_input_layer(opts.aoi, opts.aoi_crs, aligned.crs, opts.aoi_crs_option)
-    names, geoms = prepare_aoi(layer, aligned.crs, opts.aoi_field, opts.aoi, aligned.paths[0])
+    names, geoms = prepare_aoi(layer, aligned.crs, opts.aoi_field, opts.aoi, aligned.paths[0],
+                               aligned.bounds, opts.aoi_crs_option)  # fmt: skip
     totals = TransitionSink(
         aligned.schema.ids, aligned.crs, aligned.transform, len(names),
         (aligned.height, aligned.width), uncertain=opts.rule == "posterior",

@@ -1,0 +1,55 @@
+"""Findings of the nineteenth new-user trial (``change``, ``stack``, ``predict`` on real
+data): a traceback, and refusals that named the wrong cause, must now name the true one.
+
+Table-driven: each case builds its inputs in ``tmp_path``, runs the CLI and names what
+the messages (output and log records together) must and must not say.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import shapely
+
+from tests.change.helpers import random_labels, write_labels
+from tests.cli_cases import CliCase, run_cli_case
+
+
+def _maps(tmp: Path) -> list[str]:
+    """Two 10 x 10 label maps of 10 m pixels in UTM 33N (x 500000-500100)."""
+    return [str(write_labels(tmp / f"{n}.tif", random_labels((10, 10), s))) for n, s in
+            (("a", 0), ("b", 1))]  # fmt: skip
+
+
+def _world_aoi(tmp: Path) -> str:
+    """Lon/lat boxes around the world (as Sen1Floods11's metadata): one 82 degrees west of
+    UTM 33N's central meridian, where its coordinates become infinite; none near the maps."""
+    boxes = [(-67.0, 2.0, -66.5, 2.5), (100.0, 10.0, 101.0, 11.0), (-1.1, 37.6, 1.2, 39.4)]
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": f"f{i}"},
+         "geometry": shapely.geometry.mapping(shapely.box(*b))} for i, b in enumerate(boxes)
+    ]}  # fmt: skip
+    path = tmp / "world.geojson"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+CASES = {
+    # 2: "ValueError: repeats may not contain negative values" (exit 1, a traceback)
+    "aoi_around_the_world": CliCase(
+        lambda tmp: ["change", *_maps(tmp), "-o", str(tmp / "r"), "--aoi", _world_aoi(tmp)],
+        2,
+        (
+            "world.geojson: the AOI does not overlap the maps",
+            "world.geojson: 1 of 3 features cannot be put in the CRS of",
+        ),
+        absent=("r",),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_trial19_case(name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    run_cli_case(CASES[name], tmp_path, caplog)
