@@ -36,6 +36,19 @@ def _world_aoi(tmp: Path) -> str:
     return str(path)
 
 
+def _truncated_map(tmp: Path) -> list[str]:
+    """The first map, and the second laid out as `predict` writes it (a COG) and cut inside
+    its tags: GDAL reads the cut file as one without a CRS."""
+    import rasterio.shutil
+
+    first, plain = _maps(tmp)
+    cog = tmp / "cut.tif"
+    rasterio.shutil.copy(plain, cog, driver="COG", compress="deflate")
+    data = cog.read_bytes()
+    cog.write_bytes(data[: data.index(b"GEOSEG_CLASSES")])  # inside the tag values
+    return [first, str(cog)]
+
+
 CASES = {
     # 2: "ValueError: repeats may not contain negative values" (exit 1, a traceback)
     "aoi_around_the_world": CliCase(
@@ -45,6 +58,14 @@ CASES = {
             "world.geojson: the AOI does not overlap the maps",
             "world.geojson: 1 of 3 features cannot be put in the CRS of",
         ),
+        absent=("r",),
+    ),
+    # 3a: "the raster has no CRS; set one with `gdal_edit.py -a_srs EPSG:XXXX`"
+    "truncated_label_map": CliCase(
+        lambda tmp: ["change", *_truncated_map(tmp), "-o", str(tmp / "r")],
+        2,
+        ("cut.tif: the file is truncated (its ", "download it again"),
+        never=("no CRS", "gdal_edit"),
         absent=("r",),
     ),
 }
