@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import shapely
 
 from tests.change.helpers import random_labels, write_labels
 from tests.cli_cases import CliCase, run_cli_case
+from tests.conftest import TINY_BANDS, make_tiny_checkpoint, textured_scene, write_raster
 
 
 def _maps(tmp: Path) -> list[str]:
@@ -49,6 +51,19 @@ def _truncated_map(tmp: Path) -> list[str]:
     return [first, str(cog)]
 
 
+def _float_scene(tmp: Path, name: str, lost: str | None = None, seed: int = 1) -> str:
+    """A 64 x 64 float32 reflectance scene of the tiny model's bands; band ``lost`` all NaN."""
+    data = textured_scene(64, 64, seed=seed).astype(np.float32) * 1e-4
+    if lost is not None:
+        data[TINY_BANDS.index(lost)] = np.nan
+    return str(write_raster(tmp / name, data, descriptions=TINY_BANDS))
+
+
+def _predict(tmp: Path, scene: str, *extra: str) -> list[str]:
+    model = str(make_tiny_checkpoint(tmp / "m.safetensors"))
+    return ["predict", scene, "-m", model, "-o", str(tmp / "o.tif"), "--device", "cpu", *extra]
+
+
 CASES = {
     # 2: "ValueError: repeats may not contain negative values" (exit 1, a traceback)
     "aoi_around_the_world": CliCase(
@@ -67,6 +82,33 @@ CASES = {
         ("cut.tif: the file is truncated (its ", "download it again"),
         never=("no CRS", "gdal_edit"),
         absent=("r",),
+    ),
+    # 3b: "every pixel of the input is nodata; check the scene's nodata value"
+    "predict_nan_band": CliCase(
+        lambda tmp: _predict(tmp, _float_scene(tmp, "s.tif", "B04")),
+        2,
+        (
+            "s.tif: band B04 holds no valid value (every value is NaN or infinite), so every "
+            "pixel of the input is nodata",
+        ),
+        never=("nodata value (`gdalinfo`)",),
+        absent=("o.tif",),
+    ),
+    # 3b: "0 invariant pixels of 0 sampled ... the dates differ too much"
+    "predict_normalize_to_nan_reference": CliCase(
+        lambda tmp: _predict(
+            tmp,
+            _float_scene(tmp, "s.tif", seed=2),
+            "--normalize-to",
+            _float_scene(tmp, "r.tif", "B03"),
+        ),
+        2,
+        (
+            "r.tif: band B03 holds no valid value (every value is NaN or infinite), so no pixel "
+            "is valid on every date to normalise on",
+        ),
+        never=("invariant pixels",),
+        absent=("o.tif",),
     ),
 }
 
