@@ -64,6 +64,24 @@ def _predict(tmp: Path, scene: str, *extra: str) -> list[str]:
     return ["predict", scene, "-m", model, "-o", str(tmp / "o.tif"), "--device", "cpu", *extra]
 
 
+def _change_raster_as_map(tmp: Path) -> list[str]:
+    """A change report's change.tif (its classes "forest -> water" ...) given as a label map."""
+    from click.testing import CliRunner
+
+    from geoseg.cli import cli
+
+    first, later = _maps(tmp)
+    run = CliRunner().invoke(cli, ["change", first, later, "-o", str(tmp / "r1")])
+    assert run.exit_code == 0, run.output
+    return ["change", str(tmp / "r1" / "change.tif"), later, "-o", str(tmp / "r2")]
+
+
+def _all_nodata_date(tmp: Path) -> list[str]:
+    first = write_labels(tmp / "a.tif", random_labels((10, 10), 0))
+    empty = write_labels(tmp / "b.tif", np.full((10, 10), 255, np.uint8))
+    return ["change", str(first), str(empty), "-o", str(tmp / "r")]
+
+
 CASES = {
     # 2: "ValueError: repeats may not contain negative values" (exit 1, a traceback)
     "aoi_around_the_world": CliCase(
@@ -109,6 +127,26 @@ CASES = {
         ),
         never=("invariant pixels",),
         absent=("o.tif",),
+    ),
+    # 3c: "25 classes give 625 transition codes ... merge classes to at most 15"
+    "change_raster_as_label_map": CliCase(
+        _change_raster_as_map,
+        2,
+        (
+            "change.tif: is a change raster written by `geoseg change` (transition codes from ",
+            "a.tif to ",
+            "b.tif), not a label map of class ids; pass the label maps themselves",
+        ),
+        never=("transition codes, more than",),
+        absent=("r2",),
+    ),
+    # 3d: "a.tif / b.tif: every pixel of the input is nodata"
+    "all_nodata_date": CliCase(
+        _all_nodata_date,
+        2,
+        ("b.tif: every pixel is nodata (255) on the maps' common grid",),
+        never=("a.tif",),
+        absent=("r",),
     ),
 }
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import rasterio
@@ -26,12 +27,24 @@ from rasterio.windows import Window
 
 from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.grids import same_grid
-from geoseg.io.labels import CLASSES_TAG, read_class_schema, refuse_probability_raster
+from geoseg.io.labels import (
+    CLASSES_TAG,
+    read_class_schema,
+    refuse_change_raster,
+    refuse_probability_raster,
+)
 from geoseg.io.raster import open_scene
 from geoseg.io.reproject import bounds_in_crs
 from geoseg.types import NODATA_LABEL, ClassSchema
 
-__all__ = ["DATE_TAG", "AlignedMaps", "LabelMapInfo", "align_label_maps", "read_label_map_info"]
+__all__ = [
+    "DATE_TAG",
+    "AlignedMaps",
+    "LabelMapInfo",
+    "align_label_maps",
+    "no_common_data_error",
+    "read_label_map_info",
+]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +114,7 @@ def read_label_map_info(path: str | os.PathLike[str]) -> LabelMapInfo:
     with rasterio.open(path) as src:
         dtype, date = np.dtype(src.dtypes[0]), src.tags().get(DATE_TAG)
     refuse_probability_raster(path, scene.tags)
+    refuse_change_raster(path, scene.tags)
     if dtype != np.uint8:
         raise InvalidRasterError(
             f"{path}: is a {dtype} raster, not a label map (uint8 class ids, 255 = nodata); "
@@ -244,3 +258,23 @@ def align_label_maps(paths: Sequence[str | os.PathLike[str]], chunk: int = 1024)
         transform=transform, height=shape[0], width=shape[1], schema=first.schema,
         dates=tuple(i.date for i in infos), resampled=tuple(not s for s in same),
     )  # fmt: skip
+
+
+def no_common_data_error(aligned: AlignedMaps) -> InvalidRasterError:
+    """Why no pixel of the common grid holds data on every date, naming the maps to blame.
+
+    One pass over the maps (on this error path only): a map that is nodata (255)
+    everywhere on the grid is named; else the maps hold data in different places.
+    """
+    found = dask.compute(*[(labels != NODATA_LABEL).any() for labels in aligned.labels])
+    empty = [p for p, has_data in zip(aligned.paths, found, strict=True) if not has_data]
+    where = "where the maps overlap" if any(aligned.resampled) else "on the maps' common grid"
+    if empty:
+        return InvalidRasterError(
+            f"{', '.join(empty)}: every pixel is nodata (255) {where}; check that it is the "
+            "map of that date (`gdalinfo -stats`), or predict it again from a scene with data"
+        )
+    return InvalidRasterError(
+        f"{', '.join(aligned.paths)}: no pixel holds data on every date (each map's data "
+        "lie where another map has nodata); pass maps whose data cover the same ground"
+    )

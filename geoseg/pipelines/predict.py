@@ -15,9 +15,9 @@ from pathlib import Path
 import dask.array as da
 
 from geoseg import __version__
-from geoseg.errors import GeosegError, InvalidRasterError
+from geoseg.errors import AllNodataError, GeosegError, InvalidRasterError
 from geoseg.io.band_checks import empty_band_text, empty_bands
-from geoseg.io.cog import CogGrid, all_nodata_error, cog_grid
+from geoseg.io.cog import CogGrid, cog_grid
 from geoseg.io.labels import LabelMeta, probabilities_meta
 from geoseg.io.outputs import output_run
 from geoseg.io.parts import file_stamp
@@ -174,7 +174,7 @@ def _predict(
         raise
     except InvalidRasterError as exc:
         parts.remove()
-        if str(exc) != str(all_nodata_error(scene.path)):
+        if not isinstance(exc, AllNodataError):
             raise
         raise _why_all_nodata(path, scene, opts) or exc from None
     except BaseException:  # io.outputs names a full disk or a refused write

@@ -141,3 +141,20 @@ def test_sub_pixel_shift_compares_every_pixel_both_maps_cover(
     after = aligned.labels[1].compute()
     assert not (after == 255).any()  # no pixel of the window lost to the shift
     np.testing.assert_array_equal(after, expected[ys, xs])
+
+
+def test_no_common_data_names_the_map_that_is_all_nodata(tmp_path: Path) -> None:
+    from geoseg.change.align import no_common_data_error
+
+    a = random_labels((12, 10), 0, nodata_share=0)
+    empty = np.full((12, 10), 255, np.uint8)
+    maps = [write_labels(tmp_path / f"{n}.tif", x) for n, x in (("a", a), ("b", empty), ("c", a))]
+    text = str(no_common_data_error(align_label_maps(maps, chunk=8)))
+    assert text.startswith(f"{maps[1]}: every pixel is nodata (255) on the maps' common grid")
+    assert "a.tif" not in text and "c.tif" not in text
+    west, east = a.copy(), a.copy()
+    west[:, 5:] = 255
+    east[:, :5] = 255
+    halves = [write_labels(tmp_path / "w.tif", west), write_labels(tmp_path / "e.tif", east)]
+    text = str(no_common_data_error(align_label_maps(halves, chunk=8)))
+    assert text.startswith(f"{halves[0]}, {halves[1]}: no pixel holds data on every date")
