@@ -17,6 +17,7 @@ import shapely
 from tests.change.helpers import random_labels, write_labels
 from tests.cli_cases import CliCase, run_cli_case
 from tests.conftest import TINY_BANDS, make_tiny_checkpoint, textured_scene, write_raster
+from tests.test_hostile_trial import _checkpoint as trained_on_means
 
 
 def _maps(tmp: Path) -> list[str]:
@@ -80,6 +81,16 @@ def _all_nodata_date(tmp: Path) -> list[str]:
     first = write_labels(tmp / "a.tif", random_labels((10, 10), 0))
     empty = write_labels(tmp / "b.tif", np.full((10, 10), 255, np.uint8))
     return ["change", str(first), str(empty), "-o", str(tmp / "r")]
+
+
+def _b08_first_with_bands(tmp: Path) -> list[str]:
+    """Unnamed bands stored B08, B04, B03, B02 (reflectance 0.3, 0.05 ...), read with
+    --bands 1,2,3,4: the user's order, not one assumed from the file."""
+    data = np.stack([np.full((64, 64), v, np.uint16) for v in (3000, 500, 500, 500)])
+    data += textured_scene(64, 64, bands=4) // 100
+    scene = str(write_raster(tmp / "rev.tif", data, nodata=0))
+    model = str(trained_on_means(tmp))  # says B02-B04 0.05 +- 0.01, B08 0.3
+    return ["predict", scene, "-m", model, "-o", str(tmp / "o.tif"), "--bands", "1,2,3,4"]
 
 
 CASES = {
@@ -147,6 +158,16 @@ CASES = {
         ("b.tif: every pixel is nodata (255) on the maps' common grid",),
         never=("a.tif",),
         absent=("r",),
+    ),
+    # 4: "the file does not name its bands, so B02... were assumed in file order" after --bands
+    "outside_training_with_bands": CliCase(
+        _b08_first_with_bands,
+        0,
+        (
+            "band order? --bands 1,2,3,4 read the file's bands as B02, B03, B04, B08; the bands "
+            "read in reverse fit: try --bands 4,3,2,1",
+        ),
+        never=("assumed in file order", "does not name its bands"),
     ),
 }
 

@@ -236,7 +236,8 @@ def _checkpoint_setup(
         scene = normalize_scene(scene, meta.bands, opts.normalize_dates)[0]
     if opts.normalize_to is not None:
         scene = _normalized_to(scene, path, model, meta, opts, tile.chunk)
-    warn_if_outside_training(path, index, scale or meta.normalization.scale, model, meta)
+    warn_if_outside_training(path, index, scale or meta.normalization.scale, model, meta,
+                             opts.bands is not None)  # fmt: skip
     spec = model_spec(model, opts.device, None, scale, opts.torch_threads, opts.precision)
     return scene, spec, meta.schema, tile
 
