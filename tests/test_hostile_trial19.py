@@ -93,6 +93,19 @@ def _b08_first_with_bands(tmp: Path) -> list[str]:
     return ["predict", scene, "-m", model, "-o", str(tmp / "o.tif"), "--bands", "1,2,3,4"]
 
 
+def _normalize_to(tmp: Path, scene_date: str, reference_date: str) -> list[str]:
+    """A scene normalised to another date of the same ground (darker by a known gain)."""
+    import rasterio
+
+    data = textured_scene(64, 64, seed=1).astype(np.float32) * 1e-4
+    ref = write_raster(tmp / "r.tif", data, descriptions=TINY_BANDS)
+    scene = write_raster(tmp / "s.tif", data * 0.8 + 0.01, descriptions=TINY_BANDS)
+    for path, date in ((scene, scene_date), (ref, reference_date)):
+        with rasterio.open(path, "r+") as dst:
+            dst.update_tags(ACQUISITION=date)
+    return _predict(tmp, str(scene), "--normalize-to", str(ref))
+
+
 CASES = {
     # 2: "ValueError: repeats may not contain negative values" (exit 1, a traceback)
     "aoi_around_the_world": CliCase(
@@ -169,9 +182,37 @@ CASES = {
         ),
         never=("assumed in file order", "does not name its bands"),
     ),
+    # 5: a reference dated after the scene was taken in silence (the help said "earlier")
+    "normalize_to_a_later_date": CliCase(
+        lambda tmp: _normalize_to(tmp, "2020-07-01", "2020-09-01"),
+        0,
+        (
+            "s.tif (acquired 2020-07-01): --normalize-to ",
+            "r.tif is a later date (acquired 2020-09-01)",
+            "normalise every date of one change report to the same reference",
+        ),
+    ),
+    "normalize_to_an_earlier_date": CliCase(
+        lambda tmp: _normalize_to(tmp, "2020-09-01", "2020-07-01"),
+        0,
+        ("normalised to r.tif (irmad)",),
+        never=("later date",),
+    ),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_trial19_case(name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     run_cli_case(CASES[name], tmp_path, caplog)
+
+
+def test_normalize_to_help_says_what_it_does() -> None:
+    """The help said "an earlier scene" while a later one was taken in silence."""
+    from click.testing import CliRunner
+
+    from geoseg.cli import cli
+
+    text = " ".join(CliRunner().invoke(cli, ["predict", "--help"]).output.split())
+    assert "--normalize-to FILE Another date of the same place" in text
+    assert "(usually the earliest; a later one is warned about)" in text
+    assert "An earlier scene" not in text
