@@ -9,6 +9,7 @@ say what was wrong, with which file, and what to do about it. The CLI turns any
 from __future__ import annotations
 
 __all__ = [
+    "AllNodataError",
     "BandMismatchError",
     "CheckpointError",
     "ConfigError",
@@ -39,6 +40,10 @@ class InputNotFoundError(GeosegError, FileNotFoundError):
 
 class InvalidRasterError(GeosegError, ValueError):
     """A raster cannot be used: not a raster, no CRS, rotated, empty, all nodata, ..."""
+
+
+class AllNodataError(InvalidRasterError):
+    """A result would hold no valid pixel: every pixel of its input is nodata."""
 
 
 class InvalidVectorError(GeosegError, ValueError):

@@ -9,11 +9,13 @@ restricted to the extent all maps share; each block is read through a rasterio
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import rasterio
@@ -21,16 +23,28 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
-from rasterio.windows import Window, from_bounds
+from rasterio.windows import Window
 
 from geoseg.errors import GeosegError, InvalidRasterError
 from geoseg.io.grids import same_grid
-from geoseg.io.labels import CLASSES_TAG, read_class_schema, refuse_probability_raster
+from geoseg.io.labels import (
+    CLASSES_TAG,
+    read_class_schema,
+    refuse_change_raster,
+    refuse_probability_raster,
+)
 from geoseg.io.raster import open_scene
 from geoseg.io.reproject import bounds_in_crs
 from geoseg.types import NODATA_LABEL, ClassSchema
 
-__all__ = ["DATE_TAG", "AlignedMaps", "LabelMapInfo", "align_label_maps", "read_label_map_info"]
+__all__ = [
+    "DATE_TAG",
+    "AlignedMaps",
+    "LabelMapInfo",
+    "align_label_maps",
+    "no_common_data_error",
+    "read_label_map_info",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +93,14 @@ class AlignedMaps:
         """``(x, y)`` pixel size in CRS units."""
         return abs(self.transform.a), abs(self.transform.e)
 
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(west, south, east, north)`` of the common grid, in its CRS."""
+        west, south, east, north = rasterio.transform.array_bounds(
+            self.height, self.width, self.transform
+        )
+        return west, south, east, north
+
 
 def read_label_map_info(path: str | os.PathLike[str]) -> LabelMapInfo:
     """Validate a geoseg label map's header.
@@ -92,6 +114,7 @@ def read_label_map_info(path: str | os.PathLike[str]) -> LabelMapInfo:
     with rasterio.open(path) as src:
         dtype, date = np.dtype(src.dtypes[0]), src.tags().get(DATE_TAG)
     refuse_probability_raster(path, scene.tags)
+    refuse_change_raster(path, scene.tags)
     if dtype != np.uint8:
         raise InvalidRasterError(
             f"{path}: is a {dtype} raster, not a label map (uint8 class ids, 255 = nodata); "
@@ -106,8 +129,25 @@ def read_label_map_info(path: str | os.PathLike[str]) -> LabelMapInfo:
     return LabelMapInfo(path, scene.crs, scene.transform, scene.height, scene.width, schema, date)
 
 
+def _first_centre_at_or_after(edge_px: float) -> int:
+    """Index of the first pixel whose centre (``i + 0.5``) is at or after ``edge_px``.
+
+    ``edge_px`` is a fractional pixel coordinate on the first map's grid; a centre
+    within 1e-6 px of the edge counts as on it, so a half-pixel shift is not decided
+    by the last bits of the transforms.
+    """
+    centre = edge_px - 0.5
+    nearest = round(centre)
+    if abs(centre - nearest) < 1e-6:
+        return int(nearest)
+    return math.ceil(centre)
+
+
 def _common_window(first: LabelMapInfo, others: Sequence[LabelMapInfo]) -> Window:
-    """The window of the first map's grid covered by every map."""
+    """The window of the first map's grid whose pixel centres lie inside every map.
+
+    Other maps' footprints are taken as their bounds in the first map's CRS.
+    """
     left, bottom, right, top = rasterio.transform.array_bounds(
         first.height, first.width, first.transform
     )
@@ -124,16 +164,23 @@ def _common_window(first: LabelMapInfo, others: Sequence[LabelMapInfo]) -> Windo
                 f"{info.path}: does not overlap {first.path} (disjoint extents); "
                 "pass maps of the same area"
             )
-    win = from_bounds(left, bottom, right, top, first.transform)
-    win = win.round_offsets(op="floor").round_lengths(op="ceil")
-    full = Window(0, 0, first.width, first.height)
-    win = win.intersection(full)
-    if win.width < 1 or win.height < 1:
+    # a pixel of the first map is compared where its centre lies inside the common
+    # footprint [left, right) x (bottom, top]: that is where nearest resampling finds a
+    # pixel of every other map (rounding the window's edges instead keeps a row the
+    # other map barely covers and drops one both cover, for a 0.7 px shift)
+    col_a, row_a = ~first.transform @ (left, top)
+    col_b, row_b = ~first.transform @ (right, bottom)
+    col0, col1 = _first_centre_at_or_after(col_a), _first_centre_at_or_after(col_b)
+    row0, row1 = _first_centre_at_or_after(row_a), _first_centre_at_or_after(row_b)
+    col0, col1 = max(col0, 0), min(col1, first.width)
+    row0, row1 = max(row0, 0), min(row1, first.height)
+    if col1 <= col0 or row1 <= row0:
         raise InvalidRasterError(
-            f"{others[-1].path}: overlaps {first.path} by less than one pixel; "
+            f"{others[-1].path}: overlaps {first.path} by less than one pixel (no pixel "
+            "centre of the first map lies inside it); "
             "pass maps of the same area"
         )
-    return win
+    return Window(col0, row0, col1 - col0, row1 - row0)
 
 
 def _warped_blocks(
@@ -211,3 +258,23 @@ def align_label_maps(paths: Sequence[str | os.PathLike[str]], chunk: int = 1024)
         transform=transform, height=shape[0], width=shape[1], schema=first.schema,
         dates=tuple(i.date for i in infos), resampled=tuple(not s for s in same),
     )  # fmt: skip
+
+
+def no_common_data_error(aligned: AlignedMaps) -> InvalidRasterError:
+    """Why no pixel of the common grid holds data on every date, naming the maps to blame.
+
+    One pass over the maps (on this error path only): a map that is nodata (255)
+    everywhere on the grid is named; else the maps hold data in different places.
+    """
+    found = dask.compute(*[(labels != NODATA_LABEL).any() for labels in aligned.labels])
+    empty = [p for p, has_data in zip(aligned.paths, found, strict=True) if not has_data]
+    where = "where the maps overlap" if any(aligned.resampled) else "on the maps' common grid"
+    if empty:
+        return InvalidRasterError(
+            f"{', '.join(empty)}: every pixel is nodata (255) {where}; check that it is the "
+            "map of that date (`gdalinfo -stats`), or predict it again from a scene with data"
+        )
+    return InvalidRasterError(
+        f"{', '.join(aligned.paths)}: no pixel holds data on every date (each map's data "
+        "lie where another map has nodata); pass maps whose data cover the same ground"
+    )

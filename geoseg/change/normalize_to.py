@@ -32,6 +32,7 @@ from rasterio.transform import array_bounds
 
 from geoseg.change.radiometric import NORMALIZE_METHODS, DateFit, fit_dates, normalized
 from geoseg.errors import BandMismatchError, GeosegError
+from geoseg.io.band_checks import BandOrigin
 from geoseg.io.raster import Scene
 
 __all__ = [
@@ -119,7 +120,8 @@ def normalize_to_reference(
             usable = usable & (part != s.nodata).all(axis=0)
     bands = list(range(k))
     source = f"{scene.path} (normalised to {reference.path})"
-    fit = fit_dates(data, usable, [bands, [k + b for b in bands]], source)[0]
+    origins = [BandOrigin(s.path, n, s.nodata) for s in (reference, scene) for n in s.band_names]
+    fit = fit_dates(data, usable, [bands, [k + b for b in bands]], source, bands=origins)[0]
     lazy = normalized(scene.data.data, [bands, bands], [fit], scene.nodata)
     doc = {
         "method": method, "reference": os.path.basename(reference.path),

@@ -31,6 +31,7 @@ from geoseg.errors import InputNotFoundError, InvalidRasterError
 from geoseg.io.grids import same_grid
 from geoseg.io.labels import read_class_schema
 from geoseg.io.probabilities import LABELS_TAG, PROB_NODATA, probabilities_of
+from geoseg.io.truncation import refuse_truncated
 
 __all__ = ["align_probabilities", "probability_paths"]
 
@@ -72,6 +73,7 @@ def probability_paths(maps: Sequence[str], given: Sequence[str] | None) -> list[
 def _check(prob: Path, info: LabelMapInfo, others: Sequence[str]) -> None:
     """``prob`` is a probability file of ``info``'s map (module doc); ``others``: all maps."""
     k = len(info.schema)
+    refuse_truncated(str(prob))  # else its lost tags read as another grid or no classes
     with rasterio.open(prob) as src:
         count, dtype, tags = src.count, np.dtype(src.dtypes[0]), src.tags()
         grid = (src.crs, src.transform, (src.height, src.width))

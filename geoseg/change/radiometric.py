@@ -58,6 +58,7 @@ from scipy import stats
 
 from geoseg.change.dates import band_date, date_groups
 from geoseg.errors import BandMismatchError, GeosegError
+from geoseg.io.band_checks import BandOrigin, empty_band_text, empty_bands
 from geoseg.io.raster import Scene
 
 __all__ = [
@@ -232,8 +233,8 @@ def orthogonal_fit(reference: np.ndarray, target: np.ndarray) -> tuple[float, fl
 
 
 def fit_dates(
-    data: da.Array, usable: da.Array, groups: Sequence[Sequence[int]], source: str,
-    max_pixels: int = MAX_SAMPLE_PIXELS,
+    data: da.Array, usable: da.Array, groups: Sequence[Sequence[int]], source: str | Sequence[str],
+    max_pixels: int = MAX_SAMPLE_PIXELS, bands: Sequence[BandOrigin] | None = None,
 ) -> list[DateFit]:  # fmt: skip
     """Fit every later date to the first on a bounded sample (see the module docstring).
 
@@ -241,20 +242,42 @@ def fit_dates(
         data: ``(bands, H, W)`` dask array of all dates' bands.
         usable: ``(H, W) bool`` dask array, True where every band of every date is valid.
         groups: 0-based band indices of each date (:func:`date_band_groups`).
-        source: the file, named in errors.
+        source: the file all dates are in, or each date's file, named in errors.
         max_pixels: most pixels sampled.
+        bands: where each band of ``data`` comes from; when given and too few pixels
+            are usable, a band without a single valid value is named as the cause
+            (one more pass over ``data``, on that error path only).
 
     Raises:
-        GeosegError: too few invariant pixels for a date, or a band without a fit.
+        GeosegError: a band without a valid value, too few invariant pixels for a
+            date, or a band without a fit.
     """
     _, height, width = data.shape
     step = max(1, math.ceil(math.sqrt(height * width / max_pixels)))
     values, keep = dask.compute(data[:, ::step, ::step], usable[::step, ::step])
     pixels = np.asarray(values)[:, np.asarray(keep, dtype=bool)].T.astype(np.float64)  # (n, bands)
+    if bands is not None and len(pixels) < MIN_INVARIANT_PIXELS:
+        _refuse_empty_bands(data, bands)
     first = pixels[:, list(groups[0])]
     return [
-        _fit_date(first, pixels[:, list(g)], t, source) for t, g in enumerate(groups[1:], start=2)
+        _fit_date(
+            first, pixels[:, list(g)], t, source if isinstance(source, str) else source[t - 1]
+        )
+        for t, g in enumerate(groups[1:], start=2)
     ]
+
+
+def _refuse_empty_bands(data: da.Array, bands: Sequence[BandOrigin]) -> None:
+    """Name the first file's bands that hold no valid value, if any (they void every pixel)."""
+    empty = empty_bands(data, [b.nodata for b in bands])
+    if not empty.any():
+        return
+    first = bands[int(np.flatnonzero(empty)[0])]
+    names = [b.name for b, e in zip(bands, empty, strict=True) if e and b.path == first.path]
+    raise GeosegError(
+        f"{first.path}: {empty_band_text(names, first.nodata)}, so no pixel is valid on "
+        "every date to normalise on; re-export that date with the band, or choose another date"
+    )
 
 
 def _fit_date(first: np.ndarray, later: np.ndarray, date: int, source: str) -> DateFit:
@@ -349,7 +372,8 @@ def normalize_scene(
     usable = scene.valid
     if scene.nodata is not None:
         usable = usable & (data != scene.nodata).all(axis=0)
-    fits = fit_dates(data, usable, groups, scene.path)
+    origins = [BandOrigin(scene.path, n, scene.nodata) for n in band_names]
+    fits = fit_dates(data, usable, groups, scene.path, bands=origins)
     bands = [band_names[i].split("_", 1)[1] for i in groups[0]]
     tags = {  # as `geoseg stack --normalize` tags them; predict carries them into the map
         f"GEOSEG_NORMALIZE_T{f.date}": json.dumps({

@@ -49,9 +49,13 @@ class ZoneCoverage:
 
 
 def prepare_aoi(
-    frame: gpd.GeoDataFrame, crs: Any, field: str | None, source: str, grid: str = "the maps"
-) -> tuple[list[str], np.ndarray]:
+    frame: gpd.GeoDataFrame, crs: Any, field: str | None, source: str, grid: str = "the maps",
+    bounds: tuple[float, float, float, float] | None = None, option: str = "--aoi-crs",
+) -> tuple[list[str], np.ndarray]:  # fmt: skip
     """AOI names and ``(N,)`` polygons in ``crs``, invalid geometries made valid.
+
+    Features that cannot be put in ``crs`` (infinite coordinates there) are left out
+    with a warning (:func:`geoseg.io.reproject.layer_in_crs`).
 
     Args:
         frame: the AOI layer (must have a CRS).
@@ -59,9 +63,13 @@ def prepare_aoi(
         field: attribute naming each feature (None: the feature number).
         source: the AOI file, for messages.
         grid: the map whose grid ``crs`` is, for messages.
+        bounds: the maps' ``(west, south, east, north)`` in ``crs``; when given, an
+            AOI none of whose features meets them is refused.
+        option: the option that gives the AOI's CRS, for messages.
 
     Raises:
-        GeosegError: no CRS, no polygon, or ``field`` is not a column.
+        GeosegError: no CRS, no polygon, ``field`` is not a column, or no feature
+            overlaps ``bounds``.
         InvalidVectorError: the AOI's CRS cannot be transformed to ``crs`` (a
             local CRS without a datum on either side).
     """
@@ -80,8 +88,24 @@ def prepare_aoi(
     if not keep.any():
         raise GeosegError(f"{source}: the AOI layer has no geometry")
     kept = gpd.GeoDataFrame(geometry=geoms[keep], crs=frame.crs)
-    fixed = layer_in_crs(kept, crs, source, grid, "--aoi-crs").geometry
-    return [n for n, k in zip(names, keep, strict=True) if k], np.asarray(fixed.values)
+    moved = np.asarray(layer_in_crs(kept, crs, source, grid, option).geometry.values)
+    names = [n for n, k in zip(names, keep, strict=True) if k]
+    placed = ~shapely.is_missing(moved)  # False: infinite in crs, left out by layer_in_crs
+    if bounds is not None and not shapely.intersects(moved[placed], shapely.box(*bounds)).any():
+        raise GeosegError(
+            f"{source}: the AOI does not overlap the maps ({_where(moved[placed], bounds)}); "
+            f"check that it covers the maps' area and that its CRS is right ({option})"
+        )
+    return [n for n, p in zip(names, placed, strict=True) if p], moved[placed]
+
+
+def _where(geoms: np.ndarray, bounds: tuple[float, float, float, float]) -> str:
+    """The AOI's and the maps' bounds, for the message that they do not meet."""
+    maps = ", ".join(f"{v:.6g}" for v in bounds)
+    if geoms.size == 0:
+        return f"none of its features can be put in the maps' CRS; maps' bounds {maps}"
+    aoi = ", ".join(f"{v:.6g}" for v in shapely.total_bounds(geoms))
+    return f"AOI bounds {aoi}, maps' bounds {maps}, in the maps' CRS"
 
 
 def _met(m: TransitionMatrix) -> bool:

@@ -78,8 +78,9 @@ if TYPE_CHECKING:
               help="Change models: map the stacked dates 2..n onto date 1 first "
               "(as `geoseg stack --normalize`).")  # fmt: skip
 @click.option("--normalize-to", type=click.Path(dir_okay=False, path_type=str),
-              help="An earlier scene of the same place, on the same grid: map SCENE onto its "
-              "radiometry first (IR-MAD), for change between two land-cover maps.")  # fmt: skip
+              help="Another date of the same place, on the same grid (usually the earliest; "
+              "a later one is warned about): map SCENE onto its radiometry first (IR-MAD), "
+              "for change between land-cover maps; give every date the same one.")  # fmt: skip
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
 @outputs(("output", "preview", "vector", "panoptic", "probabilities"), inputs=("scene",))
 def predict(scene: str, model: str, output: Path, progress: bool | None, bands: str | None,

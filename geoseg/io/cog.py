@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.errors import GeosegError, InvalidRasterError
+from geoseg.errors import AllNodataError, GeosegError
 from geoseg.io.atomic import atomic_output
 from geoseg.io.cog_overviews import HALVE, average_halve, mode_halve
 from geoseg.io.parts import ChunkStore
@@ -161,9 +161,9 @@ def encode_chunk(grid: CogGrid, block: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def all_nodata_error(source: str) -> InvalidRasterError:
+def all_nodata_error(source: str) -> AllNodataError:
     """The error for a result without a single labelled pixel."""
-    return InvalidRasterError(
+    return AllNodataError(
         f"{source}: every pixel of the input is nodata; check the scene's nodata "
         "value (`gdalinfo`) or choose another scene"
     )

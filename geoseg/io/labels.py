@@ -40,15 +40,19 @@ from geoseg.types import NODATA_LABEL, ClassSchema
 __all__ = [
     "BlockSink",
     "LabelMeta",
+    "change_raster_tags",
     "label_cog_from_chunks",
     "label_cog_writer",
     "probabilities_meta",
     "read_class_schema",
+    "refuse_change_raster",
     "refuse_probability_raster",
 ]
 
 #: GeoTIFF tag holding the class schema as JSON.
 CLASSES_TAG = "GEOSEG_CLASSES"
+#: Tags of a change raster (``geoseg change``'s change.tif): the first and last label map.
+CHANGE_FROM_TAG, CHANGE_TO_TAG = "GEOSEG_CHANGE_FROM", "GEOSEG_CHANGE_TO"
 
 
 class BlockSink:
@@ -222,6 +226,31 @@ def refuse_probability_raster(path: str | os.PathLike[str], tags: Mapping[str, s
         f"{path}: is a class-probability raster (one band per class, 0-254; written by "
         f"`geoseg predict --probabilities` beside the label map {tags[LABELS_TAG]}), not a "
         f"label map of class ids; pass the label map instead, e.g. {labels}"
+    )
+
+
+def change_raster_tags(first: str, last: str) -> dict[str, str]:
+    """The tags naming the first and last label map a change raster was computed from."""
+    return {CHANGE_FROM_TAG: first, CHANGE_TO_TAG: last}
+
+
+def refuse_change_raster(path: str | os.PathLike[str], tags: Mapping[str, str]) -> None:
+    """Refuse a change raster (``geoseg change``'s change.tif) given as a label map.
+
+    It is uint8 with a class schema (its classes are the transitions, "forest ->
+    grassland"), so the header checks of a label map pass, and change detection
+    then refuses its K x K classes as too many for a change raster.
+
+    Raises:
+        InvalidRasterError: naming the label maps it was computed from.
+    """
+    if CHANGE_FROM_TAG not in tags:
+        return
+    first, last = tags[CHANGE_FROM_TAG], tags.get(CHANGE_TO_TAG, "the later map")
+    raise InvalidRasterError(
+        f"{path}: is a change raster written by `geoseg change` (transition codes from "
+        f"{first} to {last}), not a label map of class ids; pass the label maps themselves, "
+        f"e.g. {first} {last}"
     )
 
 

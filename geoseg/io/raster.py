@@ -29,6 +29,7 @@ from rasterio.windows import Window
 
 from geoseg.errors import InputNotFoundError, InvalidRasterError
 from geoseg.io.georef import open_raster_quietly, refuse_ungeoreferenced
+from geoseg.io.truncation import check_size, refuse_truncated
 
 __all__ = [
     "Scene",
@@ -276,20 +277,6 @@ def _damaged_block(src: Any, bands: tuple[int, ...], window: Window) -> str | No
     return None
 
 
-def _check_size(path: str, src: Any) -> None:
-    """Refuse an uncompressed GeoTIFF whose file is much smaller than its declared pixels."""
-    if _is_remote(path) or src.driver != "GTiff" or src.compression is not None:
-        return
-    declared = src.width * src.height * src.count * np.dtype(src.dtypes[0]).itemsize
-    actual = os.path.getsize(path)
-    if actual < declared // 2:
-        raise InvalidRasterError(
-            f"{path}: the header declares {src.width} x {src.height} x {src.count} pixels "
-            f"({declared / 1e6:.0f} MB) but the file holds {actual / 1e6:.1f} MB; it is "
-            "truncated: re-export or download it again"
-        )
-
-
 def _valid_from_values(data: da.Array, nodata: float | None) -> da.Array:
     valid = da.ones(data.shape[1:], chunks=data.chunks[1:], dtype=bool)
     if nodata is not None and not np.isnan(nodata):
@@ -343,6 +330,7 @@ def open_scene(
             "(re-export it or download it again)"
         ) from exc
     with src:
+        refuse_truncated(path)  # else a file cut inside its tags reads as one without a CRS
         crs = _check_header(path, src, assume_crs)
         names = [d or str(i + 1) for i, d in enumerate(src.descriptions)]
         interp = [c.name for c in src.colorinterp]
@@ -351,7 +339,7 @@ def open_scene(
             MaskFlags.nodata in f for f in src.mask_flag_enums
         )
         transform, nodata, tags = src.transform, src.nodata, dict(src.tags())
-        _check_size(path, src)
+        check_size(path, src)
         shape, dtype = (len(index), src.height, src.width), np.dtype(src.dtypes[0])
     chunks = normalize_chunks((len(index), chunk, chunk), shape)
     data = da.map_blocks(

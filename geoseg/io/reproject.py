@@ -9,11 +9,14 @@ and saying what to do; GDAL's own message is kept off stderr.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pyproj
 import rasterio
+import shapely
 from rasterio._err import CPLE_BaseError  # GDAL's errors: rasterio exports no public name
 from rasterio.errors import CRSError
 from rasterio.warp import transform_bounds
@@ -21,7 +24,9 @@ from rasterio.warp import transform_bounds
 from geoseg.areas import pyproj_crs
 from geoseg.errors import InvalidRasterError, InvalidVectorError
 
-__all__ = ["bounds_in_crs", "layer_in_crs"]
+__all__ = ["bounds_in_crs", "layer_in_crs", "not_finite"]
+
+log = logging.getLogger(__name__)
 
 
 def _why(src: Any, dst: Any) -> str:
@@ -61,16 +66,40 @@ def layer_in_crs(
 ) -> gpd.GeoDataFrame:
     """``frame`` (which has a CRS) reprojected to ``crs``, the CRS of the raster ``target``.
 
+    Features whose coordinates become infinite or NaN in ``crs`` keep their row but
+    lose their geometry (None), and a warning counts them.
+
     Raises:
         InvalidVectorError: no transformation between the two CRSs; the message names
             both files and ``option`` (``raster`` when the layer's coordinates are
             in the raster's own grid).
     """
     try:
-        return frame.to_crs(crs)
+        moved = frame.to_crs(crs)
     except (pyproj.exceptions.ProjError, pyproj.exceptions.CRSError):
         raise InvalidVectorError(
             f"{source}: cannot be reprojected onto {target}: {_why(frame.crs, crs)}; if its "
             f"coordinates are in the grid of {target}, pass {option} raster, else give the "
             "layer in that raster's CRS"
         ) from None
+    lost = not_finite(moved.geometry.values) & ~not_finite(frame.geometry.values)
+    if lost.any():
+        log.warning(
+            "%s: %d of %d features cannot be put in the CRS of %s (%s): their coordinates "
+            "become infinite there, as they lie too far from the area that CRS is made for; "
+            "they are left out", source, int(lost.sum()), len(frame), target,
+            pyproj_crs(crs).name,
+        )  # fmt: skip
+        geoms = np.asarray(moved.geometry.values, dtype=object)
+        geoms[lost] = None
+        moved = moved.set_geometry(gpd.GeoSeries(geoms, index=moved.index, crs=moved.crs))
+    return moved
+
+
+def not_finite(geoms: Any) -> np.ndarray:
+    """``(N,) bool``: geometries with an infinite or NaN coordinate (missing ones: False)."""
+    geoms = np.asarray(geoms, dtype=object)
+    xy, index = shapely.get_coordinates(geoms, return_index=True)
+    bad = np.zeros(geoms.size, bool)
+    np.logical_or.at(bad, index, ~np.isfinite(xy).all(axis=1))
+    return bad

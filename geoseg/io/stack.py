@@ -27,6 +27,7 @@ from geoseg.change.normalize_to import check_same_grid
 from geoseg.change.radiometric import DateFit, apply_fits, date_band_groups, fit_dates
 from geoseg.errors import GeosegError
 from geoseg.io.atomic import atomic_output
+from geoseg.io.band_checks import BandOrigin
 from geoseg.io.raster import Scene, open_scene
 
 __all__ = ["MAX_CLIPPED_SHARE", "NormalizedStack", "stack_dates", "stack_normalized"]
@@ -94,7 +95,8 @@ def stack_normalized(
     nodata = _common_nodata(scenes)
     if nodata is not None:
         usable = usable & (data != nodata).all(axis=0)
-    fits = fit_dates(data, usable, groups, os.fspath(output))
+    origins = [BandOrigin(s.path, n, s.nodata) for s in scenes for n in s.band_names]
+    fits = fit_dates(data, usable, groups, [s.path for s in scenes], bands=origins)
     counter = _Normalizer(scenes[0].dtype, groups, tuple(fits), nodata)
     counter.bands = scenes[0].band_names
     tags = {"GEOSEG_NORMALIZE": "irmad (Nielsen 2007; Canty & Nielsen 2008) to date 1"}

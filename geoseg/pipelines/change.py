@@ -32,14 +32,14 @@ import dask.array as da
 import numpy as np
 
 from geoseg.areas import AreaMethod, area_method
-from geoseg.change.align import AlignedMaps, align_label_maps
+from geoseg.change.align import AlignedMaps, align_label_maps, no_common_data_error
 from geoseg.change.probability_maps import align_probabilities, probability_paths
 from geoseg.change.transitions import TransitionMatrix, TransitionSink
 from geoseg.change.unknown import UnknownValues, find_unknown_values, warn_unknown_values
 from geoseg.change.zones import ZoneMasker, prepare_aoi
-from geoseg.errors import GeosegError
+from geoseg.errors import AllNodataError, GeosegError
 from geoseg.io.cog import cog_grid, stored_chunks, tile_store
-from geoseg.io.labels import LabelMeta, label_cog_from_chunks, label_cog_writer
+from geoseg.io.labels import LabelMeta, change_raster_tags, label_cog_from_chunks, label_cog_writer
 from geoseg.io.outputs import OutputRun, output_run
 from geoseg.io.parts import parts_folder
 from geoseg.io.vectors_crs import read_input_layer
@@ -233,13 +233,10 @@ def _write_change_raster(
     chunk, GDAL's COG driver writes the file at the end instead.
     """
     meta = LabelMeta(
-        aligned.crs,
-        aligned.transform,
-        schema,
-        ["change code (from_index * K + to_index)"],
-        {"GEOSEG_CHANGE_FROM": aligned.paths[0], "GEOSEG_CHANGE_TO": aligned.paths[-1]},
+        aligned.crs, aligned.transform, schema, ["change code (from_index * K + to_index)"],
+        change_raster_tags(aligned.paths[0], aligned.paths[-1]),
         f"{aligned.paths[0]} / {aligned.paths[-1]}",
-    )
+    )  # fmt: skip
     grid = cog_grid(codes.shape, codes.chunks, opts.chunk)
     if grid is None:
         h, w = aligned.height, aligned.width
@@ -350,7 +347,12 @@ def _report(
         aligned, opts.consistency, opts.mmu_ha, opts.scheduler, opts.workers, probs,
         opts.threshold,
     )  # fmt: skip
-    _write_change_raster(codes, aligned, codes_schema, sink, paths["change.tif"], opts, progress)
+    try:
+        _write_change_raster(
+            codes, aligned, codes_schema, sink, paths["change.tif"], opts, progress
+        )
+    except AllNodataError:
+        raise no_common_data_error(aligned) from None
     matrix = totals.matrix(aligned.schema.names)
     versus = (
         map_difference_matrix(aligned, opts.consistency, opts.mmu_ha, opts.scheduler, opts.workers)
@@ -394,7 +396,8 @@ def _zones(aligned: AlignedMaps, opts: ChangeOptions) -> ZoneMasker | None:
     if opts.aoi is None:
         return None
     layer = read_input_layer(opts.aoi, opts.aoi_crs, aligned.crs, opts.aoi_crs_option)
-    names, geoms = prepare_aoi(layer, aligned.crs, opts.aoi_field, opts.aoi, aligned.paths[0])
+    names, geoms = prepare_aoi(layer, aligned.crs, opts.aoi_field, opts.aoi, aligned.paths[0],
+                               aligned.bounds, opts.aoi_crs_option)  # fmt: skip
     totals = TransitionSink(
         aligned.schema.ids, aligned.crs, aligned.transform, len(names),
         (aligned.height, aligned.width), uncertain=opts.rule == "posterior",

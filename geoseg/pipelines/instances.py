@@ -124,7 +124,8 @@ def _instance_options(
         warn_if_off_scale(path, [int(i) - 1 for i in selection], scale, model, dtype,
                           "geoseg predict")  # fmt: skip
     else:
-        warn_if_outside_training(path, [int(i) - 1 for i in selection], scale, model, meta)
+        warn_if_outside_training(path, [int(i) - 1 for i in selection], scale, model, meta,
+                                 opts.bands is not None)  # fmt: skip
     same = math.isclose(scale, meta.normalization.scale, rel_tol=1e-6)
     spec = model_spec(
         model, opts.device, None, None if same else scale, opts.torch_threads, opts.precision

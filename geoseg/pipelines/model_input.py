@@ -69,9 +69,10 @@ class PredictOptions:
             band per class, 255 = nodata; format in :mod:`geoseg.io.probabilities`).
         normalize_dates: ``"irmad"``: a change model's later dates are mapped onto
             date 1 first (see :mod:`geoseg.change.radiometric`).
-        normalize_to: an earlier scene of the same place on the same grid: a
-            single-date checkpoint's scene is mapped onto its radiometry first
-            (IR-MAD, :mod:`geoseg.change.normalize_to`); for post-classification change.
+        normalize_to: another date of the same place on the same grid (usually the
+            earliest; a later one is warned about): a single-date checkpoint's scene is
+            mapped onto its radiometry first (IR-MAD, :mod:`geoseg.change.normalize_to`);
+            for post-classification change.
         ignore_gsd: run a checkpoint on a scene whose pixel size is more than 4x off
             the model's (:mod:`geoseg.resolution`; it still warns).
         tta: test-time augmentation of per-pixel class models: ``"none"``, ``"flips"``
@@ -257,7 +258,8 @@ def _checkpoint_setup(
         scene = normalize_scene(scene, meta.bands, opts.normalize_dates)[0]
     if opts.normalize_to is not None:
         scene = _normalized_to(scene, path, model, meta, opts, tile.chunk)
-    warn_if_outside_training(path, index, scale or meta.normalization.scale, model, meta)
+    warn_if_outside_training(path, index, scale or meta.normalization.scale, model, meta,
+                             opts.bands is not None)  # fmt: skip
     spec = model_spec(model, opts.device, None, scale, opts.torch_threads, opts.precision)
     return scene, spec, meta.schema, tile
 
@@ -276,7 +278,10 @@ def _normalized_to(
             "instead of --normalize-to"
         )
     if os.path.abspath(ref) == os.path.abspath(path):
-        raise GeosegError(f"{path}: --normalize-to names the scene itself; give an earlier date")
+        raise GeosegError(
+            f"{path}: --normalize-to names the scene itself; give another date of the same "
+            "place (usually the earliest)"
+        )
     whole = open_scene(ref, None, chunk, opts.assume_crs)
     check_same_grid(scene, whole)  # first: another grid is the likelier cause of what follows
     index = match_bands(ref, named_by_colour(whole.band_names, whole.colorinterp), meta, opts.bands)
@@ -287,7 +292,30 @@ def _normalized_to(
             f"map to reflectance, so store both dates alike (`gdal_translate -ot {scene.dtype}`"
             " with -scale to the same units)"
         )
+    _warn_if_later(path, ref, scene.tags, reference.tags)
     return normalize_to_reference(scene, reference)[0]
+
+
+def _warn_if_later(
+    path: str, ref: str, scene_tags: Mapping[str, str], ref_tags: Mapping[str, str]
+) -> None:
+    """Warn when the ``--normalize-to`` reference was acquired after the scene.
+
+    Not wrong in itself (the maps then share the later date's radiometry), but the
+    dates of one change report must share one reference, and the usual one is the
+    earliest date, which is predicted as it is.
+    """
+    from geoseg.pipelines.time_order import tagged_date
+
+    mine, theirs = tagged_date(scene_tags), tagged_date(ref_tags)
+    if mine is None or theirs is None or theirs <= mine:
+        return
+    log.warning(
+        "%s (acquired %s): --normalize-to %s is a later date (acquired %s); the map is made "
+        "in that date's radiometry: normalise every date of one change report to the same "
+        "reference (usually the earliest date, predicted as it is)",
+        path, mine.isoformat(), ref, theirs.isoformat(),
+    )  # fmt: skip
 
 
 def prepare_model_input(

@@ -147,8 +147,9 @@ def warn_if_one_class(
 
 
 def warn_if_outside_training(
-    path: str, index: Sequence[int], scale: float, model: str, meta: ModelMeta
-) -> None:
+    path: str, index: Sequence[int], scale: float, model: str, meta: ModelMeta,
+    bands_given: bool = False,
+) -> None:  # fmt: skip
     """Warn when a band of the scene lies far outside the checkpoint's normalisation.
 
     Args:
@@ -157,6 +158,7 @@ def warn_if_outside_training(
         scale: stored value -> the model's units (reflectance).
         model: the checkpoint, named in the warning.
         meta: its metadata (normalisation mean and std per input band).
+        bands_given: ``index`` is the user's ``--bands``, not assumed in file order.
     """
     warn_if_declared_scaling(path, index)
     sample = sample_valid_pixels(path, index)
@@ -173,7 +175,7 @@ def warn_if_outside_training(
         "%.2g that %s was trained on: the model is applied outside what it was trained on "
         "(%s) and its map may be wrong",
         path, meta.bands[k], median[k], sigmas[k], mean[k], std[k], model,
-        _outside_causes(path, index, median, mean, std, meta.bands),
+        _outside_causes(path, index, median, mean, std, meta.bands, bands_given),
     )  # fmt: skip
 
 
@@ -187,7 +189,7 @@ def warn_if_declared_scaling(path: str | os.PathLike[str], index: Sequence[int])
 
 def _outside_causes(
     path: str, index: Sequence[int], median: np.ndarray, mean: np.ndarray, std: np.ndarray,
-    model_bands: Sequence[str],
+    model_bands: Sequence[str], bands_given: bool = False,
 ) -> str:  # fmt: skip
     """The likely causes, band order first when the file does not name its bands as the
     model's (and the ``--bands`` to try when the bands read in reverse would fit)."""
@@ -195,11 +197,13 @@ def _outside_causes(
     if not band_names_guessed(path, index, model_bands):
         return causes
     reverse = np.abs((median[::-1] - mean) / std).max() < OUTSIDE_TRAINING_SIGMAS
-    try_ = (
-        f"the bands read in reverse fit: try {band_order_fix(index)}" if reverse else
-        f"give --bands with the file's band numbers in the order {', '.join(model_bands)}"
-    )  # fmt: skip
-    return (
-        f"band order? the file does not name its bands, so {', '.join(model_bands)} were "
-        f"assumed in file order; {try_}; or {causes}"
-    )
+    order = ", ".join(model_bands)
+    if bands_given:  # the user chose the bands: nothing was assumed
+        numbers = ",".join(str(i + 1) for i in index)
+        head = f"--bands {numbers} read the file's bands as {order}"
+        check = f"check that --bands gives the file's band numbers in the order {order}"
+    else:
+        head = f"the file does not name its bands, so {order} were assumed in file order"
+        check = f"give --bands with the file's band numbers in the order {order}"
+    try_ = f"the bands read in reverse fit: try {band_order_fix(index)}" if reverse else check
+    return f"band order? {head}; {try_}; or {causes}"

@@ -15,8 +15,9 @@ from pathlib import Path
 import dask.array as da
 
 from geoseg import __version__
-from geoseg.errors import GeosegError, InvalidRasterError
-from geoseg.io.cog import CogGrid, all_nodata_error, cog_grid
+from geoseg.errors import AllNodataError, GeosegError, InvalidRasterError
+from geoseg.io.band_checks import empty_band_text, empty_bands
+from geoseg.io.cog import CogGrid, cog_grid
 from geoseg.io.labels import LabelMeta, probabilities_meta
 from geoseg.io.outputs import output_run
 from geoseg.io.parts import file_stamp
@@ -178,12 +179,9 @@ def _predict(
         raise
     except InvalidRasterError as exc:
         parts.remove()
-        if opts.mask_clouds is None or str(exc) != str(all_nodata_error(scene.path)):
+        if not isinstance(exc, AllNodataError):
             raise
-        raise InvalidRasterError(
-            f"{path}: every pixel is nodata, cloud or cloud shadow by {opts.mask_clouds}; "
-            "nothing is left to map on this date, choose a clearer one"
-        ) from None
+        raise _why_all_nodata(path, scene, opts) or exc from None
     except BaseException:  # io.outputs names a full disk or a refused write
         parts.remove()
         raise
@@ -195,6 +193,25 @@ def _predict(
         preview = write_label_preview(out, opts.preview)
     probs = outputs[1].path if len(outputs) > 1 else None
     return PredictResult(out, valid, schema, preview, probs, _normalized(scene, opts))
+
+
+def _why_all_nodata(path: str, scene: Scene, opts: PredictOptions) -> InvalidRasterError | None:
+    """Why no pixel of ``scene`` was mapped, when a band or the cloud mask says: a band
+    without one finite value (one more pass over the scene, on this error path only)."""
+    if scene.data.dtype.kind == "f":
+        empty = empty_bands(scene.data.data, [None] * len(scene.band_names))
+        if empty.any():
+            names = [n for n, e in zip(scene.band_names, empty, strict=True) if e]
+            return InvalidRasterError(
+                f"{path}: {empty_band_text(names)}, so every pixel of the input is nodata; "
+                "re-export the scene with that band, or choose another scene"
+            )
+    if opts.mask_clouds is not None:
+        return InvalidRasterError(
+            f"{path}: every pixel is nodata, cloud or cloud shadow by {opts.mask_clouds}; "
+            "nothing is left to map on this date, choose a clearer one"
+        )
+    return None
 
 
 def _normalized(scene: Scene, opts: PredictOptions) -> str | None:

@@ -83,6 +83,18 @@ def _other_grid(tmp: Path, probs: list[Path]) -> list[str]:
     return [str(p) for p in probs]
 
 
+def _truncated(tmp: Path, probs: list[Path]) -> list[str]:
+    """Date 1's file laid out as `predict` writes it (a COG) and cut inside its tags:
+    GDAL reads no CRS, so it looked like a file on another grid."""
+    import rasterio.shutil
+
+    cog = tmp / "cut.tif"
+    rasterio.shutil.copy(probs[1], cog, driver="COG", compress="deflate")
+    data = cog.read_bytes()
+    cog.write_bytes(data[: data.index(b"GEOSEG_CLASSES")])
+    return [str(probs[0]), str(cog)]
+
+
 def _another_date(tmp: Path, probs: list[Path]) -> list[str]:
     """Date 1's file replaced by date 0's with 3 % of pixels changed: same grid, classes,
     name and tags; only the content tells."""
@@ -135,6 +147,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "float bands": (lambda t: _given(t, _float_bands), "float32 bands"),
     "other classes": (lambda t: _given(t, _other_classes), "are not those of"),
     "other grid": (lambda t: _given(t, _other_grid), "not on the grid of its label map"),
+    "truncated": (lambda t: _given(t, _truncated), "cut.tif: the file is truncated (its "),
     "--probabilities-of without the rule": (
         lambda t: [*map(str, _pair(t)[0]), "--probabilities-of", *map(str, _pair(t)[1])],
         "--rule posterior"),

@@ -123,15 +123,27 @@ def _overflowing(tmp_path: Path) -> list[Path]:
     ]
 
 
+def _nan_band(tmp_path: Path) -> list[Path]:
+    """float32 dates; band B04 of date 2 lost in an export (every value NaN)."""
+    pa, pb = _dates(tmp_path, "float32", 1e-4)
+    with rasterio.open(pb, "r+") as dst:
+        dst.write(np.full((200, 180), np.nan, np.float32), 2)
+    return [pa, pb]
+
+
 @pytest.mark.parametrize(
-    ("dates", "message"),
+    ("dates", "named", "message"),
     [
-        (_other_bands, r"date 2 has bands \['B02', 'B03', 'B08'\], date 1 has \['B02', 'B04'"),
-        (_unrelated, "most bands hardly correlate with date 1"),
-        (_overflowing, r"normalising date 2 pushes \d+ of \d+ values outside uint8"),
+        (_other_bands, "ab.tif",
+         r"date 2 has bands \['B02', 'B03', 'B08'\], date 1 has \['B02', 'B04'"),
+        (_unrelated, "c.tif", "date 2: on its invariant pixels most bands hardly correlate"),
+        (_overflowing, "ab.tif", r"normalising date 2 pushes \d+ of \d+ values outside uint8"),
+        # not "ab.tif: date 2: 0 invariant pixels of 0 sampled ... the dates differ too much"
+        (_nan_band, "b.tif", r"band B04 holds no valid value \(every value is NaN, infinite "
+         r"or the nodata value 0\), so no pixel is valid on every date"),
     ],
-)
-def test_stack_normalize_refusals(tmp_path: Path, dates: Any, message: str) -> None:
+)  # fmt: skip
+def test_stack_normalize_refusals(tmp_path: Path, dates: Any, named: str, message: str) -> None:
     from click.testing import CliRunner
 
     from geoseg.cli import cli
@@ -140,5 +152,6 @@ def test_stack_normalize_refusals(tmp_path: Path, dates: Any, message: str) -> N
     out = tmp_path / "ab.tif"
     run = CliRunner().invoke(cli, ["stack", *paths, "-o", str(out), "--normalize", "irmad"])
     assert run.exit_code == 2 and len(run.output.splitlines()) == 1, run.output
-    assert re.search(message, run.output) and str(out) in run.output
+    assert re.search(message, run.output), run.output
+    assert run.output.startswith(f"geoseg: error: {tmp_path / named}: "), run.output
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir() if "ab" in p.name) == []
