@@ -252,6 +252,12 @@ CONFIGS: dict[str, tuple[str, str | bytes, str]] = {
     "config not utf-8": ("--config", b"arch: unet\nencoder: r\xe9snet\n", "not UTF-8 text"),
     "classes alias bomb": ("--classes", _bomb("classes"), "expands to more than 10000 values"),
     "classes not utf-8": ("--classes", b"- {id: 1, name: for\xeat}\n", "not UTF-8 text"),
+    # a KeyError leaked: "malformed class schema: 'colour'"
+    "classes without colour": (
+        "--classes", "- {id: 0, name: a, colour: [0, 0, 0]}\n- {id: 1, name: b}\n",
+        "class entry 2 (id 1, name 'b') has no colour; each class needs an id, a name and a "
+        "colour (required, [r, g, b] 0-255)",
+    ),
     "config key twice": (
         "--config", "arch: unet\nepochs: 3\narch: fcn\n", "key 'arch' appears twice (lines 1 and 3)"
     ),
