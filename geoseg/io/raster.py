@@ -28,7 +28,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from geoseg.errors import InputNotFoundError, InvalidRasterError
-from geoseg.io.georef import open_raster_quietly, refuse_ungeoreferenced
+from geoseg.io.georef import open_raster_quietly, refuse_ungeoreferenced, scene_crs
 
 __all__ = [
     "Scene",
@@ -107,19 +107,8 @@ def _check_file(path: str) -> None:
 def _check_header(path: str, src: Any, assume_crs: str | None) -> CRS:
     if src.width == 0 or src.height == 0:
         raise InvalidRasterError(f"{path}: the raster is empty ({src.width} x {src.height} px)")
-    crs = src.crs
     refuse_ungeoreferenced(path, src)  # --assume-crs cannot place it
-    if crs is None:
-        if assume_crs is None:
-            raise InvalidRasterError(
-                f"{path}: the raster has no CRS; set one with `gdal_edit.py -a_srs EPSG:XXXX` "
-                "(predict, vectorize, prompt, track, evaluate and calibrate also take --assume-crs "
-                "EPSG:XXXX)"
-            )
-        try:
-            crs = CRS.from_user_input(assume_crs)
-        except ValueError as exc:  # CRSError, or a bare ValueError for "EPSG:abc"
-            raise InvalidRasterError(f"--assume-crs {assume_crs!r} is not a CRS: {exc}") from exc
+    crs = scene_crs(path, src, assume_crs)
     t = src.transform
     if t.b != 0 or t.d != 0:
         raise InvalidRasterError(
@@ -131,7 +120,7 @@ def _check_header(path: str, src: Any, assume_crs: str | None) -> CRS:
             f"{path}: the raster is not north-up (pixel size {t.a}, {t.e}); "
             "warp it north-up first, e.g. `gdalwarp in.tif out.tif`"
         )
-    return CRS.from_user_input(crs)
+    return crs
 
 
 def canonical_band_name(name: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 from pathlib import Path
 from typing import Any
@@ -280,9 +281,24 @@ def test_assume_crs_fills_a_missing_crs(tmp_path: Path) -> None:
     np.testing.assert_array_equal(scene.data.values, data)
 
 
-def test_assume_crs_does_not_override_the_file_crs(tmp_path: Path) -> None:
+def test_assume_crs_does_not_override_the_file_crs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = write_tif(tmp_path / "s.tif", ramp())
-    assert open_scene(path, assume_crs="EPSG:4326").crs == UTM33
+    with caplog.at_level(logging.WARNING, logger="geoseg"):
+        assert open_scene(path, assume_crs="EPSG:4326").crs == UTM33
+        assert open_scene(path, ["1"], assume_crs="EPSG:4326").crs == UTM33  # once a file
+    # it was silently ignored: say so (a warning, as a batch may mix files with and without)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: has its own CRS (EPSG:32633), kept; --assume-crs EPSG:4326 applies only to "
+        "scenes without one (fix a wrong CRS with `gdal_edit.py -a_srs`)"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geoseg"):
+        nocrs = write_tif(tmp_path / "n.tif", ramp(), crs=None)
+        assert open_scene(nocrs, assume_crs="EPSG:4326").crs == CRS.from_epsg(4326)
+        open_scene(path, assume_crs="EPSG:32633")  # what it has: nothing to say
+    assert caplog.records == []
 
 
 @pytest.mark.parametrize("text", ["EPSG:not-a-code", "EPSG:999999", "no such crs"])
