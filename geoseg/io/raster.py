@@ -29,6 +29,7 @@ from rasterio.windows import Window
 
 from geoseg.errors import InputNotFoundError, InvalidRasterError
 from geoseg.io.georef import open_raster_quietly, refuse_ungeoreferenced, scene_crs
+from geoseg.io.nodata import valid_values
 
 __all__ = [
     "Scene",
@@ -49,8 +50,9 @@ class Scene:
     Attributes:
         path: the file (or GDAL path / URL) it was opened from.
         data: ``(band, y, x)`` dask-backed DataArray in the file's dtype.
-        valid: ``(y, x) bool`` dask array, False where the scene has no data
-            (nodata value in every band, NaN or +-inf in any band, or the internal mask).
+        valid: ``(y, x) bool`` dask array, False where the scene has no data: the
+            nodata value, NaN or +-inf in any selected band, or the internal mask
+            (:mod:`geoseg.io.nodata`).
         crs: coordinate reference system.
         transform: affine pixel-to-CRS transform (north-up).
         nodata: the file's nodata value, if any.
@@ -279,16 +281,6 @@ def _check_size(path: str, src: Any) -> None:
         )
 
 
-def _valid_from_values(data: da.Array, nodata: float | None) -> da.Array:
-    valid = da.ones(data.shape[1:], chunks=data.chunks[1:], dtype=bool)
-    if nodata is not None and not np.isnan(nodata):
-        valid = valid & ~(data == data.dtype.type(nodata)).all(axis=0)
-    if np.issubdtype(data.dtype, np.floating):
-        # +inf/-inf are no more a reflectance than NaN is: they would be labelled a class
-        valid = valid & da.isfinite(data).all(axis=0)
-    return valid
-
-
 def _is_polygon_layer(path: str) -> bool:
     """Whether a file GDAL cannot open as a raster opens as a vector layer."""
     from geoseg.io.vectors_info import is_vector_file  # pyogrio only on this error path
@@ -349,7 +341,7 @@ def open_scene(
     )  # fmt: skip
     arr = xr.DataArray(data, dims=("band", "y", "x"))
     arr = arr.rio.write_crs(crs).rio.write_transform(transform).rio.write_nodata(nodata)
-    valid = _valid_from_values(arr.data, nodata)
+    valid = valid_values(arr.data, nodata)
     if has_mask:
         valid = valid & _internal_mask(path, arr.data.chunks[1:])
     return Scene(

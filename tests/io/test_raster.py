@@ -141,18 +141,20 @@ def test_select_bands_none_selects_all() -> None:
 # --- valid mask -----------------------------------------------------------------------
 
 
-def test_valid_is_false_only_where_every_band_is_nodata(tmp_path: Path) -> None:
+def test_valid_is_false_where_any_band_is_nodata(tmp_path: Path) -> None:
+    """A pixel missing one band is missing an input, as NaN in one band already was
+    (geoseg.io.nodata); it used to count as data unless every band was nodata."""
     data = ramp()
     data[:, 0, 0] = 0  # all bands nodata -> invalid
-    data[0, 1, 1] = 0  # one band nodata -> still valid
-    data[:2, 2, 2] = 0  # two of three bands nodata -> still valid
+    data[0, 1, 1] = 0  # one band nodata -> invalid
+    data[:2, 2, 2] = 0  # two of three bands nodata -> invalid
     data[:, 5:7, 10:20] = 0
     path = write_tif(tmp_path / "s.tif", data, nodata=0)
 
     valid = open_scene(path, chunk=16).valid.compute()
 
     expected = np.ones(data.shape[1:], dtype=bool)
-    expected[0, 0] = False
+    expected[0, 0] = expected[1, 1] = expected[2, 2] = False
     expected[5:7, 10:20] = False
     np.testing.assert_array_equal(valid, expected)
 
