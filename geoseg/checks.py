@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from geoseg.errors import ConfigError
 
 __all__ = [
     "a_model_of",
     "bands_count",
+    "class_entry_fields",
     "parse_band_list",
     "require_at_least",
     "require_finite",
@@ -81,3 +82,47 @@ def require_finite(owner: str, **limits: tuple[object, float, float]) -> None:
             raise ConfigError(
                 f"{owner}: {name} must be a finite number in [{low:g}, {high:g}], got {value!r}"
             )
+
+
+#: What each class of a class list holds (README, "Training": ``classes.yaml``).
+CLASS_FIELDS = ("id", "name", "colour")
+_CLASS_EXAMPLE = "{id: 2, name: forest, colour: [27, 120, 55]}"
+
+
+def _is_integer(value: object, low: int, high: int) -> bool:
+    """``value`` is a whole number (not a bool) in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    number = float(value)
+    return number.is_integer() and low <= number <= high
+
+
+def class_entry_fields(k: int, entry: object) -> tuple[int, str, tuple[int, int, int], bool]:
+    """``(id, name, (r, g, b), is_thing)`` of entry ``k`` (0-based) of a class list.
+
+    Raises:
+        ConfigError: not a mapping, without id, name or colour, or an id or colour that
+            is not whole numbers; the message names the entry and the field.
+    """
+    where = f"class entry {k + 1}"
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: expected a mapping like {_CLASS_EXAMPLE}, got {entry!r:.80}")
+    known = [f"{f} {entry[f]!r:.40}" for f in ("id", "name") if f in entry]
+    where += f" ({', '.join(known)})" if known else ""
+    missing = [f for f in CLASS_FIELDS if f not in entry]
+    if missing:
+        spelled = " (spelled 'colour')" if "color" in entry and "colour" in missing else ""
+        raise ConfigError(
+            f"{where} has no {' and no '.join(missing)}{spelled}; each class needs an id, a "
+            f"name and a colour (required, [r, g, b] 0-255), e.g. {_CLASS_EXAMPLE}"
+        )
+    if not _is_integer(entry["id"], -(2**63), 2**63):  # the schema checks the range
+        raise ConfigError(f"{where}: id must be a whole number 0-254, got {entry['id']!r:.40}")
+    colour = entry["colour"]
+    if not (
+        isinstance(colour, Sequence) and not isinstance(colour, str) and len(colour) == 3
+        and all(_is_integer(c, 0, 255) for c in colour)
+    ):  # fmt: skip
+        raise ConfigError(f"{where}: colour must be [r, g, b], each 0-255, got {colour!r:.40}")
+    r, g, b = (int(c) for c in colour)
+    return int(entry["id"]), str(entry["name"]), (r, g, b), bool(entry.get("is_thing", False))

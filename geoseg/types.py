@@ -13,7 +13,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from geoseg.checks import a_model_of, bands_count, require_at_least, require_finite
+from geoseg.checks import (
+    a_model_of,
+    bands_count,
+    class_entry_fields,
+    require_at_least,
+    require_finite,
+)
 from geoseg.checks import parse_band_list as parse_band_list
 from geoseg.errors import GeosegError
 
@@ -110,20 +116,18 @@ class ClassSchema:
 
     @classmethod
     def from_json(cls, items: Iterable[Mapping[str, Any]]) -> ClassSchema:
+        """The schema of a class list: ``[{id, name, colour, is_thing?}, ...]``.
+
+        Raises:
+            ConfigError: an entry without id, name or colour, or with a bad value
+                (:func:`geoseg.checks.class_entry_fields` names it).
+            GeosegError: not a list of entries, ids repeated or out of range.
+        """
         try:
-            return cls(
-                tuple(
-                    ClassInfo(
-                        id=int(d["id"]),
-                        name=str(d["name"]),
-                        colour=(int(d["colour"][0]), int(d["colour"][1]), int(d["colour"][2])),
-                        is_thing=bool(d.get("is_thing", False)),
-                    )
-                    for d in items
-                )
-            )
-        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            entries = [class_entry_fields(k, d) for k, d in enumerate(items)]
+        except TypeError as exc:  # not a list
             raise GeosegError(f"malformed class schema: {exc}") from exc
+        return cls(tuple(ClassInfo(*fields) for fields in entries))
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,15 @@ WORKFLOWS: dict[str, tuple[str | bytes, Callable[[Path], None] | None, str]] = {
         "expands to more than 10000 values",
     ),
     "recursive alias": (HEAD + "name: &n [1, *n]\n", None, "an alias refers to a node"),
+    # PyYAML keeps the last of two equal keys: the run wrote to o10 and said nothing
+    "output twice": (
+        HEAD + "output: o10\n", None,
+        "key 'output' appears twice (lines 3 and 4); YAML would keep only the last",
+    ),
+    "nested key twice": (
+        HEAD + "predict:\n  chunk: 512\n  window: 64\n  chunk: 256\n", None,
+        "key 'chunk' appears twice in predict (lines 5 and 7)",
+    ),
     "nested too deep": (HEAD + _deep("name"), None, "nested too deeply to read"),
     "report exists": (
         HEAD, _existing_report, "index.html exists; pass --overwrite to replace it"
@@ -243,7 +252,20 @@ CONFIGS: dict[str, tuple[str, str | bytes, str]] = {
     "config not utf-8": ("--config", b"arch: unet\nencoder: r\xe9snet\n", "not UTF-8 text"),
     "classes alias bomb": ("--classes", _bomb("classes"), "expands to more than 10000 values"),
     "classes not utf-8": ("--classes", b"- {id: 1, name: for\xeat}\n", "not UTF-8 text"),
-}
+    # a KeyError leaked: "malformed class schema: 'colour'"
+    "classes without colour": (
+        "--classes", "- {id: 0, name: a, colour: [0, 0, 0]}\n- {id: 1, name: b}\n",
+        "class entry 2 (id 1, name 'b') has no colour; each class needs an id, a name and a "
+        "colour (required, [r, g, b] 0-255)",
+    ),
+    "config key twice": (
+        "--config", "arch: unet\nepochs: 3\narch: fcn\n", "key 'arch' appears twice (lines 1 and 3)"
+    ),
+    "classes key twice": (
+        "--classes", "- {id: 1, name: a, colour: [0, 0, 0]}\n- id: 2\n  name: b\n  id: 3\n",
+        "key 'id' appears twice in [1] (lines 2 and 4)",
+    ),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(CONFIGS))

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from geoseg.errors import GeosegError
+from geoseg.errors import ConfigError, GeosegError
 from geoseg.types import (
     NODATA_LABEL,
     ClassInfo,
@@ -76,6 +76,31 @@ def test_schema_json_round_trip() -> None:
     data = json_round_trip(SCHEMA.to_json())
     assert data[2] == {"id": 254, "name": "building", "colour": [227, 26, 28], "is_thing": True}
     assert ClassSchema.from_json(data) == SCHEMA
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        ([{"id": 0, "name": "a", "colour": [0, 0, 0]}, {"id": 1, "name": "b"}],
+         "class entry 2 (id 1, name 'b') has no colour; each class needs an id, a name and a "
+         "colour (required, [r, g, b] 0-255), e.g. {id: 2, name: forest, colour: [27, 120, 55]}"),
+        ([{"id": 1, "name": "b", "color": [1, 2, 3]}],
+         "class entry 1 (id 1, name 'b') has no colour (spelled 'colour'); each class needs"),
+        ([{"colour": [1, 2, 3]}], "class entry 1 has no id and no name; each class needs"),
+        ([{"id": 1, "name": "a", "colour": [1, 2]}],
+         "class entry 1 (id 1, name 'a'): colour must be [r, g, b], each 0-255, got [1, 2]"),
+        ([{"id": 1, "name": "a", "colour": [1, 2, 300]}],
+         "class entry 1 (id 1, name 'a'): colour must be [r, g, b], each 0-255, got [1, 2, 300]"),
+        ([{"id": "x", "name": "a", "colour": [1, 2, 3]}],
+         "class entry 1 (id 'x', name 'a'): id must be a whole number 0-254, got 'x'"),
+        (["forest"], "class entry 1: expected a mapping like {id: 2, name: forest"),
+    ],
+    ids=["no-colour", "color", "no-id-no-name", "short-colour", "colour-range", "id-text", "text"],
+)  # fmt: skip
+def test_schema_from_json_names_the_entry_and_the_field(items: list[Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ClassSchema.from_json(items)
+    assert str(caught.value).startswith(message)
 
 
 def test_schema_from_json_defaults_is_thing_to_false() -> None:

@@ -77,18 +77,56 @@ def _looks_like_safetensors(head: bytes, size: int) -> bool:
     return head[8:9] == b"{" and 0 < length <= size - 8
 
 
-def _refuse_pickles(path: Path) -> None:
+#: Field tags that may follow an ONNX ``ModelProto``'s leading ``ir_version`` (field 1,
+#: a varint): producer_name, producer_version, domain, model_version, doc_string, graph,
+#: opset_import.
+_ONNX_NEXT_TAGS = frozenset(b"\x12\x1a\x22\x28\x32\x3a\x42")
+
+
+def _looks_like_onnx(path: Path, head: bytes) -> bool:
+    """An ONNX graph: named ``.onnx``, or a protobuf that opens as ONNX exporters write it
+    (field 1, ``ir_version``, a small varint; then another ``ModelProto`` field)."""
+    if path.suffix.lower() == ".onnx":
+        return True
+    varint = len(head) >= 3 and head[0] == 0x08 and 0 < head[1] < 0x80
+    return varint and head[2] in _ONNX_NEXT_TAGS
+
+
+def _refuse_foreign_formats(path: Path) -> None:
+    """Refuse, before anything parses it, a torch pickle/zip or an ONNX graph given as
+    a checkpoint, saying how to bring it in."""
     with path.open("rb") as f:
         head = f.read(9)
     if _looks_like_safetensors(head, path.stat().st_size):
-        return  # its header length may well start with 0x80 or spell "PK"
+        return  # its header length may well start with 0x80, 0x08 or spell "PK"
     zip_file = head[:2] == b"PK"
     pickle = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
     if zip_file or pickle:
+        source, rename = _import_name(path, (".pth", ".pt"))
         raise CheckpointError(
-            f"{path}: is a PyTorch pickle/zip file, not a geoseg checkpoint; geoseg never "
-            "unpickles model files. Re-save the weights with geoseg.io.checkpoint.save_checkpoint"
+            f"{path}: is a PyTorch file (torch.save: a pickle/zip), not a geoseg checkpoint; "
+            f"geoseg never unpickles model files. A SAM or SAM 2 checkpoint imports ({rename}"
+            f"`geoseg import {source} -o model.safetensors --bands R,G,B`); export any other "
+            "model to ONNX (torch.onnx.export) and import that: `geoseg import model.onnx "
+            "-o model.safetensors --bands ... --classes classes.yaml`"
         )
+    if _looks_like_onnx(path, head):
+        source, rename = _import_name(path, (".onnx",))
+        raise CheckpointError(
+            f"{path}: is an ONNX graph, not a geoseg checkpoint; {rename}bring it in once with "
+            f"`geoseg import {source} -o model.safetensors --bands B04,B03,B02 --classes "
+            "classes.yaml` (the scene band of each input channel, and one class per output), "
+            "then predict with -m model.safetensors"
+        )
+
+
+def _import_name(path: Path, suffixes: tuple[str, ...]) -> tuple[Path, str]:
+    """``path`` named as ``geoseg import`` takes it (it tells the kind by the suffix), and
+    the words asking to rename it so ("" when it is)."""
+    if path.suffix.lower() in suffixes:
+        return path, ""
+    source = path.with_suffix(suffixes[0])
+    return source, f"rename it {source.name}, then "
 
 
 def parse_metadata_json(path: str | os.PathLike[str], raw: str) -> Any:
@@ -109,7 +147,7 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> ModelMeta:
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(f"{path}: no such model file; `geoseg models` lists the choices")
-    _refuse_pickles(path)
+    _refuse_foreign_formats(path)
     try:
         with safe_open(str(path), framework="numpy") as f:
             raw = (f.metadata() or {}).get(_KEY)
@@ -124,6 +162,12 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> ModelMeta:
         )
     d = parse_metadata_json(path, raw)
     try:
+        if d.get("format") is None:
+            raise CheckpointError(
+                f"{path}: its {_KEY!r} metadata has no format version, so it was not written "
+                "by geoseg (or is damaged); use a model geoseg wrote (`geoseg train`, "
+                "`geoseg import`)"
+            )
         if d.get("format") != FORMAT_VERSION:
             raise CheckpointError(
                 f"{path}: checkpoint format {d.get('format')!r}, this geoseg reads "
@@ -221,7 +265,7 @@ def load_training_state(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Inverse of :func:`save_training_state`."""
     path = Path(path)
-    _refuse_pickles(path)
+    _refuse_foreign_formats(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get(_STATE_KEY)

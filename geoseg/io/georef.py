@@ -7,21 +7,29 @@ ground, which ``--assume-crs`` cannot give it (it used to be refused as "not
 north-up", the identity's +1 row step). A file placed only by ground control
 points or RPCs (an unrectified product) also has the identity transform: it has a
 place but no regular grid, and is refused with the ``gdalwarp`` that grids it.
+
+:func:`scene_crs` is where ``--assume-crs`` applies: to a scene without a CRS only.
+A scene with its own keeps it, with one warning per file (a batch may mix both kinds).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import warnings
 from typing import Any
 
 import rasterio
 from affine import Affine
+from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 
 from geoseg.errors import InvalidRasterError
 
-__all__ = ["open_raster_quietly", "refuse_ungeoreferenced"]
+__all__ = ["open_raster_quietly", "refuse_ungeoreferenced", "scene_crs"]
+
+log = logging.getLogger(__name__)
 
 
 def open_raster_quietly(path: str | os.PathLike[str]) -> Any:
@@ -64,3 +72,43 @@ def refuse_ungeoreferenced(path: str, src: Any) -> None:
             "use the original georeferenced scene, or georeference it with `gdal_translate "
             "-a_srs EPSG:XXXX -a_ullr ULX ULY LRX LRY in.tif out.tif`"
         )
+
+
+def _assumed(assume_crs: str) -> CRS:
+    try:
+        return CRS.from_user_input(assume_crs)
+    except ValueError as exc:  # CRSError, or a bare ValueError for "EPSG:abc"
+        raise InvalidRasterError(f"--assume-crs {assume_crs!r} is not a CRS: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=256)
+def _warn_crs_kept(path: str, own: str, assume_crs: str) -> None:
+    """Say once per file and process (a pipeline opens a scene more than once) that
+    ``--assume-crs`` left it alone."""
+    log.warning(
+        "%s: has its own CRS (%s), kept; --assume-crs %s applies only to scenes without "
+        "one (fix a wrong CRS with `gdal_edit.py -a_srs`)", path, own, assume_crs,
+    )  # fmt: skip
+
+
+def scene_crs(path: str, src: Any, assume_crs: str | None) -> CRS:
+    """The CRS of an open scene: its own, else ``assume_crs``.
+
+    ``assume_crs`` given for a scene with a CRS (a different one) is ignored with a
+    warning naming both, once per file.
+
+    Raises:
+        InvalidRasterError: no CRS and no ``assume_crs``, or ``assume_crs`` not a CRS.
+    """
+    if src.crs is None:
+        if assume_crs is None:
+            raise InvalidRasterError(
+                f"{path}: the raster has no CRS; set one with `gdal_edit.py -a_srs EPSG:XXXX` "
+                "(predict, vectorize, prompt, track, evaluate and calibrate also take "
+                "--assume-crs EPSG:XXXX)"
+            )
+        return _assumed(assume_crs)
+    own = CRS.from_user_input(src.crs)
+    if assume_crs is not None and _assumed(assume_crs) != own:
+        _warn_crs_kept(path, own.to_string(), assume_crs)
+    return own

@@ -28,7 +28,8 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from geoseg.errors import InputNotFoundError, InvalidRasterError
-from geoseg.io.georef import open_raster_quietly, refuse_ungeoreferenced
+from geoseg.io.georef import open_raster_quietly, refuse_ungeoreferenced, scene_crs
+from geoseg.io.nodata import valid_values
 from geoseg.io.truncation import check_size, refuse_truncated
 
 __all__ = [
@@ -50,8 +51,9 @@ class Scene:
     Attributes:
         path: the file (or GDAL path / URL) it was opened from.
         data: ``(band, y, x)`` dask-backed DataArray in the file's dtype.
-        valid: ``(y, x) bool`` dask array, False where the scene has no data
-            (nodata value in every band, NaN or +-inf in any band, or the internal mask).
+        valid: ``(y, x) bool`` dask array, False where the scene has no data: the
+            nodata value, NaN or +-inf in any selected band, or the internal mask
+            (:mod:`geoseg.io.nodata`).
         crs: coordinate reference system.
         transform: affine pixel-to-CRS transform (north-up).
         nodata: the file's nodata value, if any.
@@ -108,19 +110,8 @@ def _check_file(path: str) -> None:
 def _check_header(path: str, src: Any, assume_crs: str | None) -> CRS:
     if src.width == 0 or src.height == 0:
         raise InvalidRasterError(f"{path}: the raster is empty ({src.width} x {src.height} px)")
-    crs = src.crs
     refuse_ungeoreferenced(path, src)  # --assume-crs cannot place it
-    if crs is None:
-        if assume_crs is None:
-            raise InvalidRasterError(
-                f"{path}: the raster has no CRS; set one with `gdal_edit.py -a_srs EPSG:XXXX` "
-                "(predict, vectorize, prompt, track, evaluate and calibrate also take --assume-crs "
-                "EPSG:XXXX)"
-            )
-        try:
-            crs = CRS.from_user_input(assume_crs)
-        except ValueError as exc:  # CRSError, or a bare ValueError for "EPSG:abc"
-            raise InvalidRasterError(f"--assume-crs {assume_crs!r} is not a CRS: {exc}") from exc
+    crs = scene_crs(path, src, assume_crs)
     t = src.transform
     if t.b != 0 or t.d != 0:
         raise InvalidRasterError(
@@ -132,7 +123,7 @@ def _check_header(path: str, src: Any, assume_crs: str | None) -> CRS:
             f"{path}: the raster is not north-up (pixel size {t.a}, {t.e}); "
             "warp it north-up first, e.g. `gdalwarp in.tif out.tif`"
         )
-    return CRS.from_user_input(crs)
+    return crs
 
 
 def canonical_band_name(name: str) -> str:
@@ -277,16 +268,6 @@ def _damaged_block(src: Any, bands: tuple[int, ...], window: Window) -> str | No
     return None
 
 
-def _valid_from_values(data: da.Array, nodata: float | None) -> da.Array:
-    valid = da.ones(data.shape[1:], chunks=data.chunks[1:], dtype=bool)
-    if nodata is not None and not np.isnan(nodata):
-        valid = valid & ~(data == data.dtype.type(nodata)).all(axis=0)
-    if np.issubdtype(data.dtype, np.floating):
-        # +inf/-inf are no more a reflectance than NaN is: they would be labelled a class
-        valid = valid & da.isfinite(data).all(axis=0)
-    return valid
-
-
 def _is_polygon_layer(path: str) -> bool:
     """Whether a file GDAL cannot open as a raster opens as a vector layer."""
     from geoseg.io.vectors_info import is_vector_file  # pyogrio only on this error path
@@ -348,7 +329,7 @@ def open_scene(
     )  # fmt: skip
     arr = xr.DataArray(data, dims=("band", "y", "x"))
     arr = arr.rio.write_crs(crs).rio.write_transform(transform).rio.write_nodata(nodata)
-    valid = _valid_from_values(arr.data, nodata)
+    valid = valid_values(arr.data, nodata)
     if has_mask:
         valid = valid & _internal_mask(path, arr.data.chunks[1:])
     return Scene(

@@ -12,6 +12,8 @@ import rasterio
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
+from geoseg.io.nodata import valid_values
+
 __all__ = ["sample_valid_pixels"]
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,11 @@ def _sample_windows(src: Any) -> list[Window]:
 
 
 def _read_sample(src: Any, indexes: list[int], max_side: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(C, h, w)`` sampled values and ``(h, w) bool`` dataset mask; see the caller."""
+    """``(C, h, w)`` sampled values and ``(h, w) bool`` dataset mask; see the caller.
+
+    The dataset mask is read for a scene's internal mask or alpha band; it calls a
+    pixel valid where any band holds data, and the caller drops those where a
+    selected band does not (:mod:`geoseg.io.nodata`)."""
     factor = max(1.0, max(src.height, src.width) / max_side)
     shape = (max(1, round(src.height / factor)), max(1, round(src.width / factor)))
     if src.overviews(1) or src.height * src.width <= _SMALL_SCENE_PX:
@@ -50,8 +56,9 @@ def sample_valid_pixels(
     For statistics that must not cost a pass over the scene: a decimated read (GDAL
     takes it from an overview when the file has one) of at most ``max_side`` px a
     side when the file has overviews or is small, else an 8 x 8 grid of 32 px
-    windows. Pixels the dataset mask calls nodata, or non-finite in any band, are
-    dropped; a file that cannot be read gives an empty sample.
+    windows. Pixels the dataset mask calls nodata, or that hold the nodata value or a
+    non-finite value in any of ``bands`` (:mod:`geoseg.io.nodata`), are dropped; a
+    file that cannot be read gives an empty sample.
 
     Args:
         path: the scene.
@@ -65,13 +72,15 @@ def sample_valid_pixels(
     try:
         if src is not None:
             values, mask = _read_sample(src, indexes, max_side)
+            nodata = src.nodata
         else:
             with rasterio.open(os.fspath(path)) as opened:
                 values, mask = _read_sample(opened, indexes, max_side)
+                nodata = opened.nodata
     except RasterioIOError as exc:
         # the statistics only advise; the scene's own read names the damaged block
         log.debug("%s: no sample for statistics (%s)", path, exc)
         return np.zeros((len(indexes), 0))
     flat = values.reshape(len(indexes), -1).astype(np.float64)
-    keep = mask.ravel() & np.isfinite(flat).all(axis=0)
+    keep = mask.ravel() & valid_values(values, nodata).ravel()
     return flat[:, keep]

@@ -23,7 +23,7 @@ from geoseg.areas import pixel_size_m
 from geoseg.errors import InvalidRasterError
 from geoseg.io.grids import same_grid
 from geoseg.io.labels import refuse_probability_raster
-from geoseg.io.raster import open_scene, select_bands
+from geoseg.io.raster import open_scene
 from geoseg.io.reproject import bounds_in_crs
 from geoseg.io.vectors_formats import FORMATS
 
@@ -214,9 +214,8 @@ def read_labelled_raster(
     refuse_polygon_labels(label_path, "training on pixel labels", image_path)
     # the same header checks as any input; a probability raster is not labels
     refuse_probability_raster(label_path, open_scene(label_path).tags)
-    scene = open_scene(image_path)
-    index = select_bands(image_path, scene.band_names, bands)
-    image = np.asarray(scene.data.data[index].compute(scheduler="sync"), np.float32)
+    scene = open_scene(image_path, bands)  # valid where every selected band holds data
+    image = np.asarray(scene.data.data.compute(scheduler="sync"), np.float32)
     valid = np.asarray(scene.valid.compute(scheduler="sync"))
     labels = read_labels_on_grid(label_path, image_path)
     if not valid.any():
@@ -228,7 +227,7 @@ def read_labelled_raster(
         image=image,
         valid=valid,
         labels=labels,
-        band_names=tuple(scene.band_names[i] for i in index),
+        band_names=scene.band_names,
         dtype=scene.dtype,
         gsd_m=pixel_size_m(scene.crs, scene.transform, (scene.height, scene.width)),
     )

@@ -5,8 +5,10 @@ share a node between an anchor and every alias of it: a 1 kB "billion laughs"
 file becomes a structure of 10^9 items the moment anything walks it (``str()``,
 a schema check, JSON). :func:`read_yaml` counts the nodes the document would
 have with every alias expanded and refuses it past :data:`MAX_NODES`, before
-anything walks it; it also refuses text that is not UTF-8, oversized files and
-nesting too deep to parse, each with one message naming the file.
+anything walks it; it also refuses text that is not UTF-8, oversized files,
+nesting too deep to parse and a key written twice in one mapping (PyYAML keeps the
+last silently: ``output: o9`` then ``output: o10`` would write to ``o10``), each
+with one message naming the file.
 """
 
 from __future__ import annotations
@@ -59,13 +61,49 @@ def _expanded_nodes(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> 
     return total
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _refuse_duplicate_keys(node: yaml.Node, where: str, seen: set[int]) -> None:
+    """Refuse a mapping under ``node`` that holds one key twice, naming both lines.
+
+    ``where`` is the node's place in the document (``predict``, ``steps[0]``); ``seen``
+    holds the nodes already checked, so an alias costs nothing. Merge keys (``<<``) may
+    repeat, and a key may override a merged one: that is what they are for.
+    """
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, f"{where}[{i}]", seen)
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    lines: dict[tuple[str, str], int] = {}
+    for key, value in node.value:
+        name = key.value if isinstance(key, yaml.ScalarNode) else None
+        if name is not None and key.tag != _MERGE_TAG:
+            line = key.start_mark.line + 1
+            if (key.tag, name) in lines:
+                place = f" in {where}" if where else ""
+                raise ConfigError(
+                    f"key {name!r} appears twice{place} (lines {lines[key.tag, name]} and "
+                    f"{line}); YAML would keep only the last: delete one"
+                )
+            lines[key.tag, name] = line
+        _refuse_duplicate_keys(value, f"{where}.{name}" if where else str(name), seen)
+
+
 class _BoundedLoader(yaml.SafeLoader):
-    """A ``SafeLoader`` that checks the expanded size of each document before building it."""
+    """A ``SafeLoader`` that checks the expanded size of each document, and that no
+    mapping holds a key twice, before building it."""
 
     def compose_document(self) -> yaml.Node | None:
         node: yaml.Node | None = super().compose_document()
         if node is not None:
             _expanded_nodes(node, {}, set())
+            _refuse_duplicate_keys(node, "", set())
         return node
 
 
@@ -94,7 +132,8 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
     Raises:
         InputNotFoundError: no such file.
         ConfigError: larger than :data:`MAX_BYTES`, not UTF-8, not YAML, nested too
-            deep, or aliases that expand past :data:`MAX_NODES` values.
+            deep, aliases that expand past :data:`MAX_NODES` values, or a key written
+            twice in one mapping.
     """
     p = Path(path)
     text = _text(p)

@@ -45,7 +45,7 @@ from geoseg.pipelines.prompt_objects import (
 from geoseg.pipelines.prompt_refine import IouSummary, mask_iou, summarize_ious
 from geoseg.pipelines.prompt_scale import warn_if_off_scale
 from geoseg.pipelines.prompt_segment import DECODE_PROMPTS, segment
-from geoseg.pipelines.prompt_windows import scene_rasterio
+from geoseg.pipelines.prompt_windows import scene_rasterio, scene_valid
 from geoseg.resolution import check_gsd_of
 from geoseg.types import a_model_of
 
@@ -183,9 +183,10 @@ def prompted(
     check_gsd_of(opened, path, model, prompter.meta.gsd_m, opts.ignore_gsd)
     names = named_by_colour(opened.band_names, opened.colorinterp)
     index = match_bands(path, names, prompter.meta, opts.bands)
+    bands = tuple(i + 1 for i in index)
     with scene_rasterio(path) as src:
         frame = SceneFrame(path, opened.crs, opened.transform, opened.height, opened.width,
-                           lambda r, c: _valid_at(src, r, c))  # fmt: skip
+                           lambda r, c: _valid_at(src, bands, r, c), bands=bands)  # fmt: skip
         prompts = read_prompts(
             frame, boxes=opts.boxes, points=opts.points, point=opts.point,
             prompts_crs=opts.prompts_crs, interior_points=opts.interior_points,
@@ -199,7 +200,7 @@ def prompted(
                                         prompter.meta.normalization.scale, model, opened.dtype,
                                         "geoseg prompt", src)  # fmt: skip
         batch = opts.batch_size or (16 if prompter.device.type == "cuda" else 4)
-        objects, windows = segment(prompter, src, [i + 1 for i in index], frame, prompts,
+        objects, windows = segment(prompter, src, list(bands), frame, prompts,
                                    batch, opts.multimask, progress, scale_check)  # fmt: skip
         yield Prompted(prompter, src, frame, prompts, objects, windows, method)
 
@@ -288,13 +289,14 @@ def _measure(
     return summary, table
 
 
-def _valid_at(src: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``(N,) bool``: the scene holds data at pixels ``(rows, cols)`` (one px read each)."""
+def _valid_at(src: Any, bands: Sequence[int], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``(N,) bool``: the scene holds data in every one of ``bands`` at pixels
+    ``(rows, cols)`` (one px read each; the rule of :mod:`geoseg.io.nodata`)."""
     from rasterio.windows import Window
 
     out = np.zeros(len(rows), bool)
     for k, (r, c) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
-        mask = src.dataset_mask(window=Window(c, r, 1, 1))
-        values = src.read(window=Window(c, r, 1, 1))
-        out[k] = bool(mask[0, 0] > 0) and bool(np.isfinite(values).all())
+        mask = scene_valid(src, Window(c, r, 1, 1), bands=bands)
+        values = src.read(list(bands), window=Window(c, r, 1, 1))
+        out[k] = bool(mask[0, 0]) and bool(np.isfinite(values).all())
     return out

@@ -79,7 +79,9 @@ class SceneFrame:
         valid_at: ``valid_at(rows, cols) -> (N,) bool``: True where the pixels hold data.
         valid_window: ``valid_window(window) -> (h, w) bool``: where a window of the
             scene (inside it) holds data, as the instance COG marks it; None: the
-            dataset mask of the file at ``path`` (read on demand, see :meth:`valid`).
+            masks of ``bands`` of the file at ``path`` (read on demand, see :meth:`valid`).
+        bands: the 1-based scene bands the model reads (a pixel missing one holds no
+            data: :mod:`geoseg.io.nodata`); None: every band.
     """
 
     path: str
@@ -89,11 +91,13 @@ class SceneFrame:
     width: int
     valid_at: Callable[[np.ndarray, np.ndarray], np.ndarray]
     valid_window: Callable[[Window], np.ndarray] | None = None
+    bands: tuple[int, ...] | None = None
 
     @contextlib.contextmanager
     def valid(self) -> Iterator[Callable[[Window], np.ndarray]]:
         """``valid(window) -> (h, w) bool`` in a block: :attr:`valid_window`, else the
-        dataset mask of ``path`` (opened once for the block), the rule the COG follows."""
+        masks of :attr:`bands` of ``path`` (opened once for the block), the rule the COG
+        follows."""
         if self.valid_window is not None:
             yield self.valid_window
             return
@@ -101,7 +105,7 @@ class SceneFrame:
         from geoseg.pipelines.prompt_windows import scene_rasterio, scene_valid
 
         with scene_rasterio(self.path) as src:
-            yield lambda window: scene_valid(src, window)
+            yield lambda window: scene_valid(src, window, bands=self.bands)
 
 
 @dataclass(frozen=True)

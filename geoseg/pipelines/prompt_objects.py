@@ -146,7 +146,7 @@ def write_object_raster(
     Args:
         tags: extra dataset tags (``geoseg track``: the date's ``DATE``).
         valid: ``valid(window) -> (h, w) bool``, where the scene holds data (None: ``src``'s
-            dataset mask); False pixels are nodata (class 255) and hold no object.
+            masks of ``frame.bands``); False pixels are nodata (class 255) and hold no object.
     """
     ranked = sorted((o for o in objects if o.best), key=lambda o: o.id)
     boxes = np.array(
@@ -160,7 +160,7 @@ def write_object_raster(
             for x0 in range(0, frame.width, BLOCK):
                 h, w = min(BLOCK, frame.height - y0), min(BLOCK, frame.width - x0)
                 win = Window(x0, y0, w, h)
-                here = scene_valid(src, win) if valid is None else valid(win)
+                here = scene_valid(src, win, bands=frame.bands) if valid is None else valid(win)
                 hit = np.flatnonzero(
                     (boxes[:, 0] < y0 + h) & (boxes[:, 2] > y0)
                     & (boxes[:, 1] < x0 + w) & (boxes[:, 3] > x0)

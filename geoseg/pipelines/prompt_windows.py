@@ -136,7 +136,8 @@ def read_window(
 
     Returns:
         ``(C, S, S)`` values in the scene's dtype (0 outside) and ``(S, S) bool``
-        validity (False outside the scene, on nodata and on non-finite values).
+        validity (False outside the scene, on nodata in any of ``bands`` and on
+        non-finite values).
     """
     win = Window(window.col0, window.row0, window.side, window.side)
     resampling = Resampling.average if window.level else Resampling.nearest
@@ -150,7 +151,7 @@ def read_window(
         list(bands), window=win, out_shape=(len(bands), size, size), boundless=boundless,
         fill_value=0, resampling=resampling,
     )  # fmt: skip
-    valid = inside & scene_valid(src, win, (size, size), boundless)
+    valid = inside & scene_valid(src, win, (size, size), boundless, bands)
     if np.issubdtype(data.dtype, np.floating):
         valid &= np.isfinite(data).all(axis=0)
     return data, valid
@@ -203,16 +204,28 @@ def read_groups(
 
 
 def scene_valid(
-    src: Any, win: Window, shape: tuple[int, int] | None = None, boundless: bool = False
-) -> np.ndarray:
-    """``(h, w) bool`` (``shape``, else the window's): the scene's dataset mask on ``win``.
+    src: Any, win: Window, shape: tuple[int, int] | None = None, boundless: bool = False,
+    bands: Sequence[int] | None = None,
+) -> np.ndarray:  # fmt: skip
+    """``(h, w) bool`` (``shape``, else the window's): where the scene holds data on ``win``
+    in every one of ``bands`` (1-based; None: every band), the rule of
+    :mod:`geoseg.io.nodata`: GDAL's per-band masks, all valid.
 
     A scene whose bands declare no nodata and no mask (GDAL's ``all_valid``) is
-    valid everywhere inside it, and its mask is not read (~0.5 ms a read).
+    valid everywhere inside it, and no mask is read (~0.5 ms a read); one with an
+    internal mask or alpha band has one mask for every band, read once.
     """
-    if not boundless and all(MaskFlags.all_valid in f for f in src.mask_flag_enums):
+    indexes = list(bands) if bands is not None else list(range(1, src.count + 1))
+    flags = [src.mask_flag_enums[i - 1] for i in indexes]
+    if not boundless and all(MaskFlags.all_valid in f for f in flags):
         return np.ones(shape or (int(win.height), int(win.width)), bool)
-    return np.asarray(src.dataset_mask(window=win, out_shape=shape, boundless=boundless) > 0)
+    if all(MaskFlags.per_dataset in f for f in flags):
+        return np.asarray(src.dataset_mask(window=win, out_shape=shape, boundless=boundless) > 0)
+    masks = src.read_masks(
+        indexes, window=win, boundless=boundless,
+        out_shape=None if shape is None else (len(indexes), *shape),
+    )  # fmt: skip
+    return np.asarray((masks > 0).all(axis=0))
 
 
 def _inside(src: Any, window: PromptWindow, size: int) -> np.ndarray:

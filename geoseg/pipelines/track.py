@@ -191,7 +191,7 @@ def track_scenes(
             for date, scene, objects, raster in zip(dates, opened, per_date, rasters, strict=True):
                 write_object_raster(raster, frame, date.src, objects, prompter.schema,
                                     opts.overwrite, date_raster_tags(scene, model),
-                                    partial(date_valid, date))  # fmt: skip
+                                    partial(date_valid, date, bands=bands))  # fmt: skip
             areas = [written_areas_m2(r, frame) for r in rasters]
             rows, lost = area_rows(prompts, [d.label for d in dates], areas)
             write_csv_rows(out / AREAS, rows, opts.overwrite)

@@ -31,6 +31,7 @@ from rasterio.windows import Window
 from geoseg.change.align import DATE_TAG
 from geoseg.errors import BandMismatchError, GeosegError, InvalidRasterError
 from geoseg.io.grids import same_grid
+from geoseg.io.nodata import valid_values
 from geoseg.io.raster import Scene, canonical_band_name, open_scene
 from geoseg.io.reproject import bounds_in_crs
 from geoseg.pipelines.prompt_windows import PromptWindow, read_window, scene_valid
@@ -192,12 +193,27 @@ def _alpha(vrt: Any) -> int:
     return int(list(vrt.colorinterp).index(ColorInterp.alpha)) + 1
 
 
-def date_valid(date: TrackDate, win: Window) -> np.ndarray:
+def date_valid(date: TrackDate, win: Window, bands: Sequence[int] | None = None) -> np.ndarray:
     """``(h, w) bool``: where ``date`` holds data in ``win`` of the first date's grid
-    (inside it): on its footprint and off its nodata."""
+    (inside it): on its footprint and in every one of ``bands`` (1-based; None: every
+    band; the rule of :mod:`geoseg.io.nodata`)."""
     if not date.warped:
-        return scene_valid(date.src, win)
-    return np.asarray(date.src.read(_alpha(date.src), window=win) > 0)
+        return scene_valid(date.src, win, bands=bands)
+    alpha = _alpha(date.src)
+    indexes = list(bands) if bands is not None else [
+        i for i in range(1, date.src.count + 1) if i != alpha
+    ]  # fmt: skip
+    held = np.asarray(date.src.read(alpha, window=win) > 0)
+    return held & _warped_valid(date, date.src.read(indexes, window=win))
+
+
+def _warped_valid(date: TrackDate, data: np.ndarray) -> np.ndarray:
+    """``(h, w) bool``: no band of warped ``(C, h, w)`` ``data`` is nodata or non-finite.
+
+    The warp's alpha marks a pixel valid where any band of the date is; a band that
+    is nodata there comes out as the date's nodata value (0 where it has none).
+    """
+    return np.asarray(valid_values(data, date.src.src_dataset.nodata))
 
 
 def read_date_window(
@@ -230,6 +246,5 @@ def read_date_window(
     rows = window.row0 + f * np.arange(size)
     cols = window.col0 + f * np.arange(size)
     valid &= ((rows >= 0) & (rows < grid.height))[:, None] & ((cols >= 0) & (cols < grid.width))
-    if np.issubdtype(data.dtype, np.floating):
-        valid &= np.isfinite(data).all(axis=0)
+    valid &= _warped_valid(date, data)
     return np.where(valid, data, 0), valid

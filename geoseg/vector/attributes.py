@@ -1,4 +1,11 @@
-"""Polygons in pixel coordinates -> a GeoDataFrame in the raster's CRS with attributes."""
+"""Polygons in pixel coordinates -> a GeoDataFrame in the raster's CRS with attributes.
+
+Every polygon leaves here by the right-hand rule in CRS coordinates: exterior rings
+counter-clockwise, holes clockwise (OGC simple features, RFC 7946), whichever path
+made it (chunks normalized in CRS coordinates, a simplified or merged coverage built
+in pixel coordinates, whose north-up rows flip the sense). A signed ring area, such as
+``pyproj.Geod.geometry_area_perimeter`` gives, is then the area, positive.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ __all__ = [
     "pixel_xy_to_crs",
     "polygon_batch",
     "polygon_table",
+    "right_hand_rule",
     "sort_table",
 ]
 
@@ -105,6 +113,11 @@ def _columns(
     return cols
 
 
+def right_hand_rule(geoms: np.ndarray) -> np.ndarray:
+    """``geoms`` with exterior rings counter-clockwise and holes clockwise (CRS coordinates)."""
+    return np.asarray(shapely.orient_polygons(geoms, exterior_cw=False))
+
+
 def polygon_table(
     polygons: Polygons,
     crs: Any,
@@ -127,6 +140,7 @@ def polygon_table(
         included), [``conf_mean`` (0-1, mean over the polygon's pixels)], geometry.
     """
     geoms = polygons.geometry if transform is None else pixel_to_crs(polygons.geometry, transform)
+    geoms = right_hand_rule(geoms)
     if polygons.area_m2 is None or polygons.perim_m is None or transform is not None:
         area, perim = polygon_area_perimeter_m(geoms, crs)
     else:
@@ -145,7 +159,7 @@ def polygon_batch(polygons: Polygons, schema: ClassSchema | None = None) -> pa.R
         raise ValueError("polygon_batch needs polygons measured in a worker (with a Georef)")
     cols = _columns(polygons, polygons.area_m2, polygons.perim_m, schema)
     arrays = [pa.array(v, pa.string() if k == "class_name" else None) for k, v in cols.items()]
-    arrays.append(pa.array(shapely.to_wkb(polygons.geometry), pa.binary()))
+    arrays.append(pa.array(shapely.to_wkb(right_hand_rule(polygons.geometry)), pa.binary()))
     return pa.RecordBatch.from_arrays(arrays, names=[*cols, "geometry"])
 
 

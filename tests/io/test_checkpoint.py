@@ -141,8 +141,54 @@ def test_torch_save_zip_is_refused_without_unpickling(tmp_path: Path) -> None:
         load_checkpoint(path)
 
     assert str(path) in str(info.value)
-    assert "save_checkpoint" in str(info.value)
+    # the way in: geoseg import (SAM's .pth/.pt) or an ONNX export; import tells the kind
+    # by the suffix, so a .safetensors name is asked to be renamed first
+    assert "is a PyTorch file (torch.save: a pickle/zip)" in str(info.value)
+    assert (
+        f"rename it model.pth, then `geoseg import {tmp_path / 'model.pth'} -o model.safetensors"
+        in str(info.value)
+    )
+    assert "torch.onnx.export" in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def test_a_torch_pt_file_is_told_how_to_come_in(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), path)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint_meta(path)
+    assert str(info.value).startswith(f"{path}: is a PyTorch file")
+    assert f"(`geoseg import {path} -o model.safetensors --bands R,G,B`)" in str(info.value)
+
+
+def _onnx_head() -> bytes:
+    """The first bytes torch.onnx.export writes: ir_version 9, producer_name "pytorch"."""
+    return b"\x08\x09\x12\x07pytorch\x1a\x062.14.1:" + bytes(200)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "rename"),
+    [
+        ("classifier.onnx", _onnx_head(), ""),  # the trial's: "header too large" before
+        ("classifier.onnx", b"\x01garbage", ""),  # by its name alone
+        ("classifier.bin", _onnx_head(), "rename it classifier.onnx, then "),  # by its bytes
+    ],
+    ids=["onnx-named-and-bytes", "onnx-named", "onnx-bytes"],
+)
+def test_an_onnx_graph_is_told_to_go_through_geoseg_import(
+    tmp_path: Path, name: str, content: bytes, rename: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint_meta(path)
+    source = tmp_path / "classifier.onnx"
+    assert str(info.value) == (
+        f"{path}: is an ONNX graph, not a geoseg checkpoint; {rename}bring it in once with "
+        f"`geoseg import {source} -o model.safetensors --bands B04,B03,B02 --classes "
+        "classes.yaml` (the scene band of each input channel, and one class per output), "
+        "then predict with -m model.safetensors"
+    )
 
 
 class _Boom:
@@ -201,7 +247,7 @@ def test_foreign_metadata_without_geoseg_key_is_refused(tmp_path: Path) -> None:
         read_checkpoint_meta(path)
 
 
-@pytest.mark.parametrize("version", [FORMAT_VERSION + 1, 0, "1", None])
+@pytest.mark.parametrize("version", [FORMAT_VERSION + 1, 0, "1"])
 def test_wrong_format_version_is_refused(tmp_path: Path, version: Any) -> None:
     path = write_safetensors(
         tmp_path / "m.safetensors", {"geoseg": json.dumps(geoseg_json(format=version))}
@@ -211,6 +257,19 @@ def test_wrong_format_version_is_refused(tmp_path: Path, version: Any) -> None:
         load_checkpoint(path)
 
     assert f"reads {FORMAT_VERSION}" in str(info.value)
+
+
+def test_geoseg_metadata_without_a_format_version_is_not_ours(tmp_path: Path) -> None:
+    """Not "format None ... upgrade geoseg": no geoseg ever wrote a file without one."""
+    d = geoseg_json()
+    del d["format"]
+    path = write_safetensors(tmp_path / "m.safetensors", {"geoseg": json.dumps(d)})
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint_meta(path)
+    assert str(info.value) == (
+        f"{path}: its 'geoseg' metadata has no format version, so it was not written by "
+        "geoseg (or is damaged); use a model geoseg wrote (`geoseg train`, `geoseg import`)"
+    )
 
 
 def test_invalid_json_is_refused(tmp_path: Path) -> None:

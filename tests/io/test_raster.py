@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 from pathlib import Path
 from typing import Any
@@ -140,18 +141,20 @@ def test_select_bands_none_selects_all() -> None:
 # --- valid mask -----------------------------------------------------------------------
 
 
-def test_valid_is_false_only_where_every_band_is_nodata(tmp_path: Path) -> None:
+def test_valid_is_false_where_any_band_is_nodata(tmp_path: Path) -> None:
+    """A pixel missing one band is missing an input, as NaN in one band already was
+    (geoseg.io.nodata); it used to count as data unless every band was nodata."""
     data = ramp()
     data[:, 0, 0] = 0  # all bands nodata -> invalid
-    data[0, 1, 1] = 0  # one band nodata -> still valid
-    data[:2, 2, 2] = 0  # two of three bands nodata -> still valid
+    data[0, 1, 1] = 0  # one band nodata -> invalid
+    data[:2, 2, 2] = 0  # two of three bands nodata -> invalid
     data[:, 5:7, 10:20] = 0
     path = write_tif(tmp_path / "s.tif", data, nodata=0)
 
     valid = open_scene(path, chunk=16).valid.compute()
 
     expected = np.ones(data.shape[1:], dtype=bool)
-    expected[0, 0] = False
+    expected[0, 0] = expected[1, 1] = expected[2, 2] = False
     expected[5:7, 10:20] = False
     np.testing.assert_array_equal(valid, expected)
 
@@ -280,9 +283,24 @@ def test_assume_crs_fills_a_missing_crs(tmp_path: Path) -> None:
     np.testing.assert_array_equal(scene.data.values, data)
 
 
-def test_assume_crs_does_not_override_the_file_crs(tmp_path: Path) -> None:
+def test_assume_crs_does_not_override_the_file_crs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = write_tif(tmp_path / "s.tif", ramp())
-    assert open_scene(path, assume_crs="EPSG:4326").crs == UTM33
+    with caplog.at_level(logging.WARNING, logger="geoseg"):
+        assert open_scene(path, assume_crs="EPSG:4326").crs == UTM33
+        assert open_scene(path, ["1"], assume_crs="EPSG:4326").crs == UTM33  # once a file
+    # it was silently ignored: say so (a warning, as a batch may mix files with and without)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: has its own CRS (EPSG:32633), kept; --assume-crs EPSG:4326 applies only to "
+        "scenes without one (fix a wrong CRS with `gdal_edit.py -a_srs`)"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geoseg"):
+        nocrs = write_tif(tmp_path / "n.tif", ramp(), crs=None)
+        assert open_scene(nocrs, assume_crs="EPSG:4326").crs == CRS.from_epsg(4326)
+        open_scene(path, assume_crs="EPSG:32633")  # what it has: nothing to say
+    assert caplog.records == []
 
 
 @pytest.mark.parametrize("text", ["EPSG:not-a-code", "EPSG:999999", "no such crs"])

@@ -200,6 +200,21 @@ def test_bad_imports_get_one_line_and_no_output(tmp_path: Path, case: str) -> No
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".safetensors") == []
 
 
+@pytest.mark.parametrize("name", ["g.onnx", "g.bin"])
+def test_a_graph_given_to_predict_is_told_to_go_through_import(tmp_path: Path, name: str) -> None:
+    """Told from its name or its protobuf bytes, not "header too large" (safetensors')."""
+    graph = conv_graph(tmp_path / name)
+    scene = write_raster(tmp_path / "s.tif", textured_scene(16, 16), descriptions=TINY_BANDS)
+    code, text = cli_run("predict", scene, "-m", graph, "-o", tmp_path / "o.tif")
+    assert code == 2, text
+    assert text.startswith(f"geoseg: error: {graph}: is an ONNX graph, not a geoseg checkpoint")
+    assert f"`geoseg import {tmp_path / 'g.onnx'} -o model.safetensors --bands" in text
+    assert not (tmp_path / "o.tif").exists()
+    # and the command it names works on the graph (named .onnx)
+    (tmp_path / "g.onnx").write_bytes(graph.read_bytes())
+    assert import_graph(tmp_path, tmp_path / "g.onnx").is_file()
+
+
 def _flip_a_graph_byte(path: Path) -> None:
     tensors = load_file(path)
     graph = tensors[GRAPH_TENSOR].copy()
