@@ -71,6 +71,10 @@ class TrainConfig:
             off by default). Needs dates stacked by ``geoseg stack``.
         swap_dates: ``--task change``: exchange each window's two dates with probability 1/2
             (:func:`geoseg.training.date_shift.swap_dates`). Needs ``geoseg stack`` dates.
+        ema: decay per optimizer step of an exponential moving average of the weights
+            (and BatchNorm statistics); 0 = off, e.g. 0.99 averages over ~100 steps. When
+            on, validation scores the averaged weights and the checkpoint holds them
+            (Polyak averaging: a smoother model than the last step's).
         folds: train ``folds`` members on spatially separate blocks, score each on its
             held-out block and write one ensemble checkpoint (semantic and change
             tasks; see :mod:`geoseg.training.folds`, :mod:`geoseg.training.crossval`).
@@ -112,6 +116,7 @@ class TrainConfig:
     encoder_bands: tuple[str, ...] | None = None
     date_augment: bool = False
     swap_dates: bool = False
+    ema: float = 0.0
     folds: int | None = None
     normalization: str = "zscore"
     class_weights: Mapping[str, float] | None = None
@@ -160,6 +165,7 @@ class TrainConfig:
             "TrainConfig", lr=(self.lr, 1e-12, math.inf),
             weight_decay=(self.weight_decay, 0, math.inf),
             dice_weight=(self.dice_weight, 0, math.inf), min_labelled=(self.min_labelled, 0, 1),
+            ema=(self.ema, 0, 0.9999),
         )  # fmt: skip
 
     def class_weight_vector(self) -> tuple[float, ...] | None:

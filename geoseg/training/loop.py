@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from geoseg.errors import GeosegError, OutputExistsError
 from geoseg.io.checkpoint import save_checkpoint
@@ -186,7 +187,9 @@ def _fit(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * cfg.steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
-    start, best, history = _resume(cfg, out, model, opt, rng, sched)
+    averaged = moving_average(model, cfg.ema)
+    start, best, history = _resume(cfg, out, model, opt, rng, sched, averaged)
+    kept = model if averaged is None else averaged.module  # what is scored and saved
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     norm = TorchPredictor(nn.Identity(), meta, torch.device("cpu"))
     for epoch in range(start, cfg.epochs):
@@ -208,12 +211,14 @@ def _fit(
             scaler.step(opt)
             scaler.update()
             sched.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             losses.append(float(loss.detach()))  # waits for the device: the step is done
             t3 = time.perf_counter()
             data_s, step_s = data_s + t1 - t0, step_s + t3 - t1
             if timing is not None:
                 timing.record(t0, t1, t2, t3)
-        miou = objective.score(model) if objective.score else None
+        miou = objective.score(kept) if objective.score else None
         report = EpochReport(
             epoch + 1, cfg.epochs, float(np.mean(losses)), miou,
             cfg.steps_per_epoch * cfg.batch_size, data_s, step_s,
@@ -221,8 +226,8 @@ def _fit(
         history.append(report)
         if miou is None or best is None or miou >= best:  # ties: the later, longer-trained
             best = miou if miou is not None else best
-            _save_best(out, model, meta, report, best, objective.metric)
-        save_state(state_path(out), model, opt, rng, epoch + 1, _extra(best, history))
+            _save_best(out, kept, meta, report, best, objective.metric)
+        save_state(state_path(out), model, opt, rng, epoch + 1, _extra(best, history), averaged)
         if progress:
             progress(report)
     state_path(out).unlink(missing_ok=True)
@@ -233,9 +238,18 @@ def _extra(best: float | None, history: Sequence[EpochReport]) -> dict[str, Any]
     return {"best": best, "history": [list(dataclasses.astuple(h)) for h in history]}
 
 
+def moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
+    """The exponential moving average of ``model``'s weights and buffers (BatchNorm
+    statistics) with ``decay`` per step (``TrainConfig.ema``); None when 0 (off)."""
+    if decay <= 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _resume(
     cfg: TrainConfig, out: Path, model: nn.Module, opt: torch.optim.Optimizer,
     rng: np.random.Generator, sched: torch.optim.lr_scheduler.LRScheduler,
+    averaged: AveragedModel | None = None,
 ) -> tuple[int, float | None, list[EpochReport]]:  # fmt: skip
     """Epoch to start from, best mIoU so far and history; restores state on --resume."""
     path = state_path(out)
@@ -243,7 +257,7 @@ def _resume(
         return 0, None, []
     if not path.exists():
         raise GeosegError(f"{path}: no unfinished run to resume; start without --resume")
-    state = restore_state(path, model, opt, rng)
+    state = restore_state(path, model, opt, rng, averaged)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # stepping the schedule ahead without training
         for _ in range(state["epoch"] * cfg.steps_per_epoch):

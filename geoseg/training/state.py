@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from geoseg.errors import GeosegError
 from geoseg.io.checkpoint import load_training_state, save_training_state
 
 __all__ = ["interrupted_note", "restore_state", "save_state", "state_path", "unfinished_run"]
@@ -51,9 +52,13 @@ def save_state(
     rng: np.random.Generator,
     epoch: int,
     extra: dict[str, Any],
+    averaged: nn.Module | None = None,
 ) -> None:
-    """Model weights, AdamW moments, both RNG states and the epoch counter."""
+    """Model weights, AdamW moments, both RNG states, the epoch counter and (``averaged``)
+    the moving average of the weights."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if averaged is not None:
+        tensors |= {f"ema.{k}": v for k, v in averaged.state_dict().items()}
     opt_state = opt.state_dict()
     for idx, slots in opt_state["state"].items():
         for name, value in slots.items():
@@ -69,11 +74,29 @@ def save_state(
 
 
 def restore_state(
-    path: Path, model: nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator
+    path: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    averaged: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Load what :func:`save_state` wrote into ``model``, ``opt`` and ``rng``; return its JSON."""
+    """Load what :func:`save_state` wrote into ``model``, ``opt``, ``rng`` and ``averaged``
+    (the moving average, when the run kept one); return its JSON.
+
+    Raises:
+        GeosegError: ``averaged`` is given but the state holds no moving average (the
+            run was started without ``ema``), or the other way round.
+    """
     tensors, meta = load_training_state(path)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    if bool(ema) != (averaged is not None):
+        raise GeosegError(
+            f"{path}: the unfinished run was started {'with' if ema else 'without'} ema; "
+            "resume it with the same ema setting, or start over without --resume"
+        )
+    if averaged is not None:
+        averaged.load_state_dict(ema)
     slots: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("opt."):

@@ -3,7 +3,7 @@
     python sample_data/models/train_change_levir.py --data ../shared/data \
         [--archs early siam-diff siam-conc] [--seeds 0 1 2] [-o best.safetensors] [--overwrite]
         [--date-augment] [--swap-dates] [--depth 3|4] [--window 64] [--batch-size 16]
-        [--epochs 30] [--select] [--tta none|flips|d4]
+        [--epochs 30] [--select] [--tta none|flips|d4] [--ema 0.99]
         [--append]   # --append: add runs to a scores file of the same setup
 
 The 11 LEVIR-CD crops (0.5 m RGB, Texas, two dates, building-change masks) are
@@ -125,6 +125,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Exchange each window's dates with probability 1/2.")  # fmt: skip
     parser.add_argument("--select", action="store_true", help="Score the validation pair, "
                         "not the held-out pairs (runs that choose a recipe).")  # fmt: skip
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="Keep a moving average of the weights (decay per step; 0 = off).")
     parser.add_argument("--tta", choices=TTA_MODES, default="none",
                         help="Also score each model with this test-time augmentation.")  # fmt: skip
     parser.add_argument("--encoder", default="tu-resnet18")
@@ -175,7 +177,7 @@ def _config(args: argparse.Namespace, pairs: dict[str, tuple[Path, Path]], train
         options={"encoder_depth": args.depth, "decoder_channels": DECODERS[args.depth]},
         window=args.window, margin=8, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
         batch_size=args.batch_size, seed=seed, overwrite=True, date_augment=args.date_augment,
-        swap_dates=args.swap_dates,
+        swap_dates=args.swap_dates, ema=args.ema,
     )  # fmt: skip
 
 
@@ -247,7 +249,8 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
             "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
             "batch_size": args.batch_size, "date_augment": args.date_augment,
             "swap_dates": args.swap_dates,
-            **({"tta": args.tta} if args.tta != "none" else {})}  # fmt: skip
+            **({"tta": args.tta} if args.tta != "none" else {}),
+            **({"ema": args.ema} if args.ema else {})}  # fmt: skip
 
 
 def carried_sections(args: argparse.Namespace) -> dict[str, Any]:
