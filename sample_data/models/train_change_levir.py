@@ -125,8 +125,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Exchange each window's dates with probability 1/2.")  # fmt: skip
     parser.add_argument("--select", action="store_true", help="Score the validation pair, "
                         "not the held-out pairs (runs that choose a recipe).")  # fmt: skip
-    parser.add_argument("--ema", type=float, default=0.0,
-                        help="Keep a moving average of the weights (decay per step; 0 = off).")
+    parser.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="Keep a moving average of the weights (decay per step; 0 = off).",
+    )
     parser.add_argument("--tta", choices=TTA_MODES, default="none",
                         help="Also score each model with this test-time augmentation.")  # fmt: skip
     parser.add_argument("--encoder", default="tu-resnet18")
