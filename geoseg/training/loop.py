@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -227,15 +229,56 @@ def _fit(
         if miou is None or best is None or miou >= best:  # ties: the later, longer-trained
             best = miou if miou is not None else best
             _save_best(out, kept, meta, report, best, objective.metric)
-        save_state(state_path(out), model, opt, rng, epoch + 1, _extra(best, history), averaged)
+        save_state(state_path(out), model, opt, rng, epoch + 1, _extra(cfg, best, history),
+                   averaged)  # fmt: skip
         if progress:
             progress(report)
     state_path(out).unlink(missing_ok=True)
     return TrainResult(out, best, history, objective.metric)
 
 
-def _extra(best: float | None, history: Sequence[EpochReport]) -> dict[str, Any]:
-    return {"best": best, "history": [list(dataclasses.astuple(h)) for h in history]}
+def _extra(cfg: TrainConfig, best: float | None, history: Sequence[EpochReport]) -> dict[str, Any]:
+    return {"best": best, "history": [list(dataclasses.astuple(h)) for h in history],
+            "settings": resume_settings(cfg)}  # fmt: skip
+
+
+#: Options a resumed run may change: where it runs and what it is told to do now.
+_FREE_ON_RESUME = frozenset({"resume", "overwrite", "device", "output", "provenance"})
+
+
+def resume_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """``cfg``'s options that shape the weights (all but :data:`_FREE_ON_RESUME`), as JSON
+    values: an unfinished run records them and ``--resume`` must give the same."""
+    values = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _FREE_ON_RESUME}
+    for key in ("images", "labels", "val_images", "val_labels"):  # the files, not the spelling
+        values[key] = [os.path.abspath(p) for p in values[key]]
+    return dict(json.loads(json.dumps(values, default=str)))
+
+
+def check_resume_settings(path: Path, saved: dict[str, Any] | None, cfg: TrainConfig) -> None:
+    """Refuse a ``--resume`` whose options differ from the unfinished run's.
+
+    The state keeps the optimizer's learning rate, the schedule's length and the
+    sampler's window, so a changed option would be ignored or mixed in while the
+    checkpoint recorded the new value. States written before the settings were
+    recorded (``saved`` None) are not checked.
+
+    Raises:
+        GeosegError: names the state file and every option that differs.
+    """
+    if saved is None:
+        return
+    now = resume_settings(cfg)
+    changed = [
+        f"{k} {saved.get(k)!r} -> {now.get(k)!r}"
+        for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)
+    ]  # fmt: skip
+    if changed:
+        raise GeosegError(
+            f"{path}: the unfinished run used other options ({'; '.join(changed)}); resume "
+            "it with the options it was started with, or start over without --resume "
+            "(--overwrite)"
+        )
 
 
 def moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
@@ -258,6 +301,7 @@ def _resume(
     if not path.exists():
         raise GeosegError(f"{path}: no unfinished run to resume; start without --resume")
     state = restore_state(path, model, opt, rng, averaged)
+    check_resume_settings(path, state.get("settings"), cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # stepping the schedule ahead without training
         for _ in range(state["epoch"] * cfg.steps_per_epoch):

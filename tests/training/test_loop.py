@@ -11,6 +11,7 @@ import pytest
 import rasterio
 import torch
 
+from geoseg.errors import GeosegError
 from geoseg.io.checkpoint import load_checkpoint
 from geoseg.pipelines import PredictOptions, predict_scene
 from geoseg.synthetic import TRUTH_SCHEMA, write_sample_data
@@ -199,3 +200,32 @@ def test_change_task_trains_on_stacked_dates(sample: dict[str, Path], tmp_path: 
     predict_scene(stacked, str(out), tmp_path / "map.tif", PredictOptions(device="cpu"))
     with rasterio.open(tmp_path / "map.tif") as dst:
         assert set(np.unique(dst.read(1))) <= {0, 1, 255}
+
+
+@pytest.mark.parametrize(
+    ("changed", "named"),
+    [({"lr": 0.1}, "lr 0.01 -> 0.1"), ({"epochs": 4}, "epochs 3 -> 4"),
+     ({"window": 64, "margin": 8}, "margin 4 -> 8; window 32 -> 64"),
+     ({"seed": 5}, "seed 0 -> 5")],
+)  # fmt: skip
+def test_resume_with_other_options_is_refused(
+    sample: dict[str, Path], tmp_path: Path, changed: dict[str, Any], named: str
+) -> None:
+    """The state keeps the optimizer's learning rate, the schedule's length and the
+    window: a changed option would be ignored or mixed in while the checkpoint records
+    it, so --resume refuses it, naming each option; the same options resume."""
+    cut = tmp_path / "cut.safetensors"
+    kw = {"val_images": [], "val_labels": [], "epochs": 3}
+
+    def stop_after_first(report: EpochReport) -> None:
+        if report.epoch == 1:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_model(_config(sample, cut, **kw), stop_after_first)
+    before = cut.read_bytes()
+    with pytest.raises(GeosegError, match=f"the unfinished run used other options \\({named}\\)"):
+        train_model(_config(sample, cut, resume=True, **(kw | changed)))
+    assert cut.read_bytes() == before and state_path(cut).exists()
+    result = train_model(_config(sample, cut, resume=True, device="cpu", **kw))
+    assert [h.epoch for h in result.history] == [1, 2, 3]
