@@ -1,0 +1,117 @@
+"""Findings of the twenty-first new-user trial: label rasters whose class tag numbers
+the model's classes otherwise (scored by id: a confident wrong mIoU), a validation
+image of other bands (a traceback after a whole epoch), duplicate class names, config
+value errors that did not name the file, training options missing from provenance."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from geoseg.cli import cli
+from geoseg.errors import InvalidRasterError
+from geoseg.io.labels import CLASSES_TAG
+from geoseg.pipelines.calibrate import calibrate_model
+from geoseg.pipelines.evaluate import evaluate_scene
+from geoseg.training.config import TrainConfig
+from geoseg.training.data import load_rasters
+from geoseg.types import ClassInfo, ClassSchema
+from tests.conftest import TINY_BANDS, TINY_SCHEMA, textured_scene, write_raster
+
+#: TINY_SCHEMA's classes (1=forest, 4=water, 9=urban) under other ids, names in other case.
+RENUMBERED = ClassSchema(
+    (ClassInfo(0, "Water", (0, 0, 200)), ClassInfo(1, "URBAN", (200, 0, 0)),
+     ClassInfo(2, "forest", (0, 120, 0)))
+)  # fmt: skip
+#: TINY_SCHEMA id -> RENUMBERED id (same name).
+TO_RENUMBERED = {1: 2, 4: 0, 9: 1}
+
+
+def _tag(path: Path, schema: ClassSchema) -> Path:
+    with rasterio.open(path, "r+") as dst:
+        dst.update_tags(**{CLASSES_TAG: json.dumps(schema.to_json())})
+    return path
+
+
+def _pair(tmp: Path) -> tuple[Path, Path, Path]:
+    """A 64 x 64 scene; its labels in TINY_SCHEMA ids (untagged, some 255); the same
+    labels written in RENUMBERED ids and tagged so."""
+    scene = write_raster(tmp / "s.tif", textured_scene(64, 64), descriptions=TINY_BANDS)
+    rng = np.random.default_rng(3)
+    ids = rng.choice(np.array([1, 4, 9, 255], np.uint8), size=(64, 64), p=[0.4, 0.3, 0.2, 0.1])
+    plain = write_raster(tmp / "plain.tif", ids[None], nodata=255)
+    lut = np.full(256, 255, np.uint8)
+    for a, b in TO_RENUMBERED.items():
+        lut[a] = b
+    renumbered = _tag(write_raster(tmp / "renum.tif", lut[ids][None], nodata=255), RENUMBERED)
+    return scene, plain, renumbered
+
+
+def test_evaluate_reads_tagged_labels_by_name(
+    tiny_checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    scene, plain, renumbered = _pair(tmp_path)
+    by_id = evaluate_scene(str(tiny_checkpoint), scene, plain, tmp_path / "a")
+    with caplog.at_level(logging.WARNING):
+        by_name = evaluate_scene(str(tiny_checkpoint), scene, renumbered, tmp_path / "b")
+    # the same pixels meaning the same classes: the same confusion, cell by cell
+    np.testing.assert_array_equal(by_name.confusion, by_id.confusion)
+    assert by_id.confusion.sum() == int((np.asarray(rasterio.open(plain).read(1)) != 255).sum())
+    note = " ".join(r.getMessage() for r in caplog.records)
+    assert f"{renumbered}: its classes are tiny's under other ids" in note
+    assert "0->4 (water), 1->9 (urban), 2->1 (forest)" in note
+    report = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert report["reference_map"] == {"0": 4, "1": 9, "2": 1}
+    # an untagged raster is still scored by id, as before
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["reference_map"] is None
+
+
+def test_evaluate_refuses_labels_naming_other_classes(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    scene, _, renumbered = _pair(tmp_path)
+    other = ClassSchema((ClassInfo(0, "water", (0, 0, 200)), ClassInfo(1, "cloud", (9, 9, 9))))
+    _tag(renumbered, other)
+    argv = ["evaluate", "-m", str(tiny_checkpoint), "--image", str(scene), "--labels",
+            str(renumbered), "-o", str(tmp_path / "ev")]  # fmt: skip
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert len(line.splitlines()) == 1
+    assert f"{renumbered}: its classes (0=water, 1=cloud)" in line
+    assert "(1=forest, 4=water, 9=urban)" in line and "'cloud' is not" in line
+    assert f"gdal_edit.py -mo {CLASSES_TAG}=" in line and "--map-reference" in line
+    # --map-reference says what the values mean: scored as the user says
+    result = CliRunner().invoke(cli, [*argv, "--map-reference", "0=4,1=9"])
+    assert result.exit_code == 0, result.output
+
+
+def test_calibrate_reads_tagged_labels_by_name(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    scene, plain, renumbered = _pair(tmp_path)
+    by_id = calibrate_model(str(tiny_checkpoint), scene, plain, tmp_path / "a.safetensors")
+    by_name = calibrate_model(str(tiny_checkpoint), scene, renumbered, tmp_path / "b.safetensors")
+    assert by_name.fit.pixels == by_id.fit.pixels
+    assert by_name.temperature == pytest.approx(by_id.temperature, rel=1e-6)
+    _tag(renumbered, ClassSchema((ClassInfo(0, "snow", (1, 1, 1)),)))
+    with pytest.raises(InvalidRasterError, match="'snow' is not"):
+        calibrate_model(str(tiny_checkpoint), scene, renumbered, tmp_path / "c.safetensors")
+
+
+def test_training_reads_tagged_labels_by_name(tmp_path: Path) -> None:
+    scene, plain, renumbered = _pair(tmp_path)
+    cfg = TrainConfig(images=(str(scene),), labels=(str(renumbered),), classes=TINY_SCHEMA,
+                      output=str(tmp_path / "m.safetensors"))  # fmt: skip
+    got = load_rasters(cfg.images, cfg.labels, cfg)[0].labels
+    want = rasterio.open(plain).read(1).astype(np.int64)
+    np.testing.assert_array_equal(got, want)  # 255 stays 255, the rest in TINY_SCHEMA ids
+    _tag(
+        renumbered, ClassSchema((ClassInfo(0, "water", (1, 1, 1)), ClassInfo(1, "ice", (2, 2, 2))))
+    )
+    with pytest.raises(InvalidRasterError, match=r"renum.tif: its classes \(0=water, 1=ice\)"):
+        load_rasters(cfg.images, cfg.labels, cfg)
