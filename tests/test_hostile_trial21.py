@@ -115,3 +115,44 @@ def test_training_reads_tagged_labels_by_name(tmp_path: Path) -> None:
     )
     with pytest.raises(InvalidRasterError, match=r"renum.tif: its classes \(0=water, 1=ice\)"):
         load_rasters(cfg.images, cfg.labels, cfg)
+
+
+def _train_cfg(tmp: Path, val_image: Path, val_labels: Path) -> TrainConfig:
+    scene, plain, _ = _pair(tmp)
+    return TrainConfig(images=(str(scene),), labels=(str(plain),), classes=TINY_SCHEMA,
+                       output=str(tmp / "m.safetensors"), val_images=(str(val_image),),
+                       val_labels=(str(val_labels),), epochs=1, steps_per_epoch=1,
+                       batch_size=1, window=32, margin=4, device="cpu")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("bands", "names", "says"),
+    [
+        (3, ("B02", "B03", "B04"), "has 3 bands (B02, B03, B04), the training images 4"),
+        (4, ("B02", "B03", "B04", "B11"), "has 4 bands (B02, B03, B04, B11)"),
+    ],
+)
+def test_validation_image_of_other_bands_is_refused_before_training(
+    tmp_path: Path, bands: int, names: tuple[str, ...], says: str
+) -> None:
+    from geoseg.errors import BandMismatchError
+    from geoseg.training.tasks import semantic_setup
+
+    val = write_raster(tmp_path / "v.tif", textured_scene(64, 64, bands), descriptions=names)
+    cfg = _train_cfg(tmp_path, val, tmp_path / "plain.tif")
+    with pytest.raises(BandMismatchError) as err:
+        semantic_setup(cfg, __import__("torch").device("cpu"))
+    assert str(err.value).startswith(f"{val}: --val-image {says}")
+    assert "(B02, B03, B04, B08)" in str(err.value)
+
+
+def test_validation_image_of_the_training_bands_is_taken(tmp_path: Path) -> None:
+    import torch
+
+    from geoseg.training.tasks import semantic_setup
+
+    val = write_raster(tmp_path / "v.tif", textured_scene(64, 64, 4, seed=5),
+                       descriptions=TINY_BANDS)  # fmt: skip
+    cfg = _train_cfg(tmp_path, val, tmp_path / "plain.tif")
+    _, _, meta, objective = semantic_setup(cfg, torch.device("cpu"))
+    assert meta.bands == TINY_BANDS and objective.score is not None

@@ -22,7 +22,8 @@ from geoseg.training.config import CLIP_PERCENTILES, TrainConfig
 from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta, Normalization, bands_count
 
 __all__ = [
-    "band_normalization", "class_targets", "load_rasters", "model_meta", "train_normalization",
+    "band_normalization", "check_val_bands", "class_targets", "load_rasters", "model_meta",
+    "train_normalization",
     "warn_stray_labels",
 ]  # fmt: skip
 
@@ -157,3 +158,30 @@ def load_rasters(
                 f"{rasters[0].image.shape[0]}; select the same bands with --bands"
             )
     return rasters
+
+
+def _named(names: Sequence[str]) -> bool:
+    """Whether bands carry names (descriptions), not just their 1-based numbers."""
+    return not all(n.isdigit() for n in names)
+
+
+def check_val_bands(train: Sequence[LabelledRaster], val: Sequence[LabelledRaster]) -> None:
+    """Refuse a validation image whose bands are not the training images' (before training).
+
+    Raises:
+        BandMismatchError: another band count, or other band names where both name them;
+            the message names the file, its bands and the training bands.
+    """
+    ref = train[0]
+    for r in val:
+        named = _named(r.band_names) and _named(ref.band_names)
+        if r.band_names == ref.band_names or (
+            len(r.band_names) == len(ref.band_names) and not named
+        ):
+            continue
+        raise BandMismatchError(
+            f"{r.path}: --val-image has {bands_count(len(r.band_names))} "
+            f"({', '.join(r.band_names)}), the training images {len(ref.band_names)} "
+            f"({', '.join(ref.band_names)}); validate on images of the training bands "
+            "(or select the same bands of both with --bands)"
+        )
