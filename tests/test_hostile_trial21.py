@@ -156,3 +156,26 @@ def test_validation_image_of_the_training_bands_is_taken(tmp_path: Path) -> None
     cfg = _train_cfg(tmp_path, val, tmp_path / "plain.tif")
     _, _, meta, objective = semantic_setup(cfg, torch.device("cpu"))
     assert meta.bands == TINY_BANDS and objective.score is not None
+
+
+@pytest.mark.parametrize("second", ["water", "Water"])
+def test_classes_file_with_a_repeated_name_is_refused(tmp_path: Path, second: str) -> None:
+    from geoseg.errors import ConfigError
+    from geoseg.training.config import load_class_schema, load_train_config
+
+    path = tmp_path / "dupname.yaml"
+    path.write_text(
+        "- {id: 0, name: water, colour: [200, 200, 200]}\n"
+        "- {id: 3, name: land, colour: [0, 90, 0]}\n"
+        f"- {{id: 1, name: {second}, colour: [0, 0, 255]}}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_class_schema(path)
+    assert str(err.value) == (
+        f"{path}: class names must be unique, but ids 0 and 1 are both {second!r}; "
+        "give each class its own name"
+    )
+    cfg = tmp_path / "cfg.yaml"  # an inline list in a --config file, the same
+    cfg.write_text(f"classes:\n{path.read_text().replace('- ', '  - ')}")
+    with pytest.raises(ConfigError, match=rf"{cfg}: class names must be unique, but ids 0 and 1"):
+        load_train_config(cfg, images=("a.tif",), labels=("b.tif",), output="m.safetensors")
