@@ -179,3 +179,21 @@ def test_classes_file_with_a_repeated_name_is_refused(tmp_path: Path, second: st
     cfg.write_text(f"classes:\n{path.read_text().replace('- ', '  - ')}")
     with pytest.raises(ConfigError, match=rf"{cfg}: class names must be unique, but ids 0 and 1"):
         load_train_config(cfg, images=("a.tif",), labels=("b.tif",), output="m.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("ema: 1.5", "ema must be a finite number in [0, 0.9999], got 1.5"),
+        ("epochs: two", "epochs must be a whole number >= 1, got 'two'"),
+    ],
+)
+def test_config_value_errors_name_the_file_and_key(tmp_path: Path, line: str, says: str) -> None:
+    from geoseg.errors import ConfigError
+    from geoseg.training.config import load_train_config
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"{line}\nclasses: [{{id: 0, name: land, colour: [0, 90, 0]}}]\n")
+    with pytest.raises(ConfigError) as err:
+        load_train_config(cfg, images=("a.tif",), labels=("b.tif",), output="m.safetensors")
+    assert str(err.value) == f"{cfg}: {says} (set in this file: edit it there)"

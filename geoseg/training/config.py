@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -395,10 +396,13 @@ def _make_config(
     try:
         return TrainConfig(**values)  # its own checks first: they name the option to change
     except GeosegError as exc:  # a value the file set (a plan's class_weights): name the file
-        if path is None or not any(str(exc).startswith(k) for k in raw if overrides.get(k) is None):
+        text = str(exc).removeprefix("TrainConfig: ")  # the range checks' prefix
+        if path is None or not any(
+            re.match(rf"{re.escape(k)}\b", text) for k in raw if overrides.get(k) is None
+        ):
             raise
         redo = ", or re-run `geoseg plan` with these options" if "provenance" in raw else ""
-        raise type(exc)(f"{path}: {exc} (set in this file: edit it there{redo})") from exc
+        raise type(exc)(f"{path}: {text} (set in this file: edit it there{redo})") from exc
 
 
 def _check_plan(path: str | os.PathLike[str], raw: Mapping[str, Any],
