@@ -197,3 +197,26 @@ def test_config_value_errors_name_the_file_and_key(tmp_path: Path, line: str, sa
     with pytest.raises(ConfigError) as err:
         load_train_config(cfg, images=("a.tif",), labels=("b.tif",), output="m.safetensors")
     assert str(err.value) == f"{cfg}: {says} (set in this file: edit it there)"
+
+
+def test_checkpoint_records_the_options_that_change_the_weights(tmp_path: Path) -> None:
+    from geoseg.pipelines.describe import describe_checkpoint
+    from geoseg.training import train_model
+
+    scene, plain, _ = _pair(tmp_path)
+    out = tmp_path / "m.safetensors"
+    cfg = TrainConfig(images=(str(scene),), labels=(str(plain),), classes=TINY_SCHEMA,
+                      output=str(out), epochs=1, steps_per_epoch=1, batch_size=2, window=32,
+                      margin=4, device="cpu", ema=0.9, dice_weight=0.25,
+                      class_weights={"water": 3}, normalization="percentile")  # fmt: skip
+    train_model(cfg)
+    from geoseg.io.checkpoint import read_checkpoint_meta
+
+    prov = read_checkpoint_meta(out).provenance
+    assert {k: prov[k] for k in ("ema", "dice_weight", "class_weights", "normalization",
+                                 "date_augment", "swap_dates")} == {
+        "ema": 0.9, "dice_weight": 0.25, "class_weights": {"water": 3.0},
+        "normalization": "percentile", "date_augment": False, "swap_dates": False,
+    }  # fmt: skip
+    line = next(x for x in describe_checkpoint(out) if x.startswith("  training:"))
+    assert "ema 0.9" in line and "class_weights {'water': 3.0}" in line

@@ -92,6 +92,12 @@ def model_meta(
         "val": list(cfg.val_images),
         "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
+        # the options that change the weights (recorded since trial 21; older files lack them)
+        "weight_decay": cfg.weight_decay, "dice_weight": cfg.dice_weight, "ema": cfg.ema,
+        "class_weights": None if cfg.class_weights is None
+        else {str(k): float(v) for k, v in cfg.class_weights.items()},
+        "normalization": cfg.normalization, "date_augment": cfg.date_augment,
+        "swap_dates": cfg.swap_dates,
         "geoseg": __version__, "torch": torch.__version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **dict(cfg.provenance),
