@@ -16,6 +16,7 @@ the test say nothing.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import dask.array as da
 
 from geoseg.errors import CheckpointError, GeosegError, OutputExistsError
 from geoseg.io.checkpoint import load_checkpoint, save_checkpoint
+from geoseg.io.label_classes import label_ids_by_name, mapping_note
 from geoseg.io.outputs import check_output_path, output_run
 from geoseg.io.raster import Scene
 from geoseg.io.training_data import LABEL_NODATA
@@ -47,6 +49,8 @@ from geoseg.training.calibration import (
 from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta
 
 __all__ = ["MAX_FIT_PIXELS", "CalibrateResult", "calibrate_model"]
+
+log = logging.getLogger(__name__)
 
 #: Labelled pixels a fit reads at most (a position-hashed share of them beyond that):
 #: one scalar is pinned long before, and K float32 per pixel stay in memory.
@@ -190,13 +194,19 @@ def _binary_change(meta: ModelMeta) -> bool:
 def _label_index(labels: str, scene: Scene, meta: ModelMeta, assume_crs: str | None) -> da.Array:
     """``(H, W) int32`` class index ``0..K-1`` of ``labels`` on the scene grid, 255 where
     unlabelled. A binary change model's labels are read as ``evaluate`` reads change
-    masks (0 = no change, 1 or 255 = change): a 0/255 mask's change pixels count."""
+    masks (0 = no change, 1 or 255 = change): a 0/255 mask's change pixels count. Labels
+    that name their classes under other ids than the model's are read by name
+    (:func:`~geoseg.io.label_classes.label_ids_by_name`)."""
     index_of = {c: k for k, c in enumerate(meta.schema.ids)}
     if _binary_change(meta):
         ref = reference_on_grid(labels, scene, "change", assume_crs)
         lut = {v: index_of[c] for v, c in CHANGE_MASK_MAP.items()}
     else:
         ref, lut = reference_on_grid(labels, scene, assume_crs=assume_crs), index_of
+        named = label_ids_by_name(labels, meta.schema, "the model")
+        if named is not None:
+            log.warning("%s", mapping_note(labels, named, meta.schema, "the model"))
+            lut = {v: index_of[c] for v, c in named.items()}
     index = da.map_blocks(remap_values, ref, lut, dtype="int32")
     # 255 is "unlabelled" by convention, unless it is a change mask's change value
     unlabelled = (ref == LABEL_NODATA) | ((ref == NODATA_LABEL) & (NODATA_LABEL not in lut))

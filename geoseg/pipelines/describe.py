@@ -62,6 +62,18 @@ def _scale_lines(meta: ModelMeta, prompts: bool) -> list[str]:
     ]
 
 
+#: Training options shown by ``geoseg info`` when the checkpoint recorded them.
+TRAINING_KEYS = ("epochs", "steps_per_epoch", "batch_size", "lr", "weight_decay", "seed",
+                 "dice_weight", "class_weights", "ema", "normalization", "date_augment",
+                 "swap_dates")  # fmt: skip
+
+
+def _training_lines(meta: ModelMeta) -> list[str]:
+    """One line of the recorded training options (none for checkpoints without them)."""
+    items = [f"{k} {meta.provenance[k]}" for k in TRAINING_KEYS if k in meta.provenance]
+    return [f"  training: {', '.join(items)}"] if items else []
+
+
 def describe_checkpoint(path: str | os.PathLike[str]) -> list[str]:
     """Architecture, bands, classes, window and scores of a checkpoint."""
     meta = read_checkpoint_meta(path)
@@ -74,6 +86,7 @@ def describe_checkpoint(path: str | os.PathLike[str]) -> list[str]:
         f"  window: {meta.window} px   margin: {meta.margin} px   GSD: {_gsd_text(meta)}",
         *_scale_lines(meta, family.inputs == "prompts"),
         *_object_size_lines(meta),
+        *_training_lines(meta),
         "  classes:",
         *_classes(meta.schema),
     ]

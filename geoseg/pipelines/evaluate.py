@@ -29,6 +29,7 @@ from geoseg.errors import GeosegError
 from geoseg.evaluation.metrics import SegmentationMetrics, metrics_from_confusion
 from geoseg.io.atomic import check_output_path
 from geoseg.io.grids import same_grid
+from geoseg.io.label_classes import label_ids_by_name, mapping_note
 from geoseg.io.labels import refuse_probability_raster
 from geoseg.io.raster import Scene, open_scene
 from geoseg.io.reports import write_confusion_csv, write_confusion_png, write_json
@@ -36,6 +37,7 @@ from geoseg.io.training_data import LABEL_NODATA, read_labels_on_grid
 from geoseg.models.cache import load_predictor
 from geoseg.models.registry import TASKS, model_task
 from geoseg.pipelines.evaluate_checks import (
+    MAP_OPTION,
     coverage_warning,
     degenerate_warning,
     refuse_vector_reference,
@@ -199,6 +201,11 @@ def evaluate_scene(
     if prediction_map is None and set(model_schema.ids) - set(schema.ids):
         raise GeosegError("the model's classes differ from --classes; give --map-prediction")
     ref = reference_on_grid(os.fspath(labels), scene, task, opts.assume_crs)
+    if task == "semantic" and reference_map is None:  # a tagged raster is read by name
+        named = "--classes" if classes is not None else Path(model).stem
+        reference_map = label_ids_by_name(labels, schema, named, f"{MAP_OPTION} (value=class id)")
+        if reference_map is not None:
+            log.warning("%s", mapping_note(labels, reference_map, schema, named))
     warnings = [schema_warning(labels, model, schema, reference_map)] if task == "semantic" else []
     sink = tiled_confusion_sink(
         scene.data.data, scene.valid, ref,

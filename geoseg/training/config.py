@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from geoseg.types import ClassSchema, require_at_least, require_finite
 
 __all__ = [
     "CLIP_PERCENTILES", "NORMALIZATIONS", "TrainConfig", "chip_pairs", "load_class_schema",
-    "load_train_config",
+    "load_train_config", "refuse_duplicate_names",
 ]  # fmt: skip
 
 
@@ -235,9 +236,28 @@ def load_class_schema(path: str | os.PathLike[str]) -> ClassSchema:
     if not isinstance(items, list):
         raise GeosegError(f"{p}: expected a list of classes with id, name and colour")
     try:
-        return ClassSchema.from_json(items)
+        schema = ClassSchema.from_json(items)
     except GeosegError as exc:
         raise GeosegError(f"{p}: {exc}") from exc
+    refuse_duplicate_names(schema, p)
+    return schema
+
+
+def refuse_duplicate_names(schema: ClassSchema, source: str | os.PathLike[str]) -> None:
+    """Refuse two classes of one name (case-insensitive): labels, reports and label
+    rasters read by name could not tell them apart.
+
+    Raises:
+        ConfigError: naming ``source``, the name and both ids.
+    """
+    seen: dict[str, int] = {}
+    for c in schema.classes:
+        first = seen.setdefault(c.name.casefold(), c.id)
+        if first != c.id:
+            raise ConfigError(
+                f"{source}: class names must be unique, but ids {first} and {c.id} are both "
+                f"{c.name!r}; give each class its own name"
+            )
 
 
 def check_instance_classes(schema: ClassSchema, source: str) -> None:
@@ -361,6 +381,8 @@ def _resolve_classes(
         else ClassSchema.from_json(classes) if isinstance(classes, list)
         else load_class_schema(classes)
     )  # fmt: skip
+    if isinstance(classes, list):
+        refuse_duplicate_names(values["classes"], path or "classes")
     return classes if isinstance(classes, str | os.PathLike) else path or "classes"
 
 
@@ -374,10 +396,13 @@ def _make_config(
     try:
         return TrainConfig(**values)  # its own checks first: they name the option to change
     except GeosegError as exc:  # a value the file set (a plan's class_weights): name the file
-        if path is None or not any(str(exc).startswith(k) for k in raw if overrides.get(k) is None):
+        text = str(exc).removeprefix("TrainConfig: ")  # the range checks' prefix
+        if path is None or not any(
+            re.match(rf"{re.escape(k)}\b", text) for k in raw if overrides.get(k) is None
+        ):
             raise
         redo = ", or re-run `geoseg plan` with these options" if "provenance" in raw else ""
-        raise type(exc)(f"{path}: {exc} (set in this file: edit it there{redo})") from exc
+        raise type(exc)(f"{path}: {text} (set in this file: edit it there{redo})") from exc
 
 
 def _check_plan(path: str | os.PathLike[str], raw: Mapping[str, Any],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -12,6 +13,8 @@ import torch
 from geoseg import __version__
 from geoseg.change.unknown import warn_values_outside_schema
 from geoseg.errors import BandMismatchError
+from geoseg.io.label_classes import label_ids_by_name, mapping_note
+from geoseg.io.labels import read_class_schema
 from geoseg.io.training_data import LABEL_NODATA, LabelledRaster, read_labelled_raster
 from geoseg.models.bands import reflectance_scale
 from geoseg.tiling.confusion import remap_values
@@ -19,9 +22,12 @@ from geoseg.training.config import CLIP_PERCENTILES, TrainConfig
 from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta, Normalization, bands_count
 
 __all__ = [
-    "band_normalization", "class_targets", "load_rasters", "model_meta", "train_normalization",
+    "band_normalization", "check_val_bands", "class_targets", "load_rasters", "model_meta",
+    "train_normalization",
     "warn_stray_labels",
 ]  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 
 def class_targets(r: LabelledRaster, schema: ClassSchema) -> np.ndarray:
@@ -86,6 +92,12 @@ def model_meta(
         "val": list(cfg.val_images),
         "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
+        # the options that change the weights (recorded since trial 21; older files lack them)
+        "weight_decay": cfg.weight_decay, "dice_weight": cfg.dice_weight, "ema": cfg.ema,
+        "class_weights": None if cfg.class_weights is None
+        else {str(k): float(v) for k, v in cfg.class_weights.items()},
+        "normalization": cfg.normalization, "date_augment": cfg.date_augment,
+        "swap_dates": cfg.swap_dates,
         "geoseg": __version__, "torch": torch.__version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **dict(cfg.provenance),
@@ -113,6 +125,18 @@ def warn_stray_labels(r: LabelledRaster, label_path: str, schema: ClassSchema) -
         )  # fmt: skip
 
 
+def _labels_by_name(r: LabelledRaster, label_path: str, schema: ClassSchema) -> None:
+    """Rewrite ``r.labels`` in ``schema``'s ids where the label raster names its classes
+    under other ids; values outside its own classes become unlabelled (after a warning)."""
+    named = label_ids_by_name(label_path, schema, "the classes (--classes)")
+    own = read_class_schema(label_path)
+    if named is None or own is None:
+        return
+    warn_stray_labels(r, label_path, own)
+    log.warning("%s", mapping_note(label_path, named, schema, "the classes (--classes)"))
+    r.labels[:] = remap_values(r.labels, named)  # the rest: 255, unlabelled
+
+
 def load_rasters(
     images: Sequence[str],
     labels: Sequence[str],
@@ -121,11 +145,17 @@ def load_rasters(
 ) -> list[LabelledRaster]:
     """``read`` each (image, labels) pair; every image must have the same number of bands.
 
+    A semantic or change label raster that names its classes under other ids than
+    ``cfg.classes`` is read by name (:func:`~geoseg.io.label_classes.label_ids_by_name`).
+
     Raises:
         BandMismatchError: two images differ in band count.
+        InvalidRasterError: a label raster names a class ``cfg.classes`` does not have.
     """
     rasters = [read(i, lab, cfg.bands) for i, lab in zip(images, labels, strict=True)]
     for r, label_path in zip(rasters, labels, strict=True):
+        if cfg.task in ("semantic", "change"):
+            _labels_by_name(r, label_path, cfg.classes)
         warn_stray_labels(r, label_path, cfg.classes)
     for r in rasters[1:]:
         if r.image.shape[0] != rasters[0].image.shape[0]:
@@ -134,3 +164,30 @@ def load_rasters(
                 f"{rasters[0].image.shape[0]}; select the same bands with --bands"
             )
     return rasters
+
+
+def _named(names: Sequence[str]) -> bool:
+    """Whether bands carry names (descriptions), not just their 1-based numbers."""
+    return not all(n.isdigit() for n in names)
+
+
+def check_val_bands(train: Sequence[LabelledRaster], val: Sequence[LabelledRaster]) -> None:
+    """Refuse a validation image whose bands are not the training images' (before training).
+
+    Raises:
+        BandMismatchError: another band count, or other band names where both name them;
+            the message names the file, its bands and the training bands.
+    """
+    ref = train[0]
+    for r in val:
+        named = _named(r.band_names) and _named(ref.band_names)
+        if r.band_names == ref.band_names or (
+            len(r.band_names) == len(ref.band_names) and not named
+        ):
+            continue
+        raise BandMismatchError(
+            f"{r.path}: --val-image has {bands_count(len(r.band_names))} "
+            f"({', '.join(r.band_names)}), the training images {len(ref.band_names)} "
+            f"({', '.join(ref.band_names)}); validate on images of the training bands "
+            "(or select the same bands of both with --bands)"
+        )

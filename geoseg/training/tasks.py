@@ -30,7 +30,13 @@ from geoseg.stitching.protocol import InstancePredictor
 from geoseg.tiling.confusion import remap_values
 from geoseg.training.calibration import calibrate_checkpoint, warn_unknown_val_ids
 from geoseg.training.config import TrainConfig
-from geoseg.training.data import class_targets, load_rasters, model_meta, train_normalization
+from geoseg.training.data import (
+    check_val_bands,
+    class_targets,
+    load_rasters,
+    model_meta,
+    train_normalization,
+)
 from geoseg.training.instances import (
     InstanceRaster,
     boundary_pos_weight,
@@ -94,6 +100,7 @@ def semantic_setup(cfg: TrainConfig, device: torch.device) -> TaskSetup:
     """Rasters, class-index targets, metadata and CE + Dice / mIoU objective."""
     train = load_rasters(cfg.images, cfg.labels, cfg)
     val = load_rasters(cfg.val_images, cfg.val_labels, cfg) if cfg.val_images else []
+    check_val_bands(train, val)
     meta = model_meta(cfg, train, train_normalization(cfg, train))
     for r, labels in zip(val, cfg.val_labels, strict=True):
         warn_unknown_val_ids(r, labels, meta.schema.ids)  # they fit T, as calibrate's do
@@ -116,6 +123,7 @@ def read_instances(
                    labels_crs=cfg.labels_crs)  # fmt: skip
     train = load_rasters(cfg.images, cfg.labels, cfg, read)
     val = load_rasters(cfg.val_images, cfg.val_labels, cfg, read) if cfg.val_images else []
+    check_val_bands(train, val)
     meta = model_meta(cfg, train, train_normalization(cfg, train))
     sizes = object_size_record(train)
     if sizes is not None:  # prediction warns of objects far larger than these
