@@ -92,12 +92,12 @@ def model_meta(
         "val": list(cfg.val_images),
         "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
-        # the options that change the weights (recorded since trial 21; older files lack them)
+        # the options that change the weights (older files lack them); date_augment and
+        # swap_dates are added by the training loop, only when on (with their settings)
         "weight_decay": cfg.weight_decay, "dice_weight": cfg.dice_weight, "ema": cfg.ema,
         "class_weights": None if cfg.class_weights is None
         else {str(k): float(v) for k, v in cfg.class_weights.items()},
-        "normalization": cfg.normalization, "date_augment": cfg.date_augment,
-        "swap_dates": cfg.swap_dates,
+        "normalization": cfg.normalization,
         "geoseg": __version__, "torch": torch.__version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **dict(cfg.provenance),

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rasterio.errors import RasterioIOError
 
 from geoseg import __version__
-from geoseg.errors import ConfigError
+from geoseg.errors import ConfigError, GeosegError
 from geoseg.io.atomic import atomic_output
+from geoseg.io.labels import read_class_schema
 from geoseg.models.runtime import resolve_device
 from geoseg.training.config import load_class_schema
 from geoseg.training.fingerprint import DataFingerprint, data_fingerprint, device_fingerprint
@@ -100,11 +102,26 @@ def _given_schema(req: PlanRequest) -> ClassSchema | None:
     return None
 
 
-def _found_schema(fp: DataFingerprint) -> ClassSchema:
-    """One class per label value found, named ``class_<value>`` (rename them in the plan)."""
+def _found_schema(fp: DataFingerprint, labels: Sequence[str] = ()) -> ClassSchema:
+    """One class per label value found: named and coloured as the first label raster's
+    ``GEOSEG_CLASSES`` tag says where it has one (training reads tagged labels by class
+    name), else ``class_<value>`` (rename them in the plan)."""
     palette = ((0, 120, 0), (0, 0, 200), (200, 0, 0), (200, 200, 0), (120, 0, 120), (0, 160, 160))
-    return ClassSchema(tuple(ClassInfo(c, f"class_{c}", palette[k % len(palette)])
-                             for k, c in enumerate(fp.class_px)))  # fmt: skip
+    tagged = _tagged_classes(labels[0]) if labels else {}
+    return ClassSchema(tuple(
+        tagged.get(c) or ClassInfo(c, f"class_{c}", palette[k % len(palette)])
+        for k, c in enumerate(fp.class_px)
+    ))  # fmt: skip
+
+
+def _tagged_classes(path: str) -> dict[int, ClassInfo]:
+    """The classes of a label raster's ``GEOSEG_CLASSES`` tag by id; none for polygons,
+    untagged or unreadable files."""
+    try:
+        schema = read_class_schema(path)
+    except (GeosegError, RasterioIOError, ValueError):  # a polygon layer, a bad tag
+        return {}
+    return {} if schema is None else {c.id: c for c in schema.classes}
 
 
 def make_plan(req: PlanRequest) -> tuple[list[tuple[str, Choice]], list[str]]:
@@ -112,7 +129,7 @@ def make_plan(req: PlanRequest) -> tuple[list[tuple[str, Choice]], list[str]]:
     given = _given_schema(req)
     fp = data_fingerprint(req.images, req.labels, req.bands, given, req.task, req.class_field,
                           req.labels_crs)  # fmt: skip
-    schema = given if given is not None else _found_schema(fp)
+    schema = given if given is not None else _found_schema(fp, req.labels)
     device = resolve_device(req.device)
     dev = device_fingerprint(device.type)
     window, margin, options = choose_window(fp, dev, req.arch, {})
