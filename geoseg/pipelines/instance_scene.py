@@ -174,14 +174,19 @@ def segment_instances(
             labels, read_labels = stack.enter_context(
                 staging_raster(out, scene.height, scene.width, "uint8", "sem")
             )
+        valid_stage = read_valid = None
+        if scene.maskable:  # the chunks' valid masks, kept from pass 1 for the COGs' masks
+            valid_stage, read_valid = stack.enter_context(
+                staging_raster(out, scene.height, scene.width, "uint8", "valid")
+            )
         ids = stitch_instances(
             scene.data.data, scene.valid, load, tile, stage, opts.scheduler, opts.workers,
-            progress, opts.min_iou, labels,
+            progress, opts.min_iou, labels, valid_stage,
         )  # fmt: skip
         if read_labels is None and own_stuff and isinstance(model, Predictor):
             read_labels = _semantic_reader(scene, model, tile)  # a second pass
         px = _write_outputs(scene, model.schema, pan_schema, read, ids, tile, out, pan, opts,
-                            read_labels)  # fmt: skip
+                            read_labels, read_valid)  # fmt: skip
     return InstanceResult(out, ids.count, model.schema, pan, px, _gsd_or_none(scene))
 
 
@@ -239,11 +244,13 @@ def _write_outputs(
     read: Callable[[tuple[slice, slice]], np.ndarray], ids: InstanceIds, tile: TileSpec,
     out: Path, pan: Path | None, opts: InstanceOptions,
     own_stuff: Callable[[tuple[slice, slice]], np.ndarray] | None,
+    read_valid: Callable[[tuple[slice, slice]], np.ndarray] | None = None,
 ) -> np.ndarray:  # fmt: skip
     """Pass 2: relabel the staged blocks into the instance (and panoptic) COG.
 
-    Where the scene can hold nodata (:attr:`Scene.maskable`), both COGs get a mask that
-    is invalid on the scene's nodata, so it reads apart from "no object" (class 255).
+    With ``read_valid`` (the valid masks pass 1 staged, for a scene that can hold
+    nodata: :attr:`Scene.maskable`) both COGs get a mask that is invalid on the scene's
+    nodata, so it reads apart from "no object" (class 255).
 
     The panoptic COG's stuff comes from ``opts.stuff_labels``, else from
     ``own_stuff`` (the model's semantic labels of a block), else none. Returns
@@ -276,7 +283,7 @@ def _write_outputs(
             block = ids.relabel(plan.origin, read(plan.slices))  # (ids, classes)
             px += np.bincount(block[0].ravel(), minlength=ids.count + 1)[: ids.count + 1]
             inst_sink[(slice(0, 2), *plan.slices)] = block[::-1]
-            valid = _valid_block(scene, plan.slices)
+            valid = None if read_valid is None else read_valid(plan.slices).astype(bool)
             if valid is not None:  # the scene's nodata is masked, not "no object"
                 inst_sink.write_valid(plan.slices, valid)
             if pan_sink is not None:
@@ -285,13 +292,6 @@ def _write_outputs(
                 if valid is not None:
                     pan_sink.write_valid(plan.slices, valid)
     return px
-
-
-def _valid_block(scene: Scene, key: tuple[slice, slice]) -> np.ndarray | None:
-    """``(h, w) bool`` valid pixels of ``key``; None where the scene has no nodata at all."""
-    if not scene.maskable:
-        return None
-    return np.asarray(scene.valid[key].compute(scheduler="synchronous"))
 
 
 def _semantic_reader(

@@ -165,8 +165,9 @@ def _assemble_chunk(
     windows_per_row: int,
     min_iou: float,
     labels: np.ndarray | None = None,
-) -> tuple[np.ndarray, ChunkTable, np.ndarray | None]:
-    """Local ids ``(h, w) uint32`` of one chunk core, its table [and its semantic labels].
+) -> tuple[np.ndarray, ChunkTable, np.ndarray | None, np.ndarray]:
+    """Local ids ``(h, w) uint32`` of one chunk core, its table, [its semantic labels]
+    and its valid mask (handed on, so pass 2 need not read the scene again).
 
     ``groups`` are the fragments of the chunk and its neighbours; ``valid`` is the
     core's ``(h, w) bool`` valid mask; ``labels`` the semantic labels of the chunk's
@@ -178,7 +179,8 @@ def _assemble_chunk(
         for f in group
         if (cell := divmod(f.key >> 16, windows_per_row))[0] in plan.rows and cell[1] in plan.cols
     ]
-    local, present = paste_fragments(fragments, plan.core, np.asarray(valid, dtype=bool))
+    valid = np.asarray(valid, dtype=bool)
+    local, present = paste_fragments(fragments, plan.core, valid)
     edges = merge_edges(fragments, min_iou)
     table = ChunkTable(
         origin=plan.origin,
@@ -189,7 +191,7 @@ def _assemble_chunk(
     )
     if labels is not None:
         labels = labels[: local.shape[0], : local.shape[1]]
-    return local, table, labels
+    return local, table, labels, valid
 
 
 def _chunk_tasks(
@@ -244,6 +246,7 @@ def stitch_instances(
     progress: Progress | None = None,
     min_iou: float = 0.5,
     semantic: Sink | None = None,
+    valid_sink: Sink | None = None,
 ) -> InstanceIds:
     """Pass 1: run the instance model over a scene, staging per-chunk local ids.
 
@@ -262,6 +265,8 @@ def stitch_instances(
             semantic head (255 = nodata), from the same forward passes as the
             instances; the model must be a :class:`SemanticInstancePredictor`. The
             labels equal :func:`~geoseg.tiling.infer.predict_blocks` with this ``spec``.
+        valid_sink: also ``valid_sink[(ys, xs)] = (h, w) bool`` the scene's valid mask of
+            each chunk, as read for the model (pass 2 masks the output with it).
 
     Returns:
         The lookup from each chunk's local ids to scene ids; apply it with
@@ -273,10 +278,12 @@ def stitch_instances(
     tasks = list(_chunk_tasks(data, valid, load, spec, min_iou, lut))
     lock, done = threading.Lock(), [0]
 
-    def deliver(plan: ChunkPlan, result: tuple[np.ndarray, ChunkTable, Any]) -> ChunkTable:
+    def deliver(plan: ChunkPlan, result: tuple[np.ndarray, ChunkTable, Any, Any]) -> ChunkTable:
         stage[plan.slices] = result[0]
         if semantic is not None:
             semantic[plan.slices] = result[2]
+        if valid_sink is not None:
+            valid_sink[plan.slices] = result[3]
         with lock:
             done[0] += 1
             if progress:
