@@ -29,7 +29,7 @@ from rasterio.windows import Window
 
 from geoseg.errors import InputNotFoundError, InvalidRasterError
 from geoseg.io.georef import open_raster_quietly, refuse_ungeoreferenced, scene_crs
-from geoseg.io.nodata import valid_values
+from geoseg.io.nodata import band_nodata, valid_values
 from geoseg.io.truncation import check_size, refuse_truncated
 
 __all__ = [
@@ -56,7 +56,8 @@ class Scene:
             (:mod:`geoseg.io.nodata`).
         crs: coordinate reference system.
         transform: affine pixel-to-CRS transform (north-up).
-        nodata: the file's nodata value, if any.
+        nodata: the file's nodata value, if any (bands declaring different values:
+            the first selected band's; ``valid`` masks each on its own).
         band_names: description of each selected band, or its 1-based number.
         colorinterp: GDAL colour interpretation of each selected band (``"red"``, ...).
         tags: the file's dataset tags (e.g. ``DATE``), carried into outputs.
@@ -319,7 +320,8 @@ def open_scene(
         has_mask = all(MaskFlags.per_dataset in f for f in src.mask_flag_enums) and not any(
             MaskFlags.nodata in f for f in src.mask_flag_enums
         )
-        transform, nodata, tags = src.transform, src.nodata, dict(src.tags())
+        transform, tags = src.transform, dict(src.tags())
+        per_band = band_nodata(src, [i + 1 for i in index])
         check_size(path, src)
         shape, dtype = (len(index), src.height, src.width), np.dtype(src.dtypes[0])
     chunks = normalize_chunks((len(index), chunk, chunk), shape)
@@ -327,9 +329,13 @@ def open_scene(
         _read_block, path, tuple(i + 1 for i in index), chunks=chunks, dtype=dtype,
         meta=np.array((), dtype=dtype), token=f"read-{os.path.basename(path)}",
     )  # fmt: skip
+    # bands with nodata values of their own: each is masked on its own value, and the
+    # scene's one value is the first declared (it names nodata in messages and tags)
+    declared = [v for v in per_band if v is not None] if isinstance(per_band, tuple) else []
+    nodata = per_band if not isinstance(per_band, tuple) else declared[0]
     arr = xr.DataArray(data, dims=("band", "y", "x"))
     arr = arr.rio.write_crs(crs).rio.write_transform(transform).rio.write_nodata(nodata)
-    valid = valid_values(arr.data, nodata)
+    valid = valid_values(arr.data, per_band)
     if has_mask:
         valid = valid & _internal_mask(path, arr.data.chunks[1:])
     return Scene(

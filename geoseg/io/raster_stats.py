@@ -12,7 +12,7 @@ import rasterio
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from geoseg.io.nodata import valid_values
+from geoseg.io.nodata import band_nodata, valid_values
 
 __all__ = ["sample_valid_pixels"]
 
@@ -72,11 +72,11 @@ def sample_valid_pixels(
     try:
         if src is not None:
             values, mask = _read_sample(src, indexes, max_side)
-            nodata = src.nodata
+            nodata = band_nodata(src, indexes)
         else:
             with rasterio.open(os.fspath(path)) as opened:
                 values, mask = _read_sample(opened, indexes, max_side)
-                nodata = opened.nodata
+                nodata = band_nodata(opened, indexes)
     except RasterioIOError as exc:
         # the statistics only advise; the scene's own read names the damaged block
         log.debug("%s: no sample for statistics (%s)", path, exc)

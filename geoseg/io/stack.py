@@ -25,7 +25,7 @@ import rasterio
 
 from geoseg.change.normalize_to import check_same_grid
 from geoseg.change.radiometric import DateFit, apply_fits, date_band_groups, fit_dates
-from geoseg.errors import GeosegError
+from geoseg.errors import BandMismatchError, GeosegError
 from geoseg.io.atomic import atomic_output
 from geoseg.io.band_checks import BandOrigin
 from geoseg.io.raster import Scene, open_scene
@@ -88,6 +88,7 @@ def stack_normalized(
     if method != "irmad":
         raise GeosegError(f"unknown normalisation {method!r}; the choices are: irmad")
     scenes = _open_dates(paths)
+    _check_same_bands(scenes)
     names = _band_names(scenes)
     groups = date_band_groups(names, os.fspath(output))
     data = da.concatenate([s.data.data for s in scenes])
@@ -163,6 +164,18 @@ def _open_dates(paths: Sequence[str | os.PathLike[str]]) -> list[Scene]:
         if s.dtype != first.dtype:
             raise GeosegError(f"{s.path}: {s.dtype} bands, {first.path} has {first.dtype}")
     return scenes
+
+
+def _check_same_bands(scenes: Sequence[Scene]) -> None:
+    """Refuse, naming the input file, dates whose band names differ from date 1's."""
+    first = scenes[0]
+    for s in scenes[1:]:
+        if s.band_names != first.band_names:
+            raise BandMismatchError(
+                f"{s.path}: bands {list(s.band_names)}, {first.path} has "
+                f"{list(first.band_names)}; --normalize pairs bands by name, so every date "
+                "needs the same bands (export the dates with the same bands and names)"
+            )
 
 
 def _band_names(scenes: Sequence[Scene]) -> list[str]:

@@ -8,6 +8,7 @@ file taken as R, G, B.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ __all__ = [
     "band_order_doubt",
     "band_order_is_guess",
     "has_minimum_roles",
+    "input_scale",
     "named_by_colour",
     "reflectance_scale",
     "resolve_band_roles",
@@ -156,6 +158,35 @@ def reflectance_scale(dtype: np.dtype | type | str, path: str | None = None) -> 
         "uint16 (reflectance x 10000) or float32 (reflectance 0-1), e.g. "
         "`gdal_translate -ot Float32` (for complex SAR data, take the amplitude first)"
     )
+
+
+#: Scales of the storage conventions of :func:`reflectance_scale` for integer types.
+_INTEGER_CONVENTIONS = (1e-4, 1.0 / 255.0)
+
+
+def input_scale(
+    dtype: np.dtype | type | str, model_scale: float, imported: bool, path: str | None = None
+) -> float | None:
+    """The scale (stored value -> model units) to feed a scene stored as ``dtype`` with, or
+    None to keep the model's ``model_scale``.
+
+    A scene stored in another convention of :func:`reflectance_scale` than the data the
+    model was made for is converted (float reflectance for a model of reflectance x 10000,
+    and back; 16-bit reflectance for an 8-bit model). A model brought in with
+    ``geoseg import`` (``imported``) declares how the data it was made for stores its
+    values, and an integer scene is taken to be stored that way unless that scale is one of
+    the integer conventions: with ``--scale 6615`` (a product's own digital numbers) or no
+    scale (values as stored), a uint16 or uint8 scene is fed as the import says, not as
+    reflectance x 10000 or 0-255 display values.
+    """
+    scene = reflectance_scale(dtype, path)
+    if math.isclose(scene, model_scale, rel_tol=1e-6):
+        return None
+    integer = np.dtype(dtype).kind in "iu"
+    conventional = any(math.isclose(model_scale, s, rel_tol=1e-6) for s in _INTEGER_CONVENTIONS)
+    if imported and integer and not conventional:
+        return None
+    return scene
 
 
 def band_order_is_guess(

@@ -150,6 +150,22 @@ def read_reference(source: str, codes: ClassSchema) -> np.ndarray:
     )
 
 
+def _point_xy(geometry: Any, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(N,) float64`` x and y of a layer of points (NaN for an empty point).
+
+    Raises:
+        GeosegError: a feature is not a point (a sample is points).
+    """
+    kinds = set(geometry.geom_type.dropna()) - {"Point"}
+    if kinds or geometry.isna().any():
+        what = ", ".join(sorted(kinds)) or "no geometry"
+        raise GeosegError(
+            f"{source}: sample features must be points, found {what}; use the points of "
+            "samples.gpkg"
+        )
+    return np.asarray(geometry.x, np.float64), np.asarray(geometry.y, np.float64)
+
+
 def check_sample_strata(source: str, codes: ClassSchema, change_tif: Path) -> None:
     """Refuse reference points whose ``stratum`` is not ``change.tif``'s code where they lie.
 
@@ -168,12 +184,16 @@ def check_sample_strata(source: str, codes: ClassSchema, change_tif: Path) -> No
     with rasterio.open(change_tif) as src:
         if frame.crs is not None and src.crs is not None and frame.crs != src.crs:
             frame = frame.to_crs(src.crs)
-        rows, cols = (
-            np.asarray(v) for v in rowcol(src.transform, frame.geometry.x, frame.geometry.y)
-        )
+        x, y = _point_xy(frame.geometry, source)
+        # a point the map's CRS cannot hold (infinite there) lies outside the map
+        finite = np.isfinite(x) & np.isfinite(y)
+        rows, cols = np.full(len(frame), -1), np.full(len(frame), -1)
+        if finite.any():
+            at = rowcol(src.transform, x[finite], y[finite])
+            rows[finite], cols[finite] = np.asarray(at[0]), np.asarray(at[1])
         inside = (rows >= 0) & (rows < src.height) & (cols >= 0) & (cols < src.width)
         found = np.full(len(frame), -1, np.int64)
-        xy = zip(frame.geometry.x[inside], frame.geometry.y[inside], strict=True)
+        xy = zip(x[inside], y[inside], strict=True)
         found[inside] = [int(v[0]) for v in src.sample(xy, indexes=1)]  # block by block
     wrong = np.flatnonzero(found != strata)
     if wrong.size:

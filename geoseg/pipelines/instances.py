@@ -18,7 +18,7 @@ from geoseg.errors import CheckpointError, GeosegError
 from geoseg.io.atomic import check_output_path, temporary_sibling
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.raster import open_scene
-from geoseg.models.bands import named_by_colour, reflectance_scale
+from geoseg.models.bands import named_by_colour
 from geoseg.models.cache import ModelSpec, default_batch_size, load_predictor, model_spec
 from geoseg.models.registry import (
     checkpoint_family,
@@ -37,6 +37,7 @@ from geoseg.pipelines.model_input import (
     model_window,
     refuse_tta,
     require_pixels,
+    scene_scale,
 )
 from geoseg.pipelines.object_sizes import warn_if_oversized
 from geoseg.pipelines.plausibility import warn_if_outside_training
@@ -119,7 +120,7 @@ def _instance_options(
     names = named_by_colour(whole.band_names, whole.colorinterp)
     selection = [str(i + 1) for i in match_bands(path, names, meta, opts.bands)]
     dtype = whole.dtype  # a raster's dtype is its first band's, whatever the selection
-    scale = reflectance_scale(dtype, path)
+    scale = scene_scale(path, dtype, meta) or meta.normalization.scale
     if family.inputs == "prompts":  # SAM: 0-255 images, which the sigma rule does not see
         warn_if_off_scale(path, [int(i) - 1 for i in selection], scale, model, dtype,
                           "geoseg predict")  # fmt: skip

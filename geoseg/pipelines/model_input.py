@@ -9,16 +9,21 @@ and instance prediction share it.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from geoseg.errors import GeosegError
+from geoseg.errors import BandMismatchError, GeosegError
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.raster import Scene, open_scene, select_bands
-from geoseg.models.bands import band_match_keys, named_by_colour, reflectance_scale
+from geoseg.models.bands import (
+    band_match_keys,
+    input_scale,
+    named_by_colour,
+    reflectance_scale,
+)
 from geoseg.models.cache import ModelSpec, default_batch_size, load_predictor, model_spec
 from geoseg.models.family import Family
 from geoseg.models.registry import checkpoint_family, model_family, task_kind, window_multiple
@@ -35,6 +40,7 @@ __all__ = [
     "prepare_model_input",
     "refuse_tta",
     "require_pixels",
+    "scene_scale",
 ]
 
 log = logging.getLogger(__name__)
@@ -198,6 +204,40 @@ def refuse_tta(model: str | None, task: str, tta: str) -> None:
         )
 
 
+def scene_scale(path: str, dtype: Any, meta: ModelMeta) -> float | None:
+    """The scale to feed ``path`` (stored as ``dtype``) with, by
+    :func:`geoseg.models.bands.input_scale`, with a warning when it is not the model's;
+    None: the model's own."""
+    imported = "imported_from" in meta.provenance
+    scale = input_scale(dtype, meta.normalization.scale, imported, path)
+    if scale is not None:
+        log.warning(
+            "%s: stored as %s (reflectance = value x %g), the model was made for data scaled "
+            "by %g; converting to the model's units", path, dtype, scale,
+            meta.normalization.scale,
+        )  # fmt: skip
+    return scale
+
+
+def _partly_named(
+    path: str, names: Sequence[str], bands: Sequence[str], file_keys: list[str],
+    model_keys: list[str],
+) -> BandMismatchError:  # fmt: skip
+    """The refusal for a scene holding some of the model's bands by name, not all: file
+    order would feed other bands into the named inputs too."""
+    missing = [b for b, k in zip(bands, model_keys, strict=True) if k not in file_keys]
+    pick = ",".join(
+        str(file_keys.index(k) + 1) if k in file_keys else f"<{b}>"
+        for b, k in zip(bands, model_keys, strict=True)
+    )
+    return BandMismatchError(
+        f"{path}: the model reads {list(bands)}; this file's bands {list(names)} name some of "
+        f"them but not {missing}, so neither names nor file order can feed it; pick the "
+        f"model's bands in its order with --bands (here {pick}, with the band number of "
+        "each <name>), or give a scene with those bands"
+    )
+
+
 def match_bands(
     path: str, names: Sequence[str], meta: ModelMeta, wanted: Sequence[str] | None
 ) -> list[int]:
@@ -207,12 +247,16 @@ def match_bands(
         index = select_bands(path, names, wanted)
     elif set(model_keys) <= set(file_keys):
         index = [file_keys.index(k) for k in model_keys]
-    elif len(names) == len(meta.bands):
-        log.warning(
-            "%s: band names %s differ from the model's %s; using the bands in file order",
-            path, list(names), list(meta.bands),
-        )  # fmt: skip
+    elif len(names) == len(meta.bands) and not set(model_keys) & set(file_keys):
+        # names that say nothing of the model's bands (1, 2, 3; another naming): file order
+        if len(names) > 1:
+            log.warning(
+                "%s: band names %s differ from the model's %s; using the bands in file order",
+                path, list(names), list(meta.bands),
+            )  # fmt: skip
         index = list(range(len(names)))
+    elif set(model_keys) & set(file_keys) and len(names) >= len(meta.bands):
+        raise _partly_named(path, names, meta.bands, file_keys, model_keys)
     else:
         index = []
     if len(index) != len(meta.bands):
@@ -242,15 +286,7 @@ def _checkpoint_setup(
     names = named_by_colour(whole.band_names, whole.colorinterp)
     index = match_bands(path, names, meta, opts.bands)
     scene = open_scene(path, [str(i + 1) for i in index], tile.chunk, opts.assume_crs)
-    scale: float | None = reflectance_scale(scene.dtype, path)
-    if not math.isclose(scale or 0.0, meta.normalization.scale, rel_tol=1e-6):
-        log.warning(
-            "%s: stored as %s (reflectance = value x %g), the model was trained on data scaled "
-            "by %g; converting to the model's units", path, scene.dtype, scale,
-            meta.normalization.scale,
-        )  # fmt: skip
-    else:
-        scale = None
+    scale = scene_scale(path, scene.dtype, meta)
     if opts.normalize_dates is not None:  # float32 now; the scale is the file's dtype's
         # here, not at the top: the geoseg.change package loads geopandas and shapely
         from geoseg.change.radiometric import normalize_scene

@@ -31,7 +31,7 @@ from rasterio.windows import Window
 from geoseg.change.align import DATE_TAG
 from geoseg.errors import BandMismatchError, GeosegError, InvalidRasterError
 from geoseg.io.grids import same_grid
-from geoseg.io.nodata import valid_values
+from geoseg.io.nodata import band_nodata, valid_values
 from geoseg.io.raster import Scene, canonical_band_name, open_scene
 from geoseg.io.reproject import bounds_in_crs
 from geoseg.pipelines.prompt_windows import PromptWindow, read_window, scene_valid
@@ -204,16 +204,17 @@ def date_valid(date: TrackDate, win: Window, bands: Sequence[int] | None = None)
         i for i in range(1, date.src.count + 1) if i != alpha
     ]  # fmt: skip
     held = np.asarray(date.src.read(alpha, window=win) > 0)
-    return held & _warped_valid(date, date.src.read(indexes, window=win))
+    return held & _warped_valid(date, date.src.read(indexes, window=win), indexes)
 
 
-def _warped_valid(date: TrackDate, data: np.ndarray) -> np.ndarray:
+def _warped_valid(date: TrackDate, data: np.ndarray, indexes: Sequence[int]) -> np.ndarray:
     """``(h, w) bool``: no band of warped ``(C, h, w)`` ``data`` is nodata or non-finite.
 
     The warp's alpha marks a pixel valid where any band of the date is; a band that
     is nodata there comes out as the date's nodata value (0 where it has none).
+    ``indexes`` are the 1-based bands of ``data``, the source's band numbers too.
     """
-    return np.asarray(valid_values(data, date.src.src_dataset.nodata))
+    return np.asarray(valid_values(data, band_nodata(date.src.src_dataset, indexes)))
 
 
 def read_date_window(
@@ -246,5 +247,5 @@ def read_date_window(
     rows = window.row0 + f * np.arange(size)
     cols = window.col0 + f * np.arange(size)
     valid &= ((rows >= 0) & (rows < grid.height))[:, None] & ((cols >= 0) & (cols < grid.width))
-    valid &= _warped_valid(date, data)
+    valid &= _warped_valid(date, data, bands)
     return np.where(valid, data, 0), valid

@@ -126,3 +126,46 @@ def test_landsat_collar_pixels_missing_a_band_are_nodata(shared_data: Path) -> N
     assert partial.sum() == 710
     np.testing.assert_array_equal(any_band & ~valid, partial)
     np.testing.assert_array_equal(valid, ~(values == 0).any(axis=0))
+
+
+def _per_band_vrt(tmp_path: Path, data: np.ndarray, nodatas: list[float]) -> Path:
+    """A VRT over a GeoTIFF (no nodata) of ``(C, H, W) uint16`` ``data`` in which band
+    ``i`` declares ``nodatas[i]`` (a GeoTIFF holds one value for all bands; a VRT not)."""
+    tif = write_raster(tmp_path / "src.tif", data, transform=Affine(10, 0, 0, 0, -10, 0))
+    bands = "".join(
+        f'<VRTRasterBand dataType="UInt16" band="{i + 1}"><NoDataValue>{nd}</NoDataValue>'
+        f'<SimpleSource><SourceFilename relativeToVRT="1">{tif.name}</SourceFilename>'
+        f"<SourceBand>{i + 1}</SourceBand></SimpleSource></VRTRasterBand>"
+        for i, nd in enumerate(nodatas)
+    )
+    _, h, w = data.shape
+    vrt = tmp_path / "per_band.vrt"
+    vrt.write_text(
+        f'<VRTDataset rasterXSize="{w}" rasterYSize="{h}"><SRS>EPSG:32633</SRS>'
+        f"<GeoTransform>0, 10, 0, 0, 0, -10</GeoTransform>{bands}</VRTDataset>"
+    )
+    return vrt
+
+
+def test_bands_with_their_own_nodata_are_each_masked_on_it(tmp_path: Path) -> None:
+    """Band 1 declares 0 and band 2 declares 7: a 7 in band 2 is nodata, a 7 in band 1
+    and a 0 in band 2 are data (``src.nodata``, band 1's value, said the opposite)."""
+    data = np.full((2, H, W), 100, np.uint16)
+    data[0, 0, :4] = 0  # band 1's nodata: invalid
+    data[1, 1, :4] = 7  # band 2's nodata: invalid
+    data[0, 2, :4] = 7  # 7 in band 1 is data
+    data[1, 3, :4] = 0  # 0 in band 2 is data
+    vrt = _per_band_vrt(tmp_path, data, [0, 7])
+    expected = np.ones((H, W), bool)
+    expected[0:2, :4] = False
+    np.testing.assert_array_equal(open_scene(vrt).valid.compute(), expected)
+    # band 2 alone: only its own nodata counts
+    np.testing.assert_array_equal(
+        open_scene(vrt, bands=["2"]).valid.compute()[:2, :4], np.array([[True] * 4, [False] * 4])
+    )
+    stats = sample_valid_pixels(vrt, [0, 1], max_side=64)
+    assert stats.shape == (2, H * W - 8)
+    by_hand = np.array([[0, 7], [1, 0], [2, 7]], float)
+    np.testing.assert_array_equal(
+        valid_values(by_hand.T[:, None, :], (0, 7)), [[False, True, False]]
+    )

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+import shapely
 
 from geoseg.errors import GeosegError
 from geoseg.io.vectors import read_vectors, write_vectors
@@ -44,6 +45,11 @@ def _edit(path: Path, how: str) -> Path:
         frame.loc[0, "stratum"] = other
     elif how == "lonlat":  # the analyst saved the layer in lon/lat
         frame = frame.to_crs(4326)
+    elif how == "unprojectable":  # point 0 at 82 deg W of UTM 33N's meridian: infinite there
+        frame = frame.to_crs(4326)
+        frame.loc[0, "geometry"] = shapely.Point(-67.0, 2.0)
+    elif how == "polygon":  # the analyst drew point 0 as a small square
+        frame.loc[0, "geometry"] = frame.geometry[0].buffer(1.0, cap_style="square")
     out = path.with_name(f"{how}.gpkg")
     write_vectors(frame, out)
     return out
@@ -56,6 +62,7 @@ def _edit(path: Path, how: str) -> Path:
         ("same", {"remapped": 1}, "sample points do not lie in the stratum"),
         ("moved", {}, "point 0: stratum"),
         ("moved", {}, "outside the map of change.tif"),
+        ("unprojectable", {}, "outside the map of change.tif"),
         ("stratum", {}, "1 of"),
     ],
 )
@@ -83,3 +90,13 @@ def test_sample_of_this_map_is_accepted(
     change_report(maps, tmp_path / "adjusted", ChangeOptions(reference=str(reference)))
     doc = json.loads((tmp_path / "adjusted" / "accuracy.json").read_text())
     assert doc["overall_accuracy"] == 1.0
+
+
+def test_sample_features_that_are_not_points_are_refused(
+    tmp_path: Path, labelled: tuple[list[Path], Path]
+) -> None:
+    maps, sample = labelled
+    out = tmp_path / "adjusted"
+    with pytest.raises(GeosegError, match="must be points, found Polygon") as info:
+        change_report(maps, out, ChangeOptions(reference=str(_edit(sample, "polygon"))))
+    assert "polygon.gpkg" in str(info.value) and not out.exists()
