@@ -65,6 +65,7 @@ from rasterio.errors import RasterioIOError
 
 from geoseg.areas import ACRE_M2, HECTARE_M2
 from geoseg.errors import ConfigError, GeosegError, GsdMismatchError, OutputExistsError
+from geoseg.io.lock import journal_path
 from geoseg.io.outputs import output_run
 from geoseg.io.reports import write_json
 from geoseg.pipelines.change import OUTPUT_FILES, ChangeOptions, ChangeResult, change_report
@@ -223,9 +224,18 @@ def run_workflow(
     folder if this run made it (unless it still holds pieces kept for --resume).
     """
     check_scene_order(wf)
-    check_destinations(wf, overwrite)
+    try:
+        check_destinations(wf, overwrite)
+        again = False
+    except OutputExistsError:  # perhaps a killed run's, which its journal removes
+        if not journal_path(wf.output).exists():
+            raise
+        again = True
     with output_run(overwrite) as run:
+        # taking over a killed run's lock puts back what it replaced (io.lock)
         run.add_folder(wf.output, ["summary.json"], parents=True)
+        if again:
+            check_destinations(wf, overwrite)
         if overwrite:  # an earlier run's maps and summary that this run does not write
             keep = set(_destinations(wf))
             run.retire(p for p in _earlier_outputs(wf.output) if p not in keep)
