@@ -223,7 +223,9 @@ def run_workflow(
     the maps and reports written before it are removed again, and so is the output
     folder if this run made it (unless it still holds pieces kept for --resume).
     """
-    check_scene_order(wf)
+    with _warnings_heard() as heard:  # e.g. a DATE tag that cannot be read
+        check_scene_order(wf)
+    order = [{"rule": "scenes", "message": m} for m in heard]
     try:
         check_destinations(wf, overwrite)
         again = False
@@ -240,7 +242,7 @@ def run_workflow(
             keep = set(_destinations(wf))
             run.retire(p for p in _earlier_outputs(wf.output) if p not in keep)
         run.make_folder(wf.output)
-        return _run(wf, overwrite, progress)
+        return _run(wf, overwrite, progress, order)
 
 
 def check_scene_order(wf: Workflow) -> None:
@@ -276,7 +278,8 @@ class _Heard(logging.Handler):
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+        if not record.name.startswith("geoseg.io.lock"):  # run bookkeeping, not the data
+            self.lines.append(record.getMessage())
 
 
 @contextlib.contextmanager
@@ -303,7 +306,10 @@ def _gsd_advice(wf: Workflow) -> Iterator[None]:
         raise GsdMismatchError(text) from None
 
 
-def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowResult:
+def _run(
+    wf: Workflow, overwrite: bool, progress: Progress | None, order: list[dict[str, str]]
+) -> WorkflowResult:
+    """The steps of :func:`run_workflow`; ``order``: the warnings of its scene-order check."""
     clouds = {"mask_clouds": str(wf.mask_clouds)} if wf.mask_clouds else {}
     popts = PredictOptions(**{**dict(wf.predict), **clouds, "overwrite": overwrite})
     maps, normalized, notes = [], [], []
@@ -320,14 +326,15 @@ def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowRe
     aoi = {"aoi": str(wf.aoi), "aoi_field": wf.aoi_field, "aoi_crs": wf.aoi_crs,
            "aoi_crs_option": WORKFLOW_AOI_CRS} if wf.aoi else {}  # fmt: skip
     copts = ChangeOptions(**{**dict(wf.change), **aoi, "overwrite": overwrite})
-    said = [f"predict {n['scene']}: {n['message']}" for n in notes]
+    said = [f"scenes: {n['message']}" for n in order]
+    said += [f"predict {n['scene']}: {n['message']}" for n in notes]
     result = change_report(maps, wf.output / "report", copts, progress, wf.focus, said)
     table = wf.output / "report" / "transitions_by_aoi.csv" if wf.aoi else None
     summary = _summary(wf, result, table)
     files = result.files
     if summary:  # the report's implausibility warnings, as its transitions.json has them
         report = json.loads((wf.output / "report" / "transitions.json").read_text("utf-8"))
-        summary["warnings"] = [*report["warnings"], *notes]
+        summary["warnings"] = [*report["warnings"], *order, *notes]
         summary["normalization"] = report["normalization"]
         files = (*files, write_json(wf.output / "summary.json", summary, overwrite))
     return WorkflowResult(tuple(maps), (*_probability_paths(wf), *files), summary, (*normalized,))

@@ -136,3 +136,17 @@ def test_a_killed_workflow_reruns_and_resumes(tmp_path: Path) -> None:
         rasterio.open(fresh / "out/report/change.tif") as b,
     ):
         np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_a_date_tag_that_cannot_be_read_is_kept_in_the_summary(tmp_path: Path) -> None:
+    for name, seed, date in (("a.tif", 0, "01/08/2019"), ("b.tif", 1, "2020-08-01")):
+        path = write_raster(tmp_path / name, textured_scene(40, 40, seed=seed),
+                            descriptions=TINY_BANDS)  # fmt: skip
+        with rasterio.open(path, "r+") as dst:
+            dst.update_tags(DATE=date)
+    (tmp_path / "wf.yaml").write_text(WORKFLOW.replace("chunk: 32, resume: true", "chunk: 32"))
+    done = CliRunner().invoke(cli, ["run", str(tmp_path / "wf.yaml"), "--root", str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    said = [w for w in summary["warnings"] if w["rule"] == "scenes"]
+    assert len(said) == 1 and "01/08/2019" in said[0]["message"], summary["warnings"]
