@@ -72,6 +72,7 @@ from geoseg.pipelines.change import OUTPUT_FILES, ChangeOptions, ChangeResult, c
 from geoseg.pipelines.change_accuracy import SAMPLES, refuse_labelled_samples
 from geoseg.pipelines.predict import PredictOptions, predict_scene
 from geoseg.pipelines.time_order import scenes_in_time_order
+from geoseg.pipelines.workflow_checks import check_scene_bands, check_scenes_overlap
 from geoseg.pipelines.workflow_file import Focus, Workflow, load_workflow
 from geoseg.tiling.execute import Progress
 
@@ -225,6 +226,8 @@ def run_workflow(
     """
     with _warnings_heard() as heard:  # e.g. a DATE tag that cannot be read
         check_scene_order(wf)
+    check_scene_bands(wf)
+    check_scenes_overlap(wf)
     order = [{"rule": "scenes", "message": m} for m in heard]
     try:
         check_destinations(wf, overwrite)
