@@ -5,6 +5,15 @@
 another run sees either no lock or a complete one. A lock left by a process
 that no longer runs on this host is taken over (with a warning); a lock of a
 live run, or of a run on another host, is refused with a message naming it.
+
+A run that replaces outputs keeps a journal beside its lock, ``.<name>.lock.journal``
+(:mod:`geoseg.io.outputs` writes it): one JSON line per output, written before the
+output is touched, naming the output and where its earlier version was moved aside,
+and a last line ``{"commit": true}`` once the run has succeeded. Taking over the lock
+of a run that died (``kill -9``, a power cut) finishes that run's transaction first
+(:func:`recover_journal`): before its commit, every output it published is removed
+and every earlier version put back, so the folder holds the earlier run again, not a
+mix of two; after its commit, only the leftover earlier versions are removed.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from pathlib import Path
 from geoseg.errors import GeosegError, OutputLockedError
 from geoseg.io.json_text import parse_json
 
-__all__ = ["OutputLock", "lock_path"]
+__all__ = ["OutputLock", "journal_path", "lock_path", "recover_journal"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,60 @@ def lock_path(target: Path) -> Path:
     """The lock file of the run writing ``target`` (a file or a folder)."""
     target = Path(os.path.abspath(target))
     return target.with_name(f".{target.name}.lock")
+
+
+def journal_path(target: Path) -> Path:
+    """The journal of the run writing ``target`` (see the module doc)."""
+    lock = lock_path(target)
+    return lock.with_name(f"{lock.name}.journal")
+
+
+def _journal_entries(journal: Path) -> tuple[list[dict[str, str | None]], bool]:
+    """The output entries of ``journal`` and whether it was committed; a line cut by the
+    crash (the last one) is ignored: the output it names was not touched yet."""
+    entries: list[dict[str, str | None]] = []
+    committed = False
+    for line in journal.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("commit") is True:
+            committed = True
+        elif isinstance(entry, dict) and isinstance(entry.get("out"), str):
+            entries.append(entry)
+    return entries, committed
+
+
+def recover_journal(target: Path) -> None:
+    """Finish the transaction of a dead run on ``target`` from its journal, if it left one:
+    roll it back (not committed) or drop the earlier versions it kept (committed)."""
+    journal = journal_path(target)
+    try:
+        entries, committed = _journal_entries(journal)
+    except FileNotFoundError:
+        return
+    restored = removed = 0
+    for entry in reversed(entries):
+        out, aside = Path(str(entry["out"])), entry.get("aside")
+        if committed:
+            if aside:
+                with contextlib.suppress(FileNotFoundError):
+                    Path(aside).unlink()
+            continue
+        if aside:  # the earlier version back; not moved aside yet: it is still in place
+            if os.path.lexists(aside):
+                os.replace(aside, out)
+                restored += 1
+        elif os.path.lexists(out):  # a new output of the dead run
+            out.unlink()
+            removed += 1
+    if not committed and entries:
+        log.warning(
+            "%s: the run that died left %d new output(s), removed, and %d replaced one(s), "
+            "put back: the outputs are those of the run before it", target, removed, restored,
+        )  # fmt: skip
+    journal.unlink()
 
 
 def _alive(pid: int) -> bool:
@@ -69,6 +132,7 @@ class OutputLock:
             for _ in range(3):
                 with contextlib.suppress(FileExistsError):
                     os.link(staged, path)
+                    recover_journal(target)  # a dead run's, now that no other can start
                     return cls(path, token)
                 _take_over_if_stale(path, target)
         finally:

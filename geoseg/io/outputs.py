@@ -25,14 +25,15 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import errno
+import json
 import os
 import resource
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from geoseg.errors import DiskFullError, GeosegError, OutputExistsError, OutputNotWritableError
-from geoseg.io.lock import OutputLock
+from geoseg.io.lock import OutputLock, journal_path
 
 __all__ = [
     "OutputRun",
@@ -140,6 +141,23 @@ class OutputRun:
         self._folders: list[Path] = []
         self._locks: dict[Path, OutputLock] = {}
         self._retired: list[Path] = []
+        self._journal: Path | None = None
+        self._on_success: list[Callable[[], None]] = []
+
+    def on_success(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the whole run has succeeded (e.g. drop ``--resume`` parts
+        that a failure later in the run should keep)."""
+        self._on_success.append(action)
+
+    def _log(self, entry: dict[str, object]) -> None:
+        """Append ``entry`` to the journal (:mod:`geoseg.io.lock`), durably, before the
+        file system changes it describes."""
+        if self._journal is None:
+            return
+        with open(self._journal, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     def add(self, paths: Iterable[Path]) -> None:
         """Check and register output files (already registered ones pass)."""
@@ -188,6 +206,7 @@ class OutputRun:
         if _key(target) not in self._locks:
             self.make_folder(_key(target).parent)
             self._locks[_key(target)] = OutputLock.take(target)
+            self._journal = self._journal or journal_path(target)
 
     def make_folder(self, folder: Path) -> None:
         """``mkdir -p`` that remembers what it made, to remove it if the run fails."""
@@ -200,8 +219,11 @@ class OutputRun:
         """Rename ``tmp`` to ``out``; a registered ``out`` that was there is kept aside."""
         key = _key(out)
         if key in self._files and key not in self._published:
+            aside = None
             if os.path.lexists(out):
-                aside = out.with_name(f".{out.name}.{secrets.token_hex(4)}.replaced")
+                aside = key.with_name(f".{out.name}.{secrets.token_hex(4)}.replaced")
+            self._log({"out": str(key), "aside": None if aside is None else str(aside)})
+            if aside is not None:
                 os.replace(out, aside)
                 self._backups.append((aside, out))
             self._published.append(key)
@@ -211,12 +233,19 @@ class OutputRun:
         """Keep the outputs (drop what they replaced) or put everything back; unlock."""
         try:
             if ok:
+                if self._published:
+                    self._log({"commit": True})
                 for aside, _ in self._backups:
                     with contextlib.suppress(FileNotFoundError):
                         aside.unlink()
                 self._remove_retired()
+                for action in self._on_success:
+                    action()
             else:
                 self._roll_back()
+            if self._journal is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self._journal.unlink()
         finally:
             for held in self._locks.values():
                 held.release()

@@ -19,7 +19,7 @@ from geoseg.errors import AllNodataError, GeosegError, InvalidRasterError
 from geoseg.io.band_checks import empty_band_text, empty_bands
 from geoseg.io.cog import CogGrid, cog_grid
 from geoseg.io.labels import LabelMeta, probabilities_meta
-from geoseg.io.outputs import output_run
+from geoseg.io.outputs import current_run, output_run
 from geoseg.io.parts import file_stamp
 from geoseg.io.preview import write_label_preview
 from geoseg.io.probabilities import PROBABILITIES_TAG, tag_value
@@ -185,7 +185,11 @@ def _predict(
     except BaseException:  # io.outputs names a full disk or a refused write
         parts.remove()
         raise
-    parts.remove()
+    run = current_run()
+    if opts.resume and run is not None:  # a later step may fail: its rerun reuses these
+        run.on_success(parts.remove)
+    else:
+        parts.remove()
     if guess is not None:
         warn_if_dominated(out, path, schema, guess)
     preview = None

@@ -65,12 +65,14 @@ from rasterio.errors import RasterioIOError
 
 from geoseg.areas import ACRE_M2, HECTARE_M2
 from geoseg.errors import ConfigError, GeosegError, GsdMismatchError, OutputExistsError
+from geoseg.io.lock import journal_path
 from geoseg.io.outputs import output_run
 from geoseg.io.reports import write_json
 from geoseg.pipelines.change import OUTPUT_FILES, ChangeOptions, ChangeResult, change_report
 from geoseg.pipelines.change_accuracy import SAMPLES, refuse_labelled_samples
 from geoseg.pipelines.predict import PredictOptions, predict_scene
 from geoseg.pipelines.time_order import scenes_in_time_order
+from geoseg.pipelines.workflow_checks import check_scene_bands, check_scenes_overlap
 from geoseg.pipelines.workflow_file import Focus, Workflow, load_workflow
 from geoseg.tiling.execute import Progress
 
@@ -222,15 +224,28 @@ def run_workflow(
     the maps and reports written before it are removed again, and so is the output
     folder if this run made it (unless it still holds pieces kept for --resume).
     """
-    check_scene_order(wf)
-    check_destinations(wf, overwrite)
+    with _warnings_heard() as heard:  # e.g. a DATE tag that cannot be read
+        check_scene_order(wf)
+    check_scene_bands(wf)
+    check_scenes_overlap(wf)
+    order = [{"rule": "scenes", "message": m} for m in heard]
+    try:
+        check_destinations(wf, overwrite)
+        again = False
+    except OutputExistsError:  # perhaps a killed run's, which its journal removes
+        if not journal_path(wf.output).exists():
+            raise
+        again = True
     with output_run(overwrite) as run:
+        # taking over a killed run's lock puts back what it replaced (io.lock)
         run.add_folder(wf.output, ["summary.json"], parents=True)
+        if again:
+            check_destinations(wf, overwrite)
         if overwrite:  # an earlier run's maps and summary that this run does not write
             keep = set(_destinations(wf))
             run.retire(p for p in _earlier_outputs(wf.output) if p not in keep)
         run.make_folder(wf.output)
-        return _run(wf, overwrite, progress)
+        return _run(wf, overwrite, progress, order)
 
 
 def check_scene_order(wf: Workflow) -> None:
@@ -266,7 +281,8 @@ class _Heard(logging.Handler):
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+        if not record.name.startswith("geoseg.io.lock"):  # run bookkeeping, not the data
+            self.lines.append(record.getMessage())
 
 
 @contextlib.contextmanager
@@ -293,7 +309,10 @@ def _gsd_advice(wf: Workflow) -> Iterator[None]:
         raise GsdMismatchError(text) from None
 
 
-def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowResult:
+def _run(
+    wf: Workflow, overwrite: bool, progress: Progress | None, order: list[dict[str, str]]
+) -> WorkflowResult:
+    """The steps of :func:`run_workflow`; ``order``: the warnings of its scene-order check."""
     clouds = {"mask_clouds": str(wf.mask_clouds)} if wf.mask_clouds else {}
     popts = PredictOptions(**{**dict(wf.predict), **clouds, "overwrite": overwrite})
     maps, normalized, notes = [], [], []
@@ -310,14 +329,15 @@ def _run(wf: Workflow, overwrite: bool, progress: Progress | None) -> WorkflowRe
     aoi = {"aoi": str(wf.aoi), "aoi_field": wf.aoi_field, "aoi_crs": wf.aoi_crs,
            "aoi_crs_option": WORKFLOW_AOI_CRS} if wf.aoi else {}  # fmt: skip
     copts = ChangeOptions(**{**dict(wf.change), **aoi, "overwrite": overwrite})
-    said = [f"predict {n['scene']}: {n['message']}" for n in notes]
+    said = [f"scenes: {n['message']}" for n in order]
+    said += [f"predict {n['scene']}: {n['message']}" for n in notes]
     result = change_report(maps, wf.output / "report", copts, progress, wf.focus, said)
     table = wf.output / "report" / "transitions_by_aoi.csv" if wf.aoi else None
     summary = _summary(wf, result, table)
     files = result.files
     if summary:  # the report's implausibility warnings, as its transitions.json has them
         report = json.loads((wf.output / "report" / "transitions.json").read_text("utf-8"))
-        summary["warnings"] = [*report["warnings"], *notes]
+        summary["warnings"] = [*report["warnings"], *order, *notes]
         summary["normalization"] = report["normalization"]
         files = (*files, write_json(wf.output / "summary.json", summary, overwrite))
     return WorkflowResult(tuple(maps), (*_probability_paths(wf), *files), summary, (*normalized,))
