@@ -138,6 +138,10 @@ WORKFLOWS: dict[str, tuple[str | bytes, Callable[[Path], None] | None, str]] = {
         "key 'chunk' appears twice in predict (lines 5 and 7)",
     ),
     "nested too deep": (HEAD + _deep("name"), None, "nested too deeply to read"),
+    "scene is a folder": (
+        "scenes: [a.tif, sub]\nmodel: spectral\noutput: out\n",
+        lambda root: (root / "sub").mkdir(), "/sub is a folder; give a file in it",
+    ),
     "report exists": (
         HEAD, _existing_report, "index.html exists; pass --overwrite to replace it"
     ),

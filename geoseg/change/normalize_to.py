@@ -62,7 +62,8 @@ def check_same_grid(scene: Scene, reference: Scene, what: str = "the reference")
     def grid(s: Scene) -> str:
         x, y = s.transform.c, s.transform.f
         return (
-            f"{s.height}x{s.width} px of {abs(s.transform.a):g} from ({x:.12g}, {y:.12g}), {s.crs}"
+            f"{s.width} x {s.height} px of {abs(s.transform.a):g} from ({x:.12g}, {y:.12g}), "
+            f"{s.crs}"
         )
 
     if (scene.crs, scene.transform, scene.height, scene.width) != (

@@ -32,11 +32,36 @@ __all__ = ["open_raster_quietly", "refuse_ungeoreferenced", "scene_crs"]
 log = logging.getLogger(__name__)
 
 
+class _Held(logging.Filter):
+    """Holds back the records of a logger while attached."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+
 def open_raster_quietly(path: str | os.PathLike[str]) -> Any:
-    """``rasterio.open(path)`` without rasterio's warning about a missing geotransform."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return rasterio.open(path)
+    """``rasterio.open(path)`` without rasterio's warning about a missing geotransform.
+
+    GDAL's warnings while opening (``CPLE_AppDefined ... non conformant file
+    extension`` for a GeoPackage named ``.tif``) are shown only if the file opens: a
+    file that does not gets geoseg's one message about it, not GDAL's lines first.
+    """
+    held, logger = _Held(), logging.getLogger("rasterio._env")
+    logger.addFilter(held)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+    finally:
+        logger.removeFilter(held)
+    for record in held.records:
+        logger.handle(record)
+    return src
 
 
 def refuse_ungeoreferenced(path: str, src: Any) -> None:

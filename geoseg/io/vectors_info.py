@@ -7,6 +7,7 @@ GDAL build does not read) is summarised from its ``geo`` metadata and columns.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pyogrio
 import pyproj
 
 from geoseg.errors import InvalidVectorError
+from geoseg.io.gdal_errors import quiet_gdal_errors
 from geoseg.io.vectors_crs import declares_crs
 from geoseg.io.vectors_read import is_parquet, parquet_geo_metadata
 
@@ -53,8 +55,10 @@ def is_vector_file(path: str | os.PathLike[str]) -> bool:
             return b"geo" in (pq.read_schema(path).metadata or {})
         except (OSError, ValueError):
             return False
-    try:
-        return len(pyogrio.list_layers(path)) > 0
+    try:  # GDAL's notes (a GeoPackage named .tif) are not the caller's message
+        with quiet_gdal_errors(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return len(pyogrio.list_layers(path)) > 0
     except (pyogrio.errors.DataSourceError, OSError):
         return False
 

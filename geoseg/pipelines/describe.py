@@ -45,18 +45,23 @@ def describe_models() -> list[str]:
 
 
 def _scale_lines(meta: ModelMeta, prompts: bool) -> list[str]:
-    """SAM's pixel scale: the ``geoseg import --scale`` it was imported with, its mean/std.
+    """The model's input scale and mean/std, so what it takes can be checked.
 
     A SAM on data of another scale sees a black or saturated image
-    (:mod:`geoseg.pipelines.prompt_scale`), so its listing says which it takes.
+    (:mod:`geoseg.pipelines.prompt_scale`), so its listing says which it takes; an
+    imported model is fed by its ``geoseg import --scale`` (README "Bring your own
+    model"); a trained one by its training data's type.
     """
-    if not prompts:
-        return []
     norm = meta.normalization
     numbers = ", ".join
+    if prompts:
+        how = f"geoseg import --scale {1 / norm.scale:g}; 0-1 expected"
+    elif "imported_from" in meta.provenance:
+        how = f"geoseg import --scale {1 / norm.scale:g}"
+    else:
+        how = "from the training data's type"
     return [
-        f"  pixel scale: model input = stored value / {1 / norm.scale:g} (geoseg import "
-        f"--scale {1 / norm.scale:g}; 0-1 expected)",
+        f"  pixel scale: model input = stored value / {1 / norm.scale:g} ({how})",
         f"  mean: {numbers(f'{v:.4g}' for v in norm.mean)}   "
         f"std: {numbers(f'{v:.4g}' for v in norm.std)}",
     ]

@@ -15,10 +15,10 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 
-import rasterio
 from rasterio.errors import RasterioIOError
 
 from geoseg.errors import DateOrderError
+from geoseg.io.georef import open_raster_quietly
 
 #: A label map's date tag (:data:`geoseg.change.align.DATE_TAG`; not imported from there:
 #: ``geoseg predict`` reaches this module and must not load the vector libraries).
@@ -99,7 +99,7 @@ def _date_source(path: str) -> dict[str, str]:
     from geoseg.pipelines.predict import DATE_SOURCE_TAG
 
     try:
-        with rasterio.open(path) as src:
+        with open_raster_quietly(path) as src:
             got = src.tags().get(DATE_SOURCE_TAG)
     except RasterioIOError:
         return {}
@@ -113,7 +113,7 @@ def scenes_in_time_order(paths: Sequence[str | os.PathLike[str]]) -> bool:
     dates: list[datetime.date | None] = []
     for path in paths:
         try:
-            with rasterio.open(path) as src:
+            with open_raster_quietly(path) as src:
                 tags = src.tags()
         except RasterioIOError:
             dates.append(None)
@@ -153,7 +153,7 @@ def undated_note(paths: Sequence[str | os.PathLike[str]], what: str) -> str:
     reasons = []
     for path in paths:
         try:
-            with rasterio.open(path) as src:
+            with open_raster_quietly(path) as src:
                 tags = src.tags()
         except RasterioIOError:
             reasons.append(f"{os.fspath(path)} could not be read")

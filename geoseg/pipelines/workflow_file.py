@@ -100,8 +100,13 @@ def _inside(root: Path, value: str, key: str) -> Path:
 def _input(root: Path, value: str, key: str) -> Path:
     """An input file inside the run folder that exists."""
     path = _inside(root, value, key)
+    if path.is_dir():
+        raise InputNotFoundError(f"{key} {value!r}: {path} is a folder; give a file in it")
     if not path.is_file():
-        raise InputNotFoundError(f"{key} {value!r}: no such file {path}")
+        raise InputNotFoundError(
+            f"{key} {value!r}: no such file {path} (paths are relative to the run folder "
+            f"{root}; --root changes it)"
+        )
     return path
 
 

@@ -90,3 +90,11 @@ def test_bands_named_in_part_are_refused_with_a_pick(
     with caplog.at_level(logging.WARNING):
         code, text = cli_run("predict", unnamed, "-m", model, "-o", tmp_path / "u_out.tif")
     assert code == 0 and "using the bands in file order" in caplog.text + text
+
+
+def test_models_shows_an_imports_scale_and_normalisation(tmp_path: Path) -> None:
+    model = _import(tmp_path, "--scale", 6615, mean=0.25, std=0.125)
+    code, text = cli_run("models", model)
+    assert code == 0, text
+    assert "pixel scale: model input = stored value / 6615 (geoseg import --scale 6615)" in text
+    assert "mean: 0.25, 0.25, 0.25, 0.25   std: 0.125, 0.125, 0.125, 0.125" in text
