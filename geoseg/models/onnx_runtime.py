@@ -120,7 +120,7 @@ def onnx_session(
 
 @dataclass(frozen=True)
 class GraphInfo:
-    """The first input and output of an ONNX graph, as onnxruntime reports them.
+    """The first input and the chosen output of an ONNX graph, as onnxruntime reports them.
 
     Attributes:
         input, output: their names.
@@ -140,9 +140,31 @@ def _dims(shape: Sequence[Any]) -> tuple[int | None, ...]:
     return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
 
 
-def inspect_graph(session: Any) -> GraphInfo:
-    """The :class:`GraphInfo` of an open session."""
-    inp, out = session.get_inputs()[0], session.get_outputs()[0]
+def inspect_graph(session: Any, output: str | None = None, where: str = "model") -> GraphInfo:
+    """The :class:`GraphInfo` of an open session: its first input and its output.
+
+    Args:
+        output: the output to use, by name (None: the graph's only output).
+        where: the file named in error messages.
+
+    Raises:
+        CheckpointError: ``output`` is not one of the graph's outputs, or it is None
+            and the graph has several (none is taken silently: the first may be an
+            auxiliary head).
+    """
+    inp, outs = session.get_inputs()[0], session.get_outputs()
+    names = [o.name for o in outs]
+    if output is None and len(outs) > 1:
+        raise CheckpointError(
+            f"{where}: the ONNX graph has {len(outs)} outputs ({', '.join(names)}); name the "
+            f"class map with --output-name (e.g. --output-name {names[0]})"
+        )
+    if output is not None and output not in names:
+        raise CheckpointError(
+            f"{where}: the ONNX graph has no output {output!r}; its outputs are "
+            f"{', '.join(names)}: pass one of them to --output-name"
+        )
+    out = outs[0] if output is None else outs[names.index(output)]
     return GraphInfo(inp.name, out.name, inp.type, _dims(inp.shape), _dims(out.shape))
 
 
@@ -259,7 +281,7 @@ def load_onnx_predictor(
             the metadata that disagree with the graph's fixed input/output shape.
     """
     session = onnx_session(read_graph(path, meta), device, threads, str(path))
-    info = inspect_graph(session)
+    info = inspect_graph(session, str(meta.options["onnx_output"]), str(path))
     channels, classes = info.input_shape[1:2], info.output_shape[1:2]
     if channels and channels[0] not in (None, len(meta.bands)):
         raise CheckpointError(
