@@ -49,6 +49,8 @@ def _numbers(text: str | None, option: str) -> tuple[float, ...] | None:
 @click.option("--gsd", "gsd_m", type=float, help="Ground sample distance it was trained at, m.")
 @click.option("--outputs", type=click.Choice(["logits", "probabilities"]), default="logits",
               show_default=True, help="ONNX: what the graph gives (logits: softmax).")  # fmt: skip
+@click.option("--output-name", help="ONNX: the graph output that is the class map (required "
+              "when the graph has several outputs).")  # fmt: skip
 @click.option("--sam-config", help="A SAM .pth's model: vit_b, vit_l, vit_h or a SamConfig "
               "JSON file; a SAM 2 .pt's: hiera_t, hiera_s, hiera_b+, hiera_l or a "
               "Sam2VideoConfig JSON file [told from the tensor shapes].")  # fmt: skip

@@ -83,13 +83,14 @@ HF_MODELS: Mapping[str, HFModel] = {
 _EPS = 1e-6
 
 
-def hf_classes(config: Mapping[str, Any]) -> HFModel:
-    """The classes of a ``config.json``; UnknownModelError lists the supported types."""
+def hf_classes(config: Mapping[str, Any], where: str | None = None) -> HFModel:
+    """The classes of a ``config.json`` (``where``: its path, named in the error);
+    UnknownModelError lists the supported types."""
     kind = str(config.get("model_type", ""))
     if kind not in HF_MODELS:
         raise UnknownModelError(
-            f"transformers model_type {kind!r} is not supported; geoseg imports "
-            f"{', '.join(HF_MODELS)}"
+            f"{where + ': ' if where else ''}transformers model_type {kind!r} is not "
+            f"supported; geoseg imports {', '.join(HF_MODELS)}"
         )
     return HF_MODELS[kind]
 

@@ -120,7 +120,7 @@ def onnx_session(
 
 @dataclass(frozen=True)
 class GraphInfo:
-    """The first input and output of an ONNX graph, as onnxruntime reports them.
+    """The first input and the chosen output of an ONNX graph, as onnxruntime reports them.
 
     Attributes:
         input, output: their names.
@@ -140,9 +140,31 @@ def _dims(shape: Sequence[Any]) -> tuple[int | None, ...]:
     return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
 
 
-def inspect_graph(session: Any) -> GraphInfo:
-    """The :class:`GraphInfo` of an open session."""
-    inp, out = session.get_inputs()[0], session.get_outputs()[0]
+def inspect_graph(session: Any, output: str | None = None, where: str = "model") -> GraphInfo:
+    """The :class:`GraphInfo` of an open session: its first input and its output.
+
+    Args:
+        output: the output to use, by name (None: the graph's only output).
+        where: the file named in error messages.
+
+    Raises:
+        CheckpointError: ``output`` is not one of the graph's outputs, or it is None
+            and the graph has several (none is taken silently: the first may be an
+            auxiliary head).
+    """
+    inp, outs = session.get_inputs()[0], session.get_outputs()
+    names = [o.name for o in outs]
+    if output is None and len(outs) > 1:
+        raise CheckpointError(
+            f"{where}: the ONNX graph has {len(outs)} outputs ({', '.join(names)}); name the "
+            f"class map with --output-name (e.g. --output-name {names[0]})"
+        )
+    if output is not None and output not in names:
+        raise CheckpointError(
+            f"{where}: the ONNX graph has no output {output!r}; its outputs are "
+            f"{', '.join(names)}: pass one of them to --output-name"
+        )
+    out = outs[0] if output is None else outs[names.index(output)]
     return GraphInfo(inp.name, out.name, inp.type, _dims(inp.shape), _dims(out.shape))
 
 
@@ -178,8 +200,9 @@ class OnnxPredictor:
 
     Windows are normalized like a torch model's (``(x * scale - mean) / std``,
     nodata pixels set to 0, the mean), split into the graph's fixed batch size if
-    it has one, run through onnxruntime, and turned into probabilities (softmax
-    over channels, unless the graph outputs probabilities already).
+    it has one (the last slice padded to it), run through onnxruntime, and turned
+    into probabilities (softmax over channels, unless the graph outputs
+    probabilities already).
 
     Args:
         session: the onnxruntime session of the graph.
@@ -209,19 +232,20 @@ class OnnxPredictor:
         return self._norm(batch, valid)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """The graph's raw ``(N, K, H, W) float32`` output for normalized ``x``."""
+        """The graph's raw ``(N, K, H, W) float32`` output for normalized ``x``.
+
+        A graph of fixed batch size ``B`` gets ``x`` in slices of ``B``; the last
+        slice is padded with blank windows (0, the mean) to ``B`` and their outputs
+        dropped, so any number of windows runs.
+        """
         step = int(self._batch) if self._batch else len(x)
-        try:
-            parts = [
-                self.session.run([self._output], {self._input: x[k : k + step]})[0]
-                for k in range(0, len(x), step)
-            ]
-        except Exception as exc:  # onnxruntime's errors are untyped
-            raise CheckpointError(
-                f"{self.where}: the ONNX graph failed on {x.shape[-1]} x {x.shape[-2]} px windows "
-                f"({onnx_reason(exc)}); predict with the window it was imported "
-                f"with (--window {self.meta.window})"
-            ) from exc
+        parts = []
+        for k in range(0, len(x), step):
+            part = x[k : k + step]
+            short = step - len(part)
+            if short:
+                part = np.concatenate([part, np.zeros((short, *part.shape[1:]), part.dtype)])
+            parts.append(self._run_one(part)[: step - short])
         out = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if out.ndim != 4 or out.shape[1] != len(self.schema) or out.shape[2:] != x.shape[2:]:
             raise CheckpointError(
@@ -230,6 +254,24 @@ class OnnxPredictor:
                 "or the graph does not segment per pixel"
             )
         return np.asarray(out, np.float32)
+
+    def _run_one(self, x: np.ndarray) -> np.ndarray:
+        """One ``session.run`` on ``(n, C, H, W)``; its failure as one line that names the
+        window only when it is not the one the graph was imported with."""
+        try:
+            return np.asarray(self.session.run([self._output], {self._input: x})[0])
+        except Exception as exc:  # onnxruntime's errors are untyped
+            h, w = x.shape[-2:]
+            advice = (
+                f"predict with the window it was imported with (--window {self.meta.window})"
+                if (h, w) != (self.meta.window, self.meta.window)
+                else "the graph does not run on the checkpoint's own input; import the .onnx "
+                "file again, or check that it runs in onnxruntime on such a batch"
+            )
+            raise CheckpointError(
+                f"{self.where}: the ONNX graph failed on a batch of {x.shape[0]} windows of "
+                f"{w} x {h} px ({onnx_reason(exc)}); {advice}"
+            ) from exc
 
     def predict(self, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Class probabilities ``(N, K, H, W) float32`` of raw windows ``(N, C, H, W)``."""
@@ -259,7 +301,7 @@ def load_onnx_predictor(
             the metadata that disagree with the graph's fixed input/output shape.
     """
     session = onnx_session(read_graph(path, meta), device, threads, str(path))
-    info = inspect_graph(session)
+    info = inspect_graph(session, str(meta.options["onnx_output"]), str(path))
     channels, classes = info.input_shape[1:2], info.output_shape[1:2]
     if channels and channels[0] not in (None, len(meta.bands)):
         raise CheckpointError(

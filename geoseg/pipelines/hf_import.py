@@ -80,7 +80,8 @@ def import_hf_folder(
             "save_pretrained writes it (config.json + model.safetensors)"
         )
     config = read_folder_json(source / "config.json", required=True)
-    hf_classes(config)  # an unsupported model_type is refused before any weights are read
+    # an unsupported model_type is refused before any weights are read
+    hf_classes(config, str(source / "config.json"))
     check_weights_file(source)
     prep = read_folder_json(source / "preprocessor_config.json", required=False)
     bands = tuple(opts.bands)
@@ -200,6 +201,7 @@ def load_folder_model(source: Path, model_cls: Any, config: Any) -> torch.nn.Mod
             model, info = model_cls.from_pretrained(
                 str(source), config=config, local_files_only=True,
                 use_safetensors=True, output_loading_info=True, dtype=torch.float32,
+                ignore_mismatched_sizes=True,  # reported below, with the shapes
             )  # fmt: skip
     except Exception as exc:  # transformers' loading errors are untyped
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
@@ -207,11 +209,17 @@ def load_folder_model(source: Path, model_cls: Any, config: Any) -> torch.nn.Mod
             f"{source}: transformers cannot load the model ({first}); save config and weights "
             "together with save_pretrained"
         ) from exc
-    bad = sorted(info.get("missing_keys", ())) + sorted(map(str, info.get("mismatched_keys", ())))
-    if bad:
+    missing = sorted(info.get("missing_keys", ()))
+    wrong = sorted(info.get("mismatched_keys", ()), key=lambda m: str(m[0]))
+    if missing or wrong:
+        said = [f"{name} {tuple(stored)} stored, {tuple(wanted)} for config.json"
+                for name, stored, wanted, *_ in wrong[:3]]  # fmt: skip
+        said += [f"missing {name}" for name in missing[: max(0, 3 - len(said))]]
+        hint = (" (a class count edited in config.json's id2label changes the head's shape)"
+                if wrong else "")  # fmt: skip
         raise CheckpointError(
-            f"{source}: model.safetensors does not fit config.json (missing or wrong shape: "
-            f"{bad[:3]}); save config and weights together with save_pretrained"
+            f"{source}: model.safetensors does not fit config.json ({'; '.join(said)}); save "
+            f"config and weights together with save_pretrained{hint}"
         )
     return model.eval()
 

@@ -59,6 +59,8 @@ class ImportOptions:
             the preprocessor's, else 1).
         gsd_m: ground sample distance the model was trained at, in metres (documentation).
         outputs: ONNX: ``"logits"`` (softmax applied) or ``"probabilities"``.
+        output_name: ONNX: the graph output that is the class map (None: its only
+            output; a graph with several is refused without one).
         overwrite: replace an existing output.
         task: checkpoint task: ``semantic``; transformers Mask2Former / MaskFormer
             also ``instance`` or ``panoptic``.
@@ -80,6 +82,7 @@ class ImportOptions:
     scale: float | None = None
     gsd_m: float | None = None
     outputs: str = "logits"
+    output_name: str | None = None
     overwrite: bool = False
     task: str = "semantic"
     things: Sequence[str] | None = None
@@ -183,6 +186,11 @@ def import_model(
         raise GeosegError(
             f"{src}: --sam-config applies to SAM .pth checkpoints (a folder's config.json says "
             "its model); leave it out"
+        )
+    if options.output_name is not None and kind != "onnx":
+        raise GeosegError(
+            f"{src}: --output-name picks an ONNX graph's output; a {kind} model has one, "
+            "leave it out"
         )
     tensors, meta = IMPORTERS[kind](src, options)
     save_checkpoint(out, tensors, meta, overwrite=options.overwrite)
@@ -330,7 +338,7 @@ def import_onnx(source: Path, opts: ImportOptions) -> tuple[dict[str, torch.Tens
     norm = preprocessor_normalization({}, opts, len(opts.bands))
     graph = source.read_bytes()
     session = onnx_session(graph, "cpu", None, str(source))
-    info = inspect_graph(session)
+    info = inspect_graph(session, opts.output_name, str(source))
     fixed = info.input_shape[2] if len(info.input_shape) == 4 else None
     window = opts.window or fixed or 256
     margin = window // 8 if opts.margin is None else opts.margin

@@ -18,6 +18,8 @@ becomes a :class:`Prompt` in continuous scene pixel coordinates (``x`` = column,
 - ``--point X,Y[,CRS]``: one positive point (CRS default: the scene's), id 1; it
   takes its CRS in the text, so ``--prompts-crs`` with it alone is refused.
 
+On a geographic scene across the antimeridian, prompt longitudes are taken
+modulo 360 into the scene's range (:mod:`geoseg.pipelines.prompt_antimeridian`).
 Invalid geometries are made valid (with a warning); a box wholly outside the
 scene, or a point outside it or on nodata, is skipped with a warning; a prompt
 left without a positive point is skipped, counted as outside (its positive points
@@ -46,6 +48,7 @@ from rasterio.windows import Window
 from geoseg.errors import GeosegError, InvalidVectorError
 from geoseg.io.reproject import layer_in_crs
 from geoseg.io.vectors_crs import read_input_layer
+from geoseg.pipelines.prompt_antimeridian import Wrap, longitude_wrap, wrap_geometries
 from geoseg.pipelines.prompt_refine import interior_points as polygon_points
 
 __all__ = [
@@ -227,7 +230,7 @@ def _layer(
     if len(layer) == 0:
         raise InvalidVectorError(f"{path}: the layer has no features; give at least one prompt")
     layer = layer_in_crs(layer, frame.crs, path, frame.path, option)
-    geoms = np.asarray(layer.geometry.values, dtype=object)
+    geoms = wrap_geometries(np.asarray(layer.geometry.values, dtype=object), _wrap(frame))
     bad = ~shapely.is_valid(geoms) & ~shapely.is_missing(geoms)
     if bad.any():
         log.warning("%s: %d invalid geometries made valid (shapely.make_valid)", path, bad.sum())
@@ -316,6 +319,11 @@ def _point_layer_prompts(frame: SceneFrame, layer: gpd.GeoDataFrame, path: str) 
     return _group_points(frame, pixels, labels[index], ids[index], index, _attributes(layer))
 
 
+def _wrap(frame: SceneFrame) -> Wrap | None:
+    """Longitudes into the scene's range where it crosses the antimeridian (else None)."""
+    return longitude_wrap(frame.crs, frame.transform, frame.width)
+
+
 def _to_pixels(transform: Affine, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """CRS coordinates -> continuous scene pixel ``(x = column, y = row)``, float64."""
     inv = ~transform
@@ -390,7 +398,9 @@ def _point_prompts(frame: SceneFrame, text: str) -> Prompts:
             raise GeosegError(
                 f"--point {text}: cannot be put in {frame.path}'s CRS ({exc})"
             ) from exc
-    pixels = np.column_stack(_to_pixels(frame.transform, np.array([x]), np.array([y])))
+    wrap = _wrap(frame)
+    lon = np.array([x]) if wrap is None else wrap(np.array([x]))
+    pixels = np.column_stack(_to_pixels(frame.transform, lon, np.array([y])))
     one = np.ones(1, np.int64)
     return _group_points(frame, pixels, one, one, np.zeros(1, np.int64), pd.DataFrame(index=[0]))
 

@@ -91,20 +91,37 @@ def place_mask(
 ) -> tuple[int, int, np.ndarray] | None:
     """SAM's ``(S, S)`` logits on ``window`` -> ``(row0, col0, mask)`` on the scene, or None.
 
-    The mask (logit > 0, on data) is repeated ``2**level`` times along each axis
-    for a decimated window, clipped to the scene and cropped to its True pixels.
+    The mask (logit > 0, on data) is cut to the part of the window on the scene and
+    cropped to its True pixels while still decimated; only that crop is repeated
+    ``2**level`` times along each axis. So memory follows the object's box on the
+    scene, never the window's side (a box far larger than the scene reads a window
+    of ``2**k`` x the scene, which at native resolution would not fit in memory).
     """
-    mask = (logits > 0) & valid
-    if window.factor > 1:
-        mask = np.repeat(np.repeat(mask, window.factor, axis=0), window.factor, axis=1)
+    f = window.factor
+    # the window's native px on the scene, [r0, r1) x [c0, c1), and the decimated
+    # px that cover them
     r0, c0 = max(0, -window.row0), max(0, -window.col0)
     r1 = min(window.side, height - window.row0)
     c1 = min(window.side, width - window.col0)
-    cropped = _crop(mask[r0:r1, c0:c1])
+    if r1 <= r0 or c1 <= c0:
+        return None
+    d_r0, d_c0 = r0 // f, c0 // f
+    on_scene = (logits > 0) & valid
+    on_scene = on_scene[d_r0 : -(-r1 // f), d_c0 : -(-c1 // f)]
+    coarse = _crop(on_scene)
+    if coarse is None:
+        return None
+    top, left, crop = coarse
+    mask = np.repeat(np.repeat(crop, f, axis=0), f, axis=1) if f > 1 else crop
+    # native px of mask[0, 0] in the window; clip the repeated edges to the scene
+    m_r0, m_c0 = (d_r0 + top) * f, (d_c0 + left) * f
+    cut_r, cut_c = max(0, r0 - m_r0), max(0, c0 - m_c0)
+    mask = mask[cut_r : r1 - m_r0, cut_c : c1 - m_c0]
+    cropped = _crop(mask)
     if cropped is None:
         return None
-    top, left, crop = cropped
-    return window.row0 + r0 + top, window.col0 + c0 + left, crop
+    dy, dx, mask = cropped
+    return window.row0 + m_r0 + cut_r + dy, window.col0 + m_c0 + cut_c + dx, mask
 
 
 def _crop(mask: np.ndarray) -> tuple[int, int, np.ndarray] | None:

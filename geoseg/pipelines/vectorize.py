@@ -53,6 +53,7 @@ from geoseg.vector.attributes import (
     sort_table,
 )
 from geoseg.vector.clean import filter_classes, merge_small_polygons, simplify_coverage
+from geoseg.vector.label_ids import polygonizable_ids
 from geoseg.vector.polygonize import (
     ChunkCollector,
     StreamingCollector,
@@ -145,14 +146,7 @@ class _LabelRaster:
     instances: da.Array | None
     schema: ClassSchema | None
     area_method: AreaMethod
-
-
-def _as_labels(band: da.Array) -> da.Array:
-    """Integer class ids as uint8; values outside 0-254 become nodata (255)."""
-    if band.dtype == np.uint8:
-        return band
-    outside = (band < 0) | (band > NODATA_LABEL - 1)
-    return da.where(outside, NODATA_LABEL, band).astype(np.uint8)
+    nodata: int | None  # the label value that is no class (None: every value is a class)
 
 
 def _open_labels(path: str, opts: VectorizeOptions) -> _LabelRaster:
@@ -177,25 +171,31 @@ def _open_labels(path: str, opts: VectorizeOptions) -> _LabelRaster:
     def band(name: str) -> da.Array | None:
         return data[extra[name]] if name in extra else None
 
+    labels, nodata = polygonizable_ids(data[0], scene.valid, path)
     return _LabelRaster(
-        scene, _as_labels(data[0]), band(CONFIDENCE_BAND), band(INSTANCE_BAND),
-        read_class_schema(path), method,
+        scene, labels, band(CONFIDENCE_BAND), band(INSTANCE_BAND), read_class_schema(path),
+        method, nodata,
     )  # fmt: skip
 
 
 def resolve_classes(
-    classes: Sequence[str] | None, schema: ClassSchema | None, path: str
+    classes: Sequence[str] | None,
+    schema: ClassSchema | None,
+    path: str,
+    nodata: int | None = NODATA_LABEL,
 ) -> list[int] | None:
-    """Class ids for ``--classes`` given as names (case-insensitive) or ids."""
+    """Class ids for ``--classes`` given as names (case-insensitive) or ids (any integer
+    but ``nodata``; below 255 on a uint8 map)."""
     if classes is None:
         return None
     by_name = {} if schema is None else {c.name.lower(): c.id for c in schema.classes}
     ids = []
     for item in classes:
         text = str(item).strip()
+        number = text.lstrip("-") if nodata is None else text
         if text.lower() in by_name:
             ids.append(by_name[text.lower()])
-        elif text.isdigit() and int(text) < NODATA_LABEL:
+        elif number.isdigit() and (nodata is None or int(text) < nodata):
             ids.append(int(text))
         else:
             known = ", ".join(schema.names) if schema else "none (use class ids)"
@@ -246,6 +246,7 @@ def _stream(
     lazy = polygonize_blocks(
         raster.labels, scene.valid, instances=raster.instances, confidence=raster.confidence,
         connectivity=opts.connectivity, keep=keep, georef=georef, schema=raster.schema or True,
+        nodata=raster.nodata,
     )  # fmt: skip
     starts = [np.cumsum((0, *c[:-1])).tolist() for c in raster.labels.chunks]
     collector = StreamingCollector(
@@ -265,7 +266,8 @@ def label_polygons(
     Holds every polygon in memory; :func:`vectorize_labels` streams them to a file.
 
     Args:
-        labels_path: label raster (band 1 integer class ids, 255 = nodata; optional
+        labels_path: label raster (band 1 integer class ids: uint8 with 255 = nodata, or
+            any integer type, every value a class but the raster's nodata; optional
             bands described ``confidence`` and ``instance``).
         options: see :class:`VectorizeOptions` (output options are ignored).
         progress: ``progress(done, total)`` callback for the chunked polygonization.
@@ -279,14 +281,14 @@ def label_polygons(
     path = os.fspath(labels_path)
     raster = _open_labels(path, opts)
     scene = raster.scene
-    keep = resolve_classes(opts.classes, raster.schema, path)
+    keep = resolve_classes(opts.classes, raster.schema, path, raster.nodata)
     if not (opts.min_area_ha or opts.simplify_m):
         batches: list[pa.RecordBatch] = []
         _stream(raster, opts, keep, batches.append, progress)
         return sort_table(_frame(batches, scene.crs))
     lazy = polygonize_blocks(
         raster.labels, scene.valid, instances=raster.instances, confidence=raster.confidence,
-        connectivity=opts.connectivity,
+        connectivity=opts.connectivity, nodata=raster.nodata,
     )  # fmt: skip
     collector = ChunkCollector()
     store_blocks(lazy, collector, opts.scheduler, opts.workers, progress)
@@ -382,7 +384,7 @@ def _vectorize(
         write_vectors(frame, out, fmt, layer, opts.overwrite)
         area = float(frame["area_ha"].sum())
         return VectorizeResult(out, fmt, len(frame), area, raster.area_method)
-    keep = resolve_classes(opts.classes, raster.schema, path)
+    keep = resolve_classes(opts.classes, raster.schema, path, raster.nodata)
     unknown = UnknownClasses(raster.schema)
     # 8-connected regions may be MultiPolygons (parts touching at a corner).
     kind = "Polygon" if opts.connectivity == 4 else "MultiPolygon"

@@ -279,9 +279,13 @@ def _areas(
 def _keys(
     labels: np.ndarray, mask: np.ndarray, instances: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The image to polygonize, and how its values map to (class, instance) pairs."""
+    """The image to polygonize, and how its values map to (class, instance) pairs.
+
+    ``shapes`` reads uint8 and int32: class ids of any wider integer type are
+    int32 here (values beyond int32 are refused before, by the caller).
+    """
     if instances is None:
-        return labels.astype(np.uint8, copy=False), None
+        return labels.astype(np.uint8 if labels.dtype == np.uint8 else np.int32, copy=False), None
     pair = (labels.astype(np.int64) << 32) | instances.astype(np.int64)
     uniq, inverse = np.unique(pair[mask], return_inverse=True)
     key = np.zeros(labels.shape, np.int32)
@@ -343,11 +347,12 @@ def polygonize_chunk(
     connectivity: int = 4,
     keep: Sequence[int] | None = None,
     georef: Georef | None = None,
+    nodata: int | None = NODATA_LABEL,
 ) -> ChunkPolygons:
     """Polygonize one chunk of a label raster.
 
     Args:
-        labels: ``(h, w)`` integer class ids; 255 is nodata.
+        labels: ``(h, w)`` integer class ids within int32; ``nodata`` is nodata.
         valid: ``(h, w) bool``, False where the raster has no data.
         instances: ``(h, w)`` instance ids (0 = none): pixels merge only with the
             same class and instance.
@@ -358,9 +363,11 @@ def polygonize_chunk(
         keep: class ids to polygonize (None: all).
         georef: compute areas and perimeters here (in the worker), and return the
             final polygons in CRS coordinates.
+        nodata: the label value that is no class (None: every value is a class id,
+            e.g. a CORINE map's 111-523; ``valid`` masks the raster's nodata).
     """
     labels = np.asarray(labels)
-    mask = labels != NODATA_LABEL
+    mask = np.ones(labels.shape, bool) if nodata is None else labels != nodata
     if valid is not None:
         mask &= np.asarray(valid, dtype=bool)
     if keep is not None:

@@ -23,7 +23,7 @@ import dask.array as da
 import numpy as np
 import pyarrow as pa
 
-from geoseg.types import ClassSchema
+from geoseg.types import NODATA_LABEL, ClassSchema
 from geoseg.vector.attributes import Georef, polygon_batch
 from geoseg.vector.chunk import SIDES, ChunkPolygons, polygonize_chunk
 from geoseg.vector.polygons import Polygons
@@ -128,12 +128,13 @@ def polygonize_blocks(
     keep: Sequence[int] | None = None,
     georef: Georef | None = None,
     schema: ClassSchema | bool | None = False,
+    nodata: int | None = NODATA_LABEL,
 ) -> da.Array:
     """Lazy polygonization: an object array with one :class:`ChunkPolygons` per chunk.
 
     Args:
-        labels: ``(H, W)`` dask array of class ids (255 = nodata); its chunks are
-            the polygonization chunks.
+        labels: ``(H, W)`` dask array of class ids (within int32; ``nodata`` is
+            nodata); its chunks are the polygonization chunks.
         valid, instances, confidence: optional ``(H, W)`` dask arrays, rechunked
             like ``labels``.
         connectivity: 4 or 8.
@@ -143,6 +144,8 @@ def polygonize_blocks(
         schema: with a ``georef``, also turn each chunk's final polygons into a
             record batch in the worker (class names from this schema; None: ids
             as names), for a :class:`StreamingCollector`. False: no batch.
+        nodata: the label value that is no class (None: none is; see
+            :func:`polygonize_chunk`).
 
     Returns:
         ``(n_chunk_rows, n_chunk_cols) object`` dask array, chunks of 1 x 1; feed
@@ -165,7 +168,7 @@ def polygonize_blocks(
         chunk = polygonize_chunk(
             blocks[0], kw.get("valid"), instances=kw.get("instances"),
             confidence=kw.get("confidence"), offset=(y0, x0), seams=seams,
-            connectivity=connectivity, keep=keep_ids, georef=georef,
+            connectivity=connectivity, keep=keep_ids, georef=georef, nodata=nodata,
         )  # fmt: skip
         if schema is not False and georef is not None:
             classes = None if schema is True else schema

@@ -18,9 +18,11 @@ def _dims(batch: int | None, channels: int, size: int | None) -> list[int | str]
 def conv_graph(
     path: Path, bands: int = 4, classes: int = 3, size: int | None = None,
     batch: int | None = None, seed: int = 0, hidden: int = 6, softmax: bool = False,
+    aux: bool = False,
 ) -> Path:  # fmt: skip
     """A 3x3 conv -> ReLU -> 1x1 conv net of random weights: ``(N, bands, H, W)`` -> logits
-    (``softmax``: probabilities, a Softmax over the classes appended).
+    (``softmax``: probabilities, a Softmax over the classes appended; ``aux``: a first
+    output ``aux`` = -logits before ``logits``, like an auxiliary head).
 
     ``size``/``batch``: fixed input dimensions (None: dynamic). The 3x3 conv gives each
     pixel a 1-px context, so tiling with a margin is exercised.
@@ -35,10 +37,14 @@ def conv_graph(
     ]
     if softmax:
         nodes.append(helper.make_node("Softmax", ["z"], ["logits"], axis=1))
+    outputs = ["aux", "logits"] if aux else ["logits"]
+    if aux:
+        nodes.append(helper.make_node("Neg", ["logits"], ["aux"]))
     graph = helper.make_graph(
         nodes, "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, _dims(batch, bands, size))],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, _dims(batch, classes, size))],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, _dims(batch, classes, size))
+         for o in outputs],
         [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

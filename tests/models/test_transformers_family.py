@@ -373,6 +373,15 @@ def _missing_tensor(folder: Path) -> None:
               folder / "model.safetensors", metadata={"format": "pt"})  # fmt: skip
 
 
+def _five_labels(folder: Path) -> None:
+    """config.json edited to 5 classes; the weights' head has 3."""
+    config = json.loads((folder / "config.json").read_text())
+    names = {str(i): f"c{i}" for i in range(5)}
+    labels = {v: int(k) for k, v in names.items()}
+    (folder / "config.json").write_text(json.dumps({**config, "id2label": names,
+                                                    "label2id": labels}))  # fmt: skip
+
+
 def _bert(folder: Path) -> None:
     (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
 
@@ -400,9 +409,12 @@ def _existing_output(folder: Path) -> None:
         (_no_weights, [], "no model.safetensors beside config.json"),
         (_pickled, [], "pytorch_model.bin: pickled weights; geoseg never unpickles"),
         (_truncated, [], "transformers cannot load the model"),
-        (_other_config, [], "transformers cannot load the model"),
-        (_missing_tensor, [], "model.safetensors does not fit config.json (missing"),
-        (_bert, [], "model_type 'bert' is not supported; geoseg imports segformer"),
+        (_other_config, [], "model.safetensors does not fit config.json (decode_head."),
+        (_five_labels, [], "decode_head.classifier.weight (3, 16, 1, 1) stored, (5, 16, 1, 1) "
+         "for config.json"),
+        (_missing_tensor, [], "model.safetensors does not fit config.json (missing decode_head."),
+        (_bert, [], "config.json: transformers model_type 'bert' is not supported; geoseg "
+         "imports segformer"),
         (_oneformer, [], "OneFormer needs its CLIP tokenizer for the task input, and the "
          "folder has no tokenizer.json (or vocab.json + merges.txt)"),
         (None, ["--task", "instance", "--things", "water"],
