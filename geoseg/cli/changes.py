@@ -192,6 +192,10 @@ def run(workflow: str, root: str, overwrite: bool, progress: bool | None) -> Non
     result = run_workflow(wf, overwrite, progress_bar(wf.name, progress))
     for line in result.normalized:
         click.echo(line)
+    from geoseg.pipelines.time_order import scenes_in_time_order, undated_note
+
+    if not scenes_in_time_order(wf.scenes):  # as `geoseg change` and `track` say it
+        click.echo(undated_note(wf.scenes, "scenes"))
     for path in (*result.maps, *result.report):
         click.echo(f"wrote {path}")
     if result.summary:
