@@ -177,6 +177,8 @@ def test_the_base_workflow_runs(run_folder: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (run_folder / "out" / "summary.json").is_file()
     assert (run_folder / "out" / "report" / "index.html").is_file()
+    # the scenes carry no date: the run says it took the order given, as `change` does
+    assert "the order given is taken as time order" in result.output
 
 
 @pytest.mark.parametrize("case", list(WORKFLOWS))

@@ -154,9 +154,15 @@ def change(
               "on IR-MAD invariant pixels).")  # fmt: skip
 def stack(dates: Sequence[str], output: Path, overwrite: bool, normalize: str | None) -> None:
     """Stack the bands of DATES (first date first) into one raster for change models."""
+    from geoseg.errors import GeosegError
     from geoseg.io.stack import stack_dates, stack_normalized
     from geoseg.pipelines.time_order import scenes_in_time_order
 
+    if len(dates) < 2:
+        raise GeosegError(
+            f"stack needs at least two dates, got {len(dates)} ({', '.join(dates)}); give the "
+            "dates oldest first"
+        )
     scenes_in_time_order(dates)  # a stack newest first turns a change model's answer around
 
     if normalize is None:
@@ -186,6 +192,10 @@ def run(workflow: str, root: str, overwrite: bool, progress: bool | None) -> Non
     result = run_workflow(wf, overwrite, progress_bar(wf.name, progress))
     for line in result.normalized:
         click.echo(line)
+    from geoseg.pipelines.time_order import scenes_in_time_order, undated_note
+
+    if not scenes_in_time_order(wf.scenes):  # as `geoseg change` and `track` say it
+        click.echo(undated_note(wf.scenes, "scenes"))
     for path in (*result.maps, *result.report):
         click.echo(f"wrote {path}")
     if result.summary:

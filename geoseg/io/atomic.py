@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from geoseg.io.outputs import check_output_path, publish
+from geoseg.io.outputs import check_output_path, current_run, publish
 
 __all__ = ["atomic_output", "check_output_path", "temporary_sibling"]
 
@@ -28,6 +28,9 @@ def _new_file_mode() -> int:
 def temporary_sibling(path: Path, tag: str = "tmp") -> Iterator[Path]:
     """A fresh empty file beside ``path`` (mode from the umask), removed on exit."""
     tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.{tag}{path.suffix}")
+    run = current_run()
+    if run is not None:  # journalled first: a run killed outright leaves none behind
+        run.temporary(tmp)
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp

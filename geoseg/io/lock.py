@@ -8,7 +8,8 @@ live run, or of a run on another host, is refused with a message naming it.
 
 A run that replaces outputs keeps a journal beside its lock, ``.<name>.lock.journal``
 (:mod:`geoseg.io.outputs` writes it): one JSON line per output, written before the
-output is touched, naming the output and where its earlier version was moved aside,
+output is touched, naming the output and where its earlier version was moved aside
+(and one per temporary file the run makes, removed by the recovery),
 and a last line ``{"commit": true}`` once the run has succeeded. Taking over the lock
 of a run that died (``kill -9``, a power cut) finishes that run's transaction first
 (:func:`recover_journal`): before its commit, every output it published is removed
@@ -48,10 +49,12 @@ def journal_path(target: Path) -> Path:
     return lock.with_name(f"{lock.name}.journal")
 
 
-def _journal_entries(journal: Path) -> tuple[list[dict[str, str | None]], bool]:
-    """The output entries of ``journal`` and whether it was committed; a line cut by the
-    crash (the last one) is ignored: the output it names was not touched yet."""
+def _journal_entries(journal: Path) -> tuple[list[dict[str, str | None]], list[Path], bool]:
+    """The output entries of ``journal``, its temporary files and whether it was
+    committed; a line cut by the crash (the last one) is ignored: the file it names was
+    not touched yet."""
     entries: list[dict[str, str | None]] = []
+    temporaries: list[Path] = []
     committed = False
     for line in journal.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
@@ -62,7 +65,9 @@ def _journal_entries(journal: Path) -> tuple[list[dict[str, str | None]], bool]:
             committed = True
         elif isinstance(entry, dict) and isinstance(entry.get("out"), str):
             entries.append(entry)
-    return entries, committed
+        elif isinstance(entry, dict) and isinstance(entry.get("tmp"), str):
+            temporaries.append(Path(entry["tmp"]))
+    return entries, temporaries, committed
 
 
 def recover_journal(target: Path) -> None:
@@ -70,9 +75,13 @@ def recover_journal(target: Path) -> None:
     roll it back (not committed) or drop the earlier versions it kept (committed)."""
     journal = journal_path(target)
     try:
-        entries, committed = _journal_entries(journal)
+        entries, temporaries, committed = _journal_entries(journal)
     except FileNotFoundError:
         return
+    for tmp in temporaries:
+        for path in (tmp, Path(f"{tmp}.aux.xml")):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
     restored = removed = 0
     for entry in reversed(entries):
         out, aside = Path(str(entry["out"])), entry.get("aside")

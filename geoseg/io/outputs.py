@@ -149,6 +149,11 @@ class OutputRun:
         that a failure later in the run should keep)."""
         self._on_success.append(action)
 
+    def temporary(self, path: Path) -> None:
+        """Journal a temporary file about to be made for this run (removed, with its
+        ``.aux.xml``, by the run that takes over if this one is killed)."""
+        self._log({"tmp": str(_key(path))})
+
     def _log(self, entry: dict[str, object]) -> None:
         """Append ``entry`` to the journal (:mod:`geoseg.io.lock`), durably, before the
         file system changes it describes."""

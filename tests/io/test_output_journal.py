@@ -27,17 +27,20 @@ from tests.conftest import TINY_BANDS, textured_scene, write_raster
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: A run that replaces a.txt, then dies before b.txt (argv[1]: the folder).
+#: A run that replaces a.txt, then dies writing b.txt (argv[1]: the folder).
 KILLED_RUN = """
 import os, signal, sys
 from pathlib import Path
+from geoseg.io.atomic import temporary_sibling
 from geoseg.io.outputs import output_run, publish
 folder = Path(sys.argv[1])
 with output_run(overwrite=True) as run:
     run.add_folder(folder, ["a.txt", "b.txt"])
     (folder / ".a.tmp").write_text("new a")
     publish(folder / ".a.tmp", folder / "a.txt")
-    os.kill(os.getpid(), signal.SIGKILL)
+    with temporary_sibling(folder / "b.txt") as tmp:  # b.txt half written
+        tmp.write_text("new b, half")
+        os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
@@ -57,6 +60,7 @@ def test_a_killed_run_is_rolled_back_by_the_next(
     assert done.returncode == -9
     assert (folder / "a.txt").read_text() == "new a"  # the mix the dead run left
     assert any(n.endswith(".replaced") for n in _hidden(folder))
+    assert any(n.startswith(".b.") and n.endswith(".tmp.txt") for n in _hidden(folder))
     with caplog.at_level(logging.WARNING), output_run(overwrite=True) as run:
         run.add_folder(folder, ["a.txt", "b.txt"])
         assert (folder / "a.txt").read_text() == "old a"

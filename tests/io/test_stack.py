@@ -14,7 +14,7 @@ from affine import Affine
 
 from geoseg.errors import GeosegError
 from geoseg.io.stack import stack_dates, stack_normalized
-from tests.conftest import textured_scene, write_raster
+from tests.conftest import TINY_BANDS, textured_scene, write_raster
 
 
 def test_bands_of_each_date_follow_in_order(tmp_path: Path) -> None:
@@ -155,3 +155,15 @@ def test_stack_normalize_refusals(tmp_path: Path, dates: Any, named: str, messag
     assert re.search(message, run.output), run.output
     assert run.output.startswith(f"geoseg: error: {tmp_path / named}: "), run.output
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir() if "ab" in p.name) == []
+
+
+def test_stack_of_one_date_says_so(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from geoseg.cli import cli
+
+    one = write_raster(tmp_path / "a.tif", textured_scene(20, 20), descriptions=TINY_BANDS)
+    out = tmp_path / "s.tif"
+    run = CliRunner().invoke(cli, ["stack", str(one), "-o", str(out)])
+    assert run.exit_code == 2 and len(run.output.splitlines()) == 1, run.output
+    assert "stack needs at least two dates, got 1" in run.output and not out.exists()
