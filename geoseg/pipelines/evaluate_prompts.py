@@ -26,8 +26,8 @@ from geoseg.errors import CheckpointError
 from geoseg.io.atomic import check_output_path
 from geoseg.io.reports import write_json
 from geoseg.io.vectors_formats import FORMATS
-from geoseg.pipelines.prompt import PromptOptions, prompt_ious, prompted
-from geoseg.pipelines.prompt_refine import IouSummary, on_nodata, summarize_ious
+from geoseg.pipelines.prompt import PromptOptions, prompt_ious, prompted, scored_ious
+from geoseg.pipelines.prompt_refine import IouSummary
 
 __all__ = ["PromptEvaluation", "evaluate_prompt_model", "is_polygon_layer"]
 
@@ -90,11 +90,7 @@ def evaluate_prompt_model(
     with prompted(image, model, opts) as run:
         _, per_prompt = prompt_ious(run)
         items = run.prompts.items
-        scored = np.array([not on_nodata(run.prompts.shapes[p.row], run.frame) for p in items],
-                          bool).reshape(-1)  # fmt: skip
-    found = {o.prompt for o in run.objects}
-    empty = sum(1 for i in np.flatnonzero(scored) if i not in found)
-    summary = summarize_ious(per_prompt[scored], empty)
+        summary, scored = scored_ious(run, per_prompt)
     scores = {o.prompt: o.score for o in run.objects if o.best}
     report: dict[str, Any] = {
         "task": "prompt", "model": Path(model).name, "image": Path(image).name,

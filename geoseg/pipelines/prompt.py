@@ -42,7 +42,7 @@ from geoseg.pipelines.prompt_objects import (
     object_table,
     write_object_raster,
 )
-from geoseg.pipelines.prompt_refine import IouSummary, mask_iou, summarize_ious
+from geoseg.pipelines.prompt_refine import IouSummary, mask_iou, on_nodata, summarize_ious
 from geoseg.pipelines.prompt_scale import warn_if_off_scale
 from geoseg.pipelines.prompt_segment import DECODE_PROMPTS, segment
 from geoseg.pipelines.prompt_windows import scene_rasterio, scene_valid
@@ -240,6 +240,18 @@ def prompt_ious(run: Prompted) -> tuple[np.ndarray, np.ndarray]:
     return per_object, per_prompt
 
 
+def scored_ious(run: Prompted, per_prompt: np.ndarray) -> tuple[IouSummary, np.ndarray]:
+    """The IoU summary of the prompts whose polygon is not all on nodata, and ``(len(
+    prompts),) bool`` which those are: a polygon over no data cannot be segmented, so it
+    is not scored (neither as an IoU nor as an empty mask), as ``evaluate`` does."""
+    items = run.prompts.items
+    scored = np.array([not on_nodata(run.prompts.shapes[p.row], run.frame) for p in items],
+                      bool).reshape(-1)  # fmt: skip
+    found = {o.prompt for o in run.objects}
+    empty = sum(1 for i in np.flatnonzero(scored) if i not in found)
+    return summarize_ious(per_prompt[scored], empty), scored
+
+
 def prompt_scene(
     scene: str | os.PathLike[str], model: str, output: str | os.PathLike[str],
     opts: PromptOptions, vector: str | os.PathLike[str] | None = None,
@@ -265,7 +277,7 @@ def prompt_scene(
         # the COG is written in a thread (GDAL compresses without the GIL) while the IoUs
         # and polygons are measured here; the polygons are written after the COG
         with _meanwhile(write):
-            summary, table = _measure(run, opts, empty, vector is not None)
+            summary, table = _measure(run, opts, vector is not None)
     if vector is not None and table is not None:
         write_vectors(table, vector, overwrite=opts.overwrite)
     return PromptResult(Path(output), None if vector is None else Path(vector), len(kept), empty,
@@ -273,16 +285,14 @@ def prompt_scene(
                         summary)  # fmt: skip
 
 
-def _measure(
-    run: Prompted, opts: PromptOptions, empty: int, polygons: bool
-) -> tuple[IouSummary | None, Any]:
+def _measure(run: Prompted, opts: PromptOptions, polygons: bool) -> tuple[IouSummary | None, Any]:
     """With ``--boxes``, the summary of the objects' IoUs with their input polygons; with
     ``polygons``, the table of the polygon output (each object's IoU in ``input_iou``);
     None for what is not asked for."""
     per_object, summary, table = None, None, None
     if opts.boxes is not None:
         per_object, per_prompt = prompt_ious(run)
-        summary = summarize_ious(per_prompt, empty)
+        summary = scored_ious(run, per_prompt)[0]
     if polygons:
         table = object_table(run.objects, run.prompts, run.frame, opts.multimask == "all",
                              input_iou=per_object)  # fmt: skip

@@ -255,3 +255,19 @@ def test_windows_read_the_scene_pixels_inside_and_nodata_outside(
     assert (values[:, :rows, :cols] == data[:, row0 : row0 + rows, col0 : col0 + cols]).all()
     assert valid[:rows, :cols].all() and not valid[rows:].any() and not valid[:, cols:].any()
     assert (values[:, rows:] == 0).all() and (values[:, :, cols:] == 0).all()
+
+
+def test_a_box_on_nodata_is_not_scored_by_prompt(
+    tmp_path: Path, sam: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As ``evaluate`` does: a polygon over no data is neither an IoU nor an empty mask
+    (``prompt`` counted it as "1 empty mask" at IoU 0)."""
+    data = (textured_scene(H, W, 3) // 16).astype(np.uint8) + 1
+    c0, r0, c1, r1 = BOXES[2]
+    data[:, r0 - 5 : r1 + 5, c0 - 5 : c1 + 5] = 0  # the third box lies on nodata
+    image = write_raster(tmp_path / "n.tif", data, transform=T, nodata=0,
+                         descriptions=("R", "G", "B"))  # fmt: skip
+    fake_decode(monkeypatch, share_decoder([0.5, 1.0, 0.0]))
+    result = run_prompt(image, sam, tmp_path, box_layer(tmp_path / "b.gpkg", BOXES))
+    assert (result.iou.count, result.iou.empty) == (2, 0)
+    assert result.iou.mean == pytest.approx(0.75, abs=1e-5)
