@@ -26,9 +26,10 @@ import rasterio
 from geoseg.change.normalize_to import check_same_grid
 from geoseg.change.radiometric import DateFit, apply_fits, date_band_groups, fit_dates
 from geoseg.errors import BandMismatchError, GeosegError
-from geoseg.io.atomic import atomic_output
+from geoseg.io.atomic import atomic_output, check_output_path
 from geoseg.io.band_checks import BandOrigin
 from geoseg.io.raster import Scene, open_scene
+from geoseg.io.stamps import scene_files
 
 __all__ = ["MAX_CLIPPED_SHARE", "NormalizedStack", "stack_dates", "stack_normalized"]
 
@@ -63,10 +64,10 @@ def stack_dates(
     when every date uses the same value. Blocks are copied one window at a time.
 
     Raises:
-        GeosegError: fewer than two dates, or dates not on one grid (CRS,
-            transform, size) or of different data types.
+        GeosegError: fewer than two dates, ``output`` is one of the files they read,
+            or dates not on one grid (CRS, transform, size) or of different data types.
     """
-    scenes = _open_dates(paths)
+    scenes = _open_dates(paths, output, overwrite)
     _write(scenes, output, overwrite, lambda block: block, {})
     return Path(output)
 
@@ -87,7 +88,7 @@ def stack_normalized(
     """
     if method != "irmad":
         raise GeosegError(f"unknown normalisation {method!r}; the choices are: irmad")
-    scenes = _open_dates(paths)
+    scenes = _open_dates(paths, output, overwrite)
     _check_same_bands(scenes)
     names = _band_names(scenes)
     groups = date_band_groups(names, os.fspath(output))
@@ -154,9 +155,15 @@ def _integer_range(dtype: np.dtype, nodata: float | None) -> tuple[float, float]
     return lo + (nodata == lo), hi - (nodata == hi)
 
 
-def _open_dates(paths: Sequence[str | os.PathLike[str]]) -> list[Scene]:
+def _open_dates(
+    paths: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str], overwrite: bool
+) -> list[Scene]:
+    """The dates, once ``output`` may be written: not one of the files they read (a
+    date, a VRT's source), which the stack would destroy."""
     if len(paths) < 2:
         raise GeosegError("stack needs at least two dates")
+    read = [Path(f) for p in paths for f in scene_files(p)]
+    check_output_path(Path(output), overwrite, read)
     scenes = [open_scene(p) for p in paths]
     first = scenes[0]
     for s in scenes[1:]:

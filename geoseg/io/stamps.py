@@ -18,7 +18,7 @@ import os
 
 import rasterio
 
-__all__ = ["WHOLE_FILE", "file_stamp", "scene_stamps"]
+__all__ = ["WHOLE_FILE", "file_stamp", "scene_files", "scene_stamps"]
 
 #: Files up to this size (bytes) are hashed whole.
 WHOLE_FILE = 1 << 20
@@ -72,25 +72,28 @@ def _read_files(path: str) -> list[str]:
         return [path]
 
 
-def scene_stamps(path: str | os.PathLike[str]) -> dict[str, list[int | str]]:
-    """``{absolute file: file_stamp}`` for every file the raster ``path`` reads.
-
-    A VRT's sources are followed, also through nested VRTs; a remote scene is
-    stamped by name only (:func:`file_stamp` gives it ``[0, 0, ""]``).
-    """
+def scene_files(path: str | os.PathLike[str]) -> list[str]:
+    """Every file the raster ``path`` reads (absolute; itself first): a GeoTIFF's
+    sidecars, a VRT's sources, also through nested VRTs. Remote names are kept as given."""
     root = os.fspath(path)
     if _is_remote(root):
-        return {root: file_stamp(root)}
-    stamps: dict[str, list[int | str]] = {}
+        return [root]
+    found: list[str] = []
     todo = [root]
     while todo:
         name = todo.pop()
         files = _read_files(name)
         for f in files:
             key = f if _is_remote(f) else os.path.abspath(f)
-            if key in stamps:
+            if key in found:
                 continue
-            stamps[key] = file_stamp(key)
+            found.append(key)
             if f != files[0] and f.lower().endswith(".vrt"):
                 todo.append(key)
-    return dict(sorted(stamps.items()))
+    return found
+
+
+def scene_stamps(path: str | os.PathLike[str]) -> dict[str, list[int | str]]:
+    """``{file: file_stamp}`` for every file of :func:`scene_files`, sorted by name (a
+    remote one is stamped by name only: ``[0, 0, ""]``)."""
+    return {f: file_stamp(f) for f in sorted(scene_files(path))}

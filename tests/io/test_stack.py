@@ -155,3 +155,39 @@ def test_stack_normalize_refusals(tmp_path: Path, dates: Any, named: str, messag
     assert re.search(message, run.output), run.output
     assert run.output.startswith(f"geoseg: error: {tmp_path / named}: "), run.output
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir() if "ab" in p.name) == []
+
+
+@pytest.mark.parametrize("normalize", [[], ["--normalize", "irmad"]])
+def test_an_input_as_the_output_is_refused_and_kept(tmp_path: Path, normalize: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from geoseg.cli import cli
+
+    pa, pb = _dates(tmp_path)
+    before = pa.read_bytes()
+    args = ["stack", str(pa), str(pb), "-o", str(pa), "--overwrite", *normalize]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert f"{pa}: is also an input" in result.output
+    assert pa.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif"]
+
+
+def test_a_vrt_source_as_the_output_is_refused(tmp_path: Path) -> None:
+    pa, pb = _dates(tmp_path)
+    vrt = tmp_path / "b.vrt"
+    vrt.write_text(
+        '<VRTDataset rasterXSize="180" rasterYSize="200"><SRS>EPSG:32633</SRS>'
+        "<GeoTransform>500000, 10, 0, 5100000, 0, -10</GeoTransform>"
+        + "".join(
+            f'<VRTRasterBand dataType="UInt16" band="{i}"><NoDataValue>0</NoDataValue>'
+            f'<SimpleSource><SourceFilename relativeToVRT="1">b.tif</SourceFilename>'
+            f"<SourceBand>{i}</SourceBand></SimpleSource></VRTRasterBand>"
+            for i in (1, 2, 3)
+        )
+        + "</VRTDataset>"
+    )
+    before = pb.read_bytes()
+    with pytest.raises(GeosegError, match=re.escape(f"{pb}: is also an input")):
+        stack_dates([pa, vrt], pb, overwrite=True)
+    assert pb.read_bytes() == before
