@@ -32,7 +32,7 @@ from geoseg.io.atomic import atomic_output, check_output_path
 from geoseg.io.band_checks import BandOrigin
 from geoseg.io.nodata import nodata_in_dtype
 from geoseg.io.raster import Scene, open_scene
-from geoseg.io.stamps import scene_files
+from geoseg.io.stamps import refuse_repeated, scene_files
 
 __all__ = ["MAX_CLIPPED_SHARE", "NormalizedStack", "stack_dates", "stack_normalized"]
 
@@ -169,6 +169,7 @@ def _open_dates(
     date, a VRT's source), which the stack would destroy."""
     if len(paths) < 2:
         raise GeosegError("stack needs at least two dates")
+    refuse_repeated(paths, "dates")
     read = [Path(f) for p in paths for f in scene_files(p)]
     check_output_path(Path(output), overwrite, read)
     scenes = [open_scene(p) for p in paths]

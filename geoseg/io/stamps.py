@@ -8,17 +8,28 @@ back (``touch -d``) differs in the digest unless every changed byte of a large f
 lies outside the sampled blocks.
 
 A scene is stamped with every file it reads (:func:`scene_stamps`): a VRT and its
-source rasters, a GeoTIFF's ``.aux.xml``/``.msk``/``.ovr`` sidecars.
+source rasters, a GeoTIFF's ``.aux.xml``/``.msk``/``.ovr`` sidecars. The same file
+listed twice as two dates is refused (:func:`refuse_repeated`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 
 import rasterio
 
-__all__ = ["WHOLE_FILE", "file_stamp", "scene_files", "scene_stamps"]
+from geoseg.errors import GeosegError
+
+__all__ = [
+    "WHOLE_FILE",
+    "file_stamp",
+    "refuse_repeated",
+    "repeated_file",
+    "scene_files",
+    "scene_stamps",
+]
 
 #: Files up to this size (bytes) are hashed whole.
 WHOLE_FILE = 1 << 20
@@ -97,3 +108,44 @@ def scene_stamps(path: str | os.PathLike[str]) -> dict[str, list[int | str]]:
     """``{file: file_stamp}`` for every file of :func:`scene_files`, sorted by name (a
     remote one is stamped by name only: ``[0, 0, ""]``)."""
     return {f: file_stamp(f) for f in sorted(scene_files(path))}
+
+
+def _identity(path: str) -> object:
+    """What names one file: (device, inode) of a local file, else the normalised path."""
+    if not _is_remote(path):
+        try:
+            st = os.stat(path)
+            return st.st_dev, st.st_ino
+        except OSError:
+            return os.path.normpath(os.path.abspath(path))
+    return path
+
+
+def repeated_file(paths: Sequence[str | os.PathLike[str]]) -> tuple[str, str] | None:
+    """The first two of ``paths`` that name the same file (the same path, or another
+    path to it: a link, ``./``), as given; None if every file is listed once."""
+    seen: dict[object, str] = {}
+    for path in [os.fspath(p) for p in paths]:
+        key = _identity(path)
+        if key in seen:
+            return seen[key], path
+        seen[key] = path
+    return None
+
+
+def refuse_repeated(paths: Sequence[str | os.PathLike[str]], what: str) -> None:
+    """Refuse one file listed twice among ``paths`` (by another path too): a date
+    compared with itself changes nothing, whatever its date says.
+
+    Raises:
+        GeosegError: naming the file and where it is listed.
+    """
+    pair = repeated_file(paths)
+    if pair is None:
+        return
+    first, again = pair
+    same = "" if first == again else f" (as {first})"
+    raise GeosegError(
+        f"{again}: listed twice among the {what}{same}; a date compared with itself "
+        "shows no change at all; give each date once, oldest first"
+    )
