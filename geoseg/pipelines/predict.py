@@ -173,9 +173,8 @@ def _predict(
         store_blocks(lazy, parts, opts.scheduler, opts.workers, progress, parts.done)
         valid = _write_cog(parts, lazy, opts.overwrite)
     except KeyboardInterrupt:
-        log.warning(
-            "interrupted: finished chunks are kept in %s; rerun with --resume", parts.folder
-        )
+        # the caller says how to resume (--resume; a workflow's predict: {resume: true})
+        log.info("interrupted: finished chunks are kept in %s", parts.folder)
         raise
     except InvalidRasterError as exc:
         parts.remove()
