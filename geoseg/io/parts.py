@@ -72,7 +72,7 @@ def _mismatch(folder: Path, found: Any, wanted: dict[str, Any]) -> str:
     """Why the unfinished run in ``folder`` (``found``) is not this one (``wanted``): the
     input files that changed since, by name, when its fingerprint lists them under
     ``"files"`` (``{path: stamp}``); else other inputs or options."""
-    fix = "run again without --resume to start over"
+    fix = "run again without --resume (a workflow: without predict: {resume: true}) to start over"
     old = found.get("files") if isinstance(found, dict) else None
     new = wanted.get("files")
     if isinstance(old, dict) and isinstance(new, dict) and old != new:

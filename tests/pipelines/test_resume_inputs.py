@@ -121,5 +121,7 @@ def test_an_old_manifest_is_refused_as_other_inputs(tmp_path: Path, tiny_checkpo
     old["input_stamp"] = [st.st_size, st.st_mtime_ns]
     manifest.write_text(json.dumps(old))
     resumed = PredictOptions(chunk=48, device="cpu", scheduler="sync", resume=True)
-    with pytest.raises(GeosegError, match="used other inputs or options; run again without"):
+    with pytest.raises(
+        GeosegError, match="used other inputs or options; run again without --resume"
+    ):
         predict_scene(scene, str(tiny_checkpoint), out, resumed)
