@@ -243,6 +243,8 @@ def _change_maps(tmp: Path) -> dict[str, Path]:
         "local before": write_labels(tmp / "b.tif", before, crs=LOCAL, transform=LOCAL_GRID),  # type: ignore[arg-type]
         "local after": write_labels(tmp / "a.tif", after, crs=LOCAL, transform=LOCAL_GRID),  # type: ignore[arg-type]
         "utm after": write_labels(tmp / "a_utm.tif", after, crs=UTM, transform=UTM_GRID),  # type: ignore[arg-type]
+        # another file of the same map: one file listed twice is refused before the AOI
+        "utm after, again": write_labels(tmp / "a_utm_2.tif", after, crs=UTM, transform=UTM_GRID),  # type: ignore[arg-type]
     }
 
 
@@ -266,7 +268,7 @@ LOCAL_CASES: dict[str, LocalCase] = {
         ["aoi.gpkg: cannot be reprojected onto", "no place on Earth"],
     ),
     "UTM map, local AOI": (
-        ("utm after", "utm after"), ("aoi.gpkg", LOCAL.to_wkt()), [],
+        ("utm after", "utm after, again"), ("aoi.gpkg", LOCAL.to_wkt()), [],
         ["aoi.gpkg: cannot be reprojected onto", "a_utm.tif", "from 'site grid' to 'WGS 84 / UTM"],
     ),
     "local map, then a UTM map": (

@@ -189,7 +189,11 @@ def run(workflow: str, root: str, overwrite: bool, progress: bool | None) -> Non
     from geoseg.pipelines.workflow import load_workflow, run_workflow
 
     wf = load_workflow(workflow, root)
-    result = run_workflow(wf, overwrite, progress_bar(wf.name, progress))
+    try:
+        result = run_workflow(wf, overwrite, progress_bar(wf.name, progress))
+    except KeyboardInterrupt:
+        click.get_current_context().meta["geoseg.interrupted"] = _interrupted_note(wf)
+        raise
     for line in result.normalized:
         click.echo(line)
     from geoseg.pipelines.time_order import scenes_in_time_order, undated_note
@@ -207,6 +211,18 @@ def run(workflow: str, root: str, overwrite: bool, progress: bool | None) -> Non
                 f"of its {zone['aoi_area_ha']:,.2f} ha, {zone['aoi_covered_percent']:.1f} % "
                 "covered by the maps"
             )
+
+
+def _interrupted_note(wf: Any) -> str:
+    """What a rerun of an interrupted workflow does: resume the maps from their kept chunks
+    (the workflow key ``predict: {resume: true}``; ``run`` has no --resume), or start again."""
+    kept = sorted(wf.output.glob(".*.parts")) if wf.output.is_dir() else []
+    if not kept:
+        return "nothing was kept to resume: rerun it to start again"
+    where = f"finished chunks are kept in {', '.join(map(str, kept))}"
+    if wf.predict.get("resume"):
+        return f"{where}: rerun it to continue (predict: {{resume: true}})"
+    return f"{where}: set predict: {{resume: true}} in {wf.path} and rerun it to continue"
 
 
 def _figures(summary: dict[str, Any]) -> str:

@@ -100,8 +100,12 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
     _check_predict_flags(model, task, output, opts, panoptic, stuff_labels, points_per_side)
     vopts = None if vector is None else _vectorize_options(scene, vector, opts, task)
     # printed once every output is kept (a later step may fail)
-    said = _predict_outputs(scene, model, output, opts, task, panoptic, stuff_labels,
-                            points_per_side, progress_bar("predict", progress))  # fmt: skip
+    try:
+        said = _predict_outputs(scene, model, output, opts, task, panoptic, stuff_labels,
+                                points_per_side, progress_bar("predict", progress))  # fmt: skip
+    except KeyboardInterrupt:
+        click.get_current_context().meta["geoseg.interrupted"] = _interrupted_note(output, task)
+        raise
     if vector is not None and vopts is not None:
         from geoseg.pipelines.vectorize import vectorize_labels
 
@@ -112,6 +116,19 @@ def predict(scene: str, model: str, output: Path, progress: bool | None, bands: 
         said.append(f"wrote {done.output} ({done.polygons} polygons)")
     for line in said:
         click.echo(line)
+
+
+def _interrupted_note(output: Path, task: str) -> str:
+    """What a rerun of an interrupted predict does: resume from the kept chunks (a per-pixel
+    model's, once predicting began), else start again."""
+    from geoseg.io.parts import parts_folder
+
+    if task != "semantic":
+        return f"--task {task} does not resume: rerun it to start again"
+    kept = parts_folder(output)
+    if kept.is_dir():
+        return f"finished chunks are kept in {kept}: rerun with --resume to continue"
+    return "nothing was kept to resume: rerun it to start again"
 
 
 def _check_predict_flags(model: str, task: str, output: Path, opts: PredictOptions,

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 import threading
 import zipfile
@@ -28,7 +27,7 @@ from geoseg.errors import GeosegError
 from geoseg.io.atomic import atomic_output
 from geoseg.io.json_text import parse_json
 
-__all__ = ["ChunkStore", "Encoder", "Fits", "Record", "file_stamp", "parts_folder"]
+__all__ = ["ChunkStore", "Encoder", "Fits", "Record", "parts_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +66,22 @@ def _read_manifest(path: Path) -> Any:
         return parse_json(path.read_bytes(), path, "manifest")
     except (OSError, GeosegError):
         return _DAMAGED
+
+
+def _mismatch(folder: Path, found: Any, wanted: dict[str, Any]) -> str:
+    """Why the unfinished run in ``folder`` (``found``) is not this one (``wanted``): the
+    input files that changed since, by name, when its fingerprint lists them under
+    ``"files"`` (``{path: stamp}``); else other inputs or options."""
+    fix = "run again without --resume (a workflow: without predict: {resume: true}) to start over"
+    old = found.get("files") if isinstance(found, dict) else None
+    new = wanted.get("files")
+    if isinstance(old, dict) and isinstance(new, dict) and old != new:
+        changed = sorted(f for f in old.keys() | new.keys() if old.get(f) != new.get(f))
+        return (
+            f"{folder}: {', '.join(changed)} changed since the unfinished run there "
+            f"(other contents, size or time stamp, or other source files); {fix}"
+        )
+    return f"{folder}: the unfinished run there used other inputs or options; {fix}"
 
 
 def _digest(record: Record) -> str:
@@ -116,10 +131,7 @@ class ChunkStore:
             shutil.rmtree(folder)
         elif folder.exists() and resume:
             if found != wanted:
-                raise GeosegError(
-                    f"{folder}: the unfinished run there used other inputs or options; "
-                    "run again without --resume to start over"
-                )
+                raise GeosegError(_mismatch(folder, found, wanted))
             log.info("resuming from %s", folder)
         elif folder.exists():
             shutil.rmtree(folder)
@@ -188,12 +200,3 @@ class ChunkStore:
             while self._in_flight:
                 self._writes.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def file_stamp(path: str | os.PathLike[str]) -> list[int]:
-    """``[size, mtime_ns]`` of a file, for fingerprints; ``[0, 0]`` for URLs."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return [0, 0]
-    return [st.st_size, st.st_mtime_ns]

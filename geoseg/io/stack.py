@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import math
 import operator
 import os
 from collections.abc import Callable, Sequence
@@ -26,11 +28,15 @@ import rasterio
 from geoseg.change.normalize_to import check_same_grid
 from geoseg.change.radiometric import DateFit, apply_fits, date_band_groups, fit_dates
 from geoseg.errors import BandMismatchError, GeosegError
-from geoseg.io.atomic import atomic_output
+from geoseg.io.atomic import atomic_output, check_output_path
 from geoseg.io.band_checks import BandOrigin
+from geoseg.io.nodata import nodata_in_dtype
 from geoseg.io.raster import Scene, open_scene
+from geoseg.io.stamps import refuse_repeated, scene_files
 
 __all__ = ["MAX_CLIPPED_SHARE", "NormalizedStack", "stack_dates", "stack_normalized"]
+
+log = logging.getLogger(__name__)
 
 #: Largest share of the normalised dates' valid values that may be clipped to the dtype.
 MAX_CLIPPED_SHARE = 0.001
@@ -59,14 +65,16 @@ def stack_dates(
 ) -> Path:
     """Write the bands of every date, in date order, into one GeoTIFF.
 
-    Band ``i`` of date ``t`` (1-based) is described ``t<t>_<name>``; nodata is kept
-    when every date uses the same value. Blocks are copied one window at a time.
+    Band ``i`` of date ``t`` (1-based) is described ``t<t>_<name>``. Every pixel invalid
+    in any date (its nodata value, NaN, internal mask) holds one nodata value in every
+    band of the stack: the dates' common value, else date 1's (see :func:`_stack_nodata`).
+    Blocks are copied one window at a time.
 
     Raises:
-        GeosegError: fewer than two dates, or dates not on one grid (CRS,
-            transform, size) or of different data types.
+        GeosegError: fewer than two dates, ``output`` is one of the files they read,
+            or dates not on one grid (CRS, transform, size) or of different data types.
     """
-    scenes = _open_dates(paths)
+    scenes = _open_dates(paths, output, overwrite)
     _write(scenes, output, overwrite, lambda block: block, {})
     return Path(output)
 
@@ -87,14 +95,14 @@ def stack_normalized(
     """
     if method != "irmad":
         raise GeosegError(f"unknown normalisation {method!r}; the choices are: irmad")
-    scenes = _open_dates(paths)
+    scenes = _open_dates(paths, output, overwrite)
     _check_same_bands(scenes)
     names = _band_names(scenes)
     groups = date_band_groups(names, os.fspath(output))
     data = da.concatenate([s.data.data for s in scenes])
     usable = functools.reduce(operator.and_, [s.valid for s in scenes])
-    nodata = _common_nodata(scenes)
-    if nodata is not None:
+    nodata = _stack_nodata(scenes)
+    if nodata_in_dtype(nodata, scenes[0].dtype) is not None:
         usable = usable & (data != nodata).all(axis=0)
     origins = [BandOrigin(s.path, n, s.nodata) for s in scenes for n in s.band_names]
     fits = fit_dates(data, usable, groups, [s.path for s in scenes], bands=origins)
@@ -154,9 +162,16 @@ def _integer_range(dtype: np.dtype, nodata: float | None) -> tuple[float, float]
     return lo + (nodata == lo), hi - (nodata == hi)
 
 
-def _open_dates(paths: Sequence[str | os.PathLike[str]]) -> list[Scene]:
+def _open_dates(
+    paths: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str], overwrite: bool
+) -> list[Scene]:
+    """The dates, once ``output`` may be written: not one of the files they read (a
+    date, a VRT's source), which the stack would destroy."""
     if len(paths) < 2:
         raise GeosegError("stack needs at least two dates")
+    refuse_repeated(paths, "dates")
+    read = [Path(f) for p in paths for f in scene_files(p)]
+    check_output_path(Path(output), overwrite, read)
     scenes = [open_scene(p) for p in paths]
     first = scenes[0]
     for s in scenes[1:]:
@@ -182,9 +197,43 @@ def _band_names(scenes: Sequence[Scene]) -> list[str]:
     return [f"t{t}_{n}" for t, s in enumerate(scenes, start=1) for n in s.band_names]
 
 
-def _common_nodata(scenes: Sequence[Scene]) -> float | None:
-    nodata = {s.nodata for s in scenes}
-    return nodata.pop() if len(nodata) == 1 else None
+def _stack_nodata(scenes: Sequence[Scene]) -> float | None:
+    """The stack's one nodata value, written at every pixel invalid in any date.
+
+    The dates' nodata value where they share one (NaN equals NaN), else the first
+    date's that the data type can hold (date 1 first), else NaN (float) or 0
+    (integer); None only when no date can have an invalid pixel.
+    """
+    dtype = scenes[0].dtype
+    for s in scenes:
+        if s.nodata is not None and math.isnan(s.nodata) and dtype.kind == "f":
+            return s.nodata
+        if nodata_in_dtype(s.nodata, dtype) is not None:
+            return s.nodata
+    if not any(s.maskable for s in scenes):
+        return None
+    return math.nan if dtype.kind == "f" else 0
+
+
+def _masked_block(
+    scenes: Sequence[Scene], window: Any, nodata: float | None
+) -> tuple[np.ndarray, int]:
+    """``(bands, h, w)``: the dates' bands in ``window``, every band set to ``nodata`` at
+    the pixels invalid in any date (:mod:`geoseg.io.nodata`: a pixel missing any band
+    is nodata), so that no invalid pixel of one date becomes valid in the stack; and
+    the count of pixels valid in every date that hold ``nodata`` in a band (dates with
+    other nodata values: these become nodata in the stack)."""
+    (y0, y1), (x0, x1) = window.toranges()
+    lazy = [(s.data.data[:, y0:y1, x0:x1], s.valid[y0:y1, x0:x1]) for s in scenes]
+    parts = da.compute(*lazy)
+    block = np.concatenate([np.asarray(data) for data, _ in parts])
+    if nodata is None:
+        return block, 0
+    valid = functools.reduce(operator.and_, [np.asarray(v) for _, v in parts])
+    value = nodata_in_dtype(nodata, block.dtype)
+    lost = 0 if value is None else int(np.count_nonzero((block == value).any(axis=0) & valid))
+    block[:, ~valid] = nodata
+    return block, lost
 
 
 def _write(
@@ -197,7 +246,7 @@ def _write(
     profile = {
         "driver": "GTiff", "height": first.height, "width": first.width, "count": len(names),
         "dtype": first.dtype.name, "crs": first.crs, "transform": first.transform,
-        "nodata": _common_nodata(scenes), "tiled": True,
+        "nodata": _stack_nodata(scenes), "tiled": True,
         "blockxsize": 256, "blockysize": 256, "compress": "deflate",
     }  # fmt: skip
     with atomic_output(output, overwrite) as tmp, rasterio.open(tmp, "w", **profile) as dst:
@@ -205,9 +254,16 @@ def _write(
             dst.set_band_description(i, name)
         if tags:
             dst.update_tags(**tags)
+        lost = 0
         for _, window in dst.block_windows(1):
-            (y0, y1), (x0, x1) = window.toranges()
-            parts = [np.asarray(s.data.data[:, y0:y1, x0:x1]) for s in scenes]
-            dst.write(transform(np.concatenate(parts)), window=window)
+            block, collided = _masked_block(scenes, window, profile["nodata"])
+            lost += collided
+            dst.write(transform(block), window=window)
+        if lost:
+            log.warning(
+                "%s: %d pixels valid in every date hold the stack's nodata value %s "
+                "(the dates use different ones) in a band: they are nodata in "
+                "the stack", os.fspath(output), lost, profile["nodata"],
+            )  # fmt: skip
         if finish is not None:
             finish(dst, os.fspath(output))

@@ -114,7 +114,8 @@ def _instance_options(
         raise GeosegError("instance models use trim windows; drop --blend hann")
     unused = [f"--{n}" for n in ("confidence", "preview", "resume") if getattr(opts, n)]
     if unused:
-        raise GeosegError(f"{model}: {', '.join(unused)} do not apply to an instance model")
+        verb = "does" if len(unused) == 1 else "do"
+        raise GeosegError(f"{model}: {', '.join(unused)} {verb} not apply to an instance model")
     whole = open_scene(path, None, opts.chunk, opts.assume_crs)
     check_gsd_of(whole, path, model, meta.gsd_m, opts.ignore_gsd)
     names = named_by_colour(whole.band_names, whole.colorinterp)

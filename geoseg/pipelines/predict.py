@@ -20,10 +20,10 @@ from geoseg.io.band_checks import empty_band_text, empty_bands
 from geoseg.io.cog import CogGrid, cog_grid
 from geoseg.io.labels import LabelMeta, probabilities_meta
 from geoseg.io.outputs import current_run, output_run
-from geoseg.io.parts import file_stamp
 from geoseg.io.preview import write_label_preview
 from geoseg.io.probabilities import PROBABILITIES_TAG, tag_value
 from geoseg.io.raster import Scene
+from geoseg.io.stamps import file_stamp, scene_stamps
 from geoseg.models.cache import ModelSpec, load_predictor
 from geoseg.models.registry import model_family
 from geoseg.pipelines.model_input import (  # the options and setup live there; same names here
@@ -173,9 +173,8 @@ def _predict(
         store_blocks(lazy, parts, opts.scheduler, opts.workers, progress, parts.done)
         valid = _write_cog(parts, lazy, opts.overwrite)
     except KeyboardInterrupt:
-        log.warning(
-            "interrupted: finished chunks are kept in %s; rerun with --resume", parts.folder
-        )
+        # the caller says how to resume (--resume; a workflow's predict: {resume: true})
+        log.info("interrupted: finished chunks are kept in %s", parts.folder)
         raise
     except InvalidRasterError as exc:
         parts.remove()
@@ -254,21 +253,30 @@ def _fingerprint(
 ) -> dict[str, object]:
     """What makes two runs produce the same chunks (batch size and scheduler do not).
 
+    ``files`` stamps every file read (the scene's VRT sources and sidecars too, the
+    checkpoint, the cloud model, the ``--normalize-to`` date) by size, time stamp
+    and content digest (:mod:`geoseg.io.stamps`).
+
     The model's arithmetic counts as it runs (device type and autocast dtype), so a
     GPU run is not resumed on the CPU, while ``auto`` and the precision it means are
     interchangeable.
     """
+    files = scene_stamps(path)
+    if not model_family(spec.source).weights_free:
+        files[os.path.abspath(spec.source)] = file_stamp(spec.source)
+    if opts.mask_clouds and os.path.isfile(opts.mask_clouds):
+        files[os.path.abspath(opts.mask_clouds)] = file_stamp(opts.mask_clouds)
+    if opts.normalize_to:
+        files.update(scene_stamps(opts.normalize_to))
     return {
-        "input": os.path.abspath(path), "input_stamp": file_stamp(path),
-        "bands": list(scene.band_names), "model": spec.source, "model_stamp": list(spec.stamp),
+        "input": os.path.abspath(path), "files": dict(sorted(files.items())),
+        "bands": list(scene.band_names), "model": spec.source,
         "scale": spec.scale, "roles": repr(spec.roles), "arithmetic": _arithmetic(spec),
         "window": tile.window, "margin": tile.margin, "chunk": tile.chunk, "blend": tile.blend,
         "confidence": opts.confidence, "probabilities": opts.probabilities is not None,
-        "geoseg": __version__, "tta": opts.tta,
-        "mask_clouds": opts.mask_clouds and [opts.mask_clouds, file_stamp(opts.mask_clouds)],
+        "geoseg": __version__, "tta": opts.tta, "mask_clouds": opts.mask_clouds,
         "normalize_dates": opts.normalize_dates,
-        "normalize_to": opts.normalize_to
-        and [os.path.abspath(opts.normalize_to), file_stamp(opts.normalize_to)],
+        "normalize_to": opts.normalize_to and os.path.abspath(opts.normalize_to),
     }  # fmt: skip
 
 

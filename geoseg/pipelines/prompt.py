@@ -15,6 +15,7 @@ run: a failure leaves neither.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import logging
@@ -208,9 +209,13 @@ def prompted(
 @contextlib.contextmanager
 def _meanwhile(call: Callable[[], None]) -> Iterator[None]:
     """Run ``call`` in a thread while the block runs; the block ends when both have (its
-    error raised then, unless the block's own)."""
+    error raised then, unless the block's own).
+
+    ``call`` runs in a copy of this context, so what it publishes belongs to the output
+    run in progress (:func:`geoseg.io.outputs.output_run`): rolled back if it fails.
+    """
     with ThreadPoolExecutor(1, thread_name_prefix="geoseg-meanwhile") as pool:
-        done = pool.submit(call)
+        done = pool.submit(contextvars.copy_context().run, call)
         yield
         done.result()
 

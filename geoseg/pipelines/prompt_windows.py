@@ -16,6 +16,7 @@ encodes the current one (GDAL reads release the GIL).
 
 from __future__ import annotations
 
+import contextvars
 import heapq
 import math
 from collections.abc import Callable, Generator, Sequence
@@ -189,7 +190,12 @@ def read_groups(
     try:
         ahead: Future[list[tuple[np.ndarray, np.ndarray]]] = pool.submit(read, groups[0])
         # queued behind the first read (one worker: never two reads of src at once)
-        after = None if after_first is None else pool.submit(after_first)
+        # in this context: what it writes belongs to the output run in progress
+        after = (
+            None
+            if after_first is None
+            else pool.submit(contextvars.copy_context().run, after_first)
+        )
         for k in range(len(groups)):
             current = ahead
             if k + 1 < len(groups):

@@ -19,6 +19,7 @@ from rasterio.errors import RasterioIOError
 
 from geoseg.errors import DateOrderError
 from geoseg.io.georef import open_raster_quietly
+from geoseg.io.stamps import refuse_repeated
 
 #: A label map's date tag (:data:`geoseg.change.align.DATE_TAG`; not imported from there:
 #: ``geoseg predict`` reaches this module and must not load the vector libraries).
@@ -60,10 +61,12 @@ def check_time_order(
         apart: the first and the last date must differ (a change between them).
 
     Raises:
+        GeosegError: one file is listed twice (:func:`geoseg.io.stamps.refuse_repeated`).
         DateOrderError: a dated input is older than a dated one listed before it (undated
             ones between them do not hide it), or, with ``apart``, the first and last
             are dated and share a date; the message names both inputs and their dates.
     """
+    refuse_repeated(paths, what)
     listed = [(p, d) for p, d in zip(paths, dates, strict=True) if d is not None]
     given = ", ".join(d.isoformat() if d else "undated" for d in dates)
     for (before, b), (after, a) in itertools.pairwise(listed):

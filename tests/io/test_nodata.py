@@ -87,7 +87,9 @@ def test_every_reader_of_a_scene_agrees(tmp_path: Path) -> None:
         np.testing.assert_array_equal(scene_valid(src, Window(0, 0, W, H), bands=[1, 3]), ~every)
         got = read_window(src, bands, PromptWindow(0, 0, 0, 32), 32)[1]
         np.testing.assert_array_equal(got[:H, :W], want)
-    with open_dates([path, path]) as (_, dates):
+    again = tmp_path / "s_again.tif"  # a second date (one file twice is refused)
+    again.write_bytes(path.read_bytes())
+    with open_dates([path, again]) as (_, dates):
         np.testing.assert_array_equal(date_valid(dates[1], Window(0, 0, W, H), bands), want)
 
 

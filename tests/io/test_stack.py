@@ -157,6 +157,104 @@ def test_stack_normalize_refusals(tmp_path: Path, dates: Any, named: str, messag
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir() if "ab" in p.name) == []
 
 
+@pytest.mark.parametrize("normalize", [[], ["--normalize", "irmad"]])
+def test_an_input_as_the_output_is_refused_and_kept(tmp_path: Path, normalize: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from geoseg.cli import cli
+
+    pa, pb = _dates(tmp_path)
+    before = pa.read_bytes()
+    args = ["stack", str(pa), str(pb), "-o", str(pa), "--overwrite", *normalize]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert f"{pa}: is also an input" in result.output
+    assert pa.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif"]
+
+
+def test_a_vrt_source_as_the_output_is_refused(tmp_path: Path) -> None:
+    pa, pb = _dates(tmp_path)
+    vrt = tmp_path / "b.vrt"
+    vrt.write_text(
+        '<VRTDataset rasterXSize="180" rasterYSize="200"><SRS>EPSG:32633</SRS>'
+        "<GeoTransform>500000, 10, 0, 5100000, 0, -10</GeoTransform>"
+        + "".join(
+            f'<VRTRasterBand dataType="UInt16" band="{i}"><NoDataValue>0</NoDataValue>'
+            f'<SimpleSource><SourceFilename relativeToVRT="1">b.tif</SourceFilename>'
+            f"<SourceBand>{i}</SourceBand></SimpleSource></VRTRasterBand>"
+            for i in (1, 2, 3)
+        )
+        + "</VRTDataset>"
+    )
+    before = pb.read_bytes()
+    with pytest.raises(GeosegError, match=re.escape(f"{pb}: is also an input")):
+        stack_dates([pa, vrt], pb, overwrite=True)
+    assert pb.read_bytes() == before
+
+
+def test_dates_with_nan_nodata_keep_nan_nodata(tmp_path: Path) -> None:
+    a = textured_scene(40, 50, bands=2, seed=1).astype(np.float32) / 1e4
+    b = textured_scene(40, 50, bands=2, seed=2).astype(np.float32) / 1e4
+    a[0, :3, :4] = np.nan  # one band missing in date 1: the pixel is nodata
+    b[:, 10:12, 20:25] = np.nan
+    pa = write_raster(tmp_path / "a.tif", a, nodata=np.nan)
+    pb = write_raster(tmp_path / "b.tif", b, nodata=np.nan)
+    out = stack_dates([pa, pb], tmp_path / "ab.tif")
+    with rasterio.open(out) as src:
+        assert src.nodata is not None and np.isnan(src.nodata)
+        stacked = src.read()
+    invalid = np.zeros((40, 50), bool)
+    invalid[:3, :4] = invalid[10:12, 20:25] = True
+    assert np.isnan(stacked[:, invalid]).all()
+    np.testing.assert_array_equal(stacked[:, ~invalid], np.concatenate([a, b])[:, ~invalid])
+
+
+def test_dates_with_different_nodata_keep_every_invalid_pixel_invalid(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from geoseg.io.raster import open_scene
+
+    a = textured_scene(300, 270, bands=2, seed=1)
+    b = textured_scene(300, 270, bands=2, seed=2)
+    a[:, :, :7] = 0  # a Landsat collar, nodata 0
+    a[0, 50:60, 100:103] = 0  # a collar pixel like (0, 5): one band missing
+    b[:, 280:, :] = 65535  # the other date's nodata
+    b[1, 10, 200] = 0  # a valid value of date 2 equal to date 1's nodata
+    pa = write_raster(tmp_path / "a.tif", a, nodata=0)
+    pb = write_raster(tmp_path / "b.tif", b, nodata=65535)
+    out = stack_dates([pa, pb], tmp_path / "ab.tif")
+    invalid = np.zeros((300, 270), bool)
+    invalid[:, :7] = invalid[50:60, 100:103] = invalid[280:, :] = True
+    with rasterio.open(out) as src:
+        assert src.nodata == 0
+        stacked = src.read()
+    assert (stacked[:, invalid] == 0).all()
+    np.testing.assert_array_equal(stacked[:, ~invalid], np.concatenate([a, b])[:, ~invalid])
+    lost = invalid.copy()
+    lost[10, 200] = True  # the one valid pixel holding the stack's nodata value
+    np.testing.assert_array_equal(open_scene(out).valid.compute(), ~lost)
+    assert "1 pixels valid in every date hold the stack's nodata value 0" in caplog.text
+
+
+def test_normalized_dates_with_different_nodata_keep_every_invalid_pixel_invalid(
+    tmp_path: Path,
+) -> None:
+    pa, pb = _dates(tmp_path)
+    with rasterio.open(pb) as src:
+        b = src.read()
+    b[b == 0] = 9  # date 2's corner: nodata 9 instead of 0
+    b[:, 190:, 170:] = 9
+    pb = write_raster(tmp_path / "b9.tif", b, nodata=9, descriptions=("B02", "B04", "B08"))
+    out = stack_normalized([pa, pb], tmp_path / "ab.tif").path
+    invalid = np.zeros((200, 180), bool)
+    invalid[:5, :5] = invalid[190:, 170:] = True
+    with rasterio.open(out) as src:
+        assert src.nodata == 0
+        stacked = src.read()
+    assert (stacked[:, invalid] == 0).all() and (stacked[:, ~invalid] != 0).all()
+
+
 def test_stack_of_one_date_says_so(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
