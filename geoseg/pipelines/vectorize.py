@@ -212,19 +212,22 @@ def _ground_pixel_m(scene: Scene) -> float:
 def _postprocess(
     polys: Polygons, scene: Scene, opts: VectorizeOptions, keep: list[int] | None
 ) -> Polygons:
-    if opts.min_area_ha:
-        polys = _merge_small(polys, scene, opts.min_area_ha)
+    # Merged on the pixel grid, then simplified once: the coverage stays a coverage
+    # (those simplifying shrinks under the minimum are merged on the grid too).
+    min_m2 = (opts.min_area_ha or 0.0) * HECTARE_M2
+    if min_m2:
+        polys = merge_small_polygons(polys, _true_area(polys.geometry, scene), min_m2)[0]
     if opts.simplify_m:
-        polys = simplify_coverage(polys, opts.simplify_m / _ground_pixel_m(scene))
-        if opts.min_area_ha:  # simplifying shrinks some polygons below the minimum again
-            polys = _merge_small(polys, scene, opts.min_area_ha)
+        polys = simplify_coverage(
+            polys, opts.simplify_m / _ground_pixel_m(scene), min_m2,
+            lambda geoms: _true_area(geoms, scene),
+        )  # fmt: skip
     return filter_classes(polys, keep)
 
 
-def _merge_small(polys: Polygons, scene: Scene, min_area_ha: float) -> Polygons:
-    """``polys`` with those under ``min_area_ha`` (true area) merged into a neighbour."""
-    area = polygon_area_m2(pixel_to_crs(polys.geometry, scene.transform), scene.crs)
-    return merge_small_polygons(polys, area, min_area_ha * HECTARE_M2)[0]
+def _true_area(geoms: np.ndarray, scene: Scene) -> np.ndarray:
+    """``(N,)`` true areas (m²) of polygons in ``scene``'s pixel coordinates."""
+    return polygon_area_m2(pixel_to_crs(geoms, scene.transform), scene.crs)
 
 
 def _stream(

@@ -23,6 +23,7 @@ from affine import Affine
 from geoseg.areas import ACRE_M2, HECTARE_M2, polygon_area_perimeter_m
 from geoseg.types import ClassSchema
 from geoseg.vector.polygons import Polygons
+from geoseg.vector.rings import nested_parts
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ __all__ = [
     "UnknownClasses",
     "class_names",
     "georeference",
+    "hole_area_perimeter_m",
     "pixel_to_crs",
     "pixel_xy_to_crs",
     "polygon_batch",
@@ -82,6 +84,32 @@ def georeference(polygons: Polygons, georef: Georef) -> Polygons:
     geoms = pixel_to_crs(polygons.geometry, georef.transform)
     area, perim = polygon_area_perimeter_m(geoms, georef.crs_wkt)
     return polygons.replace(geometry=geoms, area_m2=area, perim_m=perim)
+
+
+def hole_area_perimeter_m(
+    geoms: np.ndarray, area_m2: np.ndarray, perim_m: np.ndarray, georef: Georef
+) -> tuple[np.ndarray, np.ndarray]:
+    """What of polygons' area and perimeter is not their filled outlines'.
+
+    The outlines are the exterior rings of the parts that lie in no hole of another
+    part (:func:`nested_parts`): what is left is their holes, less the parts nested
+    in them (area), and the rings of both (length).
+
+    Args:
+        geoms: ``(N,)`` valid Polygons/MultiPolygons, pixel coordinates.
+        area_m2, perim_m: ``(N,)`` their true areas and perimeters.
+        georef: their grid and CRS.
+
+    Returns:
+        ``(hole_area_m2, hole_perim_m)``, each ``(N,) float64``.
+    """
+    parts, part_geom, nested = nested_parts(geoms)
+    outer = shapely.polygons(shapely.get_exterior_ring(parts[~nested]))
+    area, perim = polygon_area_perimeter_m(pixel_to_crs(outer, georef.transform), georef.crs_wkt)
+    n = np.asarray(geoms).size
+    outline_area = np.bincount(part_geom[~nested], weights=area, minlength=n)
+    outline_perim = np.bincount(part_geom[~nested], weights=perim, minlength=n)
+    return outline_area - area_m2, perim_m - outline_perim
 
 
 def class_names(ids: np.ndarray, schema: ClassSchema | None) -> np.ndarray:

@@ -29,7 +29,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from geoseg.areas import ring_area_perimeter_m
 from geoseg.types import NODATA_LABEL
-from geoseg.vector.attributes import Georef, pixel_to_crs, pixel_xy_to_crs
+from geoseg.vector.attributes import Georef, hole_area_perimeter_m, pixel_to_crs, pixel_xy_to_crs
 from geoseg.vector.polygons import Polygons
 
 __all__ = ["SIDES", "ChunkPolygons", "polygonize_chunk"]
@@ -152,7 +152,7 @@ def _shapes(
     row0, col0 = offset
     corners = np.column_stack([cols + col0, rows + row0]).astype(np.float64)
     # The region each lone pixel sits in: the polygon containing its centre.
-    regions = _build(sh, np.ones(sh.values.size, bool), connectivity)
+    regions, _ = _build(sh, np.ones(sh.values.size, bool), connectivity)
     # A tree of the points, queried with the regions: each region is prepared once.
     centre = shapely.points(corners + 0.5)
     owner_of, spot = shapely.STRtree(centre).query(regions, predicate="contains")
@@ -213,8 +213,13 @@ def _gdal_shapes(
 
 def _build(
     sh: _Shapes, select: np.ndarray, connectivity: int, georef: Georef | None = None
-) -> np.ndarray:
-    """Polygons ``select`` (boolean over polygons) of ``sh``; in CRS coordinates with ``georef``."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Polygons ``select`` (boolean over polygons) of ``sh``; in CRS coordinates with ``georef``.
+
+    Returns:
+        ``(polygons, repaired)``: the polygons, and ``(n,) bool`` True where GDAL's
+        rings (8-connected, touching themselves) were made valid.
+    """
     rings = select[sh.ring_poly]
     verts = rings[sh.vert_ring]
     ring_ids = np.cumsum(rings) - 1
@@ -224,6 +229,7 @@ def _build(
         xy = pixel_xy_to_crs(xy, georef.transform)
     linear = shapely.linearrings(xy, indices=ring_ids[sh.vert_ring[verts]])
     polys = np.asarray(shapely.polygons(linear, indices=poly_ids[sh.ring_poly[rings]]))
+    bad = np.zeros(polys.size, bool)
     if connectivity == 8 and polys.size:
         # Rings may touch themselves at a pixel corner; snap-rounding to the pixel
         # grid (exact: vertices are pixel corners) makes them valid, fastest.
@@ -231,7 +237,7 @@ def _build(
         polys[bad] = shapely.set_precision(polys[bad], 1.0)
         if georef is not None:
             polys = pixel_to_crs(polys, georef.transform)
-    return polys
+    return polys, bad
 
 
 def _polygon_bounds(sh: _Shapes) -> np.ndarray:
@@ -382,7 +388,7 @@ def polygonize_chunk(
     on_seam = np.zeros(sh.values.size, bool)
     for side in seams:
         on_seam |= touch[side]
-    seam_geoms = _build(sh, on_seam, connectivity)
+    seam_geoms, repaired = _build(sh, on_seam, connectivity)
     strips = _strips(seam_geoms, seams, (row0, col0, h, w))
     conf_sum = conf_n = None
     if confidence is not None:
@@ -396,12 +402,17 @@ def polygonize_chunk(
         area, perim, hole_area, hole_perim = _areas(
             pixel_xy_to_crs(sh.xy, georef.transform), sh, georef
         )
-        # A dissolve re-measures only the outline of a union (geoseg.vector.seams).
+        # A dissolve re-measures only a union's outline (geoseg.vector.seams); where
+        # GDAL's rings touch themselves, its holes are those of the valid polygons.
+        at = np.flatnonzero(on_seam)[repaired]
+        hole_area[at], hole_perim[at] = hole_area_perimeter_m(
+            seam_geoms[repaired], area[at], perim[at], georef
+        )
         found = found.replace(
             area_m2=area, perim_m=perim, hole_area_m2=hole_area, hole_perim_m=hole_perim
         )
     # Normalized here, in parallel: merge_chunks normalizes only the dissolved ones.
-    final_geoms = shapely.normalize(_build(sh, ~on_seam, connectivity, georef))
+    final_geoms = shapely.normalize(_build(sh, ~on_seam, connectivity, georef)[0])
     final = found.take(~on_seam).replace(geometry=final_geoms, hole_area_m2=None, hole_perim_m=None)
     seam = found.take(on_seam).replace(geometry=seam_geoms)
     return ChunkPolygons((row0, col0, h, w), final, seam, strips)

@@ -20,7 +20,7 @@ slivers, no overlaps).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import shapely
@@ -200,16 +200,45 @@ def _sort_order(polygons: Polygons) -> np.ndarray:
     return np.lexsort((b[:, 2], b[:, 3], b[:, 0], b[:, 1], k[:, 1], k[:, 0]))
 
 
-def simplify_coverage(polygons: Polygons, tolerance_px: float) -> Polygons:
+def simplify_coverage(
+    polygons: Polygons,
+    tolerance_px: float,
+    min_area_m2: float = 0.0,
+    area_m2: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Polygons:
     """Simplify the coverage with ``shapely.coverage_simplify``; shared edges stay shared.
+
+    With a minimum mapping unit, a polygon that simplifying shrinks under it is
+    merged (:func:`merge_small_polygons`) in the pixel-grid coverage, which is then
+    simplified again, until none is left with a neighbour to merge into: merging
+    simplified polygons would move their edges off their neighbours'.
 
     Args:
         polygons: a coverage in pixel coordinates (integer vertices).
         tolerance_px: simplification tolerance in pixels (Visvalingam-Whyatt:
             vertices whose triangle is smaller than about ``tolerance²`` go).
+        min_area_m2: the minimum mapping unit (0: none).
+        area_m2: true areas of ``(N,)`` polygons in pixel coordinates; needed with
+            a ``min_area_m2``.
     """
     if tolerance_px <= 0 or len(polygons) == 0:
         return polygons
+    simple = _simplify(polygons, tolerance_px)
+    while min_area_m2 > 0 and area_m2 is not None:
+        area = area_m2(simple.geometry)
+        small = area < min_area_m2
+        if not small.any():
+            break
+        # Only those simplifying shrank count as small; the rest cannot merge.
+        grid_area = np.where(small, area, np.maximum(area_m2(polygons.geometry), min_area_m2))
+        merged, _ = merge_small_polygons(polygons, grid_area, min_area_m2)
+        if len(merged) == len(polygons):  # islands in nodata: nothing to merge into
+            break
+        polygons, simple = merged, _simplify(merged, tolerance_px)
+    return simple
+
+
+def _simplify(polygons: Polygons, tolerance_px: float) -> Polygons:
     # Every pixel corner on an edge becomes a vertex, so neighbours' shared edges
     # have the same vertices (a T-junction otherwise leaves a vertex on one side only).
     dense = shapely.transform(shapely.segmentize(polygons.geometry, 1.0), np.rint)

@@ -33,10 +33,12 @@ class Polygons:
         conf_n: ``(N,) int64`` pixels that have a confidence, or None.
         area_m2: ``(N,) float64`` true ground area, when already computed.
         perim_m: ``(N,) float64`` ground perimeter, when already computed.
-        hole_area_m2: ``(N,) float64`` true area of the polygon's holes together
-            (seam polygons measured in a worker; a dissolve keeps the holes, so
-            the union's area is its outline's minus these).
-        hole_perim_m: ``(N,) float64`` ground length of the holes' rings together.
+        hole_area_m2: ``(N,) float64`` true area of the polygon's holes together,
+            less parts nested in them (seam polygons measured in a worker; a
+            dissolve keeps the holes, so the union's area is its outline's minus
+            these; see :func:`geoseg.vector.attributes.hole_area_perimeter_m`).
+        hole_perim_m: ``(N,) float64`` ground length of the rings inside the
+            outline together (holes' and nested parts').
     """
 
     geometry: np.ndarray

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import shapely
 
-__all__ = ["remove_collinear_vertices"]
+__all__ = ["insert_vertices_on_lines", "nested_parts", "remove_collinear_vertices"]
 
 
 def _rebuild(
@@ -81,3 +81,33 @@ def insert_vertices_on_lines(geoms: np.ndarray, xs: np.ndarray, ys: np.ndarray) 
     unit = np.sign(d) * (steps > 0)[:, None]
     out = xy[src] + k[:, None] * unit[src]
     return _rebuild(out, vert_ring[src], ring_part, part_geom, geoms.size)
+
+
+def nested_parts(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The parts of (multi)polygons, and which lie in a hole of another part of the same one.
+
+    An 8-connected pixel region made valid is a MultiPolygon whose parts touch at
+    pixel corners; a part can sit in a hole of another, touching it at a corner.
+    The filled outlines of such parts overlap, so they are no coverage.
+
+    Args:
+        geoms: ``(N,)`` Polygons/MultiPolygons whose parts have disjoint interiors.
+
+    Returns:
+        ``(parts, part_geom, nested)``: ``(P,)`` the parts, the geometry each comes
+        from, and ``(P,) bool`` True for a part inside another part's outline.
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    parts, part_geom = shapely.get_parts(geoms, return_index=True)
+    nested = np.zeros(parts.size, bool)
+    multi = np.flatnonzero(np.bincount(part_geom, minlength=geoms.size)[part_geom] > 1)
+    if multi.size == 0:
+        return parts, part_geom, nested
+    outlines = shapely.polygons(shapely.get_exterior_ring(parts[multi]))
+    # Parts' interiors are disjoint: a point inside one part that lies in another's
+    # filled outline lies in a hole of it.
+    inside = shapely.point_on_surface(parts[multi])
+    pt, outline = shapely.STRtree(outlines).query(inside, predicate="within")
+    hit = (pt != outline) & (part_geom[multi[pt]] == part_geom[multi[outline]])
+    nested[multi[pt[hit]]] = True
+    return parts, part_geom, nested

@@ -23,7 +23,11 @@ from geoseg.areas import polygon_area_perimeter_m
 from geoseg.vector.attributes import Georef, pixel_to_crs
 from geoseg.vector.chunk import ChunkPolygons
 from geoseg.vector.polygons import Polygons
-from geoseg.vector.rings import insert_vertices_on_lines, remove_collinear_vertices
+from geoseg.vector.rings import (
+    insert_vertices_on_lines,
+    nested_parts,
+    remove_collinear_vertices,
+)
 
 __all__ = ["SeamMerger", "iter_merged", "merge_chunks", "merge_seams"]
 
@@ -43,24 +47,30 @@ def _dissolve(geoms: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[Any, A
     Holes of a part never reach its chunk's border, so they stay holes of the
     union unchanged: only the filled outlines are dissolved (a coverage union,
     linear in their size, after adding a vertex at every pixel corner on the
-    seams), then the parts' holes are put back.
+    seams), then the parts' holes are put back. With 8-connectivity a part may
+    sit in a hole of another part of its chunk's polygon, touching it at a corner
+    (:func:`nested_parts`); such a part never reaches a seam either: it is left
+    out of the union (its outline would overlap its host's) and added unchanged.
 
     Returns:
-        ``(union, outline)``: the union with every hole, and the dissolved
-        outlines alone (with only the holes the union itself encloses), which is
-        what the caller measures again; the parts' own holes keep their areas.
+        ``(union, outline)``: the union with every hole, and the dissolved outlines
+        of the parts that are not nested (with only the holes the union itself
+        encloses), which is what the caller measures again; the rest (the parts'
+        holes, nested parts) keeps the measure of its chunk (see
+        :func:`geoseg.vector.chunk.polygonize_chunk`).
     """
-    parts = shapely.get_parts(geoms)
-    outlines = insert_vertices_on_lines(shapely.polygons(shapely.get_exterior_ring(parts)), xs, ys)
+    parts, _, nested = nested_parts(geoms)
+    outer = parts[~nested]
+    outlines = insert_vertices_on_lines(shapely.polygons(shapely.get_exterior_ring(outer)), xs, ys)
     try:
         union = shapely.coverage_union_all(outlines)
     except shapely.errors.GEOSException:  # pragma: no cover - outlines always form a coverage
         union = remove_collinear_vertices(np.array([shapely.union_all(geoms)]))[0]
         return union, union
     union = remove_collinear_vertices(np.array([union]))[0]
-    if shapely.get_type_id(union) == 3:  # one polygon (always with 4-connectivity)
-        return _with_holes(union, parts), union
-    return _with_holes_multi(union, parts), union
+    if shapely.get_type_id(union) == 3 and not nested.any():  # always so with 4-connectivity
+        return _with_holes(union, outer), union
+    return _with_holes_multi(union, outer, parts[nested]), union
 
 
 def _with_holes(union: Any, parts: np.ndarray) -> Any:
@@ -85,14 +95,15 @@ def _with_holes(union: Any, parts: np.ndarray) -> Any:
     )[0]
 
 
-def _with_holes_multi(union: Any, parts: np.ndarray) -> Any:
-    """As :func:`_with_holes` for a MultiPolygon union (8-connected corner contacts)."""
+def _with_holes_multi(union: Any, parts: np.ndarray, nested: np.ndarray) -> Any:
+    """As :func:`_with_holes` for 8-connected corner contacts: a MultiPolygon union,
+    or parts ``nested`` in holes (added as they are)."""
     rings, ring_part = shapely.get_rings(parts, return_index=True)
     is_hole = np.r_[False, ring_part[1:] == ring_part[:-1]]
     holes, hole_part = rings[is_hole], ring_part[is_hole]
-    if holes.size == 0:
-        return union
     pieces = shapely.get_parts(union)
+    if holes.size == 0:
+        return shapely.multipolygons(np.concatenate([pieces, nested]))
     owner = shapely.STRtree(pieces).query(_pixel_inside(parts), predicate="within")
     piece_of_part = np.zeros(parts.size, np.int64)
     piece_of_part[owner[0]] = owner[1]
@@ -101,7 +112,7 @@ def _with_holes_multi(union: Any, parts: np.ndarray) -> Any:
         extra = holes[piece_of_part[hole_part] == k]
         rings_k = np.concatenate([shapely.get_rings(piece), extra])
         rebuilt.append(shapely.polygons(rings_k, indices=np.zeros(rings_k.size, np.intp))[0])
-    return shapely.multipolygons(rebuilt)
+    return shapely.multipolygons(np.concatenate([np.array(rebuilt, dtype=object), nested]))
 
 
 def _pixel_inside(parts: np.ndarray) -> np.ndarray:

@@ -360,3 +360,28 @@ def test_every_path_writes_rings_by_the_right_hand_rule(
     assert (signed > 0).all()
     rtol = 5e-6 if "simplify_m" in options else 1e-6
     np.testing.assert_allclose(signed, frame["area_m2"], rtol=rtol)
+
+
+@pytest.mark.parametrize(("simplify_m", "min_area_ha"), [(40.0, 1.0), (60.0, 2.0)])
+def test_simplify_with_min_area_is_a_clean_coverage(
+    tmp_path: Path, simplify_m: float, min_area_ha: float
+) -> None:
+    """Merged on the pixel grid, then simplified: no overlaps, no gaps, areas = geometry
+    areas, and no polygon with a neighbour under the minimum (merging already simplified
+    polygons rounded their vertices to pixel corners, off their neighbours' edges)."""
+    labels = blob_labels(120, 140, seed=7, speckle=0.01, nodata=0.0)
+    src = _label_raster(tmp_path / "lc.tif", labels)
+    opts = VectorizeOptions(chunk=64, simplify_m=simplify_m, min_area_ha=min_area_ha)
+    frame = label_polygons(src, opts)
+    geoms = frame.geometry.values
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    pair = left < right
+    overlap = shapely.area(shapely.intersection(geoms[left[pair]], geoms[right[pair]]))
+    assert pair.sum() > 10 and overlap.max() < 1e-6
+    # No gaps: the union is the raster's footprint, simplified at its outer edge only.
+    union = shapely.union_all(geoms)
+    assert shapely.get_num_interior_rings(union) == 0 and shapely.get_num_geometries(union) == 1
+    assert union.area == pytest.approx(shapely.area(geoms).sum(), rel=1e-12)
+    assert union.area == pytest.approx(labels.size * 100.0, rel=1e-3)
+    np.testing.assert_allclose(frame["area_m2"], polygon_area_m2(geoms, "EPSG:32633"), rtol=1e-12)
+    assert frame["area_ha"].min() >= min_area_ha
