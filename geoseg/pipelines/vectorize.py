@@ -171,7 +171,8 @@ def _open_labels(path: str, opts: VectorizeOptions) -> _LabelRaster:
     def band(name: str) -> da.Array | None:
         return data[extra[name]] if name in extra else None
 
-    labels, nodata = polygonizable_ids(data[0], scene.valid, path)
+    own = INSTANCE_BAND in extra or any(k.startswith("GEOSEG_") for k in scene.tags)
+    labels, nodata = polygonizable_ids(data[0], scene.valid, path, geoseg_map=own)
     return _LabelRaster(
         scene, labels, band(CONFIDENCE_BAND), band(INSTANCE_BAND), read_class_schema(path),
         method, nodata,

@@ -35,17 +35,21 @@ def _int32_ids(band: np.ndarray, valid: np.ndarray, path: str = "") -> np.ndarra
     return np.where(valid, band, 0).astype(np.int32)
 
 
-def polygonizable_ids(band: da.Array, valid: da.Array, path: str) -> tuple[da.Array, int | None]:
+def polygonizable_ids(
+    band: da.Array, valid: da.Array, path: str, geoseg_map: bool = False
+) -> tuple[da.Array, int | None]:
     """Class ids to polygonize and the value among them that is nodata.
 
-    uint8 maps (geoseg's own) keep 255 as nodata. Any other integer type is
-    polygonized as int32 with every value a class id (CORINE's 111-523, negative
-    codes); the raster's declared nodata is masked by ``valid``. Values beyond
-    int32 are refused when their chunk is read, never dropped.
+    uint8 maps and maps geoseg wrote (``geoseg_map``: its instance rasters' uint32
+    class band, where 255 is "no object") keep 255 as nodata. Any other integer type
+    is polygonized as int32 with every value a class id (CORINE's 111-523, negative
+    codes); the raster's declared nodata is masked by ``valid``. Values beyond int32
+    are refused when their chunk is read, never dropped.
     """
     if band.dtype == np.uint8:
         return band, NODATA_LABEL
+    nodata = NODATA_LABEL if geoseg_map else None
     if np.can_cast(band.dtype, np.int32):
-        return band.astype(np.int32), None
+        return band.astype(np.int32), nodata
     ids = da.map_blocks(_int32_ids, band, valid.rechunk(band.chunks), path=path, dtype=np.int32)
-    return ids, None
+    return ids, nodata
