@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,17 +34,27 @@ __all__ = [
 log = logging.getLogger("geoseg")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler): stops the run as Ctrl-C does,
+    so its outputs are rolled back and its lock released (exit code 143)."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 class _Group(click.Group):
     """Maps geoseg errors to exit code 2 with a one-line message."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if ctx.meta.get("geoseg.debug"):
                 raise
-            click.echo(f"geoseg: interrupted ({self._interrupt_note(ctx)})", err=True)
-            ctx.exit(130)
+            how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            click.echo(f"geoseg: {how} ({self._interrupt_note(ctx)})", err=True)
+            ctx.exit(143 if isinstance(exc, Terminated) else 130)
         except GeosegError as exc:
             if ctx.meta.get("geoseg.debug"):
                 raise
@@ -314,5 +326,7 @@ def outputs(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point."""
+    """Console entry point; SIGTERM stops a run as Ctrl-C does (:class:`Terminated`)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     cli.main(args=list(argv) if argv is not None else None, prog_name="geoseg")
