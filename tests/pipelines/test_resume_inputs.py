@@ -16,18 +16,7 @@ from geoseg.errors import GeosegError
 from geoseg.io.parts import parts_folder
 from geoseg.pipelines import PredictOptions, predict_scene
 from tests.conftest import TINY_BANDS, textured_scene, write_raster
-
-
-class _Stop(KeyboardInterrupt):
-    pass
-
-
-def _interrupt_after(n: int) -> object:
-    def progress(done: int, total: int) -> None:
-        if done >= n:
-            raise _Stop
-
-    return progress
+from tests.pipelines.test_resume import _interrupt_after
 
 
 def _interrupted(scene: Path, ckpt: Path, out: Path) -> None:
