@@ -300,8 +300,11 @@ def _resume(
         return 0, None, []
     if not path.exists():
         raise GeosegError(f"{path}: no unfinished run to resume; start without --resume")
-    state = restore_state(path, model, opt, rng, averaged)
-    check_resume_settings(path, state.get("settings"), cfg)
+    # the options first: a state of another architecture would fail on its weights
+    state = restore_state(
+        path, model, opt, rng, averaged,
+        lambda saved: check_resume_settings(path, saved.get("settings"), cfg),
+    )  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # stepping the schedule ahead without training
         for _ in range(state["epoch"] * cfg.steps_per_epoch):
