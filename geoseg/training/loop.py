@@ -32,6 +32,7 @@ from geoseg.models.encoder_weights import load_encoder_weights
 from geoseg.models.registry import window_multiple
 from geoseg.models.runtime import TorchPredictor, resolve_device
 from geoseg.training.config import TrainConfig
+from geoseg.training.data import check_something_to_learn
 from geoseg.training.date_shift import DateShift, dates_to_shift, shift_date2, swap_dates
 from geoseg.training.instances import InstanceRaster
 from geoseg.training.objectives import Objective
@@ -126,6 +127,7 @@ def train_model(
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
     train, targets, meta, objective = task_setup(cfg)(cfg, device)
+    check_something_to_learn(train, cfg.labels, cfg.classes)  # before any output is written
     ids = [r.ids for r in train if isinstance(r, InstanceRaster)] or None
     sampler = WindowSampler(
         [r.image for r in train], [r.valid for r in train], targets, cfg.window, rng,
