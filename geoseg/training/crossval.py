@@ -39,6 +39,7 @@ from geoseg.models.registry import task_kind, training_family
 from geoseg.models.runtime import resolve_device
 from geoseg.tiling.confusion import remap_values
 from geoseg.training.config import TrainConfig
+from geoseg.training.data import check_something_to_learn
 from geoseg.training.folds import Fold, crop, crop_raster, fold_blocks
 from geoseg.training.loop import EpochReport, fit_model, prepare_output
 from geoseg.training.objectives import Objective, validate_miou
@@ -116,6 +117,7 @@ def train_folds(
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rasters, targets, meta, objective = task_setup(cfg)(cfg, device)
+    check_something_to_learn(rasters, cfg.labels, cfg.classes)
     names = [r.path for r in rasters]
     folds = fold_blocks([r.valid.shape for r in rasters], cfg.folds, cfg.window, cfg.margin,
                         names)  # fmt: skip

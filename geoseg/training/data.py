@@ -12,7 +12,7 @@ import torch
 
 from geoseg import __version__
 from geoseg.change.unknown import warn_values_outside_schema
-from geoseg.errors import BandMismatchError
+from geoseg.errors import BandMismatchError, InvalidRasterError
 from geoseg.io.label_classes import label_ids_by_name, mapping_note
 from geoseg.io.labels import read_class_schema
 from geoseg.io.training_data import LABEL_NODATA, LabelledRaster, read_labelled_raster
@@ -22,7 +22,8 @@ from geoseg.training.config import CLIP_PERCENTILES, TrainConfig
 from geoseg.types import NODATA_LABEL, ClassSchema, ModelMeta, Normalization, bands_count
 
 __all__ = [
-    "band_normalization", "check_val_bands", "class_targets", "load_rasters", "model_meta",
+    "band_normalization", "check_something_to_learn", "check_val_bands", "class_targets",
+    "load_rasters", "model_meta",
     "train_normalization",
     "warn_stray_labels",
 ]  # fmt: skip
@@ -191,3 +192,31 @@ def check_val_bands(train: Sequence[LabelledRaster], val: Sequence[LabelledRaste
             f"({', '.join(ref.band_names)}); validate on images of the training bands "
             "(or select the same bands of both with --bands)"
         )
+
+
+def check_something_to_learn(
+    train: Sequence[LabelledRaster], labels: Sequence[str], schema: ClassSchema
+) -> None:
+    """Refuse training rasters without a labelled pixel of the schema on the images' valid
+    area, or (instance rasters, with ``ids``) without a single object there.
+
+    Labels that miss the image (another area, a wrong CRS) or an empty polygon layer
+    would otherwise train a model on nothing but background and write it.
+
+    Raises:
+        InvalidRasterError: names the label files and what to fix.
+    """
+    images = ", ".join(r.path for r in train)
+    objects = all(hasattr(r, "ids") for r in train)
+    for r in train:
+        labelled = class_targets(r, schema) != NODATA_LABEL
+        found = labelled & (np.asarray(getattr(r, "ids")) > 0) if objects else labelled  # noqa: B009
+        if found.any():
+            return
+    what = "object (polygon or instance id)" if objects else "pixel of a class in --classes"
+    raise InvalidRasterError(
+        f"{', '.join(labels)}: no labelled {what} on the training images ({images}); "
+        "nothing to learn from. Check that the labels hold "
+        f"{'polygons' if objects else 'class values'} over the images' area (same place; "
+        "polygons in another CRS: --labels-crs), or pass labels that do"
+    )

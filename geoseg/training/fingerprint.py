@@ -310,7 +310,8 @@ def data_fingerprint(
         seed: picks the sampled windows.
 
     Raises:
-        InvalidRasterError: no CRS, labels off the image, no label in any scene.
+        InvalidRasterError: no CRS, labels off the image, no label in any scene, no
+            object in any scene (``task`` instance/panoptic).
     """
     rng = np.random.default_rng(seed)
     tally, shapes = _Tally([], {}, {}), []
@@ -331,6 +332,13 @@ def data_fingerprint(
     if schema is not None:  # values outside the schema are not trained on (training warns)
         tally.class_px = {c: n for c, n in tally.class_px.items() if c in schema.ids}
         tally.sizes = {c: s for c, s in tally.sizes.items() if c in schema.ids}
+    if task in ("instance", "panoptic") and not any(tally.sizes.values()):
+        raise InvalidRasterError(
+            f"{', '.join(labels)}: no labelled object (polygon or instance id) on the images "
+            f"{', '.join(images)}; nothing to learn from. Check that the labels hold polygons "
+            "over the images' area (same place; polygons in another CRS: --labels-crs), or "
+            "pass labels that do"
+        )
     return _summarize(tally, first, shapes, images, labels)
 
 

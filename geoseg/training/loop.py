@@ -32,6 +32,7 @@ from geoseg.models.encoder_weights import load_encoder_weights
 from geoseg.models.registry import window_multiple
 from geoseg.models.runtime import TorchPredictor, resolve_device
 from geoseg.training.config import TrainConfig
+from geoseg.training.data import check_something_to_learn
 from geoseg.training.date_shift import DateShift, dates_to_shift, shift_date2, swap_dates
 from geoseg.training.instances import InstanceRaster
 from geoseg.training.objectives import Objective
@@ -126,6 +127,7 @@ def train_model(
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
     train, targets, meta, objective = task_setup(cfg)(cfg, device)
+    check_something_to_learn(train, cfg.labels, cfg.classes)  # before any output is written
     ids = [r.ids for r in train if isinstance(r, InstanceRaster)] or None
     sampler = WindowSampler(
         [r.image for r in train], [r.valid for r in train], targets, cfg.window, rng,
@@ -300,8 +302,11 @@ def _resume(
         return 0, None, []
     if not path.exists():
         raise GeosegError(f"{path}: no unfinished run to resume; start without --resume")
-    state = restore_state(path, model, opt, rng, averaged)
-    check_resume_settings(path, state.get("settings"), cfg)
+    # the options first: a state of another architecture would fail on its weights
+    state = restore_state(
+        path, model, opt, rng, averaged,
+        lambda saved: check_resume_settings(path, saved.get("settings"), cfg),
+    )  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # stepping the schedule ahead without training
         for _ in range(state["epoch"] * cfg.steps_per_epoch):

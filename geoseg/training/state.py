@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +80,31 @@ def restore_state(
     opt: torch.optim.Optimizer,
     rng: np.random.Generator,
     averaged: nn.Module | None = None,
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Load what :func:`save_state` wrote into ``model``, ``opt``, ``rng`` and ``averaged``
     (the moving average, when the run kept one); return its JSON.
 
+    ``check`` sees the state's JSON before anything is loaded (the run's options: a
+    model of another architecture, encoder or task is refused by name there, not by
+    the mismatch of its weights).
+
     Raises:
-        GeosegError: ``averaged`` is given but the state holds no moving average (the
-            run was started without ``ema``), or the other way round.
+        GeosegError: ``check`` refuses the state; its weights do not fit ``model`` (a
+            state from another model); ``averaged`` is given but the state holds no
+            moving average (the run was started without ``ema``), or the other way round.
     """
     tensors, meta = load_training_state(path)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if check is not None:
+        check(meta)
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as exc:  # missing/unexpected keys or other shapes
+        raise GeosegError(
+            f"{path}: the unfinished run trained another model (its weights do not fit "
+            f"this one: {str(exc).splitlines()[0]}); resume it with the options it was "
+            "started with, or start over without --resume (--overwrite)"
+        ) from None
     ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
     if bool(ema) != (averaged is not None):
         raise GeosegError(

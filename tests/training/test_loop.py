@@ -206,7 +206,11 @@ def test_change_task_trains_on_stacked_dates(sample: dict[str, Path], tmp_path: 
     ("changed", "named"),
     [({"lr": 0.1}, "lr 0.01 -> 0.1"), ({"epochs": 4}, "epochs 3 -> 4"),
      ({"window": 64, "margin": 8}, "margin 4 -> 8; window 32 -> 64"),
-     ({"seed": 5}, "seed 0 -> 5")],
+     ({"seed": 5}, "seed 0 -> 5"),
+     # another model: refused by name before its weights fail to load (was a
+     # multi-thousand-character load_state_dict RuntimeError)
+     ({"arch": "unetplusplus"}, "arch 'unet' -> 'unetplusplus'"),
+     ({"encoder": "tu-resnet34"}, "encoder 'tu-resnet18' -> 'tu-resnet34'")],
 )  # fmt: skip
 def test_resume_with_other_options_is_refused(
     sample: dict[str, Path], tmp_path: Path, changed: dict[str, Any], named: str
