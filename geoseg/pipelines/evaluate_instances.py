@@ -156,7 +156,11 @@ def _overlaps(
     class_field: str | None, chunk: int, labels_crs: str | None = None,
     classes_of: str = "the model",
 ) -> SegmentOverlaps:  # fmt: skip
-    """Segment counts summed over ``chunk x chunk`` blocks of the two maps."""
+    """Segment counts summed over ``chunk x chunk`` blocks of the two maps.
+
+    Pixels where the reference or the prediction has no data (the prediction's mask
+    holds the image's nodata) are void: they count toward no segment.
+    """
     things = [c.id for c in schema.classes if c.is_thing]
     keep = set(things) if task == "instance" else set(schema.ids)
     total = SegmentOverlaps()
@@ -173,10 +177,11 @@ def _overlaps(
                     slice(y0, min(y0 + chunk, src.height)),
                     slice(x0, min(x0 + chunk, src.width)),
                 )
-                tc, ti, valid = ref(key)
-                pc, pi, _ = pred(key)
+                tc, ti, ref_valid = ref(key)
+                pc, pi, pred_valid = pred(key)  # the image's nodata, carried by the COG
                 tc, ti = _only(tc, ti, keep)
                 pc, pi = _only(pc, pi, keep)
+                valid = ref_valid & pred_valid  # void where either map has no data
                 total = total + segment_overlaps(tc, ti, pc, pi, things, valid)
     return total
 

@@ -1,0 +1,65 @@
+"""evaluate --task instance|panoptic: what is void, which references are refused,
+what is warned about, which options are refused (user trial on SpaceNet Atlanta)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from geoseg.cli import cli
+from geoseg.io.labels import CLASSES_TAG
+from geoseg.pipelines.evaluate_instances import score_instances
+from geoseg.types import ClassInfo, ClassSchema
+from tests.conftest import write_raster
+
+BUILDINGS = ClassSchema((ClassInfo(2, "building", (200, 0, 0), is_thing=True),))
+
+
+def _prediction(tmp: Path, left_nodata: bool = True) -> Path:
+    """40 x 40 instance COG: one building matching reference object 3, one false
+    positive; the left half (x < 20) has no data (declared in the mask)."""
+    cls = np.full((40, 40), 255, np.uint32)
+    ids = np.zeros((40, 40), np.uint32)
+    cls[24:30, 24:30], ids[24:30, 24:30] = 2, 1  # = reference object 3
+    cls[32:36, 24:28], ids[32:36, 24:28] = 2, 2  # matches nothing
+    path = write_raster(tmp / "pred.tif", np.stack([cls, ids]), descriptions=("class", "instance"))
+    with rasterio.open(path, "r+") as dst:
+        dst.update_tags(**{CLASSES_TAG: json.dumps(BUILDINGS.to_json())})
+        mask = np.full((40, 40), 255, np.uint8)
+        if left_nodata:
+            mask[:, :20] = 0
+        dst.write_mask(mask)
+    return path
+
+
+def _reference(tmp: Path, name: str = "ref.tif", **kw: object) -> Path:
+    """Four reference buildings (ids 1-4): 1 and 2 wholly in the left half, 3 and 4 right."""
+    ids = np.zeros((40, 40), np.uint32)
+    ids[2:8, 2:8] = 1
+    ids[24:30, 4:10] = 2
+    ids[24:30, 24:30] = 3
+    ids[4:10, 28:34] = 4
+    return write_raster(tmp / name, ids[None], **kw)  # type: ignore[arg-type]
+
+
+def test_reference_objects_on_prediction_nodata_are_void(tmp_path: Path) -> None:
+    result = score_instances(_prediction(tmp_path), _reference(tmp_path), tmp_path / "ev")
+    q = result.quality.per_class[2]
+    # by hand: objects 1, 2 are void; 3 matched (IoU 1); 4 missed; pred 2 is a FP
+    assert (q.tp, q.fp, q.fn) == (1, 1, 1)
+    assert q.sq == 1.0 and q.rq == pytest.approx(1 / (1 + 0.5 + 0.5))
+    assert result.ap50[2] == pytest.approx(0.5 * 0.5)  # precision 1/2 x recall 1/2
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert report["reference_segments"] == 2
+
+
+def test_without_nodata_every_reference_object_counts(tmp_path: Path) -> None:
+    """The same maps with the prediction valid everywhere: objects 1, 2 are misses."""
+    pred = _prediction(tmp_path, left_nodata=False)
+    q = score_instances(pred, _reference(tmp_path), tmp_path / "ev").quality.per_class[2]
+    assert (q.tp, q.fp, q.fn) == (1, 1, 3)
