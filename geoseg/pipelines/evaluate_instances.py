@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from geoseg.evaluation.instances import (
     segment_overlaps,
 )
 from geoseg.io.atomic import check_output_path
+from geoseg.io.grids import same_transform
 from geoseg.io.instance_masks import refuse_binary_mask
 from geoseg.io.instances import (
     InstanceBlock,
@@ -47,6 +49,7 @@ from geoseg.io.instances import (
 )
 from geoseg.io.labels import read_class_schema
 from geoseg.io.reports import write_json
+from geoseg.io.training_data import refuse_labels_off_image
 from geoseg.io.vectors import FORMATS
 from geoseg.models.registry import TASKS, model_task
 from geoseg.pipelines.instances import predict_instances, predict_panoptic
@@ -140,9 +143,44 @@ def _reference_reader(
                 "--class-field and --labels-crs apply to a polygon reference, not a raster"
             )
         refuse_binary_mask(reference)  # a 0/1 mask would score as one object
+        _refuse_off_grid(reference, prediction)
         size = (grid["height"], grid["width"])
         with instance_raster_reader(reference, *size, thing, classes_of) as read:
             yield read
+
+
+def _refuse_off_grid(reference: str, prediction: str) -> None:
+    """Refuse an id raster that lies off the prediction (the image) or on another grid.
+
+    Ids are not resampled here: a reference in another CRS or on a shifted grid is
+    refused with the ``gdalwarp`` command that writes it on the prediction's grid
+    (nearest). Same CRS and transform with another size: the reader's size message.
+
+    Raises:
+        InvalidRasterError: the message names ``reference`` and what differs.
+    """
+    with rasterio.open(prediction) as pred, rasterio.open(reference) as ref:
+        if ref.crs == pred.crs and same_transform(ref.transform, pred.transform):
+            return
+        if ref.crs is None:
+            raise InvalidRasterError(
+                f"{reference}: the reference raster has no CRS; write it on the grid of "
+                f"{prediction} (its CRS and transform) or give a polygon layer"
+            )
+        b, crs, size = pred.bounds, pred.crs, (pred.width, pred.height)
+        other_crs = ref.crs != pred.crs
+    corners = " ".join(repr(float(v)) for v in (b.left, b.bottom, b.right, b.top))
+    warp = (
+        f"`gdalwarp -r near -t_srs {crs.to_string()} -te {corners} -ts {size[0]} {size[1]} "
+        f"{shlex.quote(reference)} {shlex.quote(str(Path(reference).with_suffix('.ongrid.tif')))}`"
+    )
+    refuse_labels_off_image(reference, prediction, "give the reference of this area")
+    what = f"is in {ref.crs}, the image in {crs}" if other_crs else "is on a shifted grid"
+    raise InvalidRasterError(
+        f"{reference}: {what} (its pixels are not the image's, that of {prediction}); ids are "
+        f"not resampled: write it on the image's grid (nearest), e.g. {warp}, or give a "
+        "polygon layer"
+    )
 
 
 def _only(classes: np.ndarray, ids: np.ndarray, keep: set[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from rasterio.transform import Affine
+from rasterio.warp import transform as warp_transform
 
 from geoseg.cli import cli
 from geoseg.io.labels import CLASSES_TAG
@@ -63,3 +65,44 @@ def test_without_nodata_every_reference_object_counts(tmp_path: Path) -> None:
     pred = _prediction(tmp_path, left_nodata=False)
     q = score_instances(pred, _reference(tmp_path), tmp_path / "ev").quality.per_class[2]
     assert (q.tp, q.fp, q.fn) == (1, 1, 3)
+
+
+def _refused(args: list[str]) -> str:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    return " ".join(result.output.split())
+
+
+def _score_cli(tmp: Path, ref: Path, *more: str) -> list[str]:
+    return ["evaluate", "--prediction", str(_prediction(tmp)), "--labels", str(ref),
+            "-o", str(tmp / "ev"), *more]  # fmt: skip
+
+
+def test_reference_on_the_same_grid_scores_as_before(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, _score_cli(tmp_path, _reference(tmp_path)))
+    assert result.exit_code == 0, result.output
+    assert "(TP 1, FP 1, FN 1)" in result.output
+
+
+def test_reference_off_the_image_is_refused(tmp_path: Path) -> None:
+    far = Affine(10, 0, 550000, 0, -10, 5100000)  # 50 km east
+    ref = _reference(tmp_path, "far.tif", transform=far)
+    text = _refused(_score_cli(tmp_path, ref))
+    assert f"{ref}: lies off the image" in text
+
+
+def test_reference_in_another_crs_is_refused(tmp_path: Path) -> None:
+    """The same area in EPSG:32632 (the neighbouring zone): ids are not resampled."""
+    (x,), (y,) = warp_transform("EPSG:32633", "EPSG:32632", [500000], [5100000])
+    origin = Affine(10, 0, x, 0, -10, y)
+    ref = _reference(tmp_path, "utm32.tif", crs="EPSG:32632", transform=origin)
+    text = _refused(_score_cli(tmp_path, ref))
+    assert f"{ref}: is in EPSG:32632, the image in EPSG:32633" in text and "gdalwarp" in text
+
+
+def test_reference_on_a_shifted_grid_is_refused(tmp_path: Path) -> None:
+    """Shifted by half a pixel (5 m): overlapping the image, but not on its pixels."""
+    ref = _reference(tmp_path, "shift.tif", transform=Affine(10, 0, 500005, 0, -10, 5100000))
+    text = _refused(_score_cli(tmp_path, ref))
+    assert f"{ref}: is on a shifted grid" in text
+    assert "-te 500000.0 5099600.0 500400.0 5100000.0 -ts 40 40" in text
