@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shlex
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,6 @@ from geoseg.evaluation.instances import (
     segment_overlaps,
 )
 from geoseg.io.atomic import check_output_path
-from geoseg.io.grids import same_transform
 from geoseg.io.instance_masks import refuse_binary_mask
 from geoseg.io.instances import (
     InstanceBlock,
@@ -49,9 +48,12 @@ from geoseg.io.instances import (
 )
 from geoseg.io.labels import read_class_schema
 from geoseg.io.reports import write_json
-from geoseg.io.training_data import refuse_labels_off_image
 from geoseg.io.vectors import FORMATS
 from geoseg.models.registry import TASKS, model_task
+from geoseg.pipelines.evaluate_instance_checks import (
+    refuse_reference_off_grid,
+    unknown_classes_warning,
+)
 from geoseg.pipelines.instances import predict_instances, predict_panoptic
 from geoseg.pipelines.predict import PredictOptions
 from geoseg.types import NODATA_LABEL, ClassSchema, a_model_of, require_at_least
@@ -143,44 +145,10 @@ def _reference_reader(
                 "--class-field and --labels-crs apply to a polygon reference, not a raster"
             )
         refuse_binary_mask(reference)  # a 0/1 mask would score as one object
-        _refuse_off_grid(reference, prediction)
+        refuse_reference_off_grid(reference, prediction)
         size = (grid["height"], grid["width"])
         with instance_raster_reader(reference, *size, thing, classes_of) as read:
             yield read
-
-
-def _refuse_off_grid(reference: str, prediction: str) -> None:
-    """Refuse an id raster that lies off the prediction (the image) or on another grid.
-
-    Ids are not resampled here: a reference in another CRS or on a shifted grid is
-    refused with the ``gdalwarp`` command that writes it on the prediction's grid
-    (nearest). Same CRS and transform with another size: the reader's size message.
-
-    Raises:
-        InvalidRasterError: the message names ``reference`` and what differs.
-    """
-    with rasterio.open(prediction) as pred, rasterio.open(reference) as ref:
-        if ref.crs == pred.crs and same_transform(ref.transform, pred.transform):
-            return
-        if ref.crs is None:
-            raise InvalidRasterError(
-                f"{reference}: the reference raster has no CRS; write it on the grid of "
-                f"{prediction} (its CRS and transform) or give a polygon layer"
-            )
-        b, crs, size = pred.bounds, pred.crs, (pred.width, pred.height)
-        other_crs = ref.crs != pred.crs
-    corners = " ".join(repr(float(v)) for v in (b.left, b.bottom, b.right, b.top))
-    warp = (
-        f"`gdalwarp -r near -t_srs {crs.to_string()} -te {corners} -ts {size[0]} {size[1]} "
-        f"{shlex.quote(reference)} {shlex.quote(str(Path(reference).with_suffix('.ongrid.tif')))}`"
-    )
-    refuse_labels_off_image(reference, prediction, "give the reference of this area")
-    what = f"is in {ref.crs}, the image in {crs}" if other_crs else "is on a shifted grid"
-    raise InvalidRasterError(
-        f"{reference}: {what} (its pixels are not the image's, that of {prediction}); ids are "
-        f"not resampled: write it on the image's grid (nearest), e.g. {warp}, or give a "
-        "polygon layer"
-    )
 
 
 def _only(classes: np.ndarray, ids: np.ndarray, keep: set[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -193,15 +161,18 @@ def _overlaps(
     prediction: str, reference: str, schema: ClassSchema, task: str,
     class_field: str | None, chunk: int, labels_crs: str | None = None,
     classes_of: str = "the model",
-) -> SegmentOverlaps:  # fmt: skip
-    """Segment counts summed over ``chunk x chunk`` blocks of the two maps.
+) -> tuple[SegmentOverlaps, Counter[int], set[tuple[int, int]]]:  # fmt: skip
+    """Segment counts summed over ``chunk x chunk`` blocks of the two maps, and the
+    reference's classes outside ``schema`` that were left unscored: scored pixels per
+    class value, and their ``(class, id > 0)`` segments.
 
     Pixels where the reference or the prediction has no data (the prediction's mask
     holds the image's nodata) are void: they count toward no segment.
     """
     things = [c.id for c in schema.classes if c.is_thing]
     keep = set(things) if task == "instance" else set(schema.ids)
-    total = SegmentOverlaps()
+    known = np.asarray([*schema.ids, NODATA_LABEL])
+    total, unknown_px, unknown_ids = SegmentOverlaps(), Counter[int](), set[tuple[int, int]]()
     with (
         rasterio.open(prediction) as src,
         _reference_reader(
@@ -217,11 +188,16 @@ def _overlaps(
                 )
                 tc, ti, ref_valid = ref(key)
                 pc, pi, pred_valid = pred(key)  # the image's nodata, carried by the COG
+                valid = ref_valid & pred_valid  # void where either map has no data
+                alien = valid & ~np.isin(tc, known)
+                values, counts = np.unique(tc[alien], return_counts=True)
+                unknown_px.update(dict(zip(values.tolist(), counts.tolist(), strict=True)))
+                pairs = np.unique(np.stack([tc[alien & (ti > 0)], ti[alien & (ti > 0)]]), axis=1)
+                unknown_ids.update(map(tuple, pairs.T.tolist()))
                 tc, ti = _only(tc, ti, keep)
                 pc, pi = _only(pc, pi, keep)
-                valid = ref_valid & pred_valid  # void where either map has no data
                 total = total + segment_overlaps(tc, ti, pc, pi, things, valid)
-    return total
+    return total, unknown_px, unknown_ids
 
 
 def score_instances(
@@ -279,18 +255,26 @@ def score_instances(
     out.mkdir(parents=True, exist_ok=True)
     check_output_path(out / "metrics.json", overwrite)
     classes_of = f"the model {Path(model).name}" if model else f"the prediction {pred_path}"
-    ov = _overlaps(pred_path, ref_path, schema, task, class_field, chunk, labels_crs, classes_of)
+    ov, unknown_px, unknown_ids = _overlaps(
+        pred_path, ref_path, schema, task, class_field, chunk, labels_crs, classes_of
+    )
     things = [c.id for c in schema.classes if c.is_thing]
     quality = panoptic_quality(ov, things)
     ap50 = average_precision_50(ov, _scores(pred_path, ov))
     result = InstanceEvaluation(task, quality, ap50, schema, ())
     stuffless = _stuffless_reference(ref_path, ov, schema) if task == "panoptic" else None
-    warnings = [stuffless] if stuffless else []
+    unknown = unknown_classes_warning(ref_path, schema, classes_of, unknown_px, unknown_ids)
+    warnings = [w for w in (unknown, stuffless) if w]
     for text in warnings:
         log.warning("%s", text)
     report = {
         "task": task, "prediction": Path(pred_path).name, "reference": Path(ref_path).name,
-        **(extra or {}), **_metrics_json(result, ov), "warnings": warnings,
+        **(extra or {}), **_metrics_json(result, ov),
+        "unknown_reference_values": [
+            {"value": v, "pixels": n, "objects": sum(1 for c, _ in unknown_ids if c == v)}
+            for v, n in sorted(unknown_px.items())
+        ],
+        "warnings": warnings,
     }  # fmt: skip
     return InstanceEvaluation(
         task, quality, ap50, schema, (write_json(out / "metrics.json", report, overwrite),)

@@ -106,3 +106,24 @@ def test_reference_on_a_shifted_grid_is_refused(tmp_path: Path) -> None:
     text = _refused(_score_cli(tmp_path, ref))
     assert f"{ref}: is on a shifted grid" in text
     assert "-te 500000.0 5099600.0 500400.0 5100000.0 -ts 40 40" in text
+
+
+def test_reference_classes_outside_the_schema_are_counted_and_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A class band saying 7 (not a class of the prediction) on objects 3 and 4."""
+    ids = np.zeros((40, 40), np.uint32)
+    ids[24:30, 24:30], ids[4:10, 28:34], ids[12:16, 24:28] = 3, 4, 5
+    cls = np.where(ids > 0, 7, 255).astype(np.uint32)
+    cls[12:16, 24:28] = 2  # object 5 is a building, missed by the prediction
+    ref = write_raster(tmp_path / "c7.tif", np.stack([ids, cls]), descriptions=("instance", "class"))
+    with caplog.at_level("WARNING"):
+        result = score_instances(_prediction(tmp_path), ref, tmp_path / "ev")
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert report["reference_segments"] == 1  # object 5 only
+    assert report["unknown_reference_values"] == [{"value": 7, "pixels": 72, "objects": 2}]
+    (warning,) = [w for w in report["warnings"] if "not scored" in w]
+    assert f"{ref}: reference classes that are not classes of" in warning
+    assert "7: 72 px, 2 objects" in warning and warning in caplog.text
+    q = result.quality.per_class[2]
+    assert (q.tp, q.fp, q.fn) == (0, 2, 1)  # both predictions unmatched, object 5 missed
