@@ -43,7 +43,8 @@ def refuse_reference_off_grid(reference: str, prediction: str) -> None:
         other_crs = ref.crs != pred.crs
     corners = " ".join(repr(float(v)) for v in (b.left, b.bottom, b.right, b.top))
     warp = (
-        f"`gdalwarp -r near -t_srs {crs.to_string() if crs else 'CRS'} -te {corners} -ts {size[0]} {size[1]} "
+        f"`gdalwarp -r near -t_srs {crs.to_string() if crs else 'CRS'} -te {corners} "
+        f"-ts {size[0]} {size[1]} "
         f"{shlex.quote(reference)} {shlex.quote(str(Path(reference).with_suffix('.ongrid.tif')))}`"
     )
     refuse_labels_off_image(reference, prediction, "give the reference of this area")

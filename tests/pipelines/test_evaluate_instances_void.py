@@ -116,7 +116,8 @@ def test_reference_classes_outside_the_schema_are_counted_and_warned(
     ids[24:30, 24:30], ids[4:10, 28:34], ids[12:16, 24:28] = 3, 4, 5
     cls = np.where(ids > 0, 7, 255).astype(np.uint32)
     cls[12:16, 24:28] = 2  # object 5 is a building, missed by the prediction
-    ref = write_raster(tmp_path / "c7.tif", np.stack([ids, cls]), descriptions=("instance", "class"))
+    bands = ("instance", "class")
+    ref = write_raster(tmp_path / "c7.tif", np.stack([ids, cls]), descriptions=bands)
     with caplog.at_level("WARNING"):
         result = score_instances(_prediction(tmp_path), ref, tmp_path / "ev")
     report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
