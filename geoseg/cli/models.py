@@ -262,6 +262,7 @@ def evaluate(model: str | None, image: str | None, labels: str, output: Path,
     if interior_points:
         raise click.UsageError("--interior-points applies to a SAM checkpoint")
     if task in INSTANCE_TASKS:
+        _refuse_unused(task, prediction, classes, map_reference, map_prediction, bands, kw)
         _evaluate_instances(
             model, image, labels, output, prediction, class_field, task, opts, labels_crs
         )
@@ -294,6 +295,35 @@ def _echo_scores(result: EvaluateResult) -> None:
         click.echo(f"  {name:<20} IoU {format_score(iou, note)}  ({support} reference px)")
     for path in result.files:
         click.echo(f"wrote {path}")
+
+
+#: Options that only steer running a model: unused when a --prediction is scored.
+_MODEL_RUN = ("window", "margin", "batch_size", "sensor", "assume_crs", "ignore_gsd", "workers")
+
+
+def _refuse_unused(
+    task: str, prediction: str | None, classes: str | None, map_reference: str | None,
+    map_prediction: str | None, bands: str | None, kw: dict[str, Any],
+) -> None:  # fmt: skip
+    """Refuse options ``evaluate --task instance|panoptic`` would ignore, in one line."""
+    for name, value in (("classes", classes), ("map-reference", map_reference),
+                        ("map-prediction", map_prediction)):  # fmt: skip
+        if value is not None:
+            raise click.UsageError(
+                f"--{name} applies to semantic and change scoring; --task {task} scores "
+                "the model's classes (a polygon reference names them with --class-field)"
+            )
+    if prediction is None:
+        return
+    given = [n for n in _MODEL_RUN if kw.get(n) not in (None, False)]
+    given += ["bands"] if bands is not None else []
+    given += ["device"] if kw.get("device", "auto") != "auto" else []
+    if given:
+        names = ", ".join("--" + n.replace("_", "-") for n in given)
+        raise click.UsageError(
+            f"{names}: set{'s' if len(given) == 1 else ''} how a model runs; --prediction "
+            f"{prediction} is scored as it is: leave {names} out"
+        )
 
 
 def _evaluate_instances(

@@ -110,8 +110,9 @@ def evaluate_task(model: str | None, task: str | None) -> str:
     task = task or own
     if (task in INSTANCE_TASKS) != (own in INSTANCE_TASKS):
         raise CheckpointError(
-            f"{model}: is {a_model_of(own)} and cannot be scored with --task {task}; pass a "
-            f"{'instance' if task in INSTANCE_TASKS else task} checkpoint, or leave --task out"
+            f"{model}: is {a_model_of(own)} and cannot be scored with --task {task}; pass "
+            f"{a_model_of('instance' if task in INSTANCE_TASKS else task)} checkpoint, or leave "
+            "--task out"
         )
     return task
 

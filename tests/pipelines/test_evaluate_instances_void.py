@@ -128,3 +128,33 @@ def test_reference_classes_outside_the_schema_are_counted_and_warned(
     assert "7: 72 px, 2 objects" in warning and warning in caplog.text
     q = result.quality.per_class[2]
     assert (q.tp, q.fp, q.fn) == (0, 2, 1)  # both predictions unmatched, object 5 missed
+
+
+@pytest.mark.parametrize(
+    ("more", "says"),
+    [
+        (["--classes", "c.yaml"], "--classes applies to semantic and change scoring"),
+        (["--map-reference", "1=2"], "--map-reference applies to semantic and change"),
+        (["--map-prediction", "2=1"], "--map-prediction applies to semantic and change"),
+        (["--window", "64"], "--window: sets how a model runs"),
+        (["--bands", "1"], "--bands: sets how a model runs"),
+        (["--window", "64", "--margin", "8"], "--window, --margin: set how a model runs"),
+        (["-m", "x.safetensors"], "give -m MODEL and --image IMAGE, or --prediction, not both"),
+    ],
+)
+def test_options_instance_scoring_would_ignore_are_refused(
+    tmp_path: Path, more: list[str], says: str
+) -> None:
+    text = _refused(_score_cli(tmp_path, _reference(tmp_path), *more))
+    assert says in text
+    assert not (tmp_path / "ev" / "metrics.json").exists()
+
+
+def test_a_semantic_model_for_an_instance_task_names_the_right_article(tmp_path: Path) -> None:
+    from tests.conftest import make_tiny_checkpoint
+
+    ckpt = make_tiny_checkpoint(tmp_path / "sem.safetensors")
+    ref = str(_reference(tmp_path))
+    text = _refused(["evaluate", "-m", str(ckpt), "--task", "instance", "--image", str(ckpt),
+                     "--labels", ref, "-o", str(tmp_path / "ev")])  # fmt: skip
+    assert "pass an instance model checkpoint" in text
