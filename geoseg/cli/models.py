@@ -345,7 +345,8 @@ def _evaluate_instances(
     else:
         raise click.UsageError("give -m MODEL and --image IMAGE, or --prediction")
     q = result.quality
-    click.echo(f"AP50 {result.mean_ap50:.4f}  PQ {q.pq:.4f}  SQ {q.sq:.4f}  RQ {q.rq:.4f}")
+    ap50 = "n/a (no reference object)" if result.mean_ap50 is None else f"{result.mean_ap50:.4f}"
+    click.echo(f"AP50 {ap50}  PQ {q.pq:.4f}  SQ {q.sq:.4f}  RQ {q.rq:.4f}")
     if result.task == "panoptic":
         click.echo(f"PQ_things {_score(q.pq_things, 'things')}  "
                    f"PQ_stuff {_score(q.pq_stuff, 'stuff')}")  # fmt: skip

@@ -59,6 +59,7 @@ from geoseg.pipelines.predict import PredictOptions
 from geoseg.types import NODATA_LABEL, ClassSchema, a_model_of, require_at_least
 
 __all__ = [
+    "AP50_NOTE",
     "INSTANCE_TASKS",
     "InstanceEvaluation",
     "evaluate_instance_model",
@@ -67,6 +68,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Why AP50 is null: 0/0, no reference object of a thing class was scored.
+AP50_NOTE = "null: no reference object of a thing class to score"
 
 #: The tasks scored here, object by object (the others: pipelines.evaluate).
 INSTANCE_TASKS = tuple(t.name for t in TASKS.values() if t.objects)
@@ -92,9 +96,10 @@ class InstanceEvaluation:
     files: tuple[Path, ...]
 
     @property
-    def mean_ap50(self) -> float:
-        """Mean AP50 over the thing classes that have reference objects (0 if none)."""
-        return sum(self.ap50.values()) / len(self.ap50) if self.ap50 else 0.0
+    def mean_ap50(self) -> float | None:
+        """Mean AP50 over the thing classes that have reference objects; None (0/0,
+        "n/a") when the reference has no object to score."""
+        return sum(self.ap50.values()) / len(self.ap50) if self.ap50 else None
 
 
 def evaluate_task(model: str | None, task: str | None) -> str:
@@ -326,6 +331,7 @@ def _metrics_json(result: InstanceEvaluation, ov: SegmentOverlaps) -> dict[str, 
         "pq_things": q.pq_things, "sq_things": q.sq_things, "rq_things": q.rq_things,
         "pq_stuff": q.pq_stuff, "sq_stuff": q.sq_stuff, "rq_stuff": q.rq_stuff,
         **_kind_notes(q),
+        **({"note_ap50": AP50_NOTE} if result.mean_ap50 is None else {}),
         "reference_segments": len(ov.truth_area), "predicted_segments": len(ov.pred_area),
         "classes": per_class,
     }  # fmt: skip

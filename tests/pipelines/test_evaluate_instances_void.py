@@ -158,3 +158,14 @@ def test_a_semantic_model_for_an_instance_task_names_the_right_article(tmp_path:
     text = _refused(["evaluate", "-m", str(ckpt), "--task", "instance", "--image", str(ckpt),
                      "--labels", ref, "-o", str(tmp_path / "ev")])  # fmt: skip
     assert "pass an instance model checkpoint" in text
+
+
+def test_ap50_without_reference_objects_is_null_with_a_note(tmp_path: Path) -> None:
+    """An empty reference: AP50 is 0/0 (null, n/a), not 0; both predictions are FPs."""
+    empty = write_raster(tmp_path / "empty.tif", np.zeros((1, 40, 40), np.uint32))
+    result = CliRunner().invoke(cli, _score_cli(tmp_path, empty))
+    assert result.exit_code == 0, result.output
+    assert "AP50 n/a (no reference object)" in result.output
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert report["ap50"] is None and "no reference object" in report["note_ap50"]
+    assert report["classes"][0]["fp"] == 2 and report["classes"][0]["ap50"] is None
