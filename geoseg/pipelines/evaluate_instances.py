@@ -11,9 +11,11 @@ the prediction's grid, one id per feature. Counts are summed chunk by chunk
   the thing classes that occur.
 * ``panoptic``: stuff classes are scored too (one segment per stuff class).
 
-AP50 is mask AP at IoU 0.5, predictions ranked by the object scores that
-``geoseg predict`` stores in the raster's ``GEOSEG_INSTANCE_SCORES`` tag; a raster
-without them ranks every prediction alike (AP50 is then precision x recall).
+AP50 is all-point interpolated mask AP over the PQ matches (same class, IoU > 0.5;
+:data:`~geoseg.evaluation.instances.AP50_DEFINITION`), predictions ranked by the object
+scores that ``geoseg predict`` stores in the raster's ``GEOSEG_INSTANCE_SCORES`` tag; a
+raster without them ranks every prediction alike (AP50 is then precision x recall).
+Pixels where the reference or the prediction (the image) has no data are void.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import rasterio
 
 from geoseg.errors import CheckpointError, GeosegError, InvalidRasterError
 from geoseg.evaluation.instances import (
+    AP50_DEFINITION,
     PanopticQuality,
     SegmentOverlaps,
     average_precision_50,
@@ -332,6 +335,8 @@ def _metrics_json(result: InstanceEvaluation, ov: SegmentOverlaps) -> dict[str, 
         "pq_stuff": q.pq_stuff, "sq_stuff": q.sq_stuff, "rq_stuff": q.rq_stuff,
         **_kind_notes(q),
         **({"note_ap50": AP50_NOTE} if result.mean_ap50 is None else {}),
+        "ap_definition": AP50_DEFINITION,
+        "pq_match": "same class, mask IoU > 0.5 (unique), void pixels left out",
         "reference_segments": len(ov.truth_area), "predicted_segments": len(ov.pred_area),
         "classes": per_class,
     }  # fmt: skip

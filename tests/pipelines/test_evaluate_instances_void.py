@@ -169,3 +169,17 @@ def test_ap50_without_reference_objects_is_null_with_a_note(tmp_path: Path) -> N
     report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert report["ap50"] is None and "no reference object" in report["note_ap50"]
     assert report["classes"][0]["fp"] == 2 and report["classes"][0]["ap50"] is None
+
+
+def test_iou_of_exactly_one_half_is_no_match_as_metrics_json_says(tmp_path: Path) -> None:
+    """Prediction 1 covers 6 x 6 px of which reference object 3 is 6 x 3: IoU 18/36 = 0.5."""
+    ids = np.zeros((40, 40), np.uint32)
+    ids[24:30, 24:27] = 3
+    ref = write_raster(tmp_path / "half.tif", ids[None])
+    result = score_instances(_prediction(tmp_path), ref, tmp_path / "ev")
+    q = result.quality.per_class[2]
+    assert (q.tp, q.fp, q.fn) == (0, 2, 1) and result.ap50 == {2: 0.0}
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert "IoU > 0.5 (strict" in report["ap_definition"]
+    assert "all-point interpolation" in report["ap_definition"]
+    assert report["pq_match"].startswith("same class, mask IoU > 0.5")
