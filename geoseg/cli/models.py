@@ -262,6 +262,7 @@ def evaluate(model: str | None, image: str | None, labels: str, output: Path,
     if interior_points:
         raise click.UsageError("--interior-points applies to a SAM checkpoint")
     if task in INSTANCE_TASKS:
+        _refuse_unused(task, prediction, classes, map_reference, map_prediction, bands, kw)
         _evaluate_instances(
             model, image, labels, output, prediction, class_field, task, opts, labels_crs
         )
@@ -296,6 +297,35 @@ def _echo_scores(result: EvaluateResult) -> None:
         click.echo(f"wrote {path}")
 
 
+#: Options that only steer running a model: unused when a --prediction is scored.
+_MODEL_RUN = ("window", "margin", "batch_size", "sensor", "assume_crs", "ignore_gsd", "workers")
+
+
+def _refuse_unused(
+    task: str, prediction: str | None, classes: str | None, map_reference: str | None,
+    map_prediction: str | None, bands: str | None, kw: dict[str, Any],
+) -> None:  # fmt: skip
+    """Refuse options ``evaluate --task instance|panoptic`` would ignore, in one line."""
+    for name, value in (("classes", classes), ("map-reference", map_reference),
+                        ("map-prediction", map_prediction)):  # fmt: skip
+        if value is not None:
+            raise click.UsageError(
+                f"--{name} applies to semantic and change scoring; --task {task} scores "
+                "the model's classes (a polygon reference names them with --class-field)"
+            )
+    if prediction is None:
+        return
+    given = [n for n in _MODEL_RUN if kw.get(n) not in (None, False)]
+    given += ["bands"] if bands is not None else []
+    given += ["device"] if kw.get("device", "auto") != "auto" else []
+    if given:
+        names = ", ".join("--" + n.replace("_", "-") for n in given)
+        raise click.UsageError(
+            f"{names}: set{'s' if len(given) == 1 else ''} how a model runs; --prediction "
+            f"{prediction} is scored as it is: leave {names} out"
+        )
+
+
 def _evaluate_instances(
     model: str | None, image: str | None, labels: str, output: Path, prediction: str | None,
     class_field: str | None, task: str, opts: Any, labels_crs: str | None,
@@ -315,7 +345,8 @@ def _evaluate_instances(
     else:
         raise click.UsageError("give -m MODEL and --image IMAGE, or --prediction")
     q = result.quality
-    click.echo(f"AP50 {result.mean_ap50:.4f}  PQ {q.pq:.4f}  SQ {q.sq:.4f}  RQ {q.rq:.4f}")
+    ap50 = "n/a (no reference object)" if result.mean_ap50 is None else f"{result.mean_ap50:.4f}"
+    click.echo(f"AP50 {ap50}  PQ {q.pq:.4f}  SQ {q.sq:.4f}  RQ {q.rq:.4f}")
     if result.task == "panoptic":
         click.echo(f"PQ_things {_score(q.pq_things, 'things')}  "
                    f"PQ_stuff {_score(q.pq_stuff, 'stuff')}")  # fmt: skip

@@ -24,6 +24,7 @@ from geoseg.errors import InvalidRasterError
 from geoseg.types import NODATA_LABEL
 
 __all__ = [
+    "AP50_DEFINITION",
     "ClassQuality",
     "PanopticQuality",
     "SegmentOverlaps",
@@ -33,6 +34,19 @@ __all__ = [
 ]
 
 Segment = tuple[int, int]  # (class, id)
+
+#: What :func:`average_precision_50` computes, in words (written into metrics.json).
+AP50_DEFINITION = (
+    "per thing class with reference objects: predictions ranked by score (descending); a "
+    "prediction is a true positive when it is the unique same-class match of a reference "
+    "object with mask IoU > 0.5 (strict; void pixels left out; the PQ matching, not a "
+    "greedy one by score); predictions more than half on void are left out; AP = area "
+    "under the precision-recall curve with all-point interpolation (precision envelope "
+    "summed over every recall step); without scores all predictions tie and AP = "
+    "precision x recall; mean over the classes. pycocotools differs: IoU >= 0.5, greedy "
+    "matching in score order, 101-point recall interpolation, at most 100 detections "
+    "per image, crowd regions"
+)
 
 
 @dataclass(eq=False)

@@ -33,6 +33,7 @@ __all__ = [
     "LabelledRaster",
     "read_labelled_raster",
     "read_labels_on_grid",
+    "refuse_labels_off_image",
     "refuse_polygon_labels",
 ]
 
@@ -128,7 +129,7 @@ def read_labels_on_grid(label_path: str, image_path: str) -> np.ndarray:
             return _values(lab, None)
         # refused in one line where no transformation exists (a local CRS without a datum)
         bounds_in_crs(lab.crs, img.crs, tuple(lab.bounds), label_path, image_path, _SAME_CRS)
-        _refuse_labels_off_image(label_path, image_path)
+        refuse_labels_off_image(label_path, image_path)
         log.warning("%s: not on the grid of %s; aligning it (nearest)", label_path, image_path)
         window = _window_over(lab, img, label_path, image_path)
         dst = np.full(img.shape, LABEL_NODATA, np.float64)
@@ -177,10 +178,18 @@ def _window_over(
         return None
 
 
-def _refuse_labels_off_image(label_path: str, image_path: str) -> None:
-    """Raise when a label raster that gave no label on the image lies wholly off it.
+def refuse_labels_off_image(
+    label_path: str,
+    image_path: str,
+    fix: str = "pair each --labels with the --image of the same area",
+) -> None:
+    """Raise when a label raster lies wholly off the image (``fix`` ends the message).
 
-    (An unlabelled chip that does lie on its image is allowed: chip folders hold some.)
+    Training calls it when a raster gave no label on the image (an unlabelled chip
+    that does lie on its image is allowed: chip folders hold some).
+
+    Raises:
+        InvalidRasterError: the bounds do not meet; names ``label_path``.
     """
     from rasterio.coords import disjoint_bounds
 
@@ -193,7 +202,7 @@ def _refuse_labels_off_image(label_path: str, image_path: str) -> None:
         raise InvalidRasterError(
             f"{label_path}: lies off the image {image_path} (labels cover "
             f"{tuple(round(v) for v in bounds)}, the image {tuple(round(v) for v in image_bounds)}"
-            " in the image's CRS); pair each --labels with the --image of the same area"
+            f" in the image's CRS); {fix}"
         )
 
 
@@ -221,7 +230,7 @@ def read_labelled_raster(
     if not valid.any():
         raise InvalidRasterError(f"{image_path}: every pixel is nodata; it cannot train a model")
     if not (labels != LABEL_NODATA).any():
-        _refuse_labels_off_image(label_path, image_path)
+        refuse_labels_off_image(label_path, image_path)
     return LabelledRaster(
         path=image_path,
         image=image,

@@ -11,9 +11,11 @@ the prediction's grid, one id per feature. Counts are summed chunk by chunk
   the thing classes that occur.
 * ``panoptic``: stuff classes are scored too (one segment per stuff class).
 
-AP50 is mask AP at IoU 0.5, predictions ranked by the object scores that
-``geoseg predict`` stores in the raster's ``GEOSEG_INSTANCE_SCORES`` tag; a raster
-without them ranks every prediction alike (AP50 is then precision x recall).
+AP50 is all-point interpolated mask AP over the PQ matches (same class, IoU > 0.5;
+:data:`~geoseg.evaluation.instances.AP50_DEFINITION`), predictions ranked by the object
+scores that ``geoseg predict`` stores in the raster's ``GEOSEG_INSTANCE_SCORES`` tag; a
+raster without them ranks every prediction alike (AP50 is then precision x recall).
+Pixels where the reference or the prediction (the image) has no data are void.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,7 @@ import rasterio
 
 from geoseg.errors import CheckpointError, GeosegError, InvalidRasterError
 from geoseg.evaluation.instances import (
+    AP50_DEFINITION,
     PanopticQuality,
     SegmentOverlaps,
     average_precision_50,
@@ -49,11 +53,16 @@ from geoseg.io.labels import read_class_schema
 from geoseg.io.reports import write_json
 from geoseg.io.vectors import FORMATS
 from geoseg.models.registry import TASKS, model_task
+from geoseg.pipelines.evaluate_instance_checks import (
+    refuse_reference_off_grid,
+    unknown_classes_warning,
+)
 from geoseg.pipelines.instances import predict_instances, predict_panoptic
 from geoseg.pipelines.predict import PredictOptions
 from geoseg.types import NODATA_LABEL, ClassSchema, a_model_of, require_at_least
 
 __all__ = [
+    "AP50_NOTE",
     "INSTANCE_TASKS",
     "InstanceEvaluation",
     "evaluate_instance_model",
@@ -62,6 +71,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Why AP50 is null: 0/0, no reference object of a thing class was scored.
+AP50_NOTE = "null: no reference object of a thing class to score"
 
 #: The tasks scored here, object by object (the others: pipelines.evaluate).
 INSTANCE_TASKS = tuple(t.name for t in TASKS.values() if t.objects)
@@ -87,9 +99,10 @@ class InstanceEvaluation:
     files: tuple[Path, ...]
 
     @property
-    def mean_ap50(self) -> float:
-        """Mean AP50 over the thing classes that have reference objects (0 if none)."""
-        return sum(self.ap50.values()) / len(self.ap50) if self.ap50 else 0.0
+    def mean_ap50(self) -> float | None:
+        """Mean AP50 over the thing classes that have reference objects; None (0/0,
+        "n/a") when the reference has no object to score."""
+        return sum(self.ap50.values()) / len(self.ap50) if self.ap50 else None
 
 
 def evaluate_task(model: str | None, task: str | None) -> str:
@@ -105,8 +118,9 @@ def evaluate_task(model: str | None, task: str | None) -> str:
     task = task or own
     if (task in INSTANCE_TASKS) != (own in INSTANCE_TASKS):
         raise CheckpointError(
-            f"{model}: is {a_model_of(own)} and cannot be scored with --task {task}; pass a "
-            f"{'instance' if task in INSTANCE_TASKS else task} checkpoint, or leave --task out"
+            f"{model}: is {a_model_of(own)} and cannot be scored with --task {task}; pass "
+            f"{a_model_of('instance' if task in INSTANCE_TASKS else task)} checkpoint, or leave "
+            "--task out"
         )
     return task
 
@@ -140,6 +154,7 @@ def _reference_reader(
                 "--class-field and --labels-crs apply to a polygon reference, not a raster"
             )
         refuse_binary_mask(reference)  # a 0/1 mask would score as one object
+        refuse_reference_off_grid(reference, prediction)
         size = (grid["height"], grid["width"])
         with instance_raster_reader(reference, *size, thing, classes_of) as read:
             yield read
@@ -155,11 +170,18 @@ def _overlaps(
     prediction: str, reference: str, schema: ClassSchema, task: str,
     class_field: str | None, chunk: int, labels_crs: str | None = None,
     classes_of: str = "the model",
-) -> SegmentOverlaps:  # fmt: skip
-    """Segment counts summed over ``chunk x chunk`` blocks of the two maps."""
+) -> tuple[SegmentOverlaps, Counter[int], set[tuple[int, int]]]:  # fmt: skip
+    """Segment counts summed over ``chunk x chunk`` blocks of the two maps, and the
+    reference's classes outside ``schema`` that were left unscored: scored pixels per
+    class value, and their ``(class, id > 0)`` segments.
+
+    Pixels where the reference or the prediction has no data (the prediction's mask
+    holds the image's nodata) are void: they count toward no segment.
+    """
     things = [c.id for c in schema.classes if c.is_thing]
     keep = set(things) if task == "instance" else set(schema.ids)
-    total = SegmentOverlaps()
+    known = np.asarray([*schema.ids, NODATA_LABEL])
+    total, unknown_px, unknown_ids = SegmentOverlaps(), Counter[int](), set[tuple[int, int]]()
     with (
         rasterio.open(prediction) as src,
         _reference_reader(
@@ -173,12 +195,18 @@ def _overlaps(
                     slice(y0, min(y0 + chunk, src.height)),
                     slice(x0, min(x0 + chunk, src.width)),
                 )
-                tc, ti, valid = ref(key)
-                pc, pi, _ = pred(key)
+                tc, ti, ref_valid = ref(key)
+                pc, pi, pred_valid = pred(key)  # the image's nodata, carried by the COG
+                valid = ref_valid & pred_valid  # void where either map has no data
+                alien = valid & ~np.isin(tc, known)
+                values, counts = np.unique(tc[alien], return_counts=True)
+                unknown_px.update(dict(zip(values.tolist(), counts.tolist(), strict=True)))
+                pairs = np.unique(np.stack([tc[alien & (ti > 0)], ti[alien & (ti > 0)]]), axis=1)
+                unknown_ids.update(map(tuple, pairs.T.tolist()))
                 tc, ti = _only(tc, ti, keep)
                 pc, pi = _only(pc, pi, keep)
                 total = total + segment_overlaps(tc, ti, pc, pi, things, valid)
-    return total
+    return total, unknown_px, unknown_ids
 
 
 def score_instances(
@@ -236,18 +264,26 @@ def score_instances(
     out.mkdir(parents=True, exist_ok=True)
     check_output_path(out / "metrics.json", overwrite)
     classes_of = f"the model {Path(model).name}" if model else f"the prediction {pred_path}"
-    ov = _overlaps(pred_path, ref_path, schema, task, class_field, chunk, labels_crs, classes_of)
+    ov, unknown_px, unknown_ids = _overlaps(
+        pred_path, ref_path, schema, task, class_field, chunk, labels_crs, classes_of
+    )
     things = [c.id for c in schema.classes if c.is_thing]
     quality = panoptic_quality(ov, things)
     ap50 = average_precision_50(ov, _scores(pred_path, ov))
     result = InstanceEvaluation(task, quality, ap50, schema, ())
     stuffless = _stuffless_reference(ref_path, ov, schema) if task == "panoptic" else None
-    warnings = [stuffless] if stuffless else []
+    unknown = unknown_classes_warning(ref_path, schema, classes_of, unknown_px, unknown_ids)
+    warnings = [w for w in (unknown, stuffless) if w]
     for text in warnings:
         log.warning("%s", text)
     report = {
         "task": task, "prediction": Path(pred_path).name, "reference": Path(ref_path).name,
-        **(extra or {}), **_metrics_json(result, ov), "warnings": warnings,
+        **(extra or {}), **_metrics_json(result, ov),
+        "unknown_reference_values": [
+            {"value": v, "pixels": n, "objects": sum(1 for c, _ in unknown_ids if c == v)}
+            for v, n in sorted(unknown_px.items())
+        ],
+        "warnings": warnings,
     }  # fmt: skip
     return InstanceEvaluation(
         task, quality, ap50, schema, (write_json(out / "metrics.json", report, overwrite),)
@@ -298,6 +334,9 @@ def _metrics_json(result: InstanceEvaluation, ov: SegmentOverlaps) -> dict[str, 
         "pq_things": q.pq_things, "sq_things": q.sq_things, "rq_things": q.rq_things,
         "pq_stuff": q.pq_stuff, "sq_stuff": q.sq_stuff, "rq_stuff": q.rq_stuff,
         **_kind_notes(q),
+        **({"note_ap50": AP50_NOTE} if result.mean_ap50 is None else {}),
+        "ap_definition": AP50_DEFINITION,
+        "pq_match": "same class, mask IoU > 0.5 (unique), void pixels left out",
         "reference_segments": len(ov.truth_area), "predicted_segments": len(ov.pred_area),
         "classes": per_class,
     }  # fmt: skip
