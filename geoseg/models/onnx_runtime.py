@@ -148,11 +148,20 @@ def inspect_graph(session: Any, output: str | None = None, where: str = "model")
         where: the file named in error messages.
 
     Raises:
-        CheckpointError: ``output`` is not one of the graph's outputs, or it is None
+        CheckpointError: the graph has more than one input (geoseg feeds one), or
+            ``output`` is not one of the graph's outputs, or it is None
             and the graph has several (none is taken silently: the first may be an
             auxiliary head).
     """
-    inp, outs = session.get_inputs()[0], session.get_outputs()
+    inputs, outs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1:  # geoseg feeds one image tensor; a second input would go unfed
+        raise CheckpointError(
+            f"{where}: the ONNX graph has {len(inputs)} inputs "
+            f"({', '.join(i.name for i in inputs)}); geoseg feeds one image tensor "
+            "(N, bands, H, W): export the model with the image as its only input (fold "
+            "constant extra inputs into the graph)"
+        )
+    inp = inputs[0]
     names = [o.name for o in outs]
     if output is None and len(outs) > 1:
         raise CheckpointError(

@@ -92,3 +92,27 @@ def test_a_failing_graph_blames_the_window_only_when_it_differs() -> None:
     assert "--window" not in str(own.value)
     with pytest.raises(CheckpointError, match=r"\(--window 32\)"):
         predictor._run_one(np.zeros((1, 4, 64, 64), np.float32))
+
+
+def test_a_graph_with_two_inputs_is_refused_by_name(tmp_path: Path) -> None:
+    """A second input (``offset`` here) would go unfed: refused at import, naming both
+    (it read "...; check --window" before)."""
+    from onnx import TensorProto, helper
+
+    dims = ["n", 4, "h", "w"]
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "offset"], ["logits"])], "two_inputs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims),
+         helper.make_tensor_value_info("offset", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, dims)],
+    )  # fmt: skip
+    path = tmp_path / "two_in.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path.write_bytes(model.SerializeToString())
+    classes = write_classes(tmp_path / "c4.yaml", ["a", "b", "c", "d"])
+    out = tmp_path / "two_in.safetensors"
+    code, text = cli_run("import", path, "-o", out, "--bands", BANDS, "--classes", classes,
+                         "--window", 32, *NORM)  # fmt: skip
+    assert code == 2 and len(text.strip().splitlines()) == 1, text
+    assert "has 2 inputs (x, offset)" in text and "only input" in text
+    assert not out.exists()
