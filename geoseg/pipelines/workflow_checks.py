@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 
 from rasterio.transform import array_bounds
-from rasterio.warp import transform_bounds
 
 from geoseg.errors import GeosegError
 from geoseg.io.checkpoint import read_checkpoint_meta
 from geoseg.io.raster import Scene, open_scene
+from geoseg.io.reproject import bounds_in_crs
 from geoseg.models.bands import named_by_colour
 from geoseg.pipelines.model_input import match_bands
 from geoseg.pipelines.workflow_file import Workflow
@@ -53,18 +53,22 @@ def check_scenes_overlap(wf: Workflow) -> None:
     """Refuse scenes whose footprints share no ground with the first scene's.
 
     Bounds are compared in the first scene's CRS (a scene in another CRS is brought
-    there with :func:`rasterio.warp.transform_bounds`); touching edges do not count,
-    and bounds that wrap the antimeridian there (left > right) are not judged.
+    there with :func:`geoseg.io.reproject.bounds_in_crs`); touching edges do not
+    count, and bounds that wrap the antimeridian there (left > right) are not judged.
 
     Raises:
-        InvalidRasterError: a scene is not a raster geoseg can read (named).
+        InvalidRasterError: a scene is not a raster geoseg can read, or its CRS has no
+            transformation to the first scene's (named).
     """
     assume = wf.predict.get("assume_crs")
     first = open_scene(wf.scenes[0], None, assume_crs=assume)
     crs, (x0, y0, x1, y1) = first.crs, _bounds(first)
     for scene in wf.scenes[1:]:
         other = open_scene(scene, None, assume_crs=assume)
-        bx0, by0, bx1, by1 = transform_bounds(other.crs, crs, *_bounds(other), densify_pts=21)
+        bx0, by0, bx1, by1 = bounds_in_crs(
+            other.crs, crs, _bounds(other), str(scene), str(wf.scenes[0]),
+            "reproject the scenes to one CRS (gdalwarp -t_srs)",
+        )  # fmt: skip
         if bx0 <= bx1 and (bx0 >= x1 or bx1 <= x0 or by0 >= y1 or by1 <= y0):
             raise GeosegError(
                 f"{wf.path}: scenes: {scene} does not overlap {wf.scenes[0]} (its bounds in "
